@@ -1,0 +1,48 @@
+# Two commands on a fresh Debian machine (as root): `make demo` and `make test`.
+# Each bootstraps what is missing: Debian packages, then a .venv with roam installed editable.
+SHELL := /bin/bash
+VENV  := .venv
+PY    := $(VENV)/bin/python
+DEBS  := serf haproxy iptables iproute2
+STAMP := $(VENV)/.installed
+
+.PHONY: bootstrap debs venv test test-fast lint demo bench soak clean
+
+bootstrap: debs venv
+
+debs:
+	@missing=""; \
+	command -v serf >/dev/null || missing="$$missing serf"; \
+	command -v haproxy >/dev/null || missing="$$missing haproxy"; \
+	command -v iptables >/dev/null || missing="$$missing iptables"; \
+	command -v ip >/dev/null || missing="$$missing iproute2"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  if [ "$$(id -u)" != 0 ]; then echo "need root to install:$$missing" >&2; exit 1; fi; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+venv: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip >/dev/null
+	$(PY) -m pip install -q -e '.[test]'
+	@touch $(STAMP)
+
+test: bootstrap
+	$(VENV)/bin/lint-imports
+	$(PY) -m mypy peer placement lb chaos
+	$(PY) -m pytest -q -p no:cacheprovider
+
+test-fast: bootstrap
+	$(PY) -m pytest -q -m 'not integration and not netns'
+
+demo: bootstrap
+	$(PY) -m chaos demo
+
+bench: bootstrap
+	$(PY) bench/gossip.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache

@@ -1,0 +1,64 @@
+"""Polling with a deadline: the one way roam (and its tests) wait for something to become true.
+
+A fixed sleep either wastes time or is too short on a loaded machine; a poll with a deadline
+returns as soon as the condition holds and fails loudly when it never does.
+"""
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+class WaitTimeout(TimeoutError):
+    """The condition did not hold before the deadline."""
+
+
+async def wait_until(
+    predicate: Callable[[], T | Awaitable[T]],
+    *,
+    timeout: float,
+    interval: float = 0.05,
+    what: str = "condition",
+) -> T:
+    """Poll `predicate` (sync or async) until it returns a truthy value; return that value."""
+    deadline = time.monotonic() + timeout
+    last_exc: BaseException | None = None
+    while True:
+        try:
+            value = predicate()
+            if inspect.isawaitable(value):
+                value = await value
+            if value:
+                return value  # type: ignore[return-value]
+        except Exception as exc:  # noqa: BLE001 - a failing probe just means "not yet"
+            last_exc = exc
+        if time.monotonic() >= deadline:
+            raise WaitTimeout(f"{what} not reached within {timeout:.1f}s") from last_exc
+        await asyncio.sleep(interval)
+
+
+def wait_until_sync(
+    predicate: Callable[[], T],
+    *,
+    timeout: float,
+    interval: float = 0.05,
+    what: str = "condition",
+) -> T:
+    """Blocking twin of `wait_until` for code that has no event loop (CLI, test setup)."""
+    deadline = time.monotonic() + timeout
+    last_exc: BaseException | None = None
+    while True:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception as exc:  # noqa: BLE001
+            last_exc = exc
+        if time.monotonic() >= deadline:
+            raise WaitTimeout(f"{what} not reached within {timeout:.1f}s") from last_exc
+        time.sleep(interval)
