@@ -1,0 +1,118 @@
+"""What placement decides from and what it answers: plain frozen values, validated on construction.
+
+The agent builds one `ClusterView` per member from Serf tags (load) and Serf coordinates (RTT);
+placement never looks anything up itself. Validation happens here, once, so that the policies and
+the trigger logic can do arithmetic without guarding against NaN or negative gossip.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from placement.errors import InvalidRequirements, InvalidView
+
+
+def _finite_nonneg(value: float) -> bool:
+    if isinstance(value, int):  # math.isfinite overflows on huge ints; ints are always finite
+        return value >= 0
+    return math.isfinite(value) and value >= 0
+
+
+@dataclass(frozen=True)
+class ClusterView:
+    """What gossip tells about one member, as seen by the cluster that places.
+
+    `rtt_ms` and `bandwidth_mbps` describe the link between this member and the service's home
+    cluster (Serf coordinates estimate the RTT of any pair, so the agent can fill it in wherever
+    it places). `None` means unknown; for the home itself both are treated as perfect.
+    `*_used` may exceed `*_capacity` (overcommit); such a member is simply full.
+    """
+
+    name: str
+    alive: bool
+    tier: str
+    cpu_capacity: float
+    cpu_used: float
+    mem_capacity: int
+    mem_used: int
+    slots_capacity: int
+    slots_used: int
+    rtt_ms: float | None = None
+    bandwidth_mbps: float | None = None
+    accepting: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise InvalidView("a cluster view needs a name")
+        numbers = {
+            "cpu_capacity": self.cpu_capacity,
+            "cpu_used": self.cpu_used,
+            "mem_capacity": self.mem_capacity,
+            "mem_used": self.mem_used,
+            "slots_capacity": self.slots_capacity,
+            "slots_used": self.slots_used,
+        }
+        if self.rtt_ms is not None:
+            numbers["rtt_ms"] = self.rtt_ms
+        if self.bandwidth_mbps is not None:
+            numbers["bandwidth_mbps"] = self.bandwidth_mbps
+        for field, value in numbers.items():
+            if not _finite_nonneg(value):
+                raise InvalidView(f"{self.name}: {field} must be finite and >= 0, got {value!r}")
+
+    @property
+    def cpu_load(self) -> float:
+        """Fraction of CPU in use (1.0 when a member with no CPU is asked)."""
+        return self.cpu_used / self.cpu_capacity if self.cpu_capacity > 0 else 1.0
+
+
+@dataclass(frozen=True)
+class Requirements:
+    """What one instance of a service needs from its host, plus where it may (not) go.
+
+    Every instance takes one service slot. `tiers`, when not empty, lists the allowed tiers;
+    `avoid` names clusters not to pick (e.g. the current location when migrating away).
+    Plain sets are accepted and frozen.
+    """
+
+    cpu: float
+    memory: int
+    tiers: frozenset[str] = frozenset()
+    avoid: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        if not _finite_nonneg(self.cpu):
+            raise InvalidRequirements(f"cpu must be finite and >= 0, got {self.cpu!r}")
+        if self.memory < 0:
+            raise InvalidRequirements(f"memory must be >= 0, got {self.memory!r}")
+        object.__setattr__(self, "tiers", frozenset(self.tiers))
+        object.__setattr__(self, "avoid", frozenset(self.avoid))
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One acceptable destination, with its score and why it got it (for logs and the API)."""
+
+    name: str
+    score: float
+    reasons: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """One member that cannot take the service, and why (`reason` starts with a stable code)."""
+
+    name: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Placement:
+    """The answer to a Placement Request: acceptable members best first, and the rest."""
+
+    ranked: tuple[Candidate, ...]
+    rejected: tuple[Rejection, ...]
+
+    @property
+    def best(self) -> Candidate | None:
+        return self.ranked[0] if self.ranked else None

@@ -1,0 +1,134 @@
+"""rank and admit: constraints always hold, results are deterministic, admission agrees."""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from placement import (
+    POLICIES,
+    ClusterView,
+    DuplicateCluster,
+    Placement,
+    Policy,
+    Rejection,
+    Requirements,
+    admit,
+    rank,
+)
+from tests.placement.strategies import PROPERTY, homes, requirements, view_lists
+
+policies = st.sampled_from(sorted(POLICIES)).map(POLICIES.__getitem__)
+
+
+def fits(req: Requirements, v: ClusterView) -> bool:
+    return (
+        v.alive
+        and v.accepting
+        and v.name not in req.avoid
+        and (not req.tiers or v.tier in req.tiers)
+        and v.cpu_used + req.cpu <= v.cpu_capacity + 1e-9
+        and v.mem_used + req.memory <= v.mem_capacity
+        and v.slots_used + 1 <= v.slots_capacity
+    )
+
+
+@PROPERTY
+@given(req=requirements, views=view_lists, home=homes, policy=policies)
+def test_ranked_members_satisfy_every_constraint(
+    req: Requirements, views: list[ClusterView], home: str, policy: Policy
+) -> None:
+    placement = rank(req, views, home=home, policy=policy)
+    by_name = {v.name: v for v in views}
+    ranked = {c.name for c in placement.ranked}
+    rejected = {r.name for r in placement.rejected}
+    assert ranked | rejected == set(by_name) and not ranked & rejected
+    assert len(placement.ranked) + len(placement.rejected) == len(views)
+    for name in ranked:
+        assert fits(req, by_name[name]), name  # never failed, draining, avoided, wrong tier, full
+    for name in rejected:
+        assert not fits(req, by_name[name]), name  # nothing acceptable is thrown away
+
+
+@PROPERTY
+@given(req=requirements, views=view_lists, home=homes, policy=policies, data=st.data())
+def test_any_input_order_gives_the_same_placement(
+    req: Requirements, views: list[ClusterView], home: str, policy: Policy, data: st.DataObject
+) -> None:
+    shuffled = data.draw(st.permutations(views))
+    assert rank(req, shuffled, home=home, policy=policy) == rank(req, views, home=home, policy=policy)
+    assert rank(req, iter(views), home=home, policy=policy) == rank(req, views, home=home, policy=policy)
+
+
+@PROPERTY
+@given(req=requirements, views=view_lists, home=homes, policy=policies)
+def test_ranked_best_first_ties_by_name_scores_bounded(
+    req: Requirements, views: list[ClusterView], home: str, policy: Policy
+) -> None:
+    placement = rank(req, views, home=home, policy=policy)
+    keys = [(-c.score, c.name) for c in placement.ranked]
+    assert keys == sorted(keys)
+    assert all(math.isfinite(c.score) and 0.0 <= c.score <= 1.0 for c in placement.ranked)
+    assert all(c.reasons for c in placement.ranked)
+    names = [r.name for r in placement.rejected]
+    assert names == sorted(names)
+
+
+@PROPERTY
+@given(req=requirements, views=view_lists, home=homes)
+def test_admission_agrees_with_rank_filter(
+    req: Requirements, views: list[ClusterView], home: str
+) -> None:
+    placement = rank(req, views, home=home)
+    rejected = {r.name: r for r in placement.rejected}
+    for v in views:
+        verdict = admit(req, v)
+        assert verdict == rejected.get(v.name)
+        # A target deciding on exactly the view it was ranked on never refuses.
+        assert (verdict is None) == (v.name in {c.name for c in placement.ranked})
+
+
+def test_empty_input_gives_empty_placement() -> None:
+    assert rank(Requirements(cpu=1.0, memory=0), [], home="h") == Placement((), ())
+
+
+def test_duplicate_names_are_refused() -> None:
+    v = ClusterView("a", True, "edge", 4.0, 0.0, 100, 0, 4, 0)
+    with pytest.raises(DuplicateCluster, match="'a'"):
+        rank(Requirements(cpu=1.0, memory=0), [v, v], home="a")
+
+
+BASE = ClusterView("x", True, "edge", cpu_capacity=2.0, cpu_used=1.0,
+                   mem_capacity=1000, mem_used=500, slots_capacity=3, slots_used=2)
+REQ = Requirements(cpu=1.0, memory=500, tiers=frozenset({"edge"}), avoid=frozenset({"y"}))
+
+
+@pytest.mark.parametrize(
+    "change, code",
+    [
+        ({}, None),  # exactly full after placing still fits
+        ({"alive": False}, "not-alive"),
+        ({"alive": False, "accepting": False}, "not-alive"),  # first failing check names it
+        ({"accepting": False}, "not-accepting"),
+        ({"name": "y"}, "avoided"),
+        ({"tier": "cloud"}, "tier"),
+        ({"cpu_used": 1.01}, "cpu"),
+        ({"mem_used": 501}, "memory"),
+        ({"slots_used": 3}, "slots"),
+    ],
+)
+def test_admit_reason_codes(change: dict[str, object], code: str | None) -> None:
+    verdict = admit(REQ, dataclasses.replace(BASE, **change))  # type: ignore[arg-type]
+    if code is None:
+        assert verdict is None
+    else:
+        assert isinstance(verdict, Rejection) and verdict.reason.startswith(code + ":"), verdict
+
+
+def test_float_noise_does_not_reject_an_exact_fit() -> None:
+    v = ClusterView("x", True, "edge", cpu_capacity=0.3, cpu_used=0.1 + 0.2 - 0.1,
+                    mem_capacity=0, mem_used=0, slots_capacity=1, slots_used=0)
+    assert admit(Requirements(cpu=0.1, memory=0), v) is None
