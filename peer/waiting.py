@@ -9,7 +9,7 @@ import asyncio
 import inspect
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar, overload
 
 T = TypeVar("T")
 
@@ -18,13 +18,21 @@ class WaitTimeout(TimeoutError):
     """The condition did not hold before the deadline."""
 
 
+@overload
+async def wait_until(predicate: Callable[[], Awaitable[T]], *, timeout: float, interval: float = ...,
+                     what: str = ...) -> T: ...
+@overload
+async def wait_until(predicate: Callable[[], T], *, timeout: float, interval: float = ...,
+                     what: str = ...) -> T: ...
+
+
 async def wait_until(
-    predicate: Callable[[], T | Awaitable[T]],
+    predicate: Callable[[], Any],
     *,
     timeout: float,
     interval: float = 0.05,
     what: str = "condition",
-) -> T:
+) -> Any:
     """Poll `predicate` (sync or async) until it returns a truthy value; return that value."""
     deadline = time.monotonic() + timeout
     last_exc: BaseException | None = None
@@ -34,7 +42,7 @@ async def wait_until(
             if inspect.isawaitable(value):
                 value = await value
             if value:
-                return value  # type: ignore[return-value]
+                return value
         except Exception as exc:  # noqa: BLE001 - a failing probe just means "not yet"
             last_exc = exc
         if time.monotonic() >= deadline:
