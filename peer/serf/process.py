@@ -1,0 +1,230 @@
+"""Supervision of one child `serf agent`: write its config, start it, know when it is ready, stop it.
+
+Why a config file and not flags: `rpc_auth` (and `reconnect_interval`) can only be set in the
+agent's JSON config (checked against Debian's serf 0.9.4). Why a keyring file by default: keys
+installed at runtime (install-key / use-key) then survive a restart. Serf refuses
+`encrypt_key` together with `keyring_file`, so we seed the keyring file ourselves, once: after
+that it wins over `SerfConfig.encrypt_key` (a changed secret is rolled out with install-key
+and use-key, not by restarting).
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from peer.serf.client import SerfClient
+from peer.serf.errors import (
+    SerfAuthError,
+    SerfConnectionError,
+    SerfStartError,
+    SerfTimeoutError,
+)
+
+CONFIG_NAME = "serf.json"
+KEYRING_NAME = "keyring.json"
+LOG_NAME = "serf.log"
+_READY_POLL = 0.05
+
+
+@dataclass(frozen=True)
+class SerfConfig:
+    node_name: str
+    bind_addr: str
+    data_dir: Path
+    encrypt_key: str
+    rpc_auth: str
+    bind_port: int = 7946
+    rpc_port: int = 7373
+    tags: dict[str, str] = field(default_factory=dict)
+    profile: str = "lan"
+    reconnect_interval: str = "5s"
+    keyring_file: bool = True
+
+
+def render_config(config: SerfConfig) -> dict[str, Any]:
+    """The agent's JSON config (key spelling as in serf's `config.go` mapstructure tags)."""
+    rendered: dict[str, Any] = {
+        "node_name": config.node_name,
+        "bind": _host_port(config.bind_addr, config.bind_port),
+        "rpc_addr": _host_port(config.bind_addr, config.rpc_port),
+        "rpc_auth": config.rpc_auth,
+        "tags": dict(config.tags),
+        "profile": config.profile,
+        "reconnect_interval": config.reconnect_interval,
+        "log_level": "info",
+    }
+    if config.keyring_file:
+        rendered["keyring_file"] = str(config.data_dir / KEYRING_NAME)
+    else:
+        rendered["encrypt_key"] = config.encrypt_key
+    return rendered
+
+
+class SerfProcess:
+    """One child `serf agent` in its own process group, logging to data_dir/serf.log."""
+
+    def __init__(self, config: SerfConfig, *, binary: str = "serf") -> None:
+        self.config = config
+        self._binary = binary
+        self._proc: asyncio.subprocess.Process | None = None
+        self._log_offset = 0
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.returncode is None
+
+    @property
+    def log_path(self) -> Path:
+        return self.config.data_dir / LOG_NAME
+
+    async def start(self, *, timeout: float = 10.0) -> None:
+        """Start the agent and return once its RPC answers handshake and auth."""
+        if self.running:
+            raise SerfStartError(f"serf agent {self.config.node_name} is already running")
+        binary = shutil.which(self._binary)
+        if binary is None:
+            raise SerfStartError(f"serf binary {self._binary!r} not found on PATH")
+        await self._refuse_busy_rpc_port()
+        config_path = self._write_files()
+        self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        with open(self.log_path, "ab") as log:
+            self._proc = await asyncio.create_subprocess_exec(
+                binary,
+                "agent",
+                f"-config-file={config_path}",
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,  # our signals reach it, the terminal's do not
+            )
+        try:
+            await self._wait_ready(timeout)
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def stop(self, *, timeout: float = 5.0) -> None:
+        """SIGTERM the agent's process group, SIGKILL it after `timeout`, and reap."""
+        proc = self._proc
+        if proc is None:
+            return
+        if proc.returncode is None:
+            _signal_group(proc.pid, signal.SIGTERM)
+            try:
+                async with asyncio.timeout(timeout):
+                    await proc.wait()
+            except TimeoutError:
+                _signal_group(proc.pid, signal.SIGKILL)
+        await proc.wait()
+
+    async def wait(self) -> int:
+        """The agent's exit code, once it exits (for supervision)."""
+        if self._proc is None:
+            raise RuntimeError("serf agent was never started")
+        return await self._proc.wait()
+
+    async def client(self, *, timeout: float = 5.0) -> SerfClient:
+        """A new authenticated RPC client to this agent."""
+        c = self.config
+        return await SerfClient.connect(
+            c.bind_addr, c.rpc_port, auth_key=c.rpc_auth, timeout=timeout
+        )
+
+    def log_tail(self, *, max_bytes: int = 4000) -> str:
+        """The end of what this run of the agent logged."""
+        try:
+            with open(self.log_path, "rb") as log:
+                log.seek(max(self._log_offset, log.seek(0, os.SEEK_END) - max_bytes))
+                return log.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    async def __aenter__(self) -> SerfProcess:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    # ------------------------------------------------------------------ internals
+
+    def _write_files(self) -> Path:
+        data_dir = self.config.data_dir
+        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        keyring = data_dir / KEYRING_NAME
+        if self.config.keyring_file and not keyring.exists():
+            # Seeded once; afterwards the agent owns it, so keys rotated at runtime
+            # (install-key, use-key, remove-key) survive restarts.
+            _write_private(keyring, json.dumps([self.config.encrypt_key]))
+        config_path = data_dir / CONFIG_NAME
+        _write_private(config_path, json.dumps(render_config(self.config), indent=2))
+        return config_path
+
+    async def _refuse_busy_rpc_port(self) -> None:
+        """A stale agent on our RPC address would pass the readiness probe in our place."""
+        c = self.config
+        try:
+            async with asyncio.timeout(1.0):
+                _, writer = await asyncio.open_connection(c.bind_addr, c.rpc_port)
+        except (OSError, TimeoutError):
+            return  # nothing listens: good
+        writer.close()
+        raise SerfStartError(f"{c.bind_addr}:{c.rpc_port} is already in use (a stale serf agent?)")
+
+    async def _wait_ready(self, timeout: float) -> None:
+        assert self._proc is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            if self._proc.returncode is not None:
+                raise SerfStartError(
+                    f"serf agent {self.config.node_name} exited with code "
+                    f"{self._proc.returncode} while starting",
+                    log_tail=self.log_tail(),
+                )
+            try:
+                client = await self.client(timeout=min(1.0, timeout))
+            except SerfAuthError as exc:
+                raise SerfStartError("serf agent refused our rpc_auth") from exc
+            except (SerfConnectionError, SerfTimeoutError) as exc:
+                if loop.time() >= deadline:
+                    raise SerfStartError(
+                        f"serf agent {self.config.node_name} not answering RPC after {timeout}s",
+                        log_tail=self.log_tail(),
+                    ) from exc
+                await asyncio.sleep(_READY_POLL)  # polling a starting child
+                continue
+            await client.close()
+            return
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read (it holds keys)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # also when the file existed with wider permissions
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
