@@ -107,6 +107,7 @@ class SerfProcess:
                 stdout=log,
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,  # our signals reach it, the terminal's do not
+                preexec_fn=_die_with_parent,
             )
         try:
             await self._wait_ready(timeout)
@@ -228,3 +229,13 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
 
 def _host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _die_with_parent() -> None:
+    """Serf is the cluster's liveness signal: if the agent dies (even SIGKILL), Serf must die too,
+    or the federation would keep seeing a healthy member whose Controller is gone."""
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)

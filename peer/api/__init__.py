@@ -1,0 +1,1 @@
+"""HTTP APIs of the agent: the admin API (bearer token) and the peer API (federation HMAC)."""

@@ -1,0 +1,270 @@
+"""Agent configuration: command-line flags over an optional TOML file, validated up front.
+
+Every problem is reported as one `ConfigError` line naming the flag or key, before anything
+is started, so a bad invocation leaves nothing running.
+"""
+from __future__ import annotations
+
+import argparse
+import errno
+import ipaddress
+import os
+import re
+import socket
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+TIER_RE = re.compile(r"^[a-z0-9]([-a-z0-9_.]{0,30}[a-z0-9])?$")
+
+
+class ConfigError(ValueError):
+    """A flag or config key is invalid; the message names it."""
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """What this cluster offers to placement; gossiped as part of the load summary."""
+
+    cpu: float
+    memory: int  # bytes
+    slots: int
+
+
+@dataclass(frozen=True)
+class KubernetesSettings:
+    namespace: str = "default"
+    kubeconfig: str | None = None
+    context: str | None = None
+    node_address: str | None = None
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    name: str
+    addr: str
+    api_port: int = 7070
+    gossip_port: int = 7946
+    rpc_port: int = 7373
+    join: tuple[str, ...] = ()
+    tier: str = "default"
+    data_dir: Path = Path("/var/lib/roam")
+    driver: str = "process"
+    lb_ports: range = range(30000, 31000)
+    lb_slots: int = 64
+    service_ports: range = range(31000, 32000)
+    token_file: Path | None = None
+    secret_file: Path | None = None
+    capacity: Capacity = field(default_factory=lambda: Capacity(cpu=float(os.cpu_count() or 1), memory=_host_memory(), slots=16))
+    kubernetes: KubernetesSettings = field(default_factory=KubernetesSettings)
+    policy: str = "balanced"
+    auto_migrate: bool = True
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    serf_binary: str = "serf"
+    haproxy_binary: str = "haproxy"
+
+    @property
+    def api_url(self) -> str:
+        scheme = "https" if self.tls_cert else "http"
+        return f"{scheme}://{_host_for_url(self.addr)}:{self.api_port}"
+
+
+def _host_for_url(addr: str) -> str:
+    return f"[{addr}]" if ":" in addr else addr
+
+
+def _host_memory() -> int:
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 4 << 30
+
+
+def parse_port_range(text: str, *, what: str) -> range:
+    m = re.fullmatch(r"(\d{1,5})-(\d{1,5})", text.strip())
+    if not m:
+        raise ConfigError(f"{what}: expected LOW-HIGH, got {text!r}")
+    lo, hi = int(m.group(1)), int(m.group(2))
+    if not (1 <= lo <= hi <= 65535):
+        raise ConfigError(f"{what}: range {text!r} must lie within 1-65535 with LOW <= HIGH")
+    return range(lo, hi + 1)
+
+
+def parse_memory(text: str | int, *, what: str) -> int:
+    if isinstance(text, int) and not isinstance(text, bool):
+        return text
+    m = re.fullmatch(r"(\d+)(Ki|Mi|Gi|Ti|K|M|G|T)?", str(text).strip())
+    if not m:
+        raise ConfigError(f"{what}: expected a quantity like 512Mi or 4Gi, got {text!r}")
+    mult = {None: 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
+            "Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40}[m.group(2)]
+    return int(m.group(1)) * mult
+
+
+def check_local_addr(addr: str) -> str:
+    """The address must be an IP this host owns: every listener binds to it."""
+    try:
+        ip = ipaddress.ip_address(addr)
+    except ValueError as exc:
+        raise ConfigError(f"--addr: {addr!r} is not an IP address") from exc
+    family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((str(ip), 0))
+        except OSError as exc:
+            if exc.errno == errno.EADDRNOTAVAIL:
+                raise ConfigError(f"--addr: {addr} is not an address of this host") from exc
+            raise ConfigError(f"--addr: cannot bind {addr}: {exc.strerror}") from exc
+    return str(ip)
+
+
+def _port(value: Any, *, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not (1 <= value <= 65535):
+        raise ConfigError(f"{what}: expected a port number 1-65535, got {value!r}")
+    return value
+
+
+def load_toml(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"--config: {path} does not exist") from exc
+    except PermissionError as exc:
+        raise ConfigError(f"--config: {path} is not readable") from exc
+    except IsADirectoryError as exc:
+        raise ConfigError(f"--config: {path} is a directory") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"--config: {path} is not valid TOML: {exc}") from exc
+
+
+# Keys accepted in the TOML file (top level), mapped to their flag names for messages.
+_TOML_KEYS = {
+    "name", "addr", "api_port", "gossip_port", "rpc_port", "join", "tier", "data_dir", "driver",
+    "lb_ports", "lb_slots", "service_ports", "token_file", "secret_file", "capacity", "kubernetes",
+    "policy", "auto_migrate", "tls_cert", "tls_key",
+}
+
+
+def build_config(args: argparse.Namespace) -> AgentConfig:
+    """Merge flags over the TOML file (flags win) and validate everything."""
+    file: dict[str, Any] = load_toml(Path(args.config)) if args.config else {}
+    unknown = sorted(set(file) - _TOML_KEYS)
+    if unknown:
+        raise ConfigError(f"--config: unknown key {unknown[0]!r}")
+
+    def pick(key: str, default: Any = None) -> Any:
+        value = getattr(args, key, None)
+        if value is not None and value != []:
+            return value
+        return file.get(key, default)
+
+    name = pick("name")
+    if not name:
+        raise ConfigError("--name is required")
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise ConfigError(f"--name: {name!r} is not a DNS-1123 label (lowercase letters, digits, '-')")
+    addr = pick("addr")
+    if not addr:
+        raise ConfigError("--addr is required")
+    addr = check_local_addr(str(addr))
+    tier = pick("tier", "default")
+    if not isinstance(tier, str) or not TIER_RE.match(tier):
+        raise ConfigError(f"--tier: {tier!r} is not a valid label")
+    driver = pick("driver", "process")
+    if driver not in ("process", "kubernetes"):
+        raise ConfigError(f"--driver: expected process or kubernetes, got {driver!r}")
+    join = pick("join", [])
+    if isinstance(join, str):
+        join = [join]
+    if not isinstance(join, list) or not all(isinstance(j, str) for j in join):
+        raise ConfigError("join: expected a list of IP[:PORT] strings")
+    for j in join:
+        _check_join(j)
+    lb_ports = pick("lb_ports", "30000-30999")
+    service_ports = pick("service_ports", "31000-31999")
+    lb_range = parse_port_range(str(lb_ports), what="--lb-ports")
+    svc_range = parse_port_range(str(service_ports), what="--service-ports")
+    if set(lb_range) & set(svc_range):
+        raise ConfigError("--service-ports overlaps --lb-ports")
+    data_dir = Path(pick("data_dir") or _default_data_dir(name))
+    cap_file = file.get("capacity", {})
+    if not isinstance(cap_file, dict):
+        raise ConfigError("capacity: expected a table")
+    capacity = Capacity(
+        cpu=float(cap_file.get("cpu", os.cpu_count() or 1)),
+        memory=parse_memory(cap_file.get("memory", _host_memory()), what="capacity.memory"),
+        slots=int(cap_file.get("slots", 16)),
+    )
+    if capacity.cpu <= 0 or capacity.memory <= 0 or capacity.slots < 0:
+        raise ConfigError("capacity: cpu and memory must be > 0, slots >= 0")
+    if getattr(args, "slots", None) is not None:
+        capacity = Capacity(cpu=capacity.cpu, memory=capacity.memory, slots=args.slots)
+    k8s = file.get("kubernetes", {})
+    if not isinstance(k8s, dict):
+        raise ConfigError("kubernetes: expected a table")
+    kube = KubernetesSettings(
+        namespace=str(k8s.get("namespace", "default")),
+        kubeconfig=k8s.get("kubeconfig") or getattr(args, "kubeconfig", None),
+        context=k8s.get("context") or getattr(args, "kube_context", None),
+        node_address=k8s.get("node_address"),
+    )
+    tls_cert, tls_key = pick("tls_cert"), pick("tls_key")
+    if bool(tls_cert) != bool(tls_key):
+        raise ConfigError("--tls-cert and --tls-key must be given together")
+    auto = pick("auto_migrate", True)
+    if getattr(args, "no_auto_migrate", False):
+        auto = False
+    return AgentConfig(
+        name=name,
+        addr=addr,
+        api_port=_port(pick("api_port", 7070), what="--api-port"),
+        gossip_port=_port(pick("gossip_port", 7946), what="--gossip-port"),
+        rpc_port=_port(pick("rpc_port", 7373), what="--rpc-port"),
+        join=tuple(join),
+        tier=tier,
+        data_dir=data_dir,
+        driver=driver,
+        lb_ports=lb_range,
+        lb_slots=int(pick("lb_slots", 64)),
+        service_ports=svc_range,
+        token_file=Path(pick("token_file")) if pick("token_file") else None,
+        secret_file=Path(pick("secret_file")) if pick("secret_file") else None,
+        capacity=capacity,
+        kubernetes=kube,
+        policy=str(pick("policy", "balanced")),
+        auto_migrate=bool(auto),
+        tls_cert=Path(tls_cert) if tls_cert else None,
+        tls_key=Path(tls_key) if tls_key else None,
+    )
+
+
+def check_binaries(config: AgentConfig) -> None:
+    """Fail before anything starts when a real component is missing."""
+    import shutil
+
+    for binary, package in ((config.serf_binary, "serf"), (config.haproxy_binary, "haproxy")):
+        if shutil.which(binary) is None:
+            raise ConfigError(f"{binary!r} not found on PATH: install the Debian package {package} (`make bootstrap`)")
+
+
+def _check_join(target: str) -> None:
+    host, _, port = target.rpartition(":") if target.count(":") == 1 else (target, "", "")
+    try:
+        ipaddress.ip_address(host or target)
+    except ValueError as exc:
+        raise ConfigError(f"--join: {target!r} is not IP[:PORT]") from exc
+    if port and not (port.isdigit() and 1 <= int(port) <= 65535):
+        raise ConfigError(f"--join: {target!r} has an invalid port")
+
+
+def _default_data_dir(name: str) -> Path:
+    base = Path("/var/lib/roam") if os.geteuid() == 0 else Path.home() / ".local/share/roam"
+    return base / name

@@ -1,0 +1,349 @@
+"""The service descriptor: what a cluster needs to run a service, and all that replication sends.
+
+Descriptors arrive from users and from other peers, so `ServiceDescriptor.from_obj` trusts
+nothing: every field is type-checked and bounded, unknown fields are refused by name, and every
+error is a `DescriptorError` whose `.field` is a dotted path (`health.path`, `command[2]`) the
+API can hand back to the caller. The canonical encodings are byte-stable, so the digest
+identifies a descriptor across peers whatever key order or number spelling it arrived with.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from peer.drivers.quantity import QuantityError, cpu_cores, memory_bytes
+
+MAX_CPU = 256.0
+MAX_MEMORY = 2**40  # 1 TiB
+MAX_REPLICAS = 100
+MAX_ARGS = 256
+MAX_ARG_LEN = 4096
+MAX_COMMAND_BYTES = 64 * 1024
+MAX_IMAGE_LEN = 255
+MAX_PATH_LEN = 1024
+MAX_TIERS = 32
+MAX_AFFINITY = 32
+MAX_MSGPACK = 256 * 1024
+
+DEFAULT_CPU = 0.1
+DEFAULT_MEMORY = "64Mi"
+
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_LABEL_VALUE = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
+_LABEL_KEY = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_./]*[A-Za-z0-9])?")
+_PATH = re.compile(r"/[\x21-\x7e]*")
+# OCI/Docker reference grammar (distribution/reference), without IPv6 registry hosts.
+_DOMAIN_PART = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_PATH_PART = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_IMAGE = re.compile(
+    rf"(?:{_DOMAIN_PART}(?:\.{_DOMAIN_PART})*(?::[0-9]+)?/)?"
+    rf"{_PATH_PART}(?:/{_PATH_PART})*"
+    r"(?::[\w][\w.-]{0,127})?"
+    r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?"
+)
+
+_TOP_FIELDS = frozenset(
+    {"name", "port", "command", "image", "cpu", "memory", "replicas", "health", "constraints", "standby"}
+)
+
+
+class DescriptorError(ValueError):
+    """A descriptor field is missing, of the wrong type, or out of bounds."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    """Readiness probe: an HTTP GET of `path` expecting 2xx, or (path None) a TCP connect."""
+
+    path: str | None = None
+
+    @property
+    def tcp(self) -> bool:
+        return self.path is None
+
+    def to_obj(self) -> dict[str, Any]:
+        return {"tcp": True} if self.path is None else {"path": self.path}
+
+
+@dataclass(frozen=True)
+class Constraints:
+    """Where the service may run: allowed tiers (empty = any) and reserved affinity labels."""
+
+    tiers: tuple[str, ...] = ()
+    affinity: tuple[tuple[str, str], ...] = ()
+
+    def to_obj(self) -> dict[str, Any]:
+        return {"tiers": list(self.tiers), "affinity": dict(self.affinity)}
+
+
+@dataclass(frozen=True)
+class ServiceDescriptor:
+    """A validated descriptor. Build it with `from_obj`; never mutate, compare by value."""
+
+    name: str
+    port: int
+    command: tuple[str, ...] = ()
+    image: str | None = None
+    cpu: float = DEFAULT_CPU
+    memory: str = DEFAULT_MEMORY
+    replicas: int = 1
+    health: HealthCheck | None = None
+    constraints: Constraints = Constraints()
+    standby: bool = False
+
+    @property
+    def cpu_cores(self) -> float:
+        return self.cpu
+
+    @property
+    def memory_bytes(self) -> int:
+        return memory_bytes(self.memory, maximum=MAX_MEMORY)
+
+    @classmethod
+    def from_obj(cls, obj: object) -> ServiceDescriptor:
+        """Validate a decoded JSON/msgpack object; raise DescriptorError naming the bad field."""
+        top = _mapping(obj, "descriptor", _TOP_FIELDS, prefix="")
+        if "name" not in top:
+            raise DescriptorError("name", "is required")
+        if "port" not in top:
+            raise DescriptorError("port", "is required")
+        command = _command(top["command"]) if "command" in top else ()
+        image = _image(top["image"]) if top.get("image") is not None else None
+        if not command and image is None:
+            raise DescriptorError("command", "one of command or image is required")
+        return cls(
+            name=_name(top["name"]),
+            port=_int(top["port"], "port", low=1, high=65535),
+            command=command,
+            image=image,
+            cpu=_cpu(top.get("cpu", DEFAULT_CPU)),
+            memory=_memory(top.get("memory", DEFAULT_MEMORY)),
+            replicas=_int(top.get("replicas", 1), "replicas", low=1, high=MAX_REPLICAS),
+            health=_health(top["health"]) if top.get("health") is not None else None,
+            constraints=_constraints(top["constraints"]) if top.get("constraints") is not None else Constraints(),
+            standby=_bool(top.get("standby", False), "standby"),
+        )
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> ServiceDescriptor:
+        try:
+            obj = json.loads(data)
+        except (ValueError, RecursionError) as exc:
+            raise DescriptorError("descriptor", f"not valid JSON: {exc}") from exc
+        return cls.from_obj(obj)
+
+    @classmethod
+    def from_msgpack(cls, data: bytes) -> ServiceDescriptor:
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise DescriptorError("descriptor", "msgpack input must be bytes")
+        if len(data) > MAX_MSGPACK:
+            raise DescriptorError("descriptor", f"larger than {MAX_MSGPACK} bytes")
+        try:
+            obj = msgpack.unpackb(bytes(data), raw=False, strict_map_key=True)
+        except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
+            raise DescriptorError("descriptor", f"not valid msgpack: {exc}") from exc
+        return cls.from_obj(obj)
+
+    def to_obj(self) -> dict[str, Any]:
+        """Plain JSON-able form; `from_obj(d.to_obj()) == d`. Unset optionals are left out."""
+        obj: dict[str, Any] = {
+            "name": self.name,
+            "port": self.port,
+            "cpu": self.cpu,
+            "memory": self.memory,
+            "replicas": self.replicas,
+            "constraints": self.constraints.to_obj(),
+            "standby": self.standby,
+        }
+        if self.command:
+            obj["command"] = list(self.command)
+        if self.image is not None:
+            obj["image"] = self.image
+        if self.health is not None:
+            obj["health"] = self.health.to_obj()
+        return obj
+
+    def canonical_json(self) -> bytes:
+        return json.dumps(
+            self.to_obj(), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        ).encode("utf-8")
+
+    def canonical_msgpack(self) -> bytes:
+        packed: bytes = msgpack.packb(_sorted(self.to_obj()), use_bin_type=True)
+        return packed
+
+    def digest(self) -> str:
+        return "sha256:" + hashlib.sha256(self.canonical_msgpack()).hexdigest()
+
+
+def _sorted(value: Any) -> Any:
+    """Maps with sorted keys, recursively: msgpack keeps insertion order."""
+    if isinstance(value, dict):
+        return {k: _sorted(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted(v) for v in value]
+    return value
+
+
+def _mapping(obj: object, field: str, allowed: frozenset[str], *, prefix: str) -> Mapping[str, Any]:
+    if not isinstance(obj, Mapping):
+        raise DescriptorError(field, f"must be an object, not {type(obj).__name__}")
+    bad = sorted(_key_name(k) for k in obj if not isinstance(k, str) or k not in allowed)
+    if bad:
+        shown = ", ".join(b[:64] for b in bad[:5])
+        raise DescriptorError(prefix + bad[0][:64], f"unknown field(s): {shown}")
+    return obj
+
+
+def _key_name(key: object) -> str:
+    """An unknown key as it can be shown in a field path: itself if printable, else its repr."""
+    if isinstance(key, str) and key.isprintable() and key.strip():
+        return key
+    return repr(key)
+
+
+def _str(value: object, field: str, *, max_len: int) -> str:
+    if not isinstance(value, str):
+        raise DescriptorError(field, f"must be a string, not {type(value).__name__}")
+    if len(value) > max_len:
+        raise DescriptorError(field, f"longer than {max_len} characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise DescriptorError(field, "not valid Unicode (lone surrogate)") from exc
+    return value
+
+
+def _int(value: object, field: str, *, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise DescriptorError(field, f"must be an integer, not {type(value).__name__}")
+    if not low <= value <= high:
+        raise DescriptorError(field, f"must be between {low} and {high}")
+    return value
+
+
+def _bool(value: object, field: str) -> bool:
+    if not isinstance(value, bool):
+        raise DescriptorError(field, f"must be true or false, not {type(value).__name__}")
+    return value
+
+
+def _name(value: object) -> str:
+    name = _str(value, "name", max_len=63)
+    if not _DNS_LABEL.fullmatch(name):
+        raise DescriptorError("name", "must be a DNS-1123 label: a-z, 0-9 and '-', not starting or ending with '-'")
+    return name
+
+
+def _command(value: object) -> tuple[str, ...]:
+    if isinstance(value, str):
+        raise DescriptorError("command", "must be a list of arguments, not a shell string")
+    if not isinstance(value, list):
+        raise DescriptorError("command", f"must be a list of strings, not {type(value).__name__}")
+    if not value:
+        raise DescriptorError("command", "must not be empty")
+    if len(value) > MAX_ARGS:
+        raise DescriptorError("command", f"more than {MAX_ARGS} arguments")
+    args = tuple(_str(arg, f"command[{i}]", max_len=MAX_ARG_LEN) for i, arg in enumerate(value))
+    for i, arg in enumerate(args):
+        if "\x00" in arg:
+            raise DescriptorError(f"command[{i}]", "contains a NUL character")
+    if not args[0]:
+        raise DescriptorError("command[0]", "the program must not be empty")
+    if sum(len(a.encode("utf-8")) for a in args) > MAX_COMMAND_BYTES:
+        raise DescriptorError("command", f"more than {MAX_COMMAND_BYTES} bytes in total")
+    return args
+
+
+def _image(value: object) -> str:
+    image = _str(value, "image", max_len=MAX_IMAGE_LEN)
+    if not _IMAGE.fullmatch(image):
+        raise DescriptorError("image", "not an OCI image reference (e.g. registry:5000/team/app:1.2)")
+    return image
+
+
+def _cpu(value: object) -> float:
+    try:
+        return cpu_cores(value, maximum=MAX_CPU)
+    except QuantityError as exc:
+        raise DescriptorError("cpu", str(exc)) from exc
+
+
+def _memory(value: object) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)  # plain bytes; keep the string form Kubernetes accepts too
+    elif isinstance(value, float):
+        if not math.isfinite(value) or not value.is_integer():
+            raise DescriptorError("memory", "a number must be a whole count of bytes")
+        value = str(int(value))
+    try:
+        memory_bytes(value, maximum=MAX_MEMORY)
+    except QuantityError as exc:
+        raise DescriptorError("memory", str(exc)) from exc
+    return str(value)
+
+
+def _health(value: object) -> HealthCheck:
+    health = _mapping(value, "health", frozenset({"path", "tcp"}), prefix="health.")
+    if len(health) != 1:
+        raise DescriptorError("health", 'must be exactly one of {"path": "/..."} or {"tcp": true}')
+    if "tcp" in health:
+        if health["tcp"] is not True:
+            raise DescriptorError("health.tcp", "must be true")
+        return HealthCheck()
+    path = _str(health["path"], "health.path", max_len=MAX_PATH_LEN)
+    if not _PATH.fullmatch(path):
+        raise DescriptorError("health.path", "must start with '/' and hold printable ASCII without spaces")
+    return HealthCheck(path=path)
+
+
+def _constraints(value: object) -> Constraints:
+    cons = _mapping(value, "constraints", frozenset({"tiers", "affinity"}), prefix="constraints.")
+    tiers: tuple[str, ...] = ()
+    if cons.get("tiers") is not None:
+        raw = cons["tiers"]
+        if not isinstance(raw, list):
+            raise DescriptorError("constraints.tiers", f"must be a list of labels, not {type(raw).__name__}")
+        if len(raw) > MAX_TIERS:
+            raise DescriptorError("constraints.tiers", f"more than {MAX_TIERS} tiers")
+        tiers = tuple(_label(t, f"constraints.tiers[{i}]") for i, t in enumerate(raw))
+        for i, tier in enumerate(tiers):
+            if tier in tiers[:i]:
+                raise DescriptorError(f"constraints.tiers[{i}]", f"duplicate tier {tier!r}")
+    affinity: tuple[tuple[str, str], ...] = ()
+    if cons.get("affinity") is not None:
+        raw_aff = cons["affinity"]
+        if not isinstance(raw_aff, Mapping):
+            raise DescriptorError("constraints.affinity", "must be an object of label -> value")
+        if len(raw_aff) > MAX_AFFINITY:
+            raise DescriptorError("constraints.affinity", f"more than {MAX_AFFINITY} entries")
+        pairs = []
+        for key, val in raw_aff.items():
+            field = f"constraints.affinity.{str(key)[:64]}"
+            if not isinstance(key, str) or len(key) > 253 or not _LABEL_KEY.fullmatch(key):
+                raise DescriptorError(field, "not a label key")
+            text = _str(val, field, max_len=63)
+            if text and not _LABEL_VALUE.fullmatch(text):
+                raise DescriptorError(field, "not a label value")
+            pairs.append((key, text))
+        affinity = tuple(sorted(pairs))
+    return Constraints(tiers=tiers, affinity=affinity)
+
+
+def _label(value: object, field: str) -> str:
+    label = _str(value, field, max_len=63)
+    if not _LABEL_VALUE.fullmatch(label):
+        raise DescriptorError(field, "not a label: letters, digits, '-', '_', '.', alphanumeric at both ends")
+    return label

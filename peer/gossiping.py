@@ -1,0 +1,296 @@
+"""Gossip: the agent's own Serf child, its RPC connection, and the loops that keep the view current.
+
+Serf alone re-merges a healed partition only every `reconnect_interval` and forgets failed
+peers after a day, so the agent re-joins failed peers itself every couple of seconds.
+Membership is fed by the event stream, plus a cheap `members` poll for fast failure
+detection (Serf coalesces member events for about a second).
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from peer.config import AgentConfig
+from peer.gossip import Load, SelfTags, meaningful_change
+from peer.membership import Membership, StatusChange
+from peer.metrics import Metrics
+from peer.serf.client import SerfClient
+from peer.serf.codec import MemberEvent, QueryEvent, UserEvent
+from peer.serf.coordinates import rtt_seconds
+from peer.serf.errors import SerfRPCError
+from peer.serf.keys import derive_encrypt_key, derive_rpc_auth
+from peer.serf.process import SerfConfig, SerfProcess
+
+log = logging.getLogger(__name__)
+
+StatusListener = Callable[[StatusChange], Awaitable[None]]
+UserEventListener = Callable[[UserEvent], Awaitable[None]]
+
+POLL_INTERVAL = 0.25
+COORD_INTERVAL = 2.0
+REJOIN_INTERVAL = 2.0
+TAG_MIN_INTERVAL = 1.0
+
+
+class Gossip:
+    def __init__(
+        self,
+        *,
+        config: AgentConfig,
+        secret: bytes,
+        membership: Membership,
+        metrics: Metrics,
+        initial_load: Load,
+    ) -> None:
+        self.config = config
+        self.membership = membership
+        self.metrics = metrics
+        self._rpc_auth = derive_rpc_auth(secret)
+        self._load = initial_load
+        self._published: Load | None = None
+        self._tags_dirty = asyncio.Event()
+        self._serf = SerfProcess(
+            SerfConfig(
+                node_name=config.name,
+                bind_addr=config.addr,
+                bind_port=config.gossip_port,
+                rpc_port=config.rpc_port,
+                data_dir=config.data_dir / "serf",
+                encrypt_key=derive_encrypt_key(secret),
+                rpc_auth=self._rpc_auth,
+                tags=self._self_tags().encode(),
+            ),
+            binary=config.serf_binary,
+        )
+        self._client: SerfClient | None = None
+        self._connected = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._status_listeners: list[StatusListener] = []
+        self._event_listeners: list[UserEventListener] = []
+        self._known_path = config.data_dir / "known-peers.json"
+        self._stopping = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def start(self) -> None:
+        await self._serf.start()
+        await self._connect()
+        await self._refresh_members()
+        for name, coro in (
+            ("serf-supervisor", self._supervise()),
+            ("serf-stream", self._stream_loop()),
+            ("members-poll", self._poll_loop()),
+            ("coordinates", self._coordinate_loop()),
+            ("rejoin", self._rejoin_loop()),
+            ("tags", self._tag_loop()),
+        ):
+            self._tasks.append(asyncio.create_task(coro, name=f"{self.config.name}:{name}"))
+
+    async def stop(self, *, leave: bool = True) -> None:
+        self._stopping = True
+        if leave and self._client is not None and not self._client.closed:
+            with contextlib.suppress(SerfRPCError, asyncio.TimeoutError, OSError):
+                await asyncio.wait_for(self._client.leave(), timeout=3.0)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        if self._client is not None:
+            await self._client.close()
+        await self._serf.stop()
+
+    def on_status_change(self, listener: StatusListener) -> None:
+        self._status_listeners.append(listener)
+
+    def on_user_event(self, listener: UserEventListener) -> None:
+        self._event_listeners.append(listener)
+
+    @property
+    def serf_pid(self) -> int | None:
+        return self._serf.pid
+
+    # -- publishing ------------------------------------------------------------------------
+    def _self_tags(self) -> SelfTags:
+        scheme = "https" if self.config.tls_cert else "http"
+        return SelfTags(tier=self.config.tier, api_port=self.config.api_port, load=self._load, scheme=scheme)
+
+    def set_load(self, load: Load) -> None:
+        """Record the current load; published on meaningful change, at most once a second."""
+        self._load = load
+        if meaningful_change(self._published, load):
+            self._tags_dirty.set()
+
+    @property
+    def load(self) -> Load:
+        return self._load
+
+    async def user_event(self, name: str, payload: bytes, *, coalesce: bool = True) -> None:
+        client = await self._ready_client()
+        await client.user_event(name, payload, coalesce=coalesce)
+
+    async def join(self, addrs: list[str]) -> int:
+        client = await self._ready_client()
+        return await client.join(addrs)
+
+    async def rtt_ms(self, a: str, b: str) -> float | None:
+        client = await self._ready_client()
+        ca, cb = await client.get_coordinate(a), await client.get_coordinate(b)
+        if ca is None or cb is None:
+            return None
+        return rtt_seconds(ca, cb) * 1000.0
+
+    # -- internals -------------------------------------------------------------------------
+    async def _connect(self) -> None:
+        self._connected.clear()
+        self._client = await SerfClient.connect(self.config.addr, self.config.rpc_port, auth_key=self._rpc_auth)
+        self._connected.set()
+        await self._join_known()
+
+    async def _ready_client(self) -> SerfClient:
+        await asyncio.wait_for(self._connected.wait(), timeout=10.0)
+        assert self._client is not None
+        return self._client
+
+    async def _join_known(self) -> None:
+        targets = list(dict.fromkeys([*self.config.join, *self._load_known()]))
+        if not targets or self._client is None:
+            return
+        with contextlib.suppress(SerfRPCError, asyncio.TimeoutError):
+            await self._client.join(targets)
+
+    def _load_known(self) -> list[str]:
+        try:
+            data = json.loads(self._known_path.read_text())
+            return [str(x) for x in data] if isinstance(data, list) else []
+        except (OSError, ValueError):
+            return []
+
+    def _save_known(self) -> None:
+        known = sorted(f"{m.addr}:{m.gossip_port}" for m in self.membership.all() if m.name != self.config.name)
+        if known == sorted(self._load_known()):
+            return
+        tmp = self._known_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(known))
+        tmp.replace(self._known_path)
+
+    async def _supervise(self) -> None:
+        """Restart Serf if it dies; reconnect the RPC client."""
+        backoff = 0.2
+        while not self._stopping:
+            code = await self._serf.wait()
+            if self._stopping:
+                return
+            self._connected.clear()
+            log.warning("serf exited with %s; restarting", code)
+            self.metrics.serf_restarts.inc()
+            if self._client is not None:
+                await self._client.close()
+            try:
+                await self._serf.start()
+                await self._connect()
+                backoff = 0.2
+            except Exception as exc:  # noqa: BLE001 - keep supervising whatever went wrong
+                log.error("serf restart failed: %s", exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    async def _stream_loop(self) -> None:
+        while not self._stopping:
+            client = await self._ready_client()
+            try:
+                stream = await client.stream("*")
+                async for event in stream:
+                    await self._on_event(event)
+            except SerfRPCError as exc:
+                log.debug("event stream ended: %s", exc)
+                await asyncio.sleep(0.1)
+
+    async def _on_event(self, event: MemberEvent | UserEvent | QueryEvent) -> None:
+        if isinstance(event, MemberEvent):
+            self.metrics.gossip_events.labels(type=event.kind).inc()
+            await self._apply(self.membership.observe(event.members, now=time.monotonic()))
+        elif isinstance(event, UserEvent):
+            self.metrics.gossip_events.labels(type="user").inc()
+            for listener in self._event_listeners:
+                await _guard(listener(event))
+        else:
+            self.metrics.gossip_events.labels(type="query").inc()
+
+    async def _refresh_members(self) -> None:
+        client = await self._ready_client()
+        members = await client.members()
+        await self._apply(self.membership.observe(members, now=time.monotonic(), full=True))
+
+    async def _poll_loop(self) -> None:
+        while not self._stopping:
+            await asyncio.sleep(POLL_INTERVAL)
+            with contextlib.suppress(SerfRPCError, asyncio.TimeoutError):
+                await self._refresh_members()
+
+    async def _apply(self, changes: list[StatusChange]) -> None:
+        for status, count in self.membership.counts().items():
+            self.metrics.members.labels(status=status).set(count)
+        if changes:
+            self._save_known()
+        for change in changes:
+            self.metrics.status_changes.labels(to=change.new).inc()
+            log.info("member %s: %s -> %s", change.name, change.old, change.new)
+            for listener in self._status_listeners:
+                await _guard(listener(change))
+
+    async def _coordinate_loop(self) -> None:
+        while not self._stopping:
+            with contextlib.suppress(SerfRPCError, asyncio.TimeoutError):
+                client = await self._ready_client()
+                mine = await client.get_coordinate(self.config.name)
+                for member in self.membership.all():
+                    if member.name == self.config.name:
+                        self.membership.set_rtt(member.name, 0.0)
+                        continue
+                    theirs = await client.get_coordinate(member.name) if mine else None
+                    rtt = rtt_seconds(mine, theirs) * 1000.0 if mine and theirs else None
+                    self.membership.set_rtt(member.name, rtt)
+            await asyncio.sleep(COORD_INTERVAL)
+
+    async def _rejoin_loop(self) -> None:
+        while not self._stopping:
+            await asyncio.sleep(REJOIN_INTERVAL)
+            targets = self.membership.rejoin_targets()
+            if len(self.membership.alive()) <= 1:
+                targets += [t for t in [*self.config.join, *self._load_known()] if t not in targets]
+            if not targets:
+                continue
+            self.metrics.rejoins.inc()
+            with contextlib.suppress(SerfRPCError, asyncio.TimeoutError):
+                client = await self._ready_client()
+                await asyncio.wait_for(client.join(targets), timeout=5.0)
+
+    async def _tag_loop(self) -> None:
+        while not self._stopping:
+            await self._tags_dirty.wait()
+            self._tags_dirty.clear()
+            load = self._load
+            try:
+                client = await self._ready_client()
+                await client.tags(add=self._self_tags().encode())
+                self._published = load
+                self.metrics.tag_updates.inc()
+            except (SerfRPCError, asyncio.TimeoutError) as exc:
+                log.debug("tag update failed: %s", exc)
+                self._tags_dirty.set()
+            await asyncio.sleep(TAG_MIN_INTERVAL)
+
+
+async def _guard(result: Awaitable[None]) -> None:
+    try:
+        await result
+    except Exception:  # noqa: BLE001 - one listener's bug must not stop gossip
+        log.exception("listener failed")
+
+
+def serf_log_path(data_dir: Path) -> Path:
+    return data_dir / "serf" / "serf.log"

@@ -1,0 +1,40 @@
+"""Prometheus metrics of one agent, on a registry of its own (several agents may share a process in tests)."""
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+STAGES = ("pr", "replication", "wait", "reroute", "cleanup", "deploy")
+
+
+class Metrics:
+    def __init__(self, cluster: str) -> None:
+        self.registry = CollectorRegistry()
+        self.members = Gauge(
+            "roam_members", "Members of the federation by Serf status, as this agent sees them",
+            ["status"], registry=self.registry,
+        )
+        self.gossip_events = Counter(
+            "roam_gossip_events_total", "Serf events received on the stream, by type",
+            ["type"], registry=self.registry,
+        )
+        self.status_changes = Counter(
+            "roam_member_status_changes_total", "Member status transitions seen", ["to"], registry=self.registry,
+        )
+        self.serf_restarts = Counter("roam_serf_restarts_total", "Times the Serf child was restarted", registry=self.registry)
+        self.rejoins = Counter("roam_rejoin_attempts_total", "Joins attempted towards failed peers", registry=self.registry)
+        self.tag_updates = Counter("roam_tag_updates_total", "Load/tag publications to Serf", registry=self.registry)
+        self.services = Gauge("roam_services", "Records kept by role", ["role"], registry=self.registry)
+        self.stage_seconds = Histogram(
+            "roam_migration_stage_seconds", "Duration of each migration stage", ["stage"],
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=self.registry,
+        )
+        self.migrations = Counter(
+            "roam_migrations_total", "Migrations and fail-safe redeploys by kind and outcome",
+            ["kind", "outcome"], registry=self.registry,
+        )
+        self.info = Gauge("roam_agent_info", "Constant 1, labelled with the cluster name", ["cluster"], registry=self.registry)
+        self.info.labels(cluster=cluster).set(1)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,199 @@
+"""The peer API over HTTP: a signing msgpack client, and the server-side middleware and helpers.
+
+One `PeerClient` per agent (it owns one aiohttp ClientSession, so connections to peers are
+reused). Requests are signed with the federation secret (see peerwire); the server side checks
+every request under `/peer/` before any handler runs and answers errors as msgpack
+`{"error": message}`.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Self
+
+import aiohttp
+from aiohttp import web
+from yarl import URL
+
+from peer.peerwire import (
+    CONTENT_TYPE,
+    DEFAULT_MAX_BYTES,
+    DEFAULT_WINDOW,
+    NonceCache,
+    PeerAuthError,
+    PeerWireError,
+    decode,
+    encode,
+    sign,
+    verify,
+)
+
+PEER_PREFIX = "/peer/"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class PeerError(Exception):
+    """A peer-API call failed."""
+
+
+class PeerUnreachable(PeerError, ConnectionError):
+    """No answer: connection refused or reset, or timed out. Retry later or elsewhere."""
+
+
+class PeerRefused(PeerError):
+    """The peer answered 4xx: it will not do this (bad auth, bad input). Do not retry as is."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"{status}: {message}")
+        self.status = status
+        self.message = message
+
+
+class PeerServerError(PeerError):
+    """The peer answered 5xx."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"{status}: {message}")
+        self.status = status
+        self.message = message
+
+
+class PeerBadReply(PeerError):
+    """The peer answered 2xx with a body that is not acceptable msgpack."""
+
+
+@dataclass(frozen=True)
+class Exchange:
+    reply: Any
+    sent: int  # request body bytes
+    received: int  # reply body bytes
+
+
+class PeerClient:
+    def __init__(
+        self,
+        secret: bytes,
+        *,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._secret = secret
+        self._max_bytes = max_bytes
+        self._clock = clock
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(auto_decompress=False)
+        return self._session
+
+    async def call(self, base_url: str, path: str, payload: object, *, timeout: float = 5.0) -> object:
+        """POST `payload` as signed msgpack to `base_url + path`; the decoded reply."""
+        return (await self.exchange(base_url, path, payload, timeout=timeout)).reply
+
+    async def exchange(self, base_url: str, path: str, payload: object, *, timeout: float = 5.0) -> Exchange:
+        """`call`, also reporting the bytes sent and received."""
+        body = encode(payload, max_bytes=self._max_bytes)
+        url = URL(base_url.rstrip("/") + path)
+        headers = sign(self._secret, method="POST", path=url.raw_path_qs, body=body, now=self._clock())
+        headers["Content-Type"] = CONTENT_TYPE
+        try:
+            async with self._get_session().post(
+                url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)
+            ) as resp:
+                raw = await self._read_limited(resp)
+                status = resp.status
+        except (TimeoutError, aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+            raise PeerUnreachable(f"{url}: {exc.__class__.__name__}: {exc}") from exc
+        except aiohttp.ClientError as exc:
+            raise PeerError(f"{url}: {exc.__class__.__name__}: {exc}") from exc
+        if status >= 300:
+            message = _error_message(raw)
+            if 400 <= status < 500:
+                raise PeerRefused(status, message)
+            raise PeerServerError(status, message)
+        try:
+            reply = decode(raw, max_bytes=self._max_bytes)
+        except PeerWireError as exc:
+            raise PeerBadReply(f"{url}: {exc}") from exc
+        return Exchange(reply, len(body), len(raw))
+
+    async def _read_limited(self, resp: aiohttp.ClientResponse) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in resp.content.iter_chunked(64 * 1024):
+            size += len(chunk)
+            if size > self._max_bytes:
+                raise PeerBadReply(f"reply exceeds {self._max_bytes} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def _error_message(raw: bytes) -> str:
+    try:
+        body = decode(raw)
+    except PeerWireError:
+        return raw[:200].decode("utf-8", "replace") or "(no body)"
+    if isinstance(body, dict) and isinstance(body.get("error"), str):
+        return str(body["error"])
+    return repr(body)[:200]
+
+
+# --- server side -----------------------------------------------------------------------------
+
+def msgpack_response(obj: object, status: int = 200) -> web.Response:
+    return web.Response(body=encode(obj), status=status, content_type=CONTENT_TYPE)
+
+
+async def read_msgpack(request: web.Request, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
+    """The decoded request body; PeerWireError (-> 400 through the middleware) if malformed."""
+    return decode(await request.read(), max_bytes=max_bytes)
+
+
+def peer_auth_middleware(
+    secret: bytes,
+    *,
+    nonces: NonceCache | None = None,
+    clock: Callable[[], float] = time.time,
+    window: float = DEFAULT_WINDOW,
+) -> Any:
+    """aiohttp middleware: requests under /peer/ must be signed with `secret` (401 otherwise);
+    a PeerWireError or HTTP error raised by a peer handler leaves as a msgpack error body.
+    Note the app's `client_max_size` bounds peer bodies too: raise it for anti-entropy."""
+    seen = nonces if nonces is not None else NonceCache()
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not request.path.startswith(PEER_PREFIX):
+            return await handler(request)
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge as exc:
+            return msgpack_response({"error": exc.text or "body too large"}, status=413)
+        try:
+            verify(secret, method=request.method, path=request.raw_path, body=body,
+                   headers=request.headers, now=clock(), seen_nonces=seen, window=window)
+        except PeerAuthError as exc:
+            return msgpack_response({"error": str(exc)}, status=401)
+        try:
+            return await handler(request)
+        except PeerWireError as exc:
+            return msgpack_response({"error": str(exc)}, status=400)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            return msgpack_response({"error": exc.reason}, status=exc.status)
+
+    return middleware

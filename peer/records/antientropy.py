@@ -1,0 +1,229 @@
+"""Anti-entropy of service records between two peers over the peer API.
+
+`sync_with` runs one round against one peer:
+1. digests: our 8-byte version hashes of the records the peer is interested in (in name ranges
+   of bounded size); the peer answers only where it differs, including the records it holds
+   that we are interested in and do not have;
+2. push: our versions of every differing name we hold; the peer applies them and answers its
+   own version wherever that is not the one we pushed (it was newer, or the merge resolved a
+   conflict), which we apply in turn;
+3. fetch: the records only the peer holds.
+So each differing record crosses the wire at most once each way, and the cost of a round
+grows with the records the two peers share, not with the federation. Every applied remote
+version goes through `RecordStore.apply_remote_many` and its outcome to `on_outcome`.
+
+When to sync (on join, on alive after a partition, after a local change, periodically) is the
+agent's policy.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from peer.peerclient import PeerBadReply, PeerClient, msgpack_response, read_msgpack
+from peer.peerwire import PeerWireError
+from peer.records import messages as msg
+from peer.records import record as rec
+from peer.records.merge import MergeOutcome
+from peer.records.record import Record, interested
+from peer.records.store import RecordStore
+
+log = logging.getLogger(__name__)
+
+OnOutcome = Callable[[MergeOutcome], Awaitable[None]]
+
+
+@dataclass
+class SyncStats:
+    peer: str
+    compared: int = 0  # digests we sent
+    differing: int = 0
+    pushed: int = 0
+    returned: int = 0  # records the peer answered to our push
+    fetched: int = 0
+    applied: int = 0  # remote versions that changed our store
+    conflicts: int = 0  # resolved on either side during this round
+    requests: int = 0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    seconds: float = 0.0
+
+
+def name_ranges(names: list[str], size: int) -> Iterator[tuple[str | None, str | None, list[str]]]:
+    """Split sorted `names` into chunks; each chunk owns [lo, hi) so the ranges cover every name."""
+    if not names:
+        yield None, None, []
+        return
+    for i in range(0, len(names), size):
+        lo = None if i == 0 else names[i]
+        hi = None if i + size >= len(names) else names[i + size]
+        yield lo, hi, names[i:i + size]
+
+
+def _tombstone_digests(records: Iterable[Record]) -> dict[str, bytes]:
+    """What to acknowledge: only tombstones collect acks (see RecordStore.ack_tombstones)."""
+    return {r.name: rec.version_digest(r) for r in records if r.tombstone}
+
+
+class AntiEntropy:
+    def __init__(
+        self,
+        *,
+        store: RecordStore,
+        here: str,
+        client: PeerClient,
+        on_outcome: OnOutcome,
+        timeout: float = 10.0,
+        digest_chunk: int = 4000,
+        push_bytes: int = 512 * 1024,
+        fetch_chunk: int = 500,
+    ) -> None:
+        self.store = store
+        self.here = here
+        self.client = client
+        self.on_outcome = on_outcome
+        self.timeout = timeout
+        self.digest_chunk = digest_chunk
+        self.push_bytes = push_bytes
+        self.fetch_chunk = fetch_chunk
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_post(msg.PATH_DIGESTS, self._on_digests)
+        app.router.add_post(msg.PATH_PUSH, self._on_push)
+        app.router.add_post(msg.PATH_FETCH, self._on_fetch)
+
+    # --- client side -------------------------------------------------------------------------
+
+    async def sync_with(self, peer_name: str, base_url: str) -> SyncStats:
+        """One anti-entropy round with `peer_name`; raises PeerError if the peer fails us."""
+        stats = SyncStats(peer=peer_name)
+        started = time.monotonic()
+        mine = self.store.digests(peer=peer_name)
+        differing = await self._compare(base_url, mine, stats)
+        self.store.ack_tombstones(peer_name, {n: d for n, d in mine.items() if n not in differing})
+        # The peer may name records we hold without it being interested by our view: its copy
+        # is stale (we push ours, so it learns to stop running it) or ours is (it answers).
+        held = set(mine) | set(self.store.digests_of(n for n in differing if n not in mine))
+        await self._push(base_url, peer_name, [n for n in sorted(differing) if n in held], stats)
+        await self._fetch(base_url, peer_name,
+                          [n for n, d in sorted(differing.items()) if n not in held and d is not None], stats)
+        stats.seconds = time.monotonic() - started
+        return stats
+
+    async def _call(self, base_url: str, path: str, payload: object, stats: SyncStats) -> object:
+        exchange = await self.client.exchange(base_url, path, payload, timeout=self.timeout)
+        stats.requests += 1
+        stats.bytes_sent += exchange.sent
+        stats.bytes_received += exchange.received
+        return exchange.reply
+
+    async def _compare(self, base_url: str, mine: dict[str, bytes], stats: SyncStats) -> dict[str, bytes | None]:
+        differing: dict[str, bytes | None] = {}
+        for lo, hi, chunk in name_ranges(sorted(mine), self.digest_chunk):
+            payload = msg.digests_request(sender=self.here, lo=lo, hi=hi, digests={n: mine[n] for n in chunk})
+            reply = await self._call(base_url, msg.PATH_DIGESTS, payload, stats)
+            try:
+                answer = msg.parse_digests_reply(reply)
+            except PeerWireError as exc:
+                raise PeerBadReply(f"digests reply: {exc}") from exc
+            differing.update((n, d) for n, d in answer.items() if (lo is None or n >= lo) and (hi is None or n < hi))
+            stats.compared += len(chunk)
+        stats.differing = len(differing)
+        return differing
+
+    def _batches(self, names: list[str]) -> Iterator[list[Record]]:
+        """Our current versions of `names`, in batches of about `push_bytes` encoded."""
+        batch: list[Record] = []
+        size = 0
+        for start in range(0, len(names), 1000):
+            for record in self.store.get_many(names[start:start + 1000]).values():
+                cost = len(rec.pack(record))
+                if batch and size + cost > self.push_bytes:
+                    yield batch
+                    batch, size = [], 0
+                batch.append(record)
+                size += cost
+        if batch:
+            yield batch
+
+    async def _push(self, base_url: str, peer: str, names: list[str], stats: SyncStats) -> None:
+        for batch in self._batches(names):
+            payload = msg.push_request(sender=self.here, records=[rec.encode(r) for r in batch])
+            reply = await self._call(base_url, msg.PATH_PUSH, payload, stats)
+            returned = self._parse_records(reply, {r.name for r in batch})
+            try:
+                stats.conflicts += msg.parse_conflicts(reply)
+            except PeerWireError as exc:
+                raise PeerBadReply(f"push reply: {exc}") from exc
+            stats.pushed += len(batch)
+            stats.returned += len(returned)
+            back = {r.name for r in returned}
+            held_by_peer = _tombstone_digests(r for r in batch if r.name not in back)
+            held_by_peer.update(_tombstone_digests(returned))
+            await self._apply(returned, stats)
+            self.store.ack_tombstones(peer, held_by_peer)
+
+    async def _fetch(self, base_url: str, peer: str, names: list[str], stats: SyncStats) -> None:
+        for start in range(0, len(names), self.fetch_chunk):
+            wanted = names[start:start + self.fetch_chunk]
+            payload = msg.fetch_request(sender=self.here, names=wanted)
+            reply = await self._call(base_url, msg.PATH_FETCH, payload, stats)
+            fetched = self._parse_records(reply, set(wanted))
+            stats.fetched += len(fetched)
+            await self._apply(fetched, stats)
+            self.store.ack_tombstones(peer, _tombstone_digests(fetched))
+
+    @staticmethod
+    def _parse_records(reply: object, asked: set[str]) -> list[Record]:
+        try:
+            records = msg.parse_records_reply(reply)
+        except PeerWireError as exc:
+            raise PeerBadReply(f"records reply: {exc}") from exc
+        return [r for r in records if r.name in asked]  # a peer answers only what we asked
+
+    async def _apply(self, records: list[Record], stats: SyncStats | None = None) -> list[MergeOutcome]:
+        outcomes = self.store.apply_remote_many(records, here=self.here)
+        for outcome in outcomes:
+            if stats is not None:
+                stats.applied += outcome.changed
+                stats.conflicts += outcome.conflict
+            await self._notify(outcome)
+        return outcomes
+
+    async def _notify(self, outcome: MergeOutcome) -> None:
+        try:
+            await self.on_outcome(outcome)
+        except Exception:
+            log.exception("on_outcome failed for %s", outcome.result.name)
+
+    # --- server side -------------------------------------------------------------------------
+
+    async def _on_digests(self, request: web.Request) -> web.Response:
+        sender, lo, hi, theirs = msg.parse_digests_request(await read_msgpack(request))
+        theirs = {n: d for n, d in theirs.items() if (lo is None or n >= lo) and (hi is None or n < hi)}
+        mine = self.store.digests(peer=sender, lo=lo, hi=hi)
+        # Names the asker holds that we hold without it being interested (by our view): it has
+        # a stale copy, or we do. Compare those too, so it learns what it must stop running.
+        mine.update(self.store.digests_of(n for n in theirs if n not in mine))
+        differing: dict[str, bytes | None] = {n: mine.get(n) for n, d in theirs.items() if mine.get(n) != d}
+        differing.update({n: d for n, d in mine.items() if n not in theirs})
+        self.store.ack_tombstones(sender, {n: d for n, d in theirs.items() if n not in differing})
+        return msgpack_response(msg.digests_reply(differing))
+
+    async def _on_push(self, request: web.Request) -> web.Response:
+        sender, records = msg.parse_push_request(await read_msgpack(request))
+        held = self.store.digests_of(r.name for r in records)
+        accepted = [r for r in records if self.here in interested(r) or r.name in held]
+        outcomes = await self._apply(accepted)
+        back = [o.result for o, r in zip(outcomes, accepted) if o.result != r]
+        self.store.ack_tombstones(sender, _tombstone_digests(r for o, r in zip(outcomes, accepted) if o.result == r))
+        return msgpack_response(msg.records_reply(back, conflicts=sum(o.conflict for o in outcomes)))
+
+    async def _on_fetch(self, request: web.Request) -> web.Response:
+        sender, names = msg.parse_fetch_request(await read_msgpack(request))
+        found = self.store.get_many(names)
+        return msgpack_response(msg.records_reply([r for r in found.values() if sender in interested(r)]))

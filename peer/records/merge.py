@@ -1,0 +1,186 @@
+"""How two versions of a record become one, and what the cluster `here` must do about it. Pure.
+
+The rules
+---------
+A version is (vclock, content), where the content carries `written`, the clock of the local
+write that produced it. `reconcile` is a join of two independent parts:
+
+* clock:   merge(local.vclock, remote.vclock)    (per-node max)
+* content: the content with the higher `rank`     (a fixed total order on contents)
+
+    rank = (written[home], total(written), tombstone, canonical bytes of the content)
+
+Both parts are joins, so `reconcile` is commutative, associative and idempotent, and replicas
+converge whatever the delivery order (tests/records/test_convergence.py).
+
+Why this is the DESIGN rule:
+* Dominating version wins. A write made on top of a version has a `written` clock that strictly
+  descends everything that version has seen, so its rank is higher than every content in its
+  history (`total` grows with every change; `written[home]` never shrinks along a history as
+  long as `home` stays the same, and `local_write` bumps the new home's counter when a record is
+  re-created with another home). Equal versions change nothing.
+* Concurrent versions: the one whose write had seen more of the HC's changes wins - the HC's
+  view of where the service runs (all traffic passes its load balancer). Then the one with more
+  changes in total; then tombstones over live records; then the canonical bytes (arbitrary but
+  the same on every replica). The conflict is flagged (`conflict=True`) for the caller to log.
+* Deletes are contents like any other: a stale live version is in the tombstone's history and
+  ranks below it, so a delete never comes back from a stale peer. A delete concurrent with an
+  update follows the HC rule: the HC's side wins (a delete issued at an AC during a partition
+  loses to a concurrent fail-safe redeploy by the HC).
+
+The resolver does NOT increment its own entry. The merged clock already dominates both inputs
+(they were concurrent), so the resolution propagates; and because the resolution is a pure
+function of the two versions, two clusters that resolve the same conflict independently produce
+the identical version, instead of two new concurrent ones that would conflict again.
+
+Ranking by `written` rather than by the merged clock is what keeps associativity: a merged
+clock would lift a stale content's rank just because it was merged with newer ones.
+
+Assumption: a (node, counter) pair names one write. A cluster that loses its store and reuses
+counters breaks it; equal clocks with different contents are then flagged as a conflict and
+still converge (the rank decides), and anti-entropy digests hash the content to notice them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from peer.records import vclock as vc
+from peer.records.record import Record, content_key, interested, role
+
+DEFAULT_TOMBSTONE_TTL = 7 * 24 * 3600.0
+
+
+class LocalWriteError(ValueError):
+    """A local write that the merge rules could not make win over its own history."""
+
+
+# --- actions: what `here` must do after a remote version was applied ------------------------
+
+@dataclass(frozen=True)
+class StopLocalCopy:
+    """`here` was told to run a copy and the winner says it must not (moved away or deleted)."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class AdoptLocalCopy:
+    """The winner says a live copy runs `here` and the previous version did not: make sure one
+    runs (adopt one already running, else deploy), unless a migration in flight owns it."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class Reroute:
+    """`here` is home and the instance its frontend must point to changed (None: not known yet)."""
+
+    name: str
+    instance: str | None
+
+
+@dataclass(frozen=True)
+class Forget:
+    """`here` has no role for this service any more (neither home nor location, or deleted):
+    release what it held for it (frontend, bookkeeping). A live record may then be dropped; a
+    tombstone stays until `droppable`."""
+
+    name: str
+
+
+Action = StopLocalCopy | AdoptLocalCopy | Reroute | Forget
+
+
+@dataclass(frozen=True)
+class MergeOutcome:
+    result: Record
+    changed: bool  # result differs from what `here` held (clock included)
+    conflict: bool  # two different contents and the rule, not causality, picked the winner
+    actions: tuple[Action, ...]
+    previous: Record | None = None  # what `here` held before, for logging and the caller
+
+
+def rank(record: Record) -> tuple[int, int, bool, bytes]:
+    """The fixed total order on contents (see module docstring)."""
+    w = record.written
+    return (vc.get_counter(w, record.home), vc.total(w), record.tombstone, content_key(record))
+
+
+def _runs_here(record: Record | None, here: str) -> bool:
+    return record is not None and not record.tombstone and record.location == here
+
+
+def _home_here(record: Record | None, here: str) -> bool:
+    return record is not None and not record.tombstone and record.home == here
+
+
+def transition(before: Record | None, after: Record, *, here: str) -> tuple[Action, ...]:
+    """The actions that take `here` from what `before` asked of it to what `after` asks."""
+    name = after.name
+    actions: list[Action] = []
+    if _runs_here(before, here) and not _runs_here(after, here):
+        actions.append(StopLocalCopy(name))
+    if _runs_here(after, here) and not _runs_here(before, here):
+        actions.append(AdoptLocalCopy(name))
+    if _home_here(after, here):
+        old = before.instance if before is not None and _home_here(before, here) else None
+        if after.instance != old:
+            actions.append(Reroute(name, after.instance))
+    if before is not None and role(before, here) is not None and role(after, here) is None:
+        actions.append(Forget(name))
+    return tuple(actions)
+
+
+def reconcile(local: Record | None, remote: Record, *, here: str) -> MergeOutcome:
+    """Join `remote` into what `here` holds; see the module docstring for the rules."""
+    if local is None:
+        return MergeOutcome(remote, True, False, transition(None, remote, here=here), None)
+    if local.name != remote.name:
+        raise ValueError(f"cannot reconcile {local.name!r} with {remote.name!r}")
+    clock = vc.merge(local.vclock, remote.vclock)
+    local_rank, remote_rank = rank(local), rank(remote)
+    winner, loser = (remote, local) if remote_rank > local_rank else (local, remote)
+    result = winner if winner.vclock == clock else replace(winner, vclock=clock)
+    conflict = local_rank != remote_rank and not vc.descends(winner.vclock, loser.vclock)
+    changed = result != local
+    actions = transition(local, result, here=here) if changed else ()
+    return MergeOutcome(result, changed, conflict, actions, local)
+
+
+def local_write(previous: Record | None, record: Record, *, here: str, now: float) -> Record:
+    """The version `here` stores when it changes a record: `record`'s content on top of
+    everything `previous` has seen, with `here`'s counter incremented.
+
+    The clocks carried by `record` are ignored: only what the store holds is history. When the
+    home changes (a name re-created at another cluster over a tombstone), the new home's counter
+    jumps past the old home's, so the new write outranks its whole history; only the new home
+    itself may do that (it must not forge another cluster's counter).
+    """
+    context = previous.vclock if previous is not None else vc.fresh()
+    at_least = 0
+    if previous is not None and previous.home != record.home:
+        needed = vc.get_counter(previous.written, previous.home)
+        if vc.get_counter(context, record.home) < needed:
+            if here != record.home:
+                raise LocalWriteError(
+                    f"{record.name}: only the new home {record.home!r} may take the name over from {previous.home!r}"
+                )
+            at_least = needed
+    clock = vc.increment(context, here, timestamp=now, at_least=at_least)
+    return replace(record, vclock=clock, written=clock, updated_at=now)
+
+
+def droppable(tombstone: Record, acked_by: set[str] | frozenset[str], *, now: float, ttl: float) -> bool:
+    """May this tombstone be forgotten?
+
+    Yes once every cluster that could still hold an older live version has acknowledged this
+    exact tombstone through anti-entropy: the clusters in its clock (all that ever changed the
+    record) plus its home and location. Pass `here` inside `acked_by`. Or, failing that, once
+    `ttl` has passed since the delete: a peer cut off longer than `ttl` could then bring the
+    record back, so `ttl` must exceed the longest partition the federation accepts (default 7
+    days); a shorter `ttl` saves rows, a longer one protects against longer outages.
+    """
+    if not tombstone.tombstone:
+        return False
+    needed = vc.nodes(tombstone.vclock) | interested(tombstone)
+    return needed <= acked_by or now - tombstone.updated_at >= ttl

@@ -1,0 +1,139 @@
+"""The anti-entropy messages of the peer API: builders and strict parsers. No I/O.
+
+POST /peer/v1/records/digests  {"from", "lo", "hi", "digests": {name: digest}}
+    -> {"digests": {name: digest | nil}}  only the names in [lo, hi) where the two sides differ
+       (nil: the server does not hold it)
+POST /peer/v1/records/push     {"from", "records": [record]}
+    -> {"records": [record], "conflicts": n}  the server's version wherever it differs from the
+       one pushed, and how many conflicts the push resolved there
+POST /peer/v1/records/fetch    {"from", "names": [name]}
+    -> {"records": [record]}  those of the named records the asker is interested in
+
+Parsers raise PeerWireError naming the field, which the peer middleware turns into a 400.
+"""
+from __future__ import annotations
+
+from typing import Any, cast
+
+from peer.peerwire import PeerWireError
+from peer.records import record as rec
+from peer.records.record import Record
+
+PATH_DIGESTS = "/peer/v1/records/digests"
+PATH_PUSH = "/peer/v1/records/push"
+PATH_FETCH = "/peer/v1/records/fetch"
+MAX_ITEMS = 50_000
+DIGEST_LEN = 8
+
+
+def _map(obj: object, *, what: str) -> dict[str, Any]:
+    if not isinstance(obj, dict):
+        raise PeerWireError(f"{what}: expected a map")
+    return obj
+
+
+def _sender(body: dict[str, Any]) -> str:
+    sender = body.get("from")
+    if not isinstance(sender, str) or not sender or len(sender) > rec.MAX_CLUSTER_LEN:
+        raise PeerWireError("from: must be a cluster name")
+    return sender
+
+
+def _bound(body: dict[str, Any], key: str) -> str | None:
+    value = body.get(key)
+    if value is not None and (not isinstance(value, str) or len(value) > 63):
+        raise PeerWireError(f"{key}: must be a name or nil")
+    return value
+
+
+def _list(body: dict[str, Any], key: str) -> list[Any]:
+    value = body.get(key)
+    if not isinstance(value, list) or len(value) > MAX_ITEMS:
+        raise PeerWireError(f"{key}: must be a list of <= {MAX_ITEMS} items")
+    return value
+
+
+def _digest_map(body: dict[str, Any], *, nil_ok: bool) -> dict[str, bytes | None]:
+    value = body.get("digests")
+    if not isinstance(value, dict) or len(value) > MAX_ITEMS:
+        raise PeerWireError(f"digests: must be a map of <= {MAX_ITEMS} entries")
+    for name, digest in value.items():
+        if not isinstance(name, str) or len(name) > 63 or not (
+            (isinstance(digest, bytes) and len(digest) == DIGEST_LEN) or (nil_ok and digest is None)
+        ):
+            raise PeerWireError(f"digests[{str(name)[:63]!r}]: must be {DIGEST_LEN} bytes")
+    return value
+
+
+def _records(body: dict[str, Any]) -> list[Record]:
+    out: list[Record] = []
+    for i, item in enumerate(_list(body, "records")):
+        try:
+            out.append(rec.decode(item))
+        except rec.RecordDecodeError as exc:
+            raise PeerWireError(f"records[{i}].{exc}") from exc
+    return out
+
+
+# --- digests -------------------------------------------------------------------------------
+
+def digests_request(*, sender: str, lo: str | None, hi: str | None, digests: dict[str, bytes]) -> dict[str, Any]:
+    return {"from": sender, "lo": lo, "hi": hi, "digests": digests}
+
+
+def parse_digests_request(obj: object) -> tuple[str, str | None, str | None, dict[str, bytes]]:
+    body = _map(obj, what="digests request")
+    digests = _digest_map(body, nil_ok=False)
+    return _sender(body), _bound(body, "lo"), _bound(body, "hi"), cast(dict[str, bytes], digests)
+
+
+def digests_reply(differing: dict[str, bytes | None]) -> dict[str, Any]:
+    return {"digests": differing}
+
+
+def parse_digests_reply(obj: object) -> dict[str, bytes | None]:
+    return _digest_map(_map(obj, what="digests reply"), nil_ok=True)
+
+
+# --- push / fetch ----------------------------------------------------------------------------
+
+def push_request(*, sender: str, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """`records` already encoded (rec.encode), so the caller can size batches."""
+    return {"from": sender, "records": records}
+
+
+def parse_push_request(obj: object) -> tuple[str, list[Record]]:
+    body = _map(obj, what="push request")
+    return _sender(body), _records(body)
+
+
+def fetch_request(*, sender: str, names: list[str]) -> dict[str, Any]:
+    return {"from": sender, "names": names}
+
+
+def parse_fetch_request(obj: object) -> tuple[str, list[str]]:
+    body = _map(obj, what="fetch request")
+    names = _list(body, "names")
+    for i, name in enumerate(names):
+        if not isinstance(name, str) or len(name) > 63:
+            raise PeerWireError(f"names[{i}]: must be a name")
+    return _sender(body), names
+
+
+def records_reply(records: list[Record], *, conflicts: int | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"records": [rec.encode(r) for r in records]}
+    if conflicts is not None:
+        body["conflicts"] = conflicts
+    return body
+
+
+def parse_records_reply(obj: object) -> list[Record]:
+    return _records(_map(obj, what="records reply"))
+
+
+def parse_conflicts(obj: object) -> int:
+    """The push reply's conflict count (0 when absent: an older peer)."""
+    value = _map(obj, what="push reply").get("conflicts", 0)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise PeerWireError("conflicts: must be a count")
+    return int(value)

@@ -1,0 +1,1 @@
+"""Sample workloads shipped with roam: a stateless classifier and a stream source that feeds it."""
