@@ -1,0 +1,299 @@
+"""`LoadBalancer`: the facade the agent uses for its cluster's HAProxy.
+
+A service homed here owns one pre-provisioned slot (frontend `fe_<port>` + backend `be_<port>`)
+for its whole life; `route` points that slot at wherever the service runs, through the
+zero-loss procedure in `reroute`. Slot owners and current routes are persisted in
+`lb-slots.json`, so after an agent restart (HAProxy adopted) or an HAProxy restart (routes
+re-added) the frontends serve exactly the persisted routes: nothing is rerouted by accident.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from lb import reroute as rr
+from lb import runtime
+from lb.client import RuntimeClient
+from lb.config import LBConfig, backend_name
+from lb.errors import InvalidTokenError, LBError, NoFreeSlotError, UnknownServiceError
+from lb.process import Supervisor
+from lb.runtime import ServerState, ServerStateName, valid_ip, valid_port
+from lb.statefile import LBState, Route, Slot, write_atomic
+
+log = logging.getLogger(__name__)
+
+_SERVICE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+_SERVER_NUM = re.compile(r"s(\d+)")
+
+
+@dataclass(frozen=True)
+class ServerStatus:
+    name: str
+    addr: str
+    port: int
+    state: ServerStateName  # UP, DOWN, MAINT, DRAIN
+    scur: int
+    qcur: int
+    check_status: str  # e.g. L4OK, L4CON, INI
+
+
+def valid_service_name(service: str) -> str:
+    if not isinstance(service, str) or not _SERVICE.fullmatch(service):
+        raise InvalidTokenError(f"invalid service name {service!r}: must be a DNS-1123 label")
+    return service
+
+
+def _next_server_name(states: list[ServerState], *taken: str) -> str:
+    nums = [int(m.group(1)) for name in [s.name for s in states] + list(taken)
+            if (m := _SERVER_NUM.fullmatch(name))]
+    return f"s{max(nums, default=0) + 1}"
+
+
+class LoadBalancer:
+    def __init__(self, *, data_dir: Path, bind_addr: str, ports: range, max_slots: int = 64,
+                 haproxy_binary: str = "haproxy", check_inter_ms: int = 250,
+                 check_fall: int = 2, check_rise: int = 1) -> None:
+        self.config = LBConfig(data_dir=Path(data_dir), bind_addr=bind_addr, ports=ports,
+                               max_slots=max_slots, check_inter_ms=check_inter_ms,
+                               check_fall=check_fall, check_rise=check_rise)
+        self._supervisor = Supervisor(self.config, binary=haproxy_binary,
+                                      on_restart=self._on_haproxy_restart)
+        self._client = RuntimeClient(self.config.socket_path)
+        self._state = LBState()
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._slots_lock = asyncio.Lock()
+        self._started = False
+        self._adopted = False
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start or adopt HAProxy, then make it serve exactly the persisted routes."""
+        self._state = LBState.load(self.config.slots_path)
+        allowed = set(self.config.slot_ports)
+        for service, slot in self._state.slots.items():
+            if slot.port not in allowed:
+                raise LBError(f"persisted slot {slot.port} of {service} is outside the "
+                              f"configured ports {self.config.ports}; refusing to drop it")
+        adopted = self._adopted = await self._supervisor.start()
+        try:
+            await self._client.connect()
+            await self._reconcile()
+        except BaseException:
+            await self._client.close()
+            await self._supervisor.stop(keep_running=adopted)
+            raise
+        self._started = True
+
+    async def stop(self, *, keep_running: bool = False) -> None:
+        """Stop watching; stop HAProxy too unless `keep_running` (agent restart, upgrade)."""
+        self._started = False
+        if not keep_running and self._supervisor.running:
+            try:  # a snapshot for operators; dynamic servers are restored from lb-slots.json
+                dump = await self._client.execute(runtime.show_servers_state())
+                write_atomic(self.config.server_state_path, dump.encode())
+            except LBError:
+                log.warning("could not dump server state before stopping haproxy")
+        await self._client.close()
+        await self._supervisor.stop(keep_running=keep_running)
+
+    @property
+    def running(self) -> bool:
+        return self._started and self._supervisor.running
+
+    @property
+    def haproxy_pid(self) -> int | None:
+        """PID of the HAProxy master (for chaos tests and diagnostics)."""
+        proc = self._supervisor.process
+        return None if proc is None else proc.pid
+
+    @property
+    def adopted(self) -> bool:
+        """True if `start` adopted an HAProxy left running by an earlier agent."""
+        return self._adopted
+
+    @property
+    def restarts(self) -> int:
+        """How many times the supervisor replaced a dead HAProxy."""
+        return self._supervisor.restarts
+
+    # ---- queries -----------------------------------------------------------------------------
+
+    def frontend(self, service: str) -> tuple[str, int] | None:
+        slot = self._state.slots.get(service)
+        return None if slot is None else (self.config.bind_addr, slot.port)
+
+    def current_route(self, service: str) -> tuple[str, int] | None:
+        slot = self._state.slots.get(service)
+        if slot is None or slot.route is None:
+            return None
+        return (slot.route.addr, slot.route.port)
+
+    def routes(self) -> dict[str, tuple[str, int] | None]:
+        return {name: self.current_route(name) for name in self._state.slots}
+
+    async def server_status(self, service: str) -> list[ServerStatus]:
+        backend = backend_name(self._slot(service).port)
+        return [ServerStatus(row.name, row.addr, row.port, row.state, row.scur, row.qcur,
+                             row.check_status) for row in await self._client.stats(backend)]
+
+    # ---- changes -----------------------------------------------------------------------------
+
+    async def open_frontend(self, service: str, *, port: int | None = None) -> tuple[str, int]:
+        """Give `service` a slot (the first free one, or `port`); idempotent per service."""
+        valid_service_name(service)
+        async with self._lock(service):
+            slot = self._state.slots.get(service)
+            if slot is not None:
+                if port is not None and port != slot.port:
+                    raise NoFreeSlotError(f"{service} already owns port {slot.port}, not {port}")
+                return (self.config.bind_addr, slot.port)
+            async with self._slots_lock:
+                taken = {s.port for s in self._state.slots.values()}
+                free = [p for p in self.config.slot_ports if p not in taken]
+                if port is not None:
+                    if port not in free:
+                        raise NoFreeSlotError(f"port {port} is taken or not a slot port")
+                    free = [port]
+                if not free:
+                    raise NoFreeSlotError(f"all {len(self.config.slot_ports)} slots are taken")
+                await self._clear_backend(backend_name(free[0]), keep=None)  # leftovers
+                self._state.slots[service] = Slot(free[0])
+                self._save()
+                return (self.config.bind_addr, free[0])
+
+    async def close_frontend(self, service: str) -> None:
+        """Drain and remove the service's servers, then free its slot (idempotent)."""
+        async with self._lock(service):
+            slot = self._state.slots.get(service)
+            if slot is None:
+                return
+            await self._clear_backend(backend_name(slot.port), keep=None)
+            del self._state.slots[service]
+            self._save()
+
+    async def route(self, service: str, addr: str, port: int, *, up_timeout: float = 5.0,
+                    drain_timeout: float = 5.0) -> rr.RerouteResult:
+        """Make the service's frontend serve addr:port, losing no request on the way.
+
+        Idempotent: routing to the current, serving route only removes leftover servers.
+        Raises `RerouteError` if the new route never passes a health check (old route kept).
+        """
+        ip, port = valid_ip(addr), valid_port(port)
+        async with self._lock(service):
+            slot = self._slot(service)
+            backend = backend_name(slot.port)
+            states = await self._client.servers_state(backend)
+            cur = slot.route
+            old = None if cur is None else (cur.addr, cur.port)
+            if cur is not None and (cur.addr, cur.port) == (ip, port):
+                current = next((s for s in states if s.name == cur.server), None)
+                if current is not None and current.serving:
+                    return await self._already_routed(service, backend, cur, old)
+            name = _next_server_name(states, *([cur.server] if cur else []))
+
+            def commit() -> None:
+                slot.route = Route(ip, port, name)
+                self._save()
+
+            result = await rr.reroute(
+                self._client, service=service, backend=backend, new_server=name, addr=ip,
+                port=port, old=old, old_servers=[s.name for s in states],
+                check=self.config.check, up_timeout=up_timeout, drain_timeout=drain_timeout,
+                on_up=commit)
+            log.info("rerouted %s %s -> %s:%d in %.1f ms (up %.1f, drain %.1f, %d drained%s)",
+                     service, old, ip, port, result.duration_ms, result.up_ms, result.drain_ms,
+                     result.drained_sessions, ", forced" if result.forced else "")
+            return result
+
+    # ---- internals ---------------------------------------------------------------------------
+
+    def _lock(self, service: str) -> asyncio.Lock:
+        return self._locks.setdefault(service, asyncio.Lock())
+
+    def _slot(self, service: str) -> Slot:
+        slot = self._state.slots.get(service)
+        if slot is None:
+            raise UnknownServiceError(f"service {service!r} has no frontend here")
+        return slot
+
+    def _save(self) -> None:
+        self._state.save(self.config.slots_path)
+
+    async def _already_routed(self, service: str, backend: str, cur: Route,
+                              old: tuple[str, int] | None) -> rr.RerouteResult:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        drained, forced = await self._clear_backend(backend, keep=cur.server)
+        return rr.RerouteResult(service=service, old=old, new=(cur.addr, cur.port),
+                                duration_ms=(loop.time() - t0) * 1000,
+                                drained_sessions=drained, forced=forced)
+
+    async def _clear_backend(self, backend: str, *, keep: str | None,
+                             drain_timeout: float = 5.0) -> tuple[int, bool]:
+        """Retire every server of `backend` except `keep`; return (drained sessions, forced)."""
+        drained, forced = 0, False
+        for st in await self._client.servers_state(backend):
+            if st.name != keep:
+                retired = await rr.retire(self._client, backend=backend, server=st.name,
+                                          drain_timeout=drain_timeout)
+                drained += retired.drained_sessions
+                forced = forced or retired.forced
+        return drained, forced
+
+    async def _add_now(self, backend: str, route: Route) -> None:
+        """Re-add a persisted route serving at once: it was serving before, and gating it on a
+        first check would only add downtime; its checks still take a dead one out."""
+        await self._client.add_server(backend, route.server, route.addr, route.port,
+                                      check=self.config.check)
+        await self._client.activate_now(backend, route.server)
+
+    async def _reconcile(self) -> None:
+        """Make every backend match the persisted state (idempotent).
+
+        A fresh HAProxy has no dynamic servers: every route is re-added. An adopted one keeps
+        its servers, but a crash mid-reroute can leave a second server (never committed) or
+        the committed one in drain/maint: the committed route wins, anything else is drained.
+        """
+        for port in self.config.slot_ports:
+            await self._reconcile_slot(port)
+
+    def _owner(self, port: int) -> str | None:
+        return next((svc for svc, slot in self._state.slots.items() if slot.port == port), None)
+
+    async def _reconcile_slot(self, port: int) -> None:
+        backend = backend_name(port)
+        async with self._slots_lock:  # an unowned slot must not be claimed while we clear it
+            svc = self._owner(port)
+            if svc is None:
+                await self._clear_backend(backend, keep=None)
+                return
+        async with self._lock(svc):  # and an owned one not rerouted while we repair it
+            slot = self._state.slots.get(svc)
+            if slot is None or slot.port != port:
+                return  # closed meanwhile; close_frontend cleared it
+            present = await self._client.servers_state(backend)
+            keep = slot.route
+            if keep is not None:
+                match = next((s for s in present if s.name == keep.server
+                              and (s.addr, s.port) == (keep.addr, keep.port)), None)
+                if match is None:
+                    log.info("restoring route of %s to %s:%d", svc, keep.addr, keep.port)
+                    if any(s.name == keep.server for s in present):
+                        await rr.retire(self._client, backend=backend, server=keep.server,
+                                        drain_timeout=5.0)
+                    await self._add_now(backend, keep)
+                elif match.maint or match.drain:
+                    log.warning("%s's route was left in %s; re-enabling it", svc,
+                                "maint" if match.maint else "drain")
+                    await self._client.set_server_state(backend, keep.server, "ready")
+            await self._clear_backend(backend, keep=keep.server if keep else None)
+
+    async def _on_haproxy_restart(self) -> None:
+        await self._client.close()
+        await self._client.connect()
+        await self._reconcile()
+

@@ -1,0 +1,90 @@
+"""`FakeLoadBalancer`: an in-memory twin of `LoadBalancer` for unit tests of its callers.
+
+Same methods and errors, no HAProxy. `unreachable` holds addr:port pairs whose health check
+"fails", so a caller's handling of `RerouteError` can be tested.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from lb.balancer import ServerStatus, valid_service_name
+from lb.errors import NoFreeSlotError, RerouteError, UnknownServiceError
+from lb.reroute import RerouteResult
+from lb.runtime import ServerStateName, valid_ip, valid_port
+
+
+class FakeLoadBalancer:
+    def __init__(self, *, data_dir: Path | None = None, bind_addr: str = "127.0.0.1",
+                 ports: range = range(30000, 30064), max_slots: int = 64,
+                 haproxy_binary: str = "haproxy") -> None:
+        self.bind_addr = bind_addr
+        self.slot_ports = list(ports)[:max_slots]
+        self.slots: dict[str, int] = {}
+        self._routes: dict[str, tuple[str, int] | None] = {}
+        self.unreachable: set[tuple[str, int]] = set()
+        self.history: list[RerouteResult] = []
+        self._running = False
+        self.haproxy_pid: int | None = None
+        self.adopted = False
+        self.restarts = 0
+
+    async def start(self) -> None:
+        self._running = True
+
+    async def stop(self, *, keep_running: bool = False) -> None:
+        self._running = False
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    def frontend(self, service: str) -> tuple[str, int] | None:
+        port = self.slots.get(service)
+        return None if port is None else (self.bind_addr, port)
+
+    async def open_frontend(self, service: str, *, port: int | None = None) -> tuple[str, int]:
+        valid_service_name(service)
+        if service in self.slots:
+            if port is not None and port != self.slots[service]:
+                raise NoFreeSlotError(f"{service} already owns port {self.slots[service]}")
+            return (self.bind_addr, self.slots[service])
+        free = [p for p in self.slot_ports if p not in self.slots.values()]
+        if port is not None:
+            free = [port] if port in free else []
+        if not free:
+            raise NoFreeSlotError("no free slot")
+        self.slots[service] = free[0]
+        self._routes[service] = None
+        return (self.bind_addr, free[0])
+
+    async def close_frontend(self, service: str) -> None:
+        self.slots.pop(service, None)
+        self._routes.pop(service, None)
+
+    async def route(self, service: str, addr: str, port: int, *, up_timeout: float = 5.0,
+                    drain_timeout: float = 5.0) -> RerouteResult:
+        target = (valid_ip(addr), valid_port(port))
+        if service not in self.slots:
+            raise UnknownServiceError(f"service {service!r} has no frontend here")
+        if target in self.unreachable:
+            raise RerouteError(f"{target} did not pass a health check")
+        result = RerouteResult(service=service, old=self._routes[service], new=target,
+                               duration_ms=0.0, drained_sessions=0, forced=False)
+        self._routes[service] = target
+        self.history.append(result)
+        return result
+
+    def current_route(self, service: str) -> tuple[str, int] | None:
+        return self._routes.get(service)
+
+    def routes(self) -> dict[str, tuple[str, int] | None]:
+        return dict(self._routes)
+
+    async def server_status(self, service: str) -> list[ServerStatus]:
+        if service not in self.slots:
+            raise UnknownServiceError(f"service {service!r} has no frontend here")
+        route = self._routes[service]
+        if route is None:
+            return []
+        state = ServerStateName.DOWN if route in self.unreachable else ServerStateName.UP
+        return [ServerStatus("s1", route[0], route[1], state, 0, 0, "L4OK")]

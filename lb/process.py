@@ -1,0 +1,250 @@
+"""HAProxy process supervision: start or adopt, watch, restart, stop.
+
+HAProxy runs in master-worker mode in its own session, so it outlives an agent crash and keeps
+serving; a restarted agent adopts it (pidfile process alive, started with our config path,
+same rendered config, socket answering) instead of starting a second one. The watcher polls
+liveness and restarts HAProxy when it dies, then calls back so routes can be restored.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from lb.config import LBConfig, render
+from lb.errors import HAProxyStartError
+from lb.polling import poll_until
+from lb.statefile import write_atomic
+
+log = logging.getLogger(__name__)
+
+
+def pid_alive(pid: int) -> bool:
+    """True if `pid` runs and is not a zombie (orphans are not always reaped here)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+    except OSError:
+        return False
+    state = stat[stat.rfind(b")") + 2: stat.rfind(b")") + 3]
+    return state not in (b"Z", b"X", b"")
+
+
+def started_with(pid: int, config_path: Path) -> bool:
+    """True if `pid` is a haproxy whose argv names our config file (not a recycled pid)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return (bool(argv) and b"haproxy" in os.path.basename(argv[0])
+            and str(config_path).encode() in argv)
+
+
+def read_pid(pid_path: Path) -> int | None:
+    try:
+        return int(pid_path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+async def socket_answers(socket_path: Path, *, timeout: float = 1.0) -> bool:
+    """One-shot `show servers state` on the admin socket: does HAProxy answer commands?"""
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_unix_connection(str(socket_path))
+            try:
+                writer.write(b"show servers state\n")
+                await writer.drain()
+                reply = await reader.read()
+            finally:
+                writer.close()
+    except (OSError, TimeoutError):
+        return False
+    return reply.startswith(b"1\n#")
+
+
+class HAProxyProcess:
+    """One running HAProxy master: our child (`popen`) or adopted from an earlier agent."""
+
+    def __init__(self, pid: int, popen: subprocess.Popen[bytes] | None = None) -> None:
+        self.pid = pid
+        self.popen = popen
+
+    @property
+    def adopted(self) -> bool:
+        return self.popen is None
+
+    def alive(self) -> bool:
+        if self.popen is not None:
+            return self.popen.poll() is None
+        return pid_alive(self.pid)
+
+    async def terminate(self, *, timeout: float = 5.0) -> None:
+        """SIGTERM the master (it stops its workers), SIGKILL after `timeout`."""
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            if not self.alive():
+                return
+            try:
+                os.kill(self.pid, sig)
+            except ProcessLookupError:
+                return
+            async def gone() -> bool:
+                return not self.alive()
+
+            try:
+                await poll_until(gone, timeout=timeout, interval=0.02,
+                                 what=f"haproxy {self.pid} exit")
+                return
+            except TimeoutError:
+                log.warning("haproxy %d ignored %s", self.pid, sig.name)
+
+
+def _first_alert(output: str) -> str:
+    lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
+    for ln in lines:
+        if "ALERT" in ln:
+            return ln
+    return lines[-1] if lines else "no output"
+
+
+async def check_config(binary: str, config_path: Path) -> None:
+    proc = await asyncio.to_thread(
+        subprocess.run, [binary, "-c", "-q", "-f", str(config_path)],
+        capture_output=True, text=True, timeout=30, check=False)
+    if proc.returncode != 0:
+        raise HAProxyStartError(
+            f"haproxy rejected {config_path}: {_first_alert(proc.stdout + proc.stderr)}")
+
+
+async def spawn(cfg: LBConfig, *, binary: str, timeout: float = 10.0) -> HAProxyProcess:
+    """Write and check the config, start HAProxy, return once its admin socket answers."""
+    path = shutil.which(binary)
+    if path is None:
+        raise HAProxyStartError(f"haproxy binary {binary!r} not found on PATH")
+    write_atomic(cfg.config_path, render(cfg).encode())
+    if not cfg.server_state_path.exists():  # avoids a warning; we never load it (see balancer)
+        write_atomic(cfg.server_state_path, b"1\n")
+    await check_config(path, cfg.config_path)
+    with open(cfg.log_path, "ab") as logf:
+        popen = subprocess.Popen(
+            [path, "-W", "-f", str(cfg.config_path)], stdin=subprocess.DEVNULL, stdout=logf,
+            stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
+    proc = HAProxyProcess(popen.pid, popen)
+
+    async def ready() -> bool:
+        if not proc.alive():
+            raise HAProxyStartError(f"haproxy exited with {popen.returncode}: "
+                                    f"{_first_alert(_tail(cfg.log_path))}")
+        return await socket_answers(cfg.socket_path)
+
+    try:
+        await poll_until(ready, timeout=timeout, interval=0.02, what="haproxy admin socket",
+                         propagate=(HAProxyStartError,))
+    except TimeoutError as exc:
+        await proc.terminate()
+        raise HAProxyStartError(f"haproxy socket {cfg.socket_path} never answered") from exc
+    log.info("started haproxy pid %d (%s)", proc.pid, cfg.config_path)
+    return proc
+
+
+def _tail(path: Path, limit: int = 4000) -> str:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(max(0, fh.seek(0, os.SEEK_END) - limit))
+            return fh.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+async def adoptable(cfg: LBConfig) -> HAProxyProcess | None:
+    """The HAProxy an earlier agent left running for this data dir, if it can be reused as is.
+
+    A running HAProxy with a different config (port range changed) or a dead socket is
+    stopped: reusing it would silently serve the wrong slots.
+    """
+    pid = read_pid(cfg.pid_path)
+    if pid is None or not pid_alive(pid) or not started_with(pid, cfg.config_path):
+        return None
+    proc = HAProxyProcess(pid)
+    try:
+        same = cfg.config_path.read_text() == render(cfg)
+    except OSError:
+        same = False
+    if same and await socket_answers(cfg.socket_path):
+        log.info("adopted running haproxy pid %d", pid)
+        return proc
+    log.warning("stopping haproxy pid %d: %s", pid,
+                "config changed" if not same else "admin socket does not answer")
+    await proc.terminate()
+    return None
+
+
+class Supervisor:
+    """Keeps one HAProxy running for `cfg`; calls `on_restart` after replacing a dead one."""
+
+    def __init__(self, cfg: LBConfig, *, binary: str = "haproxy",
+                 on_restart: Callable[[], Awaitable[None]], poll_interval: float = 0.1) -> None:
+        self.cfg = cfg
+        self.binary = binary
+        self.on_restart = on_restart
+        self.poll_interval = poll_interval
+        self.process: HAProxyProcess | None = None
+        self.restarts = 0
+        self._watch: asyncio.Task[None] | None = None
+
+    async def start(self) -> bool:
+        """Adopt or start HAProxy and begin watching it; True if an existing one was adopted."""
+        self.cfg.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.process = await adoptable(self.cfg)
+        adopted = self.process is not None
+        if self.process is None:
+            self.process = await spawn(self.cfg, binary=self.binary)
+        self._watch = asyncio.create_task(self._watch_loop(), name="haproxy-watch")
+        return adopted
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.alive()
+
+    async def stop(self, *, keep_running: bool = False) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            try:
+                await self._watch
+            except asyncio.CancelledError:
+                pass
+            self._watch = None
+        if self.process is not None and not keep_running:
+            await self.process.terminate()
+        self.process = None
+
+    async def _watch_loop(self) -> None:
+        backoff = 0.2
+        needs_restore = False
+        started = time.monotonic()
+        while True:
+            await asyncio.sleep(self.poll_interval)
+            try:
+                if self.process is None or not self.process.alive():
+                    log.error("haproxy pid %s died; restarting",
+                              self.process and self.process.pid)
+                    started = time.monotonic()
+                    self.process = await spawn(self.cfg, binary=self.binary)
+                    self.restarts += 1
+                    needs_restore = True
+                if needs_restore:
+                    await self.on_restart()
+                    needs_restore = False
+                    log.info("haproxy restarted and routes restored in %.0f ms",
+                             (time.monotonic() - started) * 1000)
+                backoff = 0.2
+            except Exception:  # noqa: BLE001 - keep supervising whatever went wrong
+                log.exception("haproxy restart or restore failed; retrying in %.1fs", backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)

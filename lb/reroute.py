@@ -1,0 +1,168 @@
+"""The zero-loss reroute: make the new route serve before the old one stops (make-before-break).
+
+1. `add server` the new route (it starts in maint), then on ONE line `enable health; enable
+   server; set server health down`: without the forced `down` a checked dynamic server counts
+   as UP before any check ran and would take requests even if nothing listens there.
+2. Wait until a check has passed and the server is serving (bounded by `up_timeout`). If it
+   never does, remove it and raise `RerouteError`: the old route is untouched.
+3. Drain each old server: `state drain` takes it out of rotation while its requests finish;
+   wait until its `scur` and `qcur` are 0 (bounded by `drain_timeout`, then `shutdown
+   sessions server`), then `state maint`, then `del server`. HAProxy 2.6.12 can crash when a
+   server with live streams is deleted, so deletion never skips the drain.
+An old server that is already DOWN has nothing to drain and goes the same way at once.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from lb.client import RuntimeClient
+from lb.errors import HAProxyCommandError, LBError, RerouteError
+from lb.polling import poll_until
+from lb.runtime import CheckSettings
+
+log = logging.getLogger(__name__)
+
+POLL_INTERVAL = 0.005  # a `show` costs ~0.1 ms; 5 ms keeps the reroute tight and the CPU idle
+
+
+@dataclass(frozen=True)
+class RerouteResult:
+    service: str
+    old: tuple[str, int] | None
+    new: tuple[str, int]
+    duration_ms: float
+    drained_sessions: int
+    forced: bool
+    up_ms: float = 0.0  # from `add server` until the new server passed a check
+    drain_ms: float = 0.0  # from draining the old server(s) until they were deleted
+
+
+@dataclass(frozen=True)
+class Retired:
+    drained_sessions: int
+    forced: bool
+    removed: bool
+
+
+def _ms(since: float) -> float:
+    return (time.monotonic() - since) * 1000
+
+
+async def _serving(client: RuntimeClient, backend: str, server: str) -> bool:
+    for st in await client.servers_state(backend):
+        if st.name == server:
+            return st.serving
+    raise RerouteError(f"server {backend}/{server} vanished while waiting for it to come up")
+
+
+async def add_checked(client: RuntimeClient, *, backend: str, server: str, addr: str, port: int,
+                      check: CheckSettings, up_timeout: float) -> None:
+    """Add `server` and return once a health check has passed and it serves traffic."""
+    try:
+        await client.add_server(backend, server, addr, port, check=check)
+    except HAProxyCommandError as exc:
+        raise RerouteError(f"cannot add {backend}/{server} at {addr}:{port}: {exc}") from exc
+    try:
+        await client.activate_gated(backend, server)
+        await poll_until(lambda: _serving(client, backend, server), timeout=up_timeout,
+                         interval=POLL_INTERVAL, what=f"{backend}/{server} up",
+                         propagate=(LBError,))
+    except (TimeoutError, LBError) as exc:
+        await _remove_failed(client, backend, server)
+        raise RerouteError(f"new route {addr}:{port} for {backend} did not pass a health "
+                           f"check within {up_timeout:.1f}s; old route kept") from exc
+
+
+async def _remove_failed(client: RuntimeClient, backend: str, server: str) -> None:
+    """Remove a server that never took traffic (it was never UP)."""
+    try:
+        await client.set_server_state(backend, server, "maint")
+        await client.del_server(backend, server)
+    except LBError:
+        log.exception("could not remove failed server %s/%s", backend, server)
+
+
+async def _drained(client: RuntimeClient, backend: str, server: str, seen: list[int]) -> bool:
+    for row in await client.stats(backend):
+        if row.name == server:
+            if not seen:
+                seen.append(row.scur + row.qcur)
+            return row.scur == 0 and row.qcur == 0
+    return True  # gone already
+
+
+async def retire(client: RuntimeClient, *, backend: str, server: str,
+                 drain_timeout: float) -> Retired:
+    """Drain `server` until idle (force after `drain_timeout`), then maint, then delete it."""
+    try:
+        await client.set_server_state(backend, server, "drain")
+    except HAProxyCommandError as exc:
+        if "No such server" in exc.reply:
+            return Retired(0, False, True)
+        raise
+    seen: list[int] = []
+    forced = False
+    try:
+        await poll_until(lambda: _drained(client, backend, server, seen), timeout=drain_timeout,
+                         interval=POLL_INTERVAL, what=f"{backend}/{server} drained",
+                         propagate=(LBError,))
+    except TimeoutError:
+        log.warning("%s/%s still busy after %.1fs: shutting its sessions", backend, server,
+                    drain_timeout)
+        await client.shutdown_sessions(backend, server)
+        forced = True
+    await client.set_server_state(backend, server, "maint")
+    removed = await _delete(client, backend, server)
+    return Retired(seen[0] if seen else 0, forced, removed)
+
+
+async def _delete(client: RuntimeClient, backend: str, server: str) -> bool:
+    """`del server`, retried briefly while HAProxy still holds connections to it."""
+    async def attempt() -> bool:
+        try:
+            await client.del_server(backend, server)
+        except HAProxyCommandError as exc:
+            if "No such server" in exc.reply:
+                return True
+            raise
+        return True
+
+    try:
+        return await poll_until(attempt, timeout=1.0, interval=0.02,
+                                what=f"{backend}/{server} deleted")
+    except TimeoutError:
+        log.warning("%s/%s left in maint: HAProxy refused to delete it", backend, server)
+        return False
+
+
+async def reroute(client: RuntimeClient, *, service: str, backend: str, new_server: str,
+                  addr: str, port: int, old: tuple[str, int] | None, old_servers: list[str],
+                  check: CheckSettings, up_timeout: float, drain_timeout: float,
+                  on_up: Callable[[], None] = lambda: None) -> RerouteResult:
+    """Move `backend` from `old_servers` to a new server at addr:port without losing requests.
+
+    `on_up` runs once the new server serves and before any old one is drained: the caller
+    commits the new route there, so a crash while draining keeps the route that works.
+    """
+    t0 = time.monotonic()
+    await add_checked(client, backend=backend, server=new_server, addr=addr, port=port,
+                      check=check, up_timeout=up_timeout)
+    up_ms = _ms(t0)
+    on_up()
+    t1 = time.monotonic()
+    drained, forced = 0, False
+    try:
+        for name in old_servers:
+            retired = await retire(client, backend=backend, server=name,
+                                   drain_timeout=drain_timeout)
+            drained += retired.drained_sessions
+            forced = forced or retired.forced
+    except LBError as exc:
+        raise RerouteError(f"{service} now served by {addr}:{port}, but old server(s) "
+                           f"{old_servers} were not all removed: {exc}") from exc
+    return RerouteResult(service=service, old=old, new=(addr, port), duration_ms=_ms(t0),
+                         drained_sessions=drained, forced=forced, up_ms=up_ms,
+                         drain_ms=_ms(t1))

@@ -1,0 +1,79 @@
+"""lb's persisted bookkeeping: which service owns which slot, and where it is routed.
+
+Written atomically (temp file, fsync, rename, fsync of the directory) so a crash leaves
+either the old or the new file, never a torn one.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+_VERSION = 1
+
+
+def write_atomic(path: Path, data: bytes, *, mode: int = 0o600) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where a service's frontend sends traffic, and the HAProxy server name carrying it."""
+
+    addr: str
+    port: int
+    server: str
+
+
+@dataclass
+class Slot:
+    port: int
+    route: Route | None = None
+
+
+@dataclass
+class LBState:
+    slots: dict[str, Slot] = field(default_factory=dict)  # service -> slot
+
+    def to_json(self) -> bytes:
+        doc = {"version": _VERSION, "services": {
+            name: {"port": slot.port, "route": None if slot.route is None else {
+                "addr": slot.route.addr, "port": slot.route.port, "server": slot.route.server}}
+            for name, slot in sorted(self.slots.items())}}
+        return json.dumps(doc, indent=1, sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> LBState:
+        doc = json.loads(data)
+        if doc.get("version") != _VERSION:
+            raise ValueError(f"unsupported lb state version {doc.get('version')!r}")
+        slots: dict[str, Slot] = {}
+        for name, raw in doc["services"].items():
+            r = raw.get("route")
+            route = None if r is None else Route(str(r["addr"]), int(r["port"]), str(r["server"]))
+            slots[name] = Slot(int(raw["port"]), route)
+        return cls(slots)
+
+    @classmethod
+    def load(cls, path: Path) -> LBState:
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return cls()
+        return cls.from_json(data)
+
+    def save(self, path: Path) -> None:
+        write_atomic(path, self.to_json())
