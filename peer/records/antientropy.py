@@ -2,8 +2,9 @@
 
 `sync_with` runs one round against one peer:
 1. digests: our 8-byte version hashes of the records the peer is interested in (in name ranges
-   of bounded size); the peer answers only where it differs, including the records it holds
-   that we are interested in and do not have;
+   of bounded size), and of the tombstones it once wrote to (to collect its acknowledgement);
+   the peer answers only where it differs, including the records it holds that we are
+   interested in and do not have;
 2. push: our versions of every differing name we hold; the peer applies them and answers its
    own version wherever that is not the one we pushed (it was newer, or the merge resolved a
    conflict), which we apply in turn;
@@ -103,7 +104,14 @@ class AntiEntropy:
         stats = SyncStats(peer=peer_name)
         started = time.monotonic()
         mine = self.store.digests(peer=peer_name)
+        # Tombstones the peer once wrote to but has no part in now: ask only whether it still
+        # holds some version; "nothing" acknowledges them as well as "this one" does.
+        gc_only = {n: d for n, d in self.store.tombstone_digests(written_by=peer_name).items() if n not in mine}
+        mine.update(gc_only)
         differing = await self._compare(base_url, mine, stats)
+        for name in [n for n in gc_only if n in differing and differing[n] is None]:
+            del differing[name]
+        stats.differing = len(differing)
         self.store.ack_tombstones(peer_name, {n: d for n, d in mine.items() if n not in differing})
         # The peer may name records we hold without it being interested by our view: its copy
         # is stale (we push ours, so it learns to stop running it) or ours is (it answers).

@@ -173,9 +173,12 @@ def local_write(previous: Record | None, record: Record, *, here: str, now: floa
 def droppable(tombstone: Record, acked_by: set[str] | frozenset[str], *, now: float, ttl: float) -> bool:
     """May this tombstone be forgotten?
 
-    Yes once every cluster that could still hold an older live version has acknowledged this
-    exact tombstone through anti-entropy: the clusters in its clock (all that ever changed the
-    record) plus its home and location. Pass `here` inside `acked_by`. Or, failing that, once
+    Yes once every cluster that could still hold an older live version has acknowledged, through
+    anti-entropy, that it holds this exact tombstone or nothing under that name: the clusters in
+    its clock (all that ever changed the record; a location enters it when it reports its
+    instance, which the HC needs to reroute) plus its home and location. Pass `here` inside
+    `acked_by`. A cluster that ran a copy without ever writing to the record is not covered:
+    the agent must write when it adopts a copy. Or, failing acknowledgements, once
     `ttl` has passed since the delete: a peer cut off longer than `ttl` could then bring the
     record back, so `ttl` must exceed the longest partition the federation accepts (default 7
     days); a shorter `ttl` saves rows, a longer one protects against longer outages.

@@ -22,6 +22,7 @@ from typing import Any, Self
 import msgpack
 
 from peer.records import record as rec
+from peer.records import vclock as vc
 from peer.records.merge import MergeOutcome, droppable, local_write, reconcile
 from peer.records.record import Record
 
@@ -245,6 +246,18 @@ class RecordStore:
                     out[name] = row[0]
         return out
 
+    def tombstone_digests(self, *, written_by: str) -> dict[str, bytes]:
+        """Digests of the tombstones whose clock names `written_by`: that cluster must
+        acknowledge them before they may be dropped, even once it has no part in the record."""
+        with self._lock:
+            rows = self._conn.execute("SELECT name, data FROM records WHERE tombstone=1").fetchall()
+        out: dict[str, bytes] = {}
+        for name, data in rows:
+            record = self._decode_row(name, data)
+            if vc.get_counter(record.vclock, written_by):
+                out[name] = rec.version_digest(record)
+        return out
+
     def drop(self, name: str) -> None:
         with self._tx() as cur:
             cur.execute("DELETE FROM records WHERE name=?", (name,))
@@ -253,7 +266,8 @@ class RecordStore:
     # --- tombstones --------------------------------------------------------------------------
 
     def ack_tombstones(self, peer: str, digests: dict[str, bytes]) -> None:
-        """`peer` holds exactly these versions; remember it for the tombstones among them."""
+        """`peer` holds exactly these versions (or nothing under these names, which is as safe:
+        it cannot bring an older version back); remember it for the tombstones among them."""
         if not digests:
             return
         with self._lock:

@@ -1,0 +1,84 @@
+"""Hypothesis strategies for clocks and records, and a generator of reachable histories."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+from hypothesis import strategies as st
+
+from peer.records.merge import local_write, reconcile
+from peer.records.record import Record, State, tombstone_of
+from peer.records.vclock import Entry, VClock
+
+CLUSTERS = ("a", "b", "c", "d")
+
+clusters = st.sampled_from(CLUSTERS)
+
+
+@st.composite
+def clocks(draw: st.DrawFn, *, max_counter: int = 5) -> VClock:
+    counters = draw(st.dictionaries(clusters, st.integers(1, max_counter), max_size=len(CLUSTERS)))
+    # Timestamps follow the counter (one write per (node, counter)), as in a real history.
+    return VClock(tuple(Entry(n, c, 1000.0 + c) for n, c in sorted(counters.items())))
+
+
+addrs = st.builds(lambda h, p: f"127.0.0.{h}:{p}", st.integers(1, 9), st.integers(1, 65535))
+
+
+@st.composite
+def records(draw: st.DrawFn, *, name: str | None = None) -> Record:
+    """Arbitrary (not necessarily reachable) records."""
+    return Record(
+        name=name or draw(st.sampled_from(["web", "db-1", "classifier"])),
+        home=draw(clusters),
+        location=draw(clusters),
+        state=draw(st.sampled_from(list(State))),
+        digest=draw(st.sampled_from(["d1", "d2"])),
+        descriptor=draw(st.binary(max_size=20)),
+        instance=draw(st.none() | addrs),
+        endpoint=draw(st.none() | addrs),
+        migration_id=draw(st.none() | st.sampled_from(["m1", "m2"])),
+        vclock=draw(clocks()),
+        written=draw(clocks()),
+        tombstone=draw(st.booleans()),
+        updated_at=draw(st.floats(0, 2e9, allow_nan=False)),
+    )
+
+
+def new_content(previous: Record | None, *, here: str, location: str, state: State, instance: str | None,
+                name: str = "svc") -> Record:
+    """What a cluster writes: keeps the home of a live record, creates (home = here) otherwise."""
+    if previous is None or previous.tombstone:
+        return Record(name=name, home=here, location=location, state=state, digest="d", descriptor=b"x",
+                      instance=instance)
+    return replace(previous, location=location, state=state, instance=instance)
+
+
+@st.composite
+def histories(draw: st.DrawFn, *, steps: int = 14) -> list[Record]:
+    """Every version that existed in a random run of local writes, deletes and deliveries
+    between replicas: reachable states, on which the merge laws must hold."""
+    replicas: dict[str, Record | None] = {c: None for c in CLUSTERS}
+    seen: list[Record] = []
+    now = 1000.0
+    for _ in range(draw(st.integers(1, steps))):
+        now += 1.0
+        kind = draw(st.sampled_from(["write", "write", "delete", "deliver", "deliver"]))
+        here = draw(clusters)
+        previous = replicas[here]
+        if kind == "write":
+            content = new_content(previous, here=here, location=draw(clusters),
+                                  state=draw(st.sampled_from([State.RUNNING, State.MIGRATING])),
+                                  instance=draw(st.none() | addrs))
+            replicas[here] = local_write(previous, content, here=here, now=now)
+        elif kind == "delete" and previous is not None and not previous.tombstone:
+            replicas[here] = local_write(previous, tombstone_of(previous), here=here, now=now)
+        elif kind == "deliver":
+            source = replicas[draw(clusters)]
+            if source is not None:
+                replicas[here] = reconcile(previous, source, here=here).result
+        current = replicas[here]
+        if current is not None:
+            seen.append(current)
+    return seen or [local_write(None, new_content(None, here="a", location="a", state=State.RUNNING,
+                                                   instance=None), here="a", now=now)]
+

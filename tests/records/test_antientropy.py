@@ -1,0 +1,241 @@
+"""Anti-entropy between real aiohttp servers on loopback (127.0.3.x), each with its own store."""
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from peer.peerclient import (
+    PeerClient,
+    PeerRefused,
+    PeerUnreachable,
+    peer_auth_middleware,
+)
+from peer.peerwire import CONTENT_TYPE, decode, encode, sign
+from peer.records import messages as msg
+from peer.records.antientropy import AntiEntropy
+from peer.records.merge import (
+    AdoptLocalCopy,
+    Forget,
+    MergeOutcome,
+    Reroute,
+    StopLocalCopy,
+)
+from peer.records.record import Record, State, tombstone_of
+from peer.records.store import RecordStore
+
+SECRET = b"federation-secret-for-tests-0001"
+
+
+@dataclass
+class Peer:
+    name: str
+    store: RecordStore
+    ae: AntiEntropy
+    client: PeerClient
+    runner: web.AppRunner
+    url: str
+    outcomes: list[MergeOutcome] = field(default_factory=list)
+
+    def write(self, name: str, *, home: str | None = None, location: str | None = None, **changes: object) -> Record:
+        previous = self.store.get(name)
+        if previous is None or previous.tombstone:
+            base = Record(name=name, home=home or self.name, location=location or self.name, state=State.RUNNING,
+                          digest="d", descriptor=b"\x81\xa4port\xcd\x1f\x90", endpoint="127.0.3.1:30000")
+        else:
+            base = replace(previous, location=location or previous.location)
+        return self.store.put_local(replace(base, **changes), here=self.name, now=time.time())  # type: ignore[arg-type]
+
+    def actions(self, name: str) -> list[object]:
+        return [a for o in self.outcomes if o.result.name == name for a in o.actions]
+
+
+StartPeer = Callable[..., Awaitable[Peer]]
+
+
+@pytest.fixture
+async def start_peer(tmp_path: Path) -> AsyncIterator[StartPeer]:
+    peers: list[Peer] = []
+
+    async def start(name: str, ip: str, *, secret: bytes = SECRET) -> Peer:
+        store = RecordStore.open(tmp_path / f"{name}.db")
+        client = PeerClient(secret)
+        outcomes: list[MergeOutcome] = []
+
+        async def on_outcome(outcome: MergeOutcome) -> None:
+            outcomes.append(outcome)
+
+        ae = AntiEntropy(store=store, here=name, client=client, on_outcome=on_outcome)
+        app = web.Application(middlewares=[peer_auth_middleware(secret)], client_max_size=8 * 1024 * 1024)
+        ae.add_routes(app)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.TCPSite(runner, ip, 0).start()
+        host, port = runner.addresses[0][:2]
+        peer = Peer(name, store, ae, client, runner, f"http://{host}:{port}", outcomes)
+        peers.append(peer)
+        return peer
+
+    yield start
+    for peer in peers:
+        await peer.client.close()
+        await peer.runner.cleanup()
+        peer.store.close()
+
+
+def shared_view(a: Peer, b: Peer, names: list[str]) -> None:
+    for name in names:
+        assert a.store.get(name) is not None
+        assert a.store.get(name) == b.store.get(name), name
+
+
+async def test_divergent_records_agree_after_one_round_and_private_ones_stay_home(start_peer: StartPeer) -> None:
+    a, b = await start_peer("a", "127.0.3.1"), await start_peer("b", "127.0.3.2")
+    a.write("web", location="b", instance="127.0.3.2:8000")  # AR of a, FR of b: b lacks it
+    a.write("api")  # LR of a: nothing to do with b
+    b.write("db", location="a")  # abroad at a: a lacks it
+    b.write("solo")
+    cache = a.write("cache", location="b")
+    b.store.apply_remote(cache, here="b")
+    a.write("cache", state=State.MIGRATING)  # b's copy is stale
+    stats = await a.ae.sync_with("b", b.url)
+    shared_view(a, b, ["web", "db", "cache"])
+    assert b.store.get("api") is None and a.store.get("solo") is None
+    assert (stats.differing, stats.pushed, stats.fetched, stats.applied) == (3, 2, 1, 1)
+    assert stats.requests == 3 and stats.bytes_sent > 0 and stats.bytes_received > 0
+    assert b.actions("web") == [AdoptLocalCopy("web")] and a.actions("db") == [AdoptLocalCopy("db")]
+    again = await b.ae.sync_with("a", a.url)
+    assert (again.differing, again.pushed, again.fetched, again.requests) == (0, 0, 0, 1)
+
+
+async def test_concurrent_update_reconciles_to_the_hc_view_on_both_sides(start_peer: StartPeer) -> None:
+    a, b = await start_peer("a", "127.0.3.3"), await start_peer("b", "127.0.3.4")
+    b.store.apply_remote(a.write("web", location="b", instance="127.0.3.4:8000"), here="b")
+    # Partition: the HC redeploys at home (fail-safe) while the AC restarts its copy twice.
+    winner = a.write("web", location="a", instance="127.0.3.3:8001")
+    b.write("web", instance="127.0.3.4:8002")
+    b.write("web", state=State.MIGRATING)
+    stats = await b.ae.sync_with("a", a.url)  # the loser starts the round
+    shared_view(a, b, ["web"])
+    final = a.store.get("web")
+    assert final is not None and (final.location, final.instance) == ("a", "127.0.3.3:8001")
+    assert final.written == winner.written  # the HC's write won
+    assert b.actions("web") == [StopLocalCopy("web"), Forget("web")]  # the losing copy is cleaned up
+    assert [o.conflict for o in a.outcomes] == [True] and a.actions("web") == []
+    assert (stats.pushed, stats.returned) == (1, 1)
+
+
+@pytest.mark.parametrize("initiator", ["hc", "stale"])
+async def test_a_stale_abroad_copy_learns_it_lost_the_service(start_peer: StartPeer, initiator: str) -> None:
+    a, b = await start_peer("a", "127.0.3.5"), await start_peer("b", "127.0.3.6")
+    b.store.apply_remote(a.write("web", location="b", instance="127.0.3.6:8000"), here="b")
+    a.write("web", location="c", instance="127.0.3.7:8000")  # moved on to c while b was cut off
+    if initiator == "hc":
+        await a.ae.sync_with("b", b.url)  # b is not interested by a's view, but b names it
+    else:
+        await b.ae.sync_with("a", a.url)
+    shared_view(a, b, ["web"])
+    assert b.actions("web") == [StopLocalCopy("web"), Forget("web")]
+
+
+async def test_delete_propagates_no_resurrection_and_tombstones_are_collected(start_peer: StartPeer) -> None:
+    a, b = await start_peer("a", "127.0.3.8"), await start_peer("b", "127.0.3.9")
+    live = a.write("web", location="b", instance="127.0.3.9:8000")
+    b.store.apply_remote(live, here="b")
+    dead = a.store.put_local(tombstone_of(live), here="a", now=time.time())
+    await b.ae.sync_with("a", a.url)  # b pushes its live copy first: it must not come back
+    assert a.store.get("web") == dead and b.store.get("web") == dead
+    assert b.actions("web") == [StopLocalCopy("web"), Forget("web")]
+    assert a.store.apply_remote(live, here="a").result == dead  # a stale peer later: still dead
+    assert b.store.acked_by("web") == {"a"}
+    await a.ae.sync_with("b", b.url)
+    assert a.store.acked_by("web") == {"b"}
+    now = time.time()
+    assert a.store.gc_tombstones(here="a", now=now, ttl=3600) == ["web"]
+    assert b.store.gc_tombstones(here="b", now=now, ttl=3600) == ["web"]
+
+
+async def test_home_gets_a_reroute_when_the_instance_moves(start_peer: StartPeer) -> None:
+    a, b = await start_peer("a", "127.0.3.10"), await start_peer("b", "127.0.3.11")
+    b.store.apply_remote(a.write("web", location="b"), here="b")
+    b.write("web", instance="127.0.3.11:8123", state=State.RUNNING)  # the AC reports its instance
+    await b.ae.sync_with("a", a.url)
+    assert a.actions("web") == [Reroute("web", "127.0.3.11:8123")]
+
+
+async def test_wrong_secret_gets_401(start_peer: StartPeer) -> None:
+    a = await start_peer("a", "127.0.3.12")
+    async with PeerClient(b"not-the-federation-secret-at-all") as client:
+        with pytest.raises(PeerRefused) as info:
+            await client.call(a.url, msg.PATH_FETCH, msg.fetch_request(sender="x", names=["web"]))
+    assert info.value.status == 401 and "signature" in info.value.message
+
+
+async def test_replayed_request_is_refused(start_peer: StartPeer) -> None:
+    a = await start_peer("a", "127.0.3.13")
+    body = encode(msg.fetch_request(sender="b", names=["web"]))
+    headers = sign(SECRET, method="POST", path=msg.PATH_FETCH, body=body, now=time.time())
+    headers["Content-Type"] = CONTENT_TYPE
+    async with aiohttp.ClientSession() as session:
+        async with session.post(a.url + msg.PATH_FETCH, data=body, headers=headers) as first:
+            assert first.status == 200 and decode(await first.read()) == {"records": []}
+        async with session.post(a.url + msg.PATH_FETCH, data=body, headers=headers) as replay:
+            assert replay.status == 401
+            assert "replayed" in decode(await replay.read())["error"]
+        async with session.post(a.url + msg.PATH_FETCH, data=body) as unsigned:
+            assert unsigned.status == 401
+
+
+async def test_malformed_bodies_get_400_naming_the_field(start_peer: StartPeer) -> None:
+    a = await start_peer("a", "127.0.3.14")
+    with pytest.raises(PeerRefused) as info:
+        await a.client.call(a.url, msg.PATH_PUSH, {"from": "b", "records": [{"name": "web"}]})
+    assert info.value.status == 400 and "records[0]" in info.value.message
+    with pytest.raises(PeerRefused) as info:
+        await a.client.call(a.url, msg.PATH_DIGESTS, {"digests": {}})
+    assert info.value.status == 400 and "from" in info.value.message
+    with pytest.raises(PeerRefused) as info:
+        await a.client.call(a.url, "/peer/v1/nope", {})
+    assert info.value.status == 404
+
+
+async def test_fetch_returns_only_records_the_asker_is_interested_in(start_peer: StartPeer) -> None:
+    a = await start_peer("a", "127.0.3.15")
+    a.write("api")
+    a.write("web", location="b")
+    reply = msg.parse_records_reply(
+        await a.client.call(a.url, msg.PATH_FETCH, msg.fetch_request(sender="b", names=["api", "web"])))
+    assert [r.name for r in reply] == ["web"]
+
+
+async def test_unreachable_peer_raises_a_connection_error() -> None:
+    async with PeerClient(SECRET) as client:
+        with pytest.raises(PeerUnreachable) as info:
+            await client.call("http://127.0.3.16:9", msg.PATH_FETCH, {}, timeout=2.0)
+    assert isinstance(info.value, ConnectionError)
+
+
+async def test_a_former_location_that_forgot_the_record_acknowledges_its_tombstone(start_peer: StartPeer) -> None:
+    a, b, c = [await start_peer(n, ip) for n, ip in (("a", "127.0.3.17"), ("b", "127.0.3.18"), ("c", "127.0.3.19"))]
+    b.store.apply_remote(a.write("web", location="b"), here="b")
+    b.write("web", instance="127.0.3.18:8000")  # b reports its instance: it enters the clock
+    await b.ae.sync_with("a", a.url)
+    a.write("web", location="c", instance=None)  # migrated on to c
+    await a.ae.sync_with("c", c.url)
+    await b.ae.sync_with("a", a.url)
+    assert b.actions("web") == [StopLocalCopy("web"), Forget("web")]
+    b.store.drop("web")  # the agent's answer to Forget
+    live = a.store.get("web")
+    assert live is not None
+    a.store.put_local(tombstone_of(live), here="a", now=time.time())
+    await a.ae.sync_with("c", c.url)
+    assert a.store.gc_tombstones(here="a", now=time.time(), ttl=3600) == []  # b has not answered yet
+    stats = await a.ae.sync_with("b", b.url)
+    assert (stats.pushed, stats.fetched) == (0, 0) and b.store.get("web") is None
+    assert a.store.acked_by("web") == {"b", "c"}
+    assert a.store.gc_tombstones(here="a", now=time.time(), ttl=3600) == ["web"]

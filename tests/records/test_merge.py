@@ -1,0 +1,182 @@
+"""The reconciliation rules: join laws, the DESIGN conflict rule, tombstones, actions."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from peer.records import vclock as vc
+from peer.records.merge import (
+    AdoptLocalCopy,
+    Forget,
+    LocalWriteError,
+    Reroute,
+    StopLocalCopy,
+    droppable,
+    local_write,
+    rank,
+    reconcile,
+    transition,
+)
+from peer.records.record import Record, State, tombstone_of
+from tests.records.strategies import CLUSTERS, histories, records
+
+
+def join(a: Record, b: Record) -> Record:
+    return reconcile(a, b, here="a").result
+
+
+# --- laws ------------------------------------------------------------------------------------
+
+@settings(max_examples=150)
+@given(histories(), st.data())
+def test_reconcile_is_a_join_on_reachable_versions(seen: list[Record], data: st.DataObject) -> None:
+    a, b, c = (data.draw(st.sampled_from(seen)) for _ in range(3))
+    assert join(a, b) == join(b, a)
+    assert join(join(a, b), c) == join(a, join(b, c))
+    assert join(a, a) == a
+    assert not reconcile(a, a, here="b").changed
+
+
+@given(records(name="web"), records(name="web"), records(name="web"))
+def test_reconcile_is_a_join_even_on_arbitrary_versions(a: Record, b: Record, c: Record) -> None:
+    assert join(a, b) == join(b, a)
+    assert join(join(a, b), c) == join(a, join(b, c))
+    assert join(a, a) == a
+
+
+@settings(max_examples=150)
+@given(histories(), st.data())
+def test_dominating_version_wins_and_concurrent_ones_are_flagged(seen: list[Record], data: st.DataObject) -> None:
+    a, b = data.draw(st.sampled_from(seen)), data.draw(st.sampled_from(seen))
+    if vc.dominates(b.vclock, a.vclock):
+        out = reconcile(a, b, here="c")
+        assert out.result == b and out.changed and not out.conflict
+        back = reconcile(b, a, here="c")
+        assert back.result == b and not back.changed and not back.actions
+    if vc.concurrent(a.vclock, b.vclock):
+        out = reconcile(a, b, here="c")
+        assert vc.dominates(out.result.vclock, a.vclock) and vc.dominates(out.result.vclock, b.vclock)
+        assert out.conflict == (rank(a) != rank(b))
+        assert replace(out.result, vclock=vc.fresh()) in (replace(a, vclock=vc.fresh()), replace(b, vclock=vc.fresh()))
+
+
+# --- the DESIGN rule on concrete stories -----------------------------------------------------
+
+def created(*, home: str = "a", location: str = "a", instance: str | None = "127.0.0.1:1") -> Record:
+    content = Record(name="web", home=home, location=location, state=State.RUNNING, digest="d",
+                     descriptor=b"x", instance=instance, endpoint="127.0.0.1:30000")
+    return local_write(None, content, here=home, now=1.0)
+
+
+def test_hc_view_wins_a_concurrent_conflict_whatever_the_order() -> None:
+    base = created(location="b", instance="127.0.0.2:1")  # home a, running abroad at b
+    # Partition: the HC redeploys at home (fail-safe); the AC restarts its copy on a new port.
+    at_home = local_write(base, replace(base, location="a", instance="127.0.0.1:2"), here="a", now=2.0)
+    abroad = local_write(base, replace(base, instance="127.0.0.2:9"), here="b", now=2.0)
+    abroad = local_write(abroad, replace(abroad, state=State.MIGRATING), here="b", now=3.0)  # more changes
+    assert vc.concurrent(at_home.vclock, abroad.vclock)
+    at_b = reconcile(abroad, at_home, here="b")
+    at_a = reconcile(at_home, abroad, here="a")
+    assert at_a.result == at_b.result
+    assert at_b.result.location == "a" and at_b.result.instance == "127.0.0.1:2"
+    assert at_a.conflict and at_b.conflict
+    assert at_b.actions == (StopLocalCopy("web"), Forget("web"))  # the losing copy is cleaned up
+    assert at_a.actions == ()  # the HC keeps what it had; only the clock moved
+    assert at_a.changed and at_a.result.vclock == vc.merge(at_home.vclock, abroad.vclock)
+
+
+def test_two_resolvers_of_one_conflict_agree_without_a_new_conflict() -> None:
+    base = created(location="b")
+    x = local_write(base, replace(base, location="c"), here="b", now=2.0)
+    y = local_write(base, replace(base, location="d"), here="c", now=2.0)
+    r1, r2 = reconcile(x, y, here="c").result, reconcile(y, x, here="d").result
+    assert r1 == r2
+    assert not reconcile(r1, r2, here="a").changed
+
+
+def test_a_delete_never_comes_back_from_a_stale_peer() -> None:
+    live = created(location="b")
+    stale = local_write(live, replace(live, state=State.RUNNING, instance="127.0.0.2:5"), here="b", now=2.0)
+    dead = local_write(stale, tombstone_of(stale), here="a", now=3.0)
+    for older in (live, stale):
+        assert reconcile(dead, older, here="a").result == dead
+        assert not reconcile(dead, older, here="a").changed
+        assert reconcile(older, dead, here="b").result == dead
+
+
+def test_delete_at_hc_beats_a_concurrent_update_abroad_and_stops_the_copy() -> None:
+    live = created(location="b", instance="127.0.0.2:1")
+    dead = local_write(live, tombstone_of(live), here="a", now=2.0)
+    update = local_write(live, replace(live, instance="127.0.0.2:2"), here="b", now=2.0)
+    out = reconcile(update, dead, here="b")
+    assert out.result.tombstone and out.conflict
+    assert out.actions == (StopLocalCopy("web"), Forget("web"))
+
+
+def test_update_at_hc_beats_a_concurrent_delete_abroad() -> None:
+    live = created(location="b", instance="127.0.0.2:1")
+    dead = local_write(live, tombstone_of(live), here="b", now=2.0)
+    moved = local_write(live, replace(live, location="a", instance="127.0.0.1:7"), here="a", now=2.0)
+    assert not reconcile(dead, moved, here="b").result.tombstone
+    assert not reconcile(moved, dead, here="a").result.tombstone
+
+
+def test_recreating_a_name_at_another_home_outranks_the_old_tombstone() -> None:
+    live = created(home="a")
+    for i in range(5):
+        live = local_write(live, replace(live, instance=f"127.0.0.1:{i + 10}"), here="a", now=2.0 + i)
+    dead = local_write(live, tombstone_of(live), here="a", now=10.0)
+    reborn = local_write(dead, replace(created(home="b", location="b"), name="web"), here="b", now=11.0)
+    assert vc.get_counter(reborn.written, "b") >= vc.get_counter(dead.written, "a")
+    assert reconcile(dead, reborn, here="a").result == reborn
+    assert reconcile(reborn, dead, here="b").result == reborn
+    with pytest.raises(LocalWriteError):
+        local_write(dead, replace(reborn, home="c"), here="b", now=12.0)
+
+
+def test_local_write_ignores_the_callers_clocks_and_increments_here() -> None:
+    base = created()
+    forged = replace(base, vclock=vc.increment(vc.fresh(), "z", timestamp=1.0))
+    out = local_write(base, forged, here="b", now=5.0)
+    assert vc.counters(out.vclock) == {"a": 1, "b": 1}
+    assert out.written == out.vclock and out.updated_at == 5.0
+
+
+# --- actions ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("before, after, here, expected", [
+    (None, {"location": "b"}, "b", [AdoptLocalCopy("web")]),
+    (None, {"location": "b", "instance": "127.0.0.2:1"}, "a", [Reroute("web", "127.0.0.2:1")]),
+    (None, {"location": "b"}, "c", []),
+    ({"location": "b"}, {"location": "c"}, "b", [StopLocalCopy("web"), Forget("web")]),
+    ({"location": "b"}, {"location": "c"}, "c", [AdoptLocalCopy("web")]),
+    ({"location": "b", "instance": "127.0.0.2:1"}, {"location": "c", "instance": "127.0.0.3:1"}, "a",
+     [Reroute("web", "127.0.0.3:1")]),
+    ({"location": "b", "instance": "127.0.0.2:1"}, {"location": "b", "instance": "127.0.0.2:1", "state": State.MIGRATING},
+     "a", []),
+    ({"location": "a", "instance": "127.0.0.1:1"}, {"location": "a", "tombstone": True, "state": State.DELETED},
+     "a", [StopLocalCopy("web"), Forget("web")]),
+])
+def test_transition_actions(before: dict[str, object] | None, after: dict[str, object], here: str,
+                            expected: list[object]) -> None:
+    base = Record(name="web", home="a", location="a", state=State.RUNNING, digest="d", descriptor=b"")
+    b = replace(base, **before) if before is not None else None  # type: ignore[arg-type]
+    a = replace(base, **after)  # type: ignore[arg-type]
+    assert list(transition(b, a, here=here)) == expected
+
+
+# --- tombstone GC ----------------------------------------------------------------------------
+
+def test_droppable_after_every_interested_writer_acked_or_after_ttl() -> None:
+    live = created(location="b")
+    live = local_write(live, replace(live, state=State.RUNNING), here="b", now=2.0)
+    live = local_write(live, replace(live, location="c"), here="b", now=3.0)
+    dead = local_write(live, tombstone_of(live), here="a", now=4.0)  # clock {a, b}; interested {a, c}
+    assert not droppable(dead, {"a", "b"}, now=5.0, ttl=100.0)
+    assert not droppable(dead, {"a", "c"}, now=5.0, ttl=100.0)
+    assert droppable(dead, {"a", "b", "c"}, now=5.0, ttl=100.0)
+    assert droppable(dead, set(), now=104.0, ttl=100.0)
+    assert not droppable(live, set(CLUSTERS), now=1e9, ttl=1.0)  # live records are never "dropped"

@@ -1,0 +1,88 @@
+"""Roles, interest and the strict wire form of records."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import msgpack
+import pytest
+from hypothesis import given
+
+from peer.records import record as rec
+from peer.records import vclock as vc
+from peer.records.record import Record, RecordDecodeError, State
+from tests.records.strategies import records
+
+
+def make(**kw: object) -> Record:
+    base: dict[str, object] = {"name": "web", "home": "a", "location": "a", "state": State.RUNNING, "digest": "d",
+                                   "descriptor": b"\x80", "instance": "127.0.0.1:8080", "endpoint": "127.0.0.1:30000"}
+    base.update(kw)
+    return Record(**base)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("home, location, here, expected", [
+    ("a", "a", "a", "LR"),
+    ("a", "b", "a", "AR"),
+    ("a", "b", "b", "FR"),
+    ("a", "b", "c", None),
+    ("a", "a", "b", None),
+])
+def test_role_is_derived_from_home_location_and_here(home: str, location: str, here: str, expected: str | None) -> None:
+    assert rec.role(make(home=home, location=location), here) == expected
+
+
+def test_tombstones_have_no_role_but_keep_their_interest() -> None:
+    dead = rec.tombstone_of(make(home="a", location="b"))
+    assert dead.state is State.DELETED and dead.instance is None
+    assert rec.role(dead, "a") is None and rec.role(dead, "b") is None
+    assert rec.interested(dead) == frozenset({"a", "b"})
+
+
+@given(records())
+def test_encode_decode_round_trip_through_msgpack(r: Record) -> None:
+    assert rec.decode(msgpack.unpackb(msgpack.packb(rec.encode(r)), raw=False)) == r
+    assert rec.unpack(rec.pack(r)) == r
+
+
+@pytest.mark.parametrize("field, value", [
+    ("name", "Not_DNS"), ("name", ""), ("name", 3), ("home", ""), ("location", None), ("state", "sleeping"),
+    ("digest", 1), ("descriptor", "text"), ("instance", "nohostport"), ("instance", "h:0"),
+    ("endpoint", "h:99999"), ("migration_id", 5), ("vclock", [["a", 0, 1.0]]), ("written", "x"),
+    ("tombstone", 0), ("updated_at", "now"), ("updated_at", float("inf")),
+])
+def test_decode_names_the_bad_field(field: str, value: object) -> None:
+    data = rec.encode(make())
+    data[field] = value
+    with pytest.raises(RecordDecodeError) as info:
+        rec.decode(data)
+    assert info.value.field == field
+
+
+@pytest.mark.parametrize("field", ["name", "home", "state", "vclock", "written", "tombstone"])
+def test_decode_names_a_missing_field(field: str) -> None:
+    data = rec.encode(make())
+    del data[field]
+    with pytest.raises(RecordDecodeError) as info:
+        rec.decode(data)
+    assert info.value.field == field
+
+
+def test_unknown_fields_are_ignored_for_newer_peers() -> None:
+    data = rec.encode(make())
+    data["future"] = [1, 2]
+    assert rec.decode(data) == make()
+
+
+def test_unpack_of_garbage_raises_record_decode_error() -> None:
+    for garbage in (b"", b"\xc1", b"\x93\x01"):
+        with pytest.raises(RecordDecodeError):
+            rec.unpack(garbage)
+
+
+def test_version_digest_covers_clock_and_content() -> None:
+    r = make(vclock=vc.increment(vc.fresh(), "a", timestamp=1.0))
+    assert len(rec.version_digest(r)) == 8
+    assert rec.version_digest(r) == rec.version_digest(replace(r))
+    assert rec.version_digest(r) != rec.version_digest(replace(r, vclock=vc.increment(r.vclock, "a", timestamp=2.0)))
+    assert rec.version_digest(r) != rec.version_digest(replace(r, instance="127.0.0.2:1"))
+    assert rec.version_digest(r) != rec.version_digest(rec.tombstone_of(r))

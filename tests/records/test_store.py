@@ -1,0 +1,179 @@
+"""The SQLite record store: durability, crash safety, schema versions, digests, tombstones, journal."""
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from peer.records import record as rec
+from peer.records import vclock as vc
+from peer.records.merge import AdoptLocalCopy, local_write
+from peer.records.record import Record, State, tombstone_of
+from peer.records.store import SCHEMA_VERSION, RecordStore, StoreVersionError
+from peer.waiting import wait_until_sync
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def content(name: str = "web", *, home: str = "a", location: str = "a") -> Record:
+    return Record(name=name, home=home, location=location, state=State.RUNNING, digest="d",
+                  descriptor=b"\x81\xa4name\xa3web", instance="127.0.0.1:8000", endpoint="127.0.0.1:30000")
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[RecordStore]:
+    s = RecordStore.open(tmp_path / "records.db")
+    yield s
+    s.close()
+
+
+def test_put_local_increments_here_and_survives_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "r.db"
+    with RecordStore.open(path) as s:
+        first = s.put_local(content(), here="a", now=1.0)
+        second = s.put_local(replace(first, state=State.MIGRATING), here="a", now=2.0)
+        assert vc.counters(first.vclock) == {"a": 1} and vc.counters(second.vclock) == {"a": 2}
+        assert s.get("web") == second
+    with RecordStore.open(path) as s:
+        assert s.get("web") == second
+        assert s.all() == [second]
+        assert s.integrity_check() == "ok"
+        assert s.schema_version() == SCHEMA_VERSION
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    conn.close()
+
+
+def test_apply_remote_reconciles_commits_and_reports_actions(tmp_path: Path) -> None:
+    path = tmp_path / "r.db"
+    remote = local_write(None, content(location="b"), here="a", now=1.0)
+    with RecordStore.open(path) as s:
+        out = s.apply_remote(remote, here="b")
+        assert out.changed and out.actions == (AdoptLocalCopy("web"),)
+        again = s.apply_remote(remote, here="b")
+        assert not again.changed and again.actions == ()
+    with RecordStore.open(path) as s:
+        assert s.get("web") == remote
+
+
+def test_all_hides_tombstones_unless_asked(store: RecordStore) -> None:
+    live = store.put_local(content("web"), here="a", now=1.0)
+    dead = store.put_local(tombstone_of(store.put_local(content("db"), here="a", now=1.0)), here="a", now=2.0)
+    assert store.all() == [live]
+    assert store.all(include_tombstones=True) == [dead, live]
+
+
+def test_digests_follow_interest_and_name_ranges(store: RecordStore) -> None:
+    for name, home, location in (("a1", "a", "a"), ("a2", "a", "b"), ("c1", "c", "a"), ("c2", "c", "d")):
+        store.put_local(content(name, home=home, location=location), here="a", now=1.0)
+    assert set(store.digests()) == {"a1", "a2", "c1", "c2"}
+    assert set(store.digests(peer="b")) == {"a2"}
+    assert set(store.digests(peer="c")) == {"c1", "c2"}
+    assert set(store.digests(lo="a2", hi="c2")) == {"a2", "c1"}
+    assert store.digests()["a1"] == rec.version_digest(store.get("a1"))  # type: ignore[arg-type]
+    assert set(store.digests_of(["a1", "zz"])) == {"a1"}
+    store.drop("a1")
+    assert store.get("a1") is None and "a1" not in store.digests()
+
+
+def test_tombstone_acks_are_tied_to_the_exact_version_and_gc(store: RecordStore) -> None:
+    live = store.put_local(content(location="b"), here="a", now=1.0)
+    store.ack_tombstones("b", {"web": rec.version_digest(live)})
+    assert store.acked_by("web") == set()  # live records collect no acks
+    dead = store.put_local(tombstone_of(live), here="a", now=2.0)
+    store.ack_tombstones("b", {"web": rec.version_digest(live)})  # an old version: not an ack
+    assert store.acked_by("web") == set()
+    assert store.gc_tombstones(here="a", now=3.0, ttl=100.0) == []
+    store.ack_tombstones("b", {"web": rec.version_digest(dead)})
+    assert store.acked_by("web") == {"b"}
+    assert store.gc_tombstones(here="a", now=3.0, ttl=100.0) == ["web"]
+    assert store.get("web") is None
+
+
+def test_tombstones_expire_after_ttl_without_acks(store: RecordStore) -> None:
+    dead = store.put_local(tombstone_of(store.put_local(content(location="b"), here="a", now=1.0)), here="a", now=2.0)
+    assert store.gc_tombstones(here="a", now=dead.updated_at + 99, ttl=100.0) == []
+    assert store.gc_tombstones(here="a", now=dead.updated_at + 100, ttl=100.0) == ["web"]
+
+
+def test_meta_and_journal(tmp_path: Path) -> None:
+    path = tmp_path / "r.db"
+    with RecordStore.open(path) as s:
+        assert s.meta_get("k", 7) == 7
+        s.meta_put("k", {"x": [1, b"2"]})
+        s.journal_put("m1", {"stage": "pr", "service": "web"}, now=1.0)
+        s.journal_put("m2", {"stage": "pr"}, now=2.0)
+        s.journal_put("m1", {"stage": "wait", "service": "web"}, now=3.0)
+        s.journal_close("m2", now=4.0)
+    with RecordStore.open(path) as s:
+        assert s.meta_get("k") == {"x": [1, b"2"]}
+        assert s.journal_open() == [("m1", {"stage": "wait", "service": "web"})]
+        assert s.journal_get("m2") == {"stage": "pr"}
+        assert s.journal_get("nope") is None
+        assert s.journal_prune(before=5.0) == 1
+        assert s.journal_get("m2") is None
+
+
+def test_schema_from_zero_and_refusal_of_a_newer_file(tmp_path: Path) -> None:
+    path = tmp_path / "r.db"
+    with RecordStore.open(path) as s:
+        assert s.schema_version() == SCHEMA_VERSION == 1
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreVersionError):
+        RecordStore.open(path)
+
+
+WRITER = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    from peer.records.record import Record, State
+    from peer.records.store import RecordStore
+    store = RecordStore.open(Path(sys.argv[1]))
+    i = 0
+    while True:
+        name = f"svc-{i % 300}"
+        store.put_local(Record(name=name, home="a", location="a", state=State.RUNNING, digest="d",
+                               descriptor=bytes(200), instance=f"127.0.0.1:{1000 + i % 5000}"), here="a", now=float(i))
+        print(name, i, flush=True)  # only after the commit returned
+        i += 1
+""")
+
+
+@pytest.mark.integration
+def test_sigkill_mid_write_loses_nothing_committed(tmp_path: Path) -> None:
+    path = tmp_path / "crash.db"
+    out_path = tmp_path / "out.txt"
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    with open(out_path, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=out, env=env)
+    try:
+        wait_until_sync(lambda: out_path.read_text().count("\n") >= 400, timeout=60, what="writer progress")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    committed: dict[str, int] = {}
+    for line in out_path.read_text().splitlines():
+        name, count = line.split()
+        committed[name] = int(count)
+    with RecordStore.open(path) as s:
+        assert s.integrity_check() == "ok"
+        for name, last in committed.items():
+            stored = s.get(name)
+            assert stored is not None
+            # The last acknowledged write (or the one in flight when killed) is there.
+            assert stored.updated_at >= last
+        assert len(s.all()) >= len(committed)
