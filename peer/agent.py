@@ -1,6 +1,8 @@
 """The roam agent: one per cluster, the paper's Controller. Composes its parts in one readable place.
 
-Start order is dependency order (credentials, gossip, HTTP); stop is the reverse.
+Start order is dependency order (credentials, store, load balancer, driver, gossip, HTTP,
+background loops); stop is the reverse. A crash at any point loses nothing: records are in
+SQLite, services run in their own process groups, HAProxy in its own session.
 """
 from __future__ import annotations
 
@@ -9,64 +11,167 @@ import contextlib
 import logging
 import signal
 import ssl
+from collections.abc import Coroutine
+from typing import Any
 
 from aiohttp import web
 
+from lb.balancer import LoadBalancer
 from peer.api.admin import add_admin_routes
 from peer.api.http import MAX_BODY, bearer_auth_middleware, error_middleware
+from peer.api.services import add_service_routes
 from peer.config import AgentConfig
 from peer.credentials import Credentials, load_credentials
+from peer.drivers.base import Driver
 from peer.gossip import Load
 from peer.gossiping import Gossip
-from peer.membership import Membership
+from peer.membership import Membership, StatusChange
 from peer.metrics import Metrics
+from peer.migration.engine import MigrationEngine
+from peer.migration.failsafe import FailSafe
+from peer.migration.history import MigrationLog
+from peer.migration.replica import ReplicaHandlers
+from peer.peerclient import PeerClient, PeerError, peer_auth_middleware
+from peer.placing import views as build_views
+from peer.records.antientropy import AntiEntropy
+from peer.records.merge import MergeOutcome
+from peer.records.record import Record, interested
+from peer.records.store import RecordStore
+from peer.services import ServiceManager
+from placement import ClusterView
 
 log = logging.getLogger(__name__)
+
+ANTI_ENTROPY_INTERVAL = 5.0
+PEER_BODY_LIMIT = 8 * 1024 * 1024
 
 
 class Agent:
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
+        self.here = config.name
         self.metrics = Metrics(config.name)
         self.membership = Membership(config.name)
         self.creds: Credentials | None = None
         self.gossip: Gossip | None = None
+        self.store: RecordStore | None = None
+        self.lb: LoadBalancer | None = None
+        self.driver: Driver | None = None
+        self.services: ServiceManager | None = None
+        self.engine: MigrationEngine | None = None
+        self.history: MigrationLog | None = None
+        self.client: PeerClient | None = None
+        self.antientropy: AntiEntropy | None = None
         self._runner: web.AppRunner | None = None
-        self._stopped = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Task[Any]] = set()
+        self.accepting = True
 
+    # -- what other components ask of the agent ---------------------------------------------
     def current_load(self) -> Load:
         cap = self.config.capacity
-        return Load(
-            cpu_capacity=cap.cpu, cpu_used=0.0, mem_capacity=cap.memory >> 20, mem_used=0,
-            slots_capacity=cap.slots, slots_used=0,
-        )
+        cpu, mem, slots = self.services.usage() if self.services else (0.0, 0, 0)
+        return Load(cpu_capacity=cap.cpu, cpu_used=round(cpu, 2), mem_capacity=cap.memory >> 20,
+                    mem_used=mem >> 20, slots_capacity=cap.slots, slots_used=slots)
 
+    def load_changed(self) -> None:
+        if self.gossip is not None:
+            self.gossip.set_load(self.current_load())
+
+    def cluster_views(self) -> dict[str, ClusterView]:
+        return build_views(self.membership.all(), here=self.here, own_load=self.current_load(),
+                           accepting=self.accepting)
+
+    def own_view(self) -> ClusterView:
+        return self.cluster_views()[self.here]
+
+    def api_url_of(self, cluster: str) -> str | None:
+        member = self.membership.get(cluster)
+        return None if member is None else member.api_url
+
+    async def publish(self, record: Record, extra: frozenset[str] = frozenset()) -> None:
+        """Push a changed record to the clusters that share it, in the background."""
+        for peer in sorted((interested(record) | extra) - {self.here}):
+            self._spawn(self._sync(peer))
+
+    async def publish_now(self, record: Record, extra: frozenset[str] = frozenset()) -> None:
+        """Push and wait (bounded): a migration is committed once its AC holds the record."""
+        peers = sorted((interested(record) | extra) - {self.here})
+        await asyncio.gather(*(asyncio.wait_for(self._sync(p), timeout=5.0) for p in peers), return_exceptions=True)
+
+    # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
-        self.config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.creds = load_credentials(
-            data_dir=self.config.data_dir, token_file=self.config.token_file, secret_file=self.config.secret_file
-        )
+        cfg = self.config
+        cfg.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.creds = load_credentials(data_dir=cfg.data_dir, token_file=cfg.token_file, secret_file=cfg.secret_file)
         for path in self.creds.generated:
             log.warning("generated %s (mode 0600)", path)
-        self.gossip = Gossip(
-            config=self.config, secret=self.creds.federation_secret, membership=self.membership,
-            metrics=self.metrics, initial_load=self.current_load(),
-        )
-        await self.gossip.start()
+        self.store = RecordStore.open(cfg.data_dir / "records.sqlite3")
+        self.history = MigrationLog(store=self.store, metrics=self.metrics)
+        self.client = PeerClient(self.creds.federation_secret, max_bytes=PEER_BODY_LIMIT)
+        self.lb = LoadBalancer(data_dir=cfg.data_dir / "lb", bind_addr=cfg.addr, ports=cfg.lb_ports,
+                               max_slots=cfg.lb_slots, haproxy_binary=cfg.haproxy_binary)
         try:
-            await self._start_http()
+            await self._start_parts()
         except BaseException:
-            await self.gossip.stop(leave=False)
+            await self.stop(leave=False)
             raise
-        log.info("agent %s up: api %s", self.config.name, self.config.api_url)
+        log.info("agent %s up: api %s", cfg.name, cfg.api_url)
+
+    async def _start_parts(self) -> None:
+        assert self.lb and self.store and self.client and self.history and self.creds
+        await self.lb.start()
+        self.driver = self._make_driver()
+        self.services = ServiceManager(here=self.here, store=self.store, driver=self.driver, lb=self.lb,
+                                       publish=self.publish)
+        await self.driver.start()
+        self.antientropy = AntiEntropy(store=self.store, here=self.here, client=self.client,
+                                       on_outcome=self._on_outcome)
+        self.engine = MigrationEngine(here=self.here, services=self.services, client=self.client,
+                                      history=self.history, agent=self, policy=self.config.policy)
+        await self.services.reconcile()
+        self.gossip = Gossip(config=self.config, secret=self.creds.federation_secret, membership=self.membership,
+                             metrics=self.metrics, initial_load=self.current_load())
+        self.gossip.on_status_change(self._on_status_change)
+        await self.gossip.start()
+        await self._start_http()
+        await self.engine.recover()
+        failsafe = FailSafe(services=self.services, client=self.client, history=self.history, agent=self)
+        for name, coro in (("failsafe", failsafe.run()), ("anti-entropy", self._anti_entropy_loop()),
+                           ("housekeeping", self._housekeeping_loop())):
+            self._tasks.append(asyncio.create_task(coro, name=f"{self.here}:{name}"))
+
+    def _make_driver(self) -> Driver:
+        cfg = self.config
+        on_event = self._on_driver_event
+        if cfg.driver == "kubernetes":
+            from peer.drivers.kubernetes import KubernetesDriver
+
+            k = cfg.kubernetes
+            return KubernetesDriver(cluster=cfg.name, namespace=k.namespace, kubeconfig=k.kubeconfig,
+                                    context=k.context, node_address=k.node_address, on_event=on_event)
+        from peer.drivers.process import ProcessDriver
+
+        return ProcessDriver(data_dir=cfg.data_dir, host=cfg.addr, port_range=cfg.service_ports,
+                             on_event=on_event, cluster=cfg.name)
+
+    def _on_driver_event(self, name: str, kind: str, detail: str) -> None:
+        log.info("service %s: %s %s", name, kind, detail.splitlines()[0] if detail else "")
+        if self.services is not None:
+            self.services.on_driver_event(name, kind, detail)
 
     async def _start_http(self) -> None:
-        assert self.creds is not None
+        assert self.creds is not None and self.antientropy and self.services
         app = web.Application(
-            client_max_size=MAX_BODY,
-            middlewares=[error_middleware, bearer_auth_middleware(self.creds.admin_token)],
+            client_max_size=PEER_BODY_LIMIT,
+            middlewares=[error_middleware, bearer_auth_middleware(self.creds.admin_token),
+                         peer_auth_middleware(self.creds.federation_secret)],
         )
+        app["admin_body_limit"] = MAX_BODY
         add_admin_routes(app, self)
+        add_service_routes(app, self)
+        self.antientropy.add_routes(app)
+        ReplicaHandlers(services=self.services, agent=self).add_routes(app)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.addr, self.config.api_port, ssl_context=self._ssl_context())
@@ -79,16 +184,30 @@ class Agent:
         ctx.load_cert_chain(self.config.tls_cert, self.config.tls_key)
         return ctx
 
-    def refresh_gauges(self) -> None:
-        for status, count in self.membership.counts().items():
-            self.metrics.members.labels(status=status).set(count)
-
-    async def stop(self) -> None:
+    async def stop(self, *, leave: bool = True) -> None:
+        self.accepting = False
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
         if self._runner is not None:
             await self._runner.cleanup()
+        if self.services is not None:
+            await self.services.close()
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
         if self.gossip is not None:
-            await self.gossip.stop(leave=True)
-        self._stopped.set()
+            await self.gossip.stop(leave=leave)
+        if self.driver is not None:
+            await self.driver.stop()
+        if self.lb is not None:
+            with contextlib.suppress(Exception):
+                await self.lb.stop()
+        if self.client is not None:
+            await self.client.close()
+        if self.store is not None:
+            self.store.close()
 
     async def run_until_signalled(self) -> None:
         loop = asyncio.get_running_loop()
@@ -100,5 +219,58 @@ class Agent:
             await stop.wait()
         finally:
             log.info("shutting down")
-            with contextlib.suppress(Exception):
-                await self.stop()
+            await self.stop()
+
+    # -- replication triggers ----------------------------------------------------------------
+    async def _on_outcome(self, outcome: MergeOutcome) -> None:
+        assert self.services is not None
+        self.services.apply_soon(outcome)
+        self.load_changed()
+
+    async def _on_status_change(self, change: StatusChange) -> None:
+        if change.new == "alive" and change.name != self.here:
+            self._spawn(self._sync(change.name))
+
+    async def _sync(self, peer: str) -> None:
+        url = self.api_url_of(peer)
+        member = self.membership.get(peer)
+        if url is None or self.antientropy is None or member is None or member.status != "alive":
+            return
+        try:
+            await self.antientropy.sync_with(peer, url)
+        except PeerError as exc:
+            log.debug("anti-entropy with %s failed: %s", peer, exc)
+
+    async def _anti_entropy_loop(self) -> None:
+        """The backstop: pushes and member-alive syncs do the fast work."""
+        while True:
+            await asyncio.sleep(ANTI_ENTROPY_INTERVAL)
+            peers = [m.name for m in self.membership.alive() if m.name != self.here]
+            await asyncio.gather(*(self._sync(p) for p in peers), return_exceptions=True)
+
+    async def _housekeeping_loop(self) -> None:
+        assert self.services is not None and self.store is not None
+        while True:
+            await asyncio.sleep(1.0)
+            await self.services.expire_pending()
+            self.load_changed()
+            self.refresh_gauges()
+
+    def refresh_gauges(self) -> None:
+        for status, count in self.membership.counts().items():
+            self.metrics.members.labels(status=status).set(count)
+        if self.services is not None:
+            roles = {"LR": 0, "AR": 0, "FR": 0}
+            from peer.records.record import role
+
+            for r in self.services.records():
+                rl = role(r, self.here)
+                if rl:
+                    roles[rl] += 1
+            for label, n in roles.items():
+                self.metrics.services.labels(role=label).set(n)
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)

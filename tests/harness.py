@@ -35,6 +35,7 @@ class AgentProc:
     proc: subprocess.Popen[bytes] | None = None
     api_port: int = 7070
     netns: str | None = None  # run inside this network namespace (chaos testbed)
+    env: dict[str, str] = field(default_factory=dict)
 
     @property
     def api(self) -> str:
@@ -47,7 +48,7 @@ class AgentProc:
         self.proc = subprocess.Popen(
             [*prefix, sys.executable, "-m", "peer.cli", "agent", *self.args],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            env={**os.environ, "ROAM_LOG": os.environ.get("ROAM_LOG", "INFO")},
+            env={**os.environ, "ROAM_LOG": os.environ.get("ROAM_LOG", "INFO"), **self.env},
         )
         log.close()
 

@@ -95,7 +95,11 @@ async def read_json(request: web.Request) -> Any:
     ctype = request.content_type
     if ctype not in ("application/json", "application/octet-stream", "text/plain", ""):
         raise APIError(f"expected application/json, got {ctype}", status=415)
-    raw = await request.read()
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise APIError(f"body over {MAX_BODY} bytes", status=413)
+    raw = await request.content.read(MAX_BODY + 1)
+    if len(raw) > MAX_BODY:
+        raise APIError(f"body over {MAX_BODY} bytes", status=413)
     if not raw:
         raise APIError("request body is empty; expected JSON")
     try:

@@ -1,0 +1,237 @@
+"""The coordinator side of a migration: the paper's five stages, each timed (II-C, Table I).
+
+    trigger -> PR (embedded placement) -> replication (descriptor + home info to the AC, which
+    admits or refuses) -> wait (AC's copy ready) -> reroute (HC's HAProxy, make-before-break)
+    -> commit (record: location = AC) -> cleanup (old copy stopped)
+
+The coordinator is the HC or the cluster where the service runs. When it is not the HC
+(multi-hop, Fig. 4 Migration 2), the reroute is asked of the HC, which commits the record:
+the HC is the single writer of where a service runs whenever it is reachable. Each stage is
+journaled, so a coordinator killed mid-way rolls back (before the reroute) or finishes (after).
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import replace
+from typing import Any
+
+from peer import failpoints
+from peer.drivers.descriptor import ServiceDescriptor
+from peer.migration.history import Migration, MigrationLog
+from peer.migration.wire import ABORT, RELEASE, REPLICATE, REROUTE, STATUS, record_from_wire, record_to_wire
+from peer.peerclient import PeerClient, PeerError
+from peer.placing import requirements
+from peer.records.record import Record, State
+from peer.services import ServiceError, ServiceManager, addr_of, split_addr
+from placement import Candidate, Placement, get_policy, rank
+
+log = logging.getLogger(__name__)
+
+WAIT_TIMEOUT = 120.0
+STATUS_POLL = 0.05
+
+
+class MigrationError(Exception):
+    """The migration could not complete; the service keeps running where it was."""
+
+
+class MigrationEngine:
+    def __init__(self, *, here: str, services: ServiceManager, client: PeerClient, history: MigrationLog,
+                 agent: Any, policy: str = "balanced") -> None:
+        self.here = here
+        self.services = services
+        self.client = client
+        self.history = history
+        self.agent = agent  # peer.agent.Agent: membership, views, api urls
+        self.policy = get_policy(policy)
+
+    # -- entry point -----------------------------------------------------------------------
+    async def migrate(self, name: str, *, target: str | None = None, reason: str = "api",
+                      kind: str = "planned") -> Migration:
+        async with self.services.lock(name):
+            record = self.services.get(name)
+            if record is None:
+                raise ServiceError(f"no service {name!r}", status=404)
+            if self.here not in (record.home, record.location):
+                raise ServiceError(f"{self.here} neither homes nor runs {name!r}", status=409)
+            if target is not None:
+                self._check_target(record, target)
+            m = self.history.begin(Migration(service=name, kind=kind, reason=reason, coordinator=self.here,
+                                             home=record.home, source=record.location, target=target))
+            try:
+                await self._run(m, record, target)
+            except (MigrationError, PeerError, ServiceError) as exc:
+                self.services.store.journal_close(f"mig:{m.id}")
+                self.history.finish(m, outcome="failed" if m.stage != "pr" else "aborted", error=str(exc))
+                log.warning("migration %s of %s failed at %s: %s", m.id, name, m.stage, exc)
+                raise MigrationError(f"migration of {name} failed at {m.stage}: {exc}") from exc
+            self.history.finish(m, outcome="succeeded")
+            log.info("migrated %s %s -> %s in %s", name, m.source, m.target, m.durations)
+            return m
+
+    def _check_target(self, record: Record, target: str) -> None:
+        member = self.agent.membership.get(target)
+        if member is None:
+            raise ServiceError(f"unknown cluster {target!r}", status=422, field="target")
+        if member.status != "alive":
+            raise ServiceError(f"cluster {target!r} is {member.status}", status=409, field="target")
+        if target == record.location:
+            raise ServiceError(f"{record.name!r} already runs at {target}", status=409, field="target")
+
+    async def _run(self, m: Migration, record: Record, target: str | None) -> None:
+        descriptor = self.services.descriptor_of(record)
+        with m.timed("pr"):
+            ranked = self._placement_request(descriptor, record, target)
+        m.candidates = [{"name": c.name, "score": round(c.score, 4), "reasons": list(c.reasons)} for c in ranked[:3]]
+        if not ranked:
+            raise MigrationError("placement found no cluster that can take it")
+        self._journal(m, "replication")
+        with m.timed("replication"):
+            m.target = await self._replicate(m, record, ranked)
+        failpoints.hit("migration.after_replication")
+        try:
+            self._journal(m, "wait")
+            with m.timed("wait"):
+                instance, deploy_ms = await self._wait_ready(m)
+            m.durations["deploy"] = round(deploy_ms, 3)
+            self._journal(m, "reroute", instance=instance)
+            failpoints.hit("migration.before_reroute")
+            with m.timed("reroute"):
+                committed = await self._reroute_and_commit(m, record, instance)
+        except BaseException:
+            await self._abort_target(m)
+            raise
+        self._journal(m, "cleanup", instance=instance)
+        failpoints.hit("migration.after_commit")
+        with m.timed("cleanup"):
+            await self._cleanup(m, record, committed)
+        self.services.store.journal_close(f"mig:{m.id}")
+
+    # -- stages ----------------------------------------------------------------------------
+    def _placement_request(self, descriptor: ServiceDescriptor, record: Record, target: str | None) -> list[Candidate]:
+        req = requirements(descriptor, avoid={record.location})
+        views = self.agent.cluster_views()
+        if target is not None:
+            views = {target: views[target]} if target in views else {}
+        placement: Placement = rank(req, views.values(), home=record.home, policy=self.policy)
+        if target is not None and not placement.ranked and placement.rejected:
+            raise ServiceError(f"cluster {target!r} cannot take it: {placement.rejected[0].reason}",
+                               status=409, field="target")
+        return list(placement.ranked)
+
+    async def _replicate(self, m: Migration, record: Record, ranked: list[Candidate]) -> str:
+        refusals: list[str] = []
+        for candidate in ranked:
+            url = self.agent.api_url_of(candidate.name)
+            if url is None:
+                continue
+            try:
+                await self.client.call(url, REPLICATE, {
+                    "migration_id": m.id, "name": record.name, "descriptor": record.descriptor,
+                    "home": record.home, "endpoint": record.endpoint, "source": self.here,
+                }, timeout=5.0)
+                return candidate.name
+            except PeerError as exc:
+                refusals.append(f"{candidate.name}: {exc}")
+        raise MigrationError("every candidate refused: " + "; ".join(refusals))
+
+    async def _wait_ready(self, m: Migration) -> tuple[str, float]:
+        assert m.target is not None
+        url = self.agent.api_url_of(m.target)
+        deadline = time.monotonic() + WAIT_TIMEOUT
+        while time.monotonic() < deadline:
+            reply = await self.client.call(url, STATUS, {"migration_id": m.id, "name": m.service}, timeout=5.0)
+            assert isinstance(reply, dict)
+            if reply.get("state") == "ready":
+                return str(reply["instance"]), float(reply.get("deploy_ms") or 0.0)
+            if reply.get("state") == "failed":
+                raise MigrationError(f"copy at {m.target} failed: {reply.get('error')}")
+            await asyncio.sleep(STATUS_POLL)
+        raise MigrationError(f"copy at {m.target} not ready within {WAIT_TIMEOUT:.0f}s")
+
+    async def _reroute_and_commit(self, m: Migration, record: Record, instance: str) -> Record:
+        assert m.target is not None
+        moved = replace(record, location=m.target, instance=instance, state=State.RUNNING, migration_id=m.id)
+        if record.home == self.here:
+            host, port = split_addr(instance)
+            await self.services.lb.route(record.name, host, port)
+            failpoints.hit("migration.after_route")
+            committed = self.services.store.put_local(moved, here=self.here, now=time.time())
+            self.services.settle_arrival(record.name, m.id)
+            return committed
+        # Multi-hop: only the HC's load balancer carries traffic, and the HC commits the move.
+        url = self.agent.api_url_of(record.home)
+        if url is None:
+            raise MigrationError(f"home cluster {record.home} is not reachable")
+        reply = await self.client.call(url, REROUTE, {
+            "migration_id": m.id, "name": record.name, "location": m.target, "instance": instance,
+            "expect_location": record.location,
+        }, timeout=15.0)
+        assert isinstance(reply, dict)
+        committed = record_from_wire(reply["record"])
+        self.services.store.apply_remote(committed, here=self.here)
+        return committed
+
+    async def _cleanup(self, m: Migration, before: Record, committed: Record) -> None:
+        """Stop the old copy (only now that the new one serves), then tell the others."""
+        if before.location == self.here:
+            await self.services.stop_copy(before.name)
+            if self.here != committed.home:
+                self.services.store.drop(before.name)
+        else:
+            url = self.agent.api_url_of(before.location)
+            if url is not None:
+                with contextlib.suppress(PeerError):
+                    await self.client.call(url, RELEASE, {"record": record_to_wire(committed)}, timeout=10.0)
+        await self.agent.publish_now(committed, frozenset({before.location}))
+
+    async def _abort_target(self, m: Migration) -> None:
+        if m.target is None:
+            return
+        url = self.agent.api_url_of(m.target)
+        if url is not None:
+            with contextlib.suppress(PeerError):
+                await self.client.call(url, ABORT, {"migration_id": m.id, "name": m.service}, timeout=5.0)
+
+    # -- journal and recovery ----------------------------------------------------------------
+    def _journal(self, m: Migration, stage: str, **extra: Any) -> None:
+        self.services.store.journal_put(f"mig:{m.id}", {
+            "id": m.id, "service": m.service, "stage": stage, "target": m.target, "home": m.home,
+            "source": m.source, **extra,
+        })
+
+    async def recover(self) -> None:
+        """After a crash: roll back migrations that had not rerouted, finish those that had."""
+        for key, entry in self.services.store.journal_open():
+            if not key.startswith("mig:"):
+                continue
+            name, stage = entry["service"], entry["stage"]
+            record = self.services.get(name)
+            m = Migration(service=name, kind="recovery", reason=f"agent restarted during {stage}",
+                          coordinator=self.here, home=entry["home"], source=entry["source"],
+                          target=entry.get("target"), id=entry["id"])
+            done = record is not None and record.location == entry.get("target")
+            if stage == "reroute" and not done and record is not None and record.home == self.here:
+                host, port = split_addr(entry["instance"])
+                if self.services.lb.current_route(name) == (host, port):
+                    record = self.services.store.put_local(
+                        replace(record, location=entry["target"], instance=entry["instance"],
+                                state=State.RUNNING, migration_id=entry["id"]), here=self.here, now=time.time())
+                    done = True
+            if done and record is not None:
+                before = replace(record, location=entry["source"])
+                with contextlib.suppress(Exception):
+                    await self._cleanup(m, before, record)
+                self.history.finish(m, outcome="succeeded", error="completed after restart")
+            else:
+                await self._abort_target(m)
+                if record is not None and record.home == self.here and record.instance:
+                    with contextlib.suppress(Exception):
+                        await self.services.ensure_route(record)
+                self.history.finish(m, outcome="aborted", error="rolled back after restart")
+            self.services.store.journal_close(key)
+
+

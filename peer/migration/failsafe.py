@@ -1,0 +1,131 @@
+"""The fail-safe: the HC redeploys a service whose AC is lost, and reroutes to the new copy.
+
+Serf needs 4-5 s to declare a killed peer failed (20-25 s from the isolated side of a
+partition). The HC's own HAProxy health checks see a dead AC in about `inter x fall`
+(2 x 250 ms), so that is the first evidence; a short peer-API ping then tells "the AC is cut off
+or dead" (fail over) from "only the service process died" (the AC's driver restarts it).
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, replace
+from typing import Any
+
+from lb.errors import LBError
+from peer.drivers.base import DriverError
+from peer.migration.history import Migration, MigrationLog
+from peer.migration.wire import PING
+from peer.peerclient import PeerClient, PeerError
+from peer.placing import requirements
+from peer.records.record import Record, State
+from peer.services import ServiceManager, addr_of
+from placement import admit
+
+log = logging.getLogger(__name__)
+
+TICK = 0.1
+LB_DOWN_GRACE = 0.3  # seconds the route must stay down before the AC is pinged
+PING_TIMEOUT = 0.5
+
+
+@dataclass
+class Suspicion:
+    location: str
+    since: float  # monotonic time of the first evidence
+
+
+class FailSafe:
+    def __init__(self, *, services: ServiceManager, client: PeerClient, history: MigrationLog, agent: Any) -> None:
+        self.services = services
+        self.client = client
+        self.history = history
+        self.agent = agent
+        self._suspects: dict[str, Suspicion] = {}
+        self._busy: set[str] = set()
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(TICK)
+            for record in self.services.records():
+                if record.home == self.services.here and record.location != self.services.here:
+                    with contextlib.suppress(LBError):
+                        await self._check(record)
+
+    async def _check(self, record: Record) -> None:
+        name = record.name
+        if name in self._busy or self.services.lock(name).locked():
+            return
+        member = self.agent.membership.get(record.location)
+        now = time.monotonic()
+        serf_lost = member is None or member.status in ("failed", "left")
+        route_down = not await self._route_up(name)
+        if not serf_lost and not route_down:
+            self._suspects.pop(name, None)
+            return
+        suspicion = self._suspects.get(name)
+        if suspicion is None or suspicion.location != record.location:
+            # Serf's own timestamp is the earliest evidence when it is the one that noticed.
+            first = min(now, member.since) if serf_lost and member is not None else now
+            suspicion = self._suspects[name] = Suspicion(record.location, first)
+        if serf_lost:
+            evidence = f"serf reports {record.location} {member.status if member else 'gone'}"
+        elif now - suspicion.since < LB_DOWN_GRACE:
+            return
+        elif await self._reachable(record.location):
+            return  # the AC is there: its driver restarts the copy
+        else:
+            evidence = f"haproxy checks down and {record.location} unreachable"
+        self._busy.add(name)
+        task = asyncio.create_task(self._redeploy(record, evidence=evidence, since=suspicion.since))
+        task.add_done_callback(lambda _t: self._busy.discard(name))
+
+    async def _route_up(self, name: str) -> bool:
+        statuses = await self.services.lb.server_status(name)
+        return any(s.state in ("UP", "DRAIN") for s in statuses) if statuses else True
+
+    async def _reachable(self, cluster: str) -> bool:
+        url = self.agent.api_url_of(cluster)
+        if url is None:
+            return False
+        try:
+            await self.client.call(url, PING, {}, timeout=PING_TIMEOUT)
+            return True
+        except PeerError:
+            return False
+
+    async def _redeploy(self, record: Record, *, evidence: str, since: float) -> None:
+        services, name = self.services, record.name
+        async with services.lock(name):
+            current = services.get(name)
+            if current is None or current.location != record.location or current.home != services.here:
+                return
+            m = self.history.begin(Migration(service=name, kind="failsafe", reason=evidence, coordinator=services.here,
+                                             home=services.here, source=record.location, target=services.here))
+            m.durations["detection"] = round((time.monotonic() - since) * 1000.0, 3)
+            log.warning("fail-safe for %s: %s; redeploying at home", name, evidence)
+            try:
+                descriptor = services.descriptor_of(current)
+                rejection = admit(requirements(descriptor), self.agent.own_view())
+                if rejection is not None:
+                    raise DriverError(f"home cannot admit it: {rejection.reason}")
+                with m.timed("wait"):
+                    instance, deploy_ms = await services.run_copy(descriptor, home=services.here)
+                m.durations["deploy"] = round(deploy_ms, 3)
+                with m.timed("reroute"):
+                    await services.lb.route(name, instance.host, instance.port, up_timeout=10.0, drain_timeout=0.5)
+                with m.timed("cleanup"):
+                    committed = services.store.put_local(
+                        replace(current, location=services.here, instance=addr_of(instance), state=State.RUNNING,
+                                migration_id=m.id), here=services.here, now=time.time())
+            except (DriverError, LBError) as exc:
+                self.history.finish(m, outcome="failed", error=str(exc))
+                log.error("fail-safe for %s failed: %s", name, exc)
+                return
+            self._suspects.pop(name, None)
+            m.durations["downtime_estimate"] = round((time.monotonic() - since) * 1000.0, 3)
+            self.history.finish(m, outcome="succeeded")
+        self.agent.load_changed()
+        await self.agent.publish(committed, frozenset({record.location}))

@@ -1,0 +1,176 @@
+"""The other ends of a migration: the AC that admits and starts the copy, the HC that reroutes
+and commits, and the old location that releases its copy. Peer-API handlers, msgpack in and out."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import replace
+from typing import Any
+
+from aiohttp import web
+
+from lb.errors import LBError
+from peer.drivers.base import DriverError
+from peer.drivers.descriptor import DescriptorError, ServiceDescriptor
+from peer.migration import wire
+from peer.peerclient import msgpack_response, read_msgpack
+from peer.placing import requirements
+from peer.records.record import RecordDecodeError, State
+from peer.services import PENDING_TTL, PendingCopy, ServiceManager, addr_of, split_addr
+from placement import admit
+
+log = logging.getLogger(__name__)
+
+
+def _refuse(message: str, status: int = 409) -> web.Response:
+    return msgpack_response({"error": message}, status=status)
+
+
+def _field(body: Any, key: str, kind: type) -> Any:
+    if not isinstance(body, dict) or not isinstance(body.get(key), kind):
+        raise web.HTTPBadRequest(reason=f"{key}: expected {kind.__name__}")
+    return body[key]
+
+
+class ReplicaHandlers:
+    def __init__(self, *, services: ServiceManager, agent: Any) -> None:
+        self.services = services
+        self.agent = agent
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_post(wire.REPLICATE, self.replicate)
+        app.router.add_post(wire.STATUS, self.status)
+        app.router.add_post(wire.ABORT, self.abort)
+        app.router.add_post(wire.REROUTE, self.reroute)
+        app.router.add_post(wire.RELEASE, self.release)
+        app.router.add_post(wire.PING, self.ping)
+
+    # -- at the AC -------------------------------------------------------------------------
+    async def replicate(self, request: web.Request) -> web.Response:
+        body = await read_msgpack(request)
+        mid, name = _field(body, "migration_id", str), _field(body, "name", str)
+        home = _field(body, "home", str)
+        try:
+            descriptor = ServiceDescriptor.from_msgpack(_field(body, "descriptor", bytes))
+        except DescriptorError as exc:
+            return _refuse(f"descriptor.{exc.field}: {exc}", status=422)
+        if descriptor.name != name:
+            return _refuse("descriptor name does not match", status=422)
+        services = self.services
+        pending = services.pending.get(name)
+        if pending is not None:
+            if pending.migration_id == mid:
+                return msgpack_response({"accepted": True})
+            return _refuse(f"another migration of {name} is arriving here")
+        if services.closing:
+            return _refuse("shutting down")
+        current = services.get(name)
+        if current is not None and current.location == services.here:
+            return _refuse(f"{name} already runs here")
+        rejection = admit(requirements(descriptor), self.agent.own_view())
+        if rejection is not None:
+            return _refuse(f"admission refused: {rejection.reason}")
+        copy = PendingCopy(migration_id=mid, descriptor=descriptor, home=home,
+                           deadline=time.monotonic() + PENDING_TTL)
+        services.pending[name] = copy
+        services.store.journal_put(f"target:{name}", {"migration_id": mid, "name": name})
+        copy.task = asyncio.create_task(self._start_copy(copy))
+        self.agent.load_changed()
+        return msgpack_response({"accepted": True})
+
+    async def _start_copy(self, copy: PendingCopy) -> None:
+        try:
+            instance, deploy_ms = await self.services.run_copy(copy.descriptor, home=copy.home)
+            copy.instance, copy.deploy_ms = instance, deploy_ms
+        except (DriverError, TimeoutError) as exc:
+            copy.error = str(exc)
+
+    async def status(self, request: web.Request) -> web.Response:
+        body = await read_msgpack(request)
+        mid, name = _field(body, "migration_id", str), _field(body, "name", str)
+        copy = self.services.pending.get(name)
+        if copy is None or copy.migration_id != mid:
+            record = self.services.get(name)
+            if record is not None and record.migration_id == mid and record.location == self.services.here:
+                return msgpack_response({"state": "ready", "instance": record.instance, "deploy_ms": None})
+            return _refuse(f"no migration {mid} of {name} here", status=404)
+        if copy.error is not None:
+            return msgpack_response({"state": "failed", "error": copy.error[-2000:]})
+        if copy.instance is None:
+            return msgpack_response({"state": "deploying"})
+        return msgpack_response({"state": "ready", "instance": addr_of(copy.instance), "deploy_ms": copy.deploy_ms})
+
+    async def abort(self, request: web.Request) -> web.Response:
+        body = await read_msgpack(request)
+        mid, name = _field(body, "migration_id", str), _field(body, "name", str)
+        services = self.services
+        async with services.lock(name):
+            copy = services.pending.get(name)
+            if copy is None or copy.migration_id != mid:
+                return msgpack_response({"aborted": False})
+            services.pending.pop(name, None)
+            if copy.task is not None:
+                copy.task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await copy.task
+            services.store.journal_close(f"target:{name}")
+            record = services.get(name)
+            if record is None or record.location != services.here:
+                with contextlib.suppress(DriverError):
+                    await services.stop_copy(name)
+        self.agent.load_changed()
+        return msgpack_response({"aborted": True})
+
+    # -- at the HC -------------------------------------------------------------------------
+    async def reroute(self, request: web.Request) -> web.Response:
+        body = await read_msgpack(request)
+        mid, name = _field(body, "migration_id", str), _field(body, "name", str)
+        location, instance = _field(body, "location", str), _field(body, "instance", str)
+        services = self.services
+        async with services.lock(name):
+            record = services.get(name)
+            if record is None or record.home != services.here:
+                return _refuse(f"{name} is not homed here", status=404)
+            expected = body.get("expect_location")
+            if expected is not None and record.location != expected:
+                return _refuse(f"{name} runs at {record.location}, not {expected}: stale migration")
+            host, port = split_addr(instance)
+            started = time.monotonic()
+            try:
+                result = await services.lb.route(name, host, port)
+            except LBError as exc:
+                return _refuse(f"reroute failed: {exc}", status=502)
+            committed = services.store.put_local(
+                replace(record, location=location, instance=instance, state=State.RUNNING, migration_id=mid),
+                here=services.here, now=time.time())
+            services.settle_arrival(name, mid)
+        await self.agent.publish(committed, frozenset())
+        return msgpack_response({
+            "record": wire.record_to_wire(committed),
+            "reroute_ms": getattr(result, "duration_ms", (time.monotonic() - started) * 1000.0),
+        })
+
+    # -- at the old location ---------------------------------------------------------------
+    async def release(self, request: web.Request) -> web.Response:
+        body = await read_msgpack(request)
+        try:
+            committed = wire.record_from_wire(body.get("record") if isinstance(body, dict) else None)
+        except RecordDecodeError as exc:
+            raise web.HTTPBadRequest(reason=f"record.{exc.field}: {exc}") from exc
+        services = self.services
+        async with services.lock(committed.name):
+            outcome = services.store.apply_remote(committed, here=services.here)
+            current = services.store.get(committed.name)
+            if current is not None and (current.tombstone or current.location != services.here):
+                with contextlib.suppress(DriverError):
+                    await services.stop_copy(committed.name)
+                if not current.tombstone and services.here not in (current.home, current.location):
+                    services.store.drop(committed.name)
+        self.agent.load_changed()
+        return msgpack_response({"released": True, "changed": outcome.changed})
+
+    async def ping(self, request: web.Request) -> web.Response:
+        await read_msgpack(request)
+        return msgpack_response({"cluster": self.services.here, "ok": True})

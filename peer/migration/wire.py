@@ -1,0 +1,22 @@
+"""Peer-API paths of the migration protocol and the record's wire form (msgpack, HMAC-signed)."""
+from __future__ import annotations
+
+from typing import Any
+
+from peer.records import record as rec
+from peer.records.record import Record
+
+REPLICATE = "/peer/v1/migration/replicate"  # coordinator -> AC: descriptor + home info; AC admits or refuses
+STATUS = "/peer/v1/migration/status"        # coordinator -> AC: is the copy ready? (wait stage)
+ABORT = "/peer/v1/migration/abort"          # coordinator -> AC: drop the copy (rollback)
+REROUTE = "/peer/v1/migration/reroute"      # coordinator -> HC: point the frontend at the AC, commit
+RELEASE = "/peer/v1/migration/release"      # coordinator -> old location: here is the committed record
+PING = "/peer/v1/ping"                      # fail-safe probe: is the peer's agent reachable?
+
+
+def record_to_wire(record: Record) -> dict[str, Any]:
+    return rec.encode(record)
+
+
+def record_from_wire(data: object) -> Record:
+    return rec.decode(data)

@@ -1,0 +1,320 @@
+"""Local copies and homed frontends: what this cluster runs and routes, kept in line with its records.
+
+The store is the truth; the driver (instances) and the load balancer (routes) are made to
+match it. Every change is committed to the store before it is acted on or acknowledged, so a
+crash at any point is repaired by `reconcile()` on the next start.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+
+from lb.balancer import LoadBalancer
+from lb.errors import LBError
+from peer.drivers.base import Driver, DriverError, Instance, ServiceNotFound
+from peer.drivers.descriptor import ServiceDescriptor
+from peer.records.merge import AdoptLocalCopy, Forget, MergeOutcome, Reroute, StopLocalCopy
+from peer.records.record import Record, State, descriptor_digest, tombstone_of
+from peer.records.store import RecordStore
+
+log = logging.getLogger(__name__)
+
+READY_TIMEOUT = 120.0
+PENDING_TTL = 120.0  # a copy started for a migration that never commits is removed after this
+
+Publisher = Callable[[Record, frozenset[str]], Awaitable[None]]
+
+
+class ServiceError(Exception):
+    """A service operation that cannot be done; `status` is the HTTP status it maps to."""
+
+    status = 409
+
+    def __init__(self, message: str, *, status: int | None = None, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+        if status is not None:
+            self.status = status
+
+
+@dataclass
+class PendingCopy:
+    """A copy started here for a migration whose record is not committed yet."""
+
+    migration_id: str
+    descriptor: ServiceDescriptor
+    home: str
+    deadline: float
+    task: asyncio.Task[None] | None = None
+    instance: Instance | None = None
+    deploy_ms: float | None = None
+    error: str | None = None
+
+
+def addr_of(instance: Instance) -> str:
+    host = f"[{instance.host}]" if ":" in instance.host else instance.host
+    return f"{host}:{instance.port}"
+
+
+def split_addr(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+class ServiceManager:
+    def __init__(self, *, here: str, store: RecordStore, driver: Driver, lb: LoadBalancer, publish: Publisher) -> None:
+        self.here = here
+        self.store = store
+        self.driver = driver
+        self.lb = lb
+        self._publish = publish
+        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self.pending: dict[str, PendingCopy] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.closing = False
+
+    def lock(self, name: str) -> asyncio.Lock:
+        return self._locks[name]
+
+    def records(self) -> list[Record]:
+        return self.store.all()
+
+    def get(self, name: str) -> Record | None:
+        record = self.store.get(name)
+        return None if record is None or record.tombstone else record
+
+    def descriptor_of(self, record: Record) -> ServiceDescriptor:
+        return ServiceDescriptor.from_msgpack(record.descriptor)
+
+    def usage(self) -> tuple[float, int, int]:
+        """Declared (cpu cores, memory bytes, slots) of what runs here or is about to."""
+        cpu, mem, slots = 0.0, 0, 0
+        descriptors = [self.descriptor_of(r) for r in self.records() if r.location == self.here]
+        descriptors += [p.descriptor for p in self.pending.values()]
+        for d in descriptors:
+            cpu += d.cpu_cores * d.replicas
+            mem += d.memory_bytes * d.replicas
+            slots += 1
+        return cpu, mem, slots
+
+    # -- local copies ----------------------------------------------------------------------
+    async def run_copy(self, descriptor: ServiceDescriptor, *, home: str) -> tuple[Instance, float]:
+        """Deploy and wait until ready; returns the instance and the deploy time in ms."""
+        started = time.monotonic()
+        try:
+            await self.driver.deploy(descriptor, home=home)
+            instance = await self.driver.wait_ready(descriptor.name, timeout=READY_TIMEOUT)
+        except BaseException:
+            with contextlib.suppress(DriverError):
+                await self.driver.delete(descriptor.name)
+            raise
+        return instance, (time.monotonic() - started) * 1000.0
+
+    async def stop_copy(self, name: str) -> None:
+        await self.driver.delete(name)
+
+    # -- admin operations ------------------------------------------------------------------
+    async def create(self, descriptor: ServiceDescriptor) -> Record:
+        """Deploy here as HC: instance first, then the record, then the route (crash-safe order)."""
+        name = descriptor.name
+        async with self.lock(name):
+            existing = self.store.get(name)
+            if existing is not None and not existing.tombstone:
+                raise ServiceError(f"service {name!r} already exists (home {existing.home})", field="name")
+            if name in self.pending:
+                raise ServiceError(f"service {name!r} is arriving here by migration", field="name")
+            if self.closing:
+                raise ServiceError("agent is shutting down", status=503)
+            frontend = await self.lb.open_frontend(name)
+            try:
+                instance, _ = await self.run_copy(descriptor, home=self.here)
+            except BaseException:
+                await self.lb.close_frontend(name)
+                raise
+            payload = descriptor.canonical_msgpack()
+            base = existing or Record(name=name, home=self.here, location=self.here, state=State.RUNNING,
+                                      digest="", descriptor=b"")
+            record = self.store.put_local(
+                replace(base, home=self.here, location=self.here, state=State.RUNNING, tombstone=False,
+                        digest=descriptor_digest(payload), descriptor=payload, instance=addr_of(instance),
+                        endpoint=f"{frontend[0]}:{frontend[1]}", migration_id=None),
+                here=self.here, now=time.time(),
+            )
+            await self.lb.route(name, instance.host, instance.port)
+        await self._publish(record, frozenset())
+        return record
+
+    async def delete(self, name: str) -> Record:
+        async with self.lock(name):
+            record = self.get(name)
+            if record is None:
+                raise ServiceError(f"no service {name!r}", status=404)
+            if record.home != self.here:
+                raise ServiceError(f"service {name!r} is homed at {record.home}; delete it there", status=409)
+            tomb = self.store.put_local(tombstone_of(record), here=self.here, now=time.time())
+            if record.location == self.here:
+                await self.stop_copy(name)
+            with contextlib.suppress(LBError):
+                await self.lb.close_frontend(name)
+        await self._publish(tomb, frozenset({record.location}))
+        return tomb
+
+    def settle_arrival(self, name: str, migration_id: str | None) -> None:
+        """A migration to here committed locally (this cluster wrote the record): the copy is no
+        longer pending. Remote commits settle through the AdoptLocalCopy action instead."""
+        pending = self.pending.get(name)
+        if pending is not None and pending.migration_id == migration_id:
+            self.pending.pop(name, None)
+            self.store.journal_close(f"target:{name}")
+
+    # -- reacting to replicated records ----------------------------------------------------
+    def apply_soon(self, outcome: MergeOutcome) -> None:
+        """Act on a merge outcome in the background, under the service's lock (migrations hold it)."""
+        if outcome.conflict:
+            log.warning("conflict on %s resolved to location=%s (clock %s)", outcome.result.name,
+                        outcome.result.location, outcome.result.vclock)
+        if not outcome.actions:
+            return
+        task = asyncio.create_task(self._apply(outcome))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _apply(self, outcome: MergeOutcome) -> None:
+        name = outcome.result.name
+        async with self.lock(name):
+            for action in outcome.actions:
+                try:
+                    await self._act(action)
+                except (DriverError, LBError) as exc:
+                    log.error("%s on %s failed: %s", type(action).__name__, name, exc)
+
+    async def _act(self, action: StopLocalCopy | AdoptLocalCopy | Reroute | Forget) -> None:
+        current = self.store.get(action.name)
+        if isinstance(action, StopLocalCopy):
+            pending = self.pending.get(action.name)
+            if pending is None:
+                log.info("stopping local copy of %s (record says it runs at %s)", action.name,
+                         current.location if current else "?")
+                await self.stop_copy(action.name)
+        elif isinstance(action, AdoptLocalCopy):
+            if current is None or current.tombstone:
+                return
+            if self.pending.pop(action.name, None) is not None:
+                self.store.journal_close(f"target:{action.name}")
+                # Write it back: this cluster enters the clock (tombstone GC relies on it).
+                adopted = self.store.put_local(replace(current, state=State.RUNNING), here=self.here, now=time.time())
+                await self._publish(adopted, frozenset())
+            else:
+                await self.ensure_local_copy(current)
+        elif isinstance(action, Reroute):
+            if current is not None and current.home == self.here and not current.tombstone:
+                await self.ensure_route(current)
+        elif isinstance(action, Forget):
+            if current is not None and current.home != self.here:
+                with contextlib.suppress(LBError):
+                    await self.lb.close_frontend(action.name)
+            if current is not None and not current.tombstone and self.here not in (current.home, current.location):
+                self.store.drop(action.name)
+
+    async def ensure_local_copy(self, record: Record) -> Record:
+        """The record says a copy runs here: adopt it if it is alive, else start one."""
+        try:
+            instance = await self.driver.status(record.name)
+            alive = instance.state.value in ("ready", "starting")
+        except ServiceNotFound:
+            alive = False
+        if not alive:
+            instance, _ = await self.run_copy(self.descriptor_of(record), home=record.home)
+        if record.instance != addr_of(instance):
+            record = self.store.put_local(replace(record, instance=addr_of(instance), state=State.RUNNING),
+                                          here=self.here, now=time.time())
+            if record.home == self.here:
+                await self.ensure_route(record)
+            await self._publish(record, frozenset())
+        return record
+
+    async def ensure_route(self, record: Record) -> None:
+        """The HC's frontend must exist and point at the record's instance."""
+        port = split_addr(record.endpoint)[1] if record.endpoint else None
+        await self.lb.open_frontend(record.name, port=port)
+        if record.instance and self.lb.current_route(record.name) != split_addr(record.instance):
+            host, p = split_addr(record.instance)
+            await self.lb.route(record.name, host, p)
+
+    def on_driver_event(self, name: str, kind: str, detail: str) -> None:
+        """A restarted instance may answer on a new port: update the record (the HC reroutes)."""
+        if kind not in ("restart", "ready"):
+            return
+        record = self.get(name)
+        if record is None or record.location != self.here or name in self.pending:
+            return
+        task = asyncio.create_task(self._refresh_instance(name))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _refresh_instance(self, name: str) -> None:
+        async with self.lock(name):
+            record = self.get(name)
+            if record is None or record.location != self.here:
+                return
+            with contextlib.suppress(DriverError, LBError):
+                instance = await self.driver.status(name)
+                if record.instance != addr_of(instance):
+                    record = self.store.put_local(replace(record, instance=addr_of(instance)),
+                                                  here=self.here, now=time.time())
+                    if record.home == self.here:
+                        await self.ensure_route(record)
+                    await self._publish(record, frozenset())
+
+    # -- after a restart -------------------------------------------------------------------
+    async def reconcile(self) -> None:
+        """Make instances and routes match the records after a (re)start."""
+        running = {i.name: i for i in await self.driver.adopt()}
+        open_targets = {mid for mid, _ in self.store.journal_open() if mid.startswith("target:")}
+        for record in self.records():
+            try:
+                if record.location == self.here:
+                    await self.ensure_local_copy(record)
+                elif record.home == self.here:
+                    await self.ensure_route(record)
+            except (DriverError, LBError) as exc:
+                log.error("could not restore %s: %s", record.name, exc)
+        live_here = {r.name for r in self.records() if r.location == self.here}
+        for name in running:
+            if name not in live_here:
+                log.info("removing orphan copy %s (no record says it runs here)", name)
+                with contextlib.suppress(DriverError):
+                    await self.driver.delete(name)
+        for mid in open_targets:
+            self.store.journal_close(mid)
+        homed = {r.name for r in self.records() if r.home == self.here}
+        for name in list(self.lb.routes()):
+            if name not in homed:
+                with contextlib.suppress(LBError):
+                    await self.lb.close_frontend(name)
+
+    async def expire_pending(self) -> None:
+        """Drop copies started for migrations that never committed (coordinator died or aborted)."""
+        now = time.monotonic()
+        for name, pending in list(self.pending.items()):
+            if pending.deadline < now:
+                async with self.lock(name):
+                    if self.pending.get(name) is pending:
+                        log.warning("migration %s of %s never committed; removing the copy", pending.migration_id, name)
+                        self.pending.pop(name, None)
+                        self.store.journal_close(f"target:{name}")
+                        record = self.get(name)
+                        if record is None or record.location != self.here:
+                            with contextlib.suppress(DriverError):
+                                await self.stop_copy(name)
+
+    async def close(self) -> None:
+        self.closing = True
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -1,0 +1,206 @@
+"""Migrations between real agents (Serf, HAProxy, service processes) on loopback addresses."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from chaos.load import run_load
+from peer.waiting import wait_until
+from tests.harness import Federation, dump_logs, federation
+
+pytestmark = pytest.mark.integration
+
+ADDRS = {"c1": "127.0.0.31", "c2": "127.0.0.32", "c3": "127.0.0.33"}
+DESCRIPTOR = {
+    "name": "classifier", "port": 8080, "cpu": 0.5, "memory": "128Mi", "health": {"path": "/healthz"},
+    "command": [sys.executable, "-m", "peer.samples.classifier", "--host", "{host}", "--port", "{port}"],
+}
+
+
+async def start(fed: Federation, names: tuple[str, ...] = ("c1", "c2", "c3"),
+                env: dict[str, dict[str, str]] | None = None) -> None:
+    for name in names:
+        join = [] if name == "c1" else [ADDRS["c1"]]
+        agent = fed.add(name, ADDRS[name], join=join)
+        agent.env = (env or {}).get(name, {})
+        agent.start()
+    for name in names:
+        await fed.wait_healthy(name)
+
+    async def ready() -> bool:
+        members = await fed.get("c1", "/v1/members")
+        return sum(1 for m in members if m["status"] == "alive" and m["load"]) == len(names)
+
+    await wait_until(ready, timeout=20, what="all members alive with load")
+
+
+async def served_by(fed: Federation, endpoint: str) -> str | None:
+    assert fed.session is not None
+    try:
+        async with fed.session.get(f"http://{endpoint}/", timeout=aiohttp.ClientTimeout(total=2)) as r:
+            return (await r.json())["cluster"] if r.status == 200 else None
+    except (aiohttp.ClientError, asyncio.TimeoutError):
+        return None
+
+
+async def records(fed: Federation, names: tuple[str, ...] = ("c1", "c2", "c3")) -> dict[str, list[dict[str, Any]]]:
+    return {n: await fed.get(n, "/v1/services") for n in names}
+
+
+async def running_copies(fed: Federation, names: tuple[str, ...] = ("c1", "c2", "c3")) -> dict[str, list[str]]:
+    out = {}
+    for n in names:
+        out[n] = [i["name"] for i in await fed.get(n, "/v1/instances") if i["state"] in ("ready", "starting")]
+    return out
+
+
+async def settled_at(fed: Federation, location: str, names: tuple[str, ...] = ("c1", "c2", "c3")) -> bool:
+    """Exactly one copy (at `location`), HC (c1) routes there, and HC and AC agree on the record."""
+    copies = await running_copies(fed, names)
+    if [n for n, c in copies.items() if "classifier" in c] != [location]:
+        return False
+    recs = await records(fed, names)
+    keepers = {n: r for n, rs in recs.items() for r in rs if r["name"] == "classifier"}
+    expected = {"c1", location}
+    if set(keepers) != expected:
+        return False
+    views = {json.dumps({k: r[k] for k in ("home", "location", "state", "vclock", "instance")}, sort_keys=True)
+             for r in keepers.values()}
+    return len(views) == 1 and keepers["c1"]["location"] == location
+
+
+def expect_roles(recs: dict[str, list[dict[str, Any]]], location: str) -> None:
+    for name, rs in recs.items():
+        roles = [r["role"] for r in rs if r["name"] == "classifier"]
+        if name == "c1":
+            assert roles == (["LR"] if location == "c1" else ["AR"]), recs
+        elif name == location:
+            assert roles == ["FR"], recs
+        else:
+            assert roles == [], recs
+
+
+async def test_migrate_then_multi_hop_keeps_records_and_routes_right(tmp_path: Path) -> None:
+    async with federation(tmp_path) as fed:
+        try:
+            await start(fed)
+            created = await fed.call("c1", "POST", "/v1/services", DESCRIPTOR, expect=201)
+            assert created["role"] == "LR" and created["endpoint"].startswith(ADDRS["c1"] + ":")
+            endpoint = created["endpoint"]
+            assert await served_by(fed, endpoint) == "c1"
+
+            first = await fed.call("c1", "POST", "/v1/services/classifier/migrate", {"target": "c2"})
+            assert first["outcome"] == "succeeded" and first["target"] == "c2"
+            for stage in ("pr", "replication", "wait", "reroute", "cleanup", "deploy"):
+                assert isinstance(first[stage], float) and first[stage] >= 0, stage
+            assert await served_by(fed, endpoint) == "c2"
+            await wait_until(lambda: settled_at(fed, "c2"), timeout=15, what="settled at c2")
+            expect_roles(await records(fed), "c2")
+
+            # Fig. 4, Migration 2: the AC moves the foreign service on; the HC reroutes; c2 forgets.
+            second = await fed.call("c2", "POST", "/v1/services/classifier/migrate", {"target": "c3"})
+            assert second["outcome"] == "succeeded" and second["coordinator"] == "c2"
+            assert await served_by(fed, endpoint) == "c3"
+            await wait_until(lambda: settled_at(fed, "c3"), timeout=15, what="settled at c3")
+            expect_roles(await records(fed), "c3")
+            history = await fed.get("c1", "/v1/migrations")
+            assert history[0]["service"] == "classifier" and history[0]["target"] == "c2"
+
+            # Placement chooses when no target is given; it never picks where the service runs.
+            third = await fed.call("c1", "POST", "/v1/services/classifier/migrate", {})
+            assert third["target"] in ("c1", "c2") and third["candidates"]
+            await wait_until(lambda: settled_at(fed, third["target"]), timeout=15, what="settled after placement")
+        except BaseException:
+            print(dump_logs(fed))
+            raise
+
+
+async def test_planned_migrations_under_load_lose_no_request(tmp_path: Path) -> None:
+    async with federation(tmp_path) as fed:
+        try:
+            await start(fed)
+            endpoint = (await fed.call("c1", "POST", "/v1/services", DESCRIPTOR, expect=201))["endpoint"]
+            stop = asyncio.Event()
+            load = asyncio.create_task(run_load([f"http://{endpoint}/"], rate=200, stop=stop, timeout=5.0))
+            hops = [("c1", "c2"), ("c1", "c3"), ("c1", "c1"), ("c1", "c3"), ("c3", "c2"), ("c1", "c1")]
+            for coordinator, target in hops:
+                result = await fed.call(coordinator, "POST", "/v1/services/classifier/migrate", {"target": target})
+                assert result["outcome"] == "succeeded"
+            stop.set()
+            outcome = await load
+            failed = [s for s in outcome.samples if not s.ok]
+            assert len(outcome.samples) > 200
+            assert failed == [], failed[:5]
+            assert {"c1", "c2", "c3"} <= set(outcome.served_by())
+        except BaseException:
+            print(dump_logs(fed))
+            raise
+
+
+async def test_failsafe_redeploys_at_home_when_the_ac_dies(tmp_path: Path) -> None:
+    async with federation(tmp_path) as fed:
+        try:
+            await start(fed)
+            endpoint = (await fed.call("c1", "POST", "/v1/services", DESCRIPTOR, expect=201))["endpoint"]
+            await fed.call("c1", "POST", "/v1/services/classifier/migrate", {"target": "c2"})
+            assert await served_by(fed, endpoint) == "c2"
+            state = json.loads((fed.agents["c2"].data_dir / "services" / "classifier" / "instance.json").read_text())
+            # The whole AC goes: its agent (with Serf) and the service it ran.
+            fed.agents["c2"].kill()
+            os.killpg(state["pgid"], signal.SIGKILL)
+            killed = time.monotonic()
+            await wait_until(lambda: _served_by_is(fed, endpoint, "c1"), timeout=30, interval=0.02,
+                             what="HC serves again")
+            downtime = time.monotonic() - killed
+            print(f"fail-safe: serving again {downtime:.2f}s after the AC died")
+            history = await fed.get("c1", "/v1/migrations")
+            failsafe = history[0]
+            assert failsafe["kind"] == "failsafe" and failsafe["outcome"] == "succeeded"
+            assert "haproxy" in failsafe["reason"] or "serf" in failsafe["reason"]
+            recs = await fed.get("c1", "/v1/services")
+            assert recs[0]["role"] == "LR" and recs[0]["location"] == "c1"
+            assert downtime < 5.0, "HAProxy checks plus a peer ping should beat Serf's 4-5 s detection"
+        except BaseException:
+            print(dump_logs(fed))
+            raise
+
+
+async def _served_by_is(fed: Federation, endpoint: str, cluster: str) -> bool:
+    return await served_by(fed, endpoint) == cluster
+
+
+@pytest.mark.parametrize("failpoint,final", [
+    ("migration.after_replication", "c1"),
+    ("migration.before_reroute", "c1"),
+    ("migration.after_route", "c2"),
+    ("migration.after_commit", "c2"),
+])
+async def test_coordinator_killed_mid_migration_recovers_to_one_routed_copy(
+    tmp_path: Path, failpoint: str, final: str
+) -> None:
+    async with federation(tmp_path) as fed:
+        try:
+            await start(fed, ("c1", "c2"), env={"c1": {"ROAM_FAILPOINTS": f"{failpoint}=exit"}})
+            endpoint = (await fed.call("c1", "POST", "/v1/services", DESCRIPTOR, expect=201))["endpoint"]
+            with pytest.raises((aiohttp.ClientError, AssertionError, asyncio.TimeoutError)):
+                await fed.call("c1", "POST", "/v1/services/classifier/migrate", {"target": "c2"})
+            c1 = fed.agents["c1"]
+            assert c1.proc is not None and c1.proc.wait(timeout=10) == 137
+            c1.env = {}
+            c1.start()
+            await fed.wait_healthy("c1")
+            await wait_until(lambda: settled_at(fed, final, ("c1", "c2")), timeout=30, what=f"one copy at {final}")
+            assert await served_by(fed, endpoint) == final
+            expect_roles(await records(fed, ("c1", "c2")), final)
+        except BaseException:
+            print(dump_logs(fed))
+            raise
