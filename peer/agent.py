@@ -18,7 +18,7 @@ from aiohttp import web
 
 from lb.balancer import LoadBalancer
 from peer.api.admin import add_admin_routes
-from peer.api.http import MAX_BODY, bearer_auth_middleware, error_middleware
+from peer.api.http import MAX_BODY, bearer_auth_middleware, error_middleware, rate_limit_middleware
 from peer.api.services import add_service_routes
 from peer.config import AgentConfig
 from peer.credentials import Credentials, load_credentials
@@ -30,7 +30,9 @@ from peer.metrics import Metrics
 from peer.migration.engine import MigrationEngine
 from peer.migration.failsafe import FailSafe
 from peer.migration.history import MigrationLog
+from peer.migration.policy import PolicyTriggers
 from peer.migration.replica import ReplicaHandlers
+from peer.linkprobe import LinkProbe
 from peer.peerclient import PeerClient, PeerError, peer_auth_middleware
 from peer.placing import views as build_views
 from peer.records.antientropy import AntiEntropy
@@ -38,7 +40,7 @@ from peer.records.merge import MergeOutcome
 from peer.records.record import Record, interested
 from peer.records.store import RecordStore
 from peer.services import ServiceManager
-from placement import ClusterView
+from placement import ClusterView, Thresholds
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,7 @@ class Agent:
         self.history: MigrationLog | None = None
         self.client: PeerClient | None = None
         self.antientropy: AntiEntropy | None = None
+        self.probe: LinkProbe | None = None
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[Any]] = set()
@@ -79,8 +82,12 @@ class Agent:
             self.gossip.set_load(self.current_load())
 
     def cluster_views(self) -> dict[str, ClusterView]:
+        bandwidth = self.probe.bandwidth() if self.probe else None
         return build_views(self.membership.all(), here=self.here, own_load=self.current_load(),
-                           accepting=self.accepting)
+                           accepting=self.accepting, bandwidth=bandwidth)
+
+    def homes_services(self) -> bool:
+        return self.services is not None and any(r.home == self.here for r in self.services.records())
 
     def own_view(self) -> ClusterView:
         return self.cluster_views()[self.here]
@@ -127,6 +134,7 @@ class Agent:
         await self.driver.start()
         self.antientropy = AntiEntropy(store=self.store, here=self.here, client=self.client,
                                        on_outcome=self._on_outcome)
+        self.probe = LinkProbe(agent=self, client=self.client)
         self.engine = MigrationEngine(here=self.here, services=self.services, client=self.client,
                                       history=self.history, agent=self, policy=self.config.policy)
         await self.services.reconcile()
@@ -137,8 +145,16 @@ class Agent:
         await self._start_http()
         await self.engine.recover()
         failsafe = FailSafe(services=self.services, client=self.client, history=self.history, agent=self)
-        for name, coro in (("failsafe", failsafe.run()), ("anti-entropy", self._anti_entropy_loop()),
-                           ("housekeeping", self._housekeeping_loop())):
+        loops: list[tuple[str, Coroutine[Any, Any, None]]] = [
+            ("failsafe", failsafe.run()), ("anti-entropy", self._anti_entropy_loop()),
+            ("housekeeping", self._housekeeping_loop()),
+        ]
+        if self.config.auto_migrate:
+            assert self.probe is not None
+            policy = PolicyTriggers(services=self.services, engine=self.engine, agent=self,
+                                    thresholds=self.config.thresholds)
+            loops += [("link-probe", self.probe.run()), ("policy", policy.run())]
+        for name, coro in loops:
             self._tasks.append(asyncio.create_task(coro, name=f"{self.here}:{name}"))
 
     def _make_driver(self) -> Driver:
@@ -164,7 +180,7 @@ class Agent:
         assert self.creds is not None and self.antientropy and self.services
         app = web.Application(
             client_max_size=PEER_BODY_LIMIT,
-            middlewares=[error_middleware, bearer_auth_middleware(self.creds.admin_token),
+            middlewares=[error_middleware, rate_limit_middleware(), bearer_auth_middleware(self.creds.admin_token),
                          peer_auth_middleware(self.creds.federation_secret)],
         )
         app["admin_body_limit"] = MAX_BODY
@@ -172,6 +188,7 @@ class Agent:
         add_service_routes(app, self)
         self.antientropy.add_routes(app)
         ReplicaHandlers(services=self.services, agent=self).add_routes(app)
+        LinkProbe.add_routes(app)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.addr, self.config.api_port, ssl_context=self._ssl_context())

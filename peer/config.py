@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from placement import InvalidThresholds, Thresholds
+
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 TIER_RE = re.compile(r"^[a-z0-9]([-a-z0-9_.]{0,30}[a-z0-9])?$")
 
@@ -61,6 +63,7 @@ class AgentConfig:
     kubernetes: KubernetesSettings = field(default_factory=KubernetesSettings)
     policy: str = "balanced"
     auto_migrate: bool = True
+    thresholds: Thresholds = field(default_factory=Thresholds)
     tls_cert: Path | None = None
     tls_key: Path | None = None
     serf_binary: str = "serf"
@@ -149,7 +152,7 @@ def load_toml(path: Path) -> dict[str, Any]:
 _TOML_KEYS = {
     "name", "addr", "api_port", "gossip_port", "rpc_port", "join", "tier", "data_dir", "driver",
     "lb_ports", "lb_slots", "service_ports", "token_file", "secret_file", "capacity", "kubernetes",
-    "policy", "auto_migrate", "tls_cert", "tls_key",
+    "policy", "auto_migrate", "tls_cert", "tls_key", "triggers",
 }
 
 
@@ -203,6 +206,10 @@ def build_config(args: argparse.Namespace) -> AgentConfig:
         memory=parse_memory(cap_file.get("memory", _host_memory()), what="capacity.memory"),
         slots=int(cap_file.get("slots", 16)),
     )
+    if getattr(args, "cpu", None) is not None:
+        capacity = Capacity(cpu=args.cpu, memory=capacity.memory, slots=capacity.slots)
+    if getattr(args, "memory", None) is not None:
+        capacity = Capacity(cpu=capacity.cpu, memory=parse_memory(args.memory, what="--memory"), slots=capacity.slots)
     if capacity.cpu <= 0 or capacity.memory <= 0 or capacity.slots < 0:
         raise ConfigError("capacity: cpu and memory must be > 0, slots >= 0")
     if getattr(args, "slots", None) is not None:
@@ -219,6 +226,19 @@ def build_config(args: argparse.Namespace) -> AgentConfig:
     tls_cert, tls_key = pick("tls_cert"), pick("tls_key")
     if bool(tls_cert) != bool(tls_key):
         raise ConfigError("--tls-cert and --tls-key must be given together")
+    triggers = file.get("triggers", {})
+    if not isinstance(triggers, dict):
+        raise ConfigError("triggers: expected a table")
+    known = set(Thresholds.__dataclass_fields__)
+    bad = sorted(set(triggers) - known)
+    if bad:
+        raise ConfigError(f"triggers: unknown key {bad[0]!r} (known: {', '.join(sorted(known))})")
+    if getattr(args, "dwell", None) is not None:
+        triggers = {**triggers, "min_dwell_s": args.dwell}
+    try:
+        thresholds = Thresholds(**{k: float(v) for k, v in triggers.items()})
+    except (InvalidThresholds, TypeError, ValueError) as exc:
+        raise ConfigError(f"triggers: {exc}") from exc
     auto = pick("auto_migrate", True)
     if getattr(args, "no_auto_migrate", False):
         auto = False
@@ -241,6 +261,7 @@ def build_config(args: argparse.Namespace) -> AgentConfig:
         kubernetes=kube,
         policy=str(pick("policy", "balanced")),
         auto_migrate=bool(auto),
+        thresholds=thresholds,
         tls_cert=Path(tls_cert) if tls_cert else None,
         tls_key=Path(tls_key) if tls_key else None,
     )

@@ -96,7 +96,8 @@ class Federation:
                 "--token-file", str(token)]
         for j in join or []:
             args += ["--join", j]
-        args += extra or []
+        # Tests drive migrations explicitly; policy triggers have tests of their own.
+        args += extra if extra is not None else ["--no-auto-migrate"]
         agent = AgentProc(name=name, addr=addr, data_dir=data, args=args, log_path=self.base / f"{name}.log",
                           netns=netns)
         self.agents[name] = agent

@@ -1,4 +1,4 @@
-"""Cross-cutting HTTP behaviour of the admin API: JSON errors and bearer-token auth.
+"""Cross-cutting HTTP behaviour of the admin API: JSON errors, bearer-token auth, rate limit.
 
 Every error leaves as JSON naming what was wrong; nothing escapes as an HTML page or a bare 500.
 """
@@ -7,7 +7,11 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import math
+import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -17,6 +21,11 @@ log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 OPEN_PATHS = frozenset({"/v1/health"})
 MAX_BODY = 64 * 1024
+#: Admin requests per second per client IP, and the burst allowed above that rate.
+RATE_LIMIT = 50.0
+RATE_BURST = 100.0
+#: Client IPs tracked at once; the least recently seen is forgotten first.
+RATE_CLIENTS = 4096
 
 
 class APIError(Exception):
@@ -90,6 +99,82 @@ def bearer_auth_middleware(token: str) -> Callable[..., Awaitable[web.StreamResp
     return auth
 
 
+@dataclass
+class TokenBucket:
+    """`rate` tokens per second up to `burst`; time is passed in, so this is plain arithmetic."""
+
+    rate: float
+    burst: float
+    tokens: float
+    updated: float
+
+    def take(self, now: float) -> float:
+        """Take one token: 0.0 if granted, else the seconds until one is available."""
+        self.tokens = min(self.burst, self.tokens + max(0.0, now - self.updated) * self.rate)
+        self.updated = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return 0.0
+        return (1.0 - self.tokens) / self.rate
+
+
+class RateLimiter:
+    """One token bucket per client key, in a bounded LRU table. Forgetting a client only ever
+    gives it a full bucket again, so the bound costs accuracy, never availability."""
+
+    def __init__(self, *, rate: float = RATE_LIMIT, burst: float = RATE_BURST, max_clients: int = RATE_CLIENTS) -> None:
+        if rate <= 0 or burst < 1:
+            raise ValueError("rate must be > 0 and burst >= 1")
+        self.rate = rate
+        self.burst = burst
+        self.max_clients = max_clients
+        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def check(self, key: str, *, now: float) -> float:
+        """0.0 to let a request from `key` through, else how long it should wait."""
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = TokenBucket(rate=self.rate, burst=self.burst, tokens=self.burst, updated=now)
+            self._buckets[key] = bucket
+            while len(self._buckets) > self.max_clients:
+                self._buckets.popitem(last=False)
+        else:
+            self._buckets.move_to_end(key)
+        return bucket.take(now)
+
+
+def rate_limit_middleware(
+    limiter: RateLimiter | None = None, *, clock: Callable[[], float] = time.monotonic
+) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """429 (JSON, with Retry-After) for an admin client over its rate. Runs before the token
+    check, so guessing tokens is throttled too. `/v1/health` (liveness probes) and the peer API
+    (`/peer/`, HMAC-signed, replication must never be throttled) are exempt."""
+    limits = limiter if limiter is not None else RateLimiter()
+
+    @web.middleware
+    async def rate_limit(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path in OPEN_PATHS or request.path.startswith("/peer/"):
+            return await handler(request)
+        wait = limits.check(request.remote or "?", now=clock())
+        if wait > 0.0:
+            retry = max(1, math.ceil(wait))
+            return web.json_response(
+                error_body(f"rate limit of {limits.rate:g} requests/s exceeded; retry in {retry}s", status=429),
+                status=429,
+                headers={"Retry-After": str(retry)},
+            )
+        return await handler(request)
+
+    return rate_limit
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
 async def read_json(request: web.Request) -> Any:
     """Parse a JSON body; 415/400 name the problem rather than passing garbage on."""
     ctype = request.content_type
@@ -103,6 +188,9 @@ async def read_json(request: web.Request) -> Any:
     if not raw:
         raise APIError("request body is empty; expected JSON")
     try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        # NaN/Infinity are not JSON; ValueError also covers integers over Python's digit limit.
+        return json.loads(raw, parse_constant=_refuse_constant)
+    except ValueError as exc:
         raise APIError(f"body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise APIError("body is not acceptable JSON: nested too deeply") from exc

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import aiohttp
+from aiohttp import web
 
 from peer.samples.running import run
 
@@ -67,10 +68,11 @@ async def run_stream(
     timeout: float = 2.0,
     stop: asyncio.Event | None = None,
     report_every: float | None = None,
+    stats: StreamStats | None = None,
 ) -> StreamStats:
     """Send frames at `rate` per second until `count`, `duration` or `stop`; wait for answers."""
     stop = stop or asyncio.Event()
-    stats = StreamStats()
+    stats = stats if stats is not None else StreamStats()
     rng = random.Random(0)
     pending: set[asyncio.Task[None]] = set()
     began = time.monotonic()
@@ -101,15 +103,38 @@ async def run_stream(
     return stats
 
 
+async def _status_server(host: str, port: int, stats: StreamStats) -> web.AppRunner:
+    """When run as a roam service: /healthz for readiness and / with the running counts."""
+    async def status(request: web.Request) -> web.Response:
+        return web.json_response(stats.summary())
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
+
+    app = web.Application()
+    app.router.add_get("/", status)
+    app.router.add_get("/healthz", healthz)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner
+
+
 async def _main(args: argparse.Namespace) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    stats = await run_stream(
-        args.url, rate=args.rate, frame_bytes=args.frame_bytes, count=args.count, duration=args.duration,
-        timeout=args.timeout, stop=stop, report_every=args.report_every,
-    )
+    stats = StreamStats()
+    runner = await _status_server(args.host, args.port, stats) if args.port else None
+    try:
+        stats = await run_stream(
+            args.url, rate=args.rate, frame_bytes=args.frame_bytes, count=args.count, duration=args.duration,
+            timeout=args.timeout, stop=stop, report_every=args.report_every, stats=stats,
+        )
+    finally:
+        if runner is not None:
+            await runner.cleanup()
     print(json.dumps({"final": True, **stats.summary()}), flush=True)
 
 
@@ -122,6 +147,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--duration", type=float, help="stop after this many seconds")
     parser.add_argument("--timeout", type=float, default=2.0, help="per-frame timeout, seconds")
     parser.add_argument("--report-every", type=float, default=1.0, help="progress line period, 0 = none")
+    parser.add_argument("--host", default="127.0.0.1", help="address of the status server (with --port)")
+    parser.add_argument("--port", type=int, help="serve /healthz and / (counts) here, as a roam service")
     args = parser.parse_args(argv)
     if args.rate <= 0 or args.frame_bytes < 0:
         parser.error("--rate must be > 0 and --frame-bytes >= 0")

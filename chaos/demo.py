@@ -1,0 +1,247 @@
+"""`make demo`: the paper's use case (III-B) on this machine, with real parts.
+
+Three clusters in network namespaces (deep-edge, edge, cloud), each with a real roam agent
+(Serf, HAProxy, process driver). A stream source and a classifier are homed at the deep edge;
+a client sends classifier requests through the classifier's HC endpoint for the whole run,
+while a bandwidth script plays on the links:
+
+  good      links unshaped       -> the classifier moves out (to the cloud, most compute)
+  degraded  cloud link 4 Mbit/s  -> it moves to the edge
+  outage    deep edge cut off    -> fail-safe: back home at the deep edge
+  recovery  everything healed    -> it moves out again
+
+Users never change endpoint. Exits non-zero if an invariant broke.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from chaos.demo_report import DemoResult, Phase
+from chaos.faults import Bandwidth, Partition
+from chaos.load import LiveCounter, run_load
+from chaos.netns import Testbed, install_emergency_cleanup
+from peer.waiting import WaitTimeout, wait_until
+
+CLUSTERS = {"deep-edge": ("1", "1Gi"), "edge": ("4", "4Gi"), "cloud": ("16", "16Gi")}
+PREFIX = "roamdemo"
+DWELL = "6"
+RATE = 40.0
+
+
+class Demo:
+    def __init__(self, *, report_dir: Path, work: Path) -> None:
+        self.report_dir = report_dir
+        self.work = work
+        self.token = secrets.token_urlsafe(24)
+        self.result = DemoResult(mode="netns", clock_offset=time.time() - time.monotonic())
+        self.live = LiveCounter()
+        self.addrs: dict[str, str] = {}
+        self.session: aiohttp.ClientSession | None = None
+        self.endpoint = ""
+        self._seen: set[str] = set()
+        self._where: str | None = None
+        self.t0 = time.monotonic()
+
+    # -- output ----------------------------------------------------------------------------
+    def say(self, text: str, **event: Any) -> None:
+        t = time.monotonic() - self.t0
+        print(f"[{t:6.1f}s] {text}", flush=True)
+        self.result.events.append({"t": round(t, 3), "text": text, **event})
+
+    # -- admin API -------------------------------------------------------------------------
+    async def api(self, cluster: str, method: str, path: str, body: Any = None) -> Any:
+        assert self.session is not None
+        url = f"http://{self.addrs[cluster]}:7070{path}"
+        async with self.session.request(method, url, json=body, headers={"Authorization": f"Bearer {self.token}"},
+                                        timeout=aiohttp.ClientTimeout(total=60)) as r:
+            data = await r.json(content_type=None)
+            if r.status >= 400:
+                raise RuntimeError(f"{method} {path} at {cluster}: {r.status} {data}")
+            return data
+
+    # -- the run ---------------------------------------------------------------------------
+    async def start_agents(self, tb: Testbed) -> None:
+        secret, token = self.work / "secret", self.work / "token"
+        for path, value in ((secret, secrets.token_urlsafe(32)), (token, self.token)):
+            path.write_text(value)
+            path.chmod(0o600)
+        seed = self.addrs["deep-edge"]
+        for name, (cpu, mem) in CLUSTERS.items():
+            args = ["--tier", name, "--cpu", cpu, "--memory", mem, "--dwell", DWELL,
+                    "--secret-file", str(secret), "--token-file", str(token)]
+            if name != "deep-edge":
+                args += ["--join", seed]
+            await tb.start_agent(name, extra_args=args, data_dir=self.work / name, log_path=self.work / f"{name}.log")
+        for name in CLUSTERS:
+            await wait_until(self._health(name), timeout=30, what=f"{name} up")
+
+        async def joined() -> bool:
+            members = await self.api("deep-edge", "GET", "/v1/members")
+            return sum(1 for m in members if m["status"] == "alive" and m["load"]) == len(CLUSTERS)
+
+        await wait_until(joined, timeout=30, what="federation joined")
+        self.say("federation up: " + ", ".join(f"{n} ({a})" for n, a in self.addrs.items()))
+
+    def _health(self, name: str) -> Callable[[], Awaitable[Any]]:
+        return lambda: self.api(name, "GET", "/v1/health")
+
+    async def deploy(self) -> None:
+        classifier = {
+            "name": "classifier", "port": 8080, "cpu": 0.5, "memory": "128Mi", "health": {"path": "/healthz"},
+            "command": [sys.executable, "-m", "peer.samples.classifier", "--host", "{host}", "--port", "{port}"],
+        }
+        record = await self.api("deep-edge", "POST", "/v1/services", classifier)
+        self.endpoint = record["endpoint"]
+        self._where = record["location"]
+        stream = {
+            "name": "stream", "port": 8081, "cpu": 0.1, "memory": "64Mi", "constraints": {"tiers": ["deep-edge"]},
+            "health": {"path": "/healthz"},
+            "command": [sys.executable, "-m", "peer.samples.stream", f"http://{self.endpoint}/classify",
+                        "--rate", "5", "--report-every", "0", "--host", "{host}", "--port", "{port}"],
+        }
+        try:
+            await self.api("deep-edge", "POST", "/v1/services", stream)
+            self.say("deployed stream source (pinned to deep-edge) and classifier, both homed at deep-edge; "
+                     f"classifier endpoint {self.endpoint}")
+        except RuntimeError as exc:
+            self.say(f"stream source not deployed ({exc}); the demo client plays the cameras")
+
+    async def watch(self) -> None:
+        """The live timeline: migrations with their stages, and where the classifier runs."""
+        while True:
+            await asyncio.sleep(0.5)
+            try:
+                history = await self.api("deep-edge", "GET", "/v1/migrations")
+                record = await self.api("deep-edge", "GET", "/v1/services/classifier")
+            except (RuntimeError, aiohttp.ClientError, asyncio.TimeoutError):
+                continue
+            for m in reversed(history):
+                if m["service"] != "classifier" or m["outcome"] == "running" or m["id"] in self._seen:
+                    continue
+                self._seen.add(m["id"])
+                self.result.migrations.append(m)
+                stages = " ".join(f"{k}={m[k]:.0f}ms" for k in ("pr", "replication", "wait", "reroute", "cleanup",
+                                                                 "deploy") if m.get(k) is not None)
+                extra = m.get("durations_ms", {}).get("detection")
+                if extra is not None:
+                    stages = f"detection={extra:.0f}ms " + stages
+                self.say(f"{m['kind']} migration {m['source']} -> {m['target']}: {m['outcome']} ({m['reason']}) "
+                         f"{stages}", kind="migration", migration=m["id"])
+            if record["location"] != self._where:
+                self._where = record["location"]
+                self.say(f"classifier now runs at {self._where} (role at deep-edge: {record['role']})",
+                         kind="location", location=self._where)
+
+    async def progress(self) -> None:
+        while True:
+            await asyncio.sleep(3.0)
+            self.say(f"requests: {self.live.line()} | classifier at {self._where}")
+
+    async def until_at(self, clusters: set[str], timeout: float) -> bool:
+        try:
+            await wait_until(lambda: self._where in clusters, timeout=timeout, interval=0.2)
+            return True
+        except WaitTimeout:
+            self.say(f"classifier did not reach {sorted(clusters)} within {timeout:.0f}s")
+            return False
+
+    async def phase(self, name: str, action: Callable[[], Awaitable[None]], want: set[str], timeout: float) -> bool:
+        if self.result.phases:
+            self.result.phases[-1].end = time.monotonic()
+        self.result.phases.append(Phase(name, time.monotonic()))
+        await action()
+        ok = await self.until_at(want, timeout)
+        await asyncio.sleep(2.0)  # let the client see the new steady state in the plot
+        return ok
+
+
+async def run_demo(report_dir: Path) -> int:
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        print("network namespaces need root and iproute2: falling back to loopback agents without bandwidth "
+              "shaping is not implemented in this build; run `make demo` as root", file=sys.stderr)
+        return 2
+    work = Path(tempfile.mkdtemp(prefix="roam-demo-"))
+    uninstall = install_emergency_cleanup(PREFIX)
+    demo = Demo(report_dir=report_dir, work=work)
+    reached: list[bool] = []
+    try:
+        async with Testbed(list(CLUSTERS), prefix=PREFIX, subnet="10.77.0.0/24") as tb, aiohttp.ClientSession() as s:
+            demo.session = s
+            demo.addrs = {c: tb.addr(c) for c in CLUSTERS}
+            await demo.start_agents(tb)
+            await demo.deploy()
+            stop = asyncio.Event()
+            load = asyncio.create_task(run_load([f"http://{demo.endpoint}/classify"], rate=RATE, stop=stop,
+                                                timeout=5.0, live=demo.live))
+            watchers = [asyncio.create_task(demo.watch()), asyncio.create_task(demo.progress())]
+            cut = Partition(["deep-edge"], ["edge", "cloud"])
+            slow = Bandwidth("cloud", rate_mbit=4)
+
+            async def good() -> None:
+                demo.say("phase good: all links unshaped; the classifier should move out for compute")
+
+            async def degraded() -> None:
+                await slow.apply(tb)
+                demo.say("phase degraded: cloud link shaped to 4 Mbit/s (tc tbf)")
+
+            async def outage() -> None:
+                await slow.heal(tb)
+                await cut.apply(tb)
+                demo.say("phase outage: deep-edge cut off from edge and cloud (iptables INPUT DROP)")
+
+            async def recovery() -> None:
+                await cut.heal(tb)
+                demo.say("phase recovery: links healed")
+
+            reached.append(await demo.phase("good", good, {"cloud", "edge"}, 60))
+            reached.append(await demo.phase("degraded", degraded, {"edge"}, 60))
+            reached.append(await demo.phase("outage", outage, {"deep-edge"}, 30))
+            reached.append(await demo.phase("recovery", recovery, {"cloud", "edge"}, 60))
+            demo.result.phases[-1].end = time.monotonic()
+            await check_invariants(demo)
+            stop.set()
+            demo.result.samples = (await load).samples
+            for w in watchers:
+                w.cancel()
+    finally:
+        uninstall()
+    demo.result.checks.append({"name": "script", "ok": all(reached),
+                               "detail": f"phases reached their placement: {reached}"})
+    planned_sent, planned_lost = demo.result.failed_in(demo.result.planned_windows())
+    demo.result.checks.append({"name": "no request lost in planned migrations", "ok": planned_lost == 0,
+                               "detail": f"{planned_sent} requests sent inside migration windows, {planned_lost} lost"})
+    for line in demo.result.summary_lines():
+        print(line)
+    report, plot = demo.result.write(report_dir)
+    print(f"\nreport: {report}" + (f"\nplot:   {plot}" if plot else ""))
+    shutil.rmtree(work, ignore_errors=True)
+    return 0 if all(c["ok"] for c in demo.result.checks) else 1
+
+
+async def check_invariants(demo: Demo) -> None:
+    """Once healed and quiet: one copy per service, records agree, the endpoint serves."""
+    async def settled() -> bool:
+        copies = {c: [i["name"] for i in await demo.api(c, "GET", "/v1/instances") if i["state"] == "ready"]
+                  for c in CLUSTERS}
+        records = {c: {r["name"]: (r["home"], r["location"], tuple(sorted(r["vclock"].items())))
+                       for r in await demo.api(c, "GET", "/v1/services")} for c in CLUSTERS}
+        where = [c for c, names in copies.items() if "classifier" in names]
+        keepers = {c: recs["classifier"] for c, recs in records.items() if "classifier" in recs}
+        return len(where) == 1 and len(set(keepers.values())) == 1 and set(keepers) == {"deep-edge", where[0]}
+
+    try:
+        await wait_until(settled, timeout=30, interval=0.5, what="one copy and agreeing records")
+        demo.result.checks.append({"name": "one copy, records agree", "ok": True, "detail": "after recovery"})
+    except WaitTimeout as exc:
+        demo.result.checks.append({"name": "one copy, records agree", "ok": False, "detail": str(exc)})

@@ -1,0 +1,68 @@
+"""Policy triggers at the HC: move a homed service when conditions say so, and bring it back
+when they recover (failback). The decision itself is `placement.decide` (pure, with
+hysteresis and a dwell time); this loop only feeds it the live view and acts."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from peer.migration.engine import MigrationEngine, MigrationError
+from peer.placing import requirements
+from peer.services import ServiceError, ServiceManager
+from placement import ComeHome, Move, Thresholds, decide
+
+log = logging.getLogger(__name__)
+
+TICK = 1.0
+
+
+class PolicyTriggers:
+    def __init__(self, *, services: ServiceManager, engine: MigrationEngine, agent: Any,
+                 thresholds: Thresholds) -> None:
+        self.services = services
+        self.engine = engine
+        self.agent = agent
+        self.thresholds = thresholds
+        self._last_move: dict[str, float] = {}
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(TICK)
+            for record in self.services.records():
+                if record.home != self.services.here or self.services.lock(record.name).locked():
+                    continue
+                await self._consider(record.name, record.location)
+
+    async def _consider(self, name: str, location: str) -> None:
+        record = self.services.get(name)
+        if record is None:
+            return
+        views = self.agent.cluster_views()
+        member = self.agent.membership.get(location)
+        if location != self.services.here and (member is None or member.status != "alive"):
+            return  # lost hosts are the fail-safe's job
+        now = time.monotonic()
+        # A service first seen now (just deployed, or the agent restarted) starts its dwell time.
+        last_move = self._last_move.setdefault(name, now)
+        decision = decide(
+            req=requirements(self.services.descriptor_of(record)), current=location, home=record.home,
+            views=views, last_move_at=last_move, now=now,
+            thresholds=self.thresholds, policy=self.engine.policy,
+        )
+        if isinstance(decision, Move):
+            target = decision.target
+        elif isinstance(decision, ComeHome):
+            target = record.home
+        else:
+            return
+        if target == location:
+            return
+        log.info("policy: %s %s -> %s (%s)", name, location, target, decision.reason)
+        self._last_move[name] = now
+        try:
+            await self.engine.migrate(name, target=target, reason=f"{decision.trigger}: {decision.reason}",
+                                      kind="policy")
+        except (MigrationError, ServiceError) as exc:
+            log.warning("policy move of %s failed: %s", name, exc)
