@@ -105,3 +105,22 @@ async def test_members_cli_and_api_auth(tmp_path: Path) -> None:
         agent.stop()
         assert agent.proc is not None and agent.proc.returncode == 0
         assert serf_processes_for(agent.data_dir) == []
+
+
+def test_example_config_parses(tmp_path: Path) -> None:
+    """The shipped example TOML is valid for the real parser (addresses aside)."""
+    import argparse
+
+    from peer.config import ConfigError, build_config
+
+    example = Path(__file__).resolve().parents[2] / "docs" / "deploy" / "roam-agent.toml"
+    text = example.read_text().replace("192.0.2.10", "127.0.0.21")
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text(text)
+    ns = argparse.Namespace(config=str(cfg), name=None, addr=None, join=[])
+    config = build_config(ns)
+    assert config.name == "edge-1" and config.tier == "edge" and config.capacity.slots == 32
+    assert config.thresholds.min_dwell_s == 60.0 and config.kubernetes.namespace == "roam"
+    cfg.write_text(text.replace("[triggers]", "[triggers]\nbogus = 1"))
+    with pytest.raises(ConfigError, match="bogus"):
+        build_config(ns)
