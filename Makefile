@@ -39,10 +39,18 @@ test-fast: bootstrap
 	$(PY) -m pytest -q -m 'not integration and not netns'
 
 demo: bootstrap
-	$(PY) -m chaos demo
+	$(PY) -m chaos demo --report demo-report
 
 bench: bootstrap
+	$(PY) bench/placement.py
+	$(PY) bench/deploy.py
+	$(PY) bench/reroute.py
+	$(PY) bench/antientropy.py
 	$(PY) bench/gossip.py
+	$(PY) bench/migration.py
+
+soak: bootstrap
+	$(PY) -m chaos run --scenario random --seed 1 --clusters 5 --services 20 --duration 600
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache

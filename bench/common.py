@@ -1,0 +1,159 @@
+"""What the benchmarks that run real agents share: figures with their spread, and a local
+federation on loopback addresses that is torn down completely, orphans included.
+
+Services (and a SIGKILLed agent's HAProxy) run in their own sessions so that a restarted agent
+can adopt them; nothing reaps them when an agent dies, so `LocalFederation.close` sweeps every
+process whose command line names this run's data directory or one of its addresses.
+
+Import it as `bench.common` once the repository (not `bench/`) is on sys.path: with `bench/`
+first, as when a script runs, `bench/placement.py` would shadow the `placement` package.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from peer.waiting import wait_until
+from tests.harness import TOKEN, Federation, dump_logs
+
+REPO = Path(__file__).resolve().parents[1]
+
+CLASSIFIER = {
+    "name": "classifier", "port": 8080, "cpu": 0.5, "memory": "128Mi", "health": {"path": "/healthz"},
+    "command": [sys.executable, "-m", "peer.samples.classifier", "--host", "{host}", "--port", "{port}"],
+}
+
+
+def pct(values: Sequence[float], q: float) -> float:
+    """Nearest-rank quantile (q in 0..1) of a non-empty sample."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+@dataclass(frozen=True)
+class Spread:
+    """A sample summarised: median, p95 and the extremes, so noise shows next to the middle."""
+
+    n: int
+    median: float
+    p95: float
+    lo: float
+    hi: float
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Spread:
+        if not values:
+            raise ValueError("no samples")
+        return cls(len(values), statistics.median(values), pct(values, 0.95), min(values), max(values))
+
+
+def machine_line() -> str:
+    load1, load5, _ = os.getloadavg()
+    return f"{os.cpu_count()} CPUs, load average {load1:.2f} (1 min) {load5:.2f} (5 min)"
+
+
+async def get_json(session: aiohttp.ClientSession, url: str, *, token: str | None = None,
+                   timeout: float = 2.0) -> Any:
+    """One GET with a short deadline: a poll that hangs would hide the moment it measures."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with session.get(url, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+        resp.raise_for_status()
+        return await resp.json(content_type=None)
+
+
+@dataclass
+class LocalFederation:
+    """A `tests.harness.Federation` of N agents (the first one is the seed) plus clean-up."""
+
+    base: Path
+    addrs: dict[str, str]
+    extra: list[str] = field(default_factory=list)
+    fed: Federation = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.fed = Federation(base=self.base)
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.addrs)
+
+    async def start(self, *, timeout: float = 90.0) -> None:
+        self.fed.session = aiohttp.ClientSession()
+        seed = self.names[0]
+        for name, addr in self.addrs.items():
+            join = [] if name == seed else [self.addrs[seed]]
+            self.fed.add(name, addr, join=join, extra=self.extra).start()
+        for name in self.names:
+            await self.fed.wait_healthy(name, timeout=timeout)
+        try:
+            await self.wait_everyone_sees_all_alive(timeout=timeout)
+        except Exception:
+            print(dump_logs(self.fed))
+            raise
+
+    async def members(self, observer: str, *, timeout: float = 2.0) -> list[dict[str, Any]]:
+        assert self.fed.session is not None
+        url = self.fed.agents[observer].api + "/v1/members"
+        members: list[dict[str, Any]] = await get_json(self.fed.session, url, token=TOKEN, timeout=timeout)
+        return members
+
+    async def all_alive_from(self, observer: str) -> bool:
+        members = await self.members(observer)
+        alive = {m["name"] for m in members if m["status"] == "alive" and m["load"]}
+        return alive >= set(self.names)
+
+    async def wait_everyone_sees_all_alive(self, *, timeout: float = 60.0) -> None:
+        async def converged() -> bool:
+            return all(await asyncio.gather(*(self.all_alive_from(n) for n in self.names)))
+
+        await wait_until(converged, timeout=timeout, interval=0.2, what="every agent sees every member alive")
+
+    async def close(self) -> None:
+        """Delete services through the API, stop the agents, then sweep what is left."""
+        for name, agent in self.fed.agents.items():
+            if agent.proc is None or agent.proc.poll() is not None:
+                continue
+            try:
+                for record in await self.fed.get(name, "/v1/services"):
+                    if record.get("role") == "LR" or record.get("home") == name:
+                        await self.fed.call(name, "DELETE", f"/v1/services/{record['name']}")
+            except (AssertionError, aiohttp.ClientError, TimeoutError):
+                pass
+        if self.fed.session is not None:
+            await self.fed.session.close()
+        self.fed.stop_all()
+        sweep(markers=[str(self.base), *(f"--host\0{a}\0" for a in self.addrs.values())])
+
+
+def sweep(*, markers: Sequence[str]) -> list[int]:
+    """SIGKILL every process whose NUL-separated command line contains one of `markers`."""
+    killed = []
+    me = os.getpid()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if any(m in cmdline + "\0" for m in markers):
+            try:
+                os.kill(int(entry.name), signal.SIGKILL)
+                killed.append(int(entry.name))
+            except ProcessLookupError:
+                pass
+    return killed
+
+
+def now() -> float:
+    return time.monotonic()

@@ -1,0 +1,240 @@
+"""The paper's Table I for roam: migration stage times, requests lost, placement time, fail-safe.
+
+Three real agents (Serf, HAProxy, process driver) on 127.0.5.31-33 (c1, c2, c3); the sample
+classifier is deployed at c1 (its HC) and migrated `--migrations` times round-robin
+(c2, c3, c1, ...), always coordinated by the HC, while an open-loop client sends 200 req/s to
+the HC endpoint. After each migration the script waits until exactly one copy runs and the HC
+routes to it (not timed), so every migration starts from a quiet federation.
+
+Then:
+  placement  `placement.rank` over 10, 100 and 1,000 synthetic clusters (the views and timer of
+             bench/placement.py), the engine's default policy;
+  fail-safe  migrate to c2, SIGKILL c2's agent group and the service's process group, and poll
+             the HC endpoint every 20 ms until c1 answers again (`--failsafes` times; c2 is
+             restarted in between), with the HC's own record of each fail-safe.
+
+Run: .venv/bin/python bench/migration.py [--migrations 30] [--failsafes 5] [--rate 200]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+import tempfile
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:] = [str(REPO)] + [p for p in sys.path if Path(p or ".").resolve() != REPO / "bench"]
+
+import aiohttp  # noqa: E402
+
+from bench.common import CLASSIFIER, LocalFederation, Spread, machine_line  # noqa: E402
+from bench.placement import SIZES, make_views, timed  # noqa: E402
+from chaos.load import LoadResult, run_load  # noqa: E402
+from peer.samples.running import run  # noqa: E402
+from peer.waiting import wait_until  # noqa: E402
+from placement import Requirements, get_policy, rank  # noqa: E402
+
+ENGINE_POLICY = "balanced"  # the agent's default (peer/config.py)
+ADDRS = {"c1": "127.0.5.31", "c2": "127.0.5.32", "c3": "127.0.5.33"}
+STAGES = ("pr", "replication", "reroute", "wait", "cleanup", "deploy")
+PAPER_MS = {"pr": 3.0, "replication": 21.0, "reroute": 47.0, "wait": 10_000.0, "cleanup": 1_500.0,
+            "deploy": 9_500.0}
+PAPER_TEXT = {"pr": "3 ms", "replication": "21 ms", "reroute": "47 ms", "wait": "~10 s", "cleanup": "~1.5 s",
+              "deploy": "~9.5 s"}
+
+
+async def served_by(session: aiohttp.ClientSession, endpoint: str, *, timeout: float = 1.0) -> str | None:
+    try:
+        async with session.get(f"http://{endpoint}/", timeout=aiohttp.ClientTimeout(total=timeout)) as r:
+            return str((await r.json())["cluster"]) if r.status == 200 else None
+    except (aiohttp.ClientError, TimeoutError, ValueError, KeyError):
+        return None
+
+
+async def settled_at(lf: LocalFederation, location: str, endpoint: str) -> bool:
+    """Exactly one copy runs (at `location`), the HC's record says so and its endpoint routes there."""
+    fed = lf.fed
+    running = []
+    for name in lf.names:
+        agent = fed.agents[name]
+        if agent.proc is None or agent.proc.poll() is not None:
+            continue
+        instances = await fed.get(name, "/v1/instances")
+        running += [name for i in instances if i["name"] == "classifier" and i["state"] in ("ready", "starting")]
+    if running != [location]:
+        return False
+    record = await fed.get("c1", "/v1/services/classifier")
+    assert fed.session is not None
+    return bool(record["location"] == location and await served_by(fed.session, endpoint) == location)
+
+
+async def migrations(lf: LocalFederation, endpoint: str, *, count: int, rate: float
+                     ) -> tuple[list[dict[str, Any]], list[float], list[tuple[float, float]], LoadResult]:
+    order = ["c2", "c3", "c1"]
+    results: list[dict[str, Any]] = []
+    walls: list[float] = []
+    windows: list[tuple[float, float]] = []
+    stop = asyncio.Event()
+    load = asyncio.create_task(run_load([f"http://{endpoint}/"], rate=rate, stop=stop, timeout=5.0))
+    try:
+        for i in range(count):
+            target = order[i % len(order)]
+            began = time.monotonic()
+            result = await lf.fed.call("c1", "POST", "/v1/services/classifier/migrate", {"target": target})
+            ended = time.monotonic()
+            if result["outcome"] != "succeeded":
+                raise RuntimeError(f"migration {i + 1} to {target}: {result}")
+            results.append(result)
+            walls.append((ended - began) * 1000.0)
+            windows.append((began, ended))
+            print(f"  migration {i + 1:>2} -> {target}: " + ", ".join(
+                f"{s} {result[s]:.0f}" for s in STAGES) + f" ms; call {walls[-1]:.0f} ms", flush=True)
+            await wait_until(partial(settled_at, lf, target, endpoint), timeout=30, interval=0.05,
+                             what=f"one copy at {target}")
+    finally:
+        stop.set()
+        outcome = await load
+    return results, walls, windows, outcome
+
+
+def stage_table(results: list[dict[str, Any]], walls: list[float]) -> list[str]:
+    lines = [f"{'stage':<12} {'median ms':>10} {'p95 ms':>9} {'min':>8} {'max':>8}   {'paper (Table I)':>15}  ratio"]
+    for stage in STAGES:
+        s = Spread.of([float(r[stage]) for r in results])
+        ratio = PAPER_MS[stage] / s.median if s.median > 0 else float("inf")
+        lines.append(f"{stage:<12} {s.median:>10.1f} {s.p95:>9.1f} {s.lo:>8.1f} {s.hi:>8.1f}   "
+                     f"{PAPER_TEXT[stage]:>15}  paper/roam {ratio:.1f}x")
+    s = Spread.of(walls)
+    lines.append(f"{'(API call)':<12} {s.median:>10.1f} {s.p95:>9.1f} {s.lo:>8.1f} {s.hi:>8.1f}   "
+                 f"{'':>15}  whole POST .../migrate as the client sees it")
+    return lines
+
+
+def load_lines(outcome: LoadResult, windows: list[tuple[float, float]]) -> list[str]:
+    span = max(s.sent_at for s in outcome.samples) - min(s.sent_at for s in outcome.samples)
+    failed = [s for s in outcome.samples if not s.ok]
+    per = [sum(1 for s in failed if lo - 0.05 <= s.sent_at <= hi + 0.05) for lo, hi in windows]
+    lines = [(f"open-loop load: {len(outcome.samples)} requests over {span:.1f} s "
+              f"({len(outcome.samples) / span:.0f} req/s offered), lost {len(failed)}; lost per migration: "
+              f"max {max(per)}, total inside migration windows {sum(per)}"),
+             (f"served by: {outcome.served_by()}; latency p50 {outcome.latency_ms(0.5) or 0:.1f} ms, "
+              f"p99 {outcome.latency_ms(0.99) or 0:.1f} ms")]
+    if failed:
+        lines.append(f"first failures: {[(round(s.sent_at - outcome.t0, 2), s.error) for s in failed[:5]]}")
+    return lines
+
+
+def placement_lines(reps: int) -> list[str]:
+    import random
+
+    rng = random.Random(1)
+    req = Requirements(cpu=0.5, memory=128 << 20)
+    policy = get_policy(ENGINE_POLICY)
+    lines = [(f"placement decision (`rank`, policy {ENGINE_POLICY!r}, {reps} calls per size, "
+              f"views from bench/placement.py)"), f"{'clusters':>8} {'median ms':>10} {'p95 ms':>9}"]
+    for n in SIZES:
+        views = make_views(n, rng)
+        med, p95 = timed(lambda v=views: rank(req, v, home=v[0].name, policy=policy), reps)  # type: ignore[misc]
+        lines.append(f"{n:>8} {med:>10.3f} {p95:>9.3f}")
+    return lines
+
+
+async def failsafe(lf: LocalFederation, endpoint: str, *, rate: float) -> dict[str, Any]:
+    fed = lf.fed
+    await fed.call("c1", "POST", "/v1/services/classifier/migrate", {"target": "c2"})
+    await wait_until(lambda: settled_at(lf, "c2", endpoint), timeout=30, what="one copy at c2")
+    state = json.loads((fed.agents["c2"].data_dir / "services" / "classifier" / "instance.json").read_text())
+    stop = asyncio.Event()
+    load = asyncio.create_task(run_load([f"http://{endpoint}/"], rate=rate, stop=stop, timeout=5.0))
+    await asyncio.sleep(0.5)  # some load before the fault, so the outage has a clean start
+    assert fed.session is not None
+    session = fed.session
+    killed = time.monotonic()
+    fed.agents["c2"].kill()
+    os.killpg(state["pgid"], signal.SIGKILL)
+    # A request sent during the outage may be held by HAProxy's connect retries and answered
+    # by c1 later: the poll's deadline must outlast that, or it would time out just before.
+    await wait_until(lambda: _answers_from(session, endpoint, "c1"), timeout=60, interval=0.02,
+                     what="HC endpoint answers from c1")
+    back = time.monotonic() - killed
+    await asyncio.sleep(0.5)
+    stop.set()
+    outcome = await load
+    entry = next(m for m in await fed.get("c1", "/v1/migrations") if m["kind"] == "failsafe")
+    failed = [s for s in outcome.samples if not s.ok and s.sent_at >= killed - 0.01]
+    fed.agents["c2"].start()
+    await fed.wait_healthy("c2", timeout=60)
+    await lf.wait_everyone_sees_all_alive(timeout=90)
+    await wait_until(lambda: settled_at(lf, "c1", endpoint), timeout=60, what="one copy at c1 after c2 is back")
+    return {"back_ms": back * 1000.0, "entry": entry, "lost": outcome.failed, "sent": len(outcome.samples),
+            "last_failed_ms": (max(s.sent_at for s in failed) - killed) * 1000.0 if failed else 0.0}
+
+
+async def _answers_from(session: aiohttp.ClientSession, endpoint: str, cluster: str) -> bool:
+    return await served_by(session, endpoint, timeout=3.0) == cluster
+
+
+def failsafe_lines(runs: list[dict[str, Any]]) -> list[str]:
+    keys = ("detection", "wait", "deploy", "reroute", "cleanup", "downtime_estimate")
+    lines = [f"{'run':>3} {'c1 answers':>11} {'lost':>5} {'last lost sent':>15}   HC's fail-safe entry, ms"]
+    for i, r in enumerate(runs, 1):
+        d = r["entry"]["durations_ms"]
+        lines.append(f"{i:>3} {r['back_ms']:>8.0f} ms {r['lost']:>5} {r['last_failed_ms']:>12.0f} ms   "
+                     + " ".join(f"{k}={d.get(k, float('nan')):.0f}" for k in keys)
+                     + f"  ({r['entry']['reason']})")
+    s = Spread.of([r["back_ms"] for r in runs])
+    det = Spread.of([float(r["entry"]["durations_ms"].get("detection", 0.0)) for r in runs])
+    est = Spread.of([float(r["entry"]["durations_ms"].get("downtime_estimate", 0.0)) for r in runs])
+    lines.append(f"c1 answers again after the kill: median {s.median:.0f} ms (min {s.lo:.0f}, max {s.hi:.0f}); "
+                 f"HC's detection median {det.median:.0f} ms, its downtime_estimate median {est.median:.0f} ms "
+                 f"(counted from its first evidence, not from the kill)")
+    return lines
+
+
+async def main(args: argparse.Namespace) -> None:
+    print(f"roam migration benchmark: {args.migrations} migrations, {args.failsafes} fail-safes; {machine_line()}",
+          flush=True)
+    with tempfile.TemporaryDirectory(prefix="roam-bench-migration-") as tmp:
+        lf = LocalFederation(base=Path(tmp), addrs=ADDRS, extra=["--no-auto-migrate"])
+        try:
+            await lf.start()
+            created = await lf.fed.call("c1", "POST", "/v1/services", CLASSIFIER, expect=201)
+            endpoint = created["endpoint"]
+            results, walls, windows, outcome = await migrations(lf, endpoint, count=args.migrations, rate=args.rate)
+            if results[-1]["target"] == "c2":
+                await lf.fed.call("c1", "POST", "/v1/services/classifier/migrate", {"target": "c1"})
+                await wait_until(lambda: settled_at(lf, "c1", endpoint), timeout=30, what="one copy at c1")
+            fails = []
+            for i in range(args.failsafes):
+                fails.append(await failsafe(lf, endpoint, rate=args.rate))
+                print(f"  fail-safe {i + 1}: c1 answers {fails[-1]['back_ms']:.0f} ms after the kill", flush=True)
+        finally:
+            await lf.close()
+    print()
+    print(f"migration stages over {len(results)} migrations (c1 -> c2 -> c3 -> c1 ..., HC coordinates):")
+    for line in stage_table(results, walls) + load_lines(outcome, windows):
+        print(line)
+    print()
+    for line in placement_lines(args.reps):
+        print(line)
+    print()
+    print(f"fail-safe: AC (c2) agent group and service SIGKILLed, load {args.rate:.0f} req/s on the HC endpoint")
+    for line in failsafe_lines(fails):
+        print(line)
+    print(f"\nend: {machine_line()}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--migrations", type=int, default=30)
+    parser.add_argument("--failsafes", type=int, default=5)
+    parser.add_argument("--rate", type=float, default=200.0, help="open-loop requests per second")
+    parser.add_argument("--reps", type=int, default=200, help="placement calls timed per size")
+    run(main(parser.parse_args()))
