@@ -143,7 +143,7 @@ class Agent:
         self.gossip.on_status_change(self._on_status_change)
         await self.gossip.start()
         await self._start_http()
-        await self.engine.recover()
+        self._spawn(self.engine.recover())
         failsafe = FailSafe(services=self.services, client=self.client, history=self.history, agent=self)
         loops: list[tuple[str, Coroutine[Any, Any, None]]] = [
             ("failsafe", failsafe.run()), ("anti-entropy", self._anti_entropy_loop()),

@@ -78,6 +78,10 @@ def build_parser() -> OneLineParser:
     p.add_argument("service")
     p.add_argument("--to", dest="target", help="target cluster (default: placement decides)")
     _client_args(p)
+    p = sub.add_parser("keys", help="gossip encryption keys: list fingerprints, or rotate federation-wide")
+    p.add_argument("action", choices=["list", "rotate"])
+    p.add_argument("--force", action="store_true", help="rotate even if some members are failed")
+    _client_args(p)
     return parser
 
 
@@ -202,6 +206,8 @@ def run_client(args: argparse.Namespace) -> int:
         print(_table(rows, ["name", "status", "addr", "tier", "api", "rtt_ms", "load"]))
     elif args.command == "services":
         print(_table(result, ["name", "role", "home", "location", "state", "endpoint"]))
+    elif args.command == "keys" and args.action == "list":
+        print(_table(result["keys"], ["fingerprint", "members"]))
     elif args.command == "migrations":
         print(_table(result, ["id", "service", "kind", "source", "target", "outcome", "pr", "replication",
                               "wait", "reroute", "cleanup", "deploy"]))
@@ -227,6 +233,10 @@ def _dispatch(args: argparse.Namespace) -> Any:
     if cmd == "migrate":
         body = {"target": args.target} if args.target else {}
         return request(args, "POST", f"/v1/services/{urllib.parse.quote(args.service, safe='')}/migrate", body)
+    if cmd == "keys":
+        if args.action == "list":
+            return request(args, "GET", "/v1/keys")
+        return request(args, "POST", "/v1/keys/rotate", {"force": True} if args.force else {})
     raise ClientError(f"unknown command {cmd}")
 
 

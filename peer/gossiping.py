@@ -4,6 +4,11 @@ Serf alone re-merges a healed partition only every `reconnect_interval` and forg
 peers after a day, so the agent re-joins failed peers itself every couple of seconds.
 Membership is fed by the event stream, plus a cheap `members` poll for fast failure
 detection (Serf coalesces member events for about a second).
+
+Serf answers the requests of one RPC connection in order, and a `join` towards a cut-off peer
+blocks for seconds (a `tags` call for hundreds of ms): so the agent keeps four connections,
+for the event stream, for joins, for tags and leave, and for fast reads (members,
+coordinates), and a partition never stalls failure detection or load gossip.
 """
 from __future__ import annotations
 
@@ -67,13 +72,17 @@ class Gossip:
             ),
             binary=config.serf_binary,
         )
-        self._client: SerfClient | None = None
+        self._client: SerfClient | None = None  # fast reads: members, coordinates, user events
+        self._slow: SerfClient | None = None  # tags, leave: hundreds of ms
+        self._joiner: SerfClient | None = None  # join: seconds towards a cut-off peer
+        self._events: SerfClient | None = None  # the event stream
         self._connected = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._status_listeners: list[StatusListener] = []
         self._event_listeners: list[UserEventListener] = []
         self._known_path = config.data_dir / "known-peers.json"
         self._stopping = False
+        self._join_task: asyncio.Task[None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -92,15 +101,15 @@ class Gossip:
 
     async def stop(self, *, leave: bool = True) -> None:
         self._stopping = True
-        if leave and self._client is not None and not self._client.closed:
+        if leave and self._slow is not None and not self._slow.closed:
             with contextlib.suppress(SerfRPCError, asyncio.TimeoutError, OSError):
-                await asyncio.wait_for(self._client.leave(), timeout=3.0)
-        for task in self._tasks:
+                await asyncio.wait_for(self._slow.leave(), timeout=3.0)
+        tasks = [*self._tasks, *([self._join_task] if self._join_task else [])]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks.clear()
-        if self._client is not None:
-            await self._client.close()
+        await self._close_clients()
         await self._serf.stop()
 
     def on_status_change(self, listener: StatusListener) -> None:
@@ -133,7 +142,7 @@ class Gossip:
         await client.user_event(name, payload, coalesce=coalesce)
 
     async def join(self, addrs: list[str]) -> int:
-        client = await self._ready_client()
+        client = await self._ready_client(join=True)
         return await client.join(addrs)
 
     async def rtt_ms(self, a: str, b: str) -> float | None:
@@ -146,21 +155,33 @@ class Gossip:
     # -- internals -------------------------------------------------------------------------
     async def _connect(self) -> None:
         self._connected.clear()
-        self._client = await SerfClient.connect(self.config.addr, self.config.rpc_port, auth_key=self._rpc_auth)
+        connect = SerfClient.connect
+        addr, port, key = self.config.addr, self.config.rpc_port, self._rpc_auth
+        self._client = await connect(addr, port, auth_key=key)
+        self._slow = await connect(addr, port, auth_key=key)
+        self._joiner = await connect(addr, port, auth_key=key)
+        self._events = await connect(addr, port, auth_key=key)
         self._connected.set()
-        await self._join_known()
+        # In the background: a seed that is down must not hold the agent's start for seconds.
+        self._join_task = asyncio.create_task(self._join_known(), name=f"{self.config.name}:join-known")
 
-    async def _ready_client(self) -> SerfClient:
+    async def _close_clients(self) -> None:
+        for client in (self._client, self._slow, self._joiner, self._events):
+            if client is not None:
+                await client.close()
+
+    async def _ready_client(self, *, slow: bool = False, join: bool = False) -> SerfClient:
         await asyncio.wait_for(self._connected.wait(), timeout=10.0)
-        assert self._client is not None
-        return self._client
+        client = self._joiner if join else self._slow if slow else self._client
+        assert client is not None
+        return client
 
     async def _join_known(self) -> None:
         targets = list(dict.fromkeys([*self.config.join, *self._load_known()]))
-        if not targets or self._client is None:
+        if not targets or self._joiner is None:
             return
         with contextlib.suppress(SerfRPCError, asyncio.TimeoutError):
-            await self._client.join(targets)
+            await asyncio.wait_for(self._joiner.join(targets), timeout=10.0)
 
     def _load_known(self) -> list[str]:
         try:
@@ -187,8 +208,7 @@ class Gossip:
             self._connected.clear()
             log.warning("serf exited with %s; restarting", code)
             self.metrics.serf_restarts.inc()
-            if self._client is not None:
-                await self._client.close()
+            await self._close_clients()
             try:
                 await self._serf.start()
                 await self._connect()
@@ -200,7 +220,9 @@ class Gossip:
 
     async def _stream_loop(self) -> None:
         while not self._stopping:
-            client = await self._ready_client()
+            await self._ready_client()
+            client = self._events
+            assert client is not None
             try:
                 stream = await client.stream("*")
                 async for event in stream:
@@ -266,7 +288,7 @@ class Gossip:
                 continue
             self.metrics.rejoins.inc()
             with contextlib.suppress(SerfRPCError, asyncio.TimeoutError):
-                client = await self._ready_client()
+                client = await self._ready_client(join=True)
                 await asyncio.wait_for(client.join(targets), timeout=5.0)
 
     async def _tag_loop(self) -> None:
@@ -275,7 +297,7 @@ class Gossip:
             self._tags_dirty.clear()
             load = self._load
             try:
-                client = await self._ready_client()
+                client = await self._ready_client(slow=True)
                 await client.tags(add=self._self_tags().encode())
                 self._published = load
                 self.metrics.tag_updates.inc()

@@ -171,6 +171,19 @@ def rate_limit_middleware(
     return rate_limit
 
 
+async def _read_at_most(request: web.Request, limit: int) -> bytes:
+    """The whole body, or 413 once it passes `limit` (a chunked body has no Content-Length,
+    and one `read(n)` returns only what has arrived: stopping there would parse a prefix)."""
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await request.content.read(limit + 1 - size):
+        size += len(chunk)
+        if size > limit:
+            raise APIError(f"body over {limit} bytes", status=413)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
@@ -182,9 +195,7 @@ async def read_json(request: web.Request) -> Any:
         raise APIError(f"expected application/json, got {ctype}", status=415)
     if request.content_length is not None and request.content_length > MAX_BODY:
         raise APIError(f"body over {MAX_BODY} bytes", status=413)
-    raw = await request.content.read(MAX_BODY + 1)
-    if len(raw) > MAX_BODY:
-        raise APIError(f"body over {MAX_BODY} bytes", status=413)
+    raw = await _read_at_most(request, MAX_BODY)
     if not raw:
         raise APIError("request body is empty; expected JSON")
     try:

@@ -32,8 +32,10 @@ def _nullable(schema: Schema) -> Schema:
 
 
 def _obj(props: dict[str, Schema], *, required: tuple[str, ...] | None = None, closed: bool = False) -> Schema:
-    out: Schema = {"type": "object", "properties": props,
-                   "required": list(required if required is not None else props)}
+    out: Schema = {"type": "object", "properties": props}
+    needed = list(required if required is not None else props)
+    if needed:  # OpenAPI 3.0 wants a non-empty `required` or none
+        out["required"] = needed
     if closed:
         out["additionalProperties"] = False
     return out

@@ -25,6 +25,7 @@ from peer.migration.wire import ABORT, RELEASE, REPLICATE, REROUTE, STATUS, reco
 from peer.peerclient import PeerClient, PeerError
 from peer.placing import requirements
 from peer.records.record import Record, State
+from peer.waiting import wait_until
 from peer.services import ServiceError, ServiceManager, addr_of, split_addr
 from placement import Candidate, Placement, get_policy, rank
 
@@ -188,10 +189,14 @@ class MigrationEngine:
                     await self.client.call(url, RELEASE, {"record": record_to_wire(committed)}, timeout=10.0)
         await self.agent.publish_now(committed, frozenset({before.location}))
 
-    async def _abort_target(self, m: Migration) -> None:
+    async def _abort_target(self, m: Migration, *, wait: float = 0.0) -> None:
         if m.target is None:
             return
         url = self.agent.api_url_of(m.target)
+        if url is None and wait > 0:
+            # Right after a restart gossip may not know the target yet.
+            with contextlib.suppress(TimeoutError):
+                url = await wait_until(lambda: self.agent.api_url_of(m.target), timeout=wait, interval=0.1)
         if url is not None:
             with contextlib.suppress(PeerError):
                 await self.client.call(url, ABORT, {"migration_id": m.id, "name": m.service}, timeout=5.0)
@@ -227,7 +232,7 @@ class MigrationEngine:
                     await self._cleanup(m, before, record)
                 self.history.finish(m, outcome="succeeded", error="completed after restart")
             else:
-                await self._abort_target(m)
+                await self._abort_target(m, wait=15.0)
                 if record is not None and record.home == self.here and record.instance:
                     with contextlib.suppress(Exception):
                         await self.services.ensure_route(record)

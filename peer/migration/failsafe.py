@@ -59,8 +59,10 @@ class FailSafe:
         if name in self._busy or self.services.lock(name).locked():
             return
         member = self.agent.membership.get(record.location)
+        if member is None:
+            return  # not known yet (the agent just started): unknown is not lost
         now = time.monotonic()
-        serf_lost = member is None or member.status in ("failed", "left")
+        serf_lost = member.status in ("failed", "left")
         route_down = not await self._route_up(name)
         if not serf_lost and not route_down:
             self._suspects.pop(name, None)
@@ -68,10 +70,10 @@ class FailSafe:
         suspicion = self._suspects.get(name)
         if suspicion is None or suspicion.location != record.location:
             # Serf's own timestamp is the earliest evidence when it is the one that noticed.
-            first = min(now, member.since) if serf_lost and member is not None else now
+            first = min(now, member.since) if serf_lost else now
             suspicion = self._suspects[name] = Suspicion(record.location, first)
         if serf_lost:
-            evidence = f"serf reports {record.location} {member.status if member else 'gone'}"
+            evidence = f"serf reports {record.location} {member.status}"
         elif now - suspicion.since < LB_DOWN_GRACE:
             return
         elif await self._reachable(record.location):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import time
 from dataclasses import replace
@@ -136,7 +137,13 @@ class ReplicaHandlers:
             expected = body.get("expect_location")
             if expected is not None and record.location != expected:
                 return _refuse(f"{name} runs at {record.location}, not {expected}: stale migration")
-            host, port = split_addr(instance)
+            try:
+                host, port = split_addr(instance)
+                ipaddress.ip_address(host)
+                if not 1 <= port <= 65535:
+                    raise ValueError(port)
+            except ValueError:
+                return _refuse(f"instance: {instance!r} is not IP:PORT", status=400)
             started = time.monotonic()
             try:
                 result = await services.lb.route(name, host, port)

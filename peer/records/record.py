@@ -19,7 +19,7 @@ from peer.records.vclock import VClock
 
 Role = Literal["LR", "AR", "FR"]
 
-NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")  # DNS-1123 label
+NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\Z")  # DNS-1123 label
 MAX_CLUSTER_LEN = vc.MAX_NODE_LEN
 MAX_DESCRIPTOR = 64 * 1024
 MAX_TEXT = 256
