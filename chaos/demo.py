@@ -51,6 +51,7 @@ class Demo:
         self.endpoint = ""
         self._seen: set[str] = set()
         self._where: str | None = None
+        self.crashed = "edge"
         self.t0 = time.monotonic()
 
     # -- output ----------------------------------------------------------------------------
@@ -166,11 +167,22 @@ class Demo:
         return ok
 
 
-async def run_demo(report_dir: Path) -> int:
-    if os.geteuid() != 0 or shutil.which("ip") is None:
-        print("network namespaces need root and iproute2: falling back to loopback agents without bandwidth "
-              "shaping is not implemented in this build; run `make demo` as root", file=sys.stderr)
-        return 2
+def namespaces_available() -> bool:
+    return os.geteuid() == 0 and shutil.which("ip") is not None and shutil.which("iptables") is not None
+
+
+async def run_demo(report_dir: Path, *, loopback: bool = False) -> int:
+    if loopback or not namespaces_available():
+        if not loopback:
+            print("network namespaces need root, iproute2 and iptables: falling back to loopback addresses "
+                  "without bandwidth shaping or partitions", flush=True)
+        from chaos.demo_loopback import run_loopback_demo
+
+        return await run_loopback_demo(report_dir)
+    return await _run_netns_demo(report_dir)
+
+
+async def _run_netns_demo(report_dir: Path) -> int:
     work = Path(tempfile.mkdtemp(prefix="roam-demo-"))
     uninstall = install_emergency_cleanup(PREFIX)
     demo = Demo(report_dir=report_dir, work=work)
@@ -216,6 +228,10 @@ async def run_demo(report_dir: Path) -> int:
                 w.cancel()
     finally:
         uninstall()
+    return finish(demo, reached, report_dir, work)
+
+
+def finish(demo: Demo, reached: list[bool], report_dir: Path, work: Path) -> int:
     demo.result.checks.append({"name": "script", "ok": all(reached),
                                "detail": f"phases reached their placement: {reached}"})
     planned_sent, planned_lost = demo.result.failed_in(demo.result.planned_windows())

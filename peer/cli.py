@@ -65,6 +65,7 @@ def build_parser() -> OneLineParser:
     parser = OneLineParser(prog="roam", description="keep services alive across clusters")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     _agent_parser(sub)
+    sub.add_parser("chaos", help="chaos scenarios on this machine (python -m chaos --help)", add_help=False)
     for name, text in (("members", "federation members"), ("services", "service records"),
                        ("migrations", "recent migrations")):
         _client_args(sub.add_parser(name, help=f"list {text}"))
@@ -86,6 +87,12 @@ def build_parser() -> OneLineParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["chaos"]:
+        # The testbed lives in `chaos`, above `peer` in the layering: run it, don't import it.
+        import subprocess
+
+        return subprocess.call([sys.executable, "-m", "chaos", *argv[1:]])
     args = build_parser().parse_args(argv)
     if args.command == "agent":
         return run_agent(args)

@@ -82,6 +82,13 @@ class MigrationLog:
                 if stage in STAGES:
                     self._metrics.stage_seconds.labels(stage=stage).observe(ms / 1000.0)
 
+    def last_move(self, service: str) -> float | None:
+        """Wall time the service last finished moving (any kind), for the policy's dwell time."""
+        for entry in reversed(self._done):
+            if entry["service"] == service and entry["outcome"] == "succeeded":
+                return float(entry["finished_at"])
+        return None
+
     def recent(self) -> list[dict[str, Any]]:
         running = [m.as_api() for m in self._running.values()]
         return list(reversed([*self._done, *running]))

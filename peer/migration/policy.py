@@ -43,9 +43,11 @@ class PolicyTriggers:
         member = self.agent.membership.get(location)
         if location != self.services.here and (member is None or member.status != "alive"):
             return  # lost hosts are the fail-safe's job
-        now = time.monotonic()
-        # A service first seen now (just deployed, or the agent restarted) starts its dwell time.
-        last_move = self._last_move.setdefault(name, now)
+        now = time.time()
+        # Dwell counts from the last move of any kind (a fail-safe too); a service first seen
+        # now (just deployed, or the agent restarted) starts its dwell time now.
+        first_seen = self._last_move.setdefault(name, now)
+        last_move = max(first_seen, self.engine.history.last_move(name) or first_seen)
         decision = decide(
             req=requirements(self.services.descriptor_of(record)), current=location, home=record.home,
             views=views, last_move_at=last_move, now=now,
@@ -60,7 +62,7 @@ class PolicyTriggers:
         if target == location:
             return
         log.info("policy: %s %s -> %s (%s)", name, location, target, decision.reason)
-        self._last_move[name] = now
+        self._last_move[name] = now  # also paces retries when the move fails
         try:
             await self.engine.migrate(name, target=target, reason=f"{decision.trigger}: {decision.reason}",
                                       kind="policy")

@@ -1,0 +1,138 @@
+"""The demo without root: agents on loopback addresses, no bandwidth shaping, no partitions.
+
+The same three clusters and the same client, but the script's network events are stood in
+for by what a non-root user can do: an API-requested move where the degraded link would
+have triggered one, and a killed abroad cluster (agent and service) for the outage.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+
+from chaos.demo import CLUSTERS, DWELL, RATE, Demo, check_invariants, finish
+from chaos.load import run_load
+from peer.waiting import wait_until
+
+ADDRS = {"deep-edge": "127.0.0.61", "edge": "127.0.0.62", "cloud": "127.0.0.63"}
+
+
+class LoopbackFederation:
+    """Agents as plain subprocesses, each in its own process group."""
+
+    def __init__(self, demo: Demo, work: Path) -> None:
+        self.demo = demo
+        self.work = work
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, name: str) -> None:
+        cpu, mem = CLUSTERS[name]
+        args = ["--name", name, "--addr", ADDRS[name], "--data-dir", str(self.work / name), "--tier", name,
+                "--cpu", cpu, "--memory", mem, "--dwell", DWELL, "--secret-file", str(self.work / "secret"),
+                "--token-file", str(self.work / "token")]
+        if name != "deep-edge":
+            args += ["--join", ADDRS["deep-edge"]]
+        with open(self.work / f"{name}.log", "ab") as log:
+            self.procs[name] = subprocess.Popen([sys.executable, "-m", "peer.cli", "agent", *args], stdout=log,
+                                                stderr=subprocess.STDOUT, start_new_session=True)
+
+    def crash(self, name: str) -> None:
+        """The whole cluster goes: its agent (with Serf), its HAProxy and its services."""
+        proc = self.procs[name]
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        self._kill_leftovers(self.work / name)
+
+    def stop_all(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for name, proc in self.procs.items():
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+            self._kill_leftovers(self.work / name)
+
+    @staticmethod
+    def _kill_leftovers(data_dir: Path) -> None:
+        for state in data_dir.glob("services/*/instance.json"):
+            try:
+                os.killpg(int(json.loads(state.read_text())["pgid"]), signal.SIGKILL)
+            except (OSError, ValueError, KeyError, TypeError):
+                pass
+        for pidfile in data_dir.glob("lb/haproxy.pid"):
+            try:
+                os.kill(int(pidfile.read_text().split()[0]), signal.SIGKILL)
+            except (OSError, ValueError, IndexError):
+                pass
+
+
+async def run_loopback_demo(report_dir: Path) -> int:
+    work = Path(tempfile.mkdtemp(prefix="roam-demo-"))
+    demo = Demo(report_dir=report_dir, work=work)
+    demo.result.mode = "loopback"
+    demo.addrs = dict(ADDRS)
+    fed = LoopbackFederation(demo, work)
+    reached: list[bool] = []
+    for path, value in ((work / "secret", os.urandom(24).hex()), (work / "token", demo.token)):
+        path.write_text(value)
+        path.chmod(0o600)
+    try:
+        async with aiohttp.ClientSession() as session:
+            demo.session = session
+            for name in CLUSTERS:
+                fed.start(name)
+            for name in CLUSTERS:
+                await wait_until(demo._health(name), timeout=30, what=f"{name} up")
+
+            async def joined() -> bool:
+                members = await demo.api("deep-edge", "GET", "/v1/members")
+                return sum(1 for m in members if m["status"] == "alive" and m["load"]) == len(CLUSTERS)
+
+            await wait_until(joined, timeout=30, what="federation joined")
+            demo.say("federation up on loopback: " + ", ".join(f"{n} ({a})" for n, a in ADDRS.items()))
+            await demo.deploy()
+            stop = asyncio.Event()
+            load = asyncio.create_task(run_load([f"http://{demo.endpoint}/classify"], rate=RATE, stop=stop,
+                                                timeout=5.0, live=demo.live))
+            watchers = [asyncio.create_task(demo.watch()), asyncio.create_task(demo.progress())]
+
+            async def good() -> None:
+                demo.say("phase good: links unshaped; the classifier should move out for compute")
+
+            async def degraded() -> None:
+                demo.say("phase degraded: no tc without root; asking for the move a degraded cloud link triggers")
+                await demo.api("deep-edge", "POST", "/v1/services/classifier/migrate", {"target": "edge"})
+
+            async def outage() -> None:
+                where = demo._where or "edge"
+                demo.say(f"phase outage: no iptables without root; {where} crashes (agent, Serf, HAProxy, service)")
+                fed.crash(where)
+                demo.crashed = where
+
+            async def recovery() -> None:
+                fed.start(demo.crashed)
+                demo.say(f"phase recovery: {demo.crashed} restarted")
+
+            reached.append(await demo.phase("good", good, {"cloud", "edge"}, 60))
+            reached.append(await demo.phase("degraded", degraded, {"edge"}, 30))
+            reached.append(await demo.phase("outage", outage, {"deep-edge"}, 30))
+            reached.append(await demo.phase("recovery", recovery, {"cloud", "edge"}, 60))
+            demo.result.phases[-1].end = time.monotonic()
+            await check_invariants(demo)
+            stop.set()
+            demo.result.samples = (await load).samples
+            for w in watchers:
+                w.cancel()
+    finally:
+        fed.stop_all()
+    return finish(demo, reached, report_dir, work)

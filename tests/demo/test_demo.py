@@ -1,0 +1,26 @@
+"""`make demo`, the main job, runs end to end in CI: both the namespace mode and the fallback."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from chaos.demo import run_demo
+
+pytestmark = [pytest.mark.integration, pytest.mark.netns]
+
+
+@pytest.mark.parametrize("loopback", [False, True], ids=["netns", "loopback"])
+async def test_demo_plays_the_papers_use_case(tmp_path: Path, loopback: bool) -> None:
+    code = await run_demo(tmp_path / "report", loopback=loopback)
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert code == 0, report["checks"]
+    assert (tmp_path / "report" / "latency.png").stat().st_size > 10_000
+    kinds = [(m["kind"], m["source"], m["target"]) for m in report["migrations"] if m["outcome"] == "succeeded"]
+    # Out for compute, to the edge when the cloud degrades, home on the outage, out again.
+    assert kinds[0][1] == "deep-edge" and kinds[0][2] in ("cloud", "edge")
+    assert any(k == "failsafe" and t == "deep-edge" for k, _, t in kinds)
+    assert kinds[-1][2] in ("cloud", "edge")
+    assert all(c["ok"] for c in report["checks"])
+    assert report["stage_medians_ms"]["reroute"] is not None
