@@ -186,17 +186,13 @@ async def _run_netns_demo(report_dir: Path) -> int:
     work = Path(tempfile.mkdtemp(prefix="roam-demo-"))
     uninstall = install_emergency_cleanup(PREFIX)
     demo = Demo(report_dir=report_dir, work=work)
-    reached: list[bool] = []
+    reached: list[bool] = [False]
     try:
         async with Testbed(list(CLUSTERS), prefix=PREFIX, subnet="10.77.0.0/24") as tb, aiohttp.ClientSession() as s:
             demo.session = s
             demo.addrs = {c: tb.addr(c) for c in CLUSTERS}
             await demo.start_agents(tb)
             await demo.deploy()
-            stop = asyncio.Event()
-            load = asyncio.create_task(run_load([f"http://{demo.endpoint}/classify"], rate=RATE, stop=stop,
-                                                timeout=5.0, live=demo.live))
-            watchers = [asyncio.create_task(demo.watch()), asyncio.create_task(demo.progress())]
             cut = Partition(["deep-edge"], ["edge", "cloud"])
             slow = Bandwidth("cloud", rate_mbit=4)
 
@@ -216,19 +212,33 @@ async def _run_netns_demo(report_dir: Path) -> int:
                 await cut.heal(tb)
                 demo.say("phase recovery: links healed")
 
-            reached.append(await demo.phase("good", good, {"cloud", "edge"}, 60))
-            reached.append(await demo.phase("degraded", degraded, {"edge"}, 60))
-            reached.append(await demo.phase("outage", outage, {"deep-edge"}, 30))
-            reached.append(await demo.phase("recovery", recovery, {"cloud", "edge"}, 60))
-            demo.result.phases[-1].end = time.monotonic()
-            await check_invariants(demo)
-            stop.set()
-            demo.result.samples = (await load).samples
-            for w in watchers:
-                w.cancel()
+            reached = await play(demo, [("good", good, {"cloud", "edge"}, 60), ("degraded", degraded, {"edge"}, 60),
+                                        ("outage", outage, {"deep-edge"}, 30),
+                                        ("recovery", recovery, {"cloud", "edge"}, 60)])
     finally:
         uninstall()
     return finish(demo, reached, report_dir, work)
+
+
+Step = tuple[str, Callable[[], Awaitable[None]], set[str], float]
+
+
+async def play(demo: Demo, script: list[Step]) -> list[bool]:
+    """Client load and the live timeline for the whole script; the invariants at its end."""
+    stop = asyncio.Event()
+    load = asyncio.create_task(run_load([f"http://{demo.endpoint}/classify"], rate=RATE, stop=stop,
+                                        timeout=5.0, live=demo.live))
+    watchers = [asyncio.create_task(demo.watch()), asyncio.create_task(demo.progress())]
+    try:
+        reached = [await demo.phase(name, action, want, timeout) for name, action, want, timeout in script]
+        demo.result.phases[-1].end = time.monotonic()
+        await check_invariants(demo)
+    finally:
+        stop.set()
+        demo.result.samples = (await load).samples
+        for w in watchers:
+            w.cancel()
+    return reached
 
 
 def finish(demo: Demo, reached: list[bool], report_dir: Path, work: Path) -> int:

@@ -6,20 +6,17 @@ have triggered one, and a killed abroad cluster (agent and service) for the outa
 """
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import aiohttp
 
-from chaos.demo import CLUSTERS, DWELL, RATE, Demo, check_invariants, finish
-from chaos.load import run_load
+from chaos.demo import CLUSTERS, DWELL, Demo, finish, play
 from peer.waiting import wait_until
 
 ADDRS = {"deep-edge": "127.0.0.61", "edge": "127.0.0.62", "cloud": "127.0.0.63"}
@@ -82,7 +79,7 @@ async def run_loopback_demo(report_dir: Path) -> int:
     demo.result.mode = "loopback"
     demo.addrs = dict(ADDRS)
     fed = LoopbackFederation(demo, work)
-    reached: list[bool] = []
+    reached: list[bool] = [False]
     for path, value in ((work / "secret", os.urandom(24).hex()), (work / "token", demo.token)):
         path.write_text(value)
         path.chmod(0o600)
@@ -101,11 +98,6 @@ async def run_loopback_demo(report_dir: Path) -> int:
             await wait_until(joined, timeout=30, what="federation joined")
             demo.say("federation up on loopback: " + ", ".join(f"{n} ({a})" for n, a in ADDRS.items()))
             await demo.deploy()
-            stop = asyncio.Event()
-            load = asyncio.create_task(run_load([f"http://{demo.endpoint}/classify"], rate=RATE, stop=stop,
-                                                timeout=5.0, live=demo.live))
-            watchers = [asyncio.create_task(demo.watch()), asyncio.create_task(demo.progress())]
-
             async def good() -> None:
                 demo.say("phase good: links unshaped; the classifier should move out for compute")
 
@@ -123,16 +115,9 @@ async def run_loopback_demo(report_dir: Path) -> int:
                 fed.start(demo.crashed)
                 demo.say(f"phase recovery: {demo.crashed} restarted")
 
-            reached.append(await demo.phase("good", good, {"cloud", "edge"}, 60))
-            reached.append(await demo.phase("degraded", degraded, {"edge"}, 30))
-            reached.append(await demo.phase("outage", outage, {"deep-edge"}, 30))
-            reached.append(await demo.phase("recovery", recovery, {"cloud", "edge"}, 60))
-            demo.result.phases[-1].end = time.monotonic()
-            await check_invariants(demo)
-            stop.set()
-            demo.result.samples = (await load).samples
-            for w in watchers:
-                w.cancel()
+            reached = await play(demo, [("good", good, {"cloud", "edge"}, 60), ("degraded", degraded, {"edge"}, 30),
+                                        ("outage", outage, {"deep-edge"}, 30),
+                                        ("recovery", recovery, {"cloud", "edge"}, 60)])
     finally:
         fed.stop_all()
     return finish(demo, reached, report_dir, work)
