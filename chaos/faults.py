@@ -466,3 +466,8 @@ class Nemesis:
         self._log("heal", sweep)
         if first is not None:
             raise FaultError(f"heal_all: {first}") from first
+
+
+# Public names for code that classifies faults by kind (chaos.detections).
+NetworkCut = _Cuts
+SignalFault = _Signal

@@ -31,6 +31,7 @@ class Report:
         self.figures: dict[str, dict[str, Any]] = {}
         self.checks: list[CheckResult] = []
         self.loads: dict[str, dict[str, Any]] = {}
+        self.tables: dict[str, list[dict[str, Any]]] = {}
 
     def rel(self, monotonic_t: float) -> float:
         return round(monotonic_t - self.t0, 4)
@@ -47,6 +48,10 @@ class Report:
 
     def figure(self, name: str, value: float | int | None, unit: str = "") -> None:
         self.figures[name] = {"value": value, "unit": unit}
+
+    def row(self, table: str, **fields: Any) -> None:
+        """Add a row to a named table (per-fault downtime, per-migration stage timings...)."""
+        self.tables.setdefault(table, []).append(fields)
 
     def check(self, result: CheckResult) -> CheckResult:
         self.checks.append(result)
@@ -82,6 +87,7 @@ class Report:
             "events": sorted(self.events, key=lambda e: e["t"]),
             "figures": self.figures,
             "checks": [asdict(c) for c in self.checks],
+            "tables": self.tables,
             "loads": self.loads,
         }
 
@@ -92,7 +98,7 @@ class Report:
         tmp.replace(path)
         return path
 
-    def summary(self) -> str:
+    def summary(self, *, max_rows: int = 20) -> str:
         lines = [f"scenario {self.scenario}" + (f" (seed {self.seed})" if self.seed is not None
                                                 else "") + (": OK" if self.ok else ": FAILED")]
         for label, ld in self.loads.items():
@@ -101,12 +107,21 @@ class Report:
                          f"p50 {_ms(ld['p50_ms'])} p99 {_ms(ld['p99_ms'])}")
         for name, fig in self.figures.items():
             lines.append(f"  {name}: {fig['value']} {fig['unit']}".rstrip())
+        for table, rows in self.tables.items():
+            lines.append(f"  {table}:")
+            lines += [f"    {_row(r)}" for r in rows[:max_rows]]
+            if len(rows) > max_rows:
+                lines.append(f"    ... {len(rows) - max_rows} more rows in the JSON report")
         for c in self.checks:
             lines.append(f"  [{'ok' if c.ok else 'FAIL'}] {c.name}: {c.detail}")
         return "\n".join(lines)
 
     def print_summary(self, file: TextIO = sys.stdout) -> None:
         print(self.summary(), file=file)
+
+
+def _row(fields: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v}" for k, v in fields.items())
 
 
 def _ms(value: float | None) -> str:

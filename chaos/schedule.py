@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from chaos.errors import FaultError
 from chaos.faults import (
     Bandwidth, Bridge, Fault, Halves, Isolate, Kill, Nemesis, OneWayCut, Pause, PidSource,
 )
@@ -103,10 +104,12 @@ class FaultSchedule:
 
 
 async def play(entries: Sequence[ScheduledFault], nemesis: Nemesis, *,
-               stop: asyncio.Event | None = None) -> None:
+               stop: asyncio.Event | None = None, skip_failed: bool = False) -> None:
     """Apply each fault at its offset and heal it after its duration; heal all at the end.
 
-    The sleeps here are the schedule itself, not synchronisation.
+    With `skip_failed`, a fault that cannot be applied (say, a kill whose target is not
+    running right now) is skipped (the nemesis logs it as an error event) instead of ending
+    the schedule. The sleeps here are the schedule itself, not synchronisation.
     """
     t0 = time.monotonic()
     stop = stop or asyncio.Event()
@@ -114,7 +117,12 @@ async def play(entries: Sequence[ScheduledFault], nemesis: Nemesis, *,
         for entry in entries:
             if await _sleep_until(t0 + entry.at, stop):
                 return
-            fault = await nemesis.apply(entry.fault)
+            try:
+                fault = await nemesis.apply(entry.fault)
+            except FaultError:
+                if not skip_failed:
+                    raise
+                continue
             stopped = await _sleep_until(t0 + entry.at + entry.duration, stop)
             await nemesis.heal(fault)
             if stopped:
