@@ -287,6 +287,10 @@ class Agent:
             for label, n in roles.items():
                 self.metrics.services.labels(role=label).set(n)
 
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run a background job owned by the agent (cancelled on stop)."""
+        self._spawn(coro)
+
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.create_task(coro)
         self._background.add(task)

@@ -10,9 +10,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from lb.balancer import LoadBalancer
 from lb.errors import LBError
@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 READY_TIMEOUT = 120.0
 PENDING_TTL = 120.0  # a copy started for a migration that never commits is removed after this
+ORPHAN_AFTER = 15.0  # ...or sooner when its coordinator stopped asking about it (it gave up or died)
 
 Publisher = Callable[[Record, frozenset[str]], Awaitable[None]]
 
@@ -54,6 +55,7 @@ class PendingCopy:
     instance: Instance | None = None
     deploy_ms: float | None = None
     error: str | None = None
+    last_poll: float = field(default_factory=time.monotonic)  # the coordinator's last STATUS call
 
 
 def addr_of(instance: Instance) -> str:
@@ -75,6 +77,7 @@ class ServiceManager:
         self._publish = publish
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self.pending: dict[str, PendingCopy] = {}
+        self.aborted: deque[str] = deque(maxlen=1000)  # migration ids refused if they arrive late
         self._tasks: set[asyncio.Task[None]] = set()
         self.closing = False
 
@@ -302,7 +305,7 @@ class ServiceManager:
         """Drop copies started for migrations that never committed (coordinator died or aborted)."""
         now = time.monotonic()
         for name, pending in list(self.pending.items()):
-            if pending.deadline < now:
+            if pending.deadline < now or now - pending.last_poll > ORPHAN_AFTER:
                 async with self.lock(name):
                     if self.pending.get(name) is pending:
                         log.warning("migration %s of %s never committed; removing the copy", pending.migration_id, name)

@@ -22,7 +22,7 @@ from peer import failpoints
 from peer.drivers.descriptor import ServiceDescriptor
 from peer.migration.history import Migration, MigrationLog
 from peer.migration.wire import ABORT, RELEASE, REPLICATE, REROUTE, STATUS, record_from_wire, record_to_wire
-from peer.peerclient import PeerClient, PeerError
+from peer.peerclient import PeerClient, PeerError, PeerRefused
 from peer.placing import requirements
 from peer.records.record import Record, State
 from peer.waiting import wait_until
@@ -135,8 +135,13 @@ class MigrationEngine:
                     "home": record.home, "endpoint": record.endpoint, "source": self.here,
                 }, timeout=5.0)
                 return candidate.name
-            except PeerError as exc:
+            except PeerRefused as exc:
                 refusals.append(f"{candidate.name}: {exc}")
+            except PeerError as exc:
+                # No answer is not a refusal: the request may still be processed (a paused
+                # agent resumes). Tell it to drop the copy, in the background, until it hears.
+                refusals.append(f"{candidate.name}: {exc}")
+                self.agent.spawn(self._abort_until_heard(candidate.name, m.id, record.name))
         raise MigrationError("every candidate refused: " + "; ".join(refusals))
 
     async def _wait_ready(self, m: Migration) -> tuple[str, float]:
@@ -200,6 +205,19 @@ class MigrationEngine:
         if url is not None:
             with contextlib.suppress(PeerError):
                 await self.client.call(url, ABORT, {"migration_id": m.id, "name": m.service}, timeout=5.0)
+
+    async def _abort_until_heard(self, cluster: str, migration_id: str, name: str) -> None:
+        for _ in range(30):
+            url = self.agent.api_url_of(cluster)
+            if url is not None:
+                try:
+                    await self.client.call(url, ABORT, {"migration_id": migration_id, "name": name}, timeout=5.0)
+                    return
+                except PeerRefused:
+                    return
+                except PeerError:
+                    pass
+            await asyncio.sleep(2.0)
 
     # -- journal and recovery ----------------------------------------------------------------
     def _journal(self, m: Migration, stage: str, **extra: Any) -> None:

@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 TICK = 0.1
 LB_DOWN_GRACE = 0.3  # seconds the route must stay down before the AC is pinged
+UNKNOWN_GRACE = 2.0  # ...before an AC gossip does not know (e.g. it died while this agent was down)
+STUCK_GRACE = 5.0  # ...before a copy the AC answers for but that serves nothing is replaced
 PING_TIMEOUT = 0.5
 
 
@@ -59,10 +61,8 @@ class FailSafe:
         if name in self._busy or self.services.lock(name).locked():
             return
         member = self.agent.membership.get(record.location)
-        if member is None:
-            return  # not known yet (the agent just started): unknown is not lost
         now = time.monotonic()
-        serf_lost = member.status in ("failed", "left")
+        serf_lost = member is not None and member.status in ("failed", "left")
         route_down = not await self._route_up(name)
         if not serf_lost and not route_down:
             self._suspects.pop(name, None)
@@ -70,14 +70,22 @@ class FailSafe:
         suspicion = self._suspects.get(name)
         if suspicion is None or suspicion.location != record.location:
             # Serf's own timestamp is the earliest evidence when it is the one that noticed.
-            first = min(now, member.since) if serf_lost else now
+            first = min(now, member.since) if serf_lost and member is not None else now
             suspicion = self._suspects[name] = Suspicion(record.location, first)
-        if serf_lost:
+        down_for = now - suspicion.since
+        if serf_lost and member is not None:
             evidence = f"serf reports {record.location} {member.status}"
-        elif now - suspicion.since < LB_DOWN_GRACE:
+        elif member is None:
+            # Unknown right after a restart is not lost; unknown and not serving for a while is.
+            if down_for < UNKNOWN_GRACE or await self._reachable(record.location):
+                return
+            evidence = f"haproxy checks down and {record.location} unknown to gossip"
+        elif down_for < LB_DOWN_GRACE:
             return
         elif await self._reachable(record.location):
-            return  # the AC is there: its driver restarts the copy
+            if down_for < STUCK_GRACE:
+                return  # the AC is there: its driver restarts a crashed copy
+            evidence = f"haproxy checks down for {down_for:.1f}s although {record.location} answers (hung copy)"
         else:
             evidence = f"haproxy checks down and {record.location} unreachable"
         self._busy.add(name)

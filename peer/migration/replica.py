@@ -60,6 +60,8 @@ class ReplicaHandlers:
         if descriptor.name != name:
             return _refuse("descriptor name does not match", status=422)
         services = self.services
+        if mid in services.aborted:
+            return _refuse(f"migration {mid} was aborted")
         pending = services.pending.get(name)
         if pending is not None:
             if pending.migration_id == mid:
@@ -92,6 +94,8 @@ class ReplicaHandlers:
         body = await read_msgpack(request)
         mid, name = _field(body, "migration_id", str), _field(body, "name", str)
         copy = self.services.pending.get(name)
+        if copy is not None and copy.migration_id == mid:
+            copy.last_poll = time.monotonic()
         if copy is None or copy.migration_id != mid:
             record = self.services.get(name)
             if record is not None and record.migration_id == mid and record.location == self.services.here:
@@ -107,6 +111,7 @@ class ReplicaHandlers:
         body = await read_msgpack(request)
         mid, name = _field(body, "migration_id", str), _field(body, "name", str)
         services = self.services
+        services.aborted.append(mid)
         async with services.lock(name):
             copy = services.pending.get(name)
             if copy is None or copy.migration_id != mid:

@@ -79,6 +79,21 @@ async def test_hc_ac_partition_fails_over_and_converges_after_heal(tmp_path: Pat
     assert figure(data, "false_failure_detections") == 0
 
 
+@pytest.mark.netns
+@pytest.mark.integration
+@pytest.mark.parametrize("scenario,check", [
+    # Regressions the checkers found in roam: a timed-out replication left a second copy for
+    # 120 s; an HC restarted while its AC was dead never failed over.
+    ("migration-to-paused-target", "one_copy_soon_after_resume"),
+    ("hc-restart-ac-dead", "failover_after_hc_restart"),
+    ("agent-killed-mid-migration", None),
+])
+async def test_regression_scenarios(tmp_path: Path, scenario: str, check: str | None) -> None:
+    data = await run_scenario(scenario, tmp_path)
+    if check is not None:
+        assert check in {c["name"] for c in data["checks"] if c["ok"]}
+
+
 def test_cli_lists_scenarios_and_refuses_bad_usage() -> None:
     out = subprocess.run([sys.executable, "-m", "chaos", "list"], capture_output=True,
                          text=True, check=True).stdout
