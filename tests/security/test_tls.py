@@ -48,6 +48,7 @@ async def test_agents_serve_and_talk_over_tls(tmp_path: Path) -> None:
                 return listing if sum(1 for m in listing if m["status"] == "alive") == 2 else None
 
             listed = await wait_until(both_alive, timeout=30, what="c2 joined")
+            assert listed is not None
             assert {m["api"] for m in listed} == {f"https://{A}:7070", f"https://{B}:7070"}
             # Plain HTTP is not served on the TLS port.
             with pytest.raises(aiohttp.ClientError):
