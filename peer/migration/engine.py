@@ -22,7 +22,7 @@ from peer import failpoints
 from peer.drivers.descriptor import ServiceDescriptor
 from peer.migration.history import Migration, MigrationLog
 from peer.migration.wire import ABORT, RELEASE, REPLICATE, REROUTE, STATUS, record_from_wire, record_to_wire
-from peer.peerclient import PeerClient, PeerError, PeerRefused
+from peer.peerclient import PeerClient, PeerError, PeerRefused, PeerUnreachable
 from peer.placing import requirements
 from peer.records.record import Record, State
 from peer.waiting import wait_until
@@ -102,6 +102,14 @@ class MigrationEngine:
             failpoints.hit("migration.before_reroute")
             with m.timed("reroute"):
                 committed = await self._reroute_and_commit(m, record, instance)
+        except PeerUnreachable as exc:
+            if m.stage == "reroute" and record.home != self.here:
+                # The HC may have rerouted and committed before its answer was lost: do not
+                # remove a copy that may be serving. Records settle it (the HC's commit reaches
+                # the AC; an uncommitted copy is dropped by the AC when nobody asks about it).
+                raise MigrationError(f"home cluster did not answer the reroute; outcome left to the HC: {exc}") from exc
+            await self._abort_target(m)
+            raise
         except BaseException:
             await self._abort_target(m)
             raise

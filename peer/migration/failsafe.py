@@ -33,10 +33,14 @@ STUCK_GRACE = 5.0  # ...before a copy the AC answers for but that serves nothing
 PING_TIMEOUT = 0.5
 
 
+RETRY_AFTER = 5.0  # a fail-safe that failed (e.g. home cannot admit it) is retried this much later
+
+
 @dataclass
 class Suspicion:
     location: str
     since: float  # monotonic time of the first evidence
+    retry_at: float = 0.0
 
 
 class FailSafe:
@@ -72,6 +76,8 @@ class FailSafe:
             # Serf's own timestamp is the earliest evidence when it is the one that noticed.
             first = min(now, member.since) if serf_lost and member is not None else now
             suspicion = self._suspects[name] = Suspicion(record.location, first)
+        if now < suspicion.retry_at:
+            return
         down_for = now - suspicion.since
         if serf_lost and member is not None:
             evidence = f"serf reports {record.location} {member.status}"
@@ -132,7 +138,10 @@ class FailSafe:
                                 migration_id=m.id), here=services.here, now=time.time())
             except (DriverError, LBError) as exc:
                 self.history.finish(m, outcome="failed", error=str(exc))
-                log.error("fail-safe for %s failed: %s", name, exc)
+                log.error("fail-safe for %s failed: %s; retrying in %.0fs", name, exc, RETRY_AFTER)
+                suspicion = self._suspects.get(name)
+                if suspicion is not None:
+                    suspicion.retry_at = time.monotonic() + RETRY_AFTER
                 return
             self._suspects.pop(name, None)
             m.durations["downtime_estimate"] = round((time.monotonic() - since) * 1000.0, 3)
