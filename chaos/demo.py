@@ -84,6 +84,10 @@ class Demo:
             if name != "deep-edge":
                 args += ["--join", seed]
             await tb.start_agent(name, extra_args=args, data_dir=self.work / name, log_path=self.work / f"{name}.log")
+        await self.wait_federation()
+
+    async def wait_federation(self) -> None:
+        """Every agent answers, and the HC sees all of them alive with their load."""
         for name in CLUSTERS:
             await wait_until(self._health(name), timeout=30, what=f"{name} up")
 
@@ -92,7 +96,7 @@ class Demo:
             return sum(1 for m in members if m["status"] == "alive" and m["load"]) == len(CLUSTERS)
 
         await wait_until(joined, timeout=30, what="federation joined")
-        self.say("federation up: " + ", ".join(f"{n} ({a})" for n, a in self.addrs.items()))
+        self.say(f"federation up ({self.result.mode}): " + ", ".join(f"{n} ({a})" for n, a in self.addrs.items()))
 
     def _health(self, name: str) -> Callable[[], Awaitable[Any]]:
         return lambda: self.api(name, "GET", "/v1/health")

@@ -17,7 +17,6 @@ from pathlib import Path
 import aiohttp
 
 from chaos.demo import CLUSTERS, DWELL, Demo, finish, play
-from peer.waiting import wait_until
 
 ADDRS = {"deep-edge": "127.0.0.61", "edge": "127.0.0.62", "cloud": "127.0.0.63"}
 
@@ -88,15 +87,7 @@ async def run_loopback_demo(report_dir: Path) -> int:
             demo.session = session
             for name in CLUSTERS:
                 fed.start(name)
-            for name in CLUSTERS:
-                await wait_until(demo._health(name), timeout=30, what=f"{name} up")
-
-            async def joined() -> bool:
-                members = await demo.api("deep-edge", "GET", "/v1/members")
-                return sum(1 for m in members if m["status"] == "alive" and m["load"]) == len(CLUSTERS)
-
-            await wait_until(joined, timeout=30, what="federation joined")
-            demo.say("federation up on loopback: " + ", ".join(f"{n} ({a})" for n, a in ADDRS.items()))
+            await demo.wait_federation()
             await demo.deploy()
             async def good() -> None:
                 demo.say("phase good: links unshaped; the classifier should move out for compute")
