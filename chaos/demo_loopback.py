@@ -6,7 +6,6 @@ have triggered one, and a killed abroad cluster (agent and service) for the outa
 """
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import aiohttp
 
+from chaos.agent_processes import kill_left_behind
 from chaos.demo import CLUSTERS, DWELL, Demo, finish, play
 
 ADDRS = {"deep-edge": "127.0.0.61", "edge": "127.0.0.62", "cloud": "127.0.0.63"}
@@ -45,7 +45,7 @@ class LoopbackFederation:
         proc = self.procs[name]
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-        self._kill_leftovers(self.work / name)
+        kill_left_behind(self.work / name)
 
     def stop_all(self) -> None:
         for proc in self.procs.values():
@@ -56,20 +56,7 @@ class LoopbackFederation:
                 proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
-            self._kill_leftovers(self.work / name)
-
-    @staticmethod
-    def _kill_leftovers(data_dir: Path) -> None:
-        for state in data_dir.glob("services/*/instance.json"):
-            try:
-                os.killpg(int(json.loads(state.read_text())["pgid"]), signal.SIGKILL)
-            except (OSError, ValueError, KeyError, TypeError):
-                pass
-        for pidfile in data_dir.glob("lb/haproxy.pid"):
-            try:
-                os.kill(int(pidfile.read_text().split()[0]), signal.SIGKILL)
-            except (OSError, ValueError, IndexError):
-                pass
+            kill_left_behind(self.work / name)
 
 
 async def run_loopback_demo(report_dir: Path) -> int:

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
+from peer.waiting import sleep_until
+
 OVER_LIMIT = "over-limit"
 
 
@@ -170,7 +172,7 @@ async def run_load(
             at = result.t0 + i / rate
             if duration is not None and at >= result.t0 + duration:
                 break
-            if await _wait_or_stop(at, stop):
+            if await sleep_until(at, stop):
                 break
             live.sent += 1
             if len(pending) >= max_in_flight:
@@ -188,17 +190,6 @@ async def run_load(
     return result
 
 
-async def _wait_or_stop(deadline: float, stop: asyncio.Event) -> bool:
-    delay = deadline - time.monotonic()
-    if delay <= 0:
-        return stop.is_set()
-    try:
-        await asyncio.wait_for(stop.wait(), delay)
-        return True
-    except asyncio.TimeoutError:
-        return False
-
-
 async def _request(session: aiohttp.ClientSession, url: str, at: float, *, timeout: float,
                    live: LiveCounter, out: LoadResult) -> None:
     status: int | None = None
@@ -212,7 +203,7 @@ async def _request(session: aiohttp.ClientSession, url: str, at: float, *, timeo
                 served_by = _cluster_field(body)
                 if not 200 <= status < 300:
                     error = f"HTTP {status}"
-    except (asyncio.TimeoutError, TimeoutError):
+    except TimeoutError:
         error = "timeout"
     except aiohttp.ClientError as exc:
         error = f"{type(exc).__name__}: {exc}"

@@ -14,8 +14,18 @@ from dataclasses import dataclass
 
 from chaos.errors import FaultError
 from chaos.faults import (
-    Bandwidth, Bridge, Fault, Halves, Isolate, Kill, Nemesis, OneWayCut, Pause, PidSource,
+    Bandwidth,
+    Bridge,
+    Fault,
+    Halves,
+    Isolate,
+    Kill,
+    Nemesis,
+    OneWayCut,
+    Pause,
+    PidSource,
 )
+from peer.waiting import sleep_until
 
 FaultKind = Callable[[random.Random, Sequence[str]], Fault]
 
@@ -115,7 +125,7 @@ async def play(entries: Sequence[ScheduledFault], nemesis: Nemesis, *,
     stop = stop or asyncio.Event()
     try:
         for entry in entries:
-            if await _sleep_until(t0 + entry.at, stop):
+            if await sleep_until(t0 + entry.at, stop):
                 return
             try:
                 fault = await nemesis.apply(entry.fault)
@@ -123,21 +133,9 @@ async def play(entries: Sequence[ScheduledFault], nemesis: Nemesis, *,
                 if not skip_failed:
                     raise
                 continue
-            stopped = await _sleep_until(t0 + entry.at + entry.duration, stop)
+            stopped = await sleep_until(t0 + entry.at + entry.duration, stop)
             await nemesis.heal(fault)
             if stopped:
                 return
     finally:
         await nemesis.heal_all()
-
-
-async def _sleep_until(deadline: float, stop: asyncio.Event) -> bool:
-    """Wait until `deadline` (monotonic); True if `stop` was set first."""
-    delay = deadline - time.monotonic()
-    if delay <= 0:
-        return stop.is_set()
-    try:
-        await asyncio.wait_for(stop.wait(), delay)
-        return True
-    except asyncio.TimeoutError:
-        return False

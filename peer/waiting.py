@@ -50,6 +50,18 @@ async def wait_until(
         await asyncio.sleep(interval)
 
 
+async def sleep_until(deadline: float, stop: asyncio.Event) -> bool:
+    """Wait until `deadline` (monotonic) unless `stop` is set first; True if it was."""
+    delay = deadline - time.monotonic()
+    if delay <= 0:
+        return stop.is_set()
+    try:
+        await asyncio.wait_for(stop.wait(), delay)
+        return True
+    except TimeoutError:
+        return False
+
+
 def wait_until_sync(
     predicate: Callable[[], T],
     *,

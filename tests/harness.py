@@ -19,6 +19,7 @@ from typing import Any
 
 import aiohttp
 
+from chaos.agent_processes import kill_left_behind
 from peer.waiting import wait_until
 
 TOKEN = "test-admin-token-0123456789abcdef"
@@ -145,30 +146,7 @@ class Federation:
             agent.stop()
         for agent in self.agents.values():
             agent.kill()
-            kill_leftovers(agent.data_dir)
-
-
-def kill_leftovers(data_dir: Path) -> None:
-    """Services and HAProxy outlive their agent by design; a test must not leave them behind."""
-    groups: list[int] = []
-    for state in data_dir.glob("services/*/instance.json"):
-        try:
-            groups.append(int(json.loads(state.read_text())["pgid"]))
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-    for pidfile in data_dir.glob("lb/haproxy.pid"):
-        try:
-            groups += [-int(tok) for tok in pidfile.read_text().split()]
-        except (OSError, ValueError):
-            continue
-    for group in groups:
-        try:
-            if group > 0:
-                os.killpg(group, signal.SIGKILL)
-            else:
-                os.kill(-group, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+            kill_left_behind(agent.data_dir)  # services and HAProxy outlive agents by design
 
 
 @asynccontextmanager
