@@ -11,6 +11,7 @@ import contextlib
 import logging
 import signal
 import ssl
+import time
 from collections.abc import Coroutine
 from typing import Any
 
@@ -30,6 +31,7 @@ from peer.metrics import Metrics
 from peer.migration.engine import MigrationEngine
 from peer.migration.failsafe import FailSafe
 from peer.migration.history import MigrationLog
+from peer.migration.homes import HomeSetClient, HomeSetHandlers, HomeSetKeeper
 from peer.migration.policy import PolicyTriggers
 from peer.migration.replica import ReplicaHandlers
 from peer.linkprobe import LinkProbe
@@ -40,6 +42,8 @@ from peer.records.merge import MergeOutcome
 from peer.records.record import Record, interested
 from peer.records.store import RecordStore
 from peer.services import ServiceManager
+from peer.waiting import wait_until
+from peer.stewardship import Liveness, Observed
 from placement import ClusterView, Thresholds
 
 log = logging.getLogger(__name__)
@@ -65,6 +69,8 @@ class Agent:
         self.client: PeerClient | None = None
         self.antientropy: AntiEntropy | None = None
         self.probe: LinkProbe | None = None
+        self.homes: HomeSetClient | None = None
+        self.liveness = Liveness(config.name, home_grace=config.home_grace, caught_up=False)
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[Any]] = set()
@@ -91,6 +97,13 @@ class Agent:
 
     def own_view(self) -> ClusterView:
         return self.cluster_views()[self.here]
+
+    def observed(self) -> dict[str, Observed]:
+        return {m.name: Observed(m.status, m.since) for m in self.membership.all()}
+
+    def steward_of(self, record: Record) -> str | None:
+        """The entry acting as home for `record` now, in this cluster's view (peer.stewardship)."""
+        return self.liveness.steward(record, self.observed(), time.monotonic())
 
     def api_url_of(self, cluster: str) -> str | None:
         member = self.membership.get(cluster)
@@ -129,14 +142,17 @@ class Agent:
         assert self.lb and self.store and self.client and self.history and self.creds
         await self.lb.start()
         self.driver = self._make_driver()
+        self.homes = HomeSetClient(here=self.here, client=self.client, url_of=self.api_url_of,
+                                   views=self.cluster_views, publish_now=self.publish_now)
         self.services = ServiceManager(here=self.here, store=self.store, driver=self.driver, lb=self.lb,
-                                       publish=self.publish)
+                                       publish=self.publish, peers=self.homes)
         await self.driver.start()
         self.antientropy = AntiEntropy(store=self.store, here=self.here, client=self.client,
                                        on_outcome=self._on_outcome)
         self.probe = LinkProbe(agent=self, client=self.client)
         self.engine = MigrationEngine(here=self.here, services=self.services, client=self.client,
-                                      history=self.history, agent=self, policy=self.config.policy)
+                                      history=self.history, agent=self, homes=self.homes,
+                                      steward_of=self.steward_of, policy=self.config.policy)
         await self.services.reconcile()
         self.gossip = Gossip(config=self.config, secret=self.creds.federation_secret, membership=self.membership,
                              metrics=self.metrics, initial_load=self.current_load())
@@ -144,10 +160,14 @@ class Agent:
         await self.gossip.start()
         await self._start_http()
         self._spawn(self.engine.recover())
-        failsafe = FailSafe(services=self.services, client=self.client, history=self.history, agent=self)
+        failsafe = FailSafe(services=self.services, client=self.client, history=self.history, agent=self,
+                            liveness=self.liveness, steward_of=self.steward_of)
+        keeper = HomeSetKeeper(services=self.services, peers=self.homes, liveness=self.liveness,
+                               observed=self.observed, repair_after=self.config.repair_after, publish=self.publish)
         loops: list[tuple[str, Coroutine[Any, Any, None]]] = [
             ("failsafe", failsafe.run()), ("anti-entropy", self._anti_entropy_loop()),
-            ("housekeeping", self._housekeeping_loop()),
+            ("housekeeping", self._housekeeping_loop()), ("home-sets", keeper.run()),
+            ("catch-up", self._catch_up()),
         ]
         if self.config.auto_migrate:
             assert self.probe is not None
@@ -188,6 +208,7 @@ class Agent:
         add_service_routes(app, self)
         self.antientropy.add_routes(app)
         ReplicaHandlers(services=self.services, agent=self).add_routes(app)
+        HomeSetHandlers(services=self.services, run_forwarded=self._run_forwarded).add_routes(app)
         LinkProbe.add_routes(app)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
@@ -243,6 +264,23 @@ class Agent:
         assert self.services is not None
         self.services.apply_soon(outcome)
         self.load_changed()
+
+    async def _run_forwarded(self, op: str, name: str, target: str | None) -> tuple[int, Any]:
+        from peer.api.services import run_admin_op
+
+        return await run_admin_op(self, op, name, target)
+
+    async def _catch_up(self) -> None:
+        """A (re)started cluster syncs its records with every live peer before it acts as
+        steward (DESIGN: the HC resumes stewardship once it has caught up)."""
+        if self.config.join:
+            with contextlib.suppress(TimeoutError):
+                await wait_until(lambda: len(self.membership.alive()) > 1, timeout=5.0, interval=0.1)
+        peers = [m.name for m in self.membership.alive() if m.name != self.here]
+        await asyncio.gather(*(asyncio.wait_for(self._sync(p), timeout=5.0) for p in peers), return_exceptions=True)
+        self.liveness.caught_up = True
+        log.info("caught up with %d peers; acting as steward where first", len(peers))
+        await asyncio.Event().wait()  # supervised loops run until cancelled
 
     async def _on_status_change(self, change: StatusChange) -> None:
         if change.new == "alive" and change.name != self.here:

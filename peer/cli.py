@@ -43,6 +43,10 @@ def _agent_parser(sub: Any) -> None:
     p.add_argument("--cpu", type=float, help="CPU cores this cluster offers (default: this host's)")
     p.add_argument("--memory", help="memory this cluster offers, e.g. 4Gi (default: this host's)")
     p.add_argument("--dwell", type=float, help="seconds a service stays put before a voluntary move (default 60)")
+    p.add_argument("--home-grace", dest="home_grace", type=float,
+                   help="seconds an entry must be reported failed before the next one acts as steward (default 2)")
+    p.add_argument("--repair-after", dest="repair_after", type=float,
+                   help="seconds an entry stays lost before the steward replaces it (default 10)")
     p.add_argument("--token-file", dest="token_file")
     p.add_argument("--secret-file", dest="secret_file")
     p.add_argument("--config", help="TOML file; flags override it")

@@ -68,6 +68,8 @@ class AgentConfig:
     tls_key: Path | None = None
     serf_binary: str = "serf"
     haproxy_binary: str = "haproxy"
+    home_grace: float = 2.0  # seconds Serf must report an entry failed before another acts as steward
+    repair_after: float = 10.0  # seconds an entry stays lost before the steward replaces it
 
     @property
     def api_url(self) -> str:
@@ -152,7 +154,7 @@ def load_toml(path: Path) -> dict[str, Any]:
 _TOML_KEYS = {
     "name", "addr", "api_port", "gossip_port", "rpc_port", "join", "tier", "data_dir", "driver",
     "lb_ports", "lb_slots", "service_ports", "token_file", "secret_file", "capacity", "kubernetes",
-    "policy", "auto_migrate", "tls_cert", "tls_key", "triggers",
+    "policy", "auto_migrate", "tls_cert", "tls_key", "triggers", "home_grace", "repair_after",
 }
 
 
@@ -242,7 +244,11 @@ def build_config(args: argparse.Namespace) -> AgentConfig:
     auto = pick("auto_migrate", True)
     if getattr(args, "no_auto_migrate", False):
         auto = False
+    home_grace = _seconds(pick("home_grace", 2.0), what="--home-grace")
+    repair_after = _seconds(pick("repair_after", 10.0), what="--repair-after")
     return AgentConfig(
+        home_grace=home_grace,
+        repair_after=repair_after,
         name=name,
         addr=addr,
         api_port=_port(pick("api_port", 7070), what="--api-port"),
@@ -265,6 +271,16 @@ def build_config(args: argparse.Namespace) -> AgentConfig:
         tls_cert=Path(tls_cert) if tls_cert else None,
         tls_key=Path(tls_key) if tls_key else None,
     )
+
+
+def _seconds(value: object, *, what: str) -> float:
+    try:
+        seconds = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{what}: expected a number of seconds, got {value!r}") from exc
+    if not 0 <= seconds <= 86400:
+        raise ConfigError(f"{what}: must be between 0 and 86400 seconds")
+    return seconds
 
 
 def check_binaries(config: AgentConfig) -> None:

@@ -11,16 +11,26 @@ import contextlib
 import logging
 import time
 from collections import defaultdict, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 from lb.balancer import LoadBalancer
 from lb.errors import LBError
 from peer.drivers.base import Driver, DriverError, Instance, ServiceNotFound
 from peer.drivers.descriptor import ServiceDescriptor
 from peer.records.merge import AdoptLocalCopy, Forget, MergeOutcome, Reroute, StopLocalCopy
-from peer.records.record import Record, State, descriptor_digest, tombstone_of
+from peer.records.record import (
+    Record,
+    State,
+    descriptor_digest,
+    incarnation_order,
+    new_incarnation,
+    tombstone_of,
+)
 from peer.records.store import RecordStore
+from placement import ClusterView
+from placement.homes import choose_entries
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +38,31 @@ READY_TIMEOUT = 120.0
 PENDING_TTL = 120.0  # a copy started for a migration that never commits is removed after this
 ORPHAN_AFTER = 15.0  # ...or sooner when its coordinator stopped asking about it (it gave up or died)
 
+ENTRY_RESERVATION = 30.0  # an entry frontend opened for a creation that has not written its record yet
+
 Publisher = Callable[[Record, frozenset[str]], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class NameHolder:
+    """A cluster's answer to "do you hold this name?" (create refuses names the federation knows)."""
+
+    cluster: str
+    home: str
+    incarnation: str
+    tombstone: bool
+
+
+class HomeSetPeers(Protocol):
+    """What creating a service with a home set needs of the federation (the agent implements it)."""
+
+    def live_views(self) -> Sequence[ClusterView]: ...
+
+    async def lookup(self, name: str) -> list[NameHolder]: ...
+
+    async def open_entry(self, cluster: str, name: str, incarnation: str) -> str | None: ...
+
+    async def publish_now(self, record: Record, extra: frozenset[str] = frozenset()) -> None: ...
 
 
 class ServiceError(Exception):
@@ -69,8 +103,11 @@ def split_addr(text: str) -> tuple[str, int]:
 
 
 class ServiceManager:
-    def __init__(self, *, here: str, store: RecordStore, driver: Driver, lb: LoadBalancer, publish: Publisher) -> None:
+    def __init__(self, *, here: str, store: RecordStore, driver: Driver, lb: LoadBalancer, publish: Publisher,
+                 peers: HomeSetPeers | None = None) -> None:
         self.here = here
+        self.peers = peers
+        self.reserved: dict[str, tuple[str, float]] = {}  # entry frontends: name -> (incarnation, deadline)
         self.store = store
         self.driver = driver
         self.lb = lb
@@ -123,7 +160,8 @@ class ServiceManager:
 
     # -- admin operations ------------------------------------------------------------------
     async def create(self, descriptor: ServiceDescriptor) -> Record:
-        """Deploy here as HC: instance first, then the record, then the route (crash-safe order)."""
+        """Deploy here as HC with a home set: instance first, then the entries' frontends, then the
+        record, then the routes (crash-safe order: a crash leaves nothing a record points to)."""
         name = descriptor.name
         async with self.lock(name):
             existing = self.store.get(name)
@@ -133,38 +171,87 @@ class ServiceManager:
                 raise ServiceError(f"service {name!r} is arriving here by migration", field="name")
             if self.closing:
                 raise ServiceError("agent is shutting down", status=503)
+            after = incarnation_order(existing.incarnation)[0] if existing is not None else 0
+            after = max(after, await self._check_name_free(name))
+            others = self._choose_entries(descriptor)
+            incarnation = new_incarnation(now=time.time(), after=after)
             frontend = await self.lb.open_frontend(name)
             try:
                 instance, _ = await self.run_copy(descriptor, home=self.here)
             except BaseException:
                 await self.lb.close_frontend(name)
                 raise
+            endpoints = [(self.here, f"{frontend[0]}:{frontend[1]}")]
+            endpoints += await self._open_entries(others, name, incarnation)
             payload = descriptor.canonical_msgpack()
-            base = existing or Record(name=name, home=self.here, location=self.here, state=State.RUNNING,
-                                      digest="", descriptor=b"")
             record = self.store.put_local(
-                replace(base, home=self.here, location=self.here, state=State.RUNNING, tombstone=False,
-                        digest=descriptor_digest(payload), descriptor=payload, instance=addr_of(instance),
-                        endpoint=f"{frontend[0]}:{frontend[1]}", migration_id=None),
+                Record(name=name, home=self.here, location=self.here, state=State.RUNNING,
+                       digest=descriptor_digest(payload), descriptor=payload, instance=addr_of(instance),
+                       endpoint=endpoints[0][1], incarnation=incarnation,
+                       homes=tuple(c for c, _ in endpoints), endpoints=tuple(sorted(endpoints))),
                 here=self.here, now=time.time(),
             )
             await self.lb.route(name, instance.host, instance.port)
-        await self._publish(record, frozenset())
+        if self.peers is not None:
+            await self.peers.publish_now(record)
+        else:
+            await self._publish(record, frozenset())
         return record
+
+    async def _check_name_free(self, name: str) -> int:
+        """Refuse a name the federation holds live; return the highest stamp known for it."""
+        if self.peers is None:
+            return 0
+        holders = await self.peers.lookup(name)
+        live = [h for h in holders if not h.tombstone]
+        if live:
+            raise ServiceError(f"service {name!r} already exists: homed at {live[0].home}, held by "
+                               f"{live[0].cluster}", field="name")
+        return max((incarnation_order(h.incarnation)[0] for h in holders), default=0)
+
+    def _choose_entries(self, descriptor: ServiceDescriptor) -> list[str]:
+        """The other entries of a new service's home set (placement.homes), checked against
+        the clusters alive now."""
+        views = list(self.peers.live_views()) if self.peers is not None else []
+        alive = [v for v in views if v.alive and v.name != self.here]
+        wanted = descriptor.entries if descriptor.entries is not None else min(2, len(alive) + 1)
+        if wanted > len(alive) + 1:
+            raise ServiceError(f"entries: {wanted} asked but only {len(alive) + 1} clusters are alive",
+                               status=422, field="entries")
+        own = next((v.tier for v in views if v.name == self.here), "")
+        return choose_entries(alive, chosen=[self.here], tiers=[own], count=wanted - 1)
+
+    async def _open_entries(self, clusters: list[str], name: str, incarnation: str) -> list[tuple[str, str]]:
+        """Ask each chosen entry to open a frontend; an entry that does not answer is left out
+        (the steward's repair adds one later)."""
+        if self.peers is None or not clusters:
+            return []
+        peers = self.peers
+        answers = await asyncio.gather(*(peers.open_entry(c, name, incarnation) for c in clusters))
+        return [(c, ep) for c, ep in zip(clusters, answers) if ep is not None]
+
+    async def reserve_entry(self, name: str, incarnation: str) -> tuple[str, int]:
+        """At an entry: open a frontend for a service being created elsewhere, kept for
+        ENTRY_RESERVATION seconds until its record arrives."""
+        async with self.lock(name):
+            current = self.get(name)
+            if current is not None and current.incarnation != incarnation and self.here in current.entries:
+                raise ServiceError(f"another service named {name!r} (home {current.home}) has an entry here")
+            frontend = await self.lb.open_frontend(name)
+            self.reserved[name] = (incarnation, time.monotonic() + ENTRY_RESERVATION)
+            return frontend
 
     async def delete(self, name: str) -> Record:
         async with self.lock(name):
             record = self.get(name)
             if record is None:
                 raise ServiceError(f"no service {name!r}", status=404)
-            if record.home != self.here:
-                raise ServiceError(f"service {name!r} is homed at {record.home}; delete it there", status=409)
             tomb = self.store.put_local(tombstone_of(record), here=self.here, now=time.time())
             if record.location == self.here:
                 await self.stop_copy(name)
             with contextlib.suppress(LBError):
                 await self.lb.close_frontend(name)
-        await self._publish(tomb, frozenset({record.location}))
+        await self._publish(tomb, frozenset({record.location, *record.entries}))
         return tomb
 
     def settle_arrival(self, name: str, migration_id: str | None) -> None:
@@ -215,13 +302,14 @@ class ServiceManager:
             else:
                 await self.ensure_local_copy(current)
         elif isinstance(action, Reroute):
-            if current is not None and current.home == self.here and not current.tombstone:
+            if current is not None and self.here in current.entries and not current.tombstone:
+                self.reserved.pop(action.name, None)
                 await self.ensure_route(current)
         elif isinstance(action, Forget):
-            if current is not None and current.home != self.here:
+            if current is None or current.tombstone or self.here not in current.entries:
                 with contextlib.suppress(LBError):
                     await self.lb.close_frontend(action.name)
-            if current is not None and not current.tombstone and self.here not in (current.home, current.location):
+            if current is not None and not current.tombstone and self.here not in (*current.entries, current.location):
                 self.store.drop(action.name)
 
     async def ensure_local_copy(self, record: Record) -> Record:
@@ -236,14 +324,15 @@ class ServiceManager:
         if record.instance != addr_of(instance):
             record = self.store.put_local(replace(record, instance=addr_of(instance), state=State.RUNNING),
                                           here=self.here, now=time.time())
-            if record.home == self.here:
+            if self.here in record.entries:
                 await self.ensure_route(record)
             await self._publish(record, frozenset())
         return record
 
     async def ensure_route(self, record: Record) -> None:
-        """The HC's frontend must exist and point at the record's instance."""
-        port = split_addr(record.endpoint)[1] if record.endpoint else None
+        """This entry's frontend must exist and point at the record's instance."""
+        endpoint = record.endpoint_at(self.here)
+        port = split_addr(endpoint)[1] if endpoint else None
         await self.lb.open_frontend(record.name, port=port)
         if record.instance and self.lb.current_route(record.name) != split_addr(record.instance):
             host, p = split_addr(record.instance)
@@ -270,7 +359,7 @@ class ServiceManager:
                 if record.instance != addr_of(instance):
                     record = self.store.put_local(replace(record, instance=addr_of(instance)),
                                                   here=self.here, now=time.time())
-                    if record.home == self.here:
+                    if self.here in record.entries:
                         await self.ensure_route(record)
                     await self._publish(record, frozenset())
 
@@ -283,7 +372,7 @@ class ServiceManager:
             try:
                 if record.location == self.here:
                     await self.ensure_local_copy(record)
-                elif record.home == self.here:
+                elif self.here in record.entries:
                     await self.ensure_route(record)
             except (DriverError, LBError) as exc:
                 log.error("could not restore %s: %s", record.name, exc)
@@ -295,15 +384,24 @@ class ServiceManager:
                     await self.driver.delete(name)
         for mid in open_targets:
             self.store.journal_close(mid)
-        homed = {r.name for r in self.records() if r.home == self.here}
+        homed = {r.name for r in self.records() if self.here in r.entries} | set(self.reserved)
         for name in list(self.lb.routes()):
             if name not in homed:
                 with contextlib.suppress(LBError):
                     await self.lb.close_frontend(name)
 
     async def expire_pending(self) -> None:
-        """Drop copies started for migrations that never committed (coordinator died or aborted)."""
+        """Drop copies started for migrations that never committed (coordinator died or aborted),
+        and entry frontends reserved for a creation whose record never arrived."""
         now = time.monotonic()
+        for name, (_, deadline) in list(self.reserved.items()):
+            if deadline < now:
+                async with self.lock(name):
+                    self.reserved.pop(name, None)
+                    record = self.get(name)
+                    if record is None or self.here not in record.entries:
+                        with contextlib.suppress(LBError):
+                            await self.lb.close_frontend(name)
         for name, pending in list(self.pending.items()):
             if pending.deadline < now or now - pending.last_poll > ORPHAN_AFTER:
                 async with self.lock(name):

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from peer.agent import Agent
 
 
-def record_view(record: Record, here: str) -> dict[str, Any]:
+def record_view(record: Record, here: str, *, steward: str | None = None) -> dict[str, Any]:
     try:
         descriptor: Any = ServiceDescriptor.from_msgpack(record.descriptor).to_obj()
     except DescriptorError:
@@ -31,6 +31,11 @@ def record_view(record: Record, here: str) -> dict[str, Any]:
         "role": role(record, here),
         "state": str(record.state),
         "endpoint": record.endpoint,
+        "homes": list(record.entries),
+        "endpoints": record.entry_endpoints(),
+        "steward": steward,
+        "standbys": [],
+        "incarnation": record.incarnation,
         "instance": record.instance,
         "vclock": counters(record.vclock),
         "migration_id": record.migration_id,
@@ -50,13 +55,60 @@ def _service_error(exc: ServiceError) -> APIError:
     return APIError(str(exc), status=exc.status, field=exc.field)
 
 
+def view(agent: "Agent", record: Record) -> dict[str, Any]:
+    return record_view(record, agent.here, steward=agent.steward_of(record))
+
+
+async def _migrate_here(agent: "Agent", name: str, target: str | None) -> dict[str, Any]:
+    assert agent.engine is not None
+    try:
+        migration = await agent.engine.migrate(name, target=target, reason="api request")
+    except ServiceError as exc:
+        raise _service_error(exc) from exc
+    except MigrationError as exc:
+        raise APIError(str(exc), status=409) from exc
+    agent.load_changed()
+    return migration.as_api()
+
+
+async def _delete_here(agent: "Agent", name: str) -> dict[str, Any]:
+    assert agent.services is not None
+    try:
+        record = await agent.services.delete(name)
+    except ServiceError as exc:
+        raise _service_error(exc) from exc
+    agent.load_changed()
+    return view(agent, record)
+
+
+async def run_admin_op(agent: "Agent", op: str, name: str, target: str | None) -> tuple[int, Any]:
+    """Run `migrate` or `delete` of `name` at its steward: here, or forwarded to it (once: a
+    forwarded call that arrives at a cluster that is not steward either is refused with 409)."""
+    assert agent.services is not None and agent.homes is not None
+    record = agent.services.get(name)
+    if record is None:
+        return 404, {"error": f"no service {name!r}", "field": "name"}
+    steward = agent.steward_of(record)
+    if steward is None:
+        return 409, {"error": f"{name!r} has no live entry to act as steward", "field": "name"}
+    try:
+        if steward == agent.here:
+            body = await (_migrate_here(agent, name, target) if op == "migrate" else _delete_here(agent, name))
+            return 200, body
+        return await agent.homes.forward(steward, op, name, target)
+    except APIError as exc:
+        return exc.status, {"error": str(exc), "field": exc.field}
+    except ServiceError as exc:
+        return exc.status, {"error": str(exc), "field": exc.field}
+
+
 def add_service_routes(app: web.Application, agent: "Agent") -> None:
     def services() -> Any:
         assert agent.services is not None
         return agent.services
 
     async def list_services(request: web.Request) -> web.Response:
-        return web.json_response([record_view(r, agent.here) for r in services().records()])
+        return web.json_response([view(agent, r) for r in services().records()])
 
     async def create(request: web.Request) -> web.Response:
         body = await read_json(request)
@@ -77,21 +129,23 @@ def add_service_routes(app: web.Application, agent: "Agent") -> None:
         except (DriverError, LBError) as exc:
             raise APIError(f"could not deploy: {exc}", status=503) from exc
         agent.load_changed()
-        return web.json_response(record_view(record, agent.here), status=201)
+        return web.json_response(view(agent, record), status=201)
 
     async def get_one(request: web.Request) -> web.Response:
         record = services().get(_name(request))
         if record is None:
             raise NotFound(f"no service {request.match_info['name']!r}", field="name")
-        return web.json_response(record_view(record, agent.here))
+        return web.json_response(view(agent, record))
+
+    def answer(status: int, body: Any) -> web.Response:
+        if status >= 400:
+            message = body.get("error") if isinstance(body, dict) else str(body)
+            field = body.get("field") if isinstance(body, dict) else None
+            raise APIError(str(message), status=status, field=field)
+        return web.json_response(body, status=status)
 
     async def delete(request: web.Request) -> web.Response:
-        try:
-            record = await services().delete(_name(request))
-        except ServiceError as exc:
-            raise _service_error(exc) from exc
-        agent.load_changed()
-        return web.json_response(record_view(record, agent.here))
+        return answer(*await run_admin_op(agent, "delete", _name(request), None))
 
     async def migrate(request: web.Request) -> web.Response:
         name = _name(request)
@@ -106,15 +160,7 @@ def add_service_routes(app: web.Application, agent: "Agent") -> None:
         target = body.get("target")
         if target is not None and (not isinstance(target, str) or not NAME_RE.match(target)):
             raise APIError("target must be a cluster name", field="target", status=422)
-        assert agent.engine is not None
-        try:
-            migration = await agent.engine.migrate(name, target=target, reason="api request")
-        except ServiceError as exc:
-            raise _service_error(exc) from exc
-        except MigrationError as exc:
-            raise APIError(str(exc), status=409) from exc
-        agent.load_changed()
-        return web.json_response(migration.as_api())
+        return answer(*await run_admin_op(agent, "migrate", name, target))
 
     async def instances(request: web.Request) -> web.Response:
         """What the orchestrator actually runs here (for operators and the chaos checkers)."""

@@ -22,6 +22,7 @@ from peer.drivers.quantity import QuantityError, cpu_cores, memory_bytes
 
 MAX_CPU = 256.0
 MAX_MEMORY = 2**40  # 1 TiB
+MAX_ENTRIES = 16  # a record holds at most 16 entries (peer.records.record)
 MAX_REPLICAS = 100
 MAX_ARGS = 256
 MAX_ARG_LEN = 4096
@@ -50,7 +51,8 @@ _IMAGE = re.compile(
 )
 
 _TOP_FIELDS = frozenset(
-    {"name", "port", "command", "image", "cpu", "memory", "replicas", "health", "constraints", "standby"}
+    {"name", "port", "command", "image", "cpu", "memory", "replicas", "health", "constraints", "standby",
+     "entries"}
 )
 
 
@@ -102,6 +104,7 @@ class ServiceDescriptor:
     health: HealthCheck | None = None
     constraints: Constraints = Constraints()
     standby: bool = False
+    entries: int | None = None  # size of the home set; None: the federation's default (2)
 
     @property
     def cpu_cores(self) -> float:
@@ -134,6 +137,7 @@ class ServiceDescriptor:
             health=_health(top["health"]) if top.get("health") is not None else None,
             constraints=_constraints(top["constraints"]) if top.get("constraints") is not None else Constraints(),
             standby=_bool(top.get("standby", False), "standby"),
+            entries=_int(top["entries"], "entries", low=1, high=MAX_ENTRIES) if top.get("entries") is not None else None,
         )
 
     @classmethod
@@ -166,6 +170,7 @@ class ServiceDescriptor:
             "replicas": self.replicas,
             "constraints": self.constraints.to_obj(),
             "standby": self.standby,
+            **({"entries": self.entries} if self.entries is not None else {}),
         }
         if self.command:
             obj["command"] = list(self.command)

@@ -4,10 +4,12 @@
     admits or refuses) -> wait (AC's copy ready) -> reroute (HC's HAProxy, make-before-break)
     -> commit (record: location = AC) -> cleanup (old copy stopped)
 
-The coordinator is the HC or the cluster where the service runs. When it is not the HC
-(multi-hop, Fig. 4 Migration 2), the reroute is asked of the HC, which commits the record:
-the HC is the single writer of where a service runs whenever it is reachable. Each stage is
-journaled, so a coordinator killed mid-way rolls back (before the reroute) or finishes (after).
+The coordinator is the service's steward (the first live entry of its home set: the HC while
+it is alive), the single writer of where a service runs; any other cluster asked forwards the
+call to it (peer/migration/homes.py), also for a multi-hop move (Fig. 4 Migration 2). The
+reroute is the steward's own HAProxy, make-before-break, then the commit, then every other
+entry reroutes its own HAProxy before the old copy stops. Each stage is journaled, so a
+coordinator killed mid-way rolls back (before the reroute) or finishes (after).
 """
 from __future__ import annotations
 
@@ -16,13 +18,15 @@ import contextlib
 import logging
 import time
 from dataclasses import replace
+from collections.abc import Callable
 from typing import Any
 
 from peer import failpoints
 from peer.drivers.descriptor import ServiceDescriptor
 from peer.migration.history import Migration, MigrationLog
-from peer.migration.wire import ABORT, RELEASE, REPLICATE, REROUTE, STATUS, record_from_wire, record_to_wire
-from peer.peerclient import PeerClient, PeerError, PeerRefused, PeerUnreachable
+from peer.migration.homes import HomeSetClient
+from peer.migration.wire import ABORT, RELEASE, REPLICATE, STATUS, record_to_wire
+from peer.peerclient import PeerClient, PeerError, PeerRefused
 from peer.placing import requirements
 from peer.records.record import Record, State
 from peer.waiting import wait_until
@@ -41,8 +45,11 @@ class MigrationError(Exception):
 
 class MigrationEngine:
     def __init__(self, *, here: str, services: ServiceManager, client: PeerClient, history: MigrationLog,
-                 agent: Any, policy: str = "balanced") -> None:
+                 agent: Any, homes: HomeSetClient, steward_of: Callable[[Record], str | None],
+                 policy: str = "balanced") -> None:
         self.here = here
+        self.homes = homes
+        self.steward_of = steward_of
         self.services = services
         self.client = client
         self.history = history
@@ -56,8 +63,10 @@ class MigrationEngine:
             record = self.services.get(name)
             if record is None:
                 raise ServiceError(f"no service {name!r}", status=404)
-            if self.here not in (record.home, record.location):
-                raise ServiceError(f"{self.here} neither homes nor runs {name!r}", status=409)
+            steward = self.steward_of(record)
+            if steward != self.here:
+                raise ServiceError(f"{name!r} is stewarded by {steward or 'no live entry'}, not {self.here}",
+                                   status=409)
             if target is not None:
                 self._check_target(record, target)
             m = self.history.begin(Migration(service=name, kind=kind, reason=reason, coordinator=self.here,
@@ -102,14 +111,6 @@ class MigrationEngine:
             failpoints.hit("migration.before_reroute")
             with m.timed("reroute"):
                 committed = await self._reroute_and_commit(m, record, instance)
-        except PeerUnreachable as exc:
-            if m.stage == "reroute" and record.home != self.here:
-                # The HC may have rerouted and committed before its answer was lost: do not
-                # remove a copy that may be serving. Records settle it (the HC's commit reaches
-                # the AC; an uncommitted copy is dropped by the AC when nobody asks about it).
-                raise MigrationError(f"home cluster did not answer the reroute; outcome left to the HC: {exc}") from exc
-            await self._abort_target(m)
-            raise
         except BaseException:
             await self._abort_target(m)
             raise
@@ -167,33 +168,25 @@ class MigrationEngine:
         raise MigrationError(f"copy at {m.target} not ready within {WAIT_TIMEOUT:.0f}s")
 
     async def _reroute_and_commit(self, m: Migration, record: Record, instance: str) -> Record:
+        """The steward's own frontend first (make-before-break), then the commit, then every
+        other entry's frontend; the old copy keeps serving until all of them have moved."""
         assert m.target is not None
         moved = replace(record, location=m.target, instance=instance, state=State.RUNNING, migration_id=m.id)
-        if record.home == self.here:
-            host, port = split_addr(instance)
-            await self.services.lb.route(record.name, host, port)
-            failpoints.hit("migration.after_route")
-            committed = self.services.store.put_local(moved, here=self.here, now=time.time())
-            self.services.settle_arrival(record.name, m.id)
-            return committed
-        # Multi-hop: only the HC's load balancer carries traffic, and the HC commits the move.
-        url = self.agent.api_url_of(record.home)
-        if url is None:
-            raise MigrationError(f"home cluster {record.home} is not reachable")
-        reply = await self.client.call(url, REROUTE, {
-            "migration_id": m.id, "name": record.name, "location": m.target, "instance": instance,
-            "expect_location": record.location,
-        }, timeout=15.0)
-        assert isinstance(reply, dict)
-        committed = record_from_wire(reply["record"])
-        self.services.store.apply_remote(committed, here=self.here)
+        host, port = split_addr(instance)
+        await self.services.lb.route(record.name, host, port)
+        failpoints.hit("migration.after_route")
+        committed = self.services.store.put_local(moved, here=self.here, now=time.time())
+        self.services.settle_arrival(record.name, m.id)
+        missing = await self.homes.route_entries(committed)
+        if missing:
+            m.notes = f"entries not confirmed: {', '.join(missing)}"
         return committed
 
     async def _cleanup(self, m: Migration, before: Record, committed: Record) -> None:
         """Stop the old copy (only now that the new one serves), then tell the others."""
         if before.location == self.here:
             await self.services.stop_copy(before.name)
-            if self.here != committed.home:
+            if self.here not in committed.entries:
                 self.services.store.drop(before.name)
         else:
             url = self.agent.api_url_of(before.location)
@@ -245,7 +238,7 @@ class MigrationEngine:
                           coordinator=self.here, home=entry["home"], source=entry["source"],
                           target=entry.get("target"), id=entry["id"])
             done = record is not None and record.location == entry.get("target")
-            if stage == "reroute" and not done and record is not None and record.home == self.here:
+            if stage == "reroute" and not done and record is not None and self.here in record.entries:
                 host, port = split_addr(entry["instance"])
                 if self.services.lb.current_route(name) == (host, port):
                     record = self.services.store.put_local(
@@ -259,7 +252,7 @@ class MigrationEngine:
                 self.history.finish(m, outcome="succeeded", error="completed after restart")
             else:
                 await self._abort_target(m, wait=15.0)
-                if record is not None and record.home == self.here and record.instance:
+                if record is not None and self.here in record.entries and record.instance:
                     with contextlib.suppress(Exception):
                         await self.services.ensure_route(record)
                 self.history.finish(m, outcome="aborted", error="rolled back after restart")

@@ -1,4 +1,10 @@
-"""The fail-safe: the HC redeploys a service whose AC is lost, and reroutes to the new copy.
+"""The fail-safe: the steward redeploys a service whose AC is lost, and reroutes to the new copy.
+
+Every entry of a service's home set watches where it runs (its own HAProxy routes there), so
+every entry gathers the evidence; only the steward acts on it. The evidence also feeds the
+stewardship view (`Liveness.mark_unreachable`): when the HC itself runs the service and its
+site is lost, the next entry sees its route down and the HC silent, becomes steward and
+redeploys, seconds before Serf would have said anything.
 
 Serf needs 4-5 s to declare a killed peer failed (20-25 s from the isolated side of a
 partition). The HC's own HAProxy health checks see a dead AC in about `inter x fall`
@@ -11,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -22,6 +29,7 @@ from peer.peerclient import PeerClient, PeerError
 from peer.placing import requirements
 from peer.records.record import Record, State
 from peer.services import ServiceManager, addr_of
+from peer.stewardship import Liveness
 from placement import admit
 
 log = logging.getLogger(__name__)
@@ -44,7 +52,10 @@ class Suspicion:
 
 
 class FailSafe:
-    def __init__(self, *, services: ServiceManager, client: PeerClient, history: MigrationLog, agent: Any) -> None:
+    def __init__(self, *, services: ServiceManager, client: PeerClient, history: MigrationLog, agent: Any,
+                 liveness: Liveness, steward_of: Callable[[Record], str | None]) -> None:
+        self.liveness = liveness
+        self.steward_of = steward_of
         self.services = services
         self.client = client
         self.history = history
@@ -56,7 +67,7 @@ class FailSafe:
         while True:
             await asyncio.sleep(TICK)
             for record in self.services.records():
-                if record.home == self.services.here and record.location != self.services.here:
+                if self.services.here in record.entries and record.location != self.services.here:
                     with contextlib.suppress(LBError):
                         await self._check(record)
 
@@ -70,6 +81,7 @@ class FailSafe:
         route_down = not await self._route_up(name)
         if not serf_lost and not route_down:
             self._suspects.pop(name, None)
+            self.liveness.mark_reachable(record.location)
             return
         suspicion = self._suspects.get(name)
         if suspicion is None or suspicion.location != record.location:
@@ -94,6 +106,9 @@ class FailSafe:
             evidence = f"haproxy checks down for {down_for:.1f}s although {record.location} answers (hung copy)"
         else:
             evidence = f"haproxy checks down and {record.location} unreachable"
+            self.liveness.mark_unreachable(record.location, suspicion.since)
+        if self.steward_of(record) != self.services.here:
+            return  # the steward acts; this entry only keeps its evidence
         self._busy.add(name)
         task = asyncio.create_task(self._redeploy(record, evidence=evidence, since=suspicion.since))
         task.add_done_callback(lambda _t: self._busy.discard(name))
@@ -116,7 +131,7 @@ class FailSafe:
         services, name = self.services, record.name
         async with services.lock(name):
             current = services.get(name)
-            if current is None or current.location != record.location or current.home != services.here:
+            if current is None or current.location != record.location or self.steward_of(current) != services.here:
                 return
             m = self.history.begin(Migration(service=name, kind="failsafe", reason=evidence, coordinator=services.here,
                                              home=services.here, source=record.location, target=services.here))
@@ -148,3 +163,4 @@ class FailSafe:
             self.history.finish(m, outcome="succeeded")
         self.agent.load_changed()
         await self.agent.publish(committed, frozenset({record.location}))
+        self.agent.spawn(self.agent.homes.route_entries(committed))

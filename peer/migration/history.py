@@ -38,6 +38,7 @@ class Migration:
     error: str | None = None
     durations: dict[str, float] = field(default_factory=dict)
     candidates: list[dict[str, Any]] = field(default_factory=list)
+    notes: str | None = None  # e.g. entries that did not confirm their reroute
 
     @contextmanager
     def timed(self, stage: str) -> Iterator[None]:

@@ -31,7 +31,7 @@ class PolicyTriggers:
         while True:
             await asyncio.sleep(TICK)
             for record in self.services.records():
-                if record.home != self.services.here or self.services.lock(record.name).locked():
+                if self.agent.steward_of(record) != self.services.here or self.services.lock(record.name).locked():
                     continue
                 await self._consider(record.name, record.location)
 

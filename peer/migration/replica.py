@@ -137,7 +137,7 @@ class ReplicaHandlers:
         services = self.services
         async with services.lock(name):
             record = services.get(name)
-            if record is None or record.home != services.here:
+            if record is None or services.here not in record.entries:
                 return _refuse(f"{name} is not homed here", status=404)
             expected = body.get("expect_location")
             if expected is not None and record.location != expected:
@@ -178,7 +178,7 @@ class ReplicaHandlers:
             if current is not None and (current.tombstone or current.location != services.here):
                 with contextlib.suppress(DriverError):
                     await services.stop_copy(committed.name)
-                if not current.tombstone and services.here not in (current.home, current.location):
+                if not current.tombstone and services.here not in (*current.entries, current.location):
                     services.store.drop(committed.name)
         self.agent.load_changed()
         return msgpack_response({"released": True, "changed": outcome.changed})

@@ -12,6 +12,10 @@ ABORT = "/peer/v1/migration/abort"          # coordinator -> AC: drop the copy (
 REROUTE = "/peer/v1/migration/reroute"      # coordinator -> HC: point the frontend at the AC, commit
 RELEASE = "/peer/v1/migration/release"      # coordinator -> old location: here is the committed record
 PING = "/peer/v1/ping"                      # fail-safe probe: is the peer's agent reachable?
+ENTRY_OPEN = "/peer/v1/homes/open"          # creator or steward -> new entry: open a frontend for it
+ROUTE = "/peer/v1/homes/route"              # steward -> entry: apply this record, route, then answer
+FORWARD = "/peer/v1/homes/forward"          # any cluster -> steward: run this admin operation
+LOOKUP = "/peer/v1/homes/lookup"            # creator -> everyone: do you hold this name?
 
 
 def record_to_wire(record: Record) -> dict[str, Any]:

@@ -8,12 +8,22 @@ write that produced it. `reconcile` is a join of two independent parts:
 * clock:   merge(local.vclock, remote.vclock)    (per-node max)
 * content: the content with the higher `rank`     (a fixed total order on contents)
 
-    rank = (written[home], total(written), tombstone, canonical bytes of the content)
+    rank = (incarnation, written[home], epoch, written[homes[1:]], total(written), tombstone,
+            canonical bytes of the content)
 
 Both parts are joins, so `reconcile` is commutative, associative and idempotent, and replicas
 converge whatever the delivery order (tests/records/test_convergence.py).
 
 Why this is the DESIGN rule:
+* Incarnations never merge. A name created again (here or at another home) is a different
+  service; the later creation (its incarnation stamp is above every stamp its creator knew for
+  the name) owns the name, so an old tombstone cannot delete a new service and a stale live
+  version of a deleted one cannot come back over the new one.
+* The home set. `homes[0]` (the HC) never changes within an incarnation, so `written[home]`
+  still ranks first: the HC's view wins whenever it took part. Then the home-set `epoch` (a
+  repair or a self-added entry bumps it, so it outranks its own history even when the HC took
+  no part), then the other entries' counters in priority order: the view of the
+  highest-priority steward wins.
 * Dominating version wins. A write made on top of a version has a `written` clock that strictly
   descends everything that version has seen, so its rank is higher than every content in its
   history (`total` grows with every change; `written[home]` never shrinks along a history as
@@ -45,7 +55,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from peer.records import vclock as vc
-from peer.records.record import Record, content_key, interested, role
+from peer.records.record import Record, content_key, incarnation_order, interested, role
 
 DEFAULT_TOMBSTONE_TTL = 7 * 24 * 3600.0
 
@@ -100,10 +110,12 @@ class MergeOutcome:
     previous: Record | None = None  # what `here` held before, for logging and the caller
 
 
-def rank(record: Record) -> tuple[int, int, bool, bytes]:
+def rank(record: Record) -> tuple[tuple[int, str], int, int, tuple[int, ...], int, bool, bytes]:
     """The fixed total order on contents (see module docstring)."""
     w = record.written
-    return (vc.get_counter(w, record.home), vc.total(w), record.tombstone, content_key(record))
+    deputies = tuple(vc.get_counter(w, h) for h in record.entries[1:])
+    return (incarnation_order(record.incarnation), vc.get_counter(w, record.home), record.epoch, deputies,
+            vc.total(w), record.tombstone, content_key(record))
 
 
 def _runs_here(record: Record | None, here: str) -> bool:
@@ -111,7 +123,8 @@ def _runs_here(record: Record | None, here: str) -> bool:
 
 
 def _home_here(record: Record | None, here: str) -> bool:
-    return record is not None and not record.tombstone and record.home == here
+    """`here` is an entry of the home set: its frontend must follow the record."""
+    return record is not None and not record.tombstone and here in record.entries
 
 
 def transition(before: Record | None, after: Record, *, here: str) -> tuple[Action, ...]:
@@ -123,8 +136,9 @@ def transition(before: Record | None, after: Record, *, here: str) -> tuple[Acti
     if _runs_here(after, here) and not _runs_here(before, here):
         actions.append(AdoptLocalCopy(name))
     if _home_here(after, here):
-        old = before.instance if before is not None and _home_here(before, here) else None
-        if after.instance != old:
+        same = before is not None and _home_here(before, here) and before.incarnation == after.incarnation
+        old = before.instance if before is not None and same else None
+        if after.instance != old or not same:
             actions.append(Reroute(name, after.instance))
     if before is not None and role(before, here) is not None and role(after, here) is None:
         actions.append(Forget(name))
@@ -137,6 +151,13 @@ def reconcile(local: Record | None, remote: Record, *, here: str) -> MergeOutcom
         return MergeOutcome(remote, True, False, transition(None, remote, here=here), None)
     if local.name != remote.name:
         raise ValueError(f"cannot reconcile {local.name!r} with {remote.name!r}")
+    if local.incarnation != remote.incarnation:
+        # Two services that share a name: the later creation owns it, nothing is merged (its
+        # clock carries none of the other's history, so nothing of the other can leak in).
+        if incarnation_order(remote.incarnation) <= incarnation_order(local.incarnation):
+            return MergeOutcome(local, False, False, (), local)
+        return MergeOutcome(remote, True, not local.tombstone and not remote.tombstone,
+                            transition(local, remote, here=here), local)
     clock = vc.merge(local.vclock, remote.vclock)
     local_rank, remote_rank = rank(local), rank(remote)
     winner, loser = (remote, local) if remote_rank > local_rank else (local, remote)
@@ -151,23 +172,23 @@ def local_write(previous: Record | None, record: Record, *, here: str, now: floa
     """The version `here` stores when it changes a record: `record`'s content on top of
     everything `previous` has seen, with `here`'s counter incremented.
 
-    The clocks carried by `record` are ignored: only what the store holds is history. When the
-    home changes (a name re-created at another cluster over a tombstone), the new home's counter
-    jumps past the old home's, so the new write outranks its whole history; only the new home
-    itself may do that (it must not forge another cluster's counter).
+    The clocks carried by `record` are ignored: only what the store holds is history. A new
+    incarnation (a name created again) starts a history of its own and must be the later one.
+    A change of the home set bumps `epoch`, so the write outranks its history (see `rank`).
     """
+    if previous is not None and previous.incarnation != record.incarnation:
+        if incarnation_order(record.incarnation) <= incarnation_order(previous.incarnation):
+            raise LocalWriteError(f"{record.name}: incarnation {record.incarnation!r} is not newer than "
+                                  f"{previous.incarnation!r}")
+        previous = None
+    if previous is not None and record.home != previous.home:
+        raise LocalWriteError(f"{record.name}: the home of an incarnation never changes")
     context = previous.vclock if previous is not None else vc.fresh()
-    at_least = 0
-    if previous is not None and previous.home != record.home:
-        needed = vc.get_counter(previous.written, previous.home)
-        if vc.get_counter(context, record.home) < needed:
-            if here != record.home:
-                raise LocalWriteError(
-                    f"{record.name}: only the new home {record.home!r} may take the name over from {previous.home!r}"
-                )
-            at_least = needed
-    clock = vc.increment(context, here, timestamp=now, at_least=at_least)
-    return replace(record, vclock=clock, written=clock, updated_at=now)
+    epoch = record.epoch
+    if previous is not None:
+        epoch = previous.epoch + (record.entries != previous.entries)
+    clock = vc.increment(context, here, timestamp=now)
+    return replace(record, vclock=clock, written=clock, updated_at=now, epoch=epoch)
 
 
 def droppable(tombstone: Record, acked_by: set[str] | frozenset[str], *, now: float, ttl: float) -> bool:

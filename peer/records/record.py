@@ -1,13 +1,23 @@
 """One service record as every interested cluster keeps it, and its wire form.
 
-The role (LR/AR/FR, paper II-B) is derived from (home, location, here), never stored: two
+The role (LR/AR/FR, paper II-B) is derived from (homes, location, here), never stored: two
 clusters holding the same version see it in different roles.
+
+Identity: `incarnation` names one creation of a service ("<stamp>-<random>", the stamp in
+milliseconds, above every stamp the creator knew for that name). Versions of different
+incarnations never merge: the later creation owns the name (see merge.py), so a tombstone can
+only ever delete the incarnation it belongs to.
+
+Home set (beyond the paper): `homes` lists the entry clusters in priority order, `homes[0]` the
+HC where it was created (it never changes within an incarnation). `endpoints` maps each entry
+to its frontend; `epoch` counts changes of the home set (the merge ranks by it).
 """
 from __future__ import annotations
 
 import hashlib
 import math
 import re
+import secrets
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, Literal
@@ -65,13 +75,46 @@ class Record:
     written: VClock = field(default_factory=vc.fresh)
     tombstone: bool = False
     updated_at: float = 0.0
+    incarnation: str = ""
+    homes: tuple[str, ...] = ()  # entry clusters, HC first; () means (home,) (older rows)
+    endpoints: tuple[tuple[str, str], ...] = ()  # (entry cluster, "ip:port") pairs, sorted
+    epoch: int = 0  # bumped whenever `homes` changes
+
+    @property
+    def entries(self) -> tuple[str, ...]:
+        """The home set, HC first."""
+        return self.homes or (self.home,)
+
+    def endpoint_at(self, cluster: str) -> str | None:
+        """The frontend of entry `cluster` (the HC's falls back to `endpoint`)."""
+        for name, addr in self.endpoints:
+            if name == cluster:
+                return addr
+        return self.endpoint if cluster == self.home else None
+
+    def entry_endpoints(self) -> list[str]:
+        """One "ip:port" per entry whose frontend is known, in `homes` order (the API's `endpoints`)."""
+        return [e for e in (self.endpoint_at(c) for c in self.entries) if e]
+
+
+def incarnation_order(incarnation: str) -> tuple[int, str]:
+    """(stamp, id) of an incarnation id; "" (older rows) orders first."""
+    stamp, _, ident = incarnation.partition("-")
+    return (int(stamp), ident) if stamp.isdigit() else (0, incarnation)
+
+
+def new_incarnation(*, now: float, after: int = 0) -> str:
+    """A fresh identity whose stamp exceeds `after` (the highest stamp known for the name)."""
+    stamp = max(int(now * 1000), after + 1)
+    return f"{stamp}-{secrets.token_hex(4)}"
 
 
 def role(record: Record, here: str) -> Role | None:
-    """LR, AR or FR as seen from `here`; None for a tombstone or a record `here` has no part in."""
+    """LR or AR at an entry of the home set, FR where a non-entry runs it; None for a tombstone
+    or a record `here` has no part in."""
     if record.tombstone:
         return None
-    if record.home == here:
+    if here in record.entries:
         return "LR" if record.location == here else "AR"
     if record.location == here:
         return "FR"
@@ -79,8 +122,8 @@ def role(record: Record, here: str) -> Role | None:
 
 
 def interested(record: Record) -> frozenset[str]:
-    """The clusters that keep this record: its home and where it runs."""
-    return frozenset((record.home, record.location))
+    """The clusters that keep this record: its home set and where it runs."""
+    return frozenset((*record.entries, record.location))
 
 
 def tombstone_of(record: Record) -> Record:
@@ -110,6 +153,10 @@ def encode(record: Record) -> dict[str, Any]:
         "written": vc.encode(record.written),
         "tombstone": record.tombstone,
         "updated_at": record.updated_at,
+        "incarnation": record.incarnation,
+        "homes": list(record.homes),
+        "endpoints": [list(pair) for pair in record.endpoints],
+        "epoch": record.epoch,
     }
 
 
@@ -165,6 +212,33 @@ def _clock(data: dict[Any, Any], key: str) -> VClock:
         raise RecordDecodeError(str(exc), field=key) from exc
 
 
+def _homes(data: dict[Any, Any], home: str) -> tuple[str, ...]:
+    raw = data.get("homes", [])
+    if not isinstance(raw, list) or len(raw) > 16:
+        raise RecordDecodeError("must be a list of at most 16 cluster names", field="homes")
+    homes = tuple(raw)
+    if any(not isinstance(h, str) or not h or len(h) > MAX_CLUSTER_LEN for h in homes):
+        raise RecordDecodeError("must hold cluster names", field="homes")
+    if len(set(homes)) != len(homes) or (homes and homes[0] != home):
+        raise RecordDecodeError("must be distinct clusters, the home first", field="homes")
+    return homes
+
+
+def _endpoints(data: dict[Any, Any]) -> tuple[tuple[str, str], ...]:
+    raw = data.get("endpoints", [])
+    if not isinstance(raw, list) or len(raw) > 16:
+        raise RecordDecodeError("must be a list of at most 16 [cluster, ip:port] pairs", field="endpoints")
+    pairs: list[tuple[str, str]] = []
+    for item in raw:
+        if not isinstance(item, (list, tuple)) or len(item) != 2 or not isinstance(item[0], str) or not item[0]:
+            raise RecordDecodeError("must hold [cluster, ip:port] pairs", field="endpoints")
+        addr = _addr({"endpoints": item[1]}, "endpoints")
+        if addr is None:
+            raise RecordDecodeError("must hold [cluster, ip:port] pairs", field="endpoints")
+        pairs.append((item[0], addr))
+    return tuple(sorted(pairs))
+
+
 def decode(data: object) -> Record:
     """Strict inverse of `encode`. Unknown keys are ignored (newer peers may add fields)."""
     if not isinstance(data, dict):
@@ -186,9 +260,16 @@ def decode(data: object) -> Record:
     updated_at = data.get("updated_at")
     if isinstance(updated_at, bool) or not isinstance(updated_at, (int, float)) or not math.isfinite(updated_at):
         raise RecordDecodeError("must be a finite number", field="updated_at")
+    home = _text(data, "home", max_len=MAX_CLUSTER_LEN)
+    incarnation = data.get("incarnation", "")
+    if not isinstance(incarnation, str) or len(incarnation) > 64:
+        raise RecordDecodeError("must be a string of <= 64 chars", field="incarnation")
+    epoch = data.get("epoch", 0)
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or not 0 <= epoch < 2**53:
+        raise RecordDecodeError("must be a non-negative integer", field="epoch")
     return Record(
         name=name,
-        home=_text(data, "home", max_len=MAX_CLUSTER_LEN),
+        home=home,
         location=_text(data, "location", max_len=MAX_CLUSTER_LEN),
         state=state,
         digest=_text(data, "digest"),
@@ -200,6 +281,10 @@ def decode(data: object) -> Record:
         written=_clock(data, "written"),
         tombstone=tombstone,
         updated_at=float(updated_at),
+        incarnation=incarnation,
+        homes=_homes(data, home),
+        endpoints=_endpoints(data),
+        epoch=epoch,
     )
 
 

@@ -55,6 +55,11 @@ MIGRATIONS: tuple[str, ...] = (
         updated_at REAL NOT NULL
     );
     """,
+    # The home set: a record interests every entry, not only its home (see record.interested).
+    """
+    ALTER TABLE records ADD COLUMN parties TEXT NOT NULL DEFAULT '';
+    UPDATE records SET parties = ',' || home || ',' || location || ',';
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -78,6 +83,12 @@ def _pack(obj: object) -> bytes:
 
 def _unpack(data: bytes) -> Any:
     return msgpack.unpackb(data, raw=False)
+
+
+def _parties(record: Record) -> str:
+    """",c1,c2,c3," of the clusters interested in the record, for a LIKE filter (names are
+    DNS-1123 labels: no commas, no LIKE wildcards)."""
+    return "," + ",".join(sorted(rec.interested(record))) + ","
 
 
 class RecordStore:
@@ -160,9 +171,10 @@ class RecordStore:
     @staticmethod
     def _write(cur: sqlite3.Cursor, record: Record) -> None:
         cur.execute(
-            "INSERT OR REPLACE INTO records(name, home, location, tombstone, digest, data) VALUES (?,?,?,?,?,?)",
+            "INSERT OR REPLACE INTO records(name, home, location, tombstone, digest, data, parties) "
+            "VALUES (?,?,?,?,?,?,?)",
             (record.name, record.home, record.location, int(record.tombstone),
-             rec.version_digest(record), rec.pack(record)),
+             rec.version_digest(record), rec.pack(record), _parties(record)),
         )
 
     def get(self, name: str) -> Record | None:
@@ -222,8 +234,8 @@ class RecordStore:
         clauses: list[str] = []
         params: list[str] = []
         if peer is not None:
-            clauses.append("(home=? OR location=?)")
-            params += [peer, peer]
+            clauses.append("parties LIKE ?")
+            params.append(f"%,{peer},%")
         if lo is not None:
             clauses.append("name>=?")
             params.append(lo)

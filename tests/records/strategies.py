@@ -6,7 +6,7 @@ from dataclasses import replace
 from hypothesis import strategies as st
 
 from peer.records.merge import local_write, reconcile
-from peer.records.record import Record, State, tombstone_of
+from peer.records.record import Record, State, incarnation_order, tombstone_of
 from peer.records.vclock import Entry, VClock
 
 CLUSTERS = ("a", "b", "c", "d")
@@ -46,10 +46,12 @@ def records(draw: st.DrawFn, *, name: str | None = None) -> Record:
 
 def new_content(previous: Record | None, *, here: str, location: str, state: State, instance: str | None,
                 name: str = "svc") -> Record:
-    """What a cluster writes: keeps the home of a live record, creates (home = here) otherwise."""
+    """What a cluster writes: keeps the home of a live record, creates (home = here) otherwise: a
+    new incarnation whose stamp is above the one it knew (deterministic, for Hypothesis)."""
     if previous is None or previous.tombstone:
+        stamp = incarnation_order(previous.incarnation)[0] + 1 if previous is not None else 1
         return Record(name=name, home=here, location=location, state=state, digest="d", descriptor=b"x",
-                      instance=instance)
+                      instance=instance, incarnation=f"{stamp}-{here}")
     return replace(previous, location=location, state=state, instance=instance)
 
 

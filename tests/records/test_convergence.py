@@ -13,7 +13,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from peer.records import vclock as vc
 from peer.records.merge import local_write, rank, reconcile
-from peer.records.record import Record, State, tombstone_of
+from peer.records.record import Record, State, incarnation_order, tombstone_of
 from tests.records.strategies import addrs, new_content
 
 REPLICAS = ("a", "b", "c", "d")
@@ -123,6 +123,9 @@ class Federation(RuleBasedStateMachine):
             if final is None:
                 assert not writes
                 continue
+            # A later creation of the name owns it; the older incarnations' writes are superseded.
+            assert all(incarnation_order(w.incarnation) <= incarnation_order(final.incarnation) for w in writes)
+            writes = [w for w in writes if w.incarnation == final.incarnation]
             # Nothing acknowledged was forgotten: the final clock has seen every write ...
             assert all(vc.descends(final.vclock, w.written) for w in writes)
             # ... the winner is never a causally superseded write ...

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from peer.records import vclock as vc
+from peer.records.record import incarnation_order
 from peer.records.merge import (
     AdoptLocalCopy,
     Forget,
@@ -51,6 +52,10 @@ def test_reconcile_is_a_join_even_on_arbitrary_versions(a: Record, b: Record, c:
 @given(histories(), st.data())
 def test_dominating_version_wins_and_concurrent_ones_are_flagged(seen: list[Record], data: st.DataObject) -> None:
     a, b = data.draw(st.sampled_from(seen)), data.draw(st.sampled_from(seen))
+    if a.incarnation != b.incarnation:
+        later = max(a, b, key=lambda r: incarnation_order(r.incarnation))
+        assert reconcile(a, b, here="c").result == later == reconcile(b, a, here="c").result
+        return
     if vc.dominates(b.vclock, a.vclock):
         out = reconcile(a, b, here="c")
         assert out.result == b and out.changed and not out.conflict
@@ -125,16 +130,33 @@ def test_update_at_hc_beats_a_concurrent_delete_abroad() -> None:
 
 
 def test_recreating_a_name_at_another_home_outranks_the_old_tombstone() -> None:
-    live = created(home="a")
+    live = replace(created(home="a"), incarnation="1-old")
     for i in range(5):
         live = local_write(live, replace(live, instance=f"127.0.0.1:{i + 10}"), here="a", now=2.0 + i)
     dead = local_write(live, tombstone_of(live), here="a", now=10.0)
-    reborn = local_write(dead, replace(created(home="b", location="b"), name="web"), here="b", now=11.0)
-    assert vc.get_counter(reborn.written, "b") >= vc.get_counter(dead.written, "a")
+    reborn = local_write(None, replace(created(home="b", location="b"), incarnation="2-new"), here="b", now=11.0)
+    # The old tombstone deletes only its own incarnation: the new service survives both ways ...
     assert reconcile(dead, reborn, here="a").result == reborn
     assert reconcile(reborn, dead, here="b").result == reborn
+    assert reconcile(reborn, dead, here="c").actions == ()
+    # ... and a stale live version of the deleted one never comes back over it.
+    assert reconcile(reborn, live, here="c").result == reborn
     with pytest.raises(LocalWriteError):
-        local_write(dead, replace(reborn, home="c"), here="b", now=12.0)
+        local_write(reborn, replace(reborn, home="c"), here="b", now=12.0)
+    with pytest.raises(LocalWriteError):
+        local_write(reborn, replace(live, incarnation="1-old"), here="a", now=12.0)
+
+
+def test_a_repaired_home_set_outranks_its_history_without_the_hc() -> None:
+    base = replace(created(home="a", location="c"), homes=("a", "b"), incarnation="1-x")
+    base = local_write(None, base, here="a", now=1.0)
+    repaired = local_write(base, replace(base, homes=("a", "b", "c")), here="b", now=2.0)
+    assert repaired.epoch == base.epoch + 1
+    assert rank(repaired) > rank(base)
+    assert reconcile(base, repaired, here="a").result == repaired
+    # Concurrent: the HC's own later write wins over the deputy's repair (the HC's view).
+    hc_moved = local_write(base, replace(base, location="a"), here="a", now=3.0)
+    assert reconcile(repaired, hc_moved, here="b").result.location == "a"
 
 
 def test_local_write_ignores_the_callers_clocks_and_increments_here() -> None:

@@ -1,0 +1,278 @@
+"""The home set over the peer API (beyond the paper): entries open frontends, follow the record,
+forward admin operations to the steward, and the steward keeps the set whole.
+
+* create: the HC asks every cluster whether it holds the name (`LOOKUP`), then each chosen entry
+  to open a frontend (`ENTRY_OPEN`), then writes the record naming them all;
+* a planned move: the steward commits, then hands the record to every other entry (`ROUTE`),
+  which reroutes its own HAProxy make-before-break before answering, so the old copy is
+  stopped only once every reachable entry routes to the new one;
+* any cluster asked to migrate or delete a service it is not steward of forwards the call
+  (`FORWARD`), as the paper's Controller forwards calls on migrated resources;
+* `HomeSetKeeper`: at the steward, an entry lost for `repair_after` is replaced (placement
+  chooses); at the cluster running a service whose every entry is lost, it adds itself.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+from aiohttp import web
+
+from lb.errors import LBError, NoFreeSlotError
+from peer.migration import wire
+from peer.peerclient import PeerClient, PeerError, PeerRefused, msgpack_response, read_msgpack
+from peer.records.record import NAME_RE, Record, RecordDecodeError
+from peer.services import NameHolder, ServiceError, ServiceManager
+from peer.stewardship import Liveness, Observed, must_adopt_home, repair_needed
+from placement import ClusterView
+from placement.homes import choose_entries
+
+log = logging.getLogger(__name__)
+
+KEEPER_TICK = 1.0
+LOOKUP_TIMEOUT = 1.5
+ENTRY_TIMEOUT = 3.0
+ROUTE_TIMEOUT = 5.0
+
+UrlOf = Callable[[str], str | None]
+
+
+class HomeSetClient:
+    """The calling side, and the `HomeSetPeers` the service manager needs."""
+
+    def __init__(self, *, here: str, client: PeerClient, url_of: UrlOf, views: Callable[[], Mapping[str, ClusterView]],
+                 publish_now: Callable[[Record, frozenset[str]], Any]) -> None:
+        self.here = here
+        self.client = client
+        self.url_of = url_of
+        self._views = views
+        self._publish_now = publish_now
+
+    def live_views(self) -> Sequence[ClusterView]:
+        return [v for v in self._views().values() if v.alive]
+
+    async def publish_now(self, record: Record, extra: frozenset[str] = frozenset()) -> None:
+        await self._publish_now(record, extra)
+
+    async def lookup(self, name: str) -> list[NameHolder]:
+        peers = [v.name for v in self.live_views() if v.name != self.here]
+        answers = await asyncio.gather(*(self._lookup_one(p, name) for p in peers))
+        return [h for found in answers for h in found]
+
+    async def _lookup_one(self, cluster: str, name: str) -> list[NameHolder]:
+        url = self.url_of(cluster)
+        if url is None:
+            return []
+        try:
+            reply = await self.client.call(url, wire.LOOKUP, {"name": name}, timeout=LOOKUP_TIMEOUT)
+        except PeerError:
+            return []  # a peer we cannot ask holds nothing we could learn now
+        if not isinstance(reply, dict) or not isinstance(reply.get("holders"), list):
+            return []
+        out = []
+        for h in reply["holders"]:
+            if isinstance(h, dict) and all(isinstance(h.get(k), str) for k in ("home", "incarnation")):
+                out.append(NameHolder(cluster=cluster, home=h["home"], incarnation=h["incarnation"],
+                                      tombstone=bool(h.get("tombstone"))))
+        return out
+
+    async def open_entry(self, cluster: str, name: str, incarnation: str) -> str | None:
+        url = self.url_of(cluster)
+        if url is None:
+            return None
+        try:
+            reply = await self.client.call(url, wire.ENTRY_OPEN, {"name": name, "incarnation": incarnation},
+                                           timeout=ENTRY_TIMEOUT)
+        except PeerError as exc:
+            log.warning("entry %s did not open a frontend for %s: %s", cluster, name, exc)
+            return None
+        endpoint = reply.get("endpoint") if isinstance(reply, dict) else None
+        return endpoint if isinstance(endpoint, str) else None
+
+    async def route_entries(self, record: Record, *, skip: frozenset[str] = frozenset()) -> list[str]:
+        """Hand the committed record to every other entry and wait until each routes (bounded);
+        returns the entries that did not confirm."""
+        others = [e for e in record.entries if e != self.here and e not in skip]
+
+        async def one(entry: str) -> bool:
+            url = self.url_of(entry)
+            if url is None:
+                return False
+            try:
+                await self.client.call(url, wire.ROUTE, {"record": wire.record_to_wire(record)}, timeout=ROUTE_TIMEOUT)
+                return True
+            except PeerError as exc:
+                log.warning("entry %s did not confirm the route of %s: %s", entry, record.name, exc)
+                return False
+
+        confirmed = await asyncio.gather(*(one(e) for e in others))
+        return [e for e, ok in zip(others, confirmed) if not ok]
+
+    async def forward(self, steward: str, op: str, name: str, target: str | None) -> tuple[int, Any]:
+        """Run an admin operation at the steward; (HTTP status, JSON body) of its answer."""
+        url = self.url_of(steward)
+        if url is None:
+            raise ServiceError(f"{name!r} is stewarded by {steward}, which cannot be reached", field="name")
+        try:
+            reply = await self.client.call(url, wire.FORWARD, {"op": op, "name": name, "target": target},
+                                           timeout=130.0)
+        except PeerRefused as exc:
+            return exc.status, {"error": str(exc)}
+        except PeerError as exc:
+            raise ServiceError(f"{name!r} is stewarded by {steward}, which did not answer: {exc}",
+                               field="name") from exc
+        if not isinstance(reply, dict):
+            raise ServiceError(f"steward {steward} gave a malformed answer", status=502)
+        return int(reply.get("status", 200)), reply.get("body")
+
+
+def _name(body: Any) -> str:
+    name = body.get("name") if isinstance(body, dict) else None
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise web.HTTPBadRequest(reason="name: expected a service name")
+    return name
+
+
+class HomeSetHandlers:
+    """The answering side of the home-set calls."""
+
+    def __init__(self, *, services: ServiceManager,
+                 run_forwarded: Callable[[str, str, str | None], Any]) -> None:
+        self.services = services
+        self._run_forwarded = run_forwarded
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_post(wire.LOOKUP, self.lookup)
+        app.router.add_post(wire.ENTRY_OPEN, self.entry_open)
+        app.router.add_post(wire.ROUTE, self.route)
+        app.router.add_post(wire.FORWARD, self.forward)
+
+    async def lookup(self, request: web.Request) -> web.Response:
+        name = _name(await read_msgpack(request))
+        record = self.services.store.get(name)
+        holders = [] if record is None else [
+            {"home": record.home, "incarnation": record.incarnation, "tombstone": record.tombstone}]
+        return msgpack_response({"holders": holders})
+
+    async def entry_open(self, request: web.Request) -> web.Response:
+        body = await read_msgpack(request)
+        name = _name(body)
+        incarnation = body.get("incarnation")
+        if not isinstance(incarnation, str) or len(incarnation) > 64:
+            raise web.HTTPBadRequest(reason="incarnation: expected a string")
+        try:
+            host, port = await self.services.reserve_entry(name, incarnation)
+        except ServiceError as exc:
+            return msgpack_response({"error": str(exc)}, status=exc.status)
+        except NoFreeSlotError as exc:
+            return msgpack_response({"error": f"no free frontend: {exc}"}, status=409)
+        return msgpack_response({"endpoint": f"{host}:{port}"})
+
+    async def route(self, request: web.Request) -> web.Response:
+        body = await read_msgpack(request)
+        try:
+            record = wire.record_from_wire(body.get("record") if isinstance(body, dict) else None)
+        except RecordDecodeError as exc:
+            raise web.HTTPBadRequest(reason=f"record.{exc.field}: {exc}") from exc
+        services = self.services
+        async with services.lock(record.name):
+            services.store.apply_remote(record, here=services.here)
+            current = services.get(record.name)
+            if current is not None and services.here in current.entries:
+                services.reserved.pop(record.name, None)
+                try:
+                    await services.ensure_route(current)
+                except LBError as exc:
+                    return msgpack_response({"error": f"reroute failed: {exc}"}, status=502)
+        return msgpack_response({"routed": True})
+
+    async def forward(self, request: web.Request) -> web.Response:
+        body = await read_msgpack(request)
+        name = _name(body)
+        op, target = body.get("op"), body.get("target")
+        if op not in ("migrate", "delete") or not (target is None or isinstance(target, str)):
+            raise web.HTTPBadRequest(reason="op: expected migrate or delete")
+        status, answer = await self._run_forwarded(op, name, target)
+        return msgpack_response({"status": status, "body": answer})
+
+
+class HomeSetKeeper:
+    """Keeps every home set whole (see module docstring); one pass per second."""
+
+    def __init__(self, *, services: ServiceManager, peers: HomeSetClient, liveness: Liveness,
+                 observed: Callable[[], Mapping[str, Observed]], repair_after: float,
+                 publish: Callable[[Record, frozenset[str]], Any]) -> None:
+        self.services = services
+        self.peers = peers
+        self.liveness = liveness
+        self.observed = observed
+        self.repair_after = repair_after
+        self.publish = publish
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(KEEPER_TICK)
+            for record in self.services.records():
+                try:
+                    await self.keep(record)
+                except (ServiceError, LBError, PeerError) as exc:
+                    log.warning("home set of %s not repaired: %s", record.name, exc)
+
+    def _lost(self, record: Record) -> dict[str, float | None]:
+        members, now = self.observed(), time.monotonic()
+        return {e: self.liveness.lost_for(e, members, now) for e in record.entries}
+
+    async def keep(self, record: Record) -> None:
+        here = self.services.here
+        lost = self._lost(record)
+        if must_adopt_home(record, here=here, lost_for=lost, repair_after=self.repair_after):
+            await self._adopt(record)
+            return
+        if self.liveness.steward(record, self.observed(), time.monotonic()) != here:
+            return
+        wanted = self.services.descriptor_of(record).entries or 2
+        plan = repair_needed(record, wanted=wanted, lost_for=lost, repair_after=self.repair_after)
+        if plan is not None:
+            await self._repair(record, drop=plan.drop, need=plan.need)
+
+    async def _adopt(self, record: Record) -> None:
+        services, here = self.services, self.services.here
+        async with services.lock(record.name):
+            current = services.get(record.name)
+            if current is None or current != record:
+                return
+            host, port = await services.lb.open_frontend(record.name)
+            adopted = services.store.put_local(
+                replace(current, homes=(*current.entries, here),
+                        endpoints=tuple(sorted((*current.endpoints, (here, f"{host}:{port}"))))),
+                here=here, now=time.time())
+            await services.ensure_route(adopted)
+        log.warning("every entry of %s lost: %s added itself to its home set", record.name, here)
+        await self.publish(adopted, frozenset())
+
+    async def _repair(self, record: Record, *, drop: tuple[str, ...], need: int) -> None:
+        services = self.services
+        keep = [e for e in record.entries if e not in drop]
+        views = self.peers.live_views()
+        tiers = [v.tier for v in views if v.name in keep]
+        fresh = choose_entries(views, chosen=keep, tiers=tiers, count=need, exclude=record.entries)
+        if not fresh and not drop:
+            return
+        opened = [(c, ep) for c in fresh if (ep := await self.peers.open_entry(c, record.name, record.incarnation))]
+        async with services.lock(record.name):
+            current = services.get(record.name)
+            if current is None or current != record:
+                return
+            endpoints = tuple(sorted([p for p in current.endpoints if p[0] not in drop] + opened))
+            repaired = services.store.put_local(
+                replace(current, homes=tuple(keep + [c for c, _ in opened]), endpoints=endpoints),
+                here=services.here, now=time.time())
+        log.warning("home set of %s repaired: dropped %s, added %s", record.name, list(drop), [c for c, _ in opened])
+        await self.publish(repaired, frozenset(drop))
+        with contextlib.suppress(PeerError):
+            await self.peers.route_entries(repaired)
