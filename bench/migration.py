@@ -43,6 +43,12 @@ from placement import Requirements, get_policy, rank  # noqa: E402
 
 ENGINE_POLICY = "balanced"  # the agent's default (peer/config.py)
 ADDRS = {"c1": "127.0.5.31", "c2": "127.0.5.32", "c3": "127.0.5.33"}
+
+
+def addrs_from(base: str) -> dict[str, str]:
+    """c1..c3 on `base`, `base`+1, `base`+2 (e.g. 127.0.3.31), so runs can use their own addresses."""
+    head, _, last = base.rpartition(".")
+    return {f"c{i + 1}": f"{head}.{int(last) + i}" for i in range(3)}
 STAGES = ("pr", "replication", "reroute", "wait", "cleanup", "deploy")
 PAPER_MS = {"pr": 3.0, "replication": 21.0, "reroute": 47.0, "wait": 10_000.0, "cleanup": 1_500.0,
             "deploy": 9_500.0}
@@ -202,7 +208,7 @@ async def main(args: argparse.Namespace) -> None:
     print(f"roam migration benchmark: {args.migrations} migrations, {args.failsafes} fail-safes; {machine_line()}",
           flush=True)
     with tempfile.TemporaryDirectory(prefix="roam-bench-migration-") as tmp:
-        lf = LocalFederation(base=Path(tmp), addrs=ADDRS, extra=["--no-auto-migrate"])
+        lf = LocalFederation(base=Path(tmp), addrs=addrs_from(args.addr), extra=["--no-auto-migrate"])
         try:
             await lf.start()
             created = await lf.fed.call("c1", "POST", "/v1/services", CLASSIFIER, expect=201)
@@ -237,4 +243,5 @@ if __name__ == "__main__":
     parser.add_argument("--failsafes", type=int, default=5)
     parser.add_argument("--rate", type=float, default=200.0, help="open-loop requests per second")
     parser.add_argument("--reps", type=int, default=200, help="placement calls timed per size")
+    parser.add_argument("--addr", default=ADDRS["c1"], help="c1's loopback address; c2, c3 take the next two")
     run(main(parser.parse_args()))
