@@ -50,7 +50,8 @@ _IMAGE = re.compile(
 )
 
 _TOP_FIELDS = frozenset(
-    {"name", "port", "command", "image", "cpu", "memory", "replicas", "health", "constraints", "standby"}
+    {"name", "port", "command", "image", "cpu", "memory", "replicas", "health", "constraints", "standby",
+     "socket_activation"}
 )
 
 
@@ -102,6 +103,7 @@ class ServiceDescriptor:
     health: HealthCheck | None = None
     constraints: Constraints = Constraints()
     standby: bool = False
+    socket_activation: bool | None = None  # process driver: None = only for the bundled samples
 
     @property
     def cpu_cores(self) -> float:
@@ -134,6 +136,8 @@ class ServiceDescriptor:
             health=_health(top["health"]) if top.get("health") is not None else None,
             constraints=_constraints(top["constraints"]) if top.get("constraints") is not None else Constraints(),
             standby=_bool(top.get("standby", False), "standby"),
+            socket_activation=(None if top.get("socket_activation") is None
+                               else _bool(top["socket_activation"], "socket_activation")),
         )
 
     @classmethod
@@ -173,6 +177,8 @@ class ServiceDescriptor:
             obj["image"] = self.image
         if self.health is not None:
             obj["health"] = self.health.to_obj()
+        if self.socket_activation is not None:
+            obj["socket_activation"] = self.socket_activation
         return obj
 
     def canonical_json(self) -> bytes:
