@@ -440,7 +440,7 @@ class ProcessDriver:
         signal_group(run.pid, signal.SIGTERM)
         deadline = time.monotonic() + self._grace
         while time.monotonic() < deadline and self._leader_alive(run):
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.005)  # a service that exits on SIGTERM is gone in a few ms
         signal_group(run.pid, signal.SIGKILL)
         deadline = time.monotonic() + 5.0
         while time.monotonic() < deadline and (self._leader_alive(run) or group_members(run.pid)):
