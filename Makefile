@@ -41,6 +41,8 @@ test-fast: bootstrap
 demo: bootstrap
 	$(PY) -m chaos demo --report demo-report
 
+# Every figure of issue 16 beside its goal and the paper's Table I; the cold start of the
+# service's own command is measured in the same runs (bench/coldstart.py). See docs/benchmarks.md.
 bench: bootstrap
 	$(PY) bench/placement.py
 	$(PY) bench/deploy.py

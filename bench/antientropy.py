@@ -35,6 +35,8 @@ from peer.records.record import Record, State
 from peer.records.store import RecordStore
 
 SECRET = b"bench-federation-secret-000000000"
+GOAL_DIFFERING_S = 1.0  # issue 16: 10,000 differing records
+GOAL_IN_SYNC_S = 0.05  # issue 16: 10,000 records already in sync
 
 
 def descriptor(name: str) -> bytes:
@@ -149,11 +151,20 @@ def unshared(a: Side, b: Side, n: int) -> None:
     a.update((f"svc-{i}" for i in range(100)), 2.0, state=State.MIGRATING)
 
 
+def goal_text(scenario: str, seconds: float, n: int) -> str:
+    if scenario == "unshared":
+        return ""
+    goal = GOAL_IN_SYNC_S if scenario == "in-sync" else GOAL_DIFFERING_S
+    if n != 10_000:
+        return f"<= {goal:g} s at 10,000 (run with --records 10000)"
+    return f"<= {goal:g} s: {'met' if seconds <= goal else 'NOT met'}"
+
+
 async def main(n: int) -> None:
     logging.getLogger("peer.records").setLevel(logging.ERROR)  # one warning per conflict is noise here
     print(f"anti-entropy, one sync_with round, {n} records, loopback, SQLite WAL synchronous=FULL")
     print(f"{'scenario':<11} {'seconds':>8} {'reqs':>5} {'differ':>7} {'pushed':>7} {'back':>6} {'fetched':>7} "
-          f"{'conflicts':>9} {'KB sent':>8} {'KB recv':>8} {'B/diff':>7}  agree")
+          f"{'conflicts':>9} {'KB sent':>8} {'KB recv':>8} {'B/diff':>7}  agree  goal (issue 16, at 10,000)")
     with tempfile.TemporaryDirectory(prefix="roam-bench-ae-") as tmp:
         for title, setup in (("missing", missing), ("fetch", fetch), ("both-ways", both_ways), ("concurrent", concurrent),
                              ("in-sync", in_sync), ("unshared", unshared)):
@@ -162,7 +173,7 @@ async def main(n: int) -> None:
             per = total / s.differing if s.differing else float("nan")
             print(f"{name:<11} {s.seconds:8.3f} {s.requests:5d} {s.differing:7d} {s.pushed:7d} {s.returned:6d} "
                   f"{s.fetched:7d} {s.conflicts:9d} {s.bytes_sent / 1024:8.1f} {s.bytes_received / 1024:8.1f} "
-                  f"{per:7.0f}  {agree}")
+                  f"{per:7.0f}  {agree!s:<5}  {goal_text(name, s.seconds, n)}")
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ sys.path[:] = [str(REPO)] + [p for p in sys.path if Path(p or ".").resolve() != 
 
 import aiohttp  # noqa: E402
 
+from bench.coldstart import cold_starts  # noqa: E402
 from bench.common import CLASSIFIER, LocalFederation, Spread, machine_line  # noqa: E402
 from bench.placement import SIZES, make_views, timed  # noqa: E402
 from chaos.load import LoadResult, run_load  # noqa: E402
@@ -43,6 +44,12 @@ from placement import Requirements, get_policy, rank  # noqa: E402
 
 ENGINE_POLICY = "balanced"  # the agent's default (peer/config.py)
 ADDRS = {"c1": "127.0.5.31", "c2": "127.0.5.32", "c3": "127.0.5.33"}
+
+
+def addrs_from(base: str) -> dict[str, str]:
+    """c1..c3 on `base`, `base`+1, `base`+2 (e.g. 127.0.3.31), so runs can use their own addresses."""
+    head, _, last = base.rpartition(".")
+    return {f"c{i + 1}": f"{head}.{int(last) + i}" for i in range(3)}
 STAGES = ("pr", "replication", "reroute", "wait", "cleanup", "deploy")
 PAPER_MS = {"pr": 3.0, "replication": 21.0, "reroute": 47.0, "wait": 10_000.0, "cleanup": 1_500.0,
             "deploy": 9_500.0}
@@ -104,6 +111,49 @@ async def migrations(lf: LocalFederation, endpoint: str, *, count: int, rate: fl
     return results, walls, windows, outcome
 
 
+GOAL_CALL_OVER_COLD = 1.3  # issue 16: whole planned migration at most 1.3 x the cold start
+GOAL_REROUTE_MS = 5.0
+GOAL_PLACEMENT_1000_MS = 2.0
+GOAL_FAILSAFE_MS = 600.0
+
+
+def goal_lines(results: list[dict[str, Any]], walls: list[float], cold: list[float],
+               fails: list[dict[str, Any]], placement_1000_ms: float, lost: int) -> list[str]:
+    """Every figure of issue 16 this script measures, beside its goal and the paper's Table I."""
+    call, c = Spread.of(walls), Spread.of(cold)
+    reroute = Spread.of([float(r["reroute"]) for r in results])
+    wait_over = Spread.of([float(r["wait"]) - float(r["deploy"]) for r in results])
+    back = Spread.of([f["back_ms"] for f in fails]) if fails else None
+    ratio = call.median / c.median
+
+    def ok(passed: bool) -> str:
+        return "met" if passed else "NOT met"
+
+    lines = [f"{'figure':<44} {'median':>9} {'min':>8} {'max':>8}   {'goal (issue 16)':<24} {'paper':>8}  status",
+             f"{'cold start, same command (spawn->first 200)':<44} {c.median:>7.0f}ms {c.lo:>6.0f}ms {c.hi:>6.0f}ms"
+             f"   {'(the floor)':<24} {'~9.5 s':>8}",
+             f"{'planned migration, whole API call':<44} {call.median:>7.0f}ms {call.lo:>6.0f}ms {call.hi:>6.0f}ms"
+             f"   {f'<= {GOAL_CALL_OVER_COLD} x cold start':<24} {'':>8}  {ok(ratio <= GOAL_CALL_OVER_COLD)} "
+             f"({ratio:.2f} x)",
+             f"{'  requests lost at the offered rate':<44} {lost:>9}{'':>20}   {'0':<24} {'0':>8}  {ok(lost == 0)}",
+             f"{'reroute stage':<44} {reroute.median:>7.1f}ms {reroute.lo:>6.1f}ms {reroute.hi:>6.1f}ms"
+             f"   {f'<= {GOAL_REROUTE_MS:.0f} ms':<24} {'47 ms':>8}  {ok(reroute.median <= GOAL_REROUTE_MS)}",
+             f"{'wait - deploy (the engine noticing the AC)':<44} {wait_over.median:>7.1f}ms {wait_over.lo:>6.1f}ms "
+             f"{wait_over.hi:>6.1f}ms   {'a few ms':<24} {'':>8}  {ok(wait_over.median <= 5.0)}",
+             f"{'placement, one service, 1,000 clusters':<44} {placement_1000_ms:>7.2f}ms{'':>20}   "
+             f"{f'<= {GOAL_PLACEMENT_1000_MS:.0f} ms':<24} {'3 ms':>8}  {ok(placement_1000_ms <= GOAL_PLACEMENT_1000_MS)}"]
+    if back is not None:
+        lines.append(f"{'fail-safe: AC killed -> HC endpoint serves':<44} {back.median:>7.0f}ms {back.lo:>6.0f}ms "
+                     f"{back.hi:>6.0f}ms   {f'<= {GOAL_FAILSAFE_MS:.0f} ms':<24} {'':>8}  "
+                     f"{ok(back.median <= GOAL_FAILSAFE_MS)}")
+    deploy = Spread.of([float(r["deploy"]) for r in results])
+    lines.insert(2, f"{'deploy at the AC (spawn -> ready, driver)':<44} {deploy.median:>7.0f}ms {deploy.lo:>6.0f}ms "
+                    f"{deploy.hi:>6.0f}ms   {'~ cold start':<24} {'~9.5 s':>8}  ({deploy.median / c.median:.2f} x)")
+    lines.append("anti-entropy goals: bench/antientropy.py; reroute fast path alone: bench/reroute.py; "
+                 "idle agent: bench/scale.py")
+    return lines
+
+
 def stage_table(results: list[dict[str, Any]], walls: list[float]) -> list[str]:
     lines = [f"{'stage':<12} {'median ms':>10} {'p95 ms':>9} {'min':>8} {'max':>8}   {'paper (Table I)':>15}  ratio"]
     for stage in STAGES:
@@ -131,7 +181,7 @@ def load_lines(outcome: LoadResult, windows: list[tuple[float, float]]) -> list[
     return lines
 
 
-def placement_lines(reps: int) -> list[str]:
+def placement_lines(reps: int, out: dict[int, float] | None = None) -> list[str]:
     import random
 
     rng = random.Random(1)
@@ -142,6 +192,8 @@ def placement_lines(reps: int) -> list[str]:
     for n in SIZES:
         views = make_views(n, rng)
         med, p95 = timed(lambda v=views: rank(req, v, home=v[0].name, policy=policy), reps)  # type: ignore[misc]
+        if out is not None:
+            out[n] = med
         lines.append(f"{n:>8} {med:>10.3f} {p95:>9.3f}")
     return lines
 
@@ -201,8 +253,11 @@ def failsafe_lines(runs: list[dict[str, Any]]) -> list[str]:
 async def main(args: argparse.Namespace) -> None:
     print(f"roam migration benchmark: {args.migrations} migrations, {args.failsafes} fail-safes; {machine_line()}",
           flush=True)
+    addrs = addrs_from(args.addr)
+    # The floor, measured in this run on this machine: the classifier's own cold start.
+    cold = cold_starts(args.cold_starts, host=addrs["c3"], port=41700)
     with tempfile.TemporaryDirectory(prefix="roam-bench-migration-") as tmp:
-        lf = LocalFederation(base=Path(tmp), addrs=ADDRS, extra=["--no-auto-migrate"])
+        lf = LocalFederation(base=Path(tmp), addrs=addrs, extra=["--no-auto-migrate"])
         try:
             await lf.start()
             created = await lf.fed.call("c1", "POST", "/v1/services", CLASSIFIER, expect=201)
@@ -217,16 +272,21 @@ async def main(args: argparse.Namespace) -> None:
                 print(f"  fail-safe {i + 1}: c1 answers {fails[-1]['back_ms']:.0f} ms after the kill", flush=True)
         finally:
             await lf.close()
+    cold += cold_starts(args.cold_starts, host=addrs["c3"], port=41700 + args.cold_starts)
     print()
     print(f"migration stages over {len(results)} migrations (c1 -> c2 -> c3 -> c1 ..., HC coordinates):")
     for line in stage_table(results, walls) + load_lines(outcome, windows):
         print(line)
     print()
-    for line in placement_lines(args.reps):
+    medians: dict[int, float] = {}
+    for line in placement_lines(args.reps, medians):
         print(line)
     print()
     print(f"fail-safe: AC (c2) agent group and service SIGKILLed, load {args.rate:.0f} req/s on the HC endpoint")
     for line in failsafe_lines(fails):
+        print(line)
+    print(f"\nissue 16 goals (cold start measured {len(cold)} times in this run, before and after the agents):")
+    for line in goal_lines(results, walls, cold, fails, medians.get(1000, float("nan")), outcome.failed):
         print(line)
     print(f"\nend: {machine_line()}")
 
@@ -237,4 +297,6 @@ if __name__ == "__main__":
     parser.add_argument("--failsafes", type=int, default=5)
     parser.add_argument("--rate", type=float, default=200.0, help="open-loop requests per second")
     parser.add_argument("--reps", type=int, default=200, help="placement calls timed per size")
+    parser.add_argument("--cold-starts", type=int, default=5, help="cold starts measured before and after")
+    parser.add_argument("--addr", default=ADDRS["c1"], help="c1's loopback address; c2, c3 take the next two")
     run(main(parser.parse_args()))

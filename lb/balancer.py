@@ -176,11 +176,14 @@ class LoadBalancer:
             self._save()
 
     async def route(self, service: str, addr: str, port: int, *, up_timeout: float = 5.0,
-                    drain_timeout: float = 5.0) -> rr.RerouteResult:
+                    drain_timeout: float = 5.0, proven_ready: bool = False) -> rr.RerouteResult:
         """Make the service's frontend serve addr:port, losing no request on the way.
 
         Idempotent: routing to the current, serving route only removes leftover servers.
         Raises `RerouteError` if the new route never passes a health check (old route kept).
+        `proven_ready=True`: the caller has just seen the copy answer its readiness probe, so
+        the new server is set UP at once (after one TCP connect from here) instead of after
+        HAProxy's first check; the old one is still drained before it goes (`lb.reroute`).
         """
         ip, port = valid_ip(addr), valid_port(port)
         async with self._lock(service):
@@ -203,9 +206,10 @@ class LoadBalancer:
                 self._client, service=service, backend=backend, new_server=name, addr=ip,
                 port=port, old=old, old_servers=[s.name for s in states],
                 check=self.config.check, up_timeout=up_timeout, drain_timeout=drain_timeout,
-                on_up=commit)
-            log.info("rerouted %s %s -> %s:%d in %.1f ms (up %.1f, drain %.1f, %d drained%s)",
-                     service, old, ip, port, result.duration_ms, result.up_ms, result.drain_ms,
+                on_up=commit, proven_ready=proven_ready)
+            log.info("rerouted %s %s -> %s:%d in %.1f ms (up %.1f%s, drain %.1f, %d drained%s)",
+                     service, old, ip, port, result.duration_ms, result.up_ms,
+                     " proven" if result.fast else "", result.drain_ms,
                      result.drained_sessions, ", forced" if result.forced else "")
             return result
 

@@ -62,14 +62,15 @@ class FakeLoadBalancer:
         self._routes.pop(service, None)
 
     async def route(self, service: str, addr: str, port: int, *, up_timeout: float = 5.0,
-                    drain_timeout: float = 5.0) -> RerouteResult:
+                    drain_timeout: float = 5.0, proven_ready: bool = False) -> RerouteResult:
         target = (valid_ip(addr), valid_port(port))
         if service not in self.slots:
             raise UnknownServiceError(f"service {service!r} has no frontend here")
         if target in self.unreachable:
             raise RerouteError(f"{target} did not pass a health check")
         result = RerouteResult(service=service, old=self._routes[service], new=target,
-                               duration_ms=0.0, drained_sessions=0, forced=False)
+                               duration_ms=0.0, drained_sessions=0, forced=False,
+                               fast=proven_ready)
         self._routes[service] = target
         self.history.append(result)
         return result

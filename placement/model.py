@@ -7,6 +7,7 @@ the trigger logic can do arithmetic without guarding against NaN or negative gos
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from placement.errors import InvalidRequirements, InvalidView
@@ -89,13 +90,51 @@ class Requirements:
         object.__setattr__(self, "avoid", frozenset(self.avoid))
 
 
-@dataclass(frozen=True)
 class Candidate:
-    """One acceptable destination, with its score and why it got it (for logs and the API)."""
+    """One acceptable destination, with its score and why it got it (for logs and the API).
 
-    name: str
-    score: float
-    reasons: tuple[str, ...]
+    `reasons` may be given, or computed on first use by `explain` (`rank` passes one, so a
+    ranking of 1,000 members formats the reasons of only those someone reads). Immutable and
+    compared by value (name, score, reasons) like the frozen dataclass it replaces.
+    """
+
+    __slots__ = ("_name", "_score", "_reasons", "_explain")
+
+    def __init__(self, name: str, score: float, reasons: tuple[str, ...] | None = None, *,
+                 explain: Callable[[], tuple[str, ...]] | None = None) -> None:
+        if reasons is None and explain is None:
+            raise TypeError("Candidate needs reasons or explain")
+        self._name = name
+        self._score = score
+        self._reasons = reasons
+        self._explain = explain
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def score(self) -> float:
+        return self._score
+
+    @property
+    def reasons(self) -> tuple[str, ...]:
+        if self._reasons is None:
+            assert self._explain is not None
+            self._reasons = tuple(self._explain())
+            self._explain = None
+        return self._reasons
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Candidate):
+            return NotImplemented
+        return (self.name, self.score, self.reasons) == (other.name, other.score, other.reasons)
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.score, self.reasons))
+
+    def __repr__(self) -> str:
+        return f"Candidate(name={self.name!r}, score={self.score!r}, reasons={self.reasons!r})"
 
 
 @dataclass(frozen=True)

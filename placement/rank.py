@@ -7,6 +7,7 @@ refuses what a consistent ranking offered it, except when its load changed in be
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import partial
 
 from placement.errors import DuplicateCluster
 from placement.model import Candidate, ClusterView, Placement, Rejection, Requirements
@@ -58,19 +59,35 @@ def rank(
     placement.
     """
     chosen = DEFAULT_POLICY if policy is None else policy
+    value = getattr(chosen, "value", None)  # the score without its reasons (policies.Policy)
     seen: set[str] = set()
-    scored: list[Candidate] = []
+    # (-score, name, view, reasons): names are unique, so sorting never compares further.
+    entries: list[tuple[float, str, ClusterView, tuple[str, ...] | None]] = []
     rejected: list[Rejection] = []
     for view in views:
-        if view.name in seen:
-            raise DuplicateCluster(view.name)
-        seen.add(view.name)
+        name = view.name
+        if name in seen:
+            raise DuplicateCluster(name)
+        seen.add(name)
         refusal = admit(req, view)
         if refusal is not None:
             rejected.append(refusal)
-            continue
-        score, reasons = chosen.score(req, view, home=home)
-        scored.append(Candidate(view.name, score, reasons))
-    scored.sort(key=lambda c: (-c.score, c.name))
+        elif value is None:
+            score, reasons = chosen.score(req, view, home=home)
+            entries.append((-score, name, view, reasons))
+        else:
+            entries.append((-value(req, view, home=home), name, view, None))
+    entries.sort(key=_order)
+    scored = [Candidate(name, -neg, reasons) if reasons is not None
+              else Candidate(name, -neg, explain=partial(_reasons, chosen, req, view, home))
+              for neg, name, view, reasons in entries]
     rejected.sort(key=lambda r: r.name)
     return Placement(ranked=tuple(scored), rejected=tuple(rejected))
+
+
+def _reasons(policy: Policy, req: Requirements, view: ClusterView, home: str) -> tuple[str, ...]:
+    return policy.score(req, view, home=home)[1]
+
+
+def _order(entry: tuple[float, str, ClusterView, tuple[str, ...] | None]) -> tuple[float, str]:
+    return entry[0], entry[1]

@@ -52,7 +52,7 @@ _IMAGE = re.compile(
 
 _TOP_FIELDS = frozenset(
     {"name", "port", "command", "image", "cpu", "memory", "replicas", "health", "constraints", "standby",
-     "entries"}
+     "entries", "socket_activation"}
 )
 
 
@@ -105,6 +105,7 @@ class ServiceDescriptor:
     constraints: Constraints = Constraints()
     standby: bool = False
     entries: int | None = None  # size of the home set; None: the federation's default (2)
+    socket_activation: bool | None = None  # process driver: None = only for the bundled samples
 
     @property
     def cpu_cores(self) -> float:
@@ -138,6 +139,8 @@ class ServiceDescriptor:
             constraints=_constraints(top["constraints"]) if top.get("constraints") is not None else Constraints(),
             standby=_bool(top.get("standby", False), "standby"),
             entries=_int(top["entries"], "entries", low=1, high=MAX_ENTRIES) if top.get("entries") is not None else None,
+            socket_activation=(None if top.get("socket_activation") is None
+                               else _bool(top["socket_activation"], "socket_activation")),
         )
 
     @classmethod
@@ -178,6 +181,8 @@ class ServiceDescriptor:
             obj["image"] = self.image
         if self.health is not None:
             obj["health"] = self.health.to_obj()
+        if self.socket_activation is not None:
+            obj["socket_activation"] = self.socket_activation
         return obj
 
     def canonical_json(self) -> bytes:

@@ -11,6 +11,12 @@ transport kills its process when it is closed or garbage-collected, so services 
 with the agent's event loop, defeating adoption. Exit is watched with a pidfd on the loop.
 On delete the state directory, log included, is removed: a failed deploy hands its log tail
 back in `DeployFailed.log_tail`, and nothing of a deleted service stays on disk.
+
+Readiness is noticed within milliseconds of the service serving: a socket-activated service
+(`activation`: the agent binds its port and hands the listening socket over, systemd's
+convention) is probed once at spawn, and that probe waits in the kernel's accept queue until
+the service answers it; any other service is probed 2 ms after spawn and then every tenth of
+the time waited so far (`probing.next_probe_delay`), capped at `probe_interval`.
 """
 from __future__ import annotations
 
@@ -26,10 +32,11 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
-from peer.drivers import base
+from peer.drivers import activation, base
 from peer.drivers.base import (
     Conflict,
     DeployFailed,
@@ -44,7 +51,7 @@ from peer.drivers.base import (
 )
 from peer.drivers.descriptor import ServiceDescriptor
 from peer.drivers.lifetimes import describe_exit, reap, signal_group, wait_exit
-from peer.drivers.probing import probe
+from peer.drivers.probing import next_probe_delay, probe
 from peer.drivers.process_state import (
     LOG_FILE,
     STATE_FILE,
@@ -66,6 +73,8 @@ _PLACEHOLDER = re.compile(r"\{(host|port)\}")
 # The agent's environment may hold secrets (ROAM_TOKEN...): services get only these.
 _PASS_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV")
 _DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
+# The first probe of a socket-activated service waits (in the accept queue) this long at most.
+_ACTIVATED_PROBE_TIMEOUT = 10.0
 
 
 def render_argv(command: tuple[str, ...], *, host: str, port: int) -> list[str]:
@@ -91,6 +100,7 @@ class _Run:
     restarts: int = 0
     failures: int = 0
     ready_once: bool = False
+    activated: bool = False  # the current process inherited its listening socket from us
     deleting: bool = False
     detail: str = ""
     failure: DeployFailed | None = None
@@ -255,18 +265,32 @@ class ProcessDriver:
         env.setdefault("PATH", _DEFAULT_PATH)
         env.update(ROAM_SERVICE=name, ROAM_HOME=run.home, ROAM_CLUSTER=self._cluster,
                    ROAM_HOST=self._host, ROAM_PORT=str(run.port))
+        listener = activation.listener_for(run.descriptor, host=self._host, port=run.port)
+        run.activated = listener is not None
+        command = argv
+        if listener is not None:
+            command = activation.trampoline(argv)
+            env.update(activation.environment(name))
         log_path = run.directory / LOG_FILE
-        with log_path.open("ab") as logf:
-            logf.write(f"--- roam: starting {argv!r} on {self._host}:{run.port} ---\n".encode())
-            logf.flush()
-            try:
-                run.popen = subprocess.Popen(
-                    argv, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
-                    cwd=run.directory, env=env, start_new_session=True, close_fds=True,
-                )
-            except (OSError, ValueError) as exc:
-                raise DeployFailed(f"{name}: cannot start {argv[0]!r}: {exc}",
-                                   log_tail=log_tail(log_path)) from exc
+        try:
+            with log_path.open("ab") as logf:
+                how = " (socket activated)" if listener is not None else ""
+                logf.write(f"--- roam: starting {argv!r} on {self._host}:{run.port}{how} ---\n".encode())
+                logf.flush()
+                try:
+                    run.popen = subprocess.Popen(
+                        command, stdin=subprocess.DEVNULL if listener is None else listener.fileno(),
+                        stdout=logf, stderr=subprocess.STDOUT,
+                        cwd=run.directory, env=env, start_new_session=True, close_fds=True,
+                    )
+                except (OSError, ValueError) as exc:
+                    raise DeployFailed(f"{name}: cannot start {argv[0]!r}: {exc}",
+                                       log_tail=log_tail(log_path)) from exc
+        finally:
+            # The service holds the socket now. Keeping our copy would keep the port accepting
+            # after the service died, hiding its death from HAProxy's connect checks.
+            if listener is not None:
+                listener.close()
         run.pid = run.popen.pid
         stat = proc_stat(run.pid)
         run.start_ticks = stat[2] if stat else 0
@@ -375,19 +399,36 @@ class ProcessDriver:
         """Wait for the current process to exit, probing readiness meanwhile; describe the exit."""
         exited = asyncio.ensure_future(self._wait_exit(run))
         try:
-            began = time.monotonic()
-            assert self._session is not None
-            while run.state is not InstanceState.READY and not exited.done():
-                if await probe(self._session, run.descriptor.health, host=self._host, port=run.port):
-                    if not exited.done():
-                        self._mark_ready(run)
-                    break
-                interval = self._probe_interval if time.monotonic() - began < 10 else 1.0
-                await asyncio.wait({exited}, timeout=interval)
+            if run.state is not InstanceState.READY:
+                await self._await_ready(run, exited)
             return await exited
         finally:
             exited.cancel()
             await asyncio.gather(exited, return_exceptions=True)
+
+    async def _await_ready(self, run: _Run, exited: asyncio.Future[str]) -> None:
+        """Probe until the service answers (then mark it ready) or its process exits."""
+        assert self._session is not None
+        began = time.monotonic()
+        waiting_in_queue = run.activated  # the first probe of an activated service waits to be served
+        while not exited.done():
+            timeout = _ACTIVATED_PROBE_TIMEOUT if waiting_in_queue else 1.0
+            waiting_in_queue = False
+            probing = asyncio.ensure_future(
+                probe(self._session, run.descriptor.health, host=self._host, port=run.port, timeout=timeout))
+            racing: set[asyncio.Future[Any]] = {exited, probing}
+            await asyncio.wait(racing, return_when=asyncio.FIRST_COMPLETED)
+            if not probing.done():  # exited first
+                probing.cancel()
+                await asyncio.gather(probing, return_exceptions=True)
+                return
+            if probing.result():
+                if not exited.done():
+                    self._mark_ready(run)
+                return
+            elapsed = time.monotonic() - began
+            cap = self._probe_interval if elapsed < 10 else 1.0
+            await asyncio.wait({exited}, timeout=next_probe_delay(elapsed, cap=cap))
 
     async def _wait_exit(self, run: _Run) -> str:
         """Until the current process exits; reap it and describe how it ended."""
@@ -399,7 +440,7 @@ class ProcessDriver:
         signal_group(run.pid, signal.SIGTERM)
         deadline = time.monotonic() + self._grace
         while time.monotonic() < deadline and self._leader_alive(run):
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.005)  # a service that exits on SIGTERM is gone in a few ms
         signal_group(run.pid, signal.SIGKILL)
         deadline = time.monotonic() + 5.0
         while time.monotonic() < deadline and (self._leader_alive(run) or group_members(run.pid)):

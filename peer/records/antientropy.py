@@ -1,6 +1,9 @@
 """Anti-entropy of service records between two peers over the peer API.
 
 `sync_with` runs one round against one peer:
+0. summary: one hash of our digests of every record the peer is interested in; if the peer's
+   own digests of those hash the same, the two agree and the round ends (a round between
+   peers in sync costs one small request and one indexed scan on each side, whatever N);
 1. digests: our 8-byte version hashes of the records the peer is interested in (in name ranges
    of bounded size), and of the tombstones it once wrote to (to collect its acknowledgement);
    the peer answers only where it differs, including the records it holds that we are
@@ -25,7 +28,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from peer.peerclient import PeerBadReply, PeerClient, msgpack_response, read_msgpack
+from peer.peerclient import PeerBadReply, PeerClient, PeerRefused, msgpack_response, read_msgpack
 from peer.peerwire import PeerWireError
 from peer.records import messages as msg
 from peer.records import record as rec
@@ -96,6 +99,7 @@ class AntiEntropy:
         app.router.add_post(msg.PATH_DIGESTS, self._on_digests)
         app.router.add_post(msg.PATH_PUSH, self._on_push)
         app.router.add_post(msg.PATH_FETCH, self._on_fetch)
+        app.router.add_post(msg.PATH_SUMMARY, self._on_summary)
 
     # --- client side -------------------------------------------------------------------------
 
@@ -107,6 +111,10 @@ class AntiEntropy:
         # Tombstones the peer once wrote to but has no part in now: ask only whether it still
         # holds some version; "nothing" acknowledges them as well as "this one" does.
         gc_only = {n: d for n, d in self.store.tombstone_digests(written_by=peer_name).items() if n not in mine}
+        if not gc_only and await self._summary_matches(base_url, mine, stats):
+            self.store.ack_tombstones(peer_name, mine)
+            stats.seconds = time.monotonic() - started
+            return stats
         mine.update(gc_only)
         differing = await self._compare(base_url, mine, stats)
         for name in [n for n in gc_only if n in differing and differing[n] is None]:
@@ -129,6 +137,19 @@ class AntiEntropy:
         stats.bytes_received += exchange.received
         return exchange.reply
 
+    async def _summary_matches(self, base_url: str, mine: dict[str, bytes], stats: SyncStats) -> bool:
+        """Step 0. A peer that does not know the summary (404) or fails it just means "compare"."""
+        payload = msg.summary_request(sender=self.here, summary=msg.summary_of(mine), count=len(mine))
+        try:
+            reply = await self._call(base_url, msg.PATH_SUMMARY, payload, stats)
+            match = msg.parse_summary_reply(reply)
+        except (PeerRefused, PeerBadReply, PeerWireError) as exc:
+            log.debug("summary with %s failed (%s); comparing digests", base_url, exc)
+            return False
+        if match:
+            stats.compared = len(mine)
+        return match
+
     async def _compare(self, base_url: str, mine: dict[str, bytes], stats: SyncStats) -> dict[str, bytes | None]:
         differing: dict[str, bytes | None] = {}
         for lo, hi, chunk in name_ranges(sorted(mine), self.digest_chunk):
@@ -143,24 +164,25 @@ class AntiEntropy:
         stats.differing = len(differing)
         return differing
 
-    def _batches(self, names: list[str]) -> Iterator[list[Record]]:
+    def _batches(self, names: list[str]) -> Iterator[list[tuple[Record, bytes]]]:
         """Our current versions of `names`, in batches of about `push_bytes` encoded."""
-        batch: list[Record] = []
+        batch: list[tuple[Record, bytes]] = []
         size = 0
         for start in range(0, len(names), 1000):
             for record in self.store.get_many(names[start:start + 1000]).values():
-                cost = len(rec.pack(record))
-                if batch and size + cost > self.push_bytes:
+                packed = rec.pack(record)  # sized and sent as is (messages: records travel packed)
+                if batch and size + len(packed) > self.push_bytes:
                     yield batch
                     batch, size = [], 0
-                batch.append(record)
-                size += cost
+                batch.append((record, packed))
+                size += len(packed)
         if batch:
             yield batch
 
     async def _push(self, base_url: str, peer: str, names: list[str], stats: SyncStats) -> None:
-        for batch in self._batches(names):
-            payload = msg.push_request(sender=self.here, records=[rec.encode(r) for r in batch])
+        for packed_batch in self._batches(names):
+            batch = [r for r, _ in packed_batch]
+            payload = msg.push_request(sender=self.here, records=[p for _, p in packed_batch])
             reply = await self._call(base_url, msg.PATH_PUSH, payload, stats)
             returned = self._parse_records(reply, {r.name for r in batch})
             try:
@@ -230,6 +252,14 @@ class AntiEntropy:
         back = [o.result for o, r in zip(outcomes, accepted) if o.result != r]
         self.store.ack_tombstones(sender, _tombstone_digests(r for o, r in zip(outcomes, accepted) if o.result == r))
         return msgpack_response(msg.records_reply(back, conflicts=sum(o.conflict for o in outcomes)))
+
+    async def _on_summary(self, request: web.Request) -> web.Response:
+        sender, theirs, _ = msg.parse_summary_request(await read_msgpack(request))
+        mine = self.store.digests(peer=sender)
+        match = msg.summary_of(mine) == theirs
+        if match:
+            self.store.ack_tombstones(sender, mine)
+        return msgpack_response(msg.summary_reply(match=match))
 
     async def _on_fetch(self, request: web.Request) -> web.Response:
         sender, names = msg.parse_fetch_request(await read_msgpack(request))

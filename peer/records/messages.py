@@ -8,11 +8,19 @@ POST /peer/v1/records/push     {"from", "records": [record]}
        one pushed, and how many conflicts the push resolved there
 POST /peer/v1/records/fetch    {"from", "names": [name]}
     -> {"records": [record]}  those of the named records the asker is interested in
+POST /peer/v1/records/summary  {"from", "summary": 16 bytes, "count": n}
+    -> {"match": bool}  whether the server's digests of the records the asker is interested
+       in hash to the same summary (`summary_of`): two peers in sync settle in one request
+
+A record travels as its packed bytes (`record.pack`, what the store keeps), so a sender needs
+no re-encoding and a receiver's generic msgpack check sees one bytes object per record
+instead of a nested map; a record given as a map (`record.encode`, older peers) is accepted.
 
 Parsers raise PeerWireError naming the field, which the peer middleware turns into a 400.
 """
 from __future__ import annotations
 
+import hashlib
 from typing import Any, cast
 
 from peer.peerwire import PeerWireError
@@ -22,6 +30,8 @@ from peer.records.record import Record
 PATH_DIGESTS = "/peer/v1/records/digests"
 PATH_PUSH = "/peer/v1/records/push"
 PATH_FETCH = "/peer/v1/records/fetch"
+PATH_SUMMARY = "/peer/v1/records/summary"
+SUMMARY_LEN = 16
 MAX_ITEMS = 50_000
 DIGEST_LEN = 8
 
@@ -69,7 +79,7 @@ def _records(body: dict[str, Any]) -> list[Record]:
     out: list[Record] = []
     for i, item in enumerate(_list(body, "records")):
         try:
-            out.append(rec.decode(item))
+            out.append(rec.unpack(item) if isinstance(item, bytes) else rec.decode(item))
         except rec.RecordDecodeError as exc:
             raise PeerWireError(f"records[{i}].{exc}") from exc
     return out
@@ -97,8 +107,8 @@ def parse_digests_reply(obj: object) -> dict[str, bytes | None]:
 
 # --- push / fetch ----------------------------------------------------------------------------
 
-def push_request(*, sender: str, records: list[dict[str, Any]]) -> dict[str, Any]:
-    """`records` already encoded (rec.encode), so the caller can size batches."""
+def push_request(*, sender: str, records: list[bytes]) -> dict[str, Any]:
+    """`records` already packed (rec.pack), so the caller can size batches."""
     return {"from": sender, "records": records}
 
 
@@ -121,7 +131,7 @@ def parse_fetch_request(obj: object) -> tuple[str, list[str]]:
 
 
 def records_reply(records: list[Record], *, conflicts: int | None = None) -> dict[str, Any]:
-    body: dict[str, Any] = {"records": [rec.encode(r) for r in records]}
+    body: dict[str, Any] = {"records": [rec.pack(r) for r in records]}
     if conflicts is not None:
         body["conflicts"] = conflicts
     return body
@@ -137,3 +147,40 @@ def parse_conflicts(obj: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise PeerWireError("conflicts: must be a count")
     return int(value)
+
+
+# --- summary ---------------------------------------------------------------------------------
+
+def summary_of(digests: dict[str, bytes]) -> bytes:
+    """One hash of a whole {name: version digest} map, independent of its order."""
+    h = hashlib.blake2b(digest_size=SUMMARY_LEN)
+    for name in sorted(digests):
+        h.update(name.encode())
+        h.update(b"\0")
+        h.update(digests[name])
+    return h.digest()
+
+
+def summary_request(*, sender: str, summary: bytes, count: int) -> dict[str, Any]:
+    return {"from": sender, "summary": summary, "count": count}
+
+
+def parse_summary_request(obj: object) -> tuple[str, bytes, int]:
+    body = _map(obj, what="summary request")
+    summary, count = body.get("summary"), body.get("count")
+    if not isinstance(summary, bytes) or len(summary) != SUMMARY_LEN:
+        raise PeerWireError(f"summary: must be {SUMMARY_LEN} bytes")
+    if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= 10 * MAX_ITEMS:
+        raise PeerWireError("count: must be a count")
+    return _sender(body), summary, count
+
+
+def summary_reply(*, match: bool) -> dict[str, Any]:
+    return {"match": match}
+
+
+def parse_summary_reply(obj: object) -> bool:
+    match = _map(obj, what="summary reply").get("match")
+    if not isinstance(match, bool):
+        raise PeerWireError("match: must be a boolean")
+    return match

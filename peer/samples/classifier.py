@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
-from peer.samples.running import run
+from peer.samples.running import inherited_socket, run
 
 LABELS = ("person", "bicycle", "car", "dog", "cat", "tree", "sign", "empty")
 FRAME_BYTES = 8192
@@ -96,8 +96,12 @@ async def serve(*, host: str, port: int, service: str, cluster: str) -> None:
     runner = web.AppRunner(Classifier(service=service, cluster=cluster).app(), access_log=None)
     await runner.setup()
     try:
-        await web.TCPSite(runner, host, port, shutdown_timeout=2.0).start()
-        print(f"classifier {service} of cluster {cluster!r} listening on {host}:{port} (pid {os.getpid()})",
+        sock = inherited_socket()
+        site: web.BaseSite = (web.TCPSite(runner, host, port, shutdown_timeout=2.0) if sock is None
+                              else web.SockSite(runner, sock, shutdown_timeout=2.0))
+        await site.start()
+        how = "" if sock is None else ", socket from the agent"
+        print(f"classifier {service} of cluster {cluster!r} listening on {host}:{port} (pid {os.getpid()}{how})",
               flush=True)
         await stop.wait()
         print("classifier: stopping", flush=True)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import aiohttp
 from aiohttp import web
 
-from peer.samples.running import run
+from peer.samples.running import inherited_socket, run
 
 
 @dataclass
@@ -116,7 +116,8 @@ async def _status_server(host: str, port: int, stats: StreamStats) -> web.AppRun
     app.router.add_get("/healthz", healthz)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, host, port).start()
+    sock = inherited_socket()
+    await (web.TCPSite(runner, host, port) if sock is None else web.SockSite(runner, sock)).start()
     return runner
 
 

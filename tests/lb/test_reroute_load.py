@@ -172,3 +172,54 @@ async def test_route_is_idempotent(lb: LoadBalancer, backends: tuple[Backend, Ba
     again = await lb.route("web", *a.addr)
     assert again.old == again.new == a.addr and again.drained_sessions == 0
     assert await lb.server_status("web") == before  # same server, not re-added
+
+
+async def test_proven_ready_switches_under_load_lose_nothing(
+        lb: LoadBalancer, backends: tuple[Backend, Backend]) -> None:
+    """The fast path (UP at once, no wait for a first check) keeps make-before-break."""
+    a, b = backends
+    _, port = await lb.open_frontend("web")
+    await lb.route("web", *a.addr, proven_ready=True)
+    await serving(lb, "web", a)
+    results = []
+    async with OpenLoop(f"http://{FRONT}:{port}/", rate=RATE) as load:
+        await load.wait_sent(RATE // 4)
+        for i in range(20):
+            target = b if i % 2 == 0 else a
+            results.append(await lb.route("web", *target.addr, proven_ready=True))
+            await load.wait_sent(RATE // 20)
+    report = load.report
+    print(report.summary(), [round(r.duration_ms, 1) for r in results])
+    assert report.lost == [], report.lost[:5]
+    assert all(r.fast and not r.forced for r in results)
+    assert report.by_body["a"] > 0 and report.by_body["b"] > 0
+    assert lb.current_route("web") == a.addr
+    status = await lb.server_status("web")
+    assert [(s.addr, s.port, s.state.value) for s in status] == [(*a.addr, "UP")]
+
+
+async def test_proven_ready_but_unreachable_falls_back_and_keeps_old_route(
+        lb: LoadBalancer, backends: tuple[Backend, Backend]) -> None:
+    a, _ = backends
+    _, port = await lb.open_frontend("web")
+    await lb.route("web", *a.addr)
+    with pytest.raises(RerouteError):
+        await lb.route("web", DEAD, 21000, up_timeout=0.5, proven_ready=True)
+    assert lb.current_route("web") == a.addr
+    assert await fetch(port) == (200, "a")
+    assert [s.addr for s in await lb.server_status("web")] == [a.host]
+
+
+async def test_proven_ready_copy_that_dies_later_is_taken_out_by_checks(
+        lb: LoadBalancer, spare_backend: Backend) -> None:
+    """Checks keep running after the fast path: a copy that dies goes DOWN."""
+    c = spare_backend
+    await lb.open_frontend("web")
+    result = await lb.route("web", *c.addr, proven_ready=True)
+    assert result.fast
+    c.kill()
+
+    async def down() -> bool:
+        return [s.state.value for s in await lb.server_status("web")] == ["DOWN"]
+
+    await wait_until(down, timeout=5, what="dead backend marked DOWN by its checks")

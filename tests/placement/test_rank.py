@@ -132,3 +132,47 @@ def test_float_noise_does_not_reject_an_exact_fit() -> None:
     v = ClusterView("x", True, "edge", cpu_capacity=0.3, cpu_used=0.1 + 0.2 - 0.1,
                     mem_capacity=0, mem_used=0, slots_capacity=1, slots_used=0)
     assert admit(Requirements(cpu=0.1, memory=0), v) is None
+
+
+@PROPERTY
+@given(req=requirements, views=view_lists, home=homes, policy=policies)
+def test_fast_scores_and_lazy_reasons_agree_with_score(
+    req: Requirements, views: list[ClusterView], home: str, policy: Policy
+) -> None:
+    """rank scores with `value` and explains lazily: both must equal what `score` says."""
+    by_name = {v.name: v for v in views}
+    for c in rank(req, views, home=home, policy=policy).ranked:
+        score, reasons = policy.score(req, by_name[c.name], home=home)
+        assert c.score == score == policy.value(req, by_name[c.name], home=home)  # type: ignore[attr-defined]
+        assert c.reasons == reasons
+
+
+@PROPERTY
+@given(req=requirements, views=view_lists, home=homes)
+def test_balanced_value_matches_its_reference_formula(
+    req: Requirements, views: list[ClusterView], home: str
+) -> None:
+    """The inlined `Balanced.value` against the weighted mean of the documented terms."""
+    from placement.policies import Balanced, _headrooms, bandwidth_to_home, rtt_to_home
+
+    policy = Balanced()
+    for v in views:
+        cpu, mem, slots = _headrooms(req, v)
+        rtt, bw = rtt_to_home(v, home=home), bandwidth_to_home(v, home=home)
+        rtt_v = 0.5 if rtt is None else 1.0 / (1.0 + rtt / 50.0)
+        bw_v = 0.5 if bw is None else (1.0 if math.isinf(bw) else bw / (bw + 100.0))
+        tier_v = {"cloud": 1.0, "edge": 2 / 3, "deep-edge": 1 / 3}.get(v.tier, 0.0)
+        expected = 0.25 * cpu + 0.15 * mem + 0.10 * slots + 0.20 * rtt_v + 0.10 * bw_v + 0.20 * tier_v
+        assert math.isclose(policy.value(req, v, home=home), expected, rel_tol=1e-9, abs_tol=1e-12)
+
+
+def test_candidates_are_immutable_and_compare_by_value() -> None:
+    from placement import Candidate
+
+    eager = Candidate("a", 0.5, ("x",))
+    lazy = Candidate("a", 0.5, explain=lambda: ("x",))
+    assert eager == lazy and hash(eager) == hash(lazy) and "reasons=('x',)" in repr(lazy)
+    with pytest.raises(AttributeError):
+        eager.name = "b"  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        Candidate("a", 0.5)

@@ -107,7 +107,7 @@ async def test_divergent_records_agree_after_one_round_and_private_ones_stay_hom
     shared_view(a, b, ["web", "db", "cache"])
     assert b.store.get("api") is None and a.store.get("solo") is None
     assert (stats.differing, stats.pushed, stats.fetched, stats.applied) == (3, 2, 1, 1)
-    assert stats.requests == 3 and stats.bytes_sent > 0 and stats.bytes_received > 0
+    assert stats.requests == 4 and stats.bytes_sent > 0 and stats.bytes_received > 0  # summary, digests, push, fetch
     assert b.actions("web") == [AdoptLocalCopy("web")] and a.actions("db") == [AdoptLocalCopy("db")]
     again = await b.ae.sync_with("a", a.url)
     assert (again.differing, again.pushed, again.fetched, again.requests) == (0, 0, 0, 1)
@@ -239,3 +239,24 @@ async def test_a_former_location_that_forgot_the_record_acknowledges_its_tombsto
     assert (stats.pushed, stats.fetched) == (0, 0) and b.store.get("web") is None
     assert a.store.acked_by("web") == {"b", "c"}
     assert a.store.gc_tombstones(here="a", now=time.time(), ttl=3600) == ["web"]
+
+
+async def test_peers_in_sync_settle_with_one_summary_request(start_peer: StartPeer) -> None:
+    a, b = await start_peer("a", "127.0.3.1"), await start_peer("b", "127.0.3.2")
+    for name in ("web", "api"):
+        b.store.apply_remote(a.write(name, location="b"), here="b")
+    a.write("solo")  # a's own: not part of what b is interested in
+    stats = await a.ae.sync_with("b", b.url)
+    assert (stats.requests, stats.compared, stats.differing) == (1, 2, 0)
+    a.write("web", state=State.MIGRATING)  # one difference: the summary fails, the digests find it
+    stats = await a.ae.sync_with("b", b.url)
+    assert (stats.requests, stats.differing, stats.pushed) == (3, 1, 1)
+    shared_view(a, b, ["web", "api"])
+    assert (await a.ae.sync_with("b", b.url)).requests == 1
+
+
+def test_summary_is_order_independent_and_sees_any_change() -> None:
+    digests = {"a": b"1" * 8, "b": b"2" * 8}
+    assert msg.summary_of(digests) == msg.summary_of(dict(reversed(digests.items())))
+    assert msg.summary_of(digests) != msg.summary_of({**digests, "b": b"3" * 8})
+    assert msg.summary_of({"ab": b"1" * 8}) != msg.summary_of({"a": b"b" + b"1" * 7})
