@@ -188,6 +188,29 @@ def status(client: Client, fmt: str) -> None:
         click.echo(render_status(data, api=client.api))
 
 
+@cli.command("wait", help="Wait until the agent answers (and, with --members N, sees N alive members), "
+                         "for scripts: exit 0 then, 1 after --timeout.")
+@click.option("--members", "want", type=click.IntRange(1), help="also wait until N members are alive")
+@client_options
+def wait_for_agent(client: Client, fmt: str, want: int | None) -> None:
+    deadline = time.monotonic() + client.timeout
+    patience, client.timeout = client.timeout, 2.0
+    while True:
+        try:
+            health = client.get("/v1/health")
+            alive = [m for m in client.get("/v1/members") if m.get("status") == "alive"] if want else []
+            if not want or len(alive) >= want:
+                break
+            problem = f"{len(alive)} of {want} members alive"
+        except ClientError as exc:
+            problem = str(exc)
+        if time.monotonic() >= deadline:
+            raise ClientError(f"still waiting after {patience:g} s (--timeout): {problem}")
+        time.sleep(0.2)  # polling a starting agent
+    extra = f", {len(alive)} members alive" if want else ""
+    click.echo(f"{health.get('cluster')} is up at {client.api}{extra}")
+
+
 @cli.command(help="Print the client's version.")
 def version() -> None:
     click.echo(version_text())

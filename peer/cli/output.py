@@ -47,8 +47,11 @@ def endpoints_of(record: dict[str, Any]) -> list[str]:
 
 
 def total_ms(m: dict[str, Any]) -> float | None:
-    durations = m.get("durations_ms") or {}
-    return round(sum(float(v) for v in durations.values()), 1) if durations else None
+    """Wall time from start to finish (stages may overlap: deploy includes the wait)."""
+    start, end = m.get("started_at"), m.get("finished_at")
+    if isinstance(start, (int, float)) and isinstance(end, (int, float)):
+        return round((end - start) * 1000.0, 1)
+    return None
 
 
 def clock(ts: Any) -> str | None:

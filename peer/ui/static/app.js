@@ -125,7 +125,7 @@ function renderMigrations(migrations) {
   if (!shown.length) return box.replaceChildren(el("div", {class: "migration muted", text: "no migration yet"}));
   const totals = shown.map((m) => STAGES.reduce((s, k) => s + ((m.durations_ms || {})[k] || 0), 0));
   const max = Math.max(1, ...totals);
-  box.replaceChildren(...shown.map((m, i) => {
+  box.replaceChildren(...shown.map((m) => {
     const d = m.durations_ms || {};
     const bar = el("div", {class: "bar", title: STAGES.filter((k) => d[k] !== undefined).map((k) => `${k} ${d[k].toFixed(1)} ms`).join(", ")});
     for (const k of STAGES) {
@@ -136,7 +136,7 @@ function renderMigrations(migrations) {
     return el("div", {class: "migration", "data-id": m.id, "data-service": m.service},
       el("span", {class: "num muted", text: clock(m.started_at)}), el("strong", {text: m.service}),
       badge(m.kind), el("span", {text: `${dash(m.source)} \u2192 ${dash(m.target)}`}), badge(m.outcome), bar,
-      el("span", {class: "total", text: `${totals[i].toFixed(0)} ms`}));
+      el("span", {class: "total", text: m.finished_at ? `${((m.finished_at - m.started_at) * 1000).toFixed(0)} ms` : "running"}));
   }));
 }
 
