@@ -76,6 +76,7 @@ def run_agent(args: argparse.Namespace) -> int:
         level=getattr(logging, str(args.log_level).upper(), logging.INFO),
         format=f"%(asctime)s {config.name} %(name)s %(levelname)s %(message)s",
     )
+    _path_with_own_scripts()
     from peer.agent import Agent
     from peer.credentials import CredentialError
     from peer.records.store import StoreError
@@ -101,3 +102,13 @@ def run_agent(args: argparse.Namespace) -> int:
         print(f"roam agent: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     return 0
+
+
+def _path_with_own_scripts() -> None:
+    """Let services find the console scripts installed beside roam (`roam-sample`) even when the
+    agent runs from a venv that is not on PATH (systemd, a bare `.venv/bin/roam`). Appended, so
+    `python3` and the like still mean what the host says."""
+    own = os.path.dirname(sys.executable)
+    parts = os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin").split(os.pathsep)
+    if own not in parts:
+        os.environ["PATH"] = os.pathsep.join([*parts, own])
