@@ -29,6 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     except click.exceptions.Exit as exc:
         return int(exc.exit_code or 0)
     except click.UsageError as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # bare `roam`: the help, as --help prints it
+            print(exc.format_message(), file=sys.stderr)
+            return EXIT_USAGE
         sub = exc.ctx.command_path if exc.ctx is not None else "roam"
         print(f"roam: {exc.format_message()} (see `{sub} --help`)", file=sys.stderr)
         return EXIT_USAGE
