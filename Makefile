@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 VENV  := .venv
 PY    := $(VENV)/bin/python
-DEBS  := serf haproxy iptables iproute2
+DEBS  := serf haproxy iptables iproute2 chromium chromium-driver
 STAMP := $(VENV)/.installed
 
 .PHONY: bootstrap debs venv test test-fast lint demo bench soak clean
@@ -16,6 +16,8 @@ debs:
 	command -v haproxy >/dev/null || missing="$$missing haproxy"; \
 	command -v iptables >/dev/null || missing="$$missing iptables"; \
 	command -v ip >/dev/null || missing="$$missing iproute2"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  if [ "$$(id -u)" != 0 ]; then echo "need root to install:$$missing" >&2; exit 1; fi; \

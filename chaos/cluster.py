@@ -140,8 +140,7 @@ class Federation:
             args += ["--join", j]
         if name in self.tiers:
             args += ["--tier", self.tiers[name]]
-        if not self.auto_migrate:
-            args.append("--no-auto-migrate")
+        args.append("--auto-migrate" if self.auto_migrate else "--no-auto-migrate")
         agent.proc = await self.tb.start_agent(name, extra_args=args, data_dir=agent.data_dir,
                                                log_path=agent.log_path)
         agent.starts += 1

@@ -79,7 +79,7 @@ class Demo:
             path.chmod(0o600)
         seed = self.addrs["deep-edge"]
         for name, (cpu, mem) in CLUSTERS.items():
-            args = ["--tier", name, "--cpu", cpu, "--memory", mem, "--dwell", DWELL,
+            args = ["--tier", name, "--cpu", cpu, "--memory", mem, "--dwell", DWELL, "--auto-migrate",
                     "--secret-file", str(secret), "--token-file", str(token)]
             if name != "deep-edge":
                 args += ["--join", seed]

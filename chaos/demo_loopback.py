@@ -32,7 +32,7 @@ class LoopbackFederation:
     def start(self, name: str) -> None:
         cpu, mem = CLUSTERS[name]
         args = ["--name", name, "--addr", ADDRS[name], "--data-dir", str(self.work / name), "--tier", name,
-                "--cpu", cpu, "--memory", mem, "--dwell", DWELL, "--secret-file", str(self.work / "secret"),
+                "--cpu", cpu, "--memory", mem, "--dwell", DWELL, "--auto-migrate", "--secret-file", str(self.work / "secret"),
                 "--token-file", str(self.work / "token")]
         if name != "deep-edge":
             args += ["--join", ADDRS["deep-edge"]]

@@ -73,7 +73,10 @@ class LBState:
             data = path.read_bytes()
         except FileNotFoundError:
             return cls()
-        return cls.from_json(data)
+        try:
+            return cls.from_json(data)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"{path} is corrupt ({exc}); move it away and restart to re-provision the frontends") from exc
 
     def save(self, path: Path) -> None:
         write_atomic(path, self.to_json())

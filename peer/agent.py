@@ -19,9 +19,10 @@ from aiohttp import web
 
 from lb.balancer import LoadBalancer
 from peer.api.admin import add_admin_routes
+from peer.ui import add_ui_routes
 from peer.api.http import MAX_BODY, bearer_auth_middleware, error_middleware, rate_limit_middleware
 from peer.api.services import add_service_routes
-from peer.config import AgentConfig
+from peer.config import AgentConfig, write_local_hint
 from peer.credentials import Credentials, load_credentials
 from peer.drivers.base import Driver
 from peer.gossip import Load
@@ -122,8 +123,9 @@ class Agent:
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
         cfg = self.config
-        cfg.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Credentials first: they are checked before anything is written (a bad secret leaves no files).
         self.creds = load_credentials(data_dir=cfg.data_dir, token_file=cfg.token_file, secret_file=cfg.secret_file)
+        cfg.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         for path in self.creds.generated:
             log.warning("generated %s (mode 0600)", path)
         self.store = RecordStore.open(cfg.data_dir / "records.sqlite3")
@@ -136,7 +138,8 @@ class Agent:
         except BaseException:
             await self.stop(leave=False)
             raise
-        log.info("agent %s up: api %s", cfg.name, cfg.api_url)
+        write_local_hint(cfg, token_file=self.creds.token_path)  # for `roam` on this host (no secret in it)
+        log.info("agent %s up: api %s, dashboard %s/ui/", cfg.name, cfg.api_url, cfg.api_url)
 
     async def _start_parts(self) -> None:
         assert self.lb and self.store and self.client and self.history and self.creds
@@ -205,6 +208,7 @@ class Agent:
         )
         app["admin_body_limit"] = MAX_BODY
         add_admin_routes(app, self)
+        add_ui_routes(app)
         add_service_routes(app, self)
         self.antientropy.add_routes(app)
         ReplicaHandlers(services=self.services, agent=self).add_routes(app)

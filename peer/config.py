@@ -62,7 +62,7 @@ class AgentConfig:
     capacity: Capacity = field(default_factory=lambda: Capacity(cpu=float(os.cpu_count() or 1), memory=_host_memory(), slots=16))
     kubernetes: KubernetesSettings = field(default_factory=KubernetesSettings)
     policy: str = "balanced"
-    auto_migrate: bool = True
+    auto_migrate: bool = False  # policy moves are opt-in: nothing moves while the operator deploys
     thresholds: Thresholds = field(default_factory=Thresholds)
     tls_cert: Path | None = None
     tls_key: Path | None = None
@@ -241,7 +241,11 @@ def build_config(args: argparse.Namespace) -> AgentConfig:
         thresholds = Thresholds(**{k: float(v) for k, v in triggers.items()})
     except (InvalidThresholds, TypeError, ValueError) as exc:
         raise ConfigError(f"triggers: {exc}") from exc
-    auto = pick("auto_migrate", True)
+    auto = pick("auto_migrate", False)
+    if not isinstance(auto, bool):
+        raise ConfigError(f"auto_migrate: expected true or false, got {auto!r}")
+    if getattr(args, "auto_migrate", None):
+        auto = True
     if getattr(args, "no_auto_migrate", False):
         auto = False
     home_grace = _seconds(pick("home_grace", 2.0), what="--home-grace")
@@ -305,3 +309,75 @@ def _check_join(target: str) -> None:
 def _default_data_dir(name: str) -> Path:
     base = Path("/var/lib/roam") if os.geteuid() == 0 else Path.home() / ".local/share/roam"
     return base / name
+
+
+# -- where the CLI finds the local agent -------------------------------------------------------
+HINT_NAME = "agent.json"
+#: The systemd unit's configuration (docs/deploy/roam-agent.service).
+SYSTEM_CONFIG = Path("/etc/roam/agent.toml")
+
+
+def write_local_hint(config: AgentConfig, *, token_file: Path) -> Path:
+    """Tell a `roam` client on this host where this agent listens and which token file it uses.
+
+    Why: agents bind only `--addr`, so a client defaulting to 127.0.0.1:7070 finds nobody. The
+    file holds paths and addresses, never the token itself.
+    """
+    import json
+
+    path = config.data_dir / HINT_NAME
+    hint = {"name": config.name, "api": config.api_url, "token_file": str(token_file.resolve()),
+            "data_dir": str(config.data_dir.resolve()), "pid": os.getpid()}
+    tmp = path.with_name(f".{HINT_NAME}.tmp")
+    tmp.write_text(json.dumps(hint, indent=1) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def hint_dirs() -> list[Path]:
+    """Data-dir parents searched for local agents: $ROAM_DATA_DIR, then the default bases."""
+    found = [Path(os.environ["ROAM_DATA_DIR"])] if os.environ.get("ROAM_DATA_DIR") else []
+    return found + [Path("/var/lib/roam"), Path.home() / ".local/share/roam"]
+
+
+def find_local_agents(dirs: list[Path] | None = None) -> list[dict[str, Any]]:
+    """Hints of agents on this host, running ones first, then the most recent."""
+    import json
+
+    hints: list[tuple[bool, float, dict[str, Any]]] = []
+    for base in dirs if dirs is not None else hint_dirs():
+        for path in [base / HINT_NAME, *sorted(base.glob(f"*/{HINT_NAME}"))]:
+            try:
+                hint = json.loads(path.read_text(encoding="utf-8"))
+                mtime = path.stat().st_mtime
+            except (OSError, ValueError):
+                continue
+            if isinstance(hint, dict) and isinstance(hint.get("api"), str):
+                hints.append((_alive(hint.get("pid")), mtime, hint))
+    hints.sort(key=lambda h: (h[0], h[1]), reverse=True)
+    return [h for _, _, h in hints]
+
+
+def api_from_config_file(path: Path) -> str | None:
+    """The admin URL an agent started with this TOML file listens on (None if it has no addr)."""
+    try:
+        doc = load_toml(path)
+    except ConfigError:
+        return None
+    addr = doc.get("addr")
+    if not isinstance(addr, str):
+        return None
+    scheme = "https" if doc.get("tls_cert") else "http"
+    return f"{scheme}://{_host_for_url(addr)}:{doc.get('api_port', 7070)}"
+
+
+def _alive(pid: Any) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -67,6 +67,10 @@ def load_credentials(*, data_dir: Path, token_file: Path | None, secret_file: Pa
     generated: list[Path] = []
     token_path = token_file or data_dir / "admin.token"
     secret_path = secret_file or data_dir / "federation.secret"
+    # Check every file that exists before generating any: a bad secret must not leave a new token behind.
+    for path, what in ((token_path, "--token-file"), (secret_path, "--secret-file")):
+        if path.exists() or path.is_symlink():
+            read_private_file(path, what=what)
     token = _load_or_generate(token_path, what="--token-file", generated=generated)
     secret = _load_or_generate(secret_path, what="--secret-file", generated=generated)
     return Credentials(

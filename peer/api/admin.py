@@ -2,13 +2,18 @@
 from __future__ import annotations
 
 import asyncio
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from peer import keys
-from peer.api.http import APIError, ConflictError, Unavailable, read_json
-from peer.api.openapi import build_spec
+from peer.api.http import APIError, ConflictError, NotFound, Unavailable, read_json
+from peer.api.openapi import VERSION, build_spec
+from peer.config import NAME_RE
+from peer.drivers.process_state import LOG_FILE
+from peer.serf.process import recent_key_mismatch
 from peer.serf.errors import SerfRPCError
 
 if TYPE_CHECKING:
@@ -20,7 +25,9 @@ def add_admin_routes(app: web.Application, agent: "Agent") -> None:
         return web.json_response({"cluster": agent.config.name, "status": "ok"})
 
     async def members(request: web.Request) -> web.Response:
-        return web.json_response([m.as_api() for m in agent.membership.all()])
+        bandwidth = agent.probe.bandwidth() if agent.probe is not None else {}
+        return web.json_response([{**m.as_api(), "bandwidth_mbps": bandwidth.get(m.name)}
+                                  for m in agent.membership.all()])
 
     async def metrics(request: web.Request) -> web.Response:
         agent.refresh_gauges()
@@ -35,7 +42,79 @@ def add_admin_routes(app: web.Application, agent: "Agent") -> None:
     app.router.add_get("/v1/members", members)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/v1/openapi.json", openapi)
+    async def status_route(request: web.Request) -> web.Response:
+        return await status(agent)
+
+    async def logs_route(request: web.Request) -> web.Response:
+        return await service_logs(agent, request)
+
+    app.router.add_get("/v1/status", status_route)
+    app.router.add_get("/v1/services/{name}/logs", logs_route)
     _add_key_routes(app, agent)
+
+
+async def status(agent: "Agent") -> web.Response:
+    """This agent at a glance, with what an operator must act on (`warnings`), for `roam status`."""
+    cfg = agent.config
+    serf_log = cfg.data_dir / "serf" / "serf.log"
+    warnings: list[dict[str, Any]] = []
+    mismatch = recent_key_mismatch(serf_log)
+    if mismatch is not None:
+        warnings.append(mismatch.as_api(serf_log))
+    return web.json_response({
+        "cluster": cfg.name, "version": VERSION, "addr": cfg.addr, "api": cfg.api_url, "tier": cfg.tier,
+        "driver": cfg.driver, "auto_migrate": cfg.auto_migrate, "data_dir": str(cfg.data_dir),
+        "serf": {"rpc_addr": f"{cfg.addr}:{cfg.rpc_port}", "gossip_addr": f"{cfg.addr}:{cfg.gossip_port}",
+                 "log": str(serf_log)},
+        "warnings": warnings,
+    })
+
+
+async def service_logs(agent: "Agent", request: web.Request) -> web.Response:
+    """The output of a service's process here: the last `tail` lines, or what follows `offset`.
+
+    Served by the cluster running the service (the CLI asks the record's location); a cluster
+    that does not run it answers 404 naming where it runs, when it knows.
+    """
+    name = request.match_info["name"]
+    if not NAME_RE.match(name):
+        raise APIError(f"{name!r} is not a service name", field="name", status=400)
+    tail = _int_query(request, "tail", default=100, high=10_000)
+    offset = _int_query(request, "offset", default=-1, low=-1, high=1 << 50)
+    path = agent.config.data_dir / "services" / name / LOG_FILE
+    if agent.config.driver != "process":
+        raise NotFound("logs are kept by the process driver only; use kubectl logs for the kubernetes driver")
+    if not path.is_file():
+        record = next((r for r in agent.services.records() if r.name == name), None) if agent.services else None
+        where = f"; it runs at {record.location}" if record is not None and record.location else ""
+        raise NotFound(f"service {name} has no log at {agent.config.name}{where}")
+    text, end = _read_log(path, tail=tail, offset=offset)
+    return web.json_response({"service": name, "cluster": agent.config.name, "text": text, "offset": end})
+
+
+def _read_log(path: Path, *, tail: int, offset: int, max_bytes: int = 256 * 1024) -> tuple[str, int]:
+    with open(path, "rb") as fh:
+        size = fh.seek(0, os.SEEK_END)
+        if 0 <= offset <= size:
+            fh.seek(offset)
+            data = fh.read(max_bytes)
+            return data.decode("utf-8", "replace"), offset + len(data)
+        fh.seek(max(0, size - max_bytes))  # no offset, or the log was truncated: start from the tail
+        lines = fh.read().decode("utf-8", "replace").splitlines(keepends=True)
+        return "".join(lines[-tail:] if tail else []), size
+
+
+def _int_query(request: web.Request, key: str, *, default: int, low: int = 0, high: int) -> int:
+    raw = request.query.get(key)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise APIError(f"{key} must be an integer", field=key, status=400) from exc
+    if not low <= value <= high:
+        raise APIError(f"{key} must be between {low} and {high}", field=key, status=400)
+    return value
 
 
 def _add_key_routes(app: web.Application, agent: "Agent") -> None:

@@ -19,7 +19,9 @@ from aiohttp import web
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-OPEN_PATHS = frozenset({"/v1/health"})
+OPEN_PATHS = frozenset({"/v1/health", "/ui"})
+#: The dashboard's static files hold no secret; the API calls they make carry the token.
+OPEN_PREFIXES = ("/peer/", "/ui/")
 MAX_BODY = 64 * 1024
 #: Admin requests per second per client IP, and the burst allowed above that rate.
 RATE_LIMIT = 50.0
@@ -85,7 +87,7 @@ def bearer_auth_middleware(token: str) -> Callable[..., Awaitable[web.StreamResp
 
     @web.middleware
     async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path in OPEN_PATHS or request.path.startswith("/peer/"):
+        if request.path in OPEN_PATHS or request.path.startswith(OPEN_PREFIXES):
             return await handler(request)
         given = request.headers.get("Authorization", "").encode("utf-8", "replace")
         if not hmac.compare_digest(given, expected):
@@ -156,7 +158,7 @@ def rate_limit_middleware(
 
     @web.middleware
     async def rate_limit(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path in OPEN_PATHS or request.path.startswith("/peer/"):
+        if request.path == "/v1/health" or request.path.startswith("/peer/"):
             return await handler(request)
         wait = limits.check(request.remote or "?", now=clock())
         if wait > 0.0:

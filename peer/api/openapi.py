@@ -124,7 +124,19 @@ def _schemas() -> dict[str, Schema]:
         "Member": _obj({
             "name": STRING, "status": {"type": "string", "enum": ["alive", "leaving", "left", "failed"]},
             "addr": STRING, "api": _nullable(STRING), "tier": _nullable(STRING), "load": _ref("Load"),
-            "rtt_ms": _nullable(NUMBER)}),
+            "rtt_ms": _nullable(NUMBER),
+            "bandwidth_mbps": _nullable({"type": "number", "description": "median measured by this agent's link probe"})},
+            required=("name", "status", "addr", "api", "tier", "load", "rtt_ms")),
+        "Status": _obj({
+            "cluster": STRING, "version": STRING, "addr": STRING, "api": STRING, "tier": STRING, "driver": STRING,
+            "auto_migrate": {"type": "boolean"}, "data_dir": STRING,
+            "serf": _obj({"rpc_addr": STRING, "gossip_addr": STRING, "log": STRING}),
+            "warnings": {"type": "array", "items": _obj({
+                "kind": STRING, "message": STRING, "count": INT, "at": NUMBER, "line": STRING, "log": STRING},
+                required=("kind", "message"))},
+        }),
+        "ServiceLog": _obj({"service": STRING, "cluster": STRING, "text": STRING,
+                            "offset": {"type": "integer", "description": "pass back as ?offset= to follow"}}),
         "Descriptor": descriptor,
         "StoredDescriptor": stored,
         "ServiceRecord": _obj({
@@ -202,6 +214,16 @@ def _op(summary: str, ok: tuple[str, Schema | None], *errors: str, body: Schema 
     return op
 
 
+def _logs_op() -> Schema:
+    op = _op("A service's output where it runs (the last `tail` lines, or from `offset`)",
+             ("200", _ref("ServiceLog")), "400", "404", name_param=True)
+    op["parameters"] += [
+        {"name": "tail", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0, "maximum": 10000}},
+        {"name": "offset", "in": "query", "required": False, "schema": {"type": "integer", "minimum": -1}},
+    ]
+    return op
+
+
 def _operation_id(summary: str) -> str:
     words = "".join(c if c.isalnum() else " " for c in summary).split()
     return words[0].lower() + "".join(w.capitalize() for w in words[1:])
@@ -230,6 +252,8 @@ def build_spec() -> dict[str, Any]:
         },
         "/v1/migrations": {"get": _op("Recent migrations and fail-safe redeploys, newest first",
                                       ("200", _list_of("Migration")))},
+        "/v1/status": {"get": _op("This agent at a glance, with warnings to act on", ("200", _ref("Status")))},
+        "/v1/services/{name}/logs": {"get": _logs_op()},
         "/v1/instances": {"get": _op("What the orchestrator runs here", ("200", _list_of("Instance")))},
         "/v1/keys": {"get": _op("Gossip keyring by fingerprint (never the keys)", ("200", _ref("Keyring")), "503")},
         "/v1/keys/rotate": {"post": _op("Rotate the gossip key federation-wide", ("200", _ref("Rotation")),

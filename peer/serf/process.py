@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
+import re
 import shutil
 import signal
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -31,6 +34,61 @@ CONFIG_NAME = "serf.json"
 KEYRING_NAME = "keyring.json"
 LOG_NAME = "serf.log"
 _READY_POLL = 0.05
+#: What Serf (memberlist) logs when a peer's gossip is encrypted with a key it does not hold.
+KEY_MISMATCH = "No installed keys could decrypt"
+KEY_MISMATCH_ADVICE = (
+    "Serf cannot decrypt its peers' gossip: this agent's gossip key differs from the federation's, "
+    "so it cannot join (members lists only itself). Start it with the same --secret-file as the "
+    "others; after a key rotation (`roam keys rotate`) a new agent must get the current keyring: "
+    "copy serf/keyring.json from a member's data dir into this one's and restart it. Details: {log}")
+_WATCH_INTERVAL = 1.0
+_WARN_EVERY = 60.0
+_STAMP = re.compile(r"^\s*(\d{4}/\d\d/\d\d \d\d:\d\d:\d\d) ")
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class KeyMismatch:
+    """Serf failed to decrypt gossip `count` times; the last time at `at` (epoch s)."""
+
+    count: int
+    at: float
+    line: str
+
+    def as_api(self, log_path: Path) -> dict[str, Any]:
+        return {"kind": "gossip-key-mismatch", "count": self.count, "at": self.at, "line": self.line,
+                "log": str(log_path), "message": KEY_MISMATCH_ADVICE.format(log=log_path)}
+
+
+def scan_key_mismatch(text: str, *, default_at: float) -> KeyMismatch | None:
+    """Decrypt failures in a piece of serf.log (pure: tested with captured lines).
+
+    Continuation lines (`\t* Failed to join ...`) carry no timestamp: they take the previous one.
+    """
+    count, at, last = 0, default_at, ""
+    stamp = default_at
+    for line in text.splitlines():
+        m = _STAMP.match(line)
+        if m:
+            try:
+                stamp = time.mktime(time.strptime(m.group(1), "%Y/%m/%d %H:%M:%S"))
+            except ValueError:
+                pass
+        if KEY_MISMATCH in line:
+            count, at, last = count + 1, stamp, line.strip()
+    return KeyMismatch(count=count, at=at, line=last) if count else None
+
+
+def recent_key_mismatch(log_path: Path, *, window: float = 120.0, max_bytes: int = 256 * 1024) -> KeyMismatch | None:
+    """A decrypt failure logged in the last `window` seconds (for `GET /v1/status`)."""
+    try:
+        with open(log_path, "rb") as fh:
+            fh.seek(max(0, fh.seek(0, os.SEEK_END) - max_bytes))
+            text = fh.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+    found = scan_key_mismatch(text, default_at=time.time())
+    return found if found is not None and time.time() - found.at <= window else None
 
 
 @dataclass(frozen=True)
@@ -75,6 +133,8 @@ class SerfProcess:
         self._binary = binary
         self._proc: asyncio.subprocess.Process | None = None
         self._log_offset = 0
+        self._watch: asyncio.Task[None] | None = None
+        self.key_mismatch: KeyMismatch | None = None
 
     @property
     def pid(self) -> int | None:
@@ -114,9 +174,14 @@ class SerfProcess:
         except BaseException:
             await self.stop()
             raise
+        if self._watch is None or self._watch.done():
+            self._watch = asyncio.create_task(self._watch_log(), name=f"{self.config.node_name}:serf-log")
 
     async def stop(self, *, timeout: float = 5.0) -> None:
         """SIGTERM the agent's process group, SIGKILL it after `timeout`, and reap."""
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
         proc = self._proc
         if proc is None:
             return
@@ -161,6 +226,29 @@ class SerfProcess:
         await self.stop()
 
     # ------------------------------------------------------------------ internals
+
+    async def _watch_log(self) -> None:
+        """Say in the agent's own log what only serf.log shows: the gossip keys do not match."""
+        offset, warned = self._log_offset, 0.0
+        while True:
+            await asyncio.sleep(_WATCH_INTERVAL)
+            try:
+                with open(self.log_path, "rb") as fh:
+                    size = fh.seek(0, os.SEEK_END)
+                    fh.seek(offset if offset <= size else 0)
+                    chunk = fh.read(1 << 20)
+                    offset = fh.tell()
+            except OSError:
+                continue
+            found = scan_key_mismatch(chunk.decode("utf-8", "replace"), default_at=time.time())
+            if found is None:
+                continue
+            total = found.count + (self.key_mismatch.count if self.key_mismatch else 0)
+            self.key_mismatch = KeyMismatch(count=total, at=found.at, line=found.line)
+            if time.monotonic() - warned >= _WARN_EVERY or not warned:
+                warned = time.monotonic()
+                log.warning("%s (%d decrypt failures; last: %s)",
+                            KEY_MISMATCH_ADVICE.format(log=self.log_path), total, found.line)
 
     def _write_files(self) -> Path:
         data_dir = self.config.data_dir

@@ -32,7 +32,7 @@ VALID_BODY: dict[tuple[str, str], Any] = {
 def operations() -> list[tuple[str, str]]:
     ops = [(m.upper(), p) for p, item in build_spec()["paths"].items() for m, op in item.items()
            if op.get("security") != []]
-    assert len(ops) == 12
+    assert len(ops) == 14
     return ops
 
 
@@ -45,7 +45,8 @@ TOKEN_ELSEWHERE = [f"?token={TOKEN}", f"?access_token={TOKEN}", f"?Authorization
 # Paths that try to reach an admin handler around the token check: none may answer 2xx.
 SNEAKY_PATHS = ["/peer/../v1/services", "/peer/%2e%2e/v1/services", "/peer%2F..%2Fv1/services",
                 "/v1/health/../services", "/v1/health/%2e%2e/members", "//v1/services", "/v1//services",
-                "/v1/./members", "/v1/services/", "/V1/services", "/peer/v1/../../v1/keys"]
+                "/v1/./members", "/v1/services/", "/V1/services", "/peer/v1/../../v1/keys",
+                "/ui/../v1/services", "/ui/%2e%2e/v1/members", "/ui%2F..%2Fv1/services", "/ui/..%2Fv1/keys"]
 
 
 def _any(*values: Any) -> tuple[Any, ...]:

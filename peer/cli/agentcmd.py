@@ -1,0 +1,114 @@
+"""`roam agent`: the per-cluster daemon. Every start-up failure is one line naming the flag or file."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sqlite3
+import sys
+from typing import Any
+
+import click
+
+EXIT_USAGE = 2
+EXIT_FAILURE = 1
+
+
+def _opt(*names: str, **kw: Any) -> Any:
+    return click.option(*names, **kw)
+
+
+AGENT_OPTIONS = [
+    _opt("--name", help="cluster name (DNS-1123 label), also the Serf node name"),
+    _opt("--addr", help="local IP every listener binds to"),
+    _opt("--api-port", "api_port", type=int, help="admin and peer API port (default 7070)"),
+    _opt("--gossip-port", "gossip_port", type=int, help="Serf gossip port (default 7946)"),
+    _opt("--rpc-port", "rpc_port", type=int, help="Serf RPC port on --addr (default 7373)"),
+    _opt("--join", multiple=True, metavar="IP[:PORT]", help="peer to join (repeat)"),
+    _opt("--tier", help="placement label, e.g. deep-edge, edge, cloud"),
+    _opt("--data-dir", "data_dir", type=click.Path(), help="state dir (default /var/lib/roam/NAME as root)"),
+    _opt("--driver", type=click.Choice(["process", "kubernetes"])),
+    _opt("--lb-ports", "lb_ports", metavar="LOW-HIGH"),
+    _opt("--service-ports", "service_ports", metavar="LOW-HIGH"),
+    _opt("--slots", type=int, help="service slots this cluster offers"),
+    _opt("--cpu", type=float, help="CPU cores this cluster offers (default: this host's)"),
+    _opt("--memory", help="memory this cluster offers, e.g. 4Gi (default: this host's)"),
+    _opt("--dwell", type=float, help="seconds a service stays put before a voluntary move (default 60)"),
+    _opt("--token-file", "token_file", type=click.Path(),
+         help="admin bearer token (0600). Normal setup: one file shared by every agent of the federation"),
+    _opt("--secret-file", "secret_file", type=click.Path(), help="federation secret shared by all peers (0600)"),
+    _opt("--config", type=click.Path(), help="TOML file; flags override it"),
+    _opt("--kubeconfig", type=click.Path()),
+    _opt("--kube-context", "kube_context"),
+    _opt("--tls-cert", "tls_cert", type=click.Path()),
+    _opt("--tls-key", "tls_key", type=click.Path()),
+    _opt("--auto-migrate", "auto_migrate", flag_value=True, default=None,
+         help="let policy triggers move services (link quality, overload, failback); off by default"),
+    _opt("--no-auto-migrate", "no_auto_migrate", is_flag=True, help="only migrate on request (the default)"),
+    _opt("--log-level", "log_level", default=lambda: os.environ.get("ROAM_LOG", "INFO"), show_default="$ROAM_LOG or INFO"),
+]
+
+
+def agent_command() -> click.Command:
+    def callback(**kwargs: Any) -> None:
+        kwargs["join"] = list(kwargs.get("join") or [])
+        sys.exit(run_agent(argparse.Namespace(**kwargs)))
+
+    cmd = click.Command("agent", callback=callback, help="Run the per-cluster daemon (one per cluster).",
+                        short_help="run the per-cluster daemon")
+    for option in reversed(AGENT_OPTIONS):
+        option(cmd)
+    return cmd
+
+
+def run_agent(args: argparse.Namespace) -> int:
+    from peer.config import ConfigError, build_config, check_binaries
+
+    try:
+        config = build_config(args)
+        check_binaries(config)
+    except ConfigError as exc:
+        print(f"roam agent: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    # The cluster name comes from the flags or the --config file: known only now.
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        format=f"%(asctime)s {config.name} %(name)s %(levelname)s %(message)s",
+    )
+    _path_with_own_scripts()
+    from peer.agent import Agent
+    from peer.credentials import CredentialError
+    from peer.records.store import StoreError
+
+    try:
+        import uvloop
+        uvloop.install()
+    except ImportError:  # pragma: no cover - uvloop is a dependency; run anyway on plain asyncio
+        pass
+    try:
+        asyncio.run(Agent(config).run_until_signalled())
+    except CredentialError as exc:
+        print(f"roam agent: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except StoreError as exc:  # its message starts with the file
+        print(f"roam agent: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except sqlite3.Error as exc:
+        print(f"roam agent: {config.data_dir / 'records.sqlite3'}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except Exception as exc:  # noqa: BLE001 - one line, not a traceback, for start-up failures
+        logging.getLogger("roam").debug("start failed", exc_info=True)
+        print(f"roam agent: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    return 0
+
+
+def _path_with_own_scripts() -> None:
+    """Let services find the console scripts installed beside roam (`roam-sample`) even when the
+    agent runs from a venv that is not on PATH (systemd, a bare `.venv/bin/roam`). Appended, so
+    `python3` and the like still mean what the host says."""
+    own = os.path.dirname(sys.executable)
+    parts = os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin").split(os.pathsep)
+    if own not in parts:
+        os.environ["PATH"] = os.pathsep.join([*parts, own])
