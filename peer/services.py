@@ -191,7 +191,7 @@ class ServiceManager:
                        homes=tuple(c for c, _ in endpoints), endpoints=tuple(sorted(endpoints))),
                 here=self.here, now=time.time(),
             )
-            await self.lb.route(name, instance.host, instance.port)
+            await self.lb.route(name, instance.host, instance.port, proven_ready=True)
         if self.peers is not None:
             await self.peers.publish_now(record)
         else:
@@ -336,7 +336,7 @@ class ServiceManager:
         await self.lb.open_frontend(record.name, port=port)
         if record.instance and self.lb.current_route(record.name) != split_addr(record.instance):
             host, p = split_addr(record.instance)
-            await self.lb.route(record.name, host, p)
+            await self.lb.route(record.name, host, p, proven_ready=True)
 
     def on_driver_event(self, name: str, kind: str, detail: str) -> None:
         """A restarted instance may answer on a new port: update the record (the HC reroutes)."""

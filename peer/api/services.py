@@ -1,6 +1,7 @@
 """Admin API: services and migrations (DESIGN.md contract). Every 4xx changes nothing."""
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -11,6 +12,7 @@ from peer.config import NAME_RE
 from peer.drivers.base import DeployFailed, DriverError, PermanentDriverError
 from peer.drivers.descriptor import DescriptorError, ServiceDescriptor
 from peer.migration.engine import MigrationError
+from peer.migration.homes import StewardUnreachable
 from peer.records.record import Record, role
 from peer.records.vclock import counters
 from peer.services import ServiceError
@@ -88,18 +90,23 @@ async def run_admin_op(agent: "Agent", op: str, name: str, target: str | None) -
     record = agent.services.get(name)
     if record is None:
         return 404, {"error": f"no service {name!r}", "field": "name"}
-    steward = agent.steward_of(record)
-    if steward is None:
-        return 409, {"error": f"{name!r} has no live entry to act as steward", "field": "name"}
-    try:
-        if steward == agent.here:
-            body = await (_migrate_here(agent, name, target) if op == "migrate" else _delete_here(agent, name))
-            return 200, body
-        return await agent.homes.forward(steward, op, name, target)
-    except APIError as exc:
-        return exc.status, {"error": str(exc), "field": exc.field}
-    except ServiceError as exc:
-        return exc.status, {"error": str(exc), "field": exc.field}
+    for _ in record.entries:  # a steward that does not answer is passed over, as gossip would soon
+        steward = agent.steward_of(record)
+        if steward is None:
+            return 409, {"error": f"{name!r} has no live entry to act as steward", "field": "name"}
+        try:
+            if steward == agent.here:
+                body = await (_migrate_here(agent, name, target) if op == "migrate" else _delete_here(agent, name))
+                return 200, body
+            return await agent.homes.forward(steward, op, name, target)
+        except StewardUnreachable as exc:
+            agent.liveness.mark_unreachable(steward, time.monotonic())
+            last = exc
+        except APIError as exc:
+            return exc.status, {"error": str(exc), "field": exc.field}
+        except ServiceError as exc:
+            return exc.status, {"error": str(exc), "field": exc.field}
+    return last.status, {"error": str(last), "field": last.field}
 
 
 def add_service_routes(app: web.Application, agent: "Agent") -> None:

@@ -173,7 +173,7 @@ class MigrationEngine:
         assert m.target is not None
         moved = replace(record, location=m.target, instance=instance, state=State.RUNNING, migration_id=m.id)
         host, port = split_addr(instance)
-        await self.services.lb.route(record.name, host, port)
+        await self.services.lb.route(record.name, host, port, proven_ready=True)
         failpoints.hit("migration.after_route")
         committed = self.services.store.put_local(moved, here=self.here, now=time.time())
         self.services.settle_arrival(record.name, m.id)

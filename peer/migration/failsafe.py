@@ -146,7 +146,8 @@ class FailSafe:
                     instance, deploy_ms = await services.run_copy(descriptor, home=services.here)
                 m.durations["deploy"] = round(deploy_ms, 3)
                 with m.timed("reroute"):
-                    await services.lb.route(name, instance.host, instance.port, up_timeout=10.0, drain_timeout=0.05)
+                    await services.lb.route(name, instance.host, instance.port, up_timeout=10.0, drain_timeout=0.05,
+                                          proven_ready=True)
                 with m.timed("cleanup"):
                     committed = services.store.put_local(
                         replace(current, location=services.here, instance=addr_of(instance), state=State.RUNNING,

@@ -42,6 +42,10 @@ ROUTE_TIMEOUT = 5.0
 UrlOf = Callable[[str], str | None]
 
 
+class StewardUnreachable(ServiceError):
+    """The steward in our view did not answer a forwarded call (409)."""
+
+
 class HomeSetClient:
     """The calling side, and the `HomeSetPeers` the service manager needs."""
 
@@ -117,15 +121,15 @@ class HomeSetClient:
         """Run an admin operation at the steward; (HTTP status, JSON body) of its answer."""
         url = self.url_of(steward)
         if url is None:
-            raise ServiceError(f"{name!r} is stewarded by {steward}, which cannot be reached", field="name")
+            raise StewardUnreachable(f"{name!r} is stewarded by {steward}, which cannot be reached", field="name")
         try:
             reply = await self.client.call(url, wire.FORWARD, {"op": op, "name": name, "target": target},
                                            timeout=130.0)
         except PeerRefused as exc:
             return exc.status, {"error": str(exc)}
         except PeerError as exc:
-            raise ServiceError(f"{name!r} is stewarded by {steward}, which did not answer: {exc}",
-                               field="name") from exc
+            raise StewardUnreachable(f"{name!r} is stewarded by {steward}, which did not answer: {exc}",
+                                     field="name") from exc
         if not isinstance(reply, dict):
             raise ServiceError(f"steward {steward} gave a malformed answer", status=502)
         return int(reply.get("status", 200)), reply.get("body")
