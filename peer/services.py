@@ -251,7 +251,13 @@ class ServiceManager:
                 await self.stop_copy(name)
             with contextlib.suppress(LBError):
                 await self.lb.close_frontend(name)
-        await self._publish(tomb, frozenset({record.location, *record.entries}))
+        # Wait (bounded) for the clusters that hold the record: once the delete answers, a
+        # LOOKUP anywhere sees the tombstone and the name is free to reuse.
+        holders = frozenset({record.location, *record.entries})
+        if self.peers is not None:
+            await self.peers.publish_now(tomb, holders)
+        else:
+            await self._publish(tomb, holders)
         return tomb
 
     def settle_arrival(self, name: str, migration_id: str | None) -> None:

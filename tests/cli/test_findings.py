@@ -146,7 +146,8 @@ async def test_finding_5_missing_what_kubectl_nomad_consul_users_reach_for(tmp_p
             watch.send_signal(signal.SIGINT)
             watch.wait(timeout=10)
         assert watch.returncode == 0
-        assert roam("endpoints", "classifier", *api, env=env).stdout.strip() == "127.0.2.27:30000"
+        # One line per entry of the home set, the HC's first (c1 = 127.0.2.27, c2 = 127.0.2.28).
+        assert roam("endpoints", "classifier", *api, env=env).stdout.split() == ["127.0.2.27:30000", "127.0.2.28:30000"]
         one = roam("services", "classifier", *api, env=env).stdout
         assert "location:" in one and "c2" in one and "endpoints:" in one
         wide = roam("services", *api, "-o", "wide", env=env).stdout
