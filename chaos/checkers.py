@@ -17,7 +17,7 @@ from chaos.load import Sample
 Record = Mapping[str, Any]
 Snapshot = Mapping[str, Mapping[str, Any]]
 TOMBSTONE_STATES = frozenset({"deleted", "tombstone"})
-AGREED_FIELDS = ("home", "location", "state", "vclock")
+AGREED_FIELDS = ("home", "homes", "location", "state", "vclock")
 
 
 @dataclass(frozen=True)
@@ -98,17 +98,18 @@ def exactly_one_copy(running: Mapping[str, Iterable[str]], *,
     return _result("exactly_one_copy", problems, f"{len(where)} services, one copy each")
 
 
-def _expected_role(cluster: str, home: str, location: str) -> str:
-    if cluster == home:
-        return "LR" if location == home else "AR"
+def _expected_role(cluster: str, entries: Iterable[str], location: str) -> str:
+    if cluster in entries:
+        return "LR" if location == cluster else "AR"
     return "FR"
 
 
 def records_agree(snapshot: Snapshot, *, check_roles: bool = True,
                   tombstones: frozenset[str] = TOMBSTONE_STATES) -> CheckResult:
-    """Every peer keeping a live record of a service holds the same home, location, state
-    and vclock; exactly the HC and the current location keep one (paper II-B); roles are
-    LR at an HC running it, AR at an HC whose service is abroad, FR at the AC."""
+    """Every peer keeping a live record of a service holds the same home set, location, state
+    and vclock; exactly the entries of the home set (the HC of paper II-B, replicated) and the
+    current location keep one; roles are LR at an entry running it, AR at an entry whose
+    service is abroad, FR at the AC."""
     problems = []
     for cluster, view in snapshot.items():
         names = [r["name"] for r in view.get("services", [])]
@@ -125,7 +126,8 @@ def records_agree(snapshot: Snapshot, *, check_roles: bool = True,
             continue
         rec = next(iter(held.values()))
         home, location = rec.get("home"), rec.get("location")
-        keepers = {home, location}
+        entries = [str(e) for e in (rec.get("homes") or [home])]
+        keepers = {*entries, location}
         for cluster in sorted(str(k) for k in keepers):
             if cluster not in snapshot:
                 problems.append(f"{name}: no snapshot from {cluster}")
@@ -133,10 +135,11 @@ def records_agree(snapshot: Snapshot, *, check_roles: bool = True,
                 problems.append(f"{name}: {cluster} keeps no record")
         extra = sorted(set(held) - keepers)
         if extra:
-            problems.append(f"{name}: kept by {extra}, neither HC {home} nor host {location}")
+            problems.append(f"{name}: kept by {extra}, neither an entry of {entries} "
+                            f"nor host {location}")
         if check_roles:
             for cluster, r in sorted(held.items()):
-                want = _expected_role(cluster, str(home), str(location))
+                want = _expected_role(cluster, entries, str(location))
                 if cluster in keepers and r.get("role") != want:
                     problems.append(f"{name}: role {r.get('role')} at {cluster}, want {want}")
     return _result("records_agree", problems, f"{len(records)} services, records agree")

@@ -260,15 +260,20 @@ def finish(demo: Demo, reached: list[bool], report_dir: Path, work: Path) -> int
 
 
 async def check_invariants(demo: Demo) -> None:
-    """Once healed and quiet: one copy per service, records agree, the endpoint serves."""
+    """Once healed and quiet: one copy per service, the home set and the host agree on its
+    record, the endpoint serves."""
     async def settled() -> bool:
         copies = {c: [i["name"] for i in await demo.api(c, "GET", "/v1/instances") if i["state"] == "ready"]
                   for c in CLUSTERS}
-        records = {c: {r["name"]: (r["home"], r["location"], tuple(sorted(r["vclock"].items())))
+        records = {c: {r["name"]: (tuple(r["homes"]), r["location"], tuple(sorted(r["vclock"].items())))
                        for r in await demo.api(c, "GET", "/v1/services")} for c in CLUSTERS}
         where = [c for c, names in copies.items() if "classifier" in names]
         keepers = {c: recs["classifier"] for c, recs in records.items() if "classifier" in recs}
-        return len(where) == 1 and len(set(keepers.values())) == 1 and set(keepers) == {"deep-edge", where[0]}
+        if len(where) != 1 or len(set(keepers.values())) != 1:
+            return False
+        homes, _, _ = next(iter(keepers.values()))
+        # The entries of the home set (deep-edge among them) and where it runs keep the record.
+        return "deep-edge" in homes and set(keepers) == {*homes, where[0]}
 
     try:
         await wait_until(settled, timeout=30, interval=0.5, what="one copy and agreeing records")
