@@ -145,6 +145,59 @@ def records_agree(snapshot: Snapshot, *, check_roles: bool = True,
     return _result("records_agree", problems, f"{len(records)} services, records agree")
 
 
+def one_steward(snapshot: Snapshot, *,
+                tombstones: frozenset[str] = TOMBSTONE_STATES) -> CheckResult:
+    """Every peer keeping a live record of a service names the same steward, and it is the
+    first entry of the home set that answers (DESIGN "The home set": the HC when alive)."""
+    problems = []
+    for name, held in sorted(live_records(snapshot, tombstones=tombstones).items()):
+        stewards = {cluster: rec.get("steward") for cluster, rec in held.items()}
+        named = set(stewards.values())
+        if len(named) != 1:
+            problems.append(f"{name}: stewards differ {dict(sorted(stewards.items()))}")
+            continue
+        steward = named.pop()
+        entries = [str(e) for e in (next(iter(held.values())).get("homes") or [])]
+        first = next((e for e in entries if e in snapshot), None)
+        if steward is None:
+            problems.append(f"{name}: no steward")
+        elif steward != first:
+            problems.append(f"{name}: steward {steward}, want {first}, the first of {entries} "
+                            "that answers")
+    return _result("one_steward", problems, "one steward per service, the first live entry")
+
+
+def entry_endpoints(snapshot: Snapshot, *,
+                    tombstones: frozenset[str] = TOMBSTONE_STATES) -> dict[str, list[str]]:
+    """{service: every entry endpoint some peer's live record names}, in first-seen order."""
+    out: dict[str, list[str]] = {}
+    for _, held in sorted(live_records(snapshot, tombstones=tombstones).items()):
+        for rec in held.values():
+            for ep in rec.get("endpoints") or []:
+                seen = out.setdefault(str(rec["name"]), [])
+                if ep not in seen:
+                    seen.append(str(ep))
+    return out
+
+
+def every_entry_serves(snapshot: Snapshot, answers: Mapping[str, Mapping[str, str | None]], *,
+                       tombstones: frozenset[str] = TOMBSTONE_STATES) -> CheckResult:
+    """Each entry of every service's home set has a known endpoint, and a GET through it was
+    answered by the cluster the records name as location. `answers` is
+    `{service: {endpoint: cluster that answered, or None}}` over `entry_endpoints`."""
+    problems = []
+    for name, held in sorted(live_records(snapshot, tombstones=tombstones).items()):
+        rec = next(iter(held.values()))
+        homes, endpoints = list(rec.get("homes") or []), list(rec.get("endpoints") or [])
+        if len(endpoints) != len(homes):
+            problems.append(f"{name}: {len(homes)} entries {homes} but endpoints {endpoints}")
+        for ep, who in sorted(answers.get(name, {}).items()):
+            if who != rec.get("location"):
+                problems.append(f"{name}: entry {ep} answered from {who}, "
+                                f"service at {rec.get('location')}")
+    return _result("every_entry_serves", problems, "every entry serves")
+
+
 def _canon(value: Any) -> Any:
     """Hashable, order-independent form of a record field (vclocks are dicts)."""
     if isinstance(value, Mapping):

@@ -80,6 +80,7 @@ class Federation:
     auto_migrate: bool = False
     tiers: Mapping[str, str] = field(default_factory=dict)
     log_level: str = "INFO"
+    extra_args: Sequence[str] = ()  # more `roam agent` flags for every agent (e.g. --repair-after)
     agents: dict[str, Agent] = field(default_factory=dict, init=False)
     token: str = field(default_factory=lambda: secrets.token_hex(16), init=False)
     _session: aiohttp.ClientSession | None = field(default=None, init=False)
@@ -141,6 +142,7 @@ class Federation:
         if name in self.tiers:
             args += ["--tier", self.tiers[name]]
         args.append("--auto-migrate" if self.auto_migrate else "--no-auto-migrate")
+        args += list(self.extra_args)
         agent.proc = await self.tb.start_agent(name, extra_args=args, data_dir=agent.data_dir,
                                                log_path=agent.log_path)
         agent.starts += 1

@@ -65,6 +65,8 @@ class Report:
             "served": result.served, "failed": result.failed,
             "p50_ms": result.latency_ms(0.5), "p99_ms": result.latency_ms(0.99),
             "served_by": result.served_by(),
+            "served_by_entry": result.served_by_entry(),
+            "failed_tries_by_entry": dict(sorted(result.attempt_failures.items())),
             "outages": [{"start": self.rel(o.start), "end": self.rel(o.end),
                          "failed": o.failed, "open_ended": o.open_ended}
                         for o in result.outages()],

@@ -68,7 +68,7 @@ async def run(options: RunOptions) -> Report:
     try:
         async with tb:
             fed = Federation(tb, work / "fed", auto_migrate=options.auto_migrate,
-                             log_level=options.log_level)
+                             log_level=options.log_level, extra_args=scenario.agent_args)
             await _run_in(tb, fed, scenario, options, report)
     except Exception as exc:  # noqa: BLE001 - setup/teardown trouble: a failed run, reported
         report.event("traceback", text=traceback.format_exc())
@@ -105,7 +105,7 @@ async def _run_in(tb: Testbed, fed: Federation, scenario: Scenario, options: Run
             report.event("traceback", text=traceback.format_exc())
             report.check(CheckResult("scenario_completed", False, f"{type(exc).__name__}: {exc}"))
         await _heal_everything(ctx)
-        await _settle(ctx, options.quiet_timeout)
+        await _settle(ctx, options.quiet_timeout, homes=scenario.home_checks)
         loads = await ctx.loads.finish()
         await _figures(ctx, loads)
     finally:
@@ -129,11 +129,11 @@ async def _heal_everything(ctx: ScenarioContext) -> None:
                 ctx.report.check(CheckResult(f"restart[{name}]", False, str(exc)))
 
 
-async def _settle(ctx: ScenarioContext, timeout: float) -> None:
+async def _settle(ctx: ScenarioContext, timeout: float, *, homes: bool = False) -> None:
     """Wait (with a deadline) for a quiet federation; report the final checks and the time
     from the last heal."""
     ev, _ = await wait_settled(ctx.fed, ctx.probe, ctx.endpoints, timeout=timeout,
-                               on_change=ctx.trace_settling)
+                               homes=homes, on_change=ctx.trace_settling)
     since = ctx.nemesis.last_heal
     if ctx.nemesis.applied:
         ctx.report.figure("heal_to_quiet_s", None if not ev.ok or since is None

@@ -4,7 +4,8 @@ waits (with a deadline) until the federation is settled, i.e. healed and quiet:
 - every peer answers its admin API and sees every cluster alive (`members_alive`);
 - every service exists with a live record on its HC, and its HC endpoint serves;
 - exactly one running copy per service, from the orchestrators' own view (`/v1/instances`);
-- every peer keeping a record agrees with the others (`records_agree`).
+- every peer keeping a record agrees with the others (`records_agree`);
+- optionally (`homes`), one steward per service and every entry of its home set serving.
 """
 from __future__ import annotations
 
@@ -53,9 +54,23 @@ def peers_answer(snapshot: Mapping[str, Any], clusters: list[str]) -> CheckResul
                        f"no answer from {missing}" if missing else f"{len(clusters)} peers answer")
 
 
+async def probe_entries(session: aiohttp.ClientSession, snapshot: Mapping[str, Any]
+                        ) -> dict[str, dict[str, str | None]]:
+    """{service: {entry endpoint: the cluster that answered through it, or None}}."""
+    wanted = checkers.entry_endpoints(snapshot)
+    pairs = [(name, ep) for name, eps in wanted.items() for ep in eps]
+    answers = await asyncio.gather(*(served_by(session, ep) for _, ep in pairs))
+    out: dict[str, dict[str, str | None]] = {}
+    for (name, ep), who in zip(pairs, answers):
+        out.setdefault(name, {})[ep] = who
+    return out
+
+
 async def evaluate(fed: Federation, session: aiohttp.ClientSession,
-                   endpoints: Mapping[str, str], *, members: bool = True) -> Evaluation:
-    """Snapshot every peer and run the state checkers on it (members too, if asked)."""
+                   endpoints: Mapping[str, str], *, members: bool = True,
+                   homes: bool = False) -> Evaluation:
+    """Snapshot every peer and run the state checkers on it (members too, if asked; with
+    `homes`, also one steward per service and every entry of its home set serving)."""
     snapshot = await fed.snapshot()
     at = time.monotonic()
     probes = await probe_endpoints(session, endpoints)
@@ -66,6 +81,10 @@ async def evaluate(fed: Federation, session: aiohttp.ClientSession,
         checkers.exactly_one_copy(running_by_cluster(snapshot), expected=names),
         checkers.records_agree(snapshot),
     ]
+    if homes:
+        results.append(checkers.one_steward(snapshot))
+        results.append(checkers.every_entry_serves(snapshot, await probe_entries(session,
+                                                                                 snapshot)))
     if members:
         results.append(checkers.members_alive(snapshot, fed.clusters))
     return Evaluation(at, snapshot, results)
@@ -73,7 +92,7 @@ async def evaluate(fed: Federation, session: aiohttp.ClientSession,
 
 async def wait_settled(fed: Federation, session: aiohttp.ClientSession,
                        endpoints: Mapping[str, str], *, timeout: float,
-                       members: bool = True, interval: float = 0.5,
+                       members: bool = True, homes: bool = False, interval: float = 0.5,
                        on_change: Callable[[Evaluation], None] | None = None,
                        ) -> tuple[Evaluation, float | None]:
     """Evaluate until everything passes or `timeout`; return the last evaluation and how
@@ -82,7 +101,7 @@ async def wait_settled(fed: Federation, session: aiohttp.ClientSession,
     started = time.monotonic()
     last = ""
     while True:
-        ev = await evaluate(fed, session, endpoints, members=members)
+        ev = await evaluate(fed, session, endpoints, members=members, homes=homes)
         if on_change is not None and ev.failing() != last:
             last = ev.failing()
             on_change(ev)

@@ -1,5 +1,6 @@
-"""What scenarios run and send: the sample service's descriptor, and one open-loop load per
-service aimed at its HC endpoint (the only address clients ever use)."""
+"""What scenarios run and send: the sample service's descriptor, and open-loop loads, each
+aimed at one endpoint (the HC's, by default) or using a service's whole entry list as a real
+client of the home set would (`add_entries`)."""
 from __future__ import annotations
 
 import asyncio
@@ -9,7 +10,8 @@ from typing import Any
 
 import aiohttp
 
-from chaos.load import LiveCounter, LoadResult, run_load
+from chaos.entries import EntryList
+from chaos.load import LiveCounter, LoadResult, run_entry_load, run_load
 
 REQUEST_TIMEOUT = 2.0
 
@@ -34,13 +36,23 @@ class ServiceLoads:
     live: dict[str, LiveCounter] = field(default_factory=dict)
     _tasks: dict[str, asyncio.Task[LoadResult]] = field(default_factory=dict)
 
-    def add(self, service: str, endpoint: str) -> None:
+    def add(self, service: str, endpoint: str, *, rate: float | None = None) -> None:
+        """A load aimed at one endpoint (`service` labels it; one load per label)."""
         if service in self._tasks:
             raise ValueError(f"load for {service} already running")
         self.live[service] = LiveCounter()
         self._tasks[service] = asyncio.create_task(run_load(
-            [f"http://{endpoint}/"], rate=self.rate, stop=self.stop, timeout=self.timeout,
-            live=self.live[service]), name=f"load {service}")
+            [f"http://{endpoint}/"], rate=rate or self.rate, stop=self.stop,
+            timeout=self.timeout, live=self.live[service]), name=f"load {service}")
+
+    def add_entries(self, label: str, entries: EntryList, *, rate: float | None = None) -> None:
+        """A load through a service's entry list, as a real client sends (`chaos.entries`)."""
+        if label in self._tasks:
+            raise ValueError(f"load for {label} already running")
+        self.live[label] = LiveCounter()
+        self._tasks[label] = asyncio.create_task(run_entry_load(
+            entries, rate=rate or self.rate, stop=self.stop, timeout=self.timeout,
+            live=self.live[label]), name=f"load {label}")
 
     async def finish(self) -> dict[str, LoadResult]:
         """Stop every load, wait for the stragglers, return the results by service."""

@@ -20,12 +20,14 @@ class Scenario:
     min_clusters: int = 3
     services: int = 1  # default number of services
     duration: float = 60.0  # default --duration (used by scenarios that run for a time)
+    agent_args: tuple[str, ...] = ()  # more `roam agent` flags (e.g. a shorter --repair-after)
+    home_checks: bool = False  # the final checks also want one steward and every entry serving
 
 
 def _registry() -> dict[str, Scenario]:
-    from chaos.scenarios import crashes, partitions, planned, randomised
+    from chaos.scenarios import crashes, partitions, planned, randomised, sites
     found = [*planned.SCENARIOS, *crashes.SCENARIOS, *partitions.SCENARIOS,
-             *randomised.SCENARIOS]
+             *randomised.SCENARIOS, *sites.SCENARIOS]
     return {s.name: s for s in found}
 
 

@@ -24,8 +24,8 @@ from typing import Any
 from lb.errors import LBError
 from peer.drivers.base import DriverError
 from peer.migration.history import Migration, MigrationLog
-from peer.migration.wire import PING
-from peer.peerclient import PeerClient, PeerError
+from peer.migration.wire import PING, RELEASE, record_to_wire
+from peer.peerclient import PeerClient, PeerError, PeerRefused
 from peer.placing import requirements
 from peer.records.record import Record, State
 from peer.services import ServiceManager, addr_of
@@ -39,6 +39,9 @@ LB_DOWN_GRACE = 0.3  # seconds the route must stay down before the AC is pinged
 UNKNOWN_GRACE = 2.0  # ...before an AC gossip does not know (e.g. it died while this agent was down)
 STUCK_GRACE = 5.0  # ...before a copy the AC answers for but that serves nothing is replaced
 PING_TIMEOUT = 0.5
+RECHECK_EVERY = 1.0  # how often a cluster marked unreachable by probes is pinged again
+RELEASE_RETRY = 2.0  # how often the lost location is told to release its copy, until it hears
+RELEASE_FOR = 600.0  # ...and for how long (anti-entropy covers a longer absence)
 
 
 RETRY_AFTER = 5.0  # a fail-safe that failed (e.g. home cannot admit it) is retried this much later
@@ -64,12 +67,31 @@ class FailSafe:
         self._busy: set[str] = set()
 
     async def run(self) -> None:
+        recheck = asyncio.create_task(self._recheck_unreachable())
+        try:
+            while True:
+                await asyncio.sleep(TICK)
+                for record in self.services.records():
+                    if self.services.here in record.entries and record.location != self.services.here:
+                        with contextlib.suppress(LBError):
+                            await self._check(record)
+        finally:
+            recheck.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await recheck
+
+    async def _recheck_unreachable(self) -> None:
+        """Probe evidence that a cluster is unreachable holds only until it answers a ping
+        again. Gossip clears it too, but only when it saw the cluster failed and back: a
+        site that returns before Serf noticed its loss (a quick restart) would otherwise stay
+        lost in this view for good, and this cluster would act as steward beside the
+        returned HC. Its own task: a ping to a cut-off cluster waits out its timeout."""
         while True:
-            await asyncio.sleep(TICK)
-            for record in self.services.records():
-                if self.services.here in record.entries and record.location != self.services.here:
-                    with contextlib.suppress(LBError):
-                        await self._check(record)
+            await asyncio.sleep(RECHECK_EVERY)
+            for cluster in sorted(self.liveness.unreachable):
+                if await self._reachable(cluster):
+                    log.info("%s answers again: no longer counted unreachable", cluster)
+                    self.liveness.mark_reachable(cluster)
 
     async def _check(self, record: Record) -> None:
         name = record.name
@@ -165,3 +187,26 @@ class FailSafe:
         self.agent.load_changed()
         await self.agent.publish(committed, frozenset({record.location}))
         self.agent.spawn(self.agent.homes.route_entries(committed))
+        self.agent.spawn(self._release_until_heard(record.location, committed))
+
+    async def _release_until_heard(self, cluster: str, committed: Record) -> None:
+        """The lost location may come back with its copy still running (a partition heals, a
+        site restarts). The record alone stops that copy only if it arrives by anti-entropy
+        or publish: an entry's `ROUTE` (from `route_entries`) applies it but only reroutes, as
+        a planned move's old copy must serve until every entry has moved, and then the copy
+        runs on for good. So tell the old location as a planned move's cleanup does
+        (`RELEASE`: it stops its copy unless the merged record says it runs there)."""
+        deadline = time.monotonic() + RELEASE_FOR
+        while time.monotonic() < deadline:
+            url = self.agent.api_url_of(cluster)
+            if url is not None:
+                try:
+                    await self.client.call(url, RELEASE, {"record": record_to_wire(committed)}, timeout=5.0)
+                    log.info("%s released its copy of %s after the fail-safe", cluster, committed.name)
+                    return
+                except PeerRefused as exc:
+                    log.warning("%s refused to release %s: %s", cluster, committed.name, exc)
+                    return
+                except PeerError:
+                    pass
+            await asyncio.sleep(RELEASE_RETRY)
