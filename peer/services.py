@@ -377,8 +377,8 @@ class ServiceManager:
         for record in self.records():
             try:
                 if record.location == self.here:
-                    await self.ensure_local_copy(record)
-                elif self.here in record.entries:
+                    record = await self.ensure_local_copy(record)
+                if self.here in record.entries:  # also for a copy here: its route may be lost
                     await self.ensure_route(record)
             except (DriverError, LBError) as exc:
                 log.error("could not restore %s: %s", record.name, exc)

@@ -282,6 +282,7 @@ class ProcessDriver:
                         command, stdin=subprocess.DEVNULL if listener is None else listener.fileno(),
                         stdout=logf, stderr=subprocess.STDOUT,
                         cwd=run.directory, env=env, start_new_session=True, close_fds=True,
+                        umask=0o022,  # the agent's umask (077, for its data dir) is not the service's
                     )
                 except (OSError, ValueError) as exc:
                     raise DeployFailed(f"{name}: cannot start {argv[0]!r}: {exc}",

@@ -1,0 +1,119 @@
+"""Issue 12 findings 3 and 4 on real agents: the records are the source of truth, and the
+files derived from them (lb-slots.json, a service's instance.json) cost nothing when lost."""
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from peer.waiting import wait_until
+from tests.harness import Federation, dump_logs, federation
+
+pytestmark = pytest.mark.integration
+
+A, B = "127.0.4.31", "127.0.4.32"
+
+
+def descriptor(name: str) -> dict[str, Any]:
+    return {"name": name, "port": 8080, "cpu": 0.1, "memory": "64Mi", "health": {"path": "/healthz"},
+            "command": [sys.executable, "-m", "peer.samples.classifier", "--host", "{host}", "--port", "{port}"]}
+
+
+async def start_pair(fed: Federation) -> None:
+    fed.add("c1", A).start()
+    fed.add("c2", B, join=[A]).start()
+    for name in ("c1", "c2"):
+        await fed.wait_healthy(name)
+
+    async def formed() -> bool:
+        for n in ("c1", "c2"):
+            members = await fed.get(n, "/v1/members")
+            if sum(1 for m in members if m["status"] == "alive" and m["load"]) != 2:
+                return False
+        return True
+
+    await wait_until(formed, timeout=30, what="pair formed")
+
+
+async def who(fed: Federation, endpoint: str) -> str | None:
+    """The service answering at `endpoint` (None for an error or no answer)."""
+    assert fed.session is not None
+    try:
+        async with fed.session.get(f"http://{endpoint}/", timeout=aiohttp.ClientTimeout(total=2)) as r:
+            return str((await r.json())["service"]) if r.status == 200 else None
+    except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, KeyError):
+        return None
+
+
+class Probe:
+    """About 40 requests a second to each endpoint, each checked for the right service."""
+
+    def __init__(self, fed: Federation, expected: dict[str, str]) -> None:
+        self.ok = 0
+        self.lost: list[tuple[str, str | None]] = []
+        self._stop = asyncio.Event()
+        self._tasks = [asyncio.create_task(self._run(fed, e, s)) for e, s in expected.items()]
+
+    async def _run(self, fed: Federation, endpoint: str, service: str) -> None:
+        while not self._stop.is_set():
+            got = await who(fed, endpoint)
+            if got == service:
+                self.ok += 1
+            else:
+                self.lost.append((endpoint, got))
+            await asyncio.sleep(0.025)
+
+    async def more(self, n: int = 20) -> None:
+        base = self.ok
+        await wait_until(lambda: self.ok >= base + n, timeout=20, what="probes answered")
+
+    async def stop(self) -> None:
+        self._stop.set()
+        await asyncio.gather(*self._tasks)
+
+
+async def test_finding_3_lost_lb_slots_file_is_rebuilt_from_the_records(tmp_path: Path) -> None:
+    """Restart c1 without lb-slots.json: every endpoint keeps serving its own service (no
+    request lost across the restart), and a new deploy gets a port no service owns."""
+    async with federation(tmp_path) as fed:
+        try:
+            await start_pair(fed)
+            created = {n: await fed.call("c1", "POST", "/v1/services", descriptor(n), expect=201)
+                       for n in ("alpha", "beta")}
+            expected = {e: n for n, c in created.items() for e in c["endpoints"]}
+            await wait_until(lambda: _all_serve(fed, expected), timeout=15, what="every entry serves")
+            probe = Probe(fed, expected)
+            await probe.more()
+            agent = fed.agents["c1"]
+            slots = agent.data_dir / "lb" / "lb-slots.json"
+            for kill in (agent.stop, agent.kill):  # SIGTERM restart (HAProxy adopted), then SIGKILL
+                kill()
+                slots.unlink()
+                t0 = time.monotonic()
+                agent.start()
+                await fed.wait_healthy("c1")
+                await wait_until(slots.exists, timeout=10, what="lb-slots.json rebuilt")
+                print(f"{kill.__name__}: API back after {time.monotonic() - t0:.2f}s")
+                await probe.more()
+            assert "rebuilt 2 slot(s) from the records" in agent.log_path.read_text()
+            print(f"lost lb-slots.json twice: {probe.ok} ok, lost {probe.lost}")
+            assert probe.lost == [], probe.lost
+
+            gamma = await fed.call("c1", "POST", "/v1/services", descriptor("gamma"), expect=201)
+            taken = set(expected)
+            assert not taken & set(gamma["endpoints"]), (gamma["endpoints"], taken)
+            expected.update({e: "gamma" for e in gamma["endpoints"]})
+            await wait_until(lambda: _all_serve(fed, expected), timeout=15, what="three services, own endpoints")
+            await probe.stop()
+        except BaseException:
+            print(dump_logs(fed))
+            raise
+
+
+async def _all_serve(fed: Federation, expected: dict[str, str]) -> bool:
+    return all([await who(fed, e) == s for e, s in expected.items()])
