@@ -65,6 +65,7 @@ from peer.drivers.process_state import (
     proc_stat,
 )
 from peer.drivers.restarts import RestartPolicy
+from peer.drivers.strays import find_strays
 
 log = logging.getLogger(__name__)
 DEFAULT_RESTARTS = RestartPolicy()
@@ -253,7 +254,26 @@ class ProcessDriver:
                 self._runs[name] = run
                 run.supervisor = asyncio.create_task(self._supervise(run), name=f"supervise-{name}")
                 adopted.append(self._instance(run))
+        await self._stop_strays()
         return adopted
+
+    async def _stop_strays(self) -> None:
+        """Stop the copies whose state is lost (peer.drivers.strays): never two copies, never
+        a port kept by a process nothing supervises. The record's copy is started afresh."""
+        supervised = {r.pid for r in self._runs.values() if r.pid} | {os.getpgrp()}
+        strays = await asyncio.to_thread(find_strays, self._root, cluster=self._cluster, supervised=supervised)
+        for stray in strays:
+            log.warning("stopping a stray copy of %s (pid %d, port %s): its instance.json is lost, "
+                        "so it cannot be adopted; the record's copy starts afresh", stray.service,
+                        stray.pid, stray.port or "?")
+            signal_group(stray.pgid, signal.SIGTERM)
+            deadline = time.monotonic() + self._grace
+            while time.monotonic() < deadline and group_members(stray.pgid):
+                await asyncio.sleep(0.02)
+            signal_group(stray.pgid, signal.SIGKILL)
+            deadline = time.monotonic() + 5.0
+            while time.monotonic() < deadline and group_members(stray.pgid):
+                await asyncio.sleep(0.05)
 
     # -- spawning --------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@ files derived from them (lb-slots.json, a service's instance.json) cost nothing 
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -11,6 +12,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+from peer.drivers.process_state import proc_stat
+from peer.drivers.strays import find_strays
 from peer.waiting import wait_until
 from tests.harness import Federation, dump_logs, federation
 
@@ -117,3 +120,51 @@ async def test_finding_3_lost_lb_slots_file_is_rebuilt_from_the_records(tmp_path
 
 async def _all_serve(fed: Federation, expected: dict[str, str]) -> bool:
     return all([await who(fed, e) == s for e, s in expected.items()])
+
+
+def _alive(pid: int) -> bool:
+    stat = proc_stat(pid)
+    return stat is not None and stat[0] not in ("Z", "X")
+
+
+async def test_finding_4_lost_instance_json_never_leaves_a_second_copy(tmp_path: Path) -> None:
+    """Restart c1 without services/alpha/instance.json, twice: the stray copy is stopped, one
+    copy serves at the endpoint, and an operator's shell in that directory is left alone."""
+    async with federation(tmp_path) as fed:
+        try:
+            agent = fed.add("c1", A)
+            agent.start()
+            await fed.wait_healthy("c1")
+            created = await fed.call("c1", "POST", "/v1/services", {**descriptor("alpha"), "entries": 1}, expect=201)
+            endpoint = created["endpoint"]
+            state = agent.data_dir / "services" / "alpha" / "instance.json"
+            bystander = subprocess.Popen(["sleep", "120"], cwd=state.parent, start_new_session=True)
+            try:
+                for _ in range(2):
+                    old = (await fed.get("c1", "/v1/instances"))[0]["pid"]
+                    agent.stop()
+                    state.unlink()
+                    agent.start()
+                    await fed.wait_healthy("c1")
+
+                    async def replaced(old: int = old) -> bool:
+                        inst = await fed.get("c1", "/v1/instances")
+                        return len(inst) == 1 and inst[0]["pid"] != old and inst[0]["state"] == "ready"
+
+                    await wait_until(replaced, timeout=20, what="one fresh copy")
+                    assert not _alive(old), "the stray copy must be stopped"
+                    copies = find_strays(agent.data_dir / "services", cluster="c1", supervised=set())
+                    assert [s.service for s in copies] == ["alpha"], copies
+                    await wait_until(lambda: _serves(fed, endpoint, "alpha"), timeout=15, what="alpha serves")
+                assert "stopping a stray copy of alpha" in agent.log_path.read_text()
+                assert bystander.poll() is None, "a process without the service's environment is not ours"
+            finally:
+                bystander.kill()
+                bystander.wait()
+        except BaseException:
+            print(dump_logs(fed))
+            raise
+
+
+async def _serves(fed: Federation, endpoint: str, service: str) -> bool:
+    return await who(fed, endpoint) == service
