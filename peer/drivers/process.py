@@ -65,7 +65,7 @@ from peer.drivers.process_state import (
     proc_stat,
 )
 from peer.drivers.restarts import RestartPolicy
-from peer.drivers.strays import find_strays
+from peer.drivers.strays import StrayKeeper
 
 log = logging.getLogger(__name__)
 DEFAULT_RESTARTS = RestartPolicy()
@@ -138,6 +138,7 @@ class ProcessDriver:
         self._policy = restart_policy
         self._probe_interval = probe_interval
         self._runs: dict[str, _Run] = {}
+        self._strays = StrayKeeper(root=self._root, cluster=cluster, host=host, grace=grace)
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._session: aiohttp.ClientSession | None = None
 
@@ -176,6 +177,11 @@ class ProcessDriver:
                     return self._instance(run)
                 raise Conflict(f"{name} already runs here with another descriptor or home; delete it first")
             self._runs.pop(name, None)
+            adopted = await self._claim_stray(descriptor, home)
+            if adopted is not None:
+                self._runs[name] = adopted
+                adopted.supervisor = asyncio.create_task(self._supervise(adopted), name=f"supervise-{name}")
+                return self._instance(adopted)
             directory = self._root / name
             self._refuse_unadopted(directory)
             port = self._free_port(prefer=None, owner=None)
@@ -223,6 +229,7 @@ class ProcessDriver:
 
     async def delete(self, name: str) -> None:
         async with self._locks[name]:
+            await self._strays.release(name, "its service is deleted here")
             run = self._runs.get(name)
             if run is None:
                 self._kill_unadopted(self._root / name)
@@ -254,26 +261,37 @@ class ProcessDriver:
                 self._runs[name] = run
                 run.supervisor = asyncio.create_task(self._supervise(run), name=f"supervise-{name}")
                 adopted.append(self._instance(run))
-        await self._stop_strays()
+        adopted += await self._hold_strays()
         return adopted
 
-    async def _stop_strays(self) -> None:
-        """Stop the copies whose state is lost (peer.drivers.strays): never two copies, never
-        a port kept by a process nothing supervises. The record's copy is started afresh."""
-        supervised = {r.pid for r in self._runs.values() if r.pid} | {os.getpgrp()}
-        strays = await asyncio.to_thread(find_strays, self._root, cluster=self._cluster, supervised=supervised)
-        for stray in strays:
-            log.warning("stopping a stray copy of %s (pid %d, port %s): its instance.json is lost, "
-                        "so it cannot be adopted; the record's copy starts afresh", stray.service,
-                        stray.pid, stray.port or "?")
-            signal_group(stray.pgid, signal.SIGTERM)
-            deadline = time.monotonic() + self._grace
-            while time.monotonic() < deadline and group_members(stray.pgid):
-                await asyncio.sleep(0.02)
-            signal_group(stray.pgid, signal.SIGKILL)
-            deadline = time.monotonic() + 5.0
-            while time.monotonic() < deadline and group_members(stray.pgid):
-                await asyncio.sleep(0.05)
+    async def _hold_strays(self) -> builtins.list[Instance]:
+        """Copies whose state is lost (peer.drivers.strays): held, and listed as adopted so
+        that one no record claims is deleted as an orphan."""
+        held = await self._strays.hold(supervised={r.pid for r in self._runs.values() if r.pid},
+                                       running=set(self._runs))
+        return [Instance(name=s.service, home=s.env.get("ROAM_HOME", ""), host=self._host, port=s.port or 0,
+                         state=InstanceState.STARTING, pid=s.pid) for s in held]
+
+    async def _claim_stray(self, descriptor: ServiceDescriptor, home: str) -> _Run | None:
+        """Adopt the held stray of `descriptor` if it provably runs it (else it is stopped)."""
+        session = self._session
+        assert session is not None
+
+        async def healthy(port: int) -> bool:
+            return await probe(session, descriptor.health, host=self._host, port=port)
+
+        claimed = await self._strays.claim(
+            descriptor.name, home=home, healthy=healthy,
+            argv=lambda port: render_argv(descriptor.command, host=self._host, port=port))
+        if claimed is None:
+            return None
+        stray, start_ticks = claimed
+        directory = self._root / descriptor.name
+        directory.mkdir(parents=True, exist_ok=True)
+        run = _Run(descriptor=descriptor, home=home, port=stray.port or 0, directory=directory, pid=stray.pgid,
+                   start_ticks=start_ticks, started_at=time.time(), started_mono=time.monotonic())
+        self._mark_ready(run)  # writes instance.json again
+        return run
 
     # -- spawning --------------------------------------------------------------------------
 

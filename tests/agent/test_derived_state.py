@@ -3,6 +3,8 @@ files derived from them (lb-slots.json, a service's instance.json) cost nothing 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -128,8 +130,10 @@ def _alive(pid: int) -> bool:
 
 
 async def test_finding_4_lost_instance_json_never_leaves_a_second_copy(tmp_path: Path) -> None:
-    """Restart c1 without services/alpha/instance.json, twice: the stray copy is stopped, one
-    copy serves at the endpoint, and an operator's shell in that directory is left alone."""
+    """Restart c1 without services/alpha/instance.json: the running copy provably runs the
+    record's descriptor and answers, so it is adopted (same pid, no request lost, the file
+    written again). Then a copy that does not answer (SIGSTOPped) is stopped and replaced.
+    Never two copies; an operator's shell in that directory is left alone throughout."""
     async with federation(tmp_path) as fed:
         try:
             agent = fed.add("c1", A)
@@ -139,23 +143,33 @@ async def test_finding_4_lost_instance_json_never_leaves_a_second_copy(tmp_path:
             endpoint = created["endpoint"]
             state = agent.data_dir / "services" / "alpha" / "instance.json"
             bystander = subprocess.Popen(["sleep", "120"], cwd=state.parent, start_new_session=True)
+            probe = Probe(fed, {endpoint: "alpha"})
             try:
-                for _ in range(2):
-                    old = (await fed.get("c1", "/v1/instances"))[0]["pid"]
-                    agent.stop()
-                    state.unlink()
-                    agent.start()
-                    await fed.wait_healthy("c1")
+                await probe.more()
+                pid = (await fed.get("c1", "/v1/instances"))[0]["pid"]
+                await restart_without(fed, state)
+                await wait_until(state.exists, timeout=10, what="instance.json written again")
+                assert [i["pid"] for i in await fed.get("c1", "/v1/instances")] == [pid], "adopted"
+                await probe.more()
+                print(f"adopted across the restart: {probe.ok} ok, lost {probe.lost}")
+                assert probe.lost == [], probe.lost
+                assert "adopting the copy of alpha" in agent.log_path.read_text()
+                await probe.stop()
 
-                    async def replaced(old: int = old) -> bool:
-                        inst = await fed.get("c1", "/v1/instances")
-                        return len(inst) == 1 and inst[0]["pid"] != old and inst[0]["state"] == "ready"
+                os.kill(pid, signal.SIGSTOP)  # alive, holding its port, but not answering
+                t0 = time.monotonic()
+                await restart_without(fed, state)
 
-                    await wait_until(replaced, timeout=20, what="one fresh copy")
-                    assert not _alive(old), "the stray copy must be stopped"
-                    copies = find_strays(agent.data_dir / "services", cluster="c1", supervised=set())
-                    assert [s.service for s in copies] == ["alpha"], copies
-                    await wait_until(lambda: _serves(fed, endpoint, "alpha"), timeout=15, what="alpha serves")
+                async def replaced() -> bool:
+                    inst = await fed.get("c1", "/v1/instances")
+                    return len(inst) == 1 and inst[0]["pid"] != pid and inst[0]["state"] == "ready"
+
+                await wait_until(replaced, timeout=30, what="one fresh copy")
+                await wait_until(lambda: _serves(fed, endpoint, "alpha"), timeout=15, what="alpha serves")
+                print(f"a stray that does not answer replaced, serving again after {time.monotonic() - t0:.2f}s")
+                assert not _alive(pid), "the stray copy must be stopped"
+                copies = find_strays(agent.data_dir / "services", cluster="c1", supervised=set())
+                assert [s.service for s in copies] == ["alpha"], copies
                 assert "stopping a stray copy of alpha" in agent.log_path.read_text()
                 assert bystander.poll() is None, "a process without the service's environment is not ours"
             finally:
@@ -164,6 +178,14 @@ async def test_finding_4_lost_instance_json_never_leaves_a_second_copy(tmp_path:
         except BaseException:
             print(dump_logs(fed))
             raise
+
+
+async def restart_without(fed: Federation, state: Path) -> None:
+    agent = fed.agents["c1"]
+    agent.stop()
+    state.unlink()
+    agent.start()
+    await fed.wait_healthy("c1")
 
 
 async def _serves(fed: Federation, endpoint: str, service: str) -> bool:
