@@ -149,3 +149,34 @@ async def test_drain_moves_every_service_away_then_stops_the_data_plane(tmp_path
 
 async def _status_is(fed: Federation, observer: str, member: str, status: str) -> bool:
     return await fed.member_status(observer, member) == status
+
+
+async def test_drain_with_nowhere_to_go_reports_failed_and_stop_stops_everything(tmp_path: Path) -> None:
+    """A lone cluster: nothing can move, so the answer names it under `failed` and, without
+    `stop`, leaves it serving; with `stop` the agent stops it, HAProxy and itself."""
+    async with federation(tmp_path) as fed:
+        try:
+            agent = fed.add("c1", ADDRS["c1"])
+            agent.start()
+            await fed.wait_healthy("c1")
+            created = await fed.call("c1", "POST", "/v1/services", {**descriptor("solo"), "entries": 1}, expect=201)
+            pid = (await fed.get("c1", "/v1/instances"))[0]["pid"]
+            status, answer = await post_drain(fed, None)  # no body: {"stop": false}
+            assert status == 200 and answer["migrated"] == [] and answer["stopping"] is False, answer
+            assert [f["name"] for f in answer["failed"]] == ["solo"] and answer["failed"][0]["error"], answer
+            assert [i["pid"] for i in await fed.get("c1", "/v1/instances")] == [pid]
+            assert fed.session is not None
+            async with fed.session.get(f"http://{created['endpoint']}/") as r:
+                assert r.status == 200, "a drain without stop stops nothing"
+
+            haproxy = int((agent.data_dir / "lb" / "haproxy.pid").read_text().split()[0])
+            status, answer = await post_drain(fed, {"stop": True})
+            assert status == 200 and answer["stopping"] is True, answer
+            assert [f["name"] for f in answer["failed"]] == ["solo"], answer
+            assert agent.proc is not None
+            assert await asyncio.to_thread(agent.proc.wait, 30) == 0
+            await wait_until(lambda: not pid_alive(pid) and not pid_alive(haproxy), timeout=10,
+                             what="service and haproxy stopped")
+        except BaseException:
+            print(dump_logs(fed))
+            raise
