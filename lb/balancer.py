@@ -290,7 +290,9 @@ class LoadBalancer:
 
     async def _route_for(self, port: int, route: tuple[str, int] | None) -> Route | None:
         """The route a rebuilt slot resumes: HAProxy's server for that instance if it has one
-        (an adopted HAProxy kept serving), else a new server name for `_reconcile` to add."""
+        (an adopted HAProxy kept serving), else the server it serves with (a crash between a
+        reroute and its commit: the migration's recovery decides), else a new server for
+        `_reconcile` to add."""
         if route is None:
             return None
         try:
@@ -299,7 +301,11 @@ class LoadBalancer:
             return None  # not an address HAProxy takes as is: the agent's reconcile routes it
         present = await self._client.servers_state(backend_name(port))
         match = next((st for st in present if (st.addr, st.port) == route), None)
-        return Route(route[0], route[1], match.name if match else _next_server_name(present))
+        if match is None:  # an adopted HAProxy routing elsewhere (mid-migration): it knows best
+            match = next((st for st in present if st.serving), None)
+        if match is not None:
+            return Route(match.addr, match.port, match.name)
+        return Route(route[0], route[1], _next_server_name(present))
 
     async def _reconcile(self) -> None:
         """Make every backend match the persisted state (idempotent).

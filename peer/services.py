@@ -378,7 +378,11 @@ class ServiceManager:
             try:
                 if record.location == self.here:
                     record = await self.ensure_local_copy(record)
-                if self.here in record.entries:  # also for a copy here: its route may be lost
+                    # A route kept by HAProxy may be mid-migration (recovery decides); only a
+                    # lost one is restored from the record.
+                    if self.here in record.entries and self.lb.current_route(record.name) is None:
+                        await self.ensure_route(record)
+                elif self.here in record.entries:
                     await self.ensure_route(record)
             except (DriverError, LBError) as exc:
                 log.error("could not restore %s: %s", record.name, exc)
