@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,8 @@ log = logging.getLogger(__name__)
 
 _SERVICE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 _SERVER_NUM = re.compile(r"s(\d+)")
+#: What the records say a slot is: (frontend port, instance "ip", port or None).
+Claim = tuple[int, tuple[str, int] | None]
 
 
 @dataclass(frozen=True)
@@ -70,8 +73,12 @@ class LoadBalancer:
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Start or adopt HAProxy, then make it serve exactly the persisted routes."""
+    async def start(self, claims: Mapping[str, Claim] | None = None) -> None:
+        """Start or adopt HAProxy, then make it serve exactly the persisted routes.
+
+        `claims` are the records' word on this cluster's slots (service -> its entry port and
+        the instance it runs at): lb-slots.json is derived from them, so a lost or stale file
+        is rebuilt from the claims before anything is cleared or handed out again."""
         self._state = LBState.load(self.config.slots_path)
         allowed = set(self.config.slot_ports)
         for service, slot in self._state.slots.items():
@@ -81,6 +88,7 @@ class LoadBalancer:
         adopted = self._adopted = await self._supervisor.start()
         try:
             await self._client.connect()
+            await self._adopt_claims(claims or {})
             await self._reconcile()
         except BaseException:
             await self._client.close()
@@ -254,6 +262,50 @@ class LoadBalancer:
         await self._client.add_server(backend, route.server, route.addr, route.port,
                                       check=self.config.check)
         await self._client.activate_now(backend, route.server)
+
+    async def _adopt_claims(self, claims: Mapping[str, Claim]) -> None:
+        """Make the slot table agree with the records: a service the records give a port gets
+        that slot (and keeps the server already routing to its instance, if HAProxy has one),
+        whatever the file said; a slot the file gave another service goes to the records'."""
+        allowed = set(self.config.slot_ports)
+        changed = 0
+        for service, (port, route) in sorted(claims.items()):
+            slot = self._state.slots.get(service)
+            if port not in allowed:
+                log.warning("%s's records give it port %d, outside the slot ports %s; not restored",
+                            service, port, self.config.ports)
+                continue
+            if slot is not None and slot.port == port:
+                continue  # the file agrees; its route is repaired by the agent's reconcile
+            owner = self._owner(port)
+            if owner is not None:
+                log.warning("lb-slots.json gave port %d to %s, the records to %s: the records win",
+                            port, owner, service)
+                del self._state.slots[owner]
+            self._state.slots[service] = Slot(port, await self._route_for(port, route))
+            changed += 1
+        if changed:
+            log.warning("rebuilt %d slot(s) from the records (lb-slots.json lost or stale)", changed)
+            self._save()
+
+    async def _route_for(self, port: int, route: tuple[str, int] | None) -> Route | None:
+        """The route a rebuilt slot resumes: HAProxy's server for that instance if it has one
+        (an adopted HAProxy kept serving), else the server it serves with (a crash between a
+        reroute and its commit: the migration's recovery decides), else a new server for
+        `_reconcile` to add."""
+        if route is None:
+            return None
+        try:
+            valid_ip(route[0])
+        except InvalidTokenError:
+            return None  # not an address HAProxy takes as is: the agent's reconcile routes it
+        present = await self._client.servers_state(backend_name(port))
+        match = next((st for st in present if (st.addr, st.port) == route), None)
+        if match is None:  # an adopted HAProxy routing elsewhere (mid-migration): it knows best
+            match = next((st for st in present if st.serving), None)
+        if match is not None:
+            return Route(match.addr, match.port, match.name)
+        return Route(route[0], route[1], _next_server_name(present))
 
     async def _reconcile(self) -> None:
         """Make every backend match the persisted state (idempotent).

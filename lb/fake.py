@@ -5,9 +5,10 @@ Same methods and errors, no HAProxy. `unreachable` holds addr:port pairs whose h
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
-from lb.balancer import ServerStatus, valid_service_name
+from lb.balancer import Claim, ServerStatus, valid_service_name
 from lb.errors import NoFreeSlotError, RerouteError, UnknownServiceError
 from lb.reroute import RerouteResult
 from lb.runtime import ServerStateName, valid_ip, valid_port
@@ -28,7 +29,11 @@ class FakeLoadBalancer:
         self.adopted = False
         self.restarts = 0
 
-    async def start(self) -> None:
+    async def start(self, claims: Mapping[str, Claim] | None = None) -> None:
+        for service, (port, route) in (claims or {}).items():  # the records win, as in LoadBalancer
+            for other in [o for o, p in self.slots.items() if p == port and o != service]:
+                del self.slots[other]
+            self.slots[service], self._routes[service] = port, route
         self._running = True
 
     async def stop(self, *, keep_running: bool = False) -> None:

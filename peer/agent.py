@@ -1,8 +1,11 @@
 """The roam agent: one per cluster, the paper's Controller. Composes its parts in one readable place.
 
-Start order is dependency order (credentials, store, load balancer, driver, gossip, HTTP,
-background loops); stop is the reverse. A crash at any point loses nothing: records are in
-SQLite, services run in their own process groups, HAProxy in its own session.
+Start order is dependency order (address lock, private data dir, credentials, store, load
+balancer, driver, gossip, HTTP, background loops); stop is the reverse. A crash at any point
+loses nothing: records are in SQLite, services run in their own process groups, HAProxy in its
+own session. SIGTERM/SIGINT stop the agent only, the data plane (HAProxy, services) keeps
+serving and is re-adopted at the next start, exactly as after a crash; taking the cluster out
+of the federation is the explicit drain (peer/api/drain.py).
 """
 from __future__ import annotations
 
@@ -17,13 +20,16 @@ from typing import Any
 
 from aiohttp import web
 
-from lb.balancer import LoadBalancer
+from lb.balancer import Claim, LoadBalancer
 from peer.api.admin import add_admin_routes
+from peer.api.drain import add_drain_routes
 from peer.ui import add_ui_routes
-from peer.api.http import MAX_BODY, bearer_auth_middleware, error_middleware, rate_limit_middleware
+from peer.api.http import (MAX_BODY, bearer_auth_middleware, error_middleware, quiet_protocol_errors,
+                           rate_limit_middleware)
 from peer.api.services import add_service_routes
 from peer.config import AgentConfig, write_local_hint
 from peer.credentials import Credentials, load_credentials
+from peer.datadir import AddressLock, make_private
 from peer.drivers.base import Driver
 from peer.gossip import Load
 from peer.gossiping import Gossip
@@ -42,7 +48,7 @@ from peer.records.antientropy import AntiEntropy
 from peer.records.merge import MergeOutcome
 from peer.records.record import Record, interested
 from peer.records.store import RecordStore
-from peer.services import ServiceManager
+from peer.services import ServiceManager, split_addr
 from peer.waiting import wait_until
 from peer.stewardship import Liveness, Observed
 from placement import ClusterView, Thresholds
@@ -76,6 +82,9 @@ class Agent:
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[Any]] = set()
         self.accepting = True
+        self._lock = AddressLock(config.addr)
+        self._stop_requested = asyncio.Event()
+        self._stop_everything = False
 
     # -- what other components ask of the agent ---------------------------------------------
     def current_load(self) -> Load:
@@ -123,9 +132,15 @@ class Agent:
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
         cfg = self.config
-        # Credentials first: they are checked before anything is written (a bad secret leaves no files).
-        self.creds = load_credentials(data_dir=cfg.data_dir, token_file=cfg.token_file, secret_file=cfg.secret_file)
-        cfg.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._lock.acquire()  # a second agent on this address stops here, before anything is written
+        try:
+            # Credentials next: they are checked before anything is written (a bad secret leaves no files).
+            self.creds = load_credentials(data_dir=cfg.data_dir, token_file=cfg.token_file,
+                                          secret_file=cfg.secret_file)
+            changed = make_private(cfg.data_dir)  # also sets umask 077 for what the agent writes later
+        except BaseException:
+            self._lock.release()
+            raise
         for path in self.creds.generated:
             log.warning("generated %s (mode 0600)", path)
         self.store = RecordStore.open(cfg.data_dir / "records.sqlite3")
@@ -136,14 +151,21 @@ class Agent:
         try:
             await self._start_parts()
         except BaseException:
-            await self.stop(leave=False)
+            await self.stop(leave=False, data_plane=False)  # an adopted HAProxy keeps serving
             raise
         write_local_hint(cfg, token_file=self.creds.token_path)  # for `roam` on this host (no secret in it)
+        if changed:  # said once up, so that a refusal to start stays one line
+            log.warning("made %d path(s) in %s private (0700 dirs, 0600 files)", changed, cfg.data_dir)
         log.info("agent %s up: api %s, dashboard %s/ui/", cfg.name, cfg.api_url, cfg.api_url)
+
+    def request_stop(self, *, everything: bool = False) -> None:
+        """End `run_until_signalled`: the agent only (a restart), or with its data plane (drain)."""
+        self._stop_everything = self._stop_everything or everything
+        self._stop_requested.set()
 
     async def _start_parts(self) -> None:
         assert self.lb and self.store and self.client and self.history and self.creds
-        await self.lb.start()
+        await self.lb.start(claims=self._lb_claims())
         self.driver = self._make_driver()
         self.homes = HomeSetClient(here=self.here, client=self.client, url_of=self.api_url_of,
                                    views=self.cluster_views, publish_now=self.publish_now)
@@ -180,6 +202,22 @@ class Agent:
         for name, coro in loops:
             self._tasks.append(asyncio.create_task(coro, name=f"{self.here}:{name}"))
 
+    def _lb_claims(self) -> dict[str, Claim]:
+        """The slots the records give this cluster (its entry port per service, and where the
+        service runs): HAProxy's state is derived from them, so losing lb-slots.json costs
+        nothing and a new deploy is never handed a port a live service owns."""
+        assert self.store is not None
+        claims: dict[str, Claim] = {}
+        for record in self.store.all():
+            endpoint = record.endpoint_at(self.here) if self.here in record.entries else None
+            if record.tombstone or endpoint is None:
+                continue
+            with contextlib.suppress(ValueError):
+                port = split_addr(endpoint)[1]
+                route = split_addr(record.instance) if record.instance else None
+                claims[record.name] = (port, route)
+        return claims
+
     def _make_driver(self) -> Driver:
         cfg = self.config
         on_event = self._on_driver_event
@@ -207,9 +245,11 @@ class Agent:
                          peer_auth_middleware(self.creds.federation_secret)],
         )
         app["admin_body_limit"] = MAX_BODY
+        quiet_protocol_errors()  # a malformed request from anyone: one WARNING a minute, no traceback
         add_admin_routes(app, self)
         add_ui_routes(app)
         add_service_routes(app, self)
+        add_drain_routes(app, self)
         self.antientropy.add_routes(app)
         ReplicaHandlers(services=self.services, agent=self).add_routes(app)
         HomeSetHandlers(services=self.services, run_forwarded=self._run_forwarded).add_routes(app)
@@ -226,7 +266,10 @@ class Agent:
         ctx.load_cert_chain(self.config.tls_cert, self.config.tls_key)
         return ctx
 
-    async def stop(self, *, leave: bool = True) -> None:
+    async def stop(self, *, leave: bool = True, data_plane: bool = True, services: bool = False) -> None:
+        """Stop the agent; with `data_plane=False` HAProxy keeps serving for the next agent to
+        adopt. Services keep running (the driver never kills them on stop) unless `services`
+        (a drain with stop)."""
         self.accepting = False
         for task in self._tasks:
             task.cancel()
@@ -242,26 +285,43 @@ class Agent:
         if self.gossip is not None:
             await self.gossip.stop(leave=leave)
         if self.driver is not None:
+            if services:
+                await self._stop_services(self.driver)
             await self.driver.stop()
         if self.lb is not None:
             with contextlib.suppress(Exception):
-                await self.lb.stop()
+                await self.lb.stop(keep_running=not data_plane)
         if self.client is not None:
             await self.client.close()
         if self.store is not None:
             self.store.close()
+        self._lock.release()
+
+    @staticmethod
+    async def _stop_services(driver: Driver) -> None:
+        """Drained with stop: what could not move is stopped too (a restart never comes here)."""
+        with contextlib.suppress(Exception):
+            for instance in await driver.list():
+                try:
+                    await driver.delete(instance.name)
+                except Exception as exc:  # noqa: BLE001 - stop the others anyway
+                    log.warning("stopping %s failed: %s", instance.name, exc)
 
     async def run_until_signalled(self) -> None:
+        """SIGTERM/SIGINT: stop the agent, keep the data plane (systemd's restart, an upgrade).
+        Serf is not told to leave either: peers see a restart of a second or two, not a
+        departure that would start fail-safes for what runs here."""
         loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, self.request_stop)
         await self.start()
         try:
-            await stop.wait()
+            await self._stop_requested.wait()
         finally:
-            log.info("shutting down")
-            await self.stop()
+            everything = self._stop_everything
+            log.info("shutting down%s", " with the data plane (drained)" if everything else
+                     "; haproxy and services keep serving")
+            await self.stop(leave=everything, data_plane=everything, services=everything)
 
     # -- replication triggers ----------------------------------------------------------------
     async def _on_outcome(self, outcome: MergeOutcome) -> None:

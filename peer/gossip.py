@@ -79,11 +79,14 @@ class SelfTags:
     api_port: int
     load: Load
     scheme: str = "http"
+    draining: bool = False  # `drain` tag: peers' placement never chooses a draining cluster
 
     def encode(self) -> dict[str, str]:
         tags = {"roam": PROTOCOL, "tier": self.tier, "api": str(self.api_port), "ld": encode_load(self.load)}
         if self.scheme != "http":
             tags["tls"] = "1"
+        if self.draining:
+            tags["drain"] = "1"
         size = len(msgpack.packb(tags))
         if size > TAG_LIMIT:
             raise TagError(f"tags take {size} bytes, over Serf's {TAG_LIMIT}-byte limit")

@@ -59,6 +59,7 @@ class Gossip:
         self._load = initial_load
         self._published: Load | None = None
         self._tags_dirty = asyncio.Event()
+        self._draining = False
         self._serf = SerfProcess(
             SerfConfig(
                 node_name=config.name,
@@ -125,7 +126,13 @@ class Gossip:
     # -- publishing ------------------------------------------------------------------------
     def _self_tags(self) -> SelfTags:
         scheme = "https" if self.config.tls_cert else "http"
-        return SelfTags(tier=self.config.tier, api_port=self.config.api_port, load=self._load, scheme=scheme)
+        return SelfTags(tier=self.config.tier, api_port=self.config.api_port, load=self._load, scheme=scheme,
+                        draining=self._draining)
+
+    def set_draining(self) -> None:
+        """Tell peers this cluster is being drained (`POST /v1/drain`): not a placement target."""
+        self._draining = True
+        self._tags_dirty.set()
 
     def set_load(self, load: Load) -> None:
         """Record the current load; published on meaningful change, at most once a second."""

@@ -377,7 +377,11 @@ class ServiceManager:
         for record in self.records():
             try:
                 if record.location == self.here:
-                    await self.ensure_local_copy(record)
+                    record = await self.ensure_local_copy(record)
+                    # A route kept by HAProxy may be mid-migration (recovery decides); only a
+                    # lost one is restored from the record.
+                    if self.here in record.entries and self.lb.current_route(record.name) is None:
+                        await self.ensure_route(record)
                 elif self.here in record.entries:
                     await self.ensure_route(record)
             except (DriverError, LBError) as exc:

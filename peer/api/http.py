@@ -14,7 +14,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import web
+from aiohttp import ClientPayloadError, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,8 @@ RATE_LIMIT = 50.0
 RATE_BURST = 100.0
 #: Client IPs tracked at once; the least recently seen is forgotten first.
 RATE_CLIENTS = 4096
+#: A client's broken requests are logged at most once per this many seconds (per source).
+BROKEN_LOG_INTERVAL = 60.0
 
 
 class APIError(Exception):
@@ -77,9 +80,82 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             raise
         reason = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason
         return json_error(reason, status=exc.status)
+    except ConnectionResetError:
+        # The client left mid-body (a truncated upload, a flood of them): nobody to answer, and
+        # nothing of ours went wrong. One DEBUG line, no traceback: anyone can send these.
+        log.debug("%s %s from %s: client disconnected mid-request", request.method, request.path,
+                  request.remote)
+        return json_error("client disconnected", status=400)
+    except (ClientPayloadError, HttpProcessingError) as exc:  # a malformed body (chunking, encoding)
+        _broken_requests.warn(request, exc)
+        return json_error("malformed request body", status=400)
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)
         return json_error("internal error", status=500)
+
+
+class BrokenRequestLog:
+    """One WARNING per source per `interval` for malformed requests: a client sending garbage
+    must not be able to flood the log. Bounded like the rate limiter (oldest forgotten first)."""
+
+    def __init__(self, *, interval: float = BROKEN_LOG_INTERVAL, max_sources: int = RATE_CLIENTS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval = interval
+        self.max_sources = max_sources
+        self._clock = clock
+        self._last: OrderedDict[str, float] = OrderedDict()
+
+    def should_log(self, source: str) -> bool:
+        now = self._clock()
+        last = self._last.get(source)
+        if last is not None and now - last < self.interval:
+            return False
+        self._last[source] = now
+        self._last.move_to_end(source)
+        while len(self._last) > self.max_sources:
+            self._last.popitem(last=False)
+        return True
+
+    def warn(self, request: web.Request, exc: Exception) -> None:
+        source = request.remote or "?"
+        if self.should_log(source):
+            log.warning("malformed request %s %s from %s: %s (further ones from it muted for %.0fs)",
+                        request.method, request.path, source, str(exc).splitlines()[0] if str(exc) else
+                        type(exc).__name__, self.interval)
+
+
+_broken_requests = BrokenRequestLog()
+
+
+class ProtocolErrorFilter(logging.Filter):
+    """aiohttp's own parser logs a malformed request (bad chunking, a bad header) at ERROR with
+    a traceback before any middleware runs. Turn that into one WARNING line without the
+    traceback, at most once per source per minute; real server errors pass unchanged."""
+
+    def __init__(self, broken: BrokenRequestLog) -> None:
+        super().__init__()
+        self._broken = broken
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, (HttpProcessingError, ConnectionResetError)):
+            return True
+        source = str(record.args[0]) if isinstance(record.args, tuple) and record.args else "?"
+        if not self._broken.should_log(source):
+            return False
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        record.msg = "malformed request from %s: %s (further ones from it muted for %.0fs)"
+        record.args = (source, (exc.message if isinstance(exc, HttpProcessingError) else str(exc)).split("\n")[0]
+                       or type(exc).__name__, self._broken.interval)
+        record.exc_info, record.exc_text = None, None
+        return True
+
+
+def quiet_protocol_errors(logger: logging.Logger | None = None) -> None:
+    """Install `ProtocolErrorFilter` on aiohttp's server logger (once per process)."""
+    target = logger or logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, ProtocolErrorFilter) for f in target.filters):
+        target.addFilter(ProtocolErrorFilter(_broken_requests))
 
 
 def bearer_auth_middleware(token: str) -> Callable[..., Awaitable[web.StreamResponse]]:

@@ -83,6 +83,7 @@ def run_agent(args: argparse.Namespace) -> int:
     _path_with_own_scripts()
     from peer.agent import Agent
     from peer.credentials import CredentialError
+    from peer.datadir import StartRefused
     from peer.records.store import StoreError
 
     try:
@@ -95,6 +96,9 @@ def run_agent(args: argparse.Namespace) -> int:
     except CredentialError as exc:
         print(f"roam agent: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except StartRefused as exc:  # another agent on this address, or a data dir we cannot make private
+        print(f"roam agent: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     except StoreError as exc:  # its message starts with the file
         print(f"roam agent: {exc}", file=sys.stderr)
         return EXIT_FAILURE

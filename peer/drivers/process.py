@@ -65,6 +65,7 @@ from peer.drivers.process_state import (
     proc_stat,
 )
 from peer.drivers.restarts import RestartPolicy
+from peer.drivers.strays import StrayKeeper
 
 log = logging.getLogger(__name__)
 DEFAULT_RESTARTS = RestartPolicy()
@@ -137,6 +138,7 @@ class ProcessDriver:
         self._policy = restart_policy
         self._probe_interval = probe_interval
         self._runs: dict[str, _Run] = {}
+        self._strays = StrayKeeper(root=self._root, cluster=cluster, host=host, grace=grace)
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._session: aiohttp.ClientSession | None = None
 
@@ -175,6 +177,11 @@ class ProcessDriver:
                     return self._instance(run)
                 raise Conflict(f"{name} already runs here with another descriptor or home; delete it first")
             self._runs.pop(name, None)
+            adopted = await self._claim_stray(descriptor, home)
+            if adopted is not None:
+                self._runs[name] = adopted
+                adopted.supervisor = asyncio.create_task(self._supervise(adopted), name=f"supervise-{name}")
+                return self._instance(adopted)
             directory = self._root / name
             self._refuse_unadopted(directory)
             port = self._free_port(prefer=None, owner=None)
@@ -222,6 +229,7 @@ class ProcessDriver:
 
     async def delete(self, name: str) -> None:
         async with self._locks[name]:
+            await self._strays.release(name, "its service is deleted here")
             run = self._runs.get(name)
             if run is None:
                 self._kill_unadopted(self._root / name)
@@ -253,7 +261,37 @@ class ProcessDriver:
                 self._runs[name] = run
                 run.supervisor = asyncio.create_task(self._supervise(run), name=f"supervise-{name}")
                 adopted.append(self._instance(run))
+        adopted += await self._hold_strays()
         return adopted
+
+    async def _hold_strays(self) -> builtins.list[Instance]:
+        """Copies whose state is lost (peer.drivers.strays): held, and listed as adopted so
+        that one no record claims is deleted as an orphan."""
+        held = await self._strays.hold(supervised={r.pid for r in self._runs.values() if r.pid},
+                                       running=set(self._runs))
+        return [Instance(name=s.service, home=s.env.get("ROAM_HOME", ""), host=self._host, port=s.port or 0,
+                         state=InstanceState.STARTING, pid=s.pid) for s in held]
+
+    async def _claim_stray(self, descriptor: ServiceDescriptor, home: str) -> _Run | None:
+        """Adopt the held stray of `descriptor` if it provably runs it (else it is stopped)."""
+        session = self._session
+        assert session is not None
+
+        async def healthy(port: int) -> bool:
+            return await probe(session, descriptor.health, host=self._host, port=port)
+
+        claimed = await self._strays.claim(
+            descriptor.name, home=home, healthy=healthy,
+            argv=lambda port: render_argv(descriptor.command, host=self._host, port=port))
+        if claimed is None:
+            return None
+        stray, start_ticks = claimed
+        directory = self._root / descriptor.name
+        directory.mkdir(parents=True, exist_ok=True)
+        run = _Run(descriptor=descriptor, home=home, port=stray.port or 0, directory=directory, pid=stray.pgid,
+                   start_ticks=start_ticks, started_at=time.time(), started_mono=time.monotonic())
+        self._mark_ready(run)  # writes instance.json again
+        return run
 
     # -- spawning --------------------------------------------------------------------------
 
@@ -282,6 +320,7 @@ class ProcessDriver:
                         command, stdin=subprocess.DEVNULL if listener is None else listener.fileno(),
                         stdout=logf, stderr=subprocess.STDOUT,
                         cwd=run.directory, env=env, start_new_session=True, close_fds=True,
+                        umask=0o022,  # the agent's umask (077, for its data dir) is not the service's
                     )
                 except (OSError, ValueError) as exc:
                     raise DeployFailed(f"{name}: cannot start {argv[0]!r}: {exc}",

@@ -1,0 +1,77 @@
+"""`POST /v1/drain`: take this cluster out of service explicitly (`roam drain`).
+
+A SIGTERM restarts the agent only and leaves HAProxy and the services serving. Taking a cluster
+out is this separate, explicit operation: the cluster stops accepting placements, every service
+running here is migrated away through the normal zero-loss migration (one at a time, each
+under its service lock), and with `{"stop": true}` the agent then stops the services that could
+not move, HAProxy and itself. The answer lists what moved and what did not, so an operator
+knows whether stopping is safe before asking for it.
+"""
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from peer.api.http import APIError, read_json
+from peer.api.services import run_admin_op
+
+if TYPE_CHECKING:
+    from peer.agent import Agent
+
+log = logging.getLogger(__name__)
+
+
+def _stop_flag(request: web.Request, body: Any) -> bool:
+    if body is None:
+        return False
+    if not isinstance(body, dict):
+        raise APIError("expected a JSON object", status=422)
+    unknown = sorted(set(body) - {"stop"})
+    if unknown:
+        raise APIError(f"unknown field {unknown[0]!r}", field=unknown[0], status=422)
+    stop = body.get("stop", False)
+    if not isinstance(stop, bool):
+        raise APIError("stop must be true or false", field="stop", status=422)
+    return stop
+
+
+async def drain(agent: "Agent") -> dict[str, Any]:
+    """Migrate every service running here elsewhere; report what moved and what failed."""
+    assert agent.services is not None and agent.engine is not None
+    agent.accepting = False  # placement here must not choose this cluster again
+    if agent.gossip is not None:
+        agent.gossip.set_draining()  # nor placement at peers (the `drain` tag)
+    migrated: list[dict[str, Any]] = []
+    failed: list[dict[str, str]] = []
+    for record in sorted(agent.services.records(), key=lambda r: r.name):
+        if record.tombstone or record.location != agent.here:
+            continue
+        # At its steward (here or forwarded): only the steward may commit where a service runs.
+        status, body = await run_admin_op(agent, "migrate", record.name, None)
+        if status != 200 or not isinstance(body, dict) or body.get("outcome") != "succeeded":
+            error = (body.get("error") or f"migration {body.get('outcome')}") if isinstance(body, dict) else str(body)
+            log.warning("drain: %s stays here: %s (%d)", record.name, error, status)
+            failed.append({"name": record.name, "error": error})
+            continue
+        migrated.append({"name": record.name, "target": body.get("target"), "id": body.get("id"),
+                         "outcome": body.get("outcome")})
+    return {"cluster": agent.here, "migrated": migrated, "failed": failed}
+
+
+def add_drain_routes(app: web.Application, agent: "Agent") -> None:
+    async def post_drain(request: web.Request) -> web.Response:
+        body: Any = None
+        if request.can_read_body and request.content_length != 0:
+            body = await read_json(request)
+        stop = _stop_flag(request, body)
+        result = await drain(agent)
+        result["stopping"] = stop
+        if stop:
+            log.warning("drained (%d moved, %d stayed); stopping services, haproxy and the agent",
+                        len(result["migrated"]), len(result["failed"]))
+            agent.request_stop(everything=True)
+        return web.json_response(result)
+
+    app.router.add_post("/v1/drain", post_drain)
