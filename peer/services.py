@@ -117,6 +117,8 @@ class ServiceManager:
         self.aborted: deque[str] = deque(maxlen=1000)  # migration ids refused if they arrive late
         self._tasks: set[asyncio.Task[None]] = set()
         self.closing = False
+        self.recovering = False  # the agent sets it until its records are recovered from peers
+        self.unaccounted: dict[str, Instance] = {}  # running copies no record accounted for at start
 
     def lock(self, name: str) -> asyncio.Lock:
         return self._locks[name]
@@ -171,6 +173,8 @@ class ServiceManager:
                 raise ServiceError(f"service {name!r} is arriving here by migration", field="name")
             if self.closing:
                 raise ServiceError("agent is shutting down", status=503)
+            if self.recovering:
+                raise ServiceError("agent is recovering its records from peers; retry in a few seconds", status=503)
             after = incarnation_order(existing.incarnation)[0] if existing is not None else 0
             after = max(after, await self._check_name_free(name))
             others = self._choose_entries(descriptor)
@@ -371,7 +375,10 @@ class ServiceManager:
 
     # -- after a restart -------------------------------------------------------------------
     async def reconcile(self) -> None:
-        """Make instances and routes match the records after a (re)start."""
+        """Make instances and routes match the records after a (re)start. What no record here
+        accounts for (a running copy, a frontend) is NOT judged now: the records may have been
+        lost, and the peers hold this cluster's part of them. It waits in `unaccounted` for
+        peer.recovery.settle and `close_stale_frontends`, run once records were recovered."""
         running = {i.name: i for i in await self.driver.adopt()}
         open_targets = {mid for mid, _ in self.store.journal_open() if mid.startswith("target:")}
         for record in self.records():
@@ -383,13 +390,12 @@ class ServiceManager:
             except (DriverError, LBError) as exc:
                 log.error("could not restore %s: %s", record.name, exc)
         live_here = {r.name for r in self.records() if r.location == self.here}
-        for name in running:
-            if name not in live_here:
-                log.info("removing orphan copy %s (no record says it runs here)", name)
-                with contextlib.suppress(DriverError):
-                    await self.driver.delete(name)
+        self.unaccounted.update({n: i for n, i in running.items() if n not in live_here})
         for mid in open_targets:
             self.store.journal_close(mid)
+
+    async def close_stale_frontends(self) -> None:
+        """After recovery: close the frontends of services this cluster is no entry of."""
         homed = {r.name for r in self.records() if self.here in r.entries} | set(self.reserved)
         for name in list(self.lb.routes()):
             if name not in homed:
