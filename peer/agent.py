@@ -292,6 +292,7 @@ class Agent:
                 time.monotonic() - started, "empty" if self.store.fresh else "existing",
                 "" if synced else f": no peer answered within {self.config.recovery_wait:g}s, proceeding alone")
         kept = await recovery.settle(self.services, reached=bool(synced))
+        await recovery.start_deferred(self.services)
         if synced:
             await self.services.close_stale_frontends()
         self.services.recovering = False

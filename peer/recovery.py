@@ -17,6 +17,8 @@ that no running service is ever lost on a guess:
   name: a service whose every record was lost) the copy is KEPT RUNNING and reported at
   WARNING with its address, once after recovery and once more when a peer is first reached.
   Stopping it is the operator's call; a later record that says it runs here adopts it.
+Copies the records said run here but that were not running at start (the site was lost with
+its processes) are started by `start_deferred` only once the recovered record still says so.
 Pure decision in `judge`, I/O in `settle`.
 """
 from __future__ import annotations
@@ -26,6 +28,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+from lb.errors import LBError
 from peer.drivers.base import DriverError, Instance
 from peer.records.record import Record
 
@@ -103,3 +106,19 @@ async def _carry_out(services: ServiceManager, name: str, instance: Instance, re
     else:
         log.warning("keeping running copy of %s at %s (pid %s) without a record: %s; it is adopted if a "
                     "record naming this cluster arrives, else stop it by hand", name, where, instance.pid, verdict.reason)
+
+
+async def start_deferred(services: ServiceManager) -> None:
+    """Start the copies `reconcile` deferred whose recovered record still says they run here."""
+    for name in sorted(services.deferred_starts):
+        async with services.lock(name):
+            services.deferred_starts.discard(name)
+            record = services.get(name)
+            if record is None or record.location != services.here or name in services.pending:
+                log.info("not restarting %s: its record now says it runs at %s", name,
+                         record.location if record else "nowhere (deleted)")
+                continue
+            try:
+                await services.ensure_local_copy(record)
+            except (DriverError, LBError) as exc:
+                log.error("could not restore %s: %s", name, exc)

@@ -119,6 +119,7 @@ class ServiceManager:
         self.closing = False
         self.recovering = False  # the agent sets it until its records are recovered from peers
         self.unaccounted: dict[str, Instance] = {}  # running copies no record accounted for at start
+        self.deferred_starts: set[str] = set()  # copies the records say run here, not running at start
 
     def lock(self, name: str) -> asyncio.Lock:
         return self._locks[name]
@@ -383,7 +384,9 @@ class ServiceManager:
         open_targets = {mid for mid, _ in self.store.journal_open() if mid.startswith("target:")}
         for record in self.records():
             try:
-                if record.location == self.here:
+                if record.location == self.here and record.name not in running:
+                    self.deferred_starts.add(record.name)  # the record may be stale: start after recovery
+                elif record.location == self.here:
                     await self.ensure_local_copy(record)
                 elif self.here in record.entries:
                     await self.ensure_route(record)

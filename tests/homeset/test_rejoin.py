@@ -187,3 +187,70 @@ async def test_hc_returns_on_an_empty_data_dir_after_a_site_loss(tmp_path: Path)
         except BaseException:
             print(dump_logs(fed))
             raise
+
+
+async def test_hc_returns_on_its_old_data_dir_catches_up_before_it_acts(tmp_path: Path) -> None:
+    """Step 3 of "the HC comes back": on its old data dir the HC's record still says the service
+    runs at home. It must not restart it from that stale record nor act as steward before it
+    has caught up: the steward failed the service over meanwhile, and that record wins."""
+    async with federation(tmp_path) as fed:
+        try:
+            await start(fed)
+            web = await fed.call("c1", "POST", "/v1/services", descriptor("web"), expect=201)
+            deputy = web["homes"][1]
+            await wait_until(lambda: all_serve_from(fed, web["endpoints"], "c1"), timeout=15, what="web serves")
+            lose_site(fed, "c1")
+
+            async def failed_over() -> bool:
+                record = await fed.get(deputy, "/v1/services/web")
+                return bool(record["location"] != "c1" and await served_by(fed, web["endpoints"][1]))
+
+            await wait_until(failed_over, timeout=30, what="failed over by the deputy")
+            where = (await fed.get(deputy, "/v1/services/web"))["location"]
+            log_mark = len(fed.agents["c1"].log_path.read_text())
+            began = restart(fed, "c1", join=deputy)
+            await fed.wait_healthy("c1")
+            await wait_until(lambda: caught_up_as_steward(fed, "c1", "web"), timeout=30, what="c1 steward again")
+            await wait_until(lambda: agree_with(fed, "web", via="c1"), timeout=30, what="records agree")
+            await wait_until(lambda: all_serve_from(fed, web["endpoints"], where), timeout=30, what="every entry")
+            print(f"HC back on its old data dir: steward, agreeing and every entry serving "
+                  f"{time.monotonic() - began:.2f}s after start")
+            log = fed.agents["c1"].log_path.read_text()[log_mark:]
+            assert "service web: ready" not in log, log  # no second copy, not even for a moment
+            assert "existing store" in log and "not restarting web" in log, log
+            assert pid_of(fed, "c1", "web") is None
+            moved = await fed.call(deputy, "POST", "/v1/services/web/migrate", {"target": "c1"})
+            assert moved["outcome"] == "succeeded" and moved["coordinator"] == "c1", moved
+            await wait_until(lambda: all_serve_from(fed, web["endpoints"], "c1"), timeout=30, what="back home")
+        except BaseException:
+            print(dump_logs(fed))
+            raise
+
+
+async def test_a_lone_cluster_that_lost_its_records_keeps_its_services_running(tmp_path: Path) -> None:
+    """No peer to recover from (the first cluster of a federation): the agent proceeds after
+    the bounded wait and keeps the copy it cannot account for, reported at WARNING."""
+    async with federation(tmp_path) as fed:
+        try:
+            agent = fed.add("c1", ADDRS["c1"], extra=["--no-auto-migrate", "--recovery-wait", "1"])
+            agent.start()
+            await fed.wait_healthy("c1")
+            web = await fed.call("c1", "POST", "/v1/services", descriptor("web"), expect=201)
+            pid = pid_of(fed, "c1", "web")
+            assert pid is not None
+            agent.kill(signal.SIGKILL)
+            (agent.data_dir / "records.sqlite3").unlink()
+            agent.start()
+            await fed.wait_healthy("c1")
+
+            def reported() -> bool:
+                return "keeping running copy of web" in agent.log_path.read_text()
+
+            await wait_until(reported, timeout=15, what="the kept copy reported")
+            line = next(ln for ln in agent.log_path.read_text().splitlines() if "keeping running copy" in ln)
+            assert " WARNING " in line, line
+            assert pid_of(fed, "c1", "web") == pid and alive(pid)
+            assert await served_by(fed, web["endpoint"]) == "c1"  # its frontend was left in place too
+        except BaseException:
+            print(dump_logs(fed))
+            raise
