@@ -157,7 +157,7 @@ class Agent:
         self.engine = MigrationEngine(here=self.here, services=self.services, client=self.client,
                                       history=self.history, agent=self, homes=self.homes,
                                       steward_of=self.steward_of, policy=self.config.policy)
-        self.services.recovering = True  # until _catch_up has pulled the records from peers
+        self.services.recovered.clear()  # until _catch_up has pulled the records from peers
         await self.services.reconcile()
         self.gossip = Gossip(config=self.config, secret=self.creds.federation_secret, membership=self.membership,
                              metrics=self.metrics, initial_load=self.current_load())
@@ -295,7 +295,7 @@ class Agent:
         await recovery.start_deferred(self.services)
         if synced:
             await self.services.close_stale_frontends()
-        self.services.recovering = False
+        self.services.recovered.set()
         while kept and not synced:  # judge the kept copies again once a peer first answers
             await asyncio.sleep(0.5)
             synced = await self._sync_alive(exclude=set())

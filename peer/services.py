@@ -38,6 +38,7 @@ READY_TIMEOUT = 120.0
 PENDING_TTL = 120.0  # a copy started for a migration that never commits is removed after this
 ORPHAN_AFTER = 15.0  # ...or sooner when its coordinator stopped asking about it (it gave up or died)
 
+RECOVERY_HOLD = 10.0  # how long a creation waits for the agent's records recovery before a 503
 ENTRY_RESERVATION = 30.0  # an entry frontend opened for a creation that has not written its record yet
 
 Publisher = Callable[[Record, frozenset[str]], Awaitable[None]]
@@ -117,7 +118,8 @@ class ServiceManager:
         self.aborted: deque[str] = deque(maxlen=1000)  # migration ids refused if they arrive late
         self._tasks: set[asyncio.Task[None]] = set()
         self.closing = False
-        self.recovering = False  # the agent sets it until its records are recovered from peers
+        self.recovered = asyncio.Event()  # the agent clears it until its records are recovered from peers
+        self.recovered.set()
         self.unaccounted: dict[str, Instance] = {}  # running copies no record accounted for at start
         self.deferred_starts: set[str] = set()  # copies the records say run here, not running at start
 
@@ -166,6 +168,7 @@ class ServiceManager:
         """Deploy here as HC with a home set: instance first, then the entries' frontends, then the
         record, then the routes (crash-safe order: a crash leaves nothing a record points to)."""
         name = descriptor.name
+        await self._wait_recovered()
         async with self.lock(name):
             existing = self.store.get(name)
             if existing is not None and not existing.tombstone:
@@ -174,8 +177,6 @@ class ServiceManager:
                 raise ServiceError(f"service {name!r} is arriving here by migration", field="name")
             if self.closing:
                 raise ServiceError("agent is shutting down", status=503)
-            if self.recovering:
-                raise ServiceError("agent is recovering its records from peers; retry in a few seconds", status=503)
             after = incarnation_order(existing.incarnation)[0] if existing is not None else 0
             after = max(after, await self._check_name_free(name))
             others = self._choose_entries(descriptor)
@@ -202,6 +203,17 @@ class ServiceManager:
         else:
             await self._publish(record, frozenset())
         return record
+
+    async def _wait_recovered(self) -> None:
+        """A name is judged free only once this cluster holds what its peers know of it: a
+        creation arriving while the agent recovers its records waits (bounded), then 503."""
+        if self.recovered.is_set():
+            return
+        try:
+            await asyncio.wait_for(self.recovered.wait(), timeout=RECOVERY_HOLD)
+        except TimeoutError:
+            raise ServiceError("agent is recovering its records from peers; retry in a few seconds",
+                               status=503) from None
 
     async def _check_name_free(self, name: str) -> int:
         """Refuse a name the federation holds live; return the highest stamp known for it."""
