@@ -56,10 +56,11 @@ def alive(pid: int) -> bool:
     return True
 
 
-def restart(fed: Federation, cluster: str, *, join: str) -> float:
-    """Start `cluster` again, joining `join` (as an operator brings a rebuilt site back)."""
+def restart(fed: Federation, cluster: str, *, join: str | None) -> float:
+    """Start `cluster` again, joining `join` (as an operator brings a rebuilt site back), or with
+    its first arguments (c1 joined nobody: its peers' Serf reconnects to it)."""
     agent = fed.agents[cluster]
-    if "--join" not in agent.args:
+    if join is not None and "--join" not in agent.args:
         agent.args += ["--join", ADDRS[join]]
     agent.start()
     return time.monotonic()
@@ -150,7 +151,8 @@ async def test_deleted_records_store_recovers_from_peers_and_keeps_running_copie
             raise
 
 
-async def test_hc_returns_on_an_empty_data_dir_after_a_site_loss(tmp_path: Path) -> None:
+@pytest.mark.parametrize("with_join", [True, False], ids=["join", "no-join"])
+async def test_hc_returns_on_an_empty_data_dir_after_a_site_loss(tmp_path: Path, with_join: bool) -> None:
     """The HC's site is lost while it runs its service; the steward fails it over. The HC comes
     back on an empty data dir: it recovers the record, starts no second copy, resumes
     stewardship and serves at its entry; a migration back home and a delete then win."""
@@ -169,12 +171,13 @@ async def test_hc_returns_on_an_empty_data_dir_after_a_site_loss(tmp_path: Path)
             await wait_until(failed_over, timeout=30, what="failed over by the deputy")
             where = (await fed.get(deputy, "/v1/services/web"))["location"]
             shutil.rmtree(fed.agents["c1"].data_dir)
-            began = restart(fed, "c1", join=deputy)
+            began = restart(fed, "c1", join=deputy if with_join else None)
             await fed.wait_healthy("c1")
             await wait_until(lambda: caught_up_as_steward(fed, "c1", "web"), timeout=30, what="c1 steward again")
             await wait_until(lambda: agree_with(fed, "web", via=deputy), timeout=30, what="records agree")
             await wait_until(lambda: all_serve_from(fed, web["endpoints"], where), timeout=30, what="every entry")
-            print(f"HC back on an empty data dir: steward, agreeing and every entry serving "
+            print(f"HC back on an empty data dir ({'with' if with_join else 'without'} --join): steward, "
+                  f"agreeing and every entry serving "
                   f"{time.monotonic() - began:.2f}s after start")
             assert pid_of(fed, "c1", "web") is None, "a second copy was started at the returning HC"
 
