@@ -287,10 +287,12 @@ class Agent:
         started = time.monotonic()
         synced = await self._recover_records()
         self.liveness.caught_up = True
-        log.log(logging.INFO if synced or not self._expects_peers() else logging.WARNING,
+        expected = self._expects_peers()
+        why = "" if synced else (f": no peer answered within {self.config.recovery_wait:g}s, proceeding alone"
+                                 if expected else ": no peer known (no --join), proceeding at once")
+        log.log(logging.INFO if synced or not expected else logging.WARNING,
                 "caught up with %d peers in %.2fs (%s store)%s; acting as steward where first", len(synced),
-                time.monotonic() - started, "empty" if self.store.fresh else "existing",
-                "" if synced else f": no peer answered within {self.config.recovery_wait:g}s, proceeding alone")
+                time.monotonic() - started, "empty" if self.store.fresh else "existing", why)
         kept = await recovery.settle(self.services, reached=bool(synced))
         await recovery.start_deferred(self.services)
         if synced:
