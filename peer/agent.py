@@ -48,6 +48,7 @@ from peer.records.antientropy import AntiEntropy
 from peer.records.merge import MergeOutcome
 from peer.records.record import Record, interested
 from peer.records.store import RecordStore
+from peer import recovery
 from peer.services import ServiceManager, split_addr
 from peer.waiting import wait_until
 from peer.stewardship import Liveness, Observed
@@ -173,11 +174,12 @@ class Agent:
                                        publish=self.publish, peers=self.homes)
         await self.driver.start()
         self.antientropy = AntiEntropy(store=self.store, here=self.here, client=self.client,
-                                       on_outcome=self._on_outcome)
+                                       on_outcome=self._on_outcome, on_heard=self.liveness.mark_reachable)
         self.probe = LinkProbe(agent=self, client=self.client)
         self.engine = MigrationEngine(here=self.here, services=self.services, client=self.client,
                                       history=self.history, agent=self, homes=self.homes,
                                       steward_of=self.steward_of, policy=self.config.policy)
+        self.services.recovered.clear()  # until _catch_up has pulled the records from peers
         await self.services.reconcile()
         self.gossip = Gossip(config=self.config, secret=self.creds.federation_secret, membership=self.membership,
                              metrics=self.metrics, initial_load=self.current_load())
@@ -335,30 +337,79 @@ class Agent:
         return await run_admin_op(self, op, name, target)
 
     async def _catch_up(self) -> None:
-        """A (re)started cluster syncs its records with every live peer before it acts as
-        steward (DESIGN: the HC resumes stewardship once it has caught up)."""
-        if self.config.join:
-            with contextlib.suppress(TimeoutError):
-                await wait_until(lambda: len(self.membership.alive()) > 1, timeout=5.0, interval=0.1)
-        peers = [m.name for m in self.membership.alive() if m.name != self.here]
-        await asyncio.gather(*(asyncio.wait_for(self._sync(p), timeout=5.0) for p in peers), return_exceptions=True)
+        """A (re)started cluster recovers its records from live peers before it acts: before
+        it resumes stewardship (DESIGN: the HC resumes once it has caught up), accepts
+        creations, or judges a running copy no record accounts for (peer.recovery). With an
+        empty store (a rebuilt site, a deleted records.sqlite3) this is what brings back the
+        records of what it runs and homes; no peer reachable within `recovery_wait` (the first
+        cluster of a new federation) and it proceeds, keeping every such copy running."""
+        assert self.services is not None and self.store is not None
+        started = time.monotonic()
+        synced = await self._recover_records()
         self.liveness.caught_up = True
-        log.info("caught up with %d peers; acting as steward where first", len(peers))
+        expected = self._expects_peers()
+        why = "" if synced else (f": no peer answered within {self.config.recovery_wait:g}s, proceeding alone"
+                                 if expected else ": no peer known (no --join), proceeding at once")
+        log.log(logging.INFO if synced or not expected else logging.WARNING,
+                "caught up with %d peers in %.2fs (%s store)%s; acting as steward where first", len(synced),
+                time.monotonic() - started, "empty" if self.store.fresh else "existing", why)
+        kept = await recovery.settle(self.services, reached=bool(synced))
+        await recovery.start_deferred(self.services)
+        if synced:
+            await self.services.close_stale_frontends()
+        self.services.recovered.set()
+        while kept and not synced:  # judge the kept copies again once a peer first answers
+            await asyncio.sleep(0.5)
+            synced = await self._sync_alive(exclude=set())
+            if synced:
+                kept = await recovery.settle(self.services, reached=True)
+                await self.services.close_stale_frontends()
         await asyncio.Event().wait()  # supervised loops run until cancelled
+
+    def _expects_peers(self) -> bool:
+        """Wait for peers when told whom to join, or when our records name other clusters."""
+        assert self.store is not None
+        return bool(self.config.join) or any(
+            interested(r) - {self.here} for r in self.store.all(include_tombstones=True))
+
+    async def _recover_records(self) -> set[str]:
+        """Sync with every live peer until one answered (bounded by `recovery_wait` when peers
+        are expected), then once more with peers that came alive meanwhile; returns the synced."""
+        deadline = time.monotonic() + (self.config.recovery_wait if self._expects_peers() else 0.0)
+        synced: set[str] = set()
+        while not synced:
+            synced = await self._sync_alive(exclude=set())
+            if synced or time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(0.1)
+        if synced:
+            synced |= await self._sync_alive(exclude=synced)
+        return synced
+
+    async def _sync_alive(self, *, exclude: set[str]) -> set[str]:
+        """One anti-entropy round with every live peer not in `exclude`; the ones that answered."""
+        peers = [m.name for m in self.membership.alive() if m.name != self.here and m.name not in exclude]
+        done = await asyncio.gather(*(asyncio.wait_for(self._sync(p), timeout=5.0) for p in peers),
+                                    return_exceptions=True)
+        return {p for p, ok in zip(peers, done) if ok is True}
 
     async def _on_status_change(self, change: StatusChange) -> None:
         if change.new == "alive" and change.name != self.here:
             self._spawn(self._sync(change.name))
 
-    async def _sync(self, peer: str) -> None:
+    async def _sync(self, peer: str) -> bool:
+        """One anti-entropy round with `peer`; True if it completed."""
         url = self.api_url_of(peer)
         member = self.membership.get(peer)
         if url is None or self.antientropy is None or member is None or member.status != "alive":
-            return
+            return False
         try:
             await self.antientropy.sync_with(peer, url)
         except PeerError as exc:
             log.debug("anti-entropy with %s failed: %s", peer, exc)
+            return False
+        self.liveness.mark_reachable(peer)  # it answered: clears stale probe evidence of its loss
+        return True
 
     async def _anti_entropy_loop(self) -> None:
         """The backstop: pushes and member-alive syncs do the fast work."""

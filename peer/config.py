@@ -70,6 +70,7 @@ class AgentConfig:
     haproxy_binary: str = "haproxy"
     home_grace: float = 2.0  # seconds Serf must report an entry failed before another acts as steward
     repair_after: float = 10.0  # seconds an entry stays lost before the steward replaces it
+    recovery_wait: float = 5.0  # seconds a (re)started agent waits for a peer to recover its records from
 
     @property
     def api_url(self) -> str:
@@ -155,6 +156,7 @@ _TOML_KEYS = {
     "name", "addr", "api_port", "gossip_port", "rpc_port", "join", "tier", "data_dir", "driver",
     "lb_ports", "lb_slots", "service_ports", "token_file", "secret_file", "capacity", "kubernetes",
     "policy", "auto_migrate", "tls_cert", "tls_key", "triggers", "home_grace", "repair_after",
+    "recovery_wait",
 }
 
 
@@ -250,9 +252,11 @@ def build_config(args: argparse.Namespace) -> AgentConfig:
         auto = False
     home_grace = _seconds(pick("home_grace", 2.0), what="--home-grace")
     repair_after = _seconds(pick("repair_after", 10.0), what="--repair-after")
+    recovery_wait = _seconds(pick("recovery_wait", 5.0), what="--recovery-wait")
     return AgentConfig(
         home_grace=home_grace,
         repair_after=repair_after,
+        recovery_wait=recovery_wait,
         name=name,
         addr=addr,
         api_port=_port(pick("api_port", 7070), what="--api-port"),

@@ -38,6 +38,7 @@ READY_TIMEOUT = 120.0
 PENDING_TTL = 120.0  # a copy started for a migration that never commits is removed after this
 ORPHAN_AFTER = 15.0  # ...or sooner when its coordinator stopped asking about it (it gave up or died)
 
+RECOVERY_HOLD = 10.0  # how long a creation waits for the agent's records recovery before a 503
 ENTRY_RESERVATION = 30.0  # an entry frontend opened for a creation that has not written its record yet
 
 Publisher = Callable[[Record, frozenset[str]], Awaitable[None]]
@@ -117,6 +118,10 @@ class ServiceManager:
         self.aborted: deque[str] = deque(maxlen=1000)  # migration ids refused if they arrive late
         self._tasks: set[asyncio.Task[None]] = set()
         self.closing = False
+        self.recovered = asyncio.Event()  # the agent clears it until its records are recovered from peers
+        self.recovered.set()
+        self.unaccounted: dict[str, Instance] = {}  # running copies no record accounted for at start
+        self.deferred_starts: set[str] = set()  # copies the records say run here, not running at start
 
     def lock(self, name: str) -> asyncio.Lock:
         return self._locks[name]
@@ -163,6 +168,7 @@ class ServiceManager:
         """Deploy here as HC with a home set: instance first, then the entries' frontends, then the
         record, then the routes (crash-safe order: a crash leaves nothing a record points to)."""
         name = descriptor.name
+        await self._wait_recovered()
         async with self.lock(name):
             existing = self.store.get(name)
             if existing is not None and not existing.tombstone:
@@ -197,6 +203,17 @@ class ServiceManager:
         else:
             await self._publish(record, frozenset())
         return record
+
+    async def _wait_recovered(self) -> None:
+        """A name is judged free only once this cluster holds what its peers know of it: a
+        creation arriving while the agent recovers its records waits (bounded), then 503."""
+        if self.recovered.is_set():
+            return
+        try:
+            await asyncio.wait_for(self.recovered.wait(), timeout=RECOVERY_HOLD)
+        except TimeoutError:
+            raise ServiceError("agent is recovering its records from peers; retry in a few seconds",
+                               status=503) from None
 
     async def _check_name_free(self, name: str) -> int:
         """Refuse a name the federation holds live; return the highest stamp known for it."""
@@ -371,12 +388,17 @@ class ServiceManager:
 
     # -- after a restart -------------------------------------------------------------------
     async def reconcile(self) -> None:
-        """Make instances and routes match the records after a (re)start."""
+        """Make instances and routes match the records after a (re)start. What no record here
+        accounts for (a running copy, a frontend) is NOT judged now: the records may have been
+        lost, and the peers hold this cluster's part of them. It waits in `unaccounted` for
+        peer.recovery.settle and `close_stale_frontends`, run once records were recovered."""
         running = {i.name: i for i in await self.driver.adopt()}
         open_targets = {mid for mid, _ in self.store.journal_open() if mid.startswith("target:")}
         for record in self.records():
             try:
-                if record.location == self.here:
+                if record.location == self.here and record.name not in running:
+                    self.deferred_starts.add(record.name)  # the record may be stale: start after recovery
+                elif record.location == self.here:
                     record = await self.ensure_local_copy(record)
                     # A route kept by HAProxy may be mid-migration (recovery decides); only a
                     # lost one is restored from the record.
@@ -387,13 +409,12 @@ class ServiceManager:
             except (DriverError, LBError) as exc:
                 log.error("could not restore %s: %s", record.name, exc)
         live_here = {r.name for r in self.records() if r.location == self.here}
-        for name in running:
-            if name not in live_here:
-                log.info("removing orphan copy %s (no record says it runs here)", name)
-                with contextlib.suppress(DriverError):
-                    await self.driver.delete(name)
+        self.unaccounted.update({n: i for n, i in running.items() if n not in live_here})
         for mid in open_targets:
             self.store.journal_close(mid)
+
+    async def close_stale_frontends(self) -> None:
+        """After recovery: close the frontends of services this cluster is no entry of."""
         homed = {r.name for r in self.records() if self.here in r.entries} | set(self.reserved)
         for name in list(self.lb.routes()):
             if name not in homed:

@@ -14,7 +14,7 @@ from peer.drivers.descriptor import DescriptorError, ServiceDescriptor
 from peer.migration.engine import MigrationError
 from peer.migration.homes import StewardUnreachable
 from peer.records.record import Record, role
-from peer.records.vclock import counters
+from peer.records.vclock import by_cluster
 from peer.services import ServiceError
 
 if TYPE_CHECKING:
@@ -39,7 +39,7 @@ def record_view(record: Record, here: str, *, steward: str | None = None) -> dic
         "standbys": [],
         "incarnation": record.incarnation,
         "instance": record.instance,
-        "vclock": counters(record.vclock),
+        "vclock": by_cluster(record.vclock),
         "migration_id": record.migration_id,
         "digest": record.digest,
         "descriptor": descriptor,

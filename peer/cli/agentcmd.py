@@ -39,6 +39,8 @@ AGENT_OPTIONS = [
          help="seconds an entry must be reported failed before the next one acts as steward (default 2)"),
     _opt("--repair-after", "repair_after", type=float,
          help="seconds an entry stays lost before the steward replaces it (default 10)"),
+    _opt("--recovery-wait", "recovery_wait", type=float,
+         help="seconds a (re)started agent waits for a peer to recover its records from before it acts (default 5)"),
     _opt("--token-file", "token_file", type=click.Path(),
          help="admin bearer token (0600). Normal setup: one file shared by every agent of the federation"),
     _opt("--secret-file", "secret_file", type=click.Path(), help="federation secret shared by all peers (0600)"),

@@ -85,6 +85,7 @@ class AntiEntropy:
         digest_chunk: int = 4000,
         push_bytes: int = 512 * 1024,
         fetch_chunk: int = 500,
+        on_heard: Callable[[str], None] | None = None,
     ) -> None:
         self.store = store
         self.here = here
@@ -94,6 +95,9 @@ class AntiEntropy:
         self.digest_chunk = digest_chunk
         self.push_bytes = push_bytes
         self.fetch_chunk = fetch_chunk
+        # Told the name of every peer that opens a round with us: proof that it is alive and
+        # reaches us (a cluster back from a site loss, before gossip may have noticed it left).
+        self.on_heard = on_heard
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post(msg.PATH_DIGESTS, self._on_digests)
@@ -232,8 +236,13 @@ class AntiEntropy:
 
     # --- server side -------------------------------------------------------------------------
 
+    def _heard(self, sender: str) -> None:
+        if self.on_heard is not None and sender != self.here:
+            self.on_heard(sender)
+
     async def _on_digests(self, request: web.Request) -> web.Response:
         sender, lo, hi, theirs = msg.parse_digests_request(await read_msgpack(request))
+        self._heard(sender)
         theirs = {n: d for n, d in theirs.items() if (lo is None or n >= lo) and (hi is None or n < hi)}
         mine = self.store.digests(peer=sender, lo=lo, hi=hi)
         # Names the asker holds that we hold without it being interested (by our view): it has
@@ -255,6 +264,7 @@ class AntiEntropy:
 
     async def _on_summary(self, request: web.Request) -> web.Response:
         sender, theirs, _ = msg.parse_summary_request(await read_msgpack(request))
+        self._heard(sender)
         mine = self.store.digests(peer=sender)
         match = msg.summary_of(mine) == theirs
         if match:

@@ -27,8 +27,8 @@ Why this is the DESIGN rule:
 * Dominating version wins. A write made on top of a version has a `written` clock that strictly
   descends everything that version has seen, so its rank is higher than every content in its
   history (`total` grows with every change; `written[home]` never shrinks along a history as
-  long as `home` stays the same, and `local_write` bumps the new home's counter when a record is
-  re-created with another home). Equal versions change nothing.
+  long as `home` stays the same; a cluster's counter is the sum over its actors). Equal
+  versions change nothing.
 * Concurrent versions: the one whose write had seen more of the HC's changes wins - the HC's
   view of where the service runs (all traffic passes its load balancer). Then the one with more
   changes in total; then tombstones over live records; then the canonical bytes (arbitrary but
@@ -46,9 +46,12 @@ the identical version, instead of two new concurrent ones that would conflict ag
 Ranking by `written` rather than by the merged clock is what keeps associativity: a merged
 clock would lift a stale content's rank just because it was merged with newer ones.
 
-Assumption: a (node, counter) pair names one write. A cluster that loses its store and reuses
-counters breaks it; equal clocks with different contents are then flagged as a conflict and
-still converge (the rank decides), and anti-entropy digests hash the content to notice them.
+Assumption: a (node, counter) pair names one write. The node is the actor of one data dir
+(vclock's docstring), so a cluster that loses its store writes under a new actor and never
+reuses a pair. Ranking sums a cluster's actors (`cluster_counter`), so every property above
+holds per cluster as it did per node. Should equal clocks with different contents still meet
+(a store restored from an old backup), they are flagged as a conflict and still converge (the
+rank decides), and anti-entropy digests hash the content to notice them.
 """
 from __future__ import annotations
 
@@ -113,8 +116,8 @@ class MergeOutcome:
 def rank(record: Record) -> tuple[tuple[int, str], int, int, tuple[int, ...], int, bool, bytes]:
     """The fixed total order on contents (see module docstring)."""
     w = record.written
-    deputies = tuple(vc.get_counter(w, h) for h in record.entries[1:])
-    return (incarnation_order(record.incarnation), vc.get_counter(w, record.home), record.epoch, deputies,
+    deputies = tuple(vc.cluster_counter(w, h) for h in record.entries[1:])
+    return (incarnation_order(record.incarnation), vc.cluster_counter(w, record.home), record.epoch, deputies,
             vc.total(w), record.tombstone, content_key(record))
 
 
@@ -168,9 +171,10 @@ def reconcile(local: Record | None, remote: Record, *, here: str) -> MergeOutcom
     return MergeOutcome(result, changed, conflict, actions, local)
 
 
-def local_write(previous: Record | None, record: Record, *, here: str, now: float) -> Record:
+def local_write(previous: Record | None, record: Record, *, here: str, now: float, actor: str | None = None) -> Record:
     """The version `here` stores when it changes a record: `record`'s content on top of
-    everything `previous` has seen, with `here`'s counter incremented.
+    everything `previous` has seen, with the counter of `actor` (this data dir's clock node,
+    `here` or `here~epoch`, see vclock's docstring) incremented.
 
     The clocks carried by `record` are ignored: only what the store holds is history. A new
     incarnation (a name created again) starts a history of its own and must be the later one.
@@ -187,7 +191,10 @@ def local_write(previous: Record | None, record: Record, *, here: str, now: floa
     epoch = record.epoch
     if previous is not None:
         epoch = previous.epoch + (record.entries != previous.entries)
-    clock = vc.increment(context, here, timestamp=now)
+    writer = actor or here
+    if vc.cluster_of(writer) != here:
+        raise LocalWriteError(f"{record.name}: actor {writer!r} does not belong to {here!r}")
+    clock = vc.increment(context, writer, timestamp=now)
     return replace(record, vclock=clock, written=clock, updated_at=now, epoch=epoch)
 
 
@@ -206,5 +213,5 @@ def droppable(tombstone: Record, acked_by: set[str] | frozenset[str], *, now: fl
     """
     if not tombstone.tombstone:
         return False
-    needed = vc.nodes(tombstone.vclock) | interested(tombstone)
+    needed = vc.clusters(tombstone.vclock) | interested(tombstone)
     return needed <= acked_by or now - tombstone.updated_at >= ttl

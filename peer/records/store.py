@@ -11,6 +11,7 @@ for the agent, and a `journal` the migration engine writes ahead of each step.
 from __future__ import annotations
 
 import logging
+import secrets
 import sqlite3
 import threading
 import time
@@ -91,11 +92,16 @@ def _parties(record: Record) -> str:
     return "," + ",".join(sorted(rec.interested(record))) + ","
 
 
+CLOCK_EPOCH_KEY = "clock_epoch"
+
+
 class RecordStore:
     def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
         self._conn = conn
         self._lock = threading.RLock()
         self.path = path
+        self.fresh = False  # held no record when opened: a new cluster, or one whose records were lost
+        self._epoch: str | None = None
 
     @classmethod
     def open(cls, path: Path) -> RecordStore:
@@ -110,6 +116,7 @@ class RecordStore:
             conn.execute("PRAGMA foreign_keys=ON")
             store = cls(conn, path)
             store._migrate()
+            store._init_clock_epoch()
         except sqlite3.Error as exc:
             raise StoreError(f"{path}: {exc}") from exc
         return store
@@ -134,6 +141,23 @@ class RecordStore:
                     if statement.strip():
                         cur.execute(statement)
                 cur.execute(f"PRAGMA user_version={number + 1}")
+
+    def _init_clock_epoch(self) -> None:
+        """Draw this data dir's clock epoch once, when the file holds no record yet (vclock's
+        docstring says why). A store that held records before epochs existed keeps none: its
+        history is intact and its bare cluster name is still a safe actor."""
+        with self._lock:
+            empty = self._conn.execute("SELECT 1 FROM records LIMIT 1").fetchone() is None
+        self.fresh = empty
+        epoch = self.meta_get(CLOCK_EPOCH_KEY)
+        if empty and epoch is None:
+            epoch = secrets.token_hex(6)
+            self.meta_put(CLOCK_EPOCH_KEY, epoch)
+        self._epoch = epoch if isinstance(epoch, str) else None
+
+    def clock_actor(self, here: str) -> str:
+        """The vclock node this data dir writes under: `here~epoch` (`here` for older stores)."""
+        return vc.actor_id(here, self._epoch)
 
     def schema_version(self) -> int:
         with self._lock:
@@ -198,9 +222,11 @@ class RecordStore:
         return [self._decode_row(name, data) for name, data in rows]
 
     def put_local(self, record: Record, *, here: str, now: float) -> Record:
-        """Store a change made here: increments `here` in the clock (see merge.local_write)."""
+        """Store a change made here: increments this data dir's actor (`clock_actor`) in the
+        clock (see merge.local_write)."""
+        actor = self.clock_actor(here)
         with self._tx() as cur:
-            stored = local_write(self._get(cur, record.name), record, here=here, now=now)
+            stored = local_write(self._get(cur, record.name), record, here=here, now=now, actor=actor)
             self._write(cur, stored)
         return stored
 
@@ -266,7 +292,7 @@ class RecordStore:
         out: dict[str, bytes] = {}
         for name, data in rows:
             record = self._decode_row(name, data)
-            if vc.get_counter(record.vclock, written_by):
+            if vc.cluster_counter(record.vclock, written_by):
                 out[name] = rec.version_digest(record)
         return out
 

@@ -3,7 +3,29 @@ relation verbs, with time passed in.
 
 A clock is a sorted tuple of entries (node, counter, timestamp). The counter orders a node's own
 changes; the timestamp (wall time of the node's latest change) is informational only and never
-decides an order. Clusters are few, so there is no pruning: one entry per cluster, for ever.
+decides an order. Clusters are few, so there is no pruning: one entry per writer, for ever.
+
+Writers ("actors") and clusters
+-------------------------------
+A (node, counter) pair must name exactly one write, or a new write can carry the clock of an
+old one and be taken for it (equal) or for its past (older) and dropped. A counter can only be
+trusted to grow while the history that produced it survives, and a cluster whose data dir is
+lost (a rebuilt site, a deleted records.sqlite3) has lost it: counting on from what peers still
+hold reuses every counter whose write never reached a peer, and a floor derived from wall time
+fails when the clock steps back. So the node of an entry is the *actor* of one data dir:
+`cluster~epoch`, with `epoch` drawn at random once when the store file is created and kept in
+the same file as every record written under it (RecordStore.clock_actor). A rebuilt data dir
+draws a new epoch and starts a clock entry no earlier write can have used: whatever was or was
+not replicated before the loss, and whatever the wall clock does, its (node, counter) pairs
+are new. A store that already held records before actors existed keeps the bare cluster name
+as its actor (its history is intact, so its counters still grow), which keeps the clocks of
+federations that never lost a disk byte-for-byte as before; the wire form is unchanged (nodes
+are strings either way; a cluster name never contains `~`, see NAME_RE in peer/config.py).
+
+Whatever needs a cluster rather than an actor (the merge's rank by the home's counter, the
+tombstone acknowledgements, the admin API's `vclock`) aggregates a cluster's actors with
+`cluster_counter` (the sum: it grows with every write of any of the cluster's data dirs, which
+is all the merge's proofs use) and `clusters`.
 """
 from __future__ import annotations
 
@@ -13,6 +35,7 @@ from dataclasses import dataclass
 
 MAX_NODE_LEN = 253  # a Serf node name is a hostname-like label
 MAX_ENTRIES = 1024
+ACTOR_SEP = "~"  # between the cluster and the data dir's epoch in an actor id
 
 
 class VClockDecodeError(ValueError):
@@ -67,8 +90,37 @@ def get_timestamp(clock: VClock, node: str) -> float | None:
 
 
 def counters(clock: VClock) -> dict[str, int]:
-    """What the admin API shows as `vclock`."""
+    """{node: counter} per actor (the API shows `by_cluster`)."""
     return {e.node: e.counter for e in clock.entries}
+
+
+def actor_id(cluster: str, epoch: str | None) -> str:
+    """The clock node a data dir writes under (see the module docstring)."""
+    return cluster if not epoch else f"{cluster}{ACTOR_SEP}{epoch}"
+
+
+def cluster_of(node: str) -> str:
+    """The cluster an actor belongs to ("c1~3fa9c2" -> "c1"; a bare cluster name is its own)."""
+    return node.partition(ACTOR_SEP)[0]
+
+
+def cluster_counter(clock: VClock, cluster: str) -> int:
+    """Every write `cluster` made, under any of its data dirs' actors (the sum of their counters)."""
+    return sum(e.counter for e in clock.entries if cluster_of(e.node) == cluster)
+
+
+def clusters(clock: VClock) -> frozenset[str]:
+    """The clusters that wrote to this clock."""
+    return frozenset(cluster_of(e.node) for e in clock.entries)
+
+
+def by_cluster(clock: VClock) -> dict[str, int]:
+    """What the admin API shows as `vclock`: {cluster: counter}, a cluster's actors summed."""
+    out: dict[str, int] = {}
+    for e in clock.entries:
+        name = cluster_of(e.node)
+        out[name] = out.get(name, 0) + e.counter
+    return out
 
 
 def total(clock: VClock) -> int:

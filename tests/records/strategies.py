@@ -45,35 +45,49 @@ def records(draw: st.DrawFn, *, name: str | None = None) -> Record:
 
 
 def new_content(previous: Record | None, *, here: str, location: str, state: State, instance: str | None,
-                name: str = "svc") -> Record:
+                name: str = "svc", ident: str | None = None) -> Record:
     """What a cluster writes: keeps the home of a live record, creates (home = here) otherwise: a
-    new incarnation whose stamp is above the one it knew (deterministic, for Hypothesis)."""
+    new incarnation whose stamp is above the one it knew (deterministic, for Hypothesis; `ident`
+    stands for the random part, which a rebuilt data dir draws anew)."""
     if previous is None or previous.tombstone:
         stamp = incarnation_order(previous.incarnation)[0] + 1 if previous is not None else 1
         return Record(name=name, home=here, location=location, state=state, digest="d", descriptor=b"x",
-                      instance=instance, incarnation=f"{stamp}-{here}")
+                      instance=instance, incarnation=f"{stamp}-{ident or here}")
     return replace(previous, location=location, state=state, instance=instance)
 
 
 @st.composite
 def histories(draw: st.DrawFn, *, steps: int = 14) -> list[Record]:
-    """Every version that existed in a random run of local writes, deletes and deliveries
-    between replicas: reachable states, on which the merge laws must hold."""
+    """Every version that existed in a random run of local writes, deletes, home-set changes,
+    deliveries between replicas and site losses (a replica back on an empty disk writes under
+    a new clock actor, as RecordStore gives it): reachable states, on which the merge laws
+    must hold."""
     replicas: dict[str, Record | None] = {c: None for c in CLUSTERS}
+    actors = {c: c for c in CLUSTERS}
     seen: list[Record] = []
     now = 1000.0
-    for _ in range(draw(st.integers(1, steps))):
+    for step in range(draw(st.integers(1, steps))):
         now += 1.0
-        kind = draw(st.sampled_from(["write", "write", "delete", "deliver", "deliver"]))
+        kind = draw(st.sampled_from(["write", "write", "delete", "deliver", "deliver", "homes", "wipe"]))
         here = draw(clusters)
         previous = replicas[here]
         if kind == "write":
             content = new_content(previous, here=here, location=draw(clusters),
                                   state=draw(st.sampled_from([State.RUNNING, State.MIGRATING])),
-                                  instance=draw(st.none() | addrs))
-            replicas[here] = local_write(previous, content, here=here, now=now)
+                                  instance=draw(st.none() | addrs), ident=actors[here])
+            replicas[here] = local_write(previous, content, here=here, now=now, actor=actors[here])
         elif kind == "delete" and previous is not None and not previous.tombstone:
-            replicas[here] = local_write(previous, tombstone_of(previous), here=here, now=now)
+            replicas[here] = local_write(previous, tombstone_of(previous), here=here, now=now, actor=actors[here])
+        elif kind == "homes" and previous is not None and not previous.tombstone:
+            other = draw(clusters)
+            entries = previous.entries
+            homes = tuple(e for e in entries if e != other) if other in entries[1:] else (
+                entries if other in entries else (*entries, other))
+            replicas[here] = local_write(previous, replace(previous, homes=homes), here=here, now=now,
+                                         actor=actors[here])
+        elif kind == "wipe":
+            replicas[here] = None
+            actors[here] = f"{here}~{step}"
         elif kind == "deliver":
             source = replicas[draw(clusters)]
             if source is not None:
@@ -83,4 +97,3 @@ def histories(draw: st.DrawFn, *, steps: int = 14) -> list[Record]:
             seen.append(current)
     return seen or [local_write(None, new_content(None, here="a", location="a", state=State.RUNNING,
                                                    instance=None), here="a", now=now)]
-

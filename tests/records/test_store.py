@@ -40,7 +40,7 @@ def test_put_local_increments_here_and_survives_reopen(tmp_path: Path) -> None:
     with RecordStore.open(path) as s:
         first = s.put_local(content(), here="a", now=1.0)
         second = s.put_local(replace(first, state=State.MIGRATING), here="a", now=2.0)
-        assert vc.counters(first.vclock) == {"a": 1} and vc.counters(second.vclock) == {"a": 2}
+        assert vc.by_cluster(first.vclock) == {"a": 1} and vc.by_cluster(second.vclock) == {"a": 2}
         assert s.get("web") == second
     with RecordStore.open(path) as s:
         assert s.get("web") == second
