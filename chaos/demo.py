@@ -9,15 +9,22 @@ while a bandwidth script plays on the links:
   degraded  cloud link 4 Mbit/s  -> it moves to the edge
   outage    deep edge cut off    -> fail-safe: back home at the deep edge
   recovery  everything healed    -> it moves out again
+  site loss the deep-edge site lost (every process in its namespace SIGKILLed) while the
+            classifier runs away from it: the client, using the entry list, keeps being
+            served through the surviving entry of the home set
 
-Users never change endpoint. Exits non-zero if an invariant broke.
+The client is configured with the classifier's entries (`endpoints`, HC first), as a real client
+is: next entry on a failure, back to the first when it serves again. Users never change
+endpoints. Exits non-zero if an invariant broke.
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -29,7 +36,8 @@ import aiohttp
 
 from chaos.demo_report import DemoResult, Phase
 from chaos.faults import Bandwidth, Partition
-from chaos.load import LiveCounter, run_load
+from chaos.entries import EntryList
+from chaos.load import LiveCounter, run_entry_load
 from chaos.netns import Testbed, install_emergency_cleanup
 from peer.waiting import WaitTimeout, wait_until
 
@@ -49,6 +57,9 @@ class Demo:
         self.addrs: dict[str, str] = {}
         self.session: aiohttp.ClientSession | None = None
         self.endpoint = ""
+        self.endpoints: list[str] = []
+        self.homes: list[str] = []
+        self.lost: set[str] = set()  # sites lost for good (the site-loss phase)
         self._seen: set[str] = set()
         self._where: str | None = None
         self.crashed = "edge"
@@ -108,6 +119,7 @@ class Demo:
         }
         record = await self.api("deep-edge", "POST", "/v1/services", classifier)
         self.endpoint = record["endpoint"]
+        self.endpoints, self.homes = list(record["endpoints"]), list(record["homes"])
         self._where = record["location"]
         stream = {
             "name": "stream", "port": 8081, "cpu": 0.1, "memory": "64Mi", "constraints": {"tiers": ["deep-edge"]},
@@ -118,7 +130,7 @@ class Demo:
         try:
             await self.api("deep-edge", "POST", "/v1/services", stream)
             self.say("deployed stream source (pinned to deep-edge) and classifier, both homed at deep-edge; "
-                     f"classifier endpoint {self.endpoint}")
+                     f"classifier entries {', '.join(f'{h}={e}' for h, e in zip(self.homes, self.endpoints))}")
         except RuntimeError as exc:
             self.say(f"stream source not deployed ({exc}); the demo client plays the cameras")
 
@@ -126,9 +138,10 @@ class Demo:
         """The live timeline: migrations with their stages, and where the classifier runs."""
         while True:
             await asyncio.sleep(0.5)
+            observer = self.observer()
             try:
-                history = await self.api("deep-edge", "GET", "/v1/migrations")
-                record = await self.api("deep-edge", "GET", "/v1/services/classifier")
+                history = await self.api(observer, "GET", "/v1/migrations")
+                record = await self.api(observer, "GET", "/v1/services/classifier")
             except (RuntimeError, aiohttp.ClientError, asyncio.TimeoutError):
                 continue
             for m in reversed(history):
@@ -145,8 +158,21 @@ class Demo:
                          f"{stages}", kind="migration", migration=m["id"])
             if record["location"] != self._where:
                 self._where = record["location"]
-                self.say(f"classifier now runs at {self._where} (role at deep-edge: {record['role']})",
-                         kind="location", location=self._where)
+                self.say(f"classifier now runs at {self._where} (role at {observer}: {record['role']}, "
+                         f"steward {record.get('steward')})", kind="location", location=self._where)
+
+    def observer(self) -> str:
+        """Whose view the timeline shows: the HC's, or the next entry's once the HC's site is lost."""
+        return next((c for c in [*self.homes, *CLUSTERS] if c not in self.lost), "deep-edge")
+
+    async def lose_site(self, tb: Testbed, cluster: str) -> None:
+        """TESTING "Losing a whole site": every process in the cluster's namespace SIGKILLed."""
+        self.lost.add(cluster)
+        me = os.getpid()
+        for pid in await tb.pids(cluster):
+            if pid != me:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
 
     async def progress(self) -> None:
         while True:
@@ -216,9 +242,15 @@ async def _run_netns_demo(report_dir: Path) -> int:
                 await cut.heal(tb)
                 demo.say("phase recovery: links healed")
 
+            async def site_loss() -> None:
+                await demo.lose_site(tb, "deep-edge")
+                demo.say("phase site loss: the deep-edge site is lost (every process in its namespace "
+                         f"SIGKILLed); the client keeps its entry list; the timeline now shows {demo.observer()}")
+
             reached = await play(demo, [("good", good, {"cloud", "edge"}, 60), ("degraded", degraded, {"edge"}, 60),
                                         ("outage", outage, {"deep-edge"}, 30),
-                                        ("recovery", recovery, {"cloud", "edge"}, 60)])
+                                        ("recovery", recovery, {"cloud", "edge"}, 60),
+                                        ("site loss", site_loss, {"cloud", "edge"}, 30)])
     finally:
         uninstall()
     return finish(demo, reached, report_dir, work)
@@ -230,8 +262,8 @@ Step = tuple[str, Callable[[], Awaitable[None]], set[str], float]
 async def play(demo: Demo, script: list[Step]) -> list[bool]:
     """Client load and the live timeline for the whole script; the invariants at its end."""
     stop = asyncio.Event()
-    load = asyncio.create_task(run_load([f"http://{demo.endpoint}/classify"], rate=RATE, stop=stop,
-                                        timeout=5.0, live=demo.live))
+    entries = EntryList.of([f"http://{e}/classify" for e in demo.endpoints], labels=demo.homes)
+    load = asyncio.create_task(run_entry_load(entries, rate=RATE, stop=stop, timeout=5.0, live=demo.live))
     watchers = [asyncio.create_task(demo.watch()), asyncio.create_task(demo.progress())]
     try:
         reached = [await demo.phase(name, action, want, timeout) for name, action, want, timeout in script]
@@ -260,23 +292,27 @@ def finish(demo: Demo, reached: list[bool], report_dir: Path, work: Path) -> int
 
 
 async def check_invariants(demo: Demo) -> None:
-    """Once healed and quiet: one copy per service, the home set and the host agree on its
-    record, the endpoint serves."""
+    """Once healed and quiet: one copy per service among the surviving sites, the home set and
+    the host agree on its record, the entries serve."""
+    alive = [c for c in CLUSTERS if c not in demo.lost]
+
     async def settled() -> bool:
         copies = {c: [i["name"] for i in await demo.api(c, "GET", "/v1/instances") if i["state"] == "ready"]
-                  for c in CLUSTERS}
+                  for c in alive}
         records = {c: {r["name"]: (tuple(r["homes"]), r["location"], tuple(sorted(r["vclock"].items())))
-                       for r in await demo.api(c, "GET", "/v1/services")} for c in CLUSTERS}
+                       for r in await demo.api(c, "GET", "/v1/services")} for c in alive}
         where = [c for c, names in copies.items() if "classifier" in names]
         keepers = {c: recs["classifier"] for c, recs in records.items() if "classifier" in recs}
         if len(where) != 1 or len(set(keepers.values())) != 1:
             return False
         homes, _, _ = next(iter(keepers.values()))
-        # The entries of the home set (deep-edge among them) and where it runs keep the record.
-        return "deep-edge" in homes and set(keepers) == {*homes, where[0]}
+        # The surviving entries of the home set (deep-edge among them: the HC is never dropped,
+        # it may come back) and where it runs keep the record.
+        return "deep-edge" in homes and set(keepers) == {*homes, where[0]} - demo.lost
 
     try:
         await wait_until(settled, timeout=30, interval=0.5, what="one copy and agreeing records")
-        demo.result.checks.append({"name": "one copy, records agree", "ok": True, "detail": "after recovery"})
+        demo.result.checks.append({"name": "one copy, records agree", "ok": True,
+                                   "detail": "at the end, among " + ", ".join(alive)})
     except WaitTimeout as exc:
         demo.result.checks.append({"name": "one copy, records agree", "ok": False, "detail": str(exc)})

@@ -88,6 +88,23 @@ class DemoResult:
             o_sent, o_lost = self.failed_in([outage])
             lines.append(f"Requests during the outage: {o_sent} sent, {o_lost} lost")
             lines.append(f"Failover downtime (client-observed): {self.downtime(outage) or 0.0:.2f} s")
+        per_phase = []
+        for p in self.phases:
+            if p.end is not None:
+                p_sent, p_lost = self.failed_in([(p.start, p.end)])
+                per_phase.append(f"{p.name} {p_lost}/{p_sent}")
+        if per_phase:
+            lines.append("Requests lost per phase (lost/sent): " + ", ".join(per_phase))
+        site = self.phase_window("site loss")
+        if site is not None:
+            s_sent, s_lost = self.failed_in([site])
+            lines.append(f"Requests during the site loss (client on the entry list): {s_sent} sent, {s_lost} lost")
+        by_entry: dict[str, int] = {}
+        for sample in self.samples:
+            if sample.ok and sample.entry is not None:
+                by_entry[sample.entry] = by_entry.get(sample.entry, 0) + 1
+        if by_entry:
+            lines.append("Requests served per entry: " + ", ".join(f"{e} {n}" for e, n in sorted(by_entry.items())))
         failsafes = [m for m in self.migrations if m["kind"] == "failsafe" and m["outcome"] == "succeeded"]
         for m in failsafes:
             d = m.get("durations_ms", {})
@@ -115,7 +132,8 @@ class DemoResult:
             "checks": self.checks,
             "requests": {"sent": len(self.samples), "failed": sum(1 for s in self.samples if not s.ok)},
             "samples": [{"t": round(s.sent_at - t0, 4), "ok": s.ok, "latency_ms": round(s.latency_ms, 3),
-                         "status": s.status, "error": s.error, "served_by": s.served_by} for s in self.samples],
+                         "status": s.status, "error": s.error, "served_by": s.served_by, "entry": s.entry,
+                         "tries": s.tries} for s in self.samples],
         }
         report = folder / "report.json"
         report.write_text(json.dumps(data, indent=1))

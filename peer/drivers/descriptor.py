@@ -137,7 +137,7 @@ class ServiceDescriptor:
             replicas=_int(top.get("replicas", 1), "replicas", low=1, high=MAX_REPLICAS),
             health=_health(top["health"]) if top.get("health") is not None else None,
             constraints=_constraints(top["constraints"]) if top.get("constraints") is not None else Constraints(),
-            standby=_bool(top.get("standby", False), "standby"),
+            standby=_no_standby(top.get("standby", False)),
             entries=_int(top["entries"], "entries", low=1, high=MAX_ENTRIES) if top.get("entries") is not None else None,
             socket_activation=(None if top.get("socket_activation") is None
                                else _bool(top["socket_activation"], "socket_activation")),
@@ -242,6 +242,14 @@ def _int(value: object, field: str, *, low: int, high: int) -> int:
     if not low <= value <= high:
         raise DescriptorError(field, f"must be between {low} and {high}")
     return value
+
+
+def _no_standby(value: object) -> bool:
+    """`standby: true` is refused rather than accepted and ignored: hot standbys are not built
+    yet (issue 15), and a field that silently does nothing misleads (issue 12, finding 10)."""
+    if _bool(value, "standby"):
+        raise DescriptorError("standby", "hot standbys are not supported yet; leave it false")
+    return False
 
 
 def _bool(value: object, field: str) -> bool:

@@ -95,6 +95,7 @@ INVALID = [
     (with_(memory=math.inf), "memory"),
     (with_(memory=True), "memory"),
     (with_(memory="1" * 40), "memory"),
+    (with_(standby=True), "standby"),  # issue 12 finding 10: refused, not accepted and ignored
     (with_(replicas=0), "replicas"),
     (with_(replicas=101), "replicas"),
     (with_(replicas=True), "replicas"),

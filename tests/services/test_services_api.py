@@ -32,6 +32,7 @@ BAD: list[tuple[dict[str, Any], str]] = [
     ({**GOOD, "cpu": 1e308}, "cpu"),
     ({**GOOD, "memory": "lots"}, "memory"),
     ({**GOOD, "replicas": 0}, "replicas"),
+    ({**GOOD, "standby": True}, "standby"),
     ({**GOOD, "health": {"path": "no-slash"}}, "health.path"),
     ({**GOOD, "constraints": {"tiers": "edge"}}, "constraints.tiers"),
     ({**GOOD, "surprise": 1}, "surprise"),
