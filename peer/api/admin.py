@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from peer import keys
-from peer.api.http import APIError, ConflictError, NotFound, Unavailable, read_json
+from peer.api.http import APIError, ConflictError, NotFound, Unavailable, bool_flag, read_json
 from peer.api.openapi import VERSION, build_spec
 from peer.config import NAME_RE
 from peer.drivers.process_state import LOG_FILE
@@ -139,7 +139,8 @@ def _add_key_routes(app: web.Application, agent: "Agent") -> None:
             await client.close()
 
     async def rotate(request: web.Request) -> web.Response:
-        force = _force_flag(await read_json(request) if request.can_read_body and request.content_length != 0 else {})
+        body = await read_json(request) if request.can_read_body and request.content_length != 0 else {}
+        force = bool_flag(body, "force")
         if rotating.locked():
             raise ConflictError("a key rotation is already running on this agent")
         async with rotating:
@@ -156,15 +157,3 @@ def _add_key_routes(app: web.Application, agent: "Agent") -> None:
 
     app.router.add_get("/v1/keys", list_keys)
     app.router.add_post("/v1/keys/rotate", rotate)
-
-
-def _force_flag(body: Any) -> bool:
-    if not isinstance(body, dict):
-        raise APIError("expected a JSON object", status=422)
-    unknown = sorted(set(body) - {"force"})
-    if unknown:
-        raise APIError(f"unknown field {unknown[0]!r}", field=unknown[0], status=422)
-    force = body.get("force", False)
-    if not isinstance(force, bool):
-        raise APIError("force must be true or false", field="force", status=422)
-    return force

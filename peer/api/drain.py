@@ -14,27 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from peer.api.http import APIError, read_json
+from peer.api.http import bool_flag, read_json
 from peer.api.services import run_admin_op
 
 if TYPE_CHECKING:
     from peer.agent import Agent
 
 log = logging.getLogger(__name__)
-
-
-def _stop_flag(request: web.Request, body: Any) -> bool:
-    if body is None:
-        return False
-    if not isinstance(body, dict):
-        raise APIError("expected a JSON object", status=422)
-    unknown = sorted(set(body) - {"stop"})
-    if unknown:
-        raise APIError(f"unknown field {unknown[0]!r}", field=unknown[0], status=422)
-    stop = body.get("stop", False)
-    if not isinstance(stop, bool):
-        raise APIError("stop must be true or false", field="stop", status=422)
-    return stop
 
 
 async def drain(agent: "Agent") -> dict[str, Any]:
@@ -62,10 +48,10 @@ async def drain(agent: "Agent") -> dict[str, Any]:
 
 def add_drain_routes(app: web.Application, agent: "Agent") -> None:
     async def post_drain(request: web.Request) -> web.Response:
-        body: Any = None
+        body: Any = {}  # no body: no flag (a JSON null is refused)
         if request.can_read_body and request.content_length != 0:
             body = await read_json(request)
-        stop = _stop_flag(request, body)
+        stop = bool_flag(body, "stop")
         result = await drain(agent)
         result["stopping"] = stop
         if stop:

@@ -283,3 +283,18 @@ async def read_json(request: web.Request) -> Any:
         raise APIError(f"body is not valid JSON: {exc}") from exc
     except RecursionError as exc:
         raise APIError("body is not acceptable JSON: nested too deeply") from exc
+
+
+def bool_flag(body: Any, name: str) -> bool:
+    """The one optional boolean of a small POST body (`{"force": true}`, `{"stop": true}`):
+    callers pass {} when there is no body (a JSON null is not an object: 422); any other field
+    or type is a 422 naming it."""
+    if not isinstance(body, dict):
+        raise APIError("expected a JSON object", status=422)
+    unknown = sorted(set(body) - {name})
+    if unknown:
+        raise APIError(f"unknown field {unknown[0]!r}", field=unknown[0], status=422)
+    value = body.get(name, False)
+    if not isinstance(value, bool):
+        raise APIError(f"{name} must be true or false", field=name, status=422)
+    return value

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from chaos.entries import EntryList
 from chaos.load import LoadResult, run_entry_load, run_load
+from peer.waiting import wait_until
 
 RATE = 100.0
 
@@ -104,13 +105,15 @@ async def test_fails_over_at_once_and_goes_back_to_the_first_entry(
     stop = asyncio.Event()
     load = asyncio.create_task(run_entry_load(entries, rate=RATE, stop=stop, timeout=2.0))
     loop = asyncio.get_running_loop()
-    await asyncio.sleep(1.0)  # the experiment's schedule: load on a, then a goes away
+    # The experiment's schedule, on what the servers saw: load on a, then a goes away, b serves
+    # for a while, a comes back and serves again for longer than the probe interval.
+    await wait_until(lambda: len(a.hits) >= 20, timeout=10, what="a serving")
     await a.stop()
     lost_at = loop.time()
-    await asyncio.sleep(1.5)
+    await wait_until(lambda: sum(1 for t in b.hits if t > lost_at) >= 30, timeout=10, what="b serving")
     await a.start()
     back_at = loop.time()
-    await asyncio.sleep(2.0)
+    await wait_until(lambda: any(t > back_at + 1.5 for t in a.hits), timeout=10, what="a serving again")
     stop.set()
     result = await load
 
