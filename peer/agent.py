@@ -86,6 +86,8 @@ class Agent:
         self._lock = AddressLock(config.addr)
         self._stop_requested = asyncio.Event()
         self._stop_everything = False
+        self._business: frozenset[str] = frozenset()  # clusters our records name (refreshed each second)
+        self._sweep = 0  # rotating position of the anti-entropy backstop over the other peers
 
     # -- what other components ask of the agent ---------------------------------------------
     def current_load(self) -> Load:
@@ -181,8 +183,9 @@ class Agent:
                                       steward_of=self.steward_of, policy=self.config.policy)
         self.services.recovered.clear()  # until _catch_up has pulled the records from peers
         await self.services.reconcile()
+        self.refresh_business()
         self.gossip = Gossip(config=self.config, secret=self.creds.federation_secret, membership=self.membership,
-                             metrics=self.metrics, initial_load=self.current_load())
+                             metrics=self.metrics, initial_load=self.current_load(), watched=self.business)
         self.gossip.on_status_change(self._on_status_change)
         await self.gossip.start()
         await self._start_http()
@@ -412,17 +415,39 @@ class Agent:
         return True
 
     async def _anti_entropy_loop(self) -> None:
-        """The backstop: pushes and member-alive syncs do the fast work."""
+        """The backstop: pushes and member-alive syncs do the fast work. Each round syncs with
+        the clusters this one shares records with, plus one other live peer in turn (a cheap
+        summary round when nothing differs), so its cost follows what the cluster holds, not
+        the size of the federation (issue 18)."""
         while True:
             await asyncio.sleep(ANTI_ENTROPY_INTERVAL)
-            peers = [m.name for m in self.membership.alive() if m.name != self.here]
+            alive = [m.name for m in self.membership.alive() if m.name != self.here]
+            peers = [p for p in alive if p in self._business]
+            others = [p for p in alive if p not in self._business]
+            if others:
+                self._sweep %= len(others)
+                peers.append(others[self._sweep])
+                self._sweep += 1
             await asyncio.gather(*(self._sync(p) for p in peers), return_exceptions=True)
+
+    def business(self) -> frozenset[str]:
+        """The clusters this one has business with: every entry, location and standby its
+        records name (fast failure detection and the anti-entropy backstop watch these)."""
+        return self._business
+
+    def refresh_business(self) -> None:
+        if self.store is not None:
+            names: set[str] = set()
+            for record in self.store.all(include_tombstones=True):
+                names |= interested(record)
+            self._business = frozenset(names - {self.here})
 
     async def _housekeeping_loop(self) -> None:
         assert self.services is not None and self.store is not None
         while True:
             await asyncio.sleep(1.0)
             await self.services.expire_pending()
+            self.refresh_business()
             self.load_changed()
             self.refresh_gauges()
 
