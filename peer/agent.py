@@ -57,6 +57,7 @@ from placement import ClusterView, Thresholds
 log = logging.getLogger(__name__)
 
 ANTI_ENTROPY_INTERVAL = 5.0
+ANTI_ENTROPY_FANOUT = 4  # sharing peers per backstop round
 PEER_BODY_LIMIT = 8 * 1024 * 1024
 
 
@@ -87,7 +88,7 @@ class Agent:
         self._stop_requested = asyncio.Event()
         self._stop_everything = False
         self._business: frozenset[str] = frozenset()  # clusters our records name (refreshed each second)
-        self._sweep = 0  # rotating position of the anti-entropy backstop over the other peers
+        self._sweep = 0  # round number of the anti-entropy backstop (whose turn it is)
 
     # -- what other components ask of the agent ---------------------------------------------
     def current_load(self) -> Load:
@@ -416,18 +417,17 @@ class Agent:
 
     async def _anti_entropy_loop(self) -> None:
         """The backstop: pushes and member-alive syncs do the fast work. Each round syncs with
-        the clusters this one shares records with, plus one other live peer in turn (a cheap
-        summary round when nothing differs), so its cost follows what the cluster holds, not
-        the size of the federation (issue 18)."""
+        at most ANTI_ENTROPY_FANOUT of the clusters this one shares records with, in turn, plus
+        one other live peer in turn (a cheap summary round when nothing differs): the cost of a
+        round is bounded whatever the federation and the records held, and a full cycle over
+        the sharing peers takes |peers| / fanout rounds (issue 18; bench/simulate.py)."""
         while True:
             await asyncio.sleep(ANTI_ENTROPY_INTERVAL)
             alive = [m.name for m in self.membership.alive() if m.name != self.here]
-            peers = [p for p in alive if p in self._business]
+            sharing = [p for p in alive if p in self._business]
             others = [p for p in alive if p not in self._business]
-            if others:
-                self._sweep %= len(others)
-                peers.append(others[self._sweep])
-                self._sweep += 1
+            peers = backstop_round(sharing, others, turn=self._sweep, fanout=ANTI_ENTROPY_FANOUT)
+            self._sweep += 1
             await asyncio.gather(*(self._sync(p) for p in peers), return_exceptions=True)
 
     def business(self) -> frozenset[str]:
@@ -473,3 +473,16 @@ class Agent:
         task = asyncio.create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+
+def backstop_round(sharing: list[str], others: list[str], *, turn: int, fanout: int) -> list[str]:
+    """The peers of anti-entropy backstop round number `turn`: the next `fanout` of the
+    sharing peers and the next one of the others, each list taken in turn (pure)."""
+    picked: list[str] = []
+    if sharing:
+        start = (turn * fanout) % len(sharing)
+        picked = (sharing[start:] + sharing[:start])[:fanout]
+    if others:
+        picked.append(others[turn % len(others)])
+    return picked
+

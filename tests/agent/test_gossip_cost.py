@@ -6,9 +6,10 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from peer.agent import backstop_round
 from peer.gossiping import COORD_SWEEP, Gossip, watched_pattern
 from peer.membership import Membership
 
@@ -24,6 +25,7 @@ def test_names_outside_the_cluster_alphabet_are_never_put_in_a_regex() -> None:
     assert watched_pattern(["c2", "a|.*", "x)"], here="c1") == "^(c2)$"
 
 
+@settings(deadline=None)
 @given(st.sets(names, max_size=20))
 def test_the_pattern_lists_each_watched_name_once_in_order(watched: set[str]) -> None:
     pattern = watched_pattern(watched | {"here"}, here="here")
@@ -63,3 +65,18 @@ def test_a_round_never_reads_a_member_twice() -> None:
     for _ in range(5):
         picked = gossip._coordinate_round()
         assert sorted(picked) == ["c1", "c2"]
+
+
+@settings(deadline=None)  # a loaded 2-core machine: no per-example deadline
+@given(st.lists(names, unique=True, max_size=30), st.lists(names, unique=True, max_size=30),
+       st.integers(min_value=1, max_value=6))
+def test_the_backstop_is_bounded_and_reaches_every_peer_in_a_cycle(sharing: list[str], others: list[str],
+                                                                     fanout: int) -> None:
+    others = [o for o in others if o not in sharing]
+    cycle = max(-(-len(sharing) // fanout), len(others), 1)
+    seen: set[str] = set()
+    for turn in range(cycle):
+        picked = backstop_round(sharing, others, turn=turn, fanout=fanout)
+        assert len(picked) <= fanout + 1 and len(set(picked)) == len(picked)
+        seen |= set(picked)
+    assert seen == set(sharing) | set(others)
