@@ -58,6 +58,9 @@ log = logging.getLogger(__name__)
 
 ANTI_ENTROPY_INTERVAL = 5.0
 ANTI_ENTROPY_FANOUT = 4  # sharing peers per backstop round
+HYGIENE_EVERY = 60.0  # seconds between two rounds of tombstone GC and journal pruning
+TOMBSTONE_TTL = 7 * 24 * 3600.0  # merge.droppable: longer than the longest partition accepted
+JOURNAL_KEEP = 24 * 3600.0  # closed journal entries are kept this long (post-mortems)
 PEER_BODY_LIMIT = 8 * 1024 * 1024
 
 
@@ -444,8 +447,12 @@ class Agent:
 
     async def _housekeeping_loop(self) -> None:
         assert self.services is not None and self.store is not None
+        next_hygiene = time.monotonic() + HYGIENE_EVERY
         while True:
             await asyncio.sleep(1.0)
+            if time.monotonic() >= next_hygiene:
+                next_hygiene = time.monotonic() + HYGIENE_EVERY
+                records_hygiene(self.store, here=self.here, now=time.time())
             await self.services.expire_pending()
             self.refresh_business()
             self.load_changed()
@@ -485,4 +492,16 @@ def backstop_round(sharing: list[str], others: list[str], *, turn: int, fanout: 
     if others:
         picked.append(others[turn % len(others)])
     return picked
+
+
+def records_hygiene(store: RecordStore, *, here: str, now: float) -> tuple[list[str], int]:
+    """Keep the store from growing without bound: forget the tombstones every holder has
+    acknowledged (or older than TOMBSTONE_TTL, merge.droppable), and closed journal entries
+    older than JOURNAL_KEEP. Returns (tombstones dropped, journal entries pruned)."""
+    dropped = store.gc_tombstones(here=here, now=now, ttl=TOMBSTONE_TTL)
+    pruned = store.journal_prune(before=now - JOURNAL_KEEP)
+    if dropped or pruned:
+        log.info("records hygiene: %d tombstone(s) forgotten, %d closed journal entr%s pruned",
+                  len(dropped), pruned, "y" if pruned == 1 else "ies")
+    return dropped, pruned
 
