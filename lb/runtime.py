@@ -111,9 +111,14 @@ class CheckSettings:
 
 
 def add_server(backend: str, server: str, addr: str, port: int, *,
-               weight: int | None = None, check: CheckSettings | None = None) -> Command:
-    """`add server be/s ip:port [weight w] [check ...]`; the new server starts in maint."""
+               weight: int | None = None, check: CheckSettings | None = None,
+               backup: bool = False) -> Command:
+    """`add server be/s ip:port [backup] [weight w] [check ...]`; the new server starts in
+    maint. A `backup` server takes traffic only while no active server is UP (a hot standby);
+    with `option redispatch` a request that failed on the dead primary is retried there."""
     text = f"add server {_srv(backend, server)} {_sockaddr(addr, port)}"
+    if backup:
+        text += " backup"
     if weight is not None:
         text += f" weight {valid_weight(weight)}"
     if check is not None:

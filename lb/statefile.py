@@ -42,6 +42,15 @@ class Route:
 class Slot:
     port: int
     route: Route | None = None
+    backups: list[Route] = field(default_factory=list)  # hot standbys, HAProxy backup servers
+
+
+def _route_doc(route: Route) -> dict[str, object]:
+    return {"addr": route.addr, "port": route.port, "server": route.server}
+
+
+def _route_of(raw: dict[str, object]) -> Route:
+    return Route(str(raw["addr"]), int(str(raw["port"])), str(raw["server"]))
 
 
 @dataclass
@@ -50,8 +59,8 @@ class LBState:
 
     def to_json(self) -> bytes:
         doc = {"version": _VERSION, "services": {
-            name: {"port": slot.port, "route": None if slot.route is None else {
-                "addr": slot.route.addr, "port": slot.route.port, "server": slot.route.server}}
+            name: {"port": slot.port, "route": None if slot.route is None else _route_doc(slot.route),
+                   **({"backups": [_route_doc(b) for b in slot.backups]} if slot.backups else {})}
             for name, slot in sorted(self.slots.items())}}
         return json.dumps(doc, indent=1, sort_keys=True).encode()
 
@@ -63,8 +72,8 @@ class LBState:
         slots: dict[str, Slot] = {}
         for name, raw in doc["services"].items():
             r = raw.get("route")
-            route = None if r is None else Route(str(r["addr"]), int(r["port"]), str(r["server"]))
-            slots[name] = Slot(int(raw["port"]), route)
+            route = None if r is None else _route_of(r)
+            slots[name] = Slot(int(raw["port"]), route, [_route_of(b) for b in raw.get("backups", [])])
         return cls(slots)
 
     @classmethod
