@@ -75,8 +75,9 @@ class ReplicaHandlers:
             return _refuse(f"{name} already runs here")
         if standby and current is not None and services.here in current.standby_clusters:
             return _refuse(f"{name} already has a standby copy here")
-        rejection = admit(requirements(descriptor), self.agent.own_view())
-        if rejection is not None:
+        promoting = not standby and current is not None and services.here in current.standby_clusters
+        rejection = None if promoting else admit(requirements(descriptor), self.agent.own_view())
+        if rejection is not None:  # a standby held here already counts in the load: its promotion is admitted
             return _refuse(f"admission refused: {rejection.reason}")
         copy = PendingCopy(migration_id=mid, descriptor=descriptor, home=home,
                            deadline=time.monotonic() + PENDING_TTL, standby=standby)

@@ -120,13 +120,28 @@ async def test_standby_is_placed_routed_as_backup_and_deleted(tmp_path: Path) ->
             migrations = await fed.get("c1", "/v1/migrations")
             placed = [m for m in migrations if m["kind"] == "standby" and m["outcome"] == "succeeded"]
             assert placed and placed[0]["target"] == holder and placed[0]["wait"] is not None
-            # Delete stops the standby copy too.
+            # A planned move to the standby's cluster promotes it: its warm copy is reused.
+            pid = instances[0]["pid"]
+            moved = await fed.call("c1", "POST", "/v1/services/web/migrate", {"target": holder})
+            assert moved["outcome"] == "succeeded" and "promoted" in (moved["notes"] or ""), moved
+            view = await fed.get("c1", "/v1/services/web")
+            assert view["location"] == holder and view["instance"] == addr and holder not in view["standbys"]
+            assert [i["pid"] for i in await fed.get(holder, "/v1/instances")] == [pid]
+            # The keeper places a new standby away from the new primary.
+            again = await with_standbys(fed, "c1", 1)
+            assert again["standbys"][0] != holder
+            second = again["standbys"][0]
+            await with_standbys(fed, second, 1)
+            # Delete stops the primary and the standby copies.
             await fed.call("c1", "DELETE", "/v1/services/web")
 
             async def gone() -> bool:
-                return await fed.get(holder, "/v1/instances") == [] and await backup_servers(fed, "c1") == []
+                for cluster in ADDRS:
+                    if await fed.get(cluster, "/v1/instances") != []:
+                        return False
+                return await backup_servers(fed, "c1") == []
 
-            await wait_until(gone, timeout=15, what="standby copy stopped after delete")
+            await wait_until(gone, timeout=15, what="every copy stopped after delete")
         except BaseException:
             print(dump_logs(fed))
             raise
@@ -202,6 +217,20 @@ async def test_primary_site_loss_is_served_by_the_standby_and_promoted(tmp_path:
             assert final["location"] == standby and promotion["outcome"] == "succeeded"
             assert promotion["coordinator"] == entry and promotion["target"] == standby
             assert result.failed == 0, result.outages()
+            # The lost site returns on its old data dir: one primary, one standby, records agree.
+            fed.agents["c1"].start()
+            await fed.wait_healthy("c1")
+
+            async def converged() -> bool:
+                views = [await fed.get(c, "/v1/services/web") for c in ADDRS]
+                keys = {(v["location"], tuple(v["standbys"]), tuple(sorted(v["vclock"].items()))) for v in views}
+                running = {c: [i["name"] for i in await fed.get(c, "/v1/instances")] for c in ADDRS}
+                copies = sorted(c for c, names in running.items() if "web" in names)
+                return len(keys) == 1 and copies == sorted([views[0]["location"], *views[0]["standbys"]])
+
+            await wait_until(converged, timeout=60, what="converged after the lost site returned")
+            for cluster in ADDRS:
+                await fed.get(cluster, "/v1/health")
         except BaseException:
             print(dump_logs(fed))
             raise
