@@ -258,6 +258,7 @@ class StandbyKeeper:
             committed = services.store.put_local(
                 replace(current, standbys=tuple(sorted((*current.standbys, (m.target, instance))))),
                 here=services.here, now=time.time())
+            services.settle_arrival(record.name, m.id)  # a standby here: no merge will settle it
             if services.here in committed.entries:
                 await services.ensure_backups(committed)
         self.agent.load_changed()
