@@ -234,3 +234,28 @@ async def test_primary_site_loss_is_served_by_the_standby_and_promoted(tmp_path:
         except BaseException:
             print(dump_logs(fed))
             raise
+
+
+async def test_a_lost_standby_is_replaced(tmp_path: Path) -> None:
+    """The standby's site is lost: the steward drops it after the repair delay and places a
+    new one elsewhere; the primary serves throughout."""
+    async with federation(tmp_path) as fed:
+        try:
+            await start(fed)
+            created = await fed.call("c1", "POST", "/v1/services", descriptor(entries=1, standby=1), expect=201)
+            lost = (await with_standbys(fed, "c1", 1))["standbys"][0]
+            other = next(c for c in ADDRS if c not in ("c1", lost))
+            lost_at = time.monotonic()
+            lose_site(fed, lost)
+
+            async def replaced() -> dict[str, Any] | None:
+                view = await fed.get("c1", "/v1/services/web")
+                return view if view["standbys"] == [other] else None
+
+            view = await wait_until(replaced, timeout=40, what=f"standby moved from {lost} to {other}")
+            print(f"STANDBY-REPLACED after {time.monotonic() - lost_at:.2f}s")
+            assert view["location"] == "c1"
+            assert await served_by(fed, created["endpoint"]) == "c1"
+        except BaseException:
+            print(dump_logs(fed))
+            raise
