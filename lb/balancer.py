@@ -19,7 +19,7 @@ import asyncio
 import logging
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from lb import reroute as rr
@@ -225,20 +225,21 @@ class LoadBalancer:
             states = await self._client.servers_state(backend)
             cur = slot.route
             old = None if cur is None else (cur.addr, cur.port)
-            if cur is not None and (cur.addr, cur.port) == (ip, port):
+            fast_down = bool(slot.backups)
+            if cur is not None and (cur.addr, cur.port) == (ip, port) and cur.fast_down == fast_down:
                 current = next((s for s in states if s.name == cur.server), None)
                 if current is not None and current.serving:
                     return await self._already_routed(service, backend, cur, old)
             name = _next_server_name(states, *([cur.server] if cur else []))
 
             def commit() -> None:
-                slot.route = Route(ip, port, name)
+                slot.route = Route(ip, port, name, fast_down)
                 self._save()
 
             result = await rr.reroute(
                 self._client, service=service, backend=backend, new_server=name, addr=ip,
                 port=port, old=old, old_servers=[s.name for s in states if not is_backup_server(s.name)],
-                check=self.config.check, up_timeout=up_timeout, drain_timeout=drain_timeout,
+                check=self._check(fast_down), up_timeout=up_timeout, drain_timeout=drain_timeout,
                 on_up=commit, proven_ready=proven_ready)
             log.info("rerouted %s %s -> %s:%d in %.1f ms (up %.1f%s, drain %.1f, %d drained%s)",
                      service, old, ip, port, result.duration_ms, result.up_ms,
@@ -249,17 +250,24 @@ class LoadBalancer:
     async def set_backups(self, service: str, backups: list[tuple[str, int]]) -> None:
         """Make the slot's backup servers exactly `backups` (the standby copies), at run time:
         new ones are added checked (UP after their first passing check), gone ones drained and
-        deleted. Idempotent; never touches the route's server."""
+        deleted. Idempotent. The route's server is replaced (make-before-break, same address)
+        only when it must switch between marking itself down at its first error (it has
+        backups to fail over to) and not (`CheckSettings.mark_down_on_error`)."""
         wanted = [(valid_ip(a), valid_port(p)) for a, p in backups]
         async with self._lock(service):
             slot = self._slot(service)
             current = [(b.addr, b.port) for b in slot.backups]
-            if sorted(current) == sorted(set(wanted)):
-                present = {(s.name, s.addr, s.port) for s in await self._client.servers_state(backend_name(slot.port))}
-                if all((b.server, b.addr, b.port) in present for b in slot.backups):
-                    return
-            await self._converge_backups(backend_name(slot.port), slot,
-                                         [Route(a, p, "") for a, p in sorted(set(wanted))])
+            present = {(s.name, s.addr, s.port) for s in await self._client.servers_state(backend_name(slot.port))}
+            if sorted(current) != sorted(set(wanted)) or not all((b.server, b.addr, b.port) in present
+                                                                 for b in slot.backups):
+                await self._converge_backups(backend_name(slot.port), slot,
+                                             [Route(a, p, "") for a, p in sorted(set(wanted))])
+            route = slot.route
+        if route is not None and route.fast_down != bool(wanted):
+            await self.route(service, route.addr, route.port, proven_ready=True)
+
+    def _check(self, fast_down: bool) -> runtime.CheckSettings:
+        return replace(self.config.check, mark_down_on_error=fast_down)
 
     async def _converge_backups(self, backend: str, slot: Slot, wanted: list[Route]) -> None:
         """Add the missing backup servers of `wanted` (by address), retire the others."""
@@ -325,7 +333,7 @@ class LoadBalancer:
         """Re-add a persisted route serving at once: it was serving before, and gating it on a
         first check would only add downtime; its checks still take a dead one out."""
         await self._client.add_server(backend, route.server, route.addr, route.port,
-                                      check=self.config.check)
+                                      check=self._check(route.fast_down))
         await self._client.activate_now(backend, route.server)
 
     async def _adopt_claims(self, claims: Mapping[str, Claim]) -> None:

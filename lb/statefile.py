@@ -36,6 +36,7 @@ class Route:
     addr: str
     port: int
     server: str
+    fast_down: bool = False  # added with `observe layer4 ... on-error mark-down` (it has backups)
 
 
 @dataclass
@@ -46,11 +47,14 @@ class Slot:
 
 
 def _route_doc(route: Route) -> dict[str, object]:
-    return {"addr": route.addr, "port": route.port, "server": route.server}
+    doc: dict[str, object] = {"addr": route.addr, "port": route.port, "server": route.server}
+    if route.fast_down:
+        doc["fast_down"] = True
+    return doc
 
 
 def _route_of(raw: dict[str, object]) -> Route:
-    return Route(str(raw["addr"]), int(str(raw["port"])), str(raw["server"]))
+    return Route(str(raw["addr"]), int(str(raw["port"])), str(raw["server"]), raw.get("fast_down") is True)
 
 
 @dataclass

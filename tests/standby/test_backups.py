@@ -33,6 +33,8 @@ def test_add_server_backup_command() -> None:
     assert cmd.text == ("add server be_30000/b1 127.0.0.3:31000 backup check inter 250 downinter 20 "
                         "fall 2 rise 1")
     assert "backup" not in runtime.add_server("be_30000", "s1", "127.0.0.3", 31000).text
+    fast = runtime.add_server("be_30000", "s2", "127.0.0.1", 31000, check=CheckSettings(mark_down_on_error=True))
+    assert fast.text.endswith("rise 1 observe layer4 error-limit 1 on-error mark-down")
 
 
 def test_backup_names_are_apart_from_route_names() -> None:
@@ -45,6 +47,8 @@ def test_slot_backups_survive_the_state_file_and_old_files_read() -> None:
     assert LBState.from_json(state.to_json()) == state
     old = b'{"version": 1, "services": {"web": {"port": 30000, "route": null}}}'
     assert LBState.from_json(old).slots["web"].backups == []
+    fast = LBState({"web": Slot(30000, Route("127.0.0.1", 1, "s2", True))})
+    assert LBState.from_json(fast.to_json()) == fast
 
 
 async def test_fake_keeps_backups_beside_the_route() -> None:
@@ -111,6 +115,9 @@ async def test_backup_is_checked_and_serves_only_when_the_primary_is_down(
     await lb.set_backups("web", [q.addr])
     await backups_are(lb, [(*q.addr, "UP")])
     assert lb.backups("web") == [q.addr]
+    # With a backup, the route's server was replaced by one that marks itself down at its
+    # first failed connection (same address, make-before-break).
+    assert lb.current_route("web") == p.addr and lb._state.slots["web"].route.fast_down  # type: ignore[union-attr]
     for _ in range(10):  # the primary takes everything while it is UP
         assert await fetch(port) == (200, "p")
     # A reroute of the primary leaves the backup alone.
@@ -123,6 +130,9 @@ async def test_backup_is_checked_and_serves_only_when_the_primary_is_down(
         await load.wait_sent(200)
     assert load.report.lost == [], load.report.summary()
     assert load.report.by_body["q"] > 0
+    slow = [s for s in load.report.samples if s.latency_ms > 500]
+    print(f"primary killed at 200 req/s: {len(slow)} requests slower than 500 ms "
+          f"(max {max(s.latency_ms for s in load.report.samples):.0f} ms)")
 
 
 @pytest.mark.integration
@@ -152,6 +162,7 @@ async def test_promotion_is_make_before_break_and_backups_converge(
         await backups_are(again, [(*r.addr, "UP")])
         await again.set_backups("web", [])
         assert await backup_rows(again, "web") == [] and again.backups("web") == []
+        assert not again._state.slots["web"].route.fast_down  # type: ignore[union-attr]
         assert await fetch(port) == (200, "q")
     finally:
         await again.stop()

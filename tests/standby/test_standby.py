@@ -184,7 +184,7 @@ async def test_primary_site_loss_is_served_by_the_standby_and_promoted(tmp_path:
 
             await wait_until(entry_has_backup, timeout=10, what=f"backup UP at {entry}")
             stop = asyncio.Event()
-            load = asyncio.create_task(run_load([f"http://{surviving}/"], rate=200, stop=stop, timeout=5.0))
+            load = asyncio.create_task(run_load([f"http://{surviving}/"], rate=float(os.environ.get("SB_RATE", "200")), stop=stop, timeout=float(os.environ.get("SB_TIMEOUT", "5"))))
             await asyncio.sleep(2.0)  # steady state before the loss (load pacing, not synchronisation)
             lost_at = time.monotonic()
             lose_site(fed, "c1")
@@ -214,6 +214,11 @@ async def test_primary_site_loss_is_served_by_the_standby_and_promoted(tmp_path:
                   f"standby_serves_after={None if first_standby is None else round(first_standby - lost_at, 3)}s "
                   f"promotion_after={promoted_at - lost_at:.2f}s new_standby_after={new_standby_at - lost_at:.2f}s "
                   f"promotion_durations={promotion['durations_ms']} outages={result.outages()}")
+            if os.environ.get("SB_SECONDS"):
+                for sec in range(int(min(x.sent_at for x in result.samples)), int(max(x.sent_at for x in result.samples)) + 1):
+                    row = [x for x in result.samples if int(x.sent_at) == sec]
+                    lat = sorted(x.latency_ms for x in row)
+                    print(sec - int(lost_at), len(row), sum(not x.ok for x in row), round(lat[len(lat) // 2]), round(lat[-1]))
             assert final["location"] == standby and promotion["outcome"] == "succeeded"
             assert promotion["coordinator"] == entry and promotion["target"] == standby
             assert result.failed == 0, result.outages()
