@@ -7,17 +7,22 @@ entry, each at the scenario's rate. Each entry's HAProxy already routes the stan
 backup server, so the goal is 0 requests lost; the steward then promotes the standby (no
 redeploy) and places a new standby. Figures: requests lost per entry, time until each entry
 is served by the standby, time to the promotion and to a new standby.
+
+`standby-partition`: the same, but the AC is cut off from the other clusters instead (see
+`standby_partition`).
 """
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from chaos.cluster import AdminAPIError
+from chaos.faults import Isolate
 from chaos.scenarios import Scenario
 from chaos.scenarios.context import Deployed, ScenarioContext
 from chaos.scenarios.homeset import (
-    direct_label, failed_so_far, homes_of, start_loads, wait_serving,
+    Homes, converge, direct_label, failed_so_far, homes_of, start_loads, wait_serving,
 )
 from chaos.siteloss import SiteLoss
 from chaos.workload import descriptor
@@ -59,10 +64,19 @@ async def _deploy_with_standby(ctx: ScenarioContext, name: str, home: str) -> di
     return record
 
 
-async def standby_ac_loss(ctx: ScenarioContext) -> None:
-    """See the module docstring."""
+@dataclass(frozen=True)
+class Setup:
+    hc: str
+    ac: str  # where the primary runs
+    standby: str
+    homes: Homes
+    labels: dict[str, str]  # entry -> the load entering there
+
+
+async def _prepare(ctx: ScenarioContext, name: str) -> Setup | None:
+    """`name` homed at the first cluster with two entries and one standby, moved to the
+    cluster outside its home set; loads running once its standby is known everywhere."""
     hc = ctx.clusters[0]
-    name = "s1"
     created = await _deploy_with_standby(ctx, name, hc)
     ac = next(c for c in ctx.clusters if c not in created["homes"])
     await ctx.migrate(hc, name, ac, planned=False)  # before any load: no window to judge
@@ -70,7 +84,7 @@ async def standby_ac_loss(ctx: ScenarioContext) -> None:
                                lambda r: r["location"] == ac and len(r["standbys"]) == 1)
     if ready is None:
         ctx.expect("standby_placed", False, f"{name} has no standby beside {ac} after {DEADLINE}s")
-        return
+        return None
     standby = ready["standbys"][0]
     homes = homes_of(ctx, ready)
     for entry in homes.homes:
@@ -78,41 +92,87 @@ async def standby_ac_loss(ctx: ScenarioContext) -> None:
         await _wait_record(ctx, entry, name, f"{entry} knows the standby", lambda r: r["standbys"] == [standby])
     ctx.log("standby", service=name, primary=ac, standby=standby, entries=list(homes.homes))
     start_loads(ctx, homes, direct=[homes.deputy])
-    labels = {hc: name, homes.deputy: direct_label(name, homes.deputy)}  # the client enters at the HC
     await ctx.hold(SETTLE)
-    before = {e: failed_so_far(ctx, label) for e, label in labels.items()}
-    await ctx.inject(SiteLoss(ctx.fed, ac))
-    lost_at = time.monotonic()
-    serves = [await wait_serving(ctx, homes.endpoint(e), {standby}, timeout=DEADLINE,
-                                 what=f"{name} served by the standby through {e}") for e in homes.homes]
-    promoted = await _wait_record(ctx, hc, name, "standby promoted", lambda r: r["location"] == standby)
+    return Setup(hc, ac, standby, homes, {hc: name, homes.deputy: direct_label(name, homes.deputy)})
+
+
+async def _failover_figures(ctx: ScenarioContext, name: str, setup: Setup, lost_at: float, *,
+                            timeout: float = DEADLINE) -> None:
+    """Time until every entry is served by the standby, to its promotion, to a new standby."""
+    serves = [await wait_serving(ctx, setup.homes.endpoint(e), {setup.standby}, timeout=timeout,
+                                 what=f"{name} served by the standby through {e}") for e in setup.homes.homes]
+    promoted = await _wait_record(ctx, setup.hc, name, "standby promoted",
+                                  lambda r: r["location"] == setup.standby, timeout=timeout)
     promoted_s = None if promoted is None else round(time.monotonic() - lost_at, 3)
-    renewed = await _wait_record(ctx, hc, name, "a new standby placed",
-                                 lambda r: r["location"] == standby and len(r["standbys"]) == 1
-                                 and r["standbys"][0] not in (ac, standby))
+    renewed = await _wait_record(ctx, setup.hc, name, "a new standby placed",
+                                 lambda r: r["location"] == setup.standby and len(r["standbys"]) == 1
+                                 and r["standbys"][0] not in (setup.ac, setup.standby), timeout=timeout)
     renewed_s = None if renewed is None else round(time.monotonic() - lost_at, 3)
     worst = None if None in serves else max(s for s in serves if s is not None)
     ctx.report.figure("standby_serves_after_s", worst, "s (slowest entry)")
     ctx.report.figure("promoted_after_s", promoted_s, "s")
     ctx.report.figure("new_standby_after_s", renewed_s, "s")
     ctx.expect("standby_serves", worst is not None,
-               f"every entry served by {standby} within {worst}s (goal <= {SERVE_GOAL}s)" if worst is not None
-               else f"not every entry served by {standby} within {DEADLINE}s")
+               f"every entry served by {setup.standby} within {worst}s (goal <= {SERVE_GOAL}s)"
+               if worst is not None else f"not every entry served by {setup.standby} within {timeout}s")
     ctx.expect("standby_promoted", promoted is not None,
-               f"location {standby} after {promoted_s}s" if promoted is not None
-               else f"{name} not promoted to {standby} within {DEADLINE}s")
+               f"location {setup.standby} after {promoted_s}s" if promoted is not None
+               else f"{name} not promoted to {setup.standby} within {timeout}s")
     ctx.expect("new_standby_placed", renewed is not None,
                f"standby at {renewed['standbys']} after {renewed_s}s" if renewed is not None
-               else f"no new standby within {DEADLINE}s")
+               else f"no new standby within {timeout}s")
+
+
+def _lost(ctx: ScenarioContext, setup: Setup, before: dict[str, int]) -> dict[str, int]:
+    return {e: failed_so_far(ctx, label) - before[e] for e, label in setup.labels.items()}
+
+
+async def standby_ac_loss(ctx: ScenarioContext) -> None:
+    """See the module docstring."""
+    name = "s1"
+    setup = await _prepare(ctx, name)
+    if setup is None:
+        return
+    before = {e: failed_so_far(ctx, label) for e, label in setup.labels.items()}
+    await ctx.inject(SiteLoss(ctx.fed, setup.ac))
+    await _failover_figures(ctx, name, setup, time.monotonic())
     await ctx.hold(SETTLE)
-    lost = {e: failed_so_far(ctx, label) - before[e] for e, label in labels.items()}
+    lost = _lost(ctx, setup, before)
     ctx.report.figure("lost_at_entries", sum(lost.values()), f"requests at {ctx.rate:.0f}/s per entry")
     ctx.expect("nothing_lost_at_entries", not any(lost.values()),
                f"lost per entry since the AC's site loss: {lost}")
 
 
+async def standby_partition(ctx: ScenarioContext) -> None:
+    """The primary's cluster cut off from every other cluster (clients still reach all):
+    the primary and its standby are on opposite sides. The entries' connections to the
+    primary time out instead of being refused, so requests in flight to it are lost (a
+    figure); the standby serves, is promoted and replaced on the entries' side, and after
+    the heal the cut-off copy stops (one primary, one standby, agreeing records)."""
+    name = "s1"
+    setup = await _prepare(ctx, name)
+    if setup is None:
+        return
+    before = {e: failed_so_far(ctx, label) for e, label in setup.labels.items()}
+    cut = await ctx.inject(Isolate(setup.ac, from_client=False))
+    await _failover_figures(ctx, name, setup, time.monotonic(), timeout=DEADLINE + 15)
+    await ctx.hold(SETTLE)
+    lost = _lost(ctx, setup, before)
+    ctx.report.figure("lost_at_entries", sum(lost.values()), f"requests at {ctx.rate:.0f}/s per entry")
+    ctx.log("lost", per_entry=lost)
+    await ctx.heal(cut)
+    healed = time.monotonic()
+    ev, took = await converge(ctx, "heal_to_converged", since=healed, timeout=90.0)
+    ctx.expect("converged_after_heal", ev.ok,
+               f"one primary, its standby, agreeing records, every entry serving {took}s after the heal"
+               if ev.ok else ev.failing()[:400])
+
+
 SCENARIOS = [
     Scenario("standby-ac-loss", standby_ac_loss,
              "the primary's whole site lost with a hot standby: 0 lost, promoted, new standby",
+             agent_args=AGENT_ARGS, home_checks=True),
+    Scenario("standby-partition", standby_partition,
+             "primary and standby on opposite sides of a partition: promoted, one copy after",
              agent_args=AGENT_ARGS, home_checks=True),
 ]
