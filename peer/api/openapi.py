@@ -142,8 +142,11 @@ def _schemas() -> dict[str, Schema]:
         "StoredDescriptor": stored,
         "ServiceRecord": _obj({
             "name": STRING, "home": STRING, "location": STRING,
-            "role": _nullable({"type": "string", "enum": ["LR", "AR", "FR"],
-                               "description": "null for a tombstone or a record this cluster keeps no part of"}),
+            "role": _nullable({"type": "string", "enum": ["LR", "AR", "FR", "SR"],
+                               "description": "null for a tombstone or a record this cluster keeps no part of; "
+                                              "SR where only a standby copy is held"}),
+            "standbys": {"type": "array", "items": STRING, "description": "clusters holding a warm copy"},
+            "standby_instances": {"type": "array", "items": _obj({"cluster": STRING, "instance": STRING})},
             "state": {"type": "string",
                       "enum": ["pending", "deploying", "running", "migrating", "failed", "deleted"]},
             "endpoint": _nullable({"type": "string", "description": "host:port of the HC frontend"}),
