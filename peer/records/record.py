@@ -147,8 +147,10 @@ def interested(record: Record) -> frozenset[str]:
 
 
 def tombstone_of(record: Record) -> Record:
-    """The content of a delete: no instance, state deleted. Its clock comes from `local_write`."""
-    return replace(record, tombstone=True, state=State.DELETED, instance=None, migration_id=None, standbys=())
+    """The content of a delete: no instance, state deleted. Its clock comes from `local_write`.
+    `standbys` is kept: the holders stay interested, so the tombstone is dropped only once they
+    have acknowledged it too (merge.droppable); a tombstone holds no copy anywhere."""
+    return replace(record, tombstone=True, state=State.DELETED, instance=None, migration_id=None)
 
 
 def descriptor_digest(descriptor: bytes) -> str:

@@ -38,7 +38,8 @@ def test_a_standby_holder_is_sr_and_interested() -> None:
     assert rec.role(r, "d") == "AR"
     assert "c" in rec.interested(r)
     assert rec.decode(rec.encode(r)).standbys == r.standbys
-    assert rec.tombstone_of(r).standbys == ()
+    tomb = rec.tombstone_of(r)
+    assert rec.role(tomb, "c") is None and not tomb.copy_here("c") and "c" in rec.interested(tomb)
 
 
 def test_standbys_are_left_out_of_the_wire_form_when_empty() -> None:
