@@ -47,15 +47,20 @@ WAIT_TIMEOUT = 60.0
 STATUS_POLL = 0.05
 
 
-class StateTransfer(Protocol):
-    """The state seam (issue 15's other half): install the latest saved state of `record`'s
-    service into the copy at host:port before it counts as a ready standby."""
-
-    async def install_latest(self, record: Record, host: str, port: int) -> None: ...
-
-
 class StandbyError(Exception):
     """A standby could not be placed; the service keeps what it has."""
+
+
+class StateTransferError(StandbyError):
+    """The state could not be installed into a new copy: the copy is dropped and retried."""
+
+
+class StateTransfer(Protocol):
+    """The state seam (issue 15's other half): install the latest saved state of `record`'s
+    service into the copy at host:port before it counts as a ready standby. Raises
+    `StateTransferError` when it cannot (the new copy is then aborted and placed again later)."""
+
+    async def install_latest(self, record: Record, host: str, port: int) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -116,6 +121,7 @@ class StandbyKeeper:
         self.repair_after = repair_after
         self.policy = policy
         self._retry_at: dict[str, float] = {}
+        self._said: dict[str, str] = {}  # the last failure logged per service
         self._down_since: dict[tuple[str, str], float] = {}  # (service, standby addr) -> first seen DOWN
 
     async def run(self) -> None:
@@ -126,8 +132,12 @@ class StandbyKeeper:
                     continue
                 try:
                     await self.keep(record)
+                    self._said.pop(record.name, None)
                 except (StandbyError, ServiceError, LBError, PeerError) as exc:
-                    log.warning("standby of %s not placed: %s; retrying in %.0fs", record.name, exc, RETRY_AFTER)
+                    if self._said.get(record.name) != str(exc):  # said once, not every retry
+                        log.warning("standby of %s not placed: %s; retrying every %.0fs", record.name, exc,
+                                    RETRY_AFTER)
+                        self._said[record.name] = str(exc)
                     self._retry_at[record.name] = time.monotonic() + RETRY_AFTER
 
     async def _down_for(self, record: Record) -> dict[str, float]:
@@ -179,16 +189,18 @@ class StandbyKeeper:
         return committed
 
     async def place_one(self, record: Record) -> Record:
-        """One new standby for `record` (module docstring, steps 2-4); returns the committed record."""
+        """One new standby for `record` (module docstring, steps 2-4); returns the committed record.
+        Nothing is logged in the history while no cluster can take one (retried quietly)."""
+        started = time.monotonic()
+        ranked = candidates(record, self.agent.cluster_views(), policy=self.policy,
+                            req=requirements(self.services.descriptor_of(record)))
+        if not ranked:
+            raise StandbyError("no other cluster can hold a standby now")
         m = self.history.begin(Migration(service=record.name, kind="standby", reason="standby placement",
                                          coordinator=self.services.here, home=record.home, source=record.location))
+        m.durations["pr"] = round((time.monotonic() - started) * 1000.0, 3)
+        m.candidates = [{"name": c} for c in ranked[:3]]
         try:
-            with m.timed("pr"):
-                ranked = candidates(record, self.agent.cluster_views(), policy=self.policy,
-                                    req=requirements(self.services.descriptor_of(record)))
-            m.candidates = [{"name": c} for c in ranked[:3]]
-            if not ranked:
-                raise StandbyError("no other cluster can hold a standby now")
             with m.timed("replication"):
                 m.target = await self._replicate(m, record, ranked)
             try:
