@@ -41,6 +41,7 @@ from peer.migration.history import MigrationLog
 from peer.migration.homes import HomeSetClient, HomeSetHandlers, HomeSetKeeper
 from peer.migration.policy import PolicyTriggers
 from peer.migration.replica import ReplicaHandlers
+from peer.migration.standby import StandbyKeeper, StateTransfer
 from peer.linkprobe import LinkProbe
 from peer.peerclient import PeerClient, PeerError, peer_auth_middleware
 from peer.placing import views as build_views
@@ -83,6 +84,7 @@ class Agent:
         self.probe: LinkProbe | None = None
         self.homes: HomeSetClient | None = None
         self.liveness = Liveness(config.name, home_grace=config.home_grace, caught_up=False)
+        self.state_transfer: StateTransfer | None = None  # the state hook's seam (issue 15), set before start
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[Any]] = set()
@@ -121,6 +123,10 @@ class Agent:
     def steward_of(self, record: Record) -> str | None:
         """The entry acting as home for `record` now, in this cluster's view (peer.stewardship)."""
         return self.liveness.steward(record, self.observed(), time.monotonic())
+
+    def lost_for(self, cluster: str) -> float | None:
+        """Seconds `cluster` has counted as lost in this view (peer.stewardship), None if alive."""
+        return self.liveness.lost_for(cluster, self.observed(), time.monotonic())
 
     def api_url_of(self, cluster: str) -> str | None:
         member = self.membership.get(cluster)
@@ -198,10 +204,13 @@ class Agent:
                             liveness=self.liveness, steward_of=self.steward_of)
         keeper = HomeSetKeeper(services=self.services, peers=self.homes, liveness=self.liveness,
                                observed=self.observed, repair_after=self.config.repair_after, publish=self.publish)
+        standbys = StandbyKeeper(services=self.services, client=self.client, history=self.history, agent=self,
+                                 homes=self.homes, steward_of=self.steward_of, lost_for=self.lost_for,
+                                 state=self.state_transfer, policy=self.config.policy)
         loops: list[tuple[str, Coroutine[Any, Any, None]]] = [
             ("failsafe", failsafe.run()), ("anti-entropy", self._anti_entropy_loop()),
             ("housekeeping", self._housekeeping_loop()), ("home-sets", keeper.run()),
-            ("catch-up", self._catch_up()),
+            ("standbys", standbys.run()), ("catch-up", self._catch_up()),
         ]
         if self.config.auto_migrate:
             assert self.probe is not None
@@ -462,7 +471,7 @@ class Agent:
         for status, count in self.membership.counts().items():
             self.metrics.members.labels(status=status).set(count)
         if self.services is not None:
-            roles = {"LR": 0, "AR": 0, "FR": 0}
+            roles = {"LR": 0, "AR": 0, "FR": 0, "SR": 0}
             from peer.records.record import role
 
             for r in self.services.records():

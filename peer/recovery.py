@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Action = Literal["adopt", "stop", "keep"]
+Action = Literal["adopt", "standby", "stop", "keep"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,8 @@ def judge(record: Record | None, *, here: str, reached: bool, holders: list[Name
     if record is not None and not record.tombstone:
         if record.location == here:
             return Verdict("adopt", "its record says it runs here")
+        if here in record.standby_clusters:
+            return Verdict("standby", "its record lists a warm copy here")
         return Verdict("stop", f"its record says it runs at {record.location}")
     if record is not None:
         return Verdict("stop", "it was deleted (tombstone)")
@@ -98,6 +100,9 @@ async def _carry_out(services: ServiceManager, name: str, instance: Instance, re
         with contextlib.suppress(DriverError):
             await services.ensure_local_copy(record)
         log.info("adopted running copy of %s at %s: %s", name, where, verdict.reason)
+    elif verdict.action == "standby":
+        services.unaccounted.pop(name, None)
+        log.info("kept running standby copy of %s at %s: %s", name, where, verdict.reason)
     elif verdict.action == "stop":
         services.unaccounted.pop(name, None)
         log.warning("stopping running copy of %s at %s: %s", name, where, verdict.reason)

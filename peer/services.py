@@ -19,7 +19,7 @@ from lb.balancer import LoadBalancer
 from lb.errors import LBError
 from peer.drivers.base import Driver, DriverError, Instance, ServiceNotFound
 from peer.drivers.descriptor import ServiceDescriptor
-from peer.records.merge import AdoptLocalCopy, Forget, MergeOutcome, Reroute, StopLocalCopy
+from peer.records.merge import Action, AdoptLocalCopy, Forget, KeepStandby, MergeOutcome, Reroute, StopLocalCopy
 from peer.records.record import (
     Record,
     State,
@@ -29,7 +29,8 @@ from peer.records.record import (
     tombstone_of,
 )
 from peer.records.store import RecordStore
-from placement import ClusterView
+from peer.placing import requirements
+from placement import ClusterView, admit
 from placement.homes import choose_entries
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,7 @@ class PendingCopy:
     deploy_ms: float | None = None
     error: str | None = None
     last_poll: float = field(default_factory=time.monotonic)  # the coordinator's last STATUS call
+    standby: bool = False  # a warm copy for the steward's StandbyKeeper, not a migration target
 
 
 def addr_of(instance: Instance) -> str:
@@ -139,7 +141,7 @@ class ServiceManager:
     def usage(self) -> tuple[float, int, int]:
         """Declared (cpu cores, memory bytes, slots) of what runs here or is about to."""
         cpu, mem, slots = 0.0, 0, 0
-        descriptors = [self.descriptor_of(r) for r in self.records() if r.location == self.here]
+        descriptors = [self.descriptor_of(r) for r in self.records() if r.copy_here(self.here)]
         descriptors += [p.descriptor for p in self.pending.values()]
         for d in descriptors:
             cpu += d.cpu_cores * d.replicas
@@ -180,6 +182,7 @@ class ServiceManager:
             after = incarnation_order(existing.incarnation)[0] if existing is not None else 0
             after = max(after, await self._check_name_free(name))
             others = self._choose_entries(descriptor)
+            self._check_standby_room(descriptor)
             incarnation = new_incarnation(now=time.time(), after=after)
             frontend = await self.lb.open_frontend(name)
             try:
@@ -238,6 +241,18 @@ class ServiceManager:
         own = next((v.tier for v in views if v.name == self.here), "")
         return choose_entries(alive, chosen=[self.here], tiers=[own], count=wanted - 1)
 
+    def _check_standby_room(self, descriptor: ServiceDescriptor) -> None:
+        """Refuse `standby: N` when fewer than N other live clusters could hold a warm copy now
+        (admission, tier constraints): nothing is deployed yet. Later losses are the keeper's."""
+        if descriptor.standby == 0:
+            return
+        views = [v for v in (self.peers.live_views() if self.peers is not None else []) if v.name != self.here]
+        req = requirements(descriptor)
+        able = [v.name for v in views if admit(req, v) is None]
+        if len(able) < descriptor.standby:
+            raise ServiceError(f"standby: {descriptor.standby} warm copies asked but only {len(able)} other live "
+                               f"cluster(s) can hold one ({', '.join(able) or 'none'})", status=422, field="standby")
+
     async def _open_entries(self, clusters: list[str], name: str, incarnation: str) -> list[tuple[str, str]]:
         """Ask each chosen entry to open a frontend; an entry that does not answer is left out
         (the steward's repair adds one later)."""
@@ -270,7 +285,7 @@ class ServiceManager:
                 await self.lb.close_frontend(name)
         # Wait (bounded) for the clusters that hold the record: once the delete answers, a
         # LOOKUP anywhere sees the tombstone and the name is free to reuse.
-        holders = frozenset({record.location, *record.entries})
+        holders = frozenset({record.location, *record.entries, *record.standby_clusters})
         if self.peers is not None:
             await self.peers.publish_now(tomb, holders)
         else:
@@ -306,7 +321,7 @@ class ServiceManager:
                 except (DriverError, LBError) as exc:
                     log.error("%s on %s failed: %s", type(action).__name__, name, exc)
 
-    async def _act(self, action: StopLocalCopy | AdoptLocalCopy | Reroute | Forget) -> None:
+    async def _act(self, action: Action) -> None:
         current = self.store.get(action.name)
         if isinstance(action, StopLocalCopy):
             pending = self.pending.get(action.name)
@@ -324,6 +339,9 @@ class ServiceManager:
                 await self._publish(adopted, frozenset())
             else:
                 await self.ensure_local_copy(current)
+        elif isinstance(action, KeepStandby):
+            if current is not None and not current.tombstone and self.here in current.standby_clusters:
+                await self.keep_standby(current)
         elif isinstance(action, Reroute):
             if current is not None and self.here in current.entries and not current.tombstone:
                 self.reserved.pop(action.name, None)
@@ -332,8 +350,29 @@ class ServiceManager:
             if current is None or current.tombstone or self.here not in current.entries:
                 with contextlib.suppress(LBError):
                     await self.lb.close_frontend(action.name)
-            if current is not None and not current.tombstone and self.here not in (*current.entries, current.location):
+            if current is not None and not current.tombstone and not self.interested_here(current):
                 self.store.drop(action.name)
+
+    def interested_here(self, record: Record) -> bool:
+        return self.here in (*record.entries, record.location, *record.standby_clusters)
+
+    async def keep_standby(self, record: Record) -> None:
+        """The record lists a warm copy here: a pending one (started at the keeper's request)
+        settles, a running one is kept, a missing one is started (its address is the
+        steward's to update: the keeper replaces a standby whose address stopped serving)."""
+        pending = self.pending.get(record.name)
+        if pending is not None and pending.standby:
+            self.pending.pop(record.name, None)
+            self.store.journal_close(f"target:{record.name}")
+            return
+        try:
+            instance = await self.driver.status(record.name)
+            if instance.state.value in ("ready", "starting"):
+                return
+        except ServiceNotFound:
+            pass
+        log.info("starting the standby copy of %s the record lists here", record.name)
+        await self.run_copy(self.descriptor_of(record), home=record.home)
 
     async def ensure_local_copy(self, record: Record) -> Record:
         """The record says a copy runs here: adopt it if it is alive, else start one."""
@@ -360,6 +399,14 @@ class ServiceManager:
         if record.instance and self.lb.current_route(record.name) != split_addr(record.instance):
             host, p = split_addr(record.instance)
             await self.lb.route(record.name, host, p, proven_ready=True)
+        await self.ensure_backups(record)
+
+    async def ensure_backups(self, record: Record) -> None:
+        """The frontend's backup servers are the record's standbys (after the route, so a
+        promoted standby serves as the primary before its backup server goes)."""
+        wanted = [split_addr(addr) for _, addr in record.standbys]
+        if sorted(self.lb.backups(record.name)) != sorted(wanted) or wanted:
+            await self.lb.set_backups(record.name, wanted)
 
     def on_driver_event(self, name: str, kind: str, detail: str) -> None:
         """A restarted instance may answer on a new port: update the record (the HC reroutes)."""
@@ -408,7 +455,7 @@ class ServiceManager:
                     await self.ensure_route(record)
             except (DriverError, LBError) as exc:
                 log.error("could not restore %s: %s", record.name, exc)
-        live_here = {r.name for r in self.records() if r.location == self.here}
+        live_here = {r.name for r in self.records() if r.copy_here(self.here)}
         self.unaccounted.update({n: i for n, i in running.items() if n not in live_here})
         for mid in open_targets:
             self.store.journal_close(mid)
@@ -441,7 +488,7 @@ class ServiceManager:
                         self.pending.pop(name, None)
                         self.store.journal_close(f"target:{name}")
                         record = self.get(name)
-                        if record is None or record.location != self.here:
+                        if record is None or not record.copy_here(self.here):
                             with contextlib.suppress(DriverError):
                                 await self.stop_copy(name)
 

@@ -77,7 +77,8 @@ def _schemas() -> dict[str, Schema]:
         "replicas": {"type": "integer", "minimum": 1, "maximum": 100},
         "health": _nullable(health),
         "constraints": _nullable(constraints),
-        "standby": {"type": "boolean"},
+        "standby": {"type": "integer", "minimum": 0, "maximum": 8,
+                    "description": "warm copies in other clusters; a boolean is refused (422)"},
     }
     descriptor = _obj(descriptor_fields, required=("name", "port"), closed=True)
     descriptor["anyOf"] = [{"required": ["command"]}, {"required": ["image"]}]
@@ -86,11 +87,11 @@ def _schemas() -> dict[str, Schema]:
         "name": STRING, "port": INT, "cpu": NUMBER, "memory": STRING, "replicas": INT,
         "constraints": _obj({"tiers": {"type": "array", "items": STRING},
                              "affinity": {"type": "object", "additionalProperties": STRING}}),
-        "standby": {"type": "boolean"},
+        "standby": {"type": "integer"},
         "command": {"type": "array", "items": STRING},
         "image": STRING,
         "health": {"type": "object", "properties": {"path": STRING, "tcp": {"type": "boolean"}}},
-    }, required=("name", "port", "cpu", "memory", "replicas", "constraints", "standby"))
+    }, required=("name", "port", "cpu", "memory", "replicas", "constraints"))
     load = {"type": "object", "description": "empty until the member gossiped its load",
             "properties": {
                 "cpu_capacity": NUMBER, "cpu_used": NUMBER, "mem_capacity_mib": INT, "mem_used_mib": INT,
@@ -141,8 +142,11 @@ def _schemas() -> dict[str, Schema]:
         "StoredDescriptor": stored,
         "ServiceRecord": _obj({
             "name": STRING, "home": STRING, "location": STRING,
-            "role": _nullable({"type": "string", "enum": ["LR", "AR", "FR"],
-                               "description": "null for a tombstone or a record this cluster keeps no part of"}),
+            "role": _nullable({"type": "string", "enum": ["LR", "AR", "FR", "SR"],
+                               "description": "null for a tombstone or a record this cluster keeps no part of; "
+                                              "SR where only a standby copy is held"}),
+            "standbys": {"type": "array", "items": STRING, "description": "clusters holding a warm copy"},
+            "standby_instances": {"type": "array", "items": _obj({"cluster": STRING, "instance": STRING})},
             "state": {"type": "string",
                       "enum": ["pending", "deploying", "running", "migrating", "failed", "deleted"]},
             "endpoint": _nullable({"type": "string", "description": "host:port of the HC frontend"}),

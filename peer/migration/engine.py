@@ -134,7 +134,10 @@ class MigrationEngine:
         if target is not None and not placement.ranked and placement.rejected:
             raise ServiceError(f"cluster {target!r} cannot take it: {placement.rejected[0].reason}",
                                status=409, field="target")
-        return list(placement.ranked)
+        # A standby's cluster first: its warm copy is reused (the driver adopts the running copy),
+        # so the move is a promotion with no deploy. Its admission still applies.
+        standbys = set(record.standby_clusters)
+        return sorted(placement.ranked, key=lambda c: c.name not in standbys)
 
     async def _replicate(self, m: Migration, record: Record, ranked: list[Candidate]) -> str:
         refusals: list[str] = []
@@ -175,7 +178,10 @@ class MigrationEngine:
         """The steward's own frontend first (make-before-break), then the commit, then every
         other entry's frontend; the old copy keeps serving until all of them have moved."""
         assert m.target is not None
-        moved = replace(record, location=m.target, instance=instance, state=State.RUNNING, migration_id=m.id)
+        moved = replace(record, location=m.target, instance=instance, state=State.RUNNING, migration_id=m.id,
+                        standbys=tuple(p for p in record.standbys if p[0] != m.target))
+        if len(moved.standbys) < len(record.standbys):
+            m.notes = f"the standby at {m.target} was promoted (its warm copy reused)"
         host, port = split_addr(instance)
         failpoints.hit("migration.reroute", fail=lambda: RerouteError(f"failpoint: reroute of {record.name} failed"))
         await self.services.lb.route(record.name, host, port, proven_ready=True)

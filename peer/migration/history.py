@@ -24,7 +24,7 @@ HISTORY_LEN = 500
 @dataclass
 class Migration:
     service: str
-    kind: str  # planned | policy | failsafe
+    kind: str  # planned | policy | failsafe | promotion | standby (a warm copy placed)
     reason: str
     coordinator: str
     home: str
@@ -86,7 +86,7 @@ class MigrationLog:
     def last_move(self, service: str) -> float | None:
         """Wall time the service last finished moving (any kind), for the policy's dwell time."""
         for entry in reversed(self._done):
-            if entry["service"] == service and entry["outcome"] == "succeeded":
+            if entry["service"] == service and entry["outcome"] == "succeeded" and entry["kind"] != "standby":
                 return float(entry["finished_at"])
         return None
 

@@ -70,14 +70,18 @@ class ReplicaHandlers:
             return _refuse(f"another migration of {name} is arriving here")
         if services.closing:
             return _refuse("shutting down")
+        standby = body.get("standby") is True  # a warm copy for the steward's StandbyKeeper
         current = services.get(name)
         if current is not None and current.location == services.here:
             return _refuse(f"{name} already runs here")
-        rejection = admit(requirements(descriptor), self.agent.own_view())
-        if rejection is not None:
+        if standby and current is not None and services.here in current.standby_clusters:
+            return _refuse(f"{name} already has a standby copy here")
+        promoting = not standby and current is not None and services.here in current.standby_clusters
+        rejection = None if promoting else admit(requirements(descriptor), self.agent.own_view())
+        if rejection is not None:  # a standby held here already counts in the load: its promotion is admitted
             return _refuse(f"admission refused: {rejection.reason}")
         copy = PendingCopy(migration_id=mid, descriptor=descriptor, home=home,
-                           deadline=time.monotonic() + PENDING_TTL)
+                           deadline=time.monotonic() + PENDING_TTL, standby=standby)
         services.pending[name] = copy
         services.store.journal_put(f"target:{name}", {"migration_id": mid, "name": name})
         copy.task = asyncio.create_task(self._start_copy(copy))
@@ -124,7 +128,7 @@ class ReplicaHandlers:
                     await copy.task
             services.store.journal_close(f"target:{name}")
             record = services.get(name)
-            if record is None or record.location != services.here:
+            if record is None or not record.copy_here(services.here):
                 with contextlib.suppress(DriverError):
                     await services.stop_copy(name)
         self.agent.load_changed()
@@ -176,10 +180,10 @@ class ReplicaHandlers:
         async with services.lock(committed.name):
             outcome = services.store.apply_remote(committed, here=services.here)
             current = services.store.get(committed.name)
-            if current is not None and (current.tombstone or current.location != services.here):
+            if current is not None and not current.copy_here(services.here):
                 with contextlib.suppress(DriverError):
                     await services.stop_copy(committed.name)
-                if not current.tombstone and services.here not in (*current.entries, current.location):
+                if not current.tombstone and not services.interested_here(current):
                     services.store.drop(committed.name)
         # The copy is handled above; the rest of what the record asks of this cluster is not: a
         # RELEASE may be the first news of the record here (an HC back on an empty data dir

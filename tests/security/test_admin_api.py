@@ -114,7 +114,8 @@ BAD_DESCRIPTORS: list[tuple[Any, str]] = [
     # image (kubernetes) references with traversal or shell syntax
     *[(with_field(image=v), "image") for v in ("../../x", "a;rm -rf /", "a b", 5, "a" * 300, "Case", "x:tag:tag")],
     (with_field(standby="yes"), "standby"),
-    (with_field(standby=1), "standby"),
+    (with_field(standby=True), "standby"),
+    (with_field(standby=99), "standby"),
     # unknown fields, at the top and nested
     (with_field(shell=True), "shell"),
     (with_field(__proto__={}), "__proto__"),
