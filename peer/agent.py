@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import ssl
 import time
@@ -31,6 +32,7 @@ from peer.config import AgentConfig, write_local_hint
 from peer.credentials import Credentials, load_credentials
 from peer.datadir import AddressLock, make_private
 from peer.drivers.base import Driver
+from peer.drivers.process_state import DEFAULT_PATH
 from peer.gossip import Load
 from peer.gossiping import Gossip
 from peer.membership import Membership, StatusChange
@@ -49,7 +51,8 @@ from peer.records.merge import MergeOutcome
 from peer.records.record import Record, interested
 from peer.records.store import RecordStore
 from peer import recovery
-from peer.services import ServiceManager, split_addr
+from peer.services import ServiceManager, WorkloadGate, split_addr
+from peer.workload import resolve_executable, resolve_lexical
 from peer.waiting import wait_until
 from peer.stewardship import Liveness, Observed
 from placement import ClusterView, Thresholds
@@ -171,7 +174,7 @@ class Agent:
         self.homes = HomeSetClient(here=self.here, client=self.client, url_of=self.api_url_of,
                                    views=self.cluster_views, publish_now=self.publish_now)
         self.services = ServiceManager(here=self.here, store=self.store, driver=self.driver, lb=self.lb,
-                                       publish=self.publish, peers=self.homes)
+                                       publish=self.publish, peers=self.homes, workload=self._workload_gate())
         await self.driver.start()
         self.antientropy = AntiEntropy(store=self.store, here=self.here, client=self.client,
                                        on_outcome=self._on_outcome, on_heard=self.liveness.mark_reachable)
@@ -219,6 +222,19 @@ class Agent:
                 route = split_addr(record.instance) if record.instance else None
                 claims[record.name] = (port, route)
         return claims
+
+    def _workload_gate(self) -> WorkloadGate:
+        """The policy with the resolver of this cluster's driver: the process driver runs argv[0]
+        from this host's PATH; a container's command is judged lexically."""
+        cfg = self.config
+        if cfg.workload.permissive:
+            log.info("workload policy: none (every home, command and image is accepted)")
+        else:
+            log.info("workload policy: %s", cfg.workload.as_api())
+        if cfg.driver == "kubernetes":
+            return WorkloadGate(self.here, cfg.workload, resolve=resolve_lexical)
+        path = os.environ.get("PATH", DEFAULT_PATH)
+        return WorkloadGate(self.here, cfg.workload, resolve=lambda arg0: resolve_executable(arg0, path=path))
 
     def _make_driver(self) -> Driver:
         cfg = self.config

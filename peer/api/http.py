@@ -38,10 +38,12 @@ class APIError(Exception):
 
     status = 400
 
-    def __init__(self, message: str, *, field: str | None = None, status: int | None = None) -> None:
+    def __init__(self, message: str, *, field: str | None = None, status: int | None = None,
+                 extra: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.field = field
+        self.extra = extra or {}  # more fields for the JSON body (e.g. the workload `rule` refused)
         if status is not None:
             self.status = status
 
@@ -74,7 +76,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except APIError as exc:
-        return json_error(exc.message, status=exc.status, field=exc.field)
+        body = {**exc.extra, **error_body(exc.message, status=exc.status, field=exc.field)}
+        return web.json_response(body, status=exc.status)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -15,7 +15,7 @@ from peer.migration.engine import MigrationError
 from peer.migration.homes import StewardUnreachable
 from peer.records.record import Record, role
 from peer.records.vclock import by_cluster
-from peer.services import ServiceError
+from peer.services import ServiceError, WorkloadRefused
 
 if TYPE_CHECKING:
     from peer.agent import Agent
@@ -54,7 +54,8 @@ def _name(request: web.Request) -> str:
 
 
 def _service_error(exc: ServiceError) -> APIError:
-    return APIError(str(exc), status=exc.status, field=exc.field)
+    extra = {"rule": exc.rule} if isinstance(exc, WorkloadRefused) else None
+    return APIError(str(exc), status=exc.status, field=exc.field, extra=extra)
 
 
 def view(agent: "Agent", record: Record) -> dict[str, Any]:

@@ -53,6 +53,7 @@ from peer.drivers.descriptor import ServiceDescriptor
 from peer.drivers.lifetimes import describe_exit, reap, signal_group, wait_exit
 from peer.drivers.probing import next_probe_delay, probe
 from peer.drivers.process_state import (
+    DEFAULT_PATH,
     LOG_FILE,
     STATE_FILE,
     InstanceRecord,
@@ -73,7 +74,6 @@ DEFAULT_RESTARTS = RestartPolicy()
 _PLACEHOLDER = re.compile(r"\{(host|port)\}")
 # The agent's environment may hold secrets (ROAM_TOKEN...): services get only these.
 _PASS_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV")
-_DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 # The first probe of a socket-activated service waits (in the accept queue) this long at most.
 _ACTIVATED_PROBE_TIMEOUT = 10.0
 
@@ -300,7 +300,7 @@ class ProcessDriver:
         name = run.descriptor.name
         argv = render_argv(run.descriptor.command, host=self._host, port=run.port)
         env = {k: os.environ[k] for k in _PASS_ENV if k in os.environ}
-        env.setdefault("PATH", _DEFAULT_PATH)
+        env.setdefault("PATH", DEFAULT_PATH)
         env.update(ROAM_SERVICE=name, ROAM_HOME=run.home, ROAM_CLUSTER=self._cluster,
                    ROAM_HOST=self._host, ROAM_PORT=str(run.port))
         listener = activation.listener_for(run.descriptor, host=self._host, port=run.port)

@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 
 WAIT_TIMEOUT = 120.0
 STATUS_POLL = 0.05
+#: A cluster whose workload policy refused a descriptor is not proposed again for it this long
+#: (placement learns policies from refusals; an explicit target is still asked).
+REFUSAL_MEMORY = 600.0
 
 
 class MigrationError(Exception):
@@ -55,6 +58,7 @@ class MigrationEngine:
         self.history = history
         self.agent = agent  # peer.agent.Agent: membership, views, api urls
         self.policy = get_policy(policy)
+        self.refused: dict[tuple[str, str], tuple[str, float]] = {}  # (cluster, digest) -> (rule, when)
 
     # -- entry point -----------------------------------------------------------------------
     async def migrate(self, name: str, *, target: str | None = None, reason: str = "api",
@@ -130,7 +134,17 @@ class MigrationEngine:
         if target is not None and not placement.ranked and placement.rejected:
             raise ServiceError(f"cluster {target!r} cannot take it: {placement.rejected[0].reason}",
                                status=409, field="target")
-        return list(placement.ranked)
+        if target is not None:
+            return list(placement.ranked)
+        return [c for c in placement.ranked if self.refused_rule(c.name, record.digest) is None]
+
+    def refused_rule(self, cluster: str, digest: str) -> str | None:
+        """The rule `cluster` refused this descriptor with lately, if it did."""
+        seen = self.refused.get((cluster, digest))
+        if seen is None or time.monotonic() - seen[1] > REFUSAL_MEMORY:
+            self.refused.pop((cluster, digest), None)
+            return None
+        return seen[0]
 
     async def _replicate(self, m: Migration, record: Record, ranked: list[Candidate]) -> str:
         refusals: list[str] = []
@@ -146,6 +160,11 @@ class MigrationEngine:
                 return candidate.name
             except PeerRefused as exc:
                 refusals.append(f"{candidate.name}: {exc}")
+                if exc.status == 403 and exc.rule is not None:  # its workload policy: try the next
+                    self.refused[(candidate.name, record.digest)] = (exc.rule, time.monotonic())
+                    m.refusals.append({"cluster": candidate.name, "rule": exc.rule, "error": exc.message})
+                    log.warning("%s refused %s by its workload policy (%s): %s", candidate.name, record.name,
+                                exc.rule, exc.message)
             except PeerError as exc:
                 # No answer is not a refusal: the request may still be processed (a paused
                 # agent resumes). Tell it to drop the copy, in the background, until it hears.

@@ -28,7 +28,7 @@ from peer.migration.wire import PING, RELEASE, record_to_wire
 from peer.peerclient import PeerClient, PeerError, PeerRefused
 from peer.placing import requirements
 from peer.records.record import Record, State
-from peer.services import ServiceManager, addr_of
+from peer.services import ServiceManager, WorkloadRefused, addr_of
 from peer.stewardship import Liveness
 from placement import admit
 
@@ -174,9 +174,11 @@ class FailSafe:
                     committed = services.store.put_local(
                         replace(current, location=services.here, instance=addr_of(instance), state=State.RUNNING,
                                 migration_id=m.id), here=services.here, now=time.time())
-            except (DriverError, LBError) as exc:
-                self.history.finish(m, outcome="failed", error=str(exc))
-                log.error("fail-safe for %s failed: %s; retrying in %.0fs", name, exc, RETRY_AFTER)
+            except (DriverError, LBError, WorkloadRefused) as exc:
+                why = f"refused by this cluster's workload policy ({exc.rule}): {exc}" \
+                    if isinstance(exc, WorkloadRefused) else str(exc)
+                self.history.finish(m, outcome="failed", error=why)
+                log.error("fail-safe for %s failed: %s; retrying in %.0fs", name, why, RETRY_AFTER)
                 suspicion = self._suspects.get(name)
                 if suspicion is not None:
                     suspicion.retry_at = time.monotonic() + RETRY_AFTER
