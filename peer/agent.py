@@ -23,6 +23,7 @@ from aiohttp import web
 
 from lb.balancer import Claim, LoadBalancer
 from peer.api.admin import add_admin_routes
+from peer.api.audit import AUDIT_FILE, AuditLog, add_audit_routes, audit_middleware
 from peer.api.drain import add_drain_routes
 from peer.ui import add_ui_routes
 from peer.api.http import (MAX_BODY, bearer_auth_middleware, error_middleware, quiet_protocol_errors,
@@ -87,6 +88,7 @@ class Agent:
         self._background: set[asyncio.Task[Any]] = set()
         self.accepting = True
         self._lock = AddressLock(config.addr)
+        self.audit = AuditLog(config.data_dir / AUDIT_FILE)
         self._stop_requested = asyncio.Event()
         self._stop_everything = False
 
@@ -140,7 +142,7 @@ class Agent:
         try:
             # Credentials next: they are checked before anything is written (a bad secret leaves no files).
             self.creds = load_credentials(data_dir=cfg.data_dir, token_file=cfg.token_file,
-                                          secret_file=cfg.secret_file)
+                                          secret_file=cfg.secret_file, reader_token_file=cfg.reader_token_file)
             changed = make_private(cfg.data_dir)  # also sets umask 077 for what the agent writes later
         except BaseException:
             self._lock.release()
@@ -259,9 +261,11 @@ class Agent:
         assert self.creds is not None and self.antientropy and self.services
         app = web.Application(
             client_max_size=PEER_BODY_LIMIT,
-            middlewares=[error_middleware, rate_limit_middleware(), bearer_auth_middleware(self.creds.admin_token),
+            middlewares=[audit_middleware(self.audit), error_middleware, rate_limit_middleware(),
+                         bearer_auth_middleware(self.creds.admin_token, reader=self.creds.reader_token),
                          peer_auth_middleware(self.creds.federation_secret)],
         )
+        add_audit_routes(app, self.audit)
         app["admin_body_limit"] = MAX_BODY
         quiet_protocol_errors()  # a malformed request from anyone: one WARNING a minute, no traceback
         add_admin_routes(app, self)

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from lb.errors import LBError, NoFreeSlotError
+from peer.api.audit import note
 from peer.api.http import APIError, NotFound, read_json
 from peer.config import NAME_RE
 from peer.drivers.base import DeployFailed, DriverError, PermanentDriverError
@@ -124,6 +125,7 @@ def add_service_routes(app: web.Application, agent: "Agent") -> None:
             descriptor = ServiceDescriptor.from_obj(body)
         except DescriptorError as exc:
             raise APIError(str(exc), field=exc.field, status=422) from exc
+        note(request, service=descriptor.name)
         try:
             record = await services().create(descriptor)
         except ServiceError as exc:
@@ -168,6 +170,7 @@ def add_service_routes(app: web.Application, agent: "Agent") -> None:
         target = body.get("target")
         if target is not None and (not isinstance(target, str) or not NAME_RE.match(target)):
             raise APIError("target must be a cluster name", field="target", status=422)
+        note(request, target=target)
         return answer(*await run_admin_op(agent, "migrate", name, target))
 
     async def instances(request: web.Request) -> web.Response:
