@@ -70,6 +70,10 @@ async def _migrate_here(agent: "Agent", name: str, target: str | None) -> dict[s
     except ServiceError as exc:
         raise _service_error(exc) from exc
     except MigrationError as exc:
+        if target is not None and exc.refusals:  # the one cluster asked for refuses it by policy
+            refusal = exc.refusals[0]
+            raise APIError(str(exc), status=403, field="target",
+                           extra={"rule": refusal["rule"], "cluster": refusal["cluster"]}) from exc
         raise APIError(str(exc), status=409) from exc
     agent.load_changed()
     return migration.as_api()
@@ -105,7 +109,7 @@ async def run_admin_op(agent: "Agent", op: str, name: str, target: str | None) -
             agent.liveness.mark_unreachable(steward, time.monotonic())
             last = exc
         except APIError as exc:
-            return exc.status, {"error": str(exc), "field": exc.field}
+            return exc.status, {**exc.extra, "error": str(exc), "field": exc.field}
         except ServiceError as exc:
             return exc.status, {"error": str(exc), "field": exc.field}
     return last.status, {"error": str(last), "field": last.field}
@@ -151,7 +155,8 @@ def add_service_routes(app: web.Application, agent: "Agent") -> None:
         if status >= 400:
             message = body.get("error") if isinstance(body, dict) else str(body)
             field = body.get("field") if isinstance(body, dict) else None
-            raise APIError(str(message), status=status, field=field)
+            extra = {k: body[k] for k in ("rule", "cluster") if isinstance(body, dict) and k in body}
+            raise APIError(str(message), status=status, field=field, extra=extra)
         return web.json_response(body, status=status)
 
     async def delete(request: web.Request) -> web.Response:

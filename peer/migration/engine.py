@@ -43,7 +43,12 @@ REFUSAL_MEMORY = 600.0
 
 
 class MigrationError(Exception):
-    """The migration could not complete; the service keeps running where it was."""
+    """The migration could not complete; the service keeps running where it was. `refusals`:
+    the candidates whose workload policy refused it (cluster, rule, error)."""
+
+    def __init__(self, message: str, *, refusals: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.refusals = refusals or []
 
 
 class MigrationEngine:
@@ -81,7 +86,8 @@ class MigrationEngine:
                 self.services.store.journal_close(f"mig:{m.id}")
                 self.history.finish(m, outcome="failed" if m.stage != "pr" else "aborted", error=str(exc))
                 log.warning("migration %s of %s failed at %s: %s", m.id, name, m.stage, exc)
-                raise MigrationError(f"migration of {name} failed at {m.stage}: {exc}") from exc
+                raise MigrationError(f"migration of {name} failed at {m.stage}: {exc}",
+                                     refusals=m.refusals) from exc
             self.history.finish(m, outcome="succeeded")
             log.info("migrated %s %s -> %s in %s", name, m.source, m.target, m.durations)
             return m

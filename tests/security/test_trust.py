@@ -1,0 +1,180 @@
+"""Trust between clusters with real agents: workload policy, admin roles, the audit log.
+
+One federation of three agents on 127.0.23.1-3:
+* t1 (tier edge): no workload policy; an operator token and a reader token;
+* t2 (tier cloud, ranked first by placement): `--accept-from t3 --allow-command /usr/lib/nowhere`;
+* t3 (tier deep-edge): no workload policy.
+Each refusal must be a 403 naming the rule and leave nothing behind.
+"""
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from peer.api.http import token_id
+from peer.waiting import wait_until
+from tests.harness import TOKEN, Federation, dump_logs
+from tests.security.conftest import start_and_wait
+
+pytestmark = pytest.mark.integration
+
+ADDRS = {"t1": "127.0.23.1", "t2": "127.0.23.2", "t3": "127.0.23.3"}
+READER = "reader-token-0123456789abcdefXYZ"
+CLASSIFIER = [sys.executable, "-m", "peer.samples.classifier", "--host", "{host}", "--port", "{port}"]
+
+
+def descriptor(name: str, **extra: Any) -> dict[str, Any]:
+    return {"name": name, "port": 8080, "health": {"path": "/healthz"}, "command": CLASSIFIER, **extra}
+
+
+async def call(fed: Federation, name: str, method: str, path: str, body: Any = None,
+               *, token: str = TOKEN) -> tuple[int, Any]:
+    assert fed.session is not None
+    async with fed.session.request(method, fed.agents[name].api + path, json=body,
+                                   headers={"Authorization": f"Bearer {token}"},
+                                   timeout=aiohttp.ClientTimeout(total=60)) as resp:
+        return resp.status, await resp.json(content_type=None)
+
+
+@pytest.fixture(scope="module")
+def trio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
+    base = tmp_path_factory.mktemp("trust")
+    reader = base / "reader.token"
+    reader.write_text(READER)
+    reader.chmod(0o600)
+    f = Federation(base=base)
+    f.add("t1", ADDRS["t1"], extra=["--no-auto-migrate", "--tier", "edge", "--reader-token-file", str(reader)])
+    f.add("t2", ADDRS["t2"], join=[ADDRS["t1"]],
+          extra=["--no-auto-migrate", "--tier", "cloud", "--accept-from", "t3", "--allow-command", "/usr/lib/nowhere"])
+    f.add("t3", ADDRS["t3"], join=[ADDRS["t1"]], extra=["--no-auto-migrate", "--tier", "deep-edge"])
+    try:
+        for agent in f.agents.values():
+            start_and_wait(agent, timeout=40)
+        yield f
+    finally:
+        print(dump_logs(f))
+        f.stop_all()
+
+
+@pytest.fixture
+async def fed(trio: Federation) -> AsyncIterator[Federation]:
+    trio.session = aiohttp.ClientSession()
+    try:
+        async def all_alive() -> bool:
+            members = await trio.get("t1", "/v1/members")
+            return sum(m["status"] == "alive" for m in members) == 3
+
+        await wait_until(all_alive, timeout=40, what="three members alive")
+        yield trio
+    finally:
+        await trio.session.close()
+        trio.session = None
+
+
+async def test_deploy_outside_policy_is_403_naming_the_rule_and_changes_nothing(fed: Federation) -> None:
+    status, body = await call(fed, "t2", "POST", "/v1/services", descriptor("outside"))
+    assert status == 403, body
+    assert body["rule"] == "allow-command" and body["field"] == "command" and "/usr/lib/nowhere" in body["error"]
+    assert await fed.get("t2", "/v1/services") == []
+    assert await fed.get("t2", "/v1/instances") == []
+    policy = (await fed.get("t2", "/v1/status"))["workload"]
+    assert policy == {"accept_from": ["t3"], "allow_command": ["/usr/lib/nowhere"], "allow_image": []}
+
+
+async def test_entry_migration_and_placement_respect_the_policy(fed: Federation) -> None:
+    # An entry that refuses is left out of the home set (t2 does not accept homes at t1).
+    created = await fed.call("t1", "POST", "/v1/services", descriptor("trusted", entries=3), expect=201)
+    assert created["homes"] == ["t1", "t3"], created
+    assert "trusted" not in [s["name"] for s in await fed.get("t2", "/v1/services")]
+
+    # Asked for t2 explicitly: 403 naming the rule; the service stays where it was.
+    status, body = await call(fed, "t1", "POST", "/v1/services/trusted/migrate", {"target": "t2"})
+    assert status == 403 and body["rule"] == "accept-from" and body["cluster"] == "t2", body
+    assert (await fed.get("t1", "/v1/services/trusted"))["location"] == "t1"
+    [failed] = [m for m in await fed.get("t1", "/v1/migrations") if m["service"] == "trusted"]
+    assert failed["outcome"] == "failed" and failed["stage"] == "replication", failed
+    assert failed["refusals"][0]["rule"] == "accept-from", failed
+    assert await fed.get("t2", "/v1/instances") == []
+
+    # A second service (another descriptor): placement ranks t2 (cloud) first, t2 refuses,
+    # the engine goes on to t3; the refusal is in the migration.
+    await fed.call("t1", "POST", "/v1/services", descriptor("trusted-b", entries=1), expect=201)
+    moved = await fed.call("t1", "POST", "/v1/services/trusted-b/migrate", {})
+    assert moved["candidates"][0]["name"] == "t2", moved["candidates"]
+    assert moved["target"] == "t3" and moved["outcome"] == "succeeded", moved
+    assert moved["refusals"] == [{"cluster": "t2", "rule": "accept-from", "error": moved["refusals"][0]["error"]}]
+    assert await fed.get("t2", "/v1/instances") == []
+
+    # Back home, then away again: t2 is no longer proposed for this descriptor (learnt).
+    await fed.call("t1", "POST", "/v1/services/trusted-b/migrate", {"target": "t1"})
+    again = await fed.call("t1", "POST", "/v1/services/trusted-b/migrate", {})
+    assert again["target"] == "t3" and again["refusals"] == [], again
+    assert "t2" not in [c["name"] for c in again["candidates"]]
+
+
+async def test_reader_token_reads_but_cannot_write(fed: Federation, tmp_path: Path) -> None:
+    status, members = await call(fed, "t1", "GET", "/v1/members", token=READER)
+    assert status == 200 and len(members) == 3
+    status, body = await call(fed, "t1", "POST", "/v1/services", descriptor("by-reader"), token=READER)
+    assert status == 403 and body["role"] == "reader", body
+    status, body = await call(fed, "t1", "DELETE", "/v1/services/trusted", token=READER)
+    assert status == 403 and body["role"] == "reader", body
+    assert (await fed.get("t1", "/v1/services/trusted"))["location"] == "t1"
+    assert "by-reader" not in [s["name"] for s in await fed.get("t1", "/v1/services")]
+    # The CLI: reads work with a reader token; a write is one line and a non-zero exit.
+    token_file = tmp_path / "reader"
+    token_file.write_text(READER)
+    desc = tmp_path / "d.json"
+    desc.write_text(json.dumps(descriptor("by-reader-cli")))
+    roam = [sys.executable, "-m", "peer.cli"]
+    api = ["--api", fed.agents["t1"].api, "--token-file", str(token_file)]
+    listing = subprocess.run([*roam, "services", *api], capture_output=True, text=True, timeout=60)
+    assert listing.returncode == 0 and "trusted" in listing.stdout, listing.stderr
+    refused = subprocess.run([*roam, "deploy", str(desc), *api], capture_output=True, text=True, timeout=60)
+    assert refused.returncode != 0
+    assert len(refused.stderr.strip().splitlines()) == 1 and "403" in refused.stderr and "reader" in refused.stderr
+
+
+async def test_audit_log_records_every_write_and_no_token(fed: Federation) -> None:
+    await fed.call("t1", "POST", "/v1/services", descriptor("audited", entries=1), expect=201)
+    await fed.call("t1", "POST", "/v1/services/audited/migrate", {"target": "t3"})
+    await fed.call("t1", "DELETE", "/v1/services/audited")
+    await call(fed, "t1", "POST", "/v1/services/audited/migrate", {}, token=READER)
+    await call(fed, "t1", "DELETE", "/v1/services/audited", token="wrong-token-0123456789")
+    entries = await fed.get("t1", "/v1/audit?limit=5")
+    assert len(entries) == 5
+    newest_first = [(e["what"]["method"], e["what"]["path"], e["status"], e["who"]["role"]) for e in entries]
+    assert newest_first == [
+        ("DELETE", "/v1/services/audited", 401, None),
+        ("POST", "/v1/services/audited/migrate", 403, "reader"),
+        ("DELETE", "/v1/services/audited", 200, "operator"),
+        ("POST", "/v1/services/audited/migrate", 200, "operator"),
+        ("POST", "/v1/services", 201, "operator"),
+    ], newest_first
+    assert entries[3]["what"]["target"] == "t3" and entries[4]["what"]["service"] == "audited"
+    assert entries[1]["who"]["token_id"] == token_id(READER) and entries[2]["who"]["token_id"] == token_id(TOKEN)
+    assert entries[1]["outcome"] == "refused" and entries[2]["outcome"] == "done"
+    assert all(e["who"]["remote"] == "127.0.0.1" for e in entries)
+    # The refused policy deploy of the first test is there too, with its status.
+    older = await fed.get("t2", "/v1/audit?limit=1000")
+    assert any(e["status"] == 403 and e["what"]["path"] == "/v1/services" for e in older)
+    # On disk: 0600, JSON lines, and no token anywhere in it.
+    path = fed.agents["t1"].data_dir / "audit.log"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    text = path.read_text()
+    assert TOKEN not in text and READER not in text
+    assert all(isinstance(json.loads(line), dict) for line in text.splitlines())
+    status, body = await call(fed, "t1", "GET", "/v1/audit?limit=0")
+    assert status == 400 and body["field"] == "limit"
+    status, _ = await call(fed, "t1", "GET", "/v1/audit", token=READER)
+    assert status == 200  # readers may read the audit log (documented)
+    assert os.environ.get("ROAM_TOKEN") != TOKEN  # the test never leaked it into the environment
