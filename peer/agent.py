@@ -33,6 +33,7 @@ from peer.config import AgentConfig, write_local_hint
 from peer.credentials import Credentials, load_credentials
 from peer.datadir import AddressLock, make_private
 from peer.drivers.base import Driver
+from peer.drivers.confine import Confinement
 from peer.drivers.process_state import DEFAULT_PATH
 from peer.gossip import Load
 from peer.gossiping import Gossip
@@ -89,6 +90,7 @@ class Agent:
         self.accepting = True
         self._lock = AddressLock(config.addr)
         self.audit = AuditLog(config.data_dir / AUDIT_FILE)
+        self.confinement: Confinement | None = None  # --run-as (peer.drivers.confine)
         self._stop_requested = asyncio.Event()
         self._stop_everything = False
 
@@ -249,8 +251,15 @@ class Agent:
                                     context=k.context, node_address=k.node_address, on_event=on_event)
         from peer.drivers.process import ProcessDriver
 
+        if cfg.run_as is not None:
+            from peer.drivers.confine import Confinement
+
+            self.confinement = Confinement(user=cfg.run_as, scope=cfg.addr)
+            log.info("services run as %s in %s; cgroup %s; limits %s", cfg.run_as, self.confinement.work_root,
+                     self.confinement.cgroup_root, "applied" if self.confinement.limits else
+                     f"not applied: {self.confinement.limits_reason}")
         return ProcessDriver(data_dir=cfg.data_dir, host=cfg.addr, port_range=cfg.service_ports,
-                             on_event=on_event, cluster=cfg.name)
+                             on_event=on_event, cluster=cfg.name, confine=self.confinement)
 
     def _on_driver_event(self, name: str, kind: str, detail: str) -> None:
         log.info("service %s: %s %s", name, kind, detail.splitlines()[0] if detail else "")

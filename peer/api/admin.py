@@ -67,6 +67,7 @@ async def status(agent: "Agent") -> web.Response:
         "serf": {"rpc_addr": f"{cfg.addr}:{cfg.rpc_port}", "gossip_addr": f"{cfg.addr}:{cfg.gossip_port}",
                  "log": str(serf_log)},
         "workload": cfg.workload.as_api(), "run_as": cfg.run_as,
+        "confinement": agent.confinement.as_api() if agent.confinement is not None else None,
         "warnings": warnings,
     })
 

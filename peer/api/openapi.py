@@ -144,6 +144,9 @@ def _schemas() -> dict[str, Schema]:
         "Status": _obj({
             "cluster": STRING, "version": STRING, "addr": STRING, "api": STRING, "tier": STRING, "driver": STRING,
             "auto_migrate": {"type": "boolean"}, "data_dir": STRING, "run_as": _nullable(STRING),
+            "confinement": _nullable(_obj({
+                "user": STRING, "uid": INT, "work_root": STRING, "cgroup": _nullable(STRING),
+                "limits": {"type": "boolean"}, "limits_unavailable": _nullable(STRING)})),
             "workload": _obj({"accept_from": _nullable({"type": "array", "items": STRING}),
                               "allow_command": {"type": "array", "items": STRING},
                               "allow_image": {"type": "array", "items": STRING}}),
