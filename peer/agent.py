@@ -38,6 +38,7 @@ from peer.drivers.process_state import DEFAULT_PATH
 from peer.gossip import Load
 from peer.gossiping import Gossip
 from peer.membership import Membership, StatusChange
+from peer.nonces import NONCE_FILE, PersistentNonceCache
 from peer.metrics import Metrics
 from peer.migration.engine import MigrationEngine
 from peer.migration.failsafe import FailSafe
@@ -91,6 +92,7 @@ class Agent:
         self._lock = AddressLock(config.addr)
         self.audit = AuditLog(config.data_dir / AUDIT_FILE)
         self.confinement: Confinement | None = None  # --run-as (peer.drivers.confine)
+        self.nonces: PersistentNonceCache | None = None
         self._stop_requested = asyncio.Event()
         self._stop_everything = False
 
@@ -153,6 +155,9 @@ class Agent:
             log.warning("generated %s (mode 0600)", path)
         self.store = RecordStore.open(cfg.data_dir / "records.sqlite3")
         self.history = MigrationLog(store=self.store, metrics=self.metrics)
+        self.nonces = PersistentNonceCache(cfg.data_dir / NONCE_FILE)  # replay protection across restarts
+        if self.nonces.loaded:
+            log.info("replay cache: %d peer nonces still in their window reloaded", self.nonces.loaded)
         self.client = PeerClient(self.creds.federation_secret, max_bytes=PEER_BODY_LIMIT)
         self.lb = LoadBalancer(data_dir=cfg.data_dir / "lb", bind_addr=cfg.addr, ports=cfg.lb_ports,
                                max_slots=cfg.lb_slots, haproxy_binary=cfg.haproxy_binary)
@@ -272,7 +277,7 @@ class Agent:
             client_max_size=PEER_BODY_LIMIT,
             middlewares=[audit_middleware(self.audit), error_middleware, rate_limit_middleware(),
                          bearer_auth_middleware(self.creds.admin_token, reader=self.creds.reader_token),
-                         peer_auth_middleware(self.creds.federation_secret)],
+                         peer_auth_middleware(self.creds.federation_secret, nonces=self.nonces)],
         )
         add_audit_routes(app, self.audit)
         app["admin_body_limit"] = MAX_BODY
@@ -326,6 +331,8 @@ class Agent:
             await self.client.close()
         if self.store is not None:
             self.store.close()
+        if self.nonces is not None:
+            self.nonces.close()
         self._lock.release()
 
     @staticmethod
