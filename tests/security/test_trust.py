@@ -20,6 +20,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from chaos.agent_processes import kill_left_behind
 from peer.api.http import token_id
 from peer.waiting import wait_until
 from tests.harness import TOKEN, Federation, dump_logs
@@ -178,3 +179,30 @@ async def test_audit_log_records_every_write_and_no_token(fed: Federation) -> No
     status, _ = await call(fed, "t1", "GET", "/v1/audit", token=READER)
     assert status == 200  # readers may read the audit log (documented)
     assert os.environ.get("ROAM_TOKEN") != TOKEN  # the test never leaked it into the environment
+
+
+async def test_failsafe_redeploy_outside_policy_is_refused_naming_the_rule(fed: Federation) -> None:
+    """Last in this module (it restarts t1 with a stricter policy and kills t3). The service runs
+    at t3; t1, its HC and steward, now refuses its command; t3 is lost: the fail-safe at t1
+    refuses to redeploy it (recorded with the rule), and nothing starts at t1."""
+    await fed.call("t1", "POST", "/v1/services", descriptor("fs-svc", entries=2), expect=201)
+    moved = await fed.call("t1", "POST", "/v1/services/fs-svc/migrate", {"target": "t3"})
+    assert moved["outcome"] == "succeeded"
+    t1 = fed.agents["t1"]
+    t1.stop()
+    t1.args += ["--allow-command", "/usr/lib/nowhere"]
+    start_and_wait(t1, timeout=40)
+    assert (await fed.get("t1", "/v1/status"))["workload"]["allow_command"] == ["/usr/lib/nowhere"]
+    fed.agents["t3"].kill()
+    kill_left_behind(fed.agents["t3"].data_dir)  # the site is lost: its services and HAProxy too
+
+    async def refused() -> dict[str, Any] | None:
+        for m in await fed.get("t1", "/v1/migrations"):
+            if m["service"] == "fs-svc" and m["kind"] == "failsafe" and m["outcome"] == "failed":
+                return dict(m)
+        return None
+
+    failed = await wait_until(refused, timeout=60, what="a refused fail-safe of fs-svc")
+    assert "allow-command" in failed["error"], failed
+    assert "fs-svc" not in [i["name"] for i in await fed.get("t1", "/v1/instances")]
+    assert (await fed.get("t1", "/v1/services/fs-svc"))["location"] == "t3"
