@@ -39,6 +39,7 @@ KEEPER_TICK = 1.0
 LOOKUP_TIMEOUT = 1.5
 ENTRY_TIMEOUT = 3.0
 ROUTE_TIMEOUT = 5.0
+REFUSAL_MEMORY = 600.0  # a cluster whose policy refused to be an entry of a service is not asked again this long
 
 UrlOf = Callable[[str], str | None]
 
@@ -57,6 +58,7 @@ class HomeSetClient:
         self.url_of = url_of
         self._views = views
         self._publish_now = publish_now
+        self.refused: dict[tuple[str, str], float] = {}  # (cluster, service) -> when its policy refused
 
     def live_views(self) -> Sequence[ClusterView]:
         return [v for v in self._views().values() if v.alive]
@@ -90,12 +92,18 @@ class HomeSetClient:
                          descriptor: bytes) -> str | None:
         """Ask `cluster` to open a frontend; it judges the home and descriptor by its workload policy."""
         url = self.url_of(cluster)
-        if url is None:
+        refused_at = self.refused.get((cluster, name))
+        if url is None or (refused_at is not None and time.monotonic() - refused_at < REFUSAL_MEMORY):
             return None
         try:
             reply = await self.client.call(url, wire.ENTRY_OPEN, {"name": name, "incarnation": incarnation,
                                                                    "home": home, "descriptor": descriptor},
                                            timeout=ENTRY_TIMEOUT)
+        except PeerRefused as exc:
+            if exc.status == 403 and exc.rule is not None:  # its workload policy: not asked again for a while
+                self.refused[(cluster, name)] = time.monotonic()
+            log.warning("entry %s did not open a frontend for %s: %s", cluster, name, exc)
+            return None
         except PeerError as exc:
             log.warning("entry %s did not open a frontend for %s: %s", cluster, name, exc)
             return None
@@ -288,6 +296,8 @@ class HomeSetKeeper:
         opened = [(c, ep) for c in fresh
                   if (ep := await self.peers.open_entry(c, record.name, record.incarnation, home=record.home,
                                                         descriptor=record.descriptor))]
+        if not opened and not drop:
+            return  # nobody took it (unreachable, or refused by policy): nothing to write
         async with services.lock(record.name):
             current = services.get(record.name)
             if current is None or current != record:

@@ -125,6 +125,8 @@ async def test_entry_migration_and_placement_respect_the_policy(fed: Federation)
 async def test_reader_token_reads_but_cannot_write(fed: Federation, tmp_path: Path) -> None:
     status, members = await call(fed, "t1", "GET", "/v1/members", token=READER)
     assert status == 200 and len(members) == 3
+    for path in ("/v1/services", "/v1/migrations", "/v1/status"):  # what the dashboard reads
+        assert (await call(fed, "t1", "GET", path, token=READER))[0] == 200, path
     status, body = await call(fed, "t1", "POST", "/v1/services", descriptor("by-reader"), token=READER)
     assert status == 403 and body["role"] == "reader", body
     status, body = await call(fed, "t1", "DELETE", "/v1/services/trusted", token=READER)
