@@ -180,6 +180,13 @@ async def test_audit_log_records_every_write_and_no_token(fed: Federation) -> No
     assert status == 400 and body["field"] == "limit"
     status, _ = await call(fed, "t1", "GET", "/v1/audit", token=READER)
     assert status == 200  # readers may read the audit log (documented)
+    token_file = fed.base / "reader.token"
+    shown = subprocess.run([sys.executable, "-m", "peer.cli", "audit", "--limit", "2", "--api", fed.agents["t1"].api,
+                            "--token-file", str(token_file)], capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert len(lines) == 2 and "DELETE /v1/services/audited" in lines[0] and "-> 401 refused" in lines[0]
+    assert f"reader:{token_id(READER)}@127.0.0.1" in lines[1]
     assert os.environ.get("ROAM_TOKEN") != TOKEN  # the test never leaked it into the environment
 
 
