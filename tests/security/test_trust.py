@@ -190,28 +190,44 @@ async def test_audit_log_records_every_write_and_no_token(fed: Federation) -> No
     assert os.environ.get("ROAM_TOKEN") != TOKEN  # the test never leaked it into the environment
 
 
-async def test_failsafe_redeploy_outside_policy_is_refused_naming_the_rule(fed: Federation) -> None:
-    """Last in this module (it restarts t1 with a stricter policy and kills t3). The service runs
-    at t3; t1, its HC and steward, now refuses its command; t3 is lost: the fail-safe at t1
-    refuses to redeploy it (recorded with the rule), and nothing starts at t1."""
+async def test_failsafe_refused_by_the_steward_goes_where_placement_says(fed: Federation) -> None:
+    """Last in this module (it restarts t1 and t2 and kills t3). The service runs at t3; t1, its
+    HC and steward, now refuses its command, and t2 now accepts every home; t3 is lost: the
+    fail-safe at t1 refuses to redeploy it at home (recorded with the rule, nothing started
+    there) and redeploys it where placement says: t2."""
     await fed.call("t1", "POST", "/v1/services", descriptor("fs-svc", entries=2), expect=201)
     moved = await fed.call("t1", "POST", "/v1/services/fs-svc/migrate", {"target": "t3"})
     assert moved["outcome"] == "succeeded"
-    t1 = fed.agents["t1"]
-    t1.stop()
-    t1.args += ["--allow-command", "/usr/lib/nowhere"]
-    start_and_wait(t1, timeout=40)
+    t1, t2 = fed.agents["t1"], fed.agents["t2"]
+    for agent, args in ((t1, [*t1.args, "--allow-command", "/usr/lib/nowhere"]),
+                        (t2, [a for a in t2.args if a not in ("--accept-from", "t3", "--allow-command",
+                                                               "/usr/lib/nowhere")])):
+        agent.stop()
+        agent.args = args
+        start_and_wait(agent, timeout=40)
     assert (await fed.get("t1", "/v1/status"))["workload"]["allow_command"] == ["/usr/lib/nowhere"]
+    assert (await fed.get("t2", "/v1/status"))["workload"]["accept_from"] is None
+
+    async def t2_alive() -> bool:
+        return await fed.member_status("t1", "t2") == "alive"
+
+    await wait_until(t2_alive, timeout=40, what="t1 sees t2 alive again")
     fed.agents["t3"].kill()
     kill_left_behind(fed.agents["t3"].data_dir)  # the site is lost: its services and HAProxy too
 
-    async def refused() -> dict[str, Any] | None:
-        for m in await fed.get("t1", "/v1/migrations"):
-            if m["service"] == "fs-svc" and m["kind"] == "failsafe" and m["outcome"] == "failed":
-                return dict(m)
-        return None
+    async def failsafes() -> list[dict[str, Any]] | None:
+        found = [m for m in await fed.get("t1", "/v1/migrations") if m["service"] == "fs-svc" and m["kind"] == "failsafe"]
+        return found if any(m["outcome"] == "succeeded" for m in found) else None
 
-    failed = await wait_until(refused, timeout=60, what="a refused fail-safe of fs-svc")
-    assert "allow-command" in failed["error"], failed
+    history = await wait_until(failsafes, timeout=90, what="fs-svc redeployed by a fail-safe")
+    record = await fed.get("t1", "/v1/services/fs-svc")
+    assert record["location"] == "t2", record
+    refused = [m for m in history if m["outcome"] == "failed"]
+    assert refused and "allow-command" in refused[0]["error"], history
+    assert any(m["outcome"] == "succeeded" and m["target"] == "t2" for m in history), history
     assert "fs-svc" not in [i["name"] for i in await fed.get("t1", "/v1/instances")]
-    assert (await fed.get("t1", "/v1/services/fs-svc"))["location"] == "t3"
+    assert "fs-svc" in [i["name"] for i in await fed.get("t2", "/v1/instances")]
+    host, port = record["endpoint"].rsplit(":", 1)  # the HC's entry reaches the new copy
+    assert fed.session is not None
+    async with fed.session.get(f"http://{host}:{port}/healthz", timeout=aiohttp.ClientTimeout(total=10)) as resp:
+        assert resp.status == 200
