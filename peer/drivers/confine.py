@@ -123,8 +123,9 @@ class Confinement:
         """The working dir (0700, owned by the user) and, where possible, the cgroup."""
         cwd = self.work_root / name
         try:
-            self.work_root.mkdir(parents=True, exist_ok=True, mode=0o755)
-            os.chmod(self.work_root, 0o755)
+            for level in (self.work_root.parent, self.work_root):  # the agent's umask is 077
+                level.mkdir(exist_ok=True, mode=0o755)
+                os.chmod(level, 0o755)
             cwd.mkdir(mode=0o700, exist_ok=True)  # a restart keeps it; a delete removes it
             os.chown(cwd, self.uid, self.gid)
             os.chmod(cwd, 0o700)

@@ -42,6 +42,7 @@ PROBE = textwrap.dedent('''
               "read_token": can(lambda: open(os.path.join(data, "admin.token")).read()),
               "read_secret": can(lambda: open(os.path.join(data, "federation.secret")).read()),
               "list_data_dir": can(lambda: os.listdir(data)),
+              "list_own_dir": can(lambda: os.listdir(os.getcwd())),  # by its absolute path
               "cgroup": open("/proc/self/cgroup").read()}
     body = json.dumps(report).encode()
     class H(http.server.BaseHTTPRequestHandler):
@@ -81,7 +82,13 @@ def test_limits_written_where_the_controllers_exist(tmp_path: Path) -> None:
     assert (mount / "cgroup.subtree_control").read_text() == "+cpu +memory"
     (mount / "roam-127.0.0.9" / "svc").mkdir()
     (mount / "roam-127.0.0.9" / "svc" / "cgroup.procs").write_text("")  # the kernel makes it in a real one
-    prepared = confine.prepare("svc", cpu=0.25, memory=64 << 20)
+    old_umask = os.umask(0o077)  # the agent's
+    try:
+        prepared = confine.prepare("svc", cpu=0.25, memory=64 << 20)
+    finally:
+        os.umask(old_umask)
+    for level in (tmp_path / "work", tmp_path / "work" / "127.0.0.9"):  # traversable, or nobody has no cwd path
+        assert level.stat().st_mode & 0o777 == 0o755
     try:
         group = mount / "roam-127.0.0.9" / "svc"
         assert (group / "cpu.max").read_text() == "25000 100000"
@@ -145,6 +152,7 @@ def test_service_runs_as_nobody_and_cannot_read_the_data_dir(agent: AgentProc) -
     assert (report["uid"], report["gid"], report["groups"]) == (NOBODY.pw_uid, NOBODY.pw_gid, [])
     assert report["cwd"] == f"/run/roam-services/{ADDR}/probe"
     assert not report["read_token"] and not report["read_secret"] and not report["list_data_dir"]
+    assert report["list_own_dir"]
     status = (Path(f"/proc/{instance['pid']}/status").read_text())
     assert f"Uid:\t{NOBODY.pw_uid}\t" in status
     confinement = _call(agent, "GET", "/v1/status")["confinement"]
