@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import stat
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -22,8 +24,13 @@ import pytest
 
 from chaos.agent_processes import kill_left_behind
 from peer.api.http import token_id
+from peer.peerclient import PeerClient
+from peer.records import messages as msg
+from peer.records import record as rec
+from peer.records.merge import local_write
+from peer.records.vclock import actor_id
 from peer.waiting import wait_until
-from tests.harness import TOKEN, Federation, dump_logs
+from tests.harness import SECRET, TOKEN, Federation, dump_logs
 from tests.security.conftest import start_and_wait
 
 pytestmark = pytest.mark.integration
@@ -188,6 +195,27 @@ async def test_audit_log_records_every_write_and_no_token(fed: Federation) -> No
     assert len(lines) == 2 and "DELETE /v1/services/audited" in lines[0] and "-> 401 refused" in lines[0]
     assert f"reader:{token_id(READER)}@127.0.0.1" in lines[1]
     assert os.environ.get("ROAM_TOKEN") != TOKEN  # the test never leaked it into the environment
+
+
+async def test_a_record_saying_a_refused_service_runs_here_starts_nothing(fed: Federation) -> None:
+    """A member holding the federation secret forges a version of t1's record saying the copy
+    runs at t2 and pushes it by anti-entropy: t2 stores the record but its policy keeps it from
+    starting the copy (the policy is checked at every local start, not only at the API)."""
+    await fed.call("t1", "POST", "/v1/services", descriptor("forged", entries=1), expect=201)
+    async with PeerClient(SECRET.encode()) as client:
+        reply = await client.call(fed.agents["t1"].api, msg.PATH_FETCH, msg.fetch_request(sender="t1", names=["forged"]))
+        [current] = msg.parse_records_reply(reply)
+        forged = local_write(current, replace(current, location="t2"), here="t1", now=time.time(),
+                             actor=actor_id("t1", "forger"))
+        await client.call(fed.agents["t2"].api, msg.PATH_PUSH, msg.push_request(sender="t1", records=[rec.pack(forged)]))
+
+    def refused_in_log() -> bool:
+        return "AdoptLocalCopy on forged failed" in fed.agents["t2"].log_text() or \
+            "could not restore forged" in fed.agents["t2"].log_text()
+
+    await wait_until(refused_in_log, timeout=30, what="t2 refusing to start the forged copy")
+    assert "does not accept services homed at 't1'" in fed.agents["t2"].log_text()
+    assert await fed.get("t2", "/v1/instances") == []
 
 
 async def test_failsafe_refused_by_the_steward_goes_where_placement_says(fed: Federation) -> None:
