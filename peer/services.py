@@ -275,7 +275,7 @@ class ServiceManager:
             raise ServiceError(f"entries: {wanted} asked but only {len(alive) + 1} clusters are alive",
                                status=422, field="entries")
         own = next((v.tier for v in views if v.name == self.here), "")
-        return choose_entries(alive, chosen=[self.here], tiers=[own], count=wanted - 1)
+        return choose_entries(alive, chosen=[self.here], tiers=[own], count=wanted - 1, home=self.here)
 
     async def _open_entries(self, clusters: list[str], descriptor: ServiceDescriptor,
                             incarnation: str) -> list[tuple[str, str]]:

@@ -139,6 +139,8 @@ def _schemas() -> dict[str, Schema]:
             "name": STRING, "status": {"type": "string", "enum": ["alive", "leaving", "left", "failed"]},
             "addr": STRING, "api": _nullable(STRING), "tier": _nullable(STRING), "load": _ref("Load"),
             "rtt_ms": _nullable(NUMBER),
+            "accept_from": _nullable({"type": "array", "items": STRING, "description":
+                                      "the homes its workload policy accepts, as gossiped (null: any, or unknown)"}),
             "bandwidth_mbps": _nullable({"type": "number", "description": "median measured by this agent's link probe"})},
             required=("name", "status", "addr", "api", "tier", "load", "rtt_ms")),
         "Status": _obj({

@@ -30,7 +30,8 @@ from peer.peerclient import PeerClient, PeerError, PeerRefused
 from peer.placing import requirements
 from peer.records.record import Record, State
 from peer.waiting import wait_until
-from peer.services import ServiceError, ServiceManager, addr_of, split_addr
+from peer.services import ServiceError, ServiceManager, WorkloadRefused, addr_of, split_addr
+from peer.workload import RULE_ACCEPT_FROM, Refusal
 from placement import Candidate, Placement, get_policy, rank
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,8 @@ class MigrationEngine:
             try:
                 await self._run(m, record, target)
             except (MigrationError, PeerError, ServiceError) as exc:
+                if isinstance(exc, WorkloadRefused) and target is not None:  # known from its gossiped policy
+                    m.refusals.append({"cluster": target, "rule": exc.rule, "error": str(exc)})
                 self.services.store.journal_close(f"mig:{m.id}")
                 self.history.finish(m, outcome="failed" if m.stage != "pr" else "aborted", error=str(exc))
                 log.warning("migration %s of %s failed at %s: %s", m.id, name, m.stage, exc)
@@ -132,14 +135,17 @@ class MigrationEngine:
 
     # -- stages ----------------------------------------------------------------------------
     def _placement_request(self, descriptor: ServiceDescriptor, record: Record, target: str | None) -> list[Candidate]:
-        req = requirements(descriptor, avoid={record.location})
+        req = requirements(descriptor, avoid={record.location}, home=record.home)
         views = self.agent.cluster_views()
         if target is not None:
             views = {target: views[target]} if target in views else {}
         placement: Placement = rank(req, views.values(), home=record.home, policy=self.policy)
         if target is not None and not placement.ranked and placement.rejected:
-            raise ServiceError(f"cluster {target!r} cannot take it: {placement.rejected[0].reason}",
-                               status=409, field="target")
+            reason = placement.rejected[0].reason
+            if reason.startswith("policy:"):  # its gossiped accept-from: refused without asking
+                raise WorkloadRefused(Refusal(RULE_ACCEPT_FROM, f"cluster {target!r} cannot take it: {reason}",
+                                              record.home))
+            raise ServiceError(f"cluster {target!r} cannot take it: {reason}", status=409, field="target")
         if target is not None:
             return list(placement.ranked)
         return [c for c in placement.ranked if self.refused_rule(c.name, record.digest) is None]

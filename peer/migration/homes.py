@@ -290,7 +290,7 @@ class HomeSetKeeper:
         keep = [e for e in record.entries if e not in drop]
         views = self.peers.live_views()
         tiers = [v.tier for v in views if v.name in keep]
-        fresh = choose_entries(views, chosen=keep, tiers=tiers, count=need, exclude=record.entries)
+        fresh = choose_entries(views, chosen=keep, tiers=tiers, count=need, exclude=record.entries, home=record.home)
         if not fresh and not drop:
             return
         opened = [(c, ep) for c in fresh

@@ -99,33 +99,35 @@ async def test_deploy_outside_policy_is_403_naming_the_rule_and_changes_nothing(
 
 
 async def test_entry_migration_and_placement_respect_the_policy(fed: Federation) -> None:
-    # An entry that refuses is left out of the home set (t2 does not accept homes at t1).
+    # t2's accept-from is gossiped: t1 sees it, and never picks t2 for a service homed at t1.
+    views = {m["name"]: m for m in await fed.get("t1", "/v1/members")}
+    assert views["t2"]["accept_from"] == ["t3"] and views["t3"]["accept_from"] is None
     created = await fed.call("t1", "POST", "/v1/services", descriptor("trusted", entries=3), expect=201)
     assert created["homes"] == ["t1", "t3"], created
     assert "trusted" not in [s["name"] for s in await fed.get("t2", "/v1/services")]
-
-    # Asked for t2 explicitly: 403 naming the rule; the service stays where it was.
     status, body = await call(fed, "t1", "POST", "/v1/services/trusted/migrate", {"target": "t2"})
     assert status == 403 and body["rule"] == "accept-from" and body["cluster"] == "t2", body
     assert (await fed.get("t1", "/v1/services/trusted"))["location"] == "t1"
-    [failed] = [m for m in await fed.get("t1", "/v1/migrations") if m["service"] == "trusted"]
+
+    # Homed at t3, which t2 accepts: t2 is asked and refuses by its command rule, as an entry
+    # (left out of the home set) and at replication (the engine goes on to the next candidate).
+    created = await fed.call("t3", "POST", "/v1/services", descriptor("trusted-b", entries=3), expect=201)
+    assert created["homes"] == ["t3", "t1"], created
+    status, body = await call(fed, "t3", "POST", "/v1/services/trusted-b/migrate", {"target": "t2"})
+    assert status == 403 and body["rule"] == "allow-command" and body["cluster"] == "t2", body
+    [failed] = [m for m in await fed.get("t3", "/v1/migrations") if m["service"] == "trusted-b"]
     assert failed["outcome"] == "failed" and failed["stage"] == "replication", failed
-    assert failed["refusals"][0]["rule"] == "accept-from", failed
     assert await fed.get("t2", "/v1/instances") == []
-
-    # A second service (another descriptor): placement ranks t2 (cloud) first, t2 refuses,
-    # the engine goes on to t3; the refusal is in the migration.
-    await fed.call("t1", "POST", "/v1/services", descriptor("trusted-b", entries=1), expect=201)
-    moved = await fed.call("t1", "POST", "/v1/services/trusted-b/migrate", {})
-    assert moved["candidates"][0]["name"] == "t2", moved["candidates"]
-    assert moved["target"] == "t3" and moved["outcome"] == "succeeded", moved
-    assert moved["refusals"] == [{"cluster": "t2", "rule": "accept-from", "error": moved["refusals"][0]["error"]}]
+    await fed.call("t3", "POST", "/v1/services", descriptor("trusted-c", entries=1), expect=201)
+    moved = await fed.call("t3", "POST", "/v1/services/trusted-c/migrate", {})
+    assert moved["candidates"][0]["name"] == "t2", moved["candidates"]  # cloud tier ranks first
+    assert moved["target"] == "t1" and moved["outcome"] == "succeeded", moved
+    assert moved["refusals"] == [{"cluster": "t2", "rule": "allow-command", "error": moved["refusals"][0]["error"]}]
     assert await fed.get("t2", "/v1/instances") == []
-
     # Back home, then away again: t2 is no longer proposed for this descriptor (learnt).
-    await fed.call("t1", "POST", "/v1/services/trusted-b/migrate", {"target": "t1"})
-    again = await fed.call("t1", "POST", "/v1/services/trusted-b/migrate", {})
-    assert again["target"] == "t3" and again["refusals"] == [], again
+    await fed.call("t3", "POST", "/v1/services/trusted-c/migrate", {"target": "t3"})
+    again = await fed.call("t3", "POST", "/v1/services/trusted-c/migrate", {})
+    assert again["target"] == "t1" and again["refusals"] == [], again
     assert "t2" not in [c["name"] for c in again["candidates"]]
 
 

@@ -175,3 +175,33 @@ def test_real_resolver_follows_symlinks_and_dot_dot(tmp_path: Path) -> None:
     assert judged("tool", path=str(allowed)) is None  # a bare name, found on PATH
     assert judged("link", path=str(allowed)) == RULE_ALLOW_COMMAND
     assert judged("missing", path=str(allowed)) == RULE_ALLOW_COMMAND
+
+
+# -- the accept-from policy as gossiped (`acc` tag) and used by placement ----------------------
+
+def test_accept_from_tag_round_trips_and_a_long_list_is_left_out() -> None:
+    from peer.gossip import Load, SelfTags, decode_tags
+
+    load = Load(cpu_capacity=8, cpu_used=1, mem_capacity=4096, mem_used=10, slots_capacity=16, slots_used=1)
+    assert decode_tags(SelfTags(tier="edge", api_port=7070, load=load).encode()).accepts is None
+    tags = SelfTags(tier="edge", api_port=7070, load=load, accepts=frozenset({"c2", "c3"})).encode()
+    assert tags["acc"] == "c2,c3" and decode_tags(tags).accepts == frozenset({"c2", "c3"})
+    only_own = SelfTags(tier="edge", api_port=7070, load=load, accepts=frozenset()).encode()
+    assert decode_tags(only_own).accepts == frozenset()
+    many = frozenset(f"cluster-{i:03d}-of-a-long-name" for i in range(40))  # cannot fit in 512 bytes
+    assert "acc" not in SelfTags(tier="edge", api_port=7070, load=load, accepts=many).encode()
+
+
+@given(homes=st.none() | st.frozensets(names, max_size=3), home=st.none() | names, name=names)
+def test_placement_skips_a_cluster_whose_gossiped_policy_refuses_the_home(
+        homes: frozenset[str] | None, home: str | None, name: str) -> None:
+    from placement import ClusterView, Requirements, admit
+    from placement.homes import choose_entries
+
+    view = ClusterView(name=name, alive=True, tier="edge", cpu_capacity=8, cpu_used=0, mem_capacity=1 << 30,
+                       mem_used=0, slots_capacity=4, slots_used=0, accepts_homes=homes)
+    takes = home is None or homes is None or home == name or home in homes
+    rejection = admit(Requirements(cpu=0.1, memory=1, home=home), view)
+    assert (rejection is None) == takes
+    assert rejection is None or rejection.reason.startswith("policy:")
+    assert choose_entries([view], chosen=[], tiers=[], count=1, home=home) == ([name] if takes else [])
