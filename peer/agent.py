@@ -63,6 +63,10 @@ from placement import ClusterView, Thresholds
 log = logging.getLogger(__name__)
 
 ANTI_ENTROPY_INTERVAL = 5.0
+ANTI_ENTROPY_FANOUT = 4  # sharing peers per backstop round
+HYGIENE_EVERY = 60.0  # seconds between two rounds of tombstone GC and journal pruning
+TOMBSTONE_TTL = 7 * 24 * 3600.0  # merge.droppable: longer than the longest partition accepted
+JOURNAL_KEEP = 24 * 3600.0  # closed journal entries are kept this long (post-mortems)
 PEER_BODY_LIMIT = 8 * 1024 * 1024
 
 
@@ -95,6 +99,8 @@ class Agent:
         self.nonces: PersistentNonceCache | None = None
         self._stop_requested = asyncio.Event()
         self._stop_everything = False
+        self._business: frozenset[str] = frozenset()  # clusters our records name (refreshed each second)
+        self._sweep = 0  # round number of the anti-entropy backstop (whose turn it is)
 
     # -- what other components ask of the agent ---------------------------------------------
     def current_load(self) -> Load:
@@ -193,8 +199,9 @@ class Agent:
                                       steward_of=self.steward_of, policy=self.config.policy)
         self.services.recovered.clear()  # until _catch_up has pulled the records from peers
         await self.services.reconcile()
+        self.refresh_business()
         self.gossip = Gossip(config=self.config, secret=self.creds.federation_secret, membership=self.membership,
-                             metrics=self.metrics, initial_load=self.current_load())
+                             metrics=self.metrics, initial_load=self.current_load(), watched=self.business)
         self.gossip.on_status_change(self._on_status_change)
         await self.gossip.start()
         await self._start_http()
@@ -448,17 +455,42 @@ class Agent:
         return True
 
     async def _anti_entropy_loop(self) -> None:
-        """The backstop: pushes and member-alive syncs do the fast work."""
+        """The backstop: pushes and member-alive syncs do the fast work. Each round syncs with
+        at most ANTI_ENTROPY_FANOUT of the clusters this one shares records with, in turn, plus
+        one other live peer in turn (a cheap summary round when nothing differs): the cost of a
+        round is bounded whatever the federation and the records held, and a full cycle over
+        the sharing peers takes |peers| / fanout rounds (issue 18; bench/simulate.py)."""
         while True:
             await asyncio.sleep(ANTI_ENTROPY_INTERVAL)
-            peers = [m.name for m in self.membership.alive() if m.name != self.here]
+            alive = [m.name for m in self.membership.alive() if m.name != self.here]
+            sharing = [p for p in alive if p in self._business]
+            others = [p for p in alive if p not in self._business]
+            peers = backstop_round(sharing, others, turn=self._sweep, fanout=ANTI_ENTROPY_FANOUT)
+            self._sweep += 1
             await asyncio.gather(*(self._sync(p) for p in peers), return_exceptions=True)
+
+    def business(self) -> frozenset[str]:
+        """The clusters this one has business with: every entry, location and standby its
+        records name (fast failure detection and the anti-entropy backstop watch these)."""
+        return self._business
+
+    def refresh_business(self) -> None:
+        if self.store is not None:
+            names: set[str] = set()
+            for record in self.store.all(include_tombstones=True):
+                names |= interested(record)
+            self._business = frozenset(names - {self.here})
 
     async def _housekeeping_loop(self) -> None:
         assert self.services is not None and self.store is not None
+        next_hygiene = time.monotonic() + HYGIENE_EVERY
         while True:
             await asyncio.sleep(1.0)
+            if time.monotonic() >= next_hygiene:
+                next_hygiene = time.monotonic() + HYGIENE_EVERY
+                records_hygiene(self.store, here=self.here, now=time.time())
             await self.services.expire_pending()
+            self.refresh_business()
             self.load_changed()
             self.refresh_gauges()
 
@@ -484,3 +516,28 @@ class Agent:
         task = asyncio.create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+
+def backstop_round(sharing: list[str], others: list[str], *, turn: int, fanout: int) -> list[str]:
+    """The peers of anti-entropy backstop round number `turn`: the next `fanout` of the
+    sharing peers and the next one of the others, each list taken in turn (pure)."""
+    picked: list[str] = []
+    if sharing:
+        start = (turn * fanout) % len(sharing)
+        picked = (sharing[start:] + sharing[:start])[:fanout]
+    if others:
+        picked.append(others[turn % len(others)])
+    return picked
+
+
+def records_hygiene(store: RecordStore, *, here: str, now: float) -> tuple[list[str], int]:
+    """Keep the store from growing without bound: forget the tombstones every holder has
+    acknowledged (or older than TOMBSTONE_TTL, merge.droppable), and closed journal entries
+    older than JOURNAL_KEEP. Returns (tombstones dropped, journal entries pruned)."""
+    dropped = store.gc_tombstones(here=here, now=now, ttl=TOMBSTONE_TTL)
+    pruned = store.journal_prune(before=now - JOURNAL_KEEP)
+    if dropped or pruned:
+        log.info("records hygiene: %d tombstone(s) forgotten, %d closed journal entr%s pruned",
+                  len(dropped), pruned, "y" if pruned == 1 else "ies")
+    return dropped, pruned
+

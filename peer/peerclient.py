@@ -71,6 +71,9 @@ class Exchange:
     received: int  # reply body bytes
 
 
+IDLE_CLOSE = 10.0  # seconds an idle peer connection is kept for reuse
+
+
 class PeerClient:
     def __init__(
         self,
@@ -97,7 +100,10 @@ class PeerClient:
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(auto_decompress=False)
+            # Idle keep-alive connections close after IDLE_CLOSE: a cluster keeps connections only
+            # to the peers it has business with, not one to every member (issue 18).
+            connector = aiohttp.TCPConnector(keepalive_timeout=IDLE_CLOSE)
+            self._session = aiohttp.ClientSession(auto_decompress=False, connector=connector)
         return self._session
 
     async def call(self, base_url: str, path: str, payload: object, *, timeout: float = 5.0) -> object:

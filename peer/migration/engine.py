@@ -21,7 +21,9 @@ from dataclasses import replace
 from collections.abc import Callable
 from typing import Any
 
+from lb.errors import LBError, RerouteError
 from peer import failpoints
+from peer.drivers.base import DriverError
 from peer.drivers.descriptor import ServiceDescriptor
 from peer.migration.history import Migration, MigrationLog
 from peer.migration.homes import HomeSetClient
@@ -83,7 +85,9 @@ class MigrationEngine:
                                              home=record.home, source=record.location, target=target))
             try:
                 await self._run(m, record, target)
-            except (MigrationError, PeerError, ServiceError) as exc:
+            except (MigrationError, PeerError, ServiceError, LBError, DriverError) as exc:
+                # Every failure ends the migration `failed` with its journal closed (the copy at
+                # the target was aborted by `_run`): nothing stays `running` behind a 500.
                 if isinstance(exc, WorkloadRefused) and target is not None:  # known from its gossiped policy
                     m.refusals.append({"cluster": target, "rule": exc.rule, "error": str(exc)})
                 self.services.store.journal_close(f"mig:{m.id}")
@@ -204,6 +208,7 @@ class MigrationEngine:
         assert m.target is not None
         moved = replace(record, location=m.target, instance=instance, state=State.RUNNING, migration_id=m.id)
         host, port = split_addr(instance)
+        failpoints.hit("migration.reroute", fail=lambda: RerouteError(f"failpoint: reroute of {record.name} failed"))
         await self.services.lb.route(record.name, host, port, proven_ready=True)
         failpoints.hit("migration.after_route")
         committed = self.services.store.put_local(moved, here=self.here, now=time.time())
