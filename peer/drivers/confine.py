@@ -69,6 +69,7 @@ class Prepared:
 
     cwd: Path
     popen: dict[str, Any]
+    env: dict[str, str]  # HOME is the working dir: the agent's (/root) is not the service's
     close: Callable[[], None]  # closes the agent's copy of the cgroup.procs descriptor
 
 
@@ -133,14 +134,15 @@ class Confinement:
             raise ConfineError(f"cannot prepare {cwd} for {self.user}: {exc.strerror}") from exc
         popen: dict[str, Any] = {"user": self.uid, "group": self.gid, "extra_groups": []}
         fd = self._cgroup_fd(name, cpu=cpu, memory=memory)
+        env = {"HOME": str(cwd)}
         if fd is None:
-            return Prepared(cwd=cwd, popen=popen, close=lambda: None)
+            return Prepared(cwd=cwd, popen=popen, env=env, close=lambda: None)
 
         def join_cgroup() -> None:  # in the child, before exec: one write, no allocation to speak of
             os.write(fd, b"0")
 
         popen["preexec_fn"] = join_cgroup
-        return Prepared(cwd=cwd, popen=popen, close=lambda: os.close(fd))
+        return Prepared(cwd=cwd, popen=popen, env=env, close=lambda: os.close(fd))
 
     def _cgroup_fd(self, name: str, *, cpu: float, memory: int) -> int | None:
         if self.cgroup_root is None:

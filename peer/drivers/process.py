@@ -323,6 +323,7 @@ class ProcessDriver:
                     listener.close()
                 raise DeployFailed(f"{name}: {exc}") from exc
             cwd = confined.cwd
+            env.update(confined.env)
         try:
             with log_path.open("ab") as logf:
                 how = " (socket activated)" if listener is not None else ""

@@ -39,6 +39,7 @@ PROBE = textwrap.dedent('''
         except OSError:
             return False
     report = {"uid": os.getuid(), "gid": os.getgid(), "groups": os.getgroups(), "cwd": os.getcwd(),
+              "home": os.environ.get("HOME"),
               "read_token": can(lambda: open(os.path.join(data, "admin.token")).read()),
               "read_secret": can(lambda: open(os.path.join(data, "federation.secret")).read()),
               "list_data_dir": can(lambda: os.listdir(data)),
@@ -150,7 +151,7 @@ def test_service_runs_as_nobody_and_cannot_read_the_data_dir(agent: AgentProc) -
     with urllib.request.urlopen(f"http://{record['instance']}/", timeout=10) as resp:
         report = json.loads(resp.read())
     assert (report["uid"], report["gid"], report["groups"]) == (NOBODY.pw_uid, NOBODY.pw_gid, [])
-    assert report["cwd"] == f"/run/roam-services/{ADDR}/probe"
+    assert report["cwd"] == report["home"] == f"/run/roam-services/{ADDR}/probe"
     assert not report["read_token"] and not report["read_secret"] and not report["list_data_dir"]
     assert report["list_own_dir"]
     status = (Path(f"/proc/{instance['pid']}/status").read_text())
