@@ -24,7 +24,8 @@ import pytest
 
 from chaos.agent_processes import kill_left_behind
 from peer.api.http import token_id
-from peer.peerclient import PeerClient
+from peer.migration import wire
+from peer.peerclient import PeerClient, PeerRefused
 from peer.records import messages as msg
 from peer.records import record as rec
 from peer.records.merge import local_write
@@ -218,6 +219,16 @@ async def test_a_record_saying_a_refused_service_runs_here_starts_nothing(fed: F
     await wait_until(refused_in_log, timeout=30, what="t2 refusing to start the forged copy")
     assert "does not accept services homed at 't1'" in fed.agents["t2"].log_text()
     assert await fed.get("t2", "/v1/instances") == []
+
+
+async def test_entry_open_without_home_and_descriptor_is_refused_by_a_restrictive_cluster(fed: Federation) -> None:
+    """An older caller (no home, no descriptor) cannot get an entry opened where a policy is set."""
+    async with PeerClient(SECRET.encode()) as client:
+        with pytest.raises(PeerRefused) as refused:
+            await client.call(fed.agents["t2"].api, wire.ENTRY_OPEN, {"name": "bare", "incarnation": "1-x"})
+        assert refused.value.status == 403 and refused.value.rule == "accept-from"
+        opened = await client.call(fed.agents["t3"].api, wire.ENTRY_OPEN, {"name": "bare", "incarnation": "1-x"})
+        assert isinstance(opened, dict) and "endpoint" in opened  # no policy: as before
 
 
 async def test_failsafe_refused_by_the_steward_goes_where_placement_says(fed: Federation) -> None:
