@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import ssl
 import time
@@ -22,6 +23,7 @@ from aiohttp import web
 
 from lb.balancer import Claim, LoadBalancer
 from peer.api.admin import add_admin_routes
+from peer.api.audit import AUDIT_FILE, AuditLog, add_audit_routes, audit_middleware
 from peer.api.drain import add_drain_routes
 from peer.ui import add_ui_routes
 from peer.api.http import (MAX_BODY, bearer_auth_middleware, error_middleware, quiet_protocol_errors,
@@ -31,9 +33,12 @@ from peer.config import AgentConfig, write_local_hint
 from peer.credentials import Credentials, load_credentials
 from peer.datadir import AddressLock, make_private
 from peer.drivers.base import Driver
+from peer.drivers.confine import Confinement
+from peer.drivers.process_state import DEFAULT_PATH
 from peer.gossip import Load
 from peer.gossiping import Gossip
 from peer.membership import Membership, StatusChange
+from peer.nonces import NONCE_FILE, PersistentNonceCache
 from peer.metrics import Metrics
 from peer.migration.engine import MigrationEngine
 from peer.migration.failsafe import FailSafe
@@ -50,7 +55,8 @@ from peer.records.merge import MergeOutcome
 from peer.records.record import Record, interested
 from peer.records.store import RecordStore
 from peer import recovery
-from peer.services import ServiceManager, split_addr
+from peer.services import ServiceManager, WorkloadGate, split_addr
+from peer.workload import resolve_executable, resolve_lexical
 from peer.waiting import wait_until
 from peer.stewardship import Liveness, Observed
 from placement import ClusterView, Thresholds
@@ -90,6 +96,9 @@ class Agent:
         self._background: set[asyncio.Task[Any]] = set()
         self.accepting = True
         self._lock = AddressLock(config.addr)
+        self.audit = AuditLog(config.data_dir / AUDIT_FILE)
+        self.confinement: Confinement | None = None  # --run-as (peer.drivers.confine)
+        self.nonces: PersistentNonceCache | None = None
         self._stop_requested = asyncio.Event()
         self._stop_everything = False
         self._business: frozenset[str] = frozenset()  # clusters our records name (refreshed each second)
@@ -149,7 +158,7 @@ class Agent:
         try:
             # Credentials next: they are checked before anything is written (a bad secret leaves no files).
             self.creds = load_credentials(data_dir=cfg.data_dir, token_file=cfg.token_file,
-                                          secret_file=cfg.secret_file)
+                                          secret_file=cfg.secret_file, reader_token_file=cfg.reader_token_file)
             changed = make_private(cfg.data_dir)  # also sets umask 077 for what the agent writes later
         except BaseException:
             self._lock.release()
@@ -158,6 +167,9 @@ class Agent:
             log.warning("generated %s (mode 0600)", path)
         self.store = RecordStore.open(cfg.data_dir / "records.sqlite3")
         self.history = MigrationLog(store=self.store, metrics=self.metrics)
+        self.nonces = PersistentNonceCache(cfg.data_dir / NONCE_FILE)  # replay protection across restarts
+        if self.nonces.loaded:
+            log.info("replay cache: %d peer nonces still in their window reloaded", self.nonces.loaded)
         self.client = PeerClient(self.creds.federation_secret, max_bytes=PEER_BODY_LIMIT)
         self.lb = LoadBalancer(data_dir=cfg.data_dir / "lb", bind_addr=cfg.addr, ports=cfg.lb_ports,
                                max_slots=cfg.lb_slots, haproxy_binary=cfg.haproxy_binary)
@@ -183,7 +195,7 @@ class Agent:
         self.homes = HomeSetClient(here=self.here, client=self.client, url_of=self.api_url_of,
                                    views=self.cluster_views, publish_now=self.publish_now)
         self.services = ServiceManager(here=self.here, store=self.store, driver=self.driver, lb=self.lb,
-                                       publish=self.publish, peers=self.homes)
+                                       publish=self.publish, peers=self.homes, workload=self._workload_gate())
         await self.driver.start()
         self.antientropy = AntiEntropy(store=self.store, here=self.here, client=self.client,
                                        on_outcome=self._on_outcome, on_heard=self.liveness.mark_reachable)
@@ -236,6 +248,19 @@ class Agent:
                 claims[record.name] = (port, route)
         return claims
 
+    def _workload_gate(self) -> WorkloadGate:
+        """The policy with the resolver of this cluster's driver: the process driver runs argv[0]
+        from this host's PATH; a container's command is judged lexically."""
+        cfg = self.config
+        if cfg.workload.permissive:
+            log.info("workload policy: none (every home, command and image is accepted)")
+        else:
+            log.info("workload policy: %s", cfg.workload.as_api())
+        if cfg.driver == "kubernetes":
+            return WorkloadGate(self.here, cfg.workload, resolve=resolve_lexical)
+        path = os.environ.get("PATH", DEFAULT_PATH)
+        return WorkloadGate(self.here, cfg.workload, resolve=lambda arg0: resolve_executable(arg0, path=path))
+
     def _make_driver(self) -> Driver:
         cfg = self.config
         on_event = self._on_driver_event
@@ -247,8 +272,15 @@ class Agent:
                                     context=k.context, node_address=k.node_address, on_event=on_event)
         from peer.drivers.process import ProcessDriver
 
+        if cfg.run_as is not None:
+            from peer.drivers.confine import Confinement
+
+            self.confinement = Confinement(user=cfg.run_as, scope=cfg.addr)
+            log.info("services run as %s in %s; cgroup %s; limits %s", cfg.run_as, self.confinement.work_root,
+                     self.confinement.cgroup_root, "applied" if self.confinement.limits else
+                     f"not applied: {self.confinement.limits_reason}")
         return ProcessDriver(data_dir=cfg.data_dir, host=cfg.addr, port_range=cfg.service_ports,
-                             on_event=on_event, cluster=cfg.name)
+                             on_event=on_event, cluster=cfg.name, confine=self.confinement)
 
     def _on_driver_event(self, name: str, kind: str, detail: str) -> None:
         log.info("service %s: %s %s", name, kind, detail.splitlines()[0] if detail else "")
@@ -259,9 +291,11 @@ class Agent:
         assert self.creds is not None and self.antientropy and self.services
         app = web.Application(
             client_max_size=PEER_BODY_LIMIT,
-            middlewares=[error_middleware, rate_limit_middleware(), bearer_auth_middleware(self.creds.admin_token),
-                         peer_auth_middleware(self.creds.federation_secret)],
+            middlewares=[audit_middleware(self.audit), error_middleware, rate_limit_middleware(),
+                         bearer_auth_middleware(self.creds.admin_token, reader=self.creds.reader_token),
+                         peer_auth_middleware(self.creds.federation_secret, nonces=self.nonces)],
         )
+        add_audit_routes(app, self.audit)
         app["admin_body_limit"] = MAX_BODY
         quiet_protocol_errors()  # a malformed request from anyone: one WARNING a minute, no traceback
         add_admin_routes(app, self)
@@ -313,6 +347,8 @@ class Agent:
             await self.client.close()
         if self.store is not None:
             self.store.close()
+        if self.nonces is not None:
+            self.nonces.close()
         self._lock.release()
 
     @staticmethod

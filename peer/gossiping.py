@@ -142,7 +142,7 @@ class Gossip:
     def _self_tags(self) -> SelfTags:
         scheme = "https" if self.config.tls_cert else "http"
         return SelfTags(tier=self.config.tier, api_port=self.config.api_port, load=self._load, scheme=scheme,
-                        draining=self._draining)
+                        draining=self._draining, accepts=self.config.workload.accept_from)
 
     def set_draining(self) -> None:
         """Tell peers this cluster is being drained (`POST /v1/drain`): not a placement target."""

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Literal
 from lb.errors import LBError
 from peer.drivers.base import DriverError, Instance
 from peer.records.record import Record
+from peer.services import WorkloadRefused
 
 if TYPE_CHECKING:
     from peer.services import NameHolder, ServiceManager
@@ -97,7 +98,7 @@ async def _carry_out(services: ServiceManager, name: str, instance: Instance, re
     if verdict.action == "adopt":
         assert record is not None
         services.unaccounted.pop(name, None)
-        with contextlib.suppress(DriverError):
+        with contextlib.suppress(DriverError, WorkloadRefused):
             await services.ensure_local_copy(record)
         log.info("adopted running copy of %s at %s: %s", name, where, verdict.reason)
     elif verdict.action == "standby":
@@ -125,5 +126,5 @@ async def start_deferred(services: ServiceManager) -> None:
                 continue
             try:
                 await services.ensure_local_copy(record)
-            except (DriverError, LBError) as exc:
+            except (DriverError, LBError, WorkloadRefused) as exc:
                 log.error("could not restore %s: %s", name, exc)

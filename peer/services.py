@@ -30,6 +30,7 @@ from peer.records.record import (
 )
 from peer.records.store import RecordStore
 from peer.placing import requirements
+from peer.workload import Refusal, Resolver, WorkloadPolicy, check, resolve_executable
 from placement import ClusterView, admit
 from placement.homes import choose_entries
 
@@ -62,7 +63,8 @@ class HomeSetPeers(Protocol):
 
     async def lookup(self, name: str) -> list[NameHolder]: ...
 
-    async def open_entry(self, cluster: str, name: str, incarnation: str) -> str | None: ...
+    async def open_entry(self, cluster: str, name: str, incarnation: str, *, home: str,
+                         descriptor: bytes) -> str | None: ...
 
     async def publish_now(self, record: Record, extra: frozenset[str] = frozenset()) -> None: ...
 
@@ -77,6 +79,38 @@ class ServiceError(Exception):
         self.field = field
         if status is not None:
             self.status = status
+
+
+class WorkloadRefused(ServiceError):
+    """This cluster's workload policy (peer.workload) refuses the service: 403 naming the rule."""
+
+    status = 403
+
+    def __init__(self, refusal: Refusal) -> None:
+        super().__init__(refusal.message, field=refusal.field)
+        self.refusal = refusal
+        self.rule = refusal.rule
+
+
+@dataclass(frozen=True)
+class WorkloadGate:
+    """The cluster's policy bound to how it resolves commands; one question: may it run this?"""
+
+    here: str
+    policy: WorkloadPolicy = WorkloadPolicy()
+    resolve: Resolver = resolve_executable
+
+    def refusal(self, descriptor: ServiceDescriptor, *, home: str) -> Refusal | None:
+        if self.policy.permissive:
+            return None
+        return check(self.policy, here=self.here, home=home, command=descriptor.command,
+                     image=descriptor.image, resolve=self.resolve)
+
+    def require(self, descriptor: ServiceDescriptor, *, home: str) -> None:
+        """Raise WorkloadRefused if the policy refuses `descriptor` homed at `home`."""
+        refusal = self.refusal(descriptor, home=home)
+        if refusal is not None:
+            raise WorkloadRefused(refusal)
 
 
 @dataclass
@@ -107,9 +141,10 @@ def split_addr(text: str) -> tuple[str, int]:
 
 class ServiceManager:
     def __init__(self, *, here: str, store: RecordStore, driver: Driver, lb: LoadBalancer, publish: Publisher,
-                 peers: HomeSetPeers | None = None) -> None:
+                 peers: HomeSetPeers | None = None, workload: WorkloadGate | None = None) -> None:
         self.here = here
         self.peers = peers
+        self.workload = workload if workload is not None else WorkloadGate(here)
         self.reserved: dict[str, tuple[str, float]] = {}  # entry frontends: name -> (incarnation, deadline)
         self.store = store
         self.driver = driver
@@ -151,7 +186,10 @@ class ServiceManager:
 
     # -- local copies ----------------------------------------------------------------------
     async def run_copy(self, descriptor: ServiceDescriptor, *, home: str) -> tuple[Instance, float]:
-        """Deploy and wait until ready; returns the instance and the deploy time in ms."""
+        """Deploy and wait until ready; returns the instance and the deploy time in ms. Every
+        copy this cluster starts comes through here, so the workload policy is checked here
+        too (WorkloadRefused), whatever path the descriptor came by."""
+        self.workload.require(descriptor, home=home)
         started = time.monotonic()
         try:
             await self.driver.deploy(descriptor, home=home)
@@ -170,6 +208,7 @@ class ServiceManager:
         """Deploy here as HC with a home set: instance first, then the entries' frontends, then the
         record, then the routes (crash-safe order: a crash leaves nothing a record points to)."""
         name = descriptor.name
+        self.workload.require(descriptor, home=self.here)
         await self._wait_recovered()
         async with self.lock(name):
             existing = self.store.get(name)
@@ -191,7 +230,7 @@ class ServiceManager:
                 await self.lb.close_frontend(name)
                 raise
             endpoints = [(self.here, f"{frontend[0]}:{frontend[1]}")]
-            endpoints += await self._open_entries(others, name, incarnation)
+            endpoints += await self._open_entries(others, descriptor, incarnation)
             payload = descriptor.canonical_msgpack()
             record = self.store.put_local(
                 Record(name=name, home=self.here, location=self.here, state=State.RUNNING,
@@ -239,7 +278,7 @@ class ServiceManager:
             raise ServiceError(f"entries: {wanted} asked but only {len(alive) + 1} clusters are alive",
                                status=422, field="entries")
         own = next((v.tier for v in views if v.name == self.here), "")
-        return choose_entries(alive, chosen=[self.here], tiers=[own], count=wanted - 1)
+        return choose_entries(alive, chosen=[self.here], tiers=[own], count=wanted - 1, home=self.here)
 
     def _check_standby_room(self, descriptor: ServiceDescriptor) -> None:
         """Refuse `standby: N` when fewer than N other live clusters could hold a warm copy now
@@ -253,18 +292,29 @@ class ServiceManager:
             raise ServiceError(f"standby: {descriptor.standby} warm copies asked but only {len(able)} other live "
                                f"cluster(s) can hold one ({', '.join(able) or 'none'})", status=422, field="standby")
 
-    async def _open_entries(self, clusters: list[str], name: str, incarnation: str) -> list[tuple[str, str]]:
+    async def _open_entries(self, clusters: list[str], descriptor: ServiceDescriptor,
+                            incarnation: str) -> list[tuple[str, str]]:
         """Ask each chosen entry to open a frontend; an entry that does not answer is left out
         (the steward's repair adds one later)."""
         if self.peers is None or not clusters:
             return []
-        peers = self.peers
-        answers = await asyncio.gather(*(peers.open_entry(c, name, incarnation) for c in clusters))
+        peers, name = self.peers, descriptor.name
+        payload = descriptor.canonical_msgpack()
+        answers = await asyncio.gather(*(peers.open_entry(c, name, incarnation, home=self.here, descriptor=payload)
+                                         for c in clusters))
         return [(c, ep) for c, ep in zip(clusters, answers) if ep is not None]
 
-    async def reserve_entry(self, name: str, incarnation: str) -> tuple[str, int]:
+    async def reserve_entry(self, name: str, incarnation: str, *, home: str | None = None,
+                            descriptor: ServiceDescriptor | None = None) -> tuple[str, int]:
         """At an entry: open a frontend for a service being created elsewhere, kept for
-        ENTRY_RESERVATION seconds until its record arrives."""
+        ENTRY_RESERVATION seconds until its record arrives. A restrictive workload policy
+        needs the home and descriptor to judge it (an older caller that sends none is refused)."""
+        if descriptor is None or home is None:
+            if not self.workload.policy.permissive:
+                raise WorkloadRefused(Refusal("accept-from", f"{self.here} routes only services whose home and "
+                                                             "descriptor it can check; none given", name))
+        else:
+            self.workload.require(descriptor, home=home)
         async with self.lock(name):
             current = self.get(name)
             if current is not None and current.incarnation != incarnation and self.here in current.entries:
@@ -318,7 +368,7 @@ class ServiceManager:
             for action in outcome.actions:
                 try:
                     await self._act(action)
-                except (DriverError, LBError) as exc:
+                except (DriverError, LBError, WorkloadRefused) as exc:
                     log.error("%s on %s failed: %s", type(action).__name__, name, exc)
 
     async def _act(self, action: Action) -> None:
@@ -392,7 +442,9 @@ class ServiceManager:
         return record
 
     async def ensure_route(self, record: Record) -> None:
-        """This entry's frontend must exist and point at the record's instance."""
+        """This entry's frontend must exist and point at the record's instance (a record naming
+        this cluster an entry of a service its policy refuses is not routed: WorkloadRefused)."""
+        self.workload.require(self.descriptor_of(record), home=record.home)
         endpoint = record.endpoint_at(self.here)
         port = split_addr(endpoint)[1] if endpoint else None
         await self.lb.open_frontend(record.name, port=port)
@@ -424,7 +476,7 @@ class ServiceManager:
             record = self.get(name)
             if record is None or record.location != self.here:
                 return
-            with contextlib.suppress(DriverError, LBError):
+            with contextlib.suppress(DriverError, LBError, WorkloadRefused):
                 instance = await self.driver.status(name)
                 if record.instance != addr_of(instance):
                     record = self.store.put_local(replace(record, instance=addr_of(instance)),
@@ -453,7 +505,7 @@ class ServiceManager:
                         await self.ensure_route(record)
                 elif self.here in record.entries:
                     await self.ensure_route(record)
-            except (DriverError, LBError) as exc:
+            except (DriverError, LBError, WorkloadRefused) as exc:
                 log.error("could not restore %s: %s", record.name, exc)
         live_here = {r.name for r in self.records() if r.copy_here(self.here)}
         self.unaccounted.update({n: i for n, i in running.items() if n not in live_here})

@@ -32,17 +32,26 @@ from peer.peerclient import PeerClient, PeerError, PeerRefused
 from peer.placing import requirements
 from peer.records.record import Record, State
 from peer.waiting import wait_until
-from peer.services import ServiceError, ServiceManager, addr_of, split_addr
+from peer.services import ServiceError, ServiceManager, WorkloadRefused, addr_of, split_addr
+from peer.workload import RULE_ACCEPT_FROM, Refusal
 from placement import Candidate, Placement, get_policy, rank
 
 log = logging.getLogger(__name__)
 
 WAIT_TIMEOUT = 120.0
 STATUS_POLL = 0.05
+#: A cluster whose workload policy refused a descriptor is not proposed again for it this long
+#: (placement learns policies from refusals; an explicit target is still asked).
+REFUSAL_MEMORY = 600.0
 
 
 class MigrationError(Exception):
-    """The migration could not complete; the service keeps running where it was."""
+    """The migration could not complete; the service keeps running where it was. `refusals`:
+    the candidates whose workload policy refused it (cluster, rule, error)."""
+
+    def __init__(self, message: str, *, refusals: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.refusals = refusals or []
 
 
 class MigrationEngine:
@@ -57,6 +66,7 @@ class MigrationEngine:
         self.history = history
         self.agent = agent  # peer.agent.Agent: membership, views, api urls
         self.policy = get_policy(policy)
+        self.refused: dict[tuple[str, str], tuple[str, float]] = {}  # (cluster, digest) -> (rule, when)
 
     # -- entry point -----------------------------------------------------------------------
     async def migrate(self, name: str, *, target: str | None = None, reason: str = "api",
@@ -78,10 +88,13 @@ class MigrationEngine:
             except (MigrationError, PeerError, ServiceError, LBError, DriverError) as exc:
                 # Every failure ends the migration `failed` with its journal closed (the copy at
                 # the target was aborted by `_run`): nothing stays `running` behind a 500.
+                if isinstance(exc, WorkloadRefused) and target is not None:  # known from its gossiped policy
+                    m.refusals.append({"cluster": target, "rule": exc.rule, "error": str(exc)})
                 self.services.store.journal_close(f"mig:{m.id}")
                 self.history.finish(m, outcome="failed" if m.stage != "pr" else "aborted", error=str(exc))
                 log.warning("migration %s of %s failed at %s: %s", m.id, name, m.stage, exc)
-                raise MigrationError(f"migration of {name} failed at {m.stage}: {exc}") from exc
+                raise MigrationError(f"migration of {name} failed at {m.stage}: {exc}",
+                                     refusals=m.refusals) from exc
             self.history.finish(m, outcome="succeeded")
             log.info("migrated %s %s -> %s in %s", name, m.source, m.target, m.durations)
             return m
@@ -126,18 +139,32 @@ class MigrationEngine:
 
     # -- stages ----------------------------------------------------------------------------
     def _placement_request(self, descriptor: ServiceDescriptor, record: Record, target: str | None) -> list[Candidate]:
-        req = requirements(descriptor, avoid={record.location})
+        req = requirements(descriptor, avoid={record.location}, home=record.home)
         views = self.agent.cluster_views()
         if target is not None:
             views = {target: views[target]} if target in views else {}
         placement: Placement = rank(req, views.values(), home=record.home, policy=self.policy)
         if target is not None and not placement.ranked and placement.rejected:
-            raise ServiceError(f"cluster {target!r} cannot take it: {placement.rejected[0].reason}",
-                               status=409, field="target")
+            reason = placement.rejected[0].reason
+            if reason.startswith("policy:"):  # its gossiped accept-from: refused without asking
+                raise WorkloadRefused(Refusal(RULE_ACCEPT_FROM, f"cluster {target!r} cannot take it: {reason}",
+                                              record.home))
+            raise ServiceError(f"cluster {target!r} cannot take it: {reason}", status=409, field="target")
+        ranked = list(placement.ranked)
+        if target is None:
+            ranked = [c for c in ranked if self.refused_rule(c.name, record.digest) is None]
         # A standby's cluster first: its warm copy is reused (the driver adopts the running copy),
         # so the move is a promotion with no deploy. Its admission still applies.
         standbys = set(record.standby_clusters)
-        return sorted(placement.ranked, key=lambda c: c.name not in standbys)
+        return sorted(ranked, key=lambda c: c.name not in standbys)
+
+    def refused_rule(self, cluster: str, digest: str) -> str | None:
+        """The rule `cluster` refused this descriptor with lately, if it did."""
+        seen = self.refused.get((cluster, digest))
+        if seen is None or time.monotonic() - seen[1] > REFUSAL_MEMORY:
+            self.refused.pop((cluster, digest), None)
+            return None
+        return seen[0]
 
     async def _replicate(self, m: Migration, record: Record, ranked: list[Candidate]) -> str:
         refusals: list[str] = []
@@ -153,6 +180,11 @@ class MigrationEngine:
                 return candidate.name
             except PeerRefused as exc:
                 refusals.append(f"{candidate.name}: {exc}")
+                if exc.status == 403 and exc.rule is not None:  # its workload policy: try the next
+                    self.refused[(candidate.name, record.digest)] = (exc.rule, time.monotonic())
+                    m.refusals.append({"cluster": candidate.name, "rule": exc.rule, "error": exc.message})
+                    log.warning("%s refused %s by its workload policy (%s): %s", candidate.name, record.name,
+                                exc.rule, exc.message)
             except PeerError as exc:
                 # No answer is not a refusal: the request may still be processed (a paused
                 # agent resumes). Tell it to drop the copy, in the background, until it hears.

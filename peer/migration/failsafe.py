@@ -35,7 +35,8 @@ from peer.migration.wire import PING, RELEASE, record_to_wire
 from peer.peerclient import PeerClient, PeerError, PeerRefused
 from peer.placing import requirements
 from peer.records.record import Record, State
-from peer.services import ServiceManager, addr_of, split_addr
+from peer.migration.engine import MigrationError
+from peer.services import ServiceError, ServiceManager, WorkloadRefused, addr_of, split_addr
 from peer.stewardship import Liveness
 from placement import admit
 
@@ -182,6 +183,7 @@ class FailSafe:
 
     async def _redeploy(self, record: Record, *, evidence: str, since: float) -> None:
         services, name = self.services, record.name
+        refused: WorkloadRefused | None = None
         async with services.lock(name):
             current = services.get(name)
             if current is None or current.location != record.location or self.steward_of(current) != services.here:
@@ -205,16 +207,24 @@ class FailSafe:
                     committed = services.store.put_local(
                         replace(current, location=services.here, instance=addr_of(instance), state=State.RUNNING,
                                 migration_id=m.id), here=services.here, now=time.time())
-            except (DriverError, LBError) as exc:
-                self.history.finish(m, outcome="failed", error=str(exc))
-                log.error("fail-safe for %s failed: %s; retrying in %.0fs", name, exc, RETRY_AFTER)
+            except (DriverError, LBError, WorkloadRefused) as exc:
+                why = f"refused by this cluster's workload policy ({exc.rule}): {exc}" \
+                    if isinstance(exc, WorkloadRefused) else str(exc)
+                self.history.finish(m, outcome="failed", error=why)
+                log.error("fail-safe for %s failed: %s; retrying in %.0fs", name, why, RETRY_AFTER)
                 suspicion = self._suspects.get(name)
                 if suspicion is not None:
                     suspicion.retry_at = time.monotonic() + RETRY_AFTER
-                return
-            self._suspects.pop(name, None)
-            m.durations["downtime_estimate"] = round((time.monotonic() - since) * 1000.0, 3)
-            self.history.finish(m, outcome="succeeded")
+                if not isinstance(exc, WorkloadRefused):
+                    return
+                refused = exc
+            else:
+                self._suspects.pop(name, None)
+                m.durations["downtime_estimate"] = round((time.monotonic() - since) * 1000.0, 3)
+                self.history.finish(m, outcome="succeeded")
+        if refused is not None:
+            await self._redeploy_elsewhere(record, evidence=evidence, refused=refused)
+            return
         self.agent.load_changed()
         await self.agent.publish(committed, frozenset({record.location}))
         self.agent.spawn(self.agent.homes.route_entries(committed))
@@ -260,6 +270,25 @@ class FailSafe:
         await self.agent.publish(committed, frozenset({record.location}))
         self.agent.spawn(self.agent.homes.route_entries(committed))
         self.agent.spawn(self._release_until_heard(record.location, committed))
+
+    async def _redeploy_elsewhere(self, record: Record, *, evidence: str, refused: WorkloadRefused) -> None:
+        """This steward's own workload policy refuses the service: placement picks a cluster
+        that accepts it, through the migration engine (a move away from the lost location,
+        whose cleanup tells that location to release its copy should it come back)."""
+        engine = getattr(self.agent, "engine", None)
+        if engine is None:
+            return
+        reason = f"{evidence}; {self.services.here} refuses it ({refused.rule}): redeploying where placement says"
+        try:
+            await engine.migrate(record.name, reason=reason, kind="failsafe")
+        except (MigrationError, ServiceError, PeerError) as exc:
+            log.error("fail-safe for %s elsewhere failed: %s; retrying in %.0fs", record.name, exc, RETRY_AFTER)
+            return
+        self._suspects.pop(record.name, None)
+        committed = self.services.get(record.name)
+        self.agent.load_changed()
+        if committed is not None:
+            self.agent.spawn(self._release_until_heard(record.location, committed))
 
     async def _release_until_heard(self, cluster: str, committed: Record) -> None:
         """The lost location may come back with its copy still running (a partition heals, a

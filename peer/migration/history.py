@@ -39,6 +39,7 @@ class Migration:
     durations: dict[str, float] = field(default_factory=dict)
     candidates: list[dict[str, Any]] = field(default_factory=list)
     notes: str | None = None  # e.g. entries that did not confirm their reroute
+    refusals: list[dict[str, Any]] = field(default_factory=list)  # candidates whose policy refused it
 
     @contextmanager
     def timed(self, stage: str) -> Iterator[None]:

@@ -20,7 +20,7 @@ from peer.peerclient import msgpack_response, read_msgpack
 from peer.placing import requirements
 from peer.records.merge import StopLocalCopy
 from peer.records.record import RecordDecodeError, State
-from peer.services import PENDING_TTL, PendingCopy, ServiceManager, addr_of, split_addr
+from peer.services import PENDING_TTL, PendingCopy, ServiceManager, WorkloadRefused, addr_of, split_addr
 from placement import admit
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,10 @@ class ReplicaHandlers:
             return _refuse(f"descriptor.{exc.field}: {exc}", status=422)
         if descriptor.name != name:
             return _refuse("descriptor name does not match", status=422)
+        refusal = self.services.workload.refusal(descriptor, home=home)
+        if refusal is not None:  # before anything is reserved: nothing half-done
+            log.warning("refused replication of %s (home %s): %s", name, home, refusal.message)
+            return msgpack_response(refusal.as_api(), status=403)
         services = self.services
         if mid in services.aborted:
             return _refuse(f"migration {mid} was aborted")
@@ -92,7 +96,7 @@ class ReplicaHandlers:
         try:
             instance, deploy_ms = await self.services.run_copy(copy.descriptor, home=copy.home)
             copy.instance, copy.deploy_ms = instance, deploy_ms
-        except (DriverError, TimeoutError) as exc:
+        except (DriverError, TimeoutError, WorkloadRefused) as exc:
             copy.error = str(exc)
 
     async def status(self, request: web.Request) -> web.Response:

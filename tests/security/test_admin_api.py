@@ -32,7 +32,7 @@ VALID_BODY: dict[tuple[str, str], Any] = {
 def operations() -> list[tuple[str, str]]:
     ops = [(m.upper(), p) for p, item in build_spec()["paths"].items() for m, op in item.items()
            if op.get("security") != []]
-    assert len(ops) == 14
+    assert len(ops) == 15
     return ops
 
 
