@@ -33,6 +33,7 @@ from peer.datadir import AddressLock, make_private
 from peer.drivers.base import Driver
 from peer.gossip import Load
 from peer.gossiping import Gossip
+from peer.convergence import Converger
 from peer.membership import Membership, StatusChange
 from peer.metrics import Metrics
 from peer.migration.engine import MigrationEngine
@@ -194,7 +195,7 @@ class Agent:
         loops: list[tuple[str, Coroutine[Any, Any, None]]] = [
             ("failsafe", failsafe.run()), ("anti-entropy", self._anti_entropy_loop()),
             ("housekeeping", self._housekeeping_loop()), ("home-sets", keeper.run()),
-            ("catch-up", self._catch_up()),
+            ("catch-up", self._catch_up()), ("convergence", Converger(services=self.services).run()),
         ]
         if self.config.auto_migrate:
             assert self.probe is not None

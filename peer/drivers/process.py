@@ -209,7 +209,8 @@ class ProcessDriver:
                 raise run.failure or DeployFailed(f"{name}: {run.detail}")
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise DriverTimeout(f"{name} not ready within {timeout:.1f}s", delay=1.0)
+                raise DriverTimeout(f"{name} not ready within {timeout:g}s", delay=1.0,
+                                    log_tail=log_tail(run.directory / LOG_FILE))
             try:
                 await asyncio.wait_for(run.changed.wait(), remaining)
             except TimeoutError:
