@@ -131,18 +131,23 @@ def _home_here(record: Record | None, here: str) -> bool:
 
 
 def transition(before: Record | None, after: Record, *, here: str) -> tuple[Action, ...]:
-    """The actions that take `here` from what `before` asked of it to what `after` asks."""
+    """The actions that take `here` from what `before` asked of it to what `after` asks.
+
+    An entry reroutes before it stops its own copy (make-before-break): when the record of
+    a move reaches an entry that also ran the old copy (it was down or cut off while the move
+    committed), its frontend must follow the new copy before the old one goes, or it answers
+    503 in between."""
     name = after.name
     actions: list[Action] = []
-    if _runs_here(before, here) and not _runs_here(after, here):
-        actions.append(StopLocalCopy(name))
     if _runs_here(after, here) and not _runs_here(before, here):
-        actions.append(AdoptLocalCopy(name))
+        actions.append(AdoptLocalCopy(name))  # (before the reroute: the route needs the copy)
     if _home_here(after, here):
         same = before is not None and _home_here(before, here) and before.incarnation == after.incarnation
         old = before.instance if before is not None and same else None
         if after.instance != old or not same:
             actions.append(Reroute(name, after.instance))
+    if _runs_here(before, here) and not _runs_here(after, here):
+        actions.append(StopLocalCopy(name))
     if before is not None and role(before, here) is not None and role(after, here) is None:
         actions.append(Forget(name))
     return tuple(actions)
