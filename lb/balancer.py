@@ -237,6 +237,10 @@ class LoadBalancer:
         put in maint or drain, or a server that no slot accounts for. A slot being rerouted
         right now is left to the reroute (its lock is held)."""
         repaired: list[str] = []
+        if not self.config.slots_path.exists():
+            async with self._slots_lock:
+                self._save()
+            repaired.append(f"{self.config.slots_path.name} was lost: written again from the slot table")
         status = await self._client.frontends()
         wanted = [frontend_name(p) for p in self.config.slot_ports]
         stopped = [fe for fe in wanted if status.get(fe, "STOP") == "STOP"]

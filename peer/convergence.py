@@ -7,7 +7,9 @@ Every `CONVERGE_EVERY` seconds the agent makes what it runs agree with the recor
   whatever was done behind the agent's back through the runtime API or lost with a worker;
 - copies: a service the record says runs here and the driver no longer runs (deleted behind
   our back, or given up after too many crashes) is started again, with a back-off; a copy that
-  moved to another port (a driver restart) has its record updated.
+  moved to another port (a driver restart) has its record updated;
+- derived files lost while the agent runs (lb-slots.json, a copy's instance.json) are written
+  again, so that the next start does not have to rebuild them.
 
 It never fights an operation in flight: a service whose lock is held (a migration, a
 fail-safe, a creation, a replicated record being applied), that is arriving here, reserved for
@@ -61,6 +63,7 @@ class Converger:
         repaired = await self._slots()
         repaired += await self.services.lb.converge()
         repaired += await self._copies()
+        repaired += await self.services.driver.rewrite_lost_state()
         for what in repaired:
             log.warning("converged to the records: %s", what)
         self.rounds += 1

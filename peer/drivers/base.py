@@ -137,3 +137,8 @@ class Driver(Protocol):
 
     async def adopt(self) -> builtins.list[Instance]:
         """After an agent restart: find what is already running, check it is alive, supervise it."""
+
+    async def rewrite_lost_state(self) -> builtins.list[str]:
+        """Write again what a later adopt() needs of a running service and was lost (process
+        driver: instance.json); what was rewritten. Nothing to do for a driver whose
+        orchestrator keeps that state (kubernetes)."""

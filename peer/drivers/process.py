@@ -265,6 +265,20 @@ class ProcessDriver:
         adopted += await self._hold_strays()
         return adopted
 
+    async def rewrite_lost_state(self) -> builtins.list[str]:
+        """instance.json of a supervised copy deleted behind our back: write it again now,
+        rather than leave the next agent start to find the copy as a stray."""
+        rewritten = []
+        for name, run in list(self._runs.items()):
+            async with self._locks[name]:
+                if run.deleting or run.state in (InstanceState.FAILED, InstanceState.STOPPED) or not run.pid:
+                    continue
+                if not (run.directory / STATE_FILE).exists():
+                    run.directory.mkdir(parents=True, exist_ok=True)
+                    self._save(run)
+                    rewritten.append(f"{name}: {STATE_FILE} was lost, written again (pid {run.pid})")
+        return rewritten
+
     async def _hold_strays(self) -> builtins.list[Instance]:
         """Copies whose state is lost (peer.drivers.strays): held, and listed as adopted so
         that one no record claims is deleted as an orphan."""

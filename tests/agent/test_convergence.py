@@ -1,6 +1,6 @@
 """The records are the source of truth on a schedule (issue 12): whatever is done to HAProxy or
-to a service's process behind the agent's back, the agent converges it back to its records
-within a few seconds, without a restart."""
+to a service's process behind the agent's back, and whatever derived file is deleted under it,
+the agent converges back to its records within a few seconds, without a restart."""
 from __future__ import annotations
 
 import asyncio
@@ -101,6 +101,13 @@ async def test_haproxy_and_copies_converge_to_the_records_behind_the_agents_back
 
                 await wait_until(healed_now, timeout=HEAL_DEADLINE, interval=0.05, what=f"healed after {breaking.__name__}")
                 healed[breaking.__name__] = round(time.monotonic() - started, 2)
+            data = tmp_path / "c1"
+            for lost in (data / "lb" / "lb-slots.json", data / "services" / "heal" / "instance.json"):
+                lost.unlink()
+                started = time.monotonic()
+                await wait_until(lost.exists, timeout=HEAL_DEADLINE, interval=0.05, what=f"{lost.name} written again")
+                healed[f"{lost.name} deleted"] = round(time.monotonic() - started, 2)
+                assert await serves(fed, endpoint)
             print(f"healed in (s): {healed}")
             log = fed.agents["c1"].log_path.read_text()
             assert "converged to the records" in log
