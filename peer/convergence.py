@@ -1,6 +1,6 @@
 """The records are the source of truth on a schedule, not only at start.
 
-Every `CONVERGE_EVERY` seconds the agent makes what it runs agree with the records it holds:
+Every `CONVERGE_EVERY` (1) seconds the agent makes what it runs agree with the records it holds:
 - slot ownership: each service this cluster is an entry of owns the frontend port its record
   names (`lb.adopt_claims`), and its route points at the record's instance;
 - HAProxy itself (`lb.converge`): frontends open, each backend serving exactly its slot's route,
@@ -33,7 +33,7 @@ from peer.services import ServiceManager, addr_of, split_addr
 
 log = logging.getLogger(__name__)
 
-CONVERGE_EVERY = 2.0
+CONVERGE_EVERY = 1.0
 RESTART_BACKOFF = 5.0  # first retry after a failed restart of a copy; doubles up to the cap
 RESTART_BACKOFF_MAX = 120.0
 
