@@ -99,7 +99,8 @@ async def test_haproxy_and_copies_converge_to_the_records_behind_the_agents_back
                 async def healed_now() -> bool:
                     return await serves(fed, endpoint) and await routed_as_recorded(fed, haproxy, backend)
 
-                await wait_until(healed_now, timeout=HEAL_DEADLINE, interval=0.05, what=f"healed after {breaking.__name__}")
+                await wait_until(healed_now, timeout=HEAL_DEADLINE, interval=0.05,
+                                 what=f"healed after {breaking.__name__}")
                 healed[breaking.__name__] = round(time.monotonic() - started, 2)
             data = tmp_path / "c1"
             for lost in (data / "lb" / "lb-slots.json", data / "services" / "heal" / "instance.json"):
