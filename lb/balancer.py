@@ -90,6 +90,7 @@ class LoadBalancer:
             await self._client.connect()
             await self._adopt_claims(claims or {})
             await self._reconcile()
+            self._save()  # always on disk from here on: a missing file later means it was lost
         except BaseException:
             await self._client.close()
             await self._supervisor.stop(keep_running=adopted)
