@@ -28,6 +28,7 @@ class FakeLoadBalancer:
         self.haproxy_pid: int | None = None
         self.adopted = False
         self.restarts = 0
+        self.drift: list[str] = []  # what the next `converge` reports repaired (then cleared)
 
     async def start(self, claims: Mapping[str, Claim] | None = None) -> None:
         for service, (port, route) in (claims or {}).items():  # the records win, as in LoadBalancer
@@ -94,3 +95,10 @@ class FakeLoadBalancer:
             return []
         state = ServerStateName.DOWN if route in self.unreachable else ServerStateName.UP
         return [ServerStatus("s1", route[0], route[1], state, 0, 0, "L4OK")]
+
+    async def adopt_claims(self, claims: Mapping[str, Claim]) -> None:
+        await self.start(claims)
+
+    async def converge(self) -> list[str]:
+        repaired, self.drift = self.drift, []
+        return repaired
