@@ -249,9 +249,9 @@ class LoadBalancer:
             await self._reload()
             return [f"reloaded haproxy: frontend(s) {', '.join(stopped)} had been shut down"]
         for fe in wanted:
-            if status.get(fe) != "OPEN":
+            if status.get(fe) == "PAUSED":  # (FULL is a load condition, not drift)
                 await self._client.execute(runtime.enable_frontend(fe))
-                repaired.append(f"re-enabled frontend {fe} (was {status.get(fe)})")
+                repaired.append(f"re-enabled frontend {fe} (it had been disabled)")
         present: dict[str, list[ServerState]] = {}
         for st in await self._client.servers_state():
             present.setdefault(st.backend, []).append(st)
@@ -271,7 +271,8 @@ class LoadBalancer:
         keep = None if slot is None else slot.route
         if keep is None:
             return f"{len(servers)} server(s) where none belongs" if servers else None
-        match = next((s for s in servers if s.name == keep.server and (s.addr, s.port) == (keep.addr, keep.port)), None)
+        match = next((s for s in servers
+                      if s.name == keep.server and (s.addr, s.port) == (keep.addr, keep.port)), None)
         if match is None:
             return f"route to {keep.addr}:{keep.port} missing"
         if match.maint or match.drain:
@@ -283,7 +284,8 @@ class LoadBalancer:
     async def _reload(self) -> None:
         """Reload HAProxy and restore every route (the new worker starts without them)."""
         async def took_over() -> bool:
-            frontends = runtime.parse_frontends(await socket_command(self.config.socket_path, runtime.show_frontends()))
+            reply = await socket_command(self.config.socket_path, runtime.show_frontends())
+            frontends = runtime.parse_frontends(reply)
             return all(frontends.get(frontend_name(p)) == "OPEN" for p in self.config.slot_ports)
 
         await self._client.close()  # the old worker's CLI connection would keep it alive
