@@ -25,9 +25,9 @@ from pathlib import Path
 from lb import reroute as rr
 from lb import runtime
 from lb.client import RuntimeClient
-from lb.config import LBConfig, backend_name
+from lb.config import LBConfig, backend_name, frontend_name
 from lb.errors import InvalidTokenError, LBError, NoFreeSlotError, UnknownServiceError
-from lb.process import Supervisor
+from lb.process import Supervisor, socket_command
 from lb.runtime import ServerState, ServerStateName, valid_ip, valid_port
 from lb.statefile import LBState, Route, Slot, write_atomic
 
@@ -109,6 +109,7 @@ class LoadBalancer:
             await self._client.connect()
             await self._adopt_claims(claims or {})
             await self._reconcile()
+            self._save()  # always on disk from here on: a missing file later means it was lost
         except BaseException:
             await self._client.close()
             await self._supervisor.stop(keep_running=adopted)
@@ -292,6 +293,81 @@ class LoadBalancer:
             log.info("%s: backup server %s at %s:%d (hot standby)", backend, name, addr, port)
         slot.backups = sorted(kept, key=lambda r: (r.addr, r.port))
         self._save()
+
+    async def adopt_claims(self, claims: Mapping[str, Claim]) -> None:
+        """Give each service the slot the records say it owns (see `_adopt_claims`), while it
+        is not being routed; `converge` then makes HAProxy serve it."""
+        for service in sorted(claims):
+            valid_service_name(service)
+            async with self._lock(service), self._slots_lock:
+                await self._adopt_claims({service: claims[service]})
+
+    async def converge(self) -> list[str]:
+        """Make the running HAProxy match the slot table now; returns what was repaired (empty
+        when nothing drifted, the usual case: two `show` commands). Drift is anything done
+        behind the agent's back or lost with a worker: a frontend disabled (re-enabled) or shut
+        down (HAProxy reloaded, then every route re-added), a route's server deleted, moved,
+        put in maint or drain, or a server that no slot accounts for. A slot being rerouted
+        right now is left to the reroute (its lock is held)."""
+        repaired: list[str] = []
+        if not self.config.slots_path.exists():
+            async with self._slots_lock:
+                self._save()
+            repaired.append(f"{self.config.slots_path.name} was lost: written again from the slot table")
+        status = await self._client.frontends()
+        wanted = [frontend_name(p) for p in self.config.slot_ports]
+        stopped = [fe for fe in wanted if status.get(fe, "STOP") == "STOP"]
+        if stopped:
+            await self._reload()
+            return [f"reloaded haproxy: frontend(s) {', '.join(stopped)} had been shut down"]
+        for fe in wanted:
+            if status.get(fe) == "PAUSED":  # (FULL is a load condition, not drift)
+                await self._client.execute(runtime.enable_frontend(fe))
+                repaired.append(f"re-enabled frontend {fe} (it had been disabled)")
+        present: dict[str, list[ServerState]] = {}
+        for st in await self._client.servers_state():
+            present.setdefault(st.backend, []).append(st)
+        for port in self.config.slot_ports:
+            owner = self._owner(port)
+            if owner is not None and self._lock(owner).locked():
+                continue
+            drift = self._drift(port, present.get(backend_name(port), []))
+            if drift:
+                await self._reconcile_slot(port)
+                repaired.append(f"{backend_name(port)} ({owner or 'free slot'}): {drift}")
+        return repaired
+
+    def _drift(self, port: int, servers: list[ServerState]) -> str | None:
+        """How `port`'s backend differs from its slot, or None."""
+        slot = self._state.slots.get(self._owner(port) or "")
+        keep = None if slot is None else slot.route
+        backups = sorted((s.addr, s.port) for s in servers if is_backup_server(s.name))
+        wanted_backups = [] if slot is None else sorted((b.addr, b.port) for b in slot.backups)
+        if backups != wanted_backups:  # the standbys' backup servers (set_backups) belong too
+            return f"backup servers {backups} where the slot has {wanted_backups}"
+        servers = [s for s in servers if not is_backup_server(s.name)]
+        if keep is None:
+            return f"{len(servers)} server(s) where none belongs" if servers else None
+        match = next((s for s in servers
+                      if s.name == keep.server and (s.addr, s.port) == (keep.addr, keep.port)), None)
+        if match is None:
+            return f"route to {keep.addr}:{keep.port} missing"
+        if match.maint or match.drain:
+            return f"route left in {'maint' if match.maint else 'drain'}"
+        if len(servers) > 1:
+            return f"{len(servers) - 1} extra server(s)"
+        return None
+
+    async def _reload(self) -> None:
+        """Reload HAProxy and restore every route (the new worker starts without them)."""
+        async def took_over() -> bool:
+            reply = await socket_command(self.config.socket_path, runtime.show_frontends())
+            frontends = runtime.parse_frontends(reply)
+            return all(frontends.get(frontend_name(p)) == "OPEN" for p in self.config.slot_ports)
+
+        await self._client.close()  # the old worker's CLI connection would keep it alive
+        await self._supervisor.reload(took_over=took_over)
+        await self._on_haproxy_restart()
 
     # ---- internals ---------------------------------------------------------------------------
 

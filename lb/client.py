@@ -177,5 +177,9 @@ class RuntimeClient:
     async def servers_state(self, backend: str | None = None) -> list[ServerState]:
         return runtime.parse_servers_state(await self.execute(runtime.show_servers_state(backend)))
 
+    async def frontends(self) -> dict[str, str]:
+        """Every frontend's status: OPEN, PAUSED or STOP."""
+        return runtime.parse_frontends(await self.execute(runtime.show_frontends()))
+
     async def stats(self, backend: str | None = None) -> list[StatRow]:
         return runtime.parse_stat(await self.execute(runtime.show_stat(backend)))

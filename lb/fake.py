@@ -29,6 +29,7 @@ class FakeLoadBalancer:
         self.haproxy_pid: int | None = None
         self.adopted = False
         self.restarts = 0
+        self.drift: list[str] = []  # what the next `converge` reports repaired (then cleared)
 
     async def start(self, claims: Mapping[str, Claim] | None = None) -> None:
         for service, (port, route) in (claims or {}).items():  # the records win, as in LoadBalancer
@@ -108,3 +109,10 @@ class FakeLoadBalancer:
             state = ServerStateName.DOWN if backup in self.unreachable else ServerStateName.UP
             rows.append(ServerStatus(f"b{i}", backup[0], backup[1], state, 0, 0, "L4OK", backup=True))
         return rows
+
+    async def adopt_claims(self, claims: Mapping[str, Claim]) -> None:
+        await self.start(claims)
+
+    async def converge(self) -> list[str]:
+        repaired, self.drift = self.drift, []
+        return repaired

@@ -196,6 +196,26 @@ def show_stat(backend: str | None = None) -> Command:
     return Command(f"show stat {proxy} 4 -1", ok_prefixes=("# pxname",), ok_empty=False)
 
 
+def show_frontends() -> Command:
+    """Frontend rows only (`type 1`) as CSV: their status is OPEN, PAUSED (disabled) or STOP
+    (shut down for good: only a reload opens it again)."""
+    return Command("show stat -1 1 -1", ok_prefixes=("# pxname",), ok_empty=False)
+
+
+def enable_frontend(frontend: str) -> Command:
+    return Command(f"enable frontend {valid_name(frontend, what='frontend')}")
+
+
+def disable_frontend(frontend: str) -> Command:
+    """Stop accepting on a frontend (PAUSED); `enable frontend` reopens it."""
+    return Command(f"disable frontend {valid_name(frontend, what='frontend')}")
+
+
+def shutdown_frontend(frontend: str) -> Command:
+    """Close a frontend for good (STOP): only a reload of HAProxy brings it back."""
+    return Command(f"shutdown frontend {valid_name(frontend, what='frontend')}")
+
+
 def line(commands: list[Command]) -> str:
     """Several commands on one line: HAProxy processes the line as a whole, in order."""
     if not commands:
@@ -367,3 +387,18 @@ def parse_stat(reply: str) -> list[StatRow]:
         except (KeyError, ValueError) as exc:
             raise HAProxyCommandError("show stat", reply) from exc
     return rows
+
+
+def parse_frontends(reply: str) -> dict[str, str]:
+    """`show stat -1 1 -1` CSV -> {frontend name: status} (OPEN, PAUSED, STOP...)."""
+    text = reply.strip("\n")
+    if not text.startswith("# "):
+        raise HAProxyCommandError("show stat", reply)
+    reader = csv.reader(text[2:].splitlines())
+    header = next(reader)
+    out: dict[str, str] = {}
+    for values in reader:
+        raw = dict(zip(header, values))
+        if raw.get("svname") == "FRONTEND" and "pxname" in raw:
+            out[raw["pxname"]] = raw.get("status", "")
+    return out

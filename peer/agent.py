@@ -37,6 +37,7 @@ from peer.drivers.confine import Confinement
 from peer.drivers.process_state import DEFAULT_PATH
 from peer.gossip import Load
 from peer.gossiping import Gossip
+from peer.convergence import Converger
 from peer.membership import Membership, StatusChange
 from peer.nonces import NONCE_FILE, PersistentNonceCache
 from peer.metrics import Metrics
@@ -223,6 +224,7 @@ class Agent:
             ("failsafe", failsafe.run()), ("anti-entropy", self._anti_entropy_loop()),
             ("housekeeping", self._housekeeping_loop()), ("home-sets", keeper.run()),
             ("standbys", standbys.run()), ("catch-up", self._catch_up()),
+            ("convergence", Converger(services=self.services).run()),
         ]
         if self.config.auto_migrate:
             assert self.probe is not None

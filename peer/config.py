@@ -56,7 +56,7 @@ class AgentConfig:
     data_dir: Path = Path("/var/lib/roam")
     driver: str = "process"
     lb_ports: range = range(30000, 31000)
-    lb_slots: int = 64
+    lb_slots: int = 64  # DEFAULT_LB_SLOTS
     service_ports: range = range(31000, 32000)
     token_file: Path | None = None
     secret_file: Path | None = None
@@ -279,7 +279,7 @@ def build_config(args: argparse.Namespace) -> AgentConfig:
         data_dir=data_dir,
         driver=driver,
         lb_ports=lb_range,
-        lb_slots=int(pick("lb_slots", 64)),
+        lb_slots=_lb_slots(pick("lb_slots", DEFAULT_LB_SLOTS), lb_range),
         service_ports=svc_range,
         token_file=Path(pick("token_file")) if pick("token_file") else None,
         secret_file=Path(pick("secret_file")) if pick("secret_file") else None,
@@ -343,6 +343,27 @@ def _run_as(value: Any, *, driver: str) -> str | None:
         raise ConfigError("--run-as: only the process driver runs services as local users")
     if os.geteuid() != 0:
         raise ConfigError("--run-as: the agent must run as root to start services as another user")
+    return value
+
+
+DEFAULT_LB_SLOTS = 64
+MAX_LB_SLOTS = 1000
+
+
+def _lb_slots(value: object, ports: range) -> int:
+    """Frontends HAProxy pre-provisions (one per service this cluster is an entry of): each is
+    a port of --lb-ports, so there can be no more slots than ports. More slots cost HAProxy a
+    listening socket each, and changing the number restarts HAProxy once (its config changes)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        try:
+            value = int(str(value), 10)
+        except ValueError:
+            raise ConfigError(f"--lb-slots: expected a whole number, got {value!r}") from None
+    if not 1 <= value <= MAX_LB_SLOTS:
+        raise ConfigError(f"--lb-slots: must be between 1 and {MAX_LB_SLOTS}, got {value}")
+    if value > len(ports):
+        raise ConfigError(f"--lb-slots: {value} slots need {value} ports, but --lb-ports "
+                          f"{ports.start}-{ports.stop - 1} has {len(ports)}; widen --lb-ports")
     return value
 
 

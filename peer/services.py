@@ -17,7 +17,7 @@ from typing import Protocol
 
 from lb.balancer import LoadBalancer
 from lb.errors import LBError
-from peer.drivers.base import Driver, DriverError, Instance, ServiceNotFound
+from peer.drivers.base import Driver, DriverError, DriverTimeout, Instance, NeverReady, ServiceNotFound
 from peer.drivers.descriptor import ServiceDescriptor
 from peer.records.merge import Action, AdoptLocalCopy, Forget, KeepStandby, MergeOutcome, Reroute, StopLocalCopy
 from peer.records.record import (
@@ -36,8 +36,7 @@ from placement.homes import choose_entries
 
 log = logging.getLogger(__name__)
 
-READY_TIMEOUT = 120.0
-PENDING_TTL = 120.0  # a copy started for a migration that never commits is removed after this
+PENDING_TTL = 150.0  # a copy started for a migration that never commits is removed after this (> MAX_READY_TIMEOUT)
 ORPHAN_AFTER = 15.0  # ...or sooner when its coordinator stopped asking about it (it gave up or died)
 
 RECOVERY_HOLD = 10.0  # how long a creation waits for the agent's records recovery before a 503
@@ -186,14 +185,22 @@ class ServiceManager:
 
     # -- local copies ----------------------------------------------------------------------
     async def run_copy(self, descriptor: ServiceDescriptor, *, home: str) -> tuple[Instance, float]:
-        """Deploy and wait until ready; returns the instance and the deploy time in ms. Every
-        copy this cluster starts comes through here, so the workload policy is checked here
-        too (WorkloadRefused), whatever path the descriptor came by."""
+        """Deploy and wait until ready, at most the descriptor's `ready_timeout`; returns the
+        instance and the deploy time in ms. A copy that is not ready by then is removed (its
+        log tail goes into `NeverReady`): nothing of it stays, and no caller waits longer.
+        Every copy this cluster starts comes through here, so the workload policy is checked
+        here too (WorkloadRefused), whatever path the descriptor came by."""
         self.workload.require(descriptor, home=home)
         started = time.monotonic()
+        timeout = descriptor.readiness_timeout
         try:
             await self.driver.deploy(descriptor, home=home)
-            instance = await self.driver.wait_ready(descriptor.name, timeout=READY_TIMEOUT)
+            instance = await self.driver.wait_ready(descriptor.name, timeout=timeout)
+        except DriverTimeout as exc:
+            with contextlib.suppress(DriverError):
+                await self.driver.delete(descriptor.name)
+            raise NeverReady(f"{descriptor.name} was not ready within its ready_timeout of {timeout:g}s "
+                             "and was removed", log_tail=exc.log_tail) from exc
         except BaseException:
             with contextlib.suppress(DriverError):
                 await self.driver.delete(descriptor.name)
@@ -467,11 +474,11 @@ class ServiceManager:
         record = self.get(name)
         if record is None or record.location != self.here or name in self.pending:
             return
-        task = asyncio.create_task(self._refresh_instance(name))
+        task = asyncio.create_task(self.refresh_instance(name))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _refresh_instance(self, name: str) -> None:
+    async def refresh_instance(self, name: str) -> None:
         async with self.lock(name):
             record = self.get(name)
             if record is None or record.location != self.here:

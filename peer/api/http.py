@@ -301,10 +301,17 @@ def _refuse_constant(name: str) -> Any:
 
 
 async def read_json(request: web.Request) -> Any:
-    """Parse a JSON body; 415/400 name the problem rather than passing garbage on."""
+    """Parse a JSON body; 415/400 name the problem rather than passing garbage on.
+
+    The body must say it is JSON (`Content-Type: application/json`, any charset): a form, a
+    text/plain or a header-less body is a 415 (docs/security.md). A browser can send text/plain
+    cross-origin without a preflight; requiring the JSON type keeps such a request from ever
+    being read as a command, should a token ever leak into a page."""
+    if "Content-Type" not in request.headers:
+        raise APIError("Content-Type: application/json is required for a body", status=415)
     ctype = request.content_type
-    if ctype not in ("application/json", "application/octet-stream", "text/plain", ""):
-        raise APIError(f"expected application/json, got {ctype}", status=415)
+    if ctype != "application/json":
+        raise APIError(f"expected Content-Type application/json, got {ctype}", status=415)
     if request.content_length is not None and request.content_length > MAX_BODY:
         raise APIError(f"body over {MAX_BODY} bytes", status=413)
     raw = await _read_at_most(request, MAX_BODY)

@@ -79,6 +79,11 @@ def _schemas() -> dict[str, Schema]:
         "constraints": _nullable(constraints),
         "standby": {"type": "integer", "minimum": 0, "maximum": 8,
                     "description": "warm copies in other clusters; a boolean is refused (422)"},
+        "entries": {"type": "integer", "minimum": 1, "maximum": 16,
+                    "description": "size of the home set (default 2 when two or more clusters are alive)"},
+        "ready_timeout": {"type": "number", "minimum": 1, "maximum": 120,
+                          "description": "seconds a new copy may take to become ready (default 30); a copy "
+                                         "that is not ready by then is removed: 422 with its log tail"},
     }
     descriptor = _obj(descriptor_fields, required=("name", "port"), closed=True)
     descriptor["anyOf"] = [{"required": ["command"]}, {"required": ["image"]}]
@@ -91,6 +96,7 @@ def _schemas() -> dict[str, Schema]:
         "command": {"type": "array", "items": STRING},
         "image": STRING,
         "health": {"type": "object", "properties": {"path": STRING, "tcp": {"type": "boolean"}}},
+        "entries": INT, "ready_timeout": NUMBER,
     }, required=("name", "port", "cpu", "memory", "replicas", "constraints"))
     load = {"type": "object", "description": "empty until the member gossiped its load",
             "properties": {
@@ -187,6 +193,15 @@ def _schemas() -> dict[str, Schema]:
         "RotateRequest": _obj({"force": {"type": "boolean", "description":
                                          "rotate although some members are failed (they must then get "
                                          "the keyring file by hand)"}}, required=(), closed=True),
+        "DrainRequest": _obj({"stop": {"type": "boolean", "description":
+                                       "then stop what could not move, HAProxy and the agent (leaves the federation)"}},
+                             required=(), closed=True),
+        "Drain": _obj({
+            "cluster": STRING,
+            "migrated": {"type": "array", "items": _obj({"name": STRING, "target": _nullable(STRING),
+                                                          "id": _nullable(STRING), "outcome": _nullable(STRING)})},
+            "failed": {"type": "array", "items": _obj({"name": STRING, "error": STRING})},
+            "stopping": {"type": "boolean"}}),
         "Rotation": _obj({"new": STRING, "removed": {"type": "array", "items": STRING},
                           "members": INT, "keyring": _ref("Keyring")}),
     }
@@ -198,14 +213,14 @@ _ERRORS = {
     "403": "Refused: a reader token tried to write (`role`), or this cluster's workload policy refuses "
            "the service (`rule`)",
     "404": "No such service",
-    "409": "Refused in the current state (exists, not homed here, migration failed, ...)",
+    "409": "Refused in the current state (exists, not homed here, migration failed, no free "
+           "load-balancer slot: the message says how to raise --lb-slots, ...)",
     "413": f"Body over {MAX_BODY} bytes",
     "415": "Body is not JSON",
     "422": "Schema error; `field` names the offending input",
     "429": f"Over {RATE_LIMIT:g} requests/s (burst {RATE_BURST:g}) from this client address",
     "502": "A federation-wide Serf command failed part-way (safe to retry)",
     "503": "A dependency (orchestrator, load balancer, Serf) is unavailable; retry",
-    "507": "No free load-balancer port for a new frontend",
 }
 
 
@@ -275,7 +290,7 @@ def build_spec() -> dict[str, Any]:
         "/v1/services": {
             "get": _op("Service records this cluster keeps", ("200", _list_of("ServiceRecord"))),
             "post": _op("Deploy a service here (this cluster becomes its HC)", ("201", _ref("ServiceRecord")),
-                        *body_errors, "403", "409", "503", "507", body=_ref("Descriptor"), body_required=True),
+                        *body_errors, "403", "409", "503", body=_ref("Descriptor"), body_required=True),
         },
         "/v1/services/{name}": {
             "get": _op("One service record", ("200", _ref("ServiceRecord")), "400", "404", name_param=True),
@@ -295,6 +310,8 @@ def build_spec() -> dict[str, Any]:
         "/v1/keys/rotate": {"post": _op("Rotate the gossip key federation-wide", ("200", _ref("Rotation")),
                                         *body_errors, "403", "409", "502", "503", body=_ref("RotateRequest"))},
         "/v1/audit": {"get": _audit_op()},
+        "/v1/drain": {"post": _op("Drain this cluster: migrate every service away (then stop, with `stop`)",
+                                  ("200", _ref("Drain")), *body_errors, body=_ref("DrainRequest"))},
         "/v1/openapi.json": {"get": _op("This document", ("200", {"type": "object"}))},
         "/metrics": {"get": _op("Prometheus metrics", ("200", None), text=True)},
     }

@@ -10,7 +10,7 @@ from lb.errors import LBError, NoFreeSlotError
 from peer.api.audit import note
 from peer.api.http import APIError, NotFound, read_json
 from peer.config import NAME_RE
-from peer.drivers.base import DeployFailed, DriverError, PermanentDriverError
+from peer.drivers.base import DeployFailed, DriverError, NeverReady, PermanentDriverError
 from peer.drivers.descriptor import DescriptorError, ServiceDescriptor
 from peer.migration.engine import MigrationError
 from peer.migration.homes import StewardUnreachable
@@ -53,6 +53,17 @@ def _name(request: web.Request) -> str:
     if not NAME_RE.match(name):
         raise APIError(f"{name!r} is not a valid service name", field="name", status=400)
     return name
+
+
+def no_slot_message(agent: "Agent", exc: NoFreeSlotError) -> str:
+    """A full load balancer is the operator's condition, not a server fault (409, not 5xx):
+    say what the limit is and how to raise it."""
+    cfg = agent.config
+    ports = cfg.lb_ports
+    return (f"no free load-balancer slot at {agent.here} ({exc}): each service this cluster is an entry of "
+            f"takes one of its {cfg.lb_slots} frontends. Raise the limit with `roam agent --lb-slots N` "
+            f"(lb_slots in the TOML file; at most the {len(ports)} ports of --lb-ports "
+            f"{ports.start}-{ports.stop - 1}) and restart the agent, or delete a service homed here")
 
 
 def _service_error(exc: ServiceError) -> APIError:
@@ -136,7 +147,9 @@ def add_service_routes(app: web.Application, agent: "Agent") -> None:
         except ServiceError as exc:
             raise _service_error(exc) from exc
         except NoFreeSlotError as exc:
-            raise APIError(f"no free load-balancer port: {exc}", status=507) from exc
+            raise APIError(no_slot_message(agent, exc), status=409) from exc
+        except NeverReady as exc:
+            raise APIError(f"service never became ready: {exc}", field="ready_timeout", status=422) from exc
         except DeployFailed as exc:
             raise APIError(f"service failed to start: {exc}", field="command", status=422) from exc
         except PermanentDriverError as exc:

@@ -29,7 +29,10 @@ AGENT_OPTIONS = [
     _opt("--tier", help="placement label, e.g. deep-edge, edge, cloud"),
     _opt("--data-dir", "data_dir", type=click.Path(), help="state dir (default /var/lib/roam/NAME as root)"),
     _opt("--driver", type=click.Choice(["process", "kubernetes"])),
-    _opt("--lb-ports", "lb_ports", metavar="LOW-HIGH"),
+    _opt("--lb-ports", "lb_ports", metavar="LOW-HIGH", help="ports of the entry frontends (default 30000-30999)"),
+    _opt("--lb-slots", "lb_slots", type=int, metavar="N",
+         help="frontends pre-provisioned, i.e. how many services this cluster can be an entry of "
+              "(default 64, at most the size of --lb-ports)"),
     _opt("--service-ports", "service_ports", metavar="LOW-HIGH"),
     _opt("--slots", type=int, help="service slots this cluster offers"),
     _opt("--cpu", type=float, help="CPU cores this cluster offers (default: this host's)"),

@@ -12,6 +12,7 @@ import click
 
 from peer.cli import output
 from peer.cli.client import DEFAULT_TIMEOUT, Client, ClientError, quote
+from peer.drivers.descriptor import DEFAULT_READY_TIMEOUT, MAX_READY_TIMEOUT
 
 HELP = """Keep services alive across clusters.
 
@@ -253,6 +254,11 @@ def deploy(client: Client, fmt: str, descriptor: str) -> None:
         raise ClientError(f"cannot read {descriptor}: {exc.strerror}") from exc
     except ValueError as exc:
         raise ClientError(f"{descriptor} is not valid JSON: {exc}") from exc
+    # The agent answers within the service's ready_timeout (a 422 with the log tail past it):
+    # wait that long, so the answer is the agent's and not our own timeout.
+    ready = body.get("ready_timeout") if isinstance(body, dict) else None
+    ready = ready if isinstance(ready, (int, float)) and not isinstance(ready, bool) else DEFAULT_READY_TIMEOUT
+    client.timeout = max(client.timeout, min(float(ready), MAX_READY_TIMEOUT) + 15.0)
     record = client.call("POST", "/v1/services", body)
     if fmt in ("json", "yaml"):
         return click.echo(json.dumps(record, indent=2, sort_keys=True) if fmt == "json" else output.to_yaml(record))

@@ -33,6 +33,10 @@ MAX_PATH_LEN = 1024
 MAX_TIERS = 32
 MAX_AFFINITY = 32
 MAX_MSGPACK = 256 * 1024
+DEFAULT_READY_TIMEOUT = 30.0
+#: No request waits minutes for a copy: 120 s was the old fixed wait, so nothing that became
+#: ready before is refused now.
+MAX_READY_TIMEOUT = 120.0
 
 DEFAULT_CPU = 0.1
 DEFAULT_MEMORY = "64Mi"
@@ -53,7 +57,7 @@ _IMAGE = re.compile(
 
 _TOP_FIELDS = frozenset(
     {"name", "port", "command", "image", "cpu", "memory", "replicas", "health", "constraints", "standby",
-     "entries", "socket_activation"}
+     "entries", "socket_activation", "ready_timeout"}
 )
 
 
@@ -107,6 +111,13 @@ class ServiceDescriptor:
     standby: int = 0  # warm copies in other clusters (hot standby), HAProxy backup servers
     entries: int | None = None  # size of the home set; None: the federation's default (2)
     socket_activation: bool | None = None  # process driver: None = only for the bundled samples
+    ready_timeout: float | None = None  # seconds a new copy may take to be ready; None: DEFAULT_READY_TIMEOUT
+
+    @property
+    def readiness_timeout(self) -> float:
+        """How long a new copy of this service may take to become ready (deploy, migration
+        target, fail-safe redeploy): past it the copy is removed and the operation fails."""
+        return DEFAULT_READY_TIMEOUT if self.ready_timeout is None else self.ready_timeout
 
     @property
     def cpu_cores(self) -> float:
@@ -145,6 +156,7 @@ class ServiceDescriptor:
             entries=_int(top["entries"], "entries", low=1, high=MAX_ENTRIES) if top.get("entries") is not None else None,
             socket_activation=(None if top.get("socket_activation") is None
                                else _bool(top["socket_activation"], "socket_activation")),
+            ready_timeout=_ready_timeout(top["ready_timeout"]) if top.get("ready_timeout") is not None else None,
         )
 
     @classmethod
@@ -187,6 +199,8 @@ class ServiceDescriptor:
             obj["health"] = self.health.to_obj()
         if self.socket_activation is not None:
             obj["socket_activation"] = self.socket_activation
+        if self.ready_timeout is not None:
+            obj["ready_timeout"] = self.ready_timeout
         return obj
 
     def canonical_json(self) -> bytes:
@@ -257,6 +271,16 @@ def _standby(value: object, *, stored: bool) -> int:
     if isinstance(value, bool):
         raise DescriptorError("standby", f"must be an integer number of warm copies (0-{MAX_STANDBY}), not a boolean")
     return _int(value, "standby", low=0, high=MAX_STANDBY)
+
+
+def _ready_timeout(value: object) -> float:
+    """Seconds, a number between 1 and MAX_READY_TIMEOUT; kept as a float so that the
+    canonical encodings (and the digest) do not depend on how the number was spelled."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise DescriptorError("ready_timeout", f"must be a number of seconds, not {type(value).__name__}")
+    if not math.isfinite(value) or not 1 <= value <= MAX_READY_TIMEOUT:
+        raise DescriptorError("ready_timeout", f"must be between 1 and {MAX_READY_TIMEOUT:g} seconds")
+    return float(value)
 
 
 def _bool(value: object, field: str) -> bool:

@@ -212,7 +212,8 @@ class ProcessDriver:
                 raise run.failure or DeployFailed(f"{name}: {run.detail}")
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise DriverTimeout(f"{name} not ready within {timeout:.1f}s", delay=1.0)
+                raise DriverTimeout(f"{name} not ready within {timeout:g}s", delay=1.0,
+                                    log_tail=log_tail(run.directory / LOG_FILE))
             try:
                 await asyncio.wait_for(run.changed.wait(), remaining)
             except TimeoutError:
@@ -267,6 +268,20 @@ class ProcessDriver:
                 adopted.append(self._instance(run))
         adopted += await self._hold_strays()
         return adopted
+
+    async def rewrite_lost_state(self) -> builtins.list[str]:
+        """instance.json of a supervised copy deleted behind our back: write it again now,
+        rather than leave the next agent start to find the copy as a stray."""
+        rewritten = []
+        for name, run in list(self._runs.items()):
+            async with self._locks[name]:
+                if run.deleting or run.state in (InstanceState.FAILED, InstanceState.STOPPED) or not run.pid:
+                    continue
+                if not (run.directory / STATE_FILE).exists():
+                    run.directory.mkdir(parents=True, exist_ok=True)
+                    self._save(run)
+                    rewritten.append(f"{name}: {STATE_FILE} was lost, written again (pid {run.pid})")
+        return rewritten
 
     async def _hold_strays(self) -> builtins.list[Instance]:
         """Copies whose state is lost (peer.drivers.strays): held, and listed as adopted so

@@ -38,7 +38,7 @@ from placement import Candidate, Placement, get_policy, rank
 
 log = logging.getLogger(__name__)
 
-WAIT_TIMEOUT = 120.0
+WAIT_MARGIN = 10.0  # beyond the service's ready_timeout: the target's own deploy call and our polls
 STATUS_POLL = 0.05
 #: A cluster whose workload policy refused a descriptor is not proposed again for it this long
 #: (placement learns policies from refusals; an explicit target is still asked).
@@ -122,7 +122,7 @@ class MigrationEngine:
         try:
             self._journal(m, "wait")
             with m.timed("wait"):
-                instance, deploy_ms = await self._wait_ready(m)
+                instance, deploy_ms = await self._wait_ready(m, timeout=descriptor.readiness_timeout)
             m.durations["deploy"] = round(deploy_ms, 3)
             self._journal(m, "reroute", instance=instance)
             failpoints.hit("migration.before_reroute")
@@ -192,10 +192,13 @@ class MigrationEngine:
                 self.agent.spawn(self._abort_until_heard(candidate.name, m.id, record.name))
         raise MigrationError("every candidate refused: " + "; ".join(refusals))
 
-    async def _wait_ready(self, m: Migration) -> tuple[str, float]:
+    async def _wait_ready(self, m: Migration, *, timeout: float) -> tuple[str, float]:
+        """Until the target's copy is ready. The target removes a copy that is not ready within
+        the service's `ready_timeout` and says "failed"; our own deadline is only a backstop
+        for a target that stops answering about it."""
         assert m.target is not None
         url = self.agent.api_url_of(m.target)
-        deadline = time.monotonic() + WAIT_TIMEOUT
+        deadline = time.monotonic() + timeout + WAIT_MARGIN
         while time.monotonic() < deadline:
             reply = await self.client.call(url, STATUS, {"migration_id": m.id, "name": m.service}, timeout=5.0)
             assert isinstance(reply, dict)
@@ -204,7 +207,7 @@ class MigrationEngine:
             if reply.get("state") == "failed":
                 raise MigrationError(f"copy at {m.target} failed: {reply.get('error')}")
             await asyncio.sleep(STATUS_POLL)
-        raise MigrationError(f"copy at {m.target} not ready within {WAIT_TIMEOUT:.0f}s")
+        raise MigrationError(f"copy at {m.target} not ready within {timeout + WAIT_MARGIN:g}s")
 
     async def _reroute_and_commit(self, m: Migration, record: Record, instance: str) -> Record:
         """The steward's own frontend first (make-before-break), then the commit, then every

@@ -154,13 +154,14 @@ def transition(before: Record | None, after: Record, *, here: str) -> tuple[Acti
 
     A copy is stopped only when `here` held one (primary or standby) and holds none now: a
     standby promoted to primary keeps running (it is adopted), a primary demoted to standby
-    keeps running too."""
+    keeps running too. An entry reroutes before it stops its own copy (make-before-break):
+    when the record of a move reaches an entry that also ran the old copy (it was down or cut
+    off while the move committed), its frontend must follow the new copy before the old one
+    goes, or it answers 503 in between."""
     name = after.name
     actions: list[Action] = []
-    if _holds_here(before, here) and not _holds_here(after, here):
-        actions.append(StopLocalCopy(name))
     if _runs_here(after, here) and not _runs_here(before, here):
-        actions.append(AdoptLocalCopy(name))
+        actions.append(AdoptLocalCopy(name))  # (before the reroute: the route needs the copy)
     if _standby_here(after, here) and not _holds_here(before, here):
         actions.append(KeepStandby(name))
     if _home_here(after, here):
@@ -169,6 +170,8 @@ def transition(before: Record | None, after: Record, *, here: str) -> tuple[Acti
         old_backups = before.standbys if before is not None and same else ()
         if after.instance != old or after.standbys != old_backups or not same:
             actions.append(Reroute(name, after.instance))
+    if _holds_here(before, here) and not _holds_here(after, here):
+        actions.append(StopLocalCopy(name))
     if before is not None and role(before, here) is not None and role(after, here) is None:
         actions.append(Forget(name))
     return tuple(actions)
