@@ -32,6 +32,9 @@ MAX_PATH_LEN = 1024
 MAX_TIERS = 32
 MAX_AFFINITY = 32
 MAX_MSGPACK = 256 * 1024
+MAX_STATE_PATH_LEN = 256
+MIN_STATE_INTERVAL = 0.1  # seconds; faster pulls would load the service for little gain
+MAX_STATE_INTERVAL = 3600.0
 
 DEFAULT_CPU = 0.1
 DEFAULT_MEMORY = "64Mi"
@@ -52,7 +55,7 @@ _IMAGE = re.compile(
 
 _TOP_FIELDS = frozenset(
     {"name", "port", "command", "image", "cpu", "memory", "replicas", "health", "constraints", "standby",
-     "entries", "socket_activation"}
+     "entries", "socket_activation", "state"}
 )
 
 
@@ -91,6 +94,19 @@ class Constraints:
 
 
 @dataclass(frozen=True)
+class StateHook:
+    """The service keeps state that must follow it (seed 001's abstract state): `GET path`
+    answers it with an ETag naming its version, `PUT path` installs it; roam saves it every
+    `interval` seconds and copies it to every new copy before that copy takes traffic."""
+
+    path: str
+    interval: float = 1.0
+
+    def to_obj(self) -> dict[str, Any]:
+        return {"path": self.path, "interval": self.interval}
+
+
+@dataclass(frozen=True)
 class ServiceDescriptor:
     """A validated descriptor. Build it with `from_obj`; never mutate, compare by value."""
 
@@ -106,6 +122,7 @@ class ServiceDescriptor:
     standby: bool = False
     entries: int | None = None  # size of the home set; None: the federation's default (2)
     socket_activation: bool | None = None  # process driver: None = only for the bundled samples
+    state: StateHook | None = None  # None: stateless (the paper's case)
 
     @property
     def cpu_cores(self) -> float:
@@ -141,6 +158,7 @@ class ServiceDescriptor:
             entries=_int(top["entries"], "entries", low=1, high=MAX_ENTRIES) if top.get("entries") is not None else None,
             socket_activation=(None if top.get("socket_activation") is None
                                else _bool(top["socket_activation"], "socket_activation")),
+            state=_state(top["state"]) if top.get("state") is not None else None,
         )
 
     @classmethod
@@ -183,6 +201,8 @@ class ServiceDescriptor:
             obj["health"] = self.health.to_obj()
         if self.socket_activation is not None:
             obj["socket_activation"] = self.socket_activation
+        if self.state is not None:
+            obj["state"] = self.state.to_obj()
         return obj
 
     def canonical_json(self) -> bytes:
@@ -365,3 +385,20 @@ def _label(value: object, field: str) -> str:
     if not _LABEL_VALUE.fullmatch(label):
         raise DescriptorError(field, "not a label: letters, digits, '-', '_', '.', alphanumeric at both ends")
     return label
+
+
+def _state(value: object) -> StateHook:
+    """`{"path": "/roam/state", "interval": 1.0}`: an absolute path without query or fragment
+    (roam appends nothing to it) and a pull interval in seconds."""
+    hook = _mapping(value, "state", frozenset({"path", "interval"}), prefix="state.")
+    if "path" not in hook:
+        raise DescriptorError("state.path", "is required")
+    path = _str(hook["path"], "state.path", max_len=MAX_STATE_PATH_LEN)
+    if not _PATH.fullmatch(path) or "?" in path or "#" in path:
+        raise DescriptorError("state.path", "must start with '/' and hold printable ASCII without spaces, '?' or '#'")
+    interval = hook.get("interval", 1.0)
+    if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not math.isfinite(interval):
+        raise DescriptorError("state.interval", f"must be a number of seconds, not {type(interval).__name__}")
+    if not MIN_STATE_INTERVAL <= interval <= MAX_STATE_INTERVAL:
+        raise DescriptorError("state.interval", f"must be between {MIN_STATE_INTERVAL} and {MAX_STATE_INTERVAL:.0f} seconds")
+    return StateHook(path=path, interval=float(interval))
