@@ -221,6 +221,24 @@ class LoadBalancer:
                      result.drained_sessions, ", forced" if result.forced else "")
             return result
 
+    # ---- request hold (a stateful service's handover) -----------------------------------------
+
+    async def hold(self, service: str, *, ttl: float) -> None:
+        """New requests to the service wait in HAProxy (lb/hold.lua), for at most `ttl` seconds:
+        the deadline lets them go on by themselves if the caller dies before `release`."""
+        backend = backend_name(self._slot(service).port)
+        await self._client.hold(backend, max(1, min(runtime.MAX_HOLD_MS, round(ttl * 1000))))
+
+    async def release(self, service: str) -> None:
+        """Held requests go on, to the server(s) the backend has now (idempotent)."""
+        await self._client.release(backend_name(self._slot(service).port))
+
+    async def idle(self, service: str) -> bool:
+        """No request of the service is at a server or in a queue (the old copy's writes are
+        over once this holds under a hold)."""
+        rows = await self._client.stats(backend_name(self._slot(service).port))
+        return all(row.scur == 0 and row.qcur == 0 for row in rows)
+
     # ---- internals ---------------------------------------------------------------------------
 
     def _lock(self, service: str) -> asyncio.Lock:

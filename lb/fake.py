@@ -28,6 +28,7 @@ class FakeLoadBalancer:
         self.haproxy_pid: int | None = None
         self.adopted = False
         self.restarts = 0
+        self.held: set[str] = set()
 
     async def start(self, claims: Mapping[str, Claim] | None = None) -> None:
         for service, (port, route) in (claims or {}).items():  # the records win, as in LoadBalancer
@@ -94,3 +95,18 @@ class FakeLoadBalancer:
             return []
         state = ServerStateName.DOWN if route in self.unreachable else ServerStateName.UP
         return [ServerStatus("s1", route[0], route[1], state, 0, 0, "L4OK")]
+
+    async def hold(self, service: str, *, ttl: float) -> None:
+        if service not in self.slots:
+            raise UnknownServiceError(f"service {service!r} has no frontend here")
+        self.held.add(service)
+
+    async def release(self, service: str) -> None:
+        if service not in self.slots:
+            raise UnknownServiceError(f"service {service!r} has no frontend here")
+        self.held.discard(service)
+
+    async def idle(self, service: str) -> bool:
+        if service not in self.slots:
+            raise UnknownServiceError(f"service {service!r} has no frontend here")
+        return True
