@@ -94,7 +94,7 @@ class Constraints:
 
 
 @dataclass(frozen=True)
-class StateHook:
+class StateSpec:
     """The service keeps state that must follow it (seed 001's abstract state): `GET path`
     answers it with an ETag naming its version, `PUT path` installs it; roam saves it every
     `interval` seconds and copies it to every new copy before that copy takes traffic."""
@@ -122,7 +122,7 @@ class ServiceDescriptor:
     standby: bool = False
     entries: int | None = None  # size of the home set; None: the federation's default (2)
     socket_activation: bool | None = None  # process driver: None = only for the bundled samples
-    state: StateHook | None = None  # None: stateless (the paper's case)
+    state: StateSpec | None = None  # None: stateless (the paper's case)
 
     @property
     def cpu_cores(self) -> float:
@@ -387,7 +387,7 @@ def _label(value: object, field: str) -> str:
     return label
 
 
-def _state(value: object) -> StateHook:
+def _state(value: object) -> StateSpec:
     """`{"path": "/roam/state", "interval": 1.0}`: an absolute path without query or fragment
     (roam appends nothing to it) and a pull interval in seconds."""
     hook = _mapping(value, "state", frozenset({"path", "interval"}), prefix="state.")
@@ -401,4 +401,4 @@ def _state(value: object) -> StateHook:
         raise DescriptorError("state.interval", f"must be a number of seconds, not {type(interval).__name__}")
     if not MIN_STATE_INTERVAL <= interval <= MAX_STATE_INTERVAL:
         raise DescriptorError("state.interval", f"must be between {MIN_STATE_INTERVAL} and {MAX_STATE_INTERVAL:.0f} seconds")
-    return StateHook(path=path, interval=float(interval))
+    return StateSpec(path=path, interval=float(interval))

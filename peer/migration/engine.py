@@ -1,8 +1,12 @@
 """The coordinator side of a migration: the paper's five stages, each timed (II-C, Table I).
 
     trigger -> PR (embedded placement) -> replication (descriptor + home info to the AC, which
-    admits or refuses) -> wait (AC's copy ready) -> reroute (HC's HAProxy, make-before-break)
-    -> commit (record: location = AC) -> cleanup (old copy stopped)
+    admits or refuses) -> wait (AC's copy ready) -> [state: pre-copy] -> reroute (HC's HAProxy,
+    make-before-break) -> commit (record: location = AC) -> cleanup (old copy stopped)
+
+A stateful service (descriptor `state`) adds the `state` stage (its state copied from the old
+copy to the new one while the old one serves) and runs the reroute inside a `handover`: requests
+held at every entry while the last version is copied (peer/state/handover.py).
 
 The coordinator is the service's steward (the first live entry of its home set: the HC while
 it is alive), the single writer of where a service runs; any other cluster asked forwards the
@@ -31,6 +35,9 @@ from peer.placing import requirements
 from peer.records.record import Record, State
 from peer.waiting import wait_until
 from peer.services import ServiceError, ServiceManager, addr_of, split_addr
+from peer.state import handover as ho
+from peer.state.hook import StateError
+from peer.state.keeper import StateKeeper, state_spec
 from placement import Candidate, Placement, get_policy, rank
 
 log = logging.getLogger(__name__)
@@ -46,8 +53,9 @@ class MigrationError(Exception):
 class MigrationEngine:
     def __init__(self, *, here: str, services: ServiceManager, client: PeerClient, history: MigrationLog,
                  agent: Any, homes: HomeSetClient, steward_of: Callable[[Record], str | None],
-                 policy: str = "balanced") -> None:
+                 policy: str = "balanced", state: StateKeeper | None = None) -> None:
         self.here = here
+        self.state = state
         self.homes = homes
         self.steward_of = steward_of
         self.services = services
@@ -73,7 +81,7 @@ class MigrationEngine:
                                              home=record.home, source=record.location, target=target))
             try:
                 await self._run(m, record, target)
-            except (MigrationError, PeerError, ServiceError) as exc:
+            except (MigrationError, PeerError, ServiceError, StateError) as exc:
                 self.services.store.journal_close(f"mig:{m.id}")
                 self.history.finish(m, outcome="failed" if m.stage != "pr" else "aborted", error=str(exc))
                 log.warning("migration %s of %s failed at %s: %s", m.id, name, m.stage, exc)
@@ -107,10 +115,14 @@ class MigrationEngine:
             with m.timed("wait"):
                 instance, deploy_ms = await self._wait_ready(m)
             m.durations["deploy"] = round(deploy_ms, 3)
+            pre = await self._precopy(m, record, instance)
             self._journal(m, "reroute", instance=instance)
             failpoints.hit("migration.before_reroute")
             with m.timed("reroute"):
-                committed = await self._reroute_and_commit(m, record, instance)
+                if pre is None:
+                    committed, _ = await self._reroute_and_commit(m, record, instance)
+                else:
+                    committed = await self._handover(m, record, instance, pre)
         except BaseException:
             await self._abort_target(m)
             raise
@@ -167,19 +179,57 @@ class MigrationEngine:
             await asyncio.sleep(STATUS_POLL)
         raise MigrationError(f"copy at {m.target} not ready within {WAIT_TIMEOUT:.0f}s")
 
-    async def _reroute_and_commit(self, m: Migration, record: Record, instance: str) -> Record:
+    async def _reroute_and_commit(self, m: Migration, record: Record, instance: str, *,
+                                  state_version: int | None = None,
+                                  release: bool = False) -> tuple[Record, list[str]]:
         """The steward's own frontend first (make-before-break), then the commit, then every
-        other entry's frontend; the old copy keeps serving until all of them have moved."""
+        other entry's frontend; the old copy keeps serving until all of them have moved.
+        `release`: inside a handover, each entry lets its held requests go once it rerouted.
+        Returns the committed record and the entries that did not confirm."""
         assert m.target is not None
-        moved = replace(record, location=m.target, instance=instance, state=State.RUNNING, migration_id=m.id)
+        moved = replace(record, location=m.target, instance=instance, state=State.RUNNING, migration_id=m.id,
+                        state_version=state_version if state_version is not None else record.state_version)
         host, port = split_addr(instance)
         await self.services.lb.route(record.name, host, port, proven_ready=True)
+        if release:
+            await self.services.lb.release(record.name)
         failpoints.hit("migration.after_route")
         committed = self.services.store.put_local(moved, here=self.here, now=time.time())
         self.services.settle_arrival(record.name, m.id)
-        missing = await self.homes.route_entries(committed)
+        missing = await self.homes.route_entries(committed, release=release)
         if missing:
             m.notes = f"entries not confirmed: {', '.join(missing)}"
+        return committed, missing
+
+    async def _precopy(self, m: Migration, record: Record, instance: str) -> ho.Precopy | None:
+        """The `state` stage of a stateful service (peer/state/handover.py); None if stateless."""
+        spec = state_spec(record)
+        if spec is None or self.state is None or not record.instance:
+            return None
+        self._journal(m, "state", instance=instance)
+        with m.timed("state"):
+            return await ho.precopy(self.state.hook, src=split_addr(record.instance), dst=split_addr(instance),
+                                    path=spec.path)
+
+    async def _handover(self, m: Migration, record: Record, instance: str, pre: ho.Precopy) -> Record:
+        """Hold at every entry, copy the last version, reroute and release (make-before-break)."""
+        spec, keeper = state_spec(record), self.state
+        assert spec is not None and keeper is not None and record.instance
+        src, dst = split_addr(record.instance), split_addr(instance)
+        others = [e for e in record.entries if e != self.here]
+        hand = ho.Handover(name=record.name, lb=self.services.lb, entries=self.homes, others=others)
+        async with hand.held(ttl=ho.hold_ttl(pre)):
+            final, final_bytes = await ho.final_copy(keeper.hook, src=src, dst=dst, path=spec.path, last=pre.last)
+            version = keeper.save(record, final)
+            keeper.installed.admit(instance, version)
+            committed, missing = await self._reroute_and_commit(m, record, instance, state_version=version.seq,
+                                                                release=True)
+            hand.done([e for e in others if e not in missing])
+        exact = await ho.unchanged_since(keeper.hook, src=src, path=spec.path, final=final)
+        m.durations["handover"] = round(hand.window_ms or 0.0, 3)
+        m.state = ho.report(pre, final, final_bytes, version.seq, hand, exact)
+        if exact is False:
+            log.warning("migration %s of %s: the old copy's state changed after the final copy", m.id, record.name)
         return committed
 
     async def _cleanup(self, m: Migration, before: Record, committed: Record) -> None:

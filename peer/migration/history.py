@@ -16,7 +16,10 @@ from typing import Any
 from peer.metrics import Metrics
 from peer.records.store import RecordStore
 
-STAGES = ("pr", "replication", "wait", "reroute", "cleanup", "deploy")
+# `state` (a stateful service's pre-copy, the old copy serving) and `handover` (requests held
+# at every entry while the last state is copied and the routes switch; overlaps `reroute`)
+# are null for a stateless service.
+STAGES = ("pr", "replication", "wait", "state", "handover", "reroute", "cleanup", "deploy")
 HISTORY_KEY = "migrations"
 HISTORY_LEN = 500
 
@@ -39,6 +42,8 @@ class Migration:
     durations: dict[str, float] = field(default_factory=dict)
     candidates: list[dict[str, Any]] = field(default_factory=list)
     notes: str | None = None  # e.g. entries that did not confirm their reroute
+    # Stateful services: {"version", "bytes", "rounds", "exact", "held_at"} (peer/state/handover.py).
+    state: dict[str, Any] | None = None
 
     @contextmanager
     def timed(self, stage: str) -> Iterator[None]:

@@ -64,6 +64,8 @@ class StateHook(Protocol):
 
     async def put(self, host: str, port: int, path: str, snapshot: Snapshot) -> None: ...
 
+    async def close(self) -> None: ...
+
 
 def _url(host: str, port: int, path: str) -> str:
     h = f"[{host}]" if ":" in host else host
