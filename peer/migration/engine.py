@@ -120,7 +120,7 @@ class MigrationEngine:
             failpoints.hit("migration.before_reroute")
             with m.timed("reroute"):
                 if pre is None:
-                    committed, _ = await self._reroute_and_commit(m, record, instance)
+                    committed = await self._reroute_and_commit(m, record, instance)
                 else:
                     committed = await self._handover(m, record, instance, pre)
         except BaseException:
@@ -179,24 +179,39 @@ class MigrationEngine:
             await asyncio.sleep(STATUS_POLL)
         raise MigrationError(f"copy at {m.target} not ready within {WAIT_TIMEOUT:.0f}s")
 
-    async def _reroute_and_commit(self, m: Migration, record: Record, instance: str, *,
-                                  state_version: int | None = None,
-                                  release: bool = False) -> tuple[Record, list[str]]:
+    async def _reroute_and_commit(self, m: Migration, record: Record, instance: str) -> Record:
         """The steward's own frontend first (make-before-break), then the commit, then every
-        other entry's frontend; the old copy keeps serving until all of them have moved.
-        `release`: inside a handover, each entry lets its held requests go once it rerouted.
-        Returns the committed record and the entries that did not confirm."""
+        other entry's frontend; the old copy keeps serving until all of them have moved."""
         assert m.target is not None
-        moved = replace(record, location=m.target, instance=instance, state=State.RUNNING, migration_id=m.id,
-                        state_version=state_version if state_version is not None else record.state_version)
+        moved = replace(record, location=m.target, instance=instance, state=State.RUNNING, migration_id=m.id)
         host, port = split_addr(instance)
         await self.services.lb.route(record.name, host, port, proven_ready=True)
-        if release:
-            await self.services.lb.release(record.name)
         failpoints.hit("migration.after_route")
         committed = self.services.store.put_local(moved, here=self.here, now=time.time())
         self.services.settle_arrival(record.name, m.id)
-        missing = await self.homes.route_entries(committed, release=release)
+        missing = await self.homes.route_entries(committed)
+        if missing:
+            m.notes = f"entries not confirmed: {', '.join(missing)}"
+        return committed
+
+    async def _commit_and_route_held(self, m: Migration, record: Record, instance: str,
+                                     state_version: int) -> tuple[Record, list[str]]:
+        """Inside a handover every entry holds its requests, so no order among the entries'
+        reroutes can lose or misroute one: commit first, then every entry (this one too)
+        reroutes and releases at once. A crash between the commit and the reroutes is finished
+        by `recover` (the record says the target; each entry's route follows it)."""
+        assert m.target is not None
+        moved = replace(record, location=m.target, instance=instance, state=State.RUNNING, migration_id=m.id,
+                        state_version=state_version)
+        committed = self.services.store.put_local(moved, here=self.here, now=time.time())
+        self.services.settle_arrival(record.name, m.id)
+        host, port = split_addr(instance)
+
+        async def here() -> None:
+            await self.services.lb.route(record.name, host, port, proven_ready=True)
+            await self.services.lb.release(record.name)
+
+        _, missing = await asyncio.gather(here(), self.homes.route_entries(committed, release=True))
         if missing:
             m.notes = f"entries not confirmed: {', '.join(missing)}"
         return committed, missing
@@ -219,15 +234,17 @@ class MigrationEngine:
         others = [e for e in record.entries if e != self.here]
         hand = ho.Handover(name=record.name, lb=self.services.lb, entries=self.homes, others=others)
         async with hand.held(ttl=ho.hold_ttl(pre)):
+            hand.step("held")
             final, final_bytes = await ho.final_copy(keeper.hook, src=src, dst=dst, path=spec.path, last=pre.last)
-            version = keeper.save(record, final)
-            keeper.installed.admit(instance, version)
-            committed, missing = await self._reroute_and_commit(m, record, instance, state_version=version.seq,
-                                                                release=True)
+            hand.step("copied")
+            version = keeper.version_of(record, final)
+            committed, missing = await self._commit_and_route_held(m, record, instance, version.seq)
             hand.done([e for e in others if e not in missing])
+        keeper.save(record, final)  # after the window: its fsync keeps no client waiting
+        keeper.installed.admit(instance, version)
         exact = await ho.unchanged_since(keeper.hook, src=src, path=spec.path, final=final)
         m.durations["handover"] = round(hand.window_ms or 0.0, 3)
-        m.state = ho.report(pre, final, final_bytes, version.seq, hand, exact)
+        m.state_transfer = ho.report(pre, final, final_bytes, version.seq, hand, exact)
         if exact is False:
             log.warning("migration %s of %s: the old copy's state changed after the final copy", m.id, record.name)
         return committed
@@ -296,6 +313,9 @@ class MigrationEngine:
                                 state=State.RUNNING, migration_id=entry["id"]), here=self.here, now=time.time())
                     done = True
             if done and record is not None:
+                if self.here in record.entries:
+                    with contextlib.suppress(Exception):
+                        await self.services.ensure_route(record)  # a handover commits before it reroutes
                 before = replace(record, location=entry["source"])
                 with contextlib.suppress(Exception):
                     await self._cleanup(m, before, record)

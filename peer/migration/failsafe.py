@@ -209,7 +209,7 @@ class FailSafe:
             return record.state_version
         if version is None:
             return record.state_version
-        m.state = {"version": version.seq, "etag": version.etag, "restored": True}
+        m.state_transfer = {"version": version.seq, "etag": version.etag, "restored": True}
         return max(version.seq, record.state_version or 0)
 
     async def _release_until_heard(self, cluster: str, committed: Record) -> None:

@@ -43,7 +43,7 @@ class Migration:
     candidates: list[dict[str, Any]] = field(default_factory=list)
     notes: str | None = None  # e.g. entries that did not confirm their reroute
     # Stateful services: {"version", "bytes", "rounds", "exact", "held_at"} (peer/state/handover.py).
-    state: dict[str, Any] | None = None
+    state_transfer: dict[str, Any] | None = None
 
     @contextmanager
     def timed(self, stage: str) -> Iterator[None]:

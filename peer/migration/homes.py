@@ -213,6 +213,11 @@ class HomeSetHandlers:
         async with services.lock(record.name):
             services.store.apply_remote(record, here=services.here)
             current = services.get(record.name)
+            if current is not None and current.location == services.here:
+                # A copy that arrived here by migration is ours now (the merge's
+                # AdoptLocalCopy is not run on this path): a later move back here is no
+                # "other migration arriving".
+                services.settle_arrival(record.name, current.migration_id)
             if current is not None and services.here in current.entries:
                 services.reserved.pop(record.name, None)
                 try:

@@ -102,6 +102,10 @@ class Handover:
     window_ms: float | None = None
     not_held: list[str] = field(default_factory=list)
     released: set[str] = field(default_factory=set)  # entries that released on their reroute
+    steps: dict[str, float] = field(default_factory=dict)  # ms since the hold began, per step
+
+    def step(self, name: str) -> None:
+        self.steps[name] = round((time.monotonic() - self.started) * 1000.0, 3)
 
     @contextlib.asynccontextmanager
     async def held(self, *, ttl: float) -> AsyncIterator["Handover"]:
@@ -110,6 +114,7 @@ class Handover:
         self.started = time.monotonic()
         try:
             await self.lb.hold(self.name, ttl=ttl)
+            self.step("held_here")
             self.not_held = await self.entries.hold_entries(self.others, self.name, ttl=ttl)
             await self._wait_idle()
             yield self
@@ -135,6 +140,7 @@ class Handover:
         """Every entry in `confirmed` rerouted and released: the window closes now."""
         self.released.update(confirmed)
         self.window_ms = (time.monotonic() - self.started) * 1000.0
+        self.step("released")
 
 
 async def final_copy(hook: StateHook, *, src: Addr, dst: Addr, path: str, last: Snapshot) -> tuple[Snapshot, int]:
@@ -158,4 +164,4 @@ def report(pre: Precopy, final: Snapshot, final_bytes: int, version: int, hand: 
            exact: bool | None) -> dict[str, Any]:
     return {"version": version, "etag": final.etag, "size": final.size, "bytes": pre.bytes + final_bytes,
             "rounds": pre.rounds, "final_bytes": final_bytes, "exact": exact, "not_held": hand.not_held,
-            "handover_ms": round(hand.window_ms or 0.0, 3)}
+            "handover_ms": round(hand.window_ms or 0.0, 3), "steps_ms": dict(hand.steps)}

@@ -84,7 +84,7 @@ class HttpStateHook:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=self.timeout),
-                connector=aiohttp.TCPConnector(limit=0, force_close=True))
+                connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=5.0))
         return self._session
 
     async def close(self) -> None:

@@ -94,11 +94,16 @@ class StateKeeper:
         latest = self.latest(record)
         return None if latest is None else latest.version.seq
 
+    def version_of(self, record: Record, snapshot: Snapshot) -> Version:
+        """The version `save` will give `snapshot` (nothing written)."""
+        latest = self.latest(record)
+        return observe(latest.version if latest else None, snapshot.etag, floor=record.state_version or 0)
+
     def save(self, record: Record, snapshot: Snapshot) -> Version:
         """Save `snapshot` (read from the primary) as the service's latest state; its version
         follows roam's order (peer/state/versions.py), above the record's `state_version`."""
         latest = self.latest(record)
-        version = observe(latest.version if latest else None, snapshot.etag, floor=record.state_version or 0)
+        version = self.version_of(record, snapshot)
         if latest is not None and version == latest.version:
             return version
         now = time.time()

@@ -50,17 +50,20 @@ async def test_planned_migrations_keep_state_exact_under_load(tmp_path: Path) ->
             stop.set()
             outcome = await load
             lost = [s for s in outcome.samples if not s.ok]
+            skew = time.time() - time.monotonic()
+            print("lost at", [(time.strftime("%H:%M:%S", time.localtime(s.sent_at + skew)) + f".{int((s.sent_at + skew) % 1 * 1000):03d}", s.error) for s in lost])
+            print("handover ms", [(m["handover"], m["state_transfer"]["steps_ms"]) for m in migrations if m.get("state_transfer")])
             assert len(outcome.samples) > 600
             assert lost == [], lost[:5]
             state = await counters(fed, endpoints[0])
             assert state["cluster"] == "c2"
             assert state["total"] == outcome.served, (state["total"], outcome.served)  # exact: nothing lost or doubled
             for m in migrations:
-                assert m["state"]["exact"] is True and m["state"]["not_held"] == [], m["state"]
+                assert m["state_transfer"]["exact"] is True and m["state_transfer"]["not_held"] == [], m["state_transfer"]
                 assert m["durations_ms"]["state"] > 0 and m["handover"] is not None
             assert versions == sorted(versions) and len(set(versions)) == len(versions), versions
-            print("handover ms", [m["handover"] for m in migrations], "state bytes",
-                  [m["state"]["bytes"] for m in migrations])
+            print("handover ms", [(m["handover"], m["state_transfer"]["steps_ms"]) for m in migrations], "state bytes",
+                  [m["state_transfer"]["bytes"] for m in migrations])
         except BaseException:
             print(dump_logs(fed))
             raise
@@ -102,9 +105,9 @@ async def test_failsafe_restores_state_no_older_than_one_interval(tmp_path: Path
             assert killed - superseded <= INTERVAL + 0.5, (killed - superseded, state["version"], last_version)
             assert newest_at <= killed
             failsafe = next(m for m in await fed.get("c1", "/v1/migrations") if m["kind"] == "failsafe")
-            assert failsafe["state"]["version"] >= 1 and failsafe["state"]["restored"] is True
+            assert failsafe["state_transfer"]["version"] >= 1 and failsafe["state_transfer"]["restored"] is True
             rec = await _record(fed, "c1", "counter")
-            assert rec is not None and rec["state_version"] >= failsafe["state"]["version"]
+            assert rec is not None and rec["state_version"] >= failsafe["state_transfer"]["version"]
         except BaseException:
             print(dump_logs(fed))
             raise
