@@ -88,7 +88,8 @@ async def one_size(lf: LocalFederation, size: int, runs: int, rate: float) -> di
         "rounds": Spread.of([float(t["rounds"]) for t in st]),
         "round_ms": [(t["size"], m["durations_ms"]["state"] / t["rounds"]) for m, t in zip(rows, st)],
         "worst_latency_ms": Spread.of(worst),
-        "exact": sum(1 for t in st if t["exact"] is True), "lost": len(lost), "sent": len(result.samples),
+        "exact": sum(1 for t in st if t["exact"] is True),
+        "inexact": sum(1 for t in st if t["exact"] is False), "lost": len(lost), "sent": len(result.samples),
         "counters_exact": total == served, "real_size": st[0]["size"],
     }
 
@@ -110,7 +111,9 @@ def report(results: list[dict[str, Any]], rate: float) -> None:
     for r in results:
         print(f"{r['real_size']:>10} {r['runs']:>4} {fmt(r['state_ms']):>26} {fmt(r['handover_ms']):>26} "
               f"{fmt(r['worst_latency_ms']):>26} {r['bytes'].median:>14.0f} {r['rounds'].median:>6.0f} "
-              f"{r['exact']}/{r['runs']:<4} {r['lost']}/{r['sent']}" + ("" if r["counters_exact"] else "  COUNTERS DIFFER"))
+              f"{r['exact']}/{r['runs']:<4} {r['lost']}/{r['sent']}"
+              + (f"  ({r['inexact']} inexact, {r['runs'] - r['exact'] - r['inexact']} unknown)"
+                 if r["exact"] < r["runs"] else "") + ("" if r["counters_exact"] else "  COUNTERS DIFFER"))
     points = [p for r in results for p in r["round_ms"]]
     tau, eps = fit(points)
     switch = min(results, key=lambda r: r["real_size"])["handover_ms"].median

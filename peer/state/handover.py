@@ -156,7 +156,8 @@ async def unchanged_since(hook: StateHook, *, src: Addr, path: str, final: Snaps
     """Step 5: did the old copy's state stay as copied? None if it cannot be asked."""
     try:
         return await hook.get(*src, path, if_none_match=final.etag) is None
-    except Exception:  # noqa: BLE001 - a verdict we cannot reach is reported as unknown
+    except Exception as exc:  # noqa: BLE001 - a verdict we cannot reach is reported as unknown
+        log.warning("could not ask the old copy whether its state stayed as copied: %s", exc)
         return None
 
 

@@ -45,6 +45,10 @@ class StateUnreachable(StateError, ConnectionError):
     """No answer from the copy (refused, reset, timed out)."""
 
 
+class _Stale(StateUnreachable):
+    """The connection broke mid-request (a pooled one the copy had closed): worth one retry."""
+
+
 @dataclass(frozen=True)
 class Snapshot:
     """One state as read from a copy: its bytes and the ETag the service gave them."""
@@ -93,6 +97,12 @@ class HttpStateHook:
 
     async def get(self, host: str, port: int, path: str, *, if_none_match: str | None = None) -> Snapshot | None:
         """The state, or None if it still has ETag `if_none_match` (304)."""
+        try:
+            return await self._get(host, port, path, if_none_match=if_none_match)
+        except _Stale:
+            return await self._get(host, port, path, if_none_match=if_none_match)
+
+    async def _get(self, host: str, port: int, path: str, *, if_none_match: str | None) -> Snapshot | None:
         url = _url(host, port, path)
         headers = {"If-None-Match": if_none_match} if if_none_match else {}
         try:
@@ -108,6 +118,8 @@ class HttpStateHook:
                     raise StateHookFailed(f"GET {path} at {host}:{port} answered without an ETag")
                 body = await self._read(resp, path)
                 return Snapshot(body=body, etag=etag)
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+            raise _Stale(f"GET {path} at {host}:{port}: {exc!r}") from exc
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise StateUnreachable(f"GET {path} at {host}:{port}: {exc!r}") from exc
 
@@ -126,6 +138,14 @@ class HttpStateHook:
         return b"".join(parts)
 
     async def put(self, host: str, port: int, path: str, snapshot: Snapshot) -> None:
+        """Install `snapshot` (idempotent, so a request on a pooled connection the copy had
+        closed is simply sent again, once)."""
+        try:
+            await self._put(host, port, path, snapshot)
+        except _Stale:
+            await self._put(host, port, path, snapshot)
+
+    async def _put(self, host: str, port: int, path: str, snapshot: Snapshot) -> None:
         if snapshot.size > self.limit:
             raise StateTooLarge(f"state is {snapshot.size} bytes, over the {self.limit}-byte limit",
                                 size=snapshot.size, limit=self.limit)
@@ -137,6 +157,8 @@ class HttpStateHook:
                     raise StateHookMissing(f"state path {path} answers 404 at {host}:{port}")
                 if resp.status not in (200, 204):
                     raise StateHookFailed(f"PUT {path} at {host}:{port} answered {resp.status}")
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+            raise _Stale(f"PUT {path} at {host}:{port}: {exc!r}") from exc
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise StateUnreachable(f"PUT {path} at {host}:{port}: {exc!r}") from exc
 
