@@ -47,12 +47,12 @@ async def state_migration(ctx: ScenarioContext) -> None:
     ctx.loads.add(name, f"{endpoint}/classify?seed=1&stream=chaos")
     await ctx.hold(SETTLE)
     windows, moved = [], 0
-    for target in [*ctx.clusters[1:3], home, ctx.clusters[1]]:
+    for i, target in enumerate([*ctx.clusters[1:3], home, ctx.clusters[1]], start=1):
         m = await ctx.migrate(home, name, target)
         st = m.get("state_transfer") or {}
         windows.append(m.get("handover"))
         moved += int(st.get("bytes") or 0)
-        ctx.expect(f"state_exact[{m.get('source')}->{target}]", st.get("exact") is True and not st.get("not_held"),
+        ctx.expect(f"state_exact[{i}:{m.get('source')}->{target}]", st.get("exact") is True and not st.get("not_held"),
                    f"handover {m.get('handover')} ms, {st.get('bytes')} bytes in {st.get('rounds')} rounds, "
                    f"exact={st.get('exact')}, not held at {st.get('not_held')}")
         await ctx.hold(1.0)
