@@ -71,6 +71,13 @@ async def one_size(lf: LocalFederation, size: int, runs: int, rate: float) -> di
     stop.set()
     result = await load
     lost = [s for s in result.samples if not s.ok]
+    if lost:
+        errors: dict[str, int] = {}
+        for s in lost:
+            errors[str(s.error)[:60]] = errors.get(str(s.error)[:60], 0) + 1
+        print(f"size {size}: lost {len(lost)}: {errors}; migrations at "
+              f"{[(round(a - result.t0, 2), round(b - result.t0, 2)) for a, b in windows]}, lost sent at "
+              f"{sorted({round(s.sent_at - result.t0, 1) for s in lost})}", flush=True)
     worst = [max((s.latency_ms for s in result.samples if a <= s.sent_at <= b and s.ok), default=0.0)
              for a, b in windows]
     served = result.served
@@ -115,6 +122,9 @@ def report(results: list[dict[str, Any]], rate: float) -> None:
               + (f"  ({r['inexact']} inexact, {r['runs'] - r['exact'] - r['inexact']} unknown)"
                  if r["exact"] < r["runs"] else "") + ("" if r["counters_exact"] else "  COUNTERS DIFFER"))
     points = [p for r in results for p in r["round_ms"]]
+    if len({m for m, _ in points}) < 2:
+        print("\nseed 003's model needs two state sizes or more to be fitted")
+        return
     tau, eps = fit(points)
     switch = min(results, key=lambda r: r["real_size"])["handover_ms"].median
     print(f"\nseed 003's model, fitted: T_i = tau*M + eps with tau = {tau * 1e6:.3f} ms/MB, eps = {eps:.1f} ms; "
