@@ -106,6 +106,9 @@ class FakeLoadBalancer:
             raise UnknownServiceError(f"service {service!r} has no frontend here")
         self.held.discard(service)
 
+    def holding(self, service: str) -> bool:
+        return service in self.held
+
     async def idle(self, service: str) -> bool:
         if service not in self.slots:
             raise UnknownServiceError(f"service {service!r} has no frontend here")

@@ -172,6 +172,8 @@ class StateKeeper:
             return False
         if self.services.here not in record.entries or self.services.lock(record.name).locked():
             return False  # a migration or fail-safe moves the state itself meanwhile
+        if self.services.lb.holding(record.name):
+            return False  # a handover holds its requests here: leave the old copy to the final copy
         spec = state_spec(record)
         if spec is None or now < self._next.get(record.name, 0.0):
             return False

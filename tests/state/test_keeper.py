@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from lb.fake import FakeLoadBalancer
 from peer.drivers.descriptor import ServiceDescriptor
 from peer.records.record import Record, State
 from peer.services import ServiceError
@@ -58,6 +59,7 @@ class StandbyRecord(Record):
 
 class FakeServices:
     here = "c1"
+    lb = FakeLoadBalancer()
 
     def __init__(self, records: list[Record]) -> None:
         self._records = {r.name: r for r in records}
