@@ -68,6 +68,10 @@ class MigrationLog:
         self._store = store
         self._metrics = metrics
         saved = store.meta_get(HISTORY_KEY, []) or []
+        for entry in saved:  # entries saved before a stage existed show it as null, like the API says
+            for stage in STAGES:
+                entry.setdefault(stage, None)
+            entry.setdefault("state_transfer", None)
         self._done: deque[dict[str, Any]] = deque(saved[-HISTORY_LEN:], maxlen=HISTORY_LEN)
         self._running: dict[str, Migration] = {}
 
