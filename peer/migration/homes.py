@@ -222,10 +222,12 @@ class HomeSetHandlers:
                 services.reserved.pop(record.name, None)
                 try:
                     await services.ensure_route(current)
-                    if body.get("release") is True:
-                        await services.lb.release(record.name)
                 except LBError as exc:
                     return msgpack_response({"error": f"reroute failed: {exc}"}, status=502)
+                finally:
+                    if body.get("release") is True:  # held requests never wait out the deadline
+                        with contextlib.suppress(LBError):
+                            await services.lb.release(record.name)
         return msgpack_response({"routed": True})
 
     async def hold(self, request: web.Request) -> web.Response:
