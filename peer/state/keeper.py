@@ -79,6 +79,7 @@ class StateKeeper:
         self._next: dict[str, float] = {}
         self._busy: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._forgotten: set[tuple[str, str]] = set()
 
     # -- what is saved ----------------------------------------------------------------------
     def latest(self, record: Record) -> SavedState | None:
@@ -160,12 +161,24 @@ class StateKeeper:
                 await asyncio.sleep(TICK)
                 now = time.monotonic()
                 for record in self.services.records():
-                    if self._due(record, now):
+                    if record.tombstone:
+                        self._forget(record)
+                    elif self._due(record, now):
                         self._start_pull(record)
         finally:
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _forget(self, record: Record) -> None:
+        """A deleted service's state is not kept (its tombstone stays for the records only)."""
+        key = (record.name, record.incarnation)
+        if key in self._forgotten:
+            return
+        self._forgotten.add(key)
+        self._latest.pop(key, None)
+        if self.saved.forget(record.name, record.incarnation):
+            log.info("saved state of deleted service %s removed", record.name)
 
     def _due(self, record: Record, now: float) -> bool:
         if record.tombstone or not record.instance or record.name in self._busy:

@@ -90,6 +90,13 @@ class SavedStates:
             log.error("saved state of %s not usable: %s", name, exc)
             return None
 
+    def forget(self, name: str, incarnation: str) -> bool:
+        """Remove a deleted service's saved state; True if there was one."""
+        path = self.path_of(name, incarnation)
+        existed = path.exists()
+        path.unlink(missing_ok=True)
+        return existed
+
     def drop_other_incarnations(self, name: str, keep: str) -> None:
         """A name created again: the old service's state files go."""
         if not self.dir.exists():

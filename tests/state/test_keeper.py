@@ -155,3 +155,14 @@ async def test_check_new_names_the_field(tmp_path: Path) -> None:
     with pytest.raises(ServiceError) as err:
         await k.check_new(DESC, "127.0.20.8", 1)
     assert err.value.status == 422 and err.value.field == "state" and "limit" in str(err.value)
+
+
+async def test_a_deleted_services_state_is_removed(tmp_path: Path) -> None:
+    hook = FakeHook()
+    rec = record()
+    k = keeper(tmp_path, hook, [rec])
+    k.save(rec, Snapshot(b"x", '"x"'))
+    path = k.saved.path_of(rec.name, rec.incarnation)
+    assert path.exists()
+    k._forget(dataclasses.replace(rec, tombstone=True))
+    assert not path.exists() and k.latest(rec) is None
