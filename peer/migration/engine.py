@@ -194,24 +194,24 @@ class MigrationEngine:
             m.notes = f"entries not confirmed: {', '.join(missing)}"
         return committed
 
-    async def _commit_and_route_held(self, m: Migration, record: Record, instance: str,
-                                     state_version: int) -> tuple[Record, list[str]]:
-        """Inside a handover every entry holds its requests, so no order among the entries'
-        reroutes can lose or misroute one: commit first, then every entry (this one too)
-        reroutes and releases at once. A crash between the commit and the reroutes is finished
-        by `recover` (the record says the target; each entry's route follows it)."""
+    async def _commit_and_route_held(self, m: Migration, record: Record, instance: str, state_version: int,
+                                     step: Callable[[str], None]) -> tuple[Record, list[str]]:
+        """Inside a handover: this entry reroutes and releases its held requests first (the new
+        copy holds the final state), then the commit, then every other entry reroutes and
+        releases. Routing here before the commit keeps the stateless path's crash rule: a
+        failure before the commit leaves nothing that points at the copy being aborted."""
         assert m.target is not None
+        host, port = split_addr(instance)
+        await self.services.lb.route(record.name, host, port, proven_ready=True)
+        await self.services.lb.release(record.name)
+        step("released_here")
+        failpoints.hit("migration.after_route")
         moved = replace(record, location=m.target, instance=instance, state=State.RUNNING, migration_id=m.id,
                         state_version=state_version)
         committed = self.services.store.put_local(moved, here=self.here, now=time.time())
         self.services.settle_arrival(record.name, m.id)
-        host, port = split_addr(instance)
-
-        async def here() -> None:
-            await self.services.lb.route(record.name, host, port, proven_ready=True)
-            await self.services.lb.release(record.name)
-
-        _, missing = await asyncio.gather(here(), self.homes.route_entries(committed, release=True))
+        step("committed")
+        missing = await self.homes.route_entries(committed, release=True)
         if missing:
             m.notes = f"entries not confirmed: {', '.join(missing)}"
         return committed, missing
@@ -238,7 +238,7 @@ class MigrationEngine:
             final, final_bytes = await ho.final_copy(keeper.hook, src=src, dst=dst, path=spec.path, last=pre.last)
             hand.step("copied")
             version = keeper.version_of(record, final)
-            committed, missing = await self._commit_and_route_held(m, record, instance, version.seq)
+            committed, missing = await self._commit_and_route_held(m, record, instance, version.seq, hand.step)
             hand.done([e for e in others if e not in missing])
         keeper.save(record, final)  # after the window: its fsync keeps no client waiting
         keeper.installed.admit(instance, version)
@@ -313,9 +313,6 @@ class MigrationEngine:
                                 state=State.RUNNING, migration_id=entry["id"]), here=self.here, now=time.time())
                     done = True
             if done and record is not None:
-                if self.here in record.entries:
-                    with contextlib.suppress(Exception):
-                        await self.services.ensure_route(record)  # a handover commits before it reroutes
                 before = replace(record, location=entry["source"])
                 with contextlib.suppress(Exception):
                     await self._cleanup(m, before, record)
