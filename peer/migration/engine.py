@@ -25,6 +25,7 @@ from dataclasses import replace
 from collections.abc import Callable
 from typing import Any
 
+from lb.errors import LBError
 from peer import failpoints
 from peer.drivers.descriptor import ServiceDescriptor
 from peer.migration.history import Migration, MigrationLog
@@ -81,7 +82,7 @@ class MigrationEngine:
                                              home=record.home, source=record.location, target=target))
             try:
                 await self._run(m, record, target)
-            except (MigrationError, PeerError, ServiceError, StateError) as exc:
+            except (MigrationError, PeerError, ServiceError, StateError, LBError) as exc:
                 self.services.store.journal_close(f"mig:{m.id}")
                 self.history.finish(m, outcome="failed" if m.stage != "pr" else "aborted", error=str(exc))
                 log.warning("migration %s of %s failed at %s: %s", m.id, name, m.stage, exc)

@@ -29,6 +29,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from lb.errors import LBError
 from peer.state.hook import Snapshot, StateHook
 
 log = logging.getLogger(__name__)
@@ -103,6 +104,7 @@ class Handover:
     not_held: list[str] = field(default_factory=list)
     released: set[str] = field(default_factory=set)  # entries that released on their reroute
     steps: dict[str, float] = field(default_factory=dict)  # ms since the hold began, per step
+    not_held_here: bool = False
 
     def step(self, name: str) -> None:
         self.steps[name] = round((time.monotonic() - self.started) * 1000.0, 3)
@@ -113,7 +115,12 @@ class Handover:
         holds (after an error too) and take the window."""
         self.started = time.monotonic()
         try:
-            await self.lb.hold(self.name, ttl=ttl)
+            try:
+                await self.lb.hold(self.name, ttl=ttl)
+            except LBError as exc:  # e.g. an HAProxy adopted from before lb/hold.lua: move on, unheld
+                log.warning("%s: requests not held at this entry (%s); the state may miss their writes",
+                            self.name, exc)
+                self.not_held_here = True
             self.step("held_here")
             self.not_held = await self.entries.hold_entries(self.others, self.name, ttl=ttl)
             await self._wait_idle()
@@ -164,5 +171,6 @@ async def unchanged_since(hook: StateHook, *, src: Addr, path: str, final: Snaps
 def report(pre: Precopy, final: Snapshot, final_bytes: int, version: int, hand: Handover,
            exact: bool | None) -> dict[str, Any]:
     return {"version": version, "etag": final.etag, "size": final.size, "bytes": pre.bytes + final_bytes,
-            "rounds": pre.rounds, "final_bytes": final_bytes, "exact": exact, "not_held": hand.not_held,
+            "rounds": pre.rounds, "final_bytes": final_bytes, "exact": exact,
+            "not_held": [*(["here"] if hand.not_held_here else []), *hand.not_held],
             "handover_ms": round(hand.window_ms or 0.0, 3), "steps_ms": dict(hand.steps)}

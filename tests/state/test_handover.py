@@ -102,3 +102,16 @@ async def test_entries_that_released_on_their_reroute_are_not_asked_again() -> N
     assert entries.released == [["c3"]]
     report: dict[str, Any] = ho.report(ho.Precopy(Snapshot(b"", "e"), 1, 0, 0.0), Snapshot(b"", "e"), 0, 3, hand, True)
     assert report["exact"] is True and report["handover_ms"] >= 0 and "released" in report["steps_ms"]
+
+
+async def test_an_entry_without_the_hold_moves_on_unheld() -> None:
+    from lb.errors import HAProxyCommandError
+
+    class NoLua(FakeLB):
+        async def hold(self, service: str, *, ttl: float) -> None:
+            raise HAProxyCommandError("roam hold be_1 100", "Unknown command")
+
+    hand = ho.Handover(name="svc", lb=NoLua(), entries=FakeEntries(set()), others=[])
+    async with hand.held(ttl=1.0):
+        pass
+    assert hand.not_held_here
