@@ -5,6 +5,13 @@ for its whole life; `route` points that slot at wherever the service runs, throu
 zero-loss procedure in `reroute`. Slot owners and current routes are persisted in
 `lb-slots.json`, so after an agent restart (HAProxy adopted) or an HAProxy restart (routes
 re-added) the frontends serve exactly the persisted routes: nothing is rerouted by accident.
+
+Hot standbys (issue 15): `set_backups` keeps a slot's HAProxy `backup` servers (named `b<N>`,
+apart from the route's `s<N>`) equal to the service's standby copies, at run time, with health
+checks. A backup takes traffic only while the route's server is DOWN, and a request that failed
+on the dying primary is retried there (`retries`, `option redispatch`, `retry-on` in the
+config). `route` never touches the backups, so promoting a standby is make-before-break: the
+promoted copy is routed as the primary first, then `set_backups` drops its backup server.
 """
 from __future__ import annotations
 
@@ -12,7 +19,7 @@ import asyncio
 import logging
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from lb import reroute as rr
@@ -28,6 +35,7 @@ log = logging.getLogger(__name__)
 
 _SERVICE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 _SERVER_NUM = re.compile(r"s(\d+)")
+_BACKUP_NUM = re.compile(r"b(\d+)")
 #: What the records say a slot is: (frontend port, instance "ip", port or None).
 Claim = tuple[int, tuple[str, int] | None]
 
@@ -41,12 +49,23 @@ class ServerStatus:
     scur: int
     qcur: int
     check_status: str  # e.g. L4OK, L4CON, INI
+    backup: bool = False  # a hot standby's backup server (not the route)
 
 
 def valid_service_name(service: str) -> str:
     if not isinstance(service, str) or not _SERVICE.fullmatch(service):
         raise InvalidTokenError(f"invalid service name {service!r}: must be a DNS-1123 label")
     return service
+
+
+def is_backup_server(name: str) -> bool:
+    """Backup servers are named `b<N>`; the route's are `s<N>`."""
+    return _BACKUP_NUM.fullmatch(name) is not None
+
+
+def _next_backup_name(states: list[ServerState], taken: list[str]) -> str:
+    nums = [int(m.group(1)) for name in [s.name for s in states] + taken if (m := _BACKUP_NUM.fullmatch(name))]
+    return f"b{max(nums, default=0) + 1}"
 
 
 def _next_server_name(states: list[ServerState], *taken: str) -> str:
@@ -147,7 +166,13 @@ class LoadBalancer:
     async def server_status(self, service: str) -> list[ServerStatus]:
         backend = backend_name(self._slot(service).port)
         return [ServerStatus(row.name, row.addr, row.port, row.state, row.scur, row.qcur,
-                             row.check_status) for row in await self._client.stats(backend)]
+                             row.check_status, backup=row.raw.get("bck") == "1" or is_backup_server(row.name))
+                for row in await self._client.stats(backend)]
+
+    def backups(self, service: str) -> list[tuple[str, int]]:
+        """The standby copies this slot routes as backup servers (as persisted)."""
+        slot = self._state.slots.get(service)
+        return [] if slot is None else [(b.addr, b.port) for b in slot.backups]
 
     # ---- changes -----------------------------------------------------------------------------
 
@@ -169,7 +194,7 @@ class LoadBalancer:
                     free = [port]
                 if not free:
                     raise NoFreeSlotError(f"all {len(self.config.slot_ports)} slots are taken")
-                await self._clear_backend(backend_name(free[0]), keep=None)  # leftovers
+                await self._clear_backend(backend_name(free[0]), keep=None, spare_backups=False)  # leftovers
                 self._state.slots[service] = Slot(free[0])
                 self._save()
                 return (self.config.bind_addr, free[0])
@@ -180,7 +205,7 @@ class LoadBalancer:
             slot = self._state.slots.get(service)
             if slot is None:
                 return
-            await self._clear_backend(backend_name(slot.port), keep=None)
+            await self._clear_backend(backend_name(slot.port), keep=None, spare_backups=False)
             del self._state.slots[service]
             self._save()
 
@@ -201,26 +226,73 @@ class LoadBalancer:
             states = await self._client.servers_state(backend)
             cur = slot.route
             old = None if cur is None else (cur.addr, cur.port)
-            if cur is not None and (cur.addr, cur.port) == (ip, port):
+            fast_down = bool(slot.backups)
+            if cur is not None and (cur.addr, cur.port) == (ip, port) and cur.fast_down == fast_down:
                 current = next((s for s in states if s.name == cur.server), None)
                 if current is not None and current.serving:
                     return await self._already_routed(service, backend, cur, old)
             name = _next_server_name(states, *([cur.server] if cur else []))
 
             def commit() -> None:
-                slot.route = Route(ip, port, name)
+                slot.route = Route(ip, port, name, fast_down)
                 self._save()
 
             result = await rr.reroute(
                 self._client, service=service, backend=backend, new_server=name, addr=ip,
-                port=port, old=old, old_servers=[s.name for s in states],
-                check=self.config.check, up_timeout=up_timeout, drain_timeout=drain_timeout,
+                port=port, old=old, old_servers=[s.name for s in states if not is_backup_server(s.name)],
+                check=self._check(fast_down), up_timeout=up_timeout, drain_timeout=drain_timeout,
                 on_up=commit, proven_ready=proven_ready)
             log.info("rerouted %s %s -> %s:%d in %.1f ms (up %.1f%s, drain %.1f, %d drained%s)",
                      service, old, ip, port, result.duration_ms, result.up_ms,
                      " proven" if result.fast else "", result.drain_ms,
                      result.drained_sessions, ", forced" if result.forced else "")
             return result
+
+    async def set_backups(self, service: str, backups: list[tuple[str, int]]) -> None:
+        """Make the slot's backup servers exactly `backups` (the standby copies), at run time:
+        new ones are added checked (UP after their first passing check), gone ones drained and
+        deleted. Idempotent. The route's server is replaced (make-before-break, same address)
+        only when it must switch between marking itself down at its first error (it has
+        backups to fail over to) and not (`CheckSettings.mark_down_on_error`)."""
+        wanted = [(valid_ip(a), valid_port(p)) for a, p in backups]
+        async with self._lock(service):
+            slot = self._slot(service)
+            current = [(b.addr, b.port) for b in slot.backups]
+            present = {(s.name, s.addr, s.port) for s in await self._client.servers_state(backend_name(slot.port))}
+            if sorted(current) != sorted(set(wanted)) or not all((b.server, b.addr, b.port) in present
+                                                                 for b in slot.backups):
+                await self._converge_backups(backend_name(slot.port), slot,
+                                             [Route(a, p, "") for a, p in sorted(set(wanted))])
+            route = slot.route
+        if route is not None and route.fast_down != bool(wanted):
+            await self.route(service, route.addr, route.port, proven_ready=True)
+
+    def _check(self, fast_down: bool) -> runtime.CheckSettings:
+        return replace(self.config.check, mark_down_on_error=fast_down)
+
+    async def _converge_backups(self, backend: str, slot: Slot, wanted: list[Route]) -> None:
+        """Add the missing backup servers of `wanted` (by address), retire the others."""
+        present = await self._client.servers_state(backend)
+        have = {(s.addr, s.port): s for s in present if is_backup_server(s.name)}
+        targets = {(r.addr, r.port) for r in wanted}
+        kept: list[Route] = []
+        for (addr, port), st in sorted(have.items()):
+            if (addr, port) in targets:
+                kept.append(Route(addr, port, st.name))
+                if st.maint:
+                    await self._client.activate_gated(backend, st.name)
+            else:
+                await rr.retire(self._client, backend=backend, server=st.name, drain_timeout=1.0)
+        taken = [r.server for r in kept]
+        for addr, port in sorted(targets - set(have)):
+            name = _next_backup_name(present, taken)
+            taken.append(name)
+            await self._client.add_server(backend, name, addr, port, check=self.config.check, backup=True)
+            await self._client.activate_gated(backend, name)
+            kept.append(Route(addr, port, name))
+            log.info("%s: backup server %s at %s:%d (hot standby)", backend, name, addr, port)
+        slot.backups = sorted(kept, key=lambda r: (r.addr, r.port))
+        self._save()
 
     # ---- request hold (a stateful service's handover) -----------------------------------------
 
@@ -271,12 +343,13 @@ class LoadBalancer:
                                 duration_ms=(loop.time() - t0) * 1000,
                                 drained_sessions=drained, forced=forced)
 
-    async def _clear_backend(self, backend: str, *, keep: str | None,
+    async def _clear_backend(self, backend: str, *, keep: str | None, spare_backups: bool = True,
                              drain_timeout: float = 5.0) -> tuple[int, bool]:
-        """Retire every server of `backend` except `keep`; return (drained sessions, forced)."""
+        """Retire every server of `backend` except `keep` (and the backup servers unless
+        `spare_backups` is False); return (drained sessions, forced)."""
         drained, forced = 0, False
         for st in await self._client.servers_state(backend):
-            if st.name != keep:
+            if st.name != keep and not (spare_backups and is_backup_server(st.name)):
                 retired = await rr.retire(self._client, backend=backend, server=st.name,
                                           drain_timeout=drain_timeout)
                 drained += retired.drained_sessions
@@ -287,7 +360,7 @@ class LoadBalancer:
         """Re-add a persisted route serving at once: it was serving before, and gating it on a
         first check would only add downtime; its checks still take a dead one out."""
         await self._client.add_server(backend, route.server, route.addr, route.port,
-                                      check=self.config.check)
+                                      check=self._check(route.fast_down))
         await self._client.activate_now(backend, route.server)
 
     async def _adopt_claims(self, claims: Mapping[str, Claim]) -> None:
@@ -352,7 +425,7 @@ class LoadBalancer:
         async with self._slots_lock:  # an unowned slot must not be claimed while we clear it
             svc = self._owner(port)
             if svc is None:
-                await self._clear_backend(backend, keep=None)
+                await self._clear_backend(backend, keep=None, spare_backups=False)
                 return
         async with self._lock(svc):  # and an owned one not rerouted while we repair it
             slot = self._state.slots.get(svc)
@@ -374,6 +447,7 @@ class LoadBalancer:
                                 "maint" if match.maint else "drain")
                     await self._client.set_server_state(backend, keep.server, "ready")
             await self._clear_backend(backend, keep=keep.server if keep else None)
+            await self._converge_backups(backend, slot, slot.backups)
 
     async def _on_haproxy_restart(self) -> None:
         await self._client.close()

@@ -135,9 +135,10 @@ class RuntimeClient:
     # ---- typed helpers -----------------------------------------------------------------------
 
     async def add_server(self, backend: str, server: str, addr: str, port: int, *,
-                         weight: int | None = None, check: CheckSettings | None = None) -> None:
+                         weight: int | None = None, check: CheckSettings | None = None,
+                         backup: bool = False) -> None:
         await self.execute(runtime.add_server(backend, server, addr, port, weight=weight,
-                                              check=check))
+                                              check=check, backup=backup))
 
     async def del_server(self, backend: str, server: str) -> None:
         await self.execute(runtime.del_server(backend, server))

@@ -22,6 +22,7 @@ class FakeLoadBalancer:
         self.slot_ports = list(ports)[:max_slots]
         self.slots: dict[str, int] = {}
         self._routes: dict[str, tuple[str, int] | None] = {}
+        self._backups: dict[str, list[tuple[str, int]]] = {}
         self.unreachable: set[tuple[str, int]] = set()
         self.history: list[RerouteResult] = []
         self._running = False
@@ -66,6 +67,15 @@ class FakeLoadBalancer:
     async def close_frontend(self, service: str) -> None:
         self.slots.pop(service, None)
         self._routes.pop(service, None)
+        self._backups.pop(service, None)
+
+    async def set_backups(self, service: str, backups: list[tuple[str, int]]) -> None:
+        if service not in self.slots:
+            raise UnknownServiceError(f"service {service!r} has no frontend here")
+        self._backups[service] = sorted({(valid_ip(a), valid_port(p)) for a, p in backups})
+
+    def backups(self, service: str) -> list[tuple[str, int]]:
+        return list(self._backups.get(service, []))
 
     async def route(self, service: str, addr: str, port: int, *, up_timeout: float = 5.0,
                     drain_timeout: float = 5.0, proven_ready: bool = False) -> RerouteResult:
@@ -91,10 +101,14 @@ class FakeLoadBalancer:
         if service not in self.slots:
             raise UnknownServiceError(f"service {service!r} has no frontend here")
         route = self._routes[service]
-        if route is None:
-            return []
-        state = ServerStateName.DOWN if route in self.unreachable else ServerStateName.UP
-        return [ServerStatus("s1", route[0], route[1], state, 0, 0, "L4OK")]
+        rows = []
+        if route is not None:
+            state = ServerStateName.DOWN if route in self.unreachable else ServerStateName.UP
+            rows.append(ServerStatus("s1", route[0], route[1], state, 0, 0, "L4OK"))
+        for i, backup in enumerate(self._backups.get(service, []), start=1):
+            state = ServerStateName.DOWN if backup in self.unreachable else ServerStateName.UP
+            rows.append(ServerStatus(f"b{i}", backup[0], backup[1], state, 0, 0, "L4OK", backup=True))
+        return rows
 
     async def hold(self, service: str, *, ttl: float) -> None:
         if service not in self.slots:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from lb.errors import LBError, NoFreeSlotError
+from peer.api.audit import note
 from peer.api.http import APIError, NotFound, read_json
 from peer.config import NAME_RE
 from peer.drivers.base import DeployFailed, DriverError, PermanentDriverError
@@ -15,7 +16,7 @@ from peer.migration.engine import MigrationError
 from peer.migration.homes import StewardUnreachable
 from peer.records.record import Record, role
 from peer.records.vclock import by_cluster
-from peer.services import ServiceError
+from peer.services import ServiceError, WorkloadRefused
 
 if TYPE_CHECKING:
     from peer.agent import Agent
@@ -39,7 +40,8 @@ def record_view(record: Record, here: str, *, steward: str | None = None,
         "homes": list(record.entries),
         "endpoints": record.entry_endpoints(),
         "steward": steward,
-        "standbys": [],
+        "standbys": list(record.standby_clusters),
+        "standby_instances": [{"cluster": c, "instance": a} for c, a in record.standbys],
         "incarnation": record.incarnation,
         "instance": record.instance,
         "vclock": by_cluster(record.vclock),
@@ -58,7 +60,8 @@ def _name(request: web.Request) -> str:
 
 
 def _service_error(exc: ServiceError) -> APIError:
-    return APIError(str(exc), status=exc.status, field=exc.field)
+    extra = {"rule": exc.rule} if isinstance(exc, WorkloadRefused) else None
+    return APIError(str(exc), status=exc.status, field=exc.field, extra=extra)
 
 
 def view(agent: "Agent", record: Record) -> dict[str, Any]:
@@ -73,6 +76,10 @@ async def _migrate_here(agent: "Agent", name: str, target: str | None) -> dict[s
     except ServiceError as exc:
         raise _service_error(exc) from exc
     except MigrationError as exc:
+        if target is not None and exc.refusals:  # the one cluster asked for refuses it by policy
+            refusal = exc.refusals[0]
+            raise APIError(str(exc), status=403, field="target",
+                           extra={"rule": refusal["rule"], "cluster": refusal["cluster"]}) from exc
         raise APIError(str(exc), status=409) from exc
     agent.load_changed()
     return migration.as_api()
@@ -108,7 +115,7 @@ async def run_admin_op(agent: "Agent", op: str, name: str, target: str | None) -
             agent.liveness.mark_unreachable(steward, time.monotonic())
             last = exc
         except APIError as exc:
-            return exc.status, {"error": str(exc), "field": exc.field}
+            return exc.status, {**exc.extra, "error": str(exc), "field": exc.field}
         except ServiceError as exc:
             return exc.status, {"error": str(exc), "field": exc.field}
     return last.status, {"error": str(last), "field": last.field}
@@ -128,6 +135,7 @@ def add_service_routes(app: web.Application, agent: "Agent") -> None:
             descriptor = ServiceDescriptor.from_obj(body)
         except DescriptorError as exc:
             raise APIError(str(exc), field=exc.field, status=422) from exc
+        note(request, service=descriptor.name)
         try:
             record = await services().create(descriptor)
         except ServiceError as exc:
@@ -153,7 +161,8 @@ def add_service_routes(app: web.Application, agent: "Agent") -> None:
         if status >= 400:
             message = body.get("error") if isinstance(body, dict) else str(body)
             field = body.get("field") if isinstance(body, dict) else None
-            raise APIError(str(message), status=status, field=field)
+            extra = {k: body[k] for k in ("rule", "cluster") if isinstance(body, dict) and k in body}
+            raise APIError(str(message), status=status, field=field, extra=extra)
         return web.json_response(body, status=status)
 
     async def delete(request: web.Request) -> web.Response:
@@ -172,6 +181,7 @@ def add_service_routes(app: web.Application, agent: "Agent") -> None:
         target = body.get("target")
         if target is not None and (not isinstance(target, str) or not NAME_RE.match(target)):
             raise APIError("target must be a cluster name", field="target", status=422)
+        note(request, target=target)
         return answer(*await run_admin_op(agent, "migrate", name, target))
 
     async def instances(request: web.Request) -> web.Response:

@@ -175,6 +175,22 @@ def migrations(client: Client, fmt: str, watch: bool, interval: float) -> None:
     listing(client, "migrations", fmt, watch=watch, interval=interval)
 
 
+@cli.command(help="Recent admin writes from the agent's audit log (who, what, outcome), newest first.")
+@client_options
+@click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True, help="entries to show")
+def audit(client: Client, fmt: str, limit: int) -> None:
+    rows = client.get(f"/v1/audit?limit={limit}")
+    if fmt in ("json", "yaml"):
+        click.echo(json.dumps(rows, indent=1, sort_keys=True))
+        return
+    for e in rows:
+        who, what = e.get("who", {}), e.get("what", {})
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(float(e.get("time", 0))))
+        subject = " ".join(f"{k}={what[k]}" for k in ("service", "target") if what.get(k))
+        click.echo(f"{when}  {who.get('role') or '-'}:{who.get('token_id') or '-'}@{who.get('remote') or '?'}  "
+                   f"{what.get('method')} {what.get('path')} {subject}  -> {e.get('status')} {e.get('outcome')}")
+
+
 @cli.command(help="This cluster, its members, its services and recent moves, on one screen.")
 @client_options
 def status(client: Client, fmt: str) -> None:

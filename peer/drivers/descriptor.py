@@ -23,6 +23,7 @@ from peer.drivers.quantity import QuantityError, cpu_cores, memory_bytes
 MAX_CPU = 256.0
 MAX_MEMORY = 2**40  # 1 TiB
 MAX_ENTRIES = 16  # a record holds at most 16 entries (peer.records.record)
+MAX_STANDBY = 8  # warm copies beside the primary (issue 15); a record holds at most 16
 MAX_REPLICAS = 100
 MAX_ARGS = 256
 MAX_ARG_LEN = 4096
@@ -119,7 +120,7 @@ class ServiceDescriptor:
     replicas: int = 1
     health: HealthCheck | None = None
     constraints: Constraints = Constraints()
-    standby: bool = False
+    standby: int = 0  # warm copies in other clusters (hot standby), HAProxy backup servers
     entries: int | None = None  # size of the home set; None: the federation's default (2)
     socket_activation: bool | None = None  # process driver: None = only for the bundled samples
     state: StateSpec | None = None  # None: stateless (the paper's case)
@@ -133,8 +134,11 @@ class ServiceDescriptor:
         return memory_bytes(self.memory, maximum=MAX_MEMORY)
 
     @classmethod
-    def from_obj(cls, obj: object) -> ServiceDescriptor:
-        """Validate a decoded JSON/msgpack object; raise DescriptorError naming the bad field."""
+    def from_obj(cls, obj: object, *, stored: bool = False) -> ServiceDescriptor:
+        """Validate a decoded JSON/msgpack object; raise DescriptorError naming the bad field.
+
+        `stored`: the object comes from a record written by an older roam, whose canonical form
+        had `"standby": false`; that one boolean is read as 0 there and nowhere else."""
         top = _mapping(obj, "descriptor", _TOP_FIELDS, prefix="")
         if "name" not in top:
             raise DescriptorError("name", "is required")
@@ -154,7 +158,7 @@ class ServiceDescriptor:
             replicas=_int(top.get("replicas", 1), "replicas", low=1, high=MAX_REPLICAS),
             health=_health(top["health"]) if top.get("health") is not None else None,
             constraints=_constraints(top["constraints"]) if top.get("constraints") is not None else Constraints(),
-            standby=_no_standby(top.get("standby", False)),
+            standby=_standby(top.get("standby", 0), stored=stored),
             entries=_int(top["entries"], "entries", low=1, high=MAX_ENTRIES) if top.get("entries") is not None else None,
             socket_activation=(None if top.get("socket_activation") is None
                                else _bool(top["socket_activation"], "socket_activation")),
@@ -179,7 +183,7 @@ class ServiceDescriptor:
             obj = msgpack.unpackb(bytes(data), raw=False, strict_map_key=True)
         except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
             raise DescriptorError("descriptor", f"not valid msgpack: {exc}") from exc
-        return cls.from_obj(obj)
+        return cls.from_obj(obj, stored=True)
 
     def to_obj(self) -> dict[str, Any]:
         """Plain JSON-able form; `from_obj(d.to_obj()) == d`. Unset optionals are left out."""
@@ -190,7 +194,7 @@ class ServiceDescriptor:
             "memory": self.memory,
             "replicas": self.replicas,
             "constraints": self.constraints.to_obj(),
-            "standby": self.standby,
+            **({"standby": self.standby} if self.standby else {}),
             **({"entries": self.entries} if self.entries is not None else {}),
         }
         if self.command:
@@ -264,12 +268,15 @@ def _int(value: object, field: str, *, low: int, high: int) -> int:
     return value
 
 
-def _no_standby(value: object) -> bool:
-    """`standby: true` is refused rather than accepted and ignored: hot standbys are not built
-    yet (issue 15), and a field that silently does nothing misleads (issue 12, finding 10)."""
-    if _bool(value, "standby"):
-        raise DescriptorError("standby", "hot standbys are not supported yet; leave it false")
-    return False
+def _standby(value: object, *, stored: bool) -> int:
+    """How many warm copies: an integer 0..MAX_STANDBY. A boolean is refused (DESIGN: `true`
+    would read as 1 by accident and `false` hides a typo), except the `false` that older
+    roams wrote into stored records (`stored`)."""
+    if stored and value is False:
+        return 0
+    if isinstance(value, bool):
+        raise DescriptorError("standby", f"must be an integer number of warm copies (0-{MAX_STANDBY}), not a boolean")
+    return _int(value, "standby", low=0, high=MAX_STANDBY)
 
 
 def _bool(value: object, field: str) -> bool:

@@ -25,8 +25,9 @@ from dataclasses import replace
 from collections.abc import Callable
 from typing import Any
 
-from lb.errors import LBError
+from lb.errors import LBError, RerouteError
 from peer import failpoints
+from peer.drivers.base import DriverError
 from peer.drivers.descriptor import ServiceDescriptor
 from peer.migration.history import Migration, MigrationLog
 from peer.migration.homes import HomeSetClient
@@ -35,7 +36,8 @@ from peer.peerclient import PeerClient, PeerError, PeerRefused
 from peer.placing import requirements
 from peer.records.record import Record, State
 from peer.waiting import wait_until
-from peer.services import ServiceError, ServiceManager, addr_of, split_addr
+from peer.services import ServiceError, ServiceManager, WorkloadRefused, addr_of, split_addr
+from peer.workload import RULE_ACCEPT_FROM, Refusal
 from peer.state import handover as ho
 from peer.state.hook import StateError
 from peer.state.keeper import StateKeeper, state_spec
@@ -45,10 +47,18 @@ log = logging.getLogger(__name__)
 
 WAIT_TIMEOUT = 120.0
 STATUS_POLL = 0.05
+#: A cluster whose workload policy refused a descriptor is not proposed again for it this long
+#: (placement learns policies from refusals; an explicit target is still asked).
+REFUSAL_MEMORY = 600.0
 
 
 class MigrationError(Exception):
-    """The migration could not complete; the service keeps running where it was."""
+    """The migration could not complete; the service keeps running where it was. `refusals`:
+    the candidates whose workload policy refused it (cluster, rule, error)."""
+
+    def __init__(self, message: str, *, refusals: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.refusals = refusals or []
 
 
 class MigrationEngine:
@@ -64,6 +74,7 @@ class MigrationEngine:
         self.history = history
         self.agent = agent  # peer.agent.Agent: membership, views, api urls
         self.policy = get_policy(policy)
+        self.refused: dict[tuple[str, str], tuple[str, float]] = {}  # (cluster, digest) -> (rule, when)
 
     # -- entry point -----------------------------------------------------------------------
     async def migrate(self, name: str, *, target: str | None = None, reason: str = "api",
@@ -82,11 +93,16 @@ class MigrationEngine:
                                              home=record.home, source=record.location, target=target))
             try:
                 await self._run(m, record, target)
-            except (MigrationError, PeerError, ServiceError, StateError, LBError) as exc:
+            except (MigrationError, PeerError, ServiceError, LBError, DriverError, StateError) as exc:
+                # Every failure ends the migration `failed` with its journal closed (the copy at
+                # the target was aborted by `_run`): nothing stays `running` behind a 500.
+                if isinstance(exc, WorkloadRefused) and target is not None:  # known from its gossiped policy
+                    m.refusals.append({"cluster": target, "rule": exc.rule, "error": str(exc)})
                 self.services.store.journal_close(f"mig:{m.id}")
                 self.history.finish(m, outcome="failed" if m.stage != "pr" else "aborted", error=str(exc))
                 log.warning("migration %s of %s failed at %s: %s", m.id, name, m.stage, exc)
-                raise MigrationError(f"migration of {name} failed at {m.stage}: {exc}") from exc
+                raise MigrationError(f"migration of {name} failed at {m.stage}: {exc}",
+                                     refusals=m.refusals) from exc
             self.history.finish(m, outcome="succeeded")
             log.info("migrated %s %s -> %s in %s", name, m.source, m.target, m.durations)
             return m
@@ -135,15 +151,32 @@ class MigrationEngine:
 
     # -- stages ----------------------------------------------------------------------------
     def _placement_request(self, descriptor: ServiceDescriptor, record: Record, target: str | None) -> list[Candidate]:
-        req = requirements(descriptor, avoid={record.location})
+        req = requirements(descriptor, avoid={record.location}, home=record.home)
         views = self.agent.cluster_views()
         if target is not None:
             views = {target: views[target]} if target in views else {}
         placement: Placement = rank(req, views.values(), home=record.home, policy=self.policy)
         if target is not None and not placement.ranked and placement.rejected:
-            raise ServiceError(f"cluster {target!r} cannot take it: {placement.rejected[0].reason}",
-                               status=409, field="target")
-        return list(placement.ranked)
+            reason = placement.rejected[0].reason
+            if reason.startswith("policy:"):  # its gossiped accept-from: refused without asking
+                raise WorkloadRefused(Refusal(RULE_ACCEPT_FROM, f"cluster {target!r} cannot take it: {reason}",
+                                              record.home))
+            raise ServiceError(f"cluster {target!r} cannot take it: {reason}", status=409, field="target")
+        ranked = list(placement.ranked)
+        if target is None:
+            ranked = [c for c in ranked if self.refused_rule(c.name, record.digest) is None]
+        # A standby's cluster first: its warm copy is reused (the driver adopts the running copy),
+        # so the move is a promotion with no deploy. Its admission still applies.
+        standbys = set(record.standby_clusters)
+        return sorted(ranked, key=lambda c: c.name not in standbys)
+
+    def refused_rule(self, cluster: str, digest: str) -> str | None:
+        """The rule `cluster` refused this descriptor with lately, if it did."""
+        seen = self.refused.get((cluster, digest))
+        if seen is None or time.monotonic() - seen[1] > REFUSAL_MEMORY:
+            self.refused.pop((cluster, digest), None)
+            return None
+        return seen[0]
 
     async def _replicate(self, m: Migration, record: Record, ranked: list[Candidate]) -> str:
         refusals: list[str] = []
@@ -159,6 +192,11 @@ class MigrationEngine:
                 return candidate.name
             except PeerRefused as exc:
                 refusals.append(f"{candidate.name}: {exc}")
+                if exc.status == 403 and exc.rule is not None:  # its workload policy: try the next
+                    self.refused[(candidate.name, record.digest)] = (exc.rule, time.monotonic())
+                    m.refusals.append({"cluster": candidate.name, "rule": exc.rule, "error": exc.message})
+                    log.warning("%s refused %s by its workload policy (%s): %s", candidate.name, record.name,
+                                exc.rule, exc.message)
             except PeerError as exc:
                 # No answer is not a refusal: the request may still be processed (a paused
                 # agent resumes). Tell it to drop the copy, in the background, until it hears.
@@ -184,8 +222,12 @@ class MigrationEngine:
         """The steward's own frontend first (make-before-break), then the commit, then every
         other entry's frontend; the old copy keeps serving until all of them have moved."""
         assert m.target is not None
-        moved = replace(record, location=m.target, instance=instance, state=State.RUNNING, migration_id=m.id)
+        moved = replace(record, location=m.target, instance=instance, state=State.RUNNING, migration_id=m.id,
+                        standbys=tuple(p for p in record.standbys if p[0] != m.target))
+        if len(moved.standbys) < len(record.standbys):
+            m.notes = f"the standby at {m.target} was promoted (its warm copy reused)"
         host, port = split_addr(instance)
+        failpoints.hit("migration.reroute", fail=lambda: RerouteError(f"failpoint: reroute of {record.name} failed"))
         await self.services.lb.route(record.name, host, port, proven_ready=True)
         failpoints.hit("migration.after_route")
         committed = self.services.store.put_local(moved, here=self.here, now=time.time())
@@ -208,7 +250,9 @@ class MigrationEngine:
         step("released_here")
         failpoints.hit("migration.after_route")
         moved = replace(record, location=m.target, instance=instance, state=State.RUNNING, migration_id=m.id,
-                        state_version=state_version)
+                        state_version=state_version, standbys=tuple(p for p in record.standbys if p[0] != m.target))
+        if len(moved.standbys) < len(record.standbys):
+            m.notes = f"the standby at {m.target} was promoted (its warm copy reused)"
         committed = self.services.store.put_local(moved, here=self.here, now=time.time())
         self.services.settle_arrival(record.name, m.id)
         step("committed")
@@ -221,6 +265,15 @@ class MigrationEngine:
         """The `state` stage of a stateful service (peer/state/handover.py); None if stateless."""
         spec = state_spec(record)
         if spec is None or self.state is None or not record.instance:
+            return None
+        if m.kind == "failsafe":
+            # The old copy is lost: the new one starts from the last state saved here (no
+            # pre-copy, no handover); recovery point as for the fail-safe's own redeploy.
+            with m.timed("state"):
+                try:
+                    await self.state.install_latest(record, *split_addr(instance))
+                except StateError as exc:
+                    m.notes = f"state not restored: {exc}"
             return None
         self._journal(m, "state", instance=instance)
         with m.timed("state"):

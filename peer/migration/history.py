@@ -27,7 +27,7 @@ HISTORY_LEN = 500
 @dataclass
 class Migration:
     service: str
-    kind: str  # planned | policy | failsafe
+    kind: str  # planned | policy | failsafe | promotion | standby (a warm copy placed)
     reason: str
     coordinator: str
     home: str
@@ -44,6 +44,7 @@ class Migration:
     notes: str | None = None  # e.g. entries that did not confirm their reroute
     # Stateful services: {"version", "bytes", "rounds", "exact", "held_at"} (peer/state/handover.py).
     state_transfer: dict[str, Any] | None = None
+    refusals: list[dict[str, Any]] = field(default_factory=list)  # candidates whose policy refused it
 
     @contextmanager
     def timed(self, stage: str) -> Iterator[None]:
@@ -95,7 +96,7 @@ class MigrationLog:
     def last_move(self, service: str) -> float | None:
         """Wall time the service last finished moving (any kind), for the policy's dwell time."""
         for entry in reversed(self._done):
-            if entry["service"] == service and entry["outcome"] == "succeeded":
+            if entry["service"] == service and entry["outcome"] == "succeeded" and entry["kind"] != "standby":
                 return float(entry["finished_at"])
         return None
 

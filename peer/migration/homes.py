@@ -27,7 +27,8 @@ from lb.errors import LBError, NoFreeSlotError
 from peer.migration import wire
 from peer.peerclient import PeerClient, PeerError, PeerRefused, msgpack_response, read_msgpack
 from peer.records.record import NAME_RE, Record, RecordDecodeError
-from peer.services import NameHolder, ServiceError, ServiceManager
+from peer.drivers.descriptor import DescriptorError, ServiceDescriptor
+from peer.services import NameHolder, ServiceError, ServiceManager, WorkloadRefused
 from peer.state.handover import HOLD_MAX, IDLE_POLL, IDLE_TIMEOUT
 from peer.stewardship import Liveness, Observed, must_adopt_home, repair_needed
 from placement import ClusterView
@@ -39,6 +40,7 @@ KEEPER_TICK = 1.0
 LOOKUP_TIMEOUT = 1.5
 ENTRY_TIMEOUT = 3.0
 ROUTE_TIMEOUT = 5.0
+REFUSAL_MEMORY = 600.0  # a cluster whose policy refused to be an entry of a service is not asked again this long
 
 UrlOf = Callable[[str], str | None]
 
@@ -57,6 +59,7 @@ class HomeSetClient:
         self.url_of = url_of
         self._views = views
         self._publish_now = publish_now
+        self.refused: dict[tuple[str, str], float] = {}  # (cluster, service) -> when its policy refused
 
     def live_views(self) -> Sequence[ClusterView]:
         return [v for v in self._views().values() if v.alive]
@@ -86,13 +89,22 @@ class HomeSetClient:
                                       tombstone=bool(h.get("tombstone"))))
         return out
 
-    async def open_entry(self, cluster: str, name: str, incarnation: str) -> str | None:
+    async def open_entry(self, cluster: str, name: str, incarnation: str, *, home: str,
+                         descriptor: bytes) -> str | None:
+        """Ask `cluster` to open a frontend; it judges the home and descriptor by its workload policy."""
         url = self.url_of(cluster)
-        if url is None:
+        refused_at = self.refused.get((cluster, name))
+        if url is None or (refused_at is not None and time.monotonic() - refused_at < REFUSAL_MEMORY):
             return None
         try:
-            reply = await self.client.call(url, wire.ENTRY_OPEN, {"name": name, "incarnation": incarnation},
+            reply = await self.client.call(url, wire.ENTRY_OPEN, {"name": name, "incarnation": incarnation,
+                                                                   "home": home, "descriptor": descriptor},
                                            timeout=ENTRY_TIMEOUT)
+        except PeerRefused as exc:
+            if exc.status == 403 and exc.rule is not None:  # its workload policy: not asked again for a while
+                self.refused[(cluster, name)] = time.monotonic()
+            log.warning("entry %s did not open a frontend for %s: %s", cluster, name, exc)
+            return None
         except PeerError as exc:
             log.warning("entry %s did not open a frontend for %s: %s", cluster, name, exc)
             return None
@@ -195,8 +207,20 @@ class HomeSetHandlers:
         incarnation = body.get("incarnation")
         if not isinstance(incarnation, str) or len(incarnation) > 64:
             raise web.HTTPBadRequest(reason="incarnation: expected a string")
+        home, raw = body.get("home"), body.get("descriptor")
+        if not (home is None or isinstance(home, str)) or not (raw is None or isinstance(raw, bytes)):
+            raise web.HTTPBadRequest(reason="home, descriptor: expected a string and msgpack bytes")
         try:
-            host, port = await self.services.reserve_entry(name, incarnation)
+            descriptor = None if raw is None else ServiceDescriptor.from_msgpack(raw)
+        except DescriptorError as exc:
+            return msgpack_response({"error": f"descriptor.{exc.field}: {exc}"}, status=422)
+        if descriptor is not None and descriptor.name != name:
+            return msgpack_response({"error": "descriptor name does not match"}, status=422)
+        try:
+            host, port = await self.services.reserve_entry(name, incarnation, home=home, descriptor=descriptor)
+        except WorkloadRefused as exc:
+            log.warning("refused to open an entry for %s (home %s): %s", name, home, exc)
+            return msgpack_response(exc.refusal.as_api(), status=403)
         except ServiceError as exc:
             return msgpack_response({"error": str(exc)}, status=exc.status)
         except NoFreeSlotError as exc:
@@ -222,6 +246,8 @@ class HomeSetHandlers:
                 services.reserved.pop(record.name, None)
                 try:
                     await services.ensure_route(current)
+                except WorkloadRefused as exc:
+                    return msgpack_response(exc.refusal.as_api(), status=403)
                 except LBError as exc:
                     return msgpack_response({"error": f"reroute failed: {exc}"}, status=502)
                 finally:
@@ -320,10 +346,14 @@ class HomeSetKeeper:
         keep = [e for e in record.entries if e not in drop]
         views = self.peers.live_views()
         tiers = [v.tier for v in views if v.name in keep]
-        fresh = choose_entries(views, chosen=keep, tiers=tiers, count=need, exclude=record.entries)
+        fresh = choose_entries(views, chosen=keep, tiers=tiers, count=need, exclude=record.entries, home=record.home)
         if not fresh and not drop:
             return
-        opened = [(c, ep) for c in fresh if (ep := await self.peers.open_entry(c, record.name, record.incarnation))]
+        opened = [(c, ep) for c in fresh
+                  if (ep := await self.peers.open_entry(c, record.name, record.incarnation, home=record.home,
+                                                        descriptor=record.descriptor))]
+        if not opened and not drop:
+            return  # nobody took it (unreachable, or refused by policy): nothing to write
         async with services.lock(record.name):
             current = services.get(record.name)
             if current is None or current != record:

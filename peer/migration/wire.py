@@ -7,6 +7,7 @@ from peer.records import record as rec
 from peer.records.record import Record
 
 REPLICATE = "/peer/v1/migration/replicate"  # coordinator -> AC: descriptor + home info; AC admits or refuses
+#   (with "standby": true the steward asks for a warm copy, peer/migration/standby.py)
 STATUS = "/peer/v1/migration/status"        # coordinator -> AC: is the copy ready? (wait stage)
 ABORT = "/peer/v1/migration/abort"          # coordinator -> AC: drop the copy (rollback)
 REROUTE = "/peer/v1/migration/reroute"      # coordinator -> HC: point the frontend at the AC, commit

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from peer.drivers.descriptor import DescriptorError, ServiceDescriptor, StateSpec
+from peer.migration.standby import StateTransferError
 from peer.records.record import Record
 from peer.services import ServiceError, ServiceManager, split_addr
 from peer.state.hook import Snapshot, StateError, StateHook, StateHookMissing, StateTooLarge
@@ -62,6 +63,19 @@ def standby_addresses(record: Record) -> list[tuple[str, int]]:
             with contextlib.suppress(ValueError):
                 out.append(split_addr(addr))
     return out
+
+
+class StandbySeam:
+    """`peer.migration.standby.StateTransfer` over the keeper: the standby code's failure type."""
+
+    def __init__(self, keeper: "StateKeeper") -> None:
+        self.keeper = keeper
+
+    async def install_latest(self, record: Record, host: str, port: int) -> None:
+        try:
+            await self.keeper.install_latest(record, host, port)
+        except StateError as exc:
+            raise StateTransferError(f"state of {record.name} not installed at {host}:{port}: {exc}") from exc
 
 
 class StateKeeper:

@@ -23,12 +23,14 @@ VALID: dict[str, Any] = {
     "constraints": {"tiers": ["edge", "fog"]},
 }
 # Peers compare digests: changing the canonical form silently would split the federation.
+# (Issue 15: `standby` became an integer left out when 0, as `entries` is when unset; records
+# written before keep their stored digest, and their `"standby": false` still decodes as 0.)
 GOLDEN_JSON = (
     b'{"command":["python","-m","peer.samples.classifier","--host","{host}","--port","{port}"],'
     b'"constraints":{"affinity":{},"tiers":["edge","fog"]},"cpu":0.5,"health":{"path":"/healthz"},'
-    b'"image":"roam/classifier:1","memory":"128Mi","name":"classifier","port":8080,"replicas":1,"standby":false}'
+    b'"image":"roam/classifier:1","memory":"128Mi","name":"classifier","port":8080,"replicas":1}'
 )
-GOLDEN_DIGEST = "sha256:5e4d56f2c722ff59374fdb3d1e2f8f0bf25eb343098be0a91caa0ff060bef723"
+GOLDEN_DIGEST = "sha256:0e26ea5e2fa5052d50e9bece8d8b411e815336bf0075d1b50f318c12b4826881"
 
 _DROP = object()
 
@@ -95,7 +97,11 @@ INVALID = [
     (with_(memory=math.inf), "memory"),
     (with_(memory=True), "memory"),
     (with_(memory="1" * 40), "memory"),
-    (with_(standby=True), "standby"),  # issue 12 finding 10: refused, not accepted and ignored
+    (with_(standby=True), "standby"),  # an integer: a boolean is refused (DESIGN)
+    (with_(standby=False), "standby"),
+    (with_(standby=-1), "standby"),
+    (with_(standby=9), "standby"),
+    (with_(standby=1.0), "standby"),
     (with_(replicas=0), "replicas"),
     (with_(replicas=101), "replicas"),
     (with_(replicas=True), "replicas"),
@@ -153,7 +159,7 @@ def test_valid_descriptor_values() -> None:
     assert d.command[4] == "{host}"
     assert d.health is not None and d.health.path == "/healthz"
     assert d.constraints.tiers == ("edge", "fog")
-    assert d.standby is False
+    assert d.standby == 0
 
 
 def test_defaults_for_a_minimal_descriptor() -> None:

@@ -85,7 +85,7 @@ valid: st.SearchStrategy[dict[str, Any]] = st.fixed_dictionaries(
         "replicas": st.integers(1, 100),
         "health": st.sampled_from([{"tcp": True}, {"path": "/"}, {"path": "/healthz?full=1"}]),
         "constraints": st.fixed_dictionaries({"tiers": st.lists(st.sampled_from(["edge", "fog", "cloud"]), unique=True)}),
-        "standby": st.just(False),  # true is refused until standbys exist (issue 15)
+        "standby": st.integers(0, 8),  # an integer; booleans are refused (issue 15)
         "state": st.fixed_dictionaries(
             {"path": st.from_regex(r"/[A-Za-z0-9_./-]{0,40}", fullmatch=True)},
             optional={"interval": st.floats(0.1, 3600.0) | st.integers(1, 3600)}),

@@ -32,7 +32,7 @@ VALID_BODY: dict[tuple[str, str], Any] = {
 def operations() -> list[tuple[str, str]]:
     ops = [(m.upper(), p) for p, item in build_spec()["paths"].items() for m, op in item.items()
            if op.get("security") != []]
-    assert len(ops) == 14
+    assert len(ops) == 15
     return ops
 
 
@@ -114,7 +114,8 @@ BAD_DESCRIPTORS: list[tuple[Any, str]] = [
     # image (kubernetes) references with traversal or shell syntax
     *[(with_field(image=v), "image") for v in ("../../x", "a;rm -rf /", "a b", 5, "a" * 300, "Case", "x:tag:tag")],
     (with_field(standby="yes"), "standby"),
-    (with_field(standby=1), "standby"),
+    (with_field(standby=True), "standby"),
+    (with_field(standby=99), "standby"),
     # unknown fields, at the top and nested
     (with_field(shell=True), "shell"),
     (with_field(__proto__={}), "__proto__"),

@@ -50,13 +50,6 @@ class FakeHook:
         pass
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class StandbyRecord(Record):
-    """A record with the standby branch's field, to exercise `standby_addresses` before the merge."""
-
-    standbys: tuple[tuple[str, str], ...] = ()
-
-
 class FakeServices:
     here = "c1"
     lb = FakeLoadBalancer()
@@ -90,10 +83,9 @@ def keeper(tmp_path: Path, hook: FakeHook, records: list[Record]) -> StateKeeper
 
 async def test_pull_saves_in_order_and_pushes_to_standbys(tmp_path: Path) -> None:
     hook = FakeHook()
-    rec = StandbyRecord(**{f.name: getattr(record(), f.name) for f in dataclasses.fields(Record)},
-                        standbys=(("c3", "127.0.20.6:1000"),))
+    rec = record(standbys=(("c3", "127.0.20.6:1000"),))
     assert standby_addresses(rec) == [("127.0.20.6", 1000)]
-    assert standby_addresses(record()) == []  # no `standbys` field yet: none
+    assert standby_addresses(record()) == []
     k = keeper(tmp_path, hook, [rec])
     hook.held["127.0.20.5:1000"] = Snapshot(b"one", '"1"')
     await k._pull(rec)
@@ -166,3 +158,20 @@ async def test_a_deleted_services_state_is_removed(tmp_path: Path) -> None:
     assert path.exists()
     k._forget(dataclasses.replace(rec, tombstone=True))
     assert not path.exists() and k.latest(rec) is None
+
+
+async def test_the_standby_seam_raises_the_standby_codes_error(tmp_path: Path) -> None:
+    from peer.migration.standby import StateTransferError
+    from peer.state.keeper import StandbySeam
+
+    hook = FakeHook()
+    rec = record()
+    k = keeper(tmp_path, hook, [rec])
+    k.save(rec, Snapshot(b"s", '"s"'))
+
+    async def refuse(*a: Any, **kw: Any) -> None:
+        raise StateHookMissing("state path /roam/state answers 404")
+
+    hook.put = refuse  # type: ignore[method-assign]
+    with pytest.raises(StateTransferError, match="404"):
+        await StandbySeam(k).install_latest(rec, "127.0.20.9", 1)
