@@ -89,6 +89,7 @@ class LoadBalancer:
         self._slots_lock = asyncio.Lock()
         self._started = False
         self._adopted = False
+        self._held: dict[str, float] = {}  # service -> monotonic deadline of its request hold
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
@@ -368,6 +369,32 @@ class LoadBalancer:
         await self._client.close()  # the old worker's CLI connection would keep it alive
         await self._supervisor.reload(took_over=took_over)
         await self._on_haproxy_restart()
+
+    # ---- request hold (a stateful service's handover) -----------------------------------------
+
+    async def hold(self, service: str, *, ttl: float) -> None:
+        """New requests to the service wait in HAProxy (lb/hold.lua), for at most `ttl` seconds:
+        the deadline lets them go on by themselves if the caller dies before `release`."""
+        backend = backend_name(self._slot(service).port)
+        ms = max(1, min(runtime.MAX_HOLD_MS, round(ttl * 1000)))
+        await self._client.hold(backend, ms)
+        self._held[service] = asyncio.get_running_loop().time() + ms / 1000
+
+    async def release(self, service: str) -> None:
+        """Held requests go on, to the server(s) the backend has now (idempotent)."""
+        self._held.pop(service, None)
+        await self._client.release(backend_name(self._slot(service).port))
+
+    def holding(self, service: str) -> bool:
+        """Is a hold of this agent's on the service's requests still in force?"""
+        deadline = self._held.get(service)
+        return deadline is not None and asyncio.get_running_loop().time() < deadline
+
+    async def idle(self, service: str) -> bool:
+        """No request of the service is at a server or in a queue (the old copy's writes are
+        over once this holds under a hold)."""
+        rows = await self._client.stats(backend_name(self._slot(service).port))
+        return all(row.scur == 0 and row.qcur == 0 for row in rows)
 
     # ---- internals ---------------------------------------------------------------------------
 

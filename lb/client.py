@@ -174,6 +174,12 @@ class RuntimeClient:
         await self.execute_line([runtime.enable_health(backend, server),
                                  runtime.enable_server(backend, server)])
 
+    async def hold(self, backend: str, ms: int) -> None:
+        await self.execute(runtime.hold(backend, ms))
+
+    async def release(self, backend: str) -> None:
+        await self.execute(runtime.release(backend))
+
     async def servers_state(self, backend: str | None = None) -> list[ServerState]:
         return runtime.parse_servers_state(await self.execute(runtime.show_servers_state(backend)))
 

@@ -30,6 +30,7 @@ class FakeLoadBalancer:
         self.adopted = False
         self.restarts = 0
         self.drift: list[str] = []  # what the next `converge` reports repaired (then cleared)
+        self.held: set[str] = set()
 
     async def start(self, claims: Mapping[str, Claim] | None = None) -> None:
         for service, (port, route) in (claims or {}).items():  # the records win, as in LoadBalancer
@@ -116,3 +117,21 @@ class FakeLoadBalancer:
     async def converge(self) -> list[str]:
         repaired, self.drift = self.drift, []
         return repaired
+
+    async def hold(self, service: str, *, ttl: float) -> None:
+        if service not in self.slots:
+            raise UnknownServiceError(f"service {service!r} has no frontend here")
+        self.held.add(service)
+
+    async def release(self, service: str) -> None:
+        if service not in self.slots:
+            raise UnknownServiceError(f"service {service!r} has no frontend here")
+        self.held.discard(service)
+
+    def holding(self, service: str) -> bool:
+        return service in self.held
+
+    async def idle(self, service: str) -> bool:
+        if service not in self.slots:
+            raise UnknownServiceError(f"service {service!r} has no frontend here")
+        return True

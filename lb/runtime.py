@@ -216,6 +216,22 @@ def shutdown_frontend(frontend: str) -> Command:
     return Command(f"shutdown frontend {valid_name(frontend, what='frontend')}")
 
 
+MAX_HOLD_MS = 60_000
+
+
+def hold(backend: str, ms: int) -> Command:
+    """`roam hold` (lb/hold.lua): new requests to `backend` wait in HAProxy for at most `ms`."""
+    if isinstance(ms, bool) or not isinstance(ms, int) or not 1 <= ms <= MAX_HOLD_MS:
+        raise InvalidTokenError(f"invalid hold {ms!r}: must be 1-{MAX_HOLD_MS} ms")
+    return Command(f"roam hold {valid_name(backend, what='backend')} {ms}", ok_prefixes=("held ",), ok_empty=False)
+
+
+def release(backend: str) -> Command:
+    """`roam release` (lb/hold.lua): held requests to `backend` go on."""
+    return Command(f"roam release {valid_name(backend, what='backend')}", ok_prefixes=("released ",),
+                   ok_empty=False)
+
+
 def line(commands: list[Command]) -> str:
     """Several commands on one line: HAProxy processes the line as a whole, in order."""
     if not commands:

@@ -48,6 +48,9 @@ from peer.migration.homes import HomeSetClient, HomeSetHandlers, HomeSetKeeper
 from peer.migration.policy import PolicyTriggers
 from peer.migration.replica import ReplicaHandlers
 from peer.migration.standby import StandbyKeeper, StateTransfer
+from peer.state.hook import HttpStateHook
+from peer.state.keeper import StandbySeam, StateKeeper
+from peer.state.saved import SavedStates
 from peer.linkprobe import LinkProbe
 from peer.peerclient import PeerClient, PeerError, peer_auth_middleware
 from peer.placing import views as build_views
@@ -85,6 +88,7 @@ class Agent:
         self.driver: Driver | None = None
         self.services: ServiceManager | None = None
         self.engine: MigrationEngine | None = None
+        self.state: StateKeeper | None = None  # stateful services' state (peer/state)
         self.history: MigrationLog | None = None
         self.client: PeerClient | None = None
         self.antientropy: AntiEntropy | None = None
@@ -201,9 +205,14 @@ class Agent:
         self.antientropy = AntiEntropy(store=self.store, here=self.here, client=self.client,
                                        on_outcome=self._on_outcome, on_heard=self.liveness.mark_reachable)
         self.probe = LinkProbe(agent=self, client=self.client)
+        self.state = StateKeeper(services=self.services, hook=HttpStateHook(),
+                                 saved=SavedStates(self.config.data_dir), steward_of=self.steward_of)
+        self.services.state_check = self.state
+        if self.state_transfer is None:
+            self.state_transfer = StandbySeam(self.state)  # new standbys get the latest state first
         self.engine = MigrationEngine(here=self.here, services=self.services, client=self.client,
                                       history=self.history, agent=self, homes=self.homes,
-                                      steward_of=self.steward_of, policy=self.config.policy)
+                                      steward_of=self.steward_of, policy=self.config.policy, state=self.state)
         self.services.recovered.clear()  # until _catch_up has pulled the records from peers
         await self.services.reconcile()
         self.refresh_business()
@@ -214,7 +223,7 @@ class Agent:
         await self._start_http()
         self._spawn(self.engine.recover())
         failsafe = FailSafe(services=self.services, client=self.client, history=self.history, agent=self,
-                            liveness=self.liveness, steward_of=self.steward_of)
+                            liveness=self.liveness, steward_of=self.steward_of, state=self.state)
         keeper = HomeSetKeeper(services=self.services, peers=self.homes, liveness=self.liveness,
                                observed=self.observed, repair_after=self.config.repair_after, publish=self.publish)
         standbys = StandbyKeeper(services=self.services, client=self.client, history=self.history, agent=self,
@@ -223,7 +232,7 @@ class Agent:
         loops: list[tuple[str, Coroutine[Any, Any, None]]] = [
             ("failsafe", failsafe.run()), ("anti-entropy", self._anti_entropy_loop()),
             ("housekeeping", self._housekeeping_loop()), ("home-sets", keeper.run()),
-            ("standbys", standbys.run()), ("catch-up", self._catch_up()),
+            ("standbys", standbys.run()), ("catch-up", self._catch_up()), ("state", self.state.run()),
             ("convergence", Converger(services=self.services).run()),
         ]
         if self.config.auto_migrate:
@@ -333,6 +342,8 @@ class Agent:
             await self._runner.cleanup()
         if self.services is not None:
             await self.services.close()
+        if self.state is not None:
+            await self.state.hook.close()
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)

@@ -68,6 +68,13 @@ class HomeSetPeers(Protocol):
     async def publish_now(self, record: Record, extra: frozenset[str] = frozenset()) -> None: ...
 
 
+class StateCheck(Protocol):
+    """Checks a new stateful service's state hook before the service is created (peer/state);
+    raises ServiceError (4xx naming `state.path` or `state`) if it does not answer as it must."""
+
+    async def check_new(self, descriptor: ServiceDescriptor, host: str, port: int) -> None: ...
+
+
 class ServiceError(Exception):
     """A service operation that cannot be done; `status` is the HTTP status it maps to."""
 
@@ -158,6 +165,7 @@ class ServiceManager:
         self.recovered.set()
         self.unaccounted: dict[str, Instance] = {}  # running copies no record accounted for at start
         self.deferred_starts: set[str] = set()  # copies the records say run here, not running at start
+        self.state_check: StateCheck | None = None  # set by the agent (peer/state/keeper.py)
 
     def lock(self, name: str) -> asyncio.Lock:
         return self._locks[name]
@@ -236,6 +244,7 @@ class ServiceManager:
             except BaseException:
                 await self.lb.close_frontend(name)
                 raise
+            await self._check_state_hook(descriptor, instance)
             endpoints = [(self.here, f"{frontend[0]}:{frontend[1]}")]
             endpoints += await self._open_entries(others, descriptor, incarnation)
             payload = descriptor.canonical_msgpack()
@@ -252,6 +261,20 @@ class ServiceManager:
         else:
             await self._publish(record, frozenset())
         return record
+
+    async def _check_state_hook(self, descriptor: ServiceDescriptor, instance: Instance) -> None:
+        """A stateful service whose hook does not answer (404, too large) is refused before
+        anything else exists: its copy is stopped and its frontend closed (nothing half-done)."""
+        if descriptor.state is None or self.state_check is None:
+            return
+        try:
+            await self.state_check.check_new(descriptor, instance.host, instance.port)
+        except BaseException:
+            with contextlib.suppress(DriverError):
+                await self.stop_copy(descriptor.name)
+            with contextlib.suppress(LBError):
+                await self.lb.close_frontend(descriptor.name)
+            raise
 
     async def _wait_recovered(self) -> None:
         """A name is judged free only once this cluster holds what its peers know of it: a

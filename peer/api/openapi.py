@@ -19,7 +19,7 @@ VERSION = "0.1.0"
 JSON = "application/json"
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 LABEL_PATTERN = r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
-STAGES = ("pr", "replication", "wait", "reroute", "cleanup", "deploy")
+STAGES = ("pr", "replication", "wait", "state", "handover", "reroute", "cleanup", "deploy")
 Schema = dict[str, Any]
 
 
@@ -84,6 +84,9 @@ def _schemas() -> dict[str, Schema]:
         "ready_timeout": {"type": "number", "minimum": 1, "maximum": 120,
                           "description": "seconds a new copy may take to become ready (default 30); a copy "
                                          "that is not ready by then is removed: 422 with its log tail"},
+        "state": _nullable(_obj({
+            "path": {"type": "string", "pattern": r"^/[\x21-\x22\x24-\x3e\x40-\x7e]*$", "maxLength": 256},
+            "interval": {"type": "number", "minimum": 0.1, "maximum": 3600}}, required=("path",), closed=True)),
     }
     descriptor = _obj(descriptor_fields, required=("name", "port"), closed=True)
     descriptor["anyOf"] = [{"required": ["command"]}, {"required": ["image"]}]
@@ -97,6 +100,7 @@ def _schemas() -> dict[str, Schema]:
         "image": STRING,
         "health": {"type": "object", "properties": {"path": STRING, "tcp": {"type": "boolean"}}},
         "entries": INT, "ready_timeout": NUMBER,
+        "state": {"type": "object", "properties": {"path": STRING, "interval": NUMBER}},
     }, required=("name", "port", "cpu", "memory", "replicas", "constraints"))
     load = {"type": "object", "description": "empty until the member gossiped its load",
             "properties": {
@@ -115,6 +119,9 @@ def _schemas() -> dict[str, Schema]:
                      "items": _obj({"cluster": STRING, "rule": STRING, "error": STRING})},
         **{stage: _nullable({"type": "number", "description": f"{stage} stage duration, ms"}) for stage in STAGES},
         "durations_ms": {"type": "object", "additionalProperties": NUMBER},
+        "state_transfer": _nullable({
+            "type": "object", "description": "stateful services: version, bytes moved, pre-copy rounds, "
+                                             "exact, not_held, handover_ms (planned); version, restored (fail-safe)"}),
     }
     key = _obj({"fingerprint": {"type": "string", "pattern": "^sha256:[0-9a-f]{16}$"},
                 "members": {"type": "integer", "description": "members holding this key"}})
@@ -180,11 +187,17 @@ def _schemas() -> dict[str, Schema]:
             "endpoint": _nullable({"type": "string", "description": "host:port of the HC frontend"}),
             "instance": _nullable(STRING), "vclock": {"type": "object", "additionalProperties": INT},
             "migration_id": _nullable(STRING), "digest": STRING,
-            "descriptor": _nullable(_ref("StoredDescriptor"))}),
+            "descriptor": _nullable(_ref("StoredDescriptor")),
+            "state_version": _nullable({
+                "type": "integer", "description": "stateful services: roam's version of the last state saved "
+                                                  "(the record's, or this cluster's newer saved one)"})},
+            required=("name", "home", "location", "role", "state", "endpoint", "instance", "vclock",
+                      "migration_id", "digest", "descriptor")),
         "MigrateRequest": _obj({"target": {"type": "string", "pattern": NAME_PATTERN,
                                            "description": "cluster to move to; placement decides if absent"}},
                                required=(), closed=True),
-        "Migration": _obj(migration_props, required=tuple(k for k in migration_props if k != "durations_ms")),
+        "Migration": _obj(migration_props, required=tuple(k for k in migration_props
+                                                          if k not in ("durations_ms", "state_transfer"))),
         "Instance": _obj({
             "name": STRING, "home": STRING, "host": STRING, "port": INT,
             "state": {"type": "string", "enum": ["starting", "ready", "failed", "stopped"]},

@@ -22,7 +22,10 @@ if TYPE_CHECKING:
     from peer.agent import Agent
 
 
-def record_view(record: Record, here: str, *, steward: str | None = None) -> dict[str, Any]:
+def record_view(record: Record, here: str, *, steward: str | None = None,
+                saved_state: int | None = None) -> dict[str, Any]:
+    """`state_version`: the newer of the record's (written at commits) and the state this
+    cluster saved since (pulled every interval, not written to the record: peer/state/keeper.py)."""
     try:
         descriptor: Any = ServiceDescriptor.from_msgpack(record.descriptor).to_obj()
     except DescriptorError:
@@ -45,6 +48,7 @@ def record_view(record: Record, here: str, *, steward: str | None = None) -> dic
         "migration_id": record.migration_id,
         "digest": record.digest,
         "descriptor": descriptor,
+        "state_version": max((v for v in (record.state_version, saved_state) if v is not None), default=None),
     }
 
 
@@ -72,7 +76,8 @@ def _service_error(exc: ServiceError) -> APIError:
 
 
 def view(agent: "Agent", record: Record) -> dict[str, Any]:
-    return record_view(record, agent.here, steward=agent.steward_of(record))
+    saved = agent.state.saved_version(record) if agent.state is not None else None
+    return record_view(record, agent.here, steward=agent.steward_of(record), saved_state=saved)
 
 
 async def _migrate_here(agent: "Agent", name: str, target: str | None) -> dict[str, Any]:

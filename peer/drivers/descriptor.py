@@ -37,6 +37,9 @@ DEFAULT_READY_TIMEOUT = 30.0
 #: No request waits minutes for a copy: 120 s was the old fixed wait, so nothing that became
 #: ready before is refused now.
 MAX_READY_TIMEOUT = 120.0
+MAX_STATE_PATH_LEN = 256
+MIN_STATE_INTERVAL = 0.1  # seconds; faster pulls would load the service for little gain
+MAX_STATE_INTERVAL = 3600.0
 
 DEFAULT_CPU = 0.1
 DEFAULT_MEMORY = "64Mi"
@@ -57,7 +60,7 @@ _IMAGE = re.compile(
 
 _TOP_FIELDS = frozenset(
     {"name", "port", "command", "image", "cpu", "memory", "replicas", "health", "constraints", "standby",
-     "entries", "socket_activation", "ready_timeout"}
+     "entries", "socket_activation", "ready_timeout", "state"}
 )
 
 
@@ -96,6 +99,19 @@ class Constraints:
 
 
 @dataclass(frozen=True)
+class StateSpec:
+    """The service keeps state that must follow it (seed 001's abstract state): `GET path`
+    answers it with an ETag naming its version, `PUT path` installs it; roam saves it every
+    `interval` seconds and copies it to every new copy before that copy takes traffic."""
+
+    path: str
+    interval: float = 1.0
+
+    def to_obj(self) -> dict[str, Any]:
+        return {"path": self.path, "interval": self.interval}
+
+
+@dataclass(frozen=True)
 class ServiceDescriptor:
     """A validated descriptor. Build it with `from_obj`; never mutate, compare by value."""
 
@@ -112,6 +128,7 @@ class ServiceDescriptor:
     entries: int | None = None  # size of the home set; None: the federation's default (2)
     socket_activation: bool | None = None  # process driver: None = only for the bundled samples
     ready_timeout: float | None = None  # seconds a new copy may take to be ready; None: DEFAULT_READY_TIMEOUT
+    state: StateSpec | None = None  # None: stateless (the paper's case)
 
     @property
     def readiness_timeout(self) -> float:
@@ -157,6 +174,7 @@ class ServiceDescriptor:
             socket_activation=(None if top.get("socket_activation") is None
                                else _bool(top["socket_activation"], "socket_activation")),
             ready_timeout=_ready_timeout(top["ready_timeout"]) if top.get("ready_timeout") is not None else None,
+            state=_state(top["state"]) if top.get("state") is not None else None,
         )
 
     @classmethod
@@ -201,6 +219,8 @@ class ServiceDescriptor:
             obj["socket_activation"] = self.socket_activation
         if self.ready_timeout is not None:
             obj["ready_timeout"] = self.ready_timeout
+        if self.state is not None:
+            obj["state"] = self.state.to_obj()
         return obj
 
     def canonical_json(self) -> bytes:
@@ -396,3 +416,20 @@ def _label(value: object, field: str) -> str:
     if not _LABEL_VALUE.fullmatch(label):
         raise DescriptorError(field, "not a label: letters, digits, '-', '_', '.', alphanumeric at both ends")
     return label
+
+
+def _state(value: object) -> StateSpec:
+    """`{"path": "/roam/state", "interval": 1.0}`: an absolute path without query or fragment
+    (roam appends nothing to it) and a pull interval in seconds."""
+    hook = _mapping(value, "state", frozenset({"path", "interval"}), prefix="state.")
+    if "path" not in hook:
+        raise DescriptorError("state.path", "is required")
+    path = _str(hook["path"], "state.path", max_len=MAX_STATE_PATH_LEN)
+    if not _PATH.fullmatch(path) or "?" in path or "#" in path:
+        raise DescriptorError("state.path", "must start with '/' and hold printable ASCII without spaces, '?' or '#'")
+    interval = hook.get("interval", 1.0)
+    if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not math.isfinite(interval):
+        raise DescriptorError("state.interval", f"must be a number of seconds, not {type(interval).__name__}")
+    if not MIN_STATE_INTERVAL <= interval <= MAX_STATE_INTERVAL:
+        raise DescriptorError("state.interval", f"must be between {MIN_STATE_INTERVAL} and {MAX_STATE_INTERVAL:.0f} seconds")
+    return StateSpec(path=path, interval=float(interval))

@@ -1,8 +1,12 @@
 """The coordinator side of a migration: the paper's five stages, each timed (II-C, Table I).
 
     trigger -> PR (embedded placement) -> replication (descriptor + home info to the AC, which
-    admits or refuses) -> wait (AC's copy ready) -> reroute (HC's HAProxy, make-before-break)
-    -> commit (record: location = AC) -> cleanup (old copy stopped)
+    admits or refuses) -> wait (AC's copy ready) -> [state: pre-copy] -> reroute (HC's HAProxy,
+    make-before-break) -> commit (record: location = AC) -> cleanup (old copy stopped)
+
+A stateful service (descriptor `state`) adds the `state` stage (its state copied from the old
+copy to the new one while the old one serves) and runs the reroute inside a `handover`: requests
+held at every entry while the last version is copied (peer/state/handover.py).
 
 The coordinator is the service's steward (the first live entry of its home set: the HC while
 it is alive), the single writer of where a service runs; any other cluster asked forwards the
@@ -34,6 +38,9 @@ from peer.records.record import Record, State
 from peer.waiting import wait_until
 from peer.services import ServiceError, ServiceManager, WorkloadRefused, addr_of, split_addr
 from peer.workload import RULE_ACCEPT_FROM, Refusal
+from peer.state import handover as ho
+from peer.state.hook import StateError
+from peer.state.keeper import StateKeeper, state_spec
 from placement import Candidate, Placement, get_policy, rank
 
 log = logging.getLogger(__name__)
@@ -57,8 +64,9 @@ class MigrationError(Exception):
 class MigrationEngine:
     def __init__(self, *, here: str, services: ServiceManager, client: PeerClient, history: MigrationLog,
                  agent: Any, homes: HomeSetClient, steward_of: Callable[[Record], str | None],
-                 policy: str = "balanced") -> None:
+                 policy: str = "balanced", state: StateKeeper | None = None) -> None:
         self.here = here
+        self.state = state
         self.homes = homes
         self.steward_of = steward_of
         self.services = services
@@ -85,7 +93,7 @@ class MigrationEngine:
                                              home=record.home, source=record.location, target=target))
             try:
                 await self._run(m, record, target)
-            except (MigrationError, PeerError, ServiceError, LBError, DriverError) as exc:
+            except (MigrationError, PeerError, ServiceError, LBError, DriverError, StateError) as exc:
                 # Every failure ends the migration `failed` with its journal closed (the copy at
                 # the target was aborted by `_run`): nothing stays `running` behind a 500.
                 if isinstance(exc, WorkloadRefused) and target is not None:  # known from its gossiped policy
@@ -124,10 +132,14 @@ class MigrationEngine:
             with m.timed("wait"):
                 instance, deploy_ms = await self._wait_ready(m, timeout=descriptor.readiness_timeout)
             m.durations["deploy"] = round(deploy_ms, 3)
+            pre = await self._precopy(m, record, instance)
             self._journal(m, "reroute", instance=instance)
             failpoints.hit("migration.before_reroute")
             with m.timed("reroute"):
-                committed = await self._reroute_and_commit(m, record, instance)
+                if pre is None:
+                    committed = await self._reroute_and_commit(m, record, instance)
+                else:
+                    committed = await self._handover(m, record, instance, pre)
         except BaseException:
             await self._abort_target(m)
             raise
@@ -226,6 +238,72 @@ class MigrationEngine:
         missing = await self.homes.route_entries(committed)
         if missing:
             m.notes = f"entries not confirmed: {', '.join(missing)}"
+        return committed
+
+    async def _commit_and_route_held(self, m: Migration, record: Record, instance: str, state_version: int,
+                                     step: Callable[[str], None]) -> tuple[Record, list[str]]:
+        """Inside a handover: this entry reroutes and releases its held requests first (the new
+        copy holds the final state), then the commit, then every other entry reroutes and
+        releases. Routing here before the commit keeps the stateless path's crash rule: a
+        failure before the commit leaves nothing that points at the copy being aborted."""
+        assert m.target is not None
+        host, port = split_addr(instance)
+        await self.services.lb.route(record.name, host, port, proven_ready=True)
+        await self.services.lb.release(record.name)
+        step("released_here")
+        failpoints.hit("migration.after_route")
+        moved = replace(record, location=m.target, instance=instance, state=State.RUNNING, migration_id=m.id,
+                        state_version=state_version, standbys=tuple(p for p in record.standbys if p[0] != m.target))
+        if len(moved.standbys) < len(record.standbys):
+            m.notes = f"the standby at {m.target} was promoted (its warm copy reused)"
+        committed = self.services.store.put_local(moved, here=self.here, now=time.time())
+        self.services.settle_arrival(record.name, m.id)
+        step("committed")
+        missing = await self.homes.route_entries(committed, release=True)
+        if missing:
+            m.notes = f"entries not confirmed: {', '.join(missing)}"
+        return committed, missing
+
+    async def _precopy(self, m: Migration, record: Record, instance: str) -> ho.Precopy | None:
+        """The `state` stage of a stateful service (peer/state/handover.py); None if stateless."""
+        spec = state_spec(record)
+        if spec is None or self.state is None or not record.instance:
+            return None
+        if m.kind == "failsafe":
+            # The old copy is lost: the new one starts from the last state saved here (no
+            # pre-copy, no handover); recovery point as for the fail-safe's own redeploy.
+            with m.timed("state"):
+                try:
+                    await self.state.install_latest(record, *split_addr(instance))
+                except StateError as exc:
+                    m.notes = f"state not restored: {exc}"
+            return None
+        self._journal(m, "state", instance=instance)
+        with m.timed("state"):
+            return await ho.precopy(self.state.hook, src=split_addr(record.instance), dst=split_addr(instance),
+                                    path=spec.path)
+
+    async def _handover(self, m: Migration, record: Record, instance: str, pre: ho.Precopy) -> Record:
+        """Hold at every entry, copy the last version, reroute and release (make-before-break)."""
+        spec, keeper = state_spec(record), self.state
+        assert spec is not None and keeper is not None and record.instance
+        src, dst = split_addr(record.instance), split_addr(instance)
+        others = [e for e in record.entries if e != self.here]
+        hand = ho.Handover(name=record.name, lb=self.services.lb, entries=self.homes, others=others)
+        async with hand.held(ttl=ho.hold_ttl(pre)):
+            hand.step("held")
+            final, final_bytes = await ho.final_copy(keeper.hook, src=src, dst=dst, path=spec.path, last=pre.last)
+            hand.step("copied")
+            version = keeper.version_of(record, final)
+            committed, missing = await self._commit_and_route_held(m, record, instance, version.seq, hand.step)
+            hand.done([e for e in others if e not in missing])
+        keeper.save(record, final)  # after the window: its fsync keeps no client waiting
+        keeper.installed.admit(instance, version)
+        exact = await ho.unchanged_since(keeper.hook, src=src, path=spec.path, final=final)
+        m.durations["handover"] = round(hand.window_ms or 0.0, 3)
+        m.state_transfer = ho.report(pre, final, final_bytes, version.seq, hand, exact)
+        if exact is False:
+            log.warning("migration %s of %s: the old copy's state changed after the final copy", m.id, record.name)
         return committed
 
     async def _cleanup(self, m: Migration, before: Record, committed: Record) -> None:

@@ -37,6 +37,8 @@ from peer.placing import requirements
 from peer.records.record import Record, State
 from peer.migration.engine import MigrationError
 from peer.services import ServiceError, ServiceManager, WorkloadRefused, addr_of, split_addr
+from peer.state.hook import StateError
+from peer.state.keeper import StateTransfer, state_spec
 from peer.stewardship import Liveness
 from placement import admit
 
@@ -64,8 +66,10 @@ class Suspicion:
 
 class FailSafe:
     def __init__(self, *, services: ServiceManager, client: PeerClient, history: MigrationLog, agent: Any,
-                 liveness: Liveness, steward_of: Callable[[Record], str | None]) -> None:
+                 liveness: Liveness, steward_of: Callable[[Record], str | None],
+                 state: StateTransfer | None = None) -> None:
         self.liveness = liveness
+        self.state = state
         self.steward_of = steward_of
         self.services = services
         self.client = client
@@ -200,13 +204,14 @@ class FailSafe:
                 with m.timed("wait"):
                     instance, deploy_ms = await services.run_copy(descriptor, home=services.here)
                 m.durations["deploy"] = round(deploy_ms, 3)
+                state_version = await self._restore_state(m, current, instance.host, instance.port)
                 with m.timed("reroute"):
                     await services.lb.route(name, instance.host, instance.port, up_timeout=10.0, drain_timeout=0.05,
                                           proven_ready=True)
                 with m.timed("cleanup"):
                     committed = services.store.put_local(
                         replace(current, location=services.here, instance=addr_of(instance), state=State.RUNNING,
-                                migration_id=m.id), here=services.here, now=time.time())
+                                migration_id=m.id, state_version=state_version), here=services.here, now=time.time())
             except (DriverError, LBError, WorkloadRefused) as exc:
                 why = f"refused by this cluster's workload policy ({exc.rule}): {exc}" \
                     if isinstance(exc, WorkloadRefused) else str(exc)
@@ -270,6 +275,24 @@ class FailSafe:
         await self.agent.publish(committed, frozenset({record.location}))
         self.agent.spawn(self.agent.homes.route_entries(committed))
         self.agent.spawn(self._release_until_heard(record.location, committed))
+
+    async def _restore_state(self, m: Migration, record: Record, host: str, port: int) -> int | None:
+        """A stateful service's new copy gets the last state saved here before it is routed
+        (recovery point: at most one `interval` old). A state that cannot be installed does
+        not stop the fail-safe (a service without its state beats no service); it is noted."""
+        if self.state is None or state_spec(record) is None:
+            return record.state_version
+        try:
+            with m.timed("state"):
+                version = await self.state.install_latest(record, host, port)
+        except StateError as exc:
+            m.notes = f"state not restored: {exc}"
+            log.error("fail-safe for %s: saved state not installed: %s", record.name, exc)
+            return record.state_version
+        if version is None:
+            return record.state_version
+        m.state_transfer = {"version": version.seq, "etag": version.etag, "restored": True}
+        return max(version.seq, record.state_version or 0)
 
     async def _redeploy_elsewhere(self, record: Record, *, evidence: str, refused: WorkloadRefused) -> None:
         """This steward's own workload policy refuses the service: placement picks a cluster

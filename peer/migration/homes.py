@@ -29,6 +29,7 @@ from peer.peerclient import PeerClient, PeerError, PeerRefused, msgpack_response
 from peer.records.record import NAME_RE, Record, RecordDecodeError
 from peer.drivers.descriptor import DescriptorError, ServiceDescriptor
 from peer.services import NameHolder, ServiceError, ServiceManager, WorkloadRefused
+from peer.state.handover import HOLD_MAX, IDLE_POLL, IDLE_TIMEOUT
 from peer.stewardship import Liveness, Observed, must_adopt_home, repair_needed
 from placement import ClusterView
 from placement.homes import choose_entries
@@ -110,17 +111,20 @@ class HomeSetClient:
         endpoint = reply.get("endpoint") if isinstance(reply, dict) else None
         return endpoint if isinstance(endpoint, str) else None
 
-    async def route_entries(self, record: Record, *, skip: frozenset[str] = frozenset()) -> list[str]:
+    async def route_entries(self, record: Record, *, skip: frozenset[str] = frozenset(),
+                            release: bool = False) -> list[str]:
         """Hand the committed record to every other entry and wait until each routes (bounded);
-        returns the entries that did not confirm."""
+        returns the entries that did not confirm. `release`: each entry then lets the requests
+        it holds for a handover go on (peer/state/handover.py)."""
         others = [e for e in record.entries if e != self.here and e not in skip]
+        body: dict[str, Any] = {"record": wire.record_to_wire(record), **({"release": True} if release else {})}
 
         async def one(entry: str) -> bool:
             url = self.url_of(entry)
             if url is None:
                 return False
             try:
-                await self.client.call(url, wire.ROUTE, {"record": wire.record_to_wire(record)}, timeout=ROUTE_TIMEOUT)
+                await self.client.call(url, wire.ROUTE, body, timeout=ROUTE_TIMEOUT)
                 return True
             except PeerError as exc:
                 log.warning("entry %s did not confirm the route of %s: %s", entry, record.name, exc)
@@ -128,6 +132,27 @@ class HomeSetClient:
 
         confirmed = await asyncio.gather(*(one(e) for e in others))
         return [e for e, ok in zip(others, confirmed) if not ok]
+
+    async def hold_entries(self, entries: list[str], name: str, *, ttl: float) -> list[str]:
+        """Ask each entry to hold requests to `name` and answer once its old server is idle;
+        returns the entries that did not (peer/state/handover.py, `EntryHolds`)."""
+        answers = await asyncio.gather(*(self._hold_one(e, {"name": name, "ttl": ttl}) for e in entries))
+        return [e for e, ok in zip(entries, answers) if not ok]
+
+    async def release_entries(self, entries: list[str], name: str) -> None:
+        await asyncio.gather(*(self._hold_one(e, {"name": name, "release": True}) for e in entries))
+
+    async def _hold_one(self, entry: str, body: dict[str, Any]) -> bool:
+        url = self.url_of(entry)
+        if url is None:
+            return False
+        try:
+            await self.client.call(url, wire.HOLD, body, timeout=ROUTE_TIMEOUT)
+            return True
+        except PeerError as exc:
+            log.warning("entry %s did not %s %s: %s", entry, "release" if body.get("release") else "hold",
+                        body["name"], exc)
+            return False
 
     async def forward(self, steward: str, op: str, name: str, target: str | None) -> tuple[int, Any]:
         """Run an admin operation at the steward; (HTTP status, JSON body) of its answer."""
@@ -167,6 +192,7 @@ class HomeSetHandlers:
         app.router.add_post(wire.ENTRY_OPEN, self.entry_open)
         app.router.add_post(wire.ROUTE, self.route)
         app.router.add_post(wire.FORWARD, self.forward)
+        app.router.add_post(wire.HOLD, self.hold)
 
     async def lookup(self, request: web.Request) -> web.Response:
         name = _name(await read_msgpack(request))
@@ -211,6 +237,11 @@ class HomeSetHandlers:
         async with services.lock(record.name):
             services.store.apply_remote(record, here=services.here)
             current = services.get(record.name)
+            if current is not None and current.location == services.here:
+                # A copy that arrived here by migration is ours now (the merge's
+                # AdoptLocalCopy is not run on this path): a later move back here is no
+                # "other migration arriving".
+                services.settle_arrival(record.name, current.migration_id)
             if current is not None and services.here in current.entries:
                 services.reserved.pop(record.name, None)
                 try:
@@ -219,7 +250,32 @@ class HomeSetHandlers:
                     return msgpack_response(exc.refusal.as_api(), status=403)
                 except LBError as exc:
                     return msgpack_response({"error": f"reroute failed: {exc}"}, status=502)
+                finally:
+                    if body.get("release") is True:  # held requests never wait out the deadline
+                        with contextlib.suppress(LBError):
+                            await services.lb.release(record.name)
         return msgpack_response({"routed": True})
+
+    async def hold(self, request: web.Request) -> web.Response:
+        """A handover's hold at this entry: hold requests to the service, wait (bounded) until
+        none is at a server, answer; or, with `release`, let them go on."""
+        body = await read_msgpack(request)
+        name = _name(body)
+        lb = self.services.lb
+        try:
+            if body.get("release") is True:
+                await lb.release(name)
+                return msgpack_response({"released": True})
+            ttl = body.get("ttl")
+            if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not 0 < ttl <= HOLD_MAX:
+                raise web.HTTPBadRequest(reason=f"ttl: expected seconds in (0, {HOLD_MAX:.0f}]")
+            await lb.hold(name, ttl=float(ttl))
+            deadline = time.monotonic() + min(float(ttl), IDLE_TIMEOUT)
+            while not await lb.idle(name) and time.monotonic() < deadline:
+                await asyncio.sleep(IDLE_POLL)
+        except LBError as exc:
+            return msgpack_response({"error": f"hold failed: {exc}"}, status=502)
+        return msgpack_response({"held": True})
 
     async def forward(self, request: web.Request) -> web.Response:
         body = await read_msgpack(request)

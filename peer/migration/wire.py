@@ -17,6 +17,7 @@ ENTRY_OPEN = "/peer/v1/homes/open"          # creator or steward -> new entry: o
 ROUTE = "/peer/v1/homes/route"              # steward -> entry: apply this record, route, then answer
 FORWARD = "/peer/v1/homes/forward"          # any cluster -> steward: run this admin operation
 LOOKUP = "/peer/v1/homes/lookup"            # creator -> everyone: do you hold this name?
+HOLD = "/peer/v1/homes/hold"                # steward -> entry: hold (or release) requests to a service (handover)
 
 
 def record_to_wire(record: Record) -> dict[str, Any]:

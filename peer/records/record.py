@@ -84,6 +84,10 @@ class Record:
     endpoints: tuple[tuple[str, str], ...] = ()  # (entry cluster, "ip:port") pairs, sorted
     epoch: int = 0  # bumped whenever `homes` changes
     standbys: tuple[tuple[str, str], ...] = ()  # (cluster, "ip:port") of each warm copy, sorted
+    # roam's sequence number of the last state saved for a stateful service (peer/state), as
+    # of the last commit of where it runs: written at commits, not at every pull (the
+    # steward's newer saved version is shown beside it by the API, see peer/state/keeper.py).
+    state_version: int | None = None
 
     @property
     def entries(self) -> tuple[str, ...]:
@@ -180,6 +184,8 @@ def encode(record: Record) -> dict[str, Any]:
         "endpoints": [list(pair) for pair in record.endpoints],
         "epoch": record.epoch,
         **({"standbys": [list(pair) for pair in record.standbys]} if record.standbys else {}),
+        # Only for stateful services: a stateless record packs to the same bytes as before.
+        **({"state_version": record.state_version} if record.state_version is not None else {}),
     }
 
 
@@ -293,6 +299,10 @@ def decode(data: object) -> Record:
     epoch = data.get("epoch", 0)
     if isinstance(epoch, bool) or not isinstance(epoch, int) or not 0 <= epoch < 2**53:
         raise RecordDecodeError("must be a non-negative integer", field="epoch")
+    state_version = data.get("state_version")
+    if state_version is not None and (isinstance(state_version, bool) or not isinstance(state_version, int)
+                                      or not 0 <= state_version < 2**53):
+        raise RecordDecodeError("must be a non-negative integer", field="state_version")
     return Record(
         name=name,
         home=home,
@@ -312,6 +322,7 @@ def decode(data: object) -> Record:
         endpoints=_endpoints(data),
         epoch=epoch,
         standbys=_endpoints(data, "standbys"),
+        state_version=state_version,
     )
 
 

@@ -240,3 +240,29 @@ def test_from_json_refuses_garbage() -> None:
         ServiceDescriptor.from_json(b"{")
     with pytest.raises(DescriptorError):
         ServiceDescriptor.from_json("[" * 100_000)
+
+
+@pytest.mark.parametrize("state, field", [
+    ({"interval": 1.0}, "state.path"),
+    ({"path": "roam/state"}, "state.path"),
+    ({"path": "/roam/state?x=1"}, "state.path"),
+    ({"path": "/" + "a" * 300}, "state.path"),
+    ({"path": 7}, "state.path"),
+    ({"path": "/s", "interval": "1"}, "state.interval"),
+    ({"path": "/s", "interval": True}, "state.interval"),
+    ({"path": "/s", "interval": 0.01}, "state.interval"),
+    ({"path": "/s", "interval": 7200}, "state.interval"),
+    ({"path": "/s", "every": 1}, "state.every"),
+    ("/roam/state", "state"),
+])
+def test_state_hook_refused_naming_the_field(state: object, field: str) -> None:
+    with pytest.raises(DescriptorError) as err:
+        ServiceDescriptor.from_obj({**VALID, "state": state})
+    assert err.value.field == field
+
+
+def test_state_hook_round_trips() -> None:
+    d = ServiceDescriptor.from_obj({**VALID, "state": {"path": "/roam/state", "interval": 2}})
+    assert d.state is not None and d.state.path == "/roam/state" and d.state.interval == 2.0
+    assert ServiceDescriptor.from_msgpack(d.canonical_msgpack()) == d
+    assert ServiceDescriptor.from_obj({**VALID, "state": {"path": "/s"}}).state.interval == 1.0  # type: ignore[union-attr]

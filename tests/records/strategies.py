@@ -41,6 +41,7 @@ def records(draw: st.DrawFn, *, name: str | None = None) -> Record:
         written=draw(clocks()),
         tombstone=draw(st.booleans()),
         updated_at=draw(st.floats(0, 2e9, allow_nan=False)),
+        state_version=draw(st.none() | st.integers(0, 2**40)),
         standbys=draw(standby_sets()),
     )
 
