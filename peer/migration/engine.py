@@ -31,7 +31,8 @@ from peer.drivers.base import DriverError
 from peer.drivers.descriptor import ServiceDescriptor
 from peer.migration.history import Migration, MigrationLog
 from peer.migration.homes import HomeSetClient
-from peer.migration.wire import ABORT, RELEASE, REPLICATE, STATUS, record_to_wire
+from peer.migration.readiness import CopyNotReady, wait_copy_ready
+from peer.migration.wire import ABORT, RELEASE, REPLICATE, record_to_wire
 from peer.peerclient import PeerClient, PeerError, PeerRefused
 from peer.placing import requirements
 from peer.records.record import Record, State
@@ -45,8 +46,6 @@ from placement import Candidate, Placement, get_policy, rank
 
 log = logging.getLogger(__name__)
 
-WAIT_MARGIN = 10.0  # beyond the service's ready_timeout: the target's own deploy call and our polls
-STATUS_POLL = 0.05
 #: A cluster whose workload policy refused a descriptor is not proposed again for it this long
 #: (placement learns policies from refusals; an explicit target is still asked).
 REFUSAL_MEMORY = 600.0
@@ -205,21 +204,12 @@ class MigrationEngine:
         raise MigrationError("every candidate refused: " + "; ".join(refusals))
 
     async def _wait_ready(self, m: Migration, *, timeout: float) -> tuple[str, float]:
-        """Until the target's copy is ready. The target removes a copy that is not ready within
-        the service's `ready_timeout` and says "failed"; our own deadline is only a backstop
-        for a target that stops answering about it."""
         assert m.target is not None
-        url = self.agent.api_url_of(m.target)
-        deadline = time.monotonic() + timeout + WAIT_MARGIN
-        while time.monotonic() < deadline:
-            reply = await self.client.call(url, STATUS, {"migration_id": m.id, "name": m.service}, timeout=5.0)
-            assert isinstance(reply, dict)
-            if reply.get("state") == "ready":
-                return str(reply["instance"]), float(reply.get("deploy_ms") or 0.0)
-            if reply.get("state") == "failed":
-                raise MigrationError(f"copy at {m.target} failed: {reply.get('error')}")
-            await asyncio.sleep(STATUS_POLL)
-        raise MigrationError(f"copy at {m.target} not ready within {timeout + WAIT_MARGIN:g}s")
+        try:
+            return await wait_copy_ready(self.client, self.agent.api_url_of(m.target), migration_id=m.id,
+                                         name=m.service, target=m.target, ready_timeout=timeout)
+        except CopyNotReady as exc:
+            raise MigrationError(str(exc)) from exc
 
     async def _reroute_and_commit(self, m: Migration, record: Record, instance: str) -> Record:
         """The steward's own frontend first (make-before-break), then the commit, then every

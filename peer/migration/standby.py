@@ -31,7 +31,8 @@ from typing import Any, Protocol
 from lb.errors import LBError
 from peer.migration.history import Migration, MigrationLog
 from peer.migration.homes import HomeSetClient
-from peer.migration.wire import ABORT, REPLICATE, STATUS
+from peer.migration.readiness import CopyNotReady, wait_copy_ready
+from peer.migration.wire import ABORT, REPLICATE
 from peer.peerclient import PeerClient, PeerError, PeerRefused
 from peer.placing import requirements
 from peer.records.record import Record
@@ -43,8 +44,6 @@ log = logging.getLogger(__name__)
 KEEPER_TICK = 1.0
 REPAIR_AFTER = 5.0  # a standby lost (cluster or copy) this long is replaced
 RETRY_AFTER = 5.0  # after a failed placement
-WAIT_TIMEOUT = 60.0
-STATUS_POLL = 0.05
 
 
 class StandbyError(Exception):
@@ -205,7 +204,8 @@ class StandbyKeeper:
                 m.target = await self._replicate(m, record, ranked)
             try:
                 with m.timed("wait"):
-                    instance, deploy_ms = await self._wait_ready(m)
+                    instance, deploy_ms = await self._wait_ready(
+                        m, ready_timeout=self.services.descriptor_of(record).readiness_timeout)
                 m.durations["deploy"] = round(deploy_ms, 3)
                 if self.state is not None:
                     with m.timed("state"):
@@ -242,20 +242,13 @@ class StandbyKeeper:
                 await self._abort(m)
         raise StandbyError("every candidate refused: " + "; ".join(refusals))
 
-    async def _wait_ready(self, m: Migration) -> tuple[str, float]:
+    async def _wait_ready(self, m: Migration, *, ready_timeout: float) -> tuple[str, float]:
         assert m.target is not None
-        url = self.agent.api_url_of(m.target)
-        if url is None:
-            raise StandbyError(f"{m.target} has no known API address")
-        deadline = time.monotonic() + WAIT_TIMEOUT
-        while time.monotonic() < deadline:
-            reply = await self.client.call(url, STATUS, {"migration_id": m.id, "name": m.service}, timeout=5.0)
-            if isinstance(reply, dict) and reply.get("state") == "ready":
-                return str(reply["instance"]), float(reply.get("deploy_ms") or 0.0)
-            if isinstance(reply, dict) and reply.get("state") == "failed":
-                raise StandbyError(f"copy at {m.target} failed: {reply.get('error')}")
-            await asyncio.sleep(STATUS_POLL)
-        raise StandbyError(f"copy at {m.target} not ready within {WAIT_TIMEOUT:.0f}s")
+        try:
+            return await wait_copy_ready(self.client, self.agent.api_url_of(m.target), migration_id=m.id,
+                                         name=m.service, target=m.target, ready_timeout=ready_timeout)
+        except CopyNotReady as exc:
+            raise StandbyError(str(exc)) from exc
 
     async def _commit(self, m: Migration, record: Record, instance: str) -> Record:
         """Add the ready copy to the record (if nothing moved meanwhile), route it as a backup
