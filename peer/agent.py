@@ -199,7 +199,7 @@ class Agent:
         if self.config.auto_migrate:
             assert self.probe is not None
             policy = PolicyTriggers(services=self.services, engine=self.engine, agent=self,
-                                    thresholds=self.config.thresholds)
+                                    thresholds=self.config.thresholds, failing=failsafe.owns)
             loops += [("link-probe", self.probe.run()), ("policy", policy.run())]
         for name, coro in loops:
             self._tasks.append(asyncio.create_task(coro, name=f"{self.here}:{name}"))

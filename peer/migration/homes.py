@@ -185,7 +185,9 @@ class HomeSetHandlers:
             raise web.HTTPBadRequest(reason=f"record.{exc.field}: {exc}") from exc
         services = self.services
         async with services.lock(record.name):
-            services.store.apply_remote(record, here=services.here)
+            # The commit of a move to here reaches an entry that is also the AC by ROUTE before
+            # any gossip: its actions (AdoptLocalCopy settles the pending copy) run now.
+            await services.act_locked(services.store.apply_remote(record, here=services.here))
             current = services.get(record.name)
             if current is not None and services.here in current.entries:
                 services.reserved.pop(record.name, None)
