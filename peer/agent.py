@@ -41,6 +41,7 @@ from peer.migration.history import MigrationLog
 from peer.migration.homes import HomeSetClient, HomeSetHandlers, HomeSetKeeper
 from peer.migration.policy import PolicyTriggers
 from peer.migration.replica import ReplicaHandlers
+from peer.homewatch import HomeWatch
 from peer.linkprobe import LinkProbe
 from peer.peerclient import PeerClient, PeerError, peer_auth_middleware
 from peer.placing import views as build_views
@@ -195,6 +196,8 @@ class Agent:
             ("failsafe", failsafe.run()), ("anti-entropy", self._anti_entropy_loop()),
             ("housekeeping", self._housekeeping_loop()), ("home-sets", keeper.run()),
             ("catch-up", self._catch_up()),
+            ("home-watch", HomeWatch(here=self.here, records=self.services.records, client=self.client,
+                                     url_of=self.api_url_of, liveness=self.liveness).run()),
         ]
         if self.config.auto_migrate:
             assert self.probe is not None
