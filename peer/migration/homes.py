@@ -186,8 +186,9 @@ class HomeSetHandlers:
         services = self.services
         async with services.lock(record.name):
             # The commit of a move to here reaches an entry that is also the AC by ROUTE before
-            # any gossip: its actions (AdoptLocalCopy settles the pending copy) run now.
-            await services.act_locked(services.store.apply_remote(record, here=services.here))
+            # any gossip: its actions (AdoptLocalCopy settles the pending copy) run now. A move
+            # away from here keeps the old copy: other entries may still route to it.
+            await services.act_locked(services.store.apply_remote(record, here=services.here), keep_copy=True)
             current = services.get(record.name)
             if current is not None and services.here in current.entries:
                 services.reserved.pop(record.name, None)
