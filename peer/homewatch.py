@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterable
 
 from peer.migration.wire import PING
-from peer.peerclient import PeerClient, PeerError, PeerRefused
+from peer.peerclient import PeerClient, PeerError, PeerRefused, PeerServerError
 from peer.records.record import Record
 from peer.silence import PeerSilence, SilenceRule
 from peer.stewardship import Liveness, watched_peers
@@ -45,6 +45,11 @@ class HomeWatch:
         finally:
             for peer in list(self._tasks):
                 await self._stop(peer)
+
+    @property
+    def watching(self) -> frozenset[str]:
+        """The peers being pinged now."""
+        return frozenset(self._tasks)
 
     def refresh(self) -> None:
         """Start watching the peers now ahead of this cluster; stop (and forget) the others."""
@@ -85,8 +90,8 @@ class HomeWatch:
             return None
         try:
             await self.client.call(url, PING, {}, timeout=self.rule.timeout)
-        except PeerRefused:
-            return True  # a refusal is an answer: it is there
+        except (PeerRefused, PeerServerError):
+            return True  # a refusal or an error reply is an answer: it is there
         except PeerError:
             return False
         return True
