@@ -13,9 +13,10 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable
+from typing import Protocol
 
 from peer.migration.wire import PING
-from peer.peerclient import PeerClient, PeerError, PeerRefused, PeerServerError
+from peer.peerclient import PeerError, PeerRefused, PeerServerError
 from peer.records.record import Record
 from peer.silence import PeerSilence, SilenceRule
 from peer.stewardship import Liveness, watched_peers
@@ -25,8 +26,14 @@ log = logging.getLogger(__name__)
 REFRESH = 1.0  # how often the set of watched peers is recomputed from the records
 
 
+class PeerCalls(Protocol):
+    """The one thing the watch needs of `peer.peerclient.PeerClient`."""
+
+    async def call(self, base_url: str, path: str, payload: object, *, timeout: float = ...) -> object: ...
+
+
 class HomeWatch:
-    def __init__(self, *, here: str, records: Callable[[], Iterable[Record]], client: PeerClient,
+    def __init__(self, *, here: str, records: Callable[[], Iterable[Record]], client: PeerCalls,
                  url_of: Callable[[str], str | None], liveness: Liveness,
                  rule: SilenceRule = SilenceRule()) -> None:
         self.here = here

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 
@@ -45,8 +44,7 @@ def record(name: str, homes: tuple[str, ...]) -> Record:
 
 @contextlib.asynccontextmanager
 async def watching(records: list[Record], peers: FakePeers, liveness: Liveness) -> AsyncIterator[HomeWatch]:
-    client: Any = peers
-    watch = HomeWatch(here="c2", records=lambda: records, client=client, url_of=lambda c: f"http://{c}",
+    watch = HomeWatch(here="c2", records=lambda: records, client=peers, url_of=lambda c: f"http://{c}",
                       liveness=liveness, rule=FAST)
     task = asyncio.create_task(watch.run())
     try:
