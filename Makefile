@@ -52,6 +52,7 @@ bench: bootstrap
 	$(PY) bench/antientropy.py
 	$(PY) bench/gossip.py
 	$(PY) bench/migration.py
+	$(PY) bench/derived.py  # issue 12: loss across SIGTERM restarts, heal after each lost derived file
 
 soak: bootstrap
 	$(PY) -m chaos run --scenario random --seed 1 --clusters 5 --services 20 --duration 600

@@ -17,7 +17,7 @@ from chaos.load import Sample
 Record = Mapping[str, Any]
 Snapshot = Mapping[str, Mapping[str, Any]]
 TOMBSTONE_STATES = frozenset({"deleted", "tombstone"})
-AGREED_FIELDS = ("home", "homes", "location", "state", "vclock")
+AGREED_FIELDS = ("home", "homes", "location", "state", "vclock", "standbys")
 
 
 @dataclass(frozen=True)
@@ -87,20 +87,39 @@ def every_service_exists_and_serves(
 
 
 def exactly_one_copy(running: Mapping[str, Iterable[str]], *,
-                     expected: Iterable[str] | None = None) -> CheckResult:
-    """Every service runs exactly once across all clusters (each `expected` one at least)."""
+                     expected: Iterable[str] | None = None,
+                     standbys: Mapping[str, Iterable[str]] | None = None) -> CheckResult:
+    """Every service runs exactly once across all clusters (each `expected` one at least),
+    beside exactly the warm copies its records list (`standbys`: service -> clusters)."""
     where: dict[str, list[str]] = {name: [] for name in expected or ()}
     for cluster, names in running.items():
         for name in names:
             where.setdefault(name, []).append(cluster)
-    problems = [f"{name}: {len(places)} copies {sorted(places)}"
-                for name, places in sorted(where.items()) if len(places) != 1]
-    return _result("exactly_one_copy", problems, f"{len(where)} services, one copy each")
+    problems = []
+    for name, places in sorted(where.items()):
+        warm = set((standbys or {}).get(name, ()))
+        primaries = [p for p in places if p not in warm]
+        if len(primaries) != 1 or not warm <= set(places):
+            problems.append(f"{name}: {len(places)} copies {sorted(places)}"
+                            + (f", standbys {sorted(warm)}" if warm else ""))
+    return _result("exactly_one_copy", problems, f"{len(where)} services, one copy each (and their standbys)")
 
 
-def _expected_role(cluster: str, entries: Iterable[str], location: str) -> str:
+def standby_clusters(snapshot: Snapshot, *,
+                     tombstones: frozenset[str] = TOMBSTONE_STATES) -> dict[str, set[str]]:
+    """{service: clusters its live records list as standby holders} (issue 15)."""
+    out: dict[str, set[str]] = {}
+    for name, held in live_records(snapshot, tombstones=tombstones).items():
+        for rec in held.values():
+            out.setdefault(name, set()).update(str(c) for c in rec.get("standbys") or [])
+    return out
+
+
+def _expected_role(cluster: str, entries: Iterable[str], location: str, standbys: Iterable[str] = ()) -> str:
     if cluster in entries:
         return "LR" if location == cluster else "AR"
+    if cluster != location and cluster in standbys:
+        return "SR"
     return "FR"
 
 
@@ -127,7 +146,8 @@ def records_agree(snapshot: Snapshot, *, check_roles: bool = True,
         rec = next(iter(held.values()))
         home, location = rec.get("home"), rec.get("location")
         entries = [str(e) for e in (rec.get("homes") or [home])]
-        keepers = {*entries, location}
+        standbys = [str(c) for c in rec.get("standbys") or []]
+        keepers = {*entries, location, *standbys}
         for cluster in sorted(str(k) for k in keepers):
             if cluster not in snapshot:
                 problems.append(f"{name}: no snapshot from {cluster}")
@@ -136,10 +156,10 @@ def records_agree(snapshot: Snapshot, *, check_roles: bool = True,
         extra = sorted(set(held) - keepers)
         if extra:
             problems.append(f"{name}: kept by {extra}, neither an entry of {entries} "
-                            f"nor host {location}")
+                            f"nor host {location} nor a standby")
         if check_roles:
             for cluster, r in sorted(held.items()):
-                want = _expected_role(cluster, entries, str(location))
+                want = _expected_role(cluster, entries, str(location), standbys)
                 if cluster in keepers and r.get("role") != want:
                     problems.append(f"{name}: role {r.get('role')} at {cluster}, want {want}")
     return _result("records_agree", problems, f"{len(records)} services, records agree")

@@ -389,6 +389,30 @@ class AgentCrash(Fault):
         return f"crash agent {self.cluster}"
 
 
+@dataclass
+class AgentRestart(Fault):
+    """SIGTERM a cluster's agent and start it again on the same data dir at once: what an
+    operator's `systemctl restart` or an upgrade does. HAProxy and the services keep serving
+    throughout (issue 12): a request lost here is a bug, not a fault's cost. Applying it is
+    the whole restart; healing is a no-op unless the start failed."""
+
+    fed: Federation
+    cluster: str
+
+    async def apply(self, tb: Testbed) -> None:
+        try:
+            await self.fed.kill_agent(self.cluster, signal.SIGTERM)
+            await self.fed.restart_agent(self.cluster)
+        except (AgentError, WaitTimeout, TimeoutError) as exc:
+            raise FaultError(f"{self.describe()}: {exc}") from exc
+
+    async def heal(self, tb: Testbed) -> None:
+        await AgentCrash(self.fed, self.cluster).heal(tb)
+
+    def describe(self) -> str:
+        return f"restart agent {self.cluster} (SIGTERM)"
+
+
 def _members_of(groups: PidSource) -> PidSource:
     async def pids() -> list[int]:
         pgids = await resolve_pids(groups)

@@ -96,7 +96,8 @@ def downtime_by_kind(spans: Iterable[Mapping[str, Any]],
 def failsafe_rows(histories: Mapping[str, Sequence[Mapping[str, Any]]], *,
                   since_wall: float,
                   faults_wall: Sequence[tuple[float, str]] = ()) -> list[dict[str, Any]]:
-    """Fail-safe redeploys every HC recorded since `since_wall` (time.time()). With the
+    """Fail-safe redeploys (and standby promotions, issue 15) every HC recorded since
+    `since_wall` (time.time()). With the
     faults' wall-clock apply times, each row also says which fault preceded it and how long
     after it the HC decided (`fault_to_decision_ms`: detection plus decision, as seen from
     outside, where `detection_ms` counts from the HC's own first evidence)."""
@@ -105,11 +106,11 @@ def failsafe_rows(histories: Mapping[str, Sequence[Mapping[str, Any]]], *,
     for cluster, history in sorted(histories.items()):
         for m in history:
             started = float(m.get("started_at") or 0)
-            if m.get("kind") != "failsafe" or started < since_wall:
+            if m.get("kind") not in ("failsafe", "promotion") or started < since_wall:
                 continue
             durations = m.get("durations_ms") or {}
             before = [(t, d) for t, d in ordered if t <= started]
-            rows.append({"hc": cluster, "service": m.get("service"), "lost": m.get("source"),
+            rows.append({"hc": cluster, "kind": m.get("kind"), "service": m.get("service"), "lost": m.get("source"),
                          "outcome": m.get("outcome"), "reason": m.get("reason"),
                          "after_fault": before[-1][1] if before else None,
                          "fault_to_decision_ms": round((started - before[-1][0]) * 1000, 1)

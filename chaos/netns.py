@@ -18,6 +18,12 @@ br_netfilter: with `net.bridge.bridge-nf-call-iptables=1` (as on this machine) b
 frames traverse the root namespace's FORWARD chain. Faults never use it (partitions are INPUT
 rules inside the namespaces), but a DROP policy there would silently cut the bridge, so
 setup refuses to start in that case instead of touching the root firewall.
+
+Neighbour tables: every namespace's ARP entries count against one kernel-wide limit
+(`net.ipv4.neigh.default.gc_thresh3`, 1,024 by default) and a full mesh of n clusters needs
+about n² + n of them: past ~30 clusters joins fail and Serf suspects live members. Setup raises
+the three thresholds when the testbed needs more (`NeighbourRoom`) and teardown puts back what
+it found, unless somebody changed them meanwhile.
 """
 from __future__ import annotations
 
@@ -90,6 +96,7 @@ class Testbed:
             self._nodes[CLIENT] = self._node(CLIENT, 2, "c")
         self._procs: list[asyncio.subprocess.Process] = []
         self._up = False
+        self._neighbours = NeighbourRoom(len(self._nodes) + 1)  # + the bridge address
 
     def _node(self, name: str, host_part: int, tag: str) -> Node:
         return Node(
@@ -155,6 +162,7 @@ class Testbed:
         await _check_bridge_forwarding()
         self._up = True
         try:
+            self._neighbours.raise_limits()
             plen = self.network.prefixlen
             await run_cmd(["ip", "link", "add", self.bridge, "type", "bridge"])
             await run_cmd(["ip", "addr", "add", f"{self.bridge_addr}/{plen}", "dev", self.bridge])
@@ -183,6 +191,7 @@ class Testbed:
         pgids = self.tracked_pgids
         await self._stop_all()
         found = await asyncio.to_thread(cleanup_leftovers, self.prefix)
+        self._neighbours.restore()
         left = await asyncio.to_thread(leftovers.probe, self.prefix, pgids=pgids)
         if not left.empty:
             raise TestbedError(f"teardown of {self.prefix} left {left.as_dict()} "
@@ -284,6 +293,48 @@ class Testbed:
     def _require_up(self) -> None:
         if not self._up:
             raise TestbedError(f"testbed {self.prefix} is not set up")
+
+
+NEIGH_SYSCTL = Path("/proc/sys/net/ipv4/neigh/default")
+
+
+def neighbour_thresholds(hosts: int) -> tuple[int, int, int]:
+    """gc_thresh1-3 that hold a full mesh of `hosts` addresses with room to spare: below
+    thresh1 the kernel never collects, thresh3 is the hard limit."""
+    needed = hosts * hosts + hosts
+    return needed, 2 * needed, 4 * needed
+
+
+class NeighbourRoom:
+    """Raises the kernel's neighbour-table limits for a testbed of `hosts` addresses, and puts
+    back what it found (see the module doc)."""
+
+    def __init__(self, hosts: int, *, root: Path = NEIGH_SYSCTL) -> None:
+        self.hosts = hosts
+        self.root = root
+        self._saved: dict[str, tuple[int, int]] = {}  # knob -> (found, set)
+
+    def raise_limits(self) -> None:
+        wanted = neighbour_thresholds(self.hosts)
+        for i, value in reversed(list(enumerate(wanted, start=1))):  # the hard limit first
+            knob = self.root / f"gc_thresh{i}"
+            try:
+                found = int(knob.read_text())
+                if found < value:
+                    knob.write_text(str(value))
+                    self._saved[knob.name] = (found, value)
+            except (OSError, ValueError):
+                continue  # not ours to insist on: a small testbed works without it
+
+    def restore(self) -> None:
+        for name, (found, value) in sorted(self._saved.items()):  # thresh1 first
+            knob = self.root / name
+            try:
+                if int(knob.read_text()) == value:
+                    knob.write_text(str(found))
+            except (OSError, ValueError):
+                pass
+        self._saved.clear()
 
 
 def _killpg(pgid: int, sig: signal.Signals) -> None:

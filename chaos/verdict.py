@@ -78,7 +78,8 @@ async def evaluate(fed: Federation, session: aiohttp.ClientSession,
     results = [
         peers_answer(snapshot, fed.clusters),
         checkers.every_service_exists_and_serves(snapshot, probes, expected=names),
-        checkers.exactly_one_copy(running_by_cluster(snapshot), expected=names),
+        checkers.exactly_one_copy(running_by_cluster(snapshot), expected=names,
+                                  standbys=checkers.standby_clusters(snapshot)),
         checkers.records_agree(snapshot),
     ]
     if homes:

@@ -5,6 +5,13 @@ for its whole life; `route` points that slot at wherever the service runs, throu
 zero-loss procedure in `reroute`. Slot owners and current routes are persisted in
 `lb-slots.json`, so after an agent restart (HAProxy adopted) or an HAProxy restart (routes
 re-added) the frontends serve exactly the persisted routes: nothing is rerouted by accident.
+
+Hot standbys (issue 15): `set_backups` keeps a slot's HAProxy `backup` servers (named `b<N>`,
+apart from the route's `s<N>`) equal to the service's standby copies, at run time, with health
+checks. A backup takes traffic only while the route's server is DOWN, and a request that failed
+on the dying primary is retried there (`retries`, `option redispatch`, `retry-on` in the
+config). `route` never touches the backups, so promoting a standby is make-before-break: the
+promoted copy is routed as the primary first, then `set_backups` drops its backup server.
 """
 from __future__ import annotations
 
@@ -12,15 +19,15 @@ import asyncio
 import logging
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from lb import reroute as rr
 from lb import runtime
 from lb.client import RuntimeClient
-from lb.config import LBConfig, backend_name
+from lb.config import LBConfig, backend_name, frontend_name
 from lb.errors import InvalidTokenError, LBError, NoFreeSlotError, UnknownServiceError
-from lb.process import Supervisor
+from lb.process import Supervisor, socket_command
 from lb.runtime import ServerState, ServerStateName, valid_ip, valid_port
 from lb.statefile import LBState, Route, Slot, write_atomic
 
@@ -28,6 +35,7 @@ log = logging.getLogger(__name__)
 
 _SERVICE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 _SERVER_NUM = re.compile(r"s(\d+)")
+_BACKUP_NUM = re.compile(r"b(\d+)")
 #: What the records say a slot is: (frontend port, instance "ip", port or None).
 Claim = tuple[int, tuple[str, int] | None]
 
@@ -41,12 +49,23 @@ class ServerStatus:
     scur: int
     qcur: int
     check_status: str  # e.g. L4OK, L4CON, INI
+    backup: bool = False  # a hot standby's backup server (not the route)
 
 
 def valid_service_name(service: str) -> str:
     if not isinstance(service, str) or not _SERVICE.fullmatch(service):
         raise InvalidTokenError(f"invalid service name {service!r}: must be a DNS-1123 label")
     return service
+
+
+def is_backup_server(name: str) -> bool:
+    """Backup servers are named `b<N>`; the route's are `s<N>`."""
+    return _BACKUP_NUM.fullmatch(name) is not None
+
+
+def _next_backup_name(states: list[ServerState], taken: list[str]) -> str:
+    nums = [int(m.group(1)) for name in [s.name for s in states] + taken if (m := _BACKUP_NUM.fullmatch(name))]
+    return f"b{max(nums, default=0) + 1}"
 
 
 def _next_server_name(states: list[ServerState], *taken: str) -> str:
@@ -70,6 +89,7 @@ class LoadBalancer:
         self._slots_lock = asyncio.Lock()
         self._started = False
         self._adopted = False
+        self._held: dict[str, float] = {}  # service -> monotonic deadline of its request hold
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
@@ -90,6 +110,7 @@ class LoadBalancer:
             await self._client.connect()
             await self._adopt_claims(claims or {})
             await self._reconcile()
+            self._save()  # always on disk from here on: a missing file later means it was lost
         except BaseException:
             await self._client.close()
             await self._supervisor.stop(keep_running=adopted)
@@ -146,7 +167,13 @@ class LoadBalancer:
     async def server_status(self, service: str) -> list[ServerStatus]:
         backend = backend_name(self._slot(service).port)
         return [ServerStatus(row.name, row.addr, row.port, row.state, row.scur, row.qcur,
-                             row.check_status) for row in await self._client.stats(backend)]
+                             row.check_status, backup=row.raw.get("bck") == "1" or is_backup_server(row.name))
+                for row in await self._client.stats(backend)]
+
+    def backups(self, service: str) -> list[tuple[str, int]]:
+        """The standby copies this slot routes as backup servers (as persisted)."""
+        slot = self._state.slots.get(service)
+        return [] if slot is None else [(b.addr, b.port) for b in slot.backups]
 
     # ---- changes -----------------------------------------------------------------------------
 
@@ -168,7 +195,7 @@ class LoadBalancer:
                     free = [port]
                 if not free:
                     raise NoFreeSlotError(f"all {len(self.config.slot_ports)} slots are taken")
-                await self._clear_backend(backend_name(free[0]), keep=None)  # leftovers
+                await self._clear_backend(backend_name(free[0]), keep=None, spare_backups=False)  # leftovers
                 self._state.slots[service] = Slot(free[0])
                 self._save()
                 return (self.config.bind_addr, free[0])
@@ -179,7 +206,7 @@ class LoadBalancer:
             slot = self._state.slots.get(service)
             if slot is None:
                 return
-            await self._clear_backend(backend_name(slot.port), keep=None)
+            await self._clear_backend(backend_name(slot.port), keep=None, spare_backups=False)
             del self._state.slots[service]
             self._save()
 
@@ -200,26 +227,174 @@ class LoadBalancer:
             states = await self._client.servers_state(backend)
             cur = slot.route
             old = None if cur is None else (cur.addr, cur.port)
-            if cur is not None and (cur.addr, cur.port) == (ip, port):
+            fast_down = bool(slot.backups)
+            if cur is not None and (cur.addr, cur.port) == (ip, port) and cur.fast_down == fast_down:
                 current = next((s for s in states if s.name == cur.server), None)
                 if current is not None and current.serving:
                     return await self._already_routed(service, backend, cur, old)
             name = _next_server_name(states, *([cur.server] if cur else []))
 
             def commit() -> None:
-                slot.route = Route(ip, port, name)
+                slot.route = Route(ip, port, name, fast_down)
                 self._save()
 
             result = await rr.reroute(
                 self._client, service=service, backend=backend, new_server=name, addr=ip,
-                port=port, old=old, old_servers=[s.name for s in states],
-                check=self.config.check, up_timeout=up_timeout, drain_timeout=drain_timeout,
+                port=port, old=old, old_servers=[s.name for s in states if not is_backup_server(s.name)],
+                check=self._check(fast_down), up_timeout=up_timeout, drain_timeout=drain_timeout,
                 on_up=commit, proven_ready=proven_ready)
             log.info("rerouted %s %s -> %s:%d in %.1f ms (up %.1f%s, drain %.1f, %d drained%s)",
                      service, old, ip, port, result.duration_ms, result.up_ms,
                      " proven" if result.fast else "", result.drain_ms,
                      result.drained_sessions, ", forced" if result.forced else "")
             return result
+
+    async def set_backups(self, service: str, backups: list[tuple[str, int]]) -> None:
+        """Make the slot's backup servers exactly `backups` (the standby copies), at run time:
+        new ones are added checked (UP after their first passing check), gone ones drained and
+        deleted. Idempotent. The route's server is replaced (make-before-break, same address)
+        only when it must switch between marking itself down at its first error (it has
+        backups to fail over to) and not (`CheckSettings.mark_down_on_error`)."""
+        wanted = [(valid_ip(a), valid_port(p)) for a, p in backups]
+        async with self._lock(service):
+            slot = self._slot(service)
+            current = [(b.addr, b.port) for b in slot.backups]
+            present = {(s.name, s.addr, s.port) for s in await self._client.servers_state(backend_name(slot.port))}
+            if sorted(current) != sorted(set(wanted)) or not all((b.server, b.addr, b.port) in present
+                                                                 for b in slot.backups):
+                await self._converge_backups(backend_name(slot.port), slot,
+                                             [Route(a, p, "") for a, p in sorted(set(wanted))])
+            route = slot.route
+        if route is not None and route.fast_down != bool(wanted):
+            await self.route(service, route.addr, route.port, proven_ready=True)
+
+    def _check(self, fast_down: bool) -> runtime.CheckSettings:
+        return replace(self.config.check, mark_down_on_error=fast_down)
+
+    async def _converge_backups(self, backend: str, slot: Slot, wanted: list[Route]) -> None:
+        """Add the missing backup servers of `wanted` (by address), retire the others."""
+        present = await self._client.servers_state(backend)
+        have = {(s.addr, s.port): s for s in present if is_backup_server(s.name)}
+        targets = {(r.addr, r.port) for r in wanted}
+        kept: list[Route] = []
+        for (addr, port), st in sorted(have.items()):
+            if (addr, port) in targets:
+                kept.append(Route(addr, port, st.name))
+                if st.maint:
+                    await self._client.activate_gated(backend, st.name)
+            else:
+                await rr.retire(self._client, backend=backend, server=st.name, drain_timeout=1.0)
+        taken = [r.server for r in kept]
+        for addr, port in sorted(targets - set(have)):
+            name = _next_backup_name(present, taken)
+            taken.append(name)
+            await self._client.add_server(backend, name, addr, port, check=self.config.check, backup=True)
+            await self._client.activate_gated(backend, name)
+            kept.append(Route(addr, port, name))
+            log.info("%s: backup server %s at %s:%d (hot standby)", backend, name, addr, port)
+        slot.backups = sorted(kept, key=lambda r: (r.addr, r.port))
+        self._save()
+
+    async def adopt_claims(self, claims: Mapping[str, Claim]) -> None:
+        """Give each service the slot the records say it owns (see `_adopt_claims`), while it
+        is not being routed; `converge` then makes HAProxy serve it."""
+        for service in sorted(claims):
+            valid_service_name(service)
+            async with self._lock(service), self._slots_lock:
+                await self._adopt_claims({service: claims[service]})
+
+    async def converge(self) -> list[str]:
+        """Make the running HAProxy match the slot table now; returns what was repaired (empty
+        when nothing drifted, the usual case: two `show` commands). Drift is anything done
+        behind the agent's back or lost with a worker: a frontend disabled (re-enabled) or shut
+        down (HAProxy reloaded, then every route re-added), a route's server deleted, moved,
+        put in maint or drain, or a server that no slot accounts for. A slot being rerouted
+        right now is left to the reroute (its lock is held)."""
+        repaired: list[str] = []
+        if not self.config.slots_path.exists():
+            async with self._slots_lock:
+                self._save()
+            repaired.append(f"{self.config.slots_path.name} was lost: written again from the slot table")
+        status = await self._client.frontends()
+        wanted = [frontend_name(p) for p in self.config.slot_ports]
+        stopped = [fe for fe in wanted if status.get(fe, "STOP") == "STOP"]
+        if stopped:
+            await self._reload()
+            return [f"reloaded haproxy: frontend(s) {', '.join(stopped)} had been shut down"]
+        for fe in wanted:
+            if status.get(fe) == "PAUSED":  # (FULL is a load condition, not drift)
+                await self._client.execute(runtime.enable_frontend(fe))
+                repaired.append(f"re-enabled frontend {fe} (it had been disabled)")
+        present: dict[str, list[ServerState]] = {}
+        for st in await self._client.servers_state():
+            present.setdefault(st.backend, []).append(st)
+        for port in self.config.slot_ports:
+            owner = self._owner(port)
+            if owner is not None and self._lock(owner).locked():
+                continue
+            drift = self._drift(port, present.get(backend_name(port), []))
+            if drift:
+                await self._reconcile_slot(port)
+                repaired.append(f"{backend_name(port)} ({owner or 'free slot'}): {drift}")
+        return repaired
+
+    def _drift(self, port: int, servers: list[ServerState]) -> str | None:
+        """How `port`'s backend differs from its slot, or None."""
+        slot = self._state.slots.get(self._owner(port) or "")
+        keep = None if slot is None else slot.route
+        backups = sorted((s.addr, s.port) for s in servers if is_backup_server(s.name))
+        wanted_backups = [] if slot is None else sorted((b.addr, b.port) for b in slot.backups)
+        if backups != wanted_backups:  # the standbys' backup servers (set_backups) belong too
+            return f"backup servers {backups} where the slot has {wanted_backups}"
+        servers = [s for s in servers if not is_backup_server(s.name)]
+        if keep is None:
+            return f"{len(servers)} server(s) where none belongs" if servers else None
+        match = next((s for s in servers
+                      if s.name == keep.server and (s.addr, s.port) == (keep.addr, keep.port)), None)
+        if match is None:
+            return f"route to {keep.addr}:{keep.port} missing"
+        if match.maint or match.drain:
+            return f"route left in {'maint' if match.maint else 'drain'}"
+        if len(servers) > 1:
+            return f"{len(servers) - 1} extra server(s)"
+        return None
+
+    async def _reload(self) -> None:
+        """Reload HAProxy and restore every route (the new worker starts without them)."""
+        async def took_over() -> bool:
+            reply = await socket_command(self.config.socket_path, runtime.show_frontends())
+            frontends = runtime.parse_frontends(reply)
+            return all(frontends.get(frontend_name(p)) == "OPEN" for p in self.config.slot_ports)
+
+        await self._client.close()  # the old worker's CLI connection would keep it alive
+        await self._supervisor.reload(took_over=took_over)
+        await self._on_haproxy_restart()
+
+    # ---- request hold (a stateful service's handover) -----------------------------------------
+
+    async def hold(self, service: str, *, ttl: float) -> None:
+        """New requests to the service wait in HAProxy (lb/hold.lua), for at most `ttl` seconds:
+        the deadline lets them go on by themselves if the caller dies before `release`."""
+        backend = backend_name(self._slot(service).port)
+        ms = max(1, min(runtime.MAX_HOLD_MS, round(ttl * 1000)))
+        await self._client.hold(backend, ms)
+        self._held[service] = asyncio.get_running_loop().time() + ms / 1000
+
+    async def release(self, service: str) -> None:
+        """Held requests go on, to the server(s) the backend has now (idempotent)."""
+        self._held.pop(service, None)
+        await self._client.release(backend_name(self._slot(service).port))
+
+    def holding(self, service: str) -> bool:
+        """Is a hold of this agent's on the service's requests still in force?"""
+        deadline = self._held.get(service)
+        return deadline is not None and asyncio.get_running_loop().time() < deadline
+
+    async def idle(self, service: str) -> bool:
+        """No request of the service is at a server or in a queue (the old copy's writes are
+        over once this holds under a hold)."""
+        rows = await self._client.stats(backend_name(self._slot(service).port))
+        return all(row.scur == 0 and row.qcur == 0 for row in rows)
 
     # ---- internals ---------------------------------------------------------------------------
 
@@ -244,12 +419,13 @@ class LoadBalancer:
                                 duration_ms=(loop.time() - t0) * 1000,
                                 drained_sessions=drained, forced=forced)
 
-    async def _clear_backend(self, backend: str, *, keep: str | None,
+    async def _clear_backend(self, backend: str, *, keep: str | None, spare_backups: bool = True,
                              drain_timeout: float = 5.0) -> tuple[int, bool]:
-        """Retire every server of `backend` except `keep`; return (drained sessions, forced)."""
+        """Retire every server of `backend` except `keep` (and the backup servers unless
+        `spare_backups` is False); return (drained sessions, forced)."""
         drained, forced = 0, False
         for st in await self._client.servers_state(backend):
-            if st.name != keep:
+            if st.name != keep and not (spare_backups and is_backup_server(st.name)):
                 retired = await rr.retire(self._client, backend=backend, server=st.name,
                                           drain_timeout=drain_timeout)
                 drained += retired.drained_sessions
@@ -260,7 +436,7 @@ class LoadBalancer:
         """Re-add a persisted route serving at once: it was serving before, and gating it on a
         first check would only add downtime; its checks still take a dead one out."""
         await self._client.add_server(backend, route.server, route.addr, route.port,
-                                      check=self.config.check)
+                                      check=self._check(route.fast_down))
         await self._client.activate_now(backend, route.server)
 
     async def _adopt_claims(self, claims: Mapping[str, Claim]) -> None:
@@ -325,7 +501,7 @@ class LoadBalancer:
         async with self._slots_lock:  # an unowned slot must not be claimed while we clear it
             svc = self._owner(port)
             if svc is None:
-                await self._clear_backend(backend, keep=None)
+                await self._clear_backend(backend, keep=None, spare_backups=False)
                 return
         async with self._lock(svc):  # and an owned one not rerouted while we repair it
             slot = self._state.slots.get(svc)
@@ -347,6 +523,7 @@ class LoadBalancer:
                                 "maint" if match.maint else "drain")
                     await self._client.set_server_state(backend, keep.server, "ready")
             await self._clear_backend(backend, keep=keep.server if keep else None)
+            await self._converge_backups(backend, slot, slot.backups)
 
     async def _on_haproxy_restart(self) -> None:
         await self._client.close()

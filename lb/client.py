@@ -135,9 +135,10 @@ class RuntimeClient:
     # ---- typed helpers -----------------------------------------------------------------------
 
     async def add_server(self, backend: str, server: str, addr: str, port: int, *,
-                         weight: int | None = None, check: CheckSettings | None = None) -> None:
+                         weight: int | None = None, check: CheckSettings | None = None,
+                         backup: bool = False) -> None:
         await self.execute(runtime.add_server(backend, server, addr, port, weight=weight,
-                                              check=check))
+                                              check=check, backup=backup))
 
     async def del_server(self, backend: str, server: str) -> None:
         await self.execute(runtime.del_server(backend, server))
@@ -173,8 +174,18 @@ class RuntimeClient:
         await self.execute_line([runtime.enable_health(backend, server),
                                  runtime.enable_server(backend, server)])
 
+    async def hold(self, backend: str, ms: int) -> None:
+        await self.execute(runtime.hold(backend, ms))
+
+    async def release(self, backend: str) -> None:
+        await self.execute(runtime.release(backend))
+
     async def servers_state(self, backend: str | None = None) -> list[ServerState]:
         return runtime.parse_servers_state(await self.execute(runtime.show_servers_state(backend)))
+
+    async def frontends(self) -> dict[str, str]:
+        """Every frontend's status: OPEN, PAUSED or STOP."""
+        return runtime.parse_frontends(await self.execute(runtime.show_frontends()))
 
     async def stats(self, backend: str | None = None) -> list[StatRow]:
         return runtime.parse_stat(await self.execute(runtime.show_stat(backend)))

@@ -11,6 +11,9 @@ from pathlib import Path
 
 from lb.runtime import CheckSettings
 
+#: The request hold (lb/hold.lua): `roam hold`/`roam release` on the runtime API.
+HOLD_LUA = Path(__file__).with_name("hold.lua")
+
 
 @dataclass(frozen=True)
 class LBConfig:
@@ -108,6 +111,7 @@ global
     stats timeout {cfg.stats_timeout_s}s
     server-state-file {cfg.server_state_path}
     maxconn {cfg.maxconn}
+    lua-load {HOLD_LUA}
 
 defaults
     mode http
@@ -135,5 +139,6 @@ frontend {frontend_name(port)}
 
 backend {backend_name(port)}
     balance roundrobin
+    http-request lua.roam_hold
 """)
     return head + "".join(slots)

@@ -22,12 +22,15 @@ class FakeLoadBalancer:
         self.slot_ports = list(ports)[:max_slots]
         self.slots: dict[str, int] = {}
         self._routes: dict[str, tuple[str, int] | None] = {}
+        self._backups: dict[str, list[tuple[str, int]]] = {}
         self.unreachable: set[tuple[str, int]] = set()
         self.history: list[RerouteResult] = []
         self._running = False
         self.haproxy_pid: int | None = None
         self.adopted = False
         self.restarts = 0
+        self.drift: list[str] = []  # what the next `converge` reports repaired (then cleared)
+        self.held: set[str] = set()
 
     async def start(self, claims: Mapping[str, Claim] | None = None) -> None:
         for service, (port, route) in (claims or {}).items():  # the records win, as in LoadBalancer
@@ -65,6 +68,15 @@ class FakeLoadBalancer:
     async def close_frontend(self, service: str) -> None:
         self.slots.pop(service, None)
         self._routes.pop(service, None)
+        self._backups.pop(service, None)
+
+    async def set_backups(self, service: str, backups: list[tuple[str, int]]) -> None:
+        if service not in self.slots:
+            raise UnknownServiceError(f"service {service!r} has no frontend here")
+        self._backups[service] = sorted({(valid_ip(a), valid_port(p)) for a, p in backups})
+
+    def backups(self, service: str) -> list[tuple[str, int]]:
+        return list(self._backups.get(service, []))
 
     async def route(self, service: str, addr: str, port: int, *, up_timeout: float = 5.0,
                     drain_timeout: float = 5.0, proven_ready: bool = False) -> RerouteResult:
@@ -90,7 +102,36 @@ class FakeLoadBalancer:
         if service not in self.slots:
             raise UnknownServiceError(f"service {service!r} has no frontend here")
         route = self._routes[service]
-        if route is None:
-            return []
-        state = ServerStateName.DOWN if route in self.unreachable else ServerStateName.UP
-        return [ServerStatus("s1", route[0], route[1], state, 0, 0, "L4OK")]
+        rows = []
+        if route is not None:
+            state = ServerStateName.DOWN if route in self.unreachable else ServerStateName.UP
+            rows.append(ServerStatus("s1", route[0], route[1], state, 0, 0, "L4OK"))
+        for i, backup in enumerate(self._backups.get(service, []), start=1):
+            state = ServerStateName.DOWN if backup in self.unreachable else ServerStateName.UP
+            rows.append(ServerStatus(f"b{i}", backup[0], backup[1], state, 0, 0, "L4OK", backup=True))
+        return rows
+
+    async def adopt_claims(self, claims: Mapping[str, Claim]) -> None:
+        await self.start(claims)
+
+    async def converge(self) -> list[str]:
+        repaired, self.drift = self.drift, []
+        return repaired
+
+    async def hold(self, service: str, *, ttl: float) -> None:
+        if service not in self.slots:
+            raise UnknownServiceError(f"service {service!r} has no frontend here")
+        self.held.add(service)
+
+    async def release(self, service: str) -> None:
+        if service not in self.slots:
+            raise UnknownServiceError(f"service {service!r} has no frontend here")
+        self.held.discard(service)
+
+    def holding(self, service: str) -> bool:
+        return service in self.held
+
+    async def idle(self, service: str) -> bool:
+        if service not in self.slots:
+            raise UnknownServiceError(f"service {service!r} has no frontend here")
+        return True

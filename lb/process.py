@@ -20,6 +20,7 @@ from pathlib import Path
 from lb.config import LBConfig, render
 from lb.errors import HAProxyStartError
 from lb.polling import poll_until
+from lb.runtime import Command
 from lb.statefile import write_atomic
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,19 @@ def read_pid(pid_path: Path) -> int | None:
         return int(pid_path.read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return None
+
+
+async def socket_command(socket_path: Path, command: Command, *, timeout: float = 1.0) -> str:
+    """One command on a fresh one-shot connection to the admin socket (whichever worker owns
+    it now); the reply text. Raises OSError or TimeoutError."""
+    async with asyncio.timeout(timeout):
+        reader, writer = await asyncio.open_unix_connection(str(socket_path))
+        try:
+            writer.write(command.text.encode() + b"\n")
+            await writer.drain()
+            return command.check((await reader.read()).decode("utf-8", "replace"))
+        finally:
+            writer.close()
 
 
 async def socket_answers(socket_path: Path, *, timeout: float = 1.0) -> bool:
@@ -223,6 +237,22 @@ class Supervisor:
         if self.process is not None and not keep_running:
             await self.process.terminate()
         self.process = None
+
+    async def reload(self, *, took_over: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
+        """Reload HAProxy in place: SIGUSR2 to the master starts a new worker on the same config,
+        which takes the listening sockets over (`expose-fd listeners`) while the old one finishes
+        its connections. The only way to reopen a frontend that was shut down at run time.
+        Dynamic servers are not carried over: the caller re-adds its routes once `took_over`
+        (asked on fresh connections) says the new worker answers."""
+        proc = self.process
+        if proc is None or not proc.alive():
+            raise HAProxyStartError("no running haproxy to reload")
+        log.warning("reloading haproxy pid %d", proc.pid)
+        os.kill(proc.pid, signal.SIGUSR2)
+        try:
+            await poll_until(took_over, timeout=timeout, interval=0.01, what="haproxy reload")
+        except TimeoutError as exc:
+            raise HAProxyStartError(f"haproxy pid {proc.pid} did not reload within {timeout:g}s") from exc
 
     async def _watch_loop(self) -> None:
         backoff = 0.2

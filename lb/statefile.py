@@ -36,12 +36,25 @@ class Route:
     addr: str
     port: int
     server: str
+    fast_down: bool = False  # added with `observe layer4 ... on-error mark-down` (it has backups)
 
 
 @dataclass
 class Slot:
     port: int
     route: Route | None = None
+    backups: list[Route] = field(default_factory=list)  # hot standbys, HAProxy backup servers
+
+
+def _route_doc(route: Route) -> dict[str, object]:
+    doc: dict[str, object] = {"addr": route.addr, "port": route.port, "server": route.server}
+    if route.fast_down:
+        doc["fast_down"] = True
+    return doc
+
+
+def _route_of(raw: dict[str, object]) -> Route:
+    return Route(str(raw["addr"]), int(str(raw["port"])), str(raw["server"]), raw.get("fast_down") is True)
 
 
 @dataclass
@@ -50,8 +63,8 @@ class LBState:
 
     def to_json(self) -> bytes:
         doc = {"version": _VERSION, "services": {
-            name: {"port": slot.port, "route": None if slot.route is None else {
-                "addr": slot.route.addr, "port": slot.route.port, "server": slot.route.server}}
+            name: {"port": slot.port, "route": None if slot.route is None else _route_doc(slot.route),
+                   **({"backups": [_route_doc(b) for b in slot.backups]} if slot.backups else {})}
             for name, slot in sorted(self.slots.items())}}
         return json.dumps(doc, indent=1, sort_keys=True).encode()
 
@@ -63,8 +76,8 @@ class LBState:
         slots: dict[str, Slot] = {}
         for name, raw in doc["services"].items():
             r = raw.get("route")
-            route = None if r is None else Route(str(r["addr"]), int(r["port"]), str(r["server"]))
-            slots[name] = Slot(int(raw["port"]), route)
+            route = None if r is None else _route_of(r)
+            slots[name] = Slot(int(raw["port"]), route, [_route_of(b) for b in raw.get("backups", [])])
         return cls(slots)
 
     @classmethod

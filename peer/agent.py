@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import ssl
 import time
@@ -22,6 +23,7 @@ from aiohttp import web
 
 from lb.balancer import Claim, LoadBalancer
 from peer.api.admin import add_admin_routes
+from peer.api.audit import AUDIT_FILE, AuditLog, add_audit_routes, audit_middleware
 from peer.api.drain import add_drain_routes
 from peer.ui import add_ui_routes
 from peer.api.http import (MAX_BODY, bearer_auth_middleware, error_middleware, quiet_protocol_errors,
@@ -31,9 +33,13 @@ from peer.config import AgentConfig, write_local_hint
 from peer.credentials import Credentials, load_credentials
 from peer.datadir import AddressLock, make_private
 from peer.drivers.base import Driver
+from peer.drivers.confine import Confinement
+from peer.drivers.process_state import DEFAULT_PATH
 from peer.gossip import Load
 from peer.gossiping import Gossip
+from peer.convergence import Converger
 from peer.membership import Membership, StatusChange
+from peer.nonces import NONCE_FILE, PersistentNonceCache
 from peer.metrics import Metrics
 from peer.migration.engine import MigrationEngine
 from peer.migration.failsafe import FailSafe
@@ -41,6 +47,10 @@ from peer.migration.history import MigrationLog
 from peer.migration.homes import HomeSetClient, HomeSetHandlers, HomeSetKeeper
 from peer.migration.policy import PolicyTriggers
 from peer.migration.replica import ReplicaHandlers
+from peer.migration.standby import StandbyKeeper, StateTransfer
+from peer.state.hook import HttpStateHook
+from peer.state.keeper import StandbySeam, StateKeeper
+from peer.state.saved import SavedStates
 from peer.homewatch import HomeWatch
 from peer.linkprobe import LinkProbe
 from peer.peerclient import PeerClient, PeerError, peer_auth_middleware
@@ -50,7 +60,8 @@ from peer.records.merge import MergeOutcome
 from peer.records.record import Record, interested
 from peer.records.store import RecordStore
 from peer import recovery
-from peer.services import ServiceManager, split_addr
+from peer.services import ServiceManager, WorkloadGate, split_addr
+from peer.workload import resolve_executable, resolve_lexical
 from peer.waiting import wait_until
 from peer.stewardship import Liveness, Observed
 from placement import ClusterView, Thresholds
@@ -58,6 +69,10 @@ from placement import ClusterView, Thresholds
 log = logging.getLogger(__name__)
 
 ANTI_ENTROPY_INTERVAL = 5.0
+ANTI_ENTROPY_FANOUT = 4  # sharing peers per backstop round
+HYGIENE_EVERY = 60.0  # seconds between two rounds of tombstone GC and journal pruning
+TOMBSTONE_TTL = 7 * 24 * 3600.0  # merge.droppable: longer than the longest partition accepted
+JOURNAL_KEEP = 24 * 3600.0  # closed journal entries are kept this long (post-mortems)
 PEER_BODY_LIMIT = 8 * 1024 * 1024
 
 
@@ -74,19 +89,26 @@ class Agent:
         self.driver: Driver | None = None
         self.services: ServiceManager | None = None
         self.engine: MigrationEngine | None = None
+        self.state: StateKeeper | None = None  # stateful services' state (peer/state)
         self.history: MigrationLog | None = None
         self.client: PeerClient | None = None
         self.antientropy: AntiEntropy | None = None
         self.probe: LinkProbe | None = None
         self.homes: HomeSetClient | None = None
         self.liveness = Liveness(config.name, home_grace=config.home_grace, caught_up=False)
+        self.state_transfer: StateTransfer | None = None  # the state hook's seam (issue 15), set before start
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[Any]] = set()
         self.accepting = True
         self._lock = AddressLock(config.addr)
+        self.audit = AuditLog(config.data_dir / AUDIT_FILE)
+        self.confinement: Confinement | None = None  # --run-as (peer.drivers.confine)
+        self.nonces: PersistentNonceCache | None = None
         self._stop_requested = asyncio.Event()
         self._stop_everything = False
+        self._business: frozenset[str] = frozenset()  # clusters our records name (refreshed each second)
+        self._sweep = 0  # round number of the anti-entropy backstop (whose turn it is)
 
     # -- what other components ask of the agent ---------------------------------------------
     def current_load(self) -> Load:
@@ -117,6 +139,10 @@ class Agent:
         """The entry acting as home for `record` now, in this cluster's view (peer.stewardship)."""
         return self.liveness.steward(record, self.observed(), time.monotonic())
 
+    def lost_for(self, cluster: str) -> float | None:
+        """Seconds `cluster` has counted as lost in this view (peer.stewardship), None if alive."""
+        return self.liveness.lost_for(cluster, self.observed(), time.monotonic())
+
     def api_url_of(self, cluster: str) -> str | None:
         member = self.membership.get(cluster)
         return None if member is None else member.api_url
@@ -138,7 +164,7 @@ class Agent:
         try:
             # Credentials next: they are checked before anything is written (a bad secret leaves no files).
             self.creds = load_credentials(data_dir=cfg.data_dir, token_file=cfg.token_file,
-                                          secret_file=cfg.secret_file)
+                                          secret_file=cfg.secret_file, reader_token_file=cfg.reader_token_file)
             changed = make_private(cfg.data_dir)  # also sets umask 077 for what the agent writes later
         except BaseException:
             self._lock.release()
@@ -147,6 +173,9 @@ class Agent:
             log.warning("generated %s (mode 0600)", path)
         self.store = RecordStore.open(cfg.data_dir / "records.sqlite3")
         self.history = MigrationLog(store=self.store, metrics=self.metrics)
+        self.nonces = PersistentNonceCache(cfg.data_dir / NONCE_FILE)  # replay protection across restarts
+        if self.nonces.loaded:
+            log.info("replay cache: %d peer nonces still in their window reloaded", self.nonces.loaded)
         self.client = PeerClient(self.creds.federation_secret, max_bytes=PEER_BODY_LIMIT)
         self.lb = LoadBalancer(data_dir=cfg.data_dir / "lb", bind_addr=cfg.addr, ports=cfg.lb_ports,
                                max_slots=cfg.lb_slots, haproxy_binary=cfg.haproxy_binary)
@@ -172,30 +201,40 @@ class Agent:
         self.homes = HomeSetClient(here=self.here, client=self.client, url_of=self.api_url_of,
                                    views=self.cluster_views, publish_now=self.publish_now)
         self.services = ServiceManager(here=self.here, store=self.store, driver=self.driver, lb=self.lb,
-                                       publish=self.publish, peers=self.homes)
+                                       publish=self.publish, peers=self.homes, workload=self._workload_gate())
         await self.driver.start()
         self.antientropy = AntiEntropy(store=self.store, here=self.here, client=self.client,
                                        on_outcome=self._on_outcome, on_heard=self.liveness.mark_reachable)
         self.probe = LinkProbe(agent=self, client=self.client)
+        self.state = StateKeeper(services=self.services, hook=HttpStateHook(),
+                                 saved=SavedStates(self.config.data_dir), steward_of=self.steward_of)
+        self.services.state_check = self.state
+        if self.state_transfer is None:
+            self.state_transfer = StandbySeam(self.state)  # new standbys get the latest state first
         self.engine = MigrationEngine(here=self.here, services=self.services, client=self.client,
                                       history=self.history, agent=self, homes=self.homes,
-                                      steward_of=self.steward_of, policy=self.config.policy)
+                                      steward_of=self.steward_of, policy=self.config.policy, state=self.state)
         self.services.recovered.clear()  # until _catch_up has pulled the records from peers
         await self.services.reconcile()
+        self.refresh_business()
         self.gossip = Gossip(config=self.config, secret=self.creds.federation_secret, membership=self.membership,
-                             metrics=self.metrics, initial_load=self.current_load())
+                             metrics=self.metrics, initial_load=self.current_load(), watched=self.business)
         self.gossip.on_status_change(self._on_status_change)
         await self.gossip.start()
         await self._start_http()
         self._spawn(self.engine.recover())
         failsafe = FailSafe(services=self.services, client=self.client, history=self.history, agent=self,
-                            liveness=self.liveness, steward_of=self.steward_of)
+                            liveness=self.liveness, steward_of=self.steward_of, state=self.state)
         keeper = HomeSetKeeper(services=self.services, peers=self.homes, liveness=self.liveness,
                                observed=self.observed, repair_after=self.config.repair_after, publish=self.publish)
+        standbys = StandbyKeeper(services=self.services, client=self.client, history=self.history, agent=self,
+                                 homes=self.homes, steward_of=self.steward_of, lost_for=self.lost_for,
+                                 state=self.state_transfer, policy=self.config.policy)
         loops: list[tuple[str, Coroutine[Any, Any, None]]] = [
             ("failsafe", failsafe.run()), ("anti-entropy", self._anti_entropy_loop()),
             ("housekeeping", self._housekeeping_loop()), ("home-sets", keeper.run()),
-            ("catch-up", self._catch_up()),
+            ("standbys", standbys.run()), ("catch-up", self._catch_up()), ("state", self.state.run()),
+            ("convergence", Converger(services=self.services).run()),
             ("home-watch", HomeWatch(here=self.here, records=self.services.records, client=self.client,
                                      url_of=self.api_url_of, liveness=self.liveness).run()),
         ]
@@ -223,6 +262,19 @@ class Agent:
                 claims[record.name] = (port, route)
         return claims
 
+    def _workload_gate(self) -> WorkloadGate:
+        """The policy with the resolver of this cluster's driver: the process driver runs argv[0]
+        from this host's PATH; a container's command is judged lexically."""
+        cfg = self.config
+        if cfg.workload.permissive:
+            log.info("workload policy: none (every home, command and image is accepted)")
+        else:
+            log.info("workload policy: %s", cfg.workload.as_api())
+        if cfg.driver == "kubernetes":
+            return WorkloadGate(self.here, cfg.workload, resolve=resolve_lexical)
+        path = os.environ.get("PATH", DEFAULT_PATH)
+        return WorkloadGate(self.here, cfg.workload, resolve=lambda arg0: resolve_executable(arg0, path=path))
+
     def _make_driver(self) -> Driver:
         cfg = self.config
         on_event = self._on_driver_event
@@ -234,8 +286,15 @@ class Agent:
                                     context=k.context, node_address=k.node_address, on_event=on_event)
         from peer.drivers.process import ProcessDriver
 
+        if cfg.run_as is not None:
+            from peer.drivers.confine import Confinement
+
+            self.confinement = Confinement(user=cfg.run_as, scope=cfg.addr)
+            log.info("services run as %s in %s; cgroup %s; limits %s", cfg.run_as, self.confinement.work_root,
+                     self.confinement.cgroup_root, "applied" if self.confinement.limits else
+                     f"not applied: {self.confinement.limits_reason}")
         return ProcessDriver(data_dir=cfg.data_dir, host=cfg.addr, port_range=cfg.service_ports,
-                             on_event=on_event, cluster=cfg.name)
+                             on_event=on_event, cluster=cfg.name, confine=self.confinement)
 
     def _on_driver_event(self, name: str, kind: str, detail: str) -> None:
         log.info("service %s: %s %s", name, kind, detail.splitlines()[0] if detail else "")
@@ -246,9 +305,11 @@ class Agent:
         assert self.creds is not None and self.antientropy and self.services
         app = web.Application(
             client_max_size=PEER_BODY_LIMIT,
-            middlewares=[error_middleware, rate_limit_middleware(), bearer_auth_middleware(self.creds.admin_token),
-                         peer_auth_middleware(self.creds.federation_secret)],
+            middlewares=[audit_middleware(self.audit), error_middleware, rate_limit_middleware(),
+                         bearer_auth_middleware(self.creds.admin_token, reader=self.creds.reader_token),
+                         peer_auth_middleware(self.creds.federation_secret, nonces=self.nonces)],
         )
+        add_audit_routes(app, self.audit)
         app["admin_body_limit"] = MAX_BODY
         quiet_protocol_errors()  # a malformed request from anyone: one WARNING a minute, no traceback
         add_admin_routes(app, self)
@@ -284,6 +345,8 @@ class Agent:
             await self._runner.cleanup()
         if self.services is not None:
             await self.services.close()
+        if self.state is not None:
+            await self.state.hook.close()
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
@@ -300,6 +363,8 @@ class Agent:
             await self.client.close()
         if self.store is not None:
             self.store.close()
+        if self.nonces is not None:
+            self.nonces.close()
         self._lock.release()
 
     @staticmethod
@@ -415,17 +480,42 @@ class Agent:
         return True
 
     async def _anti_entropy_loop(self) -> None:
-        """The backstop: pushes and member-alive syncs do the fast work."""
+        """The backstop: pushes and member-alive syncs do the fast work. Each round syncs with
+        at most ANTI_ENTROPY_FANOUT of the clusters this one shares records with, in turn, plus
+        one other live peer in turn (a cheap summary round when nothing differs): the cost of a
+        round is bounded whatever the federation and the records held, and a full cycle over
+        the sharing peers takes |peers| / fanout rounds (issue 18; bench/simulate.py)."""
         while True:
             await asyncio.sleep(ANTI_ENTROPY_INTERVAL)
-            peers = [m.name for m in self.membership.alive() if m.name != self.here]
+            alive = [m.name for m in self.membership.alive() if m.name != self.here]
+            sharing = [p for p in alive if p in self._business]
+            others = [p for p in alive if p not in self._business]
+            peers = backstop_round(sharing, others, turn=self._sweep, fanout=ANTI_ENTROPY_FANOUT)
+            self._sweep += 1
             await asyncio.gather(*(self._sync(p) for p in peers), return_exceptions=True)
+
+    def business(self) -> frozenset[str]:
+        """The clusters this one has business with: every entry, location and standby its
+        records name (fast failure detection and the anti-entropy backstop watch these)."""
+        return self._business
+
+    def refresh_business(self) -> None:
+        if self.store is not None:
+            names: set[str] = set()
+            for record in self.store.all(include_tombstones=True):
+                names |= interested(record)
+            self._business = frozenset(names - {self.here})
 
     async def _housekeeping_loop(self) -> None:
         assert self.services is not None and self.store is not None
+        next_hygiene = time.monotonic() + HYGIENE_EVERY
         while True:
             await asyncio.sleep(1.0)
+            if time.monotonic() >= next_hygiene:
+                next_hygiene = time.monotonic() + HYGIENE_EVERY
+                records_hygiene(self.store, here=self.here, now=time.time())
             await self.services.expire_pending()
+            self.refresh_business()
             self.load_changed()
             self.refresh_gauges()
 
@@ -433,7 +523,7 @@ class Agent:
         for status, count in self.membership.counts().items():
             self.metrics.members.labels(status=status).set(count)
         if self.services is not None:
-            roles = {"LR": 0, "AR": 0, "FR": 0}
+            roles = {"LR": 0, "AR": 0, "FR": 0, "SR": 0}
             from peer.records.record import role
 
             for r in self.services.records():
@@ -451,3 +541,28 @@ class Agent:
         task = asyncio.create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+
+def backstop_round(sharing: list[str], others: list[str], *, turn: int, fanout: int) -> list[str]:
+    """The peers of anti-entropy backstop round number `turn`: the next `fanout` of the
+    sharing peers and the next one of the others, each list taken in turn (pure)."""
+    picked: list[str] = []
+    if sharing:
+        start = (turn * fanout) % len(sharing)
+        picked = (sharing[start:] + sharing[:start])[:fanout]
+    if others:
+        picked.append(others[turn % len(others)])
+    return picked
+
+
+def records_hygiene(store: RecordStore, *, here: str, now: float) -> tuple[list[str], int]:
+    """Keep the store from growing without bound: forget the tombstones every holder has
+    acknowledged (or older than TOMBSTONE_TTL, merge.droppable), and closed journal entries
+    older than JOURNAL_KEEP. Returns (tombstones dropped, journal entries pruned)."""
+    dropped = store.gc_tombstones(here=here, now=now, ttl=TOMBSTONE_TTL)
+    pruned = store.journal_prune(before=now - JOURNAL_KEEP)
+    if dropped or pruned:
+        log.info("records hygiene: %d tombstone(s) forgotten, %d closed journal entr%s pruned",
+                  len(dropped), pruned, "y" if pruned == 1 else "ies")
+    return dropped, pruned
+

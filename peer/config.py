@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from peer.workload import WorkloadPolicy
 from placement import InvalidThresholds, Thresholds
 
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\Z")
@@ -55,7 +56,7 @@ class AgentConfig:
     data_dir: Path = Path("/var/lib/roam")
     driver: str = "process"
     lb_ports: range = range(30000, 31000)
-    lb_slots: int = 64
+    lb_slots: int = 64  # DEFAULT_LB_SLOTS
     service_ports: range = range(31000, 32000)
     token_file: Path | None = None
     secret_file: Path | None = None
@@ -71,6 +72,9 @@ class AgentConfig:
     home_grace: float = 2.0  # seconds Serf must report an entry failed before another acts as steward
     repair_after: float = 10.0  # seconds an entry stays lost before the steward replaces it
     recovery_wait: float = 5.0  # seconds a (re)started agent waits for a peer to recover its records from
+    workload: WorkloadPolicy = field(default_factory=WorkloadPolicy)  # what this cluster runs (peer.workload)
+    reader_token_file: Path | None = None  # a second admin token that may only read (GET)
+    run_as: str | None = None  # process driver: services run as this user (agent as root only)
 
     @property
     def api_url(self) -> str:
@@ -156,7 +160,7 @@ _TOML_KEYS = {
     "name", "addr", "api_port", "gossip_port", "rpc_port", "join", "tier", "data_dir", "driver",
     "lb_ports", "lb_slots", "service_ports", "token_file", "secret_file", "capacity", "kubernetes",
     "policy", "auto_migrate", "tls_cert", "tls_key", "triggers", "home_grace", "repair_after",
-    "recovery_wait",
+    "recovery_wait", "accept_from", "allow_command", "allow_image", "reader_token_file", "run_as",
 }
 
 
@@ -253,7 +257,15 @@ def build_config(args: argparse.Namespace) -> AgentConfig:
     home_grace = _seconds(pick("home_grace", 2.0), what="--home-grace")
     repair_after = _seconds(pick("repair_after", 10.0), what="--repair-after")
     recovery_wait = _seconds(pick("recovery_wait", 5.0), what="--recovery-wait")
+    workload = _workload(pick, has_file_key=lambda k: k in file)
+    run_as = _run_as(pick("run_as"), driver=driver)
+    reader = pick("reader_token_file")
+    if reader is not None and not isinstance(reader, str):
+        raise ConfigError(f"--reader-token-file: expected a path, got {reader!r}")
     return AgentConfig(
+        workload=workload,
+        run_as=run_as,
+        reader_token_file=Path(reader) if reader else None,
         home_grace=home_grace,
         repair_after=repair_after,
         recovery_wait=recovery_wait,
@@ -267,7 +279,7 @@ def build_config(args: argparse.Namespace) -> AgentConfig:
         data_dir=data_dir,
         driver=driver,
         lb_ports=lb_range,
-        lb_slots=int(pick("lb_slots", 64)),
+        lb_slots=_lb_slots(pick("lb_slots", DEFAULT_LB_SLOTS), lb_range),
         service_ports=svc_range,
         token_file=Path(pick("token_file")) if pick("token_file") else None,
         secret_file=Path(pick("secret_file")) if pick("secret_file") else None,
@@ -279,6 +291,80 @@ def build_config(args: argparse.Namespace) -> AgentConfig:
         tls_cert=Path(tls_cert) if tls_cert else None,
         tls_key=Path(tls_key) if tls_key else None,
     )
+
+
+def _strings(value: Any, *, what: str) -> list[str]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{what}: expected a list of strings, got {value!r}")
+    return list(value)
+
+
+_IMAGE_PREFIX = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@-]{0,254}")
+
+
+def _workload(pick: Any, *, has_file_key: Any) -> WorkloadPolicy:
+    """--accept-from / --allow-command / --allow-image (peer.workload). Command prefixes are
+    resolved here once (symlinks, `..`), as commands are when they are checked."""
+    accept = pick("accept_from")
+    homes: frozenset[str] | None = None
+    if accept is not None and (accept != [] or has_file_key("accept_from")):
+        names = _strings(accept, what="--accept-from")
+        for n in names:
+            if not NAME_RE.match(n):
+                raise ConfigError(f"--accept-from: {n!r} is not a cluster name")
+        homes = frozenset(names)
+    commands = []
+    for prefix in _strings(pick("allow_command", []), what="--allow-command"):
+        if not prefix.startswith("/") or "\x00" in prefix:
+            raise ConfigError(f"--allow-command: {prefix!r} is not an absolute path prefix")
+        commands.append(os.path.realpath(prefix))
+    images = _strings(pick("allow_image", []), what="--allow-image")
+    for prefix in images:
+        if not _IMAGE_PREFIX.fullmatch(prefix) or ".." in prefix:
+            raise ConfigError(f"--allow-image: {prefix!r} is not a registry prefix (e.g. registry.example.com/team/)")
+    return WorkloadPolicy(accept_from=homes, allow_commands=tuple(commands), allow_images=tuple(images))
+
+
+def _run_as(value: Any, *, driver: str) -> str | None:
+    """--run-as USER: must exist, and needs an agent running as root (only root can switch)."""
+    if value is None:
+        return None
+    import pwd
+
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"--run-as: expected a user name, got {value!r}")
+    try:
+        pwd.getpwnam(value)
+    except KeyError as exc:
+        raise ConfigError(f"--run-as: no user {value!r} on this host") from exc
+    if driver != "process":
+        raise ConfigError("--run-as: only the process driver runs services as local users")
+    if os.geteuid() != 0:
+        raise ConfigError("--run-as: the agent must run as root to start services as another user")
+    return value
+
+
+DEFAULT_LB_SLOTS = 64
+MAX_LB_SLOTS = 1000
+
+
+def _lb_slots(value: object, ports: range) -> int:
+    """Frontends HAProxy pre-provisions (one per service this cluster is an entry of): each is
+    a port of --lb-ports, so there can be no more slots than ports. More slots cost HAProxy a
+    listening socket each, and changing the number restarts HAProxy once (its config changes)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        try:
+            value = int(str(value), 10)
+        except ValueError:
+            raise ConfigError(f"--lb-slots: expected a whole number, got {value!r}") from None
+    if not 1 <= value <= MAX_LB_SLOTS:
+        raise ConfigError(f"--lb-slots: must be between 1 and {MAX_LB_SLOTS}, got {value}")
+    if value > len(ports):
+        raise ConfigError(f"--lb-slots: {value} slots need {value} ports, but --lb-ports "
+                          f"{ports.start}-{ports.stop - 1} has {len(ports)}; widen --lb-ports")
+    return value
 
 
 def _seconds(value: object, *, what: str) -> float:

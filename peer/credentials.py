@@ -23,6 +23,7 @@ class Credentials:
     token_path: Path
     secret_path: Path
     generated: tuple[Path, ...]
+    reader_token: str | None = None  # may only read (peer.api.http roles)
 
 
 def read_private_file(path: Path, *, what: str) -> str:
@@ -63,8 +64,11 @@ def _load_or_generate(path: Path, *, what: str, generated: list[Path]) -> str:
     return read_private_file(path, what=what)
 
 
-def load_credentials(*, data_dir: Path, token_file: Path | None, secret_file: Path | None) -> Credentials:
+def load_credentials(*, data_dir: Path, token_file: Path | None, secret_file: Path | None,
+                     reader_token_file: Path | None = None) -> Credentials:
     generated: list[Path] = []
+    # The reader token is never generated: a read-only role exists only when the operator asks.
+    reader = read_private_file(reader_token_file, what="--reader-token-file") if reader_token_file else None
     token_path = token_file or data_dir / "admin.token"
     secret_path = secret_file or data_dir / "federation.secret"
     # Check every file that exists before generating any: a bad secret must not leave a new token behind.
@@ -73,7 +77,11 @@ def load_credentials(*, data_dir: Path, token_file: Path | None, secret_file: Pa
             read_private_file(path, what=what)
     token = _load_or_generate(token_path, what="--token-file", generated=generated)
     secret = _load_or_generate(secret_path, what="--secret-file", generated=generated)
+    if reader is not None and reader == token:
+        raise CredentialError(f"--reader-token-file: {reader_token_file} holds the operator token; "
+                              "give the reader a token of its own")
     return Credentials(
+        reader_token=reader,
         admin_token=token,
         federation_secret=secret.encode("utf-8"),
         token_path=token_path,

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import msgpack
 
 TAG_LIMIT = 512
+ACC_HEADROOM = 96  # bytes kept free for the load tag to grow when the accept-from list is gossiped
 PROTOCOL = "1"
 
 
@@ -80,6 +81,7 @@ class SelfTags:
     load: Load
     scheme: str = "http"
     draining: bool = False  # `drain` tag: peers' placement never chooses a draining cluster
+    accepts: frozenset[str] | None = None  # `acc` tag: its accept-from policy, when it fits
 
     def encode(self) -> dict[str, str]:
         tags = {"roam": PROTOCOL, "tier": self.tier, "api": str(self.api_port), "ld": encode_load(self.load)}
@@ -87,6 +89,11 @@ class SelfTags:
             tags["tls"] = "1"
         if self.draining:
             tags["drain"] = "1"
+        if self.accepts is not None:
+            with_acc = {**tags, "acc": ",".join(sorted(self.accepts))}
+            # A long list that does not fit is left out: peers then learn it from refusals.
+            if len(msgpack.packb(with_acc)) <= TAG_LIMIT - ACC_HEADROOM:
+                tags = with_acc
         size = len(msgpack.packb(tags))
         if size > TAG_LIMIT:
             raise TagError(f"tags take {size} bytes, over Serf's {TAG_LIMIT}-byte limit")
@@ -101,6 +108,14 @@ class PeerTags:
     api_port: int | None
     load: Load | None
     scheme: str
+    accepts: frozenset[str] | None = None
+
+
+def decode_accepts(text: str | None) -> frozenset[str] | None:
+    """The `acc` tag: None (no tag: any home, as far as gossip says), else the homes accepted."""
+    if text is None:
+        return None
+    return frozenset(p for p in text.split(",") if p)
 
 
 def decode_tags(tags: dict[str, str]) -> PeerTags:
@@ -115,6 +130,7 @@ def decode_tags(tags: dict[str, str]) -> PeerTags:
         api_port=int(api) if api.isdigit() and 0 < int(api) < 65536 else None,
         load=load,
         scheme="https" if tags.get("tls") == "1" else "http",
+        accepts=decode_accepts(tags.get("acc")),
     )
 
 

@@ -2,8 +2,16 @@
 
 Serf alone re-merges a healed partition only every `reconnect_interval` and forgets failed
 peers after a day, so the agent re-joins failed peers itself every couple of seconds.
-Membership is fed by the event stream, plus a cheap `members` poll for fast failure
-detection (Serf coalesces member events for about a second).
+Membership is fed by the event stream, plus a cheap poll for fast failure detection (Serf
+coalesces member events for about a second).
+
+The idle cost must not grow with the federation (issue 18): the fast poll asks Serf only for
+the clusters this one has business with (`watched`: the entries, locations and standbys its
+records name), with `members-filtered`; the whole list is read only every
+`FULL_POLL_INTERVAL` (reaped members, a safety net), or every `LONELY_POLL_INTERVAL` while
+this cluster sees nobody else alive (a rebuilt site finding its federation). Coordinates are
+read for the watched clusters plus a small rotating sweep of the others (the dashboard's RTT
+column fills in over a few rounds).
 
 Serf answers the requests of one RPC connection in order, and a `join` towards a cut-off peer
 blocks for seconds (a `tags` call for hundreds of ms): so the agent keeps four connections,
@@ -16,8 +24,9 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 
 from peer.config import AgentConfig
@@ -37,7 +46,10 @@ StatusListener = Callable[[StatusChange], Awaitable[None]]
 UserEventListener = Callable[[UserEvent], Awaitable[None]]
 
 POLL_INTERVAL = 0.25
+FULL_POLL_INTERVAL = 30.0
+LONELY_POLL_INTERVAL = 1.0
 COORD_INTERVAL = 2.0
+COORD_SWEEP = 3  # unwatched members whose coordinate is read per round
 REJOIN_INTERVAL = 2.0
 TAG_MIN_INTERVAL = 1.0
 
@@ -51,8 +63,11 @@ class Gossip:
         membership: Membership,
         metrics: Metrics,
         initial_load: Load,
+        watched: Callable[[], Iterable[str]] = frozenset,
     ) -> None:
         self.config = config
+        self._watched = watched  # the clusters this one has business with (fast failure detection)
+        self._sweep = 0  # rotating position of the coordinate sweep over unwatched members
         self.membership = membership
         self.metrics = metrics
         self._rpc_auth = derive_rpc_auth(secret)
@@ -127,7 +142,7 @@ class Gossip:
     def _self_tags(self) -> SelfTags:
         scheme = "https" if self.config.tls_cert else "http"
         return SelfTags(tier=self.config.tier, api_port=self.config.api_port, load=self._load, scheme=scheme,
-                        draining=self._draining)
+                        draining=self._draining, accepts=self.config.workload.accept_from)
 
     def set_draining(self) -> None:
         """Tell peers this cluster is being drained (`POST /v1/drain`): not a placement target."""
@@ -255,10 +270,26 @@ class Gossip:
         await self._apply(self.membership.observe(members, now=time.monotonic(), full=True))
 
     async def _poll_loop(self) -> None:
+        last_full = time.monotonic()
         while not self._stopping:
             await asyncio.sleep(POLL_INTERVAL)
+            now = time.monotonic()
+            lonely = len(self.membership.alive()) <= 1
             with contextlib.suppress(SerfRPCError, asyncio.TimeoutError):
-                await self._refresh_members()
+                if now - last_full >= (LONELY_POLL_INTERVAL if lonely else FULL_POLL_INTERVAL):
+                    last_full = now
+                    await self._refresh_members()
+                else:
+                    await self._refresh_watched()
+
+    async def _refresh_watched(self) -> None:
+        """The fast poll: only the clusters this one has business with (`members-filtered`)."""
+        pattern = watched_pattern(self._watched(), here=self.config.name)
+        if pattern is None:
+            return
+        client = await self._ready_client()
+        members = await client.members_filtered(name=pattern)
+        await self._apply(self.membership.observe(members, now=time.monotonic()))
 
     async def _apply(self, changes: list[StatusChange]) -> None:
         for status, count in self.membership.counts().items():
@@ -276,14 +307,24 @@ class Gossip:
             with contextlib.suppress(SerfRPCError, asyncio.TimeoutError):
                 client = await self._ready_client()
                 mine = await client.get_coordinate(self.config.name)
-                for member in self.membership.all():
-                    if member.name == self.config.name:
-                        self.membership.set_rtt(member.name, 0.0)
-                        continue
-                    theirs = await client.get_coordinate(member.name) if mine else None
+                self.membership.set_rtt(self.config.name, 0.0)
+                for name in self._coordinate_round():
+                    theirs = await client.get_coordinate(name) if mine else None
                     rtt = rtt_seconds(mine, theirs) * 1000.0 if mine and theirs else None
-                    self.membership.set_rtt(member.name, rtt)
+                    self.membership.set_rtt(name, rtt)
             await asyncio.sleep(COORD_INTERVAL)
+
+    def _coordinate_round(self) -> list[str]:
+        """The watched members, plus the next COORD_SWEEP of the others in turn."""
+        watched = set(self._watched())
+        names = [m.name for m in self.membership.all() if m.name != self.config.name]
+        others = [n for n in names if n not in watched]
+        picked: list[str] = []
+        if others:
+            start = self._sweep % len(others)
+            picked = (others[start:] + others[:start])[:COORD_SWEEP]
+            self._sweep = start + len(picked)
+        return [n for n in names if n in watched] + picked
 
     async def _rejoin_loop(self) -> None:
         while not self._stopping:
@@ -319,6 +360,17 @@ async def _guard(result: Awaitable[None]) -> None:
         await result
     except Exception:  # noqa: BLE001 - one listener's bug must not stop gossip
         log.exception("listener failed")
+
+
+def watched_pattern(names: Iterable[str], *, here: str) -> str | None:
+    """An RE2 pattern matching exactly these member names (None: nothing to watch). Cluster
+    names are DNS-1123 labels (peer.config), so they need no escaping; a name outside that
+    alphabet is left out rather than trusted into a regular expression."""
+    wanted = sorted({n for n in names if n != here and _PLAIN_NAME.match(n)})
+    return None if not wanted else "^(" + "|".join(wanted) + ")$"
+
+
+_PLAIN_NAME = re.compile(r"^[a-z0-9][-a-z0-9]*$")
 
 
 def serf_log_path(data_dir: Path) -> Path:

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from peer.gossip import Load, decode_tags
+from peer.gossip import Load, decode_accepts, decode_tags
 
 STATUSES = ("alive", "leaving", "left", "failed")
 
@@ -59,6 +59,7 @@ class MemberView:
             "tier": self.tier,
             "load": self.load.as_dict() if self.load else {},
             "rtt_ms": None if self.rtt_ms is None else round(self.rtt_ms, 3),
+            "accept_from": None if "acc" not in self.tags else sorted(decode_accepts(self.tags["acc"]) or ()),
         }
 
 

@@ -44,10 +44,11 @@ class PeerUnreachable(PeerError, ConnectionError):
 class PeerRefused(PeerError):
     """The peer answered 4xx: it will not do this (bad auth, bad input). Do not retry as is."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, *, rule: str | None = None) -> None:
         super().__init__(f"{status}: {message}")
         self.status = status
         self.message = message
+        self.rule = rule  # the peer's workload-policy rule, on a 403 refusal (peer.workload)
 
 
 class PeerServerError(PeerError):
@@ -68,6 +69,9 @@ class Exchange:
     reply: Any
     sent: int  # request body bytes
     received: int  # reply body bytes
+
+
+IDLE_CLOSE = 10.0  # seconds an idle peer connection is kept for reuse
 
 
 class PeerClient:
@@ -96,7 +100,10 @@ class PeerClient:
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(auto_decompress=False)
+            # Idle keep-alive connections close after IDLE_CLOSE: a cluster keeps connections only
+            # to the peers it has business with, not one to every member (issue 18).
+            connector = aiohttp.TCPConnector(keepalive_timeout=IDLE_CLOSE)
+            self._session = aiohttp.ClientSession(auto_decompress=False, connector=connector)
         return self._session
 
     async def call(self, base_url: str, path: str, payload: object, *, timeout: float = 5.0) -> object:
@@ -122,7 +129,7 @@ class PeerClient:
         if status >= 300:
             message = _error_message(raw)
             if 400 <= status < 500:
-                raise PeerRefused(status, message)
+                raise PeerRefused(status, message, rule=_error_rule(raw))
             raise PeerServerError(status, message)
         try:
             reply = decode(raw, max_bytes=self._max_bytes)
@@ -139,6 +146,15 @@ class PeerClient:
                 raise PeerBadReply(f"reply exceeds {self._max_bytes} bytes")
             chunks.append(chunk)
         return b"".join(chunks)
+
+
+def _error_rule(raw: bytes) -> str | None:
+    try:
+        body = decode(raw)
+    except PeerWireError:
+        return None
+    rule = body.get("rule") if isinstance(body, dict) else None
+    return rule if isinstance(rule, str) else None
 
 
 def _error_message(raw: bytes) -> str:

@@ -8,19 +8,20 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from peer.drivers.descriptor import ServiceDescriptor
-from peer.gossip import Load
+from peer.gossip import Load, decode_accepts
 from peer.membership import MemberView
 from placement import ClusterView, Requirements
 
 MIB = 1 << 20
 
 
-def requirements(descriptor: ServiceDescriptor, *, avoid: Iterable[str] = ()) -> Requirements:
+def requirements(descriptor: ServiceDescriptor, *, avoid: Iterable[str] = (), home: str | None = None) -> Requirements:
     return Requirements(
         cpu=descriptor.cpu_cores * descriptor.replicas,
         memory=descriptor.memory_bytes * descriptor.replicas,
         tiers=frozenset(descriptor.constraints.tiers),
         avoid=frozenset(avoid),
+        home=home,
     )
 
 
@@ -44,6 +45,7 @@ def view_of(member: MemberView, *, load: Load | None = None, accepting: bool = T
         rtt_ms=member.rtt_ms,
         bandwidth_mbps=bw,
         accepting=accepting and member.tags.get("drain") != "1",
+        accepts_homes=decode_accepts(member.tags.get("acc")),
     )
 
 

@@ -31,13 +31,14 @@ from typing import TYPE_CHECKING, Literal
 from lb.errors import LBError
 from peer.drivers.base import DriverError, Instance
 from peer.records.record import Record
+from peer.services import WorkloadRefused
 
 if TYPE_CHECKING:
     from peer.services import NameHolder, ServiceManager
 
 log = logging.getLogger(__name__)
 
-Action = Literal["adopt", "stop", "keep"]
+Action = Literal["adopt", "standby", "stop", "keep"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,8 @@ def judge(record: Record | None, *, here: str, reached: bool, holders: list[Name
     if record is not None and not record.tombstone:
         if record.location == here:
             return Verdict("adopt", "its record says it runs here")
+        if here in record.standby_clusters:
+            return Verdict("standby", "its record lists a warm copy here")
         return Verdict("stop", f"its record says it runs at {record.location}")
     if record is not None:
         return Verdict("stop", "it was deleted (tombstone)")
@@ -95,9 +98,12 @@ async def _carry_out(services: ServiceManager, name: str, instance: Instance, re
     if verdict.action == "adopt":
         assert record is not None
         services.unaccounted.pop(name, None)
-        with contextlib.suppress(DriverError):
+        with contextlib.suppress(DriverError, WorkloadRefused):
             await services.ensure_local_copy(record)
         log.info("adopted running copy of %s at %s: %s", name, where, verdict.reason)
+    elif verdict.action == "standby":
+        services.unaccounted.pop(name, None)
+        log.info("kept running standby copy of %s at %s: %s", name, where, verdict.reason)
     elif verdict.action == "stop":
         services.unaccounted.pop(name, None)
         log.warning("stopping running copy of %s at %s: %s", name, where, verdict.reason)
@@ -120,5 +126,5 @@ async def start_deferred(services: ServiceManager) -> None:
                 continue
             try:
                 await services.ensure_local_copy(record)
-            except (DriverError, LBError) as exc:
+            except (DriverError, LBError, WorkloadRefused) as exc:
                 log.error("could not restore %s: %s", name, exc)

@@ -17,9 +17,9 @@ from typing import Protocol
 
 from lb.balancer import LoadBalancer
 from lb.errors import LBError
-from peer.drivers.base import Driver, DriverError, Instance, ServiceNotFound
+from peer.drivers.base import Driver, DriverError, DriverTimeout, Instance, NeverReady, ServiceNotFound
 from peer.drivers.descriptor import ServiceDescriptor
-from peer.records.merge import AdoptLocalCopy, Forget, MergeOutcome, Reroute, StopLocalCopy
+from peer.records.merge import Action, AdoptLocalCopy, Forget, KeepStandby, MergeOutcome, Reroute, StopLocalCopy
 from peer.records.record import (
     Record,
     State,
@@ -29,13 +29,14 @@ from peer.records.record import (
     tombstone_of,
 )
 from peer.records.store import RecordStore
-from placement import ClusterView
+from peer.placing import requirements
+from peer.workload import Refusal, Resolver, WorkloadPolicy, check, resolve_executable
+from placement import ClusterView, admit
 from placement.homes import choose_entries
 
 log = logging.getLogger(__name__)
 
-READY_TIMEOUT = 120.0
-PENDING_TTL = 120.0  # a copy started for a migration that never commits is removed after this
+PENDING_TTL = 150.0  # a copy started for a migration that never commits is removed after this (> MAX_READY_TIMEOUT)
 ORPHAN_AFTER = 15.0  # ...or sooner when its coordinator stopped asking about it (it gave up or died)
 
 RECOVERY_HOLD = 10.0  # how long a creation waits for the agent's records recovery before a 503
@@ -61,9 +62,17 @@ class HomeSetPeers(Protocol):
 
     async def lookup(self, name: str) -> list[NameHolder]: ...
 
-    async def open_entry(self, cluster: str, name: str, incarnation: str) -> str | None: ...
+    async def open_entry(self, cluster: str, name: str, incarnation: str, *, home: str,
+                         descriptor: bytes) -> str | None: ...
 
     async def publish_now(self, record: Record, extra: frozenset[str] = frozenset()) -> None: ...
+
+
+class StateCheck(Protocol):
+    """Checks a new stateful service's state hook before the service is created (peer/state);
+    raises ServiceError (4xx naming `state.path` or `state`) if it does not answer as it must."""
+
+    async def check_new(self, descriptor: ServiceDescriptor, host: str, port: int) -> None: ...
 
 
 class ServiceError(Exception):
@@ -76,6 +85,38 @@ class ServiceError(Exception):
         self.field = field
         if status is not None:
             self.status = status
+
+
+class WorkloadRefused(ServiceError):
+    """This cluster's workload policy (peer.workload) refuses the service: 403 naming the rule."""
+
+    status = 403
+
+    def __init__(self, refusal: Refusal) -> None:
+        super().__init__(refusal.message, field=refusal.field)
+        self.refusal = refusal
+        self.rule = refusal.rule
+
+
+@dataclass(frozen=True)
+class WorkloadGate:
+    """The cluster's policy bound to how it resolves commands; one question: may it run this?"""
+
+    here: str
+    policy: WorkloadPolicy = WorkloadPolicy()
+    resolve: Resolver = resolve_executable
+
+    def refusal(self, descriptor: ServiceDescriptor, *, home: str) -> Refusal | None:
+        if self.policy.permissive:
+            return None
+        return check(self.policy, here=self.here, home=home, command=descriptor.command,
+                     image=descriptor.image, resolve=self.resolve)
+
+    def require(self, descriptor: ServiceDescriptor, *, home: str) -> None:
+        """Raise WorkloadRefused if the policy refuses `descriptor` homed at `home`."""
+        refusal = self.refusal(descriptor, home=home)
+        if refusal is not None:
+            raise WorkloadRefused(refusal)
 
 
 @dataclass
@@ -91,6 +132,7 @@ class PendingCopy:
     deploy_ms: float | None = None
     error: str | None = None
     last_poll: float = field(default_factory=time.monotonic)  # the coordinator's last STATUS call
+    standby: bool = False  # a warm copy for the steward's StandbyKeeper, not a migration target
 
 
 def addr_of(instance: Instance) -> str:
@@ -105,9 +147,10 @@ def split_addr(text: str) -> tuple[str, int]:
 
 class ServiceManager:
     def __init__(self, *, here: str, store: RecordStore, driver: Driver, lb: LoadBalancer, publish: Publisher,
-                 peers: HomeSetPeers | None = None) -> None:
+                 peers: HomeSetPeers | None = None, workload: WorkloadGate | None = None) -> None:
         self.here = here
         self.peers = peers
+        self.workload = workload if workload is not None else WorkloadGate(here)
         self.reserved: dict[str, tuple[str, float]] = {}  # entry frontends: name -> (incarnation, deadline)
         self.store = store
         self.driver = driver
@@ -122,6 +165,7 @@ class ServiceManager:
         self.recovered.set()
         self.unaccounted: dict[str, Instance] = {}  # running copies no record accounted for at start
         self.deferred_starts: set[str] = set()  # copies the records say run here, not running at start
+        self.state_check: StateCheck | None = None  # set by the agent (peer/state/keeper.py)
 
     def lock(self, name: str) -> asyncio.Lock:
         return self._locks[name]
@@ -139,7 +183,7 @@ class ServiceManager:
     def usage(self) -> tuple[float, int, int]:
         """Declared (cpu cores, memory bytes, slots) of what runs here or is about to."""
         cpu, mem, slots = 0.0, 0, 0
-        descriptors = [self.descriptor_of(r) for r in self.records() if r.location == self.here]
+        descriptors = [self.descriptor_of(r) for r in self.records() if r.copy_here(self.here)]
         descriptors += [p.descriptor for p in self.pending.values()]
         for d in descriptors:
             cpu += d.cpu_cores * d.replicas
@@ -149,11 +193,22 @@ class ServiceManager:
 
     # -- local copies ----------------------------------------------------------------------
     async def run_copy(self, descriptor: ServiceDescriptor, *, home: str) -> tuple[Instance, float]:
-        """Deploy and wait until ready; returns the instance and the deploy time in ms."""
+        """Deploy and wait until ready, at most the descriptor's `ready_timeout`; returns the
+        instance and the deploy time in ms. A copy that is not ready by then is removed (its
+        log tail goes into `NeverReady`): nothing of it stays, and no caller waits longer.
+        Every copy this cluster starts comes through here, so the workload policy is checked
+        here too (WorkloadRefused), whatever path the descriptor came by."""
+        self.workload.require(descriptor, home=home)
         started = time.monotonic()
+        timeout = descriptor.readiness_timeout
         try:
             await self.driver.deploy(descriptor, home=home)
-            instance = await self.driver.wait_ready(descriptor.name, timeout=READY_TIMEOUT)
+            instance = await self.driver.wait_ready(descriptor.name, timeout=timeout)
+        except DriverTimeout as exc:
+            with contextlib.suppress(DriverError):
+                await self.driver.delete(descriptor.name)
+            raise NeverReady(f"{descriptor.name} was not ready within its ready_timeout of {timeout:g}s "
+                             "and was removed", log_tail=exc.log_tail) from exc
         except BaseException:
             with contextlib.suppress(DriverError):
                 await self.driver.delete(descriptor.name)
@@ -168,6 +223,7 @@ class ServiceManager:
         """Deploy here as HC with a home set: instance first, then the entries' frontends, then the
         record, then the routes (crash-safe order: a crash leaves nothing a record points to)."""
         name = descriptor.name
+        self.workload.require(descriptor, home=self.here)
         await self._wait_recovered()
         async with self.lock(name):
             existing = self.store.get(name)
@@ -180,6 +236,7 @@ class ServiceManager:
             after = incarnation_order(existing.incarnation)[0] if existing is not None else 0
             after = max(after, await self._check_name_free(name))
             others = self._choose_entries(descriptor)
+            self._check_standby_room(descriptor)
             incarnation = new_incarnation(now=time.time(), after=after)
             frontend = await self.lb.open_frontend(name)
             try:
@@ -187,8 +244,9 @@ class ServiceManager:
             except BaseException:
                 await self.lb.close_frontend(name)
                 raise
+            await self._check_state_hook(descriptor, instance)
             endpoints = [(self.here, f"{frontend[0]}:{frontend[1]}")]
-            endpoints += await self._open_entries(others, name, incarnation)
+            endpoints += await self._open_entries(others, descriptor, incarnation)
             payload = descriptor.canonical_msgpack()
             record = self.store.put_local(
                 Record(name=name, home=self.here, location=self.here, state=State.RUNNING,
@@ -203,6 +261,20 @@ class ServiceManager:
         else:
             await self._publish(record, frozenset())
         return record
+
+    async def _check_state_hook(self, descriptor: ServiceDescriptor, instance: Instance) -> None:
+        """A stateful service whose hook does not answer (404, too large) is refused before
+        anything else exists: its copy is stopped and its frontend closed (nothing half-done)."""
+        if descriptor.state is None or self.state_check is None:
+            return
+        try:
+            await self.state_check.check_new(descriptor, instance.host, instance.port)
+        except BaseException:
+            with contextlib.suppress(DriverError):
+                await self.stop_copy(descriptor.name)
+            with contextlib.suppress(LBError):
+                await self.lb.close_frontend(descriptor.name)
+            raise
 
     async def _wait_recovered(self) -> None:
         """A name is judged free only once this cluster holds what its peers know of it: a
@@ -236,20 +308,43 @@ class ServiceManager:
             raise ServiceError(f"entries: {wanted} asked but only {len(alive) + 1} clusters are alive",
                                status=422, field="entries")
         own = next((v.tier for v in views if v.name == self.here), "")
-        return choose_entries(alive, chosen=[self.here], tiers=[own], count=wanted - 1)
+        return choose_entries(alive, chosen=[self.here], tiers=[own], count=wanted - 1, home=self.here)
 
-    async def _open_entries(self, clusters: list[str], name: str, incarnation: str) -> list[tuple[str, str]]:
+    def _check_standby_room(self, descriptor: ServiceDescriptor) -> None:
+        """Refuse `standby: N` when fewer than N other live clusters could hold a warm copy now
+        (admission, tier constraints): nothing is deployed yet. Later losses are the keeper's."""
+        if descriptor.standby == 0:
+            return
+        views = [v for v in (self.peers.live_views() if self.peers is not None else []) if v.name != self.here]
+        req = requirements(descriptor)
+        able = [v.name for v in views if admit(req, v) is None]
+        if len(able) < descriptor.standby:
+            raise ServiceError(f"standby: {descriptor.standby} warm copies asked but only {len(able)} other live "
+                               f"cluster(s) can hold one ({', '.join(able) or 'none'})", status=422, field="standby")
+
+    async def _open_entries(self, clusters: list[str], descriptor: ServiceDescriptor,
+                            incarnation: str) -> list[tuple[str, str]]:
         """Ask each chosen entry to open a frontend; an entry that does not answer is left out
         (the steward's repair adds one later)."""
         if self.peers is None or not clusters:
             return []
-        peers = self.peers
-        answers = await asyncio.gather(*(peers.open_entry(c, name, incarnation) for c in clusters))
+        peers, name = self.peers, descriptor.name
+        payload = descriptor.canonical_msgpack()
+        answers = await asyncio.gather(*(peers.open_entry(c, name, incarnation, home=self.here, descriptor=payload)
+                                         for c in clusters))
         return [(c, ep) for c, ep in zip(clusters, answers) if ep is not None]
 
-    async def reserve_entry(self, name: str, incarnation: str) -> tuple[str, int]:
+    async def reserve_entry(self, name: str, incarnation: str, *, home: str | None = None,
+                            descriptor: ServiceDescriptor | None = None) -> tuple[str, int]:
         """At an entry: open a frontend for a service being created elsewhere, kept for
-        ENTRY_RESERVATION seconds until its record arrives."""
+        ENTRY_RESERVATION seconds until its record arrives. A restrictive workload policy
+        needs the home and descriptor to judge it (an older caller that sends none is refused)."""
+        if descriptor is None or home is None:
+            if not self.workload.policy.permissive:
+                raise WorkloadRefused(Refusal("accept-from", f"{self.here} routes only services whose home and "
+                                                             "descriptor it can check; none given", name))
+        else:
+            self.workload.require(descriptor, home=home)
         async with self.lock(name):
             current = self.get(name)
             if current is not None and current.incarnation != incarnation and self.here in current.entries:
@@ -270,7 +365,7 @@ class ServiceManager:
                 await self.lb.close_frontend(name)
         # Wait (bounded) for the clusters that hold the record: once the delete answers, a
         # LOOKUP anywhere sees the tombstone and the name is free to reuse.
-        holders = frozenset({record.location, *record.entries})
+        holders = frozenset({record.location, *record.entries, *record.standby_clusters})
         if self.peers is not None:
             await self.peers.publish_now(tomb, holders)
         else:
@@ -313,10 +408,10 @@ class ServiceManager:
                 continue
             try:
                 await self._act(action)
-            except (DriverError, LBError) as exc:
+            except (DriverError, LBError, WorkloadRefused) as exc:
                 log.error("%s on %s failed: %s", type(action).__name__, outcome.result.name, exc)
 
-    async def _act(self, action: StopLocalCopy | AdoptLocalCopy | Reroute | Forget) -> None:
+    async def _act(self, action: Action) -> None:
         current = self.store.get(action.name)
         if isinstance(action, StopLocalCopy):
             pending = self.pending.get(action.name)
@@ -334,6 +429,9 @@ class ServiceManager:
                 await self._publish(adopted, frozenset())
             else:
                 await self.ensure_local_copy(current)
+        elif isinstance(action, KeepStandby):
+            if current is not None and not current.tombstone and self.here in current.standby_clusters:
+                await self.keep_standby(current)
         elif isinstance(action, Reroute):
             if current is not None and self.here in current.entries and not current.tombstone:
                 self.reserved.pop(action.name, None)
@@ -342,8 +440,29 @@ class ServiceManager:
             if current is None or current.tombstone or self.here not in current.entries:
                 with contextlib.suppress(LBError):
                     await self.lb.close_frontend(action.name)
-            if current is not None and not current.tombstone and self.here not in (*current.entries, current.location):
+            if current is not None and not current.tombstone and not self.interested_here(current):
                 self.store.drop(action.name)
+
+    def interested_here(self, record: Record) -> bool:
+        return self.here in (*record.entries, record.location, *record.standby_clusters)
+
+    async def keep_standby(self, record: Record) -> None:
+        """The record lists a warm copy here: a pending one (started at the keeper's request)
+        settles, a running one is kept, a missing one is started (its address is the
+        steward's to update: the keeper replaces a standby whose address stopped serving)."""
+        pending = self.pending.get(record.name)
+        if pending is not None and pending.standby:
+            self.pending.pop(record.name, None)
+            self.store.journal_close(f"target:{record.name}")
+            return
+        try:
+            instance = await self.driver.status(record.name)
+            if instance.state.value in ("ready", "starting"):
+                return
+        except ServiceNotFound:
+            pass
+        log.info("starting the standby copy of %s the record lists here", record.name)
+        await self.run_copy(self.descriptor_of(record), home=record.home)
 
     async def ensure_local_copy(self, record: Record) -> Record:
         """The record says a copy runs here: adopt it if it is alive, else start one."""
@@ -363,13 +482,23 @@ class ServiceManager:
         return record
 
     async def ensure_route(self, record: Record) -> None:
-        """This entry's frontend must exist and point at the record's instance."""
+        """This entry's frontend must exist and point at the record's instance (a record naming
+        this cluster an entry of a service its policy refuses is not routed: WorkloadRefused)."""
+        self.workload.require(self.descriptor_of(record), home=record.home)
         endpoint = record.endpoint_at(self.here)
         port = split_addr(endpoint)[1] if endpoint else None
         await self.lb.open_frontend(record.name, port=port)
         if record.instance and self.lb.current_route(record.name) != split_addr(record.instance):
             host, p = split_addr(record.instance)
             await self.lb.route(record.name, host, p, proven_ready=True)
+        await self.ensure_backups(record)
+
+    async def ensure_backups(self, record: Record) -> None:
+        """The frontend's backup servers are the record's standbys (after the route, so a
+        promoted standby serves as the primary before its backup server goes)."""
+        wanted = [split_addr(addr) for _, addr in record.standbys]
+        if sorted(self.lb.backups(record.name)) != sorted(wanted) or wanted:
+            await self.lb.set_backups(record.name, wanted)
 
     def on_driver_event(self, name: str, kind: str, detail: str) -> None:
         """A restarted instance may answer on a new port: update the record (the HC reroutes)."""
@@ -378,16 +507,16 @@ class ServiceManager:
         record = self.get(name)
         if record is None or record.location != self.here or name in self.pending:
             return
-        task = asyncio.create_task(self._refresh_instance(name))
+        task = asyncio.create_task(self.refresh_instance(name))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _refresh_instance(self, name: str) -> None:
+    async def refresh_instance(self, name: str) -> None:
         async with self.lock(name):
             record = self.get(name)
             if record is None or record.location != self.here:
                 return
-            with contextlib.suppress(DriverError, LBError):
+            with contextlib.suppress(DriverError, LBError, WorkloadRefused):
                 instance = await self.driver.status(name)
                 if record.instance != addr_of(instance):
                     record = self.store.put_local(replace(record, instance=addr_of(instance)),
@@ -416,9 +545,9 @@ class ServiceManager:
                         await self.ensure_route(record)
                 elif self.here in record.entries:
                     await self.ensure_route(record)
-            except (DriverError, LBError) as exc:
+            except (DriverError, LBError, WorkloadRefused) as exc:
                 log.error("could not restore %s: %s", record.name, exc)
-        live_here = {r.name for r in self.records() if r.location == self.here}
+        live_here = {r.name for r in self.records() if r.copy_here(self.here)}
         self.unaccounted.update({n: i for n, i in running.items() if n not in live_here})
         for mid in open_targets:
             self.store.journal_close(mid)
@@ -451,7 +580,7 @@ class ServiceManager:
                         self.pending.pop(name, None)
                         self.store.journal_close(f"target:{name}")
                         record = self.get(name)
-                        if record is None or record.location != self.here:
+                        if record is None or not record.copy_here(self.here):
                             with contextlib.suppress(DriverError):
                                 await self.stop_copy(name)
 

@@ -19,12 +19,12 @@ def _load(view: ClusterView) -> float:
 
 
 def choose_entries(views: Iterable[ClusterView], *, chosen: Iterable[str], tiers: Iterable[str],
-                   count: int, exclude: Iterable[str] = ()) -> list[str]:
+                   count: int, exclude: Iterable[str] = (), home: str | None = None) -> list[str]:
     """Up to `count` more entries among the live, accepting `views`, given the entries already
-    `chosen` and their `tiers`; never one of `exclude`."""
+    `chosen` and their `tiers`; never one of `exclude`, nor one whose policy refuses `home`."""
     taken = set(chosen) | set(exclude)
     used_tiers = set(tiers)
-    pool = [v for v in views if v.alive and v.accepting and v.name not in taken]
+    pool = [v for v in views if v.alive and v.accepting and v.name not in taken and v.takes_home(home)]
     picked: list[str] = []
     while pool and len(picked) < count:
         best = min(pool, key=lambda v: (v.tier in used_tiers, _load(v), v.name))

@@ -41,6 +41,11 @@ class ClusterView:
     rtt_ms: float | None = None
     bandwidth_mbps: float | None = None
     accepting: bool = True
+    accepts_homes: frozenset[str] | None = None  # its workload policy's accept-from; None: any home
+
+    def takes_home(self, home: str | None) -> bool:
+        """Whether its gossiped policy accepts services homed at `home` (its own always)."""
+        return home is None or self.accepts_homes is None or home == self.name or home in self.accepts_homes
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -72,7 +77,8 @@ class Requirements:
     """What one instance of a service needs from its host, plus where it may (not) go.
 
     Every instance takes one service slot. `tiers`, when not empty, lists the allowed tiers;
-    `avoid` names clusters not to pick (e.g. the current location when migrating away).
+    `avoid` names clusters not to pick (e.g. the current location when migrating away);
+    `home`, when given, is checked against each member's gossiped accept-from policy.
     Plain sets are accepted and frozen.
     """
 
@@ -80,6 +86,7 @@ class Requirements:
     memory: int
     tiers: frozenset[str] = frozenset()
     avoid: frozenset[str] = frozenset()
+    home: str | None = None  # the service's HC: a member whose policy refuses its home is not chosen
 
     def __post_init__(self) -> None:
         if not _finite_nonneg(self.cpu):

@@ -21,7 +21,7 @@ def admit(req: Requirements, view: ClusterView) -> Rejection | None:
     """None if `view` can take one instance of the service now; otherwise why not.
 
     Checks, in this order (the reason starts with the code): `not-alive`, `not-accepting`,
-    `avoided`, `tier`, `cpu`, `memory`, `slots`.
+    `avoided`, `policy`, `tier`, `cpu`, `memory`, `slots`.
     """
     if not view.alive:
         return Rejection(view.name, "not-alive: member is failed or has left")
@@ -29,6 +29,8 @@ def admit(req: Requirements, view: ClusterView) -> Rejection | None:
         return Rejection(view.name, "not-accepting: member is draining or shutting down")
     if view.name in req.avoid:
         return Rejection(view.name, "avoided: excluded by the request")
+    if not view.takes_home(req.home):
+        return Rejection(view.name, f"policy: does not accept services homed at {req.home}")
     if req.tiers and view.tier not in req.tiers:
         allowed = ", ".join(sorted(req.tiers))
         return Rejection(view.name, f"tier: {view.tier!r} is not one of {allowed}")

@@ -25,9 +25,9 @@ class Scenario:
 
 
 def _registry() -> dict[str, Scenario]:
-    from chaos.scenarios import crashes, partitions, planned, randomised, sites
-    found = [*planned.SCENARIOS, *crashes.SCENARIOS, *partitions.SCENARIOS,
-             *randomised.SCENARIOS, *sites.SCENARIOS]
+    from chaos.scenarios import crashes, partitions, planned, randomised, restarts, sites, standby, state
+    found = [*planned.SCENARIOS, *crashes.SCENARIOS, *partitions.SCENARIOS, *randomised.SCENARIOS,
+             *sites.SCENARIOS, *standby.SCENARIOS, *state.SCENARIOS, *restarts.SCENARIOS]
     return {s.name: s for s in found}
 
 

@@ -66,6 +66,8 @@ async def status(agent: "Agent") -> web.Response:
         "driver": cfg.driver, "auto_migrate": cfg.auto_migrate, "data_dir": str(cfg.data_dir),
         "serf": {"rpc_addr": f"{cfg.addr}:{cfg.rpc_port}", "gossip_addr": f"{cfg.addr}:{cfg.gossip_port}",
                  "log": str(serf_log)},
+        "workload": cfg.workload.as_api(), "run_as": cfg.run_as,
+        "confinement": agent.confinement.as_api() if agent.confinement is not None else None,
         "warnings": warnings,
     })
 

@@ -4,6 +4,7 @@ Every error leaves as JSON naming what was wrong; nothing escapes as an HTML pag
 """
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import logging
@@ -38,10 +39,12 @@ class APIError(Exception):
 
     status = 400
 
-    def __init__(self, message: str, *, field: str | None = None, status: int | None = None) -> None:
+    def __init__(self, message: str, *, field: str | None = None, status: int | None = None,
+                 extra: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.field = field
+        self.extra = extra or {}  # more fields for the JSON body (e.g. the workload `rule` refused)
         if status is not None:
             self.status = status
 
@@ -74,7 +77,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except APIError as exc:
-        return json_error(exc.message, status=exc.status, field=exc.field)
+        body = {**exc.extra, **error_body(exc.message, status=exc.status, field=exc.field)}
+        return web.json_response(body, status=exc.status)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -158,20 +162,50 @@ def quiet_protocol_errors(logger: logging.Logger | None = None) -> None:
         target.addFilter(ProtocolErrorFilter(_broken_requests))
 
 
-def bearer_auth_middleware(token: str) -> Callable[..., Awaitable[web.StreamResponse]]:
-    expected = f"Bearer {token}".encode()
+WHO_KEY = "audit_who"
+
+
+def token_id(token: str) -> str:
+    """A stable, non-secret name for a token (for the audit log): never the token itself."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()[:12]
+
+
+def identify(request: web.Request, *, role: str, token: str) -> None:
+    """Who is asking, once the token matched (read by peer.api.audit)."""
+    request[WHO_KEY] = {"role": role, "token_id": token_id(token)}
+
+
+ROLE_OPERATOR = "operator"
+ROLE_READER = "reader"
+#: What a reader token may do: read. Anything else is a 403 naming the role.
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def bearer_auth_middleware(token: str, *, reader: str | None = None) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """Admin roles: `token` (--token-file) is the operator and may do everything; `reader`
+    (--reader-token-file) may only read. Both are compared in constant time, every time."""
+    tokens = [(f"Bearer {token}".encode(), ROLE_OPERATOR, token)]
+    if reader is not None:
+        tokens.append((f"Bearer {reader}".encode(), ROLE_READER, reader))
 
     @web.middleware
     async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path in OPEN_PATHS or request.path.startswith(OPEN_PREFIXES):
             return await handler(request)
         given = request.headers.get("Authorization", "").encode("utf-8", "replace")
-        if not hmac.compare_digest(given, expected):
+        matched = [(role, value) for expected, role, value in tokens if hmac.compare_digest(given, expected)]
+        if not matched:
             return web.json_response(
                 error_body("missing or wrong bearer token", status=401),
                 status=401,
                 headers={"WWW-Authenticate": 'Bearer realm="roam"'},
             )
+        role, value = matched[0]
+        identify(request, role=role, token=value)
+        if role == ROLE_READER and request.method not in READ_METHODS:
+            body = error_body(f"role {role} may only read (GET); {request.method} needs the operator token",
+                              status=403)
+            return web.json_response({**body, "role": role}, status=403)
         return await handler(request)
 
     return auth
@@ -267,10 +301,17 @@ def _refuse_constant(name: str) -> Any:
 
 
 async def read_json(request: web.Request) -> Any:
-    """Parse a JSON body; 415/400 name the problem rather than passing garbage on."""
+    """Parse a JSON body; 415/400 name the problem rather than passing garbage on.
+
+    The body must say it is JSON (`Content-Type: application/json`, any charset): a form, a
+    text/plain or a header-less body is a 415 (docs/security.md). A browser can send text/plain
+    cross-origin without a preflight; requiring the JSON type keeps such a request from ever
+    being read as a command, should a token ever leak into a page."""
+    if "Content-Type" not in request.headers:
+        raise APIError("Content-Type: application/json is required for a body", status=415)
     ctype = request.content_type
-    if ctype not in ("application/json", "application/octet-stream", "text/plain", ""):
-        raise APIError(f"expected application/json, got {ctype}", status=415)
+    if ctype != "application/json":
+        raise APIError(f"expected Content-Type application/json, got {ctype}", status=415)
     if request.content_length is not None and request.content_length > MAX_BODY:
         raise APIError(f"body over {MAX_BODY} bytes", status=413)
     raw = await _read_at_most(request, MAX_BODY)

@@ -19,7 +19,7 @@ VERSION = "0.1.0"
 JSON = "application/json"
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 LABEL_PATTERN = r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
-STAGES = ("pr", "replication", "wait", "reroute", "cleanup", "deploy")
+STAGES = ("pr", "replication", "wait", "state", "handover", "reroute", "cleanup", "deploy")
 Schema = dict[str, Any]
 
 
@@ -77,7 +77,16 @@ def _schemas() -> dict[str, Schema]:
         "replicas": {"type": "integer", "minimum": 1, "maximum": 100},
         "health": _nullable(health),
         "constraints": _nullable(constraints),
-        "standby": {"type": "boolean"},
+        "standby": {"type": "integer", "minimum": 0, "maximum": 8,
+                    "description": "warm copies in other clusters; a boolean is refused (422)"},
+        "entries": {"type": "integer", "minimum": 1, "maximum": 16,
+                    "description": "size of the home set (default 2 when two or more clusters are alive)"},
+        "ready_timeout": {"type": "number", "minimum": 1, "maximum": 120,
+                          "description": "seconds a new copy may take to become ready (default 30); a copy "
+                                         "that is not ready by then is removed: 422 with its log tail"},
+        "state": _nullable(_obj({
+            "path": {"type": "string", "pattern": r"^/[\x21-\x22\x24-\x3e\x40-\x7e]*$", "maxLength": 256},
+            "interval": {"type": "number", "minimum": 0.1, "maximum": 3600}}, required=("path",), closed=True)),
     }
     descriptor = _obj(descriptor_fields, required=("name", "port"), closed=True)
     descriptor["anyOf"] = [{"required": ["command"]}, {"required": ["image"]}]
@@ -86,11 +95,13 @@ def _schemas() -> dict[str, Schema]:
         "name": STRING, "port": INT, "cpu": NUMBER, "memory": STRING, "replicas": INT,
         "constraints": _obj({"tiers": {"type": "array", "items": STRING},
                              "affinity": {"type": "object", "additionalProperties": STRING}}),
-        "standby": {"type": "boolean"},
+        "standby": {"type": "integer"},
         "command": {"type": "array", "items": STRING},
         "image": STRING,
         "health": {"type": "object", "properties": {"path": STRING, "tcp": {"type": "boolean"}}},
-    }, required=("name", "port", "cpu", "memory", "replicas", "constraints", "standby"))
+        "entries": INT, "ready_timeout": NUMBER,
+        "state": {"type": "object", "properties": {"path": STRING, "interval": NUMBER}},
+    }, required=("name", "port", "cpu", "memory", "replicas", "constraints"))
     load = {"type": "object", "description": "empty until the member gossiped its load",
             "properties": {
                 "cpu_capacity": NUMBER, "cpu_used": NUMBER, "mem_capacity_mib": INT, "mem_used_mib": INT,
@@ -104,8 +115,13 @@ def _schemas() -> dict[str, Schema]:
         "stage": STRING, "error": _nullable(STRING),
         "candidates": {"type": "array", "items": _obj(
             {"name": STRING, "score": NUMBER, "reasons": {"type": "array", "items": STRING}})},
+        "refusals": {"type": "array", "description": "candidates whose workload policy refused the service",
+                     "items": _obj({"cluster": STRING, "rule": STRING, "error": STRING})},
         **{stage: _nullable({"type": "number", "description": f"{stage} stage duration, ms"}) for stage in STAGES},
         "durations_ms": {"type": "object", "additionalProperties": NUMBER},
+        "state_transfer": _nullable({
+            "type": "object", "description": "stateful services: version, bytes moved, pre-copy rounds, "
+                                             "exact, not_held, handover_ms (planned); version, restored (fail-safe)"}),
     }
     key = _obj({"fingerprint": {"type": "string", "pattern": "^sha256:[0-9a-f]{16}$"},
                 "members": {"type": "integer", "description": "members holding this key"}})
@@ -117,19 +133,39 @@ def _schemas() -> dict[str, Schema]:
     })
     return {
         "Error": _obj({"error": STRING, "status": {"type": "integer", "minimum": 400, "maximum": 599},
-                       "field": {"type": "string", "description": "the offending input, as a dotted path"}},
+                       "field": {"type": "string", "description": "the offending input, as a dotted path"},
+                       "rule": {"type": "string", "enum": ["accept-from", "allow-command", "allow-image"],
+                                "description": "403: the workload-policy rule that refused the service"},
+                       "role": {"type": "string", "enum": ["reader"],
+                                "description": "403: the admin role that may not do this"}},
                       required=("error", "status")),
+        "AuditEntry": _obj({
+            "time": NUMBER,
+            "who": _obj({"role": _nullable({"type": "string", "enum": ["operator", "reader"]}),
+                         "token_id": _nullable(STRING), "remote": _nullable(STRING)}),
+            "what": _obj({"method": STRING, "path": STRING, "service": STRING, "target": STRING},
+                         required=("method", "path")),
+            "status": INT,
+            "outcome": {"type": "string", "enum": ["done", "refused", "failed"]}}),
         "Health": _obj({"cluster": STRING, "status": {"type": "string", "enum": ["ok"]}}),
         "Load": load,
         "Member": _obj({
             "name": STRING, "status": {"type": "string", "enum": ["alive", "leaving", "left", "failed"]},
             "addr": STRING, "api": _nullable(STRING), "tier": _nullable(STRING), "load": _ref("Load"),
             "rtt_ms": _nullable(NUMBER),
+            "accept_from": _nullable({"type": "array", "items": STRING, "description":
+                                      "the homes its workload policy accepts, as gossiped (null: any, or unknown)"}),
             "bandwidth_mbps": _nullable({"type": "number", "description": "median measured by this agent's link probe"})},
             required=("name", "status", "addr", "api", "tier", "load", "rtt_ms")),
         "Status": _obj({
             "cluster": STRING, "version": STRING, "addr": STRING, "api": STRING, "tier": STRING, "driver": STRING,
-            "auto_migrate": {"type": "boolean"}, "data_dir": STRING,
+            "auto_migrate": {"type": "boolean"}, "data_dir": STRING, "run_as": _nullable(STRING),
+            "confinement": _nullable(_obj({
+                "user": STRING, "uid": INT, "work_root": STRING, "cgroup": _nullable(STRING),
+                "limits": {"type": "boolean"}, "limits_unavailable": _nullable(STRING)})),
+            "workload": _obj({"accept_from": _nullable({"type": "array", "items": STRING}),
+                              "allow_command": {"type": "array", "items": STRING},
+                              "allow_image": {"type": "array", "items": STRING}}),
             "serf": _obj({"rpc_addr": STRING, "gossip_addr": STRING, "log": STRING}),
             "warnings": {"type": "array", "items": _obj({
                 "kind": STRING, "message": STRING, "count": INT, "at": NUMBER, "line": STRING, "log": STRING},
@@ -141,18 +177,27 @@ def _schemas() -> dict[str, Schema]:
         "StoredDescriptor": stored,
         "ServiceRecord": _obj({
             "name": STRING, "home": STRING, "location": STRING,
-            "role": _nullable({"type": "string", "enum": ["LR", "AR", "FR"],
-                               "description": "null for a tombstone or a record this cluster keeps no part of"}),
+            "role": _nullable({"type": "string", "enum": ["LR", "AR", "FR", "SR"],
+                               "description": "null for a tombstone or a record this cluster keeps no part of; "
+                                              "SR where only a standby copy is held"}),
+            "standbys": {"type": "array", "items": STRING, "description": "clusters holding a warm copy"},
+            "standby_instances": {"type": "array", "items": _obj({"cluster": STRING, "instance": STRING})},
             "state": {"type": "string",
                       "enum": ["pending", "deploying", "running", "migrating", "failed", "deleted"]},
             "endpoint": _nullable({"type": "string", "description": "host:port of the HC frontend"}),
             "instance": _nullable(STRING), "vclock": {"type": "object", "additionalProperties": INT},
             "migration_id": _nullable(STRING), "digest": STRING,
-            "descriptor": _nullable(_ref("StoredDescriptor"))}),
+            "descriptor": _nullable(_ref("StoredDescriptor")),
+            "state_version": _nullable({
+                "type": "integer", "description": "stateful services: roam's version of the last state saved "
+                                                  "(the record's, or this cluster's newer saved one)"})},
+            required=("name", "home", "location", "role", "state", "endpoint", "instance", "vclock",
+                      "migration_id", "digest", "descriptor")),
         "MigrateRequest": _obj({"target": {"type": "string", "pattern": NAME_PATTERN,
                                            "description": "cluster to move to; placement decides if absent"}},
                                required=(), closed=True),
-        "Migration": _obj(migration_props, required=tuple(k for k in migration_props if k != "durations_ms")),
+        "Migration": _obj(migration_props, required=tuple(k for k in migration_props
+                                                          if k not in ("durations_ms", "state_transfer"))),
         "Instance": _obj({
             "name": STRING, "home": STRING, "host": STRING, "port": INT,
             "state": {"type": "string", "enum": ["starting", "ready", "failed", "stopped"]},
@@ -161,6 +206,15 @@ def _schemas() -> dict[str, Schema]:
         "RotateRequest": _obj({"force": {"type": "boolean", "description":
                                          "rotate although some members are failed (they must then get "
                                          "the keyring file by hand)"}}, required=(), closed=True),
+        "DrainRequest": _obj({"stop": {"type": "boolean", "description":
+                                       "then stop what could not move, HAProxy and the agent (leaves the federation)"}},
+                             required=(), closed=True),
+        "Drain": _obj({
+            "cluster": STRING,
+            "migrated": {"type": "array", "items": _obj({"name": STRING, "target": _nullable(STRING),
+                                                          "id": _nullable(STRING), "outcome": _nullable(STRING)})},
+            "failed": {"type": "array", "items": _obj({"name": STRING, "error": STRING})},
+            "stopping": {"type": "boolean"}}),
         "Rotation": _obj({"new": STRING, "removed": {"type": "array", "items": STRING},
                           "members": INT, "keyring": _ref("Keyring")}),
     }
@@ -169,15 +223,17 @@ def _schemas() -> dict[str, Schema]:
 _ERRORS = {
     "400": "Malformed request: body not JSON, or a bad name in the path",
     "401": "Missing or wrong bearer token",
+    "403": "Refused: a reader token tried to write (`role`), or this cluster's workload policy refuses "
+           "the service (`rule`)",
     "404": "No such service",
-    "409": "Refused in the current state (exists, not homed here, migration failed, ...)",
+    "409": "Refused in the current state (exists, not homed here, migration failed, no free "
+           "load-balancer slot: the message says how to raise --lb-slots, ...)",
     "413": f"Body over {MAX_BODY} bytes",
     "415": "Body is not JSON",
     "422": "Schema error; `field` names the offending input",
     "429": f"Over {RATE_LIMIT:g} requests/s (burst {RATE_BURST:g}) from this client address",
     "502": "A federation-wide Serf command failed part-way (safe to retry)",
     "503": "A dependency (orchestrator, load balancer, Serf) is unavailable; retry",
-    "507": "No free load-balancer port for a new frontend",
 }
 
 
@@ -224,6 +280,14 @@ def _logs_op() -> Schema:
     return op
 
 
+def _audit_op() -> Schema:
+    op = _op("Recent admin writes from the audit log, newest first (operator and reader tokens)",
+             ("200", _list_of("AuditEntry")), "400")
+    op["parameters"] = [{"name": "limit", "in": "query", "required": False,
+                         "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}]
+    return op
+
+
 def _operation_id(summary: str) -> str:
     words = "".join(c if c.isalnum() else " " for c in summary).split()
     return words[0].lower() + "".join(w.capitalize() for w in words[1:])
@@ -239,16 +303,16 @@ def build_spec() -> dict[str, Any]:
         "/v1/services": {
             "get": _op("Service records this cluster keeps", ("200", _list_of("ServiceRecord"))),
             "post": _op("Deploy a service here (this cluster becomes its HC)", ("201", _ref("ServiceRecord")),
-                        *body_errors, "409", "503", "507", body=_ref("Descriptor"), body_required=True),
+                        *body_errors, "403", "409", "503", body=_ref("Descriptor"), body_required=True),
         },
         "/v1/services/{name}": {
             "get": _op("One service record", ("200", _ref("ServiceRecord")), "400", "404", name_param=True),
             "delete": _op("Delete a service homed here (leaves a tombstone)", ("200", _ref("ServiceRecord")),
-                          "400", "404", "409", "503", name_param=True),
+                          "400", "403", "404", "409", "503", name_param=True),
         },
         "/v1/services/{name}/migrate": {
             "post": _op("Migrate a service (to `target`, or where placement says)", ("200", _ref("Migration")),
-                        *body_errors, "404", "409", "503", body=_ref("MigrateRequest"), name_param=True),
+                        *body_errors, "403", "404", "409", "503", body=_ref("MigrateRequest"), name_param=True),
         },
         "/v1/migrations": {"get": _op("Recent migrations and fail-safe redeploys, newest first",
                                       ("200", _list_of("Migration")))},
@@ -257,7 +321,10 @@ def build_spec() -> dict[str, Any]:
         "/v1/instances": {"get": _op("What the orchestrator runs here", ("200", _list_of("Instance")))},
         "/v1/keys": {"get": _op("Gossip keyring by fingerprint (never the keys)", ("200", _ref("Keyring")), "503")},
         "/v1/keys/rotate": {"post": _op("Rotate the gossip key federation-wide", ("200", _ref("Rotation")),
-                                        *body_errors, "409", "502", "503", body=_ref("RotateRequest"))},
+                                        *body_errors, "403", "409", "502", "503", body=_ref("RotateRequest"))},
+        "/v1/audit": {"get": _audit_op()},
+        "/v1/drain": {"post": _op("Drain this cluster: migrate every service away (then stop, with `stop`)",
+                                  ("200", _ref("Drain")), *body_errors, body=_ref("DrainRequest"))},
         "/v1/openapi.json": {"get": _op("This document", ("200", {"type": "object"}))},
         "/metrics": {"get": _op("Prometheus metrics", ("200", None), text=True)},
     }

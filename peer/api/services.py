@@ -7,21 +7,25 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from lb.errors import LBError, NoFreeSlotError
+from peer.api.audit import note
 from peer.api.http import APIError, NotFound, read_json
 from peer.config import NAME_RE
-from peer.drivers.base import DeployFailed, DriverError, PermanentDriverError
+from peer.drivers.base import DeployFailed, DriverError, NeverReady, PermanentDriverError
 from peer.drivers.descriptor import DescriptorError, ServiceDescriptor
 from peer.migration.engine import MigrationError
 from peer.migration.homes import StewardUnreachable
 from peer.records.record import Record, role
 from peer.records.vclock import by_cluster
-from peer.services import ServiceError
+from peer.services import ServiceError, WorkloadRefused
 
 if TYPE_CHECKING:
     from peer.agent import Agent
 
 
-def record_view(record: Record, here: str, *, steward: str | None = None) -> dict[str, Any]:
+def record_view(record: Record, here: str, *, steward: str | None = None,
+                saved_state: int | None = None) -> dict[str, Any]:
+    """`state_version`: the newer of the record's (written at commits) and the state this
+    cluster saved since (pulled every interval, not written to the record: peer/state/keeper.py)."""
     try:
         descriptor: Any = ServiceDescriptor.from_msgpack(record.descriptor).to_obj()
     except DescriptorError:
@@ -36,13 +40,15 @@ def record_view(record: Record, here: str, *, steward: str | None = None) -> dic
         "homes": list(record.entries),
         "endpoints": record.entry_endpoints(),
         "steward": steward,
-        "standbys": [],
+        "standbys": list(record.standby_clusters),
+        "standby_instances": [{"cluster": c, "instance": a} for c, a in record.standbys],
         "incarnation": record.incarnation,
         "instance": record.instance,
         "vclock": by_cluster(record.vclock),
         "migration_id": record.migration_id,
         "digest": record.digest,
         "descriptor": descriptor,
+        "state_version": max((v for v in (record.state_version, saved_state) if v is not None), default=None),
     }
 
 
@@ -53,12 +59,25 @@ def _name(request: web.Request) -> str:
     return name
 
 
+def no_slot_message(agent: "Agent", exc: NoFreeSlotError) -> str:
+    """A full load balancer is the operator's condition, not a server fault (409, not 5xx):
+    say what the limit is and how to raise it."""
+    cfg = agent.config
+    ports = cfg.lb_ports
+    return (f"no free load-balancer slot at {agent.here} ({exc}): each service this cluster is an entry of "
+            f"takes one of its {cfg.lb_slots} frontends. Raise the limit with `roam agent --lb-slots N` "
+            f"(lb_slots in the TOML file; at most the {len(ports)} ports of --lb-ports "
+            f"{ports.start}-{ports.stop - 1}) and restart the agent, or delete a service homed here")
+
+
 def _service_error(exc: ServiceError) -> APIError:
-    return APIError(str(exc), status=exc.status, field=exc.field)
+    extra = {"rule": exc.rule} if isinstance(exc, WorkloadRefused) else None
+    return APIError(str(exc), status=exc.status, field=exc.field, extra=extra)
 
 
 def view(agent: "Agent", record: Record) -> dict[str, Any]:
-    return record_view(record, agent.here, steward=agent.steward_of(record))
+    saved = agent.state.saved_version(record) if agent.state is not None else None
+    return record_view(record, agent.here, steward=agent.steward_of(record), saved_state=saved)
 
 
 async def _migrate_here(agent: "Agent", name: str, target: str | None) -> dict[str, Any]:
@@ -68,6 +87,10 @@ async def _migrate_here(agent: "Agent", name: str, target: str | None) -> dict[s
     except ServiceError as exc:
         raise _service_error(exc) from exc
     except MigrationError as exc:
+        if target is not None and exc.refusals:  # the one cluster asked for refuses it by policy
+            refusal = exc.refusals[0]
+            raise APIError(str(exc), status=403, field="target",
+                           extra={"rule": refusal["rule"], "cluster": refusal["cluster"]}) from exc
         raise APIError(str(exc), status=409) from exc
     agent.load_changed()
     return migration.as_api()
@@ -103,7 +126,7 @@ async def run_admin_op(agent: "Agent", op: str, name: str, target: str | None) -
             agent.liveness.mark_unreachable(steward, time.monotonic())
             last = exc
         except APIError as exc:
-            return exc.status, {"error": str(exc), "field": exc.field}
+            return exc.status, {**exc.extra, "error": str(exc), "field": exc.field}
         except ServiceError as exc:
             return exc.status, {"error": str(exc), "field": exc.field}
     return last.status, {"error": str(last), "field": last.field}
@@ -123,12 +146,15 @@ def add_service_routes(app: web.Application, agent: "Agent") -> None:
             descriptor = ServiceDescriptor.from_obj(body)
         except DescriptorError as exc:
             raise APIError(str(exc), field=exc.field, status=422) from exc
+        note(request, service=descriptor.name)
         try:
             record = await services().create(descriptor)
         except ServiceError as exc:
             raise _service_error(exc) from exc
         except NoFreeSlotError as exc:
-            raise APIError(f"no free load-balancer port: {exc}", status=507) from exc
+            raise APIError(no_slot_message(agent, exc), status=409) from exc
+        except NeverReady as exc:
+            raise APIError(f"service never became ready: {exc}", field="ready_timeout", status=422) from exc
         except DeployFailed as exc:
             raise APIError(f"service failed to start: {exc}", field="command", status=422) from exc
         except PermanentDriverError as exc:
@@ -148,7 +174,8 @@ def add_service_routes(app: web.Application, agent: "Agent") -> None:
         if status >= 400:
             message = body.get("error") if isinstance(body, dict) else str(body)
             field = body.get("field") if isinstance(body, dict) else None
-            raise APIError(str(message), status=status, field=field)
+            extra = {k: body[k] for k in ("rule", "cluster") if isinstance(body, dict) and k in body}
+            raise APIError(str(message), status=status, field=field, extra=extra)
         return web.json_response(body, status=status)
 
     async def delete(request: web.Request) -> web.Response:
@@ -167,6 +194,7 @@ def add_service_routes(app: web.Application, agent: "Agent") -> None:
         target = body.get("target")
         if target is not None and (not isinstance(target, str) or not NAME_RE.match(target)):
             raise APIError("target must be a cluster name", field="target", status=422)
+        note(request, target=target)
         return answer(*await run_admin_op(agent, "migrate", name, target))
 
     async def instances(request: web.Request) -> web.Response:

@@ -29,7 +29,10 @@ AGENT_OPTIONS = [
     _opt("--tier", help="placement label, e.g. deep-edge, edge, cloud"),
     _opt("--data-dir", "data_dir", type=click.Path(), help="state dir (default /var/lib/roam/NAME as root)"),
     _opt("--driver", type=click.Choice(["process", "kubernetes"])),
-    _opt("--lb-ports", "lb_ports", metavar="LOW-HIGH"),
+    _opt("--lb-ports", "lb_ports", metavar="LOW-HIGH", help="ports of the entry frontends (default 30000-30999)"),
+    _opt("--lb-slots", "lb_slots", type=int, metavar="N",
+         help="frontends pre-provisioned, i.e. how many services this cluster can be an entry of "
+              "(default 64, at most the size of --lb-ports)"),
     _opt("--service-ports", "service_ports", metavar="LOW-HIGH"),
     _opt("--slots", type=int, help="service slots this cluster offers"),
     _opt("--cpu", type=float, help="CPU cores this cluster offers (default: this host's)"),
@@ -43,6 +46,16 @@ AGENT_OPTIONS = [
          help="seconds a (re)started agent waits for a peer to recover its records from before it acts (default 5)"),
     _opt("--token-file", "token_file", type=click.Path(),
          help="admin bearer token (0600). Normal setup: one file shared by every agent of the federation"),
+    _opt("--reader-token-file", "reader_token_file", type=click.Path(),
+         help="a second admin token (0600) that may only read: any write with it is a 403"),
+    _opt("--accept-from", "accept_from", multiple=True, metavar="CLUSTER",
+         help="run and route only services homed at these clusters (repeat; default: any home)"),
+    _opt("--allow-command", "allow_command", multiple=True, metavar="PREFIX",
+         help="run only commands whose resolved argv[0] lies under these paths (repeat; default: any)"),
+    _opt("--allow-image", "allow_image", multiple=True, metavar="PREFIX",
+         help="run only images from these registry prefixes (repeat; default: any)"),
+    _opt("--run-as", "run_as", metavar="USER",
+         help="process driver: run services as this user (agent as root; default: the agent's user)"),
     _opt("--secret-file", "secret_file", type=click.Path(), help="federation secret shared by all peers (0600)"),
     _opt("--config", type=click.Path(), help="TOML file; flags override it"),
     _opt("--kubeconfig", type=click.Path()),
@@ -58,7 +71,8 @@ AGENT_OPTIONS = [
 
 def agent_command() -> click.Command:
     def callback(**kwargs: Any) -> None:
-        kwargs["join"] = list(kwargs.get("join") or [])
+        for key in ("join", "accept_from", "allow_command", "allow_image"):
+            kwargs[key] = list(kwargs.get(key) or [])
         sys.exit(run_agent(argparse.Namespace(**kwargs)))
 
     cmd = click.Command("agent", callback=callback, help="Run the per-cluster daemon (one per cluster).",

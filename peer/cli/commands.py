@@ -12,6 +12,7 @@ import click
 
 from peer.cli import output
 from peer.cli.client import DEFAULT_TIMEOUT, Client, ClientError, quote
+from peer.drivers.descriptor import DEFAULT_READY_TIMEOUT, MAX_READY_TIMEOUT
 
 HELP = """Keep services alive across clusters.
 
@@ -175,6 +176,22 @@ def migrations(client: Client, fmt: str, watch: bool, interval: float) -> None:
     listing(client, "migrations", fmt, watch=watch, interval=interval)
 
 
+@cli.command(help="Recent admin writes from the agent's audit log (who, what, outcome), newest first.")
+@client_options
+@click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True, help="entries to show")
+def audit(client: Client, fmt: str, limit: int) -> None:
+    rows = client.get(f"/v1/audit?limit={limit}")
+    if fmt in ("json", "yaml"):
+        click.echo(json.dumps(rows, indent=1, sort_keys=True))
+        return
+    for e in rows:
+        who, what = e.get("who", {}), e.get("what", {})
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(float(e.get("time", 0))))
+        subject = " ".join(f"{k}={what[k]}" for k in ("service", "target") if what.get(k))
+        click.echo(f"{when}  {who.get('role') or '-'}:{who.get('token_id') or '-'}@{who.get('remote') or '?'}  "
+                   f"{what.get('method')} {what.get('path')} {subject}  -> {e.get('status')} {e.get('outcome')}")
+
+
 @cli.command(help="This cluster, its members, its services and recent moves, on one screen.")
 @client_options
 def status(client: Client, fmt: str) -> None:
@@ -237,6 +254,11 @@ def deploy(client: Client, fmt: str, descriptor: str) -> None:
         raise ClientError(f"cannot read {descriptor}: {exc.strerror}") from exc
     except ValueError as exc:
         raise ClientError(f"{descriptor} is not valid JSON: {exc}") from exc
+    # The agent answers within the service's ready_timeout (a 422 with the log tail past it):
+    # wait that long, so the answer is the agent's and not our own timeout.
+    ready = body.get("ready_timeout") if isinstance(body, dict) else None
+    ready = ready if isinstance(ready, (int, float)) and not isinstance(ready, bool) else DEFAULT_READY_TIMEOUT
+    client.timeout = max(client.timeout, min(float(ready), MAX_READY_TIMEOUT) + 15.0)
     record = client.call("POST", "/v1/services", body)
     if fmt in ("json", "yaml"):
         return click.echo(json.dumps(record, indent=2, sort_keys=True) if fmt == "json" else output.to_yaml(record))

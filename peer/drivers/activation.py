@@ -16,7 +16,7 @@ time, which adoption checks) stays the service's own, and the command's argument
 as positional parameters (`"$@"`), never parsed by the shell. It costs about 1 ms.
 
 Opt-in: the descriptor's `socket_activation` (true/false). When it is absent, activation is
-on for the bundled samples (`python -m peer.samples.classifier|stream`), which accept an
+on for the bundled samples (`python -m peer.samples.classifier|stateful|stream`), which accept an
 inherited socket (`peer.samples.running.inherited_socket`), and off for every other command,
 which binds its own port as before and is polled (`probing.next_probe_delay`).
 """
@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 LISTEN_FDS_START = 3  # systemd's SD_LISTEN_FDS_START
 BACKLOG = 1024
 SHELL = "/bin/sh"
-SAMPLES = frozenset({"peer.samples.classifier", "peer.samples.stream"})
+SAMPLES = frozenset({"peer.samples.classifier", "peer.samples.stateful", "peer.samples.stream"})
 
 
 def wanted(descriptor: ServiceDescriptor) -> bool:

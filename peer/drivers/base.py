@@ -84,7 +84,17 @@ class DeployFailed(PermanentDriverError):
 
 
 class DriverTimeout(TemporaryDriverError, TimeoutError):
-    """A deadline passed (e.g. not ready in time); the service may still come up."""
+    """A deadline passed (e.g. not ready in time); the service may still come up.
+    `log_tail`: the service's output so far, when the driver keeps it (process driver)."""
+
+    def __init__(self, message: str, *, delay: float = 1.0, log_tail: str = "") -> None:
+        super().__init__(message, delay=delay)
+        self.log_tail = log_tail
+
+
+class NeverReady(DeployFailed):
+    """A copy was not ready within its descriptor's `ready_timeout` and has been removed: the
+    service's own condition (it starts too slowly, or never listens), not the cluster's."""
 
 
 class Conflict(PermanentDriverError):
@@ -127,3 +137,8 @@ class Driver(Protocol):
 
     async def adopt(self) -> builtins.list[Instance]:
         """After an agent restart: find what is already running, check it is alive, supervise it."""
+
+    async def rewrite_lost_state(self) -> builtins.list[str]:
+        """Write again what a later adopt() needs of a running service and was lost (process
+        driver: instance.json); what was rewritten. Nothing to do for a driver whose
+        orchestrator keeps that state (kubernetes)."""

@@ -23,6 +23,7 @@ from peer.drivers.quantity import QuantityError, cpu_cores, memory_bytes
 MAX_CPU = 256.0
 MAX_MEMORY = 2**40  # 1 TiB
 MAX_ENTRIES = 16  # a record holds at most 16 entries (peer.records.record)
+MAX_STANDBY = 8  # warm copies beside the primary (issue 15); a record holds at most 16
 MAX_REPLICAS = 100
 MAX_ARGS = 256
 MAX_ARG_LEN = 4096
@@ -32,6 +33,13 @@ MAX_PATH_LEN = 1024
 MAX_TIERS = 32
 MAX_AFFINITY = 32
 MAX_MSGPACK = 256 * 1024
+DEFAULT_READY_TIMEOUT = 30.0
+#: No request waits minutes for a copy: 120 s was the old fixed wait, so nothing that became
+#: ready before is refused now.
+MAX_READY_TIMEOUT = 120.0
+MAX_STATE_PATH_LEN = 256
+MIN_STATE_INTERVAL = 0.1  # seconds; faster pulls would load the service for little gain
+MAX_STATE_INTERVAL = 3600.0
 
 DEFAULT_CPU = 0.1
 DEFAULT_MEMORY = "64Mi"
@@ -52,7 +60,7 @@ _IMAGE = re.compile(
 
 _TOP_FIELDS = frozenset(
     {"name", "port", "command", "image", "cpu", "memory", "replicas", "health", "constraints", "standby",
-     "entries", "socket_activation"}
+     "entries", "socket_activation", "ready_timeout", "state"}
 )
 
 
@@ -91,6 +99,19 @@ class Constraints:
 
 
 @dataclass(frozen=True)
+class StateSpec:
+    """The service keeps state that must follow it (seed 001's abstract state): `GET path`
+    answers it with an ETag naming its version, `PUT path` installs it; roam saves it every
+    `interval` seconds and copies it to every new copy before that copy takes traffic."""
+
+    path: str
+    interval: float = 1.0
+
+    def to_obj(self) -> dict[str, Any]:
+        return {"path": self.path, "interval": self.interval}
+
+
+@dataclass(frozen=True)
 class ServiceDescriptor:
     """A validated descriptor. Build it with `from_obj`; never mutate, compare by value."""
 
@@ -103,9 +124,17 @@ class ServiceDescriptor:
     replicas: int = 1
     health: HealthCheck | None = None
     constraints: Constraints = Constraints()
-    standby: bool = False
+    standby: int = 0  # warm copies in other clusters (hot standby), HAProxy backup servers
     entries: int | None = None  # size of the home set; None: the federation's default (2)
     socket_activation: bool | None = None  # process driver: None = only for the bundled samples
+    ready_timeout: float | None = None  # seconds a new copy may take to be ready; None: DEFAULT_READY_TIMEOUT
+    state: StateSpec | None = None  # None: stateless (the paper's case)
+
+    @property
+    def readiness_timeout(self) -> float:
+        """How long a new copy of this service may take to become ready (deploy, migration
+        target, fail-safe redeploy): past it the copy is removed and the operation fails."""
+        return DEFAULT_READY_TIMEOUT if self.ready_timeout is None else self.ready_timeout
 
     @property
     def cpu_cores(self) -> float:
@@ -116,8 +145,11 @@ class ServiceDescriptor:
         return memory_bytes(self.memory, maximum=MAX_MEMORY)
 
     @classmethod
-    def from_obj(cls, obj: object) -> ServiceDescriptor:
-        """Validate a decoded JSON/msgpack object; raise DescriptorError naming the bad field."""
+    def from_obj(cls, obj: object, *, stored: bool = False) -> ServiceDescriptor:
+        """Validate a decoded JSON/msgpack object; raise DescriptorError naming the bad field.
+
+        `stored`: the object comes from a record written by an older roam, whose canonical form
+        had `"standby": false`; that one boolean is read as 0 there and nowhere else."""
         top = _mapping(obj, "descriptor", _TOP_FIELDS, prefix="")
         if "name" not in top:
             raise DescriptorError("name", "is required")
@@ -137,10 +169,12 @@ class ServiceDescriptor:
             replicas=_int(top.get("replicas", 1), "replicas", low=1, high=MAX_REPLICAS),
             health=_health(top["health"]) if top.get("health") is not None else None,
             constraints=_constraints(top["constraints"]) if top.get("constraints") is not None else Constraints(),
-            standby=_no_standby(top.get("standby", False)),
+            standby=_standby(top.get("standby", 0), stored=stored),
             entries=_int(top["entries"], "entries", low=1, high=MAX_ENTRIES) if top.get("entries") is not None else None,
             socket_activation=(None if top.get("socket_activation") is None
                                else _bool(top["socket_activation"], "socket_activation")),
+            ready_timeout=_ready_timeout(top["ready_timeout"]) if top.get("ready_timeout") is not None else None,
+            state=_state(top["state"]) if top.get("state") is not None else None,
         )
 
     @classmethod
@@ -161,7 +195,7 @@ class ServiceDescriptor:
             obj = msgpack.unpackb(bytes(data), raw=False, strict_map_key=True)
         except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
             raise DescriptorError("descriptor", f"not valid msgpack: {exc}") from exc
-        return cls.from_obj(obj)
+        return cls.from_obj(obj, stored=True)
 
     def to_obj(self) -> dict[str, Any]:
         """Plain JSON-able form; `from_obj(d.to_obj()) == d`. Unset optionals are left out."""
@@ -172,7 +206,7 @@ class ServiceDescriptor:
             "memory": self.memory,
             "replicas": self.replicas,
             "constraints": self.constraints.to_obj(),
-            "standby": self.standby,
+            **({"standby": self.standby} if self.standby else {}),
             **({"entries": self.entries} if self.entries is not None else {}),
         }
         if self.command:
@@ -183,6 +217,10 @@ class ServiceDescriptor:
             obj["health"] = self.health.to_obj()
         if self.socket_activation is not None:
             obj["socket_activation"] = self.socket_activation
+        if self.ready_timeout is not None:
+            obj["ready_timeout"] = self.ready_timeout
+        if self.state is not None:
+            obj["state"] = self.state.to_obj()
         return obj
 
     def canonical_json(self) -> bytes:
@@ -244,12 +282,25 @@ def _int(value: object, field: str, *, low: int, high: int) -> int:
     return value
 
 
-def _no_standby(value: object) -> bool:
-    """`standby: true` is refused rather than accepted and ignored: hot standbys are not built
-    yet (issue 15), and a field that silently does nothing misleads (issue 12, finding 10)."""
-    if _bool(value, "standby"):
-        raise DescriptorError("standby", "hot standbys are not supported yet; leave it false")
-    return False
+def _standby(value: object, *, stored: bool) -> int:
+    """How many warm copies: an integer 0..MAX_STANDBY. A boolean is refused (DESIGN: `true`
+    would read as 1 by accident and `false` hides a typo), except the `false` that older
+    roams wrote into stored records (`stored`)."""
+    if stored and value is False:
+        return 0
+    if isinstance(value, bool):
+        raise DescriptorError("standby", f"must be an integer number of warm copies (0-{MAX_STANDBY}), not a boolean")
+    return _int(value, "standby", low=0, high=MAX_STANDBY)
+
+
+def _ready_timeout(value: object) -> float:
+    """Seconds, a number between 1 and MAX_READY_TIMEOUT; kept as a float so that the
+    canonical encodings (and the digest) do not depend on how the number was spelled."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise DescriptorError("ready_timeout", f"must be a number of seconds, not {type(value).__name__}")
+    if not math.isfinite(value) or not 1 <= value <= MAX_READY_TIMEOUT:
+        raise DescriptorError("ready_timeout", f"must be between 1 and {MAX_READY_TIMEOUT:g} seconds")
+    return float(value)
 
 
 def _bool(value: object, field: str) -> bool:
@@ -365,3 +416,20 @@ def _label(value: object, field: str) -> str:
     if not _LABEL_VALUE.fullmatch(label):
         raise DescriptorError(field, "not a label: letters, digits, '-', '_', '.', alphanumeric at both ends")
     return label
+
+
+def _state(value: object) -> StateSpec:
+    """`{"path": "/roam/state", "interval": 1.0}`: an absolute path without query or fragment
+    (roam appends nothing to it) and a pull interval in seconds."""
+    hook = _mapping(value, "state", frozenset({"path", "interval"}), prefix="state.")
+    if "path" not in hook:
+        raise DescriptorError("state.path", "is required")
+    path = _str(hook["path"], "state.path", max_len=MAX_STATE_PATH_LEN)
+    if not _PATH.fullmatch(path) or "?" in path or "#" in path:
+        raise DescriptorError("state.path", "must start with '/' and hold printable ASCII without spaces, '?' or '#'")
+    interval = hook.get("interval", 1.0)
+    if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not math.isfinite(interval):
+        raise DescriptorError("state.interval", f"must be a number of seconds, not {type(interval).__name__}")
+    if not MIN_STATE_INTERVAL <= interval <= MAX_STATE_INTERVAL:
+        raise DescriptorError("state.interval", f"must be between {MIN_STATE_INTERVAL} and {MAX_STATE_INTERVAL:.0f} seconds")
+    return StateSpec(path=path, interval=float(interval))

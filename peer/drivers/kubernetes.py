@@ -215,6 +215,9 @@ class KubernetesDriver:
         by_name = {s.metadata.name: s for s in svcs.items}
         return [await self._instance(d, by_name.get(d.metadata.name)) for d in deps.items]
 
+    async def rewrite_lost_state(self) -> builtins.list[str]:
+        return []  # the API server keeps every object: nothing derived lives on this host
+
     async def adopt(self) -> builtins.list[Instance]:
         """Kubernetes keeps running what roam made: list it and watch it from now on."""
         found = await self.list()

@@ -49,10 +49,12 @@ from peer.drivers.base import (
     ServiceNotFound,
     TemporaryDriverError,
 )
+from peer.drivers.confine import ConfineError, Confinement
 from peer.drivers.descriptor import ServiceDescriptor
 from peer.drivers.lifetimes import describe_exit, reap, signal_group, wait_exit
 from peer.drivers.probing import next_probe_delay, probe
 from peer.drivers.process_state import (
+    DEFAULT_PATH,
     LOG_FILE,
     STATE_FILE,
     InstanceRecord,
@@ -73,7 +75,6 @@ DEFAULT_RESTARTS = RestartPolicy()
 _PLACEHOLDER = re.compile(r"\{(host|port)\}")
 # The agent's environment may hold secrets (ROAM_TOKEN...): services get only these.
 _PASS_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV")
-_DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 # The first probe of a socket-activated service waits (in the accept queue) this long at most.
 _ACTIVATED_PROBE_TIMEOUT = 10.0
 
@@ -125,6 +126,7 @@ class ProcessDriver:
         cluster: str = "",
         restart_policy: RestartPolicy = DEFAULT_RESTARTS,
         probe_interval: float = 0.05,
+        confine: Confinement | None = None,
     ) -> None:
         if not port_range:
             raise ValueError("port_range is empty")
@@ -137,6 +139,7 @@ class ProcessDriver:
         self._cluster = cluster
         self._policy = restart_policy
         self._probe_interval = probe_interval
+        self._confine = confine  # --run-as: user, working dir and cgroup of each service (confine.py)
         self._runs: dict[str, _Run] = {}
         self._strays = StrayKeeper(root=self._root, cluster=cluster, host=host, grace=grace)
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
@@ -209,7 +212,8 @@ class ProcessDriver:
                 raise run.failure or DeployFailed(f"{name}: {run.detail}")
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise DriverTimeout(f"{name} not ready within {timeout:.1f}s", delay=1.0)
+                raise DriverTimeout(f"{name} not ready within {timeout:g}s", delay=1.0,
+                                    log_tail=log_tail(run.directory / LOG_FILE))
             try:
                 await asyncio.wait_for(run.changed.wait(), remaining)
             except TimeoutError:
@@ -241,6 +245,7 @@ class ProcessDriver:
             if run.pid and self._leader_alive(run):
                 await self._terminate(run)
             shutil.rmtree(run.directory, ignore_errors=True)
+            self._release(name)
             self._set_state(run, InstanceState.STOPPED, "deleted")
             del self._runs[name]
 
@@ -263,6 +268,20 @@ class ProcessDriver:
                 adopted.append(self._instance(run))
         adopted += await self._hold_strays()
         return adopted
+
+    async def rewrite_lost_state(self) -> builtins.list[str]:
+        """instance.json of a supervised copy deleted behind our back: write it again now,
+        rather than leave the next agent start to find the copy as a stray."""
+        rewritten = []
+        for name, run in list(self._runs.items()):
+            async with self._locks[name]:
+                if run.deleting or run.state in (InstanceState.FAILED, InstanceState.STOPPED) or not run.pid:
+                    continue
+                if not (run.directory / STATE_FILE).exists():
+                    run.directory.mkdir(parents=True, exist_ok=True)
+                    self._save(run)
+                    rewritten.append(f"{name}: {STATE_FILE} was lost, written again (pid {run.pid})")
+        return rewritten
 
     async def _hold_strays(self) -> builtins.list[Instance]:
         """Copies whose state is lost (peer.drivers.strays): held, and listed as adopted so
@@ -300,7 +319,7 @@ class ProcessDriver:
         name = run.descriptor.name
         argv = render_argv(run.descriptor.command, host=self._host, port=run.port)
         env = {k: os.environ[k] for k in _PASS_ENV if k in os.environ}
-        env.setdefault("PATH", _DEFAULT_PATH)
+        env.setdefault("PATH", DEFAULT_PATH)
         env.update(ROAM_SERVICE=name, ROAM_HOME=run.home, ROAM_CLUSTER=self._cluster,
                    ROAM_HOST=self._host, ROAM_PORT=str(run.port))
         listener = activation.listener_for(run.descriptor, host=self._host, port=run.port)
@@ -310,6 +329,16 @@ class ProcessDriver:
             command = activation.trampoline(argv)
             env.update(activation.environment(name))
         log_path = run.directory / LOG_FILE
+        cwd, confined = run.directory, None
+        if self._confine is not None:
+            try:
+                confined = self._confine.prepare(name, cpu=run.descriptor.cpu_cores, memory=run.descriptor.memory_bytes)
+            except ConfineError as exc:
+                if listener is not None:
+                    listener.close()
+                raise DeployFailed(f"{name}: {exc}") from exc
+            cwd = confined.cwd
+            env.update(confined.env)
         try:
             with log_path.open("ab") as logf:
                 how = " (socket activated)" if listener is not None else ""
@@ -319,13 +348,16 @@ class ProcessDriver:
                     run.popen = subprocess.Popen(
                         command, stdin=subprocess.DEVNULL if listener is None else listener.fileno(),
                         stdout=logf, stderr=subprocess.STDOUT,
-                        cwd=run.directory, env=env, start_new_session=True, close_fds=True,
+                        cwd=cwd, env=env, start_new_session=True, close_fds=True,
                         umask=0o022,  # the agent's umask (077, for its data dir) is not the service's
+                        **(confined.popen if confined is not None else {}),
                     )
-                except (OSError, ValueError) as exc:
+                except (OSError, ValueError, subprocess.SubprocessError) as exc:
                     raise DeployFailed(f"{name}: cannot start {argv[0]!r}: {exc}",
                                        log_tail=log_tail(log_path)) from exc
         finally:
+            if confined is not None:
+                confined.close()
             # The service holds the socket now. Keeping our copy would keep the port accepting
             # after the service died, hiding its death from HAProxy's connect checks.
             if listener is not None:
@@ -383,6 +415,11 @@ class ProcessDriver:
         if record is not None and is_same_process(record.pid, record.start_ticks):
             signal_group(record.pgid, signal.SIGKILL)
         shutil.rmtree(directory, ignore_errors=True)
+        self._release(directory.name)
+
+    def _release(self, name: str) -> None:
+        if self._confine is not None:
+            self._confine.release(name)
 
     def _free_port(self, *, prefer: int | None, owner: _Run | None) -> int:
         """A port of the range, `prefer` first (a restart keeps its port when it can)."""
@@ -503,6 +540,7 @@ class ProcessDriver:
     def _fail(self, run: _Run, detail: str, tail: str) -> None:
         """Nothing is left behind: the process is dead, the state directory goes."""
         shutil.rmtree(run.directory, ignore_errors=True)
+        self._release(run.descriptor.name)
         run.failure = DeployFailed(f"{run.descriptor.name}: {detail}", log_tail=tail)
         self._set_state(run, InstanceState.FAILED, detail)
 

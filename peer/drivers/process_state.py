@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 STATE_FILE = "instance.json"
+#: PATH a service gets when the agent has none (also where the workload policy resolves argv[0]).
+DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 LOG_FILE = "service.log"
 _STATE_VERSION = 1
 

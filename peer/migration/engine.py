@@ -1,8 +1,12 @@
 """The coordinator side of a migration: the paper's five stages, each timed (II-C, Table I).
 
     trigger -> PR (embedded placement) -> replication (descriptor + home info to the AC, which
-    admits or refuses) -> wait (AC's copy ready) -> reroute (HC's HAProxy, make-before-break)
-    -> commit (record: location = AC) -> cleanup (old copy stopped)
+    admits or refuses) -> wait (AC's copy ready) -> [state: pre-copy] -> reroute (HC's HAProxy,
+    make-before-break) -> commit (record: location = AC) -> cleanup (old copy stopped)
+
+A stateful service (descriptor `state`) adds the `state` stage (its state copied from the old
+copy to the new one while the old one serves) and runs the reroute inside a `handover`: requests
+held at every entry while the last version is copied (peer/state/handover.py).
 
 The coordinator is the service's steward (the first live entry of its home set: the HC while
 it is alive), the single writer of where a service runs; any other cluster asked forwards the
@@ -21,7 +25,9 @@ from dataclasses import replace
 from collections.abc import Callable
 from typing import Any
 
+from lb.errors import LBError, RerouteError
 from peer import failpoints
+from peer.drivers.base import DriverError
 from peer.drivers.descriptor import ServiceDescriptor
 from peer.migration.history import Migration, MigrationLog
 from peer.migration.homes import HomeSetClient
@@ -30,24 +36,37 @@ from peer.peerclient import PeerClient, PeerError, PeerRefused
 from peer.placing import requirements
 from peer.records.record import Record, State
 from peer.waiting import wait_until
-from peer.services import ServiceError, ServiceManager, addr_of, split_addr
+from peer.services import ServiceError, ServiceManager, WorkloadRefused, addr_of, split_addr
+from peer.workload import RULE_ACCEPT_FROM, Refusal
+from peer.state import handover as ho
+from peer.state.hook import StateError
+from peer.state.keeper import StateKeeper, state_spec
 from placement import Candidate, Placement, get_policy, rank
 
 log = logging.getLogger(__name__)
 
-WAIT_TIMEOUT = 120.0
+WAIT_MARGIN = 10.0  # beyond the service's ready_timeout: the target's own deploy call and our polls
 STATUS_POLL = 0.05
+#: A cluster whose workload policy refused a descriptor is not proposed again for it this long
+#: (placement learns policies from refusals; an explicit target is still asked).
+REFUSAL_MEMORY = 600.0
 
 
 class MigrationError(Exception):
-    """The migration could not complete; the service keeps running where it was."""
+    """The migration could not complete; the service keeps running where it was. `refusals`:
+    the candidates whose workload policy refused it (cluster, rule, error)."""
+
+    def __init__(self, message: str, *, refusals: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.refusals = refusals or []
 
 
 class MigrationEngine:
     def __init__(self, *, here: str, services: ServiceManager, client: PeerClient, history: MigrationLog,
                  agent: Any, homes: HomeSetClient, steward_of: Callable[[Record], str | None],
-                 policy: str = "balanced") -> None:
+                 policy: str = "balanced", state: StateKeeper | None = None) -> None:
         self.here = here
+        self.state = state
         self.homes = homes
         self.steward_of = steward_of
         self.services = services
@@ -55,6 +74,7 @@ class MigrationEngine:
         self.history = history
         self.agent = agent  # peer.agent.Agent: membership, views, api urls
         self.policy = get_policy(policy)
+        self.refused: dict[tuple[str, str], tuple[str, float]] = {}  # (cluster, digest) -> (rule, when)
 
     # -- entry point -----------------------------------------------------------------------
     async def migrate(self, name: str, *, target: str | None = None, reason: str = "api",
@@ -73,11 +93,16 @@ class MigrationEngine:
                                              home=record.home, source=record.location, target=target))
             try:
                 await self._run(m, record, target)
-            except (MigrationError, PeerError, ServiceError) as exc:
+            except (MigrationError, PeerError, ServiceError, LBError, DriverError, StateError) as exc:
+                # Every failure ends the migration `failed` with its journal closed (the copy at
+                # the target was aborted by `_run`): nothing stays `running` behind a 500.
+                if isinstance(exc, WorkloadRefused) and target is not None:  # known from its gossiped policy
+                    m.refusals.append({"cluster": target, "rule": exc.rule, "error": str(exc)})
                 self.services.store.journal_close(f"mig:{m.id}")
                 self.history.finish(m, outcome="failed" if m.stage != "pr" else "aborted", error=str(exc))
                 log.warning("migration %s of %s failed at %s: %s", m.id, name, m.stage, exc)
-                raise MigrationError(f"migration of {name} failed at {m.stage}: {exc}") from exc
+                raise MigrationError(f"migration of {name} failed at {m.stage}: {exc}",
+                                     refusals=m.refusals) from exc
             self.history.finish(m, outcome="succeeded")
             log.info("migrated %s %s -> %s in %s", name, m.source, m.target, m.durations)
             return m
@@ -105,12 +130,16 @@ class MigrationEngine:
         try:
             self._journal(m, "wait")
             with m.timed("wait"):
-                instance, deploy_ms = await self._wait_ready(m)
+                instance, deploy_ms = await self._wait_ready(m, timeout=descriptor.readiness_timeout)
             m.durations["deploy"] = round(deploy_ms, 3)
+            pre = await self._precopy(m, record, instance)
             self._journal(m, "reroute", instance=instance)
             failpoints.hit("migration.before_reroute")
             with m.timed("reroute"):
-                committed = await self._reroute_and_commit(m, record, instance)
+                if pre is None:
+                    committed = await self._reroute_and_commit(m, record, instance)
+                else:
+                    committed = await self._handover(m, record, instance, pre)
         except BaseException:
             await self._abort_target(m)
             raise
@@ -122,15 +151,32 @@ class MigrationEngine:
 
     # -- stages ----------------------------------------------------------------------------
     def _placement_request(self, descriptor: ServiceDescriptor, record: Record, target: str | None) -> list[Candidate]:
-        req = requirements(descriptor, avoid={record.location})
+        req = requirements(descriptor, avoid={record.location}, home=record.home)
         views = self.agent.cluster_views()
         if target is not None:
             views = {target: views[target]} if target in views else {}
         placement: Placement = rank(req, views.values(), home=record.home, policy=self.policy)
         if target is not None and not placement.ranked and placement.rejected:
-            raise ServiceError(f"cluster {target!r} cannot take it: {placement.rejected[0].reason}",
-                               status=409, field="target")
-        return list(placement.ranked)
+            reason = placement.rejected[0].reason
+            if reason.startswith("policy:"):  # its gossiped accept-from: refused without asking
+                raise WorkloadRefused(Refusal(RULE_ACCEPT_FROM, f"cluster {target!r} cannot take it: {reason}",
+                                              record.home))
+            raise ServiceError(f"cluster {target!r} cannot take it: {reason}", status=409, field="target")
+        ranked = list(placement.ranked)
+        if target is None:
+            ranked = [c for c in ranked if self.refused_rule(c.name, record.digest) is None]
+        # A standby's cluster first: its warm copy is reused (the driver adopts the running copy),
+        # so the move is a promotion with no deploy. Its admission still applies.
+        standbys = set(record.standby_clusters)
+        return sorted(ranked, key=lambda c: c.name not in standbys)
+
+    def refused_rule(self, cluster: str, digest: str) -> str | None:
+        """The rule `cluster` refused this descriptor with lately, if it did."""
+        seen = self.refused.get((cluster, digest))
+        if seen is None or time.monotonic() - seen[1] > REFUSAL_MEMORY:
+            self.refused.pop((cluster, digest), None)
+            return None
+        return seen[0]
 
     async def _replicate(self, m: Migration, record: Record, ranked: list[Candidate]) -> str:
         refusals: list[str] = []
@@ -146,6 +192,11 @@ class MigrationEngine:
                 return candidate.name
             except PeerRefused as exc:
                 refusals.append(f"{candidate.name}: {exc}")
+                if exc.status == 403 and exc.rule is not None:  # its workload policy: try the next
+                    self.refused[(candidate.name, record.digest)] = (exc.rule, time.monotonic())
+                    m.refusals.append({"cluster": candidate.name, "rule": exc.rule, "error": exc.message})
+                    log.warning("%s refused %s by its workload policy (%s): %s", candidate.name, record.name,
+                                exc.rule, exc.message)
             except PeerError as exc:
                 # No answer is not a refusal: the request may still be processed (a paused
                 # agent resumes). Tell it to drop the copy, in the background, until it hears.
@@ -153,10 +204,13 @@ class MigrationEngine:
                 self.agent.spawn(self._abort_until_heard(candidate.name, m.id, record.name))
         raise MigrationError("every candidate refused: " + "; ".join(refusals))
 
-    async def _wait_ready(self, m: Migration) -> tuple[str, float]:
+    async def _wait_ready(self, m: Migration, *, timeout: float) -> tuple[str, float]:
+        """Until the target's copy is ready. The target removes a copy that is not ready within
+        the service's `ready_timeout` and says "failed"; our own deadline is only a backstop
+        for a target that stops answering about it."""
         assert m.target is not None
         url = self.agent.api_url_of(m.target)
-        deadline = time.monotonic() + WAIT_TIMEOUT
+        deadline = time.monotonic() + timeout + WAIT_MARGIN
         while time.monotonic() < deadline:
             reply = await self.client.call(url, STATUS, {"migration_id": m.id, "name": m.service}, timeout=5.0)
             assert isinstance(reply, dict)
@@ -165,14 +219,18 @@ class MigrationEngine:
             if reply.get("state") == "failed":
                 raise MigrationError(f"copy at {m.target} failed: {reply.get('error')}")
             await asyncio.sleep(STATUS_POLL)
-        raise MigrationError(f"copy at {m.target} not ready within {WAIT_TIMEOUT:.0f}s")
+        raise MigrationError(f"copy at {m.target} not ready within {timeout + WAIT_MARGIN:g}s")
 
     async def _reroute_and_commit(self, m: Migration, record: Record, instance: str) -> Record:
         """The steward's own frontend first (make-before-break), then the commit, then every
         other entry's frontend; the old copy keeps serving until all of them have moved."""
         assert m.target is not None
-        moved = replace(record, location=m.target, instance=instance, state=State.RUNNING, migration_id=m.id)
+        moved = replace(record, location=m.target, instance=instance, state=State.RUNNING, migration_id=m.id,
+                        standbys=tuple(p for p in record.standbys if p[0] != m.target))
+        if len(moved.standbys) < len(record.standbys):
+            m.notes = f"the standby at {m.target} was promoted (its warm copy reused)"
         host, port = split_addr(instance)
+        failpoints.hit("migration.reroute", fail=lambda: RerouteError(f"failpoint: reroute of {record.name} failed"))
         await self.services.lb.route(record.name, host, port, proven_ready=True)
         failpoints.hit("migration.after_route")
         committed = self.services.store.put_local(moved, here=self.here, now=time.time())
@@ -180,6 +238,72 @@ class MigrationEngine:
         missing = await self.homes.route_entries(committed)
         if missing:
             m.notes = f"entries not confirmed: {', '.join(missing)}"
+        return committed
+
+    async def _commit_and_route_held(self, m: Migration, record: Record, instance: str, state_version: int,
+                                     step: Callable[[str], None]) -> tuple[Record, list[str]]:
+        """Inside a handover: this entry reroutes and releases its held requests first (the new
+        copy holds the final state), then the commit, then every other entry reroutes and
+        releases. Routing here before the commit keeps the stateless path's crash rule: a
+        failure before the commit leaves nothing that points at the copy being aborted."""
+        assert m.target is not None
+        host, port = split_addr(instance)
+        await self.services.lb.route(record.name, host, port, proven_ready=True)
+        await self.services.lb.release(record.name)
+        step("released_here")
+        failpoints.hit("migration.after_route")
+        moved = replace(record, location=m.target, instance=instance, state=State.RUNNING, migration_id=m.id,
+                        state_version=state_version, standbys=tuple(p for p in record.standbys if p[0] != m.target))
+        if len(moved.standbys) < len(record.standbys):
+            m.notes = f"the standby at {m.target} was promoted (its warm copy reused)"
+        committed = self.services.store.put_local(moved, here=self.here, now=time.time())
+        self.services.settle_arrival(record.name, m.id)
+        step("committed")
+        missing = await self.homes.route_entries(committed, release=True)
+        if missing:
+            m.notes = f"entries not confirmed: {', '.join(missing)}"
+        return committed, missing
+
+    async def _precopy(self, m: Migration, record: Record, instance: str) -> ho.Precopy | None:
+        """The `state` stage of a stateful service (peer/state/handover.py); None if stateless."""
+        spec = state_spec(record)
+        if spec is None or self.state is None or not record.instance:
+            return None
+        if m.kind == "failsafe":
+            # The old copy is lost: the new one starts from the last state saved here (no
+            # pre-copy, no handover); recovery point as for the fail-safe's own redeploy.
+            with m.timed("state"):
+                try:
+                    await self.state.install_latest(record, *split_addr(instance))
+                except StateError as exc:
+                    m.notes = f"state not restored: {exc}"
+            return None
+        self._journal(m, "state", instance=instance)
+        with m.timed("state"):
+            return await ho.precopy(self.state.hook, src=split_addr(record.instance), dst=split_addr(instance),
+                                    path=spec.path)
+
+    async def _handover(self, m: Migration, record: Record, instance: str, pre: ho.Precopy) -> Record:
+        """Hold at every entry, copy the last version, reroute and release (make-before-break)."""
+        spec, keeper = state_spec(record), self.state
+        assert spec is not None and keeper is not None and record.instance
+        src, dst = split_addr(record.instance), split_addr(instance)
+        others = [e for e in record.entries if e != self.here]
+        hand = ho.Handover(name=record.name, lb=self.services.lb, entries=self.homes, others=others)
+        async with hand.held(ttl=ho.hold_ttl(pre)):
+            hand.step("held")
+            final, final_bytes = await ho.final_copy(keeper.hook, src=src, dst=dst, path=spec.path, last=pre.last)
+            hand.step("copied")
+            version = keeper.version_of(record, final)
+            committed, missing = await self._commit_and_route_held(m, record, instance, version.seq, hand.step)
+            hand.done([e for e in others if e not in missing])
+        keeper.save(record, final)  # after the window: its fsync keeps no client waiting
+        keeper.installed.admit(instance, version)
+        exact = await ho.unchanged_since(keeper.hook, src=src, path=spec.path, final=final)
+        m.durations["handover"] = round(hand.window_ms or 0.0, 3)
+        m.state_transfer = ho.report(pre, final, final_bytes, version.seq, hand, exact)
+        if exact is False:
+            log.warning("migration %s of %s: the old copy's state changed after the final copy", m.id, record.name)
         return committed
 
     async def _cleanup(self, m: Migration, before: Record, committed: Record) -> None:

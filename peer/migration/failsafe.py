@@ -10,6 +10,13 @@ Serf needs 4-5 s to declare a killed peer failed (20-25 s from the isolated side
 partition). The HC's own HAProxy health checks see a dead AC in about `inter x fall`
 (2 x 250 ms), so that is the first evidence; a short peer-API ping then tells "the AC is cut off
 or dead" (fail over) from "only the service process died" (the AC's driver restarts it).
+
+Hot standby (issue 15): while the primary is dead every entry's HAProxy already sends the
+traffic to the standby's backup server (and retries the requests that failed on the primary
+there). When a standby is alive, the fail-safe promotes it instead of redeploying: it routes
+this entry to the standby's copy as the primary, commits location = its cluster and removes it
+from `standbys`, then every entry follows; no copy is started. The StandbyKeeper then places a
+new standby. Logged in /v1/migrations as kind "promotion".
 """
 from __future__ import annotations
 
@@ -28,7 +35,10 @@ from peer.migration.wire import PING, RELEASE, record_to_wire
 from peer.peerclient import PeerClient, PeerError, PeerRefused
 from peer.placing import requirements
 from peer.records.record import Record, State
-from peer.services import ServiceManager, addr_of
+from peer.migration.engine import MigrationError
+from peer.services import ServiceError, ServiceManager, WorkloadRefused, addr_of, split_addr
+from peer.state.hook import StateError
+from peer.state.keeper import StateTransfer, state_spec
 from peer.stewardship import Liveness
 from placement import admit
 
@@ -56,8 +66,10 @@ class Suspicion:
 
 class FailSafe:
     def __init__(self, *, services: ServiceManager, client: PeerClient, history: MigrationLog, agent: Any,
-                 liveness: Liveness, steward_of: Callable[[Record], str | None]) -> None:
+                 liveness: Liveness, steward_of: Callable[[Record], str | None],
+                 state: StateTransfer | None = None) -> None:
         self.liveness = liveness
+        self.state = state
         self.steward_of = steward_of
         self.services = services
         self.client = client
@@ -65,6 +77,7 @@ class FailSafe:
         self.agent = agent
         self._suspects: dict[str, Suspicion] = {}
         self._busy: set[str] = set()
+        self._unpromotable: set[tuple[str, str]] = set()  # (service, standby addr) whose promotion failed
 
     async def run(self) -> None:
         recheck = asyncio.create_task(self._recheck_unreachable())
@@ -132,7 +145,11 @@ class FailSafe:
         if self.steward_of(record) != self.services.here:
             return  # the steward acts; this entry only keeps its evidence
         self._busy.add(name)
-        task = asyncio.create_task(self._redeploy(record, evidence=evidence, since=suspicion.since))
+        standby = await self._standby_to_promote(record)
+        if standby is not None:
+            task = asyncio.create_task(self._promote(record, standby, evidence=evidence, since=suspicion.since))
+        else:
+            task = asyncio.create_task(self._redeploy(record, evidence=evidence, since=suspicion.since))
         task.add_done_callback(lambda _t: self._busy.discard(name))
 
     async def owns(self, record: Record) -> bool:
@@ -152,8 +169,27 @@ class FailSafe:
             return True  # this entry cannot tell: do not move on a guess
 
     async def _route_up(self, name: str) -> bool:
-        statuses = await self.services.lb.server_status(name)
+        """The primary's server is up (backup servers, the standbys, do not count)."""
+        statuses = [s for s in await self.services.lb.server_status(name) if not s.backup]
         return any(s.state in ("UP", "DRAIN") for s in statuses) if statuses else True
+
+    async def _standby_to_promote(self, record: Record) -> tuple[str, str] | None:
+        """An alive standby (cluster, addr): its backup server UP here first, then any whose
+        cluster is not lost in this view."""
+        if not record.standbys:
+            return None
+        with contextlib.suppress(LBError):
+            up = {(s.addr, s.port) for s in await self.services.lb.server_status(record.name)
+                  if s.backup and s.state == "UP"}
+            for cluster, addr in record.standbys:
+                if split_addr(addr) in up and cluster != record.location and (record.name, addr) not in self._unpromotable:
+                    return cluster, addr
+        members, now = self.agent.observed(), time.monotonic()
+        for cluster, addr in record.standbys:
+            if (cluster != record.location and self.liveness.lost_for(cluster, members, now) is None
+                    and (record.name, addr) not in self._unpromotable):
+                return cluster, addr
+        return None
 
     async def _reachable(self, cluster: str) -> bool:
         url = self.agent.api_url_of(cluster)
@@ -167,6 +203,7 @@ class FailSafe:
 
     async def _redeploy(self, record: Record, *, evidence: str, since: float) -> None:
         services, name = self.services, record.name
+        refused: WorkloadRefused | None = None
         async with services.lock(name):
             current = services.get(name)
             if current is None or current.location != record.location or self.steward_of(current) != services.here:
@@ -183,19 +220,69 @@ class FailSafe:
                 with m.timed("wait"):
                     instance, deploy_ms = await services.run_copy(descriptor, home=services.here)
                 m.durations["deploy"] = round(deploy_ms, 3)
+                state_version = await self._restore_state(m, current, instance.host, instance.port)
                 with m.timed("reroute"):
                     await services.lb.route(name, instance.host, instance.port, up_timeout=10.0, drain_timeout=0.05,
                                           proven_ready=True)
                 with m.timed("cleanup"):
                     committed = services.store.put_local(
                         replace(current, location=services.here, instance=addr_of(instance), state=State.RUNNING,
-                                migration_id=m.id), here=services.here, now=time.time())
-            except (DriverError, LBError) as exc:
-                self.history.finish(m, outcome="failed", error=str(exc))
-                log.error("fail-safe for %s failed: %s; retrying in %.0fs", name, exc, RETRY_AFTER)
+                                migration_id=m.id, state_version=state_version), here=services.here, now=time.time())
+            except (DriverError, LBError, WorkloadRefused) as exc:
+                why = f"refused by this cluster's workload policy ({exc.rule}): {exc}" \
+                    if isinstance(exc, WorkloadRefused) else str(exc)
+                self.history.finish(m, outcome="failed", error=why)
+                log.error("fail-safe for %s failed: %s; retrying in %.0fs", name, why, RETRY_AFTER)
                 suspicion = self._suspects.get(name)
                 if suspicion is not None:
                     suspicion.retry_at = time.monotonic() + RETRY_AFTER
+                if not isinstance(exc, WorkloadRefused):
+                    return
+                refused = exc
+            else:
+                self._suspects.pop(name, None)
+                m.durations["downtime_estimate"] = round((time.monotonic() - since) * 1000.0, 3)
+                self.history.finish(m, outcome="succeeded")
+        if refused is not None:
+            await self._redeploy_elsewhere(record, evidence=evidence, refused=refused)
+            return
+        self.agent.load_changed()
+        await self.agent.publish(committed, frozenset({record.location}))
+        self.agent.spawn(self.agent.homes.route_entries(committed))
+        self.agent.spawn(self._release_until_heard(record.location, committed))
+
+    async def _promote(self, record: Record, standby: tuple[str, str], *, evidence: str, since: float) -> None:
+        """Make the standby at `standby` the primary (module docstring). If routing to it
+        fails, the normal redeploy runs next time (the standby is then dropped by the keeper)."""
+        services, name = self.services, record.name
+        cluster, addr = standby
+        async with services.lock(name):
+            current = services.get(name)
+            if (current is None or current.location != record.location or self.steward_of(current) != services.here
+                    or current.standby_at(cluster) != addr):
+                return
+            m = self.history.begin(Migration(service=name, kind="promotion", reason=evidence, coordinator=services.here,
+                                             home=current.home, source=record.location, target=cluster))
+            m.durations["detection"] = round((time.monotonic() - since) * 1000.0, 3)
+            m.notes = f"standby at {cluster} promoted to primary (no redeploy)"
+            log.warning("fail-safe for %s: %s; promoting the standby at %s", name, evidence, cluster)
+            try:
+                with m.timed("reroute"):
+                    host, port = split_addr(addr)
+                    await services.lb.route(name, host, port, up_timeout=2.0, drain_timeout=0.05, proven_ready=True)
+                with m.timed("cleanup"):
+                    committed = services.store.put_local(
+                        replace(current, location=cluster, instance=addr, state=State.RUNNING, migration_id=m.id,
+                                standbys=tuple(p for p in current.standbys if p[0] != cluster)),
+                        here=services.here, now=time.time())
+                    await services.ensure_backups(committed)
+            except LBError as exc:
+                self.history.finish(m, outcome="failed", error=str(exc))
+                log.error("promotion of the standby of %s at %s failed: %s", name, cluster, exc)
+                self._unpromotable.add((name, addr))
+                suspicion = self._suspects.get(name)
+                if suspicion is not None:
+                    suspicion.retry_at = time.monotonic() + 1.0
                 return
             self._suspects.pop(name, None)
             m.durations["downtime_estimate"] = round((time.monotonic() - since) * 1000.0, 3)
@@ -204,6 +291,43 @@ class FailSafe:
         await self.agent.publish(committed, frozenset({record.location}))
         self.agent.spawn(self.agent.homes.route_entries(committed))
         self.agent.spawn(self._release_until_heard(record.location, committed))
+
+    async def _restore_state(self, m: Migration, record: Record, host: str, port: int) -> int | None:
+        """A stateful service's new copy gets the last state saved here before it is routed
+        (recovery point: at most one `interval` old). A state that cannot be installed does
+        not stop the fail-safe (a service without its state beats no service); it is noted."""
+        if self.state is None or state_spec(record) is None:
+            return record.state_version
+        try:
+            with m.timed("state"):
+                version = await self.state.install_latest(record, host, port)
+        except StateError as exc:
+            m.notes = f"state not restored: {exc}"
+            log.error("fail-safe for %s: saved state not installed: %s", record.name, exc)
+            return record.state_version
+        if version is None:
+            return record.state_version
+        m.state_transfer = {"version": version.seq, "etag": version.etag, "restored": True}
+        return max(version.seq, record.state_version or 0)
+
+    async def _redeploy_elsewhere(self, record: Record, *, evidence: str, refused: WorkloadRefused) -> None:
+        """This steward's own workload policy refuses the service: placement picks a cluster
+        that accepts it, through the migration engine (a move away from the lost location,
+        whose cleanup tells that location to release its copy should it come back)."""
+        engine = getattr(self.agent, "engine", None)
+        if engine is None:
+            return
+        reason = f"{evidence}; {self.services.here} refuses it ({refused.rule}): redeploying where placement says"
+        try:
+            await engine.migrate(record.name, reason=reason, kind="failsafe")
+        except (MigrationError, ServiceError, PeerError) as exc:
+            log.error("fail-safe for %s elsewhere failed: %s; retrying in %.0fs", record.name, exc, RETRY_AFTER)
+            return
+        self._suspects.pop(record.name, None)
+        committed = self.services.get(record.name)
+        self.agent.load_changed()
+        if committed is not None:
+            self.agent.spawn(self._release_until_heard(record.location, committed))
 
     async def _release_until_heard(self, cluster: str, committed: Record) -> None:
         """The lost location may come back with its copy still running (a partition heals, a

@@ -16,7 +16,10 @@ from typing import Any
 from peer.metrics import Metrics
 from peer.records.store import RecordStore
 
-STAGES = ("pr", "replication", "wait", "reroute", "cleanup", "deploy")
+# `state` (a stateful service's pre-copy, the old copy serving) and `handover` (requests held
+# at every entry while the last state is copied and the routes switch; overlaps `reroute`)
+# are null for a stateless service.
+STAGES = ("pr", "replication", "wait", "state", "handover", "reroute", "cleanup", "deploy")
 HISTORY_KEY = "migrations"
 HISTORY_LEN = 500
 
@@ -24,7 +27,7 @@ HISTORY_LEN = 500
 @dataclass
 class Migration:
     service: str
-    kind: str  # planned | policy | failsafe
+    kind: str  # planned | policy | failsafe | promotion | standby (a warm copy placed)
     reason: str
     coordinator: str
     home: str
@@ -39,6 +42,9 @@ class Migration:
     durations: dict[str, float] = field(default_factory=dict)
     candidates: list[dict[str, Any]] = field(default_factory=list)
     notes: str | None = None  # e.g. entries that did not confirm their reroute
+    # Stateful services: {"version", "bytes", "rounds", "exact", "held_at"} (peer/state/handover.py).
+    state_transfer: dict[str, Any] | None = None
+    refusals: list[dict[str, Any]] = field(default_factory=list)  # candidates whose policy refused it
 
     @contextmanager
     def timed(self, stage: str) -> Iterator[None]:
@@ -63,6 +69,10 @@ class MigrationLog:
         self._store = store
         self._metrics = metrics
         saved = store.meta_get(HISTORY_KEY, []) or []
+        for entry in saved:  # entries saved before a stage existed show it as null, like the API says
+            for stage in STAGES:
+                entry.setdefault(stage, None)
+            entry.setdefault("state_transfer", None)
         self._done: deque[dict[str, Any]] = deque(saved[-HISTORY_LEN:], maxlen=HISTORY_LEN)
         self._running: dict[str, Migration] = {}
 
@@ -86,7 +96,7 @@ class MigrationLog:
     def last_move(self, service: str) -> float | None:
         """Wall time the service last finished moving (any kind), for the policy's dwell time."""
         for entry in reversed(self._done):
-            if entry["service"] == service and entry["outcome"] == "succeeded":
+            if entry["service"] == service and entry["outcome"] == "succeeded" and entry["kind"] != "standby":
                 return float(entry["finished_at"])
         return None
 

@@ -27,7 +27,9 @@ from lb.errors import LBError, NoFreeSlotError
 from peer.migration import wire
 from peer.peerclient import PeerClient, PeerError, PeerRefused, msgpack_response, read_msgpack
 from peer.records.record import NAME_RE, Record, RecordDecodeError
-from peer.services import NameHolder, ServiceError, ServiceManager
+from peer.drivers.descriptor import DescriptorError, ServiceDescriptor
+from peer.services import NameHolder, ServiceError, ServiceManager, WorkloadRefused
+from peer.state.handover import HOLD_MAX, IDLE_POLL, IDLE_TIMEOUT
 from peer.stewardship import Liveness, Observed, must_adopt_home, repair_needed
 from placement import ClusterView
 from placement.homes import choose_entries
@@ -38,6 +40,7 @@ KEEPER_TICK = 1.0
 LOOKUP_TIMEOUT = 1.5
 ENTRY_TIMEOUT = 3.0
 ROUTE_TIMEOUT = 5.0
+REFUSAL_MEMORY = 600.0  # a cluster whose policy refused to be an entry of a service is not asked again this long
 
 UrlOf = Callable[[str], str | None]
 
@@ -56,6 +59,7 @@ class HomeSetClient:
         self.url_of = url_of
         self._views = views
         self._publish_now = publish_now
+        self.refused: dict[tuple[str, str], float] = {}  # (cluster, service) -> when its policy refused
 
     def live_views(self) -> Sequence[ClusterView]:
         return [v for v in self._views().values() if v.alive]
@@ -85,30 +89,42 @@ class HomeSetClient:
                                       tombstone=bool(h.get("tombstone"))))
         return out
 
-    async def open_entry(self, cluster: str, name: str, incarnation: str) -> str | None:
+    async def open_entry(self, cluster: str, name: str, incarnation: str, *, home: str,
+                         descriptor: bytes) -> str | None:
+        """Ask `cluster` to open a frontend; it judges the home and descriptor by its workload policy."""
         url = self.url_of(cluster)
-        if url is None:
+        refused_at = self.refused.get((cluster, name))
+        if url is None or (refused_at is not None and time.monotonic() - refused_at < REFUSAL_MEMORY):
             return None
         try:
-            reply = await self.client.call(url, wire.ENTRY_OPEN, {"name": name, "incarnation": incarnation},
+            reply = await self.client.call(url, wire.ENTRY_OPEN, {"name": name, "incarnation": incarnation,
+                                                                   "home": home, "descriptor": descriptor},
                                            timeout=ENTRY_TIMEOUT)
+        except PeerRefused as exc:
+            if exc.status == 403 and exc.rule is not None:  # its workload policy: not asked again for a while
+                self.refused[(cluster, name)] = time.monotonic()
+            log.warning("entry %s did not open a frontend for %s: %s", cluster, name, exc)
+            return None
         except PeerError as exc:
             log.warning("entry %s did not open a frontend for %s: %s", cluster, name, exc)
             return None
         endpoint = reply.get("endpoint") if isinstance(reply, dict) else None
         return endpoint if isinstance(endpoint, str) else None
 
-    async def route_entries(self, record: Record, *, skip: frozenset[str] = frozenset()) -> list[str]:
+    async def route_entries(self, record: Record, *, skip: frozenset[str] = frozenset(),
+                            release: bool = False) -> list[str]:
         """Hand the committed record to every other entry and wait until each routes (bounded);
-        returns the entries that did not confirm."""
+        returns the entries that did not confirm. `release`: each entry then lets the requests
+        it holds for a handover go on (peer/state/handover.py)."""
         others = [e for e in record.entries if e != self.here and e not in skip]
+        body: dict[str, Any] = {"record": wire.record_to_wire(record), **({"release": True} if release else {})}
 
         async def one(entry: str) -> bool:
             url = self.url_of(entry)
             if url is None:
                 return False
             try:
-                await self.client.call(url, wire.ROUTE, {"record": wire.record_to_wire(record)}, timeout=ROUTE_TIMEOUT)
+                await self.client.call(url, wire.ROUTE, body, timeout=ROUTE_TIMEOUT)
                 return True
             except PeerError as exc:
                 log.warning("entry %s did not confirm the route of %s: %s", entry, record.name, exc)
@@ -116,6 +132,27 @@ class HomeSetClient:
 
         confirmed = await asyncio.gather(*(one(e) for e in others))
         return [e for e, ok in zip(others, confirmed) if not ok]
+
+    async def hold_entries(self, entries: list[str], name: str, *, ttl: float) -> list[str]:
+        """Ask each entry to hold requests to `name` and answer once its old server is idle;
+        returns the entries that did not (peer/state/handover.py, `EntryHolds`)."""
+        answers = await asyncio.gather(*(self._hold_one(e, {"name": name, "ttl": ttl}) for e in entries))
+        return [e for e, ok in zip(entries, answers) if not ok]
+
+    async def release_entries(self, entries: list[str], name: str) -> None:
+        await asyncio.gather(*(self._hold_one(e, {"name": name, "release": True}) for e in entries))
+
+    async def _hold_one(self, entry: str, body: dict[str, Any]) -> bool:
+        url = self.url_of(entry)
+        if url is None:
+            return False
+        try:
+            await self.client.call(url, wire.HOLD, body, timeout=ROUTE_TIMEOUT)
+            return True
+        except PeerError as exc:
+            log.warning("entry %s did not %s %s: %s", entry, "release" if body.get("release") else "hold",
+                        body["name"], exc)
+            return False
 
     async def forward(self, steward: str, op: str, name: str, target: str | None) -> tuple[int, Any]:
         """Run an admin operation at the steward; (HTTP status, JSON body) of its answer."""
@@ -155,6 +192,7 @@ class HomeSetHandlers:
         app.router.add_post(wire.ENTRY_OPEN, self.entry_open)
         app.router.add_post(wire.ROUTE, self.route)
         app.router.add_post(wire.FORWARD, self.forward)
+        app.router.add_post(wire.HOLD, self.hold)
 
     async def lookup(self, request: web.Request) -> web.Response:
         name = _name(await read_msgpack(request))
@@ -169,8 +207,20 @@ class HomeSetHandlers:
         incarnation = body.get("incarnation")
         if not isinstance(incarnation, str) or len(incarnation) > 64:
             raise web.HTTPBadRequest(reason="incarnation: expected a string")
+        home, raw = body.get("home"), body.get("descriptor")
+        if not (home is None or isinstance(home, str)) or not (raw is None or isinstance(raw, bytes)):
+            raise web.HTTPBadRequest(reason="home, descriptor: expected a string and msgpack bytes")
         try:
-            host, port = await self.services.reserve_entry(name, incarnation)
+            descriptor = None if raw is None else ServiceDescriptor.from_msgpack(raw)
+        except DescriptorError as exc:
+            return msgpack_response({"error": f"descriptor.{exc.field}: {exc}"}, status=422)
+        if descriptor is not None and descriptor.name != name:
+            return msgpack_response({"error": "descriptor name does not match"}, status=422)
+        try:
+            host, port = await self.services.reserve_entry(name, incarnation, home=home, descriptor=descriptor)
+        except WorkloadRefused as exc:
+            log.warning("refused to open an entry for %s (home %s): %s", name, home, exc)
+            return msgpack_response(exc.refusal.as_api(), status=403)
         except ServiceError as exc:
             return msgpack_response({"error": str(exc)}, status=exc.status)
         except NoFreeSlotError as exc:
@@ -190,13 +240,45 @@ class HomeSetHandlers:
             # away from here keeps the old copy: other entries may still route to it.
             await services.act_locked(services.store.apply_remote(record, here=services.here), keep_copy=True)
             current = services.get(record.name)
+            if current is not None and current.location == services.here:
+                # A copy that arrived here by migration is ours now: a later move back here is
+                # no "other migration arriving" (AdoptLocalCopy above settles it already when
+                # this version changed the location; this also covers an earlier merge).
+                services.settle_arrival(record.name, current.migration_id)
             if current is not None and services.here in current.entries:
                 services.reserved.pop(record.name, None)
                 try:
                     await services.ensure_route(current)
+                except WorkloadRefused as exc:
+                    return msgpack_response(exc.refusal.as_api(), status=403)
                 except LBError as exc:
                     return msgpack_response({"error": f"reroute failed: {exc}"}, status=502)
+                finally:
+                    if body.get("release") is True:  # held requests never wait out the deadline
+                        with contextlib.suppress(LBError):
+                            await services.lb.release(record.name)
         return msgpack_response({"routed": True})
+
+    async def hold(self, request: web.Request) -> web.Response:
+        """A handover's hold at this entry: hold requests to the service, wait (bounded) until
+        none is at a server, answer; or, with `release`, let them go on."""
+        body = await read_msgpack(request)
+        name = _name(body)
+        lb = self.services.lb
+        try:
+            if body.get("release") is True:
+                await lb.release(name)
+                return msgpack_response({"released": True})
+            ttl = body.get("ttl")
+            if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not 0 < ttl <= HOLD_MAX:
+                raise web.HTTPBadRequest(reason=f"ttl: expected seconds in (0, {HOLD_MAX:.0f}]")
+            await lb.hold(name, ttl=float(ttl))
+            deadline = time.monotonic() + min(float(ttl), IDLE_TIMEOUT)
+            while not await lb.idle(name) and time.monotonic() < deadline:
+                await asyncio.sleep(IDLE_POLL)
+        except LBError as exc:
+            return msgpack_response({"error": f"hold failed: {exc}"}, status=502)
+        return msgpack_response({"held": True})
 
     async def forward(self, request: web.Request) -> web.Response:
         body = await read_msgpack(request)
@@ -267,10 +349,14 @@ class HomeSetKeeper:
         keep = [e for e in record.entries if e not in drop]
         views = self.peers.live_views()
         tiers = [v.tier for v in views if v.name in keep]
-        fresh = choose_entries(views, chosen=keep, tiers=tiers, count=need, exclude=record.entries)
+        fresh = choose_entries(views, chosen=keep, tiers=tiers, count=need, exclude=record.entries, home=record.home)
         if not fresh and not drop:
             return
-        opened = [(c, ep) for c in fresh if (ep := await self.peers.open_entry(c, record.name, record.incarnation))]
+        opened = [(c, ep) for c in fresh
+                  if (ep := await self.peers.open_entry(c, record.name, record.incarnation, home=record.home,
+                                                        descriptor=record.descriptor))]
+        if not opened and not drop:
+            return  # nobody took it (unreachable, or refused by policy): nothing to write
         async with services.lock(record.name):
             current = services.get(record.name)
             if current is None or current != record:

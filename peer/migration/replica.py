@@ -18,8 +18,9 @@ from peer.drivers.descriptor import DescriptorError, ServiceDescriptor
 from peer.migration import wire
 from peer.peerclient import msgpack_response, read_msgpack
 from peer.placing import requirements
+from peer.records.merge import StopLocalCopy
 from peer.records.record import RecordDecodeError, State
-from peer.services import PENDING_TTL, PendingCopy, ServiceManager, addr_of, split_addr
+from peer.services import PENDING_TTL, PendingCopy, ServiceManager, WorkloadRefused, addr_of, split_addr
 from placement import admit
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,10 @@ class ReplicaHandlers:
             return _refuse(f"descriptor.{exc.field}: {exc}", status=422)
         if descriptor.name != name:
             return _refuse("descriptor name does not match", status=422)
+        refusal = self.services.workload.refusal(descriptor, home=home)
+        if refusal is not None:  # before anything is reserved: nothing half-done
+            log.warning("refused replication of %s (home %s): %s", name, home, refusal.message)
+            return msgpack_response(refusal.as_api(), status=403)
         services = self.services
         if mid in services.aborted:
             return _refuse(f"migration {mid} was aborted")
@@ -69,14 +74,18 @@ class ReplicaHandlers:
             return _refuse(f"another migration of {name} is arriving here")
         if services.closing:
             return _refuse("shutting down")
+        standby = body.get("standby") is True  # a warm copy for the steward's StandbyKeeper
         current = services.get(name)
         if current is not None and current.location == services.here:
             return _refuse(f"{name} already runs here")
-        rejection = admit(requirements(descriptor), self.agent.own_view())
-        if rejection is not None:
+        if standby and current is not None and services.here in current.standby_clusters:
+            return _refuse(f"{name} already has a standby copy here")
+        promoting = not standby and current is not None and services.here in current.standby_clusters
+        rejection = None if promoting else admit(requirements(descriptor), self.agent.own_view())
+        if rejection is not None:  # a standby held here already counts in the load: its promotion is admitted
             return _refuse(f"admission refused: {rejection.reason}")
         copy = PendingCopy(migration_id=mid, descriptor=descriptor, home=home,
-                           deadline=time.monotonic() + PENDING_TTL)
+                           deadline=time.monotonic() + PENDING_TTL, standby=standby)
         services.pending[name] = copy
         services.store.journal_put(f"target:{name}", {"migration_id": mid, "name": name})
         copy.task = asyncio.create_task(self._start_copy(copy))
@@ -87,7 +96,7 @@ class ReplicaHandlers:
         try:
             instance, deploy_ms = await self.services.run_copy(copy.descriptor, home=copy.home)
             copy.instance, copy.deploy_ms = instance, deploy_ms
-        except (DriverError, TimeoutError) as exc:
+        except (DriverError, TimeoutError, WorkloadRefused) as exc:
             copy.error = str(exc)
 
     async def status(self, request: web.Request) -> web.Response:
@@ -123,7 +132,7 @@ class ReplicaHandlers:
                     await copy.task
             services.store.journal_close(f"target:{name}")
             record = services.get(name)
-            if record is None or record.location != services.here:
+            if record is None or not record.copy_here(services.here):
                 with contextlib.suppress(DriverError):
                     await services.stop_copy(name)
         self.agent.load_changed()
@@ -175,11 +184,18 @@ class ReplicaHandlers:
         async with services.lock(committed.name):
             outcome = services.store.apply_remote(committed, here=services.here)
             current = services.store.get(committed.name)
-            if current is not None and (current.tombstone or current.location != services.here):
+            if current is not None and not current.copy_here(services.here):
                 with contextlib.suppress(DriverError):
                     await services.stop_copy(committed.name)
-                if not current.tombstone and services.here not in (*current.entries, current.location):
+                if not current.tombstone and not services.interested_here(current):
                     services.store.drop(committed.name)
+        # The copy is handled above; the rest of what the record asks of this cluster is not: a
+        # RELEASE may be the first news of the record here (an HC back on an empty data dir
+        # without --join hears the steward's RELEASE before any anti-entropy round), and its
+        # entry frontend must then open and follow the record like after any other merge.
+        rest = tuple(a for a in outcome.actions if not isinstance(a, StopLocalCopy))
+        if rest:
+            services.apply_soon(replace(outcome, actions=rest))
         self.agent.load_changed()
         return msgpack_response({"released": True, "changed": outcome.changed})
 

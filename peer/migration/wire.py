@@ -7,6 +7,7 @@ from peer.records import record as rec
 from peer.records.record import Record
 
 REPLICATE = "/peer/v1/migration/replicate"  # coordinator -> AC: descriptor + home info; AC admits or refuses
+#   (with "standby": true the steward asks for a warm copy, peer/migration/standby.py)
 STATUS = "/peer/v1/migration/status"        # coordinator -> AC: is the copy ready? (wait stage)
 ABORT = "/peer/v1/migration/abort"          # coordinator -> AC: drop the copy (rollback)
 REROUTE = "/peer/v1/migration/reroute"      # coordinator -> HC: point the frontend at the AC, commit
@@ -16,6 +17,7 @@ ENTRY_OPEN = "/peer/v1/homes/open"          # creator or steward -> new entry: o
 ROUTE = "/peer/v1/homes/route"              # steward -> entry: apply this record, route, then answer
 FORWARD = "/peer/v1/homes/forward"          # any cluster -> steward: run this admin operation
 LOOKUP = "/peer/v1/homes/lookup"            # creator -> everyone: do you hold this name?
+HOLD = "/peer/v1/homes/hold"                # steward -> entry: hold (or release) requests to a service (handover)
 
 
 def record_to_wire(record: Record) -> dict[str, Any]:

@@ -71,7 +71,8 @@ class LocalWriteError(ValueError):
 
 @dataclass(frozen=True)
 class StopLocalCopy:
-    """`here` was told to run a copy and the winner says it must not (moved away or deleted)."""
+    """`here` was told to hold a copy (the primary or a standby) and the winner says it must
+    not (moved away, no longer a standby, or deleted)."""
 
     name: str
 
@@ -85,8 +86,17 @@ class AdoptLocalCopy:
 
 
 @dataclass(frozen=True)
+class KeepStandby:
+    """The winner lists `here` as a standby holder and the previous version did not: make sure
+    the warm copy runs (a pending one settles, a missing one is started)."""
+
+    name: str
+
+
+@dataclass(frozen=True)
 class Reroute:
-    """`here` is home and the instance its frontend must point to changed (None: not known yet)."""
+    """`here` is home and the instance its frontend must point to changed (None: not known
+    yet), or the standbys it routes as backup servers did."""
 
     name: str
     instance: str | None
@@ -101,7 +111,7 @@ class Forget:
     name: str
 
 
-Action = StopLocalCopy | AdoptLocalCopy | Reroute | Forget
+Action = StopLocalCopy | AdoptLocalCopy | KeepStandby | Reroute | Forget
 
 
 @dataclass(frozen=True)
@@ -125,24 +135,43 @@ def _runs_here(record: Record | None, here: str) -> bool:
     return record is not None and not record.tombstone and record.location == here
 
 
+def _holds_here(record: Record | None, here: str) -> bool:
+    """`here` must hold a copy: the primary or a standby (what a stop must spare)."""
+    return record is not None and record.copy_here(here)
+
+
+def _standby_here(record: Record | None, here: str) -> bool:
+    return record is not None and not record.tombstone and record.location != here and here in record.standby_clusters
+
+
 def _home_here(record: Record | None, here: str) -> bool:
     """`here` is an entry of the home set: its frontend must follow the record."""
     return record is not None and not record.tombstone and here in record.entries
 
 
 def transition(before: Record | None, after: Record, *, here: str) -> tuple[Action, ...]:
-    """The actions that take `here` from what `before` asked of it to what `after` asks."""
+    """The actions that take `here` from what `before` asked of it to what `after` asks.
+
+    A copy is stopped only when `here` held one (primary or standby) and holds none now: a
+    standby promoted to primary keeps running (it is adopted), a primary demoted to standby
+    keeps running too. An entry reroutes before it stops its own copy (make-before-break):
+    when the record of a move reaches an entry that also ran the old copy (it was down or cut
+    off while the move committed), its frontend must follow the new copy before the old one
+    goes, or it answers 503 in between."""
     name = after.name
     actions: list[Action] = []
-    if _runs_here(before, here) and not _runs_here(after, here):
-        actions.append(StopLocalCopy(name))
     if _runs_here(after, here) and not _runs_here(before, here):
-        actions.append(AdoptLocalCopy(name))
+        actions.append(AdoptLocalCopy(name))  # (before the reroute: the route needs the copy)
+    if _standby_here(after, here) and not _holds_here(before, here):
+        actions.append(KeepStandby(name))
     if _home_here(after, here):
         same = before is not None and _home_here(before, here) and before.incarnation == after.incarnation
         old = before.instance if before is not None and same else None
-        if after.instance != old or not same:
+        old_backups = before.standbys if before is not None and same else ()
+        if after.instance != old or after.standbys != old_backups or not same:
             actions.append(Reroute(name, after.instance))
+    if _holds_here(before, here) and not _holds_here(after, here):
+        actions.append(StopLocalCopy(name))
     if before is not None and role(before, here) is not None and role(after, here) is None:
         actions.append(Forget(name))
     return tuple(actions)

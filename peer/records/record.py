@@ -11,6 +11,10 @@ only ever delete the incarnation it belongs to.
 Home set (beyond the paper): `homes` lists the entry clusters in priority order, `homes[0]` the
 HC where it was created (it never changes within an incarnation). `endpoints` maps each entry
 to its frontend; `epoch` counts changes of the home set (the merge ranks by it).
+
+Hot standby (issue 15): `standbys` lists the clusters holding a warm copy and each copy's
+address; every entry routes them as HAProxy backup servers, and the steward promotes one when
+the primary's location is lost. A cluster holding only a standby copy sees the record as SR.
 """
 from __future__ import annotations
 
@@ -27,7 +31,7 @@ import msgpack
 from peer.records import vclock as vc
 from peer.records.vclock import VClock
 
-Role = Literal["LR", "AR", "FR"]
+Role = Literal["LR", "AR", "FR", "SR"]
 
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\Z")  # DNS-1123 label
 MAX_CLUSTER_LEN = vc.MAX_NODE_LEN
@@ -79,6 +83,11 @@ class Record:
     homes: tuple[str, ...] = ()  # entry clusters, HC first; () means (home,) (older rows)
     endpoints: tuple[tuple[str, str], ...] = ()  # (entry cluster, "ip:port") pairs, sorted
     epoch: int = 0  # bumped whenever `homes` changes
+    standbys: tuple[tuple[str, str], ...] = ()  # (cluster, "ip:port") of each warm copy, sorted
+    # roam's sequence number of the last state saved for a stateful service (peer/state), as
+    # of the last commit of where it runs: written at commits, not at every pull (the
+    # steward's newer saved version is shown beside it by the API, see peer/state/keeper.py).
+    state_version: int | None = None
 
     @property
     def entries(self) -> tuple[str, ...]:
@@ -91,6 +100,19 @@ class Record:
             if name == cluster:
                 return addr
         return self.endpoint if cluster == self.home else None
+
+    @property
+    def standby_clusters(self) -> tuple[str, ...]:
+        """The clusters holding a warm copy, sorted."""
+        return tuple(c for c, _ in self.standbys)
+
+    def standby_at(self, cluster: str) -> str | None:
+        """The address of the warm copy at `cluster`, if it holds one."""
+        return next((addr for c, addr in self.standbys if c == cluster), None)
+
+    def copy_here(self, cluster: str) -> bool:
+        """Does `cluster` hold a copy (the primary or a standby) of this live record?"""
+        return not self.tombstone and (self.location == cluster or cluster in self.standby_clusters)
 
     def entry_endpoints(self) -> list[str]:
         """One "ip:port" per entry whose frontend is known, in `homes` order (the API's `endpoints`)."""
@@ -110,24 +132,28 @@ def new_incarnation(*, now: float, after: int = 0) -> str:
 
 
 def role(record: Record, here: str) -> Role | None:
-    """LR or AR at an entry of the home set, FR where a non-entry runs it; None for a tombstone
-    or a record `here` has no part in."""
+    """LR or AR at an entry of the home set, FR where a non-entry runs it, SR where a non-entry
+    holds only a standby copy; None for a tombstone or a record `here` has no part in."""
     if record.tombstone:
         return None
     if here in record.entries:
         return "LR" if record.location == here else "AR"
     if record.location == here:
         return "FR"
+    if here in record.standby_clusters:
+        return "SR"
     return None
 
 
 def interested(record: Record) -> frozenset[str]:
-    """The clusters that keep this record: its home set and where it runs."""
-    return frozenset((*record.entries, record.location))
+    """The clusters that keep this record: its home set, where it runs and its standbys."""
+    return frozenset((*record.entries, record.location, *record.standby_clusters))
 
 
 def tombstone_of(record: Record) -> Record:
-    """The content of a delete: no instance, state deleted. Its clock comes from `local_write`."""
+    """The content of a delete: no instance, state deleted. Its clock comes from `local_write`.
+    `standbys` is kept: the holders stay interested, so the tombstone is dropped only once they
+    have acknowledged it too (merge.droppable); a tombstone holds no copy anywhere."""
     return replace(record, tombstone=True, state=State.DELETED, instance=None, migration_id=None)
 
 
@@ -157,6 +183,9 @@ def encode(record: Record) -> dict[str, Any]:
         "homes": list(record.homes),
         "endpoints": [list(pair) for pair in record.endpoints],
         "epoch": record.epoch,
+        **({"standbys": [list(pair) for pair in record.standbys]} if record.standbys else {}),
+        # Only for stateful services: a stateless record packs to the same bytes as before.
+        **({"state_version": record.state_version} if record.state_version is not None else {}),
     }
 
 
@@ -224,18 +253,21 @@ def _homes(data: dict[Any, Any], home: str) -> tuple[str, ...]:
     return homes
 
 
-def _endpoints(data: dict[Any, Any]) -> tuple[tuple[str, str], ...]:
-    raw = data.get("endpoints", [])
+def _endpoints(data: dict[Any, Any], key: str = "endpoints") -> tuple[tuple[str, str], ...]:
+    raw = data.get(key, [])
     if not isinstance(raw, list) or len(raw) > 16:
-        raise RecordDecodeError("must be a list of at most 16 [cluster, ip:port] pairs", field="endpoints")
+        raise RecordDecodeError("must be a list of at most 16 [cluster, ip:port] pairs", field=key)
     pairs: list[tuple[str, str]] = []
     for item in raw:
-        if not isinstance(item, (list, tuple)) or len(item) != 2 or not isinstance(item[0], str) or not item[0]:
-            raise RecordDecodeError("must hold [cluster, ip:port] pairs", field="endpoints")
-        addr = _addr({"endpoints": item[1]}, "endpoints")
+        if (not isinstance(item, (list, tuple)) or len(item) != 2 or not isinstance(item[0], str) or not item[0]
+                or len(item[0]) > MAX_CLUSTER_LEN):
+            raise RecordDecodeError("must hold [cluster, ip:port] pairs", field=key)
+        addr = _addr({key: item[1]}, key)
         if addr is None:
-            raise RecordDecodeError("must hold [cluster, ip:port] pairs", field="endpoints")
+            raise RecordDecodeError("must hold [cluster, ip:port] pairs", field=key)
         pairs.append((item[0], addr))
+    if key == "standbys" and len({c for c, _ in pairs}) != len(pairs):
+        raise RecordDecodeError("must name each cluster once", field=key)
     return tuple(sorted(pairs))
 
 
@@ -267,6 +299,10 @@ def decode(data: object) -> Record:
     epoch = data.get("epoch", 0)
     if isinstance(epoch, bool) or not isinstance(epoch, int) or not 0 <= epoch < 2**53:
         raise RecordDecodeError("must be a non-negative integer", field="epoch")
+    state_version = data.get("state_version")
+    if state_version is not None and (isinstance(state_version, bool) or not isinstance(state_version, int)
+                                      or not 0 <= state_version < 2**53):
+        raise RecordDecodeError("must be a non-negative integer", field="state_version")
     return Record(
         name=name,
         home=home,
@@ -285,6 +321,8 @@ def decode(data: object) -> Record:
         homes=_homes(data, home),
         endpoints=_endpoints(data),
         epoch=epoch,
+        standbys=_endpoints(data, "standbys"),
+        state_version=state_version,
     )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-SAMPLES = ("classifier", "stream")
+SAMPLES = ("classifier", "stateful", "stream")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -21,6 +21,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         from peer.samples import classifier
 
         classifier.main(args[1:])
+    elif args[0] == "stateful":
+        from peer.samples import stateful
+
+        stateful.main(args[1:])
     else:
         from peer.samples import stream
 

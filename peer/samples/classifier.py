@@ -87,13 +87,14 @@ class Classifier:
         return app
 
 
-async def serve(*, host: str, port: int, service: str, cluster: str) -> None:
+async def serve(*, host: str, port: int, service: str, cluster: str, handlers: Classifier | None = None) -> None:
     """Serve until SIGTERM/SIGINT, then finish in-flight requests and exit."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    runner = web.AppRunner(Classifier(service=service, cluster=cluster).app(), access_log=None)
+    app = (handlers or Classifier(service=service, cluster=cluster)).app()
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     try:
         sock = inherited_socket()

@@ -148,3 +148,19 @@ async def test_emergency_cleanup_on_signal(tmp_path: Path, sig: signal.Signals) 
             runner.kill()
             await runner.wait()
         await asyncio.to_thread(cleanup_leftovers, PREFIX)
+
+
+def test_neighbour_room_raises_only_what_is_too_low_and_puts_back_what_it_found(tmp_path: Path) -> None:
+    from chaos.netns import NeighbourRoom, neighbour_thresholds
+
+    for i, value in enumerate((128, 512, 1024), start=1):
+        (tmp_path / f"gc_thresh{i}").write_text(f"{value}\n")
+    small = NeighbourRoom(5, root=tmp_path)
+    small.raise_limits()
+    assert [int((tmp_path / f"gc_thresh{i}").read_text()) for i in (1, 2, 3)] == [128, 512, 1024]
+    big = NeighbourRoom(51, root=tmp_path)
+    big.raise_limits()
+    assert [int((tmp_path / f"gc_thresh{i}").read_text()) for i in (1, 2, 3)] == list(neighbour_thresholds(51))
+    (tmp_path / "gc_thresh3").write_text("99999")  # somebody else changed it meanwhile: left alone
+    big.restore()
+    assert [int((tmp_path / f"gc_thresh{i}").read_text()) for i in (1, 2, 3)] == [128, 512, 99999]

@@ -23,12 +23,14 @@ VALID: dict[str, Any] = {
     "constraints": {"tiers": ["edge", "fog"]},
 }
 # Peers compare digests: changing the canonical form silently would split the federation.
+# (Issue 15: `standby` became an integer left out when 0, as `entries` is when unset; records
+# written before keep their stored digest, and their `"standby": false` still decodes as 0.)
 GOLDEN_JSON = (
     b'{"command":["python","-m","peer.samples.classifier","--host","{host}","--port","{port}"],'
     b'"constraints":{"affinity":{},"tiers":["edge","fog"]},"cpu":0.5,"health":{"path":"/healthz"},'
-    b'"image":"roam/classifier:1","memory":"128Mi","name":"classifier","port":8080,"replicas":1,"standby":false}'
+    b'"image":"roam/classifier:1","memory":"128Mi","name":"classifier","port":8080,"replicas":1}'
 )
-GOLDEN_DIGEST = "sha256:5e4d56f2c722ff59374fdb3d1e2f8f0bf25eb343098be0a91caa0ff060bef723"
+GOLDEN_DIGEST = "sha256:0e26ea5e2fa5052d50e9bece8d8b411e815336bf0075d1b50f318c12b4826881"
 
 _DROP = object()
 
@@ -95,7 +97,11 @@ INVALID = [
     (with_(memory=math.inf), "memory"),
     (with_(memory=True), "memory"),
     (with_(memory="1" * 40), "memory"),
-    (with_(standby=True), "standby"),  # issue 12 finding 10: refused, not accepted and ignored
+    (with_(standby=True), "standby"),  # an integer: a boolean is refused (DESIGN)
+    (with_(standby=False), "standby"),
+    (with_(standby=-1), "standby"),
+    (with_(standby=9), "standby"),
+    (with_(standby=1.0), "standby"),
     (with_(replicas=0), "replicas"),
     (with_(replicas=101), "replicas"),
     (with_(replicas=True), "replicas"),
@@ -153,7 +159,7 @@ def test_valid_descriptor_values() -> None:
     assert d.command[4] == "{host}"
     assert d.health is not None and d.health.path == "/healthz"
     assert d.constraints.tiers == ("edge", "fog")
-    assert d.standby is False
+    assert d.standby == 0
 
 
 def test_defaults_for_a_minimal_descriptor() -> None:
@@ -234,3 +240,29 @@ def test_from_json_refuses_garbage() -> None:
         ServiceDescriptor.from_json(b"{")
     with pytest.raises(DescriptorError):
         ServiceDescriptor.from_json("[" * 100_000)
+
+
+@pytest.mark.parametrize("state, field", [
+    ({"interval": 1.0}, "state.path"),
+    ({"path": "roam/state"}, "state.path"),
+    ({"path": "/roam/state?x=1"}, "state.path"),
+    ({"path": "/" + "a" * 300}, "state.path"),
+    ({"path": 7}, "state.path"),
+    ({"path": "/s", "interval": "1"}, "state.interval"),
+    ({"path": "/s", "interval": True}, "state.interval"),
+    ({"path": "/s", "interval": 0.01}, "state.interval"),
+    ({"path": "/s", "interval": 7200}, "state.interval"),
+    ({"path": "/s", "every": 1}, "state.every"),
+    ("/roam/state", "state"),
+])
+def test_state_hook_refused_naming_the_field(state: object, field: str) -> None:
+    with pytest.raises(DescriptorError) as err:
+        ServiceDescriptor.from_obj({**VALID, "state": state})
+    assert err.value.field == field
+
+
+def test_state_hook_round_trips() -> None:
+    d = ServiceDescriptor.from_obj({**VALID, "state": {"path": "/roam/state", "interval": 2}})
+    assert d.state is not None and d.state.path == "/roam/state" and d.state.interval == 2.0
+    assert ServiceDescriptor.from_msgpack(d.canonical_msgpack()) == d
+    assert ServiceDescriptor.from_obj({**VALID, "state": {"path": "/s"}}).state.interval == 1.0  # type: ignore[union-attr]

@@ -21,7 +21,7 @@ jsonish = st.recursive(
     scalars, lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=10), inner, max_size=5),
     max_leaves=30,
 )
-field_names = st.sampled_from(sorted(VALID) + ["standby", "colour"])
+field_names = st.sampled_from(sorted(VALID) + ["standby", "colour", "state"])
 
 
 @st.composite
@@ -85,7 +85,10 @@ valid: st.SearchStrategy[dict[str, Any]] = st.fixed_dictionaries(
         "replicas": st.integers(1, 100),
         "health": st.sampled_from([{"tcp": True}, {"path": "/"}, {"path": "/healthz?full=1"}]),
         "constraints": st.fixed_dictionaries({"tiers": st.lists(st.sampled_from(["edge", "fog", "cloud"]), unique=True)}),
-        "standby": st.just(False),  # true is refused until standbys exist (issue 15)
+        "standby": st.integers(0, 8),  # an integer; booleans are refused (issue 15)
+        "state": st.fixed_dictionaries(
+            {"path": st.from_regex(r"/[A-Za-z0-9_./-]{0,40}", fullmatch=True)},
+            optional={"interval": st.floats(0.1, 3600.0) | st.integers(1, 3600)}),
     },
 )
 
@@ -98,3 +101,16 @@ def test_valid_descriptors_round_trip_and_digest_ignores_order(obj: dict[str, An
     items = list(obj.items())
     rnd.shuffle(items)
     assert ServiceDescriptor.from_obj(dict(items)).digest() == d.digest()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.sampled_from(["path", "interval", "every", "url"]), jsonish, max_size=3) | jsonish)
+def test_state_hook_errors_name_a_state_field(state: Any) -> None:
+    """Whatever `state` holds, it is accepted (and round-trips) or refused naming `state...`."""
+    obj = {**json.loads(json.dumps(VALID)), "state": state}
+    try:
+        d = ServiceDescriptor.from_obj(obj)
+    except DescriptorError as exc:
+        assert exc.field == "state" or exc.field.startswith("state."), exc.field
+        return
+    check_accepted(d)

@@ -193,3 +193,20 @@ def test_parse_stat_transitional_and_ipv6() -> None:
 def test_parse_stat_rejects_errors() -> None:
     with pytest.raises(HAProxyCommandError):
         runtime.parse_stat(reply("no_such_proxy"))
+
+
+def test_frontend_commands_and_their_status() -> None:
+    """`show stat -1 1 -1` (columns cut short) with the statuses HAProxy 2.6.12 showed here after
+    `disable frontend fe_1` and `shutdown frontend fe_2`: PAUSED can be enabled again, STOP
+    only by a reload (the refusal below is its reply, seen on this machine)."""
+    reply = ("# pxname,svname,qcur,qmax,scur,smax,slim,stot,bin,bout,dreq,dresp,ereq,econ,eresp,wretr,wredis,status\n"
+             "fe_1,FRONTEND,,,0,0,4096,0,0,0,0,0,0,,,,,PAUSED\n"
+             "fe_2,FRONTEND,,,0,0,4096,0,0,0,0,0,0,,,,,STOP\n"
+             "fe_3,FRONTEND,,,0,1,4096,3,0,0,0,0,0,,,,,OPEN\n\n")
+    assert runtime.parse_frontends(reply) == {"fe_1": "PAUSED", "fe_2": "STOP", "fe_3": "OPEN"}
+    assert runtime.show_frontends().text == "show stat -1 1 -1"
+    assert runtime.enable_frontend("fe_1").text == "enable frontend fe_1"
+    with pytest.raises(InvalidTokenError):
+        runtime.disable_frontend("fe_1;shutdown frontend fe_2")
+    with pytest.raises(HAProxyCommandError):
+        runtime.enable_frontend("fe_2").check("Frontend was previously shut down, cannot enable.\n")

@@ -209,3 +209,24 @@ async def test_coordinator_killed_mid_migration_recovers_to_one_routed_copy(
         except BaseException:
             print(dump_logs(fed))
             raise
+
+
+async def test_a_failed_reroute_ends_the_migration_failed_and_the_service_where_it_was(tmp_path: Path) -> None:
+    """Issue 13: an HAProxy reroute that fails (RerouteError) is a prompt JSON error, the
+    migration ends `failed` (not `running` forever), the service still serves where it was and
+    nothing is left at the target."""
+    async with federation(tmp_path) as fed:
+        try:
+            await start(fed, ("c1", "c2"), env={"c1": {"ROAM_FAILPOINTS": "migration.reroute=fail"}})
+            endpoint = (await fed.call("c1", "POST", "/v1/services", DESCRIPTOR, expect=201))["endpoint"]
+            began = time.monotonic()
+            answer = await fed.call("c1", "POST", "/v1/services/classifier/migrate", {"target": "c2"}, expect=409)
+            assert time.monotonic() - began < 15, "the error came promptly"
+            assert "reroute" in answer["error"], answer
+            history = await fed.get("c1", "/v1/migrations")
+            assert [m["outcome"] for m in history if m["service"] == "classifier"] == ["failed"], history
+            assert await served_by(fed, endpoint) == "c1"
+            await wait_until(lambda: settled_at(fed, "c1", ("c1", "c2")), timeout=30, what="one copy, at c1")
+        except BaseException:
+            print(dump_logs(fed))
+            raise

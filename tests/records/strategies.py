@@ -41,7 +41,16 @@ def records(draw: st.DrawFn, *, name: str | None = None) -> Record:
         written=draw(clocks()),
         tombstone=draw(st.booleans()),
         updated_at=draw(st.floats(0, 2e9, allow_nan=False)),
+        state_version=draw(st.none() | st.integers(0, 2**40)),
+        standbys=draw(standby_sets()),
     )
+
+
+@st.composite
+def standby_sets(draw: st.DrawFn, *, exclude: str | None = None) -> tuple[tuple[str, str], ...]:
+    """(cluster, "ip:port") of warm copies: distinct clusters, sorted, never `exclude`."""
+    chosen = draw(st.lists(clusters.filter(lambda c: c != exclude), unique=True, max_size=2))
+    return tuple(sorted((c, draw(addrs)) for c in chosen))
 
 
 def new_content(previous: Record | None, *, here: str, location: str, state: State, instance: str | None,
@@ -68,7 +77,8 @@ def histories(draw: st.DrawFn, *, steps: int = 14) -> list[Record]:
     now = 1000.0
     for step in range(draw(st.integers(1, steps))):
         now += 1.0
-        kind = draw(st.sampled_from(["write", "write", "delete", "deliver", "deliver", "homes", "wipe"]))
+        kind = draw(st.sampled_from(["write", "write", "delete", "deliver", "deliver", "homes", "wipe",
+                                     "standby"]))
         here = draw(clusters)
         previous = replicas[here]
         if kind == "write":
@@ -84,6 +94,10 @@ def histories(draw: st.DrawFn, *, steps: int = 14) -> list[Record]:
             homes = tuple(e for e in entries if e != other) if other in entries[1:] else (
                 entries if other in entries else (*entries, other))
             replicas[here] = local_write(previous, replace(previous, homes=homes), here=here, now=now,
+                                         actor=actors[here])
+        elif kind == "standby" and previous is not None and not previous.tombstone:
+            standbys = draw(standby_sets(exclude=previous.location))
+            replicas[here] = local_write(previous, replace(previous, standbys=standbys), here=here, now=now,
                                          actor=actors[here])
         elif kind == "wipe":
             replicas[here] = None

@@ -12,6 +12,7 @@ from peer.records.record import incarnation_order
 from peer.records.merge import (
     AdoptLocalCopy,
     Forget,
+    KeepStandby,
     LocalWriteError,
     Reroute,
     StopLocalCopy,
@@ -181,6 +182,17 @@ def test_local_write_ignores_the_callers_clocks_and_increments_here() -> None:
      "a", []),
     ({"location": "a", "instance": "127.0.0.1:1"}, {"location": "a", "tombstone": True, "state": State.DELETED},
      "a", [StopLocalCopy("web"), Forget("web")]),
+    # hot standby (issue 15): c becomes a standby holder, is promoted, is dropped, is deleted
+    ({"location": "b"}, {"location": "b", "standbys": (("c", "127.0.0.3:1"),)}, "c", [KeepStandby("web")]),
+    ({"location": "b"}, {"location": "b", "standbys": (("c", "127.0.0.3:1"),)}, "a", [Reroute("web", None)]),
+    ({"location": "b", "standbys": (("c", "127.0.0.3:1"),)},
+     {"location": "c", "instance": "127.0.0.3:1"}, "c", [AdoptLocalCopy("web")]),
+    ({"location": "b", "standbys": (("c", "127.0.0.3:1"),)}, {"location": "b"}, "c",
+     [StopLocalCopy("web"), Forget("web")]),
+    ({"location": "b", "standbys": (("c", "127.0.0.3:1"),)},
+     {"location": "b", "tombstone": True, "state": State.DELETED}, "c", [StopLocalCopy("web"), Forget("web")]),
+    ({"location": "b", "standbys": (("c", "127.0.0.3:1"),)},
+     {"location": "b", "standbys": (("c", "127.0.0.3:1"), ("d", "127.0.0.4:1"))}, "c", []),
 ])
 def test_transition_actions(before: dict[str, object] | None, after: dict[str, object], here: str,
                             expected: list[object]) -> None:
@@ -188,6 +200,30 @@ def test_transition_actions(before: dict[str, object] | None, after: dict[str, o
     b = replace(base, **before) if before is not None else None  # type: ignore[arg-type]
     a = replace(base, **after)  # type: ignore[arg-type]
     assert list(transition(b, a, here=here)) == expected
+
+
+@settings(max_examples=300)
+@given(st.none() | records(name="web"), records(name="web"), st.sampled_from(CLUSTERS))
+def test_a_copy_is_stopped_exactly_when_here_holds_it_no_more(before: Record | None, after: Record,
+                                                                here: str) -> None:
+    """Standbys (issue 15): the merge never stops a copy at a cluster the winner lists as a
+    standby (or runs at), and always stops one the winner no longer lists (tombstone too)."""
+    actions = transition(before, after, here=here)
+    held_before = before is not None and before.copy_here(here)
+    held_after = after.copy_here(here)
+    assert (StopLocalCopy("web") in actions) == (held_before and not held_after)
+    if not after.tombstone and here in after.standby_clusters and after.location != here:
+        assert StopLocalCopy("web") not in actions
+        assert (KeepStandby("web") in actions) == (not held_before)
+
+
+@settings(max_examples=150)
+@given(histories(), st.data())
+def test_merged_standbys_are_the_winners(seen: list[Record], data: st.DataObject) -> None:
+    """The standby set is part of the content: the merge takes the winner's, whole."""
+    a, b = data.draw(st.sampled_from(seen)), data.draw(st.sampled_from(seen))
+    out = reconcile(a, b, here="a").result
+    assert out.standbys in (a.standbys, b.standbys)
 
 
 # --- tombstone GC ----------------------------------------------------------------------------

@@ -31,6 +31,31 @@ def test_role_is_derived_from_home_location_and_here(home: str, location: str, h
     assert rec.role(make(home=home, location=location), here) == expected
 
 
+def test_a_standby_holder_is_sr_and_interested() -> None:
+    r = Record(name="web", home="a", location="b", state=State.RUNNING, digest="d", descriptor=b"",
+               homes=("a", "d"), standbys=(("c", "127.0.0.3:80"),))
+    assert rec.role(r, "c") == "SR"
+    assert rec.role(r, "d") == "AR"
+    assert "c" in rec.interested(r)
+    assert rec.decode(rec.encode(r)).standbys == r.standbys
+    tomb = rec.tombstone_of(r)
+    assert rec.role(tomb, "c") is None and not tomb.copy_here("c") and "c" in rec.interested(tomb)
+
+
+def test_standbys_are_left_out_of_the_wire_form_when_empty() -> None:
+    """Records without standbys pack as before, so version digests of old data are unchanged."""
+    r = Record(name="web", home="a", location="b", state=State.RUNNING, digest="d", descriptor=b"")
+    assert "standbys" not in rec.encode(r)
+
+
+@pytest.mark.parametrize("value", [[["c", "127.0.0.3:80"], ["c", "127.0.0.4:80"]], [["c"]], [["c", "nope"]], "c"])
+def test_bad_standbys_are_named(value: object) -> None:
+    r = Record(name="web", home="a", location="b", state=State.RUNNING, digest="d", descriptor=b"")
+    with pytest.raises(RecordDecodeError) as info:
+        rec.decode({**rec.encode(r), "standbys": value})
+    assert info.value.field == "standbys"
+
+
 def test_tombstones_have_no_role_but_keep_their_interest() -> None:
     dead = rec.tombstone_of(make(home="a", location="b"))
     assert dead.state is State.DELETED and dead.instance is None

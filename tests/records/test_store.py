@@ -179,3 +179,19 @@ def test_sigkill_mid_write_loses_nothing_committed(tmp_path: Path) -> None:
             # The last acknowledged write (or the one in flight when killed) is there.
             assert stored.updated_at >= last
         assert len(s.all()) >= len(committed)
+
+
+def test_the_agents_hygiene_round_forgets_acknowledged_tombstones_and_old_journal(store: RecordStore) -> None:
+    """What the agent's housekeeping runs every minute (peer.agent.records_hygiene)."""
+    from peer.agent import JOURNAL_KEEP, records_hygiene
+
+    live = store.put_local(content(location="b"), here="a", now=1.0)
+    dead = store.put_local(tombstone_of(live), here="a", now=2.0)
+    store.journal_put("old", {"stage": "cleanup"}, now=10.0)
+    store.journal_close("old", now=11.0)
+    store.journal_put("open", {"stage": "wait"}, now=10.0)
+    assert records_hygiene(store, here="a", now=12.0) == ([], 0)  # b has not acknowledged yet
+    store.ack_tombstones("b", {"web": rec.version_digest(dead)})
+    assert records_hygiene(store, here="a", now=11.0 + JOURNAL_KEEP + 1) == (["web"], 1)
+    assert store.get("web") is None and store.journal_get("old") is None
+    assert store.journal_open() == [("open", {"stage": "wait"})]  # an open entry is never pruned

@@ -67,7 +67,9 @@ class Client:
         body = raw if raw is not None else (None if obj is None else json.dumps(obj).encode())
         if ctype is not None and body is not None:
             headers["Content-Type"] = ctype
-        return await self.request(method, path, body=body, headers=headers)
+        # ctype=None: no Content-Type at all (aiohttp would add application/octet-stream).
+        skip = ("Content-Type",) if ctype is None and body is not None else ()
+        return await self.request(method, path, body=body, headers=headers, skip_auto_headers=skip)
 
     async def get_json(self, path: str) -> Any:
         reply = await self.admin("GET", path)

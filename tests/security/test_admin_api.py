@@ -26,13 +26,14 @@ VALID_BODY: dict[tuple[str, str], Any] = {
     ("POST", "/v1/services"): GOOD,
     ("POST", "/v1/services/{name}/migrate"): {},
     ("POST", "/v1/keys/rotate"): {},
+    ("POST", "/v1/drain"): {},  # (only ever sent without a valid token: it would drain the agent)
 }
 
 
 def operations() -> list[tuple[str, str]]:
     ops = [(m.upper(), p) for p, item in build_spec()["paths"].items() for m, op in item.items()
            if op.get("security") != []]
-    assert len(ops) == 14
+    assert len(ops) == 15
     return ops
 
 
@@ -114,7 +115,8 @@ BAD_DESCRIPTORS: list[tuple[Any, str]] = [
     # image (kubernetes) references with traversal or shell syntax
     *[(with_field(image=v), "image") for v in ("../../x", "a;rm -rf /", "a b", 5, "a" * 300, "Case", "x:tag:tag")],
     (with_field(standby="yes"), "standby"),
-    (with_field(standby=1), "standby"),
+    (with_field(standby=True), "standby"),
+    (with_field(standby=99), "standby"),
     # unknown fields, at the top and nested
     (with_field(shell=True), "shell"),
     (with_field(__proto__={}), "__proto__"),
@@ -133,7 +135,8 @@ NOT_JSON: list[bytes] = [
     b'{"name": "a"', b"\x80\x81", "{\"name\": \"é\"}".encode("latin-1"),
 ]
 WRONG_TYPES = ["application/xml", "text/html", "multipart/form-data; boundary=x", "application/x-www-form-urlencoded",
-               "image/png", "application/msgpack", "application/json-patch+json"]
+               "image/png", "application/msgpack", "application/json-patch+json", "text/plain",
+               "text/plain; charset=utf-8", "application/octet-stream", None]
 HOSTILE_NAMES = ["..", "%2e%2e", "..%2F..%2Fetc%2Fpasswd", "a%00b", "A", "a" * 64, "-a", "%20", "victim-svc%0A",
                  "victim-svc%00", "%24(id)", "a;b", "%E2%80%AE"]
 
@@ -217,7 +220,8 @@ async def test_a_descriptor_that_cannot_start_changes_nothing(client: Client, sn
 
 
 async def test_bodies_that_are_not_json_or_too_big(client: Client, snapshot: Any) -> None:
-    posts = [("/v1/services", GOOD), (f"/v1/services/{NAME}/migrate", {"target": "nowhere"}), ("/v1/keys/rotate", {})]
+    posts = [("/v1/services", GOOD), (f"/v1/services/{NAME}/migrate", {"target": "nowhere"}), ("/v1/keys/rotate", {}),
+             ("/v1/drain", {"stop": "no"})]  # a bad value: should a check let it through, nothing drains
     for path, _good in posts:
         for raw in NOT_JSON:
             assert_error(await client.admin("POST", path, raw=raw), 413 if len(raw) > MAX_BODY else 400)

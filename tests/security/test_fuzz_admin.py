@@ -32,6 +32,7 @@ pytestmark = pytest.mark.integration
 
 EXAMPLES = 30
 SOURCE_ADDR = "127.0.6.41"
+DRAIN = "/v1/drain"  # not fuzzed: it would stop the agent it tests
 # Not `ignored_auth`: its unauthenticated probes share our rate-limit bucket and would get 429;
 # test_admin_api.py sends missing and wrong tokens to every operation instead.
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_headers_conformance,
@@ -70,8 +71,12 @@ def test_schemathesis_finds_no_5xx_and_every_response_matches_the_spec(lone_agen
     statuses: collections.Counter[int] = collections.Counter()
     started = time.monotonic()
     operations = [result.ok() for result in schema.get_all_operations()]  # type: ignore[union-attr]
-    # Schemathesis leaves out the document it was loaded from (GET /v1/openapi.json): 14 of 15.
-    assert len(operations) == 14, [o.label for o in operations]
+    # Schemathesis leaves out the document it was loaded from (GET /v1/openapi.json): 16 of 17.
+    # POST /v1/drain is left out too: a valid `{"stop": true}` would stop the agent under test
+    # (tests/agent/test_drain.py covers it, its bad bodies are in test_admin_api.py).
+    assert len(operations) == 16, [o.label for o in operations]
+    operations = [o for o in operations if o.path != DRAIN]
+    assert len(operations) == 15, [o.label for o in operations]
 
     for operation in operations:
         has_inputs = bool(list(operation.path_parameters) or list(operation.body))
@@ -96,7 +101,7 @@ def test_schemathesis_finds_no_5xx_and_every_response_matches_the_spec(lone_agen
 
     elapsed = time.monotonic() - started
     print(f"schemathesis: {sum(statuses.values())} requests in {elapsed:.1f}s, statuses {dict(sorted(statuses.items()))}")
-    assert not any(code >= 500 and code not in (502, 503, 507) for code in statuses), statuses
+    assert not any(code >= 500 and code not in (502, 503) for code in statuses), statuses
     assert statuses[500] == 0
     assert sum(statuses.values()) >= len(operations) * 2 * 5
     # Only the fuzzed key rotations (2xx) change anything; every 4xx left services and processes alone.

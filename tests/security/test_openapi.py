@@ -12,6 +12,8 @@ import schemathesis
 from aiohttp import web
 
 from peer.api.admin import add_admin_routes
+from peer.api.audit import AuditLog, add_audit_routes
+from peer.api.drain import add_drain_routes
 from peer.api.openapi import build_spec, render
 from peer.api.services import add_service_routes
 from tests.harness import AgentProc
@@ -29,6 +31,8 @@ def test_the_spec_covers_exactly_the_registered_admin_routes() -> None:
     app = web.Application()
     add_admin_routes(app, agent=None)  # type: ignore[arg-type]  # handlers only close over it
     add_service_routes(app, agent=None)  # type: ignore[arg-type]
+    add_audit_routes(app, AuditLog(Path("/nonexistent/audit.log")))
+    add_drain_routes(app, agent=None)  # type: ignore[arg-type]
     routes = {(r.method, r.resource.canonical) for r in app.router.routes()
               if r.method != "HEAD" and r.resource is not None and not r.resource.canonical.startswith("/peer/")}
     documented = {(m.upper(), p) for p, item in build_spec()["paths"].items() for m in item}

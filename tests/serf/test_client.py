@@ -263,3 +263,14 @@ async def test_stopped_agent_times_out_and_the_late_reply_is_skipped(
         assert not client.closed
     finally:
         await client.close()
+
+
+async def test_the_watched_pattern_selects_exactly_the_business_set(start_node: StartNode) -> None:
+    """The agent's fast poll (peer.gossiping.watched_pattern) asks Serf for these names only;
+    a name that is a prefix of another must not pull the other in."""
+    from peer.gossiping import watched_pattern
+
+    a, _, _ = await joined(start_node, 11, 12, 13)
+    pattern = watched_pattern(["serf-t12", "serf-t11", "serf-t1"], here="serf-t11")
+    assert pattern is not None
+    assert sorted(m.name for m in await a.client.members_filtered(name=pattern)) == ["serf-t12"]

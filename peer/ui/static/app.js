@@ -5,7 +5,8 @@
 "use strict";
 
 const KEY = "roam.token";
-const STAGES = ["detection", "pr", "replication", "wait", "reroute", "cleanup", "deploy"];
+// `state` is a stateful service's pre-copy; its `handover` window contains the reroute, so it is not stacked.
+const STAGES = ["detection", "pr", "replication", "wait", "state", "reroute", "cleanup", "deploy"];
 const POLL_MS = 1000;
 let timer = null;
 let here = null;

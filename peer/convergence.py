@@ -1,0 +1,177 @@
+"""The records are the source of truth on a schedule, not only at start.
+
+Every `CONVERGE_EVERY` (1) seconds the agent makes what it runs agree with the records it holds:
+- slot ownership: each service this cluster is an entry of owns the frontend port its record
+  names (`lb.adopt_claims`), and its route points at the record's instance;
+- HAProxy itself (`lb.converge`): frontends open, each backend serving exactly its slot's route,
+  whatever was done behind the agent's back through the runtime API or lost with a worker;
+- copies: a service the record says runs here and the driver no longer runs (deleted behind
+  our back, or given up after too many crashes) is started again, with a back-off; a copy that
+  moved to another port (a driver restart) has its record updated;
+- derived files lost while the agent runs (lb-slots.json, a copy's instance.json) are written
+  again, so that the next start does not have to rebuild them.
+
+It never fights an operation in flight: a service whose lock is held (a migration, a
+fail-safe, a creation, a replicated record being applied), that is arriving here, reserved for
+a creation, or named in an open migration journal (the engine's recovery decides it) is left
+for the next round. It never stops a copy or closes a frontend on the absence of a record
+(records may still be recovering from peers, peer.recovery): only a record that says the
+service is not an entry here (or was deleted) closes its frontend. A round costs two HAProxy
+`show` commands and a look at the driver's table when nothing drifted.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+
+from lb.errors import InvalidTokenError, LBError
+from lb.runtime import valid_ip
+from peer.drivers.base import DriverError, InstanceState, ServiceNotFound
+from peer.records.record import Record
+from peer.services import ServiceManager, addr_of, split_addr
+
+log = logging.getLogger(__name__)
+
+CONVERGE_EVERY = 1.0
+RESTART_BACKOFF = 5.0  # first retry after a failed restart of a copy; doubles up to the cap
+RESTART_BACKOFF_MAX = 120.0
+
+
+@dataclass
+class Converger:
+    services: ServiceManager
+    every: float = CONVERGE_EVERY
+    rounds: int = 0
+    repairs: int = 0
+    _retry_at: dict[str, tuple[float, float]] = field(default_factory=dict)  # name -> (when, backoff)
+
+    async def run(self) -> None:
+        """From the moment the records are recovered (peer.agent._catch_up) until cancelled."""
+        await self.services.recovered.wait()
+        while True:
+            await asyncio.sleep(self.every)
+            try:
+                await self.round()
+            except (LBError, DriverError) as exc:
+                log.warning("convergence round failed (retried in %.0fs): %s", self.every, exc)
+
+    async def round(self) -> list[str]:
+        """One pass; what it repaired, each also logged at WARNING (drift is worth knowing)."""
+        if self.services.closing:
+            return []
+        repaired = await self._slots()
+        repaired += await self.services.lb.converge()
+        repaired += await self._copies()
+        repaired += await self.services.driver.rewrite_lost_state()
+        for what in repaired:
+            log.warning("converged to the records: %s", what)
+        self.rounds += 1
+        self.repairs += len(repaired)
+        return repaired
+
+    def _busy(self) -> set[str]:
+        """Services some operation owns right now: not ours to touch this round."""
+        services = self.services
+        busy = set(services.pending) | set(services.reserved)
+        for key, entry in services.store.journal_open():
+            if key.startswith("target:"):
+                busy.add(key.split(":", 1)[1])
+            elif key.startswith("mig:") and isinstance(entry, dict):
+                busy.add(str(entry.get("service")))
+        return busy
+
+    async def _slots(self) -> list[str]:
+        services, lb, here = self.services, self.services.lb, self.services.here
+        busy = self._busy()
+        repaired: list[str] = []
+        records = {r.name: r for r in services.store.all(include_tombstones=True)}
+        for name, record in sorted(records.items()):
+            if record.tombstone or here not in record.entries or name in busy or services.lock(name).locked():
+                continue
+            endpoint = record.endpoint_at(here)
+            if endpoint is None:
+                continue
+            port = split_addr(endpoint)[1]
+            frontend = lb.frontend(name)
+            route = _routable(record.instance)
+            if frontend is not None and frontend[1] == port and (route is None or lb.current_route(name) == route):
+                continue
+            async with services.lock(name):
+                current = services.get(name)
+                if current is None or current.endpoint_at(here) != endpoint:
+                    continue
+                if frontend is None or frontend[1] != port:
+                    await lb.adopt_claims({name: (port, route)})
+                    repaired.append(f"{name} owns frontend port {port} again (it had {frontend and frontend[1]})")
+                wanted = _routable(current.instance)
+                if wanted is not None and lb.current_route(name) != wanted:
+                    await services.ensure_route(current)
+                    repaired.append(f"{name} routed to {current.instance} again, as its record says")
+        for name in sorted(lb.routes()):
+            known = records.get(name)
+            if known is None or name in busy or services.lock(name).locked():
+                continue  # no record is no evidence (it may still be recovering)
+            if known.tombstone or here not in known.entries:
+                async with services.lock(name):
+                    current = services.store.get(name)
+                    if current is not None and (current.tombstone or here not in current.entries):
+                        await lb.close_frontend(name)
+                        repaired.append(f"closed the frontend of {name}: its record has no entry here")
+        return repaired
+
+    async def _copies(self) -> list[str]:
+        services, here = self.services, self.services.here
+        busy = self._busy()
+        repaired: list[str] = []
+        now = time.monotonic()
+        for record in services.records():
+            name = record.name
+            if record.tombstone or record.location != here or name in busy or services.lock(name).locked():
+                continue
+            try:
+                instance = await services.driver.status(name)
+                state = instance.state
+            except ServiceNotFound:
+                instance, state = None, InstanceState.STOPPED
+            if instance is not None and state is InstanceState.READY:
+                self._retry_at.pop(name, None)
+                if record.instance != addr_of(instance):
+                    await services.refresh_instance(name)
+                    repaired.append(f"{name}'s record follows its copy to {addr_of(instance)}")
+                continue
+            if state is InstanceState.STARTING or now < self._retry_at.get(name, (0.0, 0.0))[0]:
+                continue  # the driver is (re)starting it, or our last attempt failed recently
+            repaired += await self._restart(record, state)
+        return repaired
+
+    async def _restart(self, record: Record, state: InstanceState) -> list[str]:
+        """The record says a copy runs here and none does: start it (bounded by its ready_timeout)."""
+        services, name = self.services, record.name
+        async with services.lock(name):
+            current = services.get(name)
+            if current is None or current.location != services.here or name in services.pending:
+                return []
+            try:
+                await services.ensure_local_copy(current)
+            except DriverError as exc:
+                backoff = min(self._retry_at.get(name, (0.0, RESTART_BACKOFF / 2))[1] * 2, RESTART_BACKOFF_MAX)
+                self._retry_at[name] = (time.monotonic() + backoff, backoff)
+                log.error("%s: its record says it runs here but it is %s, and starting it failed "
+                          "(next try in %.0fs): %s", name, state.value, backoff, exc)
+                return []
+        self._retry_at.pop(name, None)
+        return [f"started {name} again: its record says it runs here, the driver had it {state.value}"]
+
+
+def _routable(instance: str | None) -> tuple[str, int] | None:
+    """The record's instance as HAProxy can route to it (an IP and a port), else None: a
+    name that is not an IP (a Kubernetes node name) is left to the reroute that wrote it."""
+    if not instance:
+        return None
+    try:
+        host, port = split_addr(instance)
+        return valid_ip(host), port
+    except (ValueError, InvalidTokenError):
+        return None

@@ -1,0 +1,244 @@
+"""The state kept beside a stateful service: pulled from its primary every `interval`, saved in
+the data dir, pushed to its standbys, and installed into every new copy before it is routed.
+
+Who pulls: every entry of the home set (cheap: a GET with If-None-Match, answered 304 while the
+state is unchanged), so whichever entry acts as steward after a site loss holds a state at
+most one interval old. The steward alone pushes to standbys. Recovery point of a fail-safe
+redeploy: the last state saved, at most `interval` (plus one pull's duration) old.
+
+`state_version` and the replicated record: a pull does NOT write the record (a write per
+interval would churn vector clocks across the federation). The version saved here is shown by
+the API (`GET /v1/services`, field `state_version`: the newer of the record's and this
+cluster's saved one) and written into the record at commits (a migration's handover, a
+fail-safe redeploy), which also gives the next steward a floor for its own sequence numbers.
+
+Standbys: `standby_addresses(record)` reads the record's standby copies ("ip:port"); the
+standby branch adds `Record.standbys`, and until it is merged the function finds none.
+`StateTransfer.install_latest` is the seam the standby code calls before a new standby counts.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Protocol
+
+from peer.drivers.descriptor import DescriptorError, ServiceDescriptor, StateSpec
+from peer.migration.standby import StateTransferError
+from peer.records.record import Record
+from peer.services import ServiceError, ServiceManager, split_addr
+from peer.state.hook import Snapshot, StateError, StateHook, StateHookMissing, StateTooLarge
+from peer.state.saved import SavedState, SavedStates
+from peer.state.versions import InstalledVersions, Version, observe
+
+log = logging.getLogger(__name__)
+
+TICK = 0.05  # how often due pulls are looked for; the pull period itself is the descriptor's interval
+
+
+class StateTransfer(Protocol):
+    """The seam for standbys (and any new copy): put the latest saved state into a copy."""
+
+    async def install_latest(self, record: Record, host: str, port: int) -> Version | None: ...
+
+
+def state_spec(record: Record) -> StateSpec | None:
+    """The record's state hook, or None for a stateless service (or an unreadable descriptor)."""
+    try:
+        return ServiceDescriptor.from_msgpack(record.descriptor).state
+    except DescriptorError:
+        return None
+
+
+def standby_addresses(record: Record) -> list[tuple[str, int]]:
+    """The standby copies of a service, as (ip, port). Reads `record.standbys` (the standby
+    branch's field: "ip:port" strings or (cluster, "ip:port") pairs); none before it exists."""
+    out: list[tuple[str, int]] = []
+    raw: Iterable[object] = getattr(record, "standbys", ()) or ()
+    for item in raw:
+        addr = item[1] if isinstance(item, (tuple, list)) and len(item) == 2 else item
+        if isinstance(addr, str) and ":" in addr:
+            with contextlib.suppress(ValueError):
+                out.append(split_addr(addr))
+    return out
+
+
+class StandbySeam:
+    """`peer.migration.standby.StateTransfer` over the keeper: the standby code's failure type."""
+
+    def __init__(self, keeper: "StateKeeper") -> None:
+        self.keeper = keeper
+
+    async def install_latest(self, record: Record, host: str, port: int) -> None:
+        try:
+            await self.keeper.install_latest(record, host, port)
+        except StateError as exc:
+            raise StateTransferError(f"state of {record.name} not installed at {host}:{port}: {exc}") from exc
+
+
+class StateKeeper:
+    """Implements `StateTransfer`; one per agent."""
+
+    def __init__(self, *, services: ServiceManager, hook: StateHook, saved: SavedStates,
+                 steward_of: Callable[[Record], str | None]) -> None:
+        self.services = services
+        self.hook = hook
+        self.saved = saved
+        self.steward_of = steward_of
+        self.installed = InstalledVersions()
+        self._latest: dict[tuple[str, str], SavedState] = {}
+        self._generation: dict[str, int] = {}  # bumped by every save: a pull that raced one is dropped
+        self._next: dict[str, float] = {}
+        self._busy: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._forgotten: set[tuple[str, str]] = set()
+
+    # -- what is saved ----------------------------------------------------------------------
+    def latest(self, record: Record) -> SavedState | None:
+        key = (record.name, record.incarnation)
+        if key not in self._latest:
+            found = self.saved.load_quietly(record.name, record.incarnation)
+            if found is None:
+                return None
+            self._latest[key] = found
+        return self._latest[key]
+
+    def saved_version(self, record: Record) -> int | None:
+        latest = self.latest(record)
+        return None if latest is None else latest.version.seq
+
+    def version_of(self, record: Record, snapshot: Snapshot) -> Version:
+        """The version `save` will give `snapshot` (nothing written)."""
+        latest = self.latest(record)
+        return observe(latest.version if latest else None, snapshot.etag, floor=record.state_version or 0)
+
+    def save(self, record: Record, snapshot: Snapshot) -> Version:
+        """Save `snapshot` (read from the primary) as the service's latest state; its version
+        follows roam's order (peer/state/versions.py), above the record's `state_version`."""
+        latest = self.latest(record)
+        version = self.version_of(record, snapshot)
+        if latest is not None and version == latest.version:
+            return version
+        now = time.time()
+        self.saved.save(record.name, record.incarnation, version, snapshot, now=now)
+        self._latest[(record.name, record.incarnation)] = SavedState(version, snapshot, now)
+        self._generation[record.name] = self._generation.get(record.name, 0) + 1
+        if record.instance:
+            self.installed.admit(record.instance, version)  # the primary holds what it gave
+        return version
+
+    # -- a new service ------------------------------------------------------------------------
+    async def check_new(self, descriptor: ServiceDescriptor, host: str, port: int) -> None:
+        """`StateCheck` for creation: the hook must answer a GET within the size limit."""
+        spec = descriptor.state
+        if spec is None:
+            return
+        try:
+            await self.hook.get(host, port, spec.path)
+        except StateHookMissing as exc:
+            raise ServiceError(f"the service answers 404 at its state path {spec.path}", status=422,
+                               field="state.path") from exc
+        except StateTooLarge as exc:
+            raise ServiceError(f"the service's state is {exc.size} bytes, over the {exc.limit}-byte limit",
+                               status=422, field="state") from exc
+        except StateError as exc:
+            raise ServiceError(f"the service's state hook at {spec.path} does not work: {exc}", status=422,
+                               field="state.path") from exc
+
+    # -- into copies --------------------------------------------------------------------------
+    async def install_latest(self, record: Record, host: str, port: int) -> Version | None:
+        """PUT the latest saved state into the copy at host:port (never an older version than
+        it holds); None if there is nothing to install. Raises StateError."""
+        spec, latest = state_spec(record), self.latest(record)
+        if spec is None or latest is None:
+            return None
+        return await self.install(record, host, port, latest.version, latest.snapshot, path=spec.path)
+
+    async def install(self, record: Record, host: str, port: int, version: Version, snapshot: Snapshot, *,
+                      path: str) -> Version | None:
+        copy = f"{host}:{port}"
+        if not self.installed.admit(copy, version):
+            return None  # it holds this version or a newer one already
+        try:
+            await self.hook.put(host, port, path, snapshot)
+        except BaseException:
+            self.installed.forget(copy)
+            raise
+        return version
+
+    # -- the periodic pull ---------------------------------------------------------------------
+    async def run(self) -> None:
+        try:
+            while True:
+                await asyncio.sleep(TICK)
+                now = time.monotonic()
+                for record in self.services.records():
+                    if record.tombstone:
+                        self._forget(record)
+                    elif self._due(record, now):
+                        self._start_pull(record)
+        finally:
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _forget(self, record: Record) -> None:
+        """A deleted service's state is not kept (its tombstone stays for the records only)."""
+        key = (record.name, record.incarnation)
+        if key in self._forgotten:
+            return
+        self._forgotten.add(key)
+        self._latest.pop(key, None)
+        if self.saved.forget(record.name, record.incarnation):
+            log.info("saved state of deleted service %s removed", record.name)
+
+    def _due(self, record: Record, now: float) -> bool:
+        if record.tombstone or not record.instance or record.name in self._busy:
+            return False
+        if self.services.here not in record.entries or self.services.lock(record.name).locked():
+            return False  # a migration or fail-safe moves the state itself meanwhile
+        if self.services.lb.holding(record.name):
+            return False  # a handover holds its requests here: leave the old copy to the final copy
+        spec = state_spec(record)
+        if spec is None or now < self._next.get(record.name, 0.0):
+            return False
+        self._next[record.name] = now + spec.interval
+        return True
+
+    def _start_pull(self, record: Record) -> None:
+        self._busy.add(record.name)
+        task = asyncio.create_task(self._pull(record))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda _t: self._busy.discard(record.name))
+
+    async def _pull(self, record: Record) -> None:
+        spec = state_spec(record)
+        assert spec is not None and record.instance is not None
+        host, port = split_addr(record.instance)
+        latest = self.latest(record)
+        generation = self._generation.get(record.name, 0)
+        try:
+            snapshot = await self.hook.get(host, port, spec.path,
+                                           if_none_match=latest.snapshot.etag if latest else None)
+        except StateError as exc:
+            log.info("state of %s not pulled from %s: %s", record.name, record.instance, exc)
+            return
+        current = self.services.get(record.name)
+        if (snapshot is None or current is None or current.instance != record.instance
+                or self._generation.get(record.name, 0) != generation):
+            return  # unchanged, or the service moved / a handover saved meanwhile
+        version = self.save(current, snapshot)
+        if self.steward_of(current) == self.services.here:
+            await self._push_to_standbys(current, version, snapshot, path=spec.path)
+
+    async def _push_to_standbys(self, record: Record, version: Version, snapshot: Snapshot, *, path: str) -> None:
+        async def one(host: str, port: int) -> None:
+            try:
+                await self.install(record, host, port, version, snapshot, path=path)
+            except StateError as exc:
+                log.warning("state %s of %s not pushed to standby %s:%d: %s", version.seq, record.name, host, port, exc)
+
+        await asyncio.gather(*(one(h, p) for h, p in standby_addresses(record)))

@@ -1,0 +1,150 @@
+"""The convergence round's rules (peer/convergence.py) with an in-memory load balancer and
+driver and a real record store: it repairs what the records ask, and never what an operation
+in flight owns, nor anything on the mere absence of a record. The same round against real
+HAProxy and processes: tests/agent/test_convergence.py."""
+from __future__ import annotations
+
+import builtins
+import time
+from pathlib import Path
+
+import pytest
+
+from lb.fake import FakeLoadBalancer
+from peer.convergence import Converger
+from peer.drivers.base import DeployFailed, Instance, InstanceState, ServiceNotFound
+from peer.drivers.descriptor import ServiceDescriptor
+from peer.records.record import Record, State, descriptor_digest, tombstone_of
+from peer.records.store import RecordStore
+from peer.services import ServiceManager
+
+HERE = "c1"
+
+
+class FakeDriver:
+    """Runs nothing; `state` says what each copy is, `broken` names copies that cannot start."""
+
+    name = "fake"
+
+    def __init__(self) -> None:
+        self.state: dict[str, InstanceState] = {}
+        self.port: dict[str, int] = {}
+        self.broken: set[str] = set()
+        self.deploys: list[str] = []
+
+    def _instance(self, name: str) -> Instance:
+        return Instance(name=name, home=HERE, host="127.0.0.1", port=self.port.get(name, 31000),
+                        state=self.state[name])
+
+    async def deploy(self, descriptor: ServiceDescriptor, *, home: str) -> Instance:
+        self.deploys.append(descriptor.name)
+        if descriptor.name in self.broken:
+            raise DeployFailed(f"{descriptor.name}: exited at once", log_tail="boom")
+        self.state[descriptor.name] = InstanceState.READY
+        return self._instance(descriptor.name)
+
+    async def wait_ready(self, name: str, *, timeout: float) -> Instance:
+        return self._instance(name)
+
+    async def status(self, name: str) -> Instance:
+        if name not in self.state:
+            raise ServiceNotFound(name)
+        return self._instance(name)
+
+    async def delete(self, name: str) -> None:
+        self.state.pop(name, None)
+
+    async def list(self) -> builtins.list[Instance]:
+        return [self._instance(n) for n in self.state]
+
+    async def rewrite_lost_state(self) -> builtins.list[str]:
+        return []
+
+
+async def _publish(record: Record, extra: frozenset[str]) -> None:
+    return None
+
+
+@pytest.fixture
+def parts(tmp_path: Path) -> tuple[ServiceManager, FakeLoadBalancer, FakeDriver, Converger]:
+    lb, driver = FakeLoadBalancer(), FakeDriver()
+    store = RecordStore.open(tmp_path / "records.sqlite3")
+    services = ServiceManager(here=HERE, store=store, driver=driver, lb=lb, publish=_publish)  # type: ignore[arg-type]
+    return services, lb, driver, Converger(services=services)
+
+
+def _record(services: ServiceManager, name: str, *, location: str = HERE, entries: tuple[str, ...] = (HERE,),
+            port: int = 30000, instance: str = "127.0.0.1:31000") -> Record:
+    payload = ServiceDescriptor.from_obj({"name": name, "port": 8080, "command": ["x"]}).canonical_msgpack()
+    endpoints = tuple(sorted((c, f"127.0.0.1:{port}") for c in entries))
+    return services.store.put_local(
+        Record(name=name, home=entries[0], location=location, state=State.RUNNING, digest=descriptor_digest(payload),
+               descriptor=payload, instance=instance, endpoint=endpoints[0][1], incarnation=f"1-{entries[0]}",
+               homes=entries, endpoints=endpoints), here=HERE, now=time.time())
+
+
+async def test_a_copy_the_record_says_runs_here_is_started_again_with_a_back_off(parts) -> None:  # type: ignore[no-untyped-def]
+    services, lb, driver, conv = parts
+    _record(services, "web")
+    await lb.open_frontend("web", port=30000)
+    await lb.route("web", "127.0.0.1", 31000)
+    driver.state["web"] = InstanceState.FAILED  # the driver gave up on it
+    repaired = await conv.round()
+    assert driver.deploys == ["web"] and any("started web again" in r for r in repaired), repaired
+    assert driver.state["web"] is InstanceState.READY
+
+    driver.state.pop("web")  # gone behind our back; and now it cannot start
+    driver.broken.add("web")
+    assert await conv.round() == []
+    assert await conv.round() == [] and driver.deploys == ["web", "web"]  # backed off: no second try yet
+
+
+async def test_a_starting_copy_and_a_copy_elsewhere_are_left_alone(parts) -> None:  # type: ignore[no-untyped-def]
+    services, lb, driver, conv = parts
+    _record(services, "restarting")
+    driver.state["restarting"] = InstanceState.STARTING  # the driver's own restart in progress
+    _record(services, "abroad", location="c2", entries=("c2",), port=30001)
+    await conv.round()
+    assert driver.deploys == []
+
+
+async def test_nothing_an_operation_holds_is_touched(parts) -> None:  # type: ignore[no-untyped-def]
+    services, lb, driver, conv = parts
+    _record(services, "moving")
+    _record(services, "journaled", port=30001)
+    services.store.journal_put("mig:m1", {"service": "journaled", "stage": "reroute"})
+    async with services.lock("moving"):
+        assert await conv.round() == []
+    assert driver.deploys == [] and lb.slots == {}  # neither restarted nor given its frontend
+    await conv.round()  # once the lock is free, the unjournaled one converges
+    assert driver.deploys == ["moving"] and set(lb.slots) == {"moving"}
+
+
+async def test_slots_follow_the_records_and_only_a_record_closes_a_frontend(parts) -> None:  # type: ignore[no-untyped-def]
+    services, lb, driver, conv = parts
+    driver.state["web"] = InstanceState.READY
+    _record(services, "web", port=30005)
+    repaired = await conv.round()  # its frontend was lost: the record's port, routed to its instance
+    assert lb.slots["web"] == 30005 and lb.current_route("web") == ("127.0.0.1", 31000), repaired
+
+    await lb.open_frontend("unknown")  # no record at all: maybe not recovered yet, so kept
+    gone = _record(services, "gone", port=30002)
+    await lb.open_frontend("gone", port=30002)
+    services.store.put_local(tombstone_of(gone), here=HERE, now=time.time())
+    _record(services, "elsewhere", location="c2", entries=("c2",), port=30003)
+    await lb.open_frontend("elsewhere", port=30003)  # its record has no entry here
+    repaired = await conv.round()
+    assert set(lb.slots) == {"web", "unknown"}, (lb.slots, repaired)
+    assert sum("closed the frontend" in r for r in repaired) == 2
+
+
+async def test_a_copy_that_moved_port_gets_its_record_updated(parts) -> None:  # type: ignore[no-untyped-def]
+    services, lb, driver, conv = parts
+    _record(services, "web")
+    await lb.open_frontend("web", port=30000)
+    await lb.route("web", "127.0.0.1", 31000)
+    driver.state["web"], driver.port["web"] = InstanceState.READY, 31007  # a driver restart, new port
+    await conv.round()
+    record = services.get("web")
+    assert record is not None and record.instance == "127.0.0.1:31007"
+    assert lb.current_route("web") == ("127.0.0.1", 31007)
