@@ -51,6 +51,7 @@ from peer.migration.standby import StandbyKeeper, StateTransfer
 from peer.state.hook import HttpStateHook
 from peer.state.keeper import StandbySeam, StateKeeper
 from peer.state.saved import SavedStates
+from peer.homewatch import HomeWatch
 from peer.linkprobe import LinkProbe
 from peer.peerclient import PeerClient, PeerError, peer_auth_middleware
 from peer.placing import views as build_views
@@ -234,11 +235,13 @@ class Agent:
             ("housekeeping", self._housekeeping_loop()), ("home-sets", keeper.run()),
             ("standbys", standbys.run()), ("catch-up", self._catch_up()), ("state", self.state.run()),
             ("convergence", Converger(services=self.services).run()),
+            ("home-watch", HomeWatch(here=self.here, records=self.services.records, client=self.client,
+                                     url_of=self.api_url_of, liveness=self.liveness).run()),
         ]
         if self.config.auto_migrate:
             assert self.probe is not None
             policy = PolicyTriggers(services=self.services, engine=self.engine, agent=self,
-                                    thresholds=self.config.thresholds)
+                                    thresholds=self.config.thresholds, failing=failsafe.owns)
             loops += [("link-probe", self.probe.run()), ("policy", policy.run())]
         for name, coro in loops:
             self._tasks.append(asyncio.create_task(coro, name=f"{self.here}:{name}"))

@@ -393,13 +393,23 @@ class ServiceManager:
         task.add_done_callback(self._tasks.discard)
 
     async def _apply(self, outcome: MergeOutcome) -> None:
-        name = outcome.result.name
-        async with self.lock(name):
-            for action in outcome.actions:
-                try:
-                    await self._act(action)
-                except (DriverError, LBError, WorkloadRefused) as exc:
-                    log.error("%s on %s failed: %s", type(action).__name__, name, exc)
+        async with self.lock(outcome.result.name):
+            await self.act_locked(outcome)
+
+    async def act_locked(self, outcome: MergeOutcome, *, keep_copy: bool = False) -> None:
+        """Carry out a merge outcome's actions; the caller holds the service's lock. Whoever
+        applies a record must act on it: a version that is merged here and whose actions are
+        dropped is never acted on again (the next copy of it changes nothing), e.g. an AC that
+        is also an entry gets the commit by `ROUTE` first and would keep its copy pending.
+        `keep_copy`: a copy running here is not stopped now (a planned move's old copy serves
+        until every entry has moved; the steward's `RELEASE` stops it)."""
+        for action in outcome.actions:
+            if keep_copy and isinstance(action, StopLocalCopy):
+                continue
+            try:
+                await self._act(action)
+            except (DriverError, LBError, WorkloadRefused) as exc:
+                log.error("%s on %s failed: %s", type(action).__name__, outcome.result.name, exc)
 
     async def _act(self, action: Action) -> None:
         current = self.store.get(action.name)

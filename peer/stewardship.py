@@ -6,12 +6,15 @@ view; it alone coordinates reroutes and commits, runs the fail-safe and repairs 
 and the fail-safe's own probes) and the time math, apart from any timer: an entry counts as
 lost once Serf has reported it failed or left for `home_grace` seconds, or once this cluster's
 own probes found it unreachable (HAProxy checks down and the peer API silent), which is
-seconds faster than Serf. Split brain is allowed: each side of a partition elects its own
+seconds faster than Serf, or once the home watch (peer/homewatch.py) has found it silent
+(several pings in a row unanswered, peer/silence.py) for `home_grace` seconds: the grace
+runs from that mark as it does from Serf's "failed", so an idle HC's loss is noticed
+without waiting for Serf. Split brain is allowed: each side of a partition elects its own
 steward, and the merge rule (peer/records/merge.py) decides after the heal.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from peer.records.record import Record
@@ -36,12 +39,23 @@ class Liveness:
     home_grace: float = DEFAULT_HOME_GRACE
     caught_up: bool = True  # False until a restarted cluster has synced its records
     unreachable: dict[str, float] = field(default_factory=dict)  # cluster -> since (probe evidence)
+    silent: dict[str, float] = field(default_factory=dict)  # cluster -> marked at (home watch)
 
     def mark_unreachable(self, cluster: str, now: float) -> None:
         self.unreachable.setdefault(cluster, now)
 
+    def mark_silent(self, cluster: str, now: float) -> None:
+        """The home watch's pings went unanswered (peer/silence.py): lost `home_grace` later."""
+        self.silent.setdefault(cluster, now)
+
+    def forget_silent(self, cluster: str) -> None:
+        """The home watch heard it again, or no longer watches it."""
+        self.silent.pop(cluster, None)
+
     def mark_reachable(self, cluster: str) -> None:
+        """It answered: whatever probes said of it no longer holds."""
         self.unreachable.pop(cluster, None)
+        self.silent.pop(cluster, None)
 
     def lost_for(self, cluster: str, members: Mapping[str, Observed], now: float) -> float | None:
         """Seconds `cluster` has been lost, or None if it counts as alive."""
@@ -53,6 +67,9 @@ class Liveness:
             since = seen.since if seen is not None else now
             if now - since >= self.home_grace:
                 evidence.append(now - since)
+        marked = self.silent.get(cluster)
+        if marked is not None and now - marked >= self.home_grace:
+            evidence.append(now - marked)
         if cluster in self.unreachable:
             if seen is not None and seen.status == "alive" and seen.since > self.unreachable[cluster]:
                 del self.unreachable[cluster]  # gossip saw it come back after our probes failed
@@ -101,3 +118,15 @@ def must_adopt_home(record: Record, *, here: str, lost_for: Mapping[str, float |
     if record.tombstone or record.location != here or here in record.entries:
         return False
     return all((lost_for.get(e) or 0.0) >= repair_after for e in record.entries)
+
+
+def watched_peers(records: Iterable[Record], here: str) -> frozenset[str]:
+    """The clusters `here` may have to take stewardship from: for every live record it is an
+    entry of, the entries ahead of it in `homes` order (the HC, then the deputies). One
+    probe per cluster, whatever the number of records naming it (peer/homewatch.py)."""
+    ahead: set[str] = set()
+    for record in records:
+        if record.tombstone or here not in record.entries:
+            continue
+        ahead.update(record.entries[:record.entries.index(here)])
+    return frozenset(ahead)

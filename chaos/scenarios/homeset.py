@@ -16,6 +16,7 @@ from chaos.entries import EntryList
 from chaos.scenarios.context import ScenarioContext
 from chaos.verdict import Evaluation, wait_settled
 from chaos.workload import served_by
+from lb.statefile import LBState
 from peer.waiting import WaitTimeout, wait_until
 
 POLL = 0.02  # how finely waits for serving are timed
@@ -157,6 +158,28 @@ async def wait_repaired(ctx: ScenarioContext, name: str, observer: str, *, lost:
     took = await _timed(ctx, whole, since, timeout=timeout,
                         what=f"{name}'s home set repaired without {lost}")
     return took, (found[0] if found else None)
+
+
+def frontend_slots(ctx: ScenarioContext, cluster: str) -> set[str]:
+    """The services `cluster`'s HAProxy holds a frontend slot for: lb's own bookkeeping in its
+    data dir, readable from here whatever the agent's state."""
+    try:
+        return set(LBState.load(ctx.fed.agents[cluster].data_dir / "lb" / "lb-slots.json").slots)
+    except (OSError, ValueError):
+        return set()
+
+
+async def wait_closed(ctx: ScenarioContext, name: str, cluster: str, endpoint: str, *,
+                      since: float, timeout: float) -> float | None:
+    """Seconds from `since` until `cluster`, no longer an entry of `name`, has closed its
+    frontend: no slot for `name` in its HAProxy, and its old `endpoint` serves nothing."""
+    async def closed() -> bool:
+        if name in frontend_slots(ctx, cluster):
+            return False
+        return await served_by(ctx.probe, endpoint, timeout=PROBE_TIMEOUT) is None
+
+    return await _timed(ctx, closed, since, timeout=timeout,
+                        what=f"{cluster} closing its frontend {endpoint} for {name}")
 
 
 async def _timed(ctx: ScenarioContext, predicate: Any, since: float, *, timeout: float,

@@ -16,8 +16,8 @@ from chaos.faults import Isolate
 from chaos.scenarios import Scenario, ScenarioFn
 from chaos.scenarios.context import ScenarioContext
 from chaos.scenarios.homeset import (
-    converge, deploy, direct_label, failed_so_far, migrate_planned, start_loads,
-    wait_repaired, wait_serving, wait_steward, view,
+    converge, deploy, direct_label, failed_so_far, frontend_slots, migrate_planned, start_loads,
+    wait_closed, wait_repaired, wait_serving, wait_steward, view,
 )
 from chaos.siteloss import SiteLoss
 
@@ -138,7 +138,10 @@ async def hc_isolated(ctx: ScenarioContext) -> None:
 
 async def entry_repair(ctx: ScenarioContext) -> None:
     """A non-HC entry's site is lost: after `repair_after` the steward replaces it with a
-    cluster placement chooses, and the new entry serves."""
+    cluster placement chooses, and the new entry serves. Then the old entry's site returns
+    on its old data dir, whose record still names it an entry: once it has caught up it must
+    close its frontend for the service (it is no longer an entry; an open one would serve
+    clients still configured with it from a home set they should have left)."""
     hc = ctx.clusters[0]
     name = "s1"
     homes = await deploy(ctx, name, hc)
@@ -146,7 +149,8 @@ async def entry_repair(ctx: ScenarioContext) -> None:
     start_loads(ctx, homes, direct=[hc])
     await ctx.hold(SETTLE)
     before = failed_so_far(ctx, direct_label(name, hc))
-    await ctx.inject(SiteLoss(ctx.fed, victim))
+    loss = SiteLoss(ctx.fed, victim)
+    await ctx.inject(loss)
     lost_at = time.monotonic()
     took, fixed = await wait_repaired(ctx, name, hc, lost=victim, wanted=len(homes.homes),
                                       since=lost_at, timeout=REPAIR_AFTER + DEADLINE)
@@ -161,7 +165,29 @@ async def entry_repair(ctx: ScenarioContext) -> None:
     ctx.report.figure("lost_at_hc_entry", lost, "requests")
     ctx.expect("nothing_lost_at_hc_entry", lost == 0,
                f"{lost} requests lost through {hc}'s entry while {victim} was lost")
+    await _old_entry_returns(ctx, name, loss, homes.endpoint(victim))
     await ctx.hold(SETTLE)
+
+
+async def _old_entry_returns(ctx: ScenarioContext, name: str, loss: SiteLoss, endpoint: str) -> None:
+    """The replaced entry's site comes back on its old data dir: converged, and its frontend
+    for `name` closed (no slot in its HAProxy, its old endpoint serving nothing)."""
+    victim = loss.cluster
+    had = name in frontend_slots(ctx, victim)  # what its disk holds: the check is not vacuous
+    returned = time.monotonic()
+    await ctx.heal(loss)
+    ev, took = await converge(ctx, "old_entry_return_to_converged", since=returned, timeout=90.0)
+    ctx.expect("converged_after_old_entry_returned", ev.ok,
+               f"one copy, one steward, records agree, every entry serves {took}s after {victim} "
+               "started again" if ev.ok else ev.failing()[:400])
+    closed = await wait_closed(ctx, name, victim, endpoint, since=returned, timeout=DEADLINE)
+    ctx.report.figure("old_entry_closed_frontend_s", closed, "s")
+    ctx.expect("old_entry_closed_its_frontend", had and closed is not None,
+               f"{victim} closed its frontend {endpoint} for {name} {closed}s after it returned"
+               if had and closed is not None else
+               f"{victim}'s data dir held no frontend for {name} before it returned" if not had else
+               f"{victim} still holds a frontend for {name} (slots {sorted(frontend_slots(ctx, victim))}) "
+               f"or {endpoint} still serves it {DEADLINE}s after it returned")
 
 
 async def hc_returns(ctx: ScenarioContext, *, wipe: bool = False) -> None:
@@ -214,4 +240,7 @@ SCENARIOS = [
               "a non-HC entry's site lost: replaced by placement after repair_after"),
     _scenario("hc-returns", hc_returns,
               "the HC's site lost, then back on its old data dir: converged soon after"),
+    _scenario("hc-returns-empty", hc_returns_empty,
+              "the HC's site lost, then rebuilt on an empty data dir: records recovered from "
+              "peers, converged soon after"),
 ]

@@ -152,6 +152,22 @@ class FailSafe:
             task = asyncio.create_task(self._redeploy(record, evidence=evidence, since=suspicion.since))
         task.add_done_callback(lambda _t: self._busy.discard(name))
 
+    async def owns(self, record: Record) -> bool:
+        """Is this service the fail-safe's now, not the policy's? A policy move is a planned
+        move: make-before-break drains the old copy while it still serves. A copy that does
+        not serve here (this entry's HAProxy checks are down), a location this cluster's probes
+        found unreachable, or a suspicion under way is a failure, and the fail-safe acts on it
+        within a second. A policy move started then (e.g. its link probe saw the lost AC as a
+        bad link first) would race the fail-safe and count an outage as a planned move."""
+        if record.location == self.services.here:
+            return False
+        if record.name in self._suspects or record.name in self._busy or record.location in self.liveness.unreachable:
+            return True
+        try:
+            return not await self._route_up(record.name)
+        except LBError:
+            return True  # this entry cannot tell: do not move on a guess
+
     async def _route_up(self, name: str) -> bool:
         """The primary's server is up (backup servers, the standbys, do not count)."""
         statuses = [s for s in await self.services.lb.server_status(name) if not s.backup]

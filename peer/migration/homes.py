@@ -235,12 +235,15 @@ class HomeSetHandlers:
             raise web.HTTPBadRequest(reason=f"record.{exc.field}: {exc}") from exc
         services = self.services
         async with services.lock(record.name):
-            services.store.apply_remote(record, here=services.here)
+            # The commit of a move to here reaches an entry that is also the AC by ROUTE before
+            # any gossip: its actions (AdoptLocalCopy settles the pending copy) run now. A move
+            # away from here keeps the old copy: other entries may still route to it.
+            await services.act_locked(services.store.apply_remote(record, here=services.here), keep_copy=True)
             current = services.get(record.name)
             if current is not None and current.location == services.here:
-                # A copy that arrived here by migration is ours now (the merge's
-                # AdoptLocalCopy is not run on this path): a later move back here is no
-                # "other migration arriving".
+                # A copy that arrived here by migration is ours now: a later move back here is
+                # no "other migration arriving" (AdoptLocalCopy above settles it already when
+                # this version changed the location; this also covers an earlier merge).
                 services.settle_arrival(record.name, current.migration_id)
             if current is not None and services.here in current.entries:
                 services.reserved.pop(record.name, None)

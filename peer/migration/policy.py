@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from peer.migration.engine import MigrationEngine, MigrationError
+from peer.records.record import Record
 from peer.placing import requirements
 from peer.services import ServiceError, ServiceManager
 from placement import ComeHome, Move, Thresholds, decide
@@ -20,7 +22,8 @@ TICK = 1.0
 
 class PolicyTriggers:
     def __init__(self, *, services: ServiceManager, engine: MigrationEngine, agent: Any,
-                 thresholds: Thresholds) -> None:
+                 thresholds: Thresholds, failing: Callable[[Record], Awaitable[bool]]) -> None:
+        self.failing = failing  # FailSafe.owns: a service whose copy does not serve is not ours
         self.services = services
         self.engine = engine
         self.agent = agent
@@ -43,6 +46,8 @@ class PolicyTriggers:
         member = self.agent.membership.get(location)
         if location != self.services.here and (member is None or member.status != "alive"):
             return  # lost hosts are the fail-safe's job
+        if await self.failing(record):
+            return  # ...and so are copies that stopped serving before gossip noticed
         now = time.time()
         # Dwell counts from the last move of any kind (a fail-safe too); a service first seen
         # now (just deployed, or the agent restarted) starts its dwell time now.

@@ -92,8 +92,10 @@ async def test_hc_isolated_both_sides_serve_then_one_copy(tmp_path: Path) -> Non
 @pytest.mark.integration
 async def test_a_lost_entry_is_replaced(tmp_path: Path) -> None:
     data = await run_scenario("entry-repair", tmp_path)
-    assert {"entry_replaced", "nothing_lost_at_hc_entry"} <= passed(data)
+    assert {"entry_replaced", "nothing_lost_at_hc_entry", "converged_after_old_entry_returned",
+            "old_entry_closed_its_frontend"} <= passed(data)
     assert figure(data, "entry_replaced_s") is not None
+    assert figure(data, "old_entry_closed_frontend_s") is not None
     assert data["loads"]["s1"]["failed"] == 0
 
 
@@ -103,6 +105,16 @@ async def test_hc_returns_on_its_old_data_dir(tmp_path: Path) -> None:
     data = await run_scenario("hc-returns", tmp_path)
     assert {"survivors_took_over", "converged_after_return"} <= passed(data)
     assert figure(data, "hc_return_to_converged_s") is not None
+
+
+@pytest.mark.netns
+@pytest.mark.integration
+async def test_hc_returns_on_an_empty_data_dir(tmp_path: Path) -> None:
+    """The HC's site rebuilt on an empty disk: it recovers its records from the peers before
+    it acts, and the federation converges (one copy, one steward, every entry serving)."""
+    data = await run_scenario("hc-returns-empty", tmp_path)
+    assert {"survivors_took_over", "converged_after_return"} <= passed(data)
+    assert figure(data, "hc_return_empty_to_converged_s") is not None
 
 
 # -- pure pieces --------------------------------------------------------------------------

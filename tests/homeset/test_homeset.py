@@ -29,17 +29,17 @@ def descriptor(name: str = "web", **extra: Any) -> dict[str, Any]:
             **extra}
 
 
-async def start(fed: Federation) -> None:
-    for name, addr in ADDRS.items():
-        join = [] if name == "c1" else [ADDRS["c1"]]
+async def start(fed: Federation, addrs: dict[str, str] = ADDRS) -> None:
+    for name, addr in addrs.items():
+        join = [] if name == "c1" else [addrs["c1"]]
         fed.add(name, addr, join=join, extra=["--no-auto-migrate", "--tier", TIERS[name], "--repair-after", "3"]).start()
-    for name in ADDRS:
+    for name in addrs:
         await fed.wait_healthy(name)
 
     async def formed() -> bool:
-        for n in ADDRS:
+        for n in addrs:
             members = await fed.get(n, "/v1/members")
-            if sum(1 for m in members if m["status"] == "alive" and m["load"]) != len(ADDRS):
+            if sum(1 for m in members if m["status"] == "alive" and m["load"]) != len(addrs):
                 return False
         return True
 
