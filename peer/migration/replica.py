@@ -18,7 +18,6 @@ from peer.drivers.descriptor import DescriptorError, ServiceDescriptor
 from peer.migration import wire
 from peer.peerclient import msgpack_response, read_msgpack
 from peer.placing import requirements
-from peer.records.merge import StopLocalCopy
 from peer.records.record import RecordDecodeError, State
 from peer.services import PENDING_TTL, PendingCopy, ServiceManager, WorkloadRefused, addr_of, split_addr
 from placement import admit
@@ -184,18 +183,18 @@ class ReplicaHandlers:
         async with services.lock(committed.name):
             outcome = services.store.apply_remote(committed, here=services.here)
             current = services.store.get(committed.name)
+            # What else the record asks of this cluster comes first (an entry here reroutes
+            # before its copy stops: make-before-break at this entry too). A RELEASE may be the
+            # first news of the record here: an HC back on an empty data dir without --join
+            # hears the steward's RELEASE before any anti-entropy round, and its frontend must
+            # open and follow the record as after any other merge.
+            await services.act_locked(outcome, keep_copy=True)
             if current is not None and not current.copy_here(services.here):
                 with contextlib.suppress(DriverError):
                     await services.stop_copy(committed.name)
-                if not current.tombstone and not services.interested_here(current):
+                if not current.tombstone and not services.interested_here(current) and \
+                        services.store.get(committed.name) is not None:
                     services.store.drop(committed.name)
-        # The copy is handled above; the rest of what the record asks of this cluster is not: a
-        # RELEASE may be the first news of the record here (an HC back on an empty data dir
-        # without --join hears the steward's RELEASE before any anti-entropy round), and its
-        # entry frontend must then open and follow the record like after any other merge.
-        rest = tuple(a for a in outcome.actions if not isinstance(a, StopLocalCopy))
-        if rest:
-            services.apply_soon(replace(outcome, actions=rest))
         self.agent.load_changed()
         return msgpack_response({"released": True, "changed": outcome.changed})
 
