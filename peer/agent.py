@@ -16,7 +16,7 @@ import os
 import signal
 import ssl
 import time
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from aiohttp import web
@@ -64,6 +64,7 @@ from peer.services import ServiceManager, WorkloadGate, split_addr
 from peer.workload import resolve_executable, resolve_lexical
 from peer.waiting import wait_until
 from peer.stewardship import Liveness, Observed
+from peer.supervision import supervised
 from placement import ClusterView, Thresholds
 
 log = logging.getLogger(__name__)
@@ -230,21 +231,23 @@ class Agent:
         standbys = StandbyKeeper(services=self.services, client=self.client, history=self.history, agent=self,
                                  homes=self.homes, steward_of=self.steward_of, lost_for=self.lost_for,
                                  state=self.state_transfer, policy=self.config.policy)
-        loops: list[tuple[str, Coroutine[Any, Any, None]]] = [
-            ("failsafe", failsafe.run()), ("anti-entropy", self._anti_entropy_loop()),
-            ("housekeeping", self._housekeeping_loop()), ("home-sets", keeper.run()),
-            ("standbys", standbys.run()), ("catch-up", self._catch_up()), ("state", self.state.run()),
-            ("convergence", Converger(services=self.services).run()),
-            ("home-watch", HomeWatch(here=self.here, records=self.services.records, client=self.client,
-                                     url_of=self.api_url_of, liveness=self.liveness).run()),
+        homewatch = HomeWatch(here=self.here, records=self.services.records, client=self.client,
+                              url_of=self.api_url_of, liveness=self.liveness)
+        converger = Converger(services=self.services)
+        loops: list[tuple[str, Callable[[], Awaitable[None]]]] = [
+            ("failsafe", failsafe.run), ("anti-entropy", self._anti_entropy_loop),
+            ("housekeeping", self._housekeeping_loop), ("home-sets", keeper.run),
+            ("standbys", standbys.run), ("catch-up", self._catch_up), ("state", self.state.run),
+            ("convergence", converger.run), ("home-watch", homewatch.run),
         ]
         if self.config.auto_migrate:
             assert self.probe is not None
             policy = PolicyTriggers(services=self.services, engine=self.engine, agent=self,
                                     thresholds=self.config.thresholds, failing=failsafe.owns)
-            loops += [("link-probe", self.probe.run()), ("policy", policy.run())]
-        for name, coro in loops:
-            self._tasks.append(asyncio.create_task(coro, name=f"{self.here}:{name}"))
+            loops += [("link-probe", self.probe.run), ("policy", policy.run)]
+        for name, run in loops:  # each restarted after a failure, logged (peer.supervision)
+            self._tasks.append(asyncio.create_task(supervised(f"{self.here}:{name}", run),
+                                                   name=f"{self.here}:{name}"))
 
     def _lb_claims(self) -> dict[str, Claim]:
         """The slots the records give this cluster (its entry port per service, and where the
@@ -538,9 +541,15 @@ class Agent:
         self._spawn(coro)
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
-        task = asyncio.create_task(coro)
+        task = asyncio.create_task(coro, name=f"{self.here}:{coro.__qualname__}")
         self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        task.add_done_callback(self._background_done)
+
+    def _background_done(self, task: asyncio.Task[Any]) -> None:
+        """A background job ended: forget it, and log an error it ended with (never silent)."""
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background job %s failed", task.get_name(), exc_info=task.exception())
 
 
 def backstop_round(sharing: list[str], others: list[str], *, turn: int, fanout: int) -> list[str]:

@@ -78,6 +78,7 @@ class FailSafe:
         self._suspects: dict[str, Suspicion] = {}
         self._busy: set[str] = set()
         self._unpromotable: set[tuple[str, str]] = set()  # (service, standby addr) whose promotion failed
+        self._acting: set[asyncio.Task[None]] = set()  # promotions and redeploys under way (cancelled on stop)
 
     async def run(self) -> None:
         recheck = asyncio.create_task(self._recheck_unreachable())
@@ -90,8 +91,9 @@ class FailSafe:
                             await self._check(record)
         finally:
             recheck.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await recheck
+            for task in self._acting:
+                task.cancel()
+            await asyncio.gather(recheck, *self._acting, return_exceptions=True)
 
     async def _recheck_unreachable(self) -> None:
         """Probe evidence that a cluster is unreachable holds only until it answers a ping
@@ -150,7 +152,15 @@ class FailSafe:
             task = asyncio.create_task(self._promote(record, standby, evidence=evidence, since=suspicion.since))
         else:
             task = asyncio.create_task(self._redeploy(record, evidence=evidence, since=suspicion.since))
-        task.add_done_callback(lambda _t: self._busy.discard(name))
+        self._acting.add(task)
+        task.add_done_callback(lambda t: self._acted(name, t))
+
+    def _acted(self, name: str, task: asyncio.Task[None]) -> None:
+        """A promotion or redeploy ended: free the service, and never lose its error silently."""
+        self._busy.discard(name)
+        self._acting.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("fail-safe for %s failed unexpectedly", name, exc_info=task.exception())
 
     async def owns(self, record: Record) -> bool:
         """Is this service the fail-safe's now, not the policy's? A policy move is a planned
