@@ -1,17 +1,21 @@
 """The dashboard in a real browser (Debian's headless Chromium) against real agents: nothing shows
-without the token; with it, members, services and a migration with its stage bars appear, and
-the token is taken out of the address bar. Saves the browser's screenshot (docs/dashboard.png
+without the token; with it, members, services (a stateful one with a hot standby shows the
+standby's cluster and its state version) and a migration with its stage bars appear, and the
+token is taken out of the address bar. Saves the browser's screenshot (docs/dashboard.png
 with ROAM_SCREENSHOT=1)."""
 from __future__ import annotations
 
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
+from peer.waiting import wait_until
 from tests.harness import TOKEN, federation
 from tests.ui.browser import chromium, chromium_missing
 
@@ -23,6 +27,16 @@ DESCRIPTOR = {
     "name": "classifier", "port": 8080, "cpu": 0.25, "memory": "64Mi", "health": {"path": "/healthz"},
     "command": [sys.executable, "-m", "peer.samples.classifier", "--host", "{host}", "--port", "{port}"],
 }
+COUNTER = {  # stateful (issue 15): one warm copy at the other cluster, state saved every 0.5 s
+    **DESCRIPTOR, "name": "counter", "standby": 1, "state": {"path": "/roam/state", "interval": 0.5},
+    "command": [sys.executable, "-m", "peer.samples.stateful", "--host", "{host}", "--port", "{port}"],
+}
+STANDBYS_CELL, STATE_VERSION_CELL = 6, 8  # columns of the services table (peer/ui/static/index.html)
+
+
+def cells(browser: Any, service: str) -> list[str]:
+    row = browser.find_element(By.CSS_SELECTOR, f'#services tr[data-name="{service}"]')
+    return [td.text for td in row.find_elements(By.TAG_NAME, "td")]
 
 
 def test_chromium_is_installed() -> None:
@@ -35,7 +49,18 @@ async def test_dashboard_shows_the_federation_only_with_the_token(tmp_path: Path
         fed.add("cloud-b", B, join=[A], extra=["--no-auto-migrate", "--tier", "cloud"]).start()
         await fed.wait_healthy("edge-a")
         await fed.wait_healthy("cloud-b")
+
+        async def both_alive() -> bool:
+            members = await fed.get("edge-a", "/v1/members")
+            return sum(1 for m in members if m["status"] == "alive" and m["load"]) == 2
+
+        await wait_until(both_alive, timeout=20, what="edge-a sees both members alive")
         await fed.call("edge-a", "POST", "/v1/services", DESCRIPTOR, expect=201)
+        counter = await fed.call("edge-a", "POST", "/v1/services", COUNTER, expect=201)
+        async with aiohttp.ClientSession() as client:  # some state to save: counted requests
+            for i in range(5):
+                async with client.get(f"http://{counter['endpoint']}/classify?stream=cam{i}") as r:
+                    assert r.status == 200
         await fed.call("edge-a", "POST", "/v1/services", {**DESCRIPTOR, "name": "stream"}, expect=201)
         moved = await fed.call("edge-a", "POST", "/v1/services/classifier/migrate", {"target": "cloud-b"})
         assert moved["outcome"] == "succeeded", moved
@@ -61,6 +86,10 @@ async def test_dashboard_shows_the_federation_only_with_the_token(tmp_path: Path
             migration = browser.find_element(By.CSS_SELECTOR, f'.migration[data-id="{moved["id"]}"]')
             stages = {s.get_attribute("data-stage") for s in migration.find_elements(By.CSS_SELECTOR, ".bar span")}
             assert {"pr", "replication", "wait", "reroute", "cleanup"} <= stages, stages
+            # The hot standby and the saved state's version, once the standby is placed and a pull ran.
+            wait.until(lambda b: cells(b, "counter")[STANDBYS_CELL] == "cloud-b")
+            wait.until(lambda b: cells(b, "counter")[STATE_VERSION_CELL] not in ("", "-"))
+            assert cells(browser, "classifier")[STANDBYS_CELL] in ("", "-")  # none asked
             members = browser.find_element(By.ID, "members").text
             assert "alive" in members and "edge" in members and "cloud" in members
             assert "edge-a" in row.text  # home / steward
