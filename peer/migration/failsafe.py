@@ -184,20 +184,25 @@ class FailSafe:
         return any(s.state in ("UP", "DRAIN") for s in statuses) if statuses else True
 
     async def _standby_to_promote(self, record: Record) -> tuple[str, str] | None:
-        """An alive standby (cluster, addr): its backup server UP here first, then any whose
-        cluster is not lost in this view."""
+        """An alive standby (cluster, addr): its backup server UP here first; then one this
+        entry has no backup server for yet (just placed), whose cluster is not lost in this
+        view. A standby whose backup server is here and not UP is unreachable from here (this
+        side of a partition): promoting it would fail after the reroute's timeout and delay the
+        redeploy that can succeed (seen in the demo's outage phase)."""
         if not record.standbys:
             return None
+        checked: dict[tuple[str, int], str] = {}
         with contextlib.suppress(LBError):
-            up = {(s.addr, s.port) for s in await self.services.lb.server_status(record.name)
-                  if s.backup and s.state == "UP"}
-            for cluster, addr in record.standbys:
-                if split_addr(addr) in up and cluster != record.location and (record.name, addr) not in self._unpromotable:
-                    return cluster, addr
+            checked = {(s.addr, s.port): s.state for s in await self.services.lb.server_status(record.name)
+                       if s.backup}
+        candidates = [(c, a) for c, a in record.standbys
+                      if c != record.location and (record.name, a) not in self._unpromotable]
+        for cluster, addr in candidates:
+            if checked.get(split_addr(addr)) == "UP":
+                return cluster, addr
         members, now = self.agent.observed(), time.monotonic()
-        for cluster, addr in record.standbys:
-            if (cluster != record.location and self.liveness.lost_for(cluster, members, now) is None
-                    and (record.name, addr) not in self._unpromotable):
+        for cluster, addr in candidates:
+            if split_addr(addr) not in checked and self.liveness.lost_for(cluster, members, now) is None:
                 return cluster, addr
         return None
 
