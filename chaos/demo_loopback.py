@@ -94,7 +94,8 @@ async def run_loopback_demo(report_dir: Path) -> int:
                 demo.say(f"phase recovery: {demo.crashed} restarted")
 
             reached = await play(demo, [("good", good, {"cloud", "edge"}, 60), ("degraded", degraded, {"edge"}, 30),
-                                        ("outage", outage, {"deep-edge"}, 30),
+                                        # the standby is promoted where it runs, else the HC redeploys
+                                        ("outage", outage, {"deep-edge", "cloud"}, 30),
                                         ("recovery", recovery, {"cloud", "edge"}, 60)])
     finally:
         fed.stop_all()
