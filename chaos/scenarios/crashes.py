@@ -67,7 +67,7 @@ async def agent_killed_mid_migration(ctx: ScenarioContext) -> None:
         await ctx.hold(delay)
         crash = AgentCrash(ctx.fed, coordinator)
         await ctx.inject(crash)
-        outcome = await _outcome(call)
+        outcome = await migration_outcome(call)
         ctx.log("mid-migration", round=r, coordinator=coordinator, source=current,
                 target=target, kill_after_s=delay, call=outcome)
         await ctx.heal(crash)
@@ -137,7 +137,8 @@ async def hc_restart_ac_dead(ctx: ScenarioContext) -> None:
     await ctx.converge("ac restarted")
 
 
-async def _outcome(call: asyncio.Task[dict[str, Any]]) -> str:
+async def migration_outcome(call: asyncio.Task[dict[str, Any]]) -> str:
+    """What a migrate call that a fault may have cut short came to: its outcome, or the error."""
     try:
         result = await call
     except AdminAPIError as exc:

@@ -16,9 +16,10 @@ import statistics
 import time
 from typing import Any
 
-from chaos.cluster import AdminAPIError, AgentRestart
+from chaos.cluster import AgentRestart
 from chaos.scenarios import Scenario
 from chaos.scenarios.context import ScenarioContext
+from chaos.scenarios.crashes import migration_outcome
 from chaos.scenarios.homeset import Homes, deploy, direct_label, failed_so_far, view
 from chaos.verdict import wait_settled
 
@@ -86,20 +87,12 @@ async def _restart_mid_migration(ctx: ScenarioContext, r: int, services: list[st
     call = asyncio.create_task(ctx.fed.migrate(coordinator, name, target, timeout=60))
     await ctx.hold(delay)
     await ctx.inject(AgentRestart(ctx.fed, victim))
-    outcome = await _outcome(call)
+    outcome = await migration_outcome(call)
     role = "/".join(x for x, c in (("coordinator", coordinator), ("source", source), ("target", target))
                     if c == victim)
     ctx.log("mid-migration", round=r, service=name, source=source, target=target, victim=victim,
             role=role, restart_after_s=delay, call=outcome)
     return victim, f"{role} of {name} {source}->{target} after {delay}s ({outcome})"
-
-
-async def _outcome(call: asyncio.Task[dict[str, Any]]) -> str:
-    try:
-        result = await call
-    except AdminAPIError as exc:
-        return f"error {exc.status}" if exc.status else "connection lost"
-    return str(result.get("outcome"))
 
 
 SCENARIOS = [
