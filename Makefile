@@ -6,7 +6,7 @@ PY    := $(VENV)/bin/python
 DEBS  := serf haproxy iptables iproute2 chromium chromium-driver
 STAMP := $(VENV)/.installed
 
-.PHONY: bootstrap debs venv test test-fast lint demo bench soak clean
+.PHONY: bootstrap debs venv test test-fast lint demo bench bench-scale soak clean
 
 bootstrap: debs venv
 
@@ -53,6 +53,13 @@ bench: bootstrap
 	$(PY) bench/gossip.py
 	$(PY) bench/migration.py
 	$(PY) bench/derived.py  # issue 12: loss across SIGTERM restarts, heal after each lost derived file
+	$(PY) bench/state.py  # issue 15: state handover window and bytes vs state size, beside seed 003's model
+
+# Issue 18: real agents in namespaces at 10, 25 and 50 (about 8 min), then the 1,000 x 100,000
+# simulation (about 10 min). See docs/scale.md.
+bench-scale: bootstrap
+	$(PY) bench/scale.py --sizes 10 25 50
+	$(PY) bench/simulate.py
 
 soak: bootstrap
 	$(PY) -m chaos run --scenario random --seed 1 --clusters 5 --services 20 --duration 600
