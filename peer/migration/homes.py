@@ -119,18 +119,8 @@ class HomeSetClient:
         others = [e for e in record.entries if e != self.here and e not in skip]
         body: dict[str, Any] = {"record": wire.record_to_wire(record), **({"release": True} if release else {})}
 
-        async def one(entry: str) -> bool:
-            url = self.url_of(entry)
-            if url is None:
-                return False
-            try:
-                await self.client.call(url, wire.ROUTE, body, timeout=ROUTE_TIMEOUT)
-                return True
-            except PeerError as exc:
-                log.warning("entry %s did not confirm the route of %s: %s", entry, record.name, exc)
-                return False
-
-        confirmed = await asyncio.gather(*(one(e) for e in others))
+        confirmed = await asyncio.gather(*(self._call_entry(e, wire.ROUTE, body, f"confirm the route of {record.name}")
+                                           for e in others))
         return [e for e, ok in zip(others, confirmed) if not ok]
 
     async def hold_entries(self, entries: list[str], name: str, *, ttl: float) -> list[str]:
@@ -143,15 +133,19 @@ class HomeSetClient:
         await asyncio.gather(*(self._hold_one(e, {"name": name, "release": True}) for e in entries))
 
     async def _hold_one(self, entry: str, body: dict[str, Any]) -> bool:
+        what = f"{'release' if body.get('release') else 'hold'} {body['name']}"
+        return await self._call_entry(entry, wire.HOLD, body, what)
+
+    async def _call_entry(self, entry: str, path: str, body: dict[str, Any], what: str) -> bool:
+        """One peer call to an entry (bounded); False, logged, if it did not answer."""
         url = self.url_of(entry)
         if url is None:
             return False
         try:
-            await self.client.call(url, wire.HOLD, body, timeout=ROUTE_TIMEOUT)
+            await self.client.call(url, path, body, timeout=ROUTE_TIMEOUT)
             return True
         except PeerError as exc:
-            log.warning("entry %s did not %s %s: %s", entry, "release" if body.get("release") else "hold",
-                        body["name"], exc)
+            log.warning("entry %s did not %s: %s", entry, what, exc)
             return False
 
     async def forward(self, steward: str, op: str, name: str, target: str | None) -> tuple[int, Any]:

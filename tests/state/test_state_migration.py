@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from chaos.load import run_load
+from chaos.load import LiveCounter, run_load
 from peer.waiting import wait_until
 from tests.harness import Federation, dump_logs, federation
 from tests.state.conftest import INTERVAL, counters, start, stateful
@@ -35,9 +35,10 @@ async def test_planned_migrations_keep_state_exact_under_load(tmp_path: Path) ->
             assert len(endpoints) == 2
             urls = [f"http://{e}/classify?stream=s{i}&seed={i}" for i, e in enumerate(endpoints * 3)]
             stop = asyncio.Event()
-            load = asyncio.create_task(run_load(urls, rate=200, stop=stop, timeout=5.0))
+            live = LiveCounter()
+            load = asyncio.create_task(run_load(urls, rate=200, stop=stop, timeout=5.0, live=live))
             versions: list[int] = []
-            await asyncio.sleep(1.0)
+            await wait_until(lambda: live.served >= 150, timeout=20, what="load before the first move")
             migrations = []
             for target in ("c2", "c3", "c1", "c2"):
                 m = await fed.call("c1", "POST", "/v1/services/counter/migrate", {"target": target})
@@ -46,7 +47,8 @@ async def test_planned_migrations_keep_state_exact_under_load(tmp_path: Path) ->
                 rec = await _record(fed, "c1", "counter")
                 assert rec is not None
                 versions.append(rec["state_version"])
-                await asyncio.sleep(0.5)
+                served_then = live.served  # some writes between two moves
+                await wait_until(lambda: live.served >= served_then + 80, timeout=20, what="load between moves")
             stop.set()
             outcome = await load
             lost = [s for s in outcome.samples if not s.ok]

@@ -53,7 +53,12 @@ async def test_standby_receives_the_state_and_serves_it_after_the_primary_site_i
                     await asyncio.sleep(max(0.0, 1 / RATE - (time.monotonic() - t)))
 
             load = asyncio.create_task(client())
-            await asyncio.sleep(3 * INTERVAL)
+
+            async def standby_has_state() -> bool:  # a push of the running state reached it
+                async with session.get(f"http://{standby_addr}/counters") as r:
+                    return bool((await r.json())["version"] > 0)
+
+            await wait_until(standby_has_state, timeout=20, what="a state push to the standby")
             stop.set()
             await load
             last = answers[-1][2]
@@ -65,7 +70,9 @@ async def test_standby_receives_the_state_and_serves_it_after_the_primary_site_i
             await wait_until(pushed, timeout=10, what="the standby holds the primary's last version")
             stop.clear()
             load = asyncio.create_task(client())
-            await asyncio.sleep(2 * INTERVAL)
+            before = len(answers)  # writes the standby may not have yet: up to two intervals of them
+            await wait_until(lambda: len(answers) >= before + int(2 * INTERVAL * RATE), timeout=20,
+                             what="writes after the last push")
             lost_at = time.monotonic()
             lose_site(fed, "c1")
 
@@ -76,7 +83,8 @@ async def test_standby_receives_the_state_and_serves_it_after_the_primary_site_i
             await wait_until(promoted, timeout=30, what="standby promoted")
             await wait_until(lambda: any(c == standby and t > lost_at for t, c, _ in answers), timeout=30,
                              what="the standby answers")
-            await asyncio.sleep(0.5)
+            after = len(answers)
+            await wait_until(lambda: len(answers) >= after + 20, timeout=20, what="the standby keeps answering")
             stop.set()
             await load
             primary_last = max(v for t, c, v in answers if c == "c1")
