@@ -210,6 +210,7 @@ class Agent:
         self.state = StateKeeper(services=self.services, hook=HttpStateHook(),
                                  saved=SavedStates(self.config.data_dir), steward_of=self.steward_of)
         self.services.state_check = self.state
+        self.services.on_rename.append(self.state.saved.rename)  # `name@home` keeps its saved state
         if self.state_transfer is None:
             self.state_transfer = StandbySeam(self.state)  # new standbys get the latest state first
         self.engine = MigrationEngine(here=self.here, services=self.services, client=self.client,
