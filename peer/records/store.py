@@ -205,6 +205,13 @@ class RecordStore:
         with self._lock:
             return self._get(self._conn.cursor(), name)
 
+    def named(self, base: str) -> list[Record]:
+        """Every record of a name as created: `base` and each `base@home` (naming)."""
+        with self._lock:
+            rows = self._conn.execute("SELECT name, data FROM records WHERE name=? OR (name>? AND name<?)",
+                                      (base, base + "@", base + "A")).fetchall()  # "A" follows "@"
+        return [self._decode_row(name, data) for name, data in rows]
+
     def get_many(self, names: Iterable[str]) -> dict[str, Record]:
         out: dict[str, Record] = {}
         with self._lock:
