@@ -123,14 +123,24 @@ async def test_same_name_created_on_both_sides_of_a_partition_both_serve_after_t
                 await fed.call("c3", "POST", "/v1/services", descriptor("dupe"), expect=409)
                 await fed.call("c3", "POST", "/v1/services", descriptor("dupe@c3"), expect=422)
 
-                # Each is managed under its own name: deleting one leaves the other serving.
+                # Each is managed under its own name: dupe@c3 moves to c2 (its entry follows) ...
+                moved = await fed.call("c1", "POST", "/v1/services/dupe@c3/migrate", {"target": "c2"}, expect=200)
+                assert moved["outcome"] == "succeeded", moved
+                await wait_until(lambda: _serves(fed, c3_endpoint, "c2"), timeout=20, what="dupe@c3 served from c2")
+                assert _pid(fed, "c2", "dupe@c3") is not None and _pid(fed, "c3", "dupe@c3") is None
+                # ... and deleting it leaves the other one serving.
                 await fed.call("c1", "DELETE", "/v1/services/dupe@c3", expect=200)
-                await wait_until(lambda: _gone(fed, "c3", "dupe@c3"), timeout=30, what="dupe@c3 deleted")
+                for cluster in addrs:
+                    await wait_until(lambda c=cluster: _gone(fed, c, "dupe@c3"), timeout=30, what=f"dupe@c3 gone at {cluster}")
                 assert (await fed.get("c3", "/v1/services/dupe"))["home"] == "c1"
                 assert await served_by(fed, c1_endpoint) in ("c1", "c2")
             except BaseException:
                 print(dump_logs(fed))
                 raise
+
+
+async def _serves(fed: Federation, endpoint: str, cluster: str) -> bool:
+    return await served_by(fed, endpoint) == cluster
 
 
 async def _gone(fed: Federation, cluster: str, name: str) -> bool:
