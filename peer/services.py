@@ -30,6 +30,7 @@ from peer.records.record import (
 )
 from peer.records.store import RecordStore
 from peer.placing import requirements
+from peer.state.fresh import FreshCopies
 from peer.workload import Refusal, Resolver, WorkloadPolicy, check, resolve_executable
 from placement import ClusterView, admit
 from placement.homes import choose_entries
@@ -166,6 +167,7 @@ class ServiceManager:
         self.unaccounted: dict[str, Instance] = {}  # running copies no record accounted for at start
         self.deferred_starts: set[str] = set()  # copies the records say run here, not running at start
         self.state_check: StateCheck | None = None  # set by the agent (peer/state/keeper.py)
+        self.fresh = FreshCopies()  # copies (re)started here without roam's state (peer/state/fresh.py)
 
     def lock(self, name: str) -> asyncio.Lock:
         return self._locks[name]
@@ -462,7 +464,9 @@ class ServiceManager:
         except ServiceNotFound:
             pass
         log.info("starting the standby copy of %s the record lists here", record.name)
+        self.fresh.started(record.name)
         await self.run_copy(self.descriptor_of(record), home=record.home)
+        self.fresh.started(record.name)  # a pull that raced the start sees the epoch move
 
     async def ensure_local_copy(self, record: Record) -> Record:
         """The record says a copy runs here: adopt it if it is alive, else start one."""
@@ -472,7 +476,9 @@ class ServiceManager:
         except ServiceNotFound:
             alive = False
         if not alive:
+            self.fresh.started(record.name)  # a new copy holds the initial state until restored
             instance, _ = await self.run_copy(self.descriptor_of(record), home=record.home)
+            self.fresh.started(record.name)
         if record.instance != addr_of(instance):
             record = self.store.put_local(replace(record, instance=addr_of(instance), state=State.RUNNING),
                                           here=self.here, now=time.time())
@@ -501,7 +507,13 @@ class ServiceManager:
             await self.lb.set_backups(record.name, wanted)
 
     def on_driver_event(self, name: str, kind: str, detail: str) -> None:
-        """A restarted instance may answer on a new port: update the record (the HC reroutes)."""
+        """A restarted instance may answer on a new port: update the record (the HC reroutes).
+        A crash or restart in place leaves the copy without its state: marked fresh until the
+        latest saved state is installed again (peer/state/fresh.py)."""
+        if kind in ("crash", "restart", "lost"):
+            record = self.get(name)
+            if record is not None and record.copy_here(self.here) and name not in self.pending:
+                self.fresh.started(name)
         if kind not in ("restart", "ready"):
             return
         record = self.get(name)

@@ -15,6 +15,7 @@ from lb.fake import FakeLoadBalancer
 from peer.drivers.descriptor import ServiceDescriptor
 from peer.records.record import Record, State
 from peer.services import ServiceError
+from peer.state.fresh import CopyView
 from peer.state.hook import Snapshot, StateHookMissing, StateTooLarge
 from peer.state.keeper import StateKeeper, standby_addresses
 from peer.state.saved import SavedStates
@@ -76,9 +77,19 @@ def record(**kw: Any) -> Record:
     return Record(**base)
 
 
+class SteadyPeers:
+    """The primary's cluster says its copy never restarted (peer/state/fresh.py)."""
+
+    async def copy_view(self, cluster: str, name: str) -> CopyView:
+        return CopyView(epoch=0, fresh=False)
+
+    async def restore(self, cluster: str, record: Record, instance: str) -> None:
+        raise AssertionError("nothing restarted")
+
+
 def keeper(tmp_path: Path, hook: FakeHook, records: list[Record]) -> StateKeeper:
     return StateKeeper(services=FakeServices(records), hook=hook, saved=SavedStates(tmp_path),  # type: ignore[arg-type]
-                       steward_of=lambda r: "c1")
+                       steward_of=lambda r: "c1", peers=SteadyPeers())
 
 
 async def test_pull_saves_in_order_and_pushes_to_standbys(tmp_path: Path) -> None:
