@@ -332,8 +332,8 @@ class StateKeeper:
             self._say(name, f"state of {name} not restored into its restarted copy at {addr_of(instance)} "
                             f"(by {steward}): {exc}; retrying every {RESTORE_RETRY:g}s")
             return
+        self._restore_at.pop(name, None)  # restarted again meanwhile: restored again at once
         if services.fresh.restored(name, view.epoch):
-            self._restore_at.pop(name, None)
             self._said.pop(name, None)
             log.warning("state of %s restored into its copy restarted in place at %s (by %s)", name,
                         addr_of(instance), steward)

@@ -1,6 +1,6 @@
 """A stateful copy restarted in place by its driver (real agents, the stateful sample killed
-with SIGKILL): it gets the latest saved state back, and neither entry's saved state goes back
-to the restarted process's empty counters (peer/state/fresh.py)."""
+with SIGKILL): it gets the latest saved state back from the steward, and neither entry's saved
+state goes back to the restarted process's empty counters (peer/state/fresh.py)."""
 from __future__ import annotations
 
 import asyncio
@@ -54,8 +54,13 @@ async def test_a_copy_restarted_in_place_gets_its_state_back_and_nothing_saved_g
         try:
             await start_two(fed)
             created = await fed.call("c1", "POST", "/v1/services", stateful(entries=2), expect=201)
-            assert sorted(created["homes"]) == ["c1", "c2"] and created["location"] == "c1"
-            instance = created["instance"]
+            assert created["homes"] == ["c1", "c2"], created  # c1 is the steward
+            # The primary moves to c2: c1 pulls it remotely (STATE_COPY), c2 asks c1 to restore it (STATE_RESTORE).
+            moved = await fed.call("c1", "POST", "/v1/services/counter/migrate", {"target": "c2"})
+            assert moved["outcome"] == "succeeded", moved
+            view = await fed.get("c1", "/v1/services/counter")
+            assert view["location"] == "c2", view
+            instance = view["instance"]
             assert fed.session is not None
             session = fed.session
             for seed in range(25):
@@ -74,11 +79,11 @@ async def test_a_copy_restarted_in_place_gets_its_state_back_and_nothing_saved_g
                     await asyncio.sleep(0.02)
 
             sampler = asyncio.create_task(sample())
-            [before] = await fed.get("c1", "/v1/instances")
+            [before] = await fed.get("c2", "/v1/instances")
             os.kill(before["pid"], signal.SIGKILL)  # the driver restarts it in place, empty
 
             async def restarted() -> dict[str, Any] | None:
-                instances = await fed.get("c1", "/v1/instances")
+                instances = await fed.get("c2", "/v1/instances")
                 return next((i for i in instances if i["pid"] != before["pid"] and i["state"] == "ready"), None)
 
             after = await wait_until(restarted, timeout=20, what="the copy restarted in place")
@@ -91,9 +96,9 @@ async def test_a_copy_restarted_in_place_gets_its_state_back_and_nothing_saved_g
 
             await wait_until(restored, timeout=10, what="the saved counters installed into the restarted copy")
             # Several pull intervals later the saved state still holds every count, at both entries.
-            log = fed.agents["c1"].log_path
-            await wait_until(lambda: "restored into its copy restarted in place" in log.read_text(), timeout=10,
-                             what="the restore logged")
+            log = fed.agents["c2"].log_path
+            await wait_until(lambda: "restored into its copy restarted in place" in log.read_text()
+                             and "(by c1)" in log.read_text(), timeout=10, what="the restore by the steward logged")
             for seed in range(5):
                 async with session.get(f"http://{address}/classify?stream=s&seed={seed}") as r:
                     assert (await r.json())["count"] > 0
