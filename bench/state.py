@@ -15,16 +15,17 @@ The state is opaque, so every round moves all of it (V_i = M while it changes); 
 fitted (least squares) on the measured pre-copy rounds, and the model's T_down = tau*M + eps +
 T_switch (T_switch: the handover window at the smallest size, i.e. holds and reroutes).
 
-Failover with and without standby (`--failovers N`, 0 to skip): the stateful sample is created
-at c2 with two entries (c2 and another), once with `"standby": 1` and once without, N runs each.
-Under `--rate` req/s open loop through the surviving entry, the primary's agent (with its Serf)
-and its copy are SIGKILLed together, as bench/migration.py's fail-safe does; per run: requests
-lost (sent after the kill and never answered) and the time from the kill until the first answer
-from the new copy (the standby, or the fail-safe's redeploy). c2 is started again in between.
+Failover with and without standby (`--failovers N`, 0 to skip; bench/failover.py): the stateful
+sample with two entries, once with `"standby": 1` and once without, N runs each. Its primary is
+at the cluster that is no entry (`--failover-at ac`, the steward survives, as bench/migration.py's
+fail-safe) or at its HC, an entry and the steward (`hc`). Under `--rate` req/s open loop through a
+surviving entry, the primary's agent (with its Serf) and its copy are SIGKILLed together; per run:
+requests lost (never answered) and the time from the kill until the first answer from the new
+copy (the standby, or the fail-safe's redeploy). The lost cluster is started again in between.
 Printed as medians with min-max beside issue 15's goals (standby: 0 lost, served within 0.5 s).
 
 Run: .venv/bin/python bench/state.py [--runs 5] [--rate 200] [--sizes 1000,64000,1000000,16000000]
-     [--failovers 5] [--addr 127.0.20.41]     (--sizes "" measures the failovers only)
+     [--failovers 5] [--failover-at ac|hc] [--addr 127.0.20.41]   (--sizes "" measures failovers only)
 Not a test: it prints figures (medians, min-max, runs) for docs/benchmarks.md.
 """
 from __future__ import annotations
@@ -160,14 +161,15 @@ async def main(args: argparse.Namespace) -> None:
             for size in sizes:
                 results.append(await one_size(lf, size, args.runs, args.rate))
                 print(f"size {size}: done ({results[-1]['handover_ms'].median:.1f} ms handover)", flush=True)
-            failovers = await failover_runs(lf, descriptor("fo", 0), runs=args.failovers, rate=args.rate)
+            failovers = await failover_runs(lf, descriptor("fo", 0), runs=args.failovers, rate=args.rate,
+                                            where=args.failover_at)
         finally:
             await lf.close()
     if results:
         report(results, args.rate)
     if args.failovers:
         print()
-        for line in failover_lines(failovers, rate=args.rate):
+        for line in failover_lines(failovers, rate=args.rate, where=args.failover_at):
             print(line)
     print(f"\nend: {machine_line()}")
 
@@ -178,5 +180,7 @@ if __name__ == "__main__":
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--sizes", default="1000,64000,1000000,16000000")
     parser.add_argument("--failovers", type=int, default=5, help="failover runs with and without standby, each")
+    parser.add_argument("--failover-at", choices=("ac", "hc"), default="ac",
+                        help="ac: the primary away from its entries (steward survives); hc: at its HC and steward")
     parser.add_argument("--addr", default=ADDRS["c1"], help="c1's loopback address; c2, c3 take the next two")
     run(main(parser.parse_args()))
