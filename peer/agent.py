@@ -212,6 +212,8 @@ class Agent:
                                  saved=SavedStates(self.config.data_dir), steward_of=self.steward_of,
                                  peers=StatePeerClient(client=self.client, url_of=self.api_url_of))
         self.services.state_check = self.state
+        self.services.on_rename.append(self.state.saved.rename)  # `name@home` keeps its saved state
+        self.services.on_rename.append(self.services.fresh.renamed)  # ...and its copy's fresh mark
         if self.state_transfer is None:
             self.state_transfer = StandbySeam(self.state)  # new standbys get the latest state first
         self.engine = MigrationEngine(here=self.here, services=self.services, client=self.client,
@@ -471,6 +473,17 @@ class Agent:
     async def _on_status_change(self, change: StatusChange) -> None:
         if change.new == "alive" and change.name != self.here:
             self._spawn(self._sync(change.name))
+            self._spawn(self._check_names(change.name))
+
+    async def _check_names(self, peer: str) -> None:
+        """A peer is back: a service of the same name created on its side meets ours (naming)."""
+        url = self.api_url_of(peer)
+        if url is None or self.antientropy is None:
+            return
+        try:
+            await self.antientropy.check_names(peer, url)
+        except PeerError as exc:
+            log.debug("name check with %s failed: %s", peer, exc)
 
     async def _sync(self, peer: str) -> bool:
         """One anti-entropy round with `peer`; True if it completed."""

@@ -187,6 +187,11 @@ class KubernetesDriver:
             raise ServiceNotFound(f"{name}: no roam NodePort service")
         return await self._node_host(), port
 
+    async def rename(self, old: str, new: str) -> None:
+        """Kubernetes cannot rename a Deployment or Service, and `name@home` is no valid object
+        name: a concurrent creation renamed by roam is not carried over on this driver."""
+        raise PermanentDriverError(f"{old}: the kubernetes driver cannot rename a running service to {new}")
+
     async def delete(self, name: str) -> None:
         self._deleting.add(name)
         try:

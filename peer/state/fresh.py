@@ -62,6 +62,14 @@ class FreshCopies:
     def fresh(self) -> list[str]:
         return sorted(self._fresh)
 
+    def renamed(self, old: str, new: str, incarnation: str) -> None:
+        """A concurrent creation renamed `name@home` here keeps its copy, and so its marks."""
+        if old in self._epoch:
+            self._epoch[new] = self._epoch.pop(old)
+        if old in self._fresh:
+            self._fresh.discard(old)
+            self._fresh.add(new)
+
     def forget(self, name: str) -> None:
         """The copy is gone for good (deleted, moved away): nothing to restore."""
         self._fresh.discard(name)
