@@ -6,17 +6,21 @@ initial state. Its ETag is opaque, so an entry pulling it cannot tell that state
 one: it would save the empty state as the newest version, and the saved state would go back.
 Only the cluster running the copy knows it restarted, so it keeps, per service:
 
-* an `epoch` that grows whenever the copy (re)starts or receives its state back, and
+* an `epoch` that grows whenever the copy (re)starts or receives its state back (with a `boot`
+  token drawn at each agent start, as the epochs start again from 0 then), and
 * whether the copy is `fresh`: started, and not yet given the latest saved state.
 
 A fresh copy is restored at once: the cluster asks the steward (or its own keeper when it is
 the steward) to install the latest saved state into it (peer/state/keeper.py `restore_fresh`).
 An entry pulling the primary saves a snapshot only if the copy's view was the same, and not
-fresh, before the GET and after it (`may_save`): any restart or restore in between changes
-the epoch, so a state read from a fresh copy is never saved, whenever the restart happened.
+fresh, at some moment before the GET and after it (`may_save`): any restart or restore in
+between changes the epoch, so a state read from a fresh copy is never saved, whenever the
+restart happened. The view before may be the one taken after the previous pull, so a pull
+answered 304 costs no peer call and a changed one costs one.
 """
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 
 
@@ -24,6 +28,7 @@ from dataclasses import dataclass
 class CopyView:
     """What the copy's cluster says of its copy of one service."""
 
+    boot: str  # drawn at the agent's start: epochs of two agent runs never compare equal
     epoch: int
     fresh: bool
 
@@ -39,11 +44,12 @@ class FreshCopies:
     every adopted copy kept running with its state, and every copy started anew is marked)."""
 
     def __init__(self) -> None:
+        self.boot = secrets.token_hex(8)
         self._epoch: dict[str, int] = {}
         self._fresh: set[str] = set()
 
     def view(self, name: str) -> CopyView:
-        return CopyView(self._epoch.get(name, 0), name in self._fresh)
+        return CopyView(self.boot, self._epoch.get(name, 0), name in self._fresh)
 
     def started(self, name: str) -> None:
         """The copy of `name` here crashed or (re)started without roam's state."""

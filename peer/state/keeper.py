@@ -13,8 +13,8 @@ cluster's saved one) and written into the record at commits (a migration's hando
 fail-safe redeploy), which also gives the next steward a floor for its own sequence numbers.
 
 Copies restarted in place (peer/state/fresh.py): a pull saves a snapshot only if the copy's
-cluster said, before the GET and after it, that the copy held roam's state and had not
-restarted (`may_save`); the cluster running a fresh copy asks the steward to `restore` it
+cluster said, before the GET (or after the previous changed pull) and after it, that the copy
+held roam's state and had not restarted (`may_save`); the cluster running a fresh copy asks the steward to `restore` it
 (`_restore_fresh`), so the saved version never goes back to a restarted copy's initial state.
 
 Standbys: `standby_addresses(record)` reads the record's standby copies ("ip:port"); the
@@ -107,6 +107,8 @@ class StateKeeper:
         self.steward_of = steward_of
         self.peers = peers
         self._restore_at: dict[str, float] = {}
+        # Per service: the primary copy (location, instance) and its view after the last changed pull.
+        self._views: dict[str, tuple[tuple[str | None, str | None], CopyView]] = {}
         self._said: dict[str, str] = {}  # the last reason a pull or restore did not happen, per service
         self.installed = InstalledVersions()
         self._latest: dict[tuple[str, str], SavedState] = {}
@@ -221,6 +223,7 @@ class StateKeeper:
             return
         self._forgotten.add(key)
         self._latest.pop(key, None)
+        self._views.pop(record.name, None)
         if self.saved.forget(record.name, record.incarnation):
             log.info("saved state of deleted service %s removed", record.name)
 
@@ -273,9 +276,13 @@ class StateKeeper:
         host, port = split_addr(record.instance)
         latest = self.latest(record)
         generation = self._generation.get(record.name, 0)
-        before = await self.copy_view(record)
-        if before is None or before.fresh:
-            return  # a copy restarted in place holds its initial state until it is restored
+        copy = (record.location, record.instance)
+        known = self._views.get(record.name)
+        before = known[1] if known is not None and known[0] == copy and not known[1].fresh else None
+        if before is None:  # no view of this copy yet (or it was fresh): ask before the GET
+            before = await self.copy_view(record)
+            if before is None or before.fresh:
+                return  # a copy restarted in place holds its initial state until it is restored
         try:
             snapshot = await self.hook.get(host, port, spec.path,
                                            if_none_match=latest.snapshot.etag if latest else None)
@@ -284,8 +291,11 @@ class StateKeeper:
             return
         if snapshot is None:
             return
-        if not may_save(before, await self.copy_view(record)):
-            return  # it restarted (or was restored) around the GET: what it answered may be its initial state
+        after = await self.copy_view(record)
+        if after is not None:
+            self._views[record.name] = (copy, after)  # the next pull's view before its GET
+        if not may_save(before, after):
+            return  # it restarted (or was restored) since `before`: what it answered may be its initial state
         current = self.services.get(record.name)
         if current is None or current.instance != record.instance or self._generation.get(record.name, 0) != generation:
             return  # the service moved / a handover saved meanwhile

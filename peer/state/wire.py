@@ -1,6 +1,6 @@
 """The peer calls of the state keeper (msgpack, signed like every peer call):
 
-    STATE_COPY     entry -> the primary's cluster: {name} -> {epoch, fresh} of its copy
+    STATE_COPY     entry -> the primary's cluster: {name} -> {boot, epoch, fresh} of its copy
     STATE_RESTORE  a fresh copy's cluster -> steward: {name, incarnation, instance} -> {version}
 
 STATE_COPY lets an entry check, around each pull, that the primary did not restart in place
@@ -47,7 +47,7 @@ class StateHandlers:
         if record is None or record.location != self.services.here:
             return msgpack_response({"error": f"{name} does not run here"}, status=404)
         view = self.services.fresh.view(name)
-        return msgpack_response({"epoch": view.epoch, "fresh": view.fresh})
+        return msgpack_response({"boot": view.boot, "epoch": view.epoch, "fresh": view.fresh})
 
     async def restore(self, request: web.Request) -> web.Response:
         body = await read_msgpack(request)
@@ -82,9 +82,10 @@ class StatePeerClient:
 
     async def copy_view(self, cluster: str, name: str) -> CopyView:
         reply = await self.client.call(self._url(cluster), STATE_COPY, {"name": name}, timeout=2.0)
-        if not isinstance(reply, dict) or not isinstance(reply.get("epoch"), int) or not isinstance(reply.get("fresh"), bool):
+        if (not isinstance(reply, dict) or not isinstance(reply.get("boot"), str)
+                or not isinstance(reply.get("epoch"), int) or not isinstance(reply.get("fresh"), bool)):
             raise PeerError(f"{cluster}: malformed answer to {STATE_COPY}")
-        return CopyView(reply["epoch"], reply["fresh"])
+        return CopyView(reply["boot"], reply["epoch"], reply["fresh"])
 
     async def restore(self, cluster: str, record: Record, instance: str) -> None:
         await self.client.call(self._url(cluster), STATE_RESTORE, {

@@ -63,7 +63,8 @@ def test_a_restore_of_an_earlier_restart_does_not_clear_a_later_one() -> None:
     assert fresh.view("svc").fresh and fresh.fresh() == ["svc"]
     assert fresh.restored("svc", fresh.view("svc").epoch)
     assert not fresh.view("svc").fresh
-    assert may_save(CopyView(3, False), CopyView(3, False)) and not may_save(None, CopyView(3, False))
+    assert may_save(CopyView("b", 3, False), CopyView("b", 3, False)) and not may_save(None, CopyView("b", 3, False))
+    assert not may_save(CopyView("b", 3, False), CopyView("other boot", 3, False))  # the agent restarted
 
 
 class Driver:

@@ -63,9 +63,9 @@ async def served() -> AsyncIterator[tuple[StatePeerClient, PeerClient, Services,
 
 async def test_copy_view_and_restore(served: tuple[StatePeerClient, PeerClient, Services, Keeper, str]) -> None:
     peers, _, services, keeper, _ = served
-    assert await peers.copy_view("c2", "svc") == CopyView(0, False)
+    assert await peers.copy_view("c2", "svc") == CopyView(services.fresh.boot, 0, False)
     services.fresh.started("svc")
-    assert await peers.copy_view("c2", "svc") == CopyView(1, True)
+    assert await peers.copy_view("c2", "svc") == CopyView(services.fresh.boot, 1, True)
     await peers.restore("c2", services.rec, "127.0.20.5:1000")  # the primary
     await peers.restore("c2", services.rec, "127.0.20.6:1000")  # its standby
     assert keeper.restored == [("127.0.20.5", 1000), ("127.0.20.6", 1000)]
@@ -89,7 +89,7 @@ async def test_bad_calls_are_refused_and_change_nothing(
     with pytest.raises(Exception) as failed:
         await peers.restore("c2", services.rec, "127.0.20.5:1000")
     assert "not installed" in str(failed.value)
-    assert keeper.restored == [] and services.fresh.view("svc") == CopyView(0, False)
+    assert keeper.restored == [] and services.fresh.view("svc") == CopyView(services.fresh.boot, 0, False)
     services.rec = record(location="c1")  # the copy moved away: no view from here
     with pytest.raises(PeerRefused):
         await peers.copy_view("c2", "svc")
