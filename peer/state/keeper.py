@@ -14,8 +14,9 @@ fail-safe redeploy), which also gives the next steward a floor for its own seque
 
 Copies restarted in place (peer/state/fresh.py): a pull saves a snapshot only if the copy's
 cluster said, before the GET (or after the previous changed pull) and after it, that the copy
-held roam's state and had not restarted (`may_save`); the cluster running a fresh copy asks the steward to `restore` it
-(`_restore_fresh`), so the saved version never goes back to a restarted copy's initial state.
+held roam's state and had not restarted (`may_save`); the cluster running a fresh copy asks
+the steward to `restore` it (`_restore_fresh`), so the saved version never goes back to a
+restarted copy's initial state.
 
 Standbys: `standby_addresses(record)` reads the record's standby copies ("ip:port"); the
 standby branch adds `Record.standbys`, and until it is merged the function finds none.
@@ -297,7 +298,8 @@ class StateKeeper:
         if not may_save(before, after):
             return  # it restarted (or was restored) since `before`: what it answered may be its initial state
         current = self.services.get(record.name)
-        if current is None or current.instance != record.instance or self._generation.get(record.name, 0) != generation:
+        if (current is None or current.instance != record.instance
+                or self._generation.get(record.name, 0) != generation):
             return  # the service moved / a handover saved meanwhile
         self._said.pop(record.name, None)
         version = self.save(current, snapshot)
