@@ -51,6 +51,7 @@ from peer.migration.standby import StandbyKeeper, StateTransfer
 from peer.state.hook import HttpStateHook
 from peer.state.keeper import StandbySeam, StateKeeper
 from peer.state.saved import SavedStates
+from peer.state.wire import StateHandlers, StatePeerClient
 from peer.homewatch import HomeWatch
 from peer.linkprobe import LinkProbe
 from peer.peerclient import PeerClient, PeerError, peer_auth_middleware
@@ -208,9 +209,11 @@ class Agent:
                                        on_outcome=self._on_outcome, on_heard=self.liveness.mark_reachable)
         self.probe = LinkProbe(agent=self, client=self.client)
         self.state = StateKeeper(services=self.services, hook=HttpStateHook(),
-                                 saved=SavedStates(self.config.data_dir), steward_of=self.steward_of)
+                                 saved=SavedStates(self.config.data_dir), steward_of=self.steward_of,
+                                 peers=StatePeerClient(client=self.client, url_of=self.api_url_of))
         self.services.state_check = self.state
         self.services.on_rename.append(self.state.saved.rename)  # `name@home` keeps its saved state
+        self.services.on_rename.append(self.services.fresh.renamed)  # ...and its copy's fresh mark
         if self.state_transfer is None:
             self.state_transfer = StandbySeam(self.state)  # new standbys get the latest state first
         self.engine = MigrationEngine(here=self.here, services=self.services, client=self.client,
@@ -323,6 +326,8 @@ class Agent:
         self.antientropy.add_routes(app)
         ReplicaHandlers(services=self.services, agent=self).add_routes(app)
         HomeSetHandlers(services=self.services, run_forwarded=self._run_forwarded).add_routes(app)
+        assert self.state is not None
+        StateHandlers(services=self.services, keeper=self.state).add_routes(app)
         LinkProbe.add_routes(app)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()

@@ -33,6 +33,7 @@ from peer.records.naming import incarnation_order, new_incarnation, qualified, r
 from peer.records.record import Record, State, descriptor_digest, tombstone_of
 from peer.records.store import RecordStore
 from peer.placing import requirements
+from peer.state.fresh import FreshCopies
 from peer.workload import Refusal, Resolver, WorkloadPolicy, check, resolve_executable
 from placement import ClusterView, admit
 from placement.homes import choose_entries
@@ -170,6 +171,7 @@ class ServiceManager:
         self.unaccounted: dict[str, Instance] = {}  # running copies no record accounted for at start
         self.deferred_starts: set[str] = set()  # copies the records say run here, not running at start
         self.state_check: StateCheck | None = None  # set by the agent (peer/state/keeper.py)
+        self.fresh = FreshCopies()  # copies (re)started here without roam's state (peer/state/fresh.py)
         # Told when a concurrent creation is renamed `name@home` here: (old, new, incarnation).
         self.on_rename: list[Callable[[str, str, str], None]] = []
 
@@ -511,7 +513,9 @@ class ServiceManager:
         except ServiceNotFound:
             pass
         log.info("starting the standby copy of %s the record lists here", record.name)
+        self.fresh.started(record.name)
         await self.run_copy(self.descriptor_of(record), home=record.home)
+        self.fresh.started(record.name)  # a pull that raced the start sees the epoch move
 
     async def ensure_local_copy(self, record: Record) -> Record:
         """The record says a copy runs here: adopt it if it is alive, else start one."""
@@ -521,7 +525,9 @@ class ServiceManager:
         except ServiceNotFound:
             alive = False
         if not alive:
+            self.fresh.started(record.name)  # a new copy holds the initial state until restored
             instance, _ = await self.run_copy(self.descriptor_of(record), home=record.home)
+            self.fresh.started(record.name)
         if record.instance != addr_of(instance):
             record = self.store.put_local(replace(record, instance=addr_of(instance), state=State.RUNNING),
                                           here=self.here, now=time.time())
@@ -550,7 +556,13 @@ class ServiceManager:
             await self.lb.set_backups(record.name, wanted)
 
     def on_driver_event(self, name: str, kind: str, detail: str) -> None:
-        """A restarted instance may answer on a new port: update the record (the HC reroutes)."""
+        """A restarted instance may answer on a new port: update the record (the HC reroutes).
+        A crash or restart in place leaves the copy without its state: marked fresh until the
+        latest saved state is installed again (peer/state/fresh.py)."""
+        if kind in ("crash", "restart", "lost"):
+            record = self.get(name)
+            if record is not None and record.copy_here(self.here) and name not in self.pending:
+                self.fresh.started(name)
         if kind not in ("restart", "ready"):
             return
         record = self.get(name)
