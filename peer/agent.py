@@ -500,7 +500,8 @@ class Agent:
         return True
 
     async def _anti_entropy_loop(self) -> None:
-        """The backstop: pushes and member-alive syncs do the fast work. Each round syncs with
+        """The backstop: pushes and member-alive syncs do the fast work. Each round checks the
+        names homed here with one live peer in turn (AntiEntropy.check_names) and syncs with
         at most ANTI_ENTROPY_FANOUT of the clusters this one shares records with, in turn, plus
         one other live peer in turn (a cheap summary round when nothing differs): the cost of a
         round is bounded whatever the federation and the records held, and a full cycle over
@@ -511,8 +512,11 @@ class Agent:
             sharing = [p for p in alive if p in self._business]
             others = [p for p in alive if p not in self._business]
             peers = backstop_round(sharing, others, turn=self._sweep, fanout=ANTI_ENTROPY_FANOUT)
+            # Names too, one live peer per round in turn: twins created while a partition was too
+            # short to be noticed (no member-alive transition) still meet (naming).
+            checks = [self._check_names(sorted(alive)[self._sweep % len(alive)])] if alive else []
             self._sweep += 1
-            await asyncio.gather(*(self._sync(p) for p in peers), return_exceptions=True)
+            await asyncio.gather(*(self._sync(p) for p in peers), *checks, return_exceptions=True)
 
     def business(self) -> frozenset[str]:
         """The clusters this one has business with: every entry, location and standby its

@@ -10,7 +10,6 @@ pid), and no request to either endpoint failed while the records met and the ren
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from peer.waiting import wait_until
 from tests.agent.test_federation import start_three
 from tests.harness import Federation, dump_logs, federation
 from tests.homeset.test_homeset import descriptor, served_by
+from tests.homeset.test_rejoin import pid_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.netns]
 
@@ -34,14 +34,6 @@ async def _sees_failed(fed: Federation, observer: str, members: list[str]) -> bo
 
 async def _names(fed: Federation, cluster: str) -> dict[str, dict[str, Any]]:
     return {s["name"]: s for s in await fed.get(cluster, "/v1/services")}
-
-
-def _pid(fed: Federation, cluster: str, name: str) -> int | None:
-    path = fed.agents[cluster].data_dir / "services" / name / "instance.json"
-    try:
-        return int(json.loads(path.read_text())["pid"])
-    except (OSError, ValueError, KeyError):
-        return None
 
 
 class Load:
@@ -92,7 +84,7 @@ async def test_same_name_created_on_both_sides_of_a_partition_both_serve_after_t
                 second = await fed.call("c3", "POST", "/v1/services", descriptor("dupe"), expect=201)
                 assert first["home"] == "c1" and second["home"] == "c3"
                 c1_endpoint, c3_endpoint = first["endpoint"], second["endpoint"]
-                pid_before = _pid(fed, "c3", "dupe")
+                pid_before = pid_of(fed, "c3", "dupe")
                 assert pid_before is not None
                 assert await served_by(fed, c3_endpoint) == "c3"
 
@@ -113,7 +105,7 @@ async def test_same_name_created_on_both_sides_of_a_partition_both_serve_after_t
                 assert load.failed == 0, f"{load.failed} of {load.sent} requests failed: {load.failures[:10]}"
 
                 # c3's copy was carried over, not restarted; each endpoint still serves its own.
-                assert _pid(fed, "c3", "dupe@c3") == pid_before and _pid(fed, "c3", "dupe") is None
+                assert pid_of(fed, "c3", "dupe@c3") == pid_before and pid_of(fed, "c3", "dupe") is None
                 assert await served_by(fed, c3_endpoint) == "c3"
                 assert await served_by(fed, c1_endpoint) in ("c1", "c2")
                 renamed = await fed.get("c1", "/v1/services/dupe@c3")
@@ -127,11 +119,11 @@ async def test_same_name_created_on_both_sides_of_a_partition_both_serve_after_t
                 moved = await fed.call("c1", "POST", "/v1/services/dupe@c3/migrate", {"target": "c2"}, expect=200)
                 assert moved["outcome"] == "succeeded", moved
                 await wait_until(lambda: _serves(fed, c3_endpoint, "c2"), timeout=20, what="dupe@c3 served from c2")
-                assert _pid(fed, "c2", "dupe@c3") is not None and _pid(fed, "c3", "dupe@c3") is None
+                assert pid_of(fed, "c2", "dupe@c3") is not None and pid_of(fed, "c3", "dupe@c3") is None
                 # ... and deleting it leaves the other one serving.
                 await fed.call("c1", "DELETE", "/v1/services/dupe@c3", expect=200)
-                for cluster in addrs:
-                    await wait_until(lambda c=cluster: _gone(fed, c, "dupe@c3"), timeout=30, what=f"dupe@c3 gone at {cluster}")
+                await wait_until(lambda: _gone_everywhere(fed, list(addrs), "dupe@c3"), timeout=30,
+                                 what="dupe@c3 gone at every cluster")
                 assert (await fed.get("c3", "/v1/services/dupe"))["home"] == "c1"
                 assert await served_by(fed, c1_endpoint) in ("c1", "c2")
             except BaseException:
@@ -143,5 +135,8 @@ async def _serves(fed: Federation, endpoint: str, cluster: str) -> bool:
     return await served_by(fed, endpoint) == cluster
 
 
-async def _gone(fed: Federation, cluster: str, name: str) -> bool:
-    return name not in await _names(fed, cluster) and _pid(fed, cluster, name) is None
+async def _gone_everywhere(fed: Federation, clusters: list[str], name: str) -> bool:
+    for cluster in clusters:
+        if name in await _names(fed, cluster) or pid_of(fed, cluster, name) is not None:
+            return False
+    return True
