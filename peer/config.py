@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from peer.records.naming import LABEL_RE
 from peer.workload import WorkloadPolicy
 from placement import InvalidThresholds, Thresholds
 
-NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\Z")
+NAME_RE = LABEL_RE  # a cluster is named like a service: one DNS-1123 label
 TIER_RE = re.compile(r"^[a-z0-9]([-a-z0-9_.]{0,30}[a-z0-9])?\Z")
 
 
