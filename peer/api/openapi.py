@@ -215,6 +215,17 @@ def _schemas() -> dict[str, Schema]:
                                                           "id": _nullable(STRING), "outcome": _nullable(STRING)})},
             "failed": {"type": "array", "items": _obj({"name": STRING, "error": STRING})},
             "stopping": {"type": "boolean"}}),
+        "Trust": _obj({
+            "mode": {"type": "string", "enum": ["mtls", "off"]}, "cluster": STRING, "ca": _nullable(STRING),
+            "cert": _nullable(_obj({"serial": STRING, "not_after": STRING, "expires_in_s": INT})),
+            "crl": _nullable(_obj({"number": _nullable(INT), "revoked": {"type": "array", "items": _obj(
+                {"serial": STRING, "cluster": _nullable(STRING)})}}))}),
+        "CrlRequest": _obj({"crl": {"type": "string", "maxLength": MAX_BODY,
+                                    "description": "the CA's revocation list, PEM (`roam ca revoke` writes it)"}},
+                           closed=True),
+        "CrlResult": _obj({"outcome": {"type": "string", "enum": ["applied", "same"]}, "number": INT,
+                           "pushed": {"type": "array", "items": STRING,
+                                      "description": "the live members that took or already had it"}}),
         "Rotation": _obj({"new": STRING, "removed": {"type": "array", "items": STRING},
                           "members": INT, "keyring": _ref("Keyring")}),
     }
@@ -325,6 +336,11 @@ def build_spec() -> dict[str, Any]:
         "/v1/audit": {"get": _audit_op()},
         "/v1/drain": {"post": _op("Drain this cluster: migrate every service away (then stop, with `stop`)",
                                   ("200", _ref("Drain")), *body_errors, body=_ref("DrainRequest"))},
+        "/v1/trust": {"get": _op("This cluster's identity: certificate, CA, revocation list in force",
+                                 ("200", _ref("Trust")))},
+        "/v1/trust/crl": {"post": _op("Apply the CA's revocation list here and push it to every live member",
+                                      ("200", _ref("CrlResult")), *body_errors, "403", "409",
+                                      body=_ref("CrlRequest"), body_required=True)},
         "/v1/openapi.json": {"get": _op("This document", ("200", {"type": "object"}))},
         "/metrics": {"get": _op("Prometheus metrics", ("200", None), text=True)},
     }

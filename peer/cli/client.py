@@ -80,6 +80,7 @@ class Client:
         self.api = self.target.api
         self._token_file = token_file
         self.timeout = timeout
+        self.ssl_context: Any = None  # an ssl.SSLContext trusting a private CA (`roam ca push --ca-cert`)
 
     def token(self) -> str:
         if self._token_file:
@@ -99,7 +100,7 @@ class Client:
             headers["Authorization"] = f"Bearer {self.token()}"
         req = urllib.request.Request(base + path, data=data, method=method, headers=headers)
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+            with urllib.request.urlopen(req, timeout=self.timeout, context=self.ssl_context) as resp:
                 raw = resp.read()
         except urllib.error.HTTPError as exc:
             raise ClientError(f"{method} {path}: {exc.code} {_error_text(exc)}") from exc

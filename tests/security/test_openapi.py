@@ -15,6 +15,7 @@ from peer.api.admin import add_admin_routes
 from peer.api.audit import AuditLog, add_audit_routes
 from peer.api.drain import add_drain_routes
 from peer.api.openapi import build_spec, render
+from peer.trust.spread import TrustSpread
 from peer.api.services import add_service_routes
 from tests.harness import AgentProc
 from tests.security.client import Client
@@ -33,6 +34,7 @@ def test_the_spec_covers_exactly_the_registered_admin_routes() -> None:
     add_service_routes(app, agent=None)  # type: ignore[arg-type]
     add_audit_routes(app, AuditLog(Path("/nonexistent/audit.log")))
     add_drain_routes(app, agent=None)  # type: ignore[arg-type]
+    TrustSpread(identity=None, client=None, here="c1", members=list).add_routes(app)  # type: ignore[arg-type]
     routes = {(r.method, r.resource.canonical) for r in app.router.routes()
               if r.method != "HEAD" and r.resource is not None and not r.resource.canonical.startswith("/peer/")}
     documented = {(m.upper(), p) for p, item in build_spec()["paths"].items() for m in item}

@@ -1,0 +1,106 @@
+"""`roam ca ...`: the federation CA (peer.trust.ca). Run it where the CA key lives (offline, or
+on one chosen host); only `push` talks to an agent."""
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+from typing import Any
+
+import click
+
+from peer.cli.client import Client
+from peer.cli.commands import client_options
+from peer.trust import ca
+from peer.trust.certs import TrustError
+
+DIR = click.option("--dir", "directory", required=True, type=click.Path(file_okay=False, path_type=Path),
+                   help="the CA's directory (ca.key 0600, ca.pem, index.json, crl.pem)")
+
+
+@click.group("ca", help="The federation CA: one certificate per cluster, revocation that reaches every member.")
+def ca_group() -> None:
+    pass
+
+
+def _fail(exc: Exception) -> click.ClickException:
+    return click.ClickException(str(exc))
+
+
+@ca_group.command("init", help="Create the CA: DIR/ca.key (0600) and DIR/ca.pem, the --ca-cert of every agent.")
+@DIR
+@click.option("--name", default="roam federation CA", show_default=True, help="the CA certificate's subject CN")
+@click.option("--days", type=click.IntRange(1, ca.CA_DAYS), default=ca.CA_DAYS, show_default=True)
+def init(directory: Path, name: str, days: int) -> None:
+    try:
+        cert = ca.init(directory, name=name, days=days)
+    except (TrustError, OSError) as exc:
+        raise _fail(exc) from exc
+    click.echo(f"CA created: key {directory / ca.CA_KEY} (0600, keep it offline), certificate {cert}")
+
+
+@ca_group.command("issue", help="A key and certificate naming CLUSTER, in OUT: cluster.key (0600), cluster.pem, "
+                                "ca.pem. Again for the same cluster = rotation (agents reload the files).")
+@DIR
+@click.option("--cluster", required=True, help="the cluster name (the agent's --name)")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="where to write them")
+@click.option("--days", type=int, default=ca.CLUSTER_DAYS, show_default=True, help="validity")
+@click.option("--ip", "ips", multiple=True, metavar="IP", help="the agent's --addr, so admin clients can check it (repeat)")
+def issue(directory: Path, cluster: str, out: Path, days: int, ips: tuple[str, ...]) -> None:
+    try:
+        entry = ca.issue(directory, cluster=cluster, out=out, days=days, ips=ips)
+    except (TrustError, OSError) as exc:
+        raise _fail(exc) from exc
+    click.echo(f"issued {cluster}: serial {entry.serial:x}, valid until {entry.not_after}; "
+               f"agent flags: --ca-cert {out / ca.OUT_CA} --cert {out / ca.OUT_CERT} --key {out / ca.OUT_KEY}")
+
+
+@ca_group.command("list", help="Every certificate issued, with its serial, expiry and revocation.")
+@DIR
+def list_issued(directory: Path) -> None:
+    try:
+        issued = ca.load_index(directory)
+    except (TrustError, OSError) as exc:
+        raise _fail(exc) from exc
+    click.echo(f"{'CLUSTER':<20} {'SERIAL':<42} {'NOT AFTER':<34} REVOKED")
+    for i in issued:
+        click.echo(f"{i.cluster:<20} {i.serial:<42x} {i.not_after:<34} {i.revoked_at or '-'}")
+
+
+@ca_group.command("revoke", help="Revoke every certificate of CLUSTER: writes DIR/crl.pem with the next number. "
+                                 "--push hands it to an agent, which spreads it to every member.")
+@DIR
+@click.option("--cluster", required=True)
+@click.option("--push", is_flag=True, help="also push the list to the agent (as `roam ca push`)")
+@click.option("--ca-cert", "ca_cert", type=click.Path(dir_okay=False, path_type=Path),
+              help="trust this CA for an https agent address (default DIR/ca.pem)")
+@client_options
+def revoke(client: Client, output: str, directory: Path, cluster: str, push: bool, ca_cert: Path | None) -> None:
+    try:
+        number, newly = ca.revoke(directory, cluster=cluster)
+    except (TrustError, OSError) as exc:
+        raise _fail(exc) from exc
+    serials = ", ".join(f"{i.serial:x}" for i in newly) or "none new"
+    click.echo(f"revoked {cluster} (serials {serials}): {directory / ca.CRL} is list #{number}")
+    if push:
+        _push(client, directory, ca_cert)
+
+
+@ca_group.command("push", help="Hand DIR/crl.pem to an agent: it applies it and pushes it to every live member.")
+@DIR
+@click.option("--ca-cert", "ca_cert", type=click.Path(dir_okay=False, path_type=Path),
+              help="trust this CA for an https agent address (default DIR/ca.pem)")
+@client_options
+def push(client: Client, output: str, directory: Path, ca_cert: Path | None) -> None:
+    _push(client, directory, ca_cert)
+
+
+def _push(client: Client, directory: Path, ca_cert: Path | None) -> None:
+    try:
+        pem = (directory / ca.CRL).read_text(encoding="ascii")
+    except OSError as exc:
+        raise _fail(exc) from exc
+    if client.api.startswith("https://"):
+        client.ssl_context = ssl.create_default_context(cafile=str(ca_cert or directory / ca.CA_CERT))
+    reply: Any = client.call("POST", "/v1/trust/crl", {"crl": pem})
+    pushed = ", ".join(reply.get("pushed", [])) or "no member"
+    click.echo(f"list #{reply.get('number')} {reply.get('outcome')} at {client.api}; pushed to {pushed}")

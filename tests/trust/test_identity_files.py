@@ -1,0 +1,85 @@
+"""The CA's files and an agent's Identity without a network: what is accepted and what is refused."""
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+
+from peer.trust import ca
+from peer.trust.certs import TrustError, cluster_of, load_crl
+from peer.trust.identity import Identity, IdentityError
+
+
+@pytest.fixture()
+def fed(tmp_path: Path) -> Path:
+    ca.init(tmp_path / "ca")
+    for name in ("c1", "c2"):
+        ca.issue(tmp_path / "ca", cluster=name, out=tmp_path / name)
+        (tmp_path / f"data-{name}").mkdir(mode=0o700)
+    return tmp_path
+
+
+def identity(base: Path, name: str, *, files: str | None = None) -> Identity:
+    d = base / (files or name)
+    return Identity(name=name, ca_cert=d / "ca.pem", cert=d / "cluster.pem", key=d / "cluster.key",
+                    data_dir=base / f"data-{name}")
+
+
+def test_the_ca_key_is_private_and_a_certificate_names_its_cluster(fed: Path) -> None:
+    assert (fed / "ca" / "ca.key").stat().st_mode & 0o777 == 0o600
+    assert (fed / "c1" / "cluster.key").stat().st_mode & 0o777 == 0o600
+    cert = x509.load_pem_x509_certificate((fed / "c1" / "cluster.pem").read_bytes())
+    assert cluster_of(cert) == "c1"
+    assert cert.not_valid_after_utc - dt.datetime.now(dt.timezone.utc) < dt.timedelta(days=ca.CLUSTER_DAYS + 1)
+    with pytest.raises(ca.CAError, match="exists already"):
+        ca.init(fed / "ca")
+
+
+def test_an_agent_refuses_a_certificate_of_another_cluster_or_ca_or_a_foreign_key(fed: Path) -> None:
+    assert identity(fed, "c1").current.cluster == "c1"
+    with pytest.raises(IdentityError, match="names cluster 'c2', this agent is 'c1'"):
+        identity(fed, "c1", files="c2")
+    shutil.copy(fed / "c2" / "cluster.key", fed / "c1" / "cluster.key")
+    with pytest.raises(IdentityError, match="--key: .* does not match --cert"):
+        identity(fed, "c1")
+    ca.init(fed / "other")
+    ca.issue(fed / "other", cluster="c2", out=fed / "forged")
+    shutil.copy(fed / "c2" / "ca.pem", fed / "forged" / "ca.pem")
+    with pytest.raises(IdentityError, match="not issued by the federation CA"):
+        identity(fed, "c2", files="forged")
+
+
+def test_rotation_reloads_a_new_pair_and_keeps_the_old_one_when_the_new_is_broken(fed: Path) -> None:
+    me = identity(fed, "c1")
+    first = me.current.serial
+    ca.issue(fed / "ca", cluster="c1", out=fed / "c1")
+    assert me.reload(why="test") and me.current.serial != first
+    second = me.current.serial
+    (fed / "c1" / "cluster.key").write_bytes((fed / "c2" / "cluster.key").read_bytes())  # half a rotation
+    assert not me.reload(why="test") and me.current.serial == second
+
+
+def test_a_revocation_list_is_taken_only_from_the_ca_and_only_when_newer(fed: Path) -> None:
+    me = identity(fed, "c1")
+    number, revoked = ca.revoke(fed / "ca", cluster="c2")
+    pem = (fed / "ca" / "crl.pem").read_bytes()
+    assert me.apply_crl(pem, source="test") == "applied" and number == 1
+    assert me.revocations.revoked(revoked[0].serial)
+    assert me.apply_crl(pem, source="test") == "same"
+    old = load_crl(pem, ca=me.ca)
+    ca.revoke(fed / "ca", cluster="c2")  # list #2
+    assert me.apply_crl((fed / "ca" / "crl.pem").read_bytes(), source="test") == "applied"
+    assert me.apply_crl(old.pem, source="test") == "older" and me.revocations.number == 2
+    ca.init(fed / "rogue")
+    ca.issue(fed / "rogue", cluster="c1", out=fed / "rogue-c1")
+    for _ in range(3):
+        ca.revoke(fed / "rogue", cluster="c1")  # #3, higher than ours, but not our CA's
+    with pytest.raises(TrustError, match="not by the federation CA|not the federation CA"):
+        me.apply_crl((fed / "rogue" / "crl.pem").read_bytes(), source="test")
+    # Kept across a restart of the agent.
+    assert identity(fed, "c1").revocations.number == 2
+    with pytest.raises(ca.CAError, match="revoked at this CA"):
+        ca.issue(fed / "ca", cluster="c2", out=fed / "c2")
