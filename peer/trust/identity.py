@@ -24,7 +24,6 @@ import logging
 import os
 import ssl
 import time
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +39,7 @@ PAIR_FILE = ".tls-pair.pem"  # the cert and key as last loaded, one file (read o
 WATCH_EVERY = 1.0
 EXPIRY_WARNING = 7 * 24 * 3600.0
 REFUSAL_LOG_EVERY = 10.0
+PRUNE_EVERY = 256
 
 
 class IdentityError(TrustError):
@@ -107,7 +107,8 @@ class Identity:
         self._failed: Stamp | None = None
         self.revocations = self._stored_revocations()
         self.seen: dict[int, str] = {}  # serial -> cluster, from verified peer certificates (for logs)
-        self._open: dict[int, weakref.WeakSet[asyncio.BaseTransport]] = {}
+        self._open: dict[int, set[asyncio.BaseTransport]] = {}  # serial -> its connections (closed on revocation)
+        self._admitted = 0
         self._refusals: dict[tuple[str, str], float] = {}
         self.on_revoked: list[Callable[[], None]] = []  # e.g. the peer client drops its pooled connections
 
@@ -226,8 +227,21 @@ class Identity:
             raise self._refuse(cluster, 403, f"certificate names cluster {cluster} but the request claims to "
                                f"come from {claimed!r}")
         if transport is not None:
-            self._open.setdefault(serial, weakref.WeakSet()).add(transport)
+            self._remember(serial, transport)
         return cluster
+
+    def _remember(self, serial: int, transport: asyncio.BaseTransport) -> None:
+        """Keep the connection to close it on revocation (uvloop's transports take no weak
+        references: closed ones are forgotten here, every PRUNE_EVERY requests)."""
+        self._open.setdefault(serial, set()).add(transport)
+        self._admitted += 1
+        if self._admitted % PRUNE_EVERY == 0:
+            for key in list(self._open):
+                live = {t for t in self._open[key] if not t.is_closing()}
+                if live:
+                    self._open[key] = live
+                else:
+                    del self._open[key]
 
     def refuse_claim(self, cluster: str, claimed: object, *, where: str) -> PeerIdentityRefused:
         return self._refuse(cluster, 403, f"certificate names cluster {cluster} but {where} says {claimed!r}")
