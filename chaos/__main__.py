@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep agent data dirs and copy all logs into the report")
     p.add_argument("--log-level", default="INFO", dest="log_level",
                    help="the agents' log level (DEBUG to investigate a failure)")
+    p.add_argument("--identity", action="store_true",
+                   help="per-cluster identity: a CA, a certificate per cluster, mTLS on the peer API")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
     return parser
 
@@ -64,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         services=args.services, duration=args.duration, report_dir=report_dir,
         prefix=args.prefix, subnet=args.subnet, rate=args.rate,
         quiet_timeout=args.quiet_timeout, auto_migrate=args.auto_migrate,
-        keep_data=args.keep_data, verbose=not args.quiet, log_level=args.log_level)
+        keep_data=args.keep_data, verbose=not args.quiet, log_level=args.log_level,
+        identity=args.identity)
     uninstall = install_emergency_cleanup(args.prefix)
     try:
         report = asyncio.run(run(options))
