@@ -22,6 +22,10 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="the paper's use case on three clusters (what `make demo` runs)")
     d.add_argument("--report", type=Path, default=Path("demo-report"), help="report folder")
     d.add_argument("--loopback", action="store_true", help="loopback agents, no shaping (the non-root mode)")
+    d.add_argument("--identity", action="store_true",
+                   help="per-cluster identity: a CA, a certificate per cluster, mTLS on the peer API (netns mode)")
+    d.add_argument("--prefix", default="roamdemo", help="namespace/interface prefix")
+    d.add_argument("--subnet", default="10.77.0.0/24")
     p = sub.add_parser("run", help="run one scenario")
     p.add_argument("--scenario", required=True, choices=sorted(all_scenarios()))
     p.add_argument("--seed", type=int, default=1)
@@ -51,7 +55,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         from chaos.demo import run_demo
 
-        return asyncio.run(run_demo(args.report, loopback=args.loopback))
+        if args.identity and args.loopback:
+            print("python -m chaos demo: --identity runs in the netns mode only, not with --loopback", file=sys.stderr)
+            return 2
+        return asyncio.run(run_demo(args.report, loopback=args.loopback, identity=args.identity,
+                                    prefix=args.prefix, subnet=args.subnet))
     if args.command == "list":
         for name, s in sorted(all_scenarios().items()):
             print(f"{name:28} {s.about} (>= {s.min_clusters} clusters, "

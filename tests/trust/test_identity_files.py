@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from peer.trust import ca
 from peer.trust.certs import TrustError, cluster_of, load_crl
@@ -83,3 +85,31 @@ def test_a_revocation_list_is_taken_only_from_the_ca_and_only_when_newer(fed: Pa
     assert identity(fed, "c1").revocations.number == 2
     with pytest.raises(ca.CAError, match="revoked at this CA"):
         ca.issue(fed / "ca", cluster="c2", out=fed / "c2")
+
+
+@pytest.fixture(scope="module")
+def lists(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[bytes]]:
+    base = tmp_path_factory.mktemp("lists")
+    ca.init(base / "ca")
+    ca.issue(base / "ca", cluster="c1", out=base / "c1")
+    pems = []
+    for i in range(5):
+        ca.issue(base / "ca", cluster=f"gone{i}", out=base / f"gone{i}")
+        ca.revoke(base / "ca", cluster=f"gone{i}")
+        pems.append((base / "ca" / "crl.pem").read_bytes())
+    return base, pems
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(order=st.lists(st.integers(min_value=0, max_value=4), min_size=1, max_size=12))
+def test_whatever_order_lists_arrive_in_the_highest_number_wins(lists: tuple[Path, list[bytes]],
+                                                                 order: list[int]) -> None:
+    base, pems = lists
+    data = base / "data-c1"
+    shutil.rmtree(data, ignore_errors=True)
+    data.mkdir(mode=0o700)
+    me = identity(base, "c1")
+    for i in order:
+        me.apply_crl(pems[i], source="test")
+    assert me.revocations.number == max(order) + 1
+    assert len(me.revocations.serials) == max(order) + 1  # list #n revokes gone0..gone(n-1)
