@@ -54,6 +54,50 @@ def issue(directory: Path, cluster: str, out: Path, days: int, ips: tuple[str, .
                f"agent flags: --ca-cert {out / ca.OUT_CA} --cert {out / ca.OUT_CERT} --key {out / ca.OUT_KEY}")
 
 
+@ca_group.command("request", help="On the cluster's host: a key that never leaves it (OUT/.cluster.key.pending, "
+                                  "0600) and OUT/cluster.csr for the operator to approve with `roam ca sign`.")
+@click.option("--cluster", required=True, help="the cluster name (the agent's --name)")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
+def request(cluster: str, out: Path) -> None:
+    try:
+        path = ca.request(cluster=cluster, out=out)
+        req, _ = ca.read_request(path)
+    except (TrustError, OSError) as exc:
+        raise _fail(exc) from exc
+    click.echo(f"request for {cluster}: {path}; key fingerprint sha256:{req.fingerprint} "
+               "(compare it at the CA); then `roam ca install` the certificate here")
+
+
+@ca_group.command("sign", help="At the CA: approve a request (`roam ca request`): --cluster must be the name it "
+                               "carries. Writes OUT/cluster.pem and OUT/ca.pem; no key leaves the cluster's host.")
+@DIR
+@click.option("--csr", "csr", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--cluster", required=True, help="the cluster you approve (must match the request)")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--days", type=int, default=ca.CLUSTER_DAYS, show_default=True)
+@click.option("--ip", "ips", multiple=True, metavar="IP", help="the agent's --addr (repeat)")
+def sign(directory: Path, csr: Path, cluster: str, out: Path, days: int, ips: tuple[str, ...]) -> None:
+    try:
+        req, _ = ca.read_request(csr)
+        entry = ca.sign(directory, csr_path=csr, cluster=cluster, out=out, days=days, ips=ips)
+    except (TrustError, OSError) as exc:
+        raise _fail(exc) from exc
+    click.echo(f"signed {cluster} (key sha256:{req.fingerprint}): serial {entry.serial:x}, valid until "
+               f"{entry.not_after}; {out / ca.OUT_CERT} and {out / ca.OUT_CA} go to the cluster's host")
+
+
+@ca_group.command("install", help="On the cluster's host: put the signed certificate beside the pending key "
+                                  "(OUT/cluster.key, OUT/cluster.pem); a running agent reloads them.")
+@click.option("--cert", "cert", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
+def install(cert: Path, out: Path) -> None:
+    try:
+        path = ca.install(cert=cert, out=out)
+    except (TrustError, OSError) as exc:
+        raise _fail(exc) from exc
+    click.echo(f"installed {path} with {out / ca.OUT_KEY}")
+
+
 @ca_group.command("list", help="Every certificate issued, with its serial, expiry and revocation.")
 @DIR
 def list_issued(directory: Path) -> None:

@@ -10,6 +10,10 @@ index of what it issued and the current revocation list.
 Issuing writes OUT/cluster.key (0600), OUT/cluster.pem and a copy of OUT/ca.pem, each by
 rename, the key first: an agent watching the files (rotation) sees a complete pair. Keys are
 ECDSA P-256: small certificates and cheap handshakes.
+
+The other way keeps a cluster's key on its own host: `roam ca request` there writes the key
+and a CSR naming the cluster; the operator approves it at the CA with `roam ca sign`, which
+shows what it signs (cluster, key fingerprint) and returns only a certificate.
 """
 from __future__ import annotations
 
@@ -126,15 +130,7 @@ def _save_index(directory: Path, issued: list[Issued]) -> None:
     _write(directory / INDEX, body.encode("utf-8"), mode=0o600)
 
 
-def issue(directory: Path, *, cluster: str, out: Path, days: int = CLUSTER_DAYS,
-          ips: tuple[str, ...] = ()) -> Issued:
-    """A new key and certificate naming `cluster`, valid `days`, written into `out`.
-
-    Issuing again for the same cluster is rotation (a new serial; the old one stays valid
-    until it expires). A revoked cluster gets nothing: revoking means the CA stopped trusting
-    it. `ips` are added as IP SANs so that admin clients (the CLI, a browser) can check the
-    agent's address against its certificate.
-    """
+def _check_request(directory: Path, cluster: str, days: int, ips: tuple[str, ...]) -> list[Any]:
     from peer.config import NAME_RE
 
     if not NAME_RE.match(cluster):
@@ -145,18 +141,21 @@ def issue(directory: Path, *, cluster: str, out: Path, days: int = CLUSTER_DAYS,
         addresses = [ipaddress.ip_address(ip) for ip in ips]
     except ValueError as exc:
         raise CAError(f"--ip: {exc}") from exc
-    ca_key, ca_cert = _load(directory)
-    issued = load_index(directory)
-    if any(i.cluster == cluster and i.revoked_at for i in issued):
+    if any(i.cluster == cluster and i.revoked_at for i in load_index(directory)):
         raise CAError(f"--cluster: {cluster} is revoked at this CA; it gets no new certificate")
-    key = ec.generate_private_key(ec.SECP256R1())
+    return addresses
+
+
+def _sign(directory: Path, *, cluster: str, public_key: Any, days: int, addresses: list[Any]) -> x509.Certificate:
+    """A certificate naming `cluster` for `public_key`, recorded in the index."""
+    ca_key, ca_cert = _load(directory)
     now = _now()
     not_after = min(now + dt.timedelta(days=days), ca_cert.not_valid_after_utc)
     sans: list[x509.GeneralName] = [x509.DNSName(cluster), x509.UniformResourceIdentifier(URI_PREFIX + cluster)]
     sans += [x509.IPAddress(a) for a in addresses]
     cert = (x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cluster)]))
-            .issuer_name(ca_cert.subject).public_key(key.public_key())
+            .issuer_name(ca_cert.subject).public_key(public_key)
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(not_after)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
@@ -165,13 +164,105 @@ def issue(directory: Path, *, cluster: str, out: Path, days: int = CLUSTER_DAYS,
                            critical=False)
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
             .sign(ca_key, hashes.SHA256()))
+    _save_index(directory, [*load_index(directory), Issued(cert.serial_number, cluster, not_after.isoformat())])
+    return cert
+
+
+def request(*, cluster: str, out: Path) -> Path:
+    """On the cluster's host: a new key (OUT/cluster.key, 0600, never leaves) and a certificate
+    signing request naming the cluster (OUT/cluster.csr), for the operator to approve."""
+    from peer.config import NAME_RE
+
+    if not NAME_RE.match(cluster):
+        raise CAError(f"--cluster: {cluster!r} is not a cluster name (DNS-1123 label)")
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (x509.CertificateSigningRequestBuilder()
+           .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cluster)]))
+           .sign(key, hashes.SHA256()))
+    out.mkdir(parents=True, exist_ok=True)
+    pending = out / f".{OUT_KEY}.pending"  # becomes cluster.key with the certificate (install)
+    _write(pending, _key_pem(key), mode=0o600)
+    _write(out / "cluster.csr", csr.public_bytes(serialization.Encoding.PEM), mode=0o644)
+    return out / "cluster.csr"
+
+
+@dataclass(frozen=True)
+class Request:
+    cluster: str
+    fingerprint: str  # SHA-256 of the public key, for the operator to compare with the host's
+
+
+def read_request(path: Path) -> tuple[Request, x509.CertificateSigningRequest]:
+    try:
+        csr = x509.load_pem_x509_csr(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise CAError(f"--csr: {path}: not a PEM certificate signing request") from exc
+    if not csr.is_signature_valid:
+        raise CAError(f"--csr: {path}: its signature does not match its key")
+    names = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if len(names) != 1:
+        raise CAError(f"--csr: {path}: must name one cluster in its CN")
+    der = csr.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    digest = hashes.Hash(hashes.SHA256())
+    digest.update(der)
+    return Request(str(names[0].value), digest.finalize().hex()), csr
+
+
+def sign(directory: Path, *, csr_path: Path, cluster: str, out: Path, days: int = CLUSTER_DAYS,
+         ips: tuple[str, ...] = ()) -> Issued:
+    """At the CA: approve a request. `cluster` must be the name the request carries (the
+    operator says what they approve); the certificate goes to `out` (cluster.pem, ca.pem)."""
+    req, csr = read_request(csr_path)
+    if req.cluster != cluster:
+        raise CAError(f"--cluster: the request names {req.cluster!r}, not {cluster!r}")
+    addresses = _check_request(directory, cluster, days, ips)
+    cert = _sign(directory, cluster=cluster, public_key=csr.public_key(), days=days, addresses=addresses)
+    _, ca_cert = _load(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    _write(out / OUT_CA, ca_cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
+    _write(out / OUT_CERT, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
+    return Issued(cert.serial_number, cluster, cert.not_valid_after_utc.isoformat())
+
+
+def install(*, cert: Path, out: Path) -> Path:
+    """On the cluster's host: put the signed certificate beside the pending key (key first,
+    then the certificate: a watching agent reloads a matching pair)."""
+    pending = out / f".{OUT_KEY}.pending"
+    if not pending.exists():
+        raise CAError(f"--out: {out} has no pending key (run `roam ca request` there first)")
+    try:
+        pem = cert.read_bytes()
+        signed = x509.load_pem_x509_certificate(pem)
+    except (OSError, ValueError) as exc:
+        raise CAError(f"--cert: {cert}: not a PEM certificate") from exc
+    key = serialization.load_pem_private_key(pending.read_bytes(), password=None)
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    if (signed.public_key().public_bytes(serialization.Encoding.DER, spki)
+            != key.public_key().public_bytes(serialization.Encoding.DER, spki)):
+        raise CAError(f"--cert: {cert} is not for the key pending in {out} (another request's certificate?)")
+    os.replace(pending, out / OUT_KEY)
+    _write(out / OUT_CERT, pem, mode=0o644)
+    return out / OUT_CERT
+
+
+def issue(directory: Path, *, cluster: str, out: Path, days: int = CLUSTER_DAYS,
+          ips: tuple[str, ...] = ()) -> Issued:
+    """A new key and certificate naming `cluster`, valid `days`, written into `out`.
+
+    Issuing again for the same cluster is rotation (a new serial; the old one stays valid
+    until it expires). A revoked cluster gets nothing: revoking means the CA stopped trusting
+    it. `ips` are added as IP SANs so that admin clients (the CLI, a browser) can check the
+    agent's address against its certificate.
+    """
+    addresses = _check_request(directory, cluster, days, ips)
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = _sign(directory, cluster=cluster, public_key=key.public_key(), days=days, addresses=addresses)
+    _, ca_cert = _load(directory)
     out.mkdir(parents=True, exist_ok=True)
     _write(out / OUT_KEY, _key_pem(key), mode=0o600)
     _write(out / OUT_CA, ca_cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
     _write(out / OUT_CERT, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
-    entry = Issued(cert.serial_number, cluster, not_after.isoformat())
-    _save_index(directory, [*issued, entry])
-    return entry
+    return Issued(cert.serial_number, cluster, cert.not_valid_after_utc.isoformat())
 
 
 def revoke(directory: Path, *, cluster: str) -> tuple[int, list[Issued]]:

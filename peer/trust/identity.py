@@ -165,12 +165,15 @@ class Identity:
         return True
 
     async def watch(self) -> None:
-        """Reload when the cert or key file changes (rotation: `roam ca issue` again)."""
+        """Reload when the cert or key file changed and then stayed as is for one poll (the two
+        files are replaced one after the other: rotation is `roam ca issue` or `install` again)."""
+        seen = self._stamp
         while True:
             await asyncio.sleep(WATCH_EVERY)
             stamp = _stamp(*self.paths[1:])
-            if stamp != self._stamp and stamp != self._failed:
+            if stamp == seen and stamp != self._stamp and stamp != self._failed:
                 self.reload(why="files changed")
+            seen = stamp
 
     # -- revocation ------------------------------------------------------------------------
     def _stored_revocations(self) -> Revocations:

@@ -15,7 +15,7 @@ from peer.trust import ca
 
 
 def args(**kw: Any) -> argparse.Namespace:
-    base = {"config": None, "name": "c1", "addr": "127.0.0.1", "join": [], "accept_from": [], "allow_command": [],
+    base: dict[str, Any] = {"config": None, "name": "c1", "addr": "127.0.0.1", "join": [], "accept_from": [], "allow_command": [],
             "allow_image": []}
     return argparse.Namespace(**{**base, **kw})
 

@@ -113,3 +113,18 @@ def test_whatever_order_lists_arrive_in_the_highest_number_wins(lists: tuple[Pat
         me.apply_crl(pems[i], source="test")
     assert me.revocations.number == max(order) + 1
     assert len(me.revocations.serials) == max(order) + 1  # list #n revokes gone0..gone(n-1)
+
+
+def test_a_request_keeps_the_key_on_its_host_and_the_operator_signs_what_it_names(fed: Path) -> None:
+    csr = ca.request(cluster="c3", out=fed / "c3")
+    assert not (fed / "c3" / "cluster.key").exists()  # pending until its certificate is installed
+    with pytest.raises(ca.CAError, match="the request names 'c3', not 'c2'"):
+        ca.sign(fed / "ca", csr_path=csr, cluster="c2", out=fed / "signed")
+    entry = ca.sign(fed / "ca", csr_path=csr, cluster="c3", out=fed / "signed")
+    assert entry.cluster == "c3" and any(i.serial == entry.serial for i in ca.load_index(fed / "ca"))
+    with pytest.raises(ca.CAError, match="not for the key pending"):
+        ca.install(cert=fed / "c1" / "cluster.pem", out=fed / "c3")
+    ca.install(cert=fed / "signed" / "cluster.pem", out=fed / "c3")
+    shutil.copy(fed / "ca" / "ca.pem", fed / "c3" / "ca.pem")
+    (fed / "data-c3").mkdir(mode=0o700)
+    assert identity(fed, "c3").current.serial == entry.serial  # an agent takes the pair

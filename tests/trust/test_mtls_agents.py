@@ -129,7 +129,10 @@ async def test_revocation_reaches_every_member_and_rotation_needs_no_restart(tmp
                 "name": "outcast", "port": 8080, "health": {"path": "/healthz"}, "command": CLASSIFIER})
             assert status == 201, body
 
-            # Revoke c3 with c2 down: pushed to c1 at once, pulled by c2 when it is back.
+            # Revoke c3 with c2 down: pushed to c1 at once, pulled by c2 when it is back; a
+            # connection c3's certificate holds open to c1 is closed.
+            keeper = PeerClient(SECRET.encode(), sender="c3", tls=holder_of(tmp_path, "c3"))
+            await keeper.call(f"https://{ADDRS['c1']}:7070", "/peer/v1/ping", {})
             fed.agents["c2"].stop()
             started = time.monotonic()
             revoke = subprocess.run(
@@ -150,14 +153,20 @@ async def test_revocation_reaches_every_member_and_rotation_needs_no_restart(tmp
                 return False
 
             await wait_until(lambda: refused_at("c1"), timeout=10, what="c1 refuses c3")
+
+            async def closed() -> bool:
+                return "connection(s) of revoked certificates" in full_log(fed, "c1")
+
+            await wait_until(closed, timeout=10, what="c1 closes c3's connections")
+            await keeper.close()
             start(fed, tmp_path, "c2")
             await wait_until(lambda: refused_at("c2"), timeout=30, what="c2 (restarted) refuses c3")
             pulled = time.monotonic() - started
             for name in ("c1", "c2"):
                 trust = await admin.get(name, "/v1/trust")
                 assert trust["crl"]["number"] == 1 and len(trust["crl"]["revoked"]) == 1, trust
-                assert "peer identity refused (403): certificate of cluster c3" in fed.agents[name].log_text()
-            assert "revocation list #1 from c1 applied" in fed.agents["c2"].log_text()
+                assert "peer identity refused (403): certificate of cluster c3" in full_log(fed, name)
+            assert "revocation list #1 from c1 applied" in full_log(fed, "c2")
             # The revoked cluster can no longer migrate anything anywhere: c1 and c2 refuse it.
             status, body = await admin.call("c3", "POST", "/v1/services/outcast/migrate", {"target": "c1"})
             assert status == 409 and "403" in body["error"] and "revoked" in body["error"], body
@@ -179,6 +188,10 @@ async def test_revocation_reaches_every_member_and_rotation_needs_no_restart(tmp
             print(f"revocation: pushed and refused at c1 at once; pulled by a restarted c2 {pulled:.1f}s after")
     finally:
         await admin.session.close()
+
+
+def full_log(fed: Federation, name: str) -> str:
+    return fed.agents[name].log_path.read_text(errors="replace")
 
 
 async def served_serial(base: Path, addr: str) -> int:
