@@ -220,7 +220,7 @@ def _schemas() -> dict[str, Schema]:
             "cert": _nullable(_obj({"serial": STRING, "not_after": STRING, "expires_in_s": INT})),
             "crl": _nullable(_obj({"number": _nullable(INT), "revoked": {"type": "array", "items": _obj(
                 {"serial": STRING, "cluster": _nullable(STRING)})}}))}),
-        "CrlRequest": _obj({"crl": {"type": "string", "maxLength": MAX_BODY,
+        "CrlRequest": _obj({"crl": {"type": "string",
                                     "description": "the CA's revocation list, PEM (`roam ca revoke` writes it)"}},
                            closed=True),
         "CrlResult": _obj({"outcome": {"type": "string", "enum": ["applied", "same"]}, "number": INT,
