@@ -33,7 +33,6 @@ def identity_middleware(identity: Identity) -> Any:
             response = msgpack_response({"error": exc.message}, status=exc.status)
             response.force_close()  # a refused peer keeps no connection
             return response
-        request["peer_cluster"] = cluster
         return await handler(request)
 
     return middleware

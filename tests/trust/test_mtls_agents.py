@@ -5,6 +5,7 @@ restart."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import ssl
 import subprocess
 import sys
@@ -183,8 +184,18 @@ async def test_revocation_reaches_every_member_and_rotation_needs_no_restart(tmp
             assert f"{entry.serial:x}" != old and fed.agents["c1"].proc.pid == pid  # type: ignore[union-attr]
             served = await served_serial(tmp_path, ADDRS["c1"])
             assert served == entry.serial
-            # ...and its peers still take its requests (new client connections use the new pair).
-            await admin.call("c1", "POST", "/v1/services/classifier/migrate", {"target": "c1"})
+            # SIGHUP reloads at once (and does not stop the agent).
+            again = ca.issue(tmp_path / "ca", cluster="c1", out=tmp_path / "c1", ips=(ADDRS["c1"],))
+            fed.agents["c1"].proc.send_signal(signal.SIGHUP)  # type: ignore[union-attr]
+
+            async def reloaded_on_hup() -> bool:
+                return f"certificate reloaded (SIGHUP): serial {again.serial:x}" in full_log(fed, "c1")
+
+            await wait_until(reloaded_on_hup, timeout=10, what="c1 reloaded on SIGHUP")
+            assert fed.agents["c1"].proc.poll() is None  # type: ignore[union-attr]
+            # ...and its peers take its requests (new client connections use the new pair).
+            status, body = await admin.call("c1", "POST", "/v1/services/classifier/migrate", {"target": "c1"})
+            assert status == 200 and body["outcome"] == "succeeded", body
             print(f"revocation: pushed and refused at c1 at once; pulled by a restarted c2 {pulled:.1f}s after")
     finally:
         await admin.session.close()
