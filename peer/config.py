@@ -449,7 +449,8 @@ def write_local_hint(config: AgentConfig, *, token_file: Path) -> Path:
 
     path = config.data_dir / HINT_NAME
     hint = {"name": config.name, "api": config.api_url, "token_file": str(token_file.resolve()),
-            "data_dir": str(config.data_dir.resolve()), "pid": os.getpid()}
+            "data_dir": str(config.data_dir.resolve()), "pid": os.getpid(),
+            "ca_cert": str(config.ca_cert.resolve()) if config.ca_cert else None}
     tmp = path.with_name(f".{HINT_NAME}.tmp")
     tmp.write_text(json.dumps(hint, indent=1) + "\n", encoding="utf-8")
     tmp.replace(path)

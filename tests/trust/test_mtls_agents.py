@@ -5,6 +5,7 @@ restart."""
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import ssl
 import subprocess
@@ -112,6 +113,11 @@ async def test_revocation_reaches_every_member_and_rotation_needs_no_restart(tmp
             assert status == 201, body
             status, body = await admin.call("c1", "POST", "/v1/services/classifier/migrate", {"target": "c2"})
             assert status == 200 and body["outcome"] == "succeeded", body
+
+            # `roam` on the agent's host finds it, and checks its https against the CA it names.
+            listed = subprocess.run([sys.executable, "-m", "peer.cli", "members", "--json"], capture_output=True,
+                                    text=True, timeout=60, env={**os.environ, "ROAM_DATA_DIR": str(tmp_path)})
+            assert listed.returncode == 0 and all(f'"{n}"' in listed.stdout for n in ADDRS), listed.stderr
 
             # No client certificate: 401. c3's certificate claiming to be c2: 403 naming both.
             with pytest.raises(PeerRefused) as refused:
