@@ -97,15 +97,18 @@ def load_crl(pem: bytes, *, ca: x509.Certificate) -> Revocations:
         crl = x509.load_pem_x509_crl(pem)
     except ValueError as exc:
         raise TrustError("not a PEM revocation list (X509 CRL)") from exc
-    if crl.issuer != ca.subject:
-        raise TrustError(f"revocation list issued by {crl.issuer.rfc4514_string()}, not by the federation CA")
-    if not crl.is_signature_valid(ca.public_key()):  # type: ignore[arg-type]
-        raise TrustError("revocation list signature is not the federation CA's")
     try:
+        if crl.issuer != ca.subject:
+            raise TrustError(f"revocation list issued by {crl.issuer.rfc4514_string()}, not by the federation CA")
+        if not crl.is_signature_valid(ca.public_key()):  # type: ignore[arg-type]
+            raise TrustError("revocation list signature is not the federation CA's")
         number = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+        serials = frozenset(r.serial_number for r in crl)
     except x509.ExtensionNotFound as exc:
         raise TrustError("revocation list has no CRL number") from exc
-    return Revocations(number=int(number), serials=frozenset(r.serial_number for r in crl), pem=pem)
+    except (TypeError, ValueError) as exc:  # another key type, a malformed extension or entry
+        raise TrustError(f"revocation list not acceptable: {exc}") from exc
+    return Revocations(number=int(number), serials=serials, pem=pem)
 
 
 def common_name(cert: x509.Certificate) -> str:

@@ -90,7 +90,10 @@ class Identity:
         self.paths = (ca_cert, cert, key)
         self.data_dir = data_dir
         self.owner_of = owner_of  # base URL -> the member cluster serving it (client-side name check)
-        self.ca = load_cert(_read(ca_cert, "--ca-cert"), what=f"--ca-cert {ca_cert}")
+        try:
+            self.ca = load_cert(_read(ca_cert, "--ca-cert"), what=f"--ca-cert {ca_cert}")
+        except TrustError as exc:
+            raise IdentityError(str(exc)) from exc
         try:
             self.server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             self.server.verify_mode = ssl.CERT_OPTIONAL  # admin clients have no certificate: see above
@@ -118,8 +121,8 @@ class Identity:
         private file, so a rotation halfway through being written cannot mix two pairs."""
         _, cert_path, key_path = self.paths
         cert_pem, key_pem = _read(cert_path, "--cert"), _read(key_path, "--key")
-        cert = load_cert(cert_pem, what=f"--cert {cert_path}")
         try:
+            cert = load_cert(cert_pem, what=f"--cert {cert_path}")
             check_issued_by(cert, self.ca, what=f"--cert {cert_path}")
             cluster = cluster_of(cert)
         except TrustError as exc:

@@ -128,3 +128,42 @@ def test_a_request_keeps_the_key_on_its_host_and_the_operator_signs_what_it_name
     shutil.copy(fed / "ca" / "ca.pem", fed / "c3" / "ca.pem")
     (fed / "data-c3").mkdir(mode=0o700)
     assert identity(fed, "c3").current.serial == entry.serial  # an agent takes the pair
+
+
+def test_files_that_are_not_pem_are_one_line_naming_the_flag(fed: Path) -> None:
+    me = identity(fed, "c1")
+    (fed / "c1" / "cluster.pem").write_text("half a certificate")
+    assert not me.reload(why="test")  # kept the old pair, said why once
+    (fed / "c1" / "ca.pem").write_text("not a CA")
+    with pytest.raises(IdentityError, match="--ca-cert .*: not a PEM certificate"):
+        identity(fed, "c1")
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(junk=st.binary(max_size=600), cut=st.integers(min_value=0, max_value=400))
+def test_any_bytes_as_a_revocation_list_are_a_trust_error_or_a_valid_list(lists: tuple[Path, list[bytes]],
+                                                                         junk: bytes, cut: int) -> None:
+    base, pems = lists
+    ca_cert = x509.load_pem_x509_certificate((base / "ca" / "ca.pem").read_bytes())
+    for candidate in (junk, pems[0][:cut] + junk, b"-----BEGIN X509 CRL-----\n" + junk + b"\n-----END X509 CRL-----\n"):
+        try:
+            load_crl(candidate, ca=ca_cert)
+        except TrustError:
+            pass
+
+
+def test_a_list_signed_by_an_rsa_key_with_the_cas_name_is_refused(lists: tuple[Path, list[bytes]]) -> None:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    base, _ = lists
+    ca_cert = x509.load_pem_x509_certificate((base / "ca" / "ca.pem").read_bytes())
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    now = dt.datetime.now(dt.timezone.utc)
+    forged = (x509.CertificateRevocationListBuilder().issuer_name(ca_cert.subject).last_update(now)
+              .next_update(now + dt.timedelta(days=1)).add_extension(x509.CRLNumber(99), critical=False)
+              .sign(key, hashes.SHA256()))
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    with pytest.raises(TrustError):
+        load_crl(forged.public_bytes(Encoding.PEM), ca=ca_cert)
