@@ -10,10 +10,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import msgpack
 from aiohttp import web
 
 from peer.peerclient import PEER_PREFIX, msgpack_response
-from peer.peerwire import HEADER_FROM, PeerWireError, decode
+from peer.peerwire import HEADER_FROM
 from peer.trust.identity import Identity, PeerIdentityRefused
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -40,8 +41,28 @@ def identity_middleware(identity: Identity) -> Any:
 
 async def _check_body_sender(request: web.Request, identity: Identity, cluster: str) -> None:
     try:
-        body = decode(await request.read())
-    except (PeerWireError, web.HTTPException):
-        return  # malformed or too large: the HMAC check and the handler answer it
-    if isinstance(body, dict) and "from" in body and body["from"] != cluster:
-        raise identity.refuse_claim(cluster, body["from"], where="the message's `from`")
+        body = await request.read()
+    except web.HTTPException:
+        return  # too large: the HMAC check answers it
+    for claimed in senders(body):
+        if claimed != cluster:
+            raise identity.refuse_claim(cluster, claimed, where="the message's `from`")
+
+
+def senders(body: bytes) -> list[object]:
+    """Every value of a top-level `from` key of a msgpack map, without decoding the rest (an
+    anti-entropy push can hold megabytes of records: they are skipped, not built). Malformed
+    bytes give what was read so far: the handler's strict decode answers them with a 400."""
+    found: list[object] = []
+    unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=max(len(body), 1))
+    unpacker.feed(body)
+    try:
+        for _ in range(unpacker.read_map_header()):
+            key = unpacker.unpack()
+            if key == "from":
+                found.append(unpacker.unpack())
+            else:
+                unpacker.skip()
+    except Exception:  # noqa: BLE001 - any malformation: the strict decode reports it
+        pass
+    return found

@@ -167,3 +167,17 @@ def test_a_list_signed_by_an_rsa_key_with_the_cas_name_is_refused(lists: tuple[P
 
     with pytest.raises(TrustError):
         load_crl(forged.public_bytes(Encoding.PEM), ca=ca_cert)
+
+
+@settings(max_examples=200, deadline=None)
+@given(body=st.dictionaries(st.text(max_size=6), st.recursive(
+    st.none() | st.integers(min_value=-(2**63), max_value=2**64 - 1) | st.text(max_size=8) | st.binary(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3)), max_size=6))
+def test_the_sender_check_reads_from_as_a_full_decode_would(body: dict[str, object]) -> None:
+    import msgpack
+
+    from peer.trust.guard import senders
+
+    packed = msgpack.packb(body, use_bin_type=True)
+    assert senders(packed) == ([body["from"]] if "from" in body else [])
+    assert senders(packed[: len(packed) // 2]) in ([], [body.get("from")])  # truncated: no crash
