@@ -18,9 +18,10 @@ from typing import Any
 import aiohttp
 import pytest
 
-from peer.peerclient import PeerClient, PeerRefused, PeerUnreachable
+from peer.peerclient import PeerClient, PeerIdentityError, PeerRefused, PeerUnreachable
 from peer.peerwire import HEADER_FROM
 from peer.trust import ca
+from peer.trust.identity import Identity
 from peer.waiting import wait_until
 from tests.harness import SECRET, TOKEN, Federation, federation
 
@@ -174,6 +175,16 @@ async def test_revocation_reaches_every_member_and_rotation_needs_no_restart(tmp
                 assert trust["crl"]["number"] == 1 and len(trust["crl"]["revoked"]) == 1, trust
                 assert "peer identity refused (403): certificate of cluster c3" in full_log(fed, name)
             assert "revocation list #1 from c1 applied" in full_log(fed, "c2")
+            # As a client too: an agent's PeerClient sends nothing to a server holding a revoked
+            # certificate (checked right after the handshake, before the request).
+            (tmp_path / "client-data").mkdir(mode=0o700)
+            me = Identity(name="c1", ca_cert=tmp_path / "c1" / "ca.pem", cert=tmp_path / "c1" / "cluster.pem",
+                          key=tmp_path / "c1" / "cluster.key", data_dir=tmp_path / "client-data")
+            me.apply_crl((tmp_path / "ca" / "crl.pem").read_bytes(), source="test")
+            async with PeerClient(SECRET.encode(), sender="c1", tls=me) as client:
+                with pytest.raises(PeerIdentityError, match=r"certificate of cluster c3 \(serial .*\) is revoked"):
+                    await client.call(f"https://{ADDRS['c3']}:7070", "/peer/v1/ping", {})
+
             # The revoked cluster can no longer migrate anything anywhere: c1 and c2 refuse it.
             status, body = await admin.call("c3", "POST", "/v1/services/outcast/migrate", {"target": "c1"})
             assert status == 409 and "403" in body["error"] and "revoked" in body["error"], body
