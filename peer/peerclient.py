@@ -55,7 +55,7 @@ class PeerRefused(PeerError):
 
 
 class PeerIdentityError(PeerRefused):
-    """The peer's certificate is refused (revoked): its reply is not used."""
+    """The server's certificate is revoked: the connection is closed before a request is sent."""
 
 
 class PeerTLS(Protocol):
@@ -105,7 +105,7 @@ class PeerClient:
         self._sender = sender  # sent as X-Roam-From: under mTLS it must be the name our certificate holds
         self._tls = tls
         self._session: aiohttp.ClientSession | None = None
-        self._retired: set[asyncio.Task[None]] = set()
+        self._retired: dict[aiohttp.ClientSession, asyncio.Task[None]] = {}  # closed after a grace
 
     async def __aenter__(self) -> Self:
         return self
@@ -117,8 +117,10 @@ class PeerClient:
         if self._session is not None:
             await self._session.close()
             self._session = None
-        for task in list(self._retired):
+        for old, task in list(self._retired.items()):
             task.cancel()
+            await old.close()
+        self._retired.clear()
 
     def drop_connections(self, *, grace: float = 6.0) -> None:
         """Stop reusing pooled connections (a peer's certificate was revoked): new calls open
@@ -129,11 +131,10 @@ class PeerClient:
 
         async def close_later() -> None:
             await asyncio.sleep(grace)
+            self._retired.pop(old, None)
             await old.close()
 
-        task = asyncio.create_task(close_later())
-        self._retired.add(task)
-        task.add_done_callback(self._retired.discard)
+        self._retired[old] = asyncio.create_task(close_later())
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:

@@ -1,6 +1,7 @@
 """The CA's files and an agent's Identity without a network: what is accepted and what is refused."""
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import shutil
 from pathlib import Path
@@ -181,3 +182,18 @@ def test_the_sender_check_reads_from_as_a_full_decode_would(body: dict[str, obje
     packed = msgpack.packb(body, use_bin_type=True)
     assert senders(packed) == ([body["from"]] if "from" in body else [])
     assert senders(packed[: len(packed) // 2]) in ([], [body.get("from")])  # truncated: no crash
+
+
+async def test_dropping_connections_closes_the_old_session_later_or_at_close() -> None:
+    from peer.peerclient import PeerClient
+
+    client = PeerClient(b"secret")
+    first = client._get_session()
+    client.drop_connections(grace=0.01)
+    assert client._get_session() is not first and not first.closed  # calls in flight may finish
+    await asyncio.wait_for(client._retired[first], timeout=5)
+    assert first.closed
+    second = client._get_session()
+    client.drop_connections(grace=60)
+    await client.close()  # no session left open behind it
+    assert second.closed and not client._retired
