@@ -276,6 +276,20 @@ class Identity:
             log.warning("peer identity refused (%d): %s", status, message)
         return PeerIdentityRefused(status, message)
 
+    def warnings(self) -> list[dict[str, Any]]:
+        """What the operator must act on, for `GET /v1/status` (`roam status` prints them)."""
+        out: list[dict[str, Any]] = []
+        left = (self.current.not_after - dt.datetime.now(dt.timezone.utc)).total_seconds()
+        if left < EXPIRY_WARNING:
+            out.append({"kind": "certificate-expiring", "message": (
+                f"this cluster's certificate (serial {self.current.serial:x}) expires in {left / 86400:.1f} days: "
+                f"issue a new one (`roam ca issue` or `request`/`sign`/`install`); the agent reloads it")})
+        if self.revocations.revoked(self.current.serial):
+            out.append({"kind": "certificate-revoked", "message": (
+                f"this cluster's certificate (serial {self.current.serial:x}) is revoked (list "
+                f"#{self.revocations.number}): every peer refuses it")})
+        return out
+
     def describe(self) -> dict[str, Any]:
         """For GET /v1/trust."""
         now = dt.datetime.now(dt.timezone.utc)

@@ -197,3 +197,14 @@ async def test_dropping_connections_closes_the_old_session_later_or_at_close() -
     client.drop_connections(grace=60)
     await client.close()  # no session left open behind it
     assert second.closed and not client._retired
+
+
+def test_status_warns_of_a_certificate_about_to_expire_or_revoked(fed: Path) -> None:
+    assert identity(fed, "c1").warnings() == []
+    ca.issue(fed / "ca", cluster="c1", out=fed / "c1", days=1)
+    me = identity(fed, "c1")
+    assert [w["kind"] for w in me.warnings()] == ["certificate-expiring"]
+    assert "expires in 1.0 days" in me.warnings()[0]["message"]
+    ca.revoke(fed / "ca", cluster="c1")
+    me.apply_crl((fed / "ca" / "crl.pem").read_bytes(), source="test")
+    assert [w["kind"] for w in me.warnings()] == ["certificate-expiring", "certificate-revoked"]
