@@ -65,6 +65,7 @@ from peer.workload import resolve_executable, resolve_lexical
 from peer.waiting import wait_until
 from peer.stewardship import Liveness, Observed
 from peer.supervision import supervised
+from peer.trust.enrol import add_enrol_routes
 from peer.trust.guard import identity_middleware
 from peer.trust.identity import Identity
 from peer.trust.spread import TrustSpread
@@ -327,6 +328,8 @@ class Agent:
         )
         assert self.trust is not None
         self.trust.add_routes(app)
+        add_enrol_routes(app, ca_dir=self.config.ca_dir,
+                         ca_pem=self.config.ca_cert.read_bytes() if self.config.ca_cert else None)
         add_audit_routes(app, self.audit)
         app["admin_body_limit"] = MAX_BODY
         quiet_protocol_errors()  # a malformed request from anyone: one WARNING a minute, no traceback

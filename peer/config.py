@@ -78,6 +78,7 @@ class AgentConfig:
     ca_cert: Path | None = None  # per-cluster identity (peer.trust): the federation CA, this cluster's cert and key
     cert: Path | None = None
     key: Path | None = None
+    ca_dir: Path | None = None  # the federation CA kept on this cluster: it signs enrolments (peer.trust.enrol)
 
     @property
     def tls(self) -> bool:
@@ -169,7 +170,7 @@ _TOML_KEYS = {
     "lb_ports", "lb_slots", "service_ports", "token_file", "secret_file", "capacity", "kubernetes",
     "policy", "auto_migrate", "tls_cert", "tls_key", "triggers", "home_grace", "repair_after",
     "recovery_wait", "accept_from", "allow_command", "allow_image", "reader_token_file", "run_as",
-    "ca_cert", "cert", "key",
+    "ca_cert", "cert", "key", "ca_dir",
 }
 
 
@@ -301,7 +302,29 @@ def build_config(args: argparse.Namespace) -> AgentConfig:
         tls_cert=Path(tls_cert) if tls_cert else None,
         tls_key=Path(tls_key) if tls_key else None,
         ca_cert=identity[0], cert=identity[1], key=identity[2],
+        ca_dir=_ca_dir(pick("ca_dir"), ca_cert=identity[0]),
     )
+
+
+def _ca_dir(value: Any, *, ca_cert: Path | None) -> Path | None:
+    """--ca-dir: the CA's directory (`roam ca init`), kept on this cluster to sign enrolments
+    with one-time join tokens. Its certificate must be the one this agent trusts (--ca-cert)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"--ca-dir: expected a path, got {value!r}")
+    directory = Path(value)
+    if not (directory / "ca.key").is_file():
+        raise ConfigError(f"--ca-dir: {directory} holds no CA key (roam ca init --dir {directory})")
+    if ca_cert is None:
+        raise ConfigError("--ca-dir needs per-cluster identity on this agent (--ca-cert, --cert, --key)")
+    try:
+        same = (directory / "ca.pem").read_bytes() == ca_cert.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"--ca-dir: {directory / 'ca.pem'}: {exc.strerror}") from exc
+    if not same:
+        raise ConfigError(f"--ca-dir: its ca.pem is not --ca-cert {ca_cert}: enrolled clusters would not be trusted")
+    return directory
 
 
 def _identity(pick: Any, *, tls: bool) -> tuple[Path | None, Path | None, Path | None]:

@@ -226,6 +226,13 @@ def _schemas() -> dict[str, Schema]:
         "CrlResult": _obj({"outcome": {"type": "string", "enum": ["applied", "same"]}, "number": INT,
                            "pushed": {"type": "array", "items": STRING,
                                       "description": "the live members that took or already had it"}}),
+        "TrustCA": _obj({"ca": {"type": "string", "description": "the federation CA certificate, PEM"}}),
+        "EnrolRequest": _obj({
+            "token": {"type": "string", "description": "a one-time join token (`roam ca token`)"},
+            "csr": {"type": "string", "description": "a PEM CSR naming the token's cluster in its CN"},
+            "ip": {"type": "array", "items": STRING, "maxItems": 8, "description": "IP SANs to add"}},
+            required=("token", "csr"), closed=True),
+        "Enrolled": _obj({"cert": STRING, "ca": STRING}),
         "Rotation": _obj({"new": STRING, "removed": {"type": "array", "items": STRING},
                           "members": INT, "keyring": _ref("Keyring")}),
     }
@@ -341,6 +348,11 @@ def build_spec() -> dict[str, Any]:
         "/v1/trust/crl": {"post": _op("Apply the CA's revocation list here and push it to every live member",
                                       ("200", _ref("CrlResult")), *body_errors, "403", "409",
                                       body=_ref("CrlRequest"), body_required=True)},
+        "/v1/trust/ca": {"get": _op("The federation CA certificate (no token: it is public)",
+                                    ("200", _ref("TrustCA")), "409", "429", open_path=True)},
+        "/v1/trust/enrol": {"post": _op("A new cluster's certificate for a one-time join token (no bearer token)",
+                                        ("200", _ref("Enrolled")), *body_errors, "403", "409", "429",
+                                        body=_ref("EnrolRequest"), body_required=True, open_path=True)},
         "/v1/openapi.json": {"get": _op("This document", ("200", {"type": "object"}))},
         "/metrics": {"get": _op("Prometheus metrics", ("200", None), text=True)},
     }

@@ -66,6 +66,8 @@ AGENT_OPTIONS = [
          help="per-cluster identity: the federation CA certificate (`roam ca init`); mTLS on the peer API"),
     _opt("--cert", type=click.Path(), metavar="FILE", help="this cluster's certificate (`roam ca issue`), reloaded on change"),
     _opt("--key", type=click.Path(), metavar="FILE", help="this cluster's key (0600), reloaded on change"),
+    _opt("--ca-dir", "ca_dir", type=click.Path(), metavar="DIR",
+         help="the federation CA kept on this cluster: sign enrolments with one-time join tokens (`roam ca token`)"),
     _opt("--auto-migrate", "auto_migrate", flag_value=True, default=None,
          help="let policy triggers move services (link quality, overload, failback); off by default"),
     _opt("--no-auto-migrate", "no_auto_migrate", is_flag=True, help="only migrate on request (the default)"),

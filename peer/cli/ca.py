@@ -98,6 +98,76 @@ def install(cert: Path, out: Path) -> None:
     click.echo(f"installed {path} with {out / ca.OUT_KEY}")
 
 
+@ca_group.command("token", help="At the CA: a one-time join token for CLUSTER (valid --ttl seconds), to enrol "
+                                "at the agent that keeps this CA (roam agent --ca-dir) with `roam ca enrol`.")
+@DIR
+@click.option("--cluster", required=True)
+@click.option("--ttl", type=float, default=600.0, show_default=True, help="seconds the token is valid")
+def token(directory: Path, cluster: str, ttl: float) -> None:
+    from peer.trust import enrol
+
+    try:
+        click.echo(enrol.make_token(directory, cluster=cluster, ttl=ttl))
+    except (TrustError, OSError) as exc:
+        raise _fail(exc) from exc
+
+
+@ca_group.command("enrol", help="On a new cluster's host: a key that never leaves it, and its certificate from "
+                                "the agent keeping the CA, for a one-time join token. Writes OUT/ca.pem, "
+                                "cluster.key (0600) and cluster.pem: the agent's --ca-cert, --cert, --key.")
+@click.option("--api", required=True, metavar="URL", help="the CA-keeping agent, https://ADDR:PORT")
+@click.option("--token", "join_token", required=True, help="from `roam ca token`")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--ip", "ips", multiple=True, metavar="IP", help="this agent's --addr (repeat)")
+@click.option("--timeout", type=float, default=30.0, show_default=True)
+def enrol_command(api: str, join_token: str, out: Path, ips: tuple[str, ...], timeout: float) -> None:
+    from peer.trust import enrol
+
+    try:
+        cluster, _, expected = enrol.parse_token(join_token)
+        base = api.rstrip("/")
+        if not base.startswith("https://"):
+            raise TrustError("--api: the CA-keeping agent is reached over https only")
+        unverified = ssl.create_default_context()
+        unverified.check_hostname, unverified.verify_mode = False, ssl.CERT_NONE  # checked by fingerprint below
+        ca_pem = str(_post(base + "/v1/trust/ca", None, unverified, timeout)["ca"]).encode("ascii")
+        if enrol.fingerprint(ca_pem) != expected:
+            raise TrustError(f"--api: {base} serves a CA whose SHA-256 is not the token's: not enrolling there")
+        out.mkdir(parents=True, exist_ok=True)
+        ca.write_file(out / ca.OUT_CA, ca_pem, mode=0o644)
+        csr = ca.request(cluster=cluster, out=out).read_text(encoding="ascii")
+        verified = ssl.create_default_context(cadata=ca_pem.decode("ascii"))
+        reply = _post(base + "/v1/trust/enrol", {"token": join_token.strip(), "csr": csr, "ip": list(ips)},
+                      verified, timeout)
+        path = ca.install_pem(str(reply["cert"]).encode("ascii"), out=out)
+    except (TrustError, OSError, ValueError, KeyError) as exc:
+        raise _fail(exc) from exc
+    click.echo(f"enrolled {cluster}: {path}; agent flags: --ca-cert {out / ca.OUT_CA} --cert {path} "
+               f"--key {out / ca.OUT_KEY}")
+
+
+def _post(url: str, body: Any, context: ssl.SSLContext, timeout: float) -> Any:
+    """GET (body None) or POST JSON; the answer as JSON, an error as one TrustError line."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method="GET" if body is None else "POST",
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout, context=context) as resp:
+            return json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        try:
+            detail = json.loads(exc.read()).get("error", "")
+        except ValueError:
+            detail = ""
+        raise TrustError(f"{url}: {exc.code} {detail}".rstrip()) from exc
+    except urllib.error.URLError as exc:
+        raise TrustError(f"cannot reach {url}: {exc.reason}") from exc
+
+
 @ca_group.command("list", help="Every certificate issued, with its serial, expiry and revocation.")
 @DIR
 def list_issued(directory: Path) -> None:

@@ -59,7 +59,7 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-def _write(path: Path, data: bytes, *, mode: int) -> None:
+def write_file(path: Path, data: bytes, *, mode: int) -> None:
     """Write by rename, never leaving a half-written file (watchers reload on change)."""
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
@@ -94,8 +94,8 @@ def init(directory: Path, *, name: str = "roam federation CA", days: int = CA_DA
                                          crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
             .sign(key, hashes.SHA256()))
-    _write(directory / CA_KEY, _key_pem(key), mode=0o600)
-    _write(directory / CA_CERT, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
+    write_file(directory / CA_KEY, _key_pem(key), mode=0o600)
+    write_file(directory / CA_CERT, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
     _save_index(directory, [])
     _write_crl(directory, key, cert, number=0, revoked=[])
     return directory / CA_CERT
@@ -127,10 +127,10 @@ def load_index(directory: Path) -> list[Issued]:
 
 def _save_index(directory: Path, issued: list[Issued]) -> None:
     body = json.dumps({"issued": [i.as_json() for i in issued]}, indent=1) + "\n"
-    _write(directory / INDEX, body.encode("utf-8"), mode=0o600)
+    write_file(directory / INDEX, body.encode("utf-8"), mode=0o600)
 
 
-def _check_request(directory: Path, cluster: str, days: int, ips: tuple[str, ...]) -> list[Any]:
+def check_request(directory: Path, cluster: str, days: int, ips: tuple[str, ...]) -> list[Any]:
     from peer.config import NAME_RE
 
     if not NAME_RE.match(cluster):
@@ -146,7 +146,7 @@ def _check_request(directory: Path, cluster: str, days: int, ips: tuple[str, ...
     return addresses
 
 
-def _sign(directory: Path, *, cluster: str, public_key: Any, days: int, addresses: list[Any]) -> x509.Certificate:
+def sign_key(directory: Path, *, cluster: str, public_key: Any, days: int, addresses: list[Any]) -> x509.Certificate:
     """A certificate naming `cluster` for `public_key`, recorded in the index."""
     ca_key, ca_cert = _load(directory)
     now = _now()
@@ -181,8 +181,8 @@ def request(*, cluster: str, out: Path) -> Path:
            .sign(key, hashes.SHA256()))
     out.mkdir(parents=True, exist_ok=True)
     pending = out / f".{OUT_KEY}.pending"  # becomes cluster.key with the certificate (install)
-    _write(pending, _key_pem(key), mode=0o600)
-    _write(out / "cluster.csr", csr.public_bytes(serialization.Encoding.PEM), mode=0o644)
+    write_file(pending, _key_pem(key), mode=0o600)
+    write_file(out / "cluster.csr", csr.public_bytes(serialization.Encoding.PEM), mode=0o644)
     return out / "cluster.csr"
 
 
@@ -215,13 +215,23 @@ def sign(directory: Path, *, csr_path: Path, cluster: str, out: Path, days: int 
     req, csr = read_request(csr_path)
     if req.cluster != cluster:
         raise CAError(f"--cluster: the request names {req.cluster!r}, not {cluster!r}")
-    addresses = _check_request(directory, cluster, days, ips)
-    cert = _sign(directory, cluster=cluster, public_key=csr.public_key(), days=days, addresses=addresses)
+    addresses = check_request(directory, cluster, days, ips)
+    cert = sign_key(directory, cluster=cluster, public_key=csr.public_key(), days=days, addresses=addresses)
     _, ca_cert = _load(directory)
     out.mkdir(parents=True, exist_ok=True)
-    _write(out / OUT_CA, ca_cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
-    _write(out / OUT_CERT, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
+    write_file(out / OUT_CA, ca_cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
+    write_file(out / OUT_CERT, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
     return Issued(cert.serial_number, cluster, cert.not_valid_after_utc.isoformat())
+
+
+def install_pem(pem: bytes, *, out: Path) -> Path:
+    """`install` of a certificate held in memory (enrolment)."""
+    tmp = out / ".cluster.pem.signed"
+    write_file(tmp, pem, mode=0o644)
+    try:
+        return install(cert=tmp, out=out)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def install(*, cert: Path, out: Path) -> Path:
@@ -241,7 +251,7 @@ def install(*, cert: Path, out: Path) -> Path:
             != key.public_key().public_bytes(serialization.Encoding.DER, spki)):
         raise CAError(f"--cert: {cert} is not for the key pending in {out} (another request's certificate?)")
     os.replace(pending, out / OUT_KEY)
-    _write(out / OUT_CERT, pem, mode=0o644)
+    write_file(out / OUT_CERT, pem, mode=0o644)
     return out / OUT_CERT
 
 
@@ -254,14 +264,14 @@ def issue(directory: Path, *, cluster: str, out: Path, days: int = CLUSTER_DAYS,
     it. `ips` are added as IP SANs so that admin clients (the CLI, a browser) can check the
     agent's address against its certificate.
     """
-    addresses = _check_request(directory, cluster, days, ips)
+    addresses = check_request(directory, cluster, days, ips)
     key = ec.generate_private_key(ec.SECP256R1())
-    cert = _sign(directory, cluster=cluster, public_key=key.public_key(), days=days, addresses=addresses)
+    cert = sign_key(directory, cluster=cluster, public_key=key.public_key(), days=days, addresses=addresses)
     _, ca_cert = _load(directory)
     out.mkdir(parents=True, exist_ok=True)
-    _write(out / OUT_KEY, _key_pem(key), mode=0o600)
-    _write(out / OUT_CA, ca_cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
-    _write(out / OUT_CERT, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
+    write_file(out / OUT_KEY, _key_pem(key), mode=0o600)
+    write_file(out / OUT_CA, ca_cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
+    write_file(out / OUT_CERT, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
     return Issued(cert.serial_number, cluster, cert.not_valid_after_utc.isoformat())
 
 
@@ -300,4 +310,4 @@ def _write_crl(directory: Path, key: ec.EllipticCurvePrivateKey, cert: x509.Cert
         builder = builder.add_revoked_certificate(
             x509.RevokedCertificateBuilder().serial_number(entry.serial).revocation_date(at).build())
     crl = builder.sign(key, hashes.SHA256())
-    _write(directory / CRL, crl.public_bytes(serialization.Encoding.PEM), mode=0o644)
+    write_file(directory / CRL, crl.public_bytes(serialization.Encoding.PEM), mode=0o644)

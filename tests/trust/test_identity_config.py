@@ -59,3 +59,15 @@ def test_an_agent_with_another_clusters_certificate_does_not_start(files: Path, 
     assert run.returncode == 2, run.stderr
     assert run.stderr.strip().splitlines() == [
         f"roam agent: --cert: {other / 'cluster.pem'} names cluster 'c2', this agent is 'c1'"], run.stderr
+
+
+def test_ca_dir_must_hold_the_ca_this_agent_trusts(files: Path, tmp_path: Path) -> None:
+    ident = {"ca_cert": str(files / "ca.pem"), "cert": str(files / "cluster.pem"), "key": str(files / "cluster.key")}
+    assert build_config(args(ca_dir=str(tmp_path / "ca"), **ident)).ca_dir == tmp_path / "ca"
+    with pytest.raises(ConfigError, match="--ca-dir needs per-cluster identity"):
+        build_config(args(ca_dir=str(tmp_path / "ca")))
+    with pytest.raises(ConfigError, match="holds no CA key"):
+        build_config(args(ca_dir=str(files), **ident))
+    ca.init(tmp_path / "other")
+    with pytest.raises(ConfigError, match="its ca.pem is not --ca-cert"):
+        build_config(args(ca_dir=str(tmp_path / "other"), **ident))
