@@ -104,3 +104,5 @@ async def test_a_new_cluster_enrols_with_a_token_and_joins_over_mtls(ca_dir: Pat
         await wait_until(synced, timeout=30, what="c4 caught up with c1")
         assert "peer identity refused" not in (tmp_path / "c1.log").read_text()
         assert "enrolled cluster CN=c4" in (tmp_path / "c1.log").read_text()
+        audit = (tmp_path / "c1" / "audit.log").read_text()
+        assert audit.count('"/v1/trust/enrol"') == 2 and '"status": 403' in audit  # done and refused, both kept
