@@ -22,6 +22,10 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="the paper's use case on three clusters (what `make demo` runs)")
     d.add_argument("--report", type=Path, default=Path("demo-report"), help="report folder")
     d.add_argument("--loopback", action="store_true", help="loopback agents, no shaping (the non-root mode)")
+    d.add_argument("--identity", action="store_true",
+                   help="per-cluster identity: a CA, a certificate per cluster, mTLS on the peer API (netns mode)")
+    d.add_argument("--prefix", default="roamdemo", help="namespace/interface prefix")
+    d.add_argument("--subnet", default="10.77.0.0/24")
     p = sub.add_parser("run", help="run one scenario")
     p.add_argument("--scenario", required=True, choices=sorted(all_scenarios()))
     p.add_argument("--seed", type=int, default=1)
@@ -40,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep agent data dirs and copy all logs into the report")
     p.add_argument("--log-level", default="INFO", dest="log_level",
                    help="the agents' log level (DEBUG to investigate a failure)")
+    p.add_argument("--identity", action="store_true",
+                   help="per-cluster identity: a CA, a certificate per cluster, mTLS on the peer API")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
     return parser
 
@@ -49,7 +55,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         from chaos.demo import run_demo
 
-        return asyncio.run(run_demo(args.report, loopback=args.loopback))
+        if args.identity and args.loopback:
+            print("python -m chaos demo: --identity runs in the netns mode only, not with --loopback", file=sys.stderr)
+            return 2
+        return asyncio.run(run_demo(args.report, loopback=args.loopback, identity=args.identity,
+                                    prefix=args.prefix, subnet=args.subnet))
     if args.command == "list":
         for name, s in sorted(all_scenarios().items()):
             print(f"{name:28} {s.about} (>= {s.min_clusters} clusters, "
@@ -64,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         services=args.services, duration=args.duration, report_dir=report_dir,
         prefix=args.prefix, subnet=args.subnet, rate=args.rate,
         quiet_timeout=args.quiet_timeout, auto_migrate=args.auto_migrate,
-        keep_data=args.keep_data, verbose=not args.quiet, log_level=args.log_level)
+        keep_data=args.keep_data, verbose=not args.quiet, log_level=args.log_level,
+        identity=args.identity)
     uninstall = install_emergency_cleanup(args.prefix)
     try:
         report = asyncio.run(run(options))

@@ -61,10 +61,11 @@ class Agent:
     join: list[str]
     proc: asyncio.subprocess.Process | None = None
     starts: int = 0
+    scheme: str = "http"  # https with per-cluster identity
 
     @property
     def api(self) -> str:
-        return f"http://{self.addr}:{API_PORT}"
+        return f"{self.scheme}://{self.addr}:{API_PORT}"
 
     @property
     def running(self) -> bool:
@@ -81,6 +82,7 @@ class Federation:
     tiers: Mapping[str, str] = field(default_factory=dict)
     log_level: str = "INFO"
     extra_args: Sequence[str] = ()  # more `roam agent` flags for every agent (e.g. --repair-after)
+    identity: bool = False  # per-cluster identity: a CA in base/ca, a certificate per cluster, mTLS (peer.trust)
     agents: dict[str, Agent] = field(default_factory=dict, init=False)
     token: str = field(default_factory=lambda: secrets.token_hex(16), init=False)
     _session: aiohttp.ClientSession | None = field(default=None, init=False)
@@ -97,7 +99,14 @@ class Federation:
         for i, name in enumerate(self.tb.clusters):
             self.agents[name] = Agent(
                 name=name, addr=self.tb.addr(name), data_dir=self.base / name,
-                log_path=self.base / f"{name}.log", join=[] if i == 0 else [seed])
+                log_path=self.base / f"{name}.log", join=[] if i == 0 else [seed],
+                scheme="https" if self.identity else "http")
+        if self.identity:
+            from peer.trust import ca
+
+            ca.init(self.base / "ca")
+            for name, agent in self.agents.items():
+                ca.issue(self.base / "ca", cluster=name, out=self.base / "tls" / name, ips=(agent.addr,))
 
     @property
     def clusters(self) -> list[str]:
@@ -106,8 +115,13 @@ class Federation:
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:
+            ssl: Any = True
+            if self.identity:  # the agents' certificates are the federation CA's
+                import ssl as ssl_module
+
+                ssl = ssl_module.create_default_context(cafile=str(self.base / "ca" / "ca.pem"))
             self._session = aiohttp.ClientSession(
-                headers={"Authorization": f"Bearer {self.token}"})
+                headers={"Authorization": f"Bearer {self.token}"}, connector=aiohttp.TCPConnector(ssl=ssl))
         return self._session
 
     async def __aenter__(self) -> Self:
@@ -143,6 +157,10 @@ class Federation:
             args += ["--tier", self.tiers[name]]
         args.append("--auto-migrate" if self.auto_migrate else "--no-auto-migrate")
         args += list(self.extra_args)
+        if self.identity:
+            tls = self.base / "tls" / name
+            args += ["--ca-cert", str(tls / "ca.pem"), "--cert", str(tls / "cluster.pem"),
+                     "--key", str(tls / "cluster.key")]
         agent.proc = await self.tb.start_agent(name, extra_args=args, data_dir=agent.data_dir,
                                                log_path=agent.log_path)
         agent.starts += 1

@@ -45,14 +45,18 @@ from peer.waiting import WaitTimeout, wait_until
 
 CLUSTERS = {"deep-edge": ("1", "1Gi"), "edge": ("4", "4Gi"), "cloud": ("16", "16Gi")}
 PREFIX = "roamdemo"
+SUBNET = "10.77.0.0/24"
 DWELL = "6"
 RATE = 40.0
 
 
 class Demo:
-    def __init__(self, *, report_dir: Path, work: Path) -> None:
+    def __init__(self, *, report_dir: Path, work: Path, identity: bool = False) -> None:
         self.report_dir = report_dir
         self.work = work
+        self.identity = identity  # per-cluster identity: a CA in work/ca, mTLS between the agents
+        self.scheme = "https" if identity else "http"
+        self._ssl: Any = None
         self.token = secrets.token_urlsafe(24)
         self.result = DemoResult(mode="netns", clock_offset=time.time() - time.monotonic())
         self.live = LiveCounter()
@@ -76,8 +80,11 @@ class Demo:
     # -- admin API -------------------------------------------------------------------------
     async def api(self, cluster: str, method: str, path: str, body: Any = None) -> Any:
         assert self.session is not None
-        url = f"http://{self.addrs[cluster]}:7070{path}"
+        url = f"{self.scheme}://{self.addrs[cluster]}:7070{path}"
+        if self._ssl is None:
+            self._ssl = self.client_ssl()
         async with self.session.request(method, url, json=body, headers={"Authorization": f"Bearer {self.token}"},
+                                        ssl=self._ssl,
                                         timeout=aiohttp.ClientTimeout(total=60)) as r:
             data = await r.json(content_type=None)
             if r.status >= 400:
@@ -96,8 +103,28 @@ class Demo:
                     "--secret-file", str(secret), "--token-file", str(token)]
             if name != "deep-edge":
                 args += ["--join", seed]
+            args += self._identity_args(name)
             await tb.start_agent(name, extra_args=args, data_dir=self.work / name, log_path=self.work / f"{name}.log")
         await self.wait_federation()
+
+    def _identity_args(self, name: str) -> list[str]:
+        if not self.identity:
+            return []
+        from peer.trust import ca
+
+        if not (self.work / "ca" / ca.CA_KEY).exists():
+            ca.init(self.work / "ca")
+        out = self.work / "tls" / name
+        ca.issue(self.work / "ca", cluster=name, out=out, ips=(self.addrs[name],))
+        return ["--ca-cert", str(out / ca.OUT_CA), "--cert", str(out / ca.OUT_CERT), "--key", str(out / ca.OUT_KEY)]
+
+    def client_ssl(self) -> Any:
+        """The admin client's TLS: trust the federation CA (the agents' certificates are its)."""
+        if not self.identity:
+            return True
+        import ssl
+
+        return ssl.create_default_context(cafile=str(self.work / "ca" / "ca.pem"))
 
     async def wait_federation(self) -> None:
         """Every agent answers, and the HC sees all of them alive with their load."""
@@ -216,24 +243,28 @@ def namespaces_available() -> bool:
     return os.geteuid() == 0 and shutil.which("ip") is not None and shutil.which("iptables") is not None
 
 
-async def run_demo(report_dir: Path, *, loopback: bool = False) -> int:
+async def run_demo(report_dir: Path, *, loopback: bool = False, identity: bool = False,
+                   prefix: str = PREFIX, subnet: str = SUBNET) -> int:
     if loopback or not namespaces_available():
         if not loopback:
             print("network namespaces need root, iproute2 and iptables: falling back to loopback addresses "
                   "without bandwidth shaping or partitions", flush=True)
+            if identity:
+                print("per-cluster identity (--identity) is wired into the netns demo only: "
+                      "the loopback demo runs without it", flush=True)
         from chaos.demo_loopback import run_loopback_demo
 
         return await run_loopback_demo(report_dir)
-    return await _run_netns_demo(report_dir)
+    return await _run_netns_demo(report_dir, identity=identity, prefix=prefix, subnet=subnet)
 
 
-async def _run_netns_demo(report_dir: Path) -> int:
+async def _run_netns_demo(report_dir: Path, *, identity: bool, prefix: str, subnet: str) -> int:
     work = Path(tempfile.mkdtemp(prefix="roam-demo-"))
-    uninstall = install_emergency_cleanup(PREFIX)
-    demo = Demo(report_dir=report_dir, work=work)
+    uninstall = install_emergency_cleanup(prefix)
+    demo = Demo(report_dir=report_dir, work=work, identity=identity)
     reached: list[bool] = [False]
     try:
-        async with Testbed(list(CLUSTERS), prefix=PREFIX, subnet="10.77.0.0/24") as tb, aiohttp.ClientSession() as s:
+        async with Testbed(list(CLUSTERS), prefix=prefix, subnet=subnet) as tb, aiohttp.ClientSession() as s:
             demo.session = s
             demo.addrs = {c: tb.addr(c) for c in CLUSTERS}
             await demo.start_agents(tb)

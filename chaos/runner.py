@@ -48,6 +48,7 @@ class RunOptions:
     keep_data: bool = False
     verbose: bool = True
     log_level: str = "INFO"  # the agents' log level
+    identity: bool = False  # per-cluster identity: mTLS between the agents (peer.trust)
 
 
 def cluster_names(n: int) -> list[str]:
@@ -68,7 +69,8 @@ async def run(options: RunOptions) -> Report:
     try:
         async with tb:
             fed = Federation(tb, work / "fed", auto_migrate=options.auto_migrate,
-                             log_level=options.log_level, extra_args=scenario.agent_args)
+                             log_level=options.log_level, extra_args=scenario.agent_args,
+                             identity=options.identity)
             await _run_in(tb, fed, scenario, options, report)
     except Exception as exc:  # noqa: BLE001 - setup/teardown trouble: a failed run, reported
         report.event("traceback", text=traceback.format_exc())

@@ -66,6 +66,10 @@ from peer.workload import resolve_executable, resolve_lexical
 from peer.waiting import wait_until
 from peer.stewardship import Liveness, Observed
 from peer.supervision import supervised
+from peer.trust.enrol import add_enrol_routes
+from peer.trust.guard import identity_middleware
+from peer.trust.identity import Identity
+from peer.trust.spread import TrustSpread
 from placement import ClusterView, Thresholds
 
 log = logging.getLogger(__name__)
@@ -107,6 +111,8 @@ class Agent:
         self.audit = AuditLog(config.data_dir / AUDIT_FILE)
         self.confinement: Confinement | None = None  # --run-as (peer.drivers.confine)
         self.nonces: PersistentNonceCache | None = None
+        self.identity: Identity | None = None  # per-cluster identity, mTLS on the peer API (peer.trust)
+        self.trust: TrustSpread | None = None  # revocation lists to and from peers (peer.trust.spread)
         self._stop_requested = asyncio.Event()
         self._stop_everything = False
         self._business: frozenset[str] = frozenset()  # clusters our records name (refreshed each second)
@@ -168,6 +174,7 @@ class Agent:
             self.creds = load_credentials(data_dir=cfg.data_dir, token_file=cfg.token_file,
                                           secret_file=cfg.secret_file, reader_token_file=cfg.reader_token_file)
             changed = make_private(cfg.data_dir)  # also sets umask 077 for what the agent writes later
+            self.identity = self._make_identity()  # a bad certificate, key or CA: one line, nothing started
         except BaseException:
             self._lock.release()
             raise
@@ -178,7 +185,11 @@ class Agent:
         self.nonces = PersistentNonceCache(cfg.data_dir / NONCE_FILE)  # replay protection across restarts
         if self.nonces.loaded:
             log.info("replay cache: %d peer nonces still in their window reloaded", self.nonces.loaded)
-        self.client = PeerClient(self.creds.federation_secret, max_bytes=PEER_BODY_LIMIT)
+        self.client = PeerClient(self.creds.federation_secret, max_bytes=PEER_BODY_LIMIT, sender=cfg.name,
+                                 tls=self.identity)
+        if self.identity is not None:
+            self.identity.on_revoked.append(self.client.drop_connections)
+        self.trust = TrustSpread(identity=self.identity, client=self.client, here=self.here, members=self._live_apis)
         self.lb = LoadBalancer(data_dir=cfg.data_dir / "lb", bind_addr=cfg.addr, ports=cfg.lb_ports,
                                max_slots=cfg.lb_slots, haproxy_binary=cfg.haproxy_binary)
         try:
@@ -197,7 +208,7 @@ class Agent:
         self._stop_requested.set()
 
     async def _start_parts(self) -> None:
-        assert self.lb and self.store and self.client and self.history and self.creds
+        assert self.lb and self.store and self.client and self.history and self.creds and self.trust
         await self.lb.start(claims=self._lb_claims())
         self.driver = self._make_driver()
         self.homes = HomeSetClient(here=self.here, client=self.client, url_of=self.api_url_of,
@@ -244,6 +255,8 @@ class Agent:
             ("standbys", standbys.run), ("catch-up", self._catch_up), ("state", self.state.run),
             ("convergence", converger.run), ("home-watch", homewatch.run),
         ]
+        if self.identity is not None:
+            loops += [("identity", self.identity.watch), ("trust-sync", self.trust.run)]
         if self.config.auto_migrate:
             assert self.probe is not None
             policy = PolicyTriggers(services=self.services, engine=self.engine, agent=self,
@@ -314,8 +327,13 @@ class Agent:
             client_max_size=PEER_BODY_LIMIT,
             middlewares=[audit_middleware(self.audit), error_middleware, rate_limit_middleware(),
                          bearer_auth_middleware(self.creds.admin_token, reader=self.creds.reader_token),
+                         *([identity_middleware(self.identity)] if self.identity is not None else []),
                          peer_auth_middleware(self.creds.federation_secret, nonces=self.nonces)],
         )
+        assert self.trust is not None
+        self.trust.add_routes(app)
+        add_enrol_routes(app, ca_dir=self.config.ca_dir,
+                         ca_pem=self.config.ca_cert.read_bytes() if self.config.ca_cert else None)
         add_audit_routes(app, self.audit)
         app["admin_body_limit"] = MAX_BODY
         quiet_protocol_errors()  # a malformed request from anyone: one WARNING a minute, no traceback
@@ -334,7 +352,23 @@ class Agent:
         site = web.TCPSite(self._runner, self.config.addr, self.config.api_port, ssl_context=self._ssl_context())
         await site.start()
 
+    def _make_identity(self) -> Identity | None:
+        cfg = self.config
+        if cfg.ca_cert is None or cfg.cert is None or cfg.key is None:
+            return None
+
+        def owner_of(url: str) -> str | None:
+            return next((m.name for m in self.membership.all() if m.api_url == url.rstrip("/")), None)
+
+        return Identity(name=cfg.name, ca_cert=cfg.ca_cert, cert=cfg.cert, key=cfg.key, data_dir=cfg.data_dir,
+                        owner_of=owner_of)
+
+    def _live_apis(self) -> list[tuple[str, str]]:
+        return [(m.name, m.api_url) for m in self.membership.alive() if m.name != self.here and m.api_url]
+
     def _ssl_context(self) -> ssl.SSLContext | None:
+        if self.identity is not None:
+            return self.identity.server
         if not self.config.tls_cert or not self.config.tls_key:
             return None
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -394,6 +428,9 @@ class Agent:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
         await self.start()
+        identity = self.identity
+        if identity is not None:  # SIGHUP: re-read the certificate and key now (rotation)
+            loop.add_signal_handler(signal.SIGHUP, lambda: identity.reload(why="SIGHUP"))
         try:
             await self._stop_requested.wait()
         finally:

@@ -76,10 +76,19 @@ class AgentConfig:
     workload: WorkloadPolicy = field(default_factory=WorkloadPolicy)  # what this cluster runs (peer.workload)
     reader_token_file: Path | None = None  # a second admin token that may only read (GET)
     run_as: str | None = None  # process driver: services run as this user (agent as root only)
+    ca_cert: Path | None = None  # per-cluster identity (peer.trust): the federation CA, this cluster's cert and key
+    cert: Path | None = None
+    key: Path | None = None
+    ca_dir: Path | None = None  # the federation CA kept on this cluster: it signs enrolments (peer.trust.enrol)
+
+    @property
+    def tls(self) -> bool:
+        """The API port speaks TLS: plain server TLS (--tls-cert) or per-cluster identity (--cert)."""
+        return bool(self.tls_cert or self.cert)
 
     @property
     def api_url(self) -> str:
-        scheme = "https" if self.tls_cert else "http"
+        scheme = "https" if self.tls else "http"
         return f"{scheme}://{_host_for_url(self.addr)}:{self.api_port}"
 
 
@@ -162,6 +171,7 @@ _TOML_KEYS = {
     "lb_ports", "lb_slots", "service_ports", "token_file", "secret_file", "capacity", "kubernetes",
     "policy", "auto_migrate", "tls_cert", "tls_key", "triggers", "home_grace", "repair_after",
     "recovery_wait", "accept_from", "allow_command", "allow_image", "reader_token_file", "run_as",
+    "ca_cert", "cert", "key", "ca_dir",
 }
 
 
@@ -235,6 +245,7 @@ def build_config(args: argparse.Namespace) -> AgentConfig:
     tls_cert, tls_key = pick("tls_cert"), pick("tls_key")
     if bool(tls_cert) != bool(tls_key):
         raise ConfigError("--tls-cert and --tls-key must be given together")
+    identity = _identity(pick, tls=bool(tls_cert))
     triggers = file.get("triggers", {})
     if not isinstance(triggers, dict):
         raise ConfigError("triggers: expected a table")
@@ -291,7 +302,51 @@ def build_config(args: argparse.Namespace) -> AgentConfig:
         thresholds=thresholds,
         tls_cert=Path(tls_cert) if tls_cert else None,
         tls_key=Path(tls_key) if tls_key else None,
+        ca_cert=identity[0], cert=identity[1], key=identity[2],
+        ca_dir=_ca_dir(pick("ca_dir"), ca_cert=identity[0]),
     )
+
+
+def _ca_dir(value: Any, *, ca_cert: Path | None) -> Path | None:
+    """--ca-dir: the CA's directory (`roam ca init`), kept on this cluster to sign enrolments
+    with one-time join tokens. Its certificate must be the one this agent trusts (--ca-cert)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"--ca-dir: expected a path, got {value!r}")
+    directory = Path(value)
+    if not (directory / "ca.key").is_file():
+        raise ConfigError(f"--ca-dir: {directory} holds no CA key (roam ca init --dir {directory})")
+    if ca_cert is None:
+        raise ConfigError("--ca-dir needs per-cluster identity on this agent (--ca-cert, --cert, --key)")
+    try:
+        same = (directory / "ca.pem").read_bytes() == ca_cert.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"--ca-dir: {directory / 'ca.pem'}: {exc.strerror}") from exc
+    if not same:
+        raise ConfigError(f"--ca-dir: its ca.pem is not --ca-cert {ca_cert}: enrolled clusters would not be trusted")
+    return directory
+
+
+def _identity(pick: Any, *, tls: bool) -> tuple[Path | None, Path | None, Path | None]:
+    """--ca-cert, --cert, --key (peer.trust): all three or none, and not with --tls-cert (the
+    cluster's certificate is the server certificate). Their contents are checked at start."""
+    given = {k: pick(k) for k in ("ca_cert", "cert", "key")}
+    flags = {k: "--" + k.replace("_", "-") for k in given}
+    for k, v in given.items():
+        if v is not None and (not isinstance(v, str) or not v):
+            raise ConfigError(f"{flags[k]}: expected a path, got {v!r}")
+    present = [k for k, v in given.items() if v]
+    if present and len(present) != 3:
+        missing = [flags[k] for k in given if k not in present]
+        raise ConfigError(f"{flags[present[0]]} needs {' and '.join(missing)} too (per-cluster identity)")
+    if present and tls:
+        raise ConfigError("--tls-cert: not with --cert (per-cluster identity serves the cluster's certificate)")
+    for k in present:
+        if not Path(given[k]).is_file():
+            raise ConfigError(f"{flags[k]}: {given[k]} is not a readable file")
+    ca_cert, cert, key = (Path(given[k]) if given[k] else None for k in ("ca_cert", "cert", "key"))
+    return ca_cert, cert, key
 
 
 def _strings(value: Any, *, what: str) -> list[str]:
@@ -418,7 +473,8 @@ def write_local_hint(config: AgentConfig, *, token_file: Path) -> Path:
 
     path = config.data_dir / HINT_NAME
     hint = {"name": config.name, "api": config.api_url, "token_file": str(token_file.resolve()),
-            "data_dir": str(config.data_dir.resolve()), "pid": os.getpid()}
+            "data_dir": str(config.data_dir.resolve()), "pid": os.getpid(),
+            "ca_cert": str(config.ca_cert.resolve()) if config.ca_cert else None}
     tmp = path.with_name(f".{HINT_NAME}.tmp")
     tmp.write_text(json.dumps(hint, indent=1) + "\n", encoding="utf-8")
     tmp.replace(path)
@@ -458,7 +514,7 @@ def api_from_config_file(path: Path) -> str | None:
     addr = doc.get("addr")
     if not isinstance(addr, str):
         return None
-    scheme = "https" if doc.get("tls_cert") else "http"
+    scheme = "https" if doc.get("tls_cert") or doc.get("cert") else "http"
     return f"{scheme}://{_host_for_url(addr)}:{doc.get('api_port', 7070)}"
 
 

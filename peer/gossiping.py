@@ -140,7 +140,7 @@ class Gossip:
 
     # -- publishing ------------------------------------------------------------------------
     def _self_tags(self) -> SelfTags:
-        scheme = "https" if self.config.tls_cert else "http"
+        scheme = "https" if self.config.tls else "http"
         return SelfTags(tier=self.config.tier, api_port=self.config.api_port, load=self._load, scheme=scheme,
                         draining=self._draining, accepts=self.config.workload.accept_from)
 

@@ -7,10 +7,12 @@ every request under `/peer/` before any handler runs and answers errors as msgpa
 """
 from __future__ import annotations
 
+import asyncio
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
 import aiohttp
 from aiohttp import web
@@ -20,6 +22,7 @@ from peer.peerwire import (
     CONTENT_TYPE,
     DEFAULT_MAX_BYTES,
     DEFAULT_WINDOW,
+    HEADER_FROM,
     NonceCache,
     PeerAuthError,
     PeerWireError,
@@ -49,6 +52,18 @@ class PeerRefused(PeerError):
         self.status = status
         self.message = message
         self.rule = rule  # the peer's workload-policy rule, on a 403 refusal (peer.workload)
+
+
+class PeerIdentityError(PeerRefused):
+    """The server's certificate is revoked: the connection is closed before a request is sent."""
+
+
+class PeerTLS(Protocol):
+    """Per-cluster identity, client side (peer.trust.identity.Identity)."""
+
+    def client_ssl(self, base_url: str) -> tuple[ssl.SSLContext, str | None]: ...
+
+    def server_refusal(self, peercert: dict[str, Any] | None, url: str) -> str | None: ...
 
 
 class PeerServerError(PeerError):
@@ -81,11 +96,16 @@ class PeerClient:
         *,
         max_bytes: int = DEFAULT_MAX_BYTES,
         clock: Callable[[], float] = time.time,
+        sender: str | None = None,
+        tls: PeerTLS | None = None,
     ) -> None:
         self._secret = secret
         self._max_bytes = max_bytes
         self._clock = clock
+        self._sender = sender  # sent as X-Roam-From: under mTLS it must be the name our certificate holds
+        self._tls = tls
         self._session: aiohttp.ClientSession | None = None
+        self._retired: dict[aiohttp.ClientSession, asyncio.Task[None]] = {}  # closed after a grace
 
     async def __aenter__(self) -> Self:
         return self
@@ -97,12 +117,31 @@ class PeerClient:
         if self._session is not None:
             await self._session.close()
             self._session = None
+        for old, task in list(self._retired.items()):
+            task.cancel()
+            await old.close()
+        self._retired.clear()
+
+    def drop_connections(self, *, grace: float = 6.0) -> None:
+        """Stop reusing pooled connections (a peer's certificate was revoked): new calls open
+        new connections at once; calls in flight finish on the old ones, closed after `grace`."""
+        old, self._session = self._session, None
+        if old is None or old.closed:
+            return
+
+        async def close_later() -> None:
+            await asyncio.sleep(grace)
+            self._retired.pop(old, None)
+            await old.close()
+
+        self._retired[old] = asyncio.create_task(close_later())
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             # Idle keep-alive connections close after IDLE_CLOSE: a cluster keeps connections only
             # to the peers it has business with, not one to every member (issue 18).
-            connector = aiohttp.TCPConnector(keepalive_timeout=IDLE_CLOSE)
+            connector = (aiohttp.TCPConnector(keepalive_timeout=IDLE_CLOSE) if self._tls is None
+                         else _IdentityConnector(self._tls, keepalive_timeout=IDLE_CLOSE))
             self._session = aiohttp.ClientSession(auto_decompress=False, connector=connector)
         return self._session
 
@@ -116,9 +155,14 @@ class PeerClient:
         url = URL(base_url.rstrip("/") + path)
         headers = sign(self._secret, method="POST", path=url.raw_path_qs, body=body, now=self._clock())
         headers["Content-Type"] = CONTENT_TYPE
+        if self._sender is not None:
+            headers[HEADER_FROM] = self._sender
+        tls: dict[str, Any] = {}
+        if self._tls is not None:
+            tls["ssl"], tls["server_hostname"] = self._tls.client_ssl(base_url)
         try:
             async with self._get_session().post(
-                url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)
+                url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout), **tls
             ) as resp:
                 raw = await self._read_limited(resp)
                 status = resp.status
@@ -146,6 +190,25 @@ class PeerClient:
                 raise PeerBadReply(f"reply exceeds {self._max_bytes} bytes")
             chunks.append(chunk)
         return b"".join(chunks)
+
+
+class _IdentityConnector(aiohttp.TCPConnector):
+    """Checks the server's certificate against the revocation list right after the handshake,
+    before a request is sent on the connection. (aiohttp has no public hook at that point;
+    `_wrap_create_connection` is where its own certificate-fingerprint option is checked too.)"""
+
+    def __init__(self, tls: PeerTLS, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._tls = tls
+
+    async def _wrap_create_connection(self, *args: Any, **kwargs: Any) -> Any:
+        transport, protocol = await super()._wrap_create_connection(*args, **kwargs)
+        host = kwargs.get("server_hostname") or "peer"
+        refusal = self._tls.server_refusal(transport.get_extra_info("peercert"), str(host))
+        if refusal is not None:
+            transport.close()
+            raise PeerIdentityError(403, refusal)
+        return transport, protocol
 
 
 def _error_rule(raw: bytes) -> str | None:

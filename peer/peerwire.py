@@ -27,6 +27,7 @@ DEFAULT_WINDOW = 30.0
 HEADER_TIMESTAMP = "X-Roam-Timestamp"
 HEADER_NONCE = "X-Roam-Nonce"
 HEADER_SIGNATURE = "X-Roam-Signature"
+HEADER_FROM = "X-Roam-From"  # the sending cluster; checked against its certificate under mTLS (peer.trust)
 _PLAIN = (type(None), bool, int, float, str, bytes)
 
 

@@ -61,6 +61,8 @@ async def status(agent: "Agent") -> web.Response:
     mismatch = recent_key_mismatch(serf_log)
     if mismatch is not None:
         warnings.append(mismatch.as_api(serf_log))
+    if agent.identity is not None:
+        warnings += agent.identity.warnings()  # certificate expiring or revoked (peer.trust)
     return web.json_response({
         "cluster": cfg.name, "version": VERSION, "addr": cfg.addr, "api": cfg.api_url, "tier": cfg.tier,
         "driver": cfg.driver, "auto_migrate": cfg.auto_migrate, "data_dir": str(cfg.data_dir),

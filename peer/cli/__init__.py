@@ -11,12 +11,14 @@ import sys
 import click
 
 from peer.cli.agentcmd import EXIT_FAILURE, EXIT_USAGE, agent_command, run_agent
+from peer.cli.ca import ca_group
 from peer.cli.client import ClientError
 from peer.cli.commands import cli
 
 __all__ = ["main", "cli", "run_agent", "ClientError"]
 
 cli.add_command(agent_command())
+cli.add_command(ca_group)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -62,6 +62,12 @@ AGENT_OPTIONS = [
     _opt("--kube-context", "kube_context"),
     _opt("--tls-cert", "tls_cert", type=click.Path()),
     _opt("--tls-key", "tls_key", type=click.Path()),
+    _opt("--ca-cert", "ca_cert", type=click.Path(), metavar="FILE",
+         help="per-cluster identity: the federation CA certificate (`roam ca init`); mTLS on the peer API"),
+    _opt("--cert", type=click.Path(), metavar="FILE", help="this cluster's certificate (`roam ca issue`), reloaded on change"),
+    _opt("--key", type=click.Path(), metavar="FILE", help="this cluster's key (0600), reloaded on change"),
+    _opt("--ca-dir", "ca_dir", type=click.Path(), metavar="DIR",
+         help="the federation CA kept on this cluster: sign enrolments with one-time join tokens (`roam ca token`)"),
     _opt("--auto-migrate", "auto_migrate", flag_value=True, default=None,
          help="let policy triggers move services (link quality, overload, failback); off by default"),
     _opt("--no-auto-migrate", "no_auto_migrate", is_flag=True, help="only migrate on request (the default)"),
@@ -101,6 +107,7 @@ def run_agent(args: argparse.Namespace) -> int:
     from peer.credentials import CredentialError
     from peer.datadir import StartRefused
     from peer.records.store import StoreError
+    from peer.trust.identity import IdentityError
 
     try:
         import uvloop
@@ -109,7 +116,7 @@ def run_agent(args: argparse.Namespace) -> int:
         pass
     try:
         asyncio.run(Agent(config).run_until_signalled())
-    except CredentialError as exc:
+    except (CredentialError, IdentityError) as exc:
         print(f"roam agent: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except StartRefused as exc:  # another agent on this address, or a data dir we cannot make private

@@ -54,6 +54,7 @@ class Target:
     token_file: str | None  # from the local agent's hint, used only when no token was given
     source: str  # where the address came from (for error messages)
     data_dir: str | None = None
+    ca_cert: str | None = None  # the local agent's federation CA (per-cluster identity): its https is checked with it
 
 
 def resolve_target(api: str | None) -> Target:
@@ -67,7 +68,7 @@ def resolve_target(api: str | None) -> Target:
     if hints:
         h = hints[0]
         return Target(normalize_api(h["api"]), h.get("token_file"), f"the local agent {h.get('name')}",
-                      h.get("data_dir"))
+                      h.get("data_dir"), h.get("ca_cert"))
     from_config = api_from_config_file(SYSTEM_CONFIG) if SYSTEM_CONFIG.exists() else None
     if from_config:
         return Target(normalize_api(from_config), None, str(SYSTEM_CONFIG))
@@ -80,6 +81,14 @@ class Client:
         self.api = self.target.api
         self._token_file = token_file
         self.timeout = timeout
+        self.ssl_context: Any = None  # an ssl.SSLContext trusting a private CA (`roam ca push --ca-cert`)
+        if self.target.ca_cert and self.api.startswith("https://"):
+            import ssl
+
+            try:
+                self.ssl_context = ssl.create_default_context(cafile=self.target.ca_cert)
+            except (OSError, ssl.SSLError) as exc:
+                raise ClientError(f"CA of {self.target.source} ({self.target.ca_cert}) not readable: {exc}") from exc
 
     def token(self) -> str:
         if self._token_file:
@@ -99,7 +108,7 @@ class Client:
             headers["Authorization"] = f"Bearer {self.token()}"
         req = urllib.request.Request(base + path, data=data, method=method, headers=headers)
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+            with urllib.request.urlopen(req, timeout=self.timeout, context=self.ssl_context) as resp:
                 raw = resp.read()
         except urllib.error.HTTPError as exc:
             raise ClientError(f"{method} {path}: {exc.code} {_error_text(exc)}") from exc

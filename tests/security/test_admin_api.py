@@ -33,7 +33,7 @@ VALID_BODY: dict[tuple[str, str], Any] = {
 def operations() -> list[tuple[str, str]]:
     ops = [(m.upper(), p) for p, item in build_spec()["paths"].items() for m, op in item.items()
            if op.get("security") != []]
-    assert len(ops) == 16  # with GET /v1/audit and POST /v1/drain
+    assert len(ops) == 18  # with GET /v1/audit, POST /v1/drain, GET /v1/trust and POST /v1/trust/crl
     return ops
 
 

@@ -15,6 +15,8 @@ from peer.api.admin import add_admin_routes
 from peer.api.audit import AuditLog, add_audit_routes
 from peer.api.drain import add_drain_routes
 from peer.api.openapi import build_spec, render
+from peer.trust.enrol import add_enrol_routes
+from peer.trust.spread import TrustSpread
 from peer.api.services import add_service_routes
 from tests.harness import AgentProc
 from tests.security.client import Client
@@ -33,6 +35,8 @@ def test_the_spec_covers_exactly_the_registered_admin_routes() -> None:
     add_service_routes(app, agent=None)  # type: ignore[arg-type]
     add_audit_routes(app, AuditLog(Path("/nonexistent/audit.log")))
     add_drain_routes(app, agent=None)  # type: ignore[arg-type]
+    TrustSpread(identity=None, client=None, here="c1", members=list).add_routes(app)  # type: ignore[arg-type]
+    add_enrol_routes(app, ca_dir=None, ca_pem=None)
     routes = {(r.method, r.resource.canonical) for r in app.router.routes()
               if r.method != "HEAD" and r.resource is not None and not r.resource.canonical.startswith("/peer/")}
     documented = {(m.upper(), p) for p, item in build_spec()["paths"].items() for m in item}
@@ -48,7 +52,10 @@ def test_every_protected_operation_documents_401_429_and_json_errors() -> None:
             if path == "/v1/health":
                 assert op["security"] == [] and codes == {"200"}
                 continue
-            assert "security" not in op and {"401", "429"} <= codes, (method, path)
+            if path in ("/v1/trust/ca", "/v1/trust/enrol"):  # public CA certificate; a join token instead
+                assert op["security"] == [] and "429" in codes and "401" not in codes, (method, path)
+            else:
+                assert "security" not in op and {"401", "429"} <= codes, (method, path)
             if "requestBody" in op:
                 assert {"400", "413", "415", "422"} <= codes, (method, path)
             for code in codes - {"200", "201"}:

@@ -1,0 +1,116 @@
+"""What a cluster certificate and a revocation list say, checked against the federation CA. No I/O.
+
+A cluster certificate names exactly one cluster, three times over so that every tool sees it:
+the subject CN, a DNS SAN (clients check it during the handshake with server_hostname = the
+cluster they mean to reach) and the URI SAN `roam://cluster/NAME`, which is the authority
+here. Revocation is an X.509 CRL signed by the CA key (standard, `openssl crl -text` reads
+it); its CRL number orders lists, so an agent keeps the highest it has seen and an old list
+replayed by anyone changes nothing. Revoking a cluster revokes every serial the CA issued to
+it (the CA's index knows them); a certificate the CA issues it later is a new serial.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.x509.oid import NameOID
+
+URI_PREFIX = "roam://cluster/"
+
+
+class TrustError(ValueError):
+    """A certificate or revocation list that is malformed, not from the CA, or names no cluster."""
+
+
+def cluster_of(cert: x509.Certificate) -> str:
+    """The cluster a certificate names (its `roam://cluster/NAME` URI SAN)."""
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound as exc:
+        raise TrustError("certificate has no subjectAltName naming a cluster") from exc
+    names = [u[len(URI_PREFIX):] for u in san.get_values_for_type(x509.UniformResourceIdentifier)
+             if u.startswith(URI_PREFIX)]
+    if len(names) != 1 or not names[0]:
+        raise TrustError(f"certificate must name exactly one cluster ({URI_PREFIX}NAME), found {len(names)}")
+    return names[0]
+
+
+def cluster_of_peercert(peercert: Mapping[str, Any] | None) -> str | None:
+    """The cluster named by a verified peer certificate as `ssl` reports it (`getpeercert()`)."""
+    if not peercert:
+        return None
+    names = [value[len(URI_PREFIX):] for kind, value in peercert.get("subjectAltName", ())
+             if kind == "URI" and isinstance(value, str) and value.startswith(URI_PREFIX)]
+    return names[0] if len(names) == 1 and names[0] else None
+
+
+def serial_of_peercert(peercert: Mapping[str, Any] | None) -> int | None:
+    if not peercert or not isinstance(peercert.get("serialNumber"), str):
+        return None
+    try:
+        return int(peercert["serialNumber"], 16)
+    except ValueError:
+        return None
+
+
+def load_cert(pem: bytes, *, what: str) -> x509.Certificate:
+    try:
+        return x509.load_pem_x509_certificate(pem)
+    except ValueError as exc:
+        raise TrustError(f"{what}: not a PEM certificate") from exc
+
+
+def check_issued_by(cert: x509.Certificate, ca: x509.Certificate, *, what: str) -> None:
+    """The certificate's signature is the CA's (TrustError otherwise)."""
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature) as exc:
+        raise TrustError(f"{what}: not issued by the federation CA {ca.subject.rfc4514_string()}") from exc
+
+
+def expires_in(cert: x509.Certificate, *, now: dt.datetime) -> float:
+    return (cert.not_valid_after_utc - now).total_seconds()
+
+
+@dataclass(frozen=True)
+class Revocations:
+    """A verified revocation list: its number (higher wins) and the revoked serials."""
+
+    number: int
+    serials: frozenset[int]
+    pem: bytes  # as signed by the CA, passed on unchanged to peers
+
+    def revoked(self, serial: int | None) -> bool:
+        return serial is not None and serial in self.serials
+
+
+NO_REVOCATIONS = Revocations(number=-1, serials=frozenset(), pem=b"")
+
+
+def load_crl(pem: bytes, *, ca: x509.Certificate) -> Revocations:
+    """Parse and verify a revocation list: signed by the CA and carrying a CRL number."""
+    try:
+        crl = x509.load_pem_x509_crl(pem)
+    except ValueError as exc:
+        raise TrustError("not a PEM revocation list (X509 CRL)") from exc
+    try:
+        if crl.issuer != ca.subject:
+            raise TrustError(f"revocation list issued by {crl.issuer.rfc4514_string()}, not by the federation CA")
+        if not crl.is_signature_valid(ca.public_key()):  # type: ignore[arg-type]
+            raise TrustError("revocation list signature is not the federation CA's")
+        number = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+        serials = frozenset(r.serial_number for r in crl)
+    except x509.ExtensionNotFound as exc:
+        raise TrustError("revocation list has no CRL number") from exc
+    except (TypeError, ValueError) as exc:  # another key type, a malformed extension or entry
+        raise TrustError(f"revocation list not acceptable: {exc}") from exc
+    return Revocations(number=int(number), serials=serials, pem=pem)
+
+
+def common_name(cert: x509.Certificate) -> str:
+    attrs = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(attrs[0].value) if attrs else ""
