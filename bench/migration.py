@@ -82,6 +82,14 @@ async def settled_at(lf: LocalFederation, location: str, endpoint: str) -> bool:
     return bool(record["location"] == location and await served_by(fed.session, endpoint) == location)
 
 
+async def finished_entry(lf: LocalFederation, mid: str) -> dict[str, Any] | None:
+    """The HC's history entry of migration `mid` once its cleanup is over (`finished_at` set)."""
+    for m in await lf.fed.get("c1", "/v1/migrations"):
+        if m["id"] == mid and m["finished_at"] is not None:
+            return dict(m)
+    return None
+
+
 async def migrations(lf: LocalFederation, endpoint: str, *, count: int, rate: float
                      ) -> tuple[list[dict[str, Any]], list[float], list[tuple[float, float]], LoadResult]:
     order = ["c2", "c3", "c1"]
@@ -98,13 +106,15 @@ async def migrations(lf: LocalFederation, endpoint: str, *, count: int, rate: fl
             ended = time.monotonic()
             if result["outcome"] != "succeeded":
                 raise RuntimeError(f"migration {i + 1} to {target}: {result}")
-            results.append(result)
             walls.append((ended - began) * 1000.0)
-            windows.append((began, ended))
-            print(f"  migration {i + 1:>2} -> {target}: " + ", ".join(
-                f"{s} {result[s]:.0f}" for s in STAGES) + f" ms; call {walls[-1]:.0f} ms", flush=True)
             await wait_until(partial(settled_at, lf, target, endpoint), timeout=30, interval=0.05,
                              what=f"one copy at {target}")
+            # The answer comes at the commit; the cleanup (old copy stopped) is timed after it.
+            result = await wait_until(partial(finished_entry, lf, result["id"]), timeout=30, what="cleanup timed")
+            results.append(result)
+            windows.append((began, time.monotonic()))
+            print(f"  migration {i + 1:>2} -> {target}: " + ", ".join(
+                f"{s} {result[s]:.0f}" for s in STAGES) + f" ms; call {walls[-1]:.0f} ms", flush=True)
     finally:
         stop.set()
         outcome = await load

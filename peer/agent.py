@@ -74,6 +74,7 @@ ANTI_ENTROPY_FANOUT = 4  # sharing peers per backstop round
 HYGIENE_EVERY = 60.0  # seconds between two rounds of tombstone GC and journal pruning
 TOMBSTONE_TTL = 7 * 24 * 3600.0  # merge.droppable: longer than the longest partition accepted
 JOURNAL_KEEP = 24 * 3600.0  # closed journal entries are kept this long (post-mortems)
+CLEANUP_GRACE = 5.0  # a stop waits this long for migrations' cleanups (the rest: `recover` on restart)
 PEER_BODY_LIMIT = 8 * 1024 * 1024
 
 
@@ -340,6 +341,8 @@ class Agent:
         adopt. Services keep running (the driver never kills them on stop) unless `services`
         (a drain with stop)."""
         self.accepting = False
+        if self.engine is not None:  # old copies being stopped after a move's answer: let them finish
+            await self.engine.settle(timeout=CLEANUP_GRACE)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
