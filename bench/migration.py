@@ -177,6 +177,37 @@ def stage_table(results: list[dict[str, Any]], walls: list[float]) -> list[str]:
     return lines
 
 
+PARTS = {"reroute_here": "reroute: this HC's HAProxy (proven ready: UP at once, old drained)",
+         "reroute_commit": "reroute: the record committed here (SQLite)",
+         "reroute_entries": "reroute: the other entries route (ROUTE, each its HAProxy)",
+         "commit": "committed record pushed to the AC and entries (before the answer)"}
+
+
+def profile_lines(results: list[dict[str, Any]], walls: list[float]) -> list[str]:
+    """Where the answer's time goes: the parts the engine times inside stages (durations_ms),
+    the wait's overhead over the AC's deploy, and what no stage covers."""
+    lines = [f"{'part':<16} {'median ms':>10} {'min':>8} {'max':>8}   what"]
+
+    def row(key: str, values: list[float], what: str) -> None:
+        s = Spread.of(values)
+        lines.append(f"{key:<16} {s.median:>10.1f} {s.lo:>8.1f} {s.hi:>8.1f}   {what}")
+
+    row("deploy", [float(r["deploy"]) for r in results], "the AC's driver: spawn -> ready")
+    row("wait - deploy", [float(r["wait"]) - float(r["deploy"]) for r in results],
+        "the coordinator hearing of it (STATUS long poll)")
+    for key, what in PARTS.items():
+        values = [float(r["durations_ms"][key]) for r in results if key in r["durations_ms"]]
+        if values:
+            row(key, values, what)
+    timed = ("pr", "replication", "wait", "reroute", "commit")
+    engine = [(float(r["committed_at"]) - float(r["started_at"])) * 1000.0 for r in results]
+    row("engine, untimed", [e - sum(float(r["durations_ms"].get(k, 0.0)) for k in timed)
+                            for r, e in zip(results, engine)], "between stages: journal writes, checks")
+    row("outside engine", [w - e for w, e in zip(walls, engine)],
+        "the API call around it: HTTP, JSON, the service lock")
+    return lines
+
+
 def load_lines(outcome: LoadResult, windows: list[tuple[float, float]]) -> list[str]:
     span = max(s.sent_at for s in outcome.samples) - min(s.sent_at for s in outcome.samples)
     failed = [s for s in outcome.samples if not s.ok]
@@ -286,6 +317,9 @@ async def main(args: argparse.Namespace) -> None:
     print()
     print(f"migration stages over {len(results)} migrations (c1 -> c2 -> c3 -> c1 ..., HC coordinates):")
     for line in stage_table(results, walls) + load_lines(outcome, windows):
+        print(line)
+    print("\nwhere the answer's time goes (cleanup comes after it):")
+    for line in profile_lines(results, walls):
         print(line)
     print()
     medians: dict[int, float] = {}

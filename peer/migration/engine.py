@@ -275,11 +275,14 @@ class MigrationEngine:
             m.notes = f"the standby at {m.target} was promoted (its warm copy reused)"
         host, port = split_addr(instance)
         failpoints.hit("migration.reroute", fail=lambda: RerouteError(f"failpoint: reroute of {record.name} failed"))
-        await self.services.lb.route(record.name, host, port, proven_ready=True)
+        with m.part("reroute_here"):
+            await self.services.lb.route(record.name, host, port, proven_ready=True)
         failpoints.hit("migration.after_route")
-        committed = self.services.store.put_local(moved, here=self.here, now=time.time())
-        self.services.settle_arrival(record.name, m.id)
-        missing = await self.homes.route_entries(committed)
+        with m.part("reroute_commit"):
+            committed = self.services.store.put_local(moved, here=self.here, now=time.time())
+            self.services.settle_arrival(record.name, m.id)
+        with m.part("reroute_entries"):
+            missing = await self.homes.route_entries(committed)
         if missing:
             m.notes = f"entries not confirmed: {', '.join(missing)}"
         return committed

@@ -58,6 +58,15 @@ class Migration:
         finally:
             self.durations[stage] = round((time.monotonic() - started) * 1000.0, 3)
 
+    @contextmanager
+    def part(self, key: str) -> Iterator[None]:
+        """Time one await inside a stage (durations_ms only: where a stage's time goes)."""
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.durations[key] = round((time.monotonic() - started) * 1000.0, 3)
+
     def as_api(self) -> dict[str, Any]:
         out = asdict(self)
         out.pop("durations")

@@ -99,8 +99,22 @@ class ReplicaHandlers:
             copy.error = str(exc)
 
     async def status(self, request: web.Request) -> web.Response:
+        """Where the copy of migration `migration_id` stands. With `wait` (seconds, a long poll)
+        a copy still deploying is answered for when it is ready or failed, or when `wait` is
+        over: the coordinator hears of readiness one round trip after it, not a poll later."""
         body = await read_msgpack(request)
         mid, name = _field(body, "migration_id", str), _field(body, "name", str)
+        wait = body.get("wait", 0.0)
+        if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0.0 <= wait <= wire.STATUS_WAIT_MAX:
+            raise web.HTTPBadRequest(reason=f"wait: expected seconds from 0 to {wire.STATUS_WAIT_MAX:g}")
+        copy = self.services.pending.get(name)
+        if wait > 0 and copy is not None and copy.migration_id == mid and copy.task is not None \
+                and copy.error is None and copy.instance is None:
+            copy.last_poll = time.monotonic()
+            await asyncio.wait({copy.task}, timeout=float(wait))  # never cancels the start itself
+        return self._status_now(mid, name)
+
+    def _status_now(self, mid: str, name: str) -> web.Response:
         copy = self.services.pending.get(name)
         if copy is not None and copy.migration_id == mid:
             copy.last_poll = time.monotonic()
