@@ -203,7 +203,9 @@ class ReplicaHandlers:
             # hears the steward's RELEASE before any anti-entropy round, and its frontend must
             # open and follow the record as after any other merge.
             await services.act_locked(outcome, keep_copy=True)
-            if current is not None and not current.copy_here(services.here):
+            # A copy starting here for a newer migration (pending) is not the one released: a
+            # late RELEASE (a fail-safe's, retried until this cluster came back) must not stop it.
+            if current is not None and not current.copy_here(services.here) and committed.name not in services.pending:
                 with contextlib.suppress(DriverError):
                     await services.stop_copy(committed.name)
                 if not current.tombstone and not services.interested_here(current) and \
