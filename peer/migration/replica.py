@@ -114,6 +114,11 @@ class ReplicaHandlers:
                 and copy.error is None and copy.instance is None:
             copy.last_poll = time.monotonic()
             await asyncio.wait({copy.task}, timeout=float(wait))  # never cancels the start itself
+            if self.services.closing:
+                # This agent stopped while the call waited: a "ready" now would come from an agent
+                # that can no longer route, adopt or answer for the copy; the coordinator's next
+                # STATUS reaches the restarted agent, or fails and the migration rolls back.
+                return _refuse("shutting down", status=503)
         return self._status_now(mid, name)
 
     def _status_now(self, mid: str, name: str) -> web.Response:
