@@ -175,7 +175,9 @@ class Demo:
             except (RuntimeError, aiohttp.ClientError, asyncio.TimeoutError):
                 continue
             for m in reversed(history):
-                if m["service"] != "classifier" or m["outcome"] == "running" or m["id"] in self._seen:
+                # finished_at comes after the cleanup (the answer comes at the commit): only then
+                # does the migration's no-loss window (demo_report.planned_windows) end.
+                if m["service"] != "classifier" or m.get("finished_at") is None or m["id"] in self._seen:
                     continue
                 self._seen.add(m["id"])
                 self.result.migrations.append(m)

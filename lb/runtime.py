@@ -109,14 +109,20 @@ class CheckSettings:
     # HAProxy's 1 s turn-around before a retry on the same server (measured on loopback at
     # 400 req/s: 1-3 requests delayed by ~1 s instead of 100-200).
     mark_down_on_error: bool = False
+    # Issue 16, the fail-safe without standby: a failed connection of live traffic counts as
+    # a pre-fatal check (`observe layer4 ... on-error sudden-death`) and checks go to
+    # `fastinter` at once, so one more failed check marks the server DOWN ~fastinter after a
+    # dead copy's first refused request instead of up to inter x fall later; a copy that is
+    # alive passes that check and stays UP (a single failed connection proves nothing).
+    fastinter_ms: int = 20
 
     def tokens(self) -> str:
         text = (f"check inter {_positive(self.inter_ms, 'check interval')} "
+                f"fastinter {_positive(self.fastinter_ms, 'check fast interval')} "
                 f"downinter {_positive(self.downinter_ms, 'check down interval')} "
                 f"fall {_positive(self.fall, 'fall')} rise {_positive(self.rise, 'rise')}")
-        if self.mark_down_on_error:
-            text += " observe layer4 error-limit 1 on-error mark-down"
-        return text
+        on_error = "mark-down" if self.mark_down_on_error else "sudden-death"
+        return text + f" observe layer4 error-limit 1 on-error {on_error}"
 
 
 def add_server(backend: str, server: str, addr: str, port: int, *,

@@ -79,6 +79,7 @@ ANTI_ENTROPY_FANOUT = 4  # sharing peers per backstop round
 HYGIENE_EVERY = 60.0  # seconds between two rounds of tombstone GC and journal pruning
 TOMBSTONE_TTL = 7 * 24 * 3600.0  # merge.droppable: longer than the longest partition accepted
 JOURNAL_KEEP = 24 * 3600.0  # closed journal entries are kept this long (post-mortems)
+CLEANUP_GRACE = 5.0  # a stop waits this long for migrations' cleanups (the rest: `recover` on restart)
 PEER_BODY_LIMIT = 8 * 1024 * 1024
 
 
@@ -380,12 +381,18 @@ class Agent:
         adopt. Services keep running (the driver never kills them on stop) unless `services`
         (a drain with stop)."""
         self.accepting = False
+        if self.services is not None:
+            # From now on nothing new is taken on, and a STATUS long poll that outlives this
+            # agent's API does not answer "ready" for a copy it can no longer answer for.
+            self.services.closing = True
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
         if self._runner is not None:
             await self._runner.cleanup()
+        if self.engine is not None:  # old copies being stopped after a move's answer (also one that
+            await self.engine.settle(timeout=CLEANUP_GRACE)  # a request finishing just now started)
         if self.services is not None:
             await self.services.close()
         if self.state is not None:

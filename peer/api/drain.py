@@ -16,11 +16,14 @@ from aiohttp import web
 
 from peer.api.http import bool_flag, read_json
 from peer.api.services import run_admin_op
+from peer.waiting import wait_until
 
 if TYPE_CHECKING:
     from peer.agent import Agent
 
 log = logging.getLogger(__name__)
+
+CLEANUP_WAIT = 15.0  # longest a drain waits for the moved services' old copies to stop
 
 
 async def drain(agent: "Agent") -> dict[str, Any]:
@@ -43,7 +46,23 @@ async def drain(agent: "Agent") -> dict[str, Any]:
             continue
         migrated.append({"name": record.name, "target": body.get("target"), "id": body.get("id"),
                          "outcome": body.get("outcome")})
+    await _old_copies_stopped(agent, {m["name"] for m in migrated})
     return {"cluster": agent.here, "migrated": migrated, "failed": failed}
+
+
+async def _old_copies_stopped(agent: "Agent", moved: set[str]) -> None:
+    """A migration answers at its commit and stops the old copy (here) just after: the drain
+    answers once those copies are gone, so that what it reports moved no longer runs here."""
+    assert agent.driver is not None
+    driver = agent.driver
+
+    async def gone() -> bool:
+        return not moved & {i.name for i in await driver.list()}
+
+    try:
+        await wait_until(gone, timeout=CLEANUP_WAIT, interval=0.02, what="the moved services' old copies stopped")
+    except TimeoutError:
+        log.warning("drain: old copies of %s still run here after %gs", sorted(moved), CLEANUP_WAIT)
 
 
 def add_drain_routes(app: web.Application, agent: "Agent") -> None:

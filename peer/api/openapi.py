@@ -113,6 +113,7 @@ def _schemas() -> dict[str, Schema]:
         "kind": {"type": "string", "enum": ["planned", "policy", "failsafe"]},
         "reason": STRING, "coordinator": STRING, "home": STRING, "source": STRING,
         "target": _nullable(STRING), "started_at": NUMBER, "finished_at": _nullable(NUMBER),
+        "committed_at": _nullable(NUMBER),
         "outcome": {"type": "string", "enum": ["running", "succeeded", "failed", "aborted"]},
         "stage": STRING, "error": _nullable(STRING),
         "candidates": {"type": "array", "items": _obj(

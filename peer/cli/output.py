@@ -117,9 +117,12 @@ def detail(record: dict[str, Any]) -> str:
 def migration_line(m: dict[str, Any]) -> str:
     stages = " ".join(f"{s} {m[s]:g}" for s in STAGES if isinstance(m.get(s), (int, float)))
     took = total_ms(m)
+    pending = took is None and isinstance(m.get("committed_at"), (int, float))
+    if pending:  # the answer to `migrate` comes at the commit; the old copy is stopped after it
+        took = total_ms({"started_at": m.get("started_at"), "finished_at": m.get("committed_at")})
     where = f"{m.get('source')} -> {m.get('target') or '?'}"
     if m.get("outcome") == "succeeded":
         head = f"{m.get('service')}: migrated {where} in {took:g} ms" if took is not None else f"{m.get('service')}: migrated {where}"
     else:
         head = f"{m.get('service')}: migration {where} {m.get('outcome')}" + (f": {m['error']}" if m.get("error") else "")
-    return head + (f" ({stages}, ms)" if stages else "")
+    return head + (f" ({stages}, ms)" if stages else "") + ("; the old copy is being stopped" if pending else "")

@@ -74,37 +74,87 @@ class MigrationEngine:
         self.agent = agent  # peer.agent.Agent: membership, views, api urls
         self.policy = get_policy(policy)
         self.refused: dict[tuple[str, str], tuple[str, float]] = {}  # (cluster, digest) -> (rule, when)
+        self._cleanups: set[asyncio.Task[None]] = set()  # old copies being stopped after the answer
 
     # -- entry point -----------------------------------------------------------------------
     async def migrate(self, name: str, *, target: str | None = None, reason: str = "api",
                       kind: str = "planned") -> Migration:
-        async with self.services.lock(name):
-            record = self.services.get(name)
-            if record is None:
-                raise ServiceError(f"no service {name!r}", status=404)
-            steward = self.steward_of(record)
-            if steward != self.here:
-                raise ServiceError(f"{name!r} is stewarded by {steward or 'no live entry'}, not {self.here}",
-                                   status=409)
-            if target is not None:
-                self._check_target(record, target)
-            m = self.history.begin(Migration(service=name, kind=kind, reason=reason, coordinator=self.here,
-                                             home=record.home, source=record.location, target=target))
-            try:
-                await self._run(m, record, target)
-            except (MigrationError, PeerError, ServiceError, LBError, DriverError, StateError) as exc:
-                # Every failure ends the migration `failed` with its journal closed (the copy at
-                # the target was aborted by `_run`): nothing stays `running` behind a 500.
-                if isinstance(exc, WorkloadRefused) and target is not None:  # known from its gossiped policy
-                    m.refusals.append({"cluster": target, "rule": exc.rule, "error": str(exc)})
-                self.services.store.journal_close(f"mig:{m.id}")
-                self.history.finish(m, outcome="failed" if m.stage != "pr" else "aborted", error=str(exc))
-                log.warning("migration %s of %s failed at %s: %s", m.id, name, m.stage, exc)
-                raise MigrationError(f"migration of {name} failed at {m.stage}: {exc}",
-                                     refusals=m.refusals) from exc
+        """Run the move up to its commit and reroute, and answer then: the old copy is stopped
+        after (`_clean_up_after`), still under the service's lock, so the next move of the same
+        service waits for it and the caller does not. The migration stays in the history's
+        running list, `outcome` succeeded and `committed_at` set, until its cleanup is timed."""
+        lock = self.services.lock(name)
+        await lock.acquire()
+        try:
+            m, before, committed = await self._migrate_locked(name, target=target, reason=reason, kind=kind)
+        except BaseException:
+            lock.release()
+            raise
+        task = asyncio.create_task(self._clean_up_after(m, before, committed, lock),
+                                   name=f"{self.here}:cleanup:{name}:{m.id}")
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
+        return m
+
+    async def _migrate_locked(self, name: str, *, target: str | None, reason: str, kind: str
+                              ) -> tuple[Migration, Record, Record]:
+        record = self.services.get(name)
+        if record is None:
+            raise ServiceError(f"no service {name!r}", status=404)
+        steward = self.steward_of(record)
+        if steward != self.here:
+            raise ServiceError(f"{name!r} is stewarded by {steward or 'no live entry'}, not {self.here}",
+                               status=409)
+        if target is not None:
+            self._check_target(record, target)
+        m = self.history.begin(Migration(service=name, kind=kind, reason=reason, coordinator=self.here,
+                                         home=record.home, source=record.location, target=target))
+        try:
+            committed = await self._run(m, record, target)
+        except (MigrationError, PeerError, ServiceError, LBError, DriverError, StateError) as exc:
+            # Every failure ends the migration `failed` with its journal closed (the copy at
+            # the target was aborted by `_run`): nothing stays `running` behind a 500.
+            if isinstance(exc, WorkloadRefused) and target is not None:  # known from its gossiped policy
+                m.refusals.append({"cluster": target, "rule": exc.rule, "error": str(exc)})
+            self.services.store.journal_close(f"mig:{m.id}")
+            self.history.finish(m, outcome="failed" if m.stage != "pr" else "aborted", error=str(exc))
+            log.warning("migration %s of %s failed at %s: %s", m.id, name, m.stage, exc)
+            raise MigrationError(f"migration of {name} failed at {m.stage}: {exc}",
+                                 refusals=m.refusals) from exc
+        # Committed and routed: the move stands, and the stage left is the cleanup.
+        m.outcome, m.stage, m.committed_at = "succeeded", "cleanup", time.time()
+        log.info("migrated %s %s -> %s in %s (cleanup follows)", name, m.source, m.target, m.durations)
+        return m, record, committed
+
+    async def _clean_up_after(self, m: Migration, before: Record, committed: Record, lock: asyncio.Lock) -> None:
+        """The cleanup stage, after the caller has its answer. A failure here does not undo the
+        move (it is committed and routed): it is the migration's `error`. Cancelled (the agent
+        stops past `settle`'s grace), the journal stays open and `recover` finishes it."""
+        try:
+            with m.timed("cleanup"):
+                await self._cleanup(m, before, committed)
+        except (PeerError, ServiceError, LBError, DriverError) as exc:
+            log.error("migration %s of %s: cleanup failed: %s", m.id, m.service, exc)
+            self.services.store.journal_close(f"mig:{m.id}")
+            self.history.finish(m, outcome="succeeded", error=f"cleanup failed: {exc}")
+        except asyncio.CancelledError:
+            self.history.finish(m, outcome="succeeded", error="cleanup interrupted by a stop; finished on restart")
+            raise
+        else:
+            self.services.store.journal_close(f"mig:{m.id}")
             self.history.finish(m, outcome="succeeded")
-            log.info("migrated %s %s -> %s in %s", name, m.source, m.target, m.durations)
-            return m
+        finally:
+            lock.release()
+
+    async def settle(self, *, timeout: float) -> None:
+        """Let the cleanups under way finish (an agent stopping waits this long for them), then
+        cancel the rest: their journals stay open and `recover` finishes them on restart."""
+        if not self._cleanups:
+            return
+        _, late = await asyncio.wait(list(self._cleanups), timeout=timeout)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
 
     def _check_target(self, record: Record, target: str) -> None:
         member = self.agent.membership.get(target)
@@ -115,7 +165,8 @@ class MigrationEngine:
         if target == record.location:
             raise ServiceError(f"{record.name!r} already runs at {target}", status=409, field="target")
 
-    async def _run(self, m: Migration, record: Record, target: str | None) -> None:
+    async def _run(self, m: Migration, record: Record, target: str | None) -> Record:
+        """PR to the commit and reroute; the journal is left at `cleanup` for `_clean_up_after`."""
         descriptor = self.services.descriptor_of(record)
         with m.timed("pr"):
             ranked = self._placement_request(descriptor, record, target)
@@ -144,9 +195,12 @@ class MigrationEngine:
             raise
         self._journal(m, "cleanup", instance=instance)
         failpoints.hit("migration.after_commit")
-        with m.timed("cleanup"):
-            await self._cleanup(m, record, committed)
-        self.services.store.journal_close(f"mig:{m.id}")
+        # Before the answer: the new location and every entry hold the committed record (a call
+        # to the AC right after the answer finds the service there). Not the old location: it
+        # would stop its copy on the merge, which is the cleanup's work, after the answer.
+        with m.timed("commit"):
+            await self.agent.publish_now(committed)
+        return committed
 
     # -- stages ----------------------------------------------------------------------------
     def _placement_request(self, descriptor: ServiceDescriptor, record: Record, target: str | None) -> list[Candidate]:
@@ -221,11 +275,14 @@ class MigrationEngine:
             m.notes = f"the standby at {m.target} was promoted (its warm copy reused)"
         host, port = split_addr(instance)
         failpoints.hit("migration.reroute", fail=lambda: RerouteError(f"failpoint: reroute of {record.name} failed"))
-        await self.services.lb.route(record.name, host, port, proven_ready=True)
+        with m.part("reroute_here"):
+            await self.services.lb.route(record.name, host, port, proven_ready=True)
         failpoints.hit("migration.after_route")
-        committed = self.services.store.put_local(moved, here=self.here, now=time.time())
-        self.services.settle_arrival(record.name, m.id)
-        missing = await self.homes.route_entries(committed)
+        with m.part("reroute_commit"):
+            committed = self.services.store.put_local(moved, here=self.here, now=time.time())
+            self.services.settle_arrival(record.name, m.id)
+        with m.part("reroute_entries"):
+            missing = await self.homes.route_entries(committed)
         if missing:
             m.notes = f"entries not confirmed: {', '.join(missing)}"
         return committed

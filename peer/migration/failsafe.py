@@ -8,8 +8,13 @@ redeploys, seconds before Serf would have said anything.
 
 Serf needs 4-5 s to declare a killed peer failed (20-25 s from the isolated side of a
 partition). The HC's own HAProxy health checks see a dead AC in about `inter x fall`
-(2 x 250 ms), so that is the first evidence; a short peer-API ping then tells "the AC is cut off
-or dead" (fail over) from "only the service process died" (the AC's driver restarts it).
+(2 x 250 ms), or within `fastinter` of the first refused request of live traffic (`observe
+layer4 ... sudden-death`, lb.runtime.CheckSettings), so that is the first evidence; a short
+peer-API ping then tells "the AC is cut off or dead" (fail over) from "only the service process
+died" (the AC's driver restarts it). Issue 16: the steward starts the home copy at the first
+evidence and confirms the loss (LB_DOWN_GRACE, then the ping) while it starts; a loss that is
+not confirmed removes that copy and nothing else happened (no fail-safe, no reroute), so the
+speed costs no false failure detection, only a copy started for nothing.
 
 Hot standby (issue 15): while the primary is dead every entry's HAProxy already sends the
 traffic to the standby's backup server (and retries the requests that failed on the primary
@@ -24,12 +29,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
 from typing import Any
 
 from lb.errors import LBError
-from peer.drivers.base import DriverError
+from peer.drivers.base import DriverError, Instance
 from peer.migration.history import Migration, MigrationLog
 from peer.migration.wire import PING, RELEASE, record_to_wire
 from peer.peerclient import PeerClient, PeerError, PeerRefused
@@ -49,6 +54,8 @@ LB_DOWN_GRACE = 0.3  # seconds the route must stay down before the AC is pinged
 UNKNOWN_GRACE = 2.0  # ...before an AC gossip does not know (e.g. it died while this agent was down)
 STUCK_GRACE = 5.0  # ...before a copy the AC answers for but that serves nothing is replaced
 PING_TIMEOUT = 0.5
+AHEAD_EVERY = 5.0  # after a copy started ahead was removed (loss not confirmed), confirm first this long
+CONFIRM_TICK = 0.02  # how often the route is looked at while a copy started ahead and the grace runs
 RECHECK_EVERY = 1.0  # how often a cluster marked unreachable by probes is pinged again
 RELEASE_RETRY = 2.0  # how often the lost location is told to release its copy, until it hears
 RELEASE_FOR = 600.0  # ...and for how long (anti-entropy covers a longer absence)
@@ -79,6 +86,7 @@ class FailSafe:
         self._busy: set[str] = set()
         self._unpromotable: set[tuple[str, str]] = set()  # (service, standby addr) whose promotion failed
         self._acting: set[asyncio.Task[None]] = set()  # promotions and redeploys under way (cancelled on stop)
+        self._dropped_at: dict[str, float] = {}  # when a copy started ahead was last removed (not confirmed)
 
     async def run(self) -> None:
         recheck = asyncio.create_task(self._recheck_unreachable())
@@ -136,6 +144,10 @@ class FailSafe:
                 return
             evidence = f"haproxy checks down and {record.location} unknown to gossip"
         elif down_for < LB_DOWN_GRACE:
+            if not record.standbys and self.steward_of(record) == self.services.here \
+                    and now - self._dropped_at.get(name, -AHEAD_EVERY) >= AHEAD_EVERY:
+                # First evidence: the home copy starts now, while the loss is confirmed.
+                self._act(name, self._redeploy(record, evidence=None, since=suspicion.since, suspicion=suspicion))
             return
         elif await self._reachable(record.location):
             if down_for < STUCK_GRACE:
@@ -149,9 +161,13 @@ class FailSafe:
         self._busy.add(name)
         standby = await self._standby_to_promote(record)
         if standby is not None:
-            task = asyncio.create_task(self._promote(record, standby, evidence=evidence, since=suspicion.since))
+            self._act(name, self._promote(record, standby, evidence=evidence, since=suspicion.since))
         else:
-            task = asyncio.create_task(self._redeploy(record, evidence=evidence, since=suspicion.since))
+            self._act(name, self._redeploy(record, evidence=evidence, since=suspicion.since))
+
+    def _act(self, name: str, coro: Coroutine[Any, Any, None]) -> None:
+        self._busy.add(name)
+        task = asyncio.create_task(coro)
         self._acting.add(task)
         task.add_done_callback(lambda t: self._acted(name, t))
 
@@ -216,55 +232,125 @@ class FailSafe:
         except PeerError:
             return False
 
-    async def _redeploy(self, record: Record, *, evidence: str, since: float) -> None:
+    async def _redeploy(self, record: Record, *, evidence: str | None, since: float,
+                        suspicion: Suspicion | None = None) -> None:
+        """Redeploy at home and reroute. `evidence` None: only the first evidence is in (the
+        route went down): the home copy starts at once and the loss is confirmed while it
+        starts, exactly as `_check` confirms it (`_confirm`); not confirmed, the copy is
+        removed and nothing else happened (no fail-safe recorded, nothing routed)."""
         services, name = self.services, record.name
         refused: WorkloadRefused | None = None
         async with services.lock(name):
             current = services.get(name)
             if current is None or current.location != record.location or self.steward_of(current) != services.here:
                 return
-            m = self.history.begin(Migration(service=name, kind="failsafe", reason=evidence, coordinator=services.here,
-                                             home=services.here, source=record.location, target=services.here))
-            m.durations["detection"] = round((time.monotonic() - since) * 1000.0, 3)
-            log.warning("fail-safe for %s: %s; redeploying at home", name, evidence)
-            try:
-                descriptor = services.descriptor_of(current)
-                rejection = admit(requirements(descriptor), self.agent.own_view())
-                if rejection is not None:
-                    raise DriverError(f"home cannot admit it: {rejection.reason}")
-                with m.timed("wait"):
-                    instance, deploy_ms = await services.run_copy(descriptor, home=services.here)
-                m.durations["deploy"] = round(deploy_ms, 3)
-                state_version = await self._restore_state(m, current, instance.host, instance.port)
-                with m.timed("reroute"):
-                    await services.lb.route(name, instance.host, instance.port, up_timeout=10.0, drain_timeout=0.05,
-                                          proven_ready=True)
-                with m.timed("cleanup"):
-                    committed = services.store.put_local(
-                        replace(current, location=services.here, instance=addr_of(instance), state=State.RUNNING,
-                                migration_id=m.id, state_version=state_version), here=services.here, now=time.time())
-            except (DriverError, LBError, WorkloadRefused) as exc:
-                why = f"refused by this cluster's workload policy ({exc.rule}): {exc}" \
-                    if isinstance(exc, WorkloadRefused) else str(exc)
-                self.history.finish(m, outcome="failed", error=why)
-                log.error("fail-safe for %s failed: %s; retrying in %.0fs", name, why, RETRY_AFTER)
-                suspicion = self._suspects.get(name)
-                if suspicion is not None:
-                    suspicion.retry_at = time.monotonic() + RETRY_AFTER
-                if not isinstance(exc, WorkloadRefused):
+            copy: asyncio.Task[tuple[Instance, float]] | None = None
+            if evidence is None:
+                assert suspicion is not None
+                if admit(requirements(services.descriptor_of(current)), self.agent.own_view()) is not None:
+                    return  # the confirmed path reports it
+                started = time.monotonic()
+                copy = asyncio.create_task(services.run_copy(services.descriptor_of(current), home=services.here))
+                try:
+                    evidence = await self._confirm(current, suspicion)
+                except BaseException:
+                    await self._discard(name, copy)
+                    raise
+                if evidence is None:
+                    self._dropped_at[name] = time.monotonic()
+                    await self._discard(name, copy)
+                    log.info("fail-safe for %s: the loss of %s was not confirmed; the copy started ahead is removed",
+                             name, record.location)
                     return
-                refused = exc
-            else:
-                self._suspects.pop(name, None)
-                m.durations["downtime_estimate"] = round((time.monotonic() - since) * 1000.0, 3)
-                self.history.finish(m, outcome="succeeded")
+            committed, refused = await self._redeploy_locked(
+                current, evidence=evidence, since=since, copy=copy,
+                ahead_ms=None if copy is None else (time.monotonic() - started) * 1000.0)
         if refused is not None:
             await self._redeploy_elsewhere(record, evidence=evidence, refused=refused)
+            return
+        if committed is None:
             return
         self.agent.load_changed()
         await self.agent.publish(committed, frozenset({record.location}))
         self.agent.spawn(self.agent.homes.route_entries(committed))
         self.agent.spawn(self._release_until_heard(record.location, committed))
+
+    async def _redeploy_locked(self, current: Record, *, evidence: str, since: float,
+                               copy: asyncio.Task[tuple[Instance, float]] | None, ahead_ms: float | None
+                               ) -> tuple[Record | None, WorkloadRefused | None]:
+        """The fail-safe itself, under the service's lock: the copy (started ahead or now),
+        the saved state, the reroute, the commit. Returns (committed, None), or (None, the
+        refusal) when this cluster's policy refuses the service, or (None, None) if it failed."""
+        services, name = self.services, current.name
+        m = self.history.begin(Migration(service=name, kind="failsafe", reason=evidence, coordinator=services.here,
+                                         home=services.here, source=current.location, target=services.here))
+        m.durations["detection"] = round((time.monotonic() - since) * 1000.0, 3)
+        if ahead_ms is not None:  # how long the copy had been starting when the loss was confirmed
+            m.durations["deploy_ahead"] = round(ahead_ms, 3)
+        log.warning("fail-safe for %s: %s; redeploying at home", name, evidence)
+        try:
+            descriptor = services.descriptor_of(current)
+            if copy is None:
+                rejection = admit(requirements(descriptor), self.agent.own_view())
+                if rejection is not None:
+                    raise DriverError(f"home cannot admit it: {rejection.reason}")
+            with m.timed("wait"):
+                instance, deploy_ms = await (copy if copy is not None
+                                             else services.run_copy(descriptor, home=services.here))
+            m.durations["deploy"] = round(deploy_ms, 3)
+            state_version = await self._restore_state(m, current, instance.host, instance.port)
+            with m.timed("reroute"):
+                await services.lb.route(name, instance.host, instance.port, up_timeout=10.0, drain_timeout=0.05,
+                                        proven_ready=True)
+            with m.timed("cleanup"):
+                committed = services.store.put_local(
+                    replace(current, location=services.here, instance=addr_of(instance), state=State.RUNNING,
+                            migration_id=m.id, state_version=state_version), here=services.here, now=time.time())
+        except (DriverError, LBError, WorkloadRefused) as exc:
+            why = f"refused by this cluster's workload policy ({exc.rule}): {exc}" \
+                if isinstance(exc, WorkloadRefused) else str(exc)
+            self.history.finish(m, outcome="failed", error=why)
+            log.error("fail-safe for %s failed: %s; retrying in %.0fs", name, why, RETRY_AFTER)
+            suspicion = self._suspects.get(name)
+            if suspicion is not None:
+                suspicion.retry_at = time.monotonic() + RETRY_AFTER
+            return None, exc if isinstance(exc, WorkloadRefused) else None
+        self._suspects.pop(name, None)
+        m.durations["downtime_estimate"] = round((time.monotonic() - since) * 1000.0, 3)
+        self.history.finish(m, outcome="succeeded")
+        return committed, None
+
+    async def _confirm(self, record: Record, suspicion: Suspicion) -> str | None:
+        """The evidence `_check` would act on, gathered while a copy starts ahead: Serf says
+        the AC failed, or the route stays down through LB_DOWN_GRACE and the AC does not
+        answer a ping. None as soon as the route is up again or the AC answers (then `_check`
+        goes on as before: a copy the AC's driver restarts, or a hung one after STUCK_GRACE)."""
+        while True:
+            member = self.agent.membership.get(record.location)
+            if member is not None and member.status in ("failed", "left"):
+                return f"serf reports {record.location} {member.status}"
+            try:
+                if await self._route_up(record.name):
+                    return None
+            except LBError:
+                return None  # this entry cannot tell: `_check` decides on its next tick
+            left = suspicion.since + LB_DOWN_GRACE - time.monotonic()
+            if left <= 0:
+                break
+            await asyncio.sleep(min(CONFIRM_TICK, left))
+        if await self._reachable(record.location):
+            return None
+        self.liveness.mark_unreachable(record.location, suspicion.since)
+        return f"haproxy checks down and {record.location} unreachable"
+
+    async def _discard(self, name: str, copy: asyncio.Task[tuple[Instance, float]]) -> None:
+        """Remove a copy started ahead that is not needed (run_copy removes one it did not
+        finish starting; a started one is stopped here)."""
+        copy.cancel()
+        await asyncio.wait({copy})
+        if not copy.cancelled() and copy.exception() is None:
+            with contextlib.suppress(DriverError):
+                await self.services.stop_copy(name)
 
     async def _promote(self, record: Record, standby: tuple[str, str], *, evidence: str, since: float) -> None:
         """Make the standby at `standby` the primary (module docstring). If routing to it

@@ -35,6 +35,9 @@ class Migration:
     target: str | None = None
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     started_at: float = field(default_factory=time.time)
+    # Wall time the move was committed and routed, when the API answers; `finished_at` comes
+    # after the cleanup (the old copy stopped), which no caller waits for.
+    committed_at: float | None = None
     finished_at: float | None = None
     outcome: str = "running"  # running | succeeded | failed | aborted
     stage: str = "trigger"
@@ -55,6 +58,15 @@ class Migration:
         finally:
             self.durations[stage] = round((time.monotonic() - started) * 1000.0, 3)
 
+    @contextmanager
+    def part(self, key: str) -> Iterator[None]:
+        """Time one await inside a stage (durations_ms only: where a stage's time goes)."""
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.durations[key] = round((time.monotonic() - started) * 1000.0, 3)
+
     def as_api(self) -> dict[str, Any]:
         out = asdict(self)
         out.pop("durations")
@@ -73,6 +85,7 @@ class MigrationLog:
             for stage in STAGES:
                 entry.setdefault(stage, None)
             entry.setdefault("state_transfer", None)
+            entry.setdefault("committed_at", None)
         self._done: deque[dict[str, Any]] = deque(saved[-HISTORY_LEN:], maxlen=HISTORY_LEN)
         self._running: dict[str, Migration] = {}
 

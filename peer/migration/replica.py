@@ -101,8 +101,27 @@ class ReplicaHandlers:
             copy.error = str(exc)
 
     async def status(self, request: web.Request) -> web.Response:
+        """Where the copy of migration `migration_id` stands. With `wait` (seconds, a long poll)
+        a copy still deploying is answered for when it is ready or failed, or when `wait` is
+        over: the coordinator hears of readiness one round trip after it, not a poll later."""
         body = await read_msgpack(request)
         mid, name = _field(body, "migration_id", str), _field(body, "name", str)
+        wait = body.get("wait", 0.0)
+        if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0.0 <= wait <= wire.STATUS_WAIT_MAX:
+            raise web.HTTPBadRequest(reason=f"wait: expected seconds from 0 to {wire.STATUS_WAIT_MAX:g}")
+        copy = self.services.pending.get(name)
+        if wait > 0 and copy is not None and copy.migration_id == mid and copy.task is not None \
+                and copy.error is None and copy.instance is None:
+            copy.last_poll = time.monotonic()
+            await asyncio.wait({copy.task}, timeout=float(wait))  # never cancels the start itself
+            if self.services.closing:
+                # This agent stopped while the call waited: a "ready" now would come from an agent
+                # that can no longer route, adopt or answer for the copy; the coordinator's next
+                # STATUS reaches the restarted agent, or fails and the migration rolls back.
+                return _refuse("shutting down", status=503)
+        return self._status_now(mid, name)
+
+    def _status_now(self, mid: str, name: str) -> web.Response:
         copy = self.services.pending.get(name)
         if copy is not None and copy.migration_id == mid:
             copy.last_poll = time.monotonic()
@@ -191,7 +210,9 @@ class ReplicaHandlers:
             # hears the steward's RELEASE before any anti-entropy round, and its frontend must
             # open and follow the record as after any other merge.
             await services.act_locked(outcome, keep_copy=True)
-            if current is not None and not current.copy_here(services.here):
+            # A copy starting here for a newer migration (pending) is not the one released: a
+            # late RELEASE (a fail-safe's, retried until this cluster came back) must not stop it.
+            if current is not None and not current.copy_here(services.here) and committed.name not in services.pending:
                 with contextlib.suppress(DriverError):
                     await services.stop_copy(committed.name)
                 if not current.tombstone and not services.interested_here(current) and \

@@ -9,6 +9,8 @@ from peer.records.record import Record
 REPLICATE = "/peer/v1/migration/replicate"  # coordinator -> AC: descriptor + home info; AC admits or refuses
 #   (with "standby": true the steward asks for a warm copy, peer/migration/standby.py)
 STATUS = "/peer/v1/migration/status"        # coordinator -> AC: is the copy ready? (wait stage)
+#   ("wait": seconds, a long poll: the AC answers when the copy is ready or failed, or then)
+STATUS_WAIT_MAX = 10.0                      # the longest `wait` an AC accepts
 ABORT = "/peer/v1/migration/abort"          # coordinator -> AC: drop the copy (rollback)
 REROUTE = "/peer/v1/migration/reroute"      # coordinator -> HC: point the frontend at the AC, commit
 RELEASE = "/peer/v1/migration/release"      # coordinator -> old location: here is the committed record

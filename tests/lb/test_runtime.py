@@ -23,7 +23,8 @@ def reply(name: str) -> str:
 def test_builders_render_exact_commands() -> None:
     chk = CheckSettings(inter_ms=250, fall=2, rise=1, downinter_ms=20)
     assert runtime.add_server("be_1", "s1", "127.0.2.10", 8080, check=chk).text == (
-        "add server be_1/s1 127.0.2.10:8080 check inter 250 downinter 20 fall 2 rise 1")
+        "add server be_1/s1 127.0.2.10:8080 check inter 250 fastinter 20 downinter 20 fall 2 rise 1 "
+        "observe layer4 error-limit 1 on-error sudden-death")
     assert runtime.add_server("be_1", "s1", "::1", 80, weight=0).text == (
         "add server be_1/s1 [::1]:80 weight 0")
     assert runtime.del_server("be_1", "s1").text == "del server be_1/s1"

@@ -101,10 +101,18 @@ async def test_migrate_then_multi_hop_keeps_records_and_routes_right(tmp_path: P
 
             first = await fed.call("c1", "POST", "/v1/services/classifier/migrate", {"target": "c2"})
             assert first["outcome"] == "succeeded" and first["target"] == "c2"
-            for stage in ("pr", "replication", "wait", "reroute", "cleanup", "deploy"):
+            for stage in ("pr", "replication", "wait", "reroute", "deploy"):
                 assert isinstance(first[stage], float) and first[stage] >= 0, stage
+            # The answer comes once the move is committed and routed; the old copy stops after,
+            # and the history shows the cleanup stage timed once it has.
+            assert first["stage"] == "cleanup" and first["cleanup"] is None and first["finished_at"] is None
+            assert first["committed_at"] >= first["started_at"]
             assert await served_by(fed, endpoint) == "c2"
             await wait_until(lambda: settled_at(fed, "c2"), timeout=15, what="settled at c2")
+            done = await wait_until(lambda: _history_entry(fed, first["id"], finished=True), timeout=15,
+                                    what="the cleanup timed")
+            assert done["outcome"] == "succeeded" and done["error"] is None and done["cleanup"] >= 0
+            assert done["finished_at"] >= done["committed_at"] == first["committed_at"]
             expect_roles(await records(fed), "c2")
 
             # Fig. 4, Migration 2, asked of the AC: it forwards the call to the steward (the HC),
@@ -177,6 +185,13 @@ async def test_failsafe_redeploys_at_home_when_the_ac_dies(tmp_path: Path) -> No
         except BaseException:
             print(dump_logs(fed))
             raise
+
+
+async def _history_entry(fed: Federation, mid: str, *, finished: bool) -> dict[str, Any] | None:
+    for m in await fed.get("c1", "/v1/migrations"):
+        if m["id"] == mid and (m["finished_at"] is not None or not finished):
+            return m
+    return None
 
 
 async def _served_by_is(fed: Federation, endpoint: str, cluster: str) -> bool:

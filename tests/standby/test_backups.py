@@ -30,8 +30,8 @@ _port_blocks = itertools.count(24000 + (os.getpid() % 50) * 100, 10)
 
 def test_add_server_backup_command() -> None:
     cmd = runtime.add_server("be_30000", "b1", "127.0.0.3", 31000, check=CheckSettings(), backup=True)
-    assert cmd.text == ("add server be_30000/b1 127.0.0.3:31000 backup check inter 250 downinter 20 "
-                        "fall 2 rise 1")
+    assert cmd.text == ("add server be_30000/b1 127.0.0.3:31000 backup check inter 250 fastinter 20 downinter 20 "
+                        "fall 2 rise 1 observe layer4 error-limit 1 on-error sudden-death")
     assert "backup" not in runtime.add_server("be_30000", "s1", "127.0.0.3", 31000).text
     fast = runtime.add_server("be_30000", "s2", "127.0.0.1", 31000, check=CheckSettings(mark_down_on_error=True))
     assert fast.text.endswith("rise 1 observe layer4 error-limit 1 on-error mark-down")

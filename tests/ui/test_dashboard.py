@@ -64,6 +64,12 @@ async def test_dashboard_shows_the_federation_only_with_the_token(tmp_path: Path
         await fed.call("edge-a", "POST", "/v1/services", {**DESCRIPTOR, "name": "stream"}, expect=201)
         moved = await fed.call("edge-a", "POST", "/v1/services/classifier/migrate", {"target": "cloud-b"})
         assert moved["outcome"] == "succeeded", moved
+
+        async def cleaned_up() -> bool:  # the answer comes at the commit; the cleanup bar after it
+            return any(m["id"] == moved["id"] and m["cleanup"] is not None
+                       for m in await fed.get("edge-a", "/v1/migrations"))
+
+        await wait_until(cleaned_up, timeout=15, what="the migration's cleanup timed")
         ui = f"http://{A}:7070/ui/"
         with chromium() as browser:
             wait = WebDriverWait(browser, 20, poll_frequency=0.1)
