@@ -119,7 +119,9 @@ async def test_same_name_created_on_both_sides_of_a_partition_both_serve_after_t
                 moved = await fed.call("c1", "POST", "/v1/services/dupe@c3/migrate", {"target": "c2"}, expect=200)
                 assert moved["outcome"] == "succeeded", moved
                 await wait_until(lambda: _serves(fed, c3_endpoint, "c2"), timeout=20, what="dupe@c3 served from c2")
-                assert pid_of(fed, "c2", "dupe@c3") is not None and pid_of(fed, "c3", "dupe@c3") is None
+                assert pid_of(fed, "c2", "dupe@c3") is not None
+                await wait_until(lambda: _no_copy(fed, "c3", "dupe@c3"), timeout=20,
+                                 what="the old copy at c3 stopped (cleanup runs after the answer)")
                 # ... and deleting it leaves the other one serving.
                 await fed.call("c1", "DELETE", "/v1/services/dupe@c3", expect=200)
                 await wait_until(lambda: _gone_everywhere(fed, list(addrs), "dupe@c3"), timeout=30,
@@ -133,6 +135,10 @@ async def test_same_name_created_on_both_sides_of_a_partition_both_serve_after_t
 
 async def _serves(fed: Federation, endpoint: str, cluster: str) -> bool:
     return await served_by(fed, endpoint) == cluster
+
+
+async def _no_copy(fed: Federation, cluster: str, name: str) -> bool:
+    return pid_of(fed, cluster, name) is None
 
 
 async def _gone_everywhere(fed: Federation, clusters: list[str], name: str) -> bool:
