@@ -105,6 +105,10 @@ class LinkProbe:
         """Estimated Mbit/s to each peer with an estimate (0 for one that does not answer)."""
         return {peer: e.bandwidth_mbps for peer, e in self.estimates().items() if e.bandwidth_mbps is not None}
 
+    def link(self, peer: str) -> LinkState:
+        """The mutable evidence about one peer (for diagnostics and tests)."""
+        return self._links[peer]
+
     def probed_last_minute(self, peer: str) -> int:
         """Bytes the probe sent towards `peer` in the last 60 s (for the API and the tests)."""
         state = self._links.get(peer)
