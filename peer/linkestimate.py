@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 OVERHEAD_BYTES = 512  # what one signed peer-API request costs besides its body (headers, framing)
-MAX_MBPS = 10_000.0  # what one probe can claim at most: a 64 KiB probe cannot resolve more
+MAX_MBPS = 1000.0  # what one probe can claim at most: a 64 KiB probe cannot resolve more
 SAMPLES = 3
 WINDOW = 60.0  # seconds of the per-minute budget
 
@@ -266,10 +266,11 @@ def record_traffic_rtt(state: LinkState, rtt_ms: float) -> None:
 def peers_that_matter(*, here: str, hosts: Iterable[str], rankings: Iterable[Sequence[str]],
                       candidates: int) -> frozenset[str]:
     """The peers whose links a decision of this cluster reads: where the services it stewards
-    run (and their standbys), and the first `candidates` of each service's placement ranking.
+    run (and their standbys), and the first `candidates` other clusters of each service's
+    placement ranking (the targets a move would pick from).
     The probe set grows with what this cluster is responsible for, not with the federation."""
     wanted = set(hosts)
     for ranked in rankings:
-        wanted.update(list(ranked)[:candidates])
+        wanted.update([name for name in ranked if name != here][:candidates])
     wanted.discard(here)
     return frozenset(wanted)
