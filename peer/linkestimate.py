@@ -16,7 +16,8 @@ comes from three kinds of evidence, cheapest first:
    ping time), so the fixed costs of one HTTP exchange (RTT, signing, scheduling) cancel out.
    The estimate is the median of the last three probes, so one noisy probe never moves it; a
    probe that disagrees with the estimate by more than 2x makes it suspect, and the next probe
-   (spaced by the best recent sample) confirms or refutes: a real change shows within two probes.
+   (spaced by the best recent sample) confirms or refutes: a real change shows within two
+   probes, and once confirmed the older samples are dropped.
 3. **failure**: a peer that does not answer measures 0 at once (placement never picks a
    cluster it cannot reach), and from then on only pings, until one answers.
 
@@ -187,22 +188,34 @@ def measured(ping_s: float, probe_s: float, size: int) -> float:
 
 
 def record_probe(state: LinkState, now: float, mbps: float) -> None:
-    """A probe answered: `mbps` is its measurement."""
+    """A probe answered: `mbps` is its measurement.
+
+    A sample more than 2x away from the estimate makes it suspect (the estimate holds, a
+    second probe follows soon); a second one on the same side confirms a change of regime:
+    the older samples describe a link that is gone and are dropped, so the estimate moves at
+    once to the new samples. An agreeing sample clears the suspicion."""
     if not math.isfinite(mbps) or mbps < 0:
         raise ValueError(f"a probe measures a finite rate >= 0, got {mbps!r}")
     before = None if state.unreachable else state.bandwidth()
     state.unreachable = False
-    if before is not None and before > 0:
-        ratio = mbps / before
-        # Disagreement makes the estimate suspect (a second probe follows at once); a second
-        # disagreeing sample moves the median, an agreeing one clears the suspicion.
-        state.suspect = not (0.5 <= ratio <= 2.0) and not state.suspect
-        state.held = before
+    sample = float(f"{mbps:.3g}")
+    if before is not None and before > 0 and not 0.5 <= mbps / before <= 2.0:
+        last = state.samples[-1] if state.samples else None
+        if state.suspect and last is not None and _same_side(last, mbps, before):
+            state.samples.clear()
+            state.samples.append(last)
+            state.suspect = False
+        else:
+            state.suspect, state.held = True, before
     else:
         state.suspect = False
-    state.samples.append(float(f"{mbps:.3g}"))
+    state.samples.append(sample)
     state.evidence_at = now
     state.source = "probe"
+
+
+def _same_side(a: float, b: float, ref: float) -> bool:
+    return (a < ref / 2 and b < ref / 2) or (a > ref * 2 and b > ref * 2)
 
 
 def record_ping(state: LinkState, now: float) -> None:

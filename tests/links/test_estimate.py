@@ -179,12 +179,30 @@ def test_a_drop_shows_within_two_probes(before: float, after: float, noise: floa
             record_probe(state, now, after)
 
 
-@given(good=st.lists(st.floats(50.0, 500.0), min_size=3, max_size=10), outlier=st.floats(0.0, 5.0),
+@given(good=st.lists(st.floats(100.0, 190.0), min_size=3, max_size=10), outlier=st.floats(0.0, 5.0),
        at=st.integers(0, 9))
 def test_one_outlier_never_moves_the_estimate(good: list[float], outlier: float, at: int) -> None:
+    """A link steady within 2x, one wild probe anywhere after the first: the estimate stays
+    within the steady band."""
     state = LinkState()
     samples = list(good)
     samples.insert(min(at, len(samples) - 1) + 1, outlier)
     for i, mbps in enumerate(samples):
         record_probe(state, float(i), mbps)
-        assert estimate(state, float(i), budget=B).bandwidth_mbps >= 50.0 * 0.999  # type: ignore[operator]
+        assert estimate(state, float(i), budget=B).bandwidth_mbps >= 100.0 * 0.999  # type: ignore[operator]
+
+
+def test_a_confirmed_change_drops_the_old_samples() -> None:
+    state = steady(1000.0)
+    record_probe(state, 30.0, 12.0)  # tbf's burst flatters the first probe
+    assert estimate(state, 30.0, budget=B).bandwidth_mbps == 1000.0 and state.suspect
+    record_probe(state, 31.0, 3.0)  # same side: a new regime, the old samples go
+    assert list(state.samples) == [12.0, 3.0] and not state.suspect
+    assert estimate(state, 31.0, budget=B).bandwidth_mbps == pytest.approx(7.5)
+
+
+def test_samples_on_both_sides_keep_the_estimate() -> None:
+    state = steady(100.0)
+    record_probe(state, 30.0, 5.0)
+    record_probe(state, 31.0, 900.0)
+    assert estimate(state, 31.0, budget=B).bandwidth_mbps == 100.0 and state.suspect
