@@ -25,8 +25,10 @@ A probe is sent only when all of these hold (`probe_due`): the peer matters for 
 (the caller asks only for those), the estimate is missing, suspect or older than
 `stale_after`; the bytes sent to this peer in the last 60 s plus this probe stay within
 `per_minute`; and since the last probe at least `probe_bytes / (share * estimate)` seconds
-passed, so probing never takes more than `share` (1 %) of the link it measured: one 64 KiB
-probe per 13 s at most on a 4 Mbit/s link, one per 52 s on a 1 Mbit/s link. Defaults: 64 KiB
+passed, so probing takes at most `share` (1 %) of the link it measured: one 64 KiB probe per
+13 s at most on a 4 Mbit/s link, one per 52 s on a 1 Mbit/s link (the probe confirming a
+suspect estimate is spaced by the best of the last samples instead, so that a drop is
+confirmed at the rate the link had; the per-minute cap holds for it too). Defaults: 64 KiB
 probes, 256 KiB per peer per minute, 1 %, stale after 20 s: an idle good link costs 3 probes a
 minute (26 kbit/s), against 7.5 MiB a minute before.
 """

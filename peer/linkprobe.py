@@ -181,8 +181,12 @@ class LinkProbe:
         try:
             await self.client.call(url, PROBE, {"pad": self._payload}, timeout=PROBE_TIMEOUT)
         except PeerError as exc:
+            # A timeout after a good ping says "slower than this"; any other failure, that the
+            # peer stopped answering.
+            timed_out = isinstance(exc.__cause__, TimeoutError)
             log.info("link probe: %s did not take %d bytes: %s", peer, size, exc)
-            record_unreachable(state, self.clock(), sent_bytes=size, waited_s=self.clock() - pinged)
+            record_unreachable(state, self.clock(), sent_bytes=size if timed_out else OVERHEAD_BYTES,
+                               waited_s=self.clock() - pinged)
             return
         done = self.clock()
         record_probe(state, done, measured(ping_s, done - pinged, size))
