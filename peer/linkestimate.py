@@ -29,8 +29,9 @@ passed, so probing takes at most `share` (1 %) of the link it measured: one 64 K
 13 s at most on a 4 Mbit/s link, one per 52 s on a 1 Mbit/s link (the probe confirming a
 suspect estimate is spaced by the best of the last samples instead, so that a drop is
 confirmed at the rate the link had; the per-minute cap holds for it too). Defaults: 64 KiB
-probes, 256 KiB per peer per minute, 1 %, stale after 20 s: an idle good link costs 3 probes a
-minute (26 kbit/s), against 7.5 MiB a minute before.
+probes, 320 KiB per peer per minute (3 probes on staleness and 1 to confirm a change), 1 %,
+stale after 20 s: an idle good link costs 3 probes a minute (26 kbit/s), against 7.5 MiB a
+minute before.
 """
 from __future__ import annotations
 
@@ -59,7 +60,7 @@ class ProbeBudget:
     """How much active probing one peer may get. See the module doc for why each default."""
 
     probe_bytes: int = 64 * 1024
-    per_minute: int = 256 * 1024
+    per_minute: int = 320 * 1024
     share: float = 0.01
     stale_after: float = 20.0
     ping_every: float = 5.0  # seconds between pings to an unreachable peer

@@ -206,3 +206,20 @@ def test_samples_on_both_sides_keep_the_estimate() -> None:
     record_probe(state, 30.0, 5.0)
     record_probe(state, 31.0, 900.0)
     assert estimate(state, 31.0, budget=B).bandwidth_mbps == 100.0 and state.suspect
+
+
+def test_the_default_budget_leaves_room_to_confirm_a_change() -> None:
+    """Steady probing on staleness (3 a minute) plus the confirming probe fit the default
+    per-minute budget: a drop is confirmed at once, not a window later."""
+    state, now = LinkState(), 0.0
+    while now < 120.0:
+        if probe_due(state, now, budget=B) == "full":
+            sent(state, now, full_cost(B))
+            record_probe(state, now, 800.0)
+        now += 1.0
+    while probe_due(state, now, budget=B) is None:
+        now += 1.0
+    sent(state, now, full_cost(B))
+    record_probe(state, now, 3.0)
+    assert state.suspect
+    assert probe_due(state, now + 1.0, budget=B) == "full"
