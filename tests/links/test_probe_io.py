@@ -23,6 +23,8 @@ from peer.waiting import wait_until
 from tests.harness import Federation, dump_logs, federation
 from tests.lb.conftest import assert_no_haproxy
 
+pytestmark = pytest.mark.integration
+
 FRONT, SERVICE, PEER, NOBODY = "127.0.32.1", "127.0.32.2", "127.0.32.3", "127.0.32.4"
 SECRET = b"link-probe-test-secret-0123456789"
 BIG = bytes(1 << 20)
