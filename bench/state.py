@@ -15,7 +15,17 @@ The state is opaque, so every round moves all of it (V_i = M while it changes); 
 fitted (least squares) on the measured pre-copy rounds, and the model's T_down = tau*M + eps +
 T_switch (T_switch: the handover window at the smallest size, i.e. holds and reroutes).
 
+Failover with and without standby (`--failovers N`, 0 to skip; bench/failover.py): the stateful
+sample with two entries, once with `"standby": 1` and once without, N runs each. Its primary is
+at the cluster that is no entry (`--failover-at ac`, the steward survives, as bench/migration.py's
+fail-safe) or at its HC, an entry and the steward (`hc`). Under `--rate` req/s open loop through a
+surviving entry, the primary's agent (with its Serf) and its copy are SIGKILLed together; per run:
+requests lost (never answered) and the time from the kill until the first answer from the new
+copy (the standby, or the fail-safe's redeploy). The lost cluster is started again in between.
+Printed as medians with min-max beside issue 15's goals (standby: 0 lost, served within 0.5 s).
+
 Run: .venv/bin/python bench/state.py [--runs 5] [--rate 200] [--sizes 1000,64000,1000000,16000000]
+     [--failovers 5] [--failover-at ac|hc] [--addr 127.0.20.41]   (--sizes "" measures failovers only)
 Not a test: it prints figures (medians, min-max, runs) for docs/benchmarks.md.
 """
 from __future__ import annotations
@@ -33,6 +43,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:] = [str(REPO)] + [p for p in sys.path if Path(p or ".").resolve() != REPO / "bench"]
 
 from bench.common import LocalFederation, Spread, machine_line  # noqa: E402
+from bench.failover import failover_lines, failover_runs  # noqa: E402
+from bench.migration import addrs_from  # noqa: E402
 from chaos.load import run_load  # noqa: E402
 from peer.samples.running import run  # noqa: E402
 
@@ -140,18 +152,26 @@ def report(results: list[dict[str, Any]], rate: float) -> None:
 
 
 async def main(args: argparse.Namespace) -> None:
-    sizes = [int(s) for s in args.sizes.split(",")]
+    sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     with tempfile.TemporaryDirectory(prefix="roam-bench-state-") as tmp:
-        lf = LocalFederation(base=Path(tmp), addrs=ADDRS, extra=["--no-auto-migrate"])
+        lf = LocalFederation(base=Path(tmp), addrs=addrs_from(args.addr), extra=["--no-auto-migrate"])
         try:
             await lf.start()
             results = []
             for size in sizes:
                 results.append(await one_size(lf, size, args.runs, args.rate))
                 print(f"size {size}: done ({results[-1]['handover_ms'].median:.1f} ms handover)", flush=True)
-            report(results, args.rate)
+            failovers = await failover_runs(lf, descriptor("fo", 0), runs=args.failovers, rate=args.rate,
+                                            where=args.failover_at)
         finally:
             await lf.close()
+    if results:
+        report(results, args.rate)
+    if args.failovers:
+        print()
+        for line in failover_lines(failovers, rate=args.rate, where=args.failover_at):
+            print(line)
+    print(f"\nend: {machine_line()}")
 
 
 if __name__ == "__main__":
@@ -159,4 +179,8 @@ if __name__ == "__main__":
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--sizes", default="1000,64000,1000000,16000000")
+    parser.add_argument("--failovers", type=int, default=5, help="failover runs with and without standby, each")
+    parser.add_argument("--failover-at", choices=("ac", "hc"), default="ac",
+                        help="ac: the primary away from its entries (steward survives); hc: at its HC and steward")
+    parser.add_argument("--addr", default=ADDRS["c1"], help="c1's loopback address; c2, c3 take the next two")
     run(main(parser.parse_args()))

@@ -33,7 +33,8 @@ from lb.statefile import LBState, Route, Slot, write_atomic
 
 log = logging.getLogger(__name__)
 
-_SERVICE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+_LABEL = r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?"
+_SERVICE = re.compile(rf"{_LABEL}(?:@{_LABEL})?")  # `name@home`: a renamed concurrent creation
 _SERVER_NUM = re.compile(r"s(\d+)")
 _BACKUP_NUM = re.compile(r"b(\d+)")
 #: What the records say a slot is: (frontend port, instance "ip", port or None).
@@ -54,7 +55,7 @@ class ServerStatus:
 
 def valid_service_name(service: str) -> str:
     if not isinstance(service, str) or not _SERVICE.fullmatch(service):
-        raise InvalidTokenError(f"invalid service name {service!r}: must be a DNS-1123 label")
+        raise InvalidTokenError(f"invalid service name {service!r}: must be a DNS-1123 label (or label@label)")
     return service
 
 
@@ -203,6 +204,17 @@ class LoadBalancer:
                 self._state.slots[service] = Slot(free[0])
                 self._save()
                 return (self.config.bind_addr, free[0])
+
+    async def rename(self, old: str, new: str) -> None:
+        """The slot of `old` belongs to `new` from now on; HAProxy is untouched (its frontends
+        and backends are named by port), so the endpoint keeps serving throughout."""
+        valid_service_name(new)
+        async with self._lock(old), self._lock(new):
+            if new in self._state.slots:
+                raise NoFreeSlotError(f"{new} already owns a slot")
+            self._state.slots[new] = self._slot(old)
+            del self._state.slots[old]
+            self._save()
 
     async def close_frontend(self, service: str) -> None:
         """Drain and remove the service's servers, then free its slot (idempotent)."""

@@ -69,6 +69,17 @@ class FakeLoadBalancer:
         self._routes[service] = None
         return (self.bind_addr, free[0])
 
+    async def rename(self, old: str, new: str) -> None:
+        valid_service_name(new)
+        if old not in self.slots:
+            raise UnknownServiceError(f"service {old!r} has no frontend here")
+        if new in self.slots:
+            raise NoFreeSlotError(f"{new} already owns a slot")
+        self.slots[new] = self.slots.pop(old)
+        self._routes[new] = self._routes.pop(old, None)
+        if old in self._backups:
+            self._backups[new] = self._backups.pop(old)
+
     async def close_frontend(self, service: str) -> None:
         self.slots.pop(service, None)
         self._routes.pop(service, None)

@@ -51,6 +51,7 @@ from peer.migration.standby import StandbyKeeper, StateTransfer
 from peer.state.hook import HttpStateHook
 from peer.state.keeper import StandbySeam, StateKeeper
 from peer.state.saved import SavedStates
+from peer.state.wire import StateHandlers, StatePeerClient
 from peer.homewatch import HomeWatch
 from peer.linkprobe import LinkProbe, stewarded
 from peer.peerclient import PeerClient, PeerError, peer_auth_middleware
@@ -210,8 +211,11 @@ class Agent:
                                responsibilities=lambda: stewarded(self), budget=self.config.probe_budget,
                                on_sent=lambda peer, n: self.metrics.link_probe_bytes.labels(peer=peer).inc(n))
         self.state = StateKeeper(services=self.services, hook=HttpStateHook(),
-                                 saved=SavedStates(self.config.data_dir), steward_of=self.steward_of)
+                                 saved=SavedStates(self.config.data_dir), steward_of=self.steward_of,
+                                 peers=StatePeerClient(client=self.client, url_of=self.api_url_of))
         self.services.state_check = self.state
+        self.services.on_rename.append(self.state.saved.rename)  # `name@home` keeps its saved state
+        self.services.on_rename.append(self.services.fresh.renamed)  # ...and its copy's fresh mark
         if self.state_transfer is None:
             self.state_transfer = StandbySeam(self.state)  # new standbys get the latest state first
         self.engine = MigrationEngine(here=self.here, services=self.services, client=self.client,
@@ -324,6 +328,8 @@ class Agent:
         self.antientropy.add_routes(app)
         ReplicaHandlers(services=self.services, agent=self).add_routes(app)
         HomeSetHandlers(services=self.services, run_forwarded=self._run_forwarded).add_routes(app)
+        assert self.state is not None
+        StateHandlers(services=self.services, keeper=self.state).add_routes(app)
         LinkProbe.add_routes(app)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
@@ -469,6 +475,17 @@ class Agent:
     async def _on_status_change(self, change: StatusChange) -> None:
         if change.new == "alive" and change.name != self.here:
             self._spawn(self._sync(change.name))
+            self._spawn(self._check_names(change.name))
+
+    async def _check_names(self, peer: str) -> None:
+        """A peer is back: a service of the same name created on its side meets ours (naming)."""
+        url = self.api_url_of(peer)
+        if url is None or self.antientropy is None:
+            return
+        try:
+            await self.antientropy.check_names(peer, url)
+        except PeerError as exc:
+            log.debug("name check with %s failed: %s", peer, exc)
 
     async def _sync(self, peer: str) -> bool:
         """One anti-entropy round with `peer`; True if it completed."""
@@ -485,7 +502,8 @@ class Agent:
         return True
 
     async def _anti_entropy_loop(self) -> None:
-        """The backstop: pushes and member-alive syncs do the fast work. Each round syncs with
+        """The backstop: pushes and member-alive syncs do the fast work. Each round checks the
+        names homed here with one live peer in turn (AntiEntropy.check_names) and syncs with
         at most ANTI_ENTROPY_FANOUT of the clusters this one shares records with, in turn, plus
         one other live peer in turn (a cheap summary round when nothing differs): the cost of a
         round is bounded whatever the federation and the records held, and a full cycle over
@@ -496,8 +514,11 @@ class Agent:
             sharing = [p for p in alive if p in self._business]
             others = [p for p in alive if p not in self._business]
             peers = backstop_round(sharing, others, turn=self._sweep, fanout=ANTI_ENTROPY_FANOUT)
+            # Names too, one live peer per round in turn: twins created while a partition was too
+            # short to be noticed (no member-alive transition) still meet (naming).
+            checks = [self._check_names(sorted(alive)[self._sweep % len(alive)])] if alive else []
             self._sweep += 1
-            await asyncio.gather(*(self._sync(p) for p in peers), return_exceptions=True)
+            await asyncio.gather(*(self._sync(p) for p in peers), *checks, return_exceptions=True)
 
     def business(self) -> frozenset[str]:
         """The clusters this one has business with: every entry, location and standby its

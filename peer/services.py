@@ -19,17 +19,21 @@ from lb.balancer import LoadBalancer
 from lb.errors import LBError
 from peer.drivers.base import Driver, DriverError, DriverTimeout, Instance, NeverReady, ServiceNotFound
 from peer.drivers.descriptor import ServiceDescriptor
-from peer.records.merge import Action, AdoptLocalCopy, Forget, KeepStandby, MergeOutcome, Reroute, StopLocalCopy
-from peer.records.record import (
-    Record,
-    State,
-    descriptor_digest,
-    incarnation_order,
-    new_incarnation,
-    tombstone_of,
+from peer.records.merge import (
+    Action,
+    AdoptLocalCopy,
+    Forget,
+    KeepStandby,
+    MergeOutcome,
+    RenameLocal,
+    Reroute,
+    StopLocalCopy,
 )
+from peer.records.naming import incarnation_order, new_incarnation, qualified, replaced_by_deletes
+from peer.records.record import Record, State, descriptor_digest, tombstone_of
 from peer.records.store import RecordStore
 from peer.placing import requirements
+from peer.state.fresh import FreshCopies
 from peer.workload import Refusal, Resolver, WorkloadPolicy, check, resolve_executable
 from placement import ClusterView, admit
 from placement.homes import choose_entries
@@ -53,6 +57,7 @@ class NameHolder:
     home: str
     incarnation: str
     tombstone: bool
+    replaces: tuple[str, ...] = ()  # the holder's record's `replaces` (naming)
 
 
 class HomeSetPeers(Protocol):
@@ -166,6 +171,9 @@ class ServiceManager:
         self.unaccounted: dict[str, Instance] = {}  # running copies no record accounted for at start
         self.deferred_starts: set[str] = set()  # copies the records say run here, not running at start
         self.state_check: StateCheck | None = None  # set by the agent (peer/state/keeper.py)
+        self.fresh = FreshCopies()  # copies (re)started here without roam's state (peer/state/fresh.py)
+        # Told when a concurrent creation is renamed `name@home` here: (old, new, incarnation).
+        self.on_rename: list[Callable[[str, str, str], None]] = []
 
     def lock(self, name: str) -> asyncio.Lock:
         return self._locks[name]
@@ -178,7 +186,10 @@ class ServiceManager:
         return None if record is None or record.tombstone else record
 
     def descriptor_of(self, record: Record) -> ServiceDescriptor:
-        return ServiceDescriptor.from_msgpack(record.descriptor)
+        """The descriptor the driver runs: the record's, under the record's name (a concurrent
+        creation renamed `name@home` keeps the descriptor it was created with)."""
+        descriptor = ServiceDescriptor.from_msgpack(record.descriptor)
+        return descriptor if descriptor.name == record.name else replace(descriptor, name=record.name)
 
     def usage(self) -> tuple[float, int, int]:
         """Declared (cpu cores, memory bytes, slots) of what runs here or is about to."""
@@ -233,8 +244,14 @@ class ServiceManager:
                 raise ServiceError(f"service {name!r} is arriving here by migration", field="name")
             if self.closing:
                 raise ServiceError("agent is shutting down", status=503)
-            after = incarnation_order(existing.incarnation)[0] if existing is not None else 0
-            after = max(after, await self._check_name_free(name))
+            mine = self.store.get(qualified(name, self.here))  # where a concurrent twin of it would go
+            if mine is not None and not mine.tombstone:
+                raise ServiceError(f"service {mine.name!r} exists, homed here: {name!r} created again here "
+                                   f"could not be told apart from it after a partition", field="name")
+            known = [(r.incarnation, r.replaces) for r in (existing, mine) if r is not None]
+            known += await self._check_name_free(name)
+            after = max((incarnation_order(inc)[0] for inc, _ in known), default=0)
+            replaces = replaced_by_deletes(known)
             others = self._choose_entries(descriptor)
             self._check_standby_room(descriptor)
             incarnation = new_incarnation(now=time.time(), after=after)
@@ -251,7 +268,7 @@ class ServiceManager:
             record = self.store.put_local(
                 Record(name=name, home=self.here, location=self.here, state=State.RUNNING,
                        digest=descriptor_digest(payload), descriptor=payload, instance=addr_of(instance),
-                       endpoint=endpoints[0][1], incarnation=incarnation,
+                       endpoint=endpoints[0][1], incarnation=incarnation, replaces=replaces,
                        homes=tuple(c for c, _ in endpoints), endpoints=tuple(sorted(endpoints))),
                 here=self.here, now=time.time(),
             )
@@ -287,16 +304,17 @@ class ServiceManager:
             raise ServiceError("agent is recovering its records from peers; retry in a few seconds",
                                status=503) from None
 
-    async def _check_name_free(self, name: str) -> int:
-        """Refuse a name the federation holds live; return the highest stamp known for it."""
+    async def _check_name_free(self, name: str) -> list[tuple[str, tuple[str, ...]]]:
+        """Refuse a name the federation holds live; return the deleted incarnations known for it
+        (with what each replaced): the new creation supersedes them (naming)."""
         if self.peers is None:
-            return 0
+            return []
         holders = await self.peers.lookup(name)
         live = [h for h in holders if not h.tombstone]
         if live:
             raise ServiceError(f"service {name!r} already exists: homed at {live[0].home}, held by "
                                f"{live[0].cluster}", field="name")
-        return max((incarnation_order(h.incarnation)[0] for h in holders), default=0)
+        return [(h.incarnation, h.replaces) for h in holders]
 
     def _choose_entries(self, descriptor: ServiceDescriptor) -> list[str]:
         """The other entries of a new service's home set (placement.homes), checked against
@@ -393,7 +411,11 @@ class ServiceManager:
         task.add_done_callback(self._tasks.discard)
 
     async def _apply(self, outcome: MergeOutcome) -> None:
-        async with self.lock(outcome.result.name):
+        names = sorted({outcome.result.name, *(a.name for a in outcome.actions),
+                        *(a.new for a in outcome.actions if isinstance(a, RenameLocal))})
+        async with contextlib.AsyncExitStack() as locks:
+            for name in names:  # (sorted: two outcomes never wait on each other's locks)
+                await locks.enter_async_context(self.lock(name))
             await self.act_locked(outcome)
 
     async def act_locked(self, outcome: MergeOutcome, *, keep_copy: bool = False) -> None:
@@ -412,6 +434,9 @@ class ServiceManager:
                 log.error("%s on %s failed: %s", type(action).__name__, outcome.result.name, exc)
 
     async def _act(self, action: Action) -> None:
+        if isinstance(action, RenameLocal):
+            await self.rename_local(action.name, action.new)
+            return
         current = self.store.get(action.name)
         if isinstance(action, StopLocalCopy):
             pending = self.pending.get(action.name)
@@ -443,6 +468,32 @@ class ServiceManager:
             if current is not None and not current.tombstone and not self.interested_here(current):
                 self.store.drop(action.name)
 
+    async def rename_local(self, old: str, new: str) -> None:
+        """A concurrent creation is renamed `name@home` (peer.records.naming): what this cluster
+        holds for it under `old` (the copy, the entry's slot, pending bookkeeping, saved state)
+        is carried over to `new` without stopping anything, so its endpoint keeps serving and
+        the merged record's actions find it there. The caller holds both names' locks."""
+        record = self.store.get(new)
+        log.warning("%s was created concurrently with another service of that name: it is %s from now on",
+                    old, new)
+        try:
+            await self.driver.rename(old, new)
+        except ServiceNotFound:
+            pass
+        if self.lb.frontend(old) is not None:
+            await self.lb.rename(old, new)
+        if old in self.pending:
+            self.pending[new] = self.pending.pop(old)
+        if old in self.reserved:
+            self.reserved[new] = self.reserved.pop(old)
+        if old in self.unaccounted:
+            self.unaccounted[new] = self.unaccounted.pop(old)
+        if old in self.deferred_starts:
+            self.deferred_starts.discard(old)
+            self.deferred_starts.add(new)
+        for hook in self.on_rename:
+            hook(old, new, record.incarnation if record is not None else "")
+
     def interested_here(self, record: Record) -> bool:
         return self.here in (*record.entries, record.location, *record.standby_clusters)
 
@@ -462,7 +513,9 @@ class ServiceManager:
         except ServiceNotFound:
             pass
         log.info("starting the standby copy of %s the record lists here", record.name)
+        self.fresh.started(record.name)
         await self.run_copy(self.descriptor_of(record), home=record.home)
+        self.fresh.started(record.name)  # a pull that raced the start sees the epoch move
 
     async def ensure_local_copy(self, record: Record) -> Record:
         """The record says a copy runs here: adopt it if it is alive, else start one."""
@@ -472,7 +525,9 @@ class ServiceManager:
         except ServiceNotFound:
             alive = False
         if not alive:
+            self.fresh.started(record.name)  # a new copy holds the initial state until restored
             instance, _ = await self.run_copy(self.descriptor_of(record), home=record.home)
+            self.fresh.started(record.name)
         if record.instance != addr_of(instance):
             record = self.store.put_local(replace(record, instance=addr_of(instance), state=State.RUNNING),
                                           here=self.here, now=time.time())
@@ -501,7 +556,13 @@ class ServiceManager:
             await self.lb.set_backups(record.name, wanted)
 
     def on_driver_event(self, name: str, kind: str, detail: str) -> None:
-        """A restarted instance may answer on a new port: update the record (the HC reroutes)."""
+        """A restarted instance may answer on a new port: update the record (the HC reroutes).
+        A crash or restart in place leaves the copy without its state: marked fresh until the
+        latest saved state is installed again (peer/state/fresh.py)."""
+        if kind in ("crash", "restart", "lost"):
+            record = self.get(name)
+            if record is not None and record.copy_here(self.here) and name not in self.pending:
+                self.fresh.started(name)
         if kind not in ("restart", "ready"):
             return
         record = self.get(name)

@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from peer import keys
+from peer.records.naming import SERVICE_RE
 from peer.api.http import APIError, ConflictError, NotFound, Unavailable, bool_flag, read_json
 from peer.api.openapi import VERSION, build_spec
-from peer.config import NAME_RE
 from peer.drivers.process_state import LOG_FILE
 from peer.serf.process import recent_key_mismatch
 from peer.serf.errors import SerfRPCError
@@ -86,7 +86,7 @@ async def service_logs(agent: "Agent", request: web.Request) -> web.Response:
     that does not run it answers 404 naming where it runs, when it knows.
     """
     name = request.match_info["name"]
-    if not NAME_RE.match(name):
+    if not SERVICE_RE.match(name):
         raise APIError(f"{name!r} is not a service name", field="name", status=400)
     tail = _int_query(request, "tail", default=100, high=10_000)
     offset = _int_query(request, "offset", default=-1, low=-1, high=1 << 50)

@@ -18,6 +18,7 @@ from peer.api.http import MAX_BODY, RATE_BURST, RATE_LIMIT
 VERSION = "0.1.0"
 JSON = "application/json"
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+SERVICE_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(@[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)?$"
 LABEL_PATTERN = r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
 STAGES = ("pr", "replication", "wait", "state", "handover", "reroute", "cleanup", "deploy")
 Schema = dict[str, Any]
@@ -65,7 +66,8 @@ def _schemas() -> dict[str, Schema]:
     }, required=(), closed=True)
     descriptor_fields: dict[str, Schema] = {
         "name": {"type": "string", "pattern": NAME_PATTERN, "maxLength": 63,
-                 "description": "DNS-1123 label; also the record's key in the federation"},
+                 "description": "DNS-1123 label; also the record's key in the federation ('@' is "
+                                "reserved for name@home)"},
         "port": {"type": "integer", "minimum": 1, "maximum": 65535},
         "command": {"type": "array", "minItems": 1, "maxItems": 256,
                     "items": {"type": "string", "maxLength": 4096, "pattern": "^[^\\u0000]*$"},
@@ -272,7 +274,10 @@ def _op(summary: str, ok: tuple[str, Schema | None], *errors: str, body: Schema 
         op["security"] = []
     if name_param:
         op["parameters"] = [{"name": "name", "in": "path", "required": True,
-                             "schema": {"type": "string", "pattern": NAME_PATTERN}}]
+                             "description": "a service name, or name@home: the name roam gives the later of "
+                                            "two services created under one name on both sides of a "
+                                            "partition (name@<its own home> also names the bare one)",
+                             "schema": {"type": "string", "pattern": SERVICE_PATTERN, "maxLength": 127}}]
     if body is not None:
         op["requestBody"] = {"required": body_required, "content": {JSON: {"schema": body}}}
     return op

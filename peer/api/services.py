@@ -10,6 +10,7 @@ from lb.errors import LBError, NoFreeSlotError
 from peer.api.audit import note
 from peer.api.http import APIError, NotFound, read_json
 from peer.config import NAME_RE
+from peer.records.naming import SERVICE_RE, base_name, home_part, is_qualified
 from peer.drivers.base import DeployFailed, DriverError, NeverReady, PermanentDriverError
 from peer.drivers.descriptor import DescriptorError, ServiceDescriptor
 from peer.migration.engine import MigrationError
@@ -52,10 +53,18 @@ def record_view(record: Record, here: str, *, steward: str | None = None,
     }
 
 
-def _name(request: web.Request) -> str:
+def _name(request: web.Request, agent: "Agent") -> str:
+    """The record a path names: `name`, or `name@home` (peer.records.naming). `name@home` of
+    the bare name's own home is accepted as an alias of it, so a client that learnt to qualify
+    names can always do so."""
     name = request.match_info["name"]
-    if not NAME_RE.match(name):
+    if not SERVICE_RE.match(name):
         raise APIError(f"{name!r} is not a valid service name", field="name", status=400)
+    home = home_part(name)
+    if home is not None and agent.services is not None and agent.services.get(name) is None:
+        bare = agent.services.get(base_name(name))
+        if bare is not None and bare.home == home:
+            return bare.name
     return name
 
 
@@ -146,6 +155,9 @@ def add_service_routes(app: web.Application, agent: "Agent") -> None:
             descriptor = ServiceDescriptor.from_obj(body)
         except DescriptorError as exc:
             raise APIError(str(exc), field=exc.field, status=422) from exc
+        if is_qualified(descriptor.name):
+            raise APIError("name: '@' is reserved for name@home, the name roam gives one of two services "
+                           "created under one name on both sides of a partition", field="name", status=422)
         note(request, service=descriptor.name)
         try:
             record = await services().create(descriptor)
@@ -165,7 +177,7 @@ def add_service_routes(app: web.Application, agent: "Agent") -> None:
         return web.json_response(view(agent, record), status=201)
 
     async def get_one(request: web.Request) -> web.Response:
-        record = services().get(_name(request))
+        record = services().get(_name(request, agent))
         if record is None:
             raise NotFound(f"no service {request.match_info['name']!r}", field="name")
         return web.json_response(view(agent, record))
@@ -179,10 +191,10 @@ def add_service_routes(app: web.Application, agent: "Agent") -> None:
         return web.json_response(body, status=status)
 
     async def delete(request: web.Request) -> web.Response:
-        return answer(*await run_admin_op(agent, "delete", _name(request), None))
+        return answer(*await run_admin_op(agent, "delete", _name(request, agent), None))
 
     async def migrate(request: web.Request) -> web.Response:
-        name = _name(request)
+        name = _name(request, agent)
         body: Any = {}
         if request.can_read_body and request.content_length != 0:
             body = await read_json(request)

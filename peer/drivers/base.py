@@ -132,6 +132,10 @@ class Driver(Protocol):
     async def delete(self, name: str) -> None:
         """Stop and remove the service; idempotent."""
 
+    async def rename(self, old: str, new: str) -> None:
+        """Carry the running copy of `old` over to the name `new` without stopping it (a
+        concurrent creation renamed `name@home`, peer.records.naming); ServiceNotFound if none."""
+
     async def list(self) -> builtins.list[Instance]:
         """Every service this driver runs."""
 

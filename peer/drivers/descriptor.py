@@ -19,6 +19,7 @@ from typing import Any
 import msgpack
 
 from peer.drivers.quantity import QuantityError, cpu_cores, memory_bytes
+from peer.records.naming import MAX_SERVICE_LEN, SERVICE_RE
 
 MAX_CPU = 256.0
 MAX_MEMORY = 2**40  # 1 TiB
@@ -44,7 +45,7 @@ MAX_STATE_INTERVAL = 3600.0
 DEFAULT_CPU = 0.1
 DEFAULT_MEMORY = "64Mi"
 
-_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+
 _LABEL_VALUE = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
 _LABEL_KEY = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_./]*[A-Za-z0-9])?")
 _PATH = re.compile(r"/[\x21-\x7e]*")
@@ -310,8 +311,10 @@ def _bool(value: object, field: str) -> bool:
 
 
 def _name(value: object) -> str:
-    name = _str(value, "name", max_len=63)
-    if not _DNS_LABEL.fullmatch(name):
+    """A DNS-1123 label; `label@cluster` is the name roam gives a concurrent creation (see
+    peer.records.naming) and reaches a driver only that way: the API refuses it at creation."""
+    name = _str(value, "name", max_len=MAX_SERVICE_LEN)
+    if not SERVICE_RE.fullmatch(name):
         raise DescriptorError("name", "must be a DNS-1123 label: a-z, 0-9 and '-', not starting or ending with '-'")
     return name
 

@@ -7,6 +7,7 @@ descriptor is recognised as such.
 """
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Any
 
@@ -18,6 +19,9 @@ MANAGED_BY = "app.kubernetes.io/managed-by"
 SERVICE_LABEL = "roam.io/service"
 HOME_LABEL = "roam.io/home"
 DIGEST_ANNOTATION = "roam.io/digest"
+# The roam service name when it is not the object's name: `name@home` (peer.records.naming) is
+# no valid object name, and a service renamed so keeps its objects (Kubernetes renames nothing).
+NAME_ANNOTATION = "roam.io/name"
 OWNER = "roam"
 SELECTOR_ALL = f"{MANAGED_BY}={OWNER}"
 PORT_NAME = "service"
@@ -39,11 +43,28 @@ def labels(name: str, home: str) -> dict[str, str]:
     return {**selector(name), HOME_LABEL: home, "app.kubernetes.io/name": name}
 
 
+def object_name(name: str) -> str:
+    """The objects' name for a service deployed under `name`: itself, or for `base@home`
+    "base-at-home" (shortened with a hash past 63 characters)."""
+    base, at, home = name.partition("@")
+    if not at:
+        return name
+    plain = f"{base}-at-{home}"
+    if len(plain) <= 63:
+        return plain
+    return f"{base[:50].rstrip('-')}-{hashlib.sha256(name.encode()).hexdigest()[:12]}"
+
+
+def roam_name(obj: Any) -> str:
+    """The service an object (a client model) belongs to."""
+    return str((obj.metadata.annotations or {}).get(NAME_ANNOTATION) or obj.metadata.name)
+
+
 def check(descriptor: ServiceDescriptor, home: str) -> None:
     """What Kubernetes needs beyond a valid descriptor."""
     if descriptor.image is None:
         raise ManifestError(f"{descriptor.name}: the kubernetes driver needs an image")
-    if not _DNS_1035.fullmatch(descriptor.name):
+    if not _DNS_1035.fullmatch(object_name(descriptor.name)):
         raise ManifestError(f"{descriptor.name}: a Kubernetes Service name must start with a letter (DNS-1035)")
     if len(home) > 63 or not _LABEL_VALUE.fullmatch(home):
         raise ManifestError(f"home cluster {home!r} is not a valid label value")
@@ -59,16 +80,24 @@ def _probe(descriptor: ServiceDescriptor) -> dict[str, Any]:
     return {**action, "periodSeconds": 2, "timeoutSeconds": 1, "failureThreshold": 3}
 
 
+def _annotations(descriptor: ServiceDescriptor) -> dict[str, str]:
+    out = {DIGEST_ANNOTATION: descriptor.digest()}
+    if object_name(descriptor.name) != descriptor.name:
+        out[NAME_ANNOTATION] = descriptor.name
+    return out
+
+
 def deployment(descriptor: ServiceDescriptor, *, home: str, cluster: str, namespace: str) -> dict[str, Any]:
     """apps/v1 Deployment body. The descriptor's `command` is for the process driver, unused here."""
-    name = descriptor.name
+    annotations = _annotations(descriptor)
+    service_name, name = descriptor.name, object_name(descriptor.name)
     resources = {"cpu": millicores(descriptor.cpu_cores), "memory": descriptor.memory}
     container = {
         "name": name,
         "image": descriptor.image,
         "ports": [{"name": PORT_NAME, "containerPort": descriptor.port, "protocol": "TCP"}],
         "env": [
-            {"name": "ROAM_SERVICE", "value": name},
+            {"name": "ROAM_SERVICE", "value": service_name},
             {"name": "ROAM_HOME", "value": home},
             {"name": "ROAM_CLUSTER", "value": cluster},
             {"name": "ROAM_PORT", "value": str(descriptor.port)},
@@ -76,7 +105,7 @@ def deployment(descriptor: ServiceDescriptor, *, home: str, cluster: str, namesp
         "resources": {"requests": resources, "limits": dict(resources)},
         "readinessProbe": _probe(descriptor),
     }
-    meta = {"labels": labels(name, home), "annotations": {DIGEST_ANNOTATION: descriptor.digest()}}
+    meta = {"labels": labels(name, home), "annotations": annotations}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -91,13 +120,13 @@ def deployment(descriptor: ServiceDescriptor, *, home: str, cluster: str, namesp
 
 def service(descriptor: ServiceDescriptor, *, home: str, namespace: str) -> dict[str, Any]:
     """v1 Service of type NodePort: reachable on every node, so from other clusters."""
-    name = descriptor.name
+    name = object_name(descriptor.name)
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {
             "name": name, "namespace": namespace, "labels": labels(name, home),
-            "annotations": {DIGEST_ANNOTATION: descriptor.digest()},
+            "annotations": _annotations(descriptor),
         },
         "spec": {
             "type": "NodePort",

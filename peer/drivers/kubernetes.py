@@ -93,6 +93,7 @@ class KubernetesDriver:
         self._seen: dict[str, InstanceState] = {}  # housekeeping: last state of each service
         self._listed: set[str] = set()  # housekeeping: names in the previous list
         self._deleting: set[str] = set()
+        self._objects: dict[str, str] = {}  # service -> objects' name, where a rename kept them
         self._watch: asyncio.Task[None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -128,7 +129,7 @@ class KubernetesDriver:
     # -- the Driver API --------------------------------------------------------------------
 
     async def deploy(self, descriptor: ServiceDescriptor, *, home: str) -> Instance:
-        name = descriptor.name
+        name = self._object(descriptor.name)
         try:
             kube_objects.check(descriptor, home)
         except kube_objects.ManifestError as exc:
@@ -140,7 +141,9 @@ class KubernetesDriver:
             created = True
         except Conflict:
             dep = await self._call(self._apps.read_namespaced_deployment, name, self._ns, what=f"read {name}")
-            if not kube_objects.is_ours(dep, name) or kube_objects.digest_of(dep) != descriptor.digest():
+            renamed_here = kube_objects.roam_name(dep) == descriptor.name != name  # digest of its old name
+            if not kube_objects.is_ours(dep, name) or (kube_objects.digest_of(dep) != descriptor.digest()
+                                                       and not renamed_here):
                 raise Conflict(f"deployment {self._ns}/{name} exists and is not this descriptor's") from None
         svc_body = kube_objects.service(descriptor, home=home, namespace=self._ns)
         try:
@@ -154,7 +157,7 @@ class KubernetesDriver:
             if created:  # never leave half a service behind
                 await self._delete_object(self._apps.delete_namespaced_deployment, name, dep.metadata.uid)
             raise
-        self._seen.setdefault(name, InstanceState.STARTING)
+        self._seen.setdefault(descriptor.name, InstanceState.STARTING)
         return await self._instance(dep, svc)
 
     async def wait_ready(self, name: str, *, timeout: float) -> Instance:
@@ -177,31 +180,52 @@ class KubernetesDriver:
 
     async def status(self, name: str) -> Instance:
         dep = await self._read_deployment(name)
-        svc = await self._call(self._core.read_namespaced_service, name, self._ns, what=f"service {name}")
+        obj = self._object(name)
+        svc = await self._call(self._core.read_namespaced_service, obj, self._ns, what=f"service {name}")
         return await self._instance(dep, svc)
 
     async def endpoint(self, name: str) -> tuple[str, int]:
-        svc = await self._call(self._core.read_namespaced_service, name, self._ns, what=f"service {name}")
-        port = kube_objects.node_port(svc) if kube_objects.is_ours(svc, name) else None
+        obj = self._object(name)
+        svc = await self._call(self._core.read_namespaced_service, obj, self._ns, what=f"service {name}")
+        port = kube_objects.node_port(svc) if kube_objects.is_ours(svc, obj) else None
         if port is None:
             raise ServiceNotFound(f"{name}: no roam NodePort service")
         return await self._node_host(), port
 
+    async def rename(self, old: str, new: str) -> None:
+        """Kubernetes renames nothing (and `name@home` is no object name): the objects keep their
+        name and are annotated with the new service name (kube_objects.NAME_ANNOTATION), so the
+        pods keep serving and a later agent finds them under it."""
+        obj = self._object(old)
+        patch = {"metadata": {"annotations": {kube_objects.NAME_ANNOTATION: new}}}
+        dep = await self._read_deployment(old)
+        await self._call(self._apps.patch_namespaced_deployment, obj, self._ns, patch, what=f"rename {old}")
+        svc = await self._call(self._core.read_namespaced_service, obj, self._ns, what=f"service {old}")
+        if kube_objects.is_ours(svc, obj):
+            await self._call(self._core.patch_namespaced_service, obj, self._ns, patch, what=f"rename {old}")
+        self._objects[new] = dep.metadata.name
+        self._objects.pop(old, None)
+        if old in self._seen:
+            self._seen[new] = self._seen.pop(old)
+        log.info("renamed %s to %s (objects %s/%s kept)", old, new, self._ns, obj)
+
     async def delete(self, name: str) -> None:
         self._deleting.add(name)
+        obj_name = self._object(name)
         try:
             for read, remove in (
                 (self._apps.read_namespaced_deployment, self._apps.delete_namespaced_deployment),
                 (self._core.read_namespaced_service, self._core.delete_namespaced_service),
             ):
                 try:
-                    obj = await self._call(read, name, self._ns, what=f"read {name}")
+                    obj = await self._call(read, obj_name, self._ns, what=f"read {name}")
                 except ServiceNotFound:
                     continue
-                if not kube_objects.is_ours(obj, name):
-                    raise Conflict(f"{self._ns}/{name} is not managed by roam; not deleting it")
-                await self._delete_object(remove, name, obj.metadata.uid)
+                if not kube_objects.is_ours(obj, obj_name):
+                    raise Conflict(f"{self._ns}/{obj_name} is not managed by roam; not deleting it")
+                await self._delete_object(remove, obj_name, obj.metadata.uid)
             self._seen.pop(name, None)
+            self._objects.pop(name, None)
         finally:
             self._deleting.discard(name)
 
@@ -213,6 +237,8 @@ class KubernetesDriver:
             self._core.list_namespaced_service, self._ns, label_selector=kube_objects.SELECTOR_ALL, what="list"
         )
         by_name = {s.metadata.name: s for s in svcs.items}
+        for dep in deps.items:
+            self._objects[kube_objects.roam_name(dep)] = dep.metadata.name
         return [await self._instance(d, by_name.get(d.metadata.name)) for d in deps.items]
 
     async def rewrite_lost_state(self) -> builtins.list[str]:
@@ -248,10 +274,15 @@ class KubernetesDriver:
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise TemporaryDriverError(f"{what}: API server unreachable: {exc}", delay=2.0) from exc
 
+    def _object(self, name: str) -> str:
+        """The objects' name of service `name` (kube_objects.object_name, or kept by a rename)."""
+        return self._objects.get(name) or kube_objects.object_name(name)
+
     async def _read_deployment(self, name: str) -> Any:
-        dep = await self._call(self._apps.read_namespaced_deployment, name, self._ns, what=f"read {name}")
-        if not kube_objects.is_ours(dep, name):
-            raise ServiceNotFound(f"{self._ns}/{name} is not a roam service")
+        obj = self._object(name)
+        dep = await self._call(self._apps.read_namespaced_deployment, obj, self._ns, what=f"read {name}")
+        if not kube_objects.is_ours(dep, obj) or kube_objects.roam_name(dep) != name:
+            raise ServiceNotFound(f"{self._ns}/{obj} is not roam's service {name}")
         return dep
 
     async def _delete_object(self, remove: Callable[..., Any], name: str, uid: str | None) -> None:
@@ -282,7 +313,8 @@ class KubernetesDriver:
         port = kube_objects.node_port(svc) if svc is not None else None
         created = dep.metadata.creation_timestamp
         return Instance(
-            name=dep.metadata.name, home=kube_objects.home_of(dep), host=await self._node_host(), port=port or 0,
+            name=kube_objects.roam_name(dep), home=kube_objects.home_of(dep), host=await self._node_host(),
+            port=port or 0,
             state=state, uid=dep.metadata.uid, detail=detail or ("" if port else "no NodePort service"),
             started_at=created.timestamp() if created is not None else 0.0, digest=kube_objects.digest_of(dep),
         )
@@ -299,7 +331,7 @@ class KubernetesDriver:
             except DriverError as exc:
                 log.warning("kubernetes housekeeping: %s", exc)
                 continue
-            now = {d.metadata.name: kube_objects.deployment_state(d) for d in deps.items}
+            now = {kube_objects.roam_name(d): kube_objects.deployment_state(d) for d in deps.items}
             for name, (state, detail) in now.items():
                 before = self._seen.get(name)
                 self._seen[name] = state

@@ -30,7 +30,7 @@ import signal
 import subprocess
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -230,6 +230,25 @@ class ProcessDriver:
 
     async def list(self) -> builtins.list[Instance]:
         return [self._instance(r) for r in self._runs.values()]
+
+    async def rename(self, old: str, new: str) -> None:
+        """Carry a running copy over to a new service name (`name@home`, peer.records.naming)
+        without stopping it: its directory, its record and its supervision follow; the process
+        keeps its pid, port and open log."""
+        async with self._locks[old], self._locks[new]:
+            run = self._runs.get(old)
+            if run is None:
+                raise ServiceNotFound(old)
+            if new in self._runs:
+                raise Conflict(f"{new} already runs here")
+            target = self._root / new
+            if run.directory.exists():
+                run.directory.rename(target)
+            run.directory = target
+            run.descriptor = replace(run.descriptor, name=new)
+            self._runs[new] = self._runs.pop(old)
+            self._save(run)
+        log.info("renamed %s to %s (pid %s kept)", old, new, run.pid)
 
     async def delete(self, name: str) -> None:
         async with self._locks[name]:
@@ -438,7 +457,6 @@ class ProcessDriver:
 
     async def _supervise(self, run: _Run) -> None:
         """Probe until ready, wait for exit, restart with back-off; until deleted or given up."""
-        name = run.descriptor.name
         while True:
             status = await self._run_once(run)
             if run.deleting:
@@ -447,18 +465,18 @@ class ProcessDriver:
             tail = log_tail(run.directory / LOG_FILE)
             if not run.ready_once:
                 self._fail(run, f"exited before becoming ready ({status})", tail)
-                self._emit(name, base.EVENT_DEPLOY_FAILED, tail)
+                self._emit(run.descriptor.name, base.EVENT_DEPLOY_FAILED, tail)
                 return
             ran = time.monotonic() - run.started_mono
             run.failures = self._policy.failures_after(run.failures, ran)
-            self._emit(name, base.EVENT_CRASH, f"{status} after {ran:.1f}s")
+            self._emit(run.descriptor.name, base.EVENT_CRASH, f"{status} after {ran:.1f}s")
             if self._policy.gives_up(run.failures):
                 self._fail(run, f"gave up after {run.failures} crashes in a row ({status})", tail)
-                self._emit(name, base.EVENT_GAVE_UP, tail)
+                self._emit(run.descriptor.name, base.EVENT_GAVE_UP, tail)
                 return
             self._set_state(run, InstanceState.STARTING, f"crashed ({status}); restarting")
             await asyncio.sleep(self._policy.delay(run.failures))
-            async with self._locks[name]:
+            async with self._locks[run.descriptor.name]:  # (renamed: naming)
                 if run.deleting:
                     return
                 run.port = self._free_port(prefer=run.port, owner=run)
@@ -467,9 +485,9 @@ class ProcessDriver:
                     self._spawn(run)
                 except DeployFailed as exc:
                     self._fail(run, f"cannot restart: {exc}", exc.log_tail)
-                    self._emit(name, base.EVENT_GAVE_UP, str(exc))
+                    self._emit(run.descriptor.name, base.EVENT_GAVE_UP, str(exc))
                     return
-            self._emit(name, base.EVENT_RESTART, f"{self._host}:{run.port}")
+            self._emit(run.descriptor.name, base.EVENT_RESTART, f"{self._host}:{run.port}")
 
     async def _run_once(self, run: _Run) -> str:
         """Wait for the current process to exit, probing readiness meanwhile; describe the exit."""

@@ -26,7 +26,8 @@ from aiohttp import web
 from lb.errors import LBError, NoFreeSlotError
 from peer.migration import wire
 from peer.peerclient import PeerClient, PeerError, PeerRefused, msgpack_response, read_msgpack
-from peer.records.record import NAME_RE, Record, RecordDecodeError
+from peer.records.naming import MAX_REPLACED, SERVICE_RE, base_name
+from peer.records.record import Record, RecordDecodeError
 from peer.drivers.descriptor import DescriptorError, ServiceDescriptor
 from peer.services import NameHolder, ServiceError, ServiceManager, WorkloadRefused
 from peer.state.handover import HOLD_MAX, IDLE_POLL, IDLE_TIMEOUT
@@ -85,8 +86,11 @@ class HomeSetClient:
         out = []
         for h in reply["holders"]:
             if isinstance(h, dict) and all(isinstance(h.get(k), str) for k in ("home", "incarnation")):
+                replaces = h.get("replaces", [])
                 out.append(NameHolder(cluster=cluster, home=h["home"], incarnation=h["incarnation"],
-                                      tombstone=bool(h.get("tombstone"))))
+                                      tombstone=bool(h.get("tombstone")),
+                                      replaces=tuple(i for i in replaces if isinstance(i, str))[:MAX_REPLACED]
+                                      if isinstance(replaces, list) else ()))
         return out
 
     async def open_entry(self, cluster: str, name: str, incarnation: str, *, home: str,
@@ -168,7 +172,7 @@ class HomeSetClient:
 
 def _name(body: Any) -> str:
     name = body.get("name") if isinstance(body, dict) else None
-    if not isinstance(name, str) or not NAME_RE.match(name):
+    if not isinstance(name, str) or not SERVICE_RE.match(name):
         raise web.HTTPBadRequest(reason="name: expected a service name")
     return name
 
@@ -192,7 +196,8 @@ class HomeSetHandlers:
         name = _name(await read_msgpack(request))
         record = self.services.store.get(name)
         holders = [] if record is None else [
-            {"home": record.home, "incarnation": record.incarnation, "tombstone": record.tombstone}]
+            {"home": record.home, "incarnation": record.incarnation, "tombstone": record.tombstone,
+             "replaces": list(record.replaces)}]
         return msgpack_response({"holders": holders})
 
     async def entry_open(self, request: web.Request) -> web.Response:
@@ -208,7 +213,7 @@ class HomeSetHandlers:
             descriptor = None if raw is None else ServiceDescriptor.from_msgpack(raw)
         except DescriptorError as exc:
             return msgpack_response({"error": f"descriptor.{exc.field}: {exc}"}, status=422)
-        if descriptor is not None and descriptor.name != name:
+        if descriptor is not None and base_name(descriptor.name) != base_name(name):
             return msgpack_response({"error": "descriptor name does not match"}, status=422)
         try:
             host, port = await self.services.reserve_entry(name, incarnation, home=home, descriptor=descriptor)

@@ -18,6 +18,7 @@ from peer.drivers.descriptor import DescriptorError, ServiceDescriptor
 from peer.migration import wire
 from peer.peerclient import msgpack_response, read_msgpack
 from peer.placing import requirements
+from peer.records.naming import base_name
 from peer.records.record import RecordDecodeError, State
 from peer.services import PENDING_TTL, PendingCopy, ServiceManager, WorkloadRefused, addr_of, split_addr
 from placement import admit
@@ -57,8 +58,9 @@ class ReplicaHandlers:
             descriptor = ServiceDescriptor.from_msgpack(_field(body, "descriptor", bytes))
         except DescriptorError as exc:
             return _refuse(f"descriptor.{exc.field}: {exc}", status=422)
-        if descriptor.name != name:
+        if base_name(descriptor.name) != base_name(name):
             return _refuse("descriptor name does not match", status=422)
+        descriptor = replace(descriptor, name=name)  # a renamed `name@home` runs under that name
         refusal = self.services.workload.refusal(descriptor, home=home)
         if refusal is not None:  # before anything is reserved: nothing half-done
             log.warning("refused replication of %s (home %s): %s", name, home, refusal.message)

@@ -2,8 +2,10 @@
 service it stewards in other clusters, and every entry routes them as HAProxy backup servers.
 
 One pass per second, for the records this cluster stewards (`StandbyKeeper.keep`):
-1. `plan` (pure) drops standbys whose cluster is lost for `repair_after` seconds, or whose
-   backup server this steward's HAProxy has seen DOWN for as long (the copy died), and says how
+1. `plan` (pure) drops standbys whose backup server this steward's HAProxy has seen DOWN for
+   `repair_after` seconds (the copy died or is cut off), or whose cluster is lost that long
+   while its copy is not seen serving (a copy that passes the checks is kept across its
+   agent's restart, however slow: the agent adopts it again when it is back), and says how
    many are missing;
 2. for one missing standby: a placement request (`rank`, avoiding the primary's cluster and the
    standbys', other tiers first), then the migration protocol's REPLICATE with `standby: true`
@@ -69,18 +71,23 @@ class StandbyPlan:
 
 
 def plan(record: Record, *, wanted: int, lost_for: Mapping[str, float | None],
-         down_for: Mapping[str, float], repair_after: float) -> StandbyPlan | None:
+         down_for: Mapping[str, float], repair_after: float,
+         serving: frozenset[str] = frozenset()) -> StandbyPlan | None:
     """At the steward: which standbys to drop and how many to add. Pure.
 
-    A standby is dropped when its cluster has been lost for `repair_after` (gossip or probes),
-    when its copy failed this steward's checks that long (`down_for`, by cluster), when it is
-    where the primary runs now (a promotion elsewhere already took it), or when there are more
-    than `wanted` (the last ones in the sorted order go)."""
+    A standby is dropped when its copy failed this steward's checks for `repair_after`
+    (`down_for`, by cluster), when its cluster has been lost that long (gossip or probes) and
+    its copy is not seen serving either, when it is where the primary runs now (a promotion
+    elsewhere already took it), or when there are more than `wanted` (the last ones in the
+    sorted order go). A copy that passes this steward's checks (`serving`) is kept however long
+    its cluster's agent is away: a restarting or slow agent leaves its copy running, and its
+    next start adopts it like a primary copy (peer/recovery.py), so replacing it would only
+    stop a warm copy that works."""
     if record.tombstone:
         return None
     drop = [c for c in record.standby_clusters
-            if c == record.location or (lost_for.get(c) or 0.0) >= repair_after
-            or down_for.get(c, 0.0) >= repair_after]
+            if c == record.location or down_for.get(c, 0.0) >= repair_after
+            or ((lost_for.get(c) or 0.0) >= repair_after and c not in serving)]
     kept = [c for c in record.standby_clusters if c not in drop]
     if len(kept) > wanted:
         drop += kept[wanted:]
@@ -139,31 +146,37 @@ class StandbyKeeper:
                         self._said[record.name] = str(exc)
                     self._retry_at[record.name] = time.monotonic() + RETRY_AFTER
 
-    async def _down_for(self, record: Record) -> dict[str, float]:
-        """Per standby cluster, how long this steward's HAProxy has seen its backup server DOWN."""
+    async def _checks(self, record: Record) -> tuple[dict[str, float], frozenset[str]]:
+        """What this steward's HAProxy says of each standby's backup server: how long it has
+        been DOWN (by cluster), and which pass their checks (UP, or DRAIN)."""
         if not record.standbys or self.services.here not in record.entries:
-            return {}
+            return {}, frozenset()
         now = time.monotonic()
         with contextlib.suppress(LBError):
             statuses = {(s.addr, s.port): s.state for s in await self.services.lb.server_status(record.name)
                         if s.backup}
             out: dict[str, float] = {}
+            serving: set[str] = set()
             for cluster, addr in record.standbys:
                 key = (record.name, addr)
-                if statuses.get(split_addr(addr)) in (None, "UP", "DRAIN"):
+                state = statuses.get(split_addr(addr))
+                if state in (None, "UP", "DRAIN"):
                     self._down_since.pop(key, None)
+                    if state is not None:
+                        serving.add(cluster)
                     continue
                 out[cluster] = now - self._down_since.setdefault(key, now)
-            return out
-        return {}
+            return out, frozenset(serving)
+        return {}, frozenset()
 
     async def keep(self, record: Record) -> None:
         if time.monotonic() < self._retry_at.get(record.name, 0.0) or self.services.lock(record.name).locked():
             return
         wanted = self.services.descriptor_of(record).standby
         lost = {c: self.lost_for(c) for c in record.standby_clusters}
-        todo = plan(record, wanted=wanted, lost_for=lost, down_for=await self._down_for(record),
-                    repair_after=self.repair_after)
+        down, serving = await self._checks(record)
+        todo = plan(record, wanted=wanted, lost_for=lost, down_for=down, repair_after=self.repair_after,
+                    serving=serving)
         if todo is None:
             return
         if todo.drop:

@@ -33,6 +33,7 @@ from peer.peerwire import PeerWireError
 from peer.records import messages as msg
 from peer.records import record as rec
 from peer.records.merge import MergeOutcome
+from peer.records.naming import base_name, is_qualified
 from peer.records.record import Record, interested
 from peer.records.store import RecordStore
 
@@ -104,6 +105,7 @@ class AntiEntropy:
         app.router.add_post(msg.PATH_PUSH, self._on_push)
         app.router.add_post(msg.PATH_FETCH, self._on_fetch)
         app.router.add_post(msg.PATH_SUMMARY, self._on_summary)
+        app.router.add_post(msg.PATH_NAMES, self._on_names)
 
     # --- client side -------------------------------------------------------------------------
 
@@ -133,6 +135,34 @@ class AntiEntropy:
                           [n for n, d in sorted(differing.items()) if n not in held and d is not None], stats)
         stats.seconds = time.monotonic() - started
         return stats
+
+    async def check_names(self, peer_name: str, base_url: str) -> int:
+        """After a partition: has `peer_name` a service of the same name as one homed here?
+
+        Records travel only between the clusters interested in them, so two services created
+        under one name on the two sides of a partition would never meet. When a peer comes
+        back, each cluster sends it the names it is an entry of (bare, with incarnations); the
+        peer answers every record of those names it holds under another incarnation (including
+        `name@home`). We merge them (merge.place renames the later creation) and push ours
+        back, so the peer does too. Returns the records learnt."""
+        mine = {r.name: r.incarnation for r in self.store.all()
+                if self.here in r.entries and not is_qualified(r.name)}
+        if not mine:
+            return 0
+        stats = SyncStats(peer=peer_name)
+        reply = await self._call(base_url, msg.PATH_NAMES, msg.names_request(sender=self.here, names=mine), stats)
+        try:
+            theirs = msg.parse_records_reply(reply)
+        except PeerWireError as exc:
+            raise PeerBadReply(f"names reply: {exc}") from exc
+        theirs = [r for r in theirs if base_name(r.name) in mine]
+        if theirs:
+            log.warning("%s holds %d other service(s) named as ones homed here: %s", peer_name, len(theirs),
+                        ", ".join(sorted(r.name for r in theirs)))
+            await self._apply(theirs, stats)
+            bases = {base_name(r.name) for r in theirs}
+            await self._push(base_url, peer_name, sorted({r.name for b in bases for r in self.store.named(b)}), stats)
+        return len(theirs)
 
     async def _call(self, base_url: str, path: str, payload: object, stats: SyncStats) -> object:
         exchange = await self.client.exchange(base_url, path, payload, timeout=self.timeout)
@@ -255,12 +285,20 @@ class AntiEntropy:
 
     async def _on_push(self, request: web.Request) -> web.Response:
         sender, records = msg.parse_push_request(await read_msgpack(request))
-        held = self.store.digests_of(r.name for r in records)
-        accepted = [r for r in records if self.here in interested(r) or r.name in held]
+        held = self.store.digests_of({n for r in records for n in (r.name, base_name(r.name))})
+        # (a record of a name we hold under another creation too: a `name@home` twin, naming)
+        accepted = [r for r in records if self.here in interested(r) or r.name in held or base_name(r.name) in held]
         outcomes = await self._apply(accepted)
         back = [o.result for o, r in zip(outcomes, accepted) if o.result != r]
         self.store.ack_tombstones(sender, _tombstone_digests(r for o, r in zip(outcomes, accepted) if o.result == r))
         return msgpack_response(msg.records_reply(back, conflicts=sum(o.conflict for o in outcomes)))
+
+    async def _on_names(self, request: web.Request) -> web.Response:
+        sender, names = msg.parse_names_request(await read_msgpack(request))
+        self._heard(sender)
+        other = [r for name, incarnation in names.items() for r in self.store.named(base_name(name))
+                 if r.incarnation != incarnation and not r.tombstone]
+        return msgpack_response(msg.records_reply(other))
 
     async def _on_summary(self, request: web.Request) -> web.Response:
         sender, theirs, _ = msg.parse_summary_request(await read_msgpack(request))

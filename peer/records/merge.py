@@ -16,9 +16,12 @@ converge whatever the delivery order (tests/records/test_convergence.py).
 
 Why this is the DESIGN rule:
 * Incarnations never merge. A name created again (here or at another home) is a different
-  service; the later creation (its incarnation stamp is above every stamp its creator knew for
-  the name) owns the name, so an old tombstone cannot delete a new service and a stale live
-  version of a deleted one cannot come back over the new one.
+  service. A creation that knew of the other (its floor reaches the other's stamp, see
+  peer.records.naming) owns the name, so an old tombstone cannot delete a new service and a
+  stale live version of a deleted one cannot come back over the new one. Two concurrent
+  creations (the two sides of a partition) are both kept: the earlier keeps the bare name, the
+  later moves to `name@home` (`MergeOutcome.moved`, and `RenameLocal` for what `here` holds of
+  it), on every replica alike, so the rename is itself a pure function of the two versions.
 * The home set. `homes[0]` (the HC) never changes within an incarnation, so `written[home]`
   still ranks first: the HC's view wins whenever it took part. Then the home-set `epoch` (a
   repair or a self-added entry bumps it, so it outranks its own history even when the HC took
@@ -55,10 +58,12 @@ rank decides), and anti-entropy digests hash the content to notice them.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from peer.records import vclock as vc
-from peer.records.record import Record, content_key, incarnation_order, interested, role
+from peer.records.naming import base_name, concurrent, home_part, incarnation_order, is_qualified, qualified, supersedes
+from peer.records.record import Record, content_key, interested, role
 
 DEFAULT_TOMBSTONE_TTL = 7 * 24 * 3600.0
 
@@ -111,7 +116,17 @@ class Forget:
     name: str
 
 
-Action = StopLocalCopy | AdoptLocalCopy | KeepStandby | Reroute | Forget
+@dataclass(frozen=True)
+class RenameLocal:
+    """What `here` holds for `name` (its copy, its frontend, saved state) belongs to an
+    incarnation renamed `new` (a concurrent creation, see naming): carry it over under the new
+    name without stopping anything, before the actions on either name."""
+
+    name: str
+    new: str
+
+
+Action = StopLocalCopy | AdoptLocalCopy | KeepStandby | Reroute | Forget | RenameLocal
 
 
 @dataclass(frozen=True)
@@ -121,6 +136,9 @@ class MergeOutcome:
     conflict: bool  # two different contents and the rule, not causality, picked the winner
     actions: tuple[Action, ...]
     previous: Record | None = None  # what `here` held before, for logging and the caller
+    # A concurrent incarnation renamed `name@home`: the store merges it under that name too and
+    # appends that merge's actions to these (after any RenameLocal, before the rest).
+    moved: Record | None = None
 
 
 def rank(record: Record) -> tuple[tuple[int, str], int, int, tuple[int, ...], int, bool, bytes]:
@@ -184,9 +202,16 @@ def reconcile(local: Record | None, remote: Record, *, here: str) -> MergeOutcom
     if local.name != remote.name:
         raise ValueError(f"cannot reconcile {local.name!r} with {remote.name!r}")
     if local.incarnation != remote.incarnation:
-        # Two services that share a name: the later creation owns it, nothing is merged (its
-        # clock carries none of the other's history, so nothing of the other can leak in).
-        if incarnation_order(remote.incarnation) <= incarnation_order(local.incarnation):
+        # Two services that share a name: nothing is merged (a clock carries none of the other
+        # incarnation's history, so nothing of the other can leak in).
+        if concurrent(local.incarnation, local.replaces, remote.incarnation, remote.replaces):
+            if not is_qualified(local.name):
+                return _split(local, remote, here=here)
+            # Under `name@home` (creations of one home): the later one, as an older roam did.
+            remote_wins = incarnation_order(remote.incarnation) > incarnation_order(local.incarnation)
+        else:
+            remote_wins = supersedes(remote.incarnation, remote.replaces, local.incarnation)
+        if not remote_wins:
             return MergeOutcome(local, False, False, (), local)
         return MergeOutcome(remote, True, not local.tombstone and not remote.tombstone,
                             transition(local, remote, here=here), local)
@@ -200,17 +225,76 @@ def reconcile(local: Record | None, remote: Record, *, here: str) -> MergeOutcom
     return MergeOutcome(result, changed, conflict, actions, local)
 
 
+def _split(local: Record, remote: Record, *, here: str) -> MergeOutcome:
+    """Concurrent creations of one name: the earlier keeps it, the later is renamed."""
+    if incarnation_order(local.incarnation) < incarnation_order(remote.incarnation):
+        return MergeOutcome(local, False, False, (), local, moved=renamed(remote))
+    moved = renamed(local)
+    actions = (RenameLocal(local.name, moved.name), *transition(None, remote, here=here))
+    return MergeOutcome(remote, True, False, actions, local, moved=moved)
+
+
+@dataclass(frozen=True)
+class Placed:
+    """What the store must do to hold a remote version: `place`'s answer."""
+
+    outcome: MergeOutcome
+    writes: tuple[Record, ...] = ()
+    deletes: tuple[str, ...] = ()  # names whose row goes (their incarnation moved to name@home)
+    acks_void: tuple[str, ...] = ()  # names whose tombstone acknowledgements were the other's
+
+
+def place(held: Callable[[str], Record | None], remote: Record, *, here: str) -> Placed:
+    """`reconcile` under the name the remote version's incarnation has here (`held` reads what
+    `here` holds by name). A rename to `name@home` is for good, whichever name a peer still
+    sends the version under: a bare version of an incarnation held as `name@home` merges into
+    that; a `name@home` version of one still held bare moves ours there first (RenameLocal)."""
+    if is_qualified(remote.name):
+        bare = held(base_name(remote.name))
+        if bare is not None and bare.incarnation == remote.incarnation and bare.home == home_part(remote.name):
+            ours = renamed(bare)
+            existing = held(ours.name)
+            if existing is not None:
+                ours = reconcile(existing, ours, here=here).result
+            merged = reconcile(ours, remote, here=here)
+            outcome = MergeOutcome(merged.result, True, merged.conflict,
+                                   (RenameLocal(bare.name, ours.name), *merged.actions), bare)
+            return Placed(outcome, writes=(merged.result,), deletes=(bare.name,))
+    else:
+        other = held(qualified(remote.name, remote.home))
+        if other is not None and other.incarnation == remote.incarnation:
+            remote = renamed(remote)
+    outcome = reconcile(held(remote.name), remote, here=here)
+    writes = (outcome.result,) if outcome.changed else ()
+    if outcome.moved is None:
+        return Placed(outcome, writes=writes)
+    renames = tuple(a for a in outcome.actions if isinstance(a, RenameLocal))
+    sub = place(lambda name: outcome.result if name == remote.name else held(name), outcome.moved, here=here)
+    rest = tuple(a for a in outcome.actions if not isinstance(a, RenameLocal))
+    combined = MergeOutcome(outcome.result, outcome.changed or sub.outcome.changed,
+                            outcome.conflict or sub.outcome.conflict, (*renames, *sub.outcome.actions, *rest),
+                            outcome.previous, moved=sub.outcome.result)
+    return Placed(combined, writes=writes + sub.writes, deletes=sub.deletes,
+                  acks_void=(remote.name,) if renames else ())
+
+
+def renamed(record: Record) -> Record:
+    """The same version under `name@home` (content, clocks and incarnation unchanged)."""
+    return replace(record, name=qualified(record.name, record.home))
+
+
 def local_write(previous: Record | None, record: Record, *, here: str, now: float, actor: str | None = None) -> Record:
     """The version `here` stores when it changes a record: `record`'s content on top of
     everything `previous` has seen, with the counter of `actor` (this data dir's clock node,
     `here` or `here~epoch`, see vclock's docstring) incremented.
 
     The clocks carried by `record` are ignored: only what the store holds is history. A new
-    incarnation (a name created again) starts a history of its own and must be the later one.
+    incarnation (a name created again) starts a history of its own and must supersede the one
+    held (naming.supersedes: it names it in `replaces`).
     A change of the home set bumps `epoch`, so the write outranks its history (see `rank`).
     """
     if previous is not None and previous.incarnation != record.incarnation:
-        if incarnation_order(record.incarnation) <= incarnation_order(previous.incarnation):
+        if not supersedes(record.incarnation, record.replaces, previous.incarnation):
             raise LocalWriteError(f"{record.name}: incarnation {record.incarnation!r} is not newer than "
                                   f"{previous.incarnation!r}")
         previous = None

@@ -25,12 +25,14 @@ from typing import Any, cast
 
 from peer.peerwire import PeerWireError
 from peer.records import record as rec
+from peer.records.naming import MAX_SERVICE_LEN
 from peer.records.record import Record
 
 PATH_DIGESTS = "/peer/v1/records/digests"
 PATH_PUSH = "/peer/v1/records/push"
 PATH_FETCH = "/peer/v1/records/fetch"
 PATH_SUMMARY = "/peer/v1/records/summary"
+PATH_NAMES = "/peer/v1/records/names"
 SUMMARY_LEN = 16
 MAX_ITEMS = 50_000
 DIGEST_LEN = 8
@@ -51,7 +53,7 @@ def _sender(body: dict[str, Any]) -> str:
 
 def _bound(body: dict[str, Any], key: str) -> str | None:
     value = body.get(key)
-    if value is not None and (not isinstance(value, str) or len(value) > 63):
+    if value is not None and (not isinstance(value, str) or len(value) > MAX_SERVICE_LEN):
         raise PeerWireError(f"{key}: must be a name or nil")
     return value
 
@@ -68,7 +70,7 @@ def _digest_map(body: dict[str, Any], *, nil_ok: bool) -> dict[str, bytes | None
     if not isinstance(value, dict) or len(value) > MAX_ITEMS:
         raise PeerWireError(f"digests: must be a map of <= {MAX_ITEMS} entries")
     for name, digest in value.items():
-        if not isinstance(name, str) or len(name) > 63 or not (
+        if not isinstance(name, str) or len(name) > MAX_SERVICE_LEN or not (
             (isinstance(digest, bytes) and len(digest) == DIGEST_LEN) or (nil_ok and digest is None)
         ):
             raise PeerWireError(f"digests[{str(name)[:63]!r}]: must be {DIGEST_LEN} bytes")
@@ -125,8 +127,25 @@ def parse_fetch_request(obj: object) -> tuple[str, list[str]]:
     body = _map(obj, what="fetch request")
     names = _list(body, "names")
     for i, name in enumerate(names):
-        if not isinstance(name, str) or len(name) > 63:
+        if not isinstance(name, str) or len(name) > MAX_SERVICE_LEN:
             raise PeerWireError(f"names[{i}]: must be a name")
+    return _sender(body), names
+
+
+def names_request(*, sender: str, names: dict[str, str]) -> dict[str, Any]:
+    """The names homed at `sender` (bare) and their incarnations: see AntiEntropy.check_names."""
+    return {"from": sender, "names": names}
+
+
+def parse_names_request(obj: object) -> tuple[str, dict[str, str]]:
+    body = _map(obj, what="names request")
+    names = body.get("names")
+    if not isinstance(names, dict) or len(names) > MAX_ITEMS:
+        raise PeerWireError(f"names: must be a map of <= {MAX_ITEMS} entries")
+    for name, incarnation in names.items():
+        if not isinstance(name, str) or len(name) > MAX_SERVICE_LEN or not isinstance(incarnation, str) \
+                or len(incarnation) > 64:
+            raise PeerWireError(f"names[{str(name)[:63]!r}]: must map a name to an incarnation id")
     return _sender(body), names
 
 

@@ -3,10 +3,11 @@
 The role (LR/AR/FR, paper II-B) is derived from (homes, location, here), never stored: two
 clusters holding the same version see it in different roles.
 
-Identity: `incarnation` names one creation of a service ("<stamp>-<random>", the stamp in
-milliseconds, above every stamp the creator knew for that name). Versions of different
-incarnations never merge: the later creation owns the name (see merge.py), so a tombstone can
-only ever delete the incarnation it belongs to.
+Identity: `incarnation` names one creation of a service ("<stamp>-<random>-<floor>", the stamp
+in milliseconds, above `floor`, the highest stamp the creator knew for that name). Versions of
+different incarnations never merge, so a tombstone can only ever delete the incarnation it
+belongs to: a creation that knew of the other owns the name, and of two concurrent creations
+(both sides of a partition) the later is renamed `name@home` (peer.records.naming, merge.py).
 
 Home set (beyond the paper): `homes` lists the entry clusters in priority order, `homes[0]` the
 HC where it was created (it never changes within an incarnation). `endpoints` maps each entry
@@ -20,8 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import re
-import secrets
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, Literal
@@ -29,11 +28,11 @@ from typing import Any, Literal
 import msgpack
 
 from peer.records import vclock as vc
+from peer.records.naming import MAX_REPLACED, MAX_SERVICE_LEN, SERVICE_RE
 from peer.records.vclock import VClock
 
 Role = Literal["LR", "AR", "FR", "SR"]
 
-NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\Z")  # DNS-1123 label
 MAX_CLUSTER_LEN = vc.MAX_NODE_LEN
 MAX_DESCRIPTOR = 64 * 1024
 MAX_TEXT = 256
@@ -88,6 +87,9 @@ class Record:
     # of the last commit of where it runs: written at commits, not at every pull (the
     # steward's newer saved version is shown beside it by the API, see peer/state/keeper.py).
     state_version: int | None = None
+    # The deleted incarnations of this name its creator knew of, newest first (at most
+    # naming.MAX_REPLACED): this creation owns the name over them; any other is concurrent.
+    replaces: tuple[str, ...] = ()
 
     @property
     def entries(self) -> tuple[str, ...]:
@@ -117,18 +119,6 @@ class Record:
     def entry_endpoints(self) -> list[str]:
         """One "ip:port" per entry whose frontend is known, in `homes` order (the API's `endpoints`)."""
         return [e for e in (self.endpoint_at(c) for c in self.entries) if e]
-
-
-def incarnation_order(incarnation: str) -> tuple[int, str]:
-    """(stamp, id) of an incarnation id; "" (older rows) orders first."""
-    stamp, _, ident = incarnation.partition("-")
-    return (int(stamp), ident) if stamp.isdigit() else (0, incarnation)
-
-
-def new_incarnation(*, now: float, after: int = 0) -> str:
-    """A fresh identity whose stamp exceeds `after` (the highest stamp known for the name)."""
-    stamp = max(int(now * 1000), after + 1)
-    return f"{stamp}-{secrets.token_hex(4)}"
 
 
 def role(record: Record, here: str) -> Role | None:
@@ -186,6 +176,7 @@ def encode(record: Record) -> dict[str, Any]:
         **({"standbys": [list(pair) for pair in record.standbys]} if record.standbys else {}),
         # Only for stateful services: a stateless record packs to the same bytes as before.
         **({"state_version": record.state_version} if record.state_version is not None else {}),
+        **({"replaces": list(record.replaces)} if record.replaces else {}),
     }
 
 
@@ -275,9 +266,9 @@ def decode(data: object) -> Record:
     """Strict inverse of `encode`. Unknown keys are ignored (newer peers may add fields)."""
     if not isinstance(data, dict):
         raise RecordDecodeError(f"expected a map, got {type(data).__name__}", field="record")
-    name = _text(data, "name", max_len=63)
-    if not NAME_RE.match(name):
-        raise RecordDecodeError("must be a DNS-1123 label", field="name")
+    name = _text(data, "name", max_len=MAX_SERVICE_LEN)
+    if not SERVICE_RE.match(name):
+        raise RecordDecodeError("must be a DNS-1123 label, or label@cluster", field="name")
     state_raw = _text(data, "state")
     try:
         state = State(state_raw)
@@ -323,7 +314,16 @@ def decode(data: object) -> Record:
         epoch=epoch,
         standbys=_endpoints(data, "standbys"),
         state_version=state_version,
+        replaces=_replaces(data),
     )
+
+
+def _replaces(data: dict[Any, Any]) -> tuple[str, ...]:
+    raw = data.get("replaces", [])
+    if (not isinstance(raw, list) or len(raw) > MAX_REPLACED
+            or not all(isinstance(i, str) and 0 < len(i) <= 64 for i in raw)):
+        raise RecordDecodeError(f"must be a list of at most {MAX_REPLACED} incarnation ids", field="replaces")
+    return tuple(raw)
 
 
 def unpack(data: bytes) -> Record:

@@ -24,7 +24,7 @@ import msgpack
 
 from peer.records import record as rec
 from peer.records import vclock as vc
-from peer.records.merge import MergeOutcome, droppable, local_write, reconcile
+from peer.records.merge import MergeOutcome, droppable, local_write, place
 from peer.records.record import Record
 
 log = logging.getLogger(__name__)
@@ -205,6 +205,13 @@ class RecordStore:
         with self._lock:
             return self._get(self._conn.cursor(), name)
 
+    def named(self, base: str) -> list[Record]:
+        """Every record of a name as created: `base` and each `base@home` (naming)."""
+        with self._lock:
+            rows = self._conn.execute("SELECT name, data FROM records WHERE name=? OR (name>? AND name<?)",
+                                      (base, base + "@", base + "A")).fetchall()  # "A" follows "@"
+        return [self._decode_row(name, data) for name, data in rows]
+
     def get_many(self, names: Iterable[str]) -> dict[str, Record]:
         out: dict[str, Record] = {}
         with self._lock:
@@ -239,10 +246,7 @@ class RecordStore:
         applied: list[tuple[Record, MergeOutcome]] = []
         with self._tx() as cur:
             for remote in records:
-                outcome = reconcile(self._get(cur, remote.name), remote, here=here)
-                if outcome.changed:
-                    self._write(cur, outcome.result)
-                applied.append((remote, outcome))
+                applied.append((remote, self._merge_one(cur, remote, here=here)))
         for remote, outcome in applied:
             if outcome.conflict:
                 won = outcome.result
@@ -253,6 +257,16 @@ class RecordStore:
                 )
         outcomes = [outcome for _, outcome in applied]
         return outcomes
+
+    def _merge_one(self, cur: sqlite3.Cursor, remote: Record, *, here: str) -> MergeOutcome:
+        placed = place(lambda name: self._get(cur, name), remote, here=here)
+        for name in placed.deletes:
+            cur.execute("DELETE FROM records WHERE name=?", (name,))
+        for name in placed.deletes + placed.acks_void:
+            cur.execute("DELETE FROM tombstone_acks WHERE name=?", (name,))
+        for record in placed.writes:
+            self._write(cur, record)
+        return placed.outcome
 
     def digests(self, *, peer: str | None = None, lo: str | None = None, hi: str | None = None) -> dict[str, bytes]:
         """name -> 8-byte hash of the version (record.version_digest). Given `peer`: only the

@@ -12,6 +12,12 @@ the API (`GET /v1/services`, field `state_version`: the newer of the record's an
 cluster's saved one) and written into the record at commits (a migration's handover, a
 fail-safe redeploy), which also gives the next steward a floor for its own sequence numbers.
 
+Copies restarted in place (peer/state/fresh.py): a pull saves a snapshot only if the copy's
+cluster said, before the GET (or after the previous changed pull) and after it, that the copy
+held roam's state and had not restarted (`may_save`); the cluster running a fresh copy asks
+the steward to `restore` it (`_restore_fresh`), so the saved version never goes back to a
+restarted copy's initial state.
+
 Standbys: `standby_addresses(record)` reads the record's standby copies ("ip:port"); the
 standby branch adds `Record.standbys`, and until it is merged the function finds none.
 `StateTransfer.install_latest` is the seam the standby code calls before a new standby counts.
@@ -22,13 +28,16 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from typing import Protocol
 
+from peer.drivers.base import DriverError, InstanceState
 from peer.drivers.descriptor import DescriptorError, ServiceDescriptor, StateSpec
 from peer.migration.standby import StateTransferError
+from peer.peerclient import PeerError
 from peer.records.record import Record
-from peer.services import ServiceError, ServiceManager, split_addr
+from peer.services import ServiceError, ServiceManager, addr_of, split_addr
+from peer.state.fresh import CopyView, may_save
 from peer.state.hook import Snapshot, StateError, StateHook, StateHookMissing, StateTooLarge
 from peer.state.saved import SavedState, SavedStates
 from peer.state.versions import InstalledVersions, Version, observe
@@ -36,6 +45,16 @@ from peer.state.versions import InstalledVersions, Version, observe
 log = logging.getLogger(__name__)
 
 TICK = 0.05  # how often due pulls are looked for; the pull period itself is the descriptor's interval
+RESTORE_RETRY = 1.0  # after a failed restore of a fresh copy (steward unreachable, hook failed)
+NOT_READY_RETRY = 0.05  # a fresh copy not serving yet is looked at again this soon
+
+
+class StatePeers(Protocol):
+    """The peer calls of the state keeper (peer/state/wire.py; a fake in unit tests)."""
+
+    async def copy_view(self, cluster: str, name: str) -> CopyView: ...
+
+    async def restore(self, cluster: str, record: Record, instance: str) -> None: ...
 
 
 class StateTransfer(Protocol):
@@ -82,11 +101,16 @@ class StateKeeper:
     """Implements `StateTransfer`; one per agent."""
 
     def __init__(self, *, services: ServiceManager, hook: StateHook, saved: SavedStates,
-                 steward_of: Callable[[Record], str | None]) -> None:
+                 steward_of: Callable[[Record], str | None], peers: StatePeers | None = None) -> None:
         self.services = services
         self.hook = hook
         self.saved = saved
         self.steward_of = steward_of
+        self.peers = peers
+        self._restore_at: dict[str, float] = {}
+        # Per service: the primary copy (location, instance) and its view after the last changed pull.
+        self._views: dict[str, tuple[tuple[str | None, str | None], CopyView]] = {}
+        self._said: dict[str, str] = {}  # the last reason a pull or restore did not happen, per service
         self.installed = InstalledVersions()
         self._latest: dict[tuple[str, str], SavedState] = {}
         self._generation: dict[str, int] = {}  # bumped by every save: a pull that raced one is dropped
@@ -156,6 +180,12 @@ class StateKeeper:
             return None
         return await self.install(record, host, port, latest.version, latest.snapshot, path=spec.path)
 
+    async def restore(self, record: Record, host: str, port: int) -> Version | None:
+        """A copy that restarted in place: whatever roam installed there before is gone, so the
+        latest saved state goes in again (None: nothing saved yet). Raises StateError."""
+        self.installed.forget(f"{host}:{port}")
+        return await self.install_latest(record, host, port)
+
     async def install(self, record: Record, host: str, port: int, version: Version, snapshot: Snapshot, *,
                       path: str) -> Version | None:
         copy = f"{host}:{port}"
@@ -179,6 +209,9 @@ class StateKeeper:
                         self._forget(record)
                     elif self._due(record, now):
                         self._start_pull(record)
+                for name in self.services.fresh.fresh():
+                    if name not in self._busy and now >= self._restore_at.get(name, 0.0):
+                        self._start(name, self._restore_fresh(name))
         finally:
             for task in list(self._tasks):
                 task.cancel()
@@ -191,6 +224,7 @@ class StateKeeper:
             return
         self._forgotten.add(key)
         self._latest.pop(key, None)
+        self._views.pop(record.name, None)
         if self.saved.forget(record.name, record.incarnation):
             log.info("saved state of deleted service %s removed", record.name)
 
@@ -208,11 +242,34 @@ class StateKeeper:
         return True
 
     def _start_pull(self, record: Record) -> None:
-        self._busy.add(record.name)
-        task = asyncio.create_task(self._pull(record))
+        self._start(record.name, self._pull(record))
+
+    def _start(self, name: str, work: Coroutine[object, object, None]) -> None:
+        self._busy.add(name)
+        task = asyncio.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        task.add_done_callback(lambda _t: self._busy.discard(record.name))
+        task.add_done_callback(lambda _t: self._busy.discard(name))
+
+    def _say(self, name: str, message: str) -> None:
+        """Log why a pull or restore did not happen, once per reason (not every interval)."""
+        if self._said.get(name) != message:
+            self._said[name] = message
+            log.info("%s", message)
+
+    async def copy_view(self, record: Record) -> CopyView | None:
+        """The primary copy's epoch and fresh mark, from the cluster running it; None if unknown."""
+        assert record.location is not None
+        if record.location == self.services.here:
+            return self.services.fresh.view(record.name)
+        if self.peers is None:
+            return None
+        try:
+            return await self.peers.copy_view(record.location, record.name)
+        except PeerError as exc:
+            self._say(record.name, f"state of {record.name} not pulled: {record.location} does not say "
+                                   f"whether its copy restarted ({exc})")
+            return None
 
     async def _pull(self, record: Record) -> None:
         spec = state_spec(record)
@@ -220,16 +277,31 @@ class StateKeeper:
         host, port = split_addr(record.instance)
         latest = self.latest(record)
         generation = self._generation.get(record.name, 0)
+        copy = (record.location, record.instance)
+        known = self._views.get(record.name)
+        before = known[1] if known is not None and known[0] == copy and not known[1].fresh else None
+        if before is None:  # no view of this copy yet (or it was fresh): ask before the GET
+            before = await self.copy_view(record)
+            if before is None or before.fresh:
+                return  # a copy restarted in place holds its initial state until it is restored
         try:
             snapshot = await self.hook.get(host, port, spec.path,
                                            if_none_match=latest.snapshot.etag if latest else None)
         except StateError as exc:
-            log.info("state of %s not pulled from %s: %s", record.name, record.instance, exc)
+            self._say(record.name, f"state of {record.name} not pulled from {record.instance}: {exc}")
             return
+        if snapshot is None:
+            return
+        after = await self.copy_view(record)
+        if after is not None:
+            self._views[record.name] = (copy, after)  # the next pull's view before its GET
+        if not may_save(before, after):
+            return  # it restarted (or was restored) since `before`: what it answered may be its initial state
         current = self.services.get(record.name)
-        if (snapshot is None or current is None or current.instance != record.instance
+        if (current is None or current.instance != record.instance
                 or self._generation.get(record.name, 0) != generation):
-            return  # unchanged, or the service moved / a handover saved meanwhile
+            return  # the service moved / a handover saved meanwhile
+        self._said.pop(record.name, None)
         version = self.save(current, snapshot)
         if self.steward_of(current) == self.services.here:
             await self._push_to_standbys(current, version, snapshot, path=spec.path)
@@ -242,3 +314,38 @@ class StateKeeper:
                 log.warning("state %s of %s not pushed to standby %s:%d: %s", version.seq, record.name, host, port, exc)
 
         await asyncio.gather(*(one(h, p) for h, p in standby_addresses(record)))
+
+    async def _restore_fresh(self, name: str) -> None:
+        """A copy here (primary or standby) restarted without its state: have the steward (or
+        this keeper, when it is the steward) install the latest saved state into it."""
+        services = self.services
+        record = services.get(name)
+        if record is None or not record.copy_here(services.here) or state_spec(record) is None:
+            services.fresh.forget(name)
+            return
+        view = services.fresh.view(name)
+        self._restore_at[name] = time.monotonic() + RESTORE_RETRY
+        try:
+            instance = await services.driver.status(name)
+        except DriverError:
+            return
+        steward = self.steward_of(record)
+        if instance.state is not InstanceState.READY or steward is None:
+            self._restore_at[name] = time.monotonic() + NOT_READY_RETRY  # restored as soon as it serves
+            return
+        try:
+            if steward == services.here:
+                await self.restore(record, instance.host, instance.port)
+            elif self.peers is not None:
+                await self.peers.restore(steward, record, addr_of(instance))
+            else:
+                return
+        except (StateError, PeerError) as exc:
+            self._say(name, f"state of {name} not restored into its restarted copy at {addr_of(instance)} "
+                            f"(by {steward}): {exc}; retrying every {RESTORE_RETRY:g}s")
+            return
+        self._restore_at.pop(name, None)  # restarted again meanwhile: restored again at once
+        if services.fresh.restored(name, view.epoch):
+            self._said.pop(name, None)
+            log.warning("state of %s restored into its copy restarted in place at %s (by %s)", name,
+                        addr_of(instance), steward)

@@ -97,6 +97,12 @@ class SavedStates:
         path.unlink(missing_ok=True)
         return existed
 
+    def rename(self, old: str, new: str, incarnation: str) -> None:
+        """A concurrent creation renamed `name@home` (peer.records.naming) keeps its state."""
+        source = self.path_of(old, incarnation)
+        if source.exists():
+            source.rename(self.path_of(new, incarnation))
+
     def drop_other_incarnations(self, name: str, keep: str) -> None:
         """A name created again: the old service's state files go."""
         if not self.dir.exists():

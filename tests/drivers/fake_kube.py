@@ -37,6 +37,16 @@ def _status(code: int, reason: str, message: str, *, name: str = "", kind: str =
     return body
 
 
+def _merge(target: dict[str, Any], patch: dict[str, Any]) -> None:
+    for key, value in patch.items():
+        if isinstance(value, dict) and isinstance(target.get(key), dict):
+            _merge(target[key], value)
+        elif value is None:
+            target.pop(key, None)
+        else:
+            target[key] = value
+
+
 def _matches(labels: dict[str, str], selector: str) -> bool:
     for term in filter(None, selector.split(",")):
         if "!=" in term:
@@ -115,7 +125,7 @@ class FakeKube:
                 self.end_headers()
                 self.wfile.write(data)
 
-            do_GET = do_POST = do_DELETE = _handle
+            do_GET = do_POST = do_DELETE = do_PATCH = _handle
 
         self._server = ThreadingHTTPServer((host, 0), Handler)
         self._server.daemon_threads = True
@@ -185,6 +195,10 @@ class FakeKube:
             return 404, _status(404, "NotFound", f'{qualified} "{name}" not found', name=name or "", kind=resource,
                                 group=group)
         if method == "GET":
+            return 200, self.objects[key]
+        if method == "PATCH":  # a merge patch (roam patches annotations only)
+            _merge(self.objects[key], body)
+            self.objects[key]["metadata"]["resourceVersion"] = str(int(self.objects[key]["metadata"]["resourceVersion"]) + 1)
             return 200, self.objects[key]
         if method == "DELETE":
             uid = ((body.get("preconditions") or {}).get("uid"))

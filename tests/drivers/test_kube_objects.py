@@ -68,3 +68,13 @@ def test_check_refuses(name: str, home: str, message: str) -> None:
     d = ServiceDescriptor.from_obj({"name": name, "port": 1, "image": "nginx"})
     with pytest.raises(kube_objects.ManifestError, match=message):
         kube_objects.check(d, home)
+
+
+def test_object_names_of_qualified_services_are_valid_and_distinct() -> None:
+    from peer.drivers.kube_objects import object_name
+
+    assert object_name("web") == "web" and object_name("web@c3") == "web-at-c3"
+    long_a, long_b = "a" * 60 + "@" + "c" * 30, "a" * 60 + "@" + "d" * 30
+    for name in (long_a, long_b):
+        assert len(object_name(name)) <= 63 and object_name(name)[0].isalpha()
+    assert object_name(long_a) != object_name(long_b)

@@ -203,3 +203,42 @@ def test_status_mapping(status: int, headers: dict[str, str] | None, cls: type, 
     assert type(mapped) is cls
     if delay is not None:
         assert isinstance(mapped, TemporaryDriverError) and mapped.delay == delay
+
+
+async def test_a_renamed_service_keeps_its_objects_and_is_found_under_its_new_name(
+    kube: tuple[FakeKube, KubernetesDriver], fake_kube: tuple[FakeKube, Path]
+) -> None:
+    """A concurrent creation renamed `name@home` (peer.records.naming): Kubernetes renames
+    nothing, so the same Deployment and Service (same uid, same NodePort) serve under the new
+    name, a new driver adopts them under it, and the old name no longer finds them."""
+    fake, driver = kube
+    first = await driver.deploy(descriptor(), home="c3")
+    fake.set_ready("classifier")
+    await driver.rename("classifier", "classifier@c3")
+    renamed = await driver.status("classifier@c3")
+    assert (renamed.name, renamed.uid, renamed.port) == ("classifier@c3", first.uid, first.port)
+    with pytest.raises(ServiceNotFound):
+        await driver.status("classifier")
+    await driver.stop()
+    again = KubernetesDriver(cluster="k1", kubeconfig=str(fake_kube[1]), watch_interval=None)
+    await again.start()
+    try:
+        (inst,) = await again.adopt()
+        assert (inst.name, inst.uid) == ("classifier@c3", first.uid)
+        await again.delete("classifier@c3")
+        assert DEP not in fake.objects and SVC not in fake.objects
+    finally:
+        await again.stop()
+
+
+async def test_a_qualified_name_deploys_under_a_valid_object_name(kube: tuple[FakeKube, KubernetesDriver]) -> None:
+    """A renamed service migrating to a Kubernetes cluster: objects `base-at-home`."""
+    fake, driver = kube
+    moved = ServiceDescriptor.from_obj({**descriptor().to_obj(), "name": "classifier@c3"})
+    inst = await driver.deploy(moved, home="c3")
+    assert inst.name == "classifier@c3"
+    assert ("deployments", "default", "classifier-at-c3") in fake.objects
+    again = await driver.deploy(moved, home="c3")  # idempotent under the qualified name
+    assert again.uid == inst.uid
+    await driver.delete("classifier@c3")
+    assert ("deployments", "default", "classifier-at-c3") not in fake.objects

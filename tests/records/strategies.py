@@ -6,7 +6,8 @@ from dataclasses import replace
 from hypothesis import strategies as st
 
 from peer.records.merge import local_write, reconcile
-from peer.records.record import Record, State, incarnation_order, tombstone_of
+from peer.records.naming import incarnation_order
+from peer.records.record import Record, State, tombstone_of
 from peer.records.vclock import Entry, VClock
 
 CLUSTERS = ("a", "b", "c", "d")

@@ -16,7 +16,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from peer.records import vclock as vc
 from peer.records.merge import local_write, rank, reconcile
-from peer.records.record import Record, State, incarnation_order, tombstone_of
+from peer.records.naming import incarnation_order
+from peer.records.record import Record, State, tombstone_of
 from tests.records.strategies import addrs, new_content
 
 REPLICAS = ("a", "b", "c", "d")

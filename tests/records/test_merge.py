@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from peer.records import vclock as vc
-from peer.records.record import incarnation_order
+from peer.records.naming import incarnation_order
 from peer.records.merge import (
     AdoptLocalCopy,
     Forget,

@@ -41,20 +41,36 @@ def test_missing_lost_dead_and_surplus_standbys() -> None:
     assert p is not None and p.drop == ("c", "d") and p.need == 0
 
 
+def test_a_standby_that_serves_is_kept_while_its_agent_is_away() -> None:
+    """Its holder's agent restarts (or is slow to): the copy passes the steward's checks, so it
+    stays; once it stops passing them too, the cluster's loss counts again."""
+    assert plan(record(standbys=("b",)), wanted=1, lost_for={"b": 60.0}, down_for={}, repair_after=5,
+                serving=frozenset({"b"})) is None
+    p = plan(record(standbys=("b",)), wanted=1, lost_for={"b": 60.0}, down_for={}, repair_after=5)
+    assert p is not None and p.drop == ("b",)
+    p = plan(record(standbys=("b",)), wanted=1, lost_for={}, down_for={"b": 5.0}, repair_after=5,
+             serving=frozenset({"b"}))
+    assert p is not None and p.drop == ("b",)  # DOWN that long: its checks are the evidence
+
+
 @settings(max_examples=300)
 @given(st.sampled_from(CLUSTERS), st.lists(st.sampled_from(CLUSTERS), unique=True, max_size=4),
        st.integers(0, 4), st.dictionaries(st.sampled_from(CLUSTERS), st.none() | st.floats(0, 20)),
-       st.dictionaries(st.sampled_from(CLUSTERS), st.floats(0, 20)))
+       st.dictionaries(st.sampled_from(CLUSTERS), st.floats(0, 20)), st.frozensets(st.sampled_from(CLUSTERS)))
 def test_after_the_plan_the_standbys_are_live_distinct_from_the_primary_and_enough(
         location: str, standbys: list[str], wanted: int, lost: dict[str, float | None],
-        down: dict[str, float]) -> None:
+        down: dict[str, float], serving: frozenset[str]) -> None:
     r = record(location, tuple(standbys))
-    p = plan(r, wanted=wanted, lost_for=lost, down_for=down, repair_after=5.0)
+    p = plan(r, wanted=wanted, lost_for=lost, down_for=down, repair_after=5.0, serving=serving)
     drop, need = (p.drop, p.need) if p is not None else ((), 0)
     kept = [c for c in r.standby_clusters if c not in drop]
     assert set(drop) <= set(r.standby_clusters)
     assert location not in kept
-    assert all((lost.get(c) or 0) < 5 and down.get(c, 0) < 5 for c in kept)
+    assert all(((lost.get(c) or 0) < 5 or c in serving) and down.get(c, 0) < 5 for c in kept)
+    # Exactly: every healthy standby is kept (a serving one even while its cluster counts as lost), up to `wanted`.
+    healthy = [c for c in r.standby_clusters
+               if c != location and down.get(c, 0) < 5 and ((lost.get(c) or 0) < 5 or c in serving)]
+    assert kept == healthy[:wanted]
     assert len(kept) <= wanted and len(kept) + need == wanted
 
 

@@ -15,6 +15,7 @@ from lb.fake import FakeLoadBalancer
 from peer.drivers.descriptor import ServiceDescriptor
 from peer.records.record import Record, State
 from peer.services import ServiceError
+from peer.state.fresh import CopyView
 from peer.state.hook import Snapshot, StateHookMissing, StateTooLarge
 from peer.state.keeper import StateKeeper, standby_addresses
 from peer.state.saved import SavedStates
@@ -76,9 +77,23 @@ def record(**kw: Any) -> Record:
     return Record(**base)
 
 
+class SteadyPeers:
+    """The primary's cluster says its copy never restarted (peer/state/fresh.py)."""
+
+    def __init__(self) -> None:
+        self.asked = 0
+
+    async def copy_view(self, cluster: str, name: str) -> CopyView:
+        self.asked += 1
+        return CopyView(boot="b", epoch=0, fresh=False)
+
+    async def restore(self, cluster: str, record: Record, instance: str) -> None:
+        raise AssertionError("nothing restarted")
+
+
 def keeper(tmp_path: Path, hook: FakeHook, records: list[Record]) -> StateKeeper:
     return StateKeeper(services=FakeServices(records), hook=hook, saved=SavedStates(tmp_path),  # type: ignore[arg-type]
-                       steward_of=lambda r: "c1")
+                       steward_of=lambda r: "c1", peers=SteadyPeers())
 
 
 async def test_pull_saves_in_order_and_pushes_to_standbys(tmp_path: Path) -> None:
@@ -90,11 +105,13 @@ async def test_pull_saves_in_order_and_pushes_to_standbys(tmp_path: Path) -> Non
     hook.held["127.0.20.5:1000"] = Snapshot(b"one", '"1"')
     await k._pull(rec)
     assert k.saved_version(rec) == 1 and hook.held["127.0.20.6:1000"].body == b"one"
-    await k._pull(rec)  # unchanged (304): nothing new saved or pushed
-    assert k.saved_version(rec) == 1 and len(hook.puts) == 1
+    assert k.peers.asked == 2  # type: ignore[union-attr]  # the copy's view before and after the first GET
+    await k._pull(rec)  # unchanged (304): nothing new saved or pushed, and no peer call
+    assert k.saved_version(rec) == 1 and len(hook.puts) == 1 and k.peers.asked == 2  # type: ignore[union-attr]
     hook.held["127.0.20.5:1000"] = Snapshot(b"two", '"2"')
     await k._pull(rec)
     assert k.saved_version(rec) == 2 and hook.held["127.0.20.6:1000"].body == b"two"
+    assert k.peers.asked == 3  # type: ignore[union-attr]  # after the GET only: the last view is the one before
     # A restarted agent finds the saved state on disk.
     fresh = keeper(tmp_path, hook, [rec])
     latest = fresh.latest(rec)
