@@ -102,8 +102,15 @@ class LinkProbe:
         return out
 
     def bandwidth(self) -> dict[str, float]:
-        """Estimated Mbit/s to each peer with an estimate (0 for one that does not answer)."""
-        return {peer: e.bandwidth_mbps for peer, e in self.estimates().items() if e.bandwidth_mbps is not None}
+        """Estimated Mbit/s to each peer with an estimate (0 for one that does not answer).
+        Read by every placement: it looks only at the peers ever measured, not at every member."""
+        now = self.clock()
+        out: dict[str, float] = {}
+        for peer, state in self._links.items():
+            bw = estimate(state, now, budget=self.budget).bandwidth_mbps
+            if bw is not None:
+                out[peer] = bw
+        return out
 
     def link(self, peer: str) -> LinkState:
         """The mutable evidence about one peer (for diagnostics and tests)."""

@@ -223,3 +223,18 @@ def test_the_default_budget_leaves_room_to_confirm_a_change() -> None:
     record_probe(state, now, 3.0)
     assert state.suspect
     assert probe_due(state, now + 1.0, budget=B) == "full"
+
+
+def test_placement_reads_the_same_figures_as_the_api() -> None:
+    """`LinkProbe.bandwidth` (every placement) agrees with `estimates` (GET /v1/members)."""
+    from peer.linkprobe import LinkProbe
+    from peer.peerclient import PeerClient
+    from tests.links.test_probe_io import Members, member
+
+    probe = LinkProbe(here="me", client=PeerClient(b"s" * 32), members=Members(*(member(n, f"10.0.0.{i}", 1)
+                      for i, n in enumerate(["me", "a", "b", "c"]))), responsibilities=list, clock=lambda: 50.0)
+    for i in range(3):
+        record_probe(probe.link("a"), 40.0 + i, 80.0)
+    record_unreachable(probe.link("b"), 45.0, sent_bytes=OVERHEAD_BYTES, waited_s=2.0)
+    api = {p: e.bandwidth_mbps for p, e in probe.estimates().items() if e.bandwidth_mbps is not None}
+    assert probe.bandwidth() == api == {"a": 80.0, "b": 0.0}
