@@ -15,7 +15,8 @@ comes from three kinds of evidence, cheapest first:
    `probe_bytes` right after it on the same connection; bandwidth = probe bytes / (probe time -
    ping time), so the fixed costs of one HTTP exchange (RTT, signing, scheduling) cancel out.
    The estimate is the median of the last three probes, so one noisy probe never moves it; a
-   probe that disagrees with the estimate by more than 2x makes it suspect, and the next probe
+   probe that disagrees with the estimate by more than 2x (both counted at most 200 Mbit/s,
+   where a 64 KiB probe measures the hosts' scheduling more than the link) makes it suspect, and the next probe
    (spaced by the best recent sample) confirms or refutes: a real change shows within two
    probes, and once confirmed the older samples are dropped.
 3. **failure**: a peer that does not answer measures 0 at once (placement never picks a
@@ -44,6 +45,9 @@ from typing import Literal
 
 OVERHEAD_BYTES = 512  # what one signed peer-API request costs besides its body (headers, framing)
 MAX_MBPS = 1000.0  # what one probe can claim at most: a 64 KiB probe cannot resolve more
+# Above this, two samples are compared as equal: a 64 KiB probe there mostly measures the
+# hosts' scheduling, and no decision reads the difference (triggers: 10 and 50 Mbit/s).
+CLEAR_MBPS = 200.0
 SAMPLES = 3
 WINDOW = 60.0  # seconds of the per-minute budget
 
@@ -202,9 +206,9 @@ def record_probe(state: LinkState, now: float, mbps: float) -> None:
     before = None if state.unreachable else state.bandwidth()
     state.unreachable = False
     sample = float(f"{mbps:.3g}")
-    if before is not None and before > 0 and not 0.5 <= mbps / before <= 2.0:
+    if before is not None and before > 0 and not _agree(mbps, before):
         last = state.samples[-1] if state.samples else None
-        if state.suspect and last is not None and _same_side(last, mbps, before):
+        if state.suspect and last is not None and not _agree(last, before) and _same_side(last, mbps, before):
             state.samples.clear()
             state.samples.append(last)
             state.suspect = False
@@ -215,6 +219,12 @@ def record_probe(state: LinkState, now: float, mbps: float) -> None:
     state.samples.append(sample)
     state.evidence_at = now
     state.source = "probe"
+
+
+def _agree(a: float, b: float) -> bool:
+    """Within 2x of each other, both counted at most CLEAR_MBPS."""
+    a, b = min(a, CLEAR_MBPS), min(b, CLEAR_MBPS)
+    return b > 0 and 0.5 <= a / b <= 2.0
 
 
 def _same_side(a: float, b: float, ref: float) -> bool:

@@ -202,10 +202,10 @@ def test_a_confirmed_change_drops_the_old_samples() -> None:
 
 
 def test_samples_on_both_sides_keep_the_estimate() -> None:
-    state = steady(100.0)
+    state = steady(40.0)
     record_probe(state, 30.0, 5.0)
     record_probe(state, 31.0, 900.0)
-    assert estimate(state, 31.0, budget=B).bandwidth_mbps == 100.0 and state.suspect
+    assert estimate(state, 31.0, budget=B).bandwidth_mbps == 40.0 and state.suspect
 
 
 def test_the_default_budget_leaves_room_to_confirm_a_change() -> None:
@@ -238,3 +238,12 @@ def test_placement_reads_the_same_figures_as_the_api() -> None:
     record_unreachable(probe.link("b"), 45.0, sent_bytes=OVERHEAD_BYTES, waited_s=2.0)
     api = {p: e.bandwidth_mbps for p, e in probe.estimates().items() if e.bandwidth_mbps is not None}
     assert probe.bandwidth() == api == {"a": 80.0, "b": 0.0}
+
+
+def test_noise_between_fast_readings_is_not_a_change() -> None:
+    """1 Gbit/s and 220 Mbit/s are the same link for every decision: no confirming probe."""
+    state = steady(1000.0)
+    record_probe(state, 30.0, 220.0)
+    assert not state.suspect and probe_due(state, 31.0, budget=B) is None
+    record_probe(state, 40.0, 90.0)  # below 100 (half of 200): worth confirming
+    assert state.suspect
