@@ -3,7 +3,7 @@
 Public API: `LoadBalancer` (the facade), `RerouteResult`, `ServerStatus`, the errors in
 `lb.errors`, and `FakeLoadBalancer` (in-memory twin for unit tests of callers).
 """
-from lb.balancer import LoadBalancer, ServerStatus
+from lb.balancer import LoadBalancer, ServerStatus, ServerTraffic
 from lb.errors import (HAProxyCommandError, HAProxyConnectionError, HAProxyStartError,
                        InvalidTokenError, LBError, NoFreeSlotError, RerouteError,
                        UnknownServiceError)
@@ -13,5 +13,5 @@ from lb.reroute import RerouteResult
 __all__ = [
     "HAProxyCommandError", "HAProxyConnectionError", "HAProxyStartError", "InvalidTokenError",
     "LBError", "LoadBalancer", "NoFreeSlotError", "RerouteError", "RerouteResult",
-    "ServerStatus", "UnknownServiceError", "FakeLoadBalancer",
+    "ServerStatus", "ServerTraffic", "UnknownServiceError", "FakeLoadBalancer",
 ]

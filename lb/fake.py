@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from lb.balancer import Claim, ServerStatus, valid_service_name
+from lb.balancer import Claim, ServerStatus, ServerTraffic, valid_service_name
 from lb.errors import NoFreeSlotError, RerouteError, UnknownServiceError
 from lb.reroute import RerouteResult
 from lb.runtime import ServerStateName, valid_ip, valid_port
@@ -31,6 +31,7 @@ class FakeLoadBalancer:
         self.restarts = 0
         self.drift: list[str] = []  # what the next `converge` reports repaired (then cleared)
         self.held: set[str] = set()
+        self.counters: list[ServerTraffic] = []  # what `traffic` answers (set by the test)
 
     async def start(self, claims: Mapping[str, Claim] | None = None) -> None:
         for service, (port, route) in (claims or {}).items():  # the records win, as in LoadBalancer
@@ -45,6 +46,9 @@ class FakeLoadBalancer:
     @property
     def running(self) -> bool:
         return self._running
+
+    async def traffic(self) -> list[ServerTraffic]:
+        return list(self.counters)
 
     def frontend(self, service: str) -> tuple[str, int] | None:
         port = self.slots.get(service)

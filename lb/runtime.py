@@ -411,6 +411,38 @@ def parse_stat(reply: str) -> list[StatRow]:
     return rows
 
 
+@dataclass(frozen=True)
+class ServerTraffic:
+    """What HAProxy carried to one server so far (`show stat`): the passive link evidence.
+
+    `bytes_in` went to the server (requests), `bytes_out` came back (responses), both
+    cumulative since the server was added; `ctime_ms`, `rtime_ms` are HAProxy's averages over
+    the last 1024 connections/responses, `check_ms` the duration of the last health check
+    (None when HAProxy has no figure)."""
+
+    backend: str
+    name: str
+    addr: str
+    port: int
+    bytes_in: int
+    bytes_out: int
+    ctime_ms: int | None
+    rtime_ms: int | None
+    check_ms: int | None
+
+
+def _opt_int(raw: dict[str, str], key: str) -> int | None:
+    value = raw.get(key, "")
+    return int(value) if value.isdigit() else None
+
+
+def traffic_of(row: StatRow) -> ServerTraffic:
+    raw = row.raw
+    return ServerTraffic(row.backend, row.name, row.addr, row.port, _opt_int(raw, "bin") or 0,
+                         _opt_int(raw, "bout") or 0, _opt_int(raw, "ctime"), _opt_int(raw, "rtime"),
+                         _opt_int(raw, "check_duration"))
+
+
 def parse_frontends(reply: str) -> dict[str, str]:
     """`show stat -1 1 -1` CSV -> {frontend name: status} (OPEN, PAUSED, STOP...)."""
     text = reply.strip("\n")

@@ -53,7 +53,7 @@ from peer.state.keeper import StandbySeam, StateKeeper
 from peer.state.saved import SavedStates
 from peer.state.wire import StateHandlers, StatePeerClient
 from peer.homewatch import HomeWatch
-from peer.linkprobe import LinkProbe
+from peer.linkprobe import LinkProbe, stewarded
 from peer.peerclient import PeerClient, PeerError, peer_auth_middleware
 from peer.placing import views as build_views
 from peer.records.antientropy import AntiEntropy
@@ -219,7 +219,9 @@ class Agent:
         await self.driver.start()
         self.antientropy = AntiEntropy(store=self.store, here=self.here, client=self.client,
                                        on_outcome=self._on_outcome, on_heard=self.liveness.mark_reachable)
-        self.probe = LinkProbe(agent=self, client=self.client)
+        self.probe = LinkProbe(here=self.here, client=self.client, members=self.membership, traffic=self.lb,
+                               responsibilities=lambda: stewarded(self), budget=self.config.probe_budget,
+                               on_sent=lambda peer, n: self.metrics.link_probe_bytes.labels(peer=peer).inc(n))
         self.state = StateKeeper(services=self.services, hook=HttpStateHook(),
                                  saved=SavedStates(self.config.data_dir), steward_of=self.steward_of,
                                  peers=StatePeerClient(client=self.client, url_of=self.api_url_of))

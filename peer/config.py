@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from peer.linkestimate import InvalidBudget, ProbeBudget
 from peer.records.naming import LABEL_RE
 from peer.workload import WorkloadPolicy
 from placement import InvalidThresholds, Thresholds
@@ -76,6 +77,7 @@ class AgentConfig:
     workload: WorkloadPolicy = field(default_factory=WorkloadPolicy)  # what this cluster runs (peer.workload)
     reader_token_file: Path | None = None  # a second admin token that may only read (GET)
     run_as: str | None = None  # process driver: services run as this user (agent as root only)
+    probe_budget: ProbeBudget = field(default_factory=ProbeBudget)  # the link probe's bytes (peer.linkestimate)
     ca_cert: Path | None = None  # per-cluster identity (peer.trust): the federation CA, this cluster's cert and key
     cert: Path | None = None
     key: Path | None = None
@@ -171,7 +173,7 @@ _TOML_KEYS = {
     "lb_ports", "lb_slots", "service_ports", "token_file", "secret_file", "capacity", "kubernetes",
     "policy", "auto_migrate", "tls_cert", "tls_key", "triggers", "home_grace", "repair_after",
     "recovery_wait", "accept_from", "allow_command", "allow_image", "reader_token_file", "run_as",
-    "ca_cert", "cert", "key", "ca_dir",
+    "ca_cert", "cert", "key", "ca_dir", "probe_budget",
 }
 
 
@@ -275,6 +277,7 @@ def build_config(args: argparse.Namespace) -> AgentConfig:
     if reader is not None and not isinstance(reader, str):
         raise ConfigError(f"--reader-token-file: expected a path, got {reader!r}")
     return AgentConfig(
+        probe_budget=_probe_budget(pick("probe_budget")),
         workload=workload,
         run_as=run_as,
         reader_token_file=Path(reader) if reader else None,
@@ -421,6 +424,22 @@ def _lb_slots(value: object, ports: range) -> int:
         raise ConfigError(f"--lb-slots: {value} slots need {value} ports, but --lb-ports "
                           f"{ports.start}-{ports.stop - 1} has {len(ports)}; widen --lb-ports")
     return value
+
+
+def _probe_budget(value: object) -> ProbeBudget:
+    """`--probe-budget BYTES`: what the link probe may send one peer per minute (0: passive only)."""
+    if value is None:
+        return ProbeBudget()
+    try:
+        per_minute = int(value) if isinstance(value, (int, str)) and not isinstance(value, bool) else None
+    except ValueError:
+        per_minute = None
+    if per_minute is None or per_minute < 0:
+        raise ConfigError(f"--probe-budget: expected a whole number of bytes per peer per minute >= 0, got {value!r}")
+    try:
+        return ProbeBudget(per_minute=per_minute)
+    except InvalidBudget as exc:
+        raise ConfigError(f"--probe-budget: {exc}") from exc
 
 
 def _seconds(value: object, *, what: str) -> float:

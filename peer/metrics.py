@@ -33,6 +33,10 @@ class Metrics:
             "roam_migrations_total", "Migrations and fail-safe redeploys by kind and outcome",
             ["kind", "outcome"], registry=self.registry,
         )
+        self.link_probe_bytes = Counter(
+            "roam_link_probe_bytes_total", "Bytes the link probe sent, by peer (peer.linkestimate's budget)",
+            ["peer"], registry=self.registry,
+        )
         self.info = Gauge("roam_agent_info", "Constant 1, labelled with the cluster name", ["cluster"], registry=self.registry)
         self.info.labels(cluster=cluster).set(1)
 

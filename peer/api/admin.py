@@ -25,9 +25,16 @@ def add_admin_routes(app: web.Application, agent: "Agent") -> None:
         return web.json_response({"cluster": agent.config.name, "status": "ok"})
 
     async def members(request: web.Request) -> web.Response:
-        bandwidth = agent.probe.bandwidth() if agent.probe is not None else {}
-        return web.json_response([{**m.as_api(), "bandwidth_mbps": bandwidth.get(m.name)}
-                                  for m in agent.membership.all()])
+        probe = agent.probe
+        links = probe.estimates() if probe is not None else {}
+
+        def link(name: str) -> dict[str, Any] | None:
+            if name not in links or probe is None:
+                return None
+            return {**links[name].as_api(), "probed_bytes_last_minute": probe.probed_last_minute(name)}
+
+        return web.json_response([{**m.as_api(), "bandwidth_mbps": links[m.name].bandwidth_mbps if m.name in links
+                                   else None, "link": link(m.name)} for m in agent.membership.all()])
 
     async def metrics(request: web.Request) -> web.Response:
         agent.refresh_gauges()

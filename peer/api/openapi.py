@@ -158,7 +158,15 @@ def _schemas() -> dict[str, Schema]:
             "rtt_ms": _nullable(NUMBER),
             "accept_from": _nullable({"type": "array", "items": STRING, "description":
                                       "the homes its workload policy accepts, as gossiped (null: any, or unknown)"}),
-            "bandwidth_mbps": _nullable({"type": "number", "description": "median measured by this agent's link probe"})},
+            "bandwidth_mbps": _nullable({"type": "number", "description":
+                                         "this agent's estimate of its link to the member (`link.bandwidth_mbps`)"}),
+            "link": _nullable(_obj({
+                "bandwidth_mbps": _nullable(NUMBER), "rtt_ms": _nullable(NUMBER),
+                "age_s": _nullable({"type": "number", "description": "seconds since the last evidence"}),
+                "confidence": NUMBER,
+                "source": {"type": "string", "enum": ["probe", "traffic", "unreachable", "none"]},
+                "suspect": {"type": "boolean"}, "probed_bytes_last_minute": INT},
+                required=("bandwidth_mbps", "rtt_ms", "age_s", "confidence", "source")))},
             required=("name", "status", "addr", "api", "tier", "load", "rtt_ms")),
         "Status": _obj({
             "cluster": STRING, "version": STRING, "addr": STRING, "api": STRING, "tier": STRING, "driver": STRING,

@@ -71,6 +71,8 @@ AGENT_OPTIONS = [
     _opt("--auto-migrate", "auto_migrate", flag_value=True, default=None,
          help="let policy triggers move services (link quality, overload, failback); off by default"),
     _opt("--no-auto-migrate", "no_auto_migrate", is_flag=True, help="only migrate on request (the default)"),
+    _opt("--probe-budget", "probe_budget", type=int, metavar="BYTES",
+         help="link probe: bytes it may send one peer per minute (default 327680; 0: passive estimates only)"),
     _opt("--log-level", "log_level", default=lambda: os.environ.get("ROAM_LOG", "INFO"), show_default="$ROAM_LOG or INFO"),
 ]
 

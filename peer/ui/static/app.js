@@ -94,8 +94,19 @@ function renderMembers(members) {
     return el("tr", {"data-name": m.name}, name, el("td", {}, badge(m.status)), el("td", {text: dash(m.tier)}),
       el("td", {text: dash(m.addr)}), loadCell,
       el("td", {class: "num", text: m.rtt_ms === null || m.rtt_ms === undefined ? "-" : `${m.rtt_ms.toFixed(2)} ms`}),
-      el("td", {class: "num", text: bw === null || bw === undefined ? "-" : `${Number(bw).toFixed(1)} Mbit/s`}));
+      linkCell(bw, m.link));
   }));
+}
+
+// The link estimate (peer/linkestimate.py): its figure, and how old and from what evidence.
+function linkCell(bw, link) {
+  const cell = el("td", {class: "num", text: bw === null || bw === undefined ? "-" : `${Number(bw).toFixed(1)} Mbit/s`});
+  if (link && link.age_s !== null && link.age_s !== undefined) {
+    const note = link.source === "unreachable" ? "unreachable" : `${link.source}, ${Math.round(link.age_s)} s ago`;
+    cell.append(el("span", {class: "muted", text: ` (${note}${link.suspect ? ", checking" : ""})`}));
+    cell.title = `confidence ${link.confidence}; probed ${link.probed_bytes_last_minute} B in the last minute`;
+  }
+  return cell;
 }
 
 function renderServices(services) {
