@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from chaos.agent_processes import kill_left_behind
 from peer.waiting import wait_until_sync
 from tests.harness import TOKEN, AgentProc, Federation
 from tests.security.client import Client
@@ -75,6 +76,8 @@ def stop_all(fed: Federation) -> None:
             agent.proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             agent.kill()
+    for agent in fed.agents.values():
+        kill_left_behind(agent.data_dir)  # SIGTERM keeps HAProxy and services serving, by design
 
 
 def admin_call(agent: AgentProc, method: str, path: str, body: object = None) -> tuple[int, Any]:
