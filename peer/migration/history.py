@@ -80,7 +80,11 @@ class MigrationLog:
     def __init__(self, *, store: RecordStore, metrics: Metrics) -> None:
         self._store = store
         self._metrics = metrics
-        saved = store.meta_get(HISTORY_KEY, []) or []
+        older = store.meta_get(HISTORY_KEY)  # kept whole in `meta` by an older roam: moved once
+        if isinstance(older, list):
+            store.history_append(older[-HISTORY_LEN:], keep=HISTORY_LEN)
+            store.meta_delete(HISTORY_KEY)
+        saved = store.history_load(limit=HISTORY_LEN)
         for entry in saved:  # entries saved before a stage existed show it as null, like the API says
             for stage in STAGES:
                 entry.setdefault(stage, None)
@@ -99,7 +103,7 @@ class MigrationLog:
         migration.finished_at = time.time()
         self._running.pop(migration.id, None)
         self._done.append(migration.as_api())
-        self._store.meta_put(HISTORY_KEY, list(self._done))
+        self._store.history_append([self._done[-1]], keep=HISTORY_LEN)
         self._metrics.migrations.labels(kind=migration.kind, outcome=outcome).inc()
         if outcome == "succeeded":
             for stage, ms in migration.durations.items():

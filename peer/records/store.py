@@ -61,6 +61,10 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE records ADD COLUMN parties TEXT NOT NULL DEFAULT '';
     UPDATE records SET parties = ',' || home || ',' || location || ',';
     """,
+    # Migration history as rows: finishing one appends a row, not a rewrite of the whole list.
+    """
+    CREATE TABLE history (seq INTEGER PRIMARY KEY AUTOINCREMENT, data BLOB NOT NULL);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -369,6 +373,25 @@ class RecordStore:
         """`value` must be msgpack-able."""
         with self._tx() as cur:
             cur.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, _pack(value)))
+
+    def meta_delete(self, key: str) -> None:
+        with self._tx() as cur:
+            cur.execute("DELETE FROM meta WHERE key=?", (key,))
+
+    # --- history: finished migrations, newest last, bounded -----------------------------------
+
+    def history_append(self, entries: list[dict[str, Any]], *, keep: int) -> None:
+        """Append finished migrations (msgpack-able) and forget all but the last `keep`: one
+        insert and one indexed delete each, whatever the length of the history."""
+        with self._tx() as cur:
+            for entry in entries:
+                cur.execute("INSERT INTO history(data) VALUES (?)", (_pack(entry),))
+            cur.execute("DELETE FROM history WHERE seq <= (SELECT MAX(seq) FROM history) - ?", (keep,))
+
+    def history_load(self, *, limit: int) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._conn.execute("SELECT data FROM history ORDER BY seq DESC LIMIT ?", (limit,)).fetchall()
+        return [_unpack(data) for (data,) in reversed(rows)]
 
     # --- journal: the migration engine's write-ahead log ---------------------------------------
 

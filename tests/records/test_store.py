@@ -125,7 +125,7 @@ def test_meta_and_journal(tmp_path: Path) -> None:
 def test_schema_from_zero_and_refusal_of_a_newer_file(tmp_path: Path) -> None:
     path = tmp_path / "r.db"
     with RecordStore.open(path) as s:
-        assert s.schema_version() == SCHEMA_VERSION == 2
+        assert s.schema_version() == SCHEMA_VERSION == 3
     conn = sqlite3.connect(path)
     conn.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
     conn.commit()
