@@ -1,4 +1,4 @@
-"""Admin API routes (JSON, bearer token). Paths and field names are the contract in DESIGN.md."""
+"""Admin API routes (JSON, bearer token). Paths and field names are the contract (docs/openapi.json)."""
 from __future__ import annotations
 
 import asyncio

@@ -1,4 +1,4 @@
-"""Admin API: services and migrations (DESIGN.md contract). Every 4xx changes nothing."""
+"""Admin API: services and migrations (the contract: docs/openapi.json, README "Admin API and CLI"). Every 4xx changes nothing."""
 from __future__ import annotations
 
 import time

@@ -1,9 +1,12 @@
 """The orchestrator seam: what the agent asks of a cluster's orchestrator, and how it fails.
 
 The paper's Controller "marshals commands into the cluster orchestrator's language"; in roam
-that language is a `Driver`. The error classes carry the retry policy (after kopf): a
-`TemporaryDriverError` says "try again after `.delay`", a `PermanentDriverError` says "this
-will not work by retrying", so the migration engine needs no per-driver knowledge.
+that language is a `Driver`. The error classes say whether retrying can help (after kopf): a
+`TemporaryDriverError` carries the `.delay` the orchestrator suggests, a `PermanentDriverError`
+says "this will not work by retrying". The migration engine does not wait out `.delay` and
+retry: a failed deploy fails the migration (the service stays where it was); the convergence
+loop and the fail-safe try again on their own schedules. The distinction sets the API's status
+codes (422 for a permanent refusal, 503 for a temporary one) and the log.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The wire protocol to a service's state hook (DESIGN.md "Service descriptor", `state`).
+"""The wire protocol to a service's state hook (descriptor field `state`; README "State that follows a service").
 
     GET  path  [If-None-Match: etag]  -> 200 body + ETag   | 304 unchanged
     PUT  path  body + ETag: etag      -> 204 (or 200)      installs that state
