@@ -16,7 +16,7 @@ converge whatever the delivery order (tests/records/test_convergence.py).
 
 Why this is the DESIGN rule:
 * Incarnations never merge. A name created again (here or at another home) is a different
-  service. A creation that knew of the other (its floor reaches the other's stamp, see
+  service. A creation that knew the other deleted (it names it in `replaces`, see
   peer.records.naming) owns the name, so an old tombstone cannot delete a new service and a
   stale live version of a deleted one cannot come back over the new one. Two concurrent
   creations (the two sides of a partition) are both kept: the earlier keeps the bare name, the
