@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from chaos.load import run_load
+from chaos.load import LiveCounter, run_load
 from peer.waiting import wait_until
 from tests.harness import dump_logs, federation
 from tests.homeset.test_homeset import all_serve_from, descriptor, start
@@ -31,12 +31,15 @@ async def test_a_move_to_an_entry_settles_its_copy_at_once(tmp_path: Path) -> No
             # To the deputy (an entry and now the AC), away, and straight back: the copy the
             # first move started there must not still count as arriving (it did for ~16 s).
             stop = asyncio.Event()
-            loads = [asyncio.create_task(run_load([f"http://{e}/"], rate=100, stop=stop, timeout=5.0))
-                     for e in endpoints]
+            live = [LiveCounter() for _ in endpoints]
+            loads = [asyncio.create_task(run_load([f"http://{e}/"], rate=100, stop=stop, timeout=5.0, live=c))
+                     for e, c in zip(endpoints, live)]
             for target in (deputy, other, deputy, other):
                 moved = await fed.call("c1", "POST", "/v1/services/web/migrate", {"target": target})
                 assert moved["outcome"] == "succeeded" and moved["target"] == target, moved
                 assert await all_serve_from(fed, endpoints, target)
+            # Moves answer at their commit (~0.3 s each): let the load reach its count after them.
+            await wait_until(lambda: all(c.served > 100 for c in live), timeout=10, what="100 answers per entry")
             stop.set()
             results = [await load for load in loads]
             assert [r.failed for r in results] == [0, 0], [[s for s in r.samples if not s.ok][:3] for r in results]
