@@ -147,9 +147,11 @@ class LinkProbe:
             await asyncio.gather(*self._inflight.values(), return_exceptions=True)
             self._inflight.clear()
 
-    def probe_due_peers(self) -> None:
-        """Start a probe towards every peer that matters and is due (never two at once to one)."""
+    def probe_due_peers(self) -> list[str]:
+        """Start a probe towards every peer that matters and is due (never two at once to one);
+        the peers probed."""
         now = self.clock()
+        started: list[str] = []
         for peer in sorted(self.wanted()):
             member = self.members.get(peer)
             if member is None or member.status != "alive" or member.api_url is None or peer in self._inflight:
@@ -159,6 +161,8 @@ class LinkProbe:
                 task = asyncio.create_task(self.probe(peer, member.api_url, kind), name=f"{self.here}:probe:{peer}")
                 self._inflight[peer] = task
                 task.add_done_callback(self._done)
+                started.append(peer)
+        return started
 
     def _done(self, task: asyncio.Task[None]) -> None:
         for peer, t in list(self._inflight.items()):

@@ -126,8 +126,7 @@ async def test_probes_are_timed_counted_and_an_unreachable_peer_reads_zero() -> 
         assert probe.estimates()["q"].bandwidth_mbps == 0.0
         assert probe.probed_last_minute("p") == full_cost(probe.budget)
         assert sum(n for peer, n in counted if peer == "q") == OVERHEAD_BYTES  # a failed ping: no big probe
-        probe.probe_due_peers()  # p is fresh, q's next ping is not due yet: nothing is sent
-        await asyncio.sleep(0)
+        assert probe.probe_due_peers() == []  # p is fresh, q's next ping is not due yet: nothing is sent
         assert probe.probed_last_minute("p") == full_cost(probe.budget)
         assert probe.probed_last_minute("q") == OVERHEAD_BYTES
     finally:
