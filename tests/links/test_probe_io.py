@@ -3,7 +3,6 @@ HAProxy carrying real traffic (passive evidence), real peer-API probes (signed, 
 and real agents (only a cluster with services to decide for probes, within its budget)."""
 from __future__ import annotations
 
-import asyncio
 import itertools
 import os
 import sys
