@@ -141,7 +141,8 @@ class KubernetesDriver:
             created = True
         except Conflict:
             dep = await self._call(self._apps.read_namespaced_deployment, name, self._ns, what=f"read {name}")
-            renamed_here = kube_objects.roam_name(dep) == descriptor.name != name  # digest of its old name
+            # Objects kept by a rename carry the digest of the old name: they are this service's.
+            renamed_here = name != descriptor.name and kube_objects.roam_name(dep) == descriptor.name
             if not kube_objects.is_ours(dep, name) or (kube_objects.digest_of(dep) != descriptor.digest()
                                                        and not renamed_here):
                 raise Conflict(f"deployment {self._ns}/{name} exists and is not this descriptor's") from None
