@@ -39,6 +39,7 @@ from bench.common import CLASSIFIER, LocalFederation, Spread, machine_line  # no
 from bench.placement import SIZES, make_views, timed  # noqa: E402
 from chaos.load import LoadResult, run_load  # noqa: E402
 from peer.samples.running import run  # noqa: E402
+from peer.stages import TABLE_STAGES as STAGES  # noqa: E402
 from peer.waiting import wait_until  # noqa: E402
 from placement import Requirements, get_policy, rank  # noqa: E402
 
@@ -50,7 +51,6 @@ def addrs_from(base: str) -> dict[str, str]:
     """c1..c3 on `base`, `base`+1, `base`+2 (e.g. 127.0.3.31), so runs can use their own addresses."""
     head, _, last = base.rpartition(".")
     return {f"c{i + 1}": f"{head}.{int(last) + i}" for i in range(3)}
-STAGES = ("pr", "replication", "reroute", "wait", "cleanup", "deploy")
 PAPER_MS = {"pr": 3.0, "replication": 21.0, "reroute": 47.0, "wait": 10_000.0, "cleanup": 1_500.0,
             "deploy": 9_500.0}
 PAPER_TEXT = {"pr": "3 ms", "replication": "21 ms", "reroute": "47 ms", "wait": "~10 s", "cleanup": "~1.5 s",

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-STAGES = ("pr", "replication", "wait", "reroute", "cleanup", "deploy")
-
 
 class Metrics:
     def __init__(self, cluster: str) -> None:

@@ -14,13 +14,13 @@ import sys
 from typing import Any
 
 from peer.api.http import MAX_BODY, RATE_BURST, RATE_LIMIT
+from peer.stages import STAGES
 
 VERSION = "0.1.0"
 JSON = "application/json"
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 SERVICE_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(@[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)?$"
 LABEL_PATTERN = r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
-STAGES = ("pr", "replication", "wait", "state", "handover", "reroute", "cleanup", "deploy")
 Schema = dict[str, Any]
 
 
