@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lb.hostport import bracket
 from peer.linkestimate import InvalidBudget, ProbeBudget
 from peer.records.naming import LABEL_RE
 from peer.workload import WorkloadPolicy
@@ -94,8 +95,7 @@ class AgentConfig:
         return f"{scheme}://{_host_for_url(self.addr)}:{self.api_port}"
 
 
-def _host_for_url(addr: str) -> str:
-    return f"[{addr}]" if ":" in addr else addr
+_host_for_url = bracket
 
 
 def _host_memory() -> int:

@@ -22,6 +22,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from lb.hostport import join_hostport
 from peer.serf.client import SerfClient
 from peer.serf.errors import (
     SerfAuthError,
@@ -110,8 +111,8 @@ def render_config(config: SerfConfig) -> dict[str, Any]:
     """The agent's JSON config (key spelling as in serf's `config.go` mapstructure tags)."""
     rendered: dict[str, Any] = {
         "node_name": config.node_name,
-        "bind": _host_port(config.bind_addr, config.bind_port),
-        "rpc_addr": _host_port(config.bind_addr, config.rpc_port),
+        "bind": join_hostport(config.bind_addr, config.bind_port),
+        "rpc_addr": join_hostport(config.bind_addr, config.rpc_port),
         "rpc_auth": config.rpc_auth,
         "tags": dict(config.tags),
         "profile": config.profile,
@@ -313,10 +314,6 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
         os.killpg(pid, sig)
     except ProcessLookupError:
         pass
-
-
-def _host_port(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _die_with_parent() -> None:

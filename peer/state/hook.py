@@ -15,6 +15,8 @@ from typing import Protocol
 
 import aiohttp
 
+from lb.hostport import join_hostport
+
 MAX_STATE_BYTES = 16 * 1024 * 1024  # a state past this is refused: copying it would stall handovers
 TIMEOUT = 10.0  # seconds for one GET or PUT (16 MiB over a slow link still fits)
 _CHUNK = 256 * 1024
@@ -72,8 +74,7 @@ class StateHook(Protocol):
 
 
 def _url(host: str, port: int, path: str) -> str:
-    h = f"[{host}]" if ":" in host else host
-    return f"http://{h}:{port}{path}"
+    return f"http://{join_hostport(host, port)}{path}"
 
 
 class HttpStateHook:
