@@ -29,7 +29,8 @@ from lb.config import LBConfig, backend_name, frontend_name
 from lb.errors import InvalidTokenError, LBError, NoFreeSlotError, UnknownServiceError
 from lb.process import Supervisor, socket_command
 from lb.runtime import ServerState, ServerStateName, ServerTraffic, valid_ip, valid_port
-from lb.statefile import LBState, Route, Slot, write_atomic
+from lb.files import write_atomic
+from lb.statefile import LBState, Route, Slot
 
 log = logging.getLogger(__name__)
 

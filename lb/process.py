@@ -21,7 +21,7 @@ from lb.config import LBConfig, render
 from lb.errors import HAProxyStartError
 from lb.polling import poll_until
 from lb.runtime import Command
-from lb.statefile import write_atomic
+from lb.files import write_atomic
 
 log = logging.getLogger(__name__)
 

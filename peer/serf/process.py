@@ -22,6 +22,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from lb.files import write_atomic
 from lb.hostport import join_hostport
 from peer.serf.client import SerfClient
 from peer.serf.errors import (
@@ -302,11 +303,8 @@ class SerfProcess:
 
 
 def _write_private(path: Path, text: str) -> None:
-    """Write a file only its owner can read (it holds keys)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.fchmod(fd, 0o600)  # also when the file existed with wider permissions
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
+    """Write a file only its owner can read (it holds keys), even if it existed with wider modes."""
+    write_atomic(path, text.encode("utf-8"), mode=0o600)
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:

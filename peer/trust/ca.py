@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from lb.files import write_atomic
 from peer.trust.certs import URI_PREFIX, TrustError
 
 CA_KEY, CA_CERT, INDEX, CRL = "ca.key", "ca.pem", "index.json", "crl.pem"
@@ -61,14 +62,7 @@ def _now() -> dt.datetime:
 
 def write_file(path: Path, data: bytes, *, mode: int) -> None:
     """Write by rename, never leaving a half-written file (watchers reload on change)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
+    write_atomic(path, data, mode=mode)
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:

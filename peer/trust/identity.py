@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lb.files import write_atomic
 from peer.trust.certs import (NO_REVOCATIONS, Revocations, TrustError, check_issued_by, cluster_of,
                               cluster_of_peercert, load_cert, load_crl, serial_of_peercert)
 
@@ -198,9 +199,7 @@ class Identity:
             return "older"
         if new.number == old.number:
             return "same"
-        tmp = self.data_dir / f".{CRL_FILE}.tmp"
-        tmp.write_bytes(pem)
-        os.replace(tmp, self.data_dir / CRL_FILE)
+        write_atomic(self.data_dir / CRL_FILE, pem, mode=0o644)
         self.revocations = new
         newly = sorted(new.serials - old.serials)
         names = ", ".join(f"{self.seen.get(s, '?')} (serial {s:x})" for s in newly) or "nothing new"
