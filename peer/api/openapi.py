@@ -51,7 +51,8 @@ NUMBER: Schema = {"type": "number"}
 INT: Schema = {"type": "integer"}
 
 
-def _schemas() -> dict[str, Schema]:
+def _descriptor() -> Schema:
+    """The descriptor a client posts: every field bounded, unknown fields refused."""
     quantity = {"oneOf": [{"type": "number"}, {"type": "string", "maxLength": 32}],
                 "description": "a number or a Kubernetes quantity string (500m, 128Mi, 1G)"}
     health = {"oneOf": [
@@ -93,7 +94,12 @@ def _schemas() -> dict[str, Schema]:
     descriptor = _obj(descriptor_fields, required=("name", "port"), closed=True)
     descriptor["anyOf"] = [{"required": ["command"]}, {"required": ["image"]}]
     descriptor["description"] = "Service descriptor. Unknown fields are refused (422 naming the field)."
-    stored = _obj({
+    return descriptor
+
+
+def _stored_descriptor() -> Schema:
+    """The descriptor as a record carries it (normalised: defaults filled in)."""
+    return _obj({
         "name": STRING, "port": INT, "cpu": NUMBER, "memory": STRING, "replicas": INT,
         "constraints": _obj({"tiers": {"type": "array", "items": STRING},
                              "affinity": {"type": "object", "additionalProperties": STRING}}),
@@ -104,10 +110,10 @@ def _schemas() -> dict[str, Schema]:
         "entries": INT, "ready_timeout": NUMBER,
         "state": {"type": "object", "properties": {"path": STRING, "interval": NUMBER}},
     }, required=("name", "port", "cpu", "memory", "replicas", "constraints"))
-    load = {"type": "object", "description": "empty until the member gossiped its load",
-            "properties": {
-                "cpu_capacity": NUMBER, "cpu_used": NUMBER, "mem_capacity_mib": INT, "mem_used_mib": INT,
-                "slots_capacity": INT, "slots_used": INT, "bandwidth_mbps": _nullable(NUMBER)}}
+
+
+def _migration() -> Schema:
+    """One migration or fail-safe redeploy, with its stage timings (DESIGN: Table I stages)."""
     migration_props: dict[str, Schema] = {
         "id": STRING, "service": STRING,
         "kind": {"type": "string", "enum": ["planned", "policy", "failsafe"]},
@@ -126,6 +132,11 @@ def _schemas() -> dict[str, Schema]:
             "type": "object", "description": "stateful services: version, bytes moved, pre-copy rounds, "
                                              "exact, not_held, handover_ms (planned); version, restored (fail-safe)"}),
     }
+    return _obj(migration_props, required=tuple(k for k in migration_props
+                                                if k not in ("durations_ms", "state_transfer")))
+
+
+def _keyring() -> Schema:
     key = _obj({"fingerprint": {"type": "string", "pattern": "^sha256:[0-9a-f]{16}$"},
                 "members": {"type": "integer", "description": "members holding this key"}})
     keyring = _obj({
@@ -134,6 +145,15 @@ def _schemas() -> dict[str, Schema]:
         "responses": INT, "errors": INT,
         "messages": {"type": "object", "additionalProperties": STRING},
     })
+    return keyring
+
+
+def _common_schemas() -> dict[str, Schema]:
+    """Errors, the audit log, the federation's members and this agent's status."""
+    load = {"type": "object", "description": "empty until the member gossiped its load",
+            "properties": {
+                "cpu_capacity": NUMBER, "cpu_used": NUMBER, "mem_capacity_mib": INT, "mem_used_mib": INT,
+                "slots_capacity": INT, "slots_used": INT, "bandwidth_mbps": _nullable(NUMBER)}}
     return {
         "Error": _obj({"error": STRING, "status": {"type": "integer", "minimum": 400, "maximum": 599},
                        "field": {"type": "string", "description": "the offending input, as a dotted path"},
@@ -184,8 +204,14 @@ def _schemas() -> dict[str, Schema]:
         }),
         "ServiceLog": _obj({"service": STRING, "cluster": STRING, "text": STRING,
                             "offset": {"type": "integer", "description": "pass back as ?offset= to follow"}}),
-        "Descriptor": descriptor,
-        "StoredDescriptor": stored,
+    }
+
+
+def _service_schemas() -> dict[str, Schema]:
+    """Descriptors, records, migrations and copies."""
+    return {
+        "Descriptor": _descriptor(),
+        "StoredDescriptor": _stored_descriptor(),
         "ServiceRecord": _obj({
             "name": STRING, "home": STRING, "location": STRING,
             "role": _nullable({"type": "string", "enum": ["LR", "AR", "FR", "SR"],
@@ -207,13 +233,18 @@ def _schemas() -> dict[str, Schema]:
         "MigrateRequest": _obj({"target": {"type": "string", "pattern": NAME_PATTERN,
                                            "description": "cluster to move to; placement decides if absent"}},
                                required=(), closed=True),
-        "Migration": _obj(migration_props, required=tuple(k for k in migration_props
-                                                          if k not in ("durations_ms", "state_transfer"))),
+        "Migration": _migration(),
         "Instance": _obj({
             "name": STRING, "home": STRING, "host": STRING, "port": INT,
             "state": {"type": "string", "enum": ["starting", "ready", "failed", "stopped"]},
             "pid": _nullable(INT), "restarts": INT}),
-        "Keyring": keyring,
+    }
+
+
+def _operation_schemas() -> dict[str, Schema]:
+    """Gossip keys, drain, and the trust between clusters (CA, CRL, enrolment)."""
+    return {
+        "Keyring": _keyring(),
         "RotateRequest": _obj({"force": {"type": "boolean", "description":
                                          "rotate although some members are failed (they must then get "
                                          "the keyring file by hand)"}}, required=(), closed=True),
@@ -246,7 +277,11 @@ def _schemas() -> dict[str, Schema]:
         "Enrolled": _obj({"cert": STRING, "ca": STRING}),
         "Rotation": _obj({"new": STRING, "removed": {"type": "array", "items": STRING},
                           "members": INT, "keyring": _ref("Keyring")}),
-    }
+        }
+
+
+def _schemas() -> dict[str, Schema]:
+    return {**_common_schemas(), **_service_schemas(), **_operation_schemas()}
 
 
 _ERRORS = {
