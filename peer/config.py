@@ -12,6 +12,7 @@ import os
 import re
 import socket
 import tomllib
+from collections.abc import Iterable
 from dataclasses import MISSING, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -223,10 +224,14 @@ class Settings:
     def given(self, key: str) -> bool:
         return self.flag(key) is not None or key in self.file
 
-    def table(self, key: str) -> dict[str, Any]:
+    def table(self, key: str, known: Iterable[str]) -> dict[str, Any]:
+        """A table of the file (`[capacity]`...), whose keys must all be known."""
         table = self.file.get(key, {})
         if not isinstance(table, dict):
             raise ConfigError(f"{key}: expected a table")
+        bad = sorted(set(table) - set(known))
+        if bad:
+            raise ConfigError(f"{key}: unknown key {bad[0]!r} (known: {', '.join(sorted(known))})")
         return table
 
 
@@ -328,10 +333,7 @@ def _port_ranges(src: Settings) -> tuple[range, range]:
 
 def _capacity(src: Settings) -> Capacity:
     """--cpu, --memory, --slots over the [capacity] table over this host's."""
-    table = src.table("capacity")
-    bad = sorted(set(table) - {"cpu", "memory", "slots"})
-    if bad:
-        raise ConfigError(f"capacity: unknown key {bad[0]!r} (known: cpu, memory, slots)")
+    table = src.table("capacity", Capacity.__dataclass_fields__)
     host = Capacity.of_host()
 
     def pick(key: str, fallback: Any) -> Any:
@@ -350,11 +352,7 @@ def _capacity(src: Settings) -> Capacity:
 
 def _kubernetes(src: Settings) -> KubernetesSettings:
     """--kubeconfig, --kube-context over the [kubernetes] table."""
-    table = src.table("kubernetes")
-    known = set(KubernetesSettings.__dataclass_fields__)
-    bad = sorted(set(table) - known)
-    if bad:
-        raise ConfigError(f"kubernetes: unknown key {bad[0]!r} (known: {', '.join(sorted(known))})")
+    table = src.table("kubernetes", KubernetesSettings.__dataclass_fields__)
     values = {**table, **{k: v for k, v in (("kubeconfig", src.flag("kubeconfig")),
                                              ("context", src.flag("kube_context"))) if v is not None}}
     for k, v in values.items():
@@ -381,11 +379,7 @@ def _auto_migrate(src: Settings) -> bool:
 
 def _thresholds(src: Settings) -> Thresholds:
     """The [triggers] table (placement.Thresholds), --dwell over its `min_dwell_s`."""
-    triggers = src.table("triggers")
-    known = set(Thresholds.__dataclass_fields__)
-    bad = sorted(set(triggers) - known)
-    if bad:
-        raise ConfigError(f"triggers: unknown key {bad[0]!r} (known: {', '.join(sorted(known))})")
+    triggers = src.table("triggers", Thresholds.__dataclass_fields__)
     if src.flag("dwell") is not None:
         triggers = {**triggers, "min_dwell_s": src.flag("dwell")}
     for k, v in triggers.items():
