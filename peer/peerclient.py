@@ -18,6 +18,7 @@ import aiohttp
 from aiohttp import web
 from yarl import URL
 
+from peer.errors import RoamError
 from peer.peerwire import (
     CONTENT_TYPE,
     DEFAULT_MAX_BYTES,
@@ -36,7 +37,7 @@ PEER_PREFIX = "/peer/"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-class PeerError(Exception):
+class PeerError(RoamError):
     """A peer-API call failed."""
 
 

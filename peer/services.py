@@ -19,6 +19,7 @@ from lb.balancer import LoadBalancer
 from lb.errors import LBError
 from peer.drivers.base import Driver, DriverError, DriverTimeout, Instance, NeverReady, ServiceNotFound
 from peer.drivers.descriptor import ServiceDescriptor
+from peer.errors import InvalidKind, NotFoundKind, RefusedKind, RoamError, UnavailableKind
 from peer.records.merge import (
     Action,
     AdoptLocalCopy,
@@ -80,22 +81,29 @@ class StateCheck(Protocol):
     async def check_new(self, descriptor: ServiceDescriptor, host: str, port: int) -> None: ...
 
 
-class ServiceError(Exception):
-    """A service operation that cannot be done; `status` is the HTTP status it maps to."""
+class ServiceError(RoamError):
+    """A service operation that cannot be done as things stand (a conflict); `field` names the
+    input it is about. Subclasses say why in kinds `peer.api` maps to statuses (peer.errors)."""
 
-    status = 409
-
-    def __init__(self, message: str, *, status: int | None = None, field: str | None = None) -> None:
+    def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
         self.field = field
-        if status is not None:
-            self.status = status
 
 
-class WorkloadRefused(ServiceError):
-    """This cluster's workload policy (peer.workload) refuses the service: 403 naming the rule."""
+class NoSuchService(ServiceError, NotFoundKind):
+    """The service named does not exist here."""
 
-    status = 403
+
+class InvalidServiceRequest(ServiceError, InvalidKind):
+    """The request cannot be satisfied as asked (e.g. more entries than live clusters)."""
+
+
+class ServiceUnavailable(ServiceError, UnavailableKind):
+    """This agent cannot take it now (shutting down, recovering its records)."""
+
+
+class WorkloadRefused(ServiceError, RefusedKind):
+    """This cluster's workload policy (peer.workload) refuses the service, naming the rule."""
 
     def __init__(self, refusal: Refusal) -> None:
         super().__init__(refusal.message, field=refusal.field)
@@ -243,7 +251,7 @@ class ServiceManager:
             if name in self.pending:
                 raise ServiceError(f"service {name!r} is arriving here by migration", field="name")
             if self.closing:
-                raise ServiceError("agent is shutting down", status=503)
+                raise ServiceUnavailable("agent is shutting down")
             mine = self.store.get(qualified(name, self.here))  # where a concurrent twin of it would go
             if mine is not None and not mine.tombstone:
                 raise ServiceError(f"service {mine.name!r} exists, homed here: {name!r} created again here "
@@ -301,8 +309,8 @@ class ServiceManager:
         try:
             await asyncio.wait_for(self.recovered.wait(), timeout=RECOVERY_HOLD)
         except TimeoutError:
-            raise ServiceError("agent is recovering its records from peers; retry in a few seconds",
-                               status=503) from None
+            raise ServiceUnavailable("agent is recovering its records from peers; retry in a few seconds"
+                                     ) from None
 
     async def _check_name_free(self, name: str) -> list[tuple[str, tuple[str, ...]]]:
         """Refuse a name the federation holds live; return the deleted incarnations known for it
@@ -323,8 +331,8 @@ class ServiceManager:
         alive = [v for v in views if v.alive and v.name != self.here]
         wanted = descriptor.entries if descriptor.entries is not None else min(2, len(alive) + 1)
         if wanted > len(alive) + 1:
-            raise ServiceError(f"entries: {wanted} asked but only {len(alive) + 1} clusters are alive",
-                               status=422, field="entries")
+            raise InvalidServiceRequest(f"entries: {wanted} asked but only {len(alive) + 1} clusters are alive",
+                                        field="entries")
         own = next((v.tier for v in views if v.name == self.here), "")
         return choose_entries(alive, chosen=[self.here], tiers=[own], count=wanted - 1, home=self.here)
 
@@ -337,8 +345,8 @@ class ServiceManager:
         req = requirements(descriptor)
         able = [v.name for v in views if admit(req, v) is None]
         if len(able) < descriptor.standby:
-            raise ServiceError(f"standby: {descriptor.standby} warm copies asked but only {len(able)} other live "
-                               f"cluster(s) can hold one ({', '.join(able) or 'none'})", status=422, field="standby")
+            raise InvalidServiceRequest(f"standby: {descriptor.standby} warm copies asked but only {len(able)} "
+                                        f"other live cluster(s) can hold one ({', '.join(able) or 'none'})", field="standby")
 
     async def _open_entries(self, clusters: list[str], descriptor: ServiceDescriptor,
                             incarnation: str) -> list[tuple[str, str]]:
@@ -375,7 +383,7 @@ class ServiceManager:
         async with self.lock(name):
             record = self.get(name)
             if record is None:
-                raise ServiceError(f"no service {name!r}", status=404)
+                raise NoSuchService(f"no service {name!r}")
             tomb = self.store.put_local(tombstone_of(record), here=self.here, now=time.time())
             if record.location == self.here:
                 await self.stop_copy(name)

@@ -9,6 +9,7 @@ from aiohttp import web
 from lb.errors import LBError, NoFreeSlotError
 from peer.api.audit import note
 from peer.api.http import APIError, NotFound, read_json
+from peer.api.statuses import status_of
 from peer.config import NAME_RE
 from peer.records.naming import SERVICE_RE, base_name, home_part, is_qualified
 from peer.drivers.base import DeployFailed, DriverError, NeverReady, PermanentDriverError
@@ -81,7 +82,7 @@ def no_slot_message(agent: "Agent", exc: NoFreeSlotError) -> str:
 
 def _service_error(exc: ServiceError) -> APIError:
     extra = {"rule": exc.rule} if isinstance(exc, WorkloadRefused) else None
-    return APIError(str(exc), status=exc.status, field=exc.field, extra=extra)
+    return APIError(str(exc), status=status_of(exc), field=exc.field, extra=extra)
 
 
 def view(agent: "Agent", record: Record) -> dict[str, Any]:
@@ -137,8 +138,8 @@ async def run_admin_op(agent: "Agent", op: str, name: str, target: str | None) -
         except APIError as exc:
             return exc.status, {**exc.extra, "error": str(exc), "field": exc.field}
         except ServiceError as exc:
-            return exc.status, {"error": str(exc), "field": exc.field}
-    return last.status, {"error": str(last), "field": last.field}
+            return status_of(exc), {"error": str(exc), "field": exc.field}
+    return status_of(last), {"error": str(last), "field": last.field}
 
 
 def add_service_routes(app: web.Application, agent: "Agent") -> None:

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from lb.errors import LBError, RerouteError
+from peer.errors import RoamError
 from peer import failpoints
 from peer.drivers.base import DriverError
 from peer.drivers.descriptor import ServiceDescriptor
@@ -37,7 +38,8 @@ from peer.peerclient import PeerClient, PeerError, PeerRefused
 from peer.placing import requirements
 from peer.records.record import Record, State
 from peer.waiting import wait_until
-from peer.services import ServiceError, ServiceManager, WorkloadRefused, addr_of, split_addr
+from peer.services import (InvalidServiceRequest, NoSuchService, ServiceError, ServiceManager, WorkloadRefused,
+                           addr_of, split_addr)
 from peer.workload import RULE_ACCEPT_FROM, Refusal
 from peer.state import handover as ho
 from peer.state.hook import StateError
@@ -51,7 +53,7 @@ log = logging.getLogger(__name__)
 REFUSAL_MEMORY = 600.0
 
 
-class MigrationError(Exception):
+class MigrationError(RoamError):
     """The migration could not complete; the service keeps running where it was. `refusals`:
     the candidates whose workload policy refused it (cluster, rule, error)."""
 
@@ -100,31 +102,43 @@ class MigrationEngine:
                               ) -> tuple[Migration, Record, Record]:
         record = self.services.get(name)
         if record is None:
-            raise ServiceError(f"no service {name!r}", status=404)
+            raise NoSuchService(f"no service {name!r}")
         steward = self.steward_of(record)
         if steward != self.here:
-            raise ServiceError(f"{name!r} is stewarded by {steward or 'no live entry'}, not {self.here}",
-                               status=409)
+            raise ServiceError(f"{name!r} is stewarded by {steward or 'no live entry'}, not {self.here}")
         if target is not None:
             self._check_target(record, target)
         m = self.history.begin(Migration(service=name, kind=kind, reason=reason, coordinator=self.here,
                                          home=record.home, source=record.location, target=target))
         try:
             committed = await self._run(m, record, target)
-        except (MigrationError, PeerError, ServiceError, LBError, DriverError, StateError) as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever it was, the migration ends `failed`
             # Every failure ends the migration `failed` with its journal closed (the copy at
-            # the target was aborted by `_run`): nothing stays `running` behind a 500.
-            if isinstance(exc, WorkloadRefused) and target is not None:  # known from its gossiped policy
-                m.refusals.append({"cluster": target, "rule": exc.rule, "error": str(exc)})
-            self.services.store.journal_close(f"mig:{m.id}")
-            self.history.finish(m, outcome="failed" if m.stage != "pr" else "aborted", error=str(exc))
-            log.warning("migration %s of %s failed at %s: %s", m.id, name, m.stage, exc)
-            raise MigrationError(f"migration of {name} failed at {m.stage}: {exc}",
-                                 refusals=m.refusals) from exc
+            # the target was aborted by `_run`): nothing stays `running` behind an error.
+            if not isinstance(exc, (RoamError, LBError, TimeoutError)):  # a bug: keep its traceback
+                log.exception("migration %s of %s: unexpected error at %s", m.id, name, m.stage)
+            raise self._failed(m, exc, target) from exc
+        except asyncio.CancelledError:
+            # The agent stops mid-move: `_run` aborted the copy at the target. Past the reroute
+            # the journal stays open, so `recover` decides from the route on the next start.
+            if m.stage != "reroute":
+                self.services.store.journal_close(f"mig:{m.id}")
+            self.history.finish(m, outcome="failed", error=f"interrupted at {m.stage} by a stop")
+            raise
         # Committed and routed: the move stands, and the stage left is the cleanup.
         m.outcome, m.stage, m.committed_at = "succeeded", "cleanup", time.time()
         log.info("migrated %s %s -> %s in %s (cleanup follows)", name, m.source, m.target, m.durations)
         return m, record, committed
+
+    def _failed(self, m: Migration, exc: Exception, target: str | None) -> MigrationError:
+        """Close the journal and the history entry of a migration that failed; the error to raise."""
+        if isinstance(exc, WorkloadRefused) and target is not None:  # known from its gossiped policy
+            m.refusals.append({"cluster": target, "rule": exc.rule, "error": str(exc)})
+        self.services.store.journal_close(f"mig:{m.id}")
+        self.history.finish(m, outcome="failed" if m.stage != "pr" else "aborted", error=str(exc) or type(exc).__name__)
+        log.warning("migration %s of %s failed at %s: %s", m.id, m.service, m.stage, exc)
+        return MigrationError(f"migration of {m.service} failed at {m.stage}: {exc or type(exc).__name__}",
+                              refusals=m.refusals)
 
     async def _clean_up_after(self, m: Migration, before: Record, committed: Record, lock: asyncio.Lock) -> None:
         """The cleanup stage, after the caller has its answer. A failure here does not undo the
@@ -133,8 +147,9 @@ class MigrationEngine:
         try:
             with m.timed("cleanup"):
                 await self._cleanup(m, before, committed)
-        except (PeerError, ServiceError, LBError, DriverError) as exc:
-            log.error("migration %s of %s: cleanup failed: %s", m.id, m.service, exc)
+        except Exception as exc:  # noqa: BLE001 - the move stands whatever the cleanup met
+            log.error("migration %s of %s: cleanup failed: %s", m.id, m.service, exc,
+                      exc_info=not isinstance(exc, (RoamError, LBError, TimeoutError)))
             self.services.store.journal_close(f"mig:{m.id}")
             self.history.finish(m, outcome="succeeded", error=f"cleanup failed: {exc}")
         except asyncio.CancelledError:
@@ -159,11 +174,11 @@ class MigrationEngine:
     def _check_target(self, record: Record, target: str) -> None:
         member = self.agent.membership.get(target)
         if member is None:
-            raise ServiceError(f"unknown cluster {target!r}", status=422, field="target")
+            raise InvalidServiceRequest(f"unknown cluster {target!r}", field="target")
         if member.status != "alive":
-            raise ServiceError(f"cluster {target!r} is {member.status}", status=409, field="target")
+            raise ServiceError(f"cluster {target!r} is {member.status}", field="target")
         if target == record.location:
-            raise ServiceError(f"{record.name!r} already runs at {target}", status=409, field="target")
+            raise ServiceError(f"{record.name!r} already runs at {target}", field="target")
 
     async def _run(self, m: Migration, record: Record, target: str | None) -> Record:
         """PR to the commit and reroute; the journal is left at `cleanup` for `_clean_up_after`."""
@@ -214,7 +229,7 @@ class MigrationEngine:
             if reason.startswith("policy:"):  # its gossiped accept-from: refused without asking
                 raise WorkloadRefused(Refusal(RULE_ACCEPT_FROM, f"cluster {target!r} cannot take it: {reason}",
                                               record.home))
-            raise ServiceError(f"cluster {target!r} cannot take it: {reason}", status=409, field="target")
+            raise ServiceError(f"cluster {target!r} cannot take it: {reason}", field="target")
         ranked = list(placement.ranked)
         if target is None:
             ranked = [c for c in ranked if self.refused_rule(c.name, record.digest) is None]

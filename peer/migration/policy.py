@@ -9,6 +9,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from lb.errors import LBError
+from peer.errors import RoamError
 from peer.migration.engine import MigrationEngine, MigrationError
 from peer.records.record import Record
 from peer.placing import requirements
@@ -36,7 +38,10 @@ class PolicyTriggers:
             for record in self.services.records():
                 if self.agent.steward_of(record) != self.services.here or self.services.lock(record.name).locked():
                     continue
-                await self._consider(record.name, record.location)
+                try:
+                    await self._consider(record.name, record.location)
+                except (RoamError, LBError) as exc:  # one service's trouble: the others still get their turn
+                    log.warning("policy: considering %s failed: %s", record.name, exc)
 
     async def _consider(self, name: str, location: str) -> None:
         record = self.services.get(name)

@@ -31,6 +31,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from lb.errors import LBError
+from peer.errors import RoamError
 from peer.migration.history import Migration, MigrationLog
 from peer.migration.homes import HomeSetClient
 from peer.migration.readiness import CopyNotReady, wait_copy_ready
@@ -48,7 +49,7 @@ REPAIR_AFTER = 5.0  # a standby lost (cluster or copy) this long is replaced
 RETRY_AFTER = 5.0  # after a failed placement
 
 
-class StandbyError(Exception):
+class StandbyError(RoamError):
     """A standby could not be placed; the service keeps what it has."""
 
 

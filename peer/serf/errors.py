@@ -7,8 +7,10 @@ bug or a foreign peer (`SerfProtocolError`). Always raised `from` the underlying
 """
 from __future__ import annotations
 
+from peer.errors import RoamError
 
-class SerfRPCError(Exception):
+
+class SerfRPCError(RoamError):
     """Base of every error raised while talking to a Serf agent over RPC."""
 
 

@@ -36,7 +36,7 @@ from peer.drivers.descriptor import DescriptorError, ServiceDescriptor, StateSpe
 from peer.migration.standby import StateTransferError
 from peer.peerclient import PeerError
 from peer.records.record import Record
-from peer.services import ServiceError, ServiceManager, addr_of, split_addr
+from peer.services import InvalidServiceRequest, ServiceError, ServiceManager, addr_of, split_addr
 from peer.state.fresh import CopyView, may_save
 from peer.state.hook import Snapshot, StateError, StateHook, StateHookMissing, StateTooLarge
 from peer.state.saved import SavedState, SavedStates
@@ -162,14 +162,14 @@ class StateKeeper:
         try:
             await self.hook.get(host, port, spec.path)
         except StateHookMissing as exc:
-            raise ServiceError(f"the service answers 404 at its state path {spec.path}", status=422,
-                               field="state.path") from exc
+            raise InvalidServiceRequest(f"the service answers 404 at its state path {spec.path}",
+                                        field="state.path") from exc
         except StateTooLarge as exc:
-            raise ServiceError(f"the service's state is {exc.size} bytes, over the {exc.limit}-byte limit",
-                               status=422, field="state") from exc
+            raise InvalidServiceRequest(f"the service's state is {exc.size} bytes, over the {exc.limit}-byte limit",
+                                        field="state") from exc
         except StateError as exc:
-            raise ServiceError(f"the service's state hook at {spec.path} does not work: {exc}", status=422,
-                               field="state.path") from exc
+            raise InvalidServiceRequest(f"the service's state hook at {spec.path} does not work: {exc}",
+                                        field="state.path") from exc
 
     # -- into copies --------------------------------------------------------------------------
     async def install_latest(self, record: Record, host: str, port: int) -> Version | None:
