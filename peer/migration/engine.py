@@ -28,10 +28,10 @@ from typing import Any
 from lb.errors import LBError, RerouteError
 from peer.errors import RoamError
 from peer import failpoints
-from peer.drivers.base import DriverError
 from peer.drivers.descriptor import ServiceDescriptor
 from peer.migration.history import Migration, MigrationLog
 from peer.migration.homes import HomeSetClient
+from peer.migration.seams import EngineSeams
 from peer.migration.readiness import CopyNotReady, wait_copy_ready
 from peer.migration.wire import ABORT, RELEASE, REPLICATE, record_to_wire
 from peer.peerclient import PeerClient, PeerError, PeerRefused
@@ -64,7 +64,7 @@ class MigrationError(RoamError):
 
 class MigrationEngine:
     def __init__(self, *, here: str, services: ServiceManager, client: PeerClient, history: MigrationLog,
-                 agent: Any, homes: HomeSetClient, steward_of: Callable[[Record], str | None],
+                 agent: EngineSeams, homes: HomeSetClient, steward_of: Callable[[Record], str | None],
                  policy: str = "balanced", state: StateKeeper | None = None) -> None:
         self.here = here
         self.state = state
@@ -73,7 +73,7 @@ class MigrationEngine:
         self.services = services
         self.client = client
         self.history = history
-        self.agent = agent  # peer.agent.Agent: membership, views, api urls
+        self.agent = agent  # the agent, seen through the seams a migration needs (peer/migration/seams.py)
         self.policy = get_policy(policy)
         self.refused: dict[tuple[str, str], tuple[str, float]] = {}  # (cluster, digest) -> (rule, when)
         self._cleanups: set[asyncio.Task[None]] = set()  # old copies being stopped after the answer
@@ -382,13 +382,14 @@ class MigrationEngine:
         await self.agent.publish_now(committed, frozenset({before.location}))
 
     async def _abort_target(self, m: Migration, *, wait: float = 0.0) -> None:
-        if m.target is None:
+        target = m.target
+        if target is None:
             return
-        url = self.agent.api_url_of(m.target)
+        url = self.agent.api_url_of(target)
         if url is None and wait > 0:
             # Right after a restart gossip may not know the target yet.
             with contextlib.suppress(TimeoutError):
-                url = await wait_until(lambda: self.agent.api_url_of(m.target), timeout=wait, interval=0.1)
+                url = await wait_until(lambda: self.agent.api_url_of(target), timeout=wait, interval=0.1)
         if url is not None:
             with contextlib.suppress(PeerError):
                 await self.client.call(url, ABORT, {"migration_id": m.id, "name": m.service}, timeout=5.0)

@@ -36,6 +36,7 @@ from typing import Any
 from lb.errors import LBError
 from peer.drivers.base import DriverError, Instance
 from peer.migration.history import Migration, MigrationLog
+from peer.migration.seams import EntryRoutes, FailSafeSeams, Mover
 from peer.migration.wire import PING, RELEASE, record_to_wire
 from peer.peerclient import PeerClient, PeerError, PeerRefused
 from peer.placing import requirements
@@ -72,16 +73,19 @@ class Suspicion:
 
 
 class FailSafe:
-    def __init__(self, *, services: ServiceManager, client: PeerClient, history: MigrationLog, agent: Any,
-                 liveness: Liveness, steward_of: Callable[[Record], str | None],
-                 state: StateTransfer | None = None) -> None:
+    def __init__(self, *, services: ServiceManager, client: PeerClient, history: MigrationLog,
+                 agent: FailSafeSeams, homes: EntryRoutes, liveness: Liveness,
+                 steward_of: Callable[[Record], str | None], state: StateTransfer | None = None,
+                 engine: Mover | None = None) -> None:
         self.liveness = liveness
         self.state = state
         self.steward_of = steward_of
         self.services = services
         self.client = client
         self.history = history
-        self.agent = agent
+        self.agent = agent  # the agent, seen through the seams the fail-safe needs (peer/migration/seams.py)
+        self.homes = homes
+        self.engine = engine  # moves elsewhere what this steward's own policy refuses
         self._suspects: dict[str, Suspicion] = {}
         self._busy: set[str] = set()
         self._unpromotable: set[tuple[str, str]] = set()  # (service, standby addr) whose promotion failed
@@ -272,7 +276,7 @@ class FailSafe:
             return
         self.agent.load_changed()
         await self.agent.publish(committed, frozenset({record.location}))
-        self.agent.spawn(self.agent.homes.route_entries(committed))
+        self.agent.spawn(self.homes.route_entries(committed))
         self.agent.spawn(self._release_until_heard(record.location, committed))
 
     async def _redeploy_locked(self, current: Record, *, evidence: str, since: float,
@@ -390,7 +394,7 @@ class FailSafe:
             self.history.finish(m, outcome="succeeded")
         self.agent.load_changed()
         await self.agent.publish(committed, frozenset({record.location}))
-        self.agent.spawn(self.agent.homes.route_entries(committed))
+        self.agent.spawn(self.homes.route_entries(committed))
         self.agent.spawn(self._release_until_heard(record.location, committed))
 
     async def _restore_state(self, m: Migration, record: Record, host: str, port: int) -> int | None:
@@ -415,7 +419,7 @@ class FailSafe:
         """This steward's own workload policy refuses the service: placement picks a cluster
         that accepts it, through the migration engine (a move away from the lost location,
         whose cleanup tells that location to release its copy should it come back)."""
-        engine = getattr(self.agent, "engine", None)
+        engine = self.engine
         if engine is None:
             return
         reason = f"{evidence}; {self.services.here} refuses it ({refused.rule}): redeploying where placement says"

@@ -36,7 +36,7 @@ from peer.drivers.descriptor import DescriptorError, ServiceDescriptor, StateSpe
 from peer.migration.standby import StateTransferError
 from peer.peerclient import PeerError
 from peer.records.record import Record
-from peer.services import InvalidServiceRequest, ServiceError, ServiceManager, addr_of, split_addr
+from peer.services import InvalidServiceRequest, ServiceManager, addr_of, split_addr
 from peer.state.fresh import CopyView, may_save
 from peer.state.hook import Snapshot, StateError, StateHook, StateHookMissing, StateTooLarge
 from peer.state.saved import SavedState, SavedStates
