@@ -35,6 +35,7 @@ from peer.records.record import Record, State, descriptor_digest, tombstone_of
 from peer.records.store import RecordStore
 from peer.placing import requirements
 from peer.state.fresh import FreshCopies
+from peer.supervision import Supervisor
 from peer.workload import Refusal, Resolver, WorkloadPolicy, check, resolve_executable
 from placement import ClusterView, admit
 from placement.homes import choose_entries
@@ -172,7 +173,7 @@ class ServiceManager:
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self.pending: dict[str, PendingCopy] = {}
         self.aborted: deque[str] = deque(maxlen=1000)  # migration ids refused if they arrive late
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.jobs = Supervisor(f"{here}:services")  # merges applied and copies started in the background
         self.closing = False
         self.recovered = asyncio.Event()  # the agent clears it until its records are recovered from peers
         self.recovered.set()
@@ -414,9 +415,7 @@ class ServiceManager:
                         outcome.result.location, outcome.result.vclock)
         if not outcome.actions:
             return
-        task = asyncio.create_task(self._apply(outcome))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self.jobs.spawn(self._apply(outcome), name=f"apply:{outcome.result.name}")
 
     async def _apply(self, outcome: MergeOutcome) -> None:
         names = sorted({outcome.result.name, *(a.name for a in outcome.actions),
@@ -576,9 +575,7 @@ class ServiceManager:
         record = self.get(name)
         if record is None or record.location != self.here or name in self.pending:
             return
-        task = asyncio.create_task(self.refresh_instance(name))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self.jobs.spawn(self.refresh_instance(name), name=f"refresh:{name}")
 
     async def refresh_instance(self, name: str) -> None:
         async with self.lock(name):
@@ -655,6 +652,4 @@ class ServiceManager:
 
     async def close(self) -> None:
         self.closing = True
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.jobs.stop()

@@ -42,6 +42,7 @@ from peer.services import (InvalidServiceRequest, NoSuchService, ServiceError, S
                            addr_of, split_addr)
 from peer.workload import RULE_ACCEPT_FROM, Refusal
 from peer.state import handover as ho
+from peer.supervision import Supervisor
 from peer.state.hook import StateError
 from peer.state.keeper import StateKeeper, state_spec
 from placement import Candidate, Placement, get_policy, rank
@@ -76,7 +77,7 @@ class MigrationEngine:
         self.agent = agent  # the agent, seen through the seams a migration needs (peer/migration/seams.py)
         self.policy = get_policy(policy)
         self.refused: dict[tuple[str, str], tuple[str, float]] = {}  # (cluster, digest) -> (rule, when)
-        self._cleanups: set[asyncio.Task[None]] = set()  # old copies being stopped after the answer
+        self._cleanups = Supervisor(f"{here}:cleanups")  # old copies being stopped after the answer
 
     # -- entry point -----------------------------------------------------------------------
     async def migrate(self, name: str, *, target: str | None = None, reason: str = "api",
@@ -92,10 +93,7 @@ class MigrationEngine:
         except BaseException:
             lock.release()
             raise
-        task = asyncio.create_task(self._clean_up_after(m, before, committed, lock),
-                                   name=f"{self.here}:cleanup:{name}:{m.id}")
-        self._cleanups.add(task)
-        task.add_done_callback(self._cleanups.discard)
+        self._cleanups.spawn(self._clean_up_after(m, before, committed, lock), name=f"cleanup:{name}:{m.id}")
         return m
 
     async def _migrate_locked(self, name: str, *, target: str | None, reason: str, kind: str
@@ -164,12 +162,7 @@ class MigrationEngine:
     async def settle(self, *, timeout: float) -> None:
         """Let the cleanups under way finish (an agent stopping waits this long for them), then
         cancel the rest: their journals stay open and `recover` finishes them on restart."""
-        if not self._cleanups:
-            return
-        _, late = await asyncio.wait(list(self._cleanups), timeout=timeout)
-        for task in late:
-            task.cancel()
-        await asyncio.gather(*late, return_exceptions=True)
+        await self._cleanups.stop(grace=timeout)
 
     def _check_target(self, record: Record, target: str) -> None:
         member = self.agent.membership.get(target)

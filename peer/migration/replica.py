@@ -90,7 +90,7 @@ class ReplicaHandlers:
                            deadline=time.monotonic() + PENDING_TTL, standby=standby)
         services.pending[name] = copy
         services.store.journal_put(f"target:{name}", {"migration_id": mid, "name": name})
-        copy.task = asyncio.create_task(self._start_copy(copy))
+        copy.task = services.jobs.spawn(self._start_copy(copy), name=f"copy:{name}")  # cancelled by ABORT or a stop
         self.agent.load_changed()
         return msgpack_response({"accepted": True})
 
