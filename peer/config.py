@@ -205,69 +205,17 @@ def build_config(args: argparse.Namespace) -> AgentConfig:
     driver = pick("driver", "process")
     if driver not in ("process", "kubernetes"):
         raise ConfigError(f"--driver: expected process or kubernetes, got {driver!r}")
-    join = pick("join", [])
-    if isinstance(join, str):
-        join = [join]
-    if not isinstance(join, list) or not all(isinstance(j, str) for j in join):
-        raise ConfigError("join: expected a list of IP[:PORT] strings")
-    for j in join:
-        _check_join(j)
-    lb_ports = pick("lb_ports", "30000-30999")
-    service_ports = pick("service_ports", "31000-31999")
-    lb_range = parse_port_range(str(lb_ports), what="--lb-ports")
-    svc_range = parse_port_range(str(service_ports), what="--service-ports")
-    if set(lb_range) & set(svc_range):
-        raise ConfigError("--service-ports overlaps --lb-ports")
+    join = _join(pick("join", []))
+    lb_range, svc_range = _port_ranges(pick("lb_ports", "30000-30999"), pick("service_ports", "31000-31999"))
     data_dir = Path(pick("data_dir") or _default_data_dir(name))
-    cap_file = file.get("capacity", {})
-    if not isinstance(cap_file, dict):
-        raise ConfigError("capacity: expected a table")
-    capacity = Capacity(
-        cpu=float(cap_file.get("cpu", os.cpu_count() or 1)),
-        memory=parse_memory(cap_file.get("memory", _host_memory()), what="capacity.memory"),
-        slots=int(cap_file.get("slots", 16)),
-    )
-    if getattr(args, "cpu", None) is not None:
-        capacity = Capacity(cpu=args.cpu, memory=capacity.memory, slots=capacity.slots)
-    if getattr(args, "memory", None) is not None:
-        capacity = Capacity(cpu=capacity.cpu, memory=parse_memory(args.memory, what="--memory"), slots=capacity.slots)
-    if capacity.cpu <= 0 or capacity.memory <= 0 or capacity.slots < 0:
-        raise ConfigError("capacity: cpu and memory must be > 0, slots >= 0")
-    if getattr(args, "slots", None) is not None:
-        capacity = Capacity(cpu=capacity.cpu, memory=capacity.memory, slots=args.slots)
-    k8s = file.get("kubernetes", {})
-    if not isinstance(k8s, dict):
-        raise ConfigError("kubernetes: expected a table")
-    kube = KubernetesSettings(
-        namespace=str(k8s.get("namespace", "default")),
-        kubeconfig=k8s.get("kubeconfig") or getattr(args, "kubeconfig", None),
-        context=k8s.get("context") or getattr(args, "kube_context", None),
-        node_address=k8s.get("node_address"),
-    )
+    capacity = _capacity(file, args)
+    kube = _kubernetes(file, args)
     tls_cert, tls_key = pick("tls_cert"), pick("tls_key")
     if bool(tls_cert) != bool(tls_key):
         raise ConfigError("--tls-cert and --tls-key must be given together")
     identity = _identity(pick, tls=bool(tls_cert))
-    triggers = file.get("triggers", {})
-    if not isinstance(triggers, dict):
-        raise ConfigError("triggers: expected a table")
-    known = set(Thresholds.__dataclass_fields__)
-    bad = sorted(set(triggers) - known)
-    if bad:
-        raise ConfigError(f"triggers: unknown key {bad[0]!r} (known: {', '.join(sorted(known))})")
-    if getattr(args, "dwell", None) is not None:
-        triggers = {**triggers, "min_dwell_s": args.dwell}
-    try:
-        thresholds = Thresholds(**{k: float(v) for k, v in triggers.items()})
-    except (InvalidThresholds, TypeError, ValueError) as exc:
-        raise ConfigError(f"triggers: {exc}") from exc
-    auto = pick("auto_migrate", False)
-    if not isinstance(auto, bool):
-        raise ConfigError(f"auto_migrate: expected true or false, got {auto!r}")
-    if getattr(args, "auto_migrate", None):
-        auto = True
-    if getattr(args, "no_auto_migrate", False):
-        auto = False
+    thresholds = _thresholds(file, args)
+    auto = _auto_migrate(pick("auto_migrate", False), args)
     home_grace = _seconds(pick("home_grace", 2.0), what="--home-grace")
     repair_after = _seconds(pick("repair_after", 10.0), what="--repair-after")
     recovery_wait = _seconds(pick("recovery_wait", 5.0), what="--recovery-wait")
@@ -308,6 +256,88 @@ def build_config(args: argparse.Namespace) -> AgentConfig:
         ca_cert=identity[0], cert=identity[1], key=identity[2],
         ca_dir=_ca_dir(pick("ca_dir"), ca_cert=identity[0]),
     )
+
+
+def _port_ranges(lb_ports: Any, service_ports: Any) -> tuple[range, range]:
+    """--lb-ports (HAProxy's frontends) and --service-ports (copies): two ranges apart."""
+    lb_range = parse_port_range(str(lb_ports), what="--lb-ports")
+    svc_range = parse_port_range(str(service_ports), what="--service-ports")
+    if set(lb_range) & set(svc_range):
+        raise ConfigError("--service-ports overlaps --lb-ports")
+    return lb_range, svc_range
+
+
+def _join(join: Any) -> list[str]:
+    """--join (repeatable) or `join` (a list, or one string): the seeds, each IP[:PORT]."""
+    if isinstance(join, str):
+        join = [join]
+    if not isinstance(join, list) or not all(isinstance(j, str) for j in join):
+        raise ConfigError("join: expected a list of IP[:PORT] strings")
+    for j in join:
+        _check_join(j)
+    return join
+
+
+def _capacity(file: dict[str, Any], args: argparse.Namespace) -> Capacity:
+    """The `capacity` table, each of --cpu, --memory and --slots over its entry."""
+    cap_file = file.get("capacity", {})
+    if not isinstance(cap_file, dict):
+        raise ConfigError("capacity: expected a table")
+    capacity = Capacity(
+        cpu=float(cap_file.get("cpu", os.cpu_count() or 1)),
+        memory=parse_memory(cap_file.get("memory", _host_memory()), what="capacity.memory"),
+        slots=int(cap_file.get("slots", 16)),
+    )
+    if getattr(args, "cpu", None) is not None:
+        capacity = Capacity(cpu=args.cpu, memory=capacity.memory, slots=capacity.slots)
+    if getattr(args, "memory", None) is not None:
+        capacity = Capacity(cpu=capacity.cpu, memory=parse_memory(args.memory, what="--memory"), slots=capacity.slots)
+    if capacity.cpu <= 0 or capacity.memory <= 0 or capacity.slots < 0:
+        raise ConfigError("capacity: cpu and memory must be > 0, slots >= 0")
+    if getattr(args, "slots", None) is not None:
+        capacity = Capacity(cpu=capacity.cpu, memory=capacity.memory, slots=args.slots)
+    return capacity
+
+
+def _kubernetes(file: dict[str, Any], args: argparse.Namespace) -> KubernetesSettings:
+    """The `kubernetes` table; its kubeconfig and context over --kubeconfig and --kube-context."""
+    k8s = file.get("kubernetes", {})
+    if not isinstance(k8s, dict):
+        raise ConfigError("kubernetes: expected a table")
+    return KubernetesSettings(
+        namespace=str(k8s.get("namespace", "default")),
+        kubeconfig=k8s.get("kubeconfig") or getattr(args, "kubeconfig", None),
+        context=k8s.get("context") or getattr(args, "kube_context", None),
+        node_address=k8s.get("node_address"),
+    )
+
+
+def _thresholds(file: dict[str, Any], args: argparse.Namespace) -> Thresholds:
+    """The policy triggers' `triggers` table, --dwell over its min_dwell_s."""
+    triggers = file.get("triggers", {})
+    if not isinstance(triggers, dict):
+        raise ConfigError("triggers: expected a table")
+    known = set(Thresholds.__dataclass_fields__)
+    bad = sorted(set(triggers) - known)
+    if bad:
+        raise ConfigError(f"triggers: unknown key {bad[0]!r} (known: {', '.join(sorted(known))})")
+    if getattr(args, "dwell", None) is not None:
+        triggers = {**triggers, "min_dwell_s": args.dwell}
+    try:
+        return Thresholds(**{k: float(v) for k, v in triggers.items()})
+    except (InvalidThresholds, TypeError, ValueError) as exc:
+        raise ConfigError(f"triggers: {exc}") from exc
+
+
+def _auto_migrate(auto: Any, args: argparse.Namespace) -> bool:
+    """`auto_migrate` from the file (or --auto-migrate), --no-auto-migrate over both."""
+    if not isinstance(auto, bool):
+        raise ConfigError(f"auto_migrate: expected true or false, got {auto!r}")
+    if getattr(args, "auto_migrate", None):
+        auto = True
+    if getattr(args, "no_auto_migrate", False):
+        auto = False
+    return auto
 
 
 def _ca_dir(value: Any, *, ca_cert: Path | None) -> Path | None:

@@ -51,7 +51,8 @@ NUMBER: Schema = {"type": "number"}
 INT: Schema = {"type": "integer"}
 
 
-def _schemas() -> dict[str, Schema]:
+def _descriptor() -> Schema:
+    """The service descriptor as POSTed: every field bounded, unknown ones refused."""
     quantity = {"oneOf": [{"type": "number"}, {"type": "string", "maxLength": 32}],
                 "description": "a number or a Kubernetes quantity string (500m, 128Mi, 1G)"}
     health = {"oneOf": [
@@ -93,7 +94,12 @@ def _schemas() -> dict[str, Schema]:
     descriptor = _obj(descriptor_fields, required=("name", "port"), closed=True)
     descriptor["anyOf"] = [{"required": ["command"]}, {"required": ["image"]}]
     descriptor["description"] = "Service descriptor. Unknown fields are refused (422 naming the field)."
-    stored = _obj({
+    return descriptor
+
+
+def _stored_descriptor() -> Schema:
+    """The descriptor as a record holds it (normalised: quantities as numbers)."""
+    return _obj({
         "name": STRING, "port": INT, "cpu": NUMBER, "memory": STRING, "replicas": INT,
         "constraints": _obj({"tiers": {"type": "array", "items": STRING},
                              "affinity": {"type": "object", "additionalProperties": STRING}}),
@@ -104,11 +110,11 @@ def _schemas() -> dict[str, Schema]:
         "entries": INT, "ready_timeout": NUMBER,
         "state": {"type": "object", "properties": {"path": STRING, "interval": NUMBER}},
     }, required=("name", "port", "cpu", "memory", "replicas", "constraints"))
-    load = {"type": "object", "description": "empty until the member gossiped its load",
-            "properties": {
-                "cpu_capacity": NUMBER, "cpu_used": NUMBER, "mem_capacity_mib": INT, "mem_used_mib": INT,
-                "slots_capacity": INT, "slots_used": INT, "bandwidth_mbps": _nullable(NUMBER)}}
-    migration_props: dict[str, Schema] = {
+
+
+def _migration_props() -> dict[str, Schema]:
+    """A migration as /v1/migrations lists it (the history, peer/migration/history.py)."""
+    return {
         "id": STRING, "service": STRING,
         "kind": {"type": "string", "enum": ["planned", "policy", "failsafe"]},
         "reason": STRING, "coordinator": STRING, "home": STRING, "source": STRING,
@@ -126,14 +132,14 @@ def _schemas() -> dict[str, Schema]:
             "type": "object", "description": "stateful services: version, bytes moved, pre-copy rounds, "
                                              "exact, not_held, handover_ms (planned); version, restored (fail-safe)"}),
     }
-    key = _obj({"fingerprint": {"type": "string", "pattern": "^sha256:[0-9a-f]{16}$"},
-                "members": {"type": "integer", "description": "members holding this key"}})
-    keyring = _obj({
-        "keys": {"type": "array", "items": key},
-        "members": {"type": "integer", "description": "members asked"},
-        "responses": INT, "errors": INT,
-        "messages": {"type": "object", "additionalProperties": STRING},
-    })
+
+
+def _cluster_schemas() -> dict[str, Schema]:
+    """Errors, audit, health and what a cluster says of itself and its members."""
+    load = {"type": "object", "description": "empty until the member gossiped its load",
+            "properties": {
+                "cpu_capacity": NUMBER, "cpu_used": NUMBER, "mem_capacity_mib": INT, "mem_used_mib": INT,
+                "slots_capacity": INT, "slots_used": INT, "bandwidth_mbps": _nullable(NUMBER)}}
     return {
         "Error": _obj({"error": STRING, "status": {"type": "integer", "minimum": 400, "maximum": 599},
                        "field": {"type": "string", "description": "the offending input, as a dotted path"},
@@ -184,8 +190,15 @@ def _schemas() -> dict[str, Schema]:
         }),
         "ServiceLog": _obj({"service": STRING, "cluster": STRING, "text": STRING,
                             "offset": {"type": "integer", "description": "pass back as ?offset= to follow"}}),
-        "Descriptor": descriptor,
-        "StoredDescriptor": stored,
+    }
+
+
+def _service_schemas() -> dict[str, Schema]:
+    """Services, their records, copies and migrations."""
+    migration_props = _migration_props()
+    return {
+        "Descriptor": _descriptor(),
+        "StoredDescriptor": _stored_descriptor(),
         "ServiceRecord": _obj({
             "name": STRING, "home": STRING, "location": STRING,
             "role": _nullable({"type": "string", "enum": ["LR", "AR", "FR", "SR"],
@@ -213,6 +226,20 @@ def _schemas() -> dict[str, Schema]:
             "name": STRING, "home": STRING, "host": STRING, "port": INT,
             "state": {"type": "string", "enum": ["starting", "ready", "failed", "stopped"]},
             "pid": _nullable(INT), "restarts": INT}),
+    }
+
+
+def _operation_schemas() -> dict[str, Schema]:
+    """Gossip keys, drain: what an operator runs."""
+    key = _obj({"fingerprint": {"type": "string", "pattern": "^sha256:[0-9a-f]{16}$"},
+                "members": {"type": "integer", "description": "members holding this key"}})
+    keyring = _obj({
+        "keys": {"type": "array", "items": key},
+        "members": {"type": "integer", "description": "members asked"},
+        "responses": INT, "errors": INT,
+        "messages": {"type": "object", "additionalProperties": STRING},
+    })
+    return {
         "Keyring": keyring,
         "RotateRequest": _obj({"force": {"type": "boolean", "description":
                                          "rotate although some members are failed (they must then get "
@@ -226,6 +253,12 @@ def _schemas() -> dict[str, Schema]:
                                                           "id": _nullable(STRING), "outcome": _nullable(STRING)})},
             "failed": {"type": "array", "items": _obj({"name": STRING, "error": STRING})},
             "stopping": {"type": "boolean"}}),
+    }
+
+
+def _trust_schemas() -> dict[str, Schema]:
+    """Per-cluster identity: the CA, revocations, enrolment, key rotation."""
+    return {
         "Trust": _obj({
             "mode": {"type": "string", "enum": ["mtls", "off"]}, "cluster": STRING, "ca": _nullable(STRING),
             "cert": _nullable(_obj({"serial": STRING, "not_after": STRING, "expires_in_s": INT})),
@@ -246,7 +279,11 @@ def _schemas() -> dict[str, Schema]:
         "Enrolled": _obj({"cert": STRING, "ca": STRING}),
         "Rotation": _obj({"new": STRING, "removed": {"type": "array", "items": STRING},
                           "members": INT, "keyring": _ref("Keyring")}),
-    }
+        }
+
+
+def _schemas() -> dict[str, Schema]:
+    return {**_cluster_schemas(), **_service_schemas(), **_operation_schemas(), **_trust_schemas()}
 
 
 _ERRORS = {
