@@ -52,6 +52,8 @@ log = logging.getLogger(__name__)
 #: A cluster whose workload policy refused a descriptor is not proposed again for it this long
 #: (placement learns policies from refusals; an explicit target is still asked).
 REFUSAL_MEMORY = 600.0
+#: Stages whose failure leaves nothing to finish: the copy at the target is aborted, nothing routed.
+BEFORE_REROUTE = frozenset({"trigger", "pr", "replication", "wait", "state"})
 
 
 class MigrationError(RoamError):
@@ -115,11 +117,13 @@ class MigrationEngine:
             # the target was aborted by `_run`): nothing stays `running` behind an error.
             if not isinstance(exc, (RoamError, LBError, TimeoutError)):  # a bug: keep its traceback
                 log.exception("migration %s of %s: unexpected error at %s", m.id, name, m.stage)
+            if m.stage == "reroute":
+                await self._route_back(record)
             raise self._failed(m, exc, target) from exc
         except asyncio.CancelledError:
-            # The agent stops mid-move: `_run` aborted the copy at the target. Past the reroute
-            # the journal stays open, so `recover` decides from the route on the next start.
-            if m.stage != "reroute":
+            # The agent stops mid-move: `_run` aborted the copy at the target. From the reroute
+            # on the journal stays open, so `recover` decides from the route on the next start.
+            if m.stage in BEFORE_REROUTE:
                 self.services.store.journal_close(f"mig:{m.id}")
             self.history.finish(m, outcome="failed", error=f"interrupted at {m.stage} by a stop")
             raise
@@ -127,6 +131,19 @@ class MigrationEngine:
         m.outcome, m.stage, m.committed_at = "succeeded", "cleanup", time.time()
         log.info("migrated %s %s -> %s in %s (cleanup follows)", name, m.source, m.target, m.durations)
         return m, record, committed
+
+    async def _route_back(self, before: Record) -> None:
+        """A reroute that failed half-way (this entry routed, the commit did not happen): the
+        frontend points at the old copy again, as the record still says (the copy at the
+        target is being aborted). A committed record is left alone: it is the truth now."""
+        current = self.services.get(before.name)
+        if current is None or current.location != before.location or self.here not in current.entries:
+            return
+        try:
+            await self.services.ensure_route(current)
+        except (RoamError, LBError) as exc:
+            log.error("migration of %s failed at the reroute and its route could not be restored: %s",
+                      before.name, exc)
 
     def _failed(self, m: Migration, exc: Exception, target: str | None) -> MigrationError:
         """Close the journal and the history entry of a migration that failed; the error to raise."""

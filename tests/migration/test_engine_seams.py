@@ -22,7 +22,7 @@ from peer.migration.fakes import FakeEntries, FakeFederation, FakeMover, member
 from peer.migration.history import MigrationLog
 from peer.migration.wire import ABORT, REPLICATE, STATUS
 from peer.records.record import Record, State, descriptor_digest
-from peer.records.store import RecordStore
+from peer.records.store import RecordStore, StoreError
 from peer.services import InvalidServiceRequest, ServiceError, ServiceManager, WorkloadRefused
 from peer.stewardship import Liveness
 from peer.workload import Refusal
@@ -127,3 +127,18 @@ async def test_the_failsafe_moves_what_its_own_policy_refuses_through_the_mover(
                                  refused=WorkloadRefused(Refusal("deny_commands", "python refused", "python")))
     assert mover.asked == [("web", None, "failsafe")]
     assert fed.load_changes == (0 if error else 1)
+
+
+async def test_a_commit_that_fails_after_the_route_changed_routes_back(tmp_path: Path) -> None:
+    """The steward's frontend already points at the new copy when the commit fails: it points
+    at the old one again before the answer, since the copy at the target is aborted."""
+    peers = ScriptedPeers()
+    eng, services, _ = await engine(tmp_path, peers)
+
+    def broken_disk(*args: Any, **kwargs: Any) -> Record:
+        raise StoreError("disk I/O error")
+
+    services.store.put_local = broken_disk  # type: ignore[method-assign]
+    with pytest.raises(MigrationError, match="failed at reroute: disk I/O error"):
+        await eng.migrate("web", target="c2")
+    assert_nothing_stuck(eng, services, peers)
