@@ -82,6 +82,7 @@ async def fails_cleanly(fed: Federation, descriptor: dict[str, Any], says: str) 
     answer = await fed.call("c1", "POST", f"/v1/services/{descriptor['name']}/migrate", {"target": "c2"},
                             expect=409)
     took = time.monotonic() - began
+    print(f"{descriptor['name']}: the failed move answered in {took * 1000:.0f} ms")  # figures (pytest -s)
     assert took < PROMPT, f"the error took {took:.1f}s"
     assert answer["status"] == 409 and says in answer["error"], answer
     history = [m for m in await fed.get("c1", "/v1/migrations") if m["service"] == descriptor["name"]]
