@@ -17,11 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from peer.errors import RoamError
+
 DEFAULT_API = "http://127.0.0.1:7070"
 DEFAULT_TIMEOUT = 30.0
 
 
-class ClientError(RuntimeError):
+class ClientError(RoamError, RuntimeError):
     """One line for the user; never a traceback."""
 
 

@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from peer.errors import RoamError
+
 STATE_FILE = "instance.json"
 #: PATH a service gets when the agent has none (also where the workload policy resolves argv[0]).
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
@@ -20,7 +22,7 @@ LOG_FILE = "service.log"
 _STATE_VERSION = 1
 
 
-class StateFileError(ValueError):
+class StateFileError(RoamError, ValueError):
     """instance.json is missing, unreadable or not what this version writes."""
 
 

@@ -39,7 +39,7 @@ class SerfTimeoutError(SerfRPCError, TimeoutError):
     """The agent did not answer in time; the connection stays usable."""
 
 
-class SerfStartError(RuntimeError):
+class SerfStartError(RoamError, RuntimeError):
     """A child `serf agent` could not be started (missing binary, bad config, early exit)."""
 
     def __init__(self, message: str, *, log_tail: str = "") -> None:

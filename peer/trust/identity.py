@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from peer.errors import RoamError
 from peer.trust.certs import (NO_REVOCATIONS, Revocations, TrustError, check_issued_by, cluster_of,
                               cluster_of_peercert, load_cert, load_crl, serial_of_peercert)
 
@@ -46,7 +47,7 @@ class IdentityError(TrustError):
     """The agent's own certificate, key or CA file is unusable; the message names the flag."""
 
 
-class PeerIdentityRefused(Exception):
+class PeerIdentityRefused(RoamError):
     """A peer request (server side) or reply (client side) whose certificate is refused."""
 
     def __init__(self, status: int, message: str) -> None:
