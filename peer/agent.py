@@ -65,7 +65,7 @@ from peer.services import ServiceManager, WorkloadGate, split_addr
 from peer.workload import resolve_executable, resolve_lexical
 from peer.waiting import wait_until
 from peer.stewardship import Liveness, Observed
-from peer.supervision import supervised
+from peer.supervision import Supervisor
 from peer.trust.enrol import add_enrol_routes
 from peer.trust.guard import identity_middleware
 from peer.trust.identity import Identity
@@ -105,8 +105,8 @@ class Agent:
         self.liveness = Liveness(config.name, home_grace=config.home_grace, caught_up=False)
         self.state_transfer: StateTransfer | None = None  # the state hook's seam (issue 15), set before start
         self._runner: web.AppRunner | None = None
-        self._tasks: list[asyncio.Task[None]] = []
-        self._background: set[asyncio.Task[Any]] = set()
+        self._loops = Supervisor(f"{config.name}")  # the control loops, restarted after a failure
+        self._jobs = Supervisor(f"{config.name}")  # one-shot background jobs (syncs, releases, recovery)
         self.accepting = True
         self._lock = AddressLock(config.addr)
         self.audit = AuditLog(config.data_dir / AUDIT_FILE)
@@ -243,7 +243,8 @@ class Agent:
         await self._start_http()
         self._spawn(self.engine.recover())
         failsafe = FailSafe(services=self.services, client=self.client, history=self.history, agent=self,
-                            liveness=self.liveness, steward_of=self.steward_of, state=self.state)
+                            homes=self.homes, liveness=self.liveness, steward_of=self.steward_of, state=self.state,
+                            engine=self.engine)
         keeper = HomeSetKeeper(services=self.services, peers=self.homes, liveness=self.liveness,
                                observed=self.observed, repair_after=self.config.repair_after, publish=self.publish)
         standbys = StandbyKeeper(services=self.services, client=self.client, history=self.history, agent=self,
@@ -266,8 +267,7 @@ class Agent:
                                     thresholds=self.config.thresholds, failing=failsafe.owns)
             loops += [("link-probe", self.probe.run), ("policy", policy.run)]
         for name, run in loops:  # each restarted after a failure, logged (peer.supervision)
-            self._tasks.append(asyncio.create_task(supervised(f"{self.here}:{name}", run),
-                                                   name=f"{self.here}:{name}"))
+            self._loops.loop(name, run)
 
     def _lb_claims(self) -> dict[str, Claim]:
         """The slots the records give this cluster (its entry port per service, and where the
@@ -387,10 +387,7 @@ class Agent:
             # From now on nothing new is taken on, and a STATUS long poll that outlives this
             # agent's API does not answer "ready" for a copy it can no longer answer for.
             self.services.closing = True
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks.clear()
+        await self._loops.stop()
         if self._runner is not None:
             await self._runner.cleanup()
         if self.engine is not None:  # old copies being stopped after a move's answer (also one that
@@ -399,9 +396,7 @@ class Agent:
             await self.services.close()
         if self.state is not None:
             await self.state.hook.close()
-        for task in list(self._background):
-            task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
+        await self._jobs.stop()
         if self.gossip is not None:
             await self.gossip.stop(leave=leave)
         if self.driver is not None:
@@ -608,15 +603,7 @@ class Agent:
         self._spawn(coro)
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
-        task = asyncio.create_task(coro, name=f"{self.here}:{coro.__qualname__}")
-        self._background.add(task)
-        task.add_done_callback(self._background_done)
-
-    def _background_done(self, task: asyncio.Task[Any]) -> None:
-        """A background job ended: forget it, and log an error it ended with (never silent)."""
-        self._background.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("background job %s failed", task.get_name(), exc_info=task.exception())
+        self._jobs.spawn(coro)  # kept, its error logged, cancelled on stop (peer.supervision)
 
 
 def backstop_round(sharing: list[str], others: list[str], *, turn: int, fanout: int) -> list[str]:

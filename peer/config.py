@@ -19,6 +19,7 @@ from typing import Any
 
 from lb.hostport import bracket
 from peer.drivers.quantity import QuantityError, memory_bytes
+from peer.errors import InvalidKind
 from peer.linkestimate import InvalidBudget, ProbeBudget
 from peer.records.naming import LABEL_RE
 from peer.workload import WorkloadPolicy
@@ -28,7 +29,7 @@ NAME_RE = LABEL_RE  # a cluster is named like a service: one DNS-1123 label
 TIER_RE = re.compile(r"^[a-z0-9]([-a-z0-9_.]{0,30}[a-z0-9])?\Z")
 
 
-class ConfigError(ValueError):
+class ConfigError(InvalidKind, ValueError):
     """A flag or config key is invalid; the message names it."""
 
 

@@ -11,8 +11,10 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from peer.errors import InvalidKind
 
-class CredentialError(ValueError):
+
+class CredentialError(InvalidKind, ValueError):
     """A token or secret file is unusable; the message names the file."""
 
 

@@ -20,10 +20,12 @@ import os
 import stat
 from pathlib import Path
 
+from peer.errors import RoamError
+
 LOCK_DIRS = (Path("/run/roam"), Path("/tmp/roam-locks"))
 
 
-class StartRefused(Exception):
+class StartRefused(RoamError):
     """The agent must not start; the message is one line telling the operator why."""
 
 

@@ -10,12 +10,14 @@ from dataclasses import dataclass
 
 import msgpack
 
+from peer.errors import InvalidKind
+
 TAG_LIMIT = 512
 ACC_HEADROOM = 96  # bytes kept free for the load tag to grow when the accept-from list is gossiped
 PROTOCOL = "1"
 
 
-class TagError(ValueError):
+class TagError(InvalidKind, ValueError):
     """Tags are malformed or would exceed Serf's 512-byte limit."""
 
 

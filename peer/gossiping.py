@@ -39,6 +39,7 @@ from peer.serf.coordinates import rtt_seconds
 from peer.serf.errors import SerfRPCError
 from peer.serf.keys import derive_encrypt_key, derive_rpc_auth
 from peer.serf.process import SerfConfig, SerfProcess
+from peer.supervision import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ class Gossip:
         self._joiner: SerfClient | None = None  # join: seconds towards a cut-off peer
         self._events: SerfClient | None = None  # the event stream
         self._connected = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._loops = Supervisor(config.name)  # its loops, restarted after a failure; the join
         self._status_listeners: list[StatusListener] = []
         self._event_listeners: list[UserEventListener] = []
         self._known_path = config.data_dir / "known-peers.json"
@@ -105,26 +106,22 @@ class Gossip:
         await self._serf.start()
         await self._connect()
         await self._refresh_members()
-        for name, coro in (
-            ("serf-supervisor", self._supervise()),
-            ("serf-stream", self._stream_loop()),
-            ("members-poll", self._poll_loop()),
-            ("coordinates", self._coordinate_loop()),
-            ("rejoin", self._rejoin_loop()),
-            ("tags", self._tag_loop()),
+        self._loops.spawn(self._supervise(), name="serf-supervisor")  # restarts Serf itself; ends on stop
+        for name, run in (
+            ("serf-stream", self._stream_loop),
+            ("members-poll", self._poll_loop),
+            ("coordinates", self._coordinate_loop),
+            ("rejoin", self._rejoin_loop),
+            ("tags", self._tag_loop),
         ):
-            self._tasks.append(asyncio.create_task(coro, name=f"{self.config.name}:{name}"))
+            self._loops.loop(name, run)
 
     async def stop(self, *, leave: bool = True) -> None:
         self._stopping = True
         if leave and self._slow is not None and not self._slow.closed:
             with contextlib.suppress(SerfRPCError, asyncio.TimeoutError, OSError):
                 await asyncio.wait_for(self._slow.leave(), timeout=3.0)
-        tasks = [*self._tasks, *([self._join_task] if self._join_task else [])]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        self._tasks.clear()
+        await self._loops.stop()
         await self._close_clients()
         await self._serf.stop()
 
@@ -185,7 +182,7 @@ class Gossip:
         self._events = await connect(addr, port, auth_key=key)
         self._connected.set()
         # In the background: a seed that is down must not hold the agent's start for seconds.
-        self._join_task = asyncio.create_task(self._join_known(), name=f"{self.config.name}:join-known")
+        self._join_task = self._loops.spawn(self._join_known(), name="join-known")
 
     async def _close_clients(self) -> None:
         for client in (self._client, self._slow, self._joiner, self._events):

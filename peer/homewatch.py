@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -20,6 +21,7 @@ from peer.peerclient import PeerError, PeerRefused, PeerServerError
 from peer.records.record import Record
 from peer.silence import PeerSilence, SilenceRule
 from peer.stewardship import Liveness, watched_peers
+from peer.supervision import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +44,8 @@ class HomeWatch:
         self.url_of = url_of
         self.liveness = liveness
         self.rule = rule
-        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}  # one watcher per peer ahead, by peer
+        self._jobs = Supervisor(here)  # owns them: kept, logged if one fails
 
     async def run(self) -> None:
         try:
@@ -52,6 +55,7 @@ class HomeWatch:
         finally:
             for peer in list(self._tasks):
                 await self._stop(peer)
+            await self._jobs.stop()  # watchers dropped by `refresh` and still ending
 
     @property
     def watching(self) -> frozenset[str]:
@@ -65,7 +69,7 @@ class HomeWatch:
             self._tasks.pop(peer).cancel()
             self.liveness.forget_silent(peer)
         for peer in wanted - set(self._tasks):
-            self._tasks[peer] = asyncio.create_task(self._watch(peer), name=f"{self.here}:watch:{peer}")
+            self._tasks[peer] = self._jobs.loop(f"watch:{peer}", functools.partial(self._watch, peer))
 
     async def _stop(self, peer: str) -> None:
         task = self._tasks.pop(peer)

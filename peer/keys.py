@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from peer.errors import RoamError
 from peer.serf.client import SerfClient
 from peer.serf.codec import KeyResponse, Member
 from peer.serf.errors import SerfRPCError
@@ -25,7 +26,7 @@ from peer.serf.keys import derive_rpc_auth
 KEY_BYTES = 32  # AES-256
 
 
-class KeyRotationError(Exception):
+class KeyRotationError(RoamError):
     """A rotation could not be done (or finished); the message says how far it got."""
 
 

@@ -43,6 +43,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from peer.errors import InvalidKind
+
 OVERHEAD_BYTES = 512  # what one signed peer-API request costs besides its body (headers, framing)
 MAX_MBPS = 1000.0  # what one probe can claim at most: a 64 KiB probe cannot resolve more
 # Above this, two samples are compared as equal: a 64 KiB probe there mostly measures the
@@ -55,7 +57,7 @@ Source = Literal["probe", "traffic", "unreachable", "none"]
 ProbeKind = Literal["full", "ping"]
 
 
-class InvalidBudget(ValueError):
+class InvalidBudget(InvalidKind, ValueError):
     """A probe budget that cannot be honoured (names the field)."""
 
 

@@ -27,6 +27,7 @@ from peer.linkestimate import (OVERHEAD_BYTES, Estimate, LinkState, ProbeBudget,
 from peer.membership import MemberView
 from peer.peerclient import PeerClient, PeerError, msgpack_response, read_msgpack
 from peer.placing import requirements
+from peer.supervision import Supervisor
 from placement import ClusterView, PlacementError, rank
 
 if TYPE_CHECKING:
@@ -85,6 +86,7 @@ class LinkProbe:
         self._links: defaultdict[str, LinkState] = defaultdict(LinkState)
         self._payload = bytes(self.budget.probe_bytes)
         self._inflight: dict[str, asyncio.Task[None]] = {}
+        self._jobs = Supervisor(f"{here}:link-probe")  # the probes in flight (`_done` reports them)
         self._counters: dict[tuple[str, str, str, int], tuple[int, int]] = {}
         self._counted_at: float | None = None
         self._wanted: frozenset[str] = frozenset()
@@ -158,7 +160,7 @@ class LinkProbe:
                 continue
             kind = probe_due(self._links[peer], now, budget=self.budget)
             if kind is not None:
-                task = asyncio.create_task(self.probe(peer, member.api_url, kind), name=f"{self.here}:probe:{peer}")
+                task = self._jobs.spawn(self.probe(peer, member.api_url, kind), name=f"probe:{peer}", report=False)
                 self._inflight[peer] = task
                 task.add_done_callback(self._done)
                 started.append(peer)

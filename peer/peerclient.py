@@ -18,6 +18,7 @@ import aiohttp
 from aiohttp import web
 from yarl import URL
 
+from peer.errors import RoamError
 from peer.peerwire import (
     CONTENT_TYPE,
     DEFAULT_MAX_BYTES,
@@ -31,12 +32,13 @@ from peer.peerwire import (
     sign,
     verify,
 )
+from peer.supervision import Supervisor
 
 PEER_PREFIX = "/peer/"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-class PeerError(Exception):
+class PeerError(RoamError):
     """A peer-API call failed."""
 
 
@@ -106,6 +108,7 @@ class PeerClient:
         self._tls = tls
         self._session: aiohttp.ClientSession | None = None
         self._retired: dict[aiohttp.ClientSession, asyncio.Task[None]] = {}  # closed after a grace
+        self._jobs = Supervisor(f"{sender or 'peer'}:client")
 
     async def __aenter__(self) -> Self:
         return self
@@ -117,10 +120,11 @@ class PeerClient:
         if self._session is not None:
             await self._session.close()
             self._session = None
-        for old, task in list(self._retired.items()):
-            task.cancel()
-            await old.close()
+        retired = list(self._retired)
         self._retired.clear()
+        await self._jobs.stop()
+        for old in retired:
+            await old.close()
 
     def drop_connections(self, *, grace: float = 6.0) -> None:
         """Stop reusing pooled connections (a peer's certificate was revoked): new calls open
@@ -134,7 +138,7 @@ class PeerClient:
             self._retired.pop(old, None)
             await old.close()
 
-        self._retired[old] = asyncio.create_task(close_later())
+        self._retired[old] = self._jobs.spawn(close_later(), name="close-retired")
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:

@@ -21,6 +21,8 @@ from typing import Any
 
 import msgpack
 
+from peer.errors import InvalidKind, RoamError
+
 CONTENT_TYPE = "application/msgpack"
 DEFAULT_MAX_BYTES = 8 * 1024 * 1024
 DEFAULT_WINDOW = 30.0
@@ -31,11 +33,11 @@ HEADER_FROM = "X-Roam-From"  # the sending cluster; checked against its certific
 _PLAIN = (type(None), bool, int, float, str, bytes)
 
 
-class PeerWireError(ValueError):
+class PeerWireError(InvalidKind, ValueError):
     """A body that is not acceptable peer-API msgpack (too big, malformed, wrong shape)."""
 
 
-class PeerAuthError(Exception):
+class PeerAuthError(RoamError):
     """A request whose signature, timestamp or nonce is refused."""
 
 

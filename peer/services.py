@@ -20,6 +20,7 @@ from lb.balancer import LoadBalancer
 from lb.errors import LBError
 from peer.drivers.base import Driver, DriverError, DriverTimeout, Instance, NeverReady, ServiceNotFound
 from peer.drivers.descriptor import ServiceDescriptor
+from peer.errors import InvalidKind, NotFoundKind, RefusedKind, RoamError, UnavailableKind
 from peer.records.merge import (
     Action,
     AdoptLocalCopy,
@@ -35,6 +36,7 @@ from peer.records.record import Record, State, descriptor_digest, tombstone_of
 from peer.records.store import RecordStore
 from peer.placing import requirements
 from peer.state.fresh import FreshCopies
+from peer.supervision import Supervisor
 from peer.workload import Refusal, Resolver, WorkloadPolicy, check, resolve_executable
 from placement import ClusterView, admit
 from placement.homes import choose_entries
@@ -81,22 +83,29 @@ class StateCheck(Protocol):
     async def check_new(self, descriptor: ServiceDescriptor, host: str, port: int) -> None: ...
 
 
-class ServiceError(Exception):
-    """A service operation that cannot be done; `status` is the HTTP status it maps to."""
+class ServiceError(RoamError):
+    """A service operation that cannot be done as things stand (a conflict); `field` names the
+    input it is about. Subclasses say why in kinds `peer.api` maps to statuses (peer.errors)."""
 
-    status = 409
-
-    def __init__(self, message: str, *, status: int | None = None, field: str | None = None) -> None:
+    def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
         self.field = field
-        if status is not None:
-            self.status = status
 
 
-class WorkloadRefused(ServiceError):
-    """This cluster's workload policy (peer.workload) refuses the service: 403 naming the rule."""
+class NoSuchService(ServiceError, NotFoundKind):
+    """The service named does not exist here."""
 
-    status = 403
+
+class InvalidServiceRequest(ServiceError, InvalidKind):
+    """The request cannot be satisfied as asked (e.g. more entries than live clusters)."""
+
+
+class ServiceUnavailable(ServiceError, UnavailableKind):
+    """This agent cannot take it now (shutting down, recovering its records)."""
+
+
+class WorkloadRefused(ServiceError, RefusedKind):
+    """This cluster's workload policy (peer.workload) refuses the service, naming the rule."""
 
     def __init__(self, refusal: Refusal) -> None:
         super().__init__(refusal.message, field=refusal.field)
@@ -162,7 +171,7 @@ class ServiceManager:
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self.pending: dict[str, PendingCopy] = {}
         self.aborted: deque[str] = deque(maxlen=1000)  # migration ids refused if they arrive late
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.jobs = Supervisor(f"{here}:services")  # merges applied and copies started in the background
         self.closing = False
         self.recovered = asyncio.Event()  # the agent clears it until its records are recovered from peers
         self.recovered.set()
@@ -241,7 +250,7 @@ class ServiceManager:
             if name in self.pending:
                 raise ServiceError(f"service {name!r} is arriving here by migration", field="name")
             if self.closing:
-                raise ServiceError("agent is shutting down", status=503)
+                raise ServiceUnavailable("agent is shutting down")
             mine = self.store.get(qualified(name, self.here))  # where a concurrent twin of it would go
             if mine is not None and not mine.tombstone:
                 raise ServiceError(f"service {mine.name!r} exists, homed here: {name!r} created again here "
@@ -299,8 +308,8 @@ class ServiceManager:
         try:
             await asyncio.wait_for(self.recovered.wait(), timeout=RECOVERY_HOLD)
         except TimeoutError:
-            raise ServiceError("agent is recovering its records from peers; retry in a few seconds",
-                               status=503) from None
+            raise ServiceUnavailable("agent is recovering its records from peers; retry in a few seconds"
+                                     ) from None
 
     async def _check_name_free(self, name: str) -> list[tuple[str, tuple[str, ...]]]:
         """Refuse a name the federation holds live; return the deleted incarnations known for it
@@ -321,8 +330,8 @@ class ServiceManager:
         alive = [v for v in views if v.alive and v.name != self.here]
         wanted = descriptor.entries if descriptor.entries is not None else min(2, len(alive) + 1)
         if wanted > len(alive) + 1:
-            raise ServiceError(f"entries: {wanted} asked but only {len(alive) + 1} clusters are alive",
-                               status=422, field="entries")
+            raise InvalidServiceRequest(f"entries: {wanted} asked but only {len(alive) + 1} clusters are alive",
+                                        field="entries")
         own = next((v.tier for v in views if v.name == self.here), "")
         return choose_entries(alive, chosen=[self.here], tiers=[own], count=wanted - 1, home=self.here)
 
@@ -335,8 +344,8 @@ class ServiceManager:
         req = requirements(descriptor)
         able = [v.name for v in views if admit(req, v) is None]
         if len(able) < descriptor.standby:
-            raise ServiceError(f"standby: {descriptor.standby} warm copies asked but only {len(able)} other live "
-                               f"cluster(s) can hold one ({', '.join(able) or 'none'})", status=422, field="standby")
+            raise InvalidServiceRequest(f"standby: {descriptor.standby} warm copies asked but only {len(able)} "
+                                        f"other live cluster(s) can hold one ({', '.join(able) or 'none'})", field="standby")
 
     async def _open_entries(self, clusters: list[str], descriptor: ServiceDescriptor,
                             incarnation: str) -> list[tuple[str, str]]:
@@ -373,7 +382,7 @@ class ServiceManager:
         async with self.lock(name):
             record = self.get(name)
             if record is None:
-                raise ServiceError(f"no service {name!r}", status=404)
+                raise NoSuchService(f"no service {name!r}")
             tomb = self.store.put_local(tombstone_of(record), here=self.here, now=time.time())
             if record.location == self.here:
                 await self.stop_copy(name)
@@ -404,9 +413,7 @@ class ServiceManager:
                         outcome.result.location, outcome.result.vclock)
         if not outcome.actions:
             return
-        task = asyncio.create_task(self._apply(outcome))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self.jobs.spawn(self._apply(outcome), name=f"apply:{outcome.result.name}")
 
     async def _apply(self, outcome: MergeOutcome) -> None:
         names = sorted({outcome.result.name, *(a.name for a in outcome.actions),
@@ -566,9 +573,7 @@ class ServiceManager:
         record = self.get(name)
         if record is None or record.location != self.here or name in self.pending:
             return
-        task = asyncio.create_task(self.refresh_instance(name))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self.jobs.spawn(self.refresh_instance(name), name=f"refresh:{name}")
 
     async def refresh_instance(self, name: str) -> None:
         async with self.lock(name):
@@ -645,6 +650,4 @@ class ServiceManager:
 
     async def close(self) -> None:
         self.closing = True
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.jobs.stop()

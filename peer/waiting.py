@@ -11,10 +11,12 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, overload
 
+from peer.errors import RoamError
+
 T = TypeVar("T")
 
 
-class WaitTimeout(TimeoutError):
+class WaitTimeout(RoamError, TimeoutError):
     """The condition did not hold before the deadline."""
 
 

@@ -1,9 +1,17 @@
 """Shared fixtures. Integration tests start real serf, haproxy and processes on loopback addresses."""
 from __future__ import annotations
 
+import asyncio
+import inspect
 import shutil
+from collections.abc import AsyncIterator
 
 import pytest
+
+#: Loop turns a test's leftover tasks get to finish (a cancellation or a close in flight) before
+#: they count as leaked.
+LEAK_TURNS = 50
+pytest_plugins = ["pytester"]  # tests/agent/test_supervision.py runs this fixture on a leaking test
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -11,3 +19,36 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if missing:
         # Not a skip: the suite must not pass silently without the real components.
         raise pytest.UsageError(f"missing binaries {missing}: run `make test`, which installs them")
+    for item in items:  # every async test checks it leaks no task; first in, so last out
+        if isinstance(item, pytest.Function) and inspect.iscoroutinefunction(item.obj):
+            item.fixturenames.insert(0, "no_leaked_tasks")
+
+
+def _described(task: asyncio.Task[object]) -> str:
+    coro = task.get_coro()
+    where = getattr(coro, "__qualname__", repr(coro))
+    return f"{task.get_name()} ({where})"
+
+
+@pytest.fixture
+async def no_leaked_tasks() -> AsyncIterator[None]:
+    """Fail a test that leaves a task running past its end (issue 13): every background task
+    in `peer` belongs to a Supervisor whose owner stops it, so a leftover one is a part not
+    stopped, or a task started outside any owner. The leftovers are cancelled, so the next
+    test starts clean."""
+    before = asyncio.all_tasks()
+    yield
+    me = asyncio.current_task()
+
+    def leftover() -> set[asyncio.Task[object]]:
+        return {t for t in asyncio.all_tasks() - before if t is not me and not t.done()}
+
+    for _ in range(LEAK_TURNS):
+        if not leftover():
+            return
+        await asyncio.sleep(0)
+    leaked = leftover()
+    for task in leaked:
+        task.cancel()
+    await asyncio.gather(*leaked, return_exceptions=True)
+    pytest.fail(f"the test leaked {len(leaked)} task(s): {', '.join(sorted(map(_described, leaked)))}")

@@ -9,6 +9,7 @@ from aiohttp import web
 from lb.errors import LBError, NoFreeSlotError
 from peer.api.audit import note
 from peer.api.http import APIError, NotFound, read_json
+from peer.api.statuses import status_of
 from peer.config import NAME_RE
 from peer.records.naming import SERVICE_RE, base_name, home_part, is_qualified
 from peer.drivers.base import DeployFailed, DriverError, NeverReady, PermanentDriverError
@@ -81,7 +82,7 @@ def no_slot_message(agent: "Agent", exc: NoFreeSlotError) -> str:
 
 def _service_error(exc: ServiceError) -> APIError:
     extra = {"rule": exc.rule} if isinstance(exc, WorkloadRefused) else None
-    return APIError(str(exc), status=exc.status, field=exc.field, extra=extra)
+    return APIError(str(exc), status=status_of(exc), field=exc.field, extra=extra)
 
 
 def view(agent: "Agent", record: Record) -> dict[str, Any]:
@@ -137,8 +138,34 @@ async def run_admin_op(agent: "Agent", op: str, name: str, target: str | None) -
         except APIError as exc:
             return exc.status, {**exc.extra, "error": str(exc), "field": exc.field}
         except ServiceError as exc:
-            return exc.status, {"error": str(exc), "field": exc.field}
-    return last.status, {"error": str(last), "field": last.field}
+            return status_of(exc), {"error": str(exc), "field": exc.field}
+    return status_of(last), {"error": str(last), "field": last.field}
+
+
+def _answer(status: int, body: Any) -> web.Response:
+    """The steward's (status, body) of an admin operation as this API's answer."""
+    if status >= 400:
+        message = body.get("error") if isinstance(body, dict) else str(body)
+        field = body.get("field") if isinstance(body, dict) else None
+        extra = {k: body[k] for k in ("rule", "cluster") if isinstance(body, dict) and k in body}
+        raise APIError(str(message), status=status, field=field, extra=extra)
+    return web.json_response(body, status=status)
+
+
+async def _migrate_target(request: web.Request) -> str | None:
+    """The optional `target` of a migrate request's body (none, or `{"target": NAME}`)."""
+    body: Any = {}
+    if request.can_read_body and request.content_length != 0:
+        body = await read_json(request)
+    if not isinstance(body, dict):
+        raise APIError("expected a JSON object", status=422)
+    unknown = sorted(set(body) - {"target"})
+    if unknown:
+        raise APIError(f"unknown field {unknown[0]!r}", field=unknown[0], status=422)
+    target = body.get("target")
+    if target is not None and (not isinstance(target, str) or not NAME_RE.match(target)):
+        raise APIError("target must be a cluster name", field="target", status=422)
+    return target
 
 
 def add_service_routes(app: web.Application, agent: "Agent") -> None:
@@ -182,32 +209,14 @@ def add_service_routes(app: web.Application, agent: "Agent") -> None:
             raise NotFound(f"no service {request.match_info['name']!r}", field="name")
         return web.json_response(view(agent, record))
 
-    def answer(status: int, body: Any) -> web.Response:
-        if status >= 400:
-            message = body.get("error") if isinstance(body, dict) else str(body)
-            field = body.get("field") if isinstance(body, dict) else None
-            extra = {k: body[k] for k in ("rule", "cluster") if isinstance(body, dict) and k in body}
-            raise APIError(str(message), status=status, field=field, extra=extra)
-        return web.json_response(body, status=status)
-
     async def delete(request: web.Request) -> web.Response:
-        return answer(*await run_admin_op(agent, "delete", _name(request, agent), None))
+        return _answer(*await run_admin_op(agent, "delete", _name(request, agent), None))
 
     async def migrate(request: web.Request) -> web.Response:
         name = _name(request, agent)
-        body: Any = {}
-        if request.can_read_body and request.content_length != 0:
-            body = await read_json(request)
-        if not isinstance(body, dict):
-            raise APIError("expected a JSON object", status=422)
-        unknown = sorted(set(body) - {"target"})
-        if unknown:
-            raise APIError(f"unknown field {unknown[0]!r}", field=unknown[0], status=422)
-        target = body.get("target")
-        if target is not None and (not isinstance(target, str) or not NAME_RE.match(target)):
-            raise APIError("target must be a cluster name", field="target", status=422)
+        target = await _migrate_target(request)
         note(request, target=target)
-        return answer(*await run_admin_op(agent, "migrate", name, target))
+        return _answer(*await run_admin_op(agent, "migrate", name, target))
 
     async def instances(request: web.Request) -> web.Response:
         """What the orchestrator actually runs here (for operators and the chaos checkers)."""

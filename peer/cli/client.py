@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from lb.hostport import join_hostport
+from peer.errors import RoamError
 
 DEFAULT_API = "http://127.0.0.1:7070"
 DEFAULT_TIMEOUT = 30.0
 
 
-class ClientError(RuntimeError):
+class ClientError(RoamError, RuntimeError):
     """One line for the user; never a traceback."""
 
 

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from peer.errors import RoamError
 from peer.drivers.descriptor import ServiceDescriptor
 
 # on_event(name, kind, detail). Called from the event loop; must not block. Kinds:
@@ -58,7 +59,7 @@ class Instance:
         return self.host, self.port
 
 
-class DriverError(Exception):
+class DriverError(RoamError):
     """Base of every driver failure."""
 
 

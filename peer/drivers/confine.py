@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from peer.errors import RoamError
+
 log = logging.getLogger(__name__)
 
 WORK_ROOT = Path("/run/roam-services")
@@ -40,7 +42,7 @@ CPU_PERIOD_US = 100_000
 MIN_CPU_QUOTA_US = 1_000  # the kernel refuses quotas under 1 ms
 
 
-class ConfineError(OSError):
+class ConfineError(RoamError, OSError):
     """The service's user, working dir or cgroup could not be prepared."""
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import msgpack
 
 from peer.drivers.quantity import QuantityError, cpu_cores, memory_bytes
+from peer.errors import InvalidKind
 from peer.records.naming import MAX_SERVICE_LEN, SERVICE_RE
 
 MAX_CPU = 256.0
@@ -65,7 +66,7 @@ _TOP_FIELDS = frozenset(
 )
 
 
-class DescriptorError(ValueError):
+class DescriptorError(InvalidKind, ValueError):
     """A descriptor field is missing, of the wrong type, or out of bounds."""
 
     def __init__(self, field: str, message: str) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 from peer.drivers.base import InstanceState
 from peer.drivers.descriptor import ServiceDescriptor
 from peer.drivers.quantity import millicores
+from peer.errors import InvalidKind
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
 SERVICE_LABEL = "roam.io/service"
@@ -30,7 +31,7 @@ _DNS_1035 = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
 _LABEL_VALUE = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?")
 
 
-class ManifestError(ValueError):
+class ManifestError(InvalidKind, ValueError):
     """The descriptor cannot be expressed as Kubernetes objects."""
 
 

@@ -36,6 +36,7 @@ from peer.drivers.base import (
     TemporaryDriverError,
 )
 from peer.drivers.descriptor import ServiceDescriptor
+from peer.supervision import Supervisor
 
 log = logging.getLogger(__name__)
 _NODE_CACHE_SECONDS = 30.0
@@ -94,15 +95,16 @@ class KubernetesDriver:
         self._listed: set[str] = set()  # housekeeping: names in the previous list
         self._deleting: set[str] = set()
         self._objects: dict[str, str] = {}  # service -> objects' name, where a rename kept them
-        self._watch: asyncio.Task[None] | None = None
+        self._jobs = Supervisor("kubernetes")  # housekeeping, restarted after a failure
 
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
         if self._api is None:
             self._api = await asyncio.to_thread(self._connect)
-        if self._watch_interval and self._watch is None:
-            self._watch = asyncio.create_task(self._housekeep(self._watch_interval), name="kubernetes-housekeeping")
+        if self._watch_interval and not self._jobs:
+            interval = self._watch_interval
+            self._jobs.loop("housekeeping", lambda: self._housekeep(interval))
 
     def _connect(self) -> k8s.ApiClient:
         try:
@@ -118,10 +120,7 @@ class KubernetesDriver:
 
     async def stop(self) -> None:
         """Stop housekeeping; Deployments keep running."""
-        if self._watch is not None:
-            self._watch.cancel()
-            await asyncio.gather(self._watch, return_exceptions=True)
-            self._watch = None
+        await self._jobs.stop()
         if self._api is not None:
             api, self._api = self._api, None
             await asyncio.to_thread(api.close)

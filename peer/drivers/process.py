@@ -68,6 +68,7 @@ from peer.drivers.process_state import (
 )
 from peer.drivers.restarts import RestartPolicy
 from peer.drivers.strays import StrayKeeper
+from peer.supervision import Supervisor
 
 log = logging.getLogger(__name__)
 DEFAULT_RESTARTS = RestartPolicy()
@@ -141,6 +142,7 @@ class ProcessDriver:
         self._probe_interval = probe_interval
         self._confine = confine  # --run-as: user, working dir and cgroup of each service (confine.py)
         self._runs: dict[str, _Run] = {}
+        self._jobs = Supervisor("process-driver")  # one supervisor task per running copy
         self._strays = StrayKeeper(root=self._root, cluster=cluster, host=host, grace=grace)
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._session: aiohttp.ClientSession | None = None
@@ -154,10 +156,7 @@ class ProcessDriver:
 
     async def stop(self) -> None:
         """Stop supervising; the processes keep running for a later adopt()."""
-        tasks = [r.supervisor for r in self._runs.values() if r.supervisor is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._jobs.stop()
         self._runs.clear()
         if self._session is not None:
             await self._session.close()
@@ -183,7 +182,7 @@ class ProcessDriver:
             adopted = await self._claim_stray(descriptor, home)
             if adopted is not None:
                 self._runs[name] = adopted
-                adopted.supervisor = asyncio.create_task(self._supervise(adopted), name=f"supervise-{name}")
+                adopted.supervisor = self._jobs.spawn(self._supervise(adopted), name=f"supervise-{name}")
                 return self._instance(adopted)
             directory = self._root / name
             self._refuse_unadopted(directory)
@@ -197,7 +196,7 @@ class ProcessDriver:
                 shutil.rmtree(directory, ignore_errors=True)
                 raise
             self._runs[name] = run
-            run.supervisor = asyncio.create_task(self._supervise(run), name=f"supervise-{name}")
+            run.supervisor = self._jobs.spawn(self._supervise(run), name=f"supervise-{name}")
             return self._instance(run)
 
     async def wait_ready(self, name: str, *, timeout: float) -> Instance:
@@ -283,7 +282,7 @@ class ProcessDriver:
                 if await probe(self._session, run.descriptor.health, host=self._host, port=run.port):
                     self._mark_ready(run)
                 self._runs[name] = run
-                run.supervisor = asyncio.create_task(self._supervise(run), name=f"supervise-{name}")
+                run.supervisor = self._jobs.spawn(self._supervise(run), name=f"supervise-{name}")
                 adopted.append(self._instance(run))
         adopted += await self._hold_strays()
         return adopted

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from lb.files import write_atomic
+from peer.errors import RoamError
 
 STATE_FILE = "instance.json"
 #: PATH a service gets when the agent has none (also where the workload policy resolves argv[0]).
@@ -22,7 +23,7 @@ LOG_FILE = "service.log"
 _STATE_VERSION = 1
 
 
-class StateFileError(ValueError):
+class StateFileError(RoamError, ValueError):
     """instance.json is missing, unreadable or not what this version writes."""
 
 

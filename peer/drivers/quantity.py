@@ -10,6 +10,8 @@ import math
 import re
 from decimal import Decimal, InvalidOperation
 
+from peer.errors import InvalidKind
+
 # <number><suffix>, as in k8s.io/apimachinery/pkg/api/resource (signs are refused: roam has
 # no use for negative resources).
 _QUANTITY = re.compile(
@@ -26,7 +28,7 @@ _DECIMAL = {
 }
 
 
-class QuantityError(ValueError):
+class QuantityError(InvalidKind, ValueError):
     """Not a quantity, or outside the allowed range."""
 
 

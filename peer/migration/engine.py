@@ -26,20 +26,23 @@ from collections.abc import Callable
 from typing import Any
 
 from lb.errors import LBError, RerouteError
+from peer.errors import RoamError
 from peer import failpoints
-from peer.drivers.base import DriverError
 from peer.drivers.descriptor import ServiceDescriptor
 from peer.migration.history import Migration, MigrationLog
 from peer.migration.homes import HomeSetClient
+from peer.migration.seams import EngineSeams
 from peer.migration.readiness import CopyNotReady, wait_copy_ready
 from peer.migration.wire import ABORT, RELEASE, REPLICATE, record_to_wire
 from peer.peerclient import PeerClient, PeerError, PeerRefused
 from peer.placing import requirements
 from peer.records.record import Record, State
 from peer.waiting import wait_until
-from peer.services import ServiceError, ServiceManager, WorkloadRefused, addr_of, split_addr
+from peer.services import (InvalidServiceRequest, NoSuchService, ServiceError, ServiceManager, WorkloadRefused,
+                           addr_of, split_addr)
 from peer.workload import RULE_ACCEPT_FROM, Refusal
 from peer.state import handover as ho
+from peer.supervision import Supervisor
 from peer.state.hook import StateError
 from peer.state.keeper import StateKeeper, state_spec
 from placement import Candidate, Placement, get_policy, rank
@@ -49,9 +52,11 @@ log = logging.getLogger(__name__)
 #: A cluster whose workload policy refused a descriptor is not proposed again for it this long
 #: (placement learns policies from refusals; an explicit target is still asked).
 REFUSAL_MEMORY = 600.0
+#: Stages whose failure leaves nothing to finish: the copy at the target is aborted, nothing routed.
+BEFORE_REROUTE = frozenset({"trigger", "pr", "replication", "wait", "state"})
 
 
-class MigrationError(Exception):
+class MigrationError(RoamError):
     """The migration could not complete; the service keeps running where it was. `refusals`:
     the candidates whose workload policy refused it (cluster, rule, error)."""
 
@@ -62,7 +67,7 @@ class MigrationError(Exception):
 
 class MigrationEngine:
     def __init__(self, *, here: str, services: ServiceManager, client: PeerClient, history: MigrationLog,
-                 agent: Any, homes: HomeSetClient, steward_of: Callable[[Record], str | None],
+                 agent: EngineSeams, homes: HomeSetClient, steward_of: Callable[[Record], str | None],
                  policy: str = "balanced", state: StateKeeper | None = None) -> None:
         self.here = here
         self.state = state
@@ -71,10 +76,10 @@ class MigrationEngine:
         self.services = services
         self.client = client
         self.history = history
-        self.agent = agent  # peer.agent.Agent: membership, views, api urls
+        self.agent = agent  # the agent, seen through the seams a migration needs (peer/migration/seams.py)
         self.policy = get_policy(policy)
         self.refused: dict[tuple[str, str], tuple[str, float]] = {}  # (cluster, digest) -> (rule, when)
-        self._cleanups: set[asyncio.Task[None]] = set()  # old copies being stopped after the answer
+        self._cleanups = Supervisor(f"{here}:cleanups")  # old copies being stopped after the answer
 
     # -- entry point -----------------------------------------------------------------------
     async def migrate(self, name: str, *, target: str | None = None, reason: str = "api",
@@ -90,41 +95,65 @@ class MigrationEngine:
         except BaseException:
             lock.release()
             raise
-        task = asyncio.create_task(self._clean_up_after(m, before, committed, lock),
-                                   name=f"{self.here}:cleanup:{name}:{m.id}")
-        self._cleanups.add(task)
-        task.add_done_callback(self._cleanups.discard)
+        self._cleanups.spawn(self._clean_up_after(m, before, committed, lock), name=f"cleanup:{name}:{m.id}")
         return m
 
     async def _migrate_locked(self, name: str, *, target: str | None, reason: str, kind: str
                               ) -> tuple[Migration, Record, Record]:
         record = self.services.get(name)
         if record is None:
-            raise ServiceError(f"no service {name!r}", status=404)
+            raise NoSuchService(f"no service {name!r}")
         steward = self.steward_of(record)
         if steward != self.here:
-            raise ServiceError(f"{name!r} is stewarded by {steward or 'no live entry'}, not {self.here}",
-                               status=409)
+            raise ServiceError(f"{name!r} is stewarded by {steward or 'no live entry'}, not {self.here}")
         if target is not None:
             self._check_target(record, target)
         m = self.history.begin(Migration(service=name, kind=kind, reason=reason, coordinator=self.here,
                                          home=record.home, source=record.location, target=target))
         try:
             committed = await self._run(m, record, target)
-        except (MigrationError, PeerError, ServiceError, LBError, DriverError, StateError) as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever it was, the migration ends `failed`
             # Every failure ends the migration `failed` with its journal closed (the copy at
-            # the target was aborted by `_run`): nothing stays `running` behind a 500.
-            if isinstance(exc, WorkloadRefused) and target is not None:  # known from its gossiped policy
-                m.refusals.append({"cluster": target, "rule": exc.rule, "error": str(exc)})
-            self.services.store.journal_close(f"mig:{m.id}")
-            self.history.finish(m, outcome="failed" if m.stage != "pr" else "aborted", error=str(exc))
-            log.warning("migration %s of %s failed at %s: %s", m.id, name, m.stage, exc)
-            raise MigrationError(f"migration of {name} failed at {m.stage}: {exc}",
-                                 refusals=m.refusals) from exc
+            # the target was aborted by `_run`): nothing stays `running` behind an error.
+            if not isinstance(exc, (RoamError, LBError, TimeoutError)):  # a bug: keep its traceback
+                log.exception("migration %s of %s: unexpected error at %s", m.id, name, m.stage)
+            if m.stage == "reroute":
+                await self._route_back(record)
+            raise self._failed(m, exc, target) from exc
+        except asyncio.CancelledError:
+            # The agent stops mid-move: `_run` aborted the copy at the target. From the reroute
+            # on the journal stays open, so `recover` decides from the route on the next start.
+            if m.stage in BEFORE_REROUTE:
+                self.services.store.journal_close(f"mig:{m.id}")
+            self.history.finish(m, outcome="failed", error=f"interrupted at {m.stage} by a stop")
+            raise
         # Committed and routed: the move stands, and the stage left is the cleanup.
         m.outcome, m.stage, m.committed_at = "succeeded", "cleanup", time.time()
         log.info("migrated %s %s -> %s in %s (cleanup follows)", name, m.source, m.target, m.durations)
         return m, record, committed
+
+    async def _route_back(self, before: Record) -> None:
+        """A reroute that failed half-way (this entry routed, the commit did not happen): the
+        frontend points at the old copy again, as the record still says (the copy at the
+        target is being aborted). A committed record is left alone: it is the truth now."""
+        current = self.services.get(before.name)
+        if current is None or current.location != before.location or self.here not in current.entries:
+            return
+        try:
+            await self.services.ensure_route(current)
+        except (RoamError, LBError) as exc:
+            log.error("migration of %s failed at the reroute and its route could not be restored: %s",
+                      before.name, exc)
+
+    def _failed(self, m: Migration, exc: Exception, target: str | None) -> MigrationError:
+        """Close the journal and the history entry of a migration that failed; the error to raise."""
+        if isinstance(exc, WorkloadRefused) and target is not None:  # known from its gossiped policy
+            m.refusals.append({"cluster": target, "rule": exc.rule, "error": str(exc)})
+        self.services.store.journal_close(f"mig:{m.id}")
+        self.history.finish(m, outcome="failed" if m.stage != "pr" else "aborted", error=str(exc) or type(exc).__name__)
+        log.warning("migration %s of %s failed at %s: %s", m.id, m.service, m.stage, exc)
+        return MigrationError(f"migration of {m.service} failed at {m.stage}: {exc or type(exc).__name__}",
+                              refusals=m.refusals)
 
     async def _clean_up_after(self, m: Migration, before: Record, committed: Record, lock: asyncio.Lock) -> None:
         """The cleanup stage, after the caller has its answer. A failure here does not undo the
@@ -133,8 +162,9 @@ class MigrationEngine:
         try:
             with m.timed("cleanup"):
                 await self._cleanup(m, before, committed)
-        except (PeerError, ServiceError, LBError, DriverError) as exc:
-            log.error("migration %s of %s: cleanup failed: %s", m.id, m.service, exc)
+        except Exception as exc:  # noqa: BLE001 - the move stands whatever the cleanup met
+            log.error("migration %s of %s: cleanup failed: %s", m.id, m.service, exc,
+                      exc_info=not isinstance(exc, (RoamError, LBError, TimeoutError)))
             self.services.store.journal_close(f"mig:{m.id}")
             self.history.finish(m, outcome="succeeded", error=f"cleanup failed: {exc}")
         except asyncio.CancelledError:
@@ -149,21 +179,16 @@ class MigrationEngine:
     async def settle(self, *, timeout: float) -> None:
         """Let the cleanups under way finish (an agent stopping waits this long for them), then
         cancel the rest: their journals stay open and `recover` finishes them on restart."""
-        if not self._cleanups:
-            return
-        _, late = await asyncio.wait(list(self._cleanups), timeout=timeout)
-        for task in late:
-            task.cancel()
-        await asyncio.gather(*late, return_exceptions=True)
+        await self._cleanups.stop(grace=timeout)
 
     def _check_target(self, record: Record, target: str) -> None:
         member = self.agent.membership.get(target)
         if member is None:
-            raise ServiceError(f"unknown cluster {target!r}", status=422, field="target")
+            raise InvalidServiceRequest(f"unknown cluster {target!r}", field="target")
         if member.status != "alive":
-            raise ServiceError(f"cluster {target!r} is {member.status}", status=409, field="target")
+            raise ServiceError(f"cluster {target!r} is {member.status}", field="target")
         if target == record.location:
-            raise ServiceError(f"{record.name!r} already runs at {target}", status=409, field="target")
+            raise ServiceError(f"{record.name!r} already runs at {target}", field="target")
 
     async def _run(self, m: Migration, record: Record, target: str | None) -> Record:
         """PR to the commit and reroute; the journal is left at `cleanup` for `_clean_up_after`."""
@@ -214,7 +239,7 @@ class MigrationEngine:
             if reason.startswith("policy:"):  # its gossiped accept-from: refused without asking
                 raise WorkloadRefused(Refusal(RULE_ACCEPT_FROM, f"cluster {target!r} cannot take it: {reason}",
                                               record.home))
-            raise ServiceError(f"cluster {target!r} cannot take it: {reason}", status=409, field="target")
+            raise ServiceError(f"cluster {target!r} cannot take it: {reason}", field="target")
         ranked = list(placement.ranked)
         if target is None:
             ranked = [c for c in ranked if self.refused_rule(c.name, record.digest) is None]
@@ -367,13 +392,14 @@ class MigrationEngine:
         await self.agent.publish_now(committed, frozenset({before.location}))
 
     async def _abort_target(self, m: Migration, *, wait: float = 0.0) -> None:
-        if m.target is None:
+        target = m.target
+        if target is None:
             return
-        url = self.agent.api_url_of(m.target)
+        url = self.agent.api_url_of(target)
         if url is None and wait > 0:
             # Right after a restart gossip may not know the target yet.
             with contextlib.suppress(TimeoutError):
-                url = await wait_until(lambda: self.agent.api_url_of(m.target), timeout=wait, interval=0.1)
+                url = await wait_until(lambda: self.agent.api_url_of(target), timeout=wait, interval=0.1)
         if url is not None:
             with contextlib.suppress(PeerError):
                 await self.client.call(url, ABORT, {"migration_id": m.id, "name": m.service}, timeout=5.0)

@@ -36,6 +36,7 @@ from typing import Any
 from lb.errors import LBError
 from peer.drivers.base import DriverError, Instance
 from peer.migration.history import Migration, MigrationLog
+from peer.migration.seams import EntryRoutes, FailSafeSeams, Mover
 from peer.migration.wire import PING, RELEASE, record_to_wire
 from peer.peerclient import PeerClient, PeerError, PeerRefused
 from peer.placing import requirements
@@ -45,6 +46,7 @@ from peer.services import ServiceError, ServiceManager, WorkloadRefused, addr_of
 from peer.state.hook import StateError
 from peer.state.keeper import StateTransfer, state_spec
 from peer.stewardship import Liveness
+from peer.supervision import Supervisor
 from placement import admit
 
 log = logging.getLogger(__name__)
@@ -72,24 +74,27 @@ class Suspicion:
 
 
 class FailSafe:
-    def __init__(self, *, services: ServiceManager, client: PeerClient, history: MigrationLog, agent: Any,
-                 liveness: Liveness, steward_of: Callable[[Record], str | None],
-                 state: StateTransfer | None = None) -> None:
+    def __init__(self, *, services: ServiceManager, client: PeerClient, history: MigrationLog,
+                 agent: FailSafeSeams, homes: EntryRoutes, liveness: Liveness,
+                 steward_of: Callable[[Record], str | None], state: StateTransfer | None = None,
+                 engine: Mover | None = None) -> None:
         self.liveness = liveness
         self.state = state
         self.steward_of = steward_of
         self.services = services
         self.client = client
         self.history = history
-        self.agent = agent
+        self.agent = agent  # the agent, seen through the seams the fail-safe needs (peer/migration/seams.py)
+        self.homes = homes
+        self.engine = engine  # moves elsewhere what this steward's own policy refuses
         self._suspects: dict[str, Suspicion] = {}
         self._busy: set[str] = set()
         self._unpromotable: set[tuple[str, str]] = set()  # (service, standby addr) whose promotion failed
-        self._acting: set[asyncio.Task[None]] = set()  # promotions and redeploys under way (cancelled on stop)
+        self._acting = Supervisor("failsafe")  # the recheck, promotions and redeploys under way (cancelled on stop)
         self._dropped_at: dict[str, float] = {}  # when a copy started ahead was last removed (not confirmed)
 
     async def run(self) -> None:
-        recheck = asyncio.create_task(self._recheck_unreachable())
+        self._acting.loop("recheck-unreachable", self._recheck_unreachable)
         try:
             while True:
                 await asyncio.sleep(TICK)
@@ -98,10 +103,7 @@ class FailSafe:
                         with contextlib.suppress(LBError):
                             await self._check(record)
         finally:
-            recheck.cancel()
-            for task in self._acting:
-                task.cancel()
-            await asyncio.gather(recheck, *self._acting, return_exceptions=True)
+            await self._acting.stop()
 
     async def _recheck_unreachable(self) -> None:
         """Probe evidence that a cluster is unreachable holds only until it answers a ping
@@ -167,14 +169,12 @@ class FailSafe:
 
     def _act(self, name: str, coro: Coroutine[Any, Any, None]) -> None:
         self._busy.add(name)
-        task = asyncio.create_task(coro)
-        self._acting.add(task)
+        task = self._acting.spawn(coro, name=f"act:{name}", report=False)  # `_acted` reports it
         task.add_done_callback(lambda t: self._acted(name, t))
 
     def _acted(self, name: str, task: asyncio.Task[None]) -> None:
         """A promotion or redeploy ended: free the service, and never lose its error silently."""
         self._busy.discard(name)
-        self._acting.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("fail-safe for %s failed unexpectedly", name, exc_info=task.exception())
 
@@ -250,7 +250,8 @@ class FailSafe:
                 if admit(requirements(services.descriptor_of(current)), self.agent.own_view()) is not None:
                     return  # the confirmed path reports it
                 started = time.monotonic()
-                copy = asyncio.create_task(services.run_copy(services.descriptor_of(current), home=services.here))
+                copy = self._acting.spawn(services.run_copy(services.descriptor_of(current), home=services.here),
+                                          name=f"copy-ahead:{name}", report=False)
                 try:
                     evidence = await self._confirm(current, suspicion)
                 except BaseException:
@@ -272,7 +273,7 @@ class FailSafe:
             return
         self.agent.load_changed()
         await self.agent.publish(committed, frozenset({record.location}))
-        self.agent.spawn(self.agent.homes.route_entries(committed))
+        self.agent.spawn(self.homes.route_entries(committed))
         self.agent.spawn(self._release_until_heard(record.location, committed))
 
     async def _redeploy_locked(self, current: Record, *, evidence: str, since: float,
@@ -390,7 +391,7 @@ class FailSafe:
             self.history.finish(m, outcome="succeeded")
         self.agent.load_changed()
         await self.agent.publish(committed, frozenset({record.location}))
-        self.agent.spawn(self.agent.homes.route_entries(committed))
+        self.agent.spawn(self.homes.route_entries(committed))
         self.agent.spawn(self._release_until_heard(record.location, committed))
 
     async def _restore_state(self, m: Migration, record: Record, host: str, port: int) -> int | None:
@@ -415,7 +416,7 @@ class FailSafe:
         """This steward's own workload policy refuses the service: placement picks a cluster
         that accepts it, through the migration engine (a move away from the lost location,
         whose cleanup tells that location to release its copy should it come back)."""
-        engine = getattr(self.agent, "engine", None)
+        engine = self.engine
         if engine is None:
             return
         reason = f"{evidence}; {self.services.here} refuses it ({refused.rule}): redeploying where placement says"

@@ -28,7 +28,9 @@ from peer.migration import wire
 from peer.peerclient import PeerClient, PeerError, PeerRefused, msgpack_response, read_msgpack
 from peer.records.naming import MAX_REPLACED, SERVICE_RE, base_name
 from peer.records.record import Record, RecordDecodeError
+from peer.api.statuses import status_of
 from peer.drivers.descriptor import DescriptorError, ServiceDescriptor
+from peer.errors import UpstreamKind
 from peer.services import NameHolder, ServiceError, ServiceManager, WorkloadRefused
 from peer.state.handover import HOLD_MAX, IDLE_POLL, IDLE_TIMEOUT
 from peer.stewardship import Liveness, Observed, must_adopt_home, repair_needed
@@ -47,7 +49,11 @@ UrlOf = Callable[[str], str | None]
 
 
 class StewardUnreachable(ServiceError):
-    """The steward in our view did not answer a forwarded call (409)."""
+    """The steward in our view did not answer a forwarded call (a conflict: ask again)."""
+
+
+class StewardBadReply(ServiceError, UpstreamKind):
+    """The steward answered a forwarded call with something that is not (status, body)."""
 
 
 class HomeSetClient:
@@ -166,7 +172,7 @@ class HomeSetClient:
             raise StewardUnreachable(f"{name!r} is stewarded by {steward}, which did not answer: {exc}",
                                      field="name") from exc
         if not isinstance(reply, dict):
-            raise ServiceError(f"steward {steward} gave a malformed answer", status=502)
+            raise StewardBadReply(f"steward {steward} gave a malformed answer")
         return int(reply.get("status", 200)), reply.get("body")
 
 
@@ -221,7 +227,7 @@ class HomeSetHandlers:
             log.warning("refused to open an entry for %s (home %s): %s", name, home, exc)
             return msgpack_response(exc.refusal.as_api(), status=403)
         except ServiceError as exc:
-            return msgpack_response({"error": str(exc)}, status=exc.status)
+            return msgpack_response({"error": str(exc)}, status=status_of(exc))
         except NoFreeSlotError as exc:
             return msgpack_response({"error": f"no free frontend: {exc}"}, status=409)
         return msgpack_response({"endpoint": f"{host}:{port}"})

@@ -7,9 +7,11 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 
+from lb.errors import LBError
+from peer.errors import RoamError
 from peer.migration.engine import MigrationEngine, MigrationError
+from peer.migration.seams import PolicySeams
 from peer.records.record import Record
 from peer.placing import requirements
 from peer.services import ServiceError, ServiceManager
@@ -21,12 +23,12 @@ TICK = 1.0
 
 
 class PolicyTriggers:
-    def __init__(self, *, services: ServiceManager, engine: MigrationEngine, agent: Any,
+    def __init__(self, *, services: ServiceManager, engine: MigrationEngine, agent: PolicySeams,
                  thresholds: Thresholds, failing: Callable[[Record], Awaitable[bool]]) -> None:
         self.failing = failing  # FailSafe.owns: a service whose copy does not serve is not ours
         self.services = services
         self.engine = engine
-        self.agent = agent
+        self.agent = agent  # the agent, seen through the seams the policy needs (peer/migration/seams.py)
         self.thresholds = thresholds
         self._last_move: dict[str, float] = {}
 
@@ -36,7 +38,10 @@ class PolicyTriggers:
             for record in self.services.records():
                 if self.agent.steward_of(record) != self.services.here or self.services.lock(record.name).locked():
                     continue
-                await self._consider(record.name, record.location)
+                try:
+                    await self._consider(record.name, record.location)
+                except (RoamError, LBError) as exc:  # one service's trouble: the others still get their turn
+                    log.warning("policy: considering %s failed: %s", record.name, exc)
 
     async def _consider(self, name: str, location: str) -> None:
         record = self.services.get(name)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+from peer.errors import RoamError
 from peer.migration.wire import STATUS
 from peer.peerclient import PeerClient
 
@@ -15,7 +16,7 @@ STATUS_POLL = 0.05  # between calls answered early while still deploying (an AC 
 WAIT_MARGIN = 10.0  # past the service's ready_timeout: the target itself says "failed" first
 
 
-class CopyNotReady(Exception):
+class CopyNotReady(RoamError):
     """The copy failed at its cluster, or nobody said it was ready in time."""
 
 

@@ -16,6 +16,7 @@ from lb.errors import LBError
 from peer.drivers.base import DriverError
 from peer.drivers.descriptor import DescriptorError, ServiceDescriptor
 from peer.migration import wire
+from peer.migration.seams import ReplicaSeams
 from peer.peerclient import msgpack_response, read_msgpack
 from peer.placing import requirements
 from peer.records.naming import base_name
@@ -37,9 +38,9 @@ def _field(body: Any, key: str, kind: type) -> Any:
 
 
 class ReplicaHandlers:
-    def __init__(self, *, services: ServiceManager, agent: Any) -> None:
+    def __init__(self, *, services: ServiceManager, agent: ReplicaSeams) -> None:
         self.services = services
-        self.agent = agent
+        self.agent = agent  # the agent, seen through the seams the replica side needs (peer/migration/seams.py)
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post(wire.REPLICATE, self.replicate)
@@ -89,7 +90,7 @@ class ReplicaHandlers:
                            deadline=time.monotonic() + PENDING_TTL, standby=standby)
         services.pending[name] = copy
         services.store.journal_put(f"target:{name}", {"migration_id": mid, "name": name})
-        copy.task = asyncio.create_task(self._start_copy(copy))
+        copy.task = services.jobs.spawn(self._start_copy(copy), name=f"copy:{name}")  # cancelled by ABORT or a stop
         self.agent.load_changed()
         return msgpack_response({"accepted": True})
 

@@ -28,11 +28,12 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Protocol
 
 from lb.errors import LBError
+from peer.errors import RoamError
 from peer.migration.history import Migration, MigrationLog
-from peer.migration.homes import HomeSetClient
+from peer.migration.seams import EntryRoutes, StandbySeams
 from peer.migration.readiness import CopyNotReady, wait_copy_ready
 from peer.migration.wire import ABORT, REPLICATE
 from peer.peerclient import PeerClient, PeerError, PeerRefused
@@ -48,7 +49,7 @@ REPAIR_AFTER = 5.0  # a standby lost (cluster or copy) this long is replaced
 RETRY_AFTER = 5.0  # after a failed placement
 
 
-class StandbyError(Exception):
+class StandbyError(RoamError):
     """A standby could not be placed; the service keeps what it has."""
 
 
@@ -112,14 +113,14 @@ def candidates(record: Record, views: Mapping[str, ClusterView], *, req: Require
 class StandbyKeeper:
     """The steward's loop (see module docstring)."""
 
-    def __init__(self, *, services: ServiceManager, client: PeerClient, history: MigrationLog, agent: Any,
-                 homes: HomeSetClient, steward_of: Callable[[Record], str | None],
+    def __init__(self, *, services: ServiceManager, client: PeerClient, history: MigrationLog,
+                 agent: StandbySeams, homes: EntryRoutes, steward_of: Callable[[Record], str | None],
                  lost_for: Callable[[str], float | None], state: StateTransfer | None = None,
                  repair_after: float = REPAIR_AFTER, policy: str = "balanced") -> None:
         self.services = services
         self.client = client
         self.history = history
-        self.agent = agent
+        self.agent = agent  # the agent, seen through the seams standbys need (peer/migration/seams.py)
         self.homes = homes
         self.steward_of = steward_of
         self.lost_for = lost_for

@@ -61,6 +61,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from peer.errors import RoamError
 from peer.records import vclock as vc
 from peer.records.naming import base_name, concurrent, home_part, incarnation_order, is_qualified, qualified, supersedes
 from peer.records.record import Record, content_key, interested, role
@@ -68,7 +69,7 @@ from peer.records.record import Record, content_key, interested, role
 DEFAULT_TOMBSTONE_TTL = 7 * 24 * 3600.0
 
 
-class LocalWriteError(ValueError):
+class LocalWriteError(RoamError, ValueError):
     """A local write that the merge rules could not make win over its own history."""
 
 

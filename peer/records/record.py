@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 import msgpack
 
+from peer.errors import InvalidKind
 from peer.records import vclock as vc
 from peer.records.naming import MAX_REPLACED, MAX_SERVICE_LEN, SERVICE_RE
 from peer.records.vclock import VClock
@@ -38,7 +39,7 @@ MAX_DESCRIPTOR = 64 * 1024
 MAX_TEXT = 256
 
 
-class RecordDecodeError(ValueError):
+class RecordDecodeError(InvalidKind, ValueError):
     """Wire data is not a record; `field` names the offending field."""
 
     def __init__(self, message: str, *, field: str) -> None:

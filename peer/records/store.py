@@ -24,6 +24,7 @@ from typing import Any, Self
 
 import msgpack
 
+from peer.errors import RoamError
 from peer.records import record as rec
 from peer.records import vclock as vc
 from peer.records.merge import MergeOutcome, droppable, local_write, place
@@ -71,7 +72,7 @@ MIGRATIONS: tuple[str, ...] = (
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-class StoreError(Exception):
+class StoreError(RoamError):
     """The record store cannot be used."""
 
 

@@ -33,12 +33,14 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from peer.errors import InvalidKind
+
 MAX_NODE_LEN = 253  # a Serf node name is a hostname-like label
 MAX_ENTRIES = 1024
 ACTOR_SEP = "~"  # between the cluster and the data dir's epoch in an actor id
 
 
-class VClockDecodeError(ValueError):
+class VClockDecodeError(InvalidKind, ValueError):
     """Wire data is not a vector clock; the message says what is wrong."""
 
 

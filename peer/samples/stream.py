@@ -24,6 +24,7 @@ import aiohttp
 from aiohttp import web
 
 from peer.samples.running import inherited_socket, run
+from peer.supervision import Supervisor
 
 
 @dataclass
@@ -74,7 +75,7 @@ async def run_stream(
     stop = stop or asyncio.Event()
     stats = stats if stats is not None else StreamStats()
     rng = random.Random(0)
-    pending: set[asyncio.Task[None]] = set()
+    pending = Supervisor("stream")  # frames in flight: every one is awaited before the stats
     began = time.monotonic()
     next_report = began + (report_every or 0)
     async with aiohttp.ClientSession() as session:
@@ -84,9 +85,7 @@ async def run_stream(
             now = time.monotonic()
             if duration is not None and now - began >= duration:
                 break
-            task = asyncio.create_task(_send(session, url, rng.randbytes(frame_bytes), stats, timeout))
-            pending.add(task)
-            task.add_done_callback(pending.discard)
+            pending.spawn(_send(session, url, rng.randbytes(frame_bytes), stats, timeout), name="frame")
             stats.sent += 1
             if report_every and now >= next_report:
                 print(json.dumps(stats.summary()), flush=True)
@@ -99,7 +98,7 @@ async def run_stream(
                 except TimeoutError:
                     pass
         if pending:
-            await asyncio.gather(*pending)
+            await asyncio.wait(pending.tasks)
     return stats
 
 

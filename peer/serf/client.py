@@ -37,6 +37,7 @@ from peer.serf.errors import (
     SerfRPCError,
     SerfTimeoutError,
 )
+from peer.supervision import Supervisor
 
 IPC_VERSION = 1
 _AUTH_ERRORS = frozenset({"Authentication required", "Invalid authentication token"})
@@ -72,7 +73,8 @@ class SerfClient:
         self._pending: dict[int, asyncio.Future[Frame]] = {}
         self._sinks: dict[int, _Sink] = {}
         self._lost: tuple[str, BaseException | None] | None = None  # why we are closed
-        self._read_task = asyncio.create_task(self._read_loop(), name="serf-rpc-reader")
+        self._jobs = Supervisor("serf-rpc")
+        self._read_task = self._jobs.spawn(self._read_loop(), name="reader")
 
     @classmethod
     async def connect(
@@ -102,8 +104,7 @@ class SerfClient:
     async def close(self) -> None:
         """Close the connection; pending calls and open streams fail with SerfConnectionError."""
         self._lose("connection closed by the client")
-        self._read_task.cancel()
-        await asyncio.wait([self._read_task])  # unlike `await`, never raises its CancelledError
+        await self._jobs.stop()
         try:
             async with asyncio.timeout(self._timeout):
                 await self._writer.wait_closed()

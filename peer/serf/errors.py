@@ -7,8 +7,10 @@ bug or a foreign peer (`SerfProtocolError`). Always raised `from` the underlying
 """
 from __future__ import annotations
 
+from peer.errors import RoamError
 
-class SerfRPCError(Exception):
+
+class SerfRPCError(RoamError):
     """Base of every error raised while talking to a Serf agent over RPC."""
 
 
@@ -37,7 +39,7 @@ class SerfTimeoutError(SerfRPCError, TimeoutError):
     """The agent did not answer in time; the connection stays usable."""
 
 
-class SerfStartError(RuntimeError):
+class SerfStartError(RoamError, RuntimeError):
     """A child `serf agent` could not be started (missing binary, bad config, early exit)."""
 
     def __init__(self, message: str, *, log_tail: str = "") -> None:

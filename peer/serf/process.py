@@ -31,6 +31,7 @@ from peer.serf.errors import (
     SerfStartError,
     SerfTimeoutError,
 )
+from peer.supervision import Supervisor
 
 CONFIG_NAME = "serf.json"
 KEYRING_NAME = "keyring.json"
@@ -135,7 +136,7 @@ class SerfProcess:
         self._binary = binary
         self._proc: asyncio.subprocess.Process | None = None
         self._log_offset = 0
-        self._watch: asyncio.Task[None] | None = None
+        self._jobs = Supervisor(f"{config.node_name}:serf")  # the log watch
         self.key_mismatch: KeyMismatch | None = None
 
     @property
@@ -176,14 +177,12 @@ class SerfProcess:
         except BaseException:
             await self.stop()
             raise
-        if self._watch is None or self._watch.done():
-            self._watch = asyncio.create_task(self._watch_log(), name=f"{self.config.node_name}:serf-log")
+        if not self._jobs:
+            self._jobs.loop("serf-log", self._watch_log)
 
     async def stop(self, *, timeout: float = 5.0) -> None:
         """SIGTERM the agent's process group, SIGKILL it after `timeout`, and reap."""
-        if self._watch is not None:
-            self._watch.cancel()
-            self._watch = None
+        await self._jobs.stop()
         proc = self._proc
         if proc is None:
             return

@@ -16,13 +16,14 @@ from typing import Protocol
 import aiohttp
 
 from lb.hostport import join_hostport
+from peer.errors import RoamError
 
 MAX_STATE_BYTES = 16 * 1024 * 1024  # a state past this is refused: copying it would stall handovers
 TIMEOUT = 10.0  # seconds for one GET or PUT (16 MiB over a slow link still fits)
 _CHUNK = 256 * 1024
 
 
-class StateError(Exception):
+class StateError(RoamError):
     """The state hook of a service could not be used."""
 
 

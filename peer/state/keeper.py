@@ -36,11 +36,12 @@ from peer.drivers.descriptor import DescriptorError, ServiceDescriptor, StateSpe
 from peer.migration.standby import StateTransferError
 from peer.peerclient import PeerError
 from peer.records.record import Record
-from peer.services import ServiceError, ServiceManager, addr_of, split_addr
+from peer.services import InvalidServiceRequest, ServiceManager, addr_of, split_addr
 from peer.state.fresh import CopyView, may_save
 from peer.state.hook import Snapshot, StateError, StateHook, StateHookMissing, StateTooLarge
 from peer.state.saved import SavedState, SavedStates
 from peer.state.versions import InstalledVersions, Version, observe
+from peer.supervision import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +117,7 @@ class StateKeeper:
         self._generation: dict[str, int] = {}  # bumped by every save: a pull that raced one is dropped
         self._next: dict[str, float] = {}
         self._busy: set[str] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._jobs = Supervisor("state")  # pulls and restores under way (cancelled on stop)
         self._forgotten: set[tuple[str, str]] = set()
 
     # -- what is saved ----------------------------------------------------------------------
@@ -162,14 +163,14 @@ class StateKeeper:
         try:
             await self.hook.get(host, port, spec.path)
         except StateHookMissing as exc:
-            raise ServiceError(f"the service answers 404 at its state path {spec.path}", status=422,
-                               field="state.path") from exc
+            raise InvalidServiceRequest(f"the service answers 404 at its state path {spec.path}",
+                                        field="state.path") from exc
         except StateTooLarge as exc:
-            raise ServiceError(f"the service's state is {exc.size} bytes, over the {exc.limit}-byte limit",
-                               status=422, field="state") from exc
+            raise InvalidServiceRequest(f"the service's state is {exc.size} bytes, over the {exc.limit}-byte limit",
+                                        field="state") from exc
         except StateError as exc:
-            raise ServiceError(f"the service's state hook at {spec.path} does not work: {exc}", status=422,
-                               field="state.path") from exc
+            raise InvalidServiceRequest(f"the service's state hook at {spec.path} does not work: {exc}",
+                                        field="state.path") from exc
 
     # -- into copies --------------------------------------------------------------------------
     async def install_latest(self, record: Record, host: str, port: int) -> Version | None:
@@ -213,9 +214,7 @@ class StateKeeper:
                     if name not in self._busy and now >= self._restore_at.get(name, 0.0):
                         self._start(name, self._restore_fresh(name))
         finally:
-            for task in list(self._tasks):
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self._jobs.stop()
 
     def _forget(self, record: Record) -> None:
         """A deleted service's state is not kept (its tombstone stays for the records only)."""
@@ -246,9 +245,7 @@ class StateKeeper:
 
     def _start(self, name: str, work: Coroutine[object, object, None]) -> None:
         self._busy.add(name)
-        task = asyncio.create_task(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task = self._jobs.spawn(work, name=f"state:{name}")
         task.add_done_callback(lambda _t: self._busy.discard(name))
 
     def _say(self, name: str, message: str) -> None:

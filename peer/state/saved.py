@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lb.files import write_atomic
+from peer.errors import RoamError
 from peer.state.hook import Snapshot
 from peer.state.versions import Version
 
@@ -25,7 +26,7 @@ log = logging.getLogger(__name__)
 _SAFE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
-class SavedStateCorrupt(Exception):
+class SavedStateCorrupt(RoamError):
     """A saved state file does not match its own header (torn write, disk error)."""
 
 

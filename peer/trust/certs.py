@@ -19,10 +19,12 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.x509.oid import NameOID
 
+from peer.errors import InvalidKind
+
 URI_PREFIX = "roam://cluster/"
 
 
-class TrustError(ValueError):
+class TrustError(InvalidKind, ValueError):
     """A certificate or revocation list that is malformed, not from the CA, or names no cluster."""
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from lb.files import write_atomic
+from peer.errors import RoamError
 from peer.trust.certs import (NO_REVOCATIONS, Revocations, TrustError, check_issued_by, cluster_of,
                               cluster_of_peercert, load_cert, load_crl, serial_of_peercert)
 
@@ -47,7 +48,7 @@ class IdentityError(TrustError):
     """The agent's own certificate, key or CA file is unusable; the message names the flag."""
 
 
-class PeerIdentityRefused(Exception):
+class PeerIdentityRefused(RoamError):
     """A peer request (server side) or reply (client side) whose certificate is refused."""
 
     def __init__(self, status: int, message: str) -> None:

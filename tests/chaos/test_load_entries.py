@@ -5,6 +5,7 @@ real aiohttp servers on loopback."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ class Server:
     mode: str = "ok"  # ok | 503 | hang
     runner: web.AppRunner | None = None
     hits: list[float] = field(default_factory=list)
+    released: asyncio.Event = field(default_factory=asyncio.Event)  # hanging requests end at `stop`
 
     @property
     def url(self) -> str:
@@ -37,8 +39,9 @@ class Server:
         self.hits.append(asyncio.get_running_loop().time())
         if self.mode == "503":
             return web.json_response({"error": "down"}, status=503)
-        if self.mode == "hang":
-            await asyncio.sleep(30)
+        if self.mode == "hang":  # until the test ends (`stop`), 30 s at most
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.released.wait(), 30)
         return web.json_response({"cluster": self.name})
 
     async def start(self) -> None:
@@ -49,6 +52,7 @@ class Server:
         await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
 
     async def stop(self) -> None:
+        self.released.set()  # no request handler outlives the test
         if self.runner is not None:
             await self.runner.cleanup()
             self.runner = None

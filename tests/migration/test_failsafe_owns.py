@@ -11,6 +11,7 @@ from typing import Any, cast
 
 from lb import FakeLoadBalancer
 from peer.migration.failsafe import FailSafe
+from peer.migration.fakes import FakeEntries, FakeFederation
 from peer.records.record import Record, State
 from peer.stewardship import Liveness
 
@@ -24,8 +25,9 @@ async def failsafe(lb: FakeLoadBalancer, liveness: Liveness) -> FailSafe:
     await lb.open_frontend("web")
     await lb.route("web", "127.0.0.9", 31000)
     services: Any = SimpleNamespace(here="c1", lb=lb)
-    return FailSafe(services=services, client=cast(Any, None), history=cast(Any, None), agent=None,
-                    liveness=liveness, steward_of=lambda r: "c1")
+    return FailSafe(services=services, client=cast(Any, None), history=cast(Any, None),
+                    agent=FakeFederation("c1", ["c1", "c2", "c3"]), homes=FakeEntries(), liveness=liveness,
+                    steward_of=lambda r: "c1")
 
 
 async def test_a_serving_copy_abroad_is_the_policys() -> None:

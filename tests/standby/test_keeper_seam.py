@@ -4,22 +4,21 @@ ready and before it is committed; a failing state transfer aborts the copy and c
 from __future__ import annotations
 
 import time
-from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from lb.fake import FakeLoadBalancer
 from peer.drivers.descriptor import ServiceDescriptor
 from peer.metrics import Metrics
+from peer.migration.fakes import FakeEntries, FakeFederation, view
 from peer.migration.history import MigrationLog
 from peer.migration.standby import StandbyError, StandbyKeeper, StateTransferError
 from peer.migration.wire import ABORT, REPLICATE, STATUS
 from peer.records.record import Record, State, descriptor_digest
 from peer.records.store import RecordStore
 from peer.services import ServiceManager
-from placement import ClusterView
 
 HERE = "c1"
 
@@ -42,31 +41,11 @@ class FakePeers:
         raise AssertionError(path)
 
 
-class FakeAgent:
-    def __init__(self, log: list[str]) -> None:
-        self.log = log
-
-    def cluster_views(self) -> dict[str, ClusterView]:
-        return {n: ClusterView(name=n, alive=True, tier=t, cpu_capacity=4, cpu_used=0, mem_capacity=1 << 32,
-                               mem_used=0, slots_capacity=8, slots_used=0)
-                for n, t in (("c1", "edge"), ("c2", "edge"), ("c3", "cloud"))}
-
-    def api_url_of(self, cluster: str) -> str:
-        return f"http://{cluster}"
-
-    def load_changed(self) -> None:
-        pass
-
-    async def publish_now(self, record: Record, extra: frozenset[str]) -> None:
-        self.log.append(f"publish {record.standby_clusters}")
-
-    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
-        coro.close()
-
-
-class FakeHomes:
-    async def route_entries(self, record: Record) -> list[str]:
-        return []
+def federation() -> FakeFederation:
+    """Three clusters, c3 of the other tier (the keeper prefers it)."""
+    fed = FakeFederation(HERE, ["c1", "c2", "c3"])
+    fed.views["c3"] = view("c3", tier="cloud")
+    return fed
 
 
 class RecordingState:
@@ -88,8 +67,8 @@ def keeper(tmp_path: Path, log: list[str], *, fail: bool = False) -> tuple[Stand
 
     services = ServiceManager(here=HERE, store=store, driver=None, lb=lb, publish=publish)  # type: ignore[arg-type]
     history = MigrationLog(store=store, metrics=Metrics(HERE))
-    k = StandbyKeeper(services=services, client=FakePeers(log), history=history, agent=FakeAgent(log),  # type: ignore[arg-type]
-                      homes=FakeHomes(), steward_of=lambda r: HERE, lost_for=lambda c: None,  # type: ignore[arg-type]
+    k = StandbyKeeper(services=services, client=FakePeers(log), history=history,  # type: ignore[arg-type]
+                      agent=federation(), homes=FakeEntries(), steward_of=lambda r: HERE, lost_for=lambda c: None,
                       state=RecordingState(log, fail=fail))
     return k, services
 
@@ -107,8 +86,8 @@ async def test_the_state_is_installed_before_the_standby_is_committed(tmp_path: 
     k, services = keeper(tmp_path, log)
     committed = await k.place_one(await create(services))
     assert committed.standbys == (("c3", "127.0.0.3:31000"),)  # the other tier first
-    assert log == [f"{REPLICATE} http://c3", f"{STATUS} http://c3", "state 127.0.0.3:31000 standbys=()",
-                   "publish ('c3',)"]
+    assert log == [f"{REPLICATE} http://c3", f"{STATUS} http://c3", "state 127.0.0.3:31000 standbys=()"]
+    assert cast(FakeFederation, k.agent).published == [("publish_now", "web", frozenset())]
     assert services.lb.backups("web") == [("127.0.0.3", 31000)]
     placed = k.history.recent()[0]
     assert placed["kind"] == "standby" and placed["outcome"] == "succeeded" and "state" in placed["durations_ms"]

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from lb.fake import FakeLoadBalancer
+from peer.api.statuses import status_of
 from peer.drivers.descriptor import ServiceDescriptor
 from peer.records.record import Record, State
 from peer.services import ServiceError
@@ -159,11 +160,11 @@ async def test_check_new_names_the_field(tmp_path: Path) -> None:
     hook.missing.add("127.0.20.7:1")
     with pytest.raises(ServiceError) as err:
         await k.check_new(DESC, "127.0.20.7", 1)
-    assert err.value.status == 422 and err.value.field == "state.path"
+    assert status_of(err.value) == 422 and err.value.field == "state.path"
     hook.too_large.add("127.0.20.8:1")
     with pytest.raises(ServiceError) as err:
         await k.check_new(DESC, "127.0.20.8", 1)
-    assert err.value.status == 422 and err.value.field == "state" and "limit" in str(err.value)
+    assert status_of(err.value) == 422 and err.value.field == "state" and "limit" in str(err.value)
 
 
 async def test_a_deleted_services_state_is_removed(tmp_path: Path) -> None:

@@ -1,0 +1,144 @@
+"""The migration engine through its seams (peer/migration/seams.py) with the in-memory fakes
+beside them: the peer API, the federation and the entries faked; records, store, journal, the
+service manager and the load balancer's fake are the real code. What it checks is the engine's
+promise of issue 13: whatever a move meets, it ends `failed` with its journal closed, the
+target told to abort, the service's lock free and the route where it was."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, cast
+
+import pytest
+
+from lb.errors import RerouteError
+from lb.fake import FakeLoadBalancer
+from peer.drivers.descriptor import ServiceDescriptor
+from peer.metrics import Metrics
+from peer.migration.failsafe import FailSafe
+from peer.migration.engine import MigrationEngine, MigrationError
+from peer.migration.fakes import FakeEntries, FakeFederation, FakeMover, member
+from peer.migration.history import MigrationLog
+from peer.migration.wire import ABORT, REPLICATE, STATUS
+from peer.records.record import Record, State, descriptor_digest
+from peer.records.store import RecordStore, StoreError
+from peer.services import InvalidServiceRequest, ServiceError, ServiceManager, WorkloadRefused
+from peer.stewardship import Liveness
+from peer.workload import Refusal
+
+HERE = "c1"
+
+
+class ScriptedPeers:
+    """The peer API: c2 admits at once; `fail_at` makes the call to that path raise `error`."""
+
+    def __init__(self, *, fail_at: str | None = None, error: Exception | None = None) -> None:
+        self.calls: list[str] = []
+        self.fail_at, self.error = fail_at, error
+
+    async def call(self, url: str, path: str, body: Any, *, timeout: float) -> Any:
+        self.calls.append(f"{path} {url}")
+        if path == self.fail_at and self.error is not None:
+            raise self.error
+        if path == REPLICATE:
+            return {"accepted": True}
+        if path == STATUS:
+            return {"state": "ready", "instance": "127.0.0.2:31000", "deploy_ms": 5.0}
+        if path == ABORT:
+            return {"aborted": True}
+        raise AssertionError(path)
+
+
+async def engine(tmp_path: Path, peers: ScriptedPeers) -> tuple[MigrationEngine, ServiceManager, FakeFederation]:
+    store = RecordStore.open(tmp_path / "records.sqlite3")
+    fed = FakeFederation(HERE, ["c1", "c2"])
+
+    async def publish(record: Record, extra: frozenset[str]) -> None:
+        pass
+
+    services = ServiceManager(here=HERE, store=store, driver=None, lb=FakeLoadBalancer(),  # type: ignore[arg-type]
+                              publish=publish)
+    homes: Any = FakeEntries()
+    eng = MigrationEngine(here=HERE, services=services, client=peers, history=MigrationLog(store=store,  # type: ignore[arg-type]
+                          metrics=Metrics(HERE)), agent=fed, homes=homes, steward_of=lambda r: HERE)
+    payload = ServiceDescriptor.from_obj({"name": "web", "port": 80, "command": ["x"]}).canonical_msgpack()
+    await services.lb.open_frontend("web")
+    await services.lb.route("web", "127.0.0.1", 30000)
+    store.put_local(Record(name="web", home=HERE, location=HERE, state=State.RUNNING, instance="127.0.0.1:30000",
+                           digest=descriptor_digest(payload), descriptor=payload, homes=(HERE,)),
+                    here=HERE, now=time.time())
+    return eng, services, fed
+
+
+def assert_nothing_stuck(eng: MigrationEngine, services: ServiceManager, peers: ScriptedPeers) -> None:
+    history = eng.history.recent()
+    assert [m["outcome"] for m in history] == ["failed"], history
+    assert list(services.store.journal_open()) == [], "the journal entry is closed"
+    assert f"{ABORT} http://c2" in peers.calls, "the target was told to drop its copy"
+    assert not services.lock("web").locked()
+    record = services.get("web")
+    assert record is not None and record.location == HERE
+    assert services.lb.current_route("web") == ("127.0.0.1", 30000)
+
+
+@pytest.mark.parametrize("error", [RuntimeError("a bug"), TimeoutError(), KeyError("instance")])
+async def test_an_unexpected_error_ends_the_move_failed_and_closed(tmp_path: Path, error: Exception) -> None:
+    peers = ScriptedPeers(fail_at=STATUS, error=error)
+    eng, services, _ = await engine(tmp_path, peers)
+    with pytest.raises(MigrationError, match="failed at wait"):
+        await eng.migrate("web", target="c2")
+    assert_nothing_stuck(eng, services, peers)
+
+
+async def test_a_failed_reroute_leaves_the_route_where_it_was(tmp_path: Path) -> None:
+    peers = ScriptedPeers()
+    eng, services, fed = await engine(tmp_path, peers)
+
+    async def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise RerouteError("haproxy refused the new server")
+
+    services.lb.route = refuse  # type: ignore[method-assign]
+    with pytest.raises(MigrationError, match="reroute"):
+        await eng.migrate("web", target="c2")
+    assert_nothing_stuck(eng, services, peers)
+    assert fed.published == [], "nothing was committed, so nothing was published"
+
+
+async def test_the_target_is_checked_against_the_federation_view(tmp_path: Path) -> None:
+    eng, _, fed = await engine(tmp_path, ScriptedPeers())
+    with pytest.raises(InvalidServiceRequest, match="unknown cluster"):
+        await eng.migrate("web", target="c9")
+    fed.membership.members["c2"] = member("c2", "failed")
+    with pytest.raises(ServiceError, match="failed"):
+        await eng.migrate("web", target="c2")
+    assert eng.history.recent() == []
+
+
+@pytest.mark.parametrize("error", [None, MigrationError("no room anywhere")])
+async def test_the_failsafe_moves_what_its_own_policy_refuses_through_the_mover(error: Exception | None) -> None:
+    fed, mover = FakeFederation(HERE, ["c1", "c2"]), FakeMover(error=error)
+    services: Any = SimpleNamespace(here=HERE, get=lambda name: None)
+    fs = FailSafe(services=services, client=cast(Any, None), history=cast(Any, None), agent=fed,
+                  homes=FakeEntries(), liveness=Liveness(HERE), steward_of=lambda r: HERE, engine=mover)
+    lost = Record(name="web", home=HERE, location="c2", state=State.RUNNING, digest="", descriptor=b"",
+                  instance="127.0.0.2:31000", homes=(HERE,))
+    await fs._redeploy_elsewhere(lost, evidence="c2 failed",
+                                 refused=WorkloadRefused(Refusal("deny_commands", "python refused", "python")))
+    assert mover.asked == [("web", None, "failsafe")]
+    assert fed.load_changes == (0 if error else 1)
+
+
+async def test_a_commit_that_fails_after_the_route_changed_routes_back(tmp_path: Path) -> None:
+    """The steward's frontend already points at the new copy when the commit fails: it points
+    at the old one again before the answer, since the copy at the target is aborted."""
+    peers = ScriptedPeers()
+    eng, services, _ = await engine(tmp_path, peers)
+
+    def broken_disk(*args: Any, **kwargs: Any) -> Record:
+        raise StoreError("disk I/O error")
+
+    services.store.put_local = broken_disk  # type: ignore[method-assign]
+    with pytest.raises(MigrationError, match="failed at reroute: disk I/O error"):
+        await eng.migrate("web", target="c2")
+    assert_nothing_stuck(eng, services, peers)
