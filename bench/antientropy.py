@@ -1,6 +1,6 @@
 """How long, and how many bytes, two peers take to reconcile record sets that diverge by N records.
 
-Two real aiohttp servers on 127.0.3.40/41 (loopback), two SQLite stores (WAL, synchronous=FULL)
+Two real aiohttp servers on 127.0.3.40/41 (loopback; `--addr A B` moves them), two SQLite stores (WAL, synchronous=FULL)
 in a temporary directory, one `AntiEntropy.sync_with` round per scenario:
 
   missing     N records homed at a and running at b, unknown to b (pushed)
@@ -10,7 +10,7 @@ in a temporary directory, one `AntiEntropy.sync_with` round per scenario:
   in-sync     N shared records already equal (the steady-state cost of a round)
   unshared    a also holds N records b has no part in, 100 shared ones differ
 
-Usage: .venv/bin/python bench/antientropy.py [--records 10000]
+Usage: .venv/bin/python bench/antientropy.py [--records 10000] [--addr 127.0.3.40 127.0.3.41]
 """
 from __future__ import annotations
 
@@ -37,6 +37,7 @@ from peer.records.store import RecordStore
 SECRET = b"bench-federation-secret-000000000"
 GOAL_DIFFERING_S = 1.0  # issue 16: 10,000 differing records
 GOAL_IN_SYNC_S = 0.05  # issue 16: 10,000 records already in sync
+ADDRS = ["127.0.3.40", "127.0.3.41"]  # --addr moves them
 
 
 def descriptor(name: str) -> bytes:
@@ -98,8 +99,8 @@ Setup = Callable[["Side", "Side", int], None]
 
 
 async def scenario(title: str, n: int, tmp: Path, setup: Setup) -> tuple[str, SyncStats, bool]:
-    a = Side("a", "127.0.3.40", tmp / f"{title}-a.db")
-    b = Side("b", "127.0.3.41", tmp / f"{title}-b.db")
+    a = Side("a", ADDRS[0], tmp / f"{title}-a.db")
+    b = Side("b", ADDRS[1], tmp / f"{title}-b.db")
     await a.start()
     await b.start()
     try:
@@ -179,7 +180,9 @@ async def main(n: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--records", type=int, default=10_000)
+    parser.add_argument("--addr", nargs=2, default=ADDRS, help="the two peers' loopback addresses")
     args = parser.parse_args()
+    ADDRS[:] = args.addr
     try:
         import uvloop
         uvloop.run(main(args.records))
