@@ -289,8 +289,9 @@ class AntiEntropy:
         # (a record of a name we hold under another creation too: a `name@home` twin, naming)
         accepted = [r for r in records if self.here in interested(r) or r.name in held or base_name(r.name) in held]
         outcomes = await self._apply(accepted)
-        back = [o.result for o, r in zip(outcomes, accepted) if o.result != r]
-        self.store.ack_tombstones(sender, _tombstone_digests(r for o, r in zip(outcomes, accepted) if o.result == r))
+        same = [o.result is r or o.result == r for o, r in zip(outcomes, accepted)]
+        back = [o.result for o, kept in zip(outcomes, same) if not kept]
+        self.store.ack_tombstones(sender, _tombstone_digests(r for r, kept in zip(accepted, same) if kept))
         return msgpack_response(msg.records_reply(back, conflicts=sum(o.conflict for o in outcomes)))
 
     async def _on_names(self, request: web.Request) -> web.Response:

@@ -235,7 +235,7 @@ def reconcile(local: Record | None, remote: Record, *, here: str) -> MergeOutcom
     winner, loser = (remote, local) if order < 0 else (local, remote)
     result = winner if winner.vclock == clock else with_vclock(winner, clock)
     conflict = order != 0 and not vc.descends(winner.vclock, loser.vclock)
-    changed = result != local
+    changed = result is not local and result != local
     actions = transition(local, result, here=here) if changed else ()
     return MergeOutcome(result, changed, conflict, actions, local)
 
