@@ -249,6 +249,8 @@ def _clock(data: dict[Any, Any], key: str) -> VClock:
 
 def _homes(data: dict[Any, Any], home: str) -> tuple[str, ...]:
     raw = data.get("homes", [])
+    if raw == [] and type(raw) is list:  # (most records: the fast way to the same answer)
+        return ()
     if not isinstance(raw, list) or len(raw) > 16:
         raise RecordDecodeError("must be a list of at most 16 cluster names", field="homes")
     homes = tuple(raw)
@@ -261,6 +263,8 @@ def _homes(data: dict[Any, Any], home: str) -> tuple[str, ...]:
 
 def _endpoints(data: dict[Any, Any], key: str = "endpoints") -> tuple[tuple[str, str], ...]:
     raw = data.get(key, [])
+    if raw == [] and type(raw) is list:
+        return ()
     if not isinstance(raw, list) or len(raw) > 16:
         raise RecordDecodeError("must be a list of at most 16 [cluster, ip:port] pairs", field=key)
     pairs: list[tuple[str, str]] = []
@@ -378,6 +382,8 @@ def with_vclock(record: Record, clock: VClock) -> Record:
 
 def _replaces(data: dict[Any, Any]) -> tuple[str, ...]:
     raw = data.get("replaces", [])
+    if raw == [] and type(raw) is list:
+        return ()
     if (not isinstance(raw, list) or len(raw) > MAX_REPLACED
             or not all(isinstance(i, str) and 0 < len(i) <= 64 for i in raw)):
         raise RecordDecodeError(f"must be a list of at most {MAX_REPLACED} incarnation ids", field="replaces")

@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from peer.records import record as rec
+from peer.records import vclock as vc
 from peer.records.batch import HeldRows, batch_names
 from peer.records.merge import Placed, local_write, reconcile, renamed
 from peer.records.record import Record, State, tombstone_of
@@ -163,3 +164,10 @@ def test_a_batch_voids_the_acknowledgements_of_a_renamed_incarnation() -> None:
         assert outcomes[0].moved is not None and outcomes[0].moved.name == "dupe@c3"
         assert table(batched) == table(one)
         assert table(one)[1] == []
+
+
+@given(nodes=st.lists(st.sampled_from(["a", "b", "ab", "a~1", "a~2", "ab~1", "b~a", "a~", "~a"]), unique=True),
+       cluster=st.sampled_from(["a", "b", "ab", "a~1", "", "~"]))
+def test_cluster_counter_is_the_sum_over_cluster_of(nodes: list[str], cluster: str) -> None:
+    clock = vc.VClock(tuple(vc.Entry(n, i + 1, 1.0) for i, n in enumerate(sorted(nodes))))
+    assert vc.cluster_counter(clock, cluster) == sum(e.counter for e in clock.entries if vc.cluster_of(e.node) == cluster)
