@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -228,7 +228,8 @@ class LoadBalancer:
             self._save()
 
     async def route(self, service: str, addr: str, port: int, *, up_timeout: float = 5.0,
-                    drain_timeout: float = 5.0, proven_ready: bool = False) -> rr.RerouteResult:
+                    drain_timeout: float = 5.0, proven_ready: bool = False,
+                    on_up: Callable[[], None] | None = None) -> rr.RerouteResult:
         """Make the service's frontend serve addr:port, losing no request on the way.
 
         Idempotent: routing to the current, serving route only removes leftover servers.
@@ -236,6 +237,8 @@ class LoadBalancer:
         `proven_ready=True`: the caller has just seen the copy answer its readiness probe, so
         the new server is set UP at once (after one TCP connect from here) instead of after
         HAProxy's first check; the old one is still drained before it goes (`lb.reroute`).
+        `on_up` runs once the new route serves and is saved, before the old servers drain (not
+        when the route was already in place): a caller may go on from there while they drain.
         """
         ip, port = valid_ip(addr), valid_port(port)
         async with self._lock(service):
@@ -254,6 +257,8 @@ class LoadBalancer:
             def commit() -> None:
                 slot.route = Route(ip, port, name, fast_down)
                 self._save()
+                if on_up is not None:
+                    on_up()
 
             result = await rr.reroute(
                 self._client, service=service, backend=backend, new_server=name, addr=ip,
