@@ -89,3 +89,18 @@ def test_the_store_tells_its_listeners_of_changed_records_only(tmp_path: Path) -
     store.drop("a")
     assert len(heard) == 2
     store.close()
+
+
+def test_serf_collects_at_half_heap_growth_unless_the_operator_says_otherwise() -> None:
+    from peer.serf.process import child_env
+
+    assert child_env({"PATH": "/bin"}) == {"PATH": "/bin", "GOGC": "50"}
+    assert child_env({"GOGC": "200"})["GOGC"] == "200"
+    assert "GOMEMLIMIT" not in child_env({})
+
+
+def test_haproxy_runs_one_thread_by_default() -> None:
+    from lb.config import LBConfig, render
+
+    text = render(LBConfig(data_dir=Path("/nonexistent"), bind_addr="127.0.40.1", ports=range(30000, 30002)))
+    assert "\n    nbthread 1\n" in text
