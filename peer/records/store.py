@@ -17,7 +17,7 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Self
@@ -117,6 +117,9 @@ class RecordStore:
         self.path = path
         self.fresh = False  # held no record when opened: a new cluster, or one whose records were lost
         self._epoch: str | None = None
+        # Called after every commit that changed a record (any thread): the watchers that sleep
+        # while they have nothing to watch wake on it (peer.wake).
+        self.on_change: list[Callable[[], None]] = []
 
     @classmethod
     def open(cls, path: Path) -> RecordStore:
@@ -277,7 +280,12 @@ class RecordStore:
         with self._tx() as cur:
             stored = local_write(self._get(cur, record.name), record, here=here, now=now, actor=actor)
             self._write(cur, stored)
+        self._changed()
         return stored
+
+    def _changed(self) -> None:
+        for listener in self.on_change:
+            listener()
 
     def apply_remote(self, record: Record, *, here: str) -> MergeOutcome:
         """Reconcile a peer's version with ours and commit the result before returning."""
@@ -308,6 +316,8 @@ class RecordStore:
                     won.name, won.location, won.tombstone, won.written, lost.location, lost.written,
                 )
         outcomes = [outcome for _, outcome in applied]
+        if any(o.changed or o.moved is not None for o in outcomes):
+            self._changed()
         return outcomes
 
     @staticmethod
@@ -358,6 +368,7 @@ class RecordStore:
         with self._tx() as cur:
             cur.execute("DELETE FROM records WHERE name=?", (name,))
             cur.execute("DELETE FROM tombstone_acks WHERE name=?", (name,))
+        self._changed()
 
     # --- tombstones --------------------------------------------------------------------------
 
@@ -400,6 +411,8 @@ class RecordStore:
                     cur.execute("DELETE FROM records WHERE name=?", (name,))
                     cur.execute("DELETE FROM tombstone_acks WHERE name=?", (name,))
                     dropped.append(name)
+        if dropped:
+            self._changed()
         return dropped
 
     # --- meta: a small key/value table for the agent ------------------------------------------

@@ -19,6 +19,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
@@ -45,6 +46,12 @@ KEY_MISMATCH_ADVICE = (
     "others; after a key rotation (`roam keys rotate`) a new agent must get the current keyring: "
     "copy serf/keyring.json from a member's data dir into this one's and restart it. Details: {log}")
 _WATCH_INTERVAL = 1.0
+#: Serf is Go (1.19 in Debian's build, which honours GOGC and GOMEMLIMIT): collecting at 50 %
+#: heap growth instead of 100 % keeps an idle Serf about 2 MB smaller (14.4 -> 12.4 MB RSS
+#: with a peer, no CPU difference measured; issue 18). Proportional to the live heap, so it
+#: scales with the member list, unlike a fixed GOMEMLIMIT (which made it collect more
+#: often for 1.7 MB more). An operator's own setting in the agent's environment wins.
+GO_ENV = {"GOGC": "50"}
 _WARN_EVERY = 60.0
 _STAMP = re.compile(r"^\s*(\d{4}/\d\d/\d\d \d\d:\d\d:\d\d) ")
 log = logging.getLogger(__name__)
@@ -128,6 +135,11 @@ def render_config(config: SerfConfig) -> dict[str, Any]:
     return rendered
 
 
+def child_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """Serf's environment: the agent's, with GO_ENV for what the agent's does not set."""
+    return {**GO_ENV, **environ}
+
+
 class SerfProcess:
     """One child `serf agent` in its own process group, logging to data_dir/serf.log."""
 
@@ -171,6 +183,7 @@ class SerfProcess:
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,  # our signals reach it, the terminal's do not
                 preexec_fn=_die_with_parent,
+                env=child_env(os.environ),
             )
         try:
             await self._wait_ready(timeout)
