@@ -67,6 +67,7 @@ from peer.waiting import wait_until
 from peer.stewardship import Liveness, Observed
 from peer.supervision import supervised
 from peer.trust.enrol import add_enrol_routes
+from peer.trust.authorship import record_guard
 from peer.trust.guard import identity_middleware
 from peer.trust.identity import Identity
 from peer.trust.spread import TrustSpread
@@ -182,6 +183,8 @@ class Agent:
         for path in self.creds.generated:
             log.warning("generated %s (mode 0600)", path)
         self.store = RecordStore.open(cfg.data_dir / "records.sqlite3")
+        if self.identity is not None:
+            self.store.guard = record_guard(self.identity, self.metrics)  # author-signed versions (issue 19)
         self.history = MigrationLog(store=self.store, metrics=self.metrics)
         self.nonces = PersistentNonceCache(cfg.data_dir / NONCE_FILE)  # replay protection across restarts
         if self.nonces.loaded:

@@ -64,6 +64,7 @@ from dataclasses import dataclass, replace
 from peer.records import vclock as vc
 from peer.records.naming import base_name, concurrent, home_part, incarnation_order, is_qualified, qualified, supersedes
 from peer.records.record import Record, content_key, interested, role
+from peer.trust import signing  # the merged clock keeps each entry's author stamp (issue 19)
 
 DEFAULT_TOMBSTONE_TTL = 7 * 24 * 3600.0
 
@@ -218,7 +219,7 @@ def reconcile(local: Record | None, remote: Record, *, here: str) -> MergeOutcom
     clock = vc.merge(local.vclock, remote.vclock)
     local_rank, remote_rank = rank(local), rank(remote)
     winner, loser = (remote, local) if remote_rank > local_rank else (local, remote)
-    result = winner if winner.vclock == clock else replace(winner, vclock=clock)
+    result = winner if winner.vclock == clock else signing.joined(local, remote, replace(winner, vclock=clock))
     conflict = local_rank != remote_rank and not vc.descends(winner.vclock, loser.vclock)
     changed = result != local
     actions = transition(local, result, here=here) if changed else ()

@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
 import msgpack
 
@@ -30,6 +30,16 @@ from peer.records.merge import MergeOutcome, droppable, local_write, place
 from peer.records.record import Record
 
 log = logging.getLogger(__name__)
+
+
+class VersionGuard(Protocol):
+    """Author-signed versions (issue 19, peer/trust/authorship.py), set only with an identity:
+    signs each local write, refuses a remote version whose signatures do not hold (it logs
+    and counts why)."""
+
+    def sign(self, previous: Record | None, stored: Record, *, actor: str) -> Record: ...
+
+    def refused(self, remote: Record, held: Record | None) -> bool: ...
 
 #: Schema migrations, applied in order; PRAGMA user_version = how many have run.
 MIGRATIONS: tuple[str, ...] = (
@@ -108,6 +118,7 @@ class RecordStore:
         self.path = path
         self.fresh = False  # held no record when opened: a new cluster, or one whose records were lost
         self._epoch: str | None = None
+        self.guard: VersionGuard | None = None  # with an identity: signs and checks versions
 
     @classmethod
     def open(cls, path: Path) -> RecordStore:
@@ -239,7 +250,10 @@ class RecordStore:
         clock (see merge.local_write)."""
         actor = self.clock_actor(here)
         with self._tx() as cur:
-            stored = local_write(self._get(cur, record.name), record, here=here, now=now, actor=actor)
+            previous = self._get(cur, record.name)
+            stored = local_write(previous, record, here=here, now=now, actor=actor)
+            if self.guard is not None:
+                stored = self.guard.sign(previous, stored, actor=actor)
             self._write(cur, stored)
         return stored
 
@@ -265,6 +279,10 @@ class RecordStore:
         return outcomes
 
     def _merge_one(self, cur: sqlite3.Cursor, remote: Record, *, here: str) -> MergeOutcome:
+        if self.guard is not None:
+            held = self._get(cur, remote.name)
+            if self.guard.refused(remote, held):  # not merged: nothing changes here
+                return MergeOutcome(held or remote, False, False, (), held)
         placed = place(lambda name: self._get(cur, name), remote, here=here)
         for name in placed.deletes:
             cur.execute("DELETE FROM records WHERE name=?", (name,))

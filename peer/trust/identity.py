@@ -29,6 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from peer.trust.authorship import CertBook
 from peer.trust.certs import (NO_REVOCATIONS, Revocations, TrustError, check_issued_by, cluster_of,
                               cluster_of_peercert, load_cert, load_crl, serial_of_peercert)
 
@@ -106,6 +110,8 @@ class Identity:
         except ssl.SSLError as exc:
             raise IdentityError(f"--ca-cert: {ca_cert}: {exc.reason or exc}") from exc
         self._stamp = _stamp(cert, key)
+        self.certs = CertBook(self.ca)  # every cluster's certificates, to check record signatures
+        self.signing_key: object = None  # this cluster's private key (signs record versions)
         self.current = self._load_pair()
         self._failed: Stamp | None = None
         self.revocations = self._stored_revocations()
@@ -144,6 +150,11 @@ class Identity:
                 ctx.load_cert_chain(pair)
         except ssl.SSLError as exc:
             raise IdentityError(f"--key: {key_path} does not match --cert {cert_path} ({exc.reason})") from exc
+        try:
+            self.signing_key = serialization.load_pem_private_key(key_pem, password=None)
+        except (ValueError, TypeError) as exc:
+            raise IdentityError(f"--key: {key_path}: not a usable private key ({exc})") from exc
+        self.certs.add(cert, pem=cert_pem)
         left = (cert.not_valid_after_utc - now).total_seconds()
         if left < EXPIRY_WARNING:
             log.warning("certificate of %s expires in %.1f days: issue a new one (`roam ca issue`)", self.name,
@@ -227,6 +238,8 @@ class Identity:
             raise self._refuse(claimed or "?", 401, "peer request without a client certificate of the "
                                "federation CA (mTLS required on the peer API)")
         self.seen[serial] = cluster
+        if not self.certs.knows(serial) and transport is not None:
+            self._learn(transport)
         if self.revocations.revoked(serial):
             raise self._refuse(cluster, 403, f"certificate of cluster {cluster} (serial {serial:x}) is revoked")
         if claimed != cluster:
@@ -235,6 +248,16 @@ class Identity:
         if transport is not None:
             self._remember(serial, transport)
         return cluster
+
+    def _learn(self, transport: asyncio.BaseTransport) -> None:
+        """Keep a peer's certificate (its DER from the TLS layer) to check its record signatures."""
+        ssl_object = transport.get_extra_info("ssl_object")
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        if der:
+            try:
+                self.certs.add(x509.load_der_x509_certificate(der))
+            except (ValueError, TrustError) as exc:
+                log.warning("peer certificate not kept for record signatures: %s", exc)
 
     def _remember(self, serial: int, transport: asyncio.BaseTransport) -> None:
         """Keep the connection to close it on revocation (uvloop's transports take no weak
