@@ -66,13 +66,13 @@ def test_honest_histories_pass_everywhere_and_converge(program: list[tuple[str, 
         now += 1
         if op == "write":
             held[a] = write(held[a], a, location=loc, now=now)
-        elif held[a] is not None and a != b:
-            held[b] = accept(held[b], held[a], b)  # also relays: what b holds came from anyone
+        elif (sent := held[a]) is not None and a != b:
+            held[b] = accept(held[b], sent, b)  # also relays: what b holds came from anyone
     for _ in range(2):  # full anti-entropy
         for a in CLUSTERS:
             for b in CLUSTERS:
-                if a != b and held[a] is not None:
-                    held[b] = accept(held[b], held[a], b)
+                if a != b and (sent := held[a]) is not None:
+                    held[b] = accept(held[b], sent, b)
     versions = {held[c] for c in CLUSTERS}
     assert len(versions) == 1
     final = versions.pop()
