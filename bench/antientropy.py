@@ -10,7 +10,10 @@ in a temporary directory, one `AntiEntropy.sync_with` round per scenario:
   in-sync     N shared records already equal (the steady-state cost of a round)
   unshared    a also holds N records b has no part in, 100 shared ones differ
 
-Usage: .venv/bin/python bench/antientropy.py [--records 10000]
+With --signed both sides run with a per-cluster identity (issue 19): every version is signed
+by its writer (peer/trust/signing.py) and every received one checked before it is merged.
+
+Usage: .venv/bin/python bench/antientropy.py [--records 10000] [--signed] [--ips 127.0.3.40,127.0.3.41]
 """
 from __future__ import annotations
 
@@ -25,6 +28,8 @@ from pathlib import Path
 
 import msgpack
 from aiohttp import web
+from cryptography.hazmat.primitives import serialization
+from prometheus_client import CollectorRegistry, Counter
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -33,6 +38,9 @@ from peer.records.antientropy import AntiEntropy, SyncStats
 from peer.records.merge import MergeOutcome, local_write
 from peer.records.record import Record, State
 from peer.records.store import RecordStore
+from peer.trust import ca
+from peer.trust.authorship import CertBook, RecordGuard
+from peer.trust.certs import NO_REVOCATIONS, load_cert
 
 SECRET = b"bench-federation-secret-000000000"
 GOAL_DIFFERING_S = 1.0  # issue 16: 10,000 differing records
@@ -48,16 +56,42 @@ def descriptor(name: str) -> bytes:
     return data
 
 
+GUARDS: dict[str, RecordGuard] = {}  # --signed: each side's guard (signs its writes, checks what it receives)
+IPS = ["127.0.3.40", "127.0.3.41"]
+
+
+def signed_by(cluster: str, previous: Record | None, stored: Record) -> Record:
+    guard = GUARDS.get(cluster)
+    return stored if guard is None else guard.sign(previous, stored, actor=cluster)
+
+
 def created(name: str, *, home: str, location: str, now: float) -> Record:
     content = Record(name=name, home=home, location=location, state=State.RUNNING, digest="0123456789abcdef",
                      descriptor=descriptor(name), instance="127.0.3.41:31000", endpoint="127.0.3.40:30000")
-    return local_write(None, content, here=home, now=now)
+    return signed_by(home, None, local_write(None, content, here=home, now=now))
+
+
+def make_guards(tmp: Path) -> None:
+    """A CA and a certificate for `a` and `b`, as `roam ca` makes them."""
+    ca.init(tmp / "ca")
+    book: CertBook | None = None
+    for name in ("a", "b"):
+        ca.issue(tmp / "ca", cluster=name, out=tmp / name, ips=())
+    book = CertBook(load_cert((tmp / "ca" / "ca.pem").read_bytes(), what="ca"))
+    for name in ("a", "b"):
+        book.add(load_cert((tmp / name / "cluster.pem").read_bytes(), what=name))
+    refusals = Counter("refused", "refused", ["reason"], registry=CollectorRegistry())
+    for name in ("a", "b"):
+        key = serialization.load_pem_private_key((tmp / name / "cluster.key").read_bytes(), password=None)
+        GUARDS[name] = RecordGuard(key=lambda k=key: k, book=book, revocations=lambda: NO_REVOCATIONS,
+                                   refusals=refusals)
 
 
 class Side:
     def __init__(self, name: str, ip: str, path: Path) -> None:
         self.name, self.ip = name, ip
         self.store = RecordStore.open(path)
+        self.store.guard = GUARDS.get(name)
         self.client = PeerClient(SECRET)
         self.outcomes = 0
 
@@ -90,16 +124,16 @@ class Side:
     def update(self, names: Iterable[str], now: float, **changes: object) -> None:
         """Local writes, committed in one transaction (setup speed only)."""
         current = self.store.get_many(list(names))
-        self.load(local_write(r, replace(r, **changes), here=self.name, now=now)  # type: ignore[arg-type]
-                  for r in current.values())
+        self.load(signed_by(self.name, r, local_write(r, replace(r, **changes), here=self.name,  # type: ignore[arg-type]
+                                                      now=now)) for r in current.values())
 
 
 Setup = Callable[["Side", "Side", int], None]
 
 
 async def scenario(title: str, n: int, tmp: Path, setup: Setup) -> tuple[str, SyncStats, bool]:
-    a = Side("a", "127.0.3.40", tmp / f"{title}-a.db")
-    b = Side("b", "127.0.3.41", tmp / f"{title}-b.db")
+    a = Side("a", IPS[0], tmp / f"{title}-a.db")
+    b = Side("b", IPS[1], tmp / f"{title}-b.db")
     await a.start()
     await b.start()
     try:
@@ -160,12 +194,15 @@ def goal_text(scenario: str, seconds: float, n: int) -> str:
     return f"<= {goal:g} s: {'met' if seconds <= goal else 'NOT met'}"
 
 
-async def main(n: int) -> None:
+async def main(n: int, signed: bool) -> None:
     logging.getLogger("peer.records").setLevel(logging.ERROR)  # one warning per conflict is noise here
-    print(f"anti-entropy, one sync_with round, {n} records, loopback, SQLite WAL synchronous=FULL")
+    print(f"anti-entropy, one sync_with round, {n} records, loopback, SQLite WAL synchronous=FULL"
+          f"{', signed versions (identity on)' if signed else ''}")
     print(f"{'scenario':<11} {'seconds':>8} {'reqs':>5} {'differ':>7} {'pushed':>7} {'back':>6} {'fetched':>7} "
           f"{'conflicts':>9} {'KB sent':>8} {'KB recv':>8} {'B/diff':>7}  agree  goal (issue 16, at 10,000)")
     with tempfile.TemporaryDirectory(prefix="roam-bench-ae-") as tmp:
+        if signed:
+            make_guards(Path(tmp))
         for title, setup in (("missing", missing), ("fetch", fetch), ("both-ways", both_ways), ("concurrent", concurrent),
                              ("in-sync", in_sync), ("unshared", unshared)):
             name, s, agree = await scenario(title, n, Path(tmp), setup)
@@ -179,9 +216,12 @@ async def main(n: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--records", type=int, default=10_000)
+    parser.add_argument("--signed", action="store_true", help="identity on: signed versions, checked on receipt")
+    parser.add_argument("--ips", default=",".join(IPS), help="the two loopback addresses of the sides")
     args = parser.parse_args()
+    IPS[:] = args.ips.split(",")
     try:
         import uvloop
-        uvloop.run(main(args.records))
+        uvloop.run(main(args.records, args.signed))
     except ImportError:
-        asyncio.run(main(args.records))
+        asyncio.run(main(args.records, args.signed))

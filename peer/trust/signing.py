@@ -90,11 +90,12 @@ def own_stamp(record: Record) -> tuple[str, int, Stamp] | None:
     return record.writer, vc.get_counter(record.written, record.writer), (body_digest(record), record.signature)
 
 
-def all_stamps(record: Record) -> dict[str, tuple[int, Stamp]]:
-    """actor -> (counter, stamp) for every entry of the clock that has one."""
+def all_stamps(record: Record, own: tuple[str, int, Stamp] | None = None) -> dict[str, tuple[int, Stamp]]:
+    """actor -> (counter, stamp) for every entry of the clock that has one (`own`: the
+    record's `own_stamp`, when the caller has it already: it hashes the whole content)."""
     counters = vc.counters(record.vclock)
     out = {actor: (counters.get(actor, 0), (digest, sig)) for actor, digest, sig in record.stamps}
-    own = own_stamp(record)
+    own = own if own is not None else own_stamp(record)
     if own is not None and counters.get(own[0]) == own[1]:
         out[own[0]] = (own[1], own[2])
     return out
@@ -142,7 +143,8 @@ def refusal(remote: Record, held: Record | None, *, verify: Verify) -> Refusal |
     where = f"{remote.name} ({remote.incarnation})"
     if remote.writer is None:
         return Refusal("unsigned", f"{where}: unsigned version (this federation signs records)")
-    writer, counter, own = own_stamp(remote) or ("", 0, (b"", b""))
+    mine = own_stamp(remote)
+    writer, counter, own = mine or ("", 0, (b"", b""))
     if counter < 1:
         return Refusal("malformed", f"{where}: writer {writer} has no entry in `written`")
     if not vc.descends(remote.vclock, remote.written):
@@ -150,16 +152,18 @@ def refusal(remote: Record, held: Record | None, *, verify: Verify) -> Refusal |
     actors = [s[0] for s in remote.stamps]
     if actors != sorted(set(actors)) or not set(actors) <= vc.nodes(remote.vclock):
         return Refusal("malformed", f"{where}: stamps must name clock entries, once each, sorted")
-    if same is None or own_stamp(same) != (writer, counter, own):
+    theirs = own_stamp(same) if same is not None else None
+    if theirs != mine:
         why = verify(vc.cluster_of(writer), stamp_message(remote, writer, counter, own[0]), own[1])
         if why is not None:
             return Refusal(why.split(":")[0], f"{where}: content by {writer} (write {counter}): {why}")
-    return _entries_refusal(remote, same, where, verify=verify)
+    stamps = all_stamps(remote, mine)
+    known = all_stamps(same, theirs) if same is not None else {}
+    return _entries_refusal(remote, same, stamps, known, where, verify=verify)
 
 
-def _entries_refusal(remote: Record, same: Record | None, where: str, *, verify: Verify) -> Refusal | None:
-    stamps = all_stamps(remote)
-    known = all_stamps(same) if same is not None else {}
+def _entries_refusal(remote: Record, same: Record | None, stamps: dict[str, tuple[int, Stamp]],
+                     known: dict[str, tuple[int, Stamp]], where: str, *, verify: Verify) -> Refusal | None:
     for entry in remote.vclock.entries:
         actor, n = entry.node, entry.counter
         if same is not None and vc.get_counter(same.vclock, actor) > n:
