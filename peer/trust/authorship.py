@@ -150,8 +150,10 @@ class RecordGuard:
         if not certs:
             return f"unknown-cert: no certificate of cluster {cluster} known here (yet)"
         live = [c for c in certs if not revoked.revoked(c.serial_number)]
-        if not live:
-            return f"revoked: cluster {cluster}'s certificate is revoked"
+        if not live:  # "revoked" only for its genuine signature (signing.endorsed relies on it)
+            if any(verify_with(c, message, signature) for c in certs):
+                return f"revoked: cluster {cluster}'s certificate is revoked"
+            return f"bad-signature: not signed by cluster {cluster}"
         for cert in live:
             if verify_with(cert, message, signature):
                 if len(self._checked) >= CACHE_MAX:

@@ -34,8 +34,11 @@ cluster's, nor lift another cluster's counter past that cluster's last signed wr
 what would let a forged version dominate (replace) an honest one. A version that brings
 nothing the receiver does not already hold is not re-checked: an entry at or below the
 receiver's own counter (same incarnation) with the same stamp, the content the receiver holds.
-That also keeps history: versions of a cluster revoked later still replicate where they are
-known, while its new writes (an entry above what a receiver holds) are refused everywhere.
+A revoked cluster's stamps fail, so its new writes are refused everywhere; its history stays:
+an entry a receiver already holds is not re-checked, and an entry the version's (unrevoked)
+writer had seen when it wrote (its signed `written` covers it) is endorsed by that writer
+(`endorsed`), so a record a revoked cluster once wrote still reaches members that never held
+it once any other cluster wrote on top.
 """
 from __future__ import annotations
 
@@ -174,6 +177,16 @@ def _entries_refusal(remote: Record, same: Record | None, stamps: dict[str, tupl
         if known.get(actor) == stamp:
             continue  # already checked when it arrived
         why = verify(vc.cluster_of(actor), stamp_message(remote, actor, n, stamp[1][0]), stamp[1][1])
-        if why is not None:
+        if why is not None and not (why.startswith("revoked:") and endorsed(remote, actor, n)):
             return Refusal(why.split(":")[0], f"{where}: clock entry {actor}:{n}: {why}")
     return None
+
+
+def endorsed(remote: Record, actor: str, counter: int) -> bool:
+    """A revoked cluster's genuine stamp still counts when the version's writer (checked
+    already, so not revoked) had seen that write: its signed `written` covers the entry. So
+    a record a revoked cluster once wrote keeps replicating, also to members that never held
+    its versions, once any other cluster wrote on top; the revoked cluster's own new writes
+    carry no such endorsement."""
+    return remote.writer is not None and vc.cluster_of(remote.writer) != vc.cluster_of(actor) \
+        and vc.get_counter(remote.written, actor) >= counter

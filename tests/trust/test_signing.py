@@ -28,10 +28,10 @@ def verifier(revoked: frozenset[str] = frozenset()) -> signing.Verify:
     def verify(cluster: str, message: bytes, signature: bytes) -> str | None:
         if cluster not in KEYS:
             return f"unknown-cert: {cluster}"
-        if cluster in revoked:
-            return f"revoked: {cluster}"
         ok = hmac.compare_digest(hmac.new(KEYS[cluster], message, "sha256").digest(), signature)
-        return None if ok else f"bad-signature: not {cluster}'s"
+        if not ok:
+            return f"bad-signature: not {cluster}'s"
+        return f"revoked: {cluster}" if cluster in revoked else None
     return verify
 
 
@@ -142,6 +142,20 @@ def test_revoked_cluster_advances_nothing_but_known_history_replicates() -> None
     newer = write(c2_v, "c2", location="c3", now=9.0)
     why = signing.refusal(newer, merged_at_c3, verify=verifier(revoked))
     assert why is not None and why.kind == "revoked"
+    # ... and once c1 wrote on top of c2's history, a member that never held c2's versions
+    # takes it (c1's signed `written` endorses c2's entries); relayed by anyone
+    on_top = write(merged_at_c3, "c1", location="c1", now=10.0)
+    assert signing.refusal(on_top, None, verify=verifier(revoked)) is None
+    # but not an entry of c2 that c1's write had not seen (c2's new write, merged in)
+    merged = reconcile(on_top, newer, here="c1").result
+    why = signing.refusal(merged, None, verify=verifier(revoked))
+    assert why is not None and why.kind == "revoked"
+    # nor a made-up entry of c2 endorsed by a writer: its stamp is no genuine signature of c2
+    lifted = vc.increment(on_top.vclock, "c2", timestamp=0, at_least=vc.get_counter(on_top.vclock, "c2") + 3)
+    fake = signing.sign_write(None, replace(on_top, vclock=lifted, written=lifted), actor="c1", sign=signer("c1"))
+    fake = replace(fake, stamps=tuple(sorted((*on_top.stamps, ("c2", b"x" * 16, b"forged")))))
+    fake = replace(fake, stamps=tuple(s for s in fake.stamps if s[0] != "c2" or s[2] == b"forged"))
+    assert signing.refusal(fake, None, verify=verifier(revoked)) is not None
 
 
 def test_unsigned_versions_are_refused_when_signing() -> None:
