@@ -120,6 +120,7 @@ class Identity:
         self._admitted = 0
         self._refusals: dict[tuple[str, str], float] = {}
         self.on_revoked: list[Callable[[], None]] = []  # e.g. the peer client drops its pooled connections
+        self.on_new_cert: list[Callable[[], None]] = []  # so: peers see (and learn) the new one at once
 
     # -- own certificate -------------------------------------------------------------------
     def _load_pair(self) -> CertInfo:
@@ -172,10 +173,14 @@ class Identity:
             self._failed = stamp
             return False
         self._stamp, self._failed = stamp, None
-        if info.serial != self.current.serial:
+        changed = info.serial != self.current.serial
+        if changed:
             log.info("certificate reloaded (%s): serial %x, valid until %s", why, info.serial,
                      info.not_after.isoformat())
         self.current = info
+        if changed:
+            for callback in self.on_new_cert:
+                callback()
         return True
 
     async def watch(self) -> None:
