@@ -21,7 +21,7 @@ local write:
   copied from the version the write was made on.
 
 A conflict resolution makes no write (merge.py): the merged clock takes, entry by entry, the
-stamp of whichever side had the higher counter (`join_stamps`; equal counters, the smaller
+stamp of whichever side had the higher counter (`joined`; equal counters, the smaller
 bytes: a join, so replicas still converge). A relayed version is the writer's bytes unchanged.
 
 The rule a receiver applies (`refusal`)
@@ -32,8 +32,10 @@ signed by X's cluster for write n. So a cluster that holds a valid certificate c
 versions of its own (that is its right, they name it) but cannot make one look like another
 cluster's, nor lift another cluster's counter past that cluster's last signed write, which is
 what would let a forged version dominate (replace) an honest one. A version that brings
-nothing the receiver does not already hold is not re-checked: an entry at or below the
-receiver's own counter (same incarnation) with the same stamp, the content the receiver holds.
+nothing the receiver does not already hold is not re-checked: an entry below the receiver's
+own counter (same incarnation) or at it with the same stamp, the content the receiver holds.
+`written` must not exceed `vclock`. The clock's wall-time stamps are not signed (informational
+only, vclock.py: they never decide an order).
 A revoked cluster's stamps fail, so its new writes are refused everywhere; its history stays:
 an entry a receiver already holds is not re-checked, and an entry the version's (unrevoked)
 writer had seen when it wrote (its signed `written` covers it) is endorsed by that writer
@@ -45,6 +47,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import replace
+
 import msgpack
 
 from peer.records import vclock as vc
