@@ -44,6 +44,7 @@ it once any other cluster wrote on top.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable
 from dataclasses import replace
@@ -73,8 +74,10 @@ class Refusal:
         return f"Refusal({self.kind!r}, {self.message!r})"
 
 
+@functools.lru_cache(maxsize=4096)
 def body_digest(record: Record) -> bytes:
-    """The digest a writer's stamp covers (see the module docstring for what is left out)."""
+    """The digest a writer's stamp covers (see the module docstring for what is left out).
+    Cached: one version is checked, then merged (its stamps pooled), then signed on top."""
     body = encode(record)
     for key in ("vclock", "signature", "stamps"):
         body.pop(key, None)
