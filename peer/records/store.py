@@ -41,6 +41,7 @@ class VersionGuard(Protocol):
 
     def refused(self, remote: Record, held: Record | None) -> bool: ...
 
+
 #: Schema migrations, applied in order; PRAGMA user_version = how many have run.
 MIGRATIONS: tuple[str, ...] = (
     """
