@@ -14,7 +14,10 @@ in a temporary directory, one `AntiEntropy.sync_with` round per scenario:
 in this one process, so it is the round's whole work, which a busy neighbour does not inflate
 as much as the wall time).
 
-Usage: .venv/bin/python bench/antientropy.py [--records 10000] [--runs 3] [--addr 127.0.3.40 127.0.3.41]
+With --signed both sides run with a per-cluster identity (issue 19): every version is signed
+by its writer (peer/trust/signing.py) and every received one checked before it is merged.
+
+Usage: .venv/bin/python bench/antientropy.py [--records 10000] [--runs 3] [--signed] [--addr 127.0.3.40 127.0.3.41]
 """
 from __future__ import annotations
 
@@ -30,6 +33,8 @@ from pathlib import Path
 
 import msgpack
 from aiohttp import web
+from cryptography.hazmat.primitives import serialization
+from prometheus_client import CollectorRegistry, Counter
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -39,6 +44,9 @@ from peer.records.antientropy import AntiEntropy, SyncStats
 from peer.records.merge import MergeOutcome, local_write
 from peer.records.record import Record, State
 from peer.records.store import RecordStore
+from peer.trust import ca
+from peer.trust.authorship import CertBook, RecordGuard
+from peer.trust.certs import NO_REVOCATIONS, load_cert
 
 SECRET = b"bench-federation-secret-000000000"
 GOAL_DIFFERING_S = 1.0  # issue 16: 10,000 differing records
@@ -58,13 +66,37 @@ def descriptor(name: str) -> bytes:
 def created(name: str, *, home: str, location: str, now: float) -> Record:
     content = Record(name=name, home=home, location=location, state=State.RUNNING, digest="0123456789abcdef",
                      descriptor=descriptor(name), instance="127.0.3.41:31000", endpoint="127.0.3.40:30000")
-    return local_write(None, content, here=home, now=now)
+    return signed_by(home, None, local_write(None, content, here=home, now=now))
+
+
+GUARDS: dict[str, RecordGuard] = {}  # --signed: each side's guard (signs its writes, checks what it receives)
+
+
+def signed_by(cluster: str, previous: Record | None, stored: Record) -> Record:
+    guard = GUARDS.get(cluster)
+    return stored if guard is None else guard.sign(previous, stored, actor=cluster)
+
+
+def make_guards(tmp: Path) -> None:
+    """A CA and a certificate for `a` and `b`, as `roam ca` makes them."""
+    ca.init(tmp / "ca")
+    for name in ("a", "b"):
+        ca.issue(tmp / "ca", cluster=name, out=tmp / name, ips=())
+    book = CertBook(load_cert((tmp / "ca" / "ca.pem").read_bytes(), what="ca"))
+    for name in ("a", "b"):
+        book.add(load_cert((tmp / name / "cluster.pem").read_bytes(), what=name))
+    refusals = Counter("refused", "refused", ["reason"], registry=CollectorRegistry())
+    for name in ("a", "b"):
+        key = serialization.load_pem_private_key((tmp / name / "cluster.key").read_bytes(), password=None)
+        GUARDS[name] = RecordGuard(key=lambda k=key: k, book=book, revocations=lambda: NO_REVOCATIONS,
+                                   refusals=refusals)
 
 
 class Side:
     def __init__(self, name: str, ip: str, path: Path) -> None:
         self.name, self.ip = name, ip
         self.store = RecordStore.open(path)
+        self.store.guard = GUARDS.get(name)
         self.client = PeerClient(SECRET)
         self.outcomes = 0
 
@@ -97,8 +129,8 @@ class Side:
     def update(self, names: Iterable[str], now: float, **changes: object) -> None:
         """Local writes, committed in one transaction (setup speed only)."""
         current = self.store.get_many(list(names))
-        self.load(local_write(r, replace(r, **changes), here=self.name, now=now)  # type: ignore[arg-type]
-                  for r in current.values())
+        self.load(signed_by(self.name, r, local_write(r, replace(r, **changes), here=self.name,  # type: ignore[arg-type]
+                                                      now=now)) for r in current.values())
 
 
 Setup = Callable[["Side", "Side", int], None]
@@ -174,14 +206,17 @@ SCENARIOS: tuple[tuple[str, Setup], ...] = (
     ("in-sync", in_sync), ("unshared", unshared))
 
 
-async def main(n: int, runs: int) -> None:
+async def main(n: int, runs: int, signed: bool) -> None:
     logging.getLogger("peer.records").setLevel(logging.ERROR)  # one warning per conflict is noise here
-    print(f"anti-entropy, one sync_with round, {n} records, loopback, SQLite WAL synchronous=FULL; {machine_line()}")
+    print(f"anti-entropy, one sync_with round, {n} records, loopback, SQLite WAL synchronous=FULL"
+          f"{', signed versions (identity on)' if signed else ''}; {machine_line()}")
     print(f"{'scenario':<11} {'seconds':>8} {'cpu s':>6} {'reqs':>5} {'differ':>7} {'pushed':>7} {'back':>6} {'fetched':>7} "
           f"{'conflicts':>9} {'KB sent':>8} {'KB recv':>8} {'B/diff':>7}  agree  goal (issue 16, at 10,000)")
     walls: dict[str, list[float]] = {title: [] for title, _ in SCENARIOS}
     cpus: dict[str, list[float]] = {title: [] for title, _ in SCENARIOS}
     with tempfile.TemporaryDirectory(prefix="roam-bench-ae-") as tmp:
+        if signed:
+            make_guards(Path(tmp))
         for run in range(runs):
             for title, setup in SCENARIOS:
                 name, s, agree, cpu = await scenario(f"{title}-{run}", n, Path(tmp), setup)
@@ -204,7 +239,7 @@ async def main(n: int, runs: int) -> None:
             continue
         wall, cpu = Spread.of(walls[title]), Spread.of(cpus[title])
         goal = GOAL_IN_SYNC_S if title == "in-sync" else GOAL_DIFFERING_S
-        record_goal(f"anti-entropy, {n:,} records, {title}", median=wall.median * 1000, lo=wall.lo * 1000,
+        record_goal(f"anti-entropy, {n:,} records, {title}{', signed' if signed else ''}", median=wall.median * 1000, lo=wall.lo * 1000,
                     hi=wall.hi * 1000, unit="ms", goal=f"<= {goal * 1000:g} ms at 10,000",
                     met=wall.median <= goal if n == 10_000 else None, source="bench/antientropy.py",
                     note=f"CPU {cpu.median * 1000:.0f} ms ({cpu.lo * 1000:.0f}-{cpu.hi * 1000:.0f}), {runs} runs")
@@ -215,10 +250,11 @@ if __name__ == "__main__":
     parser.add_argument("--records", type=int, default=10_000)
     parser.add_argument("--addr", nargs=2, default=ADDRS, help="the two peers' loopback addresses")
     parser.add_argument("--runs", type=int, default=3, help="rounds of every scenario (medians printed at the end)")
+    parser.add_argument("--signed", action="store_true", help="identity on: signed versions, checked on receipt")
     args = parser.parse_args()
     ADDRS[:] = args.addr
     try:
         import uvloop
-        uvloop.run(main(args.records, args.runs))
+        uvloop.run(main(args.records, args.runs, args.signed))
     except ImportError:
-        asyncio.run(main(args.records, args.runs))
+        asyncio.run(main(args.records, args.runs, args.signed))

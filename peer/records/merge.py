@@ -65,6 +65,7 @@ from peer.errors import RoamError
 from peer.records import vclock as vc
 from peer.records.naming import base_name, concurrent, home_part, incarnation_order, is_qualified, qualified, supersedes
 from peer.records.record import Record, content_key, interested, role, with_vclock
+from peer.trust import signing  # the merged clock keeps each entry's author stamp (issue 19)
 
 DEFAULT_TOMBSTONE_TTL = 7 * 24 * 3600.0
 
@@ -234,7 +235,7 @@ def reconcile(local: Record | None, remote: Record, *, here: str) -> MergeOutcom
     clock = vc.merge(local.vclock, remote.vclock)
     order = _compare_ranks(local, remote)
     winner, loser = (remote, local) if order < 0 else (local, remote)
-    result = winner if winner.vclock == clock else with_vclock(winner, clock)
+    result = winner if winner.vclock == clock else signing.joined(local, remote, with_vclock(winner, clock))
     conflict = order != 0 and not vc.descends(winner.vclock, loser.vclock)
     changed = result is not local and result != local
     actions = transition(local, result, here=here) if changed else ()

@@ -91,6 +91,13 @@ class Record:
     # The deleted incarnations of this name its creator knew of, newest first (at most
     # naming.MAX_REPLACED): this creation owns the name over them; any other is concurrent.
     replaces: tuple[str, ...] = ()
+    # Author signatures (issue 19, peer/trust/signing.py), only when the cluster runs with an
+    # identity: `writer` is the clock actor whose write made this content, `signature` its
+    # cluster's signature over it, `stamps` (actor, digest, signature) vouch for the other
+    # entries of `vclock`. None/empty without identity: such a record packs as before.
+    writer: str | None = None
+    signature: bytes = b""
+    stamps: tuple[tuple[str, bytes, bytes], ...] = ()
 
     @property
     def entries(self) -> tuple[str, ...]:
@@ -178,6 +185,8 @@ def encode(record: Record) -> dict[str, Any]:
         # Only for stateful services: a stateless record packs to the same bytes as before.
         **({"state_version": record.state_version} if record.state_version is not None else {}),
         **({"replaces": list(record.replaces)} if record.replaces else {}),
+        **({"writer": record.writer, "signature": record.signature} if record.writer is not None else {}),
+        **({"stamps": [list(s) for s in record.stamps]} if record.stamps else {}),
     }
 
 
@@ -197,9 +206,11 @@ _PACKED = "_packed"
 
 
 def content_key(record: Record) -> bytes:
-    """Canonical bytes of everything but `vclock`: the last tie-break between two contents."""
+    """Canonical bytes of everything but `vclock` (and the `stamps` that vouch for it): the
+    last tie-break between two contents."""
     body = encode(record)
     del body["vclock"]
+    body.pop("stamps", None)
     data: bytes = msgpack.packb(body, use_bin_type=True)
     return data
 
@@ -343,6 +354,7 @@ def decode(data: object) -> Record:
         "standbys": _endpoints(data, "standbys"),
         "state_version": state_version,
         "replaces": _replaces(data),
+        **_authorship(data),
     })
 
 
@@ -379,6 +391,34 @@ def with_vclock(record: Record, clock: VClock) -> Record:
     values = {name: record.__dict__[name] for name in _FIELD_NAMES}
     values["vclock"] = clock
     return _build(values)
+
+
+MAX_SIGNATURE = 512
+
+
+def _authorship(data: dict[Any, Any]) -> dict[str, Any]:
+    """`writer`, `signature` and `stamps` (their meaning: peer/trust/signing.py)."""
+    out: dict[str, Any] = {}
+    if "writer" in data:
+        writer, signature = data["writer"], data.get("signature")
+        if not isinstance(writer, str) or not 0 < len(writer) <= vc.MAX_NODE_LEN:
+            raise RecordDecodeError("must be a clock actor", field="writer")
+        if not isinstance(signature, bytes) or not 0 < len(signature) <= MAX_SIGNATURE:
+            raise RecordDecodeError(f"must be bytes of <= {MAX_SIGNATURE}", field="signature")
+        out.update(writer=writer, signature=signature)
+    raw = data.get("stamps", [])
+    if not isinstance(raw, list) or len(raw) > vc.MAX_ENTRIES:
+        raise RecordDecodeError("must be a list of [actor, digest, signature]", field="stamps")
+    stamps: list[tuple[str, bytes, bytes]] = []
+    for item in raw:
+        if (not isinstance(item, (list, tuple)) or len(item) != 3 or not isinstance(item[0], str)
+                or not 0 < len(item[0]) <= vc.MAX_NODE_LEN or not isinstance(item[1], bytes) or len(item[1]) > 64
+                or not isinstance(item[2], bytes) or not 0 < len(item[2]) <= MAX_SIGNATURE):
+            raise RecordDecodeError("must be a list of [actor, digest, signature]", field="stamps")
+        stamps.append((item[0], item[1], item[2]))
+    if stamps:
+        out["stamps"] = tuple(stamps)
+    return out
 
 
 def _replaces(data: dict[Any, Any]) -> tuple[str, ...]:

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
 import msgpack
 
@@ -32,6 +32,17 @@ from peer.records.merge import MergeOutcome, droppable, local_write, place
 from peer.records.record import Record
 
 log = logging.getLogger(__name__)
+
+
+class VersionGuard(Protocol):
+    """Author-signed versions (issue 19, peer/trust/authorship.py), set only with an identity:
+    signs each local write, refuses a remote version whose signatures do not hold (it logs
+    and counts why)."""
+
+    def sign(self, previous: Record | None, stored: Record, *, actor: str) -> Record: ...
+
+    def refused(self, remote: Record, held: Record | None) -> bool: ...
+
 
 #: Schema migrations, applied in order; PRAGMA user_version = how many have run.
 MIGRATIONS: tuple[str, ...] = (
@@ -120,6 +131,7 @@ class RecordStore:
         # Called after every commit that changed a record (any thread): the watchers that sleep
         # while they have nothing to watch wake on it (peer.wake).
         self.on_change: list[Callable[[], None]] = []
+        self.guard: VersionGuard | None = None  # with an identity: signs and checks versions
 
     @classmethod
     def open(cls, path: Path) -> RecordStore:
@@ -278,7 +290,10 @@ class RecordStore:
         clock (see merge.local_write)."""
         actor = self.clock_actor(here)
         with self._tx() as cur:
-            stored = local_write(self._get(cur, record.name), record, here=here, now=now, actor=actor)
+            previous = self._get(cur, record.name)
+            stored = local_write(previous, record, here=here, now=now, actor=actor)
+            if self.guard is not None:
+                stored = self.guard.sign(previous, stored, actor=actor)
             self._write(cur, stored)
         self._changed()
         return stored
@@ -320,8 +335,11 @@ class RecordStore:
             self._changed()
         return outcomes
 
-    @staticmethod
-    def _merge_one(held: HeldRows, remote: Record, *, here: str) -> MergeOutcome:
+    def _merge_one(self, held: HeldRows, remote: Record, *, here: str) -> MergeOutcome:
+        if self.guard is not None:
+            current = held.get(remote.name)
+            if self.guard.refused(remote, current):  # not merged: nothing changes here
+                return MergeOutcome(current or remote, False, False, (), current)
         placed = place(held.get, remote, here=here)
         held.apply(placed)
         return placed.outcome

@@ -18,6 +18,7 @@ from lb.fake import FakeLoadBalancer
 from peer.convergence import Converger
 from peer.drivers.descriptor import ServiceDescriptor
 from peer.migration.failsafe import FailSafe
+from peer.migration.fakes import FakeEntries, FakeFederation
 from peer.records.record import Record, State, descriptor_digest, tombstone_of
 from peer.records.store import RecordStore
 from peer.services import ServiceManager
@@ -30,15 +31,6 @@ from tests.services.test_convergence_rules import FakeDriver
 
 HERE = "c1"
 WINDOW = 1.0  # seconds of idleness measured: the old loops woke 10 (fail-safe) and 20 (state) times in it
-
-
-class Members:
-    def get(self, name: str) -> None:
-        return None  # gossip knows nobody: only the route's state is evidence
-
-
-class FakeAgent:
-    membership = Members()
 
 
 async def _publish(record: Record, extra: frozenset[str]) -> None:
@@ -62,7 +54,8 @@ async def loops(tmp_path: Path) -> AsyncIterator[Loops]:
     services = ServiceManager(here=HERE, store=store, driver=FakeDriver(), lb=FakeLoadBalancer(),  # type: ignore[arg-type]
                               publish=_publish)
     services.recovered.set()
-    failsafe = FailSafe(services=services, client=None, history=None, agent=FakeAgent(),  # type: ignore[arg-type]
+    failsafe = FailSafe(services=services, client=None, history=None,  # type: ignore[arg-type]
+                        agent=FakeFederation(here=HERE, clusters=[HERE, "c2"]), homes=FakeEntries(),
                         liveness=Liveness(here=HERE), steward_of=lambda r: HERE)
     keeper = StateKeeper(services=services, hook=HttpStateHook(), saved=SavedStates(tmp_path), steward_of=lambda r: HERE)
     parts = Loops(services, failsafe, keeper, Converger(services=services))
