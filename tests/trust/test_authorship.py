@@ -75,3 +75,24 @@ def test_signatures_verify_against_the_writers_certificate(pki: Path) -> None:
     assert vc.get_counter(newer.vclock, "c1") == 2
     assert g2.refused(newer, version) and count(refusals, "revoked") == 1
     assert not g2.refused(version, version)  # what c2 holds already still passes
+
+
+def test_the_store_hook_signs_local_writes_and_refuses_forgeries(pki: Path) -> None:
+    """Every path where versions arrive ends in RecordStore.apply_remote_many: the hook there."""
+    from peer.records.store import RecordStore
+
+    book = CertBook(load_cert((pki / "ca" / "ca.pem").read_bytes(), what="ca"))
+    book.add_pems([cert_of(pki, "c1"), cert_of(pki, "c2")], source="test")
+    g1, _ = guard(pki, "c1", book, [NO_REVOCATIONS])
+    g2, refusals = guard(pki, "c2", book, [NO_REVOCATIONS])
+    with RecordStore.open(pki / "c1.db") as s1, RecordStore.open(pki / "c2.db") as s2:
+        s1.guard, s2.guard = g1, g2
+        honest = s1.put_local(record(), here="c1", now=1.0)
+        assert honest.writer == s1.clock_actor("c1") and honest.signature
+        assert s2.apply_remote(honest, here="c2").changed
+        forged = replace(honest, location="c2")
+        outcome = s2.apply_remote_many([forged], here="c2")[0]
+        assert not outcome.changed and outcome.result == honest and s2.get("web") == honest
+        assert count(refusals, "bad-signature") == 1
+        mine = s2.put_local(replace(honest, location="c2"), here="c2", now=2.0)  # c2's own write on top: fine
+        assert not s1.apply_remote(mine, here="c1").conflict and s1.get("web") == mine
