@@ -90,7 +90,7 @@ class FailSafe:
         self._suspects: dict[str, Suspicion] = {}
         self._busy: set[str] = set()
         self._unpromotable: set[tuple[str, str]] = set()  # (service, standby addr) whose promotion failed
-        self._acting = Supervisor("failsafe")  # the recheck, promotions and redeploys under way (cancelled on stop)
+        self._acting = Supervisor(f"{services.here}:failsafe")  # recheck, promotions, redeploys (cancelled on stop)
         self._dropped_at: dict[str, float] = {}  # when a copy started ahead was last removed (not confirmed)
 
     async def run(self) -> None:

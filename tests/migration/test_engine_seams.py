@@ -66,8 +66,9 @@ async def engine(tmp_path: Path, peers: ScriptedPeers) -> tuple[MigrationEngine,
     services = ServiceManager(here=HERE, store=store, driver=None, lb=FakeLoadBalancer(),  # type: ignore[arg-type]
                               publish=publish)
     homes: Any = FakeEntries()
-    eng = MigrationEngine(here=HERE, services=services, client=peers, history=MigrationLog(store=store,  # type: ignore[arg-type]
-                          metrics=Metrics(HERE)), agent=fed, homes=homes, steward_of=lambda r: HERE)
+    history = MigrationLog(store=store, metrics=Metrics(HERE))
+    eng = MigrationEngine(here=HERE, services=services, client=cast(Any, peers), history=history, agent=fed,
+                          homes=homes, steward_of=lambda r: HERE)
     payload = ServiceDescriptor.from_obj({"name": "web", "port": 80, "command": ["x"]}).canonical_msgpack()
     await services.lb.open_frontend("web")
     await services.lb.route("web", "127.0.0.1", 30000)
