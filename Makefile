@@ -45,6 +45,8 @@ demo: bootstrap
 
 # Every figure of issue 16 beside its goal and the paper's Table I; the cold start of the
 # service's own command is measured in the same runs (bench/coldstart.py). See docs/benchmarks.md.
+# The scripts that measure a goal append it to $ROAM_BENCH_GOALS; bench/goals.py prints them together last.
+bench: export ROAM_BENCH_GOALS := $(shell mktemp /tmp/roam-bench-goals.XXXXXX)
 bench: bootstrap
 	$(PY) bench/placement.py
 	$(PY) bench/deploy.py
@@ -54,6 +56,7 @@ bench: bootstrap
 	$(PY) bench/migration.py
 	$(PY) bench/derived.py  # issue 12: loss across SIGTERM restarts, heal after each lost derived file
 	$(PY) bench/state.py  # issue 15: state handover window and bytes vs state size, beside seed 003's model
+	$(PY) bench/goals.py "$$ROAM_BENCH_GOALS"
 
 # Issue 18: real agents in namespaces at 10, 25 and 50 (about 8 min), then the 1,000 x 100,000
 # simulation (about 10 min). See docs/scale.md.

@@ -1,6 +1,6 @@
 """How long, and how many bytes, two peers take to reconcile record sets that diverge by N records.
 
-Two real aiohttp servers on 127.0.3.40/41 (loopback), two SQLite stores (WAL, synchronous=FULL)
+Two real aiohttp servers on 127.0.3.40/41 (loopback; `--addr A B` moves them), two SQLite stores (WAL, synchronous=FULL)
 in a temporary directory, one `AntiEntropy.sync_with` round per scenario:
 
   missing     N records homed at a and running at b, unknown to b (pushed)
@@ -10,7 +10,14 @@ in a temporary directory, one `AntiEntropy.sync_with` round per scenario:
   in-sync     N shared records already equal (the steady-state cost of a round)
   unshared    a also holds N records b has no part in, 100 shared ones differ
 
-Usage: .venv/bin/python bench/antientropy.py [--records 10000]
+`seconds` is the round's wall time, `cpu s` the process's CPU time during it (both peers run
+in this one process, so it is the round's whole work, which a busy neighbour does not inflate
+as much as the wall time).
+
+With --signed both sides run with a per-cluster identity (issue 19): every version is signed
+by its writer (peer/trust/signing.py) and every received one checked before it is merged.
+
+Usage: .venv/bin/python bench/antientropy.py [--records 10000] [--runs 3] [--signed] [--addr 127.0.3.40 127.0.3.41]
 """
 from __future__ import annotations
 
@@ -19,24 +26,32 @@ import asyncio
 import logging
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
 
 import msgpack
 from aiohttp import web
+from cryptography.hazmat.primitives import serialization
+from prometheus_client import CollectorRegistry, Counter
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.common import Spread, machine_line, record_goal
 from peer.peerclient import PeerClient, peer_auth_middleware
 from peer.records.antientropy import AntiEntropy, SyncStats
 from peer.records.merge import MergeOutcome, local_write
 from peer.records.record import Record, State
 from peer.records.store import RecordStore
+from peer.trust import ca
+from peer.trust.authorship import CertBook, RecordGuard
+from peer.trust.certs import NO_REVOCATIONS, load_cert
 
 SECRET = b"bench-federation-secret-000000000"
 GOAL_DIFFERING_S = 1.0  # issue 16: 10,000 differing records
 GOAL_IN_SYNC_S = 0.05  # issue 16: 10,000 records already in sync
+ADDRS = ["127.0.3.40", "127.0.3.41"]  # --addr moves them
 
 
 def descriptor(name: str) -> bytes:
@@ -51,13 +66,37 @@ def descriptor(name: str) -> bytes:
 def created(name: str, *, home: str, location: str, now: float) -> Record:
     content = Record(name=name, home=home, location=location, state=State.RUNNING, digest="0123456789abcdef",
                      descriptor=descriptor(name), instance="127.0.3.41:31000", endpoint="127.0.3.40:30000")
-    return local_write(None, content, here=home, now=now)
+    return signed_by(home, None, local_write(None, content, here=home, now=now))
+
+
+GUARDS: dict[str, RecordGuard] = {}  # --signed: each side's guard (signs its writes, checks what it receives)
+
+
+def signed_by(cluster: str, previous: Record | None, stored: Record) -> Record:
+    guard = GUARDS.get(cluster)
+    return stored if guard is None else guard.sign(previous, stored, actor=cluster)
+
+
+def make_guards(tmp: Path) -> None:
+    """A CA and a certificate for `a` and `b`, as `roam ca` makes them."""
+    ca.init(tmp / "ca")
+    for name in ("a", "b"):
+        ca.issue(tmp / "ca", cluster=name, out=tmp / name, ips=())
+    book = CertBook(load_cert((tmp / "ca" / "ca.pem").read_bytes(), what="ca"))
+    for name in ("a", "b"):
+        book.add(load_cert((tmp / name / "cluster.pem").read_bytes(), what=name))
+    refusals = Counter("refused", "refused", ["reason"], registry=CollectorRegistry())
+    for name in ("a", "b"):
+        key = serialization.load_pem_private_key((tmp / name / "cluster.key").read_bytes(), password=None)
+        GUARDS[name] = RecordGuard(key=lambda k=key: k, book=book, revocations=lambda: NO_REVOCATIONS,
+                                   refusals=refusals)
 
 
 class Side:
     def __init__(self, name: str, ip: str, path: Path) -> None:
         self.name, self.ip = name, ip
         self.store = RecordStore.open(path)
+        self.store.guard = GUARDS.get(name)
         self.client = PeerClient(SECRET)
         self.outcomes = 0
 
@@ -90,24 +129,26 @@ class Side:
     def update(self, names: Iterable[str], now: float, **changes: object) -> None:
         """Local writes, committed in one transaction (setup speed only)."""
         current = self.store.get_many(list(names))
-        self.load(local_write(r, replace(r, **changes), here=self.name, now=now)  # type: ignore[arg-type]
-                  for r in current.values())
+        self.load(signed_by(self.name, r, local_write(r, replace(r, **changes), here=self.name,  # type: ignore[arg-type]
+                                                      now=now)) for r in current.values())
 
 
 Setup = Callable[["Side", "Side", int], None]
 
 
-async def scenario(title: str, n: int, tmp: Path, setup: Setup) -> tuple[str, SyncStats, bool]:
-    a = Side("a", "127.0.3.40", tmp / f"{title}-a.db")
-    b = Side("b", "127.0.3.41", tmp / f"{title}-b.db")
+async def scenario(title: str, n: int, tmp: Path, setup: Setup) -> tuple[str, SyncStats, bool, float]:
+    a = Side("a", ADDRS[0], tmp / f"{title}-a.db")
+    b = Side("b", ADDRS[1], tmp / f"{title}-b.db")
     await a.start()
     await b.start()
     try:
         setup(a, b, n)
+        cpu = time.process_time()
         stats = await a.ae.sync_with("b", b.url)
+        cpu = time.process_time() - cpu
         names = set(b.store.digests()) | set(a.store.digests(peer="b"))
         agree = a.store.digests_of(names) == b.store.digests_of(names)
-        return title, stats, agree
+        return title, stats, agree, cpu
     finally:
         await a.stop()
         await b.stop()
@@ -160,28 +201,60 @@ def goal_text(scenario: str, seconds: float, n: int) -> str:
     return f"<= {goal:g} s: {'met' if seconds <= goal else 'NOT met'}"
 
 
-async def main(n: int) -> None:
+SCENARIOS: tuple[tuple[str, Setup], ...] = (
+    ("missing", missing), ("fetch", fetch), ("both-ways", both_ways), ("concurrent", concurrent),
+    ("in-sync", in_sync), ("unshared", unshared))
+
+
+async def main(n: int, runs: int, signed: bool) -> None:
     logging.getLogger("peer.records").setLevel(logging.ERROR)  # one warning per conflict is noise here
-    print(f"anti-entropy, one sync_with round, {n} records, loopback, SQLite WAL synchronous=FULL")
-    print(f"{'scenario':<11} {'seconds':>8} {'reqs':>5} {'differ':>7} {'pushed':>7} {'back':>6} {'fetched':>7} "
+    print(f"anti-entropy, one sync_with round, {n} records, loopback, SQLite WAL synchronous=FULL"
+          f"{', signed versions (identity on)' if signed else ''}; {machine_line()}")
+    print(f"{'scenario':<11} {'seconds':>8} {'cpu s':>6} {'reqs':>5} {'differ':>7} {'pushed':>7} {'back':>6} {'fetched':>7} "
           f"{'conflicts':>9} {'KB sent':>8} {'KB recv':>8} {'B/diff':>7}  agree  goal (issue 16, at 10,000)")
+    walls: dict[str, list[float]] = {title: [] for title, _ in SCENARIOS}
+    cpus: dict[str, list[float]] = {title: [] for title, _ in SCENARIOS}
     with tempfile.TemporaryDirectory(prefix="roam-bench-ae-") as tmp:
-        for title, setup in (("missing", missing), ("fetch", fetch), ("both-ways", both_ways), ("concurrent", concurrent),
-                             ("in-sync", in_sync), ("unshared", unshared)):
-            name, s, agree = await scenario(title, n, Path(tmp), setup)
-            total = s.bytes_sent + s.bytes_received
-            per = total / s.differing if s.differing else float("nan")
-            print(f"{name:<11} {s.seconds:8.3f} {s.requests:5d} {s.differing:7d} {s.pushed:7d} {s.returned:6d} "
-                  f"{s.fetched:7d} {s.conflicts:9d} {s.bytes_sent / 1024:8.1f} {s.bytes_received / 1024:8.1f} "
-                  f"{per:7.0f}  {agree!s:<5}  {goal_text(name, s.seconds, n)}")
+        if signed:
+            make_guards(Path(tmp))
+        for run in range(runs):
+            for title, setup in SCENARIOS:
+                name, s, agree, cpu = await scenario(f"{title}-{run}", n, Path(tmp), setup)
+                name = title
+                walls[title].append(s.seconds)
+                cpus[title].append(cpu)
+                total = s.bytes_sent + s.bytes_received
+                per = total / s.differing if s.differing else float("nan")
+                print(f"{name:<11} {s.seconds:8.3f} {cpu:6.3f} {s.requests:5d} {s.differing:7d} {s.pushed:7d} "
+                      f"{s.returned:6d} {s.fetched:7d} {s.conflicts:9d} {s.bytes_sent / 1024:8.1f} "
+                      f"{s.bytes_received / 1024:8.1f} {per:7.0f}  {agree!s:<5}  {goal_text(name, s.seconds, n)}")
+    if runs > 1:
+        print(f"\n{runs} runs, seconds: median (min-max); {machine_line()}")
+        for title, _ in SCENARIOS:
+            wall, cpu = Spread.of(walls[title]), Spread.of(cpus[title])
+            print(f"{title:<11} wall {wall.median:.3f} ({wall.lo:.3f}-{wall.hi:.3f})  cpu {cpu.median:.3f} "
+                  f"({cpu.lo:.3f}-{cpu.hi:.3f})  {goal_text(title, wall.median, n)}")
+    for title, _ in SCENARIOS:
+        if title == "unshared":
+            continue
+        wall, cpu = Spread.of(walls[title]), Spread.of(cpus[title])
+        goal = GOAL_IN_SYNC_S if title == "in-sync" else GOAL_DIFFERING_S
+        record_goal(f"anti-entropy, {n:,} records, {title}{', signed' if signed else ''}", median=wall.median * 1000, lo=wall.lo * 1000,
+                    hi=wall.hi * 1000, unit="ms", goal=f"<= {goal * 1000:g} ms at 10,000",
+                    met=wall.median <= goal if n == 10_000 else None, source="bench/antientropy.py",
+                    note=f"CPU {cpu.median * 1000:.0f} ms ({cpu.lo * 1000:.0f}-{cpu.hi * 1000:.0f}), {runs} runs")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--records", type=int, default=10_000)
+    parser.add_argument("--addr", nargs=2, default=ADDRS, help="the two peers' loopback addresses")
+    parser.add_argument("--runs", type=int, default=3, help="rounds of every scenario (medians printed at the end)")
+    parser.add_argument("--signed", action="store_true", help="identity on: signed versions, checked on receipt")
     args = parser.parse_args()
+    ADDRS[:] = args.addr
     try:
         import uvloop
-        uvloop.run(main(args.records))
+        uvloop.run(main(args.records, args.runs, args.signed))
     except ImportError:
-        asyncio.run(main(args.records))
+        asyncio.run(main(args.records, args.runs, args.signed))

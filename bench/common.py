@@ -11,6 +11,8 @@ first, as when a script runs, `bench/placement.py` would shadow the `placement` 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import signal
 import statistics
@@ -24,7 +26,7 @@ from typing import Any
 import aiohttp
 
 from peer.waiting import wait_until
-from tests.harness import TOKEN, Federation, dump_logs
+from tests.harness import TOKEN, AgentProc, Federation, dump_logs
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -157,3 +159,84 @@ def sweep(*, markers: Sequence[str]) -> list[int]:
 
 def now() -> float:
     return time.monotonic()
+
+
+# --- issue 16's goal table, gathered over the scripts of one `make bench` --------------------
+
+GOALS_ENV = "ROAM_BENCH_GOALS"  # a JSON-lines file each script appends its goal figures to
+
+
+def record_goal(figure: str, *, median: float, lo: float, hi: float, unit: str, goal: str,
+                met: bool | None, paper: str = "", source: str = "", note: str = "") -> None:
+    """Append one figure to the run's goal file, if `make bench` named one (bench/goals.py
+    prints them all at the end); a script run alone prints its own lines only."""
+    path = os.environ.get(GOALS_ENV)
+    if not path:
+        return
+    row = {"figure": figure, "median": median, "lo": lo, "hi": hi, "unit": unit, "goal": goal, "met": met,
+           "paper": paper, "source": source, "note": note}
+    with open(path, "a", encoding="utf-8") as out:
+        out.write(json.dumps(row) + "\n")
+
+
+# --- an idle agent's cost (issue 16: agent + Serf + HAProxy <= 1% of one core, <= 80 MB) ----
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_ticks(pid: int) -> int:
+    """utime + stime of `pid` (fields 14 and 15 of /proc/PID/stat), 0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0
+    return int(fields[11]) + int(fields[12])
+
+
+def rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return 0.0
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            out += [int(p) for p in (task / "children").read_text().split()]
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def agent_pids(agent: AgentProc) -> list[int]:
+    """The agent, its Serf (a child whose command is `serf`) and its HAProxy (the pid file's
+    master and its workers: HAProxy outlives the agent by design, so it is no child)."""
+    if agent.proc is None or agent.proc.poll() is not None:
+        return []
+    pids = [agent.proc.pid]
+    for child in _children(agent.proc.pid):
+        with contextlib.suppress(OSError):
+            if Path(f"/proc/{child}/comm").read_text().strip() == "serf":
+                pids.append(child)
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        master = int((agent.data_dir / "lb" / "haproxy.pid").read_text().split()[0])
+        pids += [master, *_children(master)]
+    return pids
+
+
+async def idle_usage(lf: LocalFederation, seconds: float) -> tuple[list[float], list[float]]:
+    """Each agent's CPU (% of one core, agent + Serf + HAProxy) over an idle window of
+    `seconds`, and their RSS together (MB) at its end."""
+    pids = {name: agent_pids(lf.fed.agents[name]) for name in lf.names}
+    before = {name: sum(cpu_ticks(p) for p in ps) for name, ps in pids.items()}
+    started = time.monotonic()
+    await asyncio.sleep(seconds)  # the measured window itself, not a synchronisation
+    elapsed = time.monotonic() - started
+    cpu = [100.0 * (sum(cpu_ticks(p) for p in ps) - before[name]) / TICK / elapsed for name, ps in pids.items()]
+    rss = [sum(rss_mb(p) for p in ps) for ps in pids.values()]
+    return cpu, rss

@@ -9,6 +9,7 @@ routes to it (not timed), so every migration starts from a quiet federation.
 Then:
   placement  `placement.rank` over 10, 100 and 1,000 synthetic clusters (the views and timer of
              bench/placement.py), the engine's default policy;
+  idle       before the service: each agent's CPU and RSS with its Serf and HAProxy (`--idle` s);
   fail-safe  migrate to c2, SIGKILL c2's agent group and the service's process group, and poll
              the HC endpoint every 20 ms until c1 answers again (`--failsafes` times; c2 is
              restarted in between), with the HC's own record of each fail-safe.
@@ -35,10 +36,11 @@ sys.path[:] = [str(REPO)] + [p for p in sys.path if Path(p or ".").resolve() != 
 import aiohttp  # noqa: E402
 
 from bench.coldstart import cold_starts  # noqa: E402
-from bench.common import CLASSIFIER, LocalFederation, Spread, machine_line  # noqa: E402
+from bench.common import CLASSIFIER, LocalFederation, Spread, idle_usage, machine_line, record_goal  # noqa: E402
 from bench.placement import SIZES, make_views, timed  # noqa: E402
 from chaos.load import LoadResult, run_load  # noqa: E402
 from peer.samples.running import run  # noqa: E402
+from peer.stages import TABLE_STAGES as STAGES  # noqa: E402
 from peer.waiting import wait_until  # noqa: E402
 from placement import Requirements, get_policy, rank  # noqa: E402
 
@@ -50,7 +52,6 @@ def addrs_from(base: str) -> dict[str, str]:
     """c1..c3 on `base`, `base`+1, `base`+2 (e.g. 127.0.3.31), so runs can use their own addresses."""
     head, _, last = base.rpartition(".")
     return {f"c{i + 1}": f"{head}.{int(last) + i}" for i in range(3)}
-STAGES = ("pr", "replication", "reroute", "wait", "cleanup", "deploy")
 PAPER_MS = {"pr": 3.0, "replication": 21.0, "reroute": 47.0, "wait": 10_000.0, "cleanup": 1_500.0,
             "deploy": 9_500.0}
 PAPER_TEXT = {"pr": "3 ms", "replication": "21 ms", "reroute": "47 ms", "wait": "~10 s", "cleanup": "~1.5 s",
@@ -125,10 +126,13 @@ GOAL_CALL_OVER_COLD = 1.3  # issue 16: whole planned migration at most 1.3 x the
 GOAL_REROUTE_MS = 5.0
 GOAL_PLACEMENT_1000_MS = 2.0
 GOAL_FAILSAFE_MS = 600.0
+GOAL_IDLE_CPU_PCT = 1.0  # agent + Serf + HAProxy, no service
+GOAL_IDLE_RSS_MB = 80.0
 
 
 def goal_lines(results: list[dict[str, Any]], walls: list[float], cold: list[float],
-               fails: list[dict[str, Any]], placement_1000_ms: float, lost: int) -> list[str]:
+               fails: list[dict[str, Any]], placement_1000_ms: float, lost: int,
+               idle: tuple[list[float], list[float]] | None = None) -> list[str]:
     """Every figure of issue 16 this script measures, beside its goal and the paper's Table I."""
     call, c = Spread.of(walls), Spread.of(cold)
     reroute = Spread.of([float(r["reroute"]) for r in results])
@@ -165,9 +169,42 @@ def goal_lines(results: list[dict[str, Any]], walls: list[float], cold: list[flo
     deploy = Spread.of([float(r["deploy"]) for r in results])
     lines.insert(2, f"{'deploy at the AC (spawn -> ready, driver)':<44} {deploy.median:>7.0f}ms {deploy.lo:>6.0f}ms "
                     f"{deploy.hi:>6.0f}ms   {'~ cold start':<24} {'~9.5 s':>8}  ({deploy.median / c.median:.2f} x)")
-    lines.append("anti-entropy goals: bench/antientropy.py; reroute fast path alone: bench/reroute.py; "
-                 "idle agent: bench/scale.py")
+    if idle is not None:
+        cpu, rss = Spread.of(idle[0]), Spread.of(idle[1])
+        lines.append(f"{'idle agent + Serf + HAProxy: CPU, % of a core':<44} {cpu.median:>8.2f}% {cpu.lo:>7.2f}% "
+                     f"{cpu.hi:>7.2f}%   {f'<= {GOAL_IDLE_CPU_PCT:g} %':<24} {'':>8}  "
+                     f"{ok(cpu.median <= GOAL_IDLE_CPU_PCT)}")
+        lines.append(f"{'idle agent + Serf + HAProxy: RSS together':<44} {rss.median:>7.1f}MB {rss.lo:>6.1f}MB "
+                     f"{rss.hi:>6.1f}MB   {f'<= {GOAL_IDLE_RSS_MB:g} MB':<24} {'':>8}  "
+                     f"{ok(rss.median <= GOAL_IDLE_RSS_MB)}")
+        goal("idle agent + Serf + HAProxy, CPU", cpu, "% of a core", f"<= {GOAL_IDLE_CPU_PCT:g} %",
+             cpu.median <= GOAL_IDLE_CPU_PCT, note="3 agents, no service")
+        goal("idle agent + Serf + HAProxy, RSS", rss, "MB", f"<= {GOAL_IDLE_RSS_MB:g} MB", rss.median <= GOAL_IDLE_RSS_MB)
+    lines.append("anti-entropy goals: bench/antientropy.py; reroute fast path alone: bench/reroute.py")
+    goal("cold start of the classifier (spawn -> first 200)", c, "ms", "the floor", None, paper="~9.5 s (deploy)")
+    goal("deploy at the AC (driver)", deploy, "ms", "~ cold start", None, paper="~9.5 s",
+         note=f"{deploy.median / c.median:.2f} x cold start")
+    goal("planned migration, whole API call", call, "ms", f"<= {GOAL_CALL_OVER_COLD} x cold start",
+         ratio <= GOAL_CALL_OVER_COLD, note=f"{ratio:.2f} x cold start")
+    goal("  roam's own time (call - deploy)", own, "ms", "-", None)
+    record_goal("requests lost, planned migrations", median=lost, lo=lost, hi=lost, unit="", goal="0", met=lost == 0,
+                paper="0", source="bench/migration.py")
+    goal("reroute stage (engine)", reroute, "ms", f"<= {GOAL_REROUTE_MS:g} ms", reroute.median <= GOAL_REROUTE_MS,
+         paper="47 ms")
+    goal("wait - deploy (readiness noticed)", wait_over, "ms", "a few ms", wait_over.median <= 5.0)
+    record_goal("placement, 1,000 clusters (in this run)", median=placement_1000_ms, lo=placement_1000_ms,
+                hi=placement_1000_ms, unit="ms", goal=f"<= {GOAL_PLACEMENT_1000_MS:g} ms",
+                met=placement_1000_ms <= GOAL_PLACEMENT_1000_MS, paper="3 ms (PR)", source="bench/migration.py")
+    if back is not None:
+        goal("fail-safe: AC killed -> c1 serves", back, "ms", f"<= {GOAL_FAILSAFE_MS:g} ms",
+             back.median <= GOAL_FAILSAFE_MS)
     return lines
+
+
+def goal(figure: str, spread: Spread, unit: str, text: str, met: bool | None, *, paper: str = "",
+         note: str = "") -> None:
+    record_goal(figure, median=spread.median, lo=spread.lo, hi=spread.hi, unit=unit, goal=text, met=met,
+                paper=paper, source="bench/migration.py", note=note)
 
 
 def stage_table(results: list[dict[str, Any]], walls: list[float]) -> list[str]:
@@ -324,6 +361,7 @@ async def main(args: argparse.Namespace) -> None:
         lf = LocalFederation(base=Path(tmp), addrs=addrs, extra=["--no-auto-migrate"])
         try:
             await lf.start()
+            idle = await idle_usage(lf, args.idle) if args.idle > 0 else None
             created = await lf.fed.call("c1", "POST", "/v1/services", CLASSIFIER, expect=201)
             endpoint = created["endpoint"]
             results, walls, windows, outcome = await migrations(lf, endpoint, count=args.migrations, rate=args.rate)
@@ -353,7 +391,7 @@ async def main(args: argparse.Namespace) -> None:
     for line in failsafe_lines(fails):
         print(line)
     print(f"\nissue 16 goals (cold start measured {len(cold)} times in this run, before and after the agents):")
-    for line in goal_lines(results, walls, cold, fails, medians.get(1000, float("nan")), outcome.failed):
+    for line in goal_lines(results, walls, cold, fails, medians.get(1000, float("nan")), outcome.failed, idle):
         print(line)
     print(f"\nend: {machine_line()}")
 
@@ -365,5 +403,7 @@ if __name__ == "__main__":
     parser.add_argument("--rate", type=float, default=200.0, help="open-loop requests per second")
     parser.add_argument("--reps", type=int, default=200, help="placement calls timed per size")
     parser.add_argument("--cold-starts", type=int, default=5, help="cold starts measured before and after")
+    parser.add_argument("--idle", type=float, default=10.0,
+                        help="seconds of the idle window (no service) measured once the agents are up; 0: none")
     parser.add_argument("--addr", default=ADDRS["c1"], help="c1's loopback address; c2, c3 take the next two")
     run(main(parser.parse_args()))

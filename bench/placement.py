@@ -18,8 +18,9 @@ from pathlib import Path
 # Run as a script, this file's folder comes first on sys.path and its own name would shadow the
 # `placement` package it measures.
 _HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+sys.path[:] = [str(_HERE.parent)] + [p for p in sys.path if Path(p or ".").resolve() not in (_HERE, _HERE.parent)]
 
+from bench.common import record_goal  # noqa: E402
 from placement import POLICIES, ClusterView, Requirements, decide, rank  # noqa: E402
 
 GIB = 1 << 30
@@ -84,6 +85,9 @@ def main() -> None:
             counts = f"{len(placement.ranked)}/{len(placement.rejected)}"
             goal = ""
             if n == 1000 and name == "balanced":
+                record_goal("placement, one service over 1,000 clusters", median=med, lo=med, hi=p95, unit="ms",
+                            goal=f"<= {GOAL_1000_MS:g} ms", met=med <= GOAL_1000_MS, paper=f"{PAPER_PR_MS:g} ms (PR)",
+                            source="bench/placement.py", note=f"median of {args.reps} calls; 'max' is the p95")
                 goal = (f"   goal <= {GOAL_1000_MS:g} ms: {'met' if med <= GOAL_1000_MS else 'NOT met'}"
                         f" (paper's PR: {PAPER_PR_MS:g} ms)")
             print(f"{n:>8}  {'rank ' + name:<22} {med:>10.3f} {p95:>9.3f}  {counts}{goal}")

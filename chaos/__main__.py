@@ -22,8 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="the paper's use case on three clusters (what `make demo` runs)")
     d.add_argument("--report", type=Path, default=Path("demo-report"), help="report folder")
     d.add_argument("--loopback", action="store_true", help="loopback agents, no shaping (the non-root mode)")
-    d.add_argument("--identity", action="store_true",
-                   help="per-cluster identity: a CA, a certificate per cluster, mTLS on the peer API (netns mode)")
+    d.add_argument("--identity", action=argparse.BooleanOptionalAction, default=None,
+                   help="per-cluster identity: a CA, a certificate per cluster, mTLS on the peer API, signed "
+                        "records (netns mode: on by default; --loopback: off)")
     d.add_argument("--prefix", default="roamdemo", help="namespace/interface prefix")
     d.add_argument("--subnet", default="10.77.0.0/24")
     p = sub.add_parser("run", help="run one scenario")
@@ -44,8 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep agent data dirs and copy all logs into the report")
     p.add_argument("--log-level", default="INFO", dest="log_level",
                    help="the agents' log level (DEBUG to investigate a failure)")
-    p.add_argument("--identity", action="store_true",
-                   help="per-cluster identity: a CA, a certificate per cluster, mTLS on the peer API")
+    p.add_argument("--identity", action=argparse.BooleanOptionalAction, default=True,
+                   help="per-cluster identity: a CA, a certificate per cluster, mTLS on the peer API, signed "
+                        "records (on by default; --no-identity for the shared secret only)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
     return parser
 
@@ -58,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.identity and args.loopback:
             print("python -m chaos demo: --identity runs in the netns mode only, not with --loopback", file=sys.stderr)
             return 2
-        return asyncio.run(run_demo(args.report, loopback=args.loopback, identity=args.identity,
+        identity = not args.loopback if args.identity is None else args.identity
+        return asyncio.run(run_demo(args.report, loopback=args.loopback, identity=identity,
                                     prefix=args.prefix, subnet=args.subnet))
     if args.command == "list":
         for name, s in sorted(all_scenarios().items()):

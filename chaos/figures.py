@@ -13,11 +13,11 @@ from typing import Any
 
 from chaos.detections import AppliedFault
 from chaos.load import LoadResult
+from peer.stages import TABLE_STAGES as STAGES
 
 ATTRIBUTION_SLACK = 0.3  # a request sent just before a fault can fail because of it
 NO_FAULT = "(no fault)"
 FAILSAFE_FIELDS = ("detection", "wait", "deploy", "reroute", "cleanup", "downtime_estimate")
-STAGES = ("pr", "replication", "wait", "reroute", "cleanup", "deploy")
 
 
 def outage_rows(loads: Mapping[str, LoadResult], applied: Sequence[AppliedFault], *,

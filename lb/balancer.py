@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -29,7 +29,8 @@ from lb.config import LBConfig, backend_name, frontend_name
 from lb.errors import InvalidTokenError, LBError, NoFreeSlotError, UnknownServiceError
 from lb.process import Supervisor, socket_command
 from lb.runtime import ServerState, ServerStateName, ServerTraffic, valid_ip, valid_port
-from lb.statefile import LBState, Route, Slot, write_atomic
+from lb.files import write_atomic
+from lb.statefile import LBState, Route, Slot
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +228,8 @@ class LoadBalancer:
             self._save()
 
     async def route(self, service: str, addr: str, port: int, *, up_timeout: float = 5.0,
-                    drain_timeout: float = 5.0, proven_ready: bool = False) -> rr.RerouteResult:
+                    drain_timeout: float = 5.0, proven_ready: bool = False,
+                    on_up: Callable[[], None] | None = None) -> rr.RerouteResult:
         """Make the service's frontend serve addr:port, losing no request on the way.
 
         Idempotent: routing to the current, serving route only removes leftover servers.
@@ -235,6 +237,8 @@ class LoadBalancer:
         `proven_ready=True`: the caller has just seen the copy answer its readiness probe, so
         the new server is set UP at once (after one TCP connect from here) instead of after
         HAProxy's first check; the old one is still drained before it goes (`lb.reroute`).
+        `on_up` runs once the new route serves and is saved, before the old servers drain (not
+        when the route was already in place): a caller may go on from there while they drain.
         """
         ip, port = valid_ip(addr), valid_port(port)
         async with self._lock(service):
@@ -253,6 +257,8 @@ class LoadBalancer:
             def commit() -> None:
                 slot.route = Route(ip, port, name, fast_down)
                 self._save()
+                if on_up is not None:
+                    on_up()
 
             result = await rr.reroute(
                 self._client, service=service, backend=backend, new_server=name, addr=ip,

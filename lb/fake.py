@@ -5,7 +5,7 @@ Same methods and errors, no HAProxy. `unreachable` holds addr:port pairs whose h
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from lb.balancer import Claim, ServerStatus, ServerTraffic, valid_service_name
@@ -94,7 +94,8 @@ class FakeLoadBalancer:
         return list(self._backups.get(service, []))
 
     async def route(self, service: str, addr: str, port: int, *, up_timeout: float = 5.0,
-                    drain_timeout: float = 5.0, proven_ready: bool = False) -> RerouteResult:
+                    drain_timeout: float = 5.0, proven_ready: bool = False,
+                    on_up: Callable[[], None] | None = None) -> RerouteResult:
         target = (valid_ip(addr), valid_port(port))
         if service not in self.slots:
             raise UnknownServiceError(f"service {service!r} has no frontend here")
@@ -103,7 +104,10 @@ class FakeLoadBalancer:
         result = RerouteResult(service=service, old=self._routes[service], new=target,
                                duration_ms=0.0, drained_sessions=0, forced=False,
                                fast=proven_ready)
+        changed = self._routes[service] != target
         self._routes[service] = target
+        if changed and on_up is not None:
+            on_up()
         self.history.append(result)
         return result
 

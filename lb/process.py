@@ -21,7 +21,7 @@ from lb.config import LBConfig, render
 from lb.errors import HAProxyStartError
 from lb.polling import poll_until
 from lb.runtime import Command
-from lb.statefile import write_atomic
+from lb.files import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -199,6 +199,34 @@ async def adoptable(cfg: LBConfig) -> HAProxyProcess | None:
     return None
 
 
+async def wait_gone(pid: int, *, fallback: float) -> None:
+    """Return once `pid` has exited: woken by a pidfd (Linux 5.3+), so a live HAProxy costs
+    the supervisor no wakeup at all (issue 18: it polled ten times a second); where no pidfd
+    can be had, after `fallback` seconds (the caller looks again)."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    except (OSError, AttributeError):
+        await asyncio.sleep(fallback)
+        return
+    loop = asyncio.get_running_loop()
+    gone: asyncio.Future[None] = loop.create_future()
+    try:
+        loop.add_reader(fd, _settle, gone)
+        try:
+            await gone
+        finally:
+            loop.remove_reader(fd)
+    finally:
+        os.close(fd)
+
+
+def _settle(gone: asyncio.Future[None]) -> None:
+    if not gone.done():
+        gone.set_result(None)
+
+
 class Supervisor:
     """Keeps one HAProxy running for `cfg`; calls `on_restart` after replacing a dead one."""
 
@@ -259,7 +287,11 @@ class Supervisor:
         needs_restore = False
         started = time.monotonic()
         while True:
-            await asyncio.sleep(self.poll_interval)
+            proc = self.process
+            if proc is not None and not needs_restore:
+                await wait_gone(proc.pid, fallback=self.poll_interval)
+            else:
+                await asyncio.sleep(self.poll_interval)
             try:
                 if self.process is None or not self.process.alive():
                     log.error("haproxy pid %s died; restarting",

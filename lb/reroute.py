@@ -15,11 +15,12 @@ Fast path (`reroute(..., proven_ready=True)`): the caller has already proven the
 serves (the migration engine's AC answered its readiness probe with a 2xx). Waiting for
 HAProxy's first check would only add its check interval (~20-30 ms), so step 1-2 become:
 one TCP connect from this host to addr:port (the HC's own view: the LB connects from here),
-then `add server ... check` and on ONE line `enable health; enable server; set server
-health up`: UP at once, and its checks keep running, so a copy that dies later still goes
-DOWN after `fall` failed checks. If the connect fails, the gated path above runs instead.
-The drain (step 3) is unchanged, polled every millisecond: make-before-break and zero loss
-hold exactly as before. Measured on loopback: about 2-4 ms instead of 25-30 ms.
+then ONE line `add server ... check; enable health; enable server; set server health up;
+show servers state` (one round trip, every reply checked): UP at once, and its checks keep
+running, so a copy that dies later still goes DOWN after `fall` failed checks. If the connect
+fails, the gated path above runs instead. The drain (step 3) is unchanged, polled every
+millisecond (`state drain` and the first look at the sessions share a line): make-before-break
+and zero loss hold exactly as before. Measured on loopback: about 2-4 ms instead of 25-30 ms.
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ from lb.client import RuntimeClient
 from lb.errors import HAProxyCommandError, LBError, RerouteError
 from lb.polling import poll_until
 from lb import runtime
-from lb.runtime import CheckSettings
+from lb.runtime import CheckSettings, StatRow
 
 log = logging.getLogger(__name__)
 
@@ -107,18 +108,24 @@ async def reachable(addr: str, port: int, *, timeout: float = REACH_TIMEOUT) -> 
 
 async def add_ready(client: RuntimeClient, *, backend: str, server: str, addr: str, port: int,
                     check: CheckSettings) -> None:
-    """Add `server` serving at once (its readiness is proven); checks keep watching it."""
+    """Add `server` serving at once (its readiness is proven); checks keep watching it.
+
+    One line, one round trip (issue 16): `add server`, `enable health; enable server; set
+    server health up`, and `show servers state` to see it serve. HAProxy runs a line in order
+    and every reply is checked (`RuntimeClient.execute_line`, interactive mode), so a refused
+    `add` is told apart from a later failure, after which the half-added server is removed."""
+    add = runtime.add_server(backend, server, addr, port, check=check)
+    show = runtime.show_servers_state(backend)
     try:
-        await client.add_server(backend, server, addr, port, check=check)
-    except HAProxyCommandError as exc:
-        raise RerouteError(f"cannot add {backend}/{server} at {addr}:{port}: {exc}") from exc
-    try:
-        await client.execute_line([runtime.enable_health(backend, server),
-                                   runtime.enable_server(backend, server),
-                                   runtime.set_server_health(backend, server, "up")])
-        if not await _serving(client, backend, server):
+        replies = await client.execute_line([add, runtime.enable_health(backend, server),
+                                             runtime.enable_server(backend, server),
+                                             runtime.set_server_health(backend, server, "up"), show])
+        serving = any(st.name == server and st.serving for st in runtime.parse_servers_state(replies[-1]))
+        if not serving:
             raise RerouteError(f"{backend}/{server} is not serving right after `health up`")
     except LBError as exc:
+        if isinstance(exc, HAProxyCommandError) and exc.command == add.text:
+            raise RerouteError(f"cannot add {backend}/{server} at {addr}:{port}: {exc}") from exc
         await _remove_failed(client, backend, server)
         if isinstance(exc, RerouteError):
             raise
@@ -135,7 +142,12 @@ async def _remove_failed(client: RuntimeClient, backend: str, server: str) -> No
 
 
 async def _drained(client: RuntimeClient, backend: str, server: str, seen: list[int]) -> bool:
-    for row in await client.stats(backend):
+    return _idle(await client.stats(backend), server, seen)
+
+
+def _idle(rows: list[StatRow], server: str, seen: list[int]) -> bool:
+    """No session and nothing queued at `server` (or it is gone); its first count into `seen`."""
+    for row in rows:
         if row.name == server:
             if not seen:
                 seen.append(row.scur + row.qcur)
@@ -145,19 +157,23 @@ async def _drained(client: RuntimeClient, backend: str, server: str, seen: list[
 
 async def retire(client: RuntimeClient, *, backend: str, server: str,
                  drain_timeout: float, interval: float = POLL_INTERVAL) -> Retired:
-    """Drain `server` until idle (force after `drain_timeout`), then maint, then delete it."""
+    """Drain `server` until idle (force after `drain_timeout`), then maint, then delete it.
+    `state drain` and the first look at its sessions go on one line (one round trip): an idle
+    server is known idle at once."""
+    drain = runtime.set_server_state(backend, server, "drain")
     try:
-        await client.set_server_state(backend, server, "drain")
+        first = (await client.execute_line([drain, runtime.show_stat(backend)]))[1]
     except HAProxyCommandError as exc:
-        if "No such server" in exc.reply:
+        if exc.command == drain.text and "No such server" in exc.reply:
             return Retired(0, False, True)
         raise
     seen: list[int] = []
     forced = False
     try:
-        await poll_until(lambda: _drained(client, backend, server, seen), timeout=drain_timeout,
-                         interval=interval, what=f"{backend}/{server} drained",
-                         propagate=(LBError,))
+        if not _idle(runtime.parse_stat(first), server, seen):
+            await poll_until(lambda: _drained(client, backend, server, seen), timeout=drain_timeout,
+                             interval=interval, what=f"{backend}/{server} drained",
+                             propagate=(LBError,))
     except TimeoutError:
         log.warning("%s/%s still busy after %.1fs: shutting its sessions", backend, server,
                     drain_timeout)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from enum import Enum, IntEnum, IntFlag
 from typing import Literal
 
+from lb.hostport import join_hostport, split_hostport
 from lb.errors import HAProxyCommandError, InvalidTokenError
 
 _NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")
@@ -86,9 +87,7 @@ def _srv(backend: str, server: str) -> str:
 
 
 def _sockaddr(addr: str, port: int) -> str:
-    ip = valid_ip(addr)
-    host = f"[{ip}]" if ":" in ip else ip
-    return f"{host}:{valid_port(port)}"
+    return join_hostport(valid_ip(addr), valid_port(port))
 
 
 # ---- command builders -------------------------------------------------------------------------
@@ -375,12 +374,6 @@ class StatRow:
 
 def _int(value: str) -> int:
     return int(value) if value else 0
-
-
-def split_hostport(value: str) -> tuple[str, int]:
-    """`1.2.3.4:80` or `[::1]:80` -> (ip, port)."""
-    host, _, port = value.rpartition(":")
-    return host.strip("[]"), _int(port)
 
 
 def parse_stat(reply: str) -> list[StatRow]:

@@ -1,32 +1,17 @@
 """lb's persisted bookkeeping: which service owns which slot, and where it is routed.
 
-Written atomically (temp file, fsync, rename, fsync of the directory) so a crash leaves
-either the old or the new file, never a torn one.
+Written atomically (lb.files.write_atomic) so a crash leaves either the old or the new file,
+never a torn one.
 """
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lb.files import write_atomic
+
 _VERSION = 1
-
-
-def write_atomic(path: Path, data: bytes, *, mode: int = 0o600) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
 
 
 @dataclass(frozen=True)

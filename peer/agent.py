@@ -67,7 +67,9 @@ from peer.waiting import wait_until
 from peer.stewardship import Liveness, Observed
 from peer.supervision import Supervisor
 from peer.trust.enrol import add_enrol_routes
+from peer.trust.authorship import record_guard
 from peer.trust.guard import identity_middleware
+from peer.trust.renew import Renewer, add_renew_route
 from peer.trust.identity import Identity
 from peer.trust.spread import TrustSpread
 from placement import ClusterView, Thresholds
@@ -182,6 +184,8 @@ class Agent:
         for path in self.creds.generated:
             log.warning("generated %s (mode 0600)", path)
         self.store = RecordStore.open(cfg.data_dir / "records.sqlite3")
+        if self.identity is not None:
+            self.store.guard = record_guard(self.identity, self.metrics)  # author-signed versions (issue 19)
         self.history = MigrationLog(store=self.store, metrics=self.metrics)
         self.nonces = PersistentNonceCache(cfg.data_dir / NONCE_FILE)  # replay protection across restarts
         if self.nonces.loaded:
@@ -190,6 +194,7 @@ class Agent:
                                  tls=self.identity)
         if self.identity is not None:
             self.identity.on_revoked.append(self.client.drop_connections)
+            self.identity.on_new_cert.append(self.client.drop_connections)
         self.trust = TrustSpread(identity=self.identity, client=self.client, here=self.here, members=self._live_apis)
         self.lb = LoadBalancer(data_dir=cfg.data_dir / "lb", bind_addr=cfg.addr, ports=cfg.lb_ports,
                                max_slots=cfg.lb_slots, haproxy_binary=cfg.haproxy_binary)
@@ -260,7 +265,10 @@ class Agent:
             ("convergence", converger.run), ("home-watch", homewatch.run),
         ]
         if self.identity is not None:
-            loops += [("identity", self.identity.watch), ("trust-sync", self.trust.run)]
+            renewer = Renewer(identity=self.identity, client=self.client, here=self.here, members=self._live_apis,
+                              ca_dir=self.config.ca_dir)
+            loops += [("identity", self.identity.watch), ("trust-sync", self.trust.run),
+                      ("cert-renewal", renewer.run)]
         if self.config.auto_migrate:
             assert self.probe is not None
             policy = PolicyTriggers(services=self.services, engine=self.engine, agent=self,
@@ -335,6 +343,8 @@ class Agent:
         )
         assert self.trust is not None
         self.trust.add_routes(app)
+        if self.identity is not None:
+            add_renew_route(app, identity=self.identity, ca_dir=self.config.ca_dir)
         add_enrol_routes(app, ca_dir=self.config.ca_dir,
                          ca_pem=self.config.ca_cert.read_bytes() if self.config.ca_cert else None)
         add_audit_routes(app, self.audit)

@@ -12,15 +12,18 @@ import os
 import re
 import socket
 import tomllib
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import MISSING, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lb.hostport import bracket
+from peer.drivers.quantity import QuantityError, memory_bytes
 from peer.errors import InvalidKind
 from peer.linkestimate import InvalidBudget, ProbeBudget
 from peer.records.naming import LABEL_RE
 from peer.workload import WorkloadPolicy
-from placement import InvalidThresholds, Thresholds
+from placement import POLICIES, InvalidThresholds, Thresholds
 
 NAME_RE = LABEL_RE  # a cluster is named like a service: one DNS-1123 label
 TIER_RE = re.compile(r"^[a-z0-9]([-a-z0-9_.]{0,30}[a-z0-9])?\Z")
@@ -30,6 +33,12 @@ class ConfigError(InvalidKind, ValueError):
     """A flag or config key is invalid; the message names it."""
 
 
+DEFAULT_LB_SLOTS = 64
+MAX_LB_SLOTS = 1000
+DEFAULT_SLOTS = 16  # services this cluster offers to run, unless told
+MAX_MEMORY_BYTES = 1 << 60
+
+
 @dataclass(frozen=True)
 class Capacity:
     """What this cluster offers to placement; gossiped as part of the load summary."""
@@ -37,6 +46,11 @@ class Capacity:
     cpu: float
     memory: int  # bytes
     slots: int
+
+    @classmethod
+    def of_host(cls) -> Capacity:
+        """The default: this host's cores and memory, DEFAULT_SLOTS services."""
+        return cls(cpu=float(os.cpu_count() or 1), memory=_host_memory(), slots=DEFAULT_SLOTS)
 
 
 @dataclass(frozen=True)
@@ -59,11 +73,11 @@ class AgentConfig:
     data_dir: Path = Path("/var/lib/roam")
     driver: str = "process"
     lb_ports: range = range(30000, 31000)
-    lb_slots: int = 64  # DEFAULT_LB_SLOTS
+    lb_slots: int = DEFAULT_LB_SLOTS
     service_ports: range = range(31000, 32000)
     token_file: Path | None = None
     secret_file: Path | None = None
-    capacity: Capacity = field(default_factory=lambda: Capacity(cpu=float(os.cpu_count() or 1), memory=_host_memory(), slots=16))
+    capacity: Capacity = field(default_factory=Capacity.of_host)
     kubernetes: KubernetesSettings = field(default_factory=KubernetesSettings)
     policy: str = "balanced"
     auto_migrate: bool = False  # policy moves are opt-in: nothing moves while the operator deploys
@@ -95,8 +109,7 @@ class AgentConfig:
         return f"{scheme}://{_host_for_url(self.addr)}:{self.api_port}"
 
 
-def _host_for_url(addr: str) -> str:
-    return f"[{addr}]" if ":" in addr else addr
+_host_for_url = bracket
 
 
 def _host_memory() -> int:
@@ -120,15 +133,12 @@ def parse_port_range(text: str, *, what: str) -> range:
     return range(lo, hi + 1)
 
 
-def parse_memory(text: str | int, *, what: str) -> int:
-    if isinstance(text, int) and not isinstance(text, bool):
-        return text
-    m = re.fullmatch(r"(\d+)(Ki|Mi|Gi|Ti|K|M|G|T)?", str(text).strip())
-    if not m:
-        raise ConfigError(f"{what}: expected a quantity like 512Mi or 4Gi, got {text!r}")
-    mult = {None: 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
-            "Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40}[m.group(2)]
-    return int(m.group(1)) * mult
+def parse_memory(text: object, *, what: str) -> int:
+    """Bytes from a Kubernetes quantity (512Mi, 4Gi, 1G) or a whole number: the descriptor's grammar."""
+    try:
+        return memory_bytes(text, maximum=MAX_MEMORY_BYTES)
+    except QuantityError as exc:
+        raise ConfigError(f"{what}: {exc}") from exc
 
 
 def check_local_addr(addr: str) -> str:
@@ -168,177 +178,218 @@ def load_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"--config: {path} is not valid TOML: {exc}") from exc
 
 
-# Keys accepted in the TOML file (top level), mapped to their flag names for messages.
-_TOML_KEYS = {
-    "name", "addr", "api_port", "gossip_port", "rpc_port", "join", "tier", "data_dir", "driver",
-    "lb_ports", "lb_slots", "service_ports", "token_file", "secret_file", "capacity", "kubernetes",
-    "policy", "auto_migrate", "tls_cert", "tls_key", "triggers", "home_grace", "repair_after",
-    "recovery_wait", "accept_from", "allow_command", "allow_image", "reader_token_file", "run_as",
-    "ca_cert", "cert", "key", "ca_dir", "probe_budget",
-}
+# TOML keys that are not AgentConfig fields: tables and lists the builder turns into fields.
+_FILE_ONLY_KEYS = {"triggers", "accept_from", "allow_command", "allow_image"}
+# AgentConfig fields no file sets: built from other keys, or fixed by the host.
+_NOT_IN_FILE = {"workload", "thresholds", "serf_binary", "haproxy_binary"}
+
+
+def _file_keys() -> set[str]:
+    return (set(AgentConfig.__dataclass_fields__) - _NOT_IN_FILE) | _FILE_ONLY_KEYS
+
+
+def _flag(key: str) -> str:
+    return "--" + key.replace("_", "-")
+
+
+def default_of(key: str) -> Any:
+    """The default of an AgentConfig field: written once, on the dataclass."""
+    f = AgentConfig.__dataclass_fields__[key]
+    if f.default_factory is not MISSING:
+        return f.default_factory()
+    return None if f.default is MISSING else f.default
+
+
+class Settings:
+    """Where each setting comes from: the flag if given, else the TOML file, else the default."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.file: dict[str, Any] = load_toml(Path(args.config)) if getattr(args, "config", None) else {}
+        unknown = sorted(set(self.file) - _file_keys())
+        if unknown:
+            raise ConfigError(f"--config: unknown key {unknown[0]!r}")
+
+    def flag(self, key: str) -> Any:
+        value = getattr(self.args, key, None)
+        return None if value == [] else value
+
+    def pick(self, key: str, default: Any = None) -> Any:
+        value = self.flag(key)
+        if value is not None:
+            return value
+        if key in self.file:
+            return self.file[key]
+        return default if default is not None or key not in AgentConfig.__dataclass_fields__ else default_of(key)
+
+    def given(self, key: str) -> bool:
+        return self.flag(key) is not None or key in self.file
+
+    def table(self, key: str, known: Iterable[str]) -> dict[str, Any]:
+        """A table of the file (`[capacity]`...), whose keys must all be known."""
+        table = self.file.get(key, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"{key}: expected a table")
+        bad = sorted(set(table) - set(known))
+        if bad:
+            raise ConfigError(f"{key}: unknown key {bad[0]!r} (known: {', '.join(sorted(known))})")
+        return table
 
 
 def build_config(args: argparse.Namespace) -> AgentConfig:
-    """Merge flags over the TOML file (flags win) and validate everything."""
-    file: dict[str, Any] = load_toml(Path(args.config)) if args.config else {}
-    unknown = sorted(set(file) - _TOML_KEYS)
-    if unknown:
-        raise ConfigError(f"--config: unknown key {unknown[0]!r}")
-
-    def pick(key: str, default: Any = None) -> Any:
-        value = getattr(args, key, None)
-        if value is not None and value != []:
-            return value
-        return file.get(key, default)
-
-    name = pick("name")
-    if not name:
-        raise ConfigError("--name is required")
-    if not isinstance(name, str) or not NAME_RE.match(name):
-        raise ConfigError(f"--name: {name!r} is not a DNS-1123 label (lowercase letters, digits, '-')")
-    addr = pick("addr")
+    """Merge flags over the TOML file over the defaults (flags win) and validate everything."""
+    src = Settings(args)
+    name = _required_label(src, "name", NAME_RE, "is not a DNS-1123 label (lowercase letters, digits, '-')")
+    addr = src.pick("addr")
     if not addr:
         raise ConfigError("--addr is required")
-    addr = check_local_addr(str(addr))
-    tier = pick("tier", "default")
+    tier = src.pick("tier")
     if not isinstance(tier, str) or not TIER_RE.match(tier):
         raise ConfigError(f"--tier: {tier!r} is not a valid label")
-    driver = pick("driver", "process")
+    driver = src.pick("driver")
     if driver not in ("process", "kubernetes"):
         raise ConfigError(f"--driver: expected process or kubernetes, got {driver!r}")
-    join = _join(pick("join", []))
-    lb_range, svc_range = _port_ranges(pick("lb_ports", "30000-30999"), pick("service_ports", "31000-31999"))
-    data_dir = Path(pick("data_dir") or _default_data_dir(name))
-    capacity = _capacity(file, args)
-    kube = _kubernetes(file, args)
-    tls_cert, tls_key = pick("tls_cert"), pick("tls_key")
+    lb_range, svc_range = _port_ranges(src)
+    tls_cert, tls_key = _path(src, "tls_cert"), _path(src, "tls_key")
     if bool(tls_cert) != bool(tls_key):
         raise ConfigError("--tls-cert and --tls-key must be given together")
-    identity = _identity(pick, tls=bool(tls_cert))
-    thresholds = _thresholds(file, args)
-    auto = _auto_migrate(pick("auto_migrate", False), args)
-    home_grace = _seconds(pick("home_grace", 2.0), what="--home-grace")
-    repair_after = _seconds(pick("repair_after", 10.0), what="--repair-after")
-    recovery_wait = _seconds(pick("recovery_wait", 5.0), what="--recovery-wait")
-    workload = _workload(pick, has_file_key=lambda k: k in file)
-    run_as = _run_as(pick("run_as"), driver=driver)
-    reader = pick("reader_token_file")
-    if reader is not None and not isinstance(reader, str):
-        raise ConfigError(f"--reader-token-file: expected a path, got {reader!r}")
+    ca_cert, cert, key = _identity(src.pick, tls=bool(tls_cert))
     return AgentConfig(
-        probe_budget=_probe_budget(pick("probe_budget")),
-        workload=workload,
-        run_as=run_as,
-        reader_token_file=Path(reader) if reader else None,
-        home_grace=home_grace,
-        repair_after=repair_after,
-        recovery_wait=recovery_wait,
         name=name,
-        addr=addr,
-        api_port=_port(pick("api_port", 7070), what="--api-port"),
-        gossip_port=_port(pick("gossip_port", 7946), what="--gossip-port"),
-        rpc_port=_port(pick("rpc_port", 7373), what="--rpc-port"),
-        join=tuple(join),
+        addr=check_local_addr(str(addr)),
+        api_port=_port(src.pick("api_port"), what="--api-port"),
+        gossip_port=_port(src.pick("gossip_port"), what="--gossip-port"),
+        rpc_port=_port(src.pick("rpc_port"), what="--rpc-port"),
+        join=_join(src.pick("join")),
         tier=tier,
-        data_dir=data_dir,
+        data_dir=_path(src, "data_dir") or _default_data_dir(name),
         driver=driver,
         lb_ports=lb_range,
-        lb_slots=_lb_slots(pick("lb_slots", DEFAULT_LB_SLOTS), lb_range),
+        lb_slots=_lb_slots(src.pick("lb_slots"), lb_range),
         service_ports=svc_range,
-        token_file=Path(pick("token_file")) if pick("token_file") else None,
-        secret_file=Path(pick("secret_file")) if pick("secret_file") else None,
-        capacity=capacity,
-        kubernetes=kube,
-        policy=str(pick("policy", "balanced")),
-        auto_migrate=bool(auto),
-        thresholds=thresholds,
-        tls_cert=Path(tls_cert) if tls_cert else None,
-        tls_key=Path(tls_key) if tls_key else None,
-        ca_cert=identity[0], cert=identity[1], key=identity[2],
-        ca_dir=_ca_dir(pick("ca_dir"), ca_cert=identity[0]),
+        token_file=_path(src, "token_file"),
+        secret_file=_path(src, "secret_file"),
+        reader_token_file=_path(src, "reader_token_file"),
+        capacity=_capacity(src),
+        kubernetes=_kubernetes(src),
+        policy=_policy(src.pick("policy")),
+        auto_migrate=_auto_migrate(src),
+        thresholds=_thresholds(src),
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        home_grace=_seconds(src.pick("home_grace"), what="--home-grace"),
+        repair_after=_seconds(src.pick("repair_after"), what="--repair-after"),
+        recovery_wait=_seconds(src.pick("recovery_wait"), what="--recovery-wait"),
+        workload=_workload(src.pick, has_file_key=lambda k: k in src.file),
+        run_as=_run_as(src.pick("run_as"), driver=driver),
+        probe_budget=_probe_budget(src.pick("probe_budget")),
+        ca_cert=ca_cert, cert=cert, key=key,
+        ca_dir=_ca_dir(src.pick("ca_dir"), ca_cert=ca_cert),
     )
 
 
-def _port_ranges(lb_ports: Any, service_ports: Any) -> tuple[range, range]:
-    """--lb-ports (HAProxy's frontends) and --service-ports (copies): two ranges apart."""
-    lb_range = parse_port_range(str(lb_ports), what="--lb-ports")
-    svc_range = parse_port_range(str(service_ports), what="--service-ports")
+def _required_label(src: Settings, key: str, pattern: re.Pattern[str], problem: str) -> str:
+    value = src.pick(key)
+    if not value:
+        raise ConfigError(f"{_flag(key)} is required")
+    if not isinstance(value, str) or not pattern.match(value):
+        raise ConfigError(f"{_flag(key)}: {value!r} {problem}")
+    return value
+
+
+def _path(src: Settings, key: str) -> Path | None:
+    """A path the operator gave (flag or file); None if neither did."""
+    value = src.pick(key) if src.given(key) else None
+    if value is None or value == "":
+        return None
+    if not isinstance(value, (str, Path)):
+        raise ConfigError(f"{_flag(key)}: expected a path, got {value!r}")
+    return Path(value)
+
+
+def _join(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(j, str) for j in value):
+        raise ConfigError(f"--join: expected a list of IP[:PORT] strings, got {value!r}")
+    for target in value:
+        _check_join(target)
+    return tuple(value)
+
+
+def _port_ranges(src: Settings) -> tuple[range, range]:
+    def as_range(key: str) -> range:
+        value = src.pick(key)
+        if isinstance(value, range):
+            return value
+        if not isinstance(value, str):
+            raise ConfigError(f"{_flag(key)}: expected LOW-HIGH, got {value!r}")
+        return parse_port_range(value, what=_flag(key))
+
+    lb_range, svc_range = as_range("lb_ports"), as_range("service_ports")
     if set(lb_range) & set(svc_range):
         raise ConfigError("--service-ports overlaps --lb-ports")
     return lb_range, svc_range
 
 
-def _join(join: Any) -> list[str]:
-    """--join (repeatable) or `join` (a list, or one string): the seeds, each IP[:PORT]."""
-    if isinstance(join, str):
-        join = [join]
-    if not isinstance(join, list) or not all(isinstance(j, str) for j in join):
-        raise ConfigError("join: expected a list of IP[:PORT] strings")
-    for j in join:
-        _check_join(j)
-    return join
+def _capacity(src: Settings) -> Capacity:
+    """--cpu, --memory, --slots over the [capacity] table over this host's."""
+    table = src.table("capacity", Capacity.__dataclass_fields__)
+    host = Capacity.of_host()
+
+    def pick(key: str, fallback: Any) -> Any:
+        flag = src.flag(key)
+        return flag if flag is not None else table.get(key, fallback)
+
+    cpu = pick("cpu", host.cpu)
+    if isinstance(cpu, bool) or not isinstance(cpu, (int, float)) or not 0 < cpu <= 1e6:
+        raise ConfigError(f"--cpu: expected a number of cores > 0, got {cpu!r}")
+    slots = pick("slots", host.slots)
+    if isinstance(slots, bool) or not isinstance(slots, int) or slots < 0:
+        raise ConfigError(f"--slots: expected a whole number >= 0, got {slots!r}")
+    memory = pick("memory", host.memory)
+    return Capacity(cpu=float(cpu), memory=parse_memory(memory, what="--memory"), slots=slots)
 
 
-def _capacity(file: dict[str, Any], args: argparse.Namespace) -> Capacity:
-    """The `capacity` table, each of --cpu, --memory and --slots over its entry."""
-    cap_file = file.get("capacity", {})
-    if not isinstance(cap_file, dict):
-        raise ConfigError("capacity: expected a table")
-    capacity = Capacity(
-        cpu=float(cap_file.get("cpu", os.cpu_count() or 1)),
-        memory=parse_memory(cap_file.get("memory", _host_memory()), what="capacity.memory"),
-        slots=int(cap_file.get("slots", 16)),
-    )
-    if getattr(args, "cpu", None) is not None:
-        capacity = Capacity(cpu=args.cpu, memory=capacity.memory, slots=capacity.slots)
-    if getattr(args, "memory", None) is not None:
-        capacity = Capacity(cpu=capacity.cpu, memory=parse_memory(args.memory, what="--memory"), slots=capacity.slots)
-    if capacity.cpu <= 0 or capacity.memory <= 0 or capacity.slots < 0:
-        raise ConfigError("capacity: cpu and memory must be > 0, slots >= 0")
-    if getattr(args, "slots", None) is not None:
-        capacity = Capacity(cpu=capacity.cpu, memory=capacity.memory, slots=args.slots)
-    return capacity
+def _kubernetes(src: Settings) -> KubernetesSettings:
+    """--kubeconfig, --kube-context over the [kubernetes] table."""
+    table = src.table("kubernetes", KubernetesSettings.__dataclass_fields__)
+    values = {**table, **{k: v for k, v in (("kubeconfig", src.flag("kubeconfig")),
+                                             ("context", src.flag("kube_context"))) if v is not None}}
+    for k, v in values.items():
+        if v is not None and (not isinstance(v, str) or not v):
+            raise ConfigError(f"kubernetes.{k}: expected a non-empty string, got {v!r}")
+    return KubernetesSettings(**values)
 
 
-def _kubernetes(file: dict[str, Any], args: argparse.Namespace) -> KubernetesSettings:
-    """The `kubernetes` table; its kubeconfig and context over --kubeconfig and --kube-context."""
-    k8s = file.get("kubernetes", {})
-    if not isinstance(k8s, dict):
-        raise ConfigError("kubernetes: expected a table")
-    return KubernetesSettings(
-        namespace=str(k8s.get("namespace", "default")),
-        kubeconfig=k8s.get("kubeconfig") or getattr(args, "kubeconfig", None),
-        context=k8s.get("context") or getattr(args, "kube_context", None),
-        node_address=k8s.get("node_address"),
-    )
+def _policy(value: Any) -> str:
+    if not isinstance(value, str) or value not in POLICIES:
+        raise ConfigError(f"policy: expected one of {', '.join(sorted(POLICIES))}, got {value!r}")
+    return value
 
 
-def _thresholds(file: dict[str, Any], args: argparse.Namespace) -> Thresholds:
-    """The policy triggers' `triggers` table, --dwell over its min_dwell_s."""
-    triggers = file.get("triggers", {})
-    if not isinstance(triggers, dict):
-        raise ConfigError("triggers: expected a table")
-    known = set(Thresholds.__dataclass_fields__)
-    bad = sorted(set(triggers) - known)
-    if bad:
-        raise ConfigError(f"triggers: unknown key {bad[0]!r} (known: {', '.join(sorted(known))})")
-    if getattr(args, "dwell", None) is not None:
-        triggers = {**triggers, "min_dwell_s": args.dwell}
+def _auto_migrate(src: Settings) -> bool:
+    """--auto-migrate / --no-auto-migrate over `auto_migrate` in the file over off."""
+    if getattr(src.args, "no_auto_migrate", False):
+        return False
+    value = src.pick("auto_migrate")
+    if not isinstance(value, bool):
+        raise ConfigError(f"auto_migrate: expected true or false, got {value!r}")
+    return value
+
+
+def _thresholds(src: Settings) -> Thresholds:
+    """The [triggers] table (placement.Thresholds), --dwell over its `min_dwell_s`."""
+    triggers = src.table("triggers", Thresholds.__dataclass_fields__)
+    if src.flag("dwell") is not None:
+        triggers = {**triggers, "min_dwell_s": src.flag("dwell")}
+    for k, v in triggers.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ConfigError(f"triggers.{k}: expected a number, got {v!r}")
     try:
         return Thresholds(**{k: float(v) for k, v in triggers.items()})
     except (InvalidThresholds, TypeError, ValueError) as exc:
         raise ConfigError(f"triggers: {exc}") from exc
-
-
-def _auto_migrate(auto: Any, args: argparse.Namespace) -> bool:
-    """`auto_migrate` from the file (or --auto-migrate), --no-auto-migrate over both."""
-    if not isinstance(auto, bool):
-        raise ConfigError(f"auto_migrate: expected true or false, got {auto!r}")
-    if getattr(args, "auto_migrate", None):
-        auto = True
-    if getattr(args, "no_auto_migrate", False):
-        auto = False
-    return auto
 
 
 def _ca_dir(value: Any, *, ca_cert: Path | None) -> Path | None:
@@ -436,10 +487,6 @@ def _run_as(value: Any, *, driver: str) -> str | None:
     return value
 
 
-DEFAULT_LB_SLOTS = 64
-MAX_LB_SLOTS = 1000
-
-
 def _lb_slots(value: object, ports: range) -> int:
     """Frontends HAProxy pre-provisions (one per service this cluster is an entry of): each is
     a port of --lb-ports, so there can be no more slots than ports. More slots cost HAProxy a
@@ -459,8 +506,8 @@ def _lb_slots(value: object, ports: range) -> int:
 
 def _probe_budget(value: object) -> ProbeBudget:
     """`--probe-budget BYTES`: what the link probe may send one peer per minute (0: passive only)."""
-    if value is None:
-        return ProbeBudget()
+    if value is None or isinstance(value, ProbeBudget):
+        return value or ProbeBudget()
     try:
         per_minute = int(value) if isinstance(value, (int, str)) and not isinstance(value, bool) else None
     except ValueError:

@@ -1,6 +1,8 @@
 """The records are the source of truth on a schedule, not only at start.
 
-Every `CONVERGE_EVERY` (1) seconds the agent makes what it runs agree with the records it holds:
+Every `CONVERGE_EVERY` (1) seconds while this cluster routes or runs a service (every
+`IDLE_EVERY`, 30, while it does neither: issue 18's idle cost) the agent makes what it runs
+agree with the records it holds:
 - slot ownership: each service this cluster is an entry of owns the frontend port its record
   names (`lb.adopt_claims`), and its route points at the record's instance;
 - HAProxy itself (`lb.converge`): frontends open, each backend serving exactly its slot's route,
@@ -31,10 +33,12 @@ from lb.runtime import valid_ip
 from peer.drivers.base import DriverError, InstanceState, ServiceNotFound
 from peer.records.record import Record
 from peer.services import ServiceManager, addr_of, split_addr
+from peer.wake import Wake, next_delay
 
 log = logging.getLogger(__name__)
 
 CONVERGE_EVERY = 1.0
+IDLE_EVERY = 30.0  # rounds while nothing here is routed or run: only free slots can drift then
 RESTART_BACKOFF = 5.0  # first retry after a failed restart of a copy; doubles up to the cap
 RESTART_BACKOFF_MAX = 120.0
 
@@ -46,16 +50,42 @@ class Converger:
     rounds: int = 0
     repairs: int = 0
     _retry_at: dict[str, tuple[float, float]] = field(default_factory=dict)  # name -> (when, backoff)
+    wake: Wake = field(default_factory=Wake)  # poked by every committed record (peer.wake)
 
     async def run(self) -> None:
-        """From the moment the records are recovered (peer.agent._catch_up) until cancelled."""
+        """From the moment the records are recovered (peer.agent._catch_up) until cancelled:
+        a round every `every` seconds while this cluster has something to converge
+        (`has_work`), every IDLE_EVERY otherwise (drift of the free slots only), woken by a
+        committed record. The first round after new work comes `every` after the commit,
+        not at once: the operation that committed it finishes its own part first."""
         await self.services.recovered.wait()
-        while True:
-            await asyncio.sleep(self.every)
-            try:
-                await self.round()
-            except (LBError, DriverError) as exc:
-                log.warning("convergence round failed (retried in %.0fs): %s", self.every, exc)
+        self.services.store.on_change.append(self.wake.poke)
+        idle_due = time.monotonic() + IDLE_EVERY
+        try:
+            while True:
+                work = self.has_work()
+                if work:
+                    await asyncio.sleep(self.every)
+                else:
+                    await self.wake.sleep(next_delay(watching=False, tick=self.every, deadlines=[idle_due],
+                                                     now=time.monotonic()))
+                    if self.has_work() or time.monotonic() < idle_due:
+                        continue  # new work (its first round `every` from now), or an unrelated record
+                idle_due = time.monotonic() + IDLE_EVERY
+                try:
+                    await self.round()
+                except (LBError, DriverError) as exc:
+                    log.warning("convergence round failed (retried in %.0fs): %s", self.every, exc)
+        finally:
+            self.services.store.on_change.remove(self.wake.poke)
+
+    def has_work(self) -> bool:
+        """Anything for a round to look at beyond the free slots: a slot in the table, an
+        operation under way, or a record that routes or runs a service here."""
+        services, here = self.services, self.services.here
+        if services.pending or services.reserved or services.lb.routes():
+            return True
+        return any(here in r.entries or r.location == here for r in services.records())
 
     async def round(self) -> list[str]:
         """One pass; what it repaired, each also logged at WARNING (drift is worth knowing)."""

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Protocol
 
+from lb.hostport import join_hostport
 from peer.gossip import Load, decode_accepts, decode_tags
 
 STATUSES = ("alive", "leaving", "left", "failed")
@@ -47,8 +48,7 @@ class MemberView:
     def api_url(self) -> str | None:
         if self.api_port is None:
             return None
-        host = f"[{self.addr}]" if ":" in self.addr else self.addr
-        return f"{self.scheme}://{host}:{self.api_port}"
+        return f"{self.scheme}://{join_hostport(self.addr, self.api_port)}"
 
     def as_api(self) -> dict[str, object]:
         return {

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-STAGES = ("pr", "replication", "wait", "reroute", "cleanup", "deploy")
-
 
 class Metrics:
     def __init__(self, cluster: str) -> None:
@@ -36,6 +34,10 @@ class Metrics:
         self.link_probe_bytes = Counter(
             "roam_link_probe_bytes_total", "Bytes the link probe sent, by peer (peer.linkestimate's budget)",
             ["peer"], registry=self.registry,
+        )
+        self.record_refusals = Counter(
+            "roam_record_versions_refused_total", "Remote record versions refused by the author-signature "
+            "check (issue 19), by reason", ["reason"], registry=self.registry,
         )
         self.info = Gauge("roam_agent_info", "Constant 1, labelled with the cluster name", ["cluster"], registry=self.registry)
         self.info.labels(cluster=cluster).set(1)

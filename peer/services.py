@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
+from lb.hostport import join_hostport, split_hostport
 from lb.balancer import LoadBalancer
 from lb.errors import LBError
 from peer.drivers.base import Driver, DriverError, DriverTimeout, Instance, NeverReady, ServiceNotFound
@@ -150,13 +151,10 @@ class PendingCopy:
 
 
 def addr_of(instance: Instance) -> str:
-    host = f"[{instance.host}]" if ":" in instance.host else instance.host
-    return f"{host}:{instance.port}"
+    return join_hostport(instance.host, instance.port)
 
 
-def split_addr(text: str) -> tuple[str, int]:
-    host, _, port = text.rpartition(":")
-    return host.strip("[]"), int(port)
+split_addr = split_hostport  # the name the migration modules know it by
 
 
 class ServiceManager:

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from lb.hostport import split_hostport
 from chaos.cluster import AdminAPIError
 from chaos.entries import EntryList
 from chaos.scenarios.context import ScenarioContext
@@ -44,7 +45,7 @@ class Homes:
 
 def cluster_of(ctx: ScenarioContext, endpoint: str) -> str | None:
     """The cluster whose address an endpoint is on (each cluster has its own address)."""
-    host = endpoint.rsplit(":", 1)[0]
+    host = split_hostport(endpoint)[0]
     return next((c for c in ctx.clusters if ctx.tb.addr(c) == host), None)
 
 

@@ -14,13 +14,13 @@ import sys
 from typing import Any
 
 from peer.api.http import MAX_BODY, RATE_BURST, RATE_LIMIT
+from peer.stages import STAGES
 
 VERSION = "0.1.0"
 JSON = "application/json"
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 SERVICE_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(@[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)?$"
 LABEL_PATTERN = r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
-STAGES = ("pr", "replication", "wait", "state", "handover", "reroute", "cleanup", "deploy")
 Schema = dict[str, Any]
 
 
@@ -52,7 +52,7 @@ INT: Schema = {"type": "integer"}
 
 
 def _descriptor() -> Schema:
-    """The service descriptor as POSTed: every field bounded, unknown ones refused."""
+    """The descriptor a client posts: every field bounded, unknown fields refused."""
     quantity = {"oneOf": [{"type": "number"}, {"type": "string", "maxLength": 32}],
                 "description": "a number or a Kubernetes quantity string (500m, 128Mi, 1G)"}
     health = {"oneOf": [
@@ -98,7 +98,7 @@ def _descriptor() -> Schema:
 
 
 def _stored_descriptor() -> Schema:
-    """The descriptor as a record holds it (normalised: quantities as numbers)."""
+    """The descriptor as a record carries it (normalised: defaults filled in)."""
     return _obj({
         "name": STRING, "port": INT, "cpu": NUMBER, "memory": STRING, "replicas": INT,
         "constraints": _obj({"tiers": {"type": "array", "items": STRING},
@@ -112,9 +112,9 @@ def _stored_descriptor() -> Schema:
     }, required=("name", "port", "cpu", "memory", "replicas", "constraints"))
 
 
-def _migration_props() -> dict[str, Schema]:
-    """A migration as /v1/migrations lists it (the history, peer/migration/history.py)."""
-    return {
+def _migration() -> Schema:
+    """One migration or fail-safe redeploy, with its stage timings (DESIGN: Table I stages)."""
+    migration_props: dict[str, Schema] = {
         "id": STRING, "service": STRING,
         "kind": {"type": "string", "enum": ["planned", "policy", "failsafe"]},
         "reason": STRING, "coordinator": STRING, "home": STRING, "source": STRING,
@@ -132,10 +132,24 @@ def _migration_props() -> dict[str, Schema]:
             "type": "object", "description": "stateful services: version, bytes moved, pre-copy rounds, "
                                              "exact, not_held, handover_ms (planned); version, restored (fail-safe)"}),
     }
+    return _obj(migration_props, required=tuple(k for k in migration_props
+                                                if k not in ("durations_ms", "state_transfer")))
 
 
-def _cluster_schemas() -> dict[str, Schema]:
-    """Errors, audit, health and what a cluster says of itself and its members."""
+def _keyring() -> Schema:
+    key = _obj({"fingerprint": {"type": "string", "pattern": "^sha256:[0-9a-f]{16}$"},
+                "members": {"type": "integer", "description": "members holding this key"}})
+    keyring = _obj({
+        "keys": {"type": "array", "items": key},
+        "members": {"type": "integer", "description": "members asked"},
+        "responses": INT, "errors": INT,
+        "messages": {"type": "object", "additionalProperties": STRING},
+    })
+    return keyring
+
+
+def _common_schemas() -> dict[str, Schema]:
+    """Errors, the audit log, the federation's members and this agent's status."""
     load = {"type": "object", "description": "empty until the member gossiped its load",
             "properties": {
                 "cpu_capacity": NUMBER, "cpu_used": NUMBER, "mem_capacity_mib": INT, "mem_used_mib": INT,
@@ -194,8 +208,7 @@ def _cluster_schemas() -> dict[str, Schema]:
 
 
 def _service_schemas() -> dict[str, Schema]:
-    """Services, their records, copies and migrations."""
-    migration_props = _migration_props()
+    """Descriptors, records, migrations and copies."""
     return {
         "Descriptor": _descriptor(),
         "StoredDescriptor": _stored_descriptor(),
@@ -220,8 +233,7 @@ def _service_schemas() -> dict[str, Schema]:
         "MigrateRequest": _obj({"target": {"type": "string", "pattern": NAME_PATTERN,
                                            "description": "cluster to move to; placement decides if absent"}},
                                required=(), closed=True),
-        "Migration": _obj(migration_props, required=tuple(k for k in migration_props
-                                                          if k not in ("durations_ms", "state_transfer"))),
+        "Migration": _migration(),
         "Instance": _obj({
             "name": STRING, "home": STRING, "host": STRING, "port": INT,
             "state": {"type": "string", "enum": ["starting", "ready", "failed", "stopped"]},
@@ -230,17 +242,9 @@ def _service_schemas() -> dict[str, Schema]:
 
 
 def _operation_schemas() -> dict[str, Schema]:
-    """Gossip keys, drain: what an operator runs."""
-    key = _obj({"fingerprint": {"type": "string", "pattern": "^sha256:[0-9a-f]{16}$"},
-                "members": {"type": "integer", "description": "members holding this key"}})
-    keyring = _obj({
-        "keys": {"type": "array", "items": key},
-        "members": {"type": "integer", "description": "members asked"},
-        "responses": INT, "errors": INT,
-        "messages": {"type": "object", "additionalProperties": STRING},
-    })
+    """Gossip keys, drain, and the trust between clusters (CA, CRL, enrolment)."""
     return {
-        "Keyring": keyring,
+        "Keyring": _keyring(),
         "RotateRequest": _obj({"force": {"type": "boolean", "description":
                                          "rotate although some members are failed (they must then get "
                                          "the keyring file by hand)"}}, required=(), closed=True),
@@ -253,12 +257,6 @@ def _operation_schemas() -> dict[str, Schema]:
                                                           "id": _nullable(STRING), "outcome": _nullable(STRING)})},
             "failed": {"type": "array", "items": _obj({"name": STRING, "error": STRING})},
             "stopping": {"type": "boolean"}}),
-    }
-
-
-def _trust_schemas() -> dict[str, Schema]:
-    """Per-cluster identity: the CA, revocations, enrolment, key rotation."""
-    return {
         "Trust": _obj({
             "mode": {"type": "string", "enum": ["mtls", "off"]}, "cluster": STRING, "ca": _nullable(STRING),
             "cert": _nullable(_obj({"serial": STRING, "not_after": STRING, "expires_in_s": INT})),
@@ -283,7 +281,7 @@ def _trust_schemas() -> dict[str, Schema]:
 
 
 def _schemas() -> dict[str, Schema]:
-    return {**_cluster_schemas(), **_service_schemas(), **_operation_schemas(), **_trust_schemas()}
+    return {**_common_schemas(), **_service_schemas(), **_operation_schemas()}
 
 
 _ERRORS = {

@@ -11,6 +11,8 @@ from typing import Any
 
 import click
 
+from peer.config import default_of
+
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
 
@@ -19,31 +21,41 @@ def _opt(*names: str, **kw: Any) -> Any:
     return click.option(*names, **kw)
 
 
+def _default(key: str, attribute: str | None = None) -> str:
+    """A default for a help text, read from AgentConfig (peer.config), where it is written once."""
+    value = default_of(key)
+    if attribute is not None:
+        value = getattr(value, attribute)
+    if isinstance(value, range):
+        return f"{value.start}-{value.stop - 1}"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 AGENT_OPTIONS = [
     _opt("--name", help="cluster name (DNS-1123 label), also the Serf node name"),
     _opt("--addr", help="local IP every listener binds to"),
-    _opt("--api-port", "api_port", type=int, help="admin and peer API port (default 7070)"),
-    _opt("--gossip-port", "gossip_port", type=int, help="Serf gossip port (default 7946)"),
-    _opt("--rpc-port", "rpc_port", type=int, help="Serf RPC port on --addr (default 7373)"),
+    _opt("--api-port", "api_port", type=int, help=f"admin and peer API port (default {_default('api_port')})"),
+    _opt("--gossip-port", "gossip_port", type=int, help=f"Serf gossip port (default {_default('gossip_port')})"),
+    _opt("--rpc-port", "rpc_port", type=int, help=f"Serf RPC port on --addr (default {_default('rpc_port')})"),
     _opt("--join", multiple=True, metavar="IP[:PORT]", help="peer to join (repeat)"),
     _opt("--tier", help="placement label, e.g. deep-edge, edge, cloud"),
     _opt("--data-dir", "data_dir", type=click.Path(), help="state dir (default /var/lib/roam/NAME as root)"),
     _opt("--driver", type=click.Choice(["process", "kubernetes"])),
-    _opt("--lb-ports", "lb_ports", metavar="LOW-HIGH", help="ports of the entry frontends (default 30000-30999)"),
+    _opt("--lb-ports", "lb_ports", metavar="LOW-HIGH", help=f"ports of the entry frontends (default {_default('lb_ports')})"),
     _opt("--lb-slots", "lb_slots", type=int, metavar="N",
          help="frontends pre-provisioned, i.e. how many services this cluster can be an entry of "
-              "(default 64, at most the size of --lb-ports)"),
+              f"(default {_default('lb_slots')}, at most the size of --lb-ports)"),
     _opt("--service-ports", "service_ports", metavar="LOW-HIGH"),
     _opt("--slots", type=int, help="service slots this cluster offers"),
     _opt("--cpu", type=float, help="CPU cores this cluster offers (default: this host's)"),
     _opt("--memory", help="memory this cluster offers, e.g. 4Gi (default: this host's)"),
-    _opt("--dwell", type=float, help="seconds a service stays put before a voluntary move (default 60)"),
+    _opt("--dwell", type=float, help=f"seconds a service stays put before a voluntary move (default {_default('thresholds', 'min_dwell_s')})"),
     _opt("--home-grace", "home_grace", type=float,
-         help="seconds an entry must be reported failed before the next one acts as steward (default 2)"),
+         help=f"seconds an entry must be reported failed before the next one acts as steward (default {_default('home_grace')})"),
     _opt("--repair-after", "repair_after", type=float,
-         help="seconds an entry stays lost before the steward replaces it (default 10)"),
+         help=f"seconds an entry stays lost before the steward replaces it (default {_default('repair_after')})"),
     _opt("--recovery-wait", "recovery_wait", type=float,
-         help="seconds a (re)started agent waits for a peer to recover its records from before it acts (default 5)"),
+         help=f"seconds a (re)started agent waits for a peer to recover its records from before it acts (default {_default('recovery_wait')})"),
     _opt("--token-file", "token_file", type=click.Path(),
          help="admin bearer token (0600). Normal setup: one file shared by every agent of the federation"),
     _opt("--reader-token-file", "reader_token_file", type=click.Path(),
@@ -72,7 +84,7 @@ AGENT_OPTIONS = [
          help="let policy triggers move services (link quality, overload, failback); off by default"),
     _opt("--no-auto-migrate", "no_auto_migrate", is_flag=True, help="only migrate on request (the default)"),
     _opt("--probe-budget", "probe_budget", type=int, metavar="BYTES",
-         help="link probe: bytes it may send one peer per minute (default 327680; 0: passive estimates only)"),
+         help=f"link probe: bytes it may send one peer per minute (default {_default('probe_budget', 'per_minute')}; 0: passive estimates only)"),
     _opt("--log-level", "log_level", default=lambda: os.environ.get("ROAM_LOG", "INFO"), show_default="$ROAM_LOG or INFO"),
 ]
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lb.hostport import join_hostport
 from peer.errors import RoamError
 
 DEFAULT_API = "http://127.0.0.1:7070"
@@ -46,8 +47,7 @@ def normalize_api(text: str) -> str:
         raise ClientError(f"--api: {text!r} is not an address ({exc})") from exc
     if url.scheme not in ("http", "https") or not url.hostname:
         raise ClientError(f"--api: {text!r} is not an http(s) address like 127.0.0.11 or http://IP:7070")
-    host = f"[{url.hostname}]" if ":" in url.hostname else url.hostname
-    return f"{url.scheme}://{host}:{port or 7070}{url.path.rstrip('/')}"
+    return f"{url.scheme}://{join_hostport(url.hostname, port or 7070)}{url.path.rstrip('/')}"
 
 
 @dataclass

@@ -5,7 +5,8 @@ import json
 import time
 from typing import Any
 
-STAGES = ("pr", "replication", "wait", "reroute", "cleanup", "deploy")
+from peer.stages import TABLE_STAGES as STAGES
+
 
 #: Columns per listing: (default, extra ones for -o wide).
 COLUMNS: dict[str, tuple[list[str], list[str]]] = {

@@ -13,6 +13,7 @@ import asyncio
 
 import aiohttp
 
+from lb.hostport import join_hostport
 from peer.drivers.descriptor import HealthCheck
 
 
@@ -26,8 +27,7 @@ def next_probe_delay(elapsed: float, *, cap: float) -> float:
 
 
 def _url(host: str, port: int, path: str) -> str:
-    netloc = f"[{host}]" if ":" in host else host
-    return f"http://{netloc}:{port}{path}"
+    return f"http://{join_hostport(host, port)}{path}"
 
 
 async def probe(

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from lb.files import write_atomic
 from peer.errors import RoamError
 
 STATE_FILE = "instance.json"
@@ -59,21 +60,7 @@ class InstanceRecord:
         return record
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write-then-rename, fsynced: a crash leaves the old file or the new one, never half."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+atomic_write = write_atomic  # the process driver's name for it (lb.files)
 
 
 def proc_stat(pid: int) -> tuple[str, int, int] | None:

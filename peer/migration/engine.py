@@ -29,6 +29,7 @@ from lb.errors import LBError, RerouteError
 from peer.errors import RoamError
 from peer import failpoints
 from peer.drivers.descriptor import ServiceDescriptor
+from peer.migration import overlap
 from peer.migration.history import Migration, MigrationLog
 from peer.migration.homes import HomeSetClient
 from peer.migration.seams import EngineSeams
@@ -300,14 +301,20 @@ class MigrationEngine:
             m.notes = f"the standby at {m.target} was promoted (its warm copy reused)"
         host, port = split_addr(instance)
         failpoints.hit("migration.reroute", fail=lambda: RerouteError(f"failpoint: reroute of {record.name} failed"))
-        with m.part("reroute_here"):
-            await self.services.lb.route(record.name, host, port, proven_ready=True)
-        failpoints.hit("migration.after_route")
-        with m.part("reroute_commit"):
-            committed = self.services.store.put_local(moved, here=self.here, now=time.time())
-            self.services.settle_arrival(record.name, m.id)
-        with m.part("reroute_entries"):
-            missing = await self.homes.route_entries(committed)
+        with m.part("reroute_here"):  # until the new server serves; its old one drains meanwhile
+            up = asyncio.Event()
+            here = asyncio.ensure_future(self.services.lb.route(record.name, host, port, proven_ready=True,
+                                                                on_up=up.set))
+            await overlap.until_up(here, up)
+        try:
+            failpoints.hit("migration.after_route")
+            with m.part("reroute_commit"):
+                committed = self.services.store.put_local(moved, here=self.here, now=time.time())
+                self.services.settle_arrival(record.name, m.id)
+            with m.part("reroute_entries"):
+                missing = await self.homes.route_entries(committed)
+        finally:  # (on an error too: as when the whole route was awaited, the old server is gone first)
+            await overlap.drained(here, f"{record.name} at {self.here}")
         if missing:
             m.notes = f"entries not confirmed: {', '.join(missing)}"
         return committed

@@ -47,6 +47,7 @@ from peer.state.hook import StateError
 from peer.state.keeper import StateTransfer, state_spec
 from peer.stewardship import Liveness
 from peer.supervision import Supervisor
+from peer.wake import Wake, next_delay
 from placement import admit
 
 log = logging.getLogger(__name__)
@@ -90,19 +91,30 @@ class FailSafe:
         self._suspects: dict[str, Suspicion] = {}
         self._busy: set[str] = set()
         self._unpromotable: set[tuple[str, str]] = set()  # (service, standby addr) whose promotion failed
-        self._acting = Supervisor(f"{services.here}:failsafe")  # recheck, promotions, redeploys (cancelled on stop)
+        self._acting = Supervisor(f"{services.here}:failsafe")  # promotions and redeploys under way (cancelled on stop)
+        self._loops = Supervisor(f"{services.here}:failsafe-loops")  # the recheck of unreachable clusters
         self._dropped_at: dict[str, float] = {}  # when a copy started ahead was last removed (not confirmed)
+        self.wake = Wake()  # ends run's sleep when a record is committed (peer.wake)
 
     async def run(self) -> None:
-        self._acting.loop("recheck-unreachable", self._recheck_unreachable)
+        self._loops.loop("recheck-unreachable", self._recheck_unreachable)
+        self.services.store.on_change.append(self.wake.poke)
+        watching = True  # one look first: records held since start
         try:
             while True:
-                await asyncio.sleep(TICK)
+                # Every TICK while this cluster is an entry of a service running elsewhere (or a
+                # suspicion or action is open); otherwise asleep until a record is committed.
+                await self.wake.sleep(next_delay(watching=watching or bool(self._suspects or self._acting),
+                                                 tick=TICK))
+                watching = False
                 for record in self.services.records():
                     if self.services.here in record.entries and record.location != self.services.here:
+                        watching = True
                         with contextlib.suppress(LBError):
                             await self._check(record)
         finally:
+            self.services.store.on_change.remove(self.wake.poke)
+            await self._loops.stop()
             await self._acting.stop()
 
     async def _recheck_unreachable(self) -> None:

@@ -15,11 +15,8 @@ from typing import Any
 
 from peer.metrics import Metrics
 from peer.records.store import RecordStore
+from peer.stages import STAGES
 
-# `state` (a stateful service's pre-copy, the old copy serving) and `handover` (requests held
-# at every entry while the last state is copied and the routes switch; overlaps `reroute`)
-# are null for a stateless service.
-STAGES = ("pr", "replication", "wait", "state", "handover", "reroute", "cleanup", "deploy")
 HISTORY_KEY = "migrations"
 HISTORY_LEN = 500
 

@@ -198,27 +198,27 @@ class AntiEntropy:
         stats.differing = len(differing)
         return differing
 
-    def _batches(self, names: list[str]) -> Iterator[list[tuple[Record, bytes]]]:
-        """Our current versions of `names`, in batches of about `push_bytes` encoded."""
-        batch: list[tuple[Record, bytes]] = []
+    def _batches(self, names: list[str]) -> Iterator[list[tuple[str, bytes, bytes, bool]]]:
+        """Our current versions of `names` as the store holds them (packed, with their version
+        digest and tombstone flag: sent as they are, no decoding or packing again), in batches
+        of about `push_bytes`."""
+        batch: list[tuple[str, bytes, bytes, bool]] = []
         size = 0
         for start in range(0, len(names), 1000):
-            for record in self.store.get_many(names[start:start + 1000]).values():
-                packed = rec.pack(record)  # sized and sent as is (messages: records travel packed)
-                if batch and size + len(packed) > self.push_bytes:
+            for row in self.store.packed_many(names[start:start + 1000]):
+                if batch and size + len(row[1]) > self.push_bytes:
                     yield batch
                     batch, size = [], 0
-                batch.append((record, packed))
-                size += len(packed)
+                batch.append(row)
+                size += len(row[1])
         if batch:
             yield batch
 
     async def _push(self, base_url: str, peer: str, names: list[str], stats: SyncStats) -> None:
-        for packed_batch in self._batches(names):
-            batch = [r for r, _ in packed_batch]
-            payload = msg.push_request(sender=self.here, records=[p for _, p in packed_batch])
+        for batch in self._batches(names):
+            payload = msg.push_request(sender=self.here, records=[packed for _, packed, _, _ in batch])
             reply = await self._call(base_url, msg.PATH_PUSH, payload, stats)
-            returned = self._parse_records(reply, {r.name for r in batch})
+            returned = self._parse_records(reply, {name for name, _, _, _ in batch})
             try:
                 stats.conflicts += msg.parse_conflicts(reply)
             except PeerWireError as exc:
@@ -226,7 +226,7 @@ class AntiEntropy:
             stats.pushed += len(batch)
             stats.returned += len(returned)
             back = {r.name for r in returned}
-            held_by_peer = _tombstone_digests(r for r in batch if r.name not in back)
+            held_by_peer = {name: digest for name, _, digest, tomb in batch if tomb and name not in back}
             held_by_peer.update(_tombstone_digests(returned))
             await self._apply(returned, stats)
             self.store.ack_tombstones(peer, held_by_peer)
@@ -289,8 +289,9 @@ class AntiEntropy:
         # (a record of a name we hold under another creation too: a `name@home` twin, naming)
         accepted = [r for r in records if self.here in interested(r) or r.name in held or base_name(r.name) in held]
         outcomes = await self._apply(accepted)
-        back = [o.result for o, r in zip(outcomes, accepted) if o.result != r]
-        self.store.ack_tombstones(sender, _tombstone_digests(r for o, r in zip(outcomes, accepted) if o.result == r))
+        same = [o.result is r or o.result == r for o, r in zip(outcomes, accepted)]
+        back = [o.result for o, kept in zip(outcomes, same) if not kept]
+        self.store.ack_tombstones(sender, _tombstone_digests(r for r, kept in zip(accepted, same) if kept))
         return msgpack_response(msg.records_reply(back, conflicts=sum(o.conflict for o in outcomes)))
 
     async def _on_names(self, request: web.Request) -> web.Response:
@@ -311,5 +312,5 @@ class AntiEntropy:
 
     async def _on_fetch(self, request: web.Request) -> web.Response:
         sender, names = msg.parse_fetch_request(await read_msgpack(request))
-        found = self.store.get_many(names)
-        return msgpack_response(msg.records_reply([r for r in found.values() if sender in interested(r)]))
+        found = self.store.packed_many(names, interesting=sender)
+        return msgpack_response(msg.packed_records_reply([packed for _, packed, _, _ in found]))

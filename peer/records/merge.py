@@ -64,7 +64,8 @@ from dataclasses import dataclass, replace
 from peer.errors import RoamError
 from peer.records import vclock as vc
 from peer.records.naming import base_name, concurrent, home_part, incarnation_order, is_qualified, qualified, supersedes
-from peer.records.record import Record, content_key, interested, role
+from peer.records.record import Record, content_key, interested, role, with_vclock
+from peer.trust import signing  # the merged clock keeps each entry's author stamp (issue 19)
 
 DEFAULT_TOMBSTONE_TTL = 7 * 24 * 3600.0
 
@@ -144,10 +145,25 @@ class MergeOutcome:
 
 def rank(record: Record) -> tuple[tuple[int, str], int, int, tuple[int, ...], int, bool, bytes]:
     """The fixed total order on contents (see module docstring)."""
+    return (*_rank_head(record), content_key(record))
+
+
+def _rank_head(record: Record) -> tuple[tuple[int, str], int, int, tuple[int, ...], int, bool]:
+    """`rank` without its last element, the canonical bytes (a pack of the whole content)."""
     w = record.written
     deputies = tuple(vc.cluster_counter(w, h) for h in record.entries[1:])
     return (incarnation_order(record.incarnation), vc.cluster_counter(w, record.home), record.epoch, deputies,
-            vc.total(w), record.tombstone, content_key(record))
+            vc.total(w), record.tombstone)
+
+
+def _compare_ranks(a: Record, b: Record) -> int:
+    """The sign of rank(a) - rank(b), packing the contents only when every other element ties
+    (tuples compare element by element, so this is exactly `rank`'s order)."""
+    head_a, head_b = _rank_head(a), _rank_head(b)
+    if head_a != head_b:
+        return 1 if head_a > head_b else -1
+    key_a, key_b = content_key(a), content_key(b)
+    return (key_a > key_b) - (key_a < key_b)
 
 
 def _runs_here(record: Record | None, here: str) -> bool:
@@ -217,11 +233,11 @@ def reconcile(local: Record | None, remote: Record, *, here: str) -> MergeOutcom
         return MergeOutcome(remote, True, not local.tombstone and not remote.tombstone,
                             transition(local, remote, here=here), local)
     clock = vc.merge(local.vclock, remote.vclock)
-    local_rank, remote_rank = rank(local), rank(remote)
-    winner, loser = (remote, local) if remote_rank > local_rank else (local, remote)
-    result = winner if winner.vclock == clock else replace(winner, vclock=clock)
-    conflict = local_rank != remote_rank and not vc.descends(winner.vclock, loser.vclock)
-    changed = result != local
+    order = _compare_ranks(local, remote)
+    winner, loser = (remote, local) if order < 0 else (local, remote)
+    result = winner if winner.vclock == clock else signing.joined(local, remote, with_vclock(winner, clock))
+    conflict = order != 0 and not vc.descends(winner.vclock, loser.vclock)
+    changed = result is not local and result != local
     actions = transition(local, result, here=here) if changed else ()
     return MergeOutcome(result, changed, conflict, actions, local)
 

@@ -156,6 +156,11 @@ def records_reply(records: list[Record], *, conflicts: int | None = None) -> dic
     return body
 
 
+def packed_records_reply(records: list[bytes]) -> dict[str, Any]:
+    """`records_reply` of records the store holds packed already (RecordStore.packed_many)."""
+    return {"records": records}
+
+
 def parse_records_reply(obj: object) -> list[Record]:
     return _records(_map(obj, what="records reply"))
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from enum import StrEnum
 from typing import Any, Literal
 
@@ -91,6 +91,13 @@ class Record:
     # The deleted incarnations of this name its creator knew of, newest first (at most
     # naming.MAX_REPLACED): this creation owns the name over them; any other is concurrent.
     replaces: tuple[str, ...] = ()
+    # Author signatures (issue 19, peer/trust/signing.py), only when the cluster runs with an
+    # identity: `writer` is the clock actor whose write made this content, `signature` its
+    # cluster's signature over it, `stamps` (actor, digest, signature) vouch for the other
+    # entries of `vclock`. None/empty without identity: such a record packs as before.
+    writer: str | None = None
+    signature: bytes = b""
+    stamps: tuple[tuple[str, bytes, bytes], ...] = ()
 
     @property
     def entries(self) -> tuple[str, ...]:
@@ -178,18 +185,32 @@ def encode(record: Record) -> dict[str, Any]:
         # Only for stateful services: a stateless record packs to the same bytes as before.
         **({"state_version": record.state_version} if record.state_version is not None else {}),
         **({"replaces": list(record.replaces)} if record.replaces else {}),
+        **({"writer": record.writer, "signature": record.signature} if record.writer is not None else {}),
+        **({"stamps": [list(s) for s in record.stamps]} if record.stamps else {}),
     }
 
 
 def pack(record: Record) -> bytes:
-    data: bytes = msgpack.packb(encode(record), use_bin_type=True)
+    """The canonical bytes of `record` (what the store keeps and the wire carries). A Record is
+    immutable, so they are packed once per object and kept on it, like a `cached_property`
+    (outside the fields: equality, hashing and `dataclasses.replace` ignore them): a merged
+    version is packed for its row and again for the push reply that returns it."""
+    data = record.__dict__.get(_PACKED)
+    if data is None:
+        data = msgpack.packb(encode(record), use_bin_type=True)
+        record.__dict__[_PACKED] = data
     return data
 
 
+_PACKED = "_packed"
+
+
 def content_key(record: Record) -> bytes:
-    """Canonical bytes of everything but `vclock`: the last tie-break between two contents."""
+    """Canonical bytes of everything but `vclock` (and the `stamps` that vouch for it): the
+    last tie-break between two contents."""
     body = encode(record)
     del body["vclock"]
+    body.pop("stamps", None)
     data: bytes = msgpack.packb(body, use_bin_type=True)
     return data
 
@@ -200,7 +221,12 @@ def version_digest(record: Record) -> bytes:
     Hashing the content too, not only the clock, lets two replicas that hold equal clocks but
     different contents (a cluster that lost its store and reused counters) still notice.
     """
-    return hashlib.blake2b(pack(record), digest_size=8).digest()
+    return digest_of_packed(pack(record))
+
+
+def digest_of_packed(data: bytes) -> bytes:
+    """`version_digest` of the record packed as `data` (`pack`'s output), without packing again."""
+    return hashlib.blake2b(data, digest_size=8).digest()
 
 
 def _text(data: dict[Any, Any], key: str, *, max_len: int = MAX_TEXT, optional: bool = False) -> Any:
@@ -235,6 +261,8 @@ def _clock(data: dict[Any, Any], key: str) -> VClock:
 
 def _homes(data: dict[Any, Any], home: str) -> tuple[str, ...]:
     raw = data.get("homes", [])
+    if raw == [] and type(raw) is list:  # (most records: the fast way to the same answer)
+        return ()
     if not isinstance(raw, list) or len(raw) > 16:
         raise RecordDecodeError("must be a list of at most 16 cluster names", field="homes")
     homes = tuple(raw)
@@ -247,6 +275,8 @@ def _homes(data: dict[Any, Any], home: str) -> tuple[str, ...]:
 
 def _endpoints(data: dict[Any, Any], key: str = "endpoints") -> tuple[tuple[str, str], ...]:
     raw = data.get(key, [])
+    if raw == [] and type(raw) is list:
+        return ()
     if not isinstance(raw, list) or len(raw) > 16:
         raise RecordDecodeError("must be a list of at most 16 [cluster, ip:port] pairs", field=key)
     pairs: list[tuple[str, str]] = []
@@ -263,6 +293,9 @@ def _endpoints(data: dict[Any, Any], key: str = "endpoints") -> tuple[tuple[str,
     return tuple(sorted(pairs))
 
 
+_STATES = {s.value: s for s in State}
+
+
 def decode(data: object) -> Record:
     """Strict inverse of `encode`. Unknown keys are ignored (newer peers may add fields)."""
     if not isinstance(data, dict):
@@ -271,10 +304,9 @@ def decode(data: object) -> Record:
     if not SERVICE_RE.match(name):
         raise RecordDecodeError("must be a DNS-1123 label, or label@cluster", field="name")
     state_raw = _text(data, "state")
-    try:
-        state = State(state_raw)
-    except ValueError as exc:
-        raise RecordDecodeError(f"unknown state {state_raw!r}", field="state") from exc
+    state = _STATES.get(state_raw)
+    if state is None:
+        raise RecordDecodeError(f"unknown state {state_raw!r}", field="state")
     descriptor = data.get("descriptor")
     if not isinstance(descriptor, bytes) or len(descriptor) > MAX_DESCRIPTOR:
         raise RecordDecodeError(f"must be bytes of <= {MAX_DESCRIPTOR}", field="descriptor")
@@ -295,32 +327,104 @@ def decode(data: object) -> Record:
     if state_version is not None and (isinstance(state_version, bool) or not isinstance(state_version, int)
                                       or not 0 <= state_version < 2**53):
         raise RecordDecodeError("must be a non-negative integer", field="state_version")
-    return Record(
-        name=name,
-        home=home,
-        location=_text(data, "location", max_len=MAX_CLUSTER_LEN),
-        state=state,
-        digest=_text(data, "digest"),
-        descriptor=descriptor,
-        instance=_addr(data, "instance"),
-        endpoint=_addr(data, "endpoint"),
-        migration_id=_text(data, "migration_id", optional=True),
-        vclock=_clock(data, "vclock"),
-        written=_clock(data, "written"),
-        tombstone=tombstone,
-        updated_at=float(updated_at),
-        incarnation=incarnation,
-        homes=_homes(data, home),
-        endpoints=_endpoints(data),
-        epoch=epoch,
-        standbys=_endpoints(data, "standbys"),
-        state_version=state_version,
-        replaces=_replaces(data),
-    )
+    location = _text(data, "location", max_len=MAX_CLUSTER_LEN)
+    digest = _text(data, "digest")
+    instance = _addr(data, "instance")
+    endpoint = _addr(data, "endpoint")
+    migration_id = _text(data, "migration_id", optional=True)
+    vclock = _clock(data, "vclock")
+    return _build({
+        "name": name,
+        "home": home,
+        "location": location,
+        "state": state,
+        "digest": digest,
+        "descriptor": descriptor,
+        "instance": instance,
+        "endpoint": endpoint,
+        "migration_id": migration_id,
+        "vclock": vclock,
+        "written": _written(data, vclock),
+        "tombstone": tombstone,
+        "updated_at": float(updated_at),
+        "incarnation": incarnation,
+        "homes": _homes(data, home),
+        "endpoints": _endpoints(data),
+        "epoch": epoch,
+        "standbys": _endpoints(data, "standbys"),
+        "state_version": state_version,
+        "replaces": _replaces(data),
+        **_authorship(data),
+    })
+
+
+def _written(data: dict[Any, Any], vclock: VClock) -> VClock:
+    """`written`, which right after a local write is the same list as `vclock`: then the
+    clock just decoded, instead of decoding it again. Equal lists can still differ in type
+    where `vc.decode` is strict (a counter `True` or `1.0` equals 1, a timestamp `True` equals
+    1.0), so those are checked: whatever `vc.decode` would refuse still goes through it."""
+    raw = data.get("written")
+    if (raw is not None and raw == data["vclock"]
+            and all(type(e[1]) is int and type(e[2]) is not bool for e in raw)):
+        return vclock
+    return _clock(data, "written")
+
+
+_FIELD_NAMES = tuple(f.name for f in fields(Record))
+_DEFAULTS = {f.name: f.default_factory() if f.default_factory is not MISSING else f.default
+             for f in fields(Record) if f.default is not MISSING or f.default_factory is not MISSING}
+
+
+def _build(values: dict[str, Any]) -> Record:
+    """A Record from field values already checked, without the generated `__init__` (a frozen
+    dataclass sets each of its 20 fields through `object.__setattr__`: a third of a decode).
+    Fields missing from `values` take their defaults, as `Record(**values)` would; the result
+    compares and hashes as that would (tests/records/test_record.py)."""
+    record = object.__new__(Record)
+    record.__dict__.update(_DEFAULTS)
+    record.__dict__.update(values)
+    return record
+
+
+def with_vclock(record: Record, clock: VClock) -> Record:
+    """`dataclasses.replace(record, vclock=clock)` without the generated `__init__`."""
+    values = {name: record.__dict__[name] for name in _FIELD_NAMES}
+    values["vclock"] = clock
+    return _build(values)
+
+
+MAX_SIGNATURE = 512
+
+
+def _authorship(data: dict[Any, Any]) -> dict[str, Any]:
+    """`writer`, `signature` and `stamps` (their meaning: peer/trust/signing.py)."""
+    out: dict[str, Any] = {}
+    if "writer" in data:
+        writer, signature = data["writer"], data.get("signature")
+        if not isinstance(writer, str) or not 0 < len(writer) <= vc.MAX_NODE_LEN:
+            raise RecordDecodeError("must be a clock actor", field="writer")
+        if not isinstance(signature, bytes) or not 0 < len(signature) <= MAX_SIGNATURE:
+            raise RecordDecodeError(f"must be bytes of <= {MAX_SIGNATURE}", field="signature")
+        out.update(writer=writer, signature=signature)
+    raw = data.get("stamps", [])
+    if not isinstance(raw, list) or len(raw) > vc.MAX_ENTRIES:
+        raise RecordDecodeError("must be a list of [actor, digest, signature]", field="stamps")
+    stamps: list[tuple[str, bytes, bytes]] = []
+    for item in raw:
+        if (not isinstance(item, (list, tuple)) or len(item) != 3 or not isinstance(item[0], str)
+                or not 0 < len(item[0]) <= vc.MAX_NODE_LEN or not isinstance(item[1], bytes) or len(item[1]) > 64
+                or not isinstance(item[2], bytes) or not 0 < len(item[2]) <= MAX_SIGNATURE):
+            raise RecordDecodeError("must be a list of [actor, digest, signature]", field="stamps")
+        stamps.append((item[0], item[1], item[2]))
+    if stamps:
+        out["stamps"] = tuple(stamps)
+    return out
 
 
 def _replaces(data: dict[Any, Any]) -> tuple[str, ...]:
     raw = data.get("replaces", [])
+    if raw == [] and type(raw) is list:
+        return ()
     if (not isinstance(raw, list) or len(raw) > MAX_REPLACED
             or not all(isinstance(i, str) and 0 < len(i) <= 64 for i in raw)):
         raise RecordDecodeError(f"must be a list of at most {MAX_REPLACED} incarnation ids", field="replaces")

@@ -17,20 +17,32 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
 import msgpack
 
 from peer.errors import RoamError
 from peer.records import record as rec
 from peer.records import vclock as vc
+from peer.records.batch import IN_CHUNK, HeldRows, batch_names
 from peer.records.merge import MergeOutcome, droppable, local_write, place
 from peer.records.record import Record
 
 log = logging.getLogger(__name__)
+
+
+class VersionGuard(Protocol):
+    """Author-signed versions (issue 19, peer/trust/authorship.py), set only with an identity:
+    signs each local write, refuses a remote version whose signatures do not hold (it logs
+    and counts why)."""
+
+    def sign(self, previous: Record | None, stored: Record, *, actor: str) -> Record: ...
+
+    def refused(self, remote: Record, held: Record | None) -> bool: ...
+
 
 #: Schema migrations, applied in order; PRAGMA user_version = how many have run.
 MIGRATIONS: tuple[str, ...] = (
@@ -67,6 +79,13 @@ MIGRATIONS: tuple[str, ...] = (
     # Migration history as rows: finishing one appends a row, not a rewrite of the whole list.
     """
     CREATE TABLE history (seq INTEGER PRIMARY KEY AUTOINCREMENT, data BLOB NOT NULL);
+    """,
+    # Anti-entropy's scans (issue 16): the digests of a peer's records read a covering index
+    # (about 40 bytes a row) instead of every row with its packed record; the tombstones,
+    # looked up at every acknowledgement, are a partial index.
+    """
+    CREATE INDEX records_parties ON records(parties, digest);
+    CREATE INDEX records_tombstones ON records(tombstone) WHERE tombstone=1;
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -109,6 +128,10 @@ class RecordStore:
         self.path = path
         self.fresh = False  # held no record when opened: a new cluster, or one whose records were lost
         self._epoch: str | None = None
+        # Called after every commit that changed a record (any thread): the watchers that sleep
+        # while they have nothing to watch wake on it (peer.wake).
+        self.on_change: list[Callable[[], None]] = []
+        self.guard: VersionGuard | None = None  # with an identity: signs and checks versions
 
     @classmethod
     def open(cls, path: Path) -> RecordStore:
@@ -200,13 +223,29 @@ class RecordStore:
         return None if row is None else self._decode_row(name, row[0])
 
     @staticmethod
-    def _write(cur: sqlite3.Cursor, record: Record) -> None:
-        cur.execute(
-            "INSERT OR REPLACE INTO records(name, home, location, tombstone, digest, data, parties) "
-            "VALUES (?,?,?,?,?,?,?)",
-            (record.name, record.home, record.location, int(record.tombstone),
-             rec.version_digest(record), rec.pack(record), _parties(record)),
-        )
+    def _row(record: Record) -> tuple[str, str, str, int, bytes, bytes, str]:
+        """The row of `record`: packed once, its version digest hashed from those bytes."""
+        data = rec.pack(record)
+        return (record.name, record.home, record.location, int(record.tombstone),
+                rec.digest_of_packed(data), data, _parties(record))
+
+    _INSERT = ("INSERT OR REPLACE INTO records(name, home, location, tombstone, digest, data, parties) "
+               "VALUES (?,?,?,?,?,?,?)")
+
+    @classmethod
+    def _write(cls, cur: sqlite3.Cursor, record: Record) -> None:
+        cur.execute(cls._INSERT, cls._row(record))
+
+    def _select_in(self, cur: sqlite3.Cursor, columns: str, names: Iterable[str]) -> list[tuple[Any, ...]]:
+        """`SELECT name, <columns> ... WHERE name IN (...)` over `names`, in chunks that stay
+        under SQLite's bound-parameter limit: one statement per chunk instead of one per name."""
+        wanted = list(dict.fromkeys(names))
+        rows: list[tuple[Any, ...]] = []
+        for start in range(0, len(wanted), IN_CHUNK):
+            chunk = wanted[start:start + IN_CHUNK]
+            rows += cur.execute(f"SELECT name, {columns} FROM records WHERE name IN ({','.join('?' * len(chunk))})",
+                                chunk).fetchall()
+        return rows
 
     def get(self, name: str) -> Record | None:
         with self._lock:
@@ -220,14 +259,25 @@ class RecordStore:
         return [self._decode_row(name, data) for name, data in rows]
 
     def get_many(self, names: Iterable[str]) -> dict[str, Record]:
-        out: dict[str, Record] = {}
+        """The named records we hold, in the order of `names`."""
+        wanted = list(names)
         with self._lock:
-            cur = self._conn.cursor()
-            for name in names:
-                found = self._get(cur, name)
-                if found is not None:
-                    out[name] = found
-        return out
+            rows = dict(self._select_in(self._conn.cursor(), "data", wanted))
+        return {name: self._decode_row(name, rows[name]) for name in dict.fromkeys(wanted) if name in rows}
+
+    def packed_many(self, names: Iterable[str], *,
+                    interesting: str | None = None) -> list[tuple[str, bytes, bytes, bool]]:
+        """(name, packed record, version digest, tombstone) of the named records we hold, in
+        the order of `names`: what a push or a fetch sends, without decoding and packing each
+        again. Given `interesting`: only the records that cluster is interested in
+        (record.interested, kept in the `parties` column)."""
+        wanted = list(names)
+        with self._lock:
+            rows = {row[0]: row for row in self._select_in(self._conn.cursor(), "data, digest, tombstone, parties",
+                                                           wanted)}
+        party = None if interesting is None else f",{interesting},"
+        return [(n, rows[n][1], rows[n][2], bool(rows[n][3])) for n in dict.fromkeys(wanted)
+                if n in rows and (party is None or party in rows[n][4])]
 
     def all(self, *, include_tombstones: bool = False) -> list[Record]:
         sql = "SELECT name, data FROM records" + ("" if include_tombstones else " WHERE tombstone=0")
@@ -240,9 +290,17 @@ class RecordStore:
         clock (see merge.local_write)."""
         actor = self.clock_actor(here)
         with self._tx() as cur:
-            stored = local_write(self._get(cur, record.name), record, here=here, now=now, actor=actor)
+            previous = self._get(cur, record.name)
+            stored = local_write(previous, record, here=here, now=now, actor=actor)
+            if self.guard is not None:
+                stored = self.guard.sign(previous, stored, actor=actor)
             self._write(cur, stored)
+        self._changed()
         return stored
+
+    def _changed(self) -> None:
+        for listener in self.on_change:
+            listener()
 
     def apply_remote(self, record: Record, *, here: str) -> MergeOutcome:
         """Reconcile a peer's version with ours and commit the result before returning."""
@@ -250,10 +308,20 @@ class RecordStore:
 
     def apply_remote_many(self, records: Iterable[Record], *, here: str) -> list[MergeOutcome]:
         """`apply_remote` for a batch, in one transaction (one fsync instead of one per record)."""
+        batch = list(records)
         applied: list[tuple[Record, MergeOutcome]] = []
         with self._tx() as cur:
-            for remote in records:
-                applied.append((remote, self._merge_one(cur, remote, here=here)))
+            names = batch_names(batch)
+            held = HeldRows(names, self._select_in(cur, "data", names), self._decode_row,
+                            lambda name: self._get(cur, name))
+            for remote in batch:
+                applied.append((remote, self._merge_one(held, remote, here=here)))
+            if held.deleted:
+                cur.executemany("DELETE FROM records WHERE name=?", [(n,) for n in held.deleted])
+            if held.acks_void:
+                cur.executemany("DELETE FROM tombstone_acks WHERE name=?", [(n,) for n in held.acks_void])
+            if held.written:
+                cur.executemany(self._INSERT, [self._row(r) for r in held.written.values()])
         for remote, outcome in applied:
             if outcome.conflict:
                 won = outcome.result
@@ -263,16 +331,17 @@ class RecordStore:
                     won.name, won.location, won.tombstone, won.written, lost.location, lost.written,
                 )
         outcomes = [outcome for _, outcome in applied]
+        if any(o.changed or o.moved is not None for o in outcomes):
+            self._changed()
         return outcomes
 
-    def _merge_one(self, cur: sqlite3.Cursor, remote: Record, *, here: str) -> MergeOutcome:
-        placed = place(lambda name: self._get(cur, name), remote, here=here)
-        for name in placed.deletes:
-            cur.execute("DELETE FROM records WHERE name=?", (name,))
-        for name in placed.deletes + placed.acks_void:
-            cur.execute("DELETE FROM tombstone_acks WHERE name=?", (name,))
-        for record in placed.writes:
-            self._write(cur, record)
+    def _merge_one(self, held: HeldRows, remote: Record, *, here: str) -> MergeOutcome:
+        if self.guard is not None:
+            current = held.get(remote.name)
+            if self.guard.refused(remote, current):  # not merged: nothing changes here
+                return MergeOutcome(current or remote, False, False, (), current)
+        placed = place(held.get, remote, here=here)
+        held.apply(placed)
         return placed.outcome
 
     def digests(self, *, peer: str | None = None, lo: str | None = None, hi: str | None = None) -> dict[str, bytes]:
@@ -296,14 +365,10 @@ class RecordStore:
 
     def digests_of(self, names: Iterable[str]) -> dict[str, bytes]:
         """Digests of the named records we hold (names we do not hold are left out)."""
-        out: dict[str, bytes] = {}
+        wanted = list(names)
         with self._lock:
-            cur = self._conn.cursor()
-            for name in names:
-                row = cur.execute("SELECT digest FROM records WHERE name=?", (name,)).fetchone()
-                if row is not None:
-                    out[name] = row[0]
-        return out
+            rows = dict(self._select_in(self._conn.cursor(), "digest", wanted))
+        return {name: rows[name] for name in dict.fromkeys(wanted) if name in rows}
 
     def tombstone_digests(self, *, written_by: str) -> dict[str, bytes]:
         """Digests of the tombstones whose clock names `written_by`: that cluster must
@@ -321,6 +386,7 @@ class RecordStore:
         with self._tx() as cur:
             cur.execute("DELETE FROM records WHERE name=?", (name,))
             cur.execute("DELETE FROM tombstone_acks WHERE name=?", (name,))
+        self._changed()
 
     # --- tombstones --------------------------------------------------------------------------
 
@@ -363,6 +429,8 @@ class RecordStore:
                     cur.execute("DELETE FROM records WHERE name=?", (name,))
                     cur.execute("DELETE FROM tombstone_acks WHERE name=?", (name,))
                     dropped.append(name)
+        if dropped:
+            self._changed()
         return dropped
 
     # --- meta: a small key/value table for the agent ------------------------------------------

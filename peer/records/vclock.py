@@ -107,8 +107,14 @@ def cluster_of(node: str) -> str:
 
 
 def cluster_counter(clock: VClock, cluster: str) -> int:
-    """Every write `cluster` made, under any of its data dirs' actors (the sum of their counters)."""
-    return sum(e.counter for e in clock.entries if cluster_of(e.node) == cluster)
+    """Every write `cluster` made, under any of its data dirs' actors (the sum of their counters).
+
+    (`cluster_of(node) == cluster`, spelt without splitting each node: the merge ranks every
+    version by it. A name holding the separator is no cluster's: nothing is counted.)"""
+    if ACTOR_SEP in cluster:
+        return 0
+    prefix = cluster + ACTOR_SEP
+    return sum(e.counter for e in clock.entries if e.node == cluster or e.node.startswith(prefix))
 
 
 def clusters(clock: VClock) -> frozenset[str]:

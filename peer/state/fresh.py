@@ -21,6 +21,7 @@ answered 304 costs no peer call and a changed one costs one.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -47,6 +48,7 @@ class FreshCopies:
         self.boot = secrets.token_hex(8)
         self._epoch: dict[str, int] = {}
         self._fresh: set[str] = set()
+        self.on_fresh: list[Callable[[], None]] = []  # a copy was marked fresh: the keeper wakes (peer.wake)
 
     def view(self, name: str) -> CopyView:
         return CopyView(self.boot, self._epoch.get(name, 0), name in self._fresh)
@@ -55,6 +57,8 @@ class FreshCopies:
         """The copy of `name` here crashed or (re)started without roam's state."""
         self._epoch[name] = self._epoch.get(name, 0) + 1
         self._fresh.add(name)
+        for listener in self.on_fresh:
+            listener()
 
     def restored(self, name: str, epoch: int) -> bool:
         """The state was installed into the copy seen at `epoch`; False (nothing changed) if the

@@ -15,6 +15,7 @@ from typing import Protocol
 
 import aiohttp
 
+from lb.hostport import join_hostport
 from peer.errors import RoamError
 
 MAX_STATE_BYTES = 16 * 1024 * 1024  # a state past this is refused: copying it would stall handovers
@@ -74,8 +75,7 @@ class StateHook(Protocol):
 
 
 def _url(host: str, port: int, path: str) -> str:
-    h = f"[{host}]" if ":" in host else host
-    return f"http://{h}:{port}{path}"
+    return f"http://{join_hostport(host, port)}{path}"
 
 
 class HttpStateHook:

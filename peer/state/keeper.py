@@ -42,6 +42,7 @@ from peer.state.hook import Snapshot, StateError, StateHook, StateHookMissing, S
 from peer.state.saved import SavedState, SavedStates
 from peer.state.versions import InstalledVersions, Version, observe
 from peer.supervision import Supervisor
+from peer.wake import Wake, next_delay
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +120,7 @@ class StateKeeper:
         self._busy: set[str] = set()
         self._jobs = Supervisor(f"{services.here}:state")  # pulls and restores under way (cancelled on stop)
         self._forgotten: set[tuple[str, str]] = set()
+        self.wake = Wake()  # ends run's sleep early: a record committed, a copy marked fresh
 
     # -- what is saved ----------------------------------------------------------------------
     def latest(self, record: Record) -> SavedState | None:
@@ -201,9 +203,14 @@ class StateKeeper:
 
     # -- the periodic pull ---------------------------------------------------------------------
     async def run(self) -> None:
+        """Pulls when due and restores fresh copies; sleeps until the next due pull or restore,
+        and without a deadline when no stateful service has its primary copy routed here (woken
+        by a record committed or a copy marked fresh: peer.wake)."""
+        self.services.store.on_change.append(self.wake.poke)
+        self.services.fresh.on_fresh.append(self.wake.poke)
         try:
             while True:
-                await asyncio.sleep(TICK)
+                await self.wake.sleep(self._delay(time.monotonic()))
                 now = time.monotonic()
                 for record in self.services.records():
                     if record.tombstone:
@@ -214,7 +221,31 @@ class StateKeeper:
                     if name not in self._busy and now >= self._restore_at.get(name, 0.0):
                         self._start(name, self._restore_fresh(name))
         finally:
+            self.services.store.on_change.remove(self.wake.poke)
+            self.services.fresh.on_fresh.remove(self.wake.poke)
             await self._jobs.stop()
+
+    def _delay(self, now: float) -> float | None:
+        """How long `run` may sleep: TICK while a pull or restore is running or held back by an
+        operation (its end commits nothing this loop hears of), else until the earliest due one."""
+        deadlines: list[float] = []
+        busy = False
+        for record in self.services.records():
+            if record.tombstone or not record.instance or self.services.here not in record.entries:
+                continue
+            if state_spec(record) is None:
+                continue
+            if (record.name in self._busy or self.services.lock(record.name).locked()
+                    or self.services.lb.holding(record.name)):
+                busy = True
+            else:
+                deadlines.append(self._next.get(record.name, 0.0))
+        for name in self.services.fresh.fresh():
+            if name in self._busy:
+                busy = True
+            else:
+                deadlines.append(self._restore_at.get(name, 0.0))
+        return next_delay(watching=busy, tick=TICK, deadlines=deadlines, now=now)
 
     def _forget(self, record: Record) -> None:
         """A deleted service's state is not kept (its tombstone stays for the records only)."""

@@ -12,11 +12,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from lb.files import write_atomic
 from peer.errors import RoamError
 from peer.state.hook import Snapshot
 from peer.state.versions import Version
@@ -50,18 +50,7 @@ class SavedStates:
         header = {"seq": version.seq, "etag": version.etag, "saved_at": now, "size": snapshot.size,
                   "sha256": hashlib.sha256(snapshot.body).hexdigest()}
         final = self.path_of(name, incarnation)
-        tmp = final.with_name(final.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(json.dumps(header, sort_keys=True).encode() + b"\n")
-                out.write(snapshot.body)
-                out.flush()
-                os.fsync(out.fileno())
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        os.replace(tmp, final)
+        write_atomic(final, json.dumps(header, sort_keys=True).encode() + b"\n" + snapshot.body)
 
     def load(self, name: str, incarnation: str) -> SavedState | None:
         """The saved state, None if there is none; raises SavedStateCorrupt for a bad file."""

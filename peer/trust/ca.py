@@ -23,14 +23,21 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
+from lb.files import write_atomic
+from peer.lazyimport import lazy
 from peer.trust.certs import URI_PREFIX, TrustError
+
+if TYPE_CHECKING:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+else:  # loaded on first use: only a CA, an enrolment or a TLS agent needs them (peer.lazyimport)
+    x509 = lazy("cryptography.x509")
+    hashes = lazy("cryptography.hazmat.primitives.hashes")
+    serialization = lazy("cryptography.hazmat.primitives.serialization")
+    ec = lazy("cryptography.hazmat.primitives.asymmetric.ec")
 
 CA_KEY, CA_CERT, INDEX, CRL = "ca.key", "ca.pem", "index.json", "crl.pem"
 OUT_KEY, OUT_CERT, OUT_CA = "cluster.key", "cluster.pem", "ca.pem"
@@ -61,14 +68,7 @@ def _now() -> dt.datetime:
 
 def write_file(path: Path, data: bytes, *, mode: int) -> None:
     """Write by rename, never leaving a half-written file (watchers reload on change)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
+    write_atomic(path, data, mode=mode)
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -83,7 +83,7 @@ def init(directory: Path, *, name: str = "roam federation CA", days: int = CA_DA
     directory.mkdir(parents=True, exist_ok=True)
     os.chmod(directory, 0o700)
     key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    subject = x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, name)])
     now = _now()
     cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
             .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
@@ -154,13 +154,13 @@ def sign_key(directory: Path, *, cluster: str, public_key: Any, days: int, addre
     sans: list[x509.GeneralName] = [x509.DNSName(cluster), x509.UniformResourceIdentifier(URI_PREFIX + cluster)]
     sans += [x509.IPAddress(a) for a in addresses]
     cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cluster)]))
+            .subject_name(x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, cluster)]))
             .issuer_name(ca_cert.subject).public_key(public_key)
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(not_after)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH, x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]),
                            critical=False)
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
             .sign(ca_key, hashes.SHA256()))
@@ -177,7 +177,7 @@ def request(*, cluster: str, out: Path) -> Path:
         raise CAError(f"--cluster: {cluster!r} is not a cluster name (DNS-1123 label)")
     key = ec.generate_private_key(ec.SECP256R1())
     csr = (x509.CertificateSigningRequestBuilder()
-           .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cluster)]))
+           .subject_name(x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, cluster)]))
            .sign(key, hashes.SHA256()))
     out.mkdir(parents=True, exist_ok=True)
     pending = out / f".{OUT_KEY}.pending"  # becomes cluster.key with the certificate (install)
@@ -199,7 +199,7 @@ def read_request(path: Path) -> tuple[Request, x509.CertificateSigningRequest]:
         raise CAError(f"--csr: {path}: not a PEM certificate signing request") from exc
     if not csr.is_signature_valid:
         raise CAError(f"--csr: {path}: its signature does not match its key")
-    names = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    names = csr.subject.get_attributes_for_oid(x509.oid.NameOID.COMMON_NAME)
     if len(names) != 1:
         raise CAError(f"--csr: {path}: must name one cluster in its CN")
     der = csr.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)

@@ -13,11 +13,15 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.x509.oid import NameOID
+from peer.lazyimport import lazy
+
+if TYPE_CHECKING:
+    from cryptography import exceptions, x509
+else:  # loaded on first use: an agent without TLS never pays for cryptography (peer.lazyimport)
+    exceptions = lazy("cryptography.exceptions")
+    x509 = lazy("cryptography.x509")
 
 from peer.errors import InvalidKind
 
@@ -70,7 +74,7 @@ def check_issued_by(cert: x509.Certificate, ca: x509.Certificate, *, what: str) 
     """The certificate's signature is the CA's (TrustError otherwise)."""
     try:
         cert.verify_directly_issued_by(ca)
-    except (ValueError, TypeError, InvalidSignature) as exc:
+    except (ValueError, TypeError, exceptions.InvalidSignature) as exc:
         raise TrustError(f"{what}: not issued by the federation CA {ca.subject.rfc4514_string()}") from exc
 
 
@@ -114,5 +118,5 @@ def load_crl(pem: bytes, *, ca: x509.Certificate) -> Revocations:
 
 
 def common_name(cert: x509.Certificate) -> str:
-    attrs = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    attrs = cert.subject.get_attributes_for_oid(x509.oid.NameOID.COMMON_NAME)
     return str(attrs[0].value) if attrs else ""

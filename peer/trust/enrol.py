@@ -22,10 +22,16 @@ import json
 import secrets
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from peer.lazyimport import lazy
+
+if TYPE_CHECKING:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+else:  # loaded on first use (peer.lazyimport)
+    x509 = lazy("cryptography.x509")
+    serialization = lazy("cryptography.hazmat.primitives.serialization")
 
 from peer.trust import ca
 

@@ -27,11 +27,21 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from lb.files import write_atomic
 from peer.errors import RoamError
+from peer.lazyimport import lazy
+from peer.trust.authorship import CertBook
 from peer.trust.certs import (NO_REVOCATIONS, Revocations, TrustError, check_issued_by, cluster_of,
                               cluster_of_peercert, load_cert, load_crl, serial_of_peercert)
+
+if TYPE_CHECKING:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+else:  # loaded on first use: only an agent with an identity reads keys (peer.lazyimport)
+    x509 = lazy("cryptography.x509")
+    serialization = lazy("cryptography.hazmat.primitives.serialization")
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +117,8 @@ class Identity:
         except ssl.SSLError as exc:
             raise IdentityError(f"--ca-cert: {ca_cert}: {exc.reason or exc}") from exc
         self._stamp = _stamp(cert, key)
+        self.certs = CertBook(self.ca)  # every cluster's certificates, to check record signatures
+        self.signing_key: object = None  # this cluster's private key (signs record versions)
         self.current = self._load_pair()
         self._failed: Stamp | None = None
         self.revocations = self._stored_revocations()
@@ -115,6 +127,7 @@ class Identity:
         self._admitted = 0
         self._refusals: dict[tuple[str, str], float] = {}
         self.on_revoked: list[Callable[[], None]] = []  # e.g. the peer client drops its pooled connections
+        self.on_new_cert: list[Callable[[], None]] = []  # so: peers see (and learn) the new one at once
 
     # -- own certificate -------------------------------------------------------------------
     def _load_pair(self) -> CertInfo:
@@ -145,6 +158,11 @@ class Identity:
                 ctx.load_cert_chain(pair)
         except ssl.SSLError as exc:
             raise IdentityError(f"--key: {key_path} does not match --cert {cert_path} ({exc.reason})") from exc
+        try:
+            self.signing_key = serialization.load_pem_private_key(key_pem, password=None)
+        except (ValueError, TypeError) as exc:
+            raise IdentityError(f"--key: {key_path}: not a usable private key ({exc})") from exc
+        self.certs.add(cert, pem=cert_pem)
         left = (cert.not_valid_after_utc - now).total_seconds()
         if left < EXPIRY_WARNING:
             log.warning("certificate of %s expires in %.1f days: issue a new one (`roam ca issue`)", self.name,
@@ -162,10 +180,14 @@ class Identity:
             self._failed = stamp
             return False
         self._stamp, self._failed = stamp, None
-        if info.serial != self.current.serial:
+        changed = info.serial != self.current.serial
+        if changed:
             log.info("certificate reloaded (%s): serial %x, valid until %s", why, info.serial,
                      info.not_after.isoformat())
         self.current = info
+        if changed:
+            for callback in self.on_new_cert:
+                callback()
         return True
 
     async def watch(self) -> None:
@@ -199,9 +221,7 @@ class Identity:
             return "older"
         if new.number == old.number:
             return "same"
-        tmp = self.data_dir / f".{CRL_FILE}.tmp"
-        tmp.write_bytes(pem)
-        os.replace(tmp, self.data_dir / CRL_FILE)
+        write_atomic(self.data_dir / CRL_FILE, pem, mode=0o644)
         self.revocations = new
         newly = sorted(new.serials - old.serials)
         names = ", ".join(f"{self.seen.get(s, '?')} (serial {s:x})" for s in newly) or "nothing new"
@@ -228,6 +248,8 @@ class Identity:
             raise self._refuse(claimed or "?", 401, "peer request without a client certificate of the "
                                "federation CA (mTLS required on the peer API)")
         self.seen[serial] = cluster
+        if not self.certs.knows(serial) and transport is not None:
+            self._learn(transport)
         if self.revocations.revoked(serial):
             raise self._refuse(cluster, 403, f"certificate of cluster {cluster} (serial {serial:x}) is revoked")
         if claimed != cluster:
@@ -236,6 +258,16 @@ class Identity:
         if transport is not None:
             self._remember(serial, transport)
         return cluster
+
+    def _learn(self, transport: asyncio.BaseTransport) -> None:
+        """Keep a peer's certificate (its DER from the TLS layer) to check its record signatures."""
+        ssl_object = transport.get_extra_info("ssl_object")
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        if der:
+            try:
+                self.certs.add(x509.load_der_x509_certificate(der))
+            except (ValueError, TrustError) as exc:
+                log.warning("peer certificate not kept for record signatures: %s", exc)
 
     def _remember(self, serial: int, transport: asyncio.BaseTransport) -> None:
         """Keep the connection to close it on revocation (uvloop's transports take no weak

@@ -8,8 +8,13 @@ agent exchanges lists with one live member in turn, the newer one winning both w
 only ever taken when the CA signed it and it is newer, so whoever relays it cannot forge or
 roll back one; a replayed old list changes nothing.
 
-    POST /peer/v1/trust/crl  {"from", "number": n|nil, "crl": pem-bytes|nil}
-                         ->  {"number": n|nil, "crl": pem-bytes|nil (when ours is newer)}
+    POST /peer/v1/trust/crl  {"from", "number": n|nil, "crl": pem-bytes|nil, "certs": [pem-bytes]}
+                         ->  {"number": n|nil, "crl": pem-bytes|nil (when ours is newer), "certs": [pem-bytes]}
+
+The same exchange carries the cluster certificates each side knows (`certs`, issue 19): a
+record version is checked against its writer's certificate (peer/trust/authorship.py), and a
+version relayed by anti-entropy may come from a cluster the receiver never talked to. Each
+side keeps only those the CA issued.
 """
 from __future__ import annotations
 
@@ -46,7 +51,8 @@ class TrustSpread:
     def _offer(self) -> dict[str, Any]:
         assert self.identity is not None
         rev = self.identity.revocations
-        return {"from": self.here, "number": rev.number if rev.pem else None, "crl": rev.pem or None}
+        return {"from": self.here, "number": rev.number if rev.pem else None, "crl": rev.pem or None,
+                "certs": self.identity.certs.pems()}
 
     async def push_all(self) -> list[str]:
         """Offer our list to every live member now; the names of those that answered."""
@@ -64,6 +70,9 @@ class TrustSpread:
             log.debug("revocation list exchange with %s failed: %s", name, exc)
             return False
         crl = reply.get("crl") if isinstance(reply, dict) else None
+        certs = reply.get("certs") if isinstance(reply, dict) else None
+        if isinstance(certs, list):
+            self.identity.certs.add_pems(certs, source=name)
         if isinstance(crl, bytes):
             try:
                 self.identity.apply_crl(crl, source=name)
@@ -127,7 +136,12 @@ class TrustSpread:
                 self.identity.apply_crl(crl, source=str(sender))
             except TrustError as exc:
                 return msgpack_response({"error": f"crl: {exc}"}, status=422)
+        certs = body.get("certs", [])
+        if not isinstance(certs, list):
+            raise PeerWireError("certs: expected a list of PEM certificates")
+        self.identity.certs.add_pems(certs, source=str(sender))
         theirs = body.get("number")
         rev = self.identity.revocations
         newer = rev.pem and (not isinstance(theirs, int) or isinstance(theirs, bool) or rev.number > theirs)
-        return msgpack_response({"number": rev.number if rev.pem else None, "crl": rev.pem if newer else None})
+        return msgpack_response({"number": rev.number if rev.pem else None, "crl": rev.pem if newer else None,
+                                 "certs": self.identity.certs.pems()})

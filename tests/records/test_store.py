@@ -122,10 +122,19 @@ def test_meta_and_journal(tmp_path: Path) -> None:
         assert s.journal_get("m2") is None
 
 
+def test_anti_entropy_scans_read_indexes_only(store: RecordStore) -> None:
+    """Issue 16: a peer's digests come from a covering index, tombstones from a partial one."""
+    def plan(sql: str, *params: object) -> str:
+        return " ".join(row[-1] for row in store._conn.execute("EXPLAIN QUERY PLAN " + sql, params))
+
+    assert "COVERING INDEX records_parties" in plan("SELECT name, digest FROM records WHERE parties LIKE ?", "%,b,%")
+    assert "INDEX records_tombstones" in plan("SELECT name, digest FROM records WHERE tombstone=1")
+
+
 def test_schema_from_zero_and_refusal_of_a_newer_file(tmp_path: Path) -> None:
     path = tmp_path / "r.db"
     with RecordStore.open(path) as s:
-        assert s.schema_version() == SCHEMA_VERSION == 3
+        assert s.schema_version() == SCHEMA_VERSION == 4
     conn = sqlite3.connect(path)
     conn.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
     conn.commit()

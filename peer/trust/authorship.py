@@ -1,0 +1,175 @@
+"""The agent's side of author-signed record versions: its key signs, the clusters' certificates
+verify (the rules are peer/trust/signing.py).
+
+Certificates (`CertBook`): a signature is trusted because the certificate whose key made it
+was signed by the federation CA and names the cluster; a certificate arriving from anywhere is
+checked for exactly that before it is kept, so whoever relays one cannot forge one. The book
+holds this cluster's own, those peers present on mTLS connections, and those peers offer in
+the revocation-list exchange (peer/trust/spread.py: every member's book fills within a few
+rounds of seconds). Every certificate a cluster ever had is kept: versions signed before a
+rotation stay verifiable. Expiry is not checked on signatures (they carry no trusted time);
+revocation is, on every check: a revoked cluster's signatures fail (signing.py says how its
+older, already known history still replicates).
+
+`RecordGuard` is the store's `VersionGuard`: it signs local writes and checks remote versions,
+logging each refusal with its reason and counting it in
+`roam_record_versions_refused_total{reason}`. Successful checks are cached (an anti-entropy
+round re-sends versions a receiver may have checked already from another peer).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from peer.lazyimport import lazy
+from peer.records.record import Record
+from peer.trust import signing
+from peer.trust.certs import Revocations, TrustError, check_issued_by, cluster_of, load_cert
+
+if TYPE_CHECKING:  # identity imports this module (its CertBook)
+    from cryptography import exceptions, x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+    from peer.metrics import Metrics
+    from peer.trust.identity import Identity
+else:  # loaded on first use: only an agent with an identity signs or checks (peer.lazyimport)
+    exceptions = lazy("cryptography.exceptions")
+    x509 = lazy("cryptography.x509")
+    hashes = lazy("cryptography.hazmat.primitives.hashes")
+    serialization = lazy("cryptography.hazmat.primitives.serialization")
+    ec = lazy("cryptography.hazmat.primitives.asymmetric.ec")
+    ed25519 = lazy("cryptography.hazmat.primitives.asymmetric.ed25519")
+
+log = logging.getLogger(__name__)
+
+CACHE_MAX = 200_000
+LOG_EVERY = 10.0
+MAX_OFFERED = 256  # certificates taken from one exchange
+
+
+class CertBook:
+    """Cluster certificates verified against the CA, by cluster and serial."""
+
+    def __init__(self, ca: x509.Certificate) -> None:
+        self.ca = ca
+        self._by_cluster: dict[str, dict[int, x509.Certificate]] = {}
+        self._pems: dict[int, bytes] = {}
+        self._known: set[bytes] = set()
+
+    def add(self, cert: x509.Certificate, *, pem: bytes | None = None) -> bool:
+        """Keep a certificate if the CA issued it (TrustError otherwise); True if it is new."""
+        if cert.serial_number in self._pems:
+            return False
+        check_issued_by(cert, self.ca, what="certificate")
+        cluster = cluster_of(cert)
+        self._by_cluster.setdefault(cluster, {})[cert.serial_number] = cert
+        self._pems[cert.serial_number] = pem or cert.public_bytes(serialization.Encoding.PEM)
+        self._known.add(self._pems[cert.serial_number])
+        log.info("certificate of cluster %s (serial %x) known for record signatures", cluster, cert.serial_number)
+        return True
+
+    def add_pems(self, pems: Iterable[object], *, source: str) -> int:
+        """Certificates offered by a peer: those the CA issued are kept; the count of new ones."""
+        added = 0
+        for pem in list(pems)[:MAX_OFFERED]:
+            if not isinstance(pem, bytes) or pem in self._known:
+                continue
+            try:
+                added += self.add(load_cert(pem, what=f"certificate from {source}"), pem=pem)
+            except TrustError as exc:
+                log.warning("certificate offered by %s refused: %s", source, exc)
+        return added
+
+    def knows(self, serial: int | None) -> bool:
+        return serial is not None and serial in self._pems
+
+    def of(self, cluster: str) -> list[x509.Certificate]:
+        return list(self._by_cluster.get(cluster, {}).values())
+
+    def pems(self) -> list[bytes]:
+        return list(self._pems.values())
+
+
+def sign_with(key: Any, message: bytes) -> bytes:
+    """Sign with a cluster key (EC P-256 as `roam ca` issues; Ed25519 also accepted)."""
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return key.sign(message, ec.ECDSA(hashes.SHA256()))
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return key.sign(message)
+    raise TrustError(f"cluster key of type {type(key).__name__} cannot sign records")
+
+
+def verify_with(cert: x509.Certificate, message: bytes, signature: bytes) -> bool:
+    key = cert.public_key()
+    try:
+        if isinstance(key, ec.EllipticCurvePublicKey):
+            key.verify(signature, message, ec.ECDSA(hashes.SHA256()))
+        elif isinstance(key, ed25519.Ed25519PublicKey):
+            key.verify(signature, message)
+        else:
+            return False
+    except exceptions.InvalidSignature:
+        return False
+    return True
+
+
+class RecordGuard:
+    """Signs local writes with this cluster's key and checks remote versions (store hook)."""
+
+    def __init__(self, *, key: Any, book: CertBook, revocations: Any, refusals: Any) -> None:
+        """`key()` is the current private key (rotation reloads it), `revocations()` the list
+        in force, `refusals` a prometheus Counter labelled by reason."""
+        self.key = key
+        self.book = book
+        self.revocations = revocations
+        self.refusals = refusals
+        self._checked: dict[tuple[bytes, bytes], int] = {}  # (message, signature) -> serial that verified it
+        self._logged: dict[tuple[str, str], float] = {}
+        self.refused_total = 0
+
+    def sign(self, previous: Record | None, stored: Record, *, actor: str) -> Record:
+        key = self.key()
+        return signing.sign_write(previous, stored, actor=actor, sign=lambda m: sign_with(key, m))
+
+    def refused(self, remote: Record, held: Record | None) -> bool:
+        why = signing.refusal(remote, held, verify=self._verify)
+        if why is None:
+            return False
+        self.refused_total += 1
+        self.refusals.labels(reason=why.kind).inc()
+        now = time.monotonic()
+        key = (remote.name, why.kind)
+        if now - self._logged.get(key, -LOG_EVERY) >= LOG_EVERY:
+            self._logged[key] = now
+            log.warning("record version refused (%s): %s", why.kind, why.message)
+        return True
+
+    def _verify(self, cluster: str, message: bytes, signature: bytes) -> str | None:
+        revoked: Revocations = self.revocations()
+        cached = self._checked.get((message, signature))
+        if cached is not None and not revoked.revoked(cached):
+            return None
+        certs = self.book.of(cluster)
+        if not certs:
+            return f"unknown-cert: no certificate of cluster {cluster} known here (yet)"
+        live = [c for c in certs if not revoked.revoked(c.serial_number)]
+        if not live:  # "revoked" only for its genuine signature (signing.endorsed relies on it)
+            if any(verify_with(c, message, signature) for c in certs):
+                return f"revoked: cluster {cluster}'s certificate is revoked"
+            return f"bad-signature: not signed by cluster {cluster}"
+        for cert in live:
+            if verify_with(cert, message, signature):
+                if len(self._checked) >= CACHE_MAX:
+                    self._checked.clear()
+                self._checked[(message, signature)] = cert.serial_number
+                return None
+        return f"bad-signature: not signed by cluster {cluster}"
+
+
+def record_guard(identity: Identity, metrics: Metrics) -> RecordGuard:
+    """The guard of an agent with an identity: its current key, its book and revocation list."""
+    return RecordGuard(key=lambda: identity.signing_key, book=identity.certs,
+                       revocations=lambda: identity.revocations, refusals=metrics.record_refusals)

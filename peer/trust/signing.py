@@ -1,0 +1,198 @@
+"""Author-signed record versions: what is signed, how stamps travel, when a version is refused.
+Pure: signing and verifying are passed in (peer/trust/authorship.py holds the keys).
+
+Only when the cluster runs with an identity (a key and a CA-issued certificate). Without one
+no record carries a signature and nothing here runs (a named limit in the README).
+
+What is signed
+--------------
+A *stamp* is a cluster's signature over `(incarnation, base name, actor, counter, digest)`:
+"the write numbered `counter` of my clock actor `actor` on this service produced the content
+whose digest is `digest`". `digest` (`body_digest`) hashes every field of the version but the
+name's `@home` suffix (a concurrent creation is renamed `name@home` on every replica, the
+content unchanged), `vclock` and the stamps: home, homes, location, state, descriptor,
+instance, endpoints, standbys, epoch, tombstone, incarnation, replaces, `written`, `writer`,
+`updated_at`... So one signature per local write, made by `sign_write` right after the store's
+local write:
+
+* `writer` is the actor whose counter that write incremented, `signature` its stamp over the
+  content at `written[writer]`;
+* every other entry `X:n` of `vclock` carries X's stamp for its write number n (`stamps`),
+  copied from the version the write was made on.
+
+A conflict resolution makes no write (merge.py): the merged clock takes, entry by entry, the
+stamp of whichever side had the higher counter (`joined`; equal counters, the smaller
+bytes: a join, so replicas still converge). A relayed version is the writer's bytes unchanged.
+
+The rule a receiver applies (`refusal`)
+--------------------------------------
+Vector-clock entries can be advanced only by their own cluster: a version is taken only if its
+content is signed by its writer's cluster AND every entry `X:n` of its clock carries a stamp
+signed by X's cluster for write n. So a cluster that holds a valid certificate can write
+versions of its own (that is its right, they name it) but cannot make one look like another
+cluster's, nor lift another cluster's counter past that cluster's last signed write, which is
+what would let a forged version dominate (replace) an honest one. A version that brings
+nothing the receiver does not already hold is not re-checked: an entry below the receiver's
+own counter (same incarnation) or at it with the same stamp, the content the receiver holds.
+`written` must not exceed `vclock`. The clock's wall-time stamps are not signed (informational
+only, vclock.py: they never decide an order).
+A revoked cluster's stamps fail, so its new writes are refused everywhere; its history stays:
+an entry a receiver already holds is not re-checked, and an entry the version's (unrevoked)
+writer had seen when it wrote (its signed `written` covers it) is endorsed by that writer
+(`endorsed`), so a record a revoked cluster once wrote still reaches members that never held
+it once any other cluster wrote on top.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+from collections.abc import Callable
+from dataclasses import replace
+
+import msgpack
+
+from peer.records import vclock as vc
+from peer.records.naming import base_name
+from peer.records.record import Record, encode
+
+DIGEST_LEN = 16
+DOMAIN = b"roam-record-stamp-v1\0"
+
+Stamp = tuple[bytes, bytes]  # (digest, signature)
+Sign = Callable[[bytes], bytes]  # this cluster's key over a message
+Verify = Callable[[str, bytes, bytes], str | None]  # (cluster, message, signature) -> why refused, or None
+
+
+class Refusal:
+    """Why a version is refused: `kind` for the metric, `message` for the log."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        self.kind = kind
+        self.message = message
+
+    def __repr__(self) -> str:
+        return f"Refusal({self.kind!r}, {self.message!r})"
+
+
+@functools.lru_cache(maxsize=4096)
+def body_digest(record: Record) -> bytes:
+    """The digest a writer's stamp covers (see the module docstring for what is left out).
+    Cached: one version is checked, then merged (its stamps pooled), then signed on top."""
+    body = encode(record)
+    for key in ("vclock", "signature", "stamps"):
+        body.pop(key, None)
+    body["name"] = base_name(record.name)
+    return hashlib.blake2b(msgpack.packb(body, use_bin_type=True), digest_size=DIGEST_LEN).digest()
+
+
+def stamp_message(record: Record, actor: str, counter: int, digest: bytes) -> bytes:
+    """The bytes a stamp signs: one write of one actor on one incarnation of one service."""
+    data: bytes = msgpack.packb([record.incarnation, base_name(record.name), actor, counter, digest],
+                                use_bin_type=True)
+    return DOMAIN + data
+
+
+def own_stamp(record: Record) -> tuple[str, int, Stamp] | None:
+    """The entry the version's own signature vouches for: (writer, written[writer], stamp)."""
+    if record.writer is None:
+        return None
+    return record.writer, vc.get_counter(record.written, record.writer), (body_digest(record), record.signature)
+
+
+def all_stamps(record: Record, own: tuple[str, int, Stamp] | None = None) -> dict[str, tuple[int, Stamp]]:
+    """actor -> (counter, stamp) for every entry of the clock that has one (`own`: the
+    record's `own_stamp`, when the caller has it already: it hashes the whole content)."""
+    counters = vc.counters(record.vclock)
+    out = {actor: (counters.get(actor, 0), (digest, sig)) for actor, digest, sig in record.stamps}
+    own = own if own is not None else own_stamp(record)
+    if own is not None and counters.get(own[0]) == own[1]:
+        out[own[0]] = (own[1], own[2])
+    return out
+
+
+def _normal(record: Record, stamps: dict[str, tuple[int, Stamp]]) -> tuple[tuple[str, bytes, bytes], ...]:
+    """The `stamps` field: one per clock entry, but the one the version's signature vouches for."""
+    counters = vc.counters(record.vclock)
+    own = own_stamp(record)
+    return tuple((actor, s[0], s[1]) for actor, (n, s) in sorted(stamps.items())
+                 if counters.get(actor) == n and not (own is not None and own[0] == actor and own[1] == n))
+
+
+def sign_write(previous: Record | None, stored: Record, *, actor: str, sign: Sign) -> Record:
+    """Sign a local write (`merge.local_write`'s result): `actor` is the entry it incremented.
+    The other entries keep the stamps of the version it was made on (none for a new
+    incarnation: its clock is fresh)."""
+    signed = replace(stored, writer=actor, signature=b"", stamps=())
+    counter = vc.get_counter(stored.written, actor)
+    signed = replace(signed, signature=sign(stamp_message(signed, actor, counter, body_digest(signed))))
+    inherited = all_stamps(previous) if previous is not None and previous.incarnation == stored.incarnation else {}
+    return replace(signed, stamps=_normal(signed, inherited))
+
+
+def joined(a: Record, b: Record, merged: Record) -> Record:
+    """`merged` (the winner's content under the joined clock of `a` and `b`) with its stamps:
+    per entry the stamp of the side at that counter, the smaller bytes if both are."""
+    if a.writer is None and b.writer is None and not a.stamps and not b.stamps:
+        return merged  # unsigned (no identity): unchanged
+    pooled: dict[str, tuple[int, Stamp]] = {}
+    for side in (a, b):
+        for actor, (n, stamp) in all_stamps(side).items():
+            have = pooled.get(actor)
+            if have is None or n > have[0] or (n == have[0] and stamp < have[1]):
+                pooled[actor] = (n, stamp)
+    return replace(merged, stamps=_normal(merged, pooled))
+
+
+def refusal(remote: Record, held: Record | None, *, verify: Verify) -> Refusal | None:
+    """Why `remote` must not be merged (see the module docstring), or None. `held` is what the
+    receiver holds under that name (it only spares re-checking what is already known)."""
+    if held is not None and held == remote:
+        return None
+    same = held if held is not None and held.incarnation == remote.incarnation else None
+    where = f"{remote.name} ({remote.incarnation})"
+    if remote.writer is None:
+        return Refusal("unsigned", f"{where}: unsigned version (this federation signs records)")
+    mine = own_stamp(remote)
+    writer, counter, own = mine or ("", 0, (b"", b""))
+    if counter < 1:
+        return Refusal("malformed", f"{where}: writer {writer} has no entry in `written`")
+    if not vc.descends(remote.vclock, remote.written):
+        return Refusal("malformed", f"{where}: `written` {remote.written} exceeds `vclock` {remote.vclock}")
+    actors = [s[0] for s in remote.stamps]
+    if actors != sorted(set(actors)) or not set(actors) <= vc.nodes(remote.vclock):
+        return Refusal("malformed", f"{where}: stamps must name clock entries, once each, sorted")
+    theirs = own_stamp(same) if same is not None else None
+    if theirs != mine:
+        why = verify(vc.cluster_of(writer), stamp_message(remote, writer, counter, own[0]), own[1])
+        if why is not None:
+            return Refusal(why.split(":")[0], f"{where}: content by {writer} (write {counter}): {why}")
+    stamps = all_stamps(remote, mine)
+    known = all_stamps(same, theirs) if same is not None else {}
+    return _entries_refusal(remote, same, stamps, known, where, verify=verify)
+
+
+def _entries_refusal(remote: Record, same: Record | None, stamps: dict[str, tuple[int, Stamp]],
+                     known: dict[str, tuple[int, Stamp]], where: str, *, verify: Verify) -> Refusal | None:
+    for entry in remote.vclock.entries:
+        actor, n = entry.node, entry.counter
+        if same is not None and vc.get_counter(same.vclock, actor) > n:
+            continue  # the receiver's own entry wins the merge
+        stamp = stamps.get(actor)
+        if stamp is None or stamp[0] != n:
+            return Refusal("unstamped", f"{where}: clock entry {actor}:{n} carries no stamp of {vc.cluster_of(actor)}")
+        if known.get(actor) == stamp:
+            continue  # already checked when it arrived
+        why = verify(vc.cluster_of(actor), stamp_message(remote, actor, n, stamp[1][0]), stamp[1][1])
+        if why is not None and not (why.startswith("revoked:") and endorsed(remote, actor, n)):
+            return Refusal(why.split(":")[0], f"{where}: clock entry {actor}:{n}: {why}")
+    return None
+
+
+def endorsed(remote: Record, actor: str, counter: int) -> bool:
+    """A revoked cluster's genuine stamp still counts when the version's writer (checked
+    already, so not revoked) had seen that write: its signed `written` covers the entry. So
+    a record a revoked cluster once wrote keeps replicating, also to members that never held
+    its versions, once any other cluster wrote on top; the revoked cluster's own new writes
+    carry no such endorsement."""
+    return remote.writer is not None and vc.cluster_of(remote.writer) != vc.cluster_of(actor) \
+        and vc.get_counter(remote.written, actor) >= counter

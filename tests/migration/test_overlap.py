@@ -1,0 +1,74 @@
+"""Issue 16: the HC's reroute overlapped with the commit and the other entries (peer/migration/
+overlap.py). Unit tests of the waiting rules with a scripted route coroutine (no I/O)."""
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+from lb.errors import RerouteError
+from peer.migration.overlap import drained, until_up
+
+
+async def scripted_route(up: asyncio.Event, *, before: asyncio.Event | None = None, fail_before: bool = False,
+                         report_up: bool = True, drain: asyncio.Event | None = None,
+                         fail_drain: bool = False) -> str:
+    """A route as `LoadBalancer.route` runs one: new server up, `on_up`, then the drain."""
+    if before is not None:
+        await before.wait()
+    if fail_before:
+        raise RerouteError("never passed a check; old route kept")
+    if report_up:
+        up.set()
+    if drain is not None:
+        await drain.wait()
+    if fail_drain:
+        raise RerouteError("old server not removed")
+    return "routed"
+
+
+async def test_goes_on_once_up_while_the_old_server_drains() -> None:
+    up, drain = asyncio.Event(), asyncio.Event()
+    task = asyncio.ensure_future(scripted_route(up, drain=drain))
+    await until_up(task, up)
+    assert up.is_set() and not task.done()  # the caller commits and routes the entries now
+    drain.set()
+    assert await drained(task, "svc") == "routed"
+
+
+async def test_a_route_that_fails_before_up_raises_and_nothing_goes_on() -> None:
+    up, before = asyncio.Event(), asyncio.Event()
+    task = asyncio.ensure_future(scripted_route(up, before=before, fail_before=True))
+    before.set()
+    with pytest.raises(RerouteError, match="old route kept"):
+        await until_up(task, up)
+    assert not up.is_set()
+
+
+async def test_a_route_already_in_place_reports_no_up_and_is_done() -> None:
+    up = asyncio.Event()
+    task = asyncio.ensure_future(scripted_route(up, report_up=False))
+    await until_up(task, up)
+    assert task.done() and await drained(task, "svc") == "routed"
+
+
+async def test_a_drain_that_fails_after_up_is_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:
+    up = asyncio.Event()
+    task = asyncio.ensure_future(scripted_route(up, fail_drain=True))
+    await until_up(task, up)
+    with caplog.at_level(logging.WARNING, logger="peer.migration.overlap"):
+        assert await drained(task, "svc at c1") is None
+    assert "svc at c1" in caplog.text and "old server not removed" in caplog.text
+
+
+async def test_cancelled_while_waiting_cancels_the_route() -> None:
+    up, before = asyncio.Event(), asyncio.Event()
+    task = asyncio.ensure_future(scripted_route(up, before=before))
+    waiting = asyncio.ensure_future(until_up(task, up))
+    await asyncio.sleep(0)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    with pytest.raises(asyncio.CancelledError):
+        await task

@@ -1,0 +1,77 @@
+"""The agent's side of signed records with real keys and certificates (peer/trust/authorship.py):
+only the CA's certificates enter the book, ECDSA signatures verify against the writer's
+certificate, a revoked or unknown writer is refused with its reason and counted."""
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from prometheus_client import CollectorRegistry, Counter
+
+from peer.records import vclock as vc
+from peer.records.merge import local_write
+from peer.records.record import Record, State, descriptor_digest
+from peer.trust import ca
+from peer.trust.authorship import CertBook, RecordGuard
+from peer.trust.certs import NO_REVOCATIONS, Revocations, TrustError, load_cert, load_crl
+
+
+def cert_of(base: Path, name: str) -> bytes:
+    return (base / name / "cluster.pem").read_bytes()
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> Path:
+    ca.init(tmp_path / "ca")
+    for name in ("c1", "c2"):
+        ca.issue(tmp_path / "ca", cluster=name, out=tmp_path / name)
+    ca.init(tmp_path / "other")
+    ca.issue(tmp_path / "other", cluster="c1", out=tmp_path / "rogue")
+    return tmp_path
+
+
+def guard(base: Path, name: str, book: CertBook, revoked: list[Revocations]) -> tuple[RecordGuard, Counter]:
+    key = serialization.load_pem_private_key((base / name / "cluster.key").read_bytes(), password=None)
+    counter = Counter("refused", "refused", ["reason"], registry=CollectorRegistry())
+    return RecordGuard(key=lambda: key, book=book, revocations=lambda: revoked[0], refusals=counter), counter
+
+
+def count(counter: Counter, reason: str) -> float:
+    return float(counter.labels(reason=reason)._value.get())
+
+
+def record() -> Record:
+    desc = b"\x81\xa4name\xa3web"
+    return Record(name="web", home="c1", location="c1", state=State.RUNNING, digest=descriptor_digest(desc),
+                  descriptor=desc, incarnation="1000-abcd-0")
+
+
+def test_the_book_keeps_only_the_cas_certificates(pki: Path) -> None:
+    book = CertBook(load_cert((pki / "ca" / "ca.pem").read_bytes(), what="ca"))
+    assert book.add_pems([cert_of(pki, "c1"), cert_of(pki, "rogue"), b"not a pem", 7], source="test") == 1
+    assert len(book.of("c1")) == 1 and book.of("c2") == []
+    with pytest.raises(TrustError):
+        book.add(load_cert(cert_of(pki, "rogue"), what="rogue"))
+
+
+def test_signatures_verify_against_the_writers_certificate(pki: Path) -> None:
+    book = CertBook(load_cert((pki / "ca" / "ca.pem").read_bytes(), what="ca"))
+    revoked = [NO_REVOCATIONS]
+    g1, _ = guard(pki, "c1", book, revoked)
+    g2, refusals = guard(pki, "c2", book, revoked)
+    version = g1.sign(None, local_write(None, record(), here="c1", now=1.0), actor="c1")
+    assert g2.refused(version, None) and count(refusals, "unknown-cert") == 1  # c1's certificate not known yet
+    book.add_pems([cert_of(pki, "c1"), cert_of(pki, "c2")], source="test")
+    assert not g2.refused(version, None)
+    # c2 signing a version that says c1 wrote it
+    forged = g2.sign(None, local_write(None, replace(record(), location="c2"), here="c1", now=2.0), actor="c1")
+    assert g2.refused(forged, None) and count(refusals, "bad-signature") == 1
+    # c1 revoked: its genuine new write is refused, as "revoked"
+    ca.revoke(pki / "ca", cluster="c1")
+    revoked[0] = load_crl((pki / "ca" / "crl.pem").read_bytes(), ca=book.ca)
+    newer = g1.sign(version, local_write(version, replace(version, location="c2"), here="c1", now=3.0), actor="c1")
+    assert vc.get_counter(newer.vclock, "c1") == 2
+    assert g2.refused(newer, version) and count(refusals, "revoked") == 1
+    assert not g2.refused(version, version)  # what c2 holds already still passes
