@@ -94,7 +94,7 @@ class Gossip:
         self._joiner: SerfClient | None = None  # join: seconds towards a cut-off peer
         self._events: SerfClient | None = None  # the event stream
         self._connected = asyncio.Event()
-        self._loops = Supervisor(config.name)  # its loops, restarted after a failure; the join
+        self._loops = Supervisor(config.name)  # its loops (restarted after a failure) and the join
         self._status_listeners: list[StatusListener] = []
         self._event_listeners: list[UserEventListener] = []
         self._known_path = config.data_dir / "known-peers.json"

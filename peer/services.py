@@ -345,7 +345,8 @@ class ServiceManager:
         able = [v.name for v in views if admit(req, v) is None]
         if len(able) < descriptor.standby:
             raise InvalidServiceRequest(f"standby: {descriptor.standby} warm copies asked but only {len(able)} "
-                                        f"other live cluster(s) can hold one ({', '.join(able) or 'none'})", field="standby")
+                                        f"other live cluster(s) can hold one ({', '.join(able) or 'none'})",
+                                        field="standby")
 
     async def _open_entries(self, clusters: list[str], descriptor: ServiceDescriptor,
                             incarnation: str) -> list[tuple[str, str]]:

@@ -490,7 +490,7 @@ class ProcessDriver:
 
     async def _run_once(self, run: _Run) -> str:
         """Wait for the current process to exit, probing readiness meanwhile; describe the exit."""
-        exited = asyncio.ensure_future(self._wait_exit(run))
+        exited = self._jobs.spawn(self._wait_exit(run), name=f"exit:{run.descriptor.name}", report=False)
         try:
             if run.state is not InstanceState.READY:
                 await self._await_ready(run, exited)
@@ -507,8 +507,9 @@ class ProcessDriver:
         while not exited.done():
             timeout = _ACTIVATED_PROBE_TIMEOUT if waiting_in_queue else 1.0
             waiting_in_queue = False
-            probing = asyncio.ensure_future(
-                probe(self._session, run.descriptor.health, host=self._host, port=run.port, timeout=timeout))
+            probing = self._jobs.spawn(
+                probe(self._session, run.descriptor.health, host=self._host, port=run.port, timeout=timeout),
+                name=f"probe:{run.descriptor.name}", report=False)  # raced against the exit, awaited here
             racing: set[asyncio.Future[Any]] = {exited, probing}
             await asyncio.wait(racing, return_when=asyncio.FIRST_COMPLETED)
             if not probing.done():  # exited first

@@ -91,8 +91,8 @@ class FailSafe:
         self._suspects: dict[str, Suspicion] = {}
         self._busy: set[str] = set()
         self._unpromotable: set[tuple[str, str]] = set()  # (service, standby addr) whose promotion failed
-        self._acting = Supervisor("failsafe")  # promotions and redeploys under way (cancelled on stop)
-        self._loops = Supervisor("failsafe-loops")  # the recheck of unreachable clusters
+        self._acting = Supervisor(f"{services.here}:failsafe")  # promotions and redeploys under way (cancelled on stop)
+        self._loops = Supervisor(f"{services.here}:failsafe-loops")  # the recheck of unreachable clusters
         self._dropped_at: dict[str, float] = {}  # when a copy started ahead was last removed (not confirmed)
         self.wake = Wake()  # ends run's sleep when a record is committed (peer.wake)
 

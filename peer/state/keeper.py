@@ -118,7 +118,7 @@ class StateKeeper:
         self._generation: dict[str, int] = {}  # bumped by every save: a pull that raced one is dropped
         self._next: dict[str, float] = {}
         self._busy: set[str] = set()
-        self._jobs = Supervisor("state")  # pulls and restores under way (cancelled on stop)
+        self._jobs = Supervisor(f"{services.here}:state")  # pulls and restores under way (cancelled on stop)
         self._forgotten: set[tuple[str, str]] = set()
         self.wake = Wake()  # ends run's sleep early: a record committed, a copy marked fresh
 

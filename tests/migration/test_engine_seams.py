@@ -5,6 +5,8 @@ promise of issue 13: whatever a move meets, it ends `failed` with its journal cl
 target told to abort, the service's lock free and the route where it was."""
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -12,20 +14,24 @@ from typing import Any, cast
 
 import pytest
 
-from lb.errors import RerouteError
+from lb.errors import LBError, RerouteError
 from lb.fake import FakeLoadBalancer
 from peer.drivers.descriptor import ServiceDescriptor
 from peer.metrics import Metrics
 from peer.migration.failsafe import FailSafe
 from peer.migration.engine import MigrationEngine, MigrationError
 from peer.migration.fakes import FakeEntries, FakeFederation, FakeMover, member
+from peer.migration import policy
 from peer.migration.history import MigrationLog
+from peer.migration.policy import PolicyTriggers
 from peer.migration.wire import ABORT, REPLICATE, STATUS
 from peer.records.record import Record, State, descriptor_digest
 from peer.records.store import RecordStore, StoreError
 from peer.services import InvalidServiceRequest, ServiceError, ServiceManager, WorkloadRefused
 from peer.stewardship import Liveness
+from peer.waiting import wait_until
 from peer.workload import Refusal
+from placement import Thresholds
 
 HERE = "c1"
 
@@ -60,8 +66,9 @@ async def engine(tmp_path: Path, peers: ScriptedPeers) -> tuple[MigrationEngine,
     services = ServiceManager(here=HERE, store=store, driver=None, lb=FakeLoadBalancer(),  # type: ignore[arg-type]
                               publish=publish)
     homes: Any = FakeEntries()
-    eng = MigrationEngine(here=HERE, services=services, client=peers, history=MigrationLog(store=store,  # type: ignore[arg-type]
-                          metrics=Metrics(HERE)), agent=fed, homes=homes, steward_of=lambda r: HERE)
+    history = MigrationLog(store=store, metrics=Metrics(HERE))
+    eng = MigrationEngine(here=HERE, services=services, client=cast(Any, peers), history=history, agent=fed,
+                          homes=homes, steward_of=lambda r: HERE)
     payload = ServiceDescriptor.from_obj({"name": "web", "port": 80, "command": ["x"]}).canonical_msgpack()
     await services.lb.open_frontend("web")
     await services.lb.route("web", "127.0.0.1", 30000)
@@ -142,3 +149,33 @@ async def test_a_commit_that_fails_after_the_route_changed_routes_back(tmp_path:
     with pytest.raises(MigrationError, match="failed at reroute: disk I/O error"):
         await eng.migrate("web", target="c2")
     assert_nothing_stuck(eng, services, peers)
+
+
+async def test_the_policy_loop_logs_a_services_error_and_goes_on(monkeypatch: pytest.MonkeyPatch,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """An LBError (or a driver or peer error) met considering one service is logged, and the
+    loop goes on with the other services and the next ticks (issue 13)."""
+    monkeypatch.setattr(policy, "TICK", 0.01)
+    fed, considered = FakeFederation(HERE, ["c1", "c2"]), []
+    records = [Record(name=n, home=HERE, location=HERE, state=State.RUNNING, digest="", descriptor=b"",
+                      homes=(HERE,)) for n in ("a", "b")]
+    services: Any = SimpleNamespace(here=HERE, records=lambda: records, lock=lambda name: asyncio.Lock(),
+                                    get=lambda name: next(r for r in records if r.name == name))
+
+    async def failing(record: Record) -> bool:
+        considered.append(record.name)
+        if record.name == "a":
+            raise LBError("haproxy's runtime socket is gone")
+        return True  # the fail-safe's: nothing more to decide
+
+    triggers = PolicyTriggers(services=services, engine=cast(Any, None), agent=fed, thresholds=Thresholds(),
+                              failing=failing)
+    with caplog.at_level(logging.WARNING, logger="peer.migration.policy"):
+        task = asyncio.create_task(triggers.run())
+        try:
+            await wait_until(lambda: considered.count("b") >= 3, timeout=10, what="three ticks")
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    assert considered[:2] == ["a", "b"]
+    assert any("considering a failed: haproxy" in r.getMessage() for r in caplog.records)
