@@ -17,9 +17,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import machine_line  # noqa: E402
 
 
-def number(value: float, unit: str) -> str:
-    return f"{value:.2f}" if unit in ("ms", "% of a core") and abs(value) < 10 else f"{value:,.0f}" \
-        if unit in ("ms", "") else f"{value:.1f}"
+def digits(median: float) -> int:
+    """One precision per row, from its median: 2 decimals under 10, 1 under 100, else none."""
+    return 2 if abs(median) < 10 else 1 if abs(median) < 100 else 0
 
 
 def table(rows: list[dict[str, object]]) -> list[str]:
@@ -29,7 +29,8 @@ def table(rows: list[dict[str, object]]) -> list[str]:
         unit = str(r["unit"])
         met = r["met"]
         status = "-" if met is None else ("met" if met else "NOT met")
-        cells = [number(float(r[k]), unit) for k in ("median", "lo", "hi")]  # type: ignore[arg-type]
+        places = 0 if unit == "" else digits(float(r["median"]))  # type: ignore[arg-type]
+        cells = [f"{float(r[k]):,.{places}f}" for k in ("median", "lo", "hi")]  # type: ignore[arg-type]
         note = f"{r['source']}" + (f"; {r['note']}" if r["note"] else "")
         lines.append(f"{str(r['figure']):<50} {cells[0]:>9} {cells[1]:>9} {cells[2]:>9} {unit:<11} "
                      f"{str(r['goal']):<26} {str(r['paper']):<17} {status:<8} {note}")
