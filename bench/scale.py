@@ -59,6 +59,12 @@ class Window:
     cpu_serf: list[float] = field(default_factory=list)
     cpu_haproxy: list[float] = field(default_factory=list)
     rss_mb: list[float] = field(default_factory=list)  # agent + serf + haproxy
+    rss_agent: list[float] = field(default_factory=list)
+    rss_serf: list[float] = field(default_factory=list)
+    rss_haproxy: list[float] = field(default_factory=list)  # master + worker, each page counted in both
+    # agent + serf + HAProxy with the pages the worker shares (copy-on-write) with its master
+    # counted once: the master's RSS plus the worker's private pages (smaps_rollup)
+    rss_once_mb: list[float] = field(default_factory=list)
     fds: list[float] = field(default_factory=list)
     wire_bps: list[float] = field(default_factory=list)  # bytes per second, rx + tx
 
@@ -80,6 +86,15 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024.0
     return 0.0
+
+
+def private_mb(pid: int) -> float:
+    """Pages only this process maps (Private_Clean + Private_Dirty of smaps_rollup)."""
+    total = 0
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith(("Private_Clean:", "Private_Dirty:")):
+            total += int(line.split()[1])
+    return total / 1024.0
 
 
 def wire_bytes(veth: str) -> int:
@@ -131,6 +146,12 @@ class Scale:
             w.cpu_serf.append(pct["serf"])
             w.cpu_haproxy.append(pct["haproxy"])
             w.rss_mb.append(sum(rss_mb(p) for ps in kinds.values() for p in ps))
+            w.rss_agent.append(sum(rss_mb(p) for p in kinds["agent"]))
+            w.rss_serf.append(sum(rss_mb(p) for p in kinds["serf"]))
+            w.rss_haproxy.append(sum(rss_mb(p) for p in kinds["haproxy"]))
+            master, workers = kinds["haproxy"][:1], kinds["haproxy"][1:]
+            w.rss_once_mb.append(w.rss_agent[-1] + w.rss_serf[-1] + sum(rss_mb(p) for p in master)
+                                 + sum(private_mb(p) for p in workers))
             w.fds.append(len(os.listdir(f"/proc/{kinds['agent'][0]}/fd")))
             w.wire_bps.append((wire_bytes(self.tb.host_veth(n)) - wire0[n]) / elapsed)
         return w
@@ -168,6 +189,7 @@ async def measure(n: int, args: argparse.Namespace) -> dict[str, Any]:
             out["startup_s"] = time.monotonic() - started
             await asyncio.sleep(args.settle)  # let start-up traffic pass before the idle window
             out["idle"] = await scale.idle_window(args.idle)
+            out["load"] = " ".join(Path("/proc/loadavg").read_text().split()[:3])
             first = scale.names[0]
             created = await fed.create_service(first, SERVICE)
             out["tags_s"] = await scale.seen_by_observers(
@@ -195,13 +217,16 @@ def report(results: list[dict[str, Any]], idle: float) -> None:
     print(f"\nbench/scale.py: idle windows of {idle:g} s, medians over the clusters (min-max)")
     for r in results:
         n = r["n"]
-        print(f"\n== {n} agents: start-up to all alive {r['startup_s']:.1f} s; entries of the service {r['entries']}")
+        print(f"\n== {n} agents: start-up to all alive {r['startup_s']:.1f} s; entries of the service {r['entries']}; "
+              f"load average during the idle windows {r['load']}")
         for label, key in (("no service", "idle"), ("one service", "services")):
             w: Window = r[key]
             print(f"  {label:12s} agent CPU {spread(w.cpu_agent, '%')}  serf {spread(w.cpu_serf, '%')}  "
                   f"haproxy {spread(w.cpu_haproxy, '%')}")
-            print(f"  {'':12s} RSS agent+serf+haproxy {spread(w.rss_mb, ' MB', 1)}  agent fds {spread(w.fds, '', 0)}  "
-                  f"wire {spread([b / 1024 for b in w.wire_bps], ' KB/s')}")
+            print(f"  {'':12s} RSS agent+serf+haproxy {spread(w.rss_mb, ' MB', 1)} (agent {spread(w.rss_agent, '', 1)}, "
+                  f"serf {spread(w.rss_serf, '', 1)}, haproxy {spread(w.rss_haproxy, '', 1)}); HAProxy's shared "
+                  f"pages once {spread(w.rss_once_mb, ' MB', 1)}")
+            print(f"  {'':12s} agent fds {spread(w.fds, '', 0)}  wire {spread([b / 1024 for b in w.wire_bps], ' KB/s')}")
         print(f"  tags seen {r['tags_s'][0]:.2f}-{r['tags_s'][1]:.2f} s  failure seen {r['failure_s'][0]:.2f}-"
               f"{r['failure_s'][1]:.2f} s  (first-last of the observers)")
         print(f"  planned migration {r['migration_ms']:.0f} ms, PR {r['pr_ms']} ms")

@@ -245,7 +245,8 @@ class StateKeeper:
                 busy = True
             else:
                 deadlines.append(self._restore_at.get(name, 0.0))
-        return next_delay(watching=busy, tick=TICK, deadlines=deadlines, now=now)
+        delay = next_delay(watching=busy, tick=TICK, deadlines=deadlines, now=now)
+        return None if delay is None else max(delay, TICK)  # never a spin: at most the old tick's pace
 
     def _forget(self, record: Record) -> None:
         """A deleted service's state is not kept (its tombstone stays for the records only)."""
