@@ -32,10 +32,20 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	@touch $(STAMP)
 
+# Two streams side by side: the static checks (import contracts, mypy) then the unit and
+# property tests (CPU-bound, no agents), beside the integration and chaos tests (mostly
+# waiting on real agents). Each pytest has its own temp dir; the markers split the tests, so
+# every test runs exactly once. The first stream's output is shown after the second's.
 test: bootstrap
-	$(VENV)/bin/lint-imports
-	$(PY) -m mypy peer placement lb chaos
-	$(PY) -m pytest -q -p no:cacheprovider
+	@checks_log=$$(mktemp /tmp/roam-checks.XXXXXX); \
+	( $(VENV)/bin/lint-imports && $(PY) -m mypy peer placement lb chaos && \
+	  $(PY) -m pytest -q -p no:cacheprovider --basetemp=/tmp/roam-pytest-unit \
+		-m 'not integration and not netns' ) >$$checks_log 2>&1 & checks=$$!; \
+	$(PY) -m pytest -q -p no:cacheprovider --basetemp=/tmp/roam-pytest-int --durations=15 \
+		-m 'integration or netns'; rc=$$?; \
+	wait $$checks; checks_rc=$$?; \
+	echo "--- import contracts, mypy, unit and property tests:"; cat $$checks_log; rm -f $$checks_log; \
+	test $$rc -eq 0 -a $$checks_rc -eq 0
 
 test-fast: bootstrap
 	$(PY) -m pytest -q -m 'not integration and not netns'
