@@ -244,6 +244,10 @@ class Gossip:
             assert client is not None
             try:
                 stream = await client.stream("*")
+                # Joins that happened before the stream was subscribed (at start, or while it
+                # was being re-established) come as no event: read the list once it is.
+                with contextlib.suppress(SerfRPCError, asyncio.TimeoutError):
+                    await self._refresh_members()
                 async for event in stream:
                     await self._on_event(event)
             except SerfRPCError as exc:

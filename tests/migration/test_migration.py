@@ -38,10 +38,14 @@ async def start(fed: Federation, names: tuple[str, ...] = ("c1", "c2", "c3"),
         await fed.wait_healthy(name)
 
     async def ready() -> bool:
-        members = await fed.get("c1", "/v1/members")
-        return sum(1 for m in members if m["status"] == "alive" and m["load"]) == len(names)
+        # Every cluster's own view: a call at c2 forwarded to the steward needs c2 to know it.
+        for observer in names:
+            members = await fed.get(observer, "/v1/members")
+            if sum(1 for m in members if m["status"] == "alive" and m["load"]) != len(names):
+                return False
+        return True
 
-    await wait_until(ready, timeout=20, what="all members alive with load")
+    await wait_until(ready, timeout=20, what="all members alive with load, as every cluster sees them")
 
 
 async def served_by(fed: Federation, endpoint: str) -> str | None:
