@@ -11,7 +11,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,6 +136,20 @@ class Federation:
         except Exception:
             print(agent.log_text())
             raise
+
+    async def wait_formed(self, names: Iterable[str], *, timeout: float = 30.0) -> None:
+        """Until every one of `names` sees all of them alive with their load: each cluster's own
+        view, since a call at any of them may need the others (a forward to the steward)."""
+        clusters = list(names)
+
+        async def formed() -> bool:
+            for observer in clusters:
+                members = await self.get(observer, "/v1/members")
+                if sum(1 for m in members if m["status"] == "alive" and m["load"]) != len(clusters):
+                    return False
+            return True
+
+        await wait_until(formed, timeout=timeout, what="federation formed, as every cluster sees it")
 
     async def member_status(self, observer: str, member: str) -> str | None:
         members = await self.get(observer, "/v1/members")

@@ -31,14 +31,7 @@ async def start(fed: Federation) -> None:
     for name in ADDRS:
         await fed.wait_healthy(name)
 
-    async def formed() -> bool:
-        for n in ADDRS:
-            members = await fed.get(n, "/v1/members")
-            if sum(1 for m in members if m["status"] == "alive" and m["load"]) != len(ADDRS):
-                return False
-        return True
-
-    await wait_until(formed, timeout=30, what="federation formed")
+    await fed.wait_formed(ADDRS)
 
 
 class Probes:

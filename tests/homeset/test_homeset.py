@@ -36,14 +36,7 @@ async def start(fed: Federation, addrs: dict[str, str] = ADDRS) -> None:
     for name in addrs:
         await fed.wait_healthy(name)
 
-    async def formed() -> bool:
-        for n in addrs:
-            members = await fed.get(n, "/v1/members")
-            if sum(1 for m in members if m["status"] == "alive" and m["load"]) != len(addrs):
-                return False
-        return True
-
-    await wait_until(formed, timeout=30, what="federation formed")
+    await fed.wait_formed(addrs)
 
 
 async def served_by(fed: Federation, endpoint: str) -> str | None:

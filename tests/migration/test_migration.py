@@ -37,15 +37,7 @@ async def start(fed: Federation, names: tuple[str, ...] = ("c1", "c2", "c3"),
     for name in names:
         await fed.wait_healthy(name)
 
-    async def ready() -> bool:
-        # Every cluster's own view: a call at c2 forwarded to the steward needs c2 to know it.
-        for observer in names:
-            members = await fed.get(observer, "/v1/members")
-            if sum(1 for m in members if m["status"] == "alive" and m["load"]) != len(names):
-                return False
-        return True
-
-    await wait_until(ready, timeout=20, what="all members alive with load, as every cluster sees them")
+    await fed.wait_formed(names)  # a call at c2 forwarded to the steward needs c2 to know it
 
 
 async def served_by(fed: Federation, endpoint: str) -> str | None:

@@ -41,14 +41,7 @@ async def start(fed: Federation, names: tuple[str, ...] = tuple(ADDRS)) -> None:
     for name in names:
         await fed.wait_healthy(name)
 
-    async def formed() -> bool:
-        for n in names:
-            members = await fed.get(n, "/v1/members")
-            if sum(1 for m in members if m["status"] == "alive" and m["load"]) != len(names):
-                return False
-        return True
-
-    await wait_until(formed, timeout=30, what="federation formed")
+    await fed.wait_formed(names)
 
 
 async def served_by(fed: Federation, endpoint: str) -> str | None:
