@@ -17,7 +17,7 @@ from dataclasses import MISSING, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lb.hostport import bracket
+from lb.hostport import join_hostport
 from peer.drivers.quantity import QuantityError, memory_bytes
 from peer.errors import InvalidKind
 from peer.linkestimate import InvalidBudget, ProbeBudget
@@ -106,10 +106,8 @@ class AgentConfig:
     @property
     def api_url(self) -> str:
         scheme = "https" if self.tls else "http"
-        return f"{scheme}://{_host_for_url(self.addr)}:{self.api_port}"
+        return f"{scheme}://{join_hostport(self.addr, self.api_port)}"
 
-
-_host_for_url = bracket
 
 
 def _host_memory() -> int:
@@ -220,7 +218,9 @@ class Settings:
             return value
         if key in self.file:
             return self.file[key]
-        return default if default is not None or key not in AgentConfig.__dataclass_fields__ else default_of(key)
+        if default is not None or key not in AgentConfig.__dataclass_fields__:
+            return default
+        return default_of(key)
 
     def given(self, key: str) -> bool:
         return self.flag(key) is not None or key in self.file
@@ -506,8 +506,10 @@ def _lb_slots(value: object, ports: range) -> int:
 
 def _probe_budget(value: object) -> ProbeBudget:
     """`--probe-budget BYTES`: what the link probe may send one peer per minute (0: passive only)."""
-    if value is None or isinstance(value, ProbeBudget):
-        return value or ProbeBudget()
+    if value is None:
+        return ProbeBudget()
+    if isinstance(value, ProbeBudget):  # the default, from AgentConfig
+        return value
     try:
         per_minute = int(value) if isinstance(value, (int, str)) and not isinstance(value, bool) else None
     except ValueError:
@@ -612,7 +614,7 @@ def api_from_config_file(path: Path) -> str | None:
     if not isinstance(addr, str):
         return None
     scheme = "https" if doc.get("tls_cert") or doc.get("cert") else "http"
-    return f"{scheme}://{_host_for_url(addr)}:{doc.get('api_port', 7070)}"
+    return f"{scheme}://{join_hostport(addr, doc.get('api_port', default_of('api_port')))}"
 
 
 def _alive(pid: Any) -> bool:

@@ -39,6 +39,11 @@ class Wake:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.wakeups = 0
 
+    @property
+    def sleeping(self) -> bool:
+        """A sleep is under way (what a test waits for before it pokes from outside)."""
+        return self._waiter is not None and not self._waiter.done()
+
     def poke(self) -> None:
         loop = self._loop
         if loop is None or loop.is_closed():

@@ -36,6 +36,7 @@ from typing import Any
 
 import aiohttp
 
+from lb.files import write_atomic
 from peer.drivers import activation, base
 from peer.drivers.base import (
     Conflict,
@@ -59,7 +60,6 @@ from peer.drivers.process_state import (
     STATE_FILE,
     InstanceRecord,
     StateFileError,
-    atomic_write,
     group_members,
     is_same_process,
     log_tail,
@@ -393,7 +393,7 @@ class ProcessDriver:
             pgid=run.pid, start_ticks=run.start_ticks, started_at=run.started_at, restarts=run.restarts,
             ready_once=run.ready_once, descriptor=run.descriptor.to_obj(),
         )
-        atomic_write(run.directory / STATE_FILE, record.to_json())
+        write_atomic(run.directory / STATE_FILE, record.to_json())
 
     def _load(self, directory: Path) -> _Run | None:
         """The run recorded in `directory` if its process is still alive; else clean up."""

@@ -13,7 +13,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from lb.files import write_atomic
 from peer.errors import RoamError
 
 STATE_FILE = "instance.json"
@@ -60,7 +59,6 @@ class InstanceRecord:
         return record
 
 
-atomic_write = write_atomic  # the process driver's name for it (lb.files)
 
 
 def proc_stat(pid: int) -> tuple[str, int, int] | None:

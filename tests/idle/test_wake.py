@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from peer.records.record import Record, State
 from peer.records.store import RecordStore
+from peer.waiting import wait_until
 from peer.wake import Wake, next_delay
 
 TIMES = st.floats(min_value=0, max_value=1e6, allow_nan=False)
@@ -43,7 +44,7 @@ def test_watching_never_sleeps_longer_than_a_tick(deadlines: list[float], now: f
 async def test_a_poke_ends_an_endless_sleep() -> None:
     wake = Wake()
     sleeper = asyncio.create_task(wake.sleep(None))
-    await asyncio.sleep(0)
+    await wait_until(lambda: wake.sleeping, timeout=5, what="the loop asleep")
     assert not sleeper.done()
     wake.poke()
     assert await asyncio.wait_for(sleeper, 5.0) is True
@@ -68,7 +69,7 @@ async def test_a_timed_sleep_ends_unpoked() -> None:
 async def test_a_poke_from_another_thread_wakes_the_loop() -> None:
     wake = Wake()
     sleeper = asyncio.create_task(wake.sleep(None))
-    await asyncio.sleep(0)  # it sleeps, so the wake knows its loop
+    await wait_until(lambda: wake.sleeping, timeout=5, what="the loop asleep (the wake knows its loop)")
     thread = threading.Thread(target=wake.poke)
     thread.start()
     assert await asyncio.wait_for(sleeper, 5.0) is True

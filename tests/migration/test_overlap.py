@@ -3,12 +3,15 @@ overlap.py). Unit tests of the waiting rules with a scripted route coroutine (no
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
+from typing import Any
 
 import pytest
 
 from lb.errors import RerouteError
 from peer.migration.overlap import drained, until_up
+from peer.waiting import wait_until
 
 
 async def scripted_route(up: asyncio.Event, *, before: asyncio.Event | None = None, fail_before: bool = False,
@@ -62,11 +65,17 @@ async def test_a_drain_that_fails_after_up_is_logged_not_raised(caplog: pytest.L
     assert "svc at c1" in caplog.text and "old server not removed" in caplog.text
 
 
+def suspended(task: asyncio.Task[Any]) -> bool:
+    """The task's coroutine has started and waits at an await."""
+    coro = task.get_coro()
+    return inspect.iscoroutine(coro) and inspect.getcoroutinestate(coro) == inspect.CORO_SUSPENDED
+
+
 async def test_cancelled_while_waiting_cancels_the_route() -> None:
     up, before = asyncio.Event(), asyncio.Event()
     task = asyncio.ensure_future(scripted_route(up, before=before))
-    waiting = asyncio.ensure_future(until_up(task, up))
-    await asyncio.sleep(0)
+    waiting = asyncio.create_task(until_up(task, up))
+    await wait_until(lambda: suspended(waiting), timeout=5, what="until_up waiting on the route")
     waiting.cancel()
     with pytest.raises(asyncio.CancelledError):
         await waiting
