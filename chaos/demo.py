@@ -193,6 +193,17 @@ class Demo:
                 self.say(f"classifier now runs at {self._where} (role at {observer}: {record['role']}, "
                          f"steward {record.get('steward')})", kind="location", location=self._where)
 
+    async def moves_recorded(self) -> bool:
+        """Every move of the classifier the observer knows is finished (its cleanup, which comes
+        after the answer, done) and on the timeline: a site loss must not take a move's only
+        history with it before the report has it."""
+        try:
+            history = await self.api(self.observer(), "GET", "/v1/migrations")
+        except (RuntimeError, aiohttp.ClientError, asyncio.TimeoutError):
+            return False
+        return all(m.get("finished_at") is not None and m["id"] in self._seen
+                   for m in history if m["service"] == "classifier" and m["outcome"] != "failed")
+
     async def read_state(self) -> None:
         """The classifier's own counters at the end, through the first entry that serves."""
         assert self.session is not None
@@ -291,6 +302,8 @@ async def _run_netns_demo(report_dir: Path, *, identity: bool, prefix: str, subn
                 demo.say("phase recovery: links healed")
 
             async def site_loss() -> None:
+                with contextlib.suppress(WaitTimeout):  # a cleanup still running: lose the site anyway
+                    await wait_until(demo.moves_recorded, timeout=15, what="the moves so far on the timeline")
                 await demo.lose_site(tb, "deep-edge")
                 demo.say("phase site loss: the deep-edge site is lost (every process in its namespace "
                          f"SIGKILLed); the client keeps its entry list; the timeline now shows {demo.observer()}")
