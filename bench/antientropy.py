@@ -39,7 +39,7 @@ from prometheus_client import CollectorRegistry, Counter
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import Spread, machine_line, record_goal
-from peer.peerclient import PeerClient, peer_auth_middleware
+from peer.peering.client import PeerClient, peer_auth_middleware
 from peer.records.antientropy import AntiEntropy, SyncStats
 from peer.records.merge import MergeOutcome, local_write
 from peer.records.record import Record, State

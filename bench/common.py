@@ -25,7 +25,7 @@ from typing import Any
 
 import aiohttp
 
-from peer.waiting import wait_until
+from peer.runtime.waiting import wait_until
 from tests.harness import TOKEN, AgentProc, Federation, dump_logs
 
 REPO = Path(__file__).resolve().parents[1]

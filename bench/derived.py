@@ -35,7 +35,7 @@ import aiohttp  # noqa: E402
 
 from bench.common import CLASSIFIER, LocalFederation, Spread, machine_line  # noqa: E402
 from lb.client import RuntimeClient  # noqa: E402
-from peer.waiting import wait_until  # noqa: E402
+from peer.runtime.waiting import wait_until  # noqa: E402
 
 ADDRS = {"c1": "127.0.22.21", "c2": "127.0.22.22"}
 RATE = 100.0

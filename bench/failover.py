@@ -25,7 +25,7 @@ from bench.common import LocalFederation, Spread
 from bench.migration import GOAL_FAILSAFE_MS, served_by
 from chaos.load import LiveCounter, run_load
 from lb.client import RuntimeClient
-from peer.waiting import wait_until
+from peer.runtime.waiting import wait_until
 
 GOAL_LOST = 0  # issue 15: site loss of the primary with one standby at 200 req/s
 GOAL_SERVED_MS = 500.0  # issue 15: time until the standby serves

@@ -35,7 +35,7 @@ sys.path[:] = [str(REPO)] + [p for p in sys.path if Path(p or ".").resolve() != 
 
 from bench.common import CLASSIFIER, LocalFederation, Spread, machine_line  # noqa: E402
 from peer.samples.running import run  # noqa: E402
-from peer.waiting import wait_until  # noqa: E402
+from peer.runtime.waiting import wait_until  # noqa: E402
 from tests.harness import TOKEN  # noqa: E402
 
 SERF_PUBLISHED_S = 1.6  # Serf's published convergence time for clusters of up to ~10 nodes

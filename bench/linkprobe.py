@@ -41,7 +41,7 @@ sys.path[:] = [str(CODE)] + [p for p in sys.path if Path(p or ".").resolve() != 
 from chaos.cluster import Federation  # noqa: E402
 from chaos.faults import Bandwidth  # noqa: E402
 from chaos.netns import Testbed  # noqa: E402
-from peer.waiting import WaitTimeout, wait_until  # noqa: E402
+from peer.runtime.waiting import WaitTimeout, wait_until  # noqa: E402
 
 PREFIX, SUBNET = "roamlp", "10.243.0.0/24"
 API_PORT = 7070

@@ -41,7 +41,7 @@ from bench.placement import SIZES, make_views, timed  # noqa: E402
 from chaos.load import LoadResult, run_load  # noqa: E402
 from peer.samples.running import run  # noqa: E402
 from peer.stages import TABLE_STAGES as STAGES  # noqa: E402
-from peer.waiting import wait_until  # noqa: E402
+from peer.runtime.waiting import wait_until  # noqa: E402
 from placement import Requirements, get_policy, rank  # noqa: E402
 
 ENGINE_POLICY = "balanced"  # the agent's default (peer/config.py)

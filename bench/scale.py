@@ -41,7 +41,7 @@ sys.path[:] = [str(REPO)] + [p for p in sys.path if Path(p or ".").resolve() != 
 from chaos.cluster import Federation  # noqa: E402
 from chaos.netns import Testbed  # noqa: E402
 from chaos.siteloss import SiteLoss  # noqa: E402
-from peer.waiting import wait_until  # noqa: E402
+from peer.runtime.waiting import wait_until  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
 OBSERVERS = 5  # clusters polled for what "everyone" sees (polling all n would load the machine)

@@ -37,7 +37,7 @@ sys.path[:] = [str(REPO)] + [p for p in sys.path if Path(p or ".").resolve() != 
 
 from peer.agent import ANTI_ENTROPY_FANOUT, ANTI_ENTROPY_INTERVAL  # noqa: E402
 from peer.drivers.descriptor import ServiceDescriptor  # noqa: E402
-from peer.placing import requirements  # noqa: E402
+from peer.federation.metaorchestrator import requirements  # noqa: E402
 from peer.records import vclock as vc  # noqa: E402
 from peer.records.record import Record, State, descriptor_digest, interested, pack, unpack  # noqa: E402
 from placement import ClusterView, get_policy, rank  # noqa: E402

@@ -26,9 +26,9 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from peer.peerclient import PeerClient  # noqa: E402
+from peer.peering.client import PeerClient  # noqa: E402
 from peer.trust import ca  # noqa: E402
-from peer.waiting import wait_until  # noqa: E402
+from peer.runtime.waiting import wait_until  # noqa: E402
 from tests.harness import SECRET, TOKEN, federation  # noqa: E402
 from tests.trust.test_mtls_agents import CertTLS  # noqa: E402
 

@@ -29,7 +29,7 @@ from chaos import leftovers
 from chaos.errors import ChaosError, FaultError
 from chaos.faults import Fault, PidSource, resolve_pids
 from chaos.netns import Testbed
-from peer.waiting import WaitTimeout, wait_until
+from peer.runtime.waiting import WaitTimeout, wait_until
 
 API_PORT = 7070
 RUNNING_STATES = frozenset({"ready", "starting"})

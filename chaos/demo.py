@@ -41,7 +41,7 @@ from chaos.faults import Bandwidth, Partition
 from chaos.entries import EntryList
 from chaos.load import LiveCounter, run_entry_load
 from chaos.netns import Testbed, install_emergency_cleanup
-from peer.waiting import WaitTimeout, wait_until
+from peer.runtime.waiting import WaitTimeout, wait_until
 
 CLUSTERS = {"deep-edge": ("1", "1Gi"), "edge": ("4", "4Gi"), "cloud": ("16", "16Gi")}
 PREFIX = "roamdemo"

@@ -28,7 +28,7 @@ from typing import Any
 import aiohttp
 
 from chaos.entries import EntryList
-from peer.waiting import sleep_until
+from peer.runtime.waiting import sleep_until
 
 OVER_LIMIT = "over-limit"
 

@@ -42,7 +42,7 @@ from types import FrameType, TracebackType
 from chaos import leftovers, naming
 from chaos.commands import CmdResult, run_cmd, run_cmd_sync
 from chaos.errors import CommandError, TestbedError
-from peer.waiting import WaitTimeout, wait_until_sync
+from peer.runtime.waiting import WaitTimeout, wait_until_sync
 
 CLIENT = "client"  # node name of the optional client namespace
 HOST = "host"  # node name of the root namespace (the bridge address); it has no netns

@@ -25,7 +25,7 @@ from chaos.faults import (
     Pause,
     PidSource,
 )
-from peer.waiting import sleep_until
+from peer.runtime.waiting import sleep_until
 
 FaultKind = Callable[[random.Random, Sequence[str]], Fault]
 

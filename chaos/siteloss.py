@@ -18,7 +18,7 @@ from chaos.cluster import AgentError, Federation
 from chaos.errors import CommandError, FaultError
 from chaos.faults import Fault
 from chaos.netns import Testbed
-from peer.waiting import WaitTimeout, wait_until
+from peer.runtime.waiting import WaitTimeout, wait_until
 
 GONE_TIMEOUT = 15.0
 

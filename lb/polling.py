@@ -1,4 +1,4 @@
-"""Poll a condition until it holds or a deadline passes (lb may not import peer.waiting)."""
+"""Poll a condition until it holds or a deadline passes (lb may not import peer.runtime.waiting)."""
 from __future__ import annotations
 
 import asyncio

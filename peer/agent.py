@@ -30,17 +30,17 @@ from peer.api.http import (MAX_BODY, bearer_auth_middleware, error_middleware, q
                            rate_limit_middleware)
 from peer.api.services import add_service_routes
 from peer.config import AgentConfig, write_local_hint
-from peer.credentials import Credentials, load_credentials
-from peer.datadir import AddressLock, make_private
+from peer.runtime.credentials import Credentials, load_credentials
+from peer.runtime.datadir import AddressLock, make_private
 from peer.drivers.base import Driver
 from peer.drivers.confine import Confinement
 from peer.drivers.process_state import DEFAULT_PATH
-from peer.gossip import Load
-from peer.gossiping import Gossip
-from peer.convergence import Converger
-from peer.membership import Membership, StatusChange
-from peer.nonces import NONCE_FILE, PersistentNonceCache
-from peer.metrics import Metrics
+from peer.federation.tags import Load
+from peer.federation.gossip import Gossip
+from peer.copies.convergence import Converger
+from peer.federation.membership import Membership, StatusChange
+from peer.peering.nonces import NONCE_FILE, PersistentNonceCache
+from peer.runtime.metrics import Metrics
 from peer.migration.engine import MigrationEngine
 from peer.migration.failsafe import FailSafe
 from peer.migration.history import MigrationLog
@@ -52,20 +52,20 @@ from peer.state.hook import HttpStateHook
 from peer.state.keeper import StandbySeam, StateKeeper
 from peer.state.saved import SavedStates
 from peer.state.wire import StateHandlers, StatePeerClient
-from peer.homewatch import HomeWatch
-from peer.linkprobe import LinkProbe, stewarded
-from peer.peerclient import PeerClient, PeerError, peer_auth_middleware
-from peer.placing import views as build_views
+from peer.homeset.watch import HomeWatch
+from peer.links.probe import LinkProbe, stewarded
+from peer.peering.client import PeerClient, PeerError, peer_auth_middleware
+from peer.federation.metaorchestrator import views as build_views
 from peer.records.antientropy import AntiEntropy
 from peer.records.merge import MergeOutcome
 from peer.records.record import Record, interested
 from peer.records.store import RecordStore
-from peer import recovery
-from peer.services import ServiceManager, WorkloadGate, split_addr
-from peer.workload import resolve_executable, resolve_lexical
-from peer.waiting import wait_until
-from peer.stewardship import Liveness, Observed
-from peer.supervision import Supervisor
+from peer.copies import recovery
+from peer.copies.manager import ServiceManager, WorkloadGate, split_addr
+from peer.trust.workload import resolve_executable, resolve_lexical
+from peer.runtime.waiting import wait_until
+from peer.homeset.stewardship import Liveness, Observed
+from peer.runtime.supervision import Supervisor
 from peer.trust.enrol import add_enrol_routes
 from peer.trust.authorship import record_guard
 from peer.trust.guard import identity_middleware
@@ -147,11 +147,11 @@ class Agent:
         return {m.name: Observed(m.status, m.since) for m in self.membership.all()}
 
     def steward_of(self, record: Record) -> str | None:
-        """The entry acting as home for `record` now, in this cluster's view (peer.stewardship)."""
+        """The entry acting as home for `record` now, in this cluster's view (peer.homeset.stewardship)."""
         return self.liveness.steward(record, self.observed(), time.monotonic())
 
     def lost_for(self, cluster: str) -> float | None:
-        """Seconds `cluster` has counted as lost in this view (peer.stewardship), None if alive."""
+        """Seconds `cluster` has counted as lost in this view (peer.homeset.stewardship), None if alive."""
         return self.liveness.lost_for(cluster, self.observed(), time.monotonic())
 
     def api_url_of(self, cluster: str) -> str | None:
@@ -274,7 +274,7 @@ class Agent:
             policy = PolicyTriggers(services=self.services, engine=self.engine, agent=self,
                                     thresholds=self.config.thresholds, failing=failsafe.owns)
             loops += [("link-probe", self.probe.run), ("policy", policy.run)]
-        for name, run in loops:  # each restarted after a failure, logged (peer.supervision)
+        for name, run in loops:  # each restarted after a failure, logged (peer.runtime.supervision)
             self._loops.loop(name, run)
 
     def _lb_claims(self) -> dict[str, Claim]:
@@ -467,7 +467,7 @@ class Agent:
     async def _catch_up(self) -> None:
         """A (re)started cluster recovers its records from live peers before it acts: before
         it resumes stewardship (DESIGN: the HC resumes once it has caught up), accepts
-        creations, or judges a running copy no record accounts for (peer.recovery). With an
+        creations, or judges a running copy no record accounts for (peer.copies.recovery). With an
         empty store (a rebuilt site, a deleted records.sqlite3) this is what brings back the
         records of what it runs and homes; no peer reachable within `recovery_wait` (the first
         cluster of a new federation) and it proceeds, keeping every such copy running."""
@@ -613,7 +613,7 @@ class Agent:
         self._spawn(coro)
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
-        self._jobs.spawn(coro)  # kept, its error logged, cancelled on stop (peer.supervision)
+        self._jobs.spawn(coro)  # kept, its error logged, cancelled on stop (peer.runtime.supervision)
 
 
 def backstop_round(sharing: list[str], others: list[str], *, turn: int, fanout: int) -> list[str]:

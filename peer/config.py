@@ -20,9 +20,9 @@ from typing import Any
 from lb.hostport import join_hostport
 from peer.drivers.quantity import QuantityError, memory_bytes
 from peer.errors import InvalidKind
-from peer.linkestimate import InvalidBudget, ProbeBudget
+from peer.links.estimate import InvalidBudget, ProbeBudget
 from peer.records.naming import LABEL_RE
-from peer.workload import WorkloadPolicy
+from peer.trust.workload import WorkloadPolicy
 from placement import POLICIES, InvalidThresholds, Thresholds
 
 NAME_RE = LABEL_RE  # a cluster is named like a service: one DNS-1123 label
@@ -89,10 +89,10 @@ class AgentConfig:
     home_grace: float = 2.0  # seconds Serf must report an entry failed before another acts as steward
     repair_after: float = 10.0  # seconds an entry stays lost before the steward replaces it
     recovery_wait: float = 5.0  # seconds a (re)started agent waits for a peer to recover its records from
-    workload: WorkloadPolicy = field(default_factory=WorkloadPolicy)  # what this cluster runs (peer.workload)
+    workload: WorkloadPolicy = field(default_factory=WorkloadPolicy)  # what this cluster runs (peer.trust.workload)
     reader_token_file: Path | None = None  # a second admin token that may only read (GET)
     run_as: str | None = None  # process driver: services run as this user (agent as root only)
-    probe_budget: ProbeBudget = field(default_factory=ProbeBudget)  # the link probe's bytes (peer.linkestimate)
+    probe_budget: ProbeBudget = field(default_factory=ProbeBudget)  # the link probe's bytes (peer.links.estimate)
     ca_cert: Path | None = None  # per-cluster identity (peer.trust): the federation CA, this cluster's cert and key
     cert: Path | None = None
     key: Path | None = None
@@ -446,7 +446,7 @@ _IMAGE_PREFIX = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@-]{0,254}")
 
 
 def _workload(pick: Any, *, has_file_key: Any) -> WorkloadPolicy:
-    """--accept-from / --allow-command / --allow-image (peer.workload). Command prefixes are
+    """--accept-from / --allow-command / --allow-image (peer.trust.workload). Command prefixes are
     resolved here once (symlinks, `..`), as commands are when they are checked."""
     accept = pick("accept_from")
     homes: frozenset[str] | None = None

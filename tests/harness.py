@@ -20,7 +20,7 @@ from typing import Any
 import aiohttp
 
 from chaos.agent_processes import kill_left_behind
-from peer.waiting import wait_until
+from peer.runtime.waiting import wait_until
 
 TOKEN = "test-admin-token-0123456789abcdef"
 SECRET = "test-federation-secret-0123456789abcdef"

@@ -23,7 +23,7 @@ from chaos.report import Report
 from chaos.verdict import Evaluation, wait_settled
 from chaos.watch import MemberWatch
 from chaos.workload import ServiceLoads, descriptor, served_by
-from peer.waiting import WaitTimeout, wait_until
+from peer.runtime.waiting import WaitTimeout, wait_until
 
 MIGRATION_TAIL = 1.0  # a planned migration's no-loss window runs this long past its answer
 

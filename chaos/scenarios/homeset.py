@@ -18,7 +18,7 @@ from chaos.scenarios.context import ScenarioContext
 from chaos.verdict import Evaluation, wait_settled
 from chaos.workload import served_by
 from lb.statefile import LBState
-from peer.waiting import WaitTimeout, wait_until
+from peer.runtime.waiting import WaitTimeout, wait_until
 
 POLL = 0.02  # how finely waits for serving are timed
 PROBE_TIMEOUT = 0.3  # a probe answered later than this counts as "not yet" (keeps the timing fine)

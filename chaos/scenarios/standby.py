@@ -26,7 +26,7 @@ from chaos.scenarios.homeset import (
 )
 from chaos.siteloss import SiteLoss
 from chaos.workload import descriptor
-from peer.waiting import WaitTimeout, wait_until
+from peer.runtime.waiting import WaitTimeout, wait_until
 
 REPAIR_AFTER = 3.0
 AGENT_ARGS = ("--repair-after", str(REPAIR_AFTER))

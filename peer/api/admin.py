@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from peer import keys
+from peer.federation import keyrotation as keys
 from peer.records.naming import SERVICE_RE
 from peer.api.http import APIError, ConflictError, NotFound, Unavailable, bool_flag, read_json
 from peer.api.openapi import VERSION, build_spec

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from peer.api.http import bool_flag, read_json
 from peer.api.services import run_admin_op
-from peer.waiting import wait_until
+from peer.runtime.waiting import wait_until
 
 if TYPE_CHECKING:
     from peer.agent import Agent

@@ -18,7 +18,7 @@ from peer.migration.engine import MigrationError
 from peer.migration.homes import StewardUnreachable
 from peer.records.record import Record, role
 from peer.records.vclock import by_cluster
-from peer.services import ServiceError, WorkloadRefused
+from peer.copies.manager import ServiceError, WorkloadRefused
 
 if TYPE_CHECKING:
     from peer.agent import Agent

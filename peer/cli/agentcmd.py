@@ -118,8 +118,8 @@ def run_agent(args: argparse.Namespace) -> int:
     )
     _path_with_own_scripts()
     from peer.agent import Agent
-    from peer.credentials import CredentialError
-    from peer.datadir import StartRefused
+    from peer.runtime.credentials import CredentialError
+    from peer.runtime.datadir import StartRefused
     from peer.records.store import StoreError
     from peer.trust.identity import IdentityError
 

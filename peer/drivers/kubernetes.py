@@ -36,7 +36,7 @@ from peer.drivers.base import (
     TemporaryDriverError,
 )
 from peer.drivers.descriptor import ServiceDescriptor
-from peer.supervision import Supervisor
+from peer.runtime.supervision import Supervisor
 
 log = logging.getLogger(__name__)
 _NODE_CACHE_SECONDS = 30.0

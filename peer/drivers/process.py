@@ -68,7 +68,7 @@ from peer.drivers.process_state import (
 )
 from peer.drivers.restarts import RestartPolicy
 from peer.drivers.strays import StrayKeeper
-from peer.supervision import Supervisor
+from peer.runtime.supervision import Supervisor
 
 log = logging.getLogger(__name__)
 DEFAULT_RESTARTS = RestartPolicy()

@@ -27,7 +27,7 @@ from typing import Any
 
 from lb.errors import LBError, RerouteError
 from peer.errors import RoamError
-from peer import failpoints
+from peer.runtime import failpoints
 from peer.drivers.descriptor import ServiceDescriptor
 from peer.migration import overlap
 from peer.migration.history import Migration, MigrationLog
@@ -35,15 +35,15 @@ from peer.migration.homes import HomeSetClient
 from peer.migration.seams import EngineSeams
 from peer.migration.readiness import CopyNotReady, wait_copy_ready
 from peer.migration.wire import ABORT, RELEASE, REPLICATE, record_to_wire
-from peer.peerclient import PeerClient, PeerError, PeerRefused
-from peer.placing import requirements
+from peer.peering.client import PeerClient, PeerError, PeerRefused
+from peer.federation.metaorchestrator import requirements
 from peer.records.record import Record, State
-from peer.waiting import wait_until
-from peer.services import (InvalidServiceRequest, NoSuchService, ServiceError, ServiceManager, WorkloadRefused,
+from peer.runtime.waiting import wait_until
+from peer.copies.manager import (InvalidServiceRequest, NoSuchService, ServiceError, ServiceManager, WorkloadRefused,
                            addr_of, split_addr)
-from peer.workload import RULE_ACCEPT_FROM, Refusal
+from peer.trust.workload import RULE_ACCEPT_FROM, Refusal
 from peer.state import handover as ho
-from peer.supervision import Supervisor
+from peer.runtime.supervision import Supervisor
 from peer.state.hook import StateError
 from peer.state.keeper import StateKeeper, state_spec
 from placement import Candidate, Placement, get_policy, rank

@@ -38,16 +38,16 @@ from peer.drivers.base import DriverError, Instance
 from peer.migration.history import Migration, MigrationLog
 from peer.migration.seams import EntryRoutes, FailSafeSeams, Mover
 from peer.migration.wire import PING, RELEASE, record_to_wire
-from peer.peerclient import PeerClient, PeerError, PeerRefused
-from peer.placing import requirements
+from peer.peering.client import PeerClient, PeerError, PeerRefused
+from peer.federation.metaorchestrator import requirements
 from peer.records.record import Record, State
 from peer.migration.engine import MigrationError
-from peer.services import ServiceError, ServiceManager, WorkloadRefused, addr_of, split_addr
+from peer.copies.manager import ServiceError, ServiceManager, WorkloadRefused, addr_of, split_addr
 from peer.state.hook import StateError
 from peer.state.keeper import StateTransfer, state_spec
-from peer.stewardship import Liveness
-from peer.supervision import Supervisor
-from peer.wake import Wake, next_delay
+from peer.homeset.stewardship import Liveness
+from peer.runtime.supervision import Supervisor
+from peer.runtime.wake import Wake, next_delay
 from placement import admit
 
 log = logging.getLogger(__name__)
@@ -94,7 +94,7 @@ class FailSafe:
         self._acting = Supervisor(f"{services.here}:failsafe")  # promotions and redeploys under way (cancelled on stop)
         self._loops = Supervisor(f"{services.here}:failsafe-loops")  # the recheck of unreachable clusters
         self._dropped_at: dict[str, float] = {}  # when a copy started ahead was last removed (not confirmed)
-        self.wake = Wake()  # ends run's sleep when a record is committed (peer.wake)
+        self.wake = Wake()  # ends run's sleep when a record is committed (peer.runtime.wake)
 
     async def run(self) -> None:
         self._loops.loop("recheck-unreachable", self._recheck_unreachable)

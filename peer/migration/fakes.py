@@ -13,10 +13,10 @@ from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from peer.membership import MemberView
+from peer.federation.membership import MemberView
 from peer.migration.history import Migration
 from peer.records.record import Record
-from peer.stewardship import Observed
+from peer.homeset.stewardship import Observed
 from placement import ClusterView
 
 

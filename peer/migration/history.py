@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from peer.metrics import Metrics
+from peer.runtime.metrics import Metrics
 from peer.records.store import RecordStore
 from peer.stages import STAGES
 

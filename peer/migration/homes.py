@@ -25,15 +25,15 @@ from aiohttp import web
 
 from lb.errors import LBError, NoFreeSlotError
 from peer.migration import wire
-from peer.peerclient import PeerClient, PeerError, PeerRefused, msgpack_response, read_msgpack
+from peer.peering.client import PeerClient, PeerError, PeerRefused, msgpack_response, read_msgpack
 from peer.records.naming import MAX_REPLACED, SERVICE_RE, base_name
 from peer.records.record import Record, RecordDecodeError
 from peer.api.statuses import status_of
 from peer.drivers.descriptor import DescriptorError, ServiceDescriptor
 from peer.errors import UpstreamKind
-from peer.services import NameHolder, ServiceError, ServiceManager, WorkloadRefused
+from peer.copies.manager import NameHolder, ServiceError, ServiceManager, WorkloadRefused
 from peer.state.handover import HOLD_MAX, IDLE_POLL, IDLE_TIMEOUT
-from peer.stewardship import Liveness, Observed, must_adopt_home, repair_needed
+from peer.homeset.stewardship import Liveness, Observed, must_adopt_home, repair_needed
 from placement import ClusterView
 from placement.homes import choose_entries
 

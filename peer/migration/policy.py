@@ -13,8 +13,8 @@ from peer.errors import RoamError
 from peer.migration.engine import MigrationEngine, MigrationError
 from peer.migration.seams import PolicySeams
 from peer.records.record import Record
-from peer.placing import requirements
-from peer.services import ServiceError, ServiceManager
+from peer.federation.metaorchestrator import requirements
+from peer.copies.manager import ServiceError, ServiceManager
 from placement import ComeHome, Move, Thresholds, decide
 
 log = logging.getLogger(__name__)

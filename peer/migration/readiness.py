@@ -9,7 +9,7 @@ import time
 
 from peer.errors import RoamError
 from peer.migration.wire import STATUS
-from peer.peerclient import PeerClient
+from peer.peering.client import PeerClient
 
 STATUS_WAIT = 2.0  # how long the AC may hold one STATUS call (wire.STATUS_WAIT_MAX at most)
 STATUS_POLL = 0.05  # between calls answered early while still deploying (an AC that does not hold them)

@@ -17,11 +17,11 @@ from peer.drivers.base import DriverError
 from peer.drivers.descriptor import DescriptorError, ServiceDescriptor
 from peer.migration import wire
 from peer.migration.seams import ReplicaSeams
-from peer.peerclient import msgpack_response, read_msgpack
-from peer.placing import requirements
+from peer.peering.client import msgpack_response, read_msgpack
+from peer.federation.metaorchestrator import requirements
 from peer.records.naming import base_name
 from peer.records.record import RecordDecodeError, State
-from peer.services import PENDING_TTL, PendingCopy, ServiceManager, WorkloadRefused, addr_of, split_addr
+from peer.copies.manager import PENDING_TTL, PendingCopy, ServiceManager, WorkloadRefused, addr_of, split_addr
 from placement import admit
 
 log = logging.getLogger(__name__)

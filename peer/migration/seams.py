@@ -20,10 +20,10 @@ from __future__ import annotations
 from collections.abc import Coroutine
 from typing import Any, Protocol
 
-from peer.membership import MemberView
+from peer.federation.membership import MemberView
 from peer.migration.history import Migration
 from peer.records.record import Record
-from peer.stewardship import Observed
+from peer.homeset.stewardship import Observed
 from placement import ClusterView
 
 

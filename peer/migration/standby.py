@@ -36,10 +36,10 @@ from peer.migration.history import Migration, MigrationLog
 from peer.migration.seams import EntryRoutes, StandbySeams
 from peer.migration.readiness import CopyNotReady, wait_copy_ready
 from peer.migration.wire import ABORT, REPLICATE
-from peer.peerclient import PeerClient, PeerError, PeerRefused
-from peer.placing import requirements
+from peer.peering.client import PeerClient, PeerError, PeerRefused
+from peer.federation.metaorchestrator import requirements
 from peer.records.record import Record
-from peer.services import ServiceError, ServiceManager, split_addr
+from peer.copies.manager import ServiceError, ServiceManager, split_addr
 from placement import ClusterView, Requirements, get_policy, rank
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ def plan(record: Record, *, wanted: int, lost_for: Mapping[str, float | None],
     elsewhere already took it), or when there are more than `wanted` (the last ones in the
     sorted order go). A copy that passes this steward's checks (`serving`) is kept however long
     its cluster's agent is away: a restarting or slow agent leaves its copy running, and its
-    next start adopts it like a primary copy (peer/recovery.py), so replacing it would only
+    next start adopts it like a primary copy (peer/copies/recovery.py), so replacing it would only
     stop a warm copy that works."""
     if record.tombstone:
         return None

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from peer.peerclient import PeerBadReply, PeerClient, PeerRefused, msgpack_response, read_msgpack
-from peer.peerwire import PeerWireError
+from peer.peering.client import PeerBadReply, PeerClient, PeerRefused, msgpack_response, read_msgpack
+from peer.peering.wire import PeerWireError
 from peer.records import messages as msg
 from peer.records import record as rec
 from peer.records.merge import MergeOutcome

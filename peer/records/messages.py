@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any, cast
 
-from peer.peerwire import PeerWireError
+from peer.peering.wire import PeerWireError
 from peer.records import record as rec
 from peer.records.naming import MAX_SERVICE_LEN
 from peer.records.record import Record

@@ -1,7 +1,7 @@
 """Service names, `name@home`, and which creations of a name know of each other. Pure.
 
 A name is created by one cluster, its HC. While the federation is whole, creating a name it
-already holds live is refused (peer.services), so a name has one live incarnation. During a
+already holds live is refused (peer.copies.manager), so a name has one live incarnation. During a
 partition each side can create the same name without knowing of the other: two different
 services. When the sides meet again neither may delete or hide the other (issue 12), so:
 

@@ -129,7 +129,7 @@ class RecordStore:
         self.fresh = False  # held no record when opened: a new cluster, or one whose records were lost
         self._epoch: str | None = None
         # Called after every commit that changed a record (any thread): the watchers that sleep
-        # while they have nothing to watch wake on it (peer.wake).
+        # while they have nothing to watch wake on it (peer.runtime.wake).
         self.on_change: list[Callable[[], None]] = []
         self.guard: VersionGuard | None = None  # with an identity: signs and checks versions
 

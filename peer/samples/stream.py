@@ -24,7 +24,7 @@ import aiohttp
 from aiohttp import web
 
 from peer.samples.running import inherited_socket, run
-from peer.supervision import Supervisor
+from peer.runtime.supervision import Supervisor
 
 
 @dataclass

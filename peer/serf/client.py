@@ -37,7 +37,7 @@ from peer.serf.errors import (
     SerfRPCError,
     SerfTimeoutError,
 )
-from peer.supervision import Supervisor
+from peer.runtime.supervision import Supervisor
 
 IPC_VERSION = 1
 _AUTH_ERRORS = frozenset({"Authentication required", "Invalid authentication token"})

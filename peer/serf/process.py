@@ -32,7 +32,7 @@ from peer.serf.errors import (
     SerfStartError,
     SerfTimeoutError,
 )
-from peer.supervision import Supervisor
+from peer.runtime.supervision import Supervisor
 
 CONFIG_NAME = "serf.json"
 KEYRING_NAME = "keyring.json"

@@ -48,7 +48,7 @@ class FreshCopies:
         self.boot = secrets.token_hex(8)
         self._epoch: dict[str, int] = {}
         self._fresh: set[str] = set()
-        self.on_fresh: list[Callable[[], None]] = []  # a copy was marked fresh: the keeper wakes (peer.wake)
+        self.on_fresh: list[Callable[[], None]] = []  # a copy was marked fresh: the keeper wakes (peer.runtime.wake)
 
     def view(self, name: str) -> CopyView:
         return CopyView(self.boot, self._epoch.get(name, 0), name in self._fresh)

@@ -34,15 +34,15 @@ from typing import Protocol
 from peer.drivers.base import DriverError, InstanceState
 from peer.drivers.descriptor import DescriptorError, ServiceDescriptor, StateSpec
 from peer.migration.standby import StateTransferError
-from peer.peerclient import PeerError
+from peer.peering.client import PeerError
 from peer.records.record import Record
-from peer.services import InvalidServiceRequest, ServiceManager, addr_of, split_addr
+from peer.copies.manager import InvalidServiceRequest, ServiceManager, addr_of, split_addr
 from peer.state.fresh import CopyView, may_save
 from peer.state.hook import Snapshot, StateError, StateHook, StateHookMissing, StateTooLarge
 from peer.state.saved import SavedState, SavedStates
 from peer.state.versions import InstalledVersions, Version, observe
-from peer.supervision import Supervisor
-from peer.wake import Wake, next_delay
+from peer.runtime.supervision import Supervisor
+from peer.runtime.wake import Wake, next_delay
 
 log = logging.getLogger(__name__)
 
@@ -205,7 +205,7 @@ class StateKeeper:
     async def run(self) -> None:
         """Pulls when due and restores fresh copies; sleeps until the next due pull or restore,
         and without a deadline when no stateful service has its primary copy routed here (woken
-        by a record committed or a copy marked fresh: peer.wake)."""
+        by a record committed or a copy marked fresh: peer.runtime.wake)."""
         self.services.store.on_change.append(self.wake.poke)
         self.services.fresh.on_fresh.append(self.wake.poke)
         try:

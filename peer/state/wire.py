@@ -14,9 +14,9 @@ from typing import Any
 
 from aiohttp import web
 
-from peer.peerclient import PeerClient, PeerError, msgpack_response, read_msgpack
+from peer.peering.client import PeerClient, PeerError, msgpack_response, read_msgpack
 from peer.records.record import Record
-from peer.services import ServiceManager, split_addr
+from peer.copies.manager import ServiceManager, split_addr
 from peer.state.fresh import CopyView
 from peer.state.hook import StateError
 from peer.state.keeper import StateKeeper

@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from peer.lazyimport import lazy
+from peer.runtime.lazyimport import lazy
 from peer.records.record import Record
 from peer.trust import signing
 from peer.trust.certs import Revocations, TrustError, check_issued_by, cluster_of, load_cert
@@ -33,9 +33,9 @@ if TYPE_CHECKING:  # identity imports this module (its CertBook)
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-    from peer.metrics import Metrics
+    from peer.runtime.metrics import Metrics
     from peer.trust.identity import Identity
-else:  # loaded on first use: only an agent with an identity signs or checks (peer.lazyimport)
+else:  # loaded on first use: only an agent with an identity signs or checks (peer.runtime.lazyimport)
     exceptions = lazy("cryptography.exceptions")
     x509 = lazy("cryptography.x509")
     hashes = lazy("cryptography.hazmat.primitives.hashes")

@@ -26,14 +26,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lb.files import write_atomic
-from peer.lazyimport import lazy
+from peer.runtime.lazyimport import lazy
 from peer.trust.certs import URI_PREFIX, TrustError
 
 if TYPE_CHECKING:
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
-else:  # loaded on first use: only a CA, an enrolment or a TLS agent needs them (peer.lazyimport)
+else:  # loaded on first use: only a CA, an enrolment or a TLS agent needs them (peer.runtime.lazyimport)
     x509 = lazy("cryptography.x509")
     hashes = lazy("cryptography.hazmat.primitives.hashes")
     serialization = lazy("cryptography.hazmat.primitives.serialization")

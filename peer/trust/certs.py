@@ -15,11 +15,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from peer.lazyimport import lazy
+from peer.runtime.lazyimport import lazy
 
 if TYPE_CHECKING:
     from cryptography import exceptions, x509
-else:  # loaded on first use: an agent without TLS never pays for cryptography (peer.lazyimport)
+else:  # loaded on first use: an agent without TLS never pays for cryptography (peer.runtime.lazyimport)
     exceptions = lazy("cryptography.exceptions")
     x509 = lazy("cryptography.x509")
 

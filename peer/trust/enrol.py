@@ -24,12 +24,12 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from peer.lazyimport import lazy
+from peer.runtime.lazyimport import lazy
 
 if TYPE_CHECKING:
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
-else:  # loaded on first use (peer.lazyimport)
+else:  # loaded on first use (peer.runtime.lazyimport)
     x509 = lazy("cryptography.x509")
     serialization = lazy("cryptography.hazmat.primitives.serialization")
 

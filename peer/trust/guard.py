@@ -13,8 +13,8 @@ from typing import Any
 import msgpack
 from aiohttp import web
 
-from peer.peerclient import PEER_PREFIX, msgpack_response
-from peer.peerwire import HEADER_FROM
+from peer.peering.client import PEER_PREFIX, msgpack_response
+from peer.peering.wire import HEADER_FROM
 from peer.trust.identity import Identity, PeerIdentityRefused
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from lb.files import write_atomic
 from peer.errors import RoamError
-from peer.lazyimport import lazy
+from peer.runtime.lazyimport import lazy
 from peer.trust.authorship import CertBook
 from peer.trust.certs import (NO_REVOCATIONS, Revocations, TrustError, check_issued_by, cluster_of,
                               cluster_of_peercert, load_cert, load_crl, serial_of_peercert)
@@ -39,7 +39,7 @@ from peer.trust.certs import (NO_REVOCATIONS, Revocations, TrustError, check_iss
 if TYPE_CHECKING:
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
-else:  # loaded on first use: only an agent with an identity reads keys (peer.lazyimport)
+else:  # loaded on first use: only an agent with an identity reads keys (peer.runtime.lazyimport)
     x509 = lazy("cryptography.x509")
     serialization = lazy("cryptography.hazmat.primitives.serialization")
 

@@ -28,9 +28,9 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from peer.lazyimport import lazy
-from peer.peerclient import PeerClient, PeerError, msgpack_response, read_msgpack
-from peer.peerwire import PeerWireError
+from peer.runtime.lazyimport import lazy
+from peer.peering.client import PeerClient, PeerError, msgpack_response, read_msgpack
+from peer.peering.wire import PeerWireError
 from peer.trust import ca
 from peer.trust.certs import TrustError, check_issued_by, cluster_of, cluster_of_peercert, load_cert
 from peer.trust.identity import Identity
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509 import oid
-else:  # loaded on first use: only an agent with an identity renews (peer.lazyimport)
+else:  # loaded on first use: only an agent with an identity renews (peer.runtime.lazyimport)
     x509 = lazy("cryptography.x509")
     hashes = lazy("cryptography.hazmat.primitives.hashes")
     serialization = lazy("cryptography.hazmat.primitives.serialization")

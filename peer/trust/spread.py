@@ -26,8 +26,8 @@ from typing import Any
 from aiohttp import web
 
 from peer.api.http import APIError, ConflictError, read_json
-from peer.peerclient import PeerClient, PeerError, msgpack_response, read_msgpack
-from peer.peerwire import PeerWireError
+from peer.peering.client import PeerClient, PeerError, msgpack_response, read_msgpack
+from peer.peering.wire import PeerWireError
 from peer.trust.certs import TrustError
 from peer.trust.identity import Identity
 

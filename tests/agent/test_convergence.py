@@ -17,7 +17,7 @@ import pytest
 from lb import runtime
 from lb.client import RuntimeClient
 from lb.config import backend_name, frontend_name
-from peer.waiting import wait_until
+from peer.runtime.waiting import wait_until
 from tests.harness import Federation, dump_logs, federation
 
 pytestmark = pytest.mark.integration

@@ -16,7 +16,7 @@ import pytest
 
 from peer.drivers.process_state import proc_stat
 from peer.drivers.strays import find_strays
-from peer.waiting import wait_until
+from peer.runtime.waiting import wait_until
 from tests.harness import Federation, dump_logs, federation
 
 pytestmark = pytest.mark.integration

@@ -10,8 +10,8 @@ import peer
 from peer.api.statuses import status_of
 from peer.errors import RoamError
 from peer.migration.homes import StewardBadReply, StewardUnreachable
-from peer.services import InvalidServiceRequest, NoSuchService, ServiceError, ServiceUnavailable, WorkloadRefused
-from peer.workload import Refusal
+from peer.copies.manager import InvalidServiceRequest, NoSuchService, ServiceError, ServiceUnavailable, WorkloadRefused
+from peer.trust.workload import Refusal
 
 #: Errors of the HTTP boundaries themselves: they are the mapping, not what is mapped.
 API_ERRORS = {"peer.api.http.APIError", "peer.api.http.NotFound", "peer.api.http.ConflictError",

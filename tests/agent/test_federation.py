@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from peer.waiting import wait_until
+from peer.runtime.waiting import wait_until
 from tests.harness import Federation, dump_logs, federation
 
 pytestmark = pytest.mark.integration

@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from peer.agent import backstop_round
-from peer.gossiping import COORD_SWEEP, Gossip, watched_pattern
-from peer.membership import Membership
+from peer.federation.gossip import COORD_SWEEP, Gossip, watched_pattern
+from peer.federation.membership import Membership
 
 names = st.from_regex(r"\A[a-z][a-z0-9-]{0,8}[a-z0-9]\Z")
 

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from peer.gossip import Load, SelfTags, TagError, decode_load, decode_tags, encode_load, meaningful_change
-from peer.membership import Membership
+from peer.federation.tags import Load, SelfTags, TagError, decode_load, decode_tags, encode_load, meaningful_change
+from peer.federation.membership import Membership
 
 
 @dataclass

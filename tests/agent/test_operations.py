@@ -13,8 +13,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from peer.datadir import make_private
-from peer.waiting import wait_until
+from peer.runtime.datadir import make_private
+from peer.runtime.waiting import wait_until
 from tests.harness import Federation, dump_logs, federation
 from tests.lb.openloop import OpenLoop
 

@@ -14,7 +14,7 @@ import pytest
 
 from chaos.faults import Partition
 from chaos.netns import Testbed
-from peer.waiting import wait_until
+from peer.runtime.waiting import wait_until
 from tests.agent.test_federation import start_three
 from tests.harness import Federation, dump_logs, federation
 

@@ -1,4 +1,4 @@
-"""Supervised loops (peer.supervision): a failing loop is logged and started again, with a
+"""Supervised loops (peer.runtime.supervision): a failing loop is logged and started again, with a
 back-off that doubles while runs keep failing fast and resets after a long healthy run."""
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from peer import supervision
-from peer.supervision import FIRST_BACKOFF, HEALTHY_AFTER, MAX_BACKOFF, Supervisor, next_backoff, supervised
-from peer.waiting import wait_until
+from peer.runtime import supervision
+from peer.runtime.supervision import FIRST_BACKOFF, HEALTHY_AFTER, MAX_BACKOFF, Supervisor, next_backoff, supervised
+from peer.runtime.waiting import wait_until
 
 
 @pytest.mark.parametrize("current,ran_for,expected", [
@@ -37,7 +37,7 @@ async def test_a_failing_loop_is_logged_and_restarted_and_cancellation_passes(
             raise RuntimeError(f"bug number {runs}")
         await asyncio.Event().wait()  # the third run lives until cancelled
 
-    with caplog.at_level(logging.ERROR, logger="peer.supervision"):
+    with caplog.at_level(logging.ERROR, logger="peer.runtime.supervision"):
         task = asyncio.create_task(supervised("t:flaky", flaky))
         await wait_until(lambda: runs == 3, timeout=5, what="third run")
         task.cancel()
@@ -54,7 +54,7 @@ async def test_a_failed_job_is_logged_and_forgotten(caplog: pytest.LogCaptureFix
     async def broken() -> None:
         raise RuntimeError("a bug")
 
-    with caplog.at_level(logging.ERROR, logger="peer.supervision"):
+    with caplog.at_level(logging.ERROR, logger="peer.runtime.supervision"):
         task = jobs.spawn(broken(), name="broken")
         await asyncio.wait({task})
     assert not jobs and task.get_name() == "t:broken"
@@ -67,7 +67,7 @@ async def test_a_job_whose_caller_reads_it_is_not_reported(caplog: pytest.LogCap
     async def refused() -> None:
         raise ValueError("the caller's to handle")
 
-    with caplog.at_level(logging.ERROR, logger="peer.supervision"):
+    with caplog.at_level(logging.ERROR, logger="peer.runtime.supervision"):
         task = jobs.spawn(refused(), report=False)
         await asyncio.wait({task})
     assert isinstance(task.exception(), ValueError) and not caplog.records and not jobs

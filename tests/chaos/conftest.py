@@ -14,7 +14,7 @@ import pytest
 
 from chaos import leftovers
 from chaos.netns import HOST, Testbed
-from peer.waiting import wait_until
+from peer.runtime.waiting import wait_until
 
 PREFIX = "roamt"
 SUBNET = "10.231.0.0/24"

@@ -17,7 +17,7 @@ from chaos.faults import (
 from chaos.errors import FaultError
 from chaos.load import OVER_LIMIT, run_load
 from chaos.netns import HOST, Testbed
-from peer.waiting import wait_until
+from peer.runtime.waiting import wait_until
 from tests.chaos.conftest import HERE, Bed
 
 pytestmark = [pytest.mark.netns, pytest.mark.integration]

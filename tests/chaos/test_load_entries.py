@@ -15,7 +15,7 @@ from aiohttp import web
 
 from chaos.entries import EntryList
 from chaos.load import LoadResult, run_entry_load, run_load
-from peer.waiting import wait_until
+from peer.runtime.waiting import wait_until
 
 RATE = 100.0
 

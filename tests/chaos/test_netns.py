@@ -17,7 +17,7 @@ from chaos import leftovers
 from chaos.errors import TestbedError
 from chaos.faults import Partition
 from chaos.netns import CLIENT, HOST, REPO_ROOT, Testbed, cleanup_leftovers
-from peer.waiting import wait_until
+from peer.runtime.waiting import wait_until
 from tests.chaos.conftest import PREFIX, SUBNET, Bed
 
 pytestmark = [pytest.mark.netns, pytest.mark.integration]

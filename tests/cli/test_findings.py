@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from peer.config import build_config
-from peer.waiting import wait_until
+from peer.runtime.waiting import wait_until
 from tests.cli.conftest import roam
 from tests.harness import TOKEN, federation
 

@@ -14,7 +14,7 @@ import pytest
 from peer.drivers import activation
 from peer.drivers.descriptor import ServiceDescriptor
 from peer.drivers.probing import FIRST_DELAY, next_probe_delay
-from peer.waiting import wait_until
+from peer.runtime.waiting import wait_until
 from tests.drivers.conftest import HOST, classifier
 
 READY = 30.0

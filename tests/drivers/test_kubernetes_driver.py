@@ -20,7 +20,7 @@ from peer.drivers.base import (
 )
 from peer.drivers.descriptor import ServiceDescriptor
 from peer.drivers.kubernetes import KubernetesDriver, map_api_error
-from peer.waiting import wait_until
+from peer.runtime.waiting import wait_until
 from tests.drivers.conftest import Events
 from tests.drivers.fake_kube import NODE_IP, FakeKube
 

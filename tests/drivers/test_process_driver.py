@@ -23,7 +23,7 @@ from peer.drivers.base import (
 from peer.drivers.descriptor import ServiceDescriptor
 from peer.drivers.process_state import is_same_process, proc_stat
 from peer.drivers.restarts import RestartPolicy
-from peer.waiting import wait_until
+from peer.runtime.waiting import wait_until
 from tests.drivers.conftest import HOST, PORTS, Events, classifier
 
 pytestmark = pytest.mark.integration

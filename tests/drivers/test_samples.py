@@ -10,7 +10,7 @@ import urllib.request
 import pytest
 
 from peer.samples.classifier import LABELS, classify
-from peer.waiting import wait_until_sync
+from peer.runtime.waiting import wait_until_sync
 
 pytestmark = pytest.mark.integration
 HOST, PORT = "127.0.4.3", 41100

@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 
 from chaos.agent_processes import kill_left_behind
-from peer.waiting import wait_until
+from peer.runtime.waiting import wait_until
 from tests.harness import Federation, dump_logs, federation
 
 pytestmark = pytest.mark.integration

@@ -1,4 +1,4 @@
-"""The home watch's I/O loop (peer/homewatch.py) against a fake peer client: a run of
+"""The home watch's I/O loop (peer/homeset/watch.py) against a fake peer client: a run of
 unanswered pings marks the peer silent, an answer (a refusal included) clears it, and a peer
 no longer ahead of this cluster in any home set is neither pinged nor marked."""
 from __future__ import annotations
@@ -9,12 +9,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from peer.homewatch import HomeWatch
-from peer.peerclient import PeerRefused, PeerUnreachable
+from peer.homeset.watch import HomeWatch
+from peer.peering.client import PeerRefused, PeerUnreachable
 from peer.records.record import Record, State
-from peer.silence import SilenceRule
-from peer.stewardship import Liveness
-from peer.waiting import wait_until
+from peer.homeset.silence import SilenceRule
+from peer.homeset.stewardship import Liveness
+from peer.runtime.waiting import wait_until
 
 FAST = SilenceRule(interval=0.01, timeout=0.05, failures=3)
 

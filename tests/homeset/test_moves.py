@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from chaos.load import LiveCounter, run_load
-from peer.waiting import wait_until
+from peer.runtime.waiting import wait_until
 from tests.harness import dump_logs, federation
 from tests.homeset.test_homeset import all_serve_from, descriptor, start
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from chaos.agent_processes import kill_left_behind
-from peer.waiting import wait_until
+from peer.runtime.waiting import wait_until
 from tests.harness import Federation, dump_logs, federation
 from tests.homeset.test_homeset import all_serve_from, descriptor, served_by
 

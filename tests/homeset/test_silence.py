@@ -1,5 +1,5 @@
-"""The home watch's timing math (peer/silence.py) and the stewardship it feeds
-(peer/stewardship.py): pure, table-tested like memberlist's suspicion.go, plus properties."""
+"""The home watch's timing math (peer/homeset/silence.py) and the stewardship it feeds
+(peer/homeset/stewardship.py): pure, table-tested like memberlist's suspicion.go, plus properties."""
 from __future__ import annotations
 
 import pytest
@@ -7,8 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from peer.records.record import Record, State
-from peer.silence import PeerSilence, SilenceRule
-from peer.stewardship import Liveness, Observed, watched_peers
+from peer.homeset.silence import PeerSilence, SilenceRule
+from peer.homeset.stewardship import Liveness, Observed, watched_peers
 
 RULE = SilenceRule()  # interval 0.5 s, timeout 1.0 s, 3 failures
 GRACE = 2.0

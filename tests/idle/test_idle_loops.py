@@ -15,18 +15,18 @@ from pathlib import Path
 import pytest
 
 from lb.fake import FakeLoadBalancer
-from peer.convergence import Converger
+from peer.copies.convergence import Converger
 from peer.drivers.descriptor import ServiceDescriptor
 from peer.migration.failsafe import FailSafe
 from peer.migration.fakes import FakeEntries, FakeFederation
 from peer.records.record import Record, State, descriptor_digest, tombstone_of
 from peer.records.store import RecordStore
-from peer.services import ServiceManager
+from peer.copies.manager import ServiceManager
 from peer.state.hook import HttpStateHook
 from peer.state.keeper import StateKeeper
 from peer.state.saved import SavedStates
-from peer.stewardship import Liveness
-from peer.waiting import wait_until
+from peer.homeset.stewardship import Liveness
+from peer.runtime.waiting import wait_until
 from tests.services.test_convergence_rules import FakeDriver
 
 HERE = "c1"

@@ -1,4 +1,4 @@
-"""peer.wake: the sleep rule of the agent's watchers and the doorbell that ends a sleep."""
+"""peer.runtime.wake: the sleep rule of the agent's watchers and the doorbell that ends a sleep."""
 from __future__ import annotations
 
 import asyncio
@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from peer.records.record import Record, State
 from peer.records.store import RecordStore
-from peer.waiting import wait_until
-from peer.wake import Wake, next_delay
+from peer.runtime.waiting import wait_until
+from peer.runtime.wake import Wake, next_delay
 
 TIMES = st.floats(min_value=0, max_value=1e6, allow_nan=False)
 

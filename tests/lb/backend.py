@@ -17,7 +17,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from peer.waiting import wait_until_sync
+from peer.runtime.waiting import wait_until_sync
 
 REPO = Path(__file__).resolve().parents[2]
 BACKEND_PORT = 21000

@@ -13,7 +13,7 @@ from lb import (HAProxyCommandError, HAProxyStartError, InvalidTokenError, LoadB
                 NoFreeSlotError, UnknownServiceError, runtime)
 from lb.client import RuntimeClient
 from lb.process import pid_alive
-from peer.waiting import wait_until
+from peer.runtime.waiting import wait_until
 from tests.lb.conftest import FRONT, Backend, assert_no_haproxy, fetch, make_lb
 from tests.lb.openloop import OpenLoop
 

@@ -7,7 +7,7 @@ import aiohttp
 import pytest
 
 from lb import LoadBalancer, RerouteError
-from peer.waiting import wait_until
+from peer.runtime.waiting import wait_until
 from tests.lb.conftest import DEAD, FRONT, Backend, fetch
 from tests.lb.openloop import OpenLoop
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from peer.config import ConfigError, build_config
-from peer.linkestimate import ProbeBudget
+from peer.links.estimate import ProbeBudget
 
 BASE = {"name": "lp9", "addr": "127.0.32.19", "config": None, "join": []}
 

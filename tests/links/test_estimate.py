@@ -1,4 +1,4 @@
-"""peer.linkestimate: the pure rules of the link estimate and its probe budget (tables and
+"""peer.links.estimate: the pure rules of the link estimate and its probe budget (tables and
 Hypothesis). The I/O side is tests/links/test_probe_io.py."""
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from peer.linkestimate import (
+from peer.links.estimate import (
     MAX_MBPS, OVERHEAD_BYTES, WINDOW, InvalidBudget, LinkState, ProbeBudget, estimate, full_cost, measured,
     peers_that_matter, probe_due, record_ping, record_probe, record_response_time, record_traffic,
     record_unreachable, sent, spacing, spent,
@@ -227,8 +227,8 @@ def test_the_default_budget_leaves_room_to_confirm_a_change() -> None:
 
 def test_placement_reads_the_same_figures_as_the_api() -> None:
     """`LinkProbe.bandwidth` (every placement) agrees with `estimates` (GET /v1/members)."""
-    from peer.linkprobe import LinkProbe
-    from peer.peerclient import PeerClient
+    from peer.links.probe import LinkProbe
+    from peer.peering.client import PeerClient
     from tests.links.test_probe_io import Members, member
 
     probe = LinkProbe(here="me", client=PeerClient(b"s" * 32), members=Members(*(member(n, f"10.0.0.{i}", 1)

@@ -1,4 +1,4 @@
-"""peer.linkprobe against real parts on loopback 127.0.32.x (this area's addresses): a real
+"""peer.links.probe against real parts on loopback 127.0.32.x (this area's addresses): a real
 HAProxy carrying real traffic (passive evidence), real peer-API probes (signed, timed, counted),
 and real agents (only a cluster with services to decide for probes, within its budget)."""
 from __future__ import annotations
@@ -14,11 +14,11 @@ import pytest
 from aiohttp import web
 
 from lb import LoadBalancer
-from peer.linkestimate import OVERHEAD_BYTES, ProbeBudget, full_cost, record_probe
-from peer.linkprobe import LinkProbe, Responsibility
-from peer.membership import MemberView
-from peer.peerclient import PeerClient, peer_auth_middleware
-from peer.waiting import wait_until
+from peer.links.estimate import OVERHEAD_BYTES, ProbeBudget, full_cost, record_probe
+from peer.links.probe import LinkProbe, Responsibility
+from peer.federation.membership import MemberView
+from peer.peering.client import PeerClient, peer_auth_middleware
+from peer.runtime.waiting import wait_until
 from tests.harness import Federation, dump_logs, federation
 from tests.lb.conftest import assert_no_haproxy
 

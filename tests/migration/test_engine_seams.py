@@ -17,7 +17,7 @@ import pytest
 from lb.errors import LBError, RerouteError
 from lb.fake import FakeLoadBalancer
 from peer.drivers.descriptor import ServiceDescriptor
-from peer.metrics import Metrics
+from peer.runtime.metrics import Metrics
 from peer.migration.failsafe import FailSafe
 from peer.migration.engine import MigrationEngine, MigrationError
 from peer.migration.fakes import FakeEntries, FakeFederation, FakeMover, member
@@ -27,10 +27,10 @@ from peer.migration.policy import PolicyTriggers
 from peer.migration.wire import ABORT, REPLICATE, STATUS
 from peer.records.record import Record, State, descriptor_digest
 from peer.records.store import RecordStore, StoreError
-from peer.services import InvalidServiceRequest, ServiceError, ServiceManager, WorkloadRefused
-from peer.stewardship import Liveness
-from peer.waiting import wait_until
-from peer.workload import Refusal
+from peer.copies.manager import InvalidServiceRequest, ServiceError, ServiceManager, WorkloadRefused
+from peer.homeset.stewardship import Liveness
+from peer.runtime.waiting import wait_until
+from peer.trust.workload import Refusal
 from placement import Thresholds
 
 HERE = "c1"

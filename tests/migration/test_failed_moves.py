@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from peer.waiting import wait_until
+from peer.runtime.waiting import wait_until
 from tests.harness import Federation, dump_logs, federation
 from tests.migration.test_migration import served_by
 

@@ -13,7 +13,7 @@ from lb import FakeLoadBalancer
 from peer.migration.failsafe import FailSafe
 from peer.migration.fakes import FakeEntries, FakeFederation
 from peer.records.record import Record, State
-from peer.stewardship import Liveness
+from peer.homeset.stewardship import Liveness
 
 
 def record(location: str) -> Record:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from peer.metrics import Metrics
+from peer.runtime.metrics import Metrics
 from peer.migration.history import HISTORY_KEY, Migration, MigrationLog
 from peer.records.store import RecordStore
 

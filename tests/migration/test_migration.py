@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 
 from chaos.load import run_load
-from peer.waiting import wait_until
+from peer.runtime.waiting import wait_until
 from tests.harness import Federation, dump_logs, federation
 
 pytestmark = pytest.mark.integration

@@ -11,7 +11,7 @@ import pytest
 
 from lb.errors import RerouteError
 from peer.migration.overlap import drained, until_up
-from peer.waiting import wait_until
+from peer.runtime.waiting import wait_until
 
 
 async def scripted_route(up: asyncio.Event, *, before: asyncio.Event | None = None, fail_before: bool = False,

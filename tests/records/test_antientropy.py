@@ -10,13 +10,13 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from peer.peerclient import (
+from peer.peering.client import (
     PeerClient,
     PeerRefused,
     PeerUnreachable,
     peer_auth_middleware,
 )
-from peer.peerwire import CONTENT_TYPE, decode, encode, sign
+from peer.peering.wire import CONTENT_TYPE, decode, encode, sign
 from peer.records import messages as msg
 from peer.records.antientropy import AntiEntropy
 from peer.records.merge import (

@@ -1,12 +1,12 @@
-"""peer.recovery.judge: a running copy no record accounted for at start is stopped only on
+"""peer.copies.recovery.judge: a running copy no record accounted for at start is stopped only on
 positive evidence from the records (here or at a peer), never on a guess."""
 from __future__ import annotations
 
 from dataclasses import replace
 
-from peer.recovery import judge
+from peer.copies.recovery import judge
 from peer.records.record import Record, State, tombstone_of
-from peer.services import NameHolder
+from peer.copies.manager import NameHolder
 
 
 def record(location: str) -> Record:

@@ -18,7 +18,7 @@ from peer.records import vclock as vc
 from peer.records.merge import AdoptLocalCopy, local_write
 from peer.records.record import Record, State, tombstone_of
 from peer.records.store import SCHEMA_VERSION, RecordStore, StoreVersionError
-from peer.waiting import wait_until_sync
+from peer.runtime.waiting import wait_until_sync
 
 REPO = Path(__file__).resolve().parents[2]
 

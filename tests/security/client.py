@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
-from peer.peerwire import CONTENT_TYPE, encode, sign
+from peer.peering.wire import CONTENT_TYPE, encode, sign
 from tests.harness import SECRET, TOKEN
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

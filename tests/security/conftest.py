@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from chaos.agent_processes import kill_left_behind
-from peer.waiting import wait_until_sync
+from peer.runtime.waiting import wait_until_sync
 from tests.harness import TOKEN, AgentProc, Federation
 from tests.security.client import Client
 

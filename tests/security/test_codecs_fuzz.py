@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from peer.peerwire import PeerWireError
+from peer.peering.wire import PeerWireError
 from peer.records import messages
 from peer.records import record as rec
 from peer.serf import codec

@@ -20,13 +20,13 @@ from typing import Any
 
 import pytest
 
-from peer.keys import fingerprint
+from peer.federation.keyrotation import fingerprint
 from peer.serf.client import SerfClient
 from peer.serf.codec import UserEvent
 from peer.serf.errors import SerfAuthError, SerfCommandError
 from peer.serf.keys import derive_encrypt_key, derive_rpc_auth
 from peer.serf.process import KEYRING_NAME, SerfConfig, SerfProcess
-from peer.waiting import wait_until
+from peer.runtime.waiting import wait_until
 from tests.harness import SECRET, TOKEN, AgentProc, Federation
 from tests.security.client import Client
 from tests.security.conftest import start_and_wait, stop_all

@@ -6,7 +6,7 @@ import base64
 
 import pytest
 
-from peer.keys import RotationFailed, RotationRefused, fingerprint, keyring_view, new_key, rotate
+from peer.federation.keyrotation import RotationFailed, RotationRefused, fingerprint, keyring_view, new_key, rotate
 from peer.serf.codec import KeyResponse, Member
 from peer.serf.errors import SerfCommandError
 

@@ -17,9 +17,9 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from peer.linkprobe import PROBE
+from peer.links.probe import PROBE
 from peer.migration import wire
-from peer.peerwire import CONTENT_TYPE, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP, sign
+from peer.peering.wire import CONTENT_TYPE, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP, sign
 from peer.records import messages
 from tests.harness import SECRET, TOKEN, AgentProc
 from tests.security.client import Client, Reply

@@ -9,7 +9,7 @@ import pytest
 
 from peer.api.http import RATE_BURST, RATE_LIMIT, RateLimiter, TokenBucket
 from peer.migration import wire
-from peer.waiting import wait_until
+from peer.runtime.waiting import wait_until
 from tests.harness import AgentProc
 from tests.security.client import Client
 

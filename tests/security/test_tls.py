@@ -9,7 +9,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from peer.waiting import wait_until
+from peer.runtime.waiting import wait_until
 from tests.harness import TOKEN, federation
 
 pytestmark = pytest.mark.integration

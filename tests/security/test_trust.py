@@ -25,12 +25,12 @@ import pytest
 from chaos.agent_processes import kill_left_behind
 from peer.api.http import token_id
 from peer.migration import wire
-from peer.peerclient import PeerClient, PeerRefused
+from peer.peering.client import PeerClient, PeerRefused
 from peer.records import messages as msg
 from peer.records import record as rec
 from peer.records.merge import local_write
 from peer.records.vclock import actor_id
-from peer.waiting import wait_until
+from peer.runtime.waiting import wait_until
 from tests.harness import SECRET, TOKEN, Federation, dump_logs
 from tests.security.conftest import start_and_wait
 

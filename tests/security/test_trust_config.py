@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from peer.config import ConfigError, build_config
-from peer.credentials import CredentialError, load_credentials
-from peer.workload import WorkloadPolicy
+from peer.runtime.credentials import CredentialError, load_credentials
+from peer.trust.workload import WorkloadPolicy
 
 ADDR = "127.0.23.50"
 

@@ -1,4 +1,4 @@
-"""The workload policy (peer.workload): table of cases, properties, and the real resolver on
+"""The workload policy (peer.trust.workload): table of cases, properties, and the real resolver on
 a real directory tree with symlinks and `..`."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from peer.workload import (
+from peer.trust.workload import (
     RULE_ACCEPT_FROM,
     RULE_ALLOW_COMMAND,
     RULE_ALLOW_IMAGE,
@@ -180,7 +180,7 @@ def test_real_resolver_follows_symlinks_and_dot_dot(tmp_path: Path) -> None:
 # -- the accept-from policy as gossiped (`acc` tag) and used by placement ----------------------
 
 def test_accept_from_tag_round_trips_and_a_long_list_is_left_out() -> None:
-    from peer.gossip import Load, SelfTags, decode_tags
+    from peer.federation.tags import Load, SelfTags, decode_tags
 
     load = Load(cpu_capacity=8, cpu_used=1, mem_capacity=4096, mem_used=10, slots_capacity=16, slots_used=1)
     assert decode_tags(SelfTags(tier="edge", api_port=7070, load=load).encode()).accepts is None

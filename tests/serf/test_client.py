@@ -22,7 +22,7 @@ from peer.serf import (
 )
 from peer.serf.coordinates import rtt_seconds
 from peer.serf.keys import derive_encrypt_key, derive_rpc_auth
-from peer.waiting import wait_until
+from peer.runtime.waiting import wait_until
 from tests.serf.conftest import SECRET, Node, StartNode
 
 pytestmark = pytest.mark.integration
@@ -266,9 +266,9 @@ async def test_stopped_agent_times_out_and_the_late_reply_is_skipped(
 
 
 async def test_the_watched_pattern_selects_exactly_the_business_set(start_node: StartNode) -> None:
-    """The agent's fast poll (peer.gossiping.watched_pattern) asks Serf for these names only;
+    """The agent's fast poll (peer.federation.gossip.watched_pattern) asks Serf for these names only;
     a name that is a prefix of another must not pull the other in."""
-    from peer.gossiping import watched_pattern
+    from peer.federation.gossip import watched_pattern
 
     a, _, _ = await joined(start_node, 11, 12, 13)
     pattern = watched_pattern(["serf-t12", "serf-t11", "serf-t1"], here="serf-t11")

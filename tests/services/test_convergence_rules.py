@@ -1,4 +1,4 @@
-"""The convergence round's rules (peer/convergence.py) with an in-memory load balancer and
+"""The convergence round's rules (peer/copies/convergence.py) with an in-memory load balancer and
 driver and a real record store: it repairs what the records ask, and never what an operation
 in flight owns, nor anything on the mere absence of a record. The same round against real
 HAProxy and processes: tests/agent/test_convergence.py."""
@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 
 from lb.fake import FakeLoadBalancer
-from peer.convergence import Converger
+from peer.copies.convergence import Converger
 from peer.drivers.base import DeployFailed, Instance, InstanceState, ServiceNotFound
 from peer.drivers.descriptor import ServiceDescriptor
 from peer.records.record import Record, State, descriptor_digest, tombstone_of
 from peer.records.store import RecordStore
-from peer.services import ServiceManager
+from peer.copies.manager import ServiceManager
 
 HERE = "c1"
 

@@ -9,7 +9,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from peer.waiting import wait_until
+from peer.runtime.waiting import wait_until
 from tests.harness import TOKEN, Federation, dump_logs, federation
 
 pytestmark = pytest.mark.integration

@@ -17,7 +17,7 @@ from lb.balancer import is_backup_server
 from lb.fake import FakeLoadBalancer
 from lb.runtime import CheckSettings
 from lb.statefile import LBState, Route, Slot
-from peer.waiting import wait_until
+from peer.runtime.waiting import wait_until
 from tests.lb.backend import Backend
 from tests.lb.conftest import assert_no_haproxy
 from tests.lb.openloop import OpenLoop

@@ -11,14 +11,14 @@ import pytest
 
 from lb.fake import FakeLoadBalancer
 from peer.drivers.descriptor import ServiceDescriptor
-from peer.metrics import Metrics
+from peer.runtime.metrics import Metrics
 from peer.migration.fakes import FakeEntries, FakeFederation, view
 from peer.migration.history import MigrationLog
 from peer.migration.standby import StandbyError, StandbyKeeper, StateTransferError
 from peer.migration.wire import ABORT, REPLICATE, STATUS
 from peer.records.record import Record, State, descriptor_digest
 from peer.records.store import RecordStore
-from peer.services import ServiceManager
+from peer.copies.manager import ServiceManager
 
 HERE = "c1"
 

@@ -18,7 +18,7 @@ from chaos.agent_processes import kill_left_behind
 from chaos.load import LiveCounter, run_load
 from lb import runtime
 from lb.client import RuntimeClient
-from peer.waiting import wait_until
+from peer.runtime.waiting import wait_until
 from tests.harness import Federation, dump_logs, federation
 
 pytestmark = pytest.mark.integration

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from peer.migration.standby import REPAIR_AFTER as STANDBY_REPAIR_AFTER
-from peer.waiting import wait_until
+from peer.runtime.waiting import wait_until
 from tests.harness import Federation, dump_logs, federation
 from tests.standby.test_standby import descriptor
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import aiohttp
 
-from peer.waiting import wait_until
+from peer.runtime.waiting import wait_until
 from tests.harness import Federation
 
 ADDRS = {"c1": "127.0.20.31", "c2": "127.0.20.32", "c3": "127.0.20.33"}

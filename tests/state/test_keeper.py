@@ -15,7 +15,7 @@ from lb.fake import FakeLoadBalancer
 from peer.api.statuses import status_of
 from peer.drivers.descriptor import ServiceDescriptor
 from peer.records.record import Record, State
-from peer.services import ServiceError
+from peer.copies.manager import ServiceError
 from peer.state.fresh import CopyView
 from peer.state.hook import Snapshot, StateHookMissing, StateTooLarge
 from peer.state.keeper import StateKeeper, standby_addresses

@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 
 from peer.state.saved import SavedStates
-from peer.waiting import wait_until
+from peer.runtime.waiting import wait_until
 from tests.harness import Federation, dump_logs, federation
 
 pytestmark = pytest.mark.integration

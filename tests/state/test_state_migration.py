@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 
 from chaos.load import LiveCounter, run_load
-from peer.waiting import wait_until
+from peer.runtime.waiting import wait_until
 from tests.harness import Federation, dump_logs, federation
 from tests.state.conftest import INTERVAL, counters, start, stateful
 

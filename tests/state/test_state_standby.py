@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from peer.waiting import wait_until
+from peer.runtime.waiting import wait_until
 from tests.harness import dump_logs, federation
 from tests.standby.test_standby import lose_site, with_standbys
 from tests.state.conftest import INTERVAL, start, stateful

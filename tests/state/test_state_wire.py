@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from peer.peerclient import PeerClient, PeerRefused, peer_auth_middleware
+from peer.peering.client import PeerClient, PeerRefused, peer_auth_middleware
 from peer.records.record import Record
 from peer.state.fresh import CopyView, FreshCopies
 from peer.state.hook import StateUnreachable

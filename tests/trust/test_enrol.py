@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 
 from peer.trust import ca, enrol
-from peer.waiting import wait_until
+from peer.runtime.waiting import wait_until
 from tests.harness import TOKEN, federation
 
 CA_AGENT, NEWCOMER = "127.0.33.11", "127.0.33.12"

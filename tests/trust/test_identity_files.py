@@ -185,7 +185,7 @@ def test_the_sender_check_reads_from_as_a_full_decode_would(body: dict[str, obje
 
 
 async def test_dropping_connections_closes_the_old_session_later_or_at_close() -> None:
-    from peer.peerclient import PeerClient
+    from peer.peering.client import PeerClient
 
     client = PeerClient(b"secret")
     first = client._get_session()

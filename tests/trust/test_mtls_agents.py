@@ -18,11 +18,11 @@ from typing import Any
 import aiohttp
 import pytest
 
-from peer.peerclient import PeerClient, PeerIdentityError, PeerRefused, PeerUnreachable
-from peer.peerwire import HEADER_FROM
+from peer.peering.client import PeerClient, PeerIdentityError, PeerRefused, PeerUnreachable
+from peer.peering.wire import HEADER_FROM
 from peer.trust import ca
 from peer.trust.identity import Identity
-from peer.waiting import wait_until
+from peer.runtime.waiting import wait_until
 from tests.harness import SECRET, TOKEN, Federation, federation
 
 pytestmark = pytest.mark.integration

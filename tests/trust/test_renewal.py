@@ -21,7 +21,7 @@ from cryptography.x509.oid import NameOID
 from peer.trust import ca
 from peer.trust.certs import URI_PREFIX
 from peer.trust.renew import RenewRefused, due, sign_renewal
-from peer.waiting import wait_until
+from peer.runtime.waiting import wait_until
 from tests.harness import TOKEN, federation
 
 ADDRS = {"c1": "127.0.60.11", "c2": "127.0.60.12"}

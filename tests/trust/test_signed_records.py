@@ -17,14 +17,14 @@ import msgpack
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from peer.peerclient import PeerClient
+from peer.peering.client import PeerClient
 from peer.records import messages as msg
 from peer.records import record as rec
 from peer.records import vclock as vc
 from peer.records.record import Record
 from peer.trust import ca, signing
 from peer.trust.authorship import sign_with
-from peer.waiting import wait_until
+from peer.runtime.waiting import wait_until
 from tests.harness import SECRET, TOKEN, Federation, dump_logs, federation
 from tests.trust.test_mtls_agents import Admin, holder_of
 

@@ -15,7 +15,7 @@ import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from peer.waiting import wait_until
+from peer.runtime.waiting import wait_until
 from tests.harness import TOKEN, federation
 from tests.ui.browser import chromium, chromium_missing
 

@@ -98,7 +98,7 @@ function renderMembers(members) {
   }));
 }
 
-// The link estimate (peer/linkestimate.py): its figure, and how old and from what evidence.
+// The link estimate (peer/links/estimate.py): its figure, and how old and from what evidence.
 function linkCell(bw, link) {
   const cell = el("td", {class: "num", text: bw === null || bw === undefined ? "-" : `${Number(bw).toFixed(1)} Mbit/s`});
   if (link && link.age_s !== null && link.age_s !== undefined) {

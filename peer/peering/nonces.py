@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from peer.peerwire import NonceCache
+from peer.peering.wire import NonceCache
 
 log = logging.getLogger(__name__)
 

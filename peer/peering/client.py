@@ -19,7 +19,7 @@ from aiohttp import web
 from yarl import URL
 
 from peer.errors import RoamError
-from peer.peerwire import (
+from peer.peering.wire import (
     CONTENT_TYPE,
     DEFAULT_MAX_BYTES,
     DEFAULT_WINDOW,
@@ -32,7 +32,7 @@ from peer.peerwire import (
     sign,
     verify,
 )
-from peer.supervision import Supervisor
+from peer.runtime.supervision import Supervisor
 
 PEER_PREFIX = "/peer/"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -53,7 +53,7 @@ class PeerRefused(PeerError):
         super().__init__(f"{status}: {message}")
         self.status = status
         self.message = message
-        self.rule = rule  # the peer's workload-policy rule, on a 403 refusal (peer.workload)
+        self.rule = rule  # the peer's workload-policy rule, on a 403 refusal (peer.trust.workload)
 
 
 class PeerIdentityError(PeerRefused):

@@ -34,10 +34,10 @@ from peer.records.merge import (
 from peer.records.naming import incarnation_order, new_incarnation, qualified, replaced_by_deletes
 from peer.records.record import Record, State, descriptor_digest, tombstone_of
 from peer.records.store import RecordStore
-from peer.placing import requirements
+from peer.federation.metaorchestrator import requirements
 from peer.state.fresh import FreshCopies
-from peer.supervision import Supervisor
-from peer.workload import Refusal, Resolver, WorkloadPolicy, check, resolve_executable
+from peer.runtime.supervision import Supervisor
+from peer.trust.workload import Refusal, Resolver, WorkloadPolicy, check, resolve_executable
 from placement import ClusterView, admit
 from placement.homes import choose_entries
 
@@ -105,7 +105,7 @@ class ServiceUnavailable(ServiceError, UnavailableKind):
 
 
 class WorkloadRefused(ServiceError, RefusedKind):
-    """This cluster's workload policy (peer.workload) refuses the service, naming the rule."""
+    """This cluster's workload policy (peer.trust.workload) refuses the service, naming the rule."""
 
     def __init__(self, refusal: Refusal) -> None:
         super().__init__(refusal.message, field=refusal.field)
@@ -595,7 +595,7 @@ class ServiceManager:
         """Make instances and routes match the records after a (re)start. What no record here
         accounts for (a running copy, a frontend) is NOT judged now: the records may have been
         lost, and the peers hold this cluster's part of them. It waits in `unaccounted` for
-        peer.recovery.settle and `close_stale_frontends`, run once records were recovered."""
+        peer.copies.recovery.settle and `close_stale_frontends`, run once records were recovered."""
         running = {i.name: i for i in await self.driver.adopt()}
         open_targets = {mid for mid, _ in self.store.journal_open() if mid.startswith("target:")}
         for record in self.records():

@@ -1,5 +1,5 @@
 """When an idle entry ahead in a home set counts as silent: the timing math of the home watch
-(peer/homewatch.py), pure and apart from any timer (as memberlist's `suspicion.go`).
+(peer/homeset/watch.py), pure and apart from any timer (as memberlist's `suspicion.go`).
 
 Why a probe at all: when a service runs abroad, nothing crosses its HC (clients may use
 another entry, the copy runs elsewhere), so neither HAProxy checks nor the fail-safe notice

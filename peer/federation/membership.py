@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from lb.hostport import join_hostport
-from peer.gossip import Load, decode_accepts, decode_tags
+from peer.federation.tags import Load, decode_accepts, decode_tags
 
 STATUSES = ("alive", "leaving", "left", "failed")
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from peer.drivers.descriptor import ServiceDescriptor
-from peer.gossip import Load, decode_accepts
-from peer.membership import MemberView
+from peer.federation.tags import Load, decode_accepts
+from peer.federation.membership import MemberView
 from placement import ClusterView, Requirements
 
 MIB = 1 << 20

@@ -1,6 +1,6 @@
 """The link estimate's I/O: passive evidence from HAProxy's counters and Serf's coordinates,
 and small budgeted probes over the peer API towards the peers a decision reads. The rules
-(what counts as evidence, when a probe is due, the byte budget) are `peer.linkestimate`'s;
+(what counts as evidence, when a probe is due, the byte budget) are `peer.links.estimate`'s;
 this module only gathers, sends and times.
 
 Who reads it: the placement views (`Agent.cluster_views`: the policy triggers' `decide` and
@@ -20,19 +20,19 @@ from aiohttp import web
 
 from lb.errors import LBError
 from lb.runtime import ServerTraffic
-from peer.linkestimate import (OVERHEAD_BYTES, Estimate, LinkState, ProbeBudget, ProbeKind, estimate,
+from peer.links.estimate import (OVERHEAD_BYTES, Estimate, LinkState, ProbeBudget, ProbeKind, estimate,
                                measured, peers_that_matter, probe_due, record_ping, record_probe,
                                record_response_time, record_traffic, record_traffic_rtt, record_unreachable,
                                sent, spent)
-from peer.membership import MemberView
-from peer.peerclient import PeerClient, PeerError, msgpack_response, read_msgpack
-from peer.placing import requirements
-from peer.supervision import Supervisor
+from peer.federation.membership import MemberView
+from peer.peering.client import PeerClient, PeerError, msgpack_response, read_msgpack
+from peer.federation.metaorchestrator import requirements
+from peer.runtime.supervision import Supervisor
 from placement import ClusterView, PlacementError, rank
 
 if TYPE_CHECKING:
     from peer.records.record import Record
-    from peer.services import ServiceManager
+    from peer.copies.manager import ServiceManager
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ class TrafficSource(Protocol):
 
 
 class Members(Protocol):
-    """The gossiped membership (`peer.membership.Membership`)."""
+    """The gossiped membership (`peer.federation.membership.Membership`)."""
 
     def all(self) -> list[MemberView]: ...
 
@@ -175,7 +175,7 @@ class LinkProbe:
 
     async def probe(self, peer: str, url: str, kind: ProbeKind) -> None:
         """A ping, and for a full probe the padded request right after it (module doc of
-        peer.linkestimate: the ping's time is subtracted)."""
+        peer.links.estimate: the ping's time is subtracted)."""
         state = self._links[peer]
         started = self._send(peer, state, OVERHEAD_BYTES)
         try:

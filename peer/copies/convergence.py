@@ -17,7 +17,7 @@ It never fights an operation in flight: a service whose lock is held (a migratio
 fail-safe, a creation, a replicated record being applied), that is arriving here, reserved for
 a creation, or named in an open migration journal (the engine's recovery decides it) is left
 for the next round. It never stops a copy or closes a frontend on the absence of a record
-(records may still be recovering from peers, peer.recovery): only a record that says the
+(records may still be recovering from peers, peer.copies.recovery): only a record that says the
 service is not an entry here (or was deleted) closes its frontend. A round costs two HAProxy
 `show` commands and a look at the driver's table when nothing drifted.
 """
@@ -32,8 +32,8 @@ from lb.errors import InvalidTokenError, LBError
 from lb.runtime import valid_ip
 from peer.drivers.base import DriverError, InstanceState, ServiceNotFound
 from peer.records.record import Record
-from peer.services import ServiceManager, addr_of, split_addr
-from peer.wake import Wake, next_delay
+from peer.copies.manager import ServiceManager, addr_of, split_addr
+from peer.runtime.wake import Wake, next_delay
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class Converger:
     rounds: int = 0
     repairs: int = 0
     _retry_at: dict[str, tuple[float, float]] = field(default_factory=dict)  # name -> (when, backoff)
-    wake: Wake = field(default_factory=Wake)  # poked by every committed record (peer.wake)
+    wake: Wake = field(default_factory=Wake)  # poked by every committed record (peer.runtime.wake)
 
     async def run(self) -> None:
         """From the moment the records are recovered (peer.agent._catch_up) until cancelled:

@@ -6,8 +6,8 @@ view; it alone coordinates reroutes and commits, runs the fail-safe and repairs 
 and the fail-safe's own probes) and the time math, apart from any timer: an entry counts as
 lost once Serf has reported it failed or left for `home_grace` seconds, or once this cluster's
 own probes found it unreachable (HAProxy checks down and the peer API silent), which is
-seconds faster than Serf, or once the home watch (peer/homewatch.py) has found it silent
-(several pings in a row unanswered, peer/silence.py) for `home_grace` seconds: the grace
+seconds faster than Serf, or once the home watch (peer/homeset/watch.py) has found it silent
+(several pings in a row unanswered, peer/homeset/silence.py) for `home_grace` seconds: the grace
 runs from that mark as it does from Serf's "failed", so an idle HC's loss is noticed
 without waiting for Serf. Split brain is allowed: each side of a partition elects its own
 steward, and the merge rule (peer/records/merge.py) decides after the heal.
@@ -45,7 +45,7 @@ class Liveness:
         self.unreachable.setdefault(cluster, now)
 
     def mark_silent(self, cluster: str, now: float) -> None:
-        """The home watch's pings went unanswered (peer/silence.py): lost `home_grace` later."""
+        """The home watch's pings went unanswered (peer/homeset/silence.py): lost `home_grace` later."""
         self.silent.setdefault(cluster, now)
 
     def forget_silent(self, cluster: str) -> None:
@@ -123,7 +123,7 @@ def must_adopt_home(record: Record, *, here: str, lost_for: Mapping[str, float |
 def watched_peers(records: Iterable[Record], here: str) -> frozenset[str]:
     """The clusters `here` may have to take stewardship from: for every live record it is an
     entry of, the entries ahead of it in `homes` order (the HC, then the deputies). One
-    probe per cluster, whatever the number of records naming it (peer/homewatch.py)."""
+    probe per cluster, whatever the number of records naming it (peer/homeset/watch.py)."""
     ahead: set[str] = set()
     for record in records:
         if record.tombstone or here not in record.entries:

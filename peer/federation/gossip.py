@@ -30,16 +30,16 @@ from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 
 from peer.config import AgentConfig
-from peer.gossip import Load, SelfTags, meaningful_change
-from peer.membership import Membership, StatusChange
-from peer.metrics import Metrics
+from peer.federation.tags import Load, SelfTags, meaningful_change
+from peer.federation.membership import Membership, StatusChange
+from peer.runtime.metrics import Metrics
 from peer.serf.client import SerfClient
 from peer.serf.codec import MemberEvent, QueryEvent, UserEvent
 from peer.serf.coordinates import rtt_seconds
 from peer.serf.errors import SerfRPCError
 from peer.serf.keys import derive_encrypt_key, derive_rpc_auth
 from peer.serf.process import SerfConfig, SerfProcess
-from peer.supervision import Supervisor
+from peer.runtime.supervision import Supervisor
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 """The home watch: an entry pings the clusters ahead of it in its services' home sets, so the
-loss of an idle HC is noticed without waiting for Serf (timing and bounds: peer/silence.py).
+loss of an idle HC is noticed without waiting for Serf (timing and bounds: peer/homeset/silence.py).
 
 One task per watched peer (`watched_peers`: the union over records, so the cost grows with
 the clusters ahead of this one, never with the number of services). Each pings with the
@@ -17,11 +17,11 @@ from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from peer.migration.wire import PING
-from peer.peerclient import PeerError, PeerRefused, PeerServerError
+from peer.peering.client import PeerError, PeerRefused, PeerServerError
 from peer.records.record import Record
-from peer.silence import PeerSilence, SilenceRule
-from peer.stewardship import Liveness, watched_peers
-from peer.supervision import Supervisor
+from peer.homeset.silence import PeerSilence, SilenceRule
+from peer.homeset.stewardship import Liveness, watched_peers
+from peer.runtime.supervision import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ REFRESH = 1.0  # how often the set of watched peers is recomputed from the recor
 
 
 class PeerCalls(Protocol):
-    """The one thing the watch needs of `peer.peerclient.PeerClient`."""
+    """The one thing the watch needs of `peer.peering.client.PeerClient`."""
 
     async def call(self, base_url: str, path: str, payload: object, *, timeout: float = ...) -> object: ...
 

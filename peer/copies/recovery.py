@@ -31,10 +31,10 @@ from typing import TYPE_CHECKING, Literal
 from lb.errors import LBError
 from peer.drivers.base import DriverError, Instance
 from peer.records.record import Record
-from peer.services import WorkloadRefused
+from peer.copies.manager import WorkloadRefused
 
 if TYPE_CHECKING:
-    from peer.services import NameHolder, ServiceManager
+    from peer.copies.manager import NameHolder, ServiceManager
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 """The link estimate from this cluster to one peer, and when it may spend bytes to refresh it.
-Pure: time and observations are passed in; `peer.linkprobe` does the I/O.
+Pure: time and observations are passed in; `peer.links.probe` does the I/O.
 
 Why: the old probe uploaded 256 KB to every live peer every 2 s (about 1 Mbit/s per peer),
 a quarter of a degraded 4 Mbit/s link and all of a 1 Mbit/s one (issue 18). The estimate now

@@ -32,7 +32,7 @@ class Metrics:
             ["kind", "outcome"], registry=self.registry,
         )
         self.link_probe_bytes = Counter(
-            "roam_link_probe_bytes_total", "Bytes the link probe sent, by peer (peer.linkestimate's budget)",
+            "roam_link_probe_bytes_total", "Bytes the link probe sent, by peer (peer.links.estimate's budget)",
             ["peer"], registry=self.registry,
         )
         self.record_refusals = Counter(

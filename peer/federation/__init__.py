@@ -1,0 +1,1 @@
+"""The federation as this cluster sees it: Serf's members and tags, the gossip key, and the view placement ranks."""
