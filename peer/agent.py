@@ -22,6 +22,7 @@ from typing import Any
 from aiohttp import web
 
 from lb.balancer import Claim, LoadBalancer
+from peer.migration.wire import ForwardedOp
 from peer.api.admin import add_admin_routes
 from peer.api.audit import AUDIT_FILE, AuditLog, add_audit_routes, audit_middleware
 from peer.api.drain import add_drain_routes
@@ -459,7 +460,7 @@ class Agent:
         self.services.apply_soon(outcome)
         self.load_changed()
 
-    async def _run_forwarded(self, op: str, name: str, target: str | None) -> tuple[int, Any]:
+    async def _run_forwarded(self, op: ForwardedOp, name: str, target: str | None) -> tuple[int, Any]:
         from peer.api.services import run_admin_op
 
         return await run_admin_op(self, op, name, target)

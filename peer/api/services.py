@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from lb.errors import LBError, NoFreeSlotError
+from peer.migration.wire import ForwardedOp
 from peer.api.audit import note
 from peer.api.http import APIError, NotFound, read_json
 from peer.api.statuses import status_of
@@ -116,7 +117,7 @@ async def _delete_here(agent: "Agent", name: str) -> dict[str, Any]:
     return view(agent, record)
 
 
-async def run_admin_op(agent: "Agent", op: str, name: str, target: str | None) -> tuple[int, Any]:
+async def run_admin_op(agent: "Agent", op: ForwardedOp, name: str, target: str | None) -> tuple[int, Any]:
     """Run `migrate` or `delete` of `name` at its steward: here, or forwarded to it (once: a
     forwarded call that arrives at a cluster that is not steward either is refused with 409)."""
     assert agent.services is not None and agent.homes is not None

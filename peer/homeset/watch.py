@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
+from peer.migration import wire
 from peer.migration.wire import PING
 from peer.peering.client import PeerError, PeerRefused, PeerServerError
 from peer.records.record import Record
@@ -100,7 +101,7 @@ class HomeWatch:
         if url is None:
             return None
         try:
-            await self.client.call(url, PING, {}, timeout=self.rule.timeout)
+            await self.client.call(url, PING, wire.Ping().to_wire(), timeout=self.rule.timeout)
         except (PeerRefused, PeerServerError):
             return True  # a refusal or an error reply is an answer: it is there
         except PeerError:

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from lb.errors import LBError, RerouteError
+from peer.migration import wire
 from peer.errors import RoamError
 from peer.runtime import failpoints
 from peer.drivers.descriptor import ServiceDescriptor
@@ -34,7 +35,7 @@ from peer.migration.history import Migration, MigrationLog
 from peer.migration.homes import HomeSetClient
 from peer.migration.seams import EngineSeams
 from peer.migration.readiness import CopyNotReady, wait_copy_ready
-from peer.migration.wire import ABORT, RELEASE, REPLICATE, record_to_wire
+from peer.migration.wire import ABORT, RELEASE, REPLICATE
 from peer.peering.client import PeerClient, PeerError, PeerRefused
 from peer.federation.metaorchestrator import requirements
 from peer.records.record import Record, State
@@ -264,10 +265,9 @@ class MigrationEngine:
             if url is None:
                 continue
             try:
-                await self.client.call(url, REPLICATE, {
-                    "migration_id": m.id, "name": record.name, "descriptor": record.descriptor,
-                    "home": record.home, "endpoint": record.endpoint, "source": self.here,
-                }, timeout=5.0)
+                await self.client.call(url, REPLICATE, wire.Replicate(
+                    migration_id=m.id, name=record.name, descriptor=record.descriptor, home=record.home,
+                    endpoint=record.endpoint, source=self.here).to_wire(), timeout=5.0)
                 return candidate.name
             except PeerRefused as exc:
                 refusals.append(f"{candidate.name}: {exc}")
@@ -395,7 +395,7 @@ class MigrationEngine:
             url = self.agent.api_url_of(before.location)
             if url is not None:
                 with contextlib.suppress(PeerError):
-                    await self.client.call(url, RELEASE, {"record": record_to_wire(committed)}, timeout=10.0)
+                    await self.client.call(url, RELEASE, wire.Release(committed).to_wire(), timeout=10.0)
         await self.agent.publish_now(committed, frozenset({before.location}))
 
     async def _abort_target(self, m: Migration, *, wait: float = 0.0) -> None:
@@ -409,14 +409,14 @@ class MigrationEngine:
                 url = await wait_until(lambda: self.agent.api_url_of(target), timeout=wait, interval=0.1)
         if url is not None:
             with contextlib.suppress(PeerError):
-                await self.client.call(url, ABORT, {"migration_id": m.id, "name": m.service}, timeout=5.0)
+                await self.client.call(url, ABORT, wire.Abort(m.id, m.service).to_wire(), timeout=5.0)
 
     async def _abort_until_heard(self, cluster: str, migration_id: str, name: str) -> None:
         for _ in range(30):
             url = self.agent.api_url_of(cluster)
             if url is not None:
                 try:
-                    await self.client.call(url, ABORT, {"migration_id": migration_id, "name": name}, timeout=5.0)
+                    await self.client.call(url, ABORT, wire.Abort(migration_id, name).to_wire(), timeout=5.0)
                     return
                 except PeerRefused:
                     return

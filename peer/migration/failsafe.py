@@ -34,10 +34,11 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from lb.errors import LBError
+from peer.migration import wire
 from peer.drivers.base import DriverError, Instance
 from peer.migration.history import Migration, MigrationLog
 from peer.migration.seams import EntryRoutes, FailSafeSeams, Mover
-from peer.migration.wire import PING, RELEASE, record_to_wire
+from peer.migration.wire import PING, RELEASE
 from peer.peering.client import PeerClient, PeerError, PeerRefused
 from peer.federation.metaorchestrator import requirements
 from peer.records.record import Record, State
@@ -239,7 +240,7 @@ class FailSafe:
         if url is None:
             return False
         try:
-            await self.client.call(url, PING, {}, timeout=PING_TIMEOUT)
+            await self.client.call(url, PING, wire.Ping().to_wire(), timeout=PING_TIMEOUT)
             return True
         except PeerError:
             return False
@@ -455,7 +456,7 @@ class FailSafe:
             url = self.agent.api_url_of(cluster)
             if url is not None:
                 try:
-                    await self.client.call(url, RELEASE, {"record": record_to_wire(committed)}, timeout=5.0)
+                    await self.client.call(url, RELEASE, wire.Release(committed).to_wire(), timeout=5.0)
                     log.info("%s released its copy of %s after the fail-safe", cluster, committed.name)
                     return
                 except PeerRefused as exc:

@@ -26,13 +26,13 @@ from aiohttp import web
 from lb.errors import LBError, NoFreeSlotError
 from peer.migration import wire
 from peer.peering.client import PeerClient, PeerError, PeerRefused, msgpack_response, read_msgpack
-from peer.records.naming import MAX_REPLACED, SERVICE_RE, base_name
-from peer.records.record import Record, RecordDecodeError
+from peer.records.naming import MAX_REPLACED, base_name
+from peer.records.record import Record
 from peer.api.statuses import status_of
 from peer.drivers.descriptor import DescriptorError, ServiceDescriptor
 from peer.errors import UpstreamKind
 from peer.copies.manager import NameHolder, ServiceError, ServiceManager, WorkloadRefused
-from peer.state.handover import HOLD_MAX, IDLE_POLL, IDLE_TIMEOUT
+from peer.state.handover import IDLE_POLL, IDLE_TIMEOUT
 from peer.homeset.stewardship import Liveness, Observed, must_adopt_home, repair_needed
 from placement import ClusterView
 from placement.homes import choose_entries
@@ -84,7 +84,7 @@ class HomeSetClient:
         if url is None:
             return []
         try:
-            reply = await self.client.call(url, wire.LOOKUP, {"name": name}, timeout=LOOKUP_TIMEOUT)
+            reply = await self.client.call(url, wire.LOOKUP, wire.Lookup(name).to_wire(), timeout=LOOKUP_TIMEOUT)
         except PeerError:
             return []  # a peer we cannot ask holds nothing we could learn now
         if not isinstance(reply, dict) or not isinstance(reply.get("holders"), list):
@@ -107,9 +107,8 @@ class HomeSetClient:
         if url is None or (refused_at is not None and time.monotonic() - refused_at < REFUSAL_MEMORY):
             return None
         try:
-            reply = await self.client.call(url, wire.ENTRY_OPEN, {"name": name, "incarnation": incarnation,
-                                                                   "home": home, "descriptor": descriptor},
-                                           timeout=ENTRY_TIMEOUT)
+            message = wire.EntryOpen(name=name, incarnation=incarnation, home=home, descriptor=descriptor)
+            reply = await self.client.call(url, wire.ENTRY_OPEN, message.to_wire(), timeout=ENTRY_TIMEOUT)
         except PeerRefused as exc:
             if exc.status == 403 and exc.rule is not None:  # its workload policy: not asked again for a while
                 self.refused[(cluster, name)] = time.monotonic()
@@ -127,8 +126,7 @@ class HomeSetClient:
         returns the entries that did not confirm. `release`: each entry then lets the requests
         it holds for a handover go on (peer/state/handover.py)."""
         others = [e for e in record.entries if e != self.here and e not in skip]
-        body: dict[str, Any] = {"record": wire.record_to_wire(record), **({"release": True} if release else {})}
-
+        body = wire.Route(record=record, release=release).to_wire()
         confirmed = await asyncio.gather(*(self._call_entry(e, wire.ROUTE, body, f"confirm the route of {record.name}")
                                            for e in others))
         return [e for e, ok in zip(others, confirmed) if not ok]
@@ -136,15 +134,15 @@ class HomeSetClient:
     async def hold_entries(self, entries: list[str], name: str, *, ttl: float) -> list[str]:
         """Ask each entry to hold requests to `name` and answer once its old server is idle;
         returns the entries that did not (peer/state/handover.py, `EntryHolds`)."""
-        answers = await asyncio.gather(*(self._hold_one(e, {"name": name, "ttl": ttl}) for e in entries))
+        answers = await asyncio.gather(*(self._hold_one(e, wire.Hold(name=name, ttl=ttl)) for e in entries))
         return [e for e, ok in zip(entries, answers) if not ok]
 
     async def release_entries(self, entries: list[str], name: str) -> None:
-        await asyncio.gather(*(self._hold_one(e, {"name": name, "release": True}) for e in entries))
+        await asyncio.gather(*(self._hold_one(e, wire.Hold(name=name, release=True)) for e in entries))
 
-    async def _hold_one(self, entry: str, body: dict[str, Any]) -> bool:
-        what = f"{'release' if body.get('release') else 'hold'} {body['name']}"
-        return await self._call_entry(entry, wire.HOLD, body, what)
+    async def _hold_one(self, entry: str, message: wire.Hold) -> bool:
+        what = f"{'release' if message.release else 'hold'} {message.name}"
+        return await self._call_entry(entry, wire.HOLD, message.to_wire(), what)
 
     async def _call_entry(self, entry: str, path: str, body: dict[str, Any], what: str) -> bool:
         """One peer call to an entry (bounded); False, logged, if it did not answer."""
@@ -158,13 +156,14 @@ class HomeSetClient:
             log.warning("entry %s did not %s: %s", entry, what, exc)
             return False
 
-    async def forward(self, steward: str, op: str, name: str, target: str | None) -> tuple[int, Any]:
+    async def forward(self, steward: str, op: wire.ForwardedOp, name: str,
+                      target: str | None) -> tuple[int, Any]:
         """Run an admin operation at the steward; (HTTP status, JSON body) of its answer."""
         url = self.url_of(steward)
         if url is None:
             raise StewardUnreachable(f"{name!r} is stewarded by {steward}, which cannot be reached", field="name")
         try:
-            reply = await self.client.call(url, wire.FORWARD, {"op": op, "name": name, "target": target},
+            reply = await self.client.call(url, wire.FORWARD, wire.Forward(op=op, name=name, target=target).to_wire(),
                                            timeout=130.0)
         except PeerRefused as exc:
             return exc.status, {"error": str(exc)}
@@ -176,18 +175,11 @@ class HomeSetClient:
         return int(reply.get("status", 200)), reply.get("body")
 
 
-def _name(body: Any) -> str:
-    name = body.get("name") if isinstance(body, dict) else None
-    if not isinstance(name, str) or not SERVICE_RE.match(name):
-        raise web.HTTPBadRequest(reason="name: expected a service name")
-    return name
-
-
 class HomeSetHandlers:
     """The answering side of the home-set calls."""
 
     def __init__(self, *, services: ServiceManager,
-                 run_forwarded: Callable[[str, str, str | None], Any]) -> None:
+                 run_forwarded: Callable[[wire.ForwardedOp, str, str | None], Any]) -> None:
         self.services = services
         self._run_forwarded = run_forwarded
 
@@ -199,7 +191,7 @@ class HomeSetHandlers:
         app.router.add_post(wire.HOLD, self.hold)
 
     async def lookup(self, request: web.Request) -> web.Response:
-        name = _name(await read_msgpack(request))
+        name = wire.Lookup.from_wire(await read_msgpack(request)).name
         record = self.services.store.get(name)
         holders = [] if record is None else [
             {"home": record.home, "incarnation": record.incarnation, "tombstone": record.tombstone,
@@ -207,14 +199,8 @@ class HomeSetHandlers:
         return msgpack_response({"holders": holders})
 
     async def entry_open(self, request: web.Request) -> web.Response:
-        body = await read_msgpack(request)
-        name = _name(body)
-        incarnation = body.get("incarnation")
-        if not isinstance(incarnation, str) or len(incarnation) > 64:
-            raise web.HTTPBadRequest(reason="incarnation: expected a string")
-        home, raw = body.get("home"), body.get("descriptor")
-        if not (home is None or isinstance(home, str)) or not (raw is None or isinstance(raw, bytes)):
-            raise web.HTTPBadRequest(reason="home, descriptor: expected a string and msgpack bytes")
+        msg = wire.EntryOpen.from_wire(await read_msgpack(request))
+        name, incarnation, home, raw = msg.name, msg.incarnation, msg.home, msg.descriptor
         try:
             descriptor = None if raw is None else ServiceDescriptor.from_msgpack(raw)
         except DescriptorError as exc:
@@ -233,11 +219,8 @@ class HomeSetHandlers:
         return msgpack_response({"endpoint": f"{host}:{port}"})
 
     async def route(self, request: web.Request) -> web.Response:
-        body = await read_msgpack(request)
-        try:
-            record = wire.record_from_wire(body.get("record") if isinstance(body, dict) else None)
-        except RecordDecodeError as exc:
-            raise web.HTTPBadRequest(reason=f"record.{exc.field}: {exc}") from exc
+        msg = wire.Route.from_wire(await read_msgpack(request))
+        record = msg.record
         services = self.services
         async with services.lock(record.name):
             # The commit of a move to here reaches an entry that is also the AC by ROUTE before
@@ -259,7 +242,7 @@ class HomeSetHandlers:
                 except LBError as exc:
                     return msgpack_response({"error": f"reroute failed: {exc}"}, status=502)
                 finally:
-                    if body.get("release") is True:  # held requests never wait out the deadline
+                    if msg.release:  # held requests never wait out the deadline
                         with contextlib.suppress(LBError):
                             await services.lb.release(record.name)
         return msgpack_response({"routed": True})
@@ -267,18 +250,14 @@ class HomeSetHandlers:
     async def hold(self, request: web.Request) -> web.Response:
         """A handover's hold at this entry: hold requests to the service, wait (bounded) until
         none is at a server, answer; or, with `release`, let them go on."""
-        body = await read_msgpack(request)
-        name = _name(body)
-        lb = self.services.lb
+        msg = wire.Hold.from_wire(await read_msgpack(request))
+        name, lb = msg.name, self.services.lb
         try:
-            if body.get("release") is True:
+            if msg.release or msg.ttl is None:
                 await lb.release(name)
                 return msgpack_response({"released": True})
-            ttl = body.get("ttl")
-            if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not 0 < ttl <= HOLD_MAX:
-                raise web.HTTPBadRequest(reason=f"ttl: expected seconds in (0, {HOLD_MAX:.0f}]")
-            await lb.hold(name, ttl=float(ttl))
-            deadline = time.monotonic() + min(float(ttl), IDLE_TIMEOUT)
+            await lb.hold(name, ttl=msg.ttl)
+            deadline = time.monotonic() + min(msg.ttl, IDLE_TIMEOUT)
             while not await lb.idle(name) and time.monotonic() < deadline:
                 await asyncio.sleep(IDLE_POLL)
         except LBError as exc:
@@ -286,12 +265,8 @@ class HomeSetHandlers:
         return msgpack_response({"held": True})
 
     async def forward(self, request: web.Request) -> web.Response:
-        body = await read_msgpack(request)
-        name = _name(body)
-        op, target = body.get("op"), body.get("target")
-        if op not in ("migrate", "delete") or not (target is None or isinstance(target, str)):
-            raise web.HTTPBadRequest(reason="op: expected migrate or delete")
-        status, answer = await self._run_forwarded(op, name, target)
+        msg = wire.Forward.from_wire(await read_msgpack(request))
+        status, answer = await self._run_forwarded(msg.op, msg.name, msg.target)
         return msgpack_response({"status": status, "body": answer})
 
 

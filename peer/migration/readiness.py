@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+from peer.migration import wire
 from peer.errors import RoamError
 from peer.migration.wire import STATUS
 from peer.peering.client import PeerClient
@@ -32,7 +33,7 @@ async def wait_copy_ready(client: PeerClient, url: str | None, *, migration_id: 
     deadline = time.monotonic() + limit
     while (asked := time.monotonic()) < deadline:
         wait = min(STATUS_WAIT, deadline - asked)
-        reply = await client.call(url, STATUS, {"migration_id": migration_id, "name": name, "wait": wait},
+        reply = await client.call(url, STATUS, wire.Status(migration_id, name, wait).to_wire(),
                                   timeout=wait + 5.0)
         if not isinstance(reply, dict):
             raise CopyNotReady(f"{target} answered STATUS with {type(reply).__name__}, not a map")

@@ -8,7 +8,6 @@ import ipaddress
 import logging
 import time
 from dataclasses import replace
-from typing import Any
 
 from aiohttp import web
 
@@ -20,7 +19,7 @@ from peer.migration.seams import ReplicaSeams
 from peer.peering.client import msgpack_response, read_msgpack
 from peer.federation.metaorchestrator import requirements
 from peer.records.naming import base_name
-from peer.records.record import RecordDecodeError, State
+from peer.records.record import State
 from peer.copies.manager import PENDING_TTL, PendingCopy, ServiceManager, WorkloadRefused, addr_of, split_addr
 from placement import admit
 
@@ -29,12 +28,6 @@ log = logging.getLogger(__name__)
 
 def _refuse(message: str, status: int = 409) -> web.Response:
     return msgpack_response({"error": message}, status=status)
-
-
-def _field(body: Any, key: str, kind: type) -> Any:
-    if not isinstance(body, dict) or not isinstance(body.get(key), kind):
-        raise web.HTTPBadRequest(reason=f"{key}: expected {kind.__name__}")
-    return body[key]
 
 
 class ReplicaHandlers:
@@ -52,11 +45,10 @@ class ReplicaHandlers:
 
     # -- at the AC -------------------------------------------------------------------------
     async def replicate(self, request: web.Request) -> web.Response:
-        body = await read_msgpack(request)
-        mid, name = _field(body, "migration_id", str), _field(body, "name", str)
-        home = _field(body, "home", str)
+        msg = wire.Replicate.from_wire(await read_msgpack(request))
+        mid, name, home = msg.migration_id, msg.name, msg.home
         try:
-            descriptor = ServiceDescriptor.from_msgpack(_field(body, "descriptor", bytes))
+            descriptor = ServiceDescriptor.from_msgpack(msg.descriptor)
         except DescriptorError as exc:
             return _refuse(f"descriptor.{exc.field}: {exc}", status=422)
         if base_name(descriptor.name) != base_name(name):
@@ -76,7 +68,7 @@ class ReplicaHandlers:
             return _refuse(f"another migration of {name} is arriving here")
         if services.closing:
             return _refuse("shutting down")
-        standby = body.get("standby") is True  # a warm copy for the steward's StandbyKeeper
+        standby = msg.standby  # a warm copy for the steward's StandbyKeeper
         current = services.get(name)
         if current is not None and current.location == services.here:
             return _refuse(f"{name} already runs here")
@@ -105,11 +97,8 @@ class ReplicaHandlers:
         """Where the copy of migration `migration_id` stands. With `wait` (seconds, a long poll)
         a copy still deploying is answered for when it is ready or failed, or when `wait` is
         over: the coordinator hears of readiness one round trip after it, not a poll later."""
-        body = await read_msgpack(request)
-        mid, name = _field(body, "migration_id", str), _field(body, "name", str)
-        wait = body.get("wait", 0.0)
-        if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0.0 <= wait <= wire.STATUS_WAIT_MAX:
-            raise web.HTTPBadRequest(reason=f"wait: expected seconds from 0 to {wire.STATUS_WAIT_MAX:g}")
+        msg = wire.Status.from_wire(await read_msgpack(request))
+        mid, name, wait = msg.migration_id, msg.name, msg.wait
         copy = self.services.pending.get(name)
         if wait > 0 and copy is not None and copy.migration_id == mid and copy.task is not None \
                 and copy.error is None and copy.instance is None:
@@ -138,8 +127,8 @@ class ReplicaHandlers:
         return msgpack_response({"state": "ready", "instance": addr_of(copy.instance), "deploy_ms": copy.deploy_ms})
 
     async def abort(self, request: web.Request) -> web.Response:
-        body = await read_msgpack(request)
-        mid, name = _field(body, "migration_id", str), _field(body, "name", str)
+        msg = wire.Abort.from_wire(await read_msgpack(request))
+        mid, name = msg.migration_id, msg.name
         services = self.services
         services.aborted.append(mid)
         async with services.lock(name):
@@ -161,15 +150,14 @@ class ReplicaHandlers:
 
     # -- at the HC -------------------------------------------------------------------------
     async def reroute(self, request: web.Request) -> web.Response:
-        body = await read_msgpack(request)
-        mid, name = _field(body, "migration_id", str), _field(body, "name", str)
-        location, instance = _field(body, "location", str), _field(body, "instance", str)
+        msg = wire.Reroute.from_wire(await read_msgpack(request))
+        mid, name, location, instance = msg.migration_id, msg.name, msg.location, msg.instance
         services = self.services
         async with services.lock(name):
             record = services.get(name)
             if record is None or services.here not in record.entries:
                 return _refuse(f"{name} is not homed here", status=404)
-            expected = body.get("expect_location")
+            expected = msg.expect_location
             if expected is not None and record.location != expected:
                 return _refuse(f"{name} runs at {record.location}, not {expected}: stale migration")
             try:
@@ -196,11 +184,7 @@ class ReplicaHandlers:
 
     # -- at the old location ---------------------------------------------------------------
     async def release(self, request: web.Request) -> web.Response:
-        body = await read_msgpack(request)
-        try:
-            committed = wire.record_from_wire(body.get("record") if isinstance(body, dict) else None)
-        except RecordDecodeError as exc:
-            raise web.HTTPBadRequest(reason=f"record.{exc.field}: {exc}") from exc
+        committed = wire.Release.from_wire(await read_msgpack(request)).record
         services = self.services
         async with services.lock(committed.name):
             outcome = services.store.apply_remote(committed, here=services.here)
@@ -223,5 +207,5 @@ class ReplicaHandlers:
         return msgpack_response({"released": True, "changed": outcome.changed})
 
     async def ping(self, request: web.Request) -> web.Response:
-        await read_msgpack(request)
+        wire.Ping.from_wire(await read_msgpack(request))
         return msgpack_response({"cluster": self.services.here, "ok": True})

@@ -31,6 +31,7 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from lb.errors import LBError
+from peer.migration import wire
 from peer.errors import RoamError
 from peer.migration.history import Migration, MigrationLog
 from peer.migration.seams import EntryRoutes, StandbySeams
@@ -243,10 +244,9 @@ class StandbyKeeper:
             if url is None:
                 continue
             try:
-                await self.client.call(url, REPLICATE, {
-                    "migration_id": m.id, "name": record.name, "descriptor": record.descriptor,
-                    "home": record.home, "endpoint": record.endpoint, "source": self.services.here,
-                    "standby": True}, timeout=5.0)
+                await self.client.call(url, REPLICATE, wire.Replicate(
+                    migration_id=m.id, name=record.name, descriptor=record.descriptor, home=record.home,
+                    endpoint=record.endpoint, source=self.services.here, standby=True).to_wire(), timeout=5.0)
                 return name
             except PeerRefused as exc:
                 refusals.append(f"{name}: {exc}")
@@ -291,4 +291,4 @@ class StandbyKeeper:
         url = self.agent.api_url_of(m.target) if m.target else None
         if url is not None:
             with contextlib.suppress(PeerError):
-                await self.client.call(url, ABORT, {"migration_id": m.id, "name": m.service}, timeout=5.0)
+                await self.client.call(url, ABORT, wire.Abort(m.id, m.service).to_wire(), timeout=5.0)
