@@ -174,6 +174,27 @@ class Converger:
             if state is InstanceState.STARTING or now < self._retry_at.get(name, (0.0, 0.0))[0]:
                 continue  # the driver is (re)starting it, or our last attempt failed recently
             repaired += await self._restart(record, state)
+        return repaired + await self._leftovers(busy)
+
+    async def _leftovers(self, busy: set[str]) -> list[str]:
+        """Copies still running here of services whose record is a tombstone: a delete whose
+        stop failed (the driver's error was logged and the delete answered) ends here."""
+        services, repaired = self.services, []
+        for instance in await services.driver.list():
+            name = instance.name
+            record = services.store.get(name)
+            if record is None or not record.tombstone or name in busy or services.lock(name).locked():
+                continue  # no record is no evidence (recovery judges those at start)
+            async with services.lock(name):
+                current = services.store.get(name)
+                if current is None or not current.tombstone:
+                    continue
+                try:
+                    await services.stop_copy(name)
+                except DriverError as exc:
+                    log.error("%s: deleted, and its copy here still does not stop: %s", name, exc)
+                    continue
+            repaired.append(f"stopped the copy of {name}: its record is a tombstone")
         return repaired
 
     async def _restart(self, record: Record, state: InstanceState) -> list[str]:

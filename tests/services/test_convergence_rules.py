@@ -12,7 +12,7 @@ import pytest
 
 from lb.fake import FakeLoadBalancer
 from peer.copies.convergence import Converger
-from peer.drivers.base import DeployFailed, Instance, InstanceState, ServiceNotFound
+from peer.drivers.base import DeployFailed, Instance, InstanceState, ServiceNotFound, TemporaryDriverError
 from peer.drivers.descriptor import ServiceDescriptor
 from peer.records.record import Record, State, descriptor_digest, tombstone_of
 from peer.records.store import RecordStore
@@ -30,6 +30,7 @@ class FakeDriver:
         self.state: dict[str, InstanceState] = {}
         self.port: dict[str, int] = {}
         self.broken: set[str] = set()
+        self.stuck: set[str] = set()  # copies whose stop fails
         self.deploys: list[str] = []
 
     def _instance(self, name: str) -> Instance:
@@ -52,6 +53,8 @@ class FakeDriver:
         return self._instance(name)
 
     async def delete(self, name: str) -> None:
+        if name in self.stuck:
+            raise TemporaryDriverError(f"{name}: did not stop")
         self.state.pop(name, None)
 
     async def list(self) -> builtins.list[Instance]:
@@ -148,3 +151,19 @@ async def test_a_copy_that_moved_port_gets_its_record_updated(parts) -> None:  #
     record = services.get("web")
     assert record is not None and record.instance == "127.0.0.1:31007"
     assert lb.current_route("web") == ("127.0.0.1", 31007)
+
+
+async def test_a_delete_whose_copy_does_not_stop_stands_and_convergence_stops_it(parts) -> None:  # type: ignore[no-untyped-def]
+    services, lb, driver, conv = parts
+    _record(services, "web")
+    await lb.open_frontend("web", port=30000)
+    driver.state["web"] = InstanceState.READY
+    driver.stuck.add("web")
+    tomb = await services.delete("web")  # no driver error escapes: the tombstone is written
+    assert tomb.tombstone and services.store.get("web") is not None and services.store.get("web").tombstone
+    assert "web" in driver.state  # still running
+    assert await conv.round() == []  # still stuck: logged, kept for the next round
+    driver.stuck.clear()
+    repaired = await conv.round()
+    assert "web" not in driver.state and any("tombstone" in r for r in repaired), repaired
+    assert driver.deploys == []  # a deleted service is never started again
