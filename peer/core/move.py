@@ -123,6 +123,13 @@ Command = StartCopy | StopCopy | Route | Commit | Abort
 STAGES = ("replication", "wait", "reroute", "commit", "cleanup", "done")
 
 
+def journal_stage(stage: str) -> str:
+    """The journal's stage for a machine stage: the engine journals `reroute` before it routes
+    and commits in that same stage, so routed-not-committed (`commit` here) is still `reroute`
+    there, and recovery (peer/core/journal.py) finishes it only if the route moved."""
+    return "reroute" if stage == "commit" else stage
+
+
 @dataclass(frozen=True)
 class Move:
     id: str
