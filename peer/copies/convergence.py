@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 from lb.errors import InvalidTokenError, LBError
 from lb.runtime import valid_ip
+from peer.core import journal
 from peer.drivers.base import DriverError, InstanceState, ServiceNotFound
 from peer.records.record import Record
 from peer.copies.manager import ServiceManager, addr_of, split_addr
@@ -106,9 +107,9 @@ class Converger:
         services = self.services
         busy = set(services.pending) | set(services.reserved)
         for key, entry in services.store.journal_open():
-            if key.startswith("target:"):
-                busy.add(key.split(":", 1)[1])
-            elif key.startswith("mig:") and isinstance(entry, dict):
+            if journal.is_arrival(key):
+                busy.add(key[len(journal.ARRIVAL):])
+            elif journal.is_migration(key) and isinstance(entry, dict):
                 busy.add(str(entry.get("service")))
         return busy
 

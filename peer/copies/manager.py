@@ -20,6 +20,7 @@ from lb.balancer import LoadBalancer
 from lb.errors import LBError
 from peer.drivers.base import Driver, DriverError, DriverTimeout, Instance, NeverReady, ServiceNotFound
 from peer.drivers.descriptor import ServiceDescriptor
+from peer.core import journal, moves
 from peer.errors import InvalidKind, NotFoundKind, RefusedKind, RoamError, UnavailableKind
 from peer.records.merge import (
     Action,
@@ -408,7 +409,7 @@ class ServiceManager:
         pending = self.pending.get(name)
         if pending is not None and pending.migration_id == migration_id:
             self.pending.pop(name, None)
-            self.store.journal_close(f"target:{name}")
+            self.store.journal_close(journal.arrival_key(name))
 
     # -- reacting to replicated records ----------------------------------------------------
     def apply_soon(self, outcome: MergeOutcome) -> None:
@@ -458,7 +459,7 @@ class ServiceManager:
             if current is None or current.tombstone:
                 return
             if self.pending.pop(action.name, None) is not None:
-                self.store.journal_close(f"target:{action.name}")
+                self.store.journal_close(journal.arrival_key(action.name))
                 # Write it back: this cluster enters the clock (tombstone GC relies on it).
                 adopted = self.store.put_local(replace(current, state=State.RUNNING), here=self.here, now=time.time())
                 await self._publish(adopted, frozenset())
@@ -514,7 +515,7 @@ class ServiceManager:
         pending = self.pending.get(record.name)
         if pending is not None and pending.standby:
             self.pending.pop(record.name, None)
-            self.store.journal_close(f"target:{record.name}")
+            self.store.journal_close(journal.arrival_key(record.name))
             return
         try:
             instance = await self.driver.status(record.name)
@@ -601,7 +602,7 @@ class ServiceManager:
         lost, and the peers hold this cluster's part of them. It waits in `unaccounted` for
         peer.copies.recovery.settle and `close_stale_frontends`, run once records were recovered."""
         running = {i.name: i for i in await self.driver.adopt()}
-        open_targets = {mid for mid, _ in self.store.journal_open() if mid.startswith("target:")}
+        open_targets = {mid for mid, _ in self.store.journal_open() if journal.is_arrival(mid)}
         for record in self.records():
             try:
                 if record.location == self.here and record.name not in running:
@@ -647,9 +648,8 @@ class ServiceManager:
                     if self.pending.get(name) is pending:
                         log.warning("migration %s of %s never committed; removing the copy", pending.migration_id, name)
                         self.pending.pop(name, None)
-                        self.store.journal_close(f"target:{name}")
-                        record = self.get(name)
-                        if record is None or not record.copy_here(self.here):
+                        self.store.journal_close(journal.arrival_key(name))
+                        if moves.release(self.get(name), self.here).stop:
                             with contextlib.suppress(DriverError):
                                 await self.stop_copy(name)
 

@@ -21,14 +21,16 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import replace
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from lb.errors import LBError, RerouteError
 from peer.migration import wire
 from peer.errors import RoamError
 from peer.runtime import failpoints
+from peer.core import journal, moves
+from peer.core import move as rules
 from peer.drivers.descriptor import ServiceDescriptor
 from peer.migration import overlap
 from peer.migration.history import Migration, MigrationLog
@@ -38,7 +40,7 @@ from peer.migration.readiness import CopyNotReady, wait_copy_ready
 from peer.migration.wire import ABORT, RELEASE, REPLICATE
 from peer.peering.client import PeerClient, PeerError, PeerRefused
 from peer.federation.metaorchestrator import requirements
-from peer.records.record import Record, State
+from peer.records.record import Record
 from peer.runtime.waiting import wait_until
 from peer.copies.manager import (InvalidServiceRequest, NoSuchService, ServiceError, ServiceManager, WorkloadRefused,
                            addr_of, split_addr)
@@ -51,11 +53,8 @@ from placement import Candidate, Placement, get_policy, rank
 
 log = logging.getLogger(__name__)
 
-#: A cluster whose workload policy refused a descriptor is not proposed again for it this long
-#: (placement learns policies from refusals; an explicit target is still asked).
-REFUSAL_MEMORY = 600.0
-#: Stages whose failure leaves nothing to finish: the copy at the target is aborted, nothing routed.
-BEFORE_REROUTE = frozenset({"trigger", "pr", "replication", "wait", "state"})
+REFUSAL_MEMORY = rules.REFUSAL_MEMORY
+BEFORE_REROUTE = journal.BEFORE_REROUTE
 
 
 class MigrationError(RoamError):
@@ -80,7 +79,7 @@ class MigrationEngine:
         self.history = history
         self.agent = agent  # the agent, seen through the seams a migration needs (peer/migration/seams.py)
         self.policy = get_policy(policy)
-        self.refused: dict[tuple[str, str], tuple[str, float]] = {}  # (cluster, digest) -> (rule, when)
+        self.refused = rules.Refusals()  # (cluster, digest) -> (rule, when), pure (peer/core/move.py)
         self._cleanups = Supervisor(f"{here}:cleanups")  # old copies being stopped after the answer
 
     # -- entry point -----------------------------------------------------------------------
@@ -119,14 +118,14 @@ class MigrationEngine:
             # the target was aborted by `_run`): nothing stays `running` behind an error.
             if not isinstance(exc, (RoamError, LBError, TimeoutError)):  # a bug: keep its traceback
                 log.exception("migration %s of %s: unexpected error at %s", m.id, name, m.stage)
-            if m.stage == "reroute":
+            if rules.failure(m.stage).route_back:
                 await self._route_back(record)
             raise self._failed(m, exc, target) from exc
         except asyncio.CancelledError:
             # The agent stops mid-move: `_run` aborted the copy at the target. From the reroute
             # on the journal stays open, so `recover` decides from the route on the next start.
-            if m.stage in BEFORE_REROUTE:
-                self.services.store.journal_close(f"mig:{m.id}")
+            if rules.interrupted_closes_journal(m.stage):
+                self.services.store.journal_close(journal.migration_key(m.id))
             self.history.finish(m, outcome="failed", error=f"interrupted at {m.stage} by a stop")
             raise
         # Committed and routed: the move stands, and the stage left is the cleanup.
@@ -151,8 +150,8 @@ class MigrationEngine:
         """Close the journal and the history entry of a migration that failed; the error to raise."""
         if isinstance(exc, WorkloadRefused) and target is not None:  # known from its gossiped policy
             m.refusals.append({"cluster": target, "rule": exc.rule, "error": str(exc)})
-        self.services.store.journal_close(f"mig:{m.id}")
-        self.history.finish(m, outcome="failed" if m.stage != "pr" else "aborted", error=str(exc) or type(exc).__name__)
+        self.services.store.journal_close(journal.migration_key(m.id))
+        self.history.finish(m, outcome=rules.failure(m.stage).outcome, error=str(exc) or type(exc).__name__)
         log.warning("migration %s of %s failed at %s: %s", m.id, m.service, m.stage, exc)
         return MigrationError(f"migration of {m.service} failed at {m.stage}: {exc or type(exc).__name__}",
                               refusals=m.refusals)
@@ -167,13 +166,13 @@ class MigrationEngine:
         except Exception as exc:  # noqa: BLE001 - the move stands whatever the cleanup met
             log.error("migration %s of %s: cleanup failed: %s", m.id, m.service, exc,
                       exc_info=not isinstance(exc, (RoamError, LBError, TimeoutError)))
-            self.services.store.journal_close(f"mig:{m.id}")
+            self.services.store.journal_close(journal.migration_key(m.id))
             self.history.finish(m, outcome="succeeded", error=f"cleanup failed: {exc}")
         except asyncio.CancelledError:
             self.history.finish(m, outcome="succeeded", error="cleanup interrupted by a stop; finished on restart")
             raise
         else:
-            self.services.store.journal_close(f"mig:{m.id}")
+            self.services.store.journal_close(journal.migration_key(m.id))
             self.history.finish(m, outcome="succeeded")
         finally:
             lock.release()
@@ -185,12 +184,9 @@ class MigrationEngine:
 
     def _check_target(self, record: Record, target: str) -> None:
         member = self.agent.membership.get(target)
-        if member is None:
-            raise InvalidServiceRequest(f"unknown cluster {target!r}", field="target")
-        if member.status != "alive":
-            raise ServiceError(f"cluster {target!r} is {member.status}", field="target")
-        if target == record.location:
-            raise ServiceError(f"{record.name!r} already runs at {target}", field="target")
+        problem = rules.target_problem(record, target, None if member is None else member.status)
+        if problem is not None:
+            raise (InvalidServiceRequest if problem.unknown else ServiceError)(problem.message, field="target")
 
     async def _run(self, m: Migration, record: Record, target: str | None) -> Record:
         """PR to the commit and reroute; the journal is left at `cleanup` for `_clean_up_after`."""
@@ -252,11 +248,7 @@ class MigrationEngine:
 
     def refused_rule(self, cluster: str, digest: str) -> str | None:
         """The rule `cluster` refused this descriptor with lately, if it did."""
-        seen = self.refused.get((cluster, digest))
-        if seen is None or time.monotonic() - seen[1] > REFUSAL_MEMORY:
-            self.refused.pop((cluster, digest), None)
-            return None
-        return seen[0]
+        return self.refused.rule(cluster, digest, time.monotonic())
 
     async def _replicate(self, m: Migration, record: Record, ranked: list[Candidate]) -> str:
         refusals: list[str] = []
@@ -272,7 +264,7 @@ class MigrationEngine:
             except PeerRefused as exc:
                 refusals.append(f"{candidate.name}: {exc}")
                 if exc.status == 403 and exc.rule is not None:  # its workload policy: try the next
-                    self.refused[(candidate.name, record.digest)] = (exc.rule, time.monotonic())
+                    self.refused.remember(candidate.name, record.digest, exc.rule, time.monotonic())
                     m.refusals.append({"cluster": candidate.name, "rule": exc.rule, "error": exc.message})
                     log.warning("%s refused %s by its workload policy (%s): %s", candidate.name, record.name,
                                 exc.rule, exc.message)
@@ -295,9 +287,8 @@ class MigrationEngine:
         """The steward's own frontend first (make-before-break), then the commit, then every
         other entry's frontend; the old copy keeps serving until all of them have moved."""
         assert m.target is not None
-        moved = replace(record, location=m.target, instance=instance, state=State.RUNNING, migration_id=m.id,
-                        standbys=tuple(p for p in record.standbys if p[0] != m.target))
-        if len(moved.standbys) < len(record.standbys):
+        moved = moves.commit(record, location=m.target, instance=instance, migration_id=m.id)
+        if moves.promoted(record, moved):
             m.notes = f"the standby at {m.target} was promoted (its warm copy reused)"
         host, port = split_addr(instance)
         failpoints.hit("migration.reroute", fail=lambda: RerouteError(f"failpoint: reroute of {record.name} failed"))
@@ -331,9 +322,9 @@ class MigrationEngine:
         await self.services.lb.release(record.name)
         step("released_here")
         failpoints.hit("migration.after_route")
-        moved = replace(record, location=m.target, instance=instance, state=State.RUNNING, migration_id=m.id,
-                        state_version=state_version, standbys=tuple(p for p in record.standbys if p[0] != m.target))
-        if len(moved.standbys) < len(record.standbys):
+        moved = moves.commit(record, location=m.target, instance=instance, migration_id=m.id,
+                             state_version=state_version)
+        if moves.promoted(record, moved):
             m.notes = f"the standby at {m.target} was promoted (its warm copy reused)"
         committed = self.services.store.put_local(moved, here=self.here, now=time.time())
         self.services.settle_arrival(record.name, m.id)
@@ -388,8 +379,10 @@ class MigrationEngine:
     async def _cleanup(self, m: Migration, before: Record, committed: Record) -> None:
         """Stop the old copy (only now that the new one serves), then tell the others."""
         if before.location == self.here:
-            await self.services.stop_copy(before.name)
-            if self.here not in committed.entries:
+            plan = moves.release(committed, self.here)
+            if plan.stop:
+                await self.services.stop_copy(before.name)
+            if plan.drop:
                 self.services.store.drop(before.name)
         else:
             url = self.agent.api_url_of(before.location)
@@ -426,40 +419,36 @@ class MigrationEngine:
 
     # -- journal and recovery ----------------------------------------------------------------
     def _journal(self, m: Migration, stage: str, **extra: Any) -> None:
-        self.services.store.journal_put(f"mig:{m.id}", {
-            "id": m.id, "service": m.service, "stage": stage, "target": m.target, "home": m.home,
-            "source": m.source, **extra,
-        })
+        self.services.store.journal_put(journal.migration_key(m.id), journal.migration_entry(
+            migration_id=m.id, service=m.service, stage=stage, target=m.target, home=m.home, source=m.source, **extra))
 
     async def recover(self) -> None:
-        """After a crash: roll back migrations that had not rerouted, finish those that had."""
+        """After a crash: roll back migrations that had not rerouted, finish those that had
+        (the rule: peer/core/journal.py `recovery`)."""
         for key, entry in self.services.store.journal_open():
-            if not key.startswith("mig:"):
+            if not journal.is_migration(key):
                 continue
             name, stage = entry["service"], entry["stage"]
             record = self.services.get(name)
             m = Migration(service=name, kind="recovery", reason=f"agent restarted during {stage}",
                           coordinator=self.here, home=entry["home"], source=entry["source"],
                           target=entry.get("target"), id=entry["id"])
-            done = record is not None and record.location == entry.get("target")
-            if stage == "reroute" and not done and record is not None and self.here in record.entries:
-                host, port = split_addr(entry["instance"])
-                if self.services.lb.current_route(name) == (host, port):
+            routed = bool(entry.get("instance")) and \
+                self.services.lb.current_route(name) == split_addr(entry["instance"])
+            decision = journal.recovery(entry, record, here=self.here, routed_to_target=routed)
+            if isinstance(decision, journal.Finish) and record is not None:
+                if decision.commit:
                     record = self.services.store.put_local(
-                        replace(record, location=entry["target"], instance=entry["instance"],
-                                state=State.RUNNING, migration_id=entry["id"]), here=self.here, now=time.time())
-                    done = True
-            if done and record is not None:
-                before = replace(record, location=entry["source"])
+                        moves.commit(record, location=entry["target"], instance=entry["instance"],
+                                     migration_id=entry["id"]), here=self.here, now=time.time())
+                before = replace(record, location=decision.source)
                 with contextlib.suppress(Exception):
                     await self._cleanup(m, before, record)
                 self.history.finish(m, outcome="succeeded", error="completed after restart")
             else:
                 await self._abort_target(m, wait=15.0)
-                if record is not None and self.here in record.entries and record.instance:
+                if isinstance(decision, journal.RollBack) and decision.reroute and record is not None:
                     with contextlib.suppress(Exception):
                         await self.services.ensure_route(record)
                 self.history.finish(m, outcome="aborted", error="rolled back after restart")
             self.services.store.journal_close(key)
-
-

@@ -30,18 +30,18 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, replace
 from typing import Any
 
 from lb.errors import LBError
 from peer.migration import wire
 from peer.drivers.base import DriverError, Instance
+from peer.core import failsafe as core, moves
 from peer.migration.history import Migration, MigrationLog
 from peer.migration.seams import EntryRoutes, FailSafeSeams, Mover
 from peer.migration.wire import PING, RELEASE
 from peer.peering.client import PeerClient, PeerError, PeerRefused
 from peer.federation.metaorchestrator import requirements
-from peer.records.record import Record, State
+from peer.records.record import Record
 from peer.migration.engine import MigrationError
 from peer.copies.manager import ServiceError, ServiceManager, WorkloadRefused, addr_of, split_addr
 from peer.state.hook import StateError
@@ -54,25 +54,15 @@ from placement import admit
 log = logging.getLogger(__name__)
 
 TICK = 0.1
-LB_DOWN_GRACE = 0.3  # seconds the route must stay down before the AC is pinged
-UNKNOWN_GRACE = 2.0  # ...before an AC gossip does not know (e.g. it died while this agent was down)
-STUCK_GRACE = 5.0  # ...before a copy the AC answers for but that serves nothing is replaced
 PING_TIMEOUT = 0.5
-AHEAD_EVERY = 5.0  # after a copy started ahead was removed (loss not confirmed), confirm first this long
-CONFIRM_TICK = 0.02  # how often the route is looked at while a copy started ahead and the grace runs
 RECHECK_EVERY = 1.0  # how often a cluster marked unreachable by probes is pinged again
 RELEASE_RETRY = 2.0  # how often the lost location is told to release its copy, until it hears
 RELEASE_FOR = 600.0  # ...and for how long (anti-entropy covers a longer absence)
-
-
-RETRY_AFTER = 5.0  # a fail-safe that failed (e.g. home cannot admit it) is retried this much later
-
-
-@dataclass
-class Suspicion:
-    location: str
-    since: float  # monotonic time of the first evidence
-    retry_at: float = 0.0
+# The graces, retries and verdicts are the pure core's (peer/core/failsafe.py); this loop
+# owns the timers, the probes and the actions.
+LB_DOWN_GRACE, UNKNOWN_GRACE, STUCK_GRACE = core.LB_DOWN_GRACE, core.UNKNOWN_GRACE, core.STUCK_GRACE
+AHEAD_EVERY, RETRY_AFTER = core.AHEAD_EVERY, core.RETRY_AFTER
+Suspicion = core.Suspicion
 
 
 class FailSafe:
@@ -131,54 +121,47 @@ class FailSafe:
                     log.info("%s answers again: no longer counted unreachable", cluster)
                     self.liveness.mark_reachable(cluster)
 
+    def _seen(self, record: Record, route_up: bool) -> core.Seen:
+        member = self.agent.membership.get(record.location)
+        return core.Seen(None if member is None else member.status, None if member is None else member.since,
+                         route_up)
+
     async def _check(self, record: Record) -> None:
+        """One look at a service running elsewhere: the core (peer/core/failsafe.py) says what
+        the evidence means; this acts on the verdict."""
         name = record.name
         if name in self._busy or self.services.lock(name).locked():
             return
-        member = self.agent.membership.get(record.location)
         now = time.monotonic()
-        serf_lost = member is not None and member.status in ("failed", "left")
-        route_down = not await self._route_up(name)
-        if not serf_lost and not route_down:
+        seen = self._seen(record, await self._route_up(name))
+        suspicion = core.suspect(self._suspects.get(name), record.location, seen, now)
+        if suspicion is None:
             self._suspects.pop(name, None)
             self.liveness.mark_reachable(record.location)
             return
-        suspicion = self._suspects.get(name)
-        if suspicion is None or suspicion.location != record.location:
-            # Serf's own timestamp is the earliest evidence when it is the one that noticed.
-            first = min(now, member.since) if serf_lost and member is not None else now
-            suspicion = self._suspects[name] = Suspicion(record.location, first)
-        if now < suspicion.retry_at:
+        self._suspects[name] = suspicion
+        steward = self.steward_of(record) == self.services.here
+        ahead = core.ahead_ok(standbys=bool(record.standbys), dropped_at=self._dropped_at.get(name), now=now)
+        verdict = core.assess(suspicion, seen, now, reachable=None, steward=steward, ahead_ok=ahead)
+        if isinstance(verdict, core.Ping):
+            verdict = core.assess(suspicion, seen, now, reachable=await self._reachable(record.location),
+                                  steward=steward, ahead_ok=ahead)
+        if isinstance(verdict, core.StartAhead):
+            # First evidence: the home copy starts now, while the loss is confirmed.
+            self._act(name, self._redeploy(record, evidence=None, since=suspicion.since, suspicion=suspicion))
             return
-        down_for = now - suspicion.since
-        if serf_lost and member is not None:
-            evidence = f"serf reports {record.location} {member.status}"
-        elif member is None:
-            # Unknown right after a restart is not lost; unknown and not serving for a while is.
-            if down_for < UNKNOWN_GRACE or await self._reachable(record.location):
-                return
-            evidence = f"haproxy checks down and {record.location} unknown to gossip"
-        elif down_for < LB_DOWN_GRACE:
-            if not record.standbys and self.steward_of(record) == self.services.here \
-                    and now - self._dropped_at.get(name, -AHEAD_EVERY) >= AHEAD_EVERY:
-                # First evidence: the home copy starts now, while the loss is confirmed.
-                self._act(name, self._redeploy(record, evidence=None, since=suspicion.since, suspicion=suspicion))
+        if not isinstance(verdict, core.Lost):
             return
-        elif await self._reachable(record.location):
-            if down_for < STUCK_GRACE:
-                return  # the AC is there: its driver restarts a crashed copy
-            evidence = f"haproxy checks down for {down_for:.1f}s although {record.location} answers (hung copy)"
-        else:
-            evidence = f"haproxy checks down and {record.location} unreachable"
+        if verdict.unreachable:
             self.liveness.mark_unreachable(record.location, suspicion.since)
-        if self.steward_of(record) != self.services.here:
+        if not verdict.act:
             return  # the steward acts; this entry only keeps its evidence
         self._busy.add(name)
         standby = await self._standby_to_promote(record)
         if standby is not None:
-            self._act(name, self._promote(record, standby, evidence=evidence, since=suspicion.since))
+            self._act(name, self._promote(record, standby, evidence=verdict.evidence, since=suspicion.since))
         else:
-            self._act(name, self._redeploy(record, evidence=evidence, since=suspicion.since))
+            self._act(name, self._redeploy(record, evidence=verdict.evidence, since=suspicion.since))
 
     def _act(self, name: str, coro: Coroutine[Any, Any, None]) -> None:
         self._busy.add(name)
@@ -318,16 +301,14 @@ class FailSafe:
                                         proven_ready=True)
             with m.timed("cleanup"):
                 committed = services.store.put_local(
-                    replace(current, location=services.here, instance=addr_of(instance), state=State.RUNNING,
-                            migration_id=m.id, state_version=state_version), here=services.here, now=time.time())
+                    moves.commit(current, location=services.here, instance=addr_of(instance), migration_id=m.id,
+                                 state_version=state_version), here=services.here, now=time.time())
         except (DriverError, LBError, WorkloadRefused) as exc:
             why = f"refused by this cluster's workload policy ({exc.rule}): {exc}" \
                 if isinstance(exc, WorkloadRefused) else str(exc)
             self.history.finish(m, outcome="failed", error=why)
             log.error("fail-safe for %s failed: %s; retrying in %.0fs", name, why, RETRY_AFTER)
-            suspicion = self._suspects.get(name)
-            if suspicion is not None:
-                suspicion.retry_at = time.monotonic() + RETRY_AFTER
+            self._retry_later(name, core.RETRY_AFTER)
             return None, exc if isinstance(exc, WorkloadRefused) else None
         self._suspects.pop(name, None)
         m.durations["downtime_estimate"] = round((time.monotonic() - since) * 1000.0, 3)
@@ -335,27 +316,32 @@ class FailSafe:
         return committed, None
 
     async def _confirm(self, record: Record, suspicion: Suspicion) -> str | None:
-        """The evidence `_check` would act on, gathered while a copy starts ahead: Serf says
-        the AC failed, or the route stays down through LB_DOWN_GRACE and the AC does not
-        answer a ping. None as soon as the route is up again or the AC answers (then `_check`
+        """The evidence `_check` would act on, gathered while a copy starts ahead (the rule:
+        `core.confirm`). None as soon as the route is up again or the AC answers (then `_check`
         goes on as before: a copy the AC's driver restarts, or a hung one after STUCK_GRACE)."""
         while True:
-            member = self.agent.membership.get(record.location)
-            if member is not None and member.status in ("failed", "left"):
-                return f"serf reports {record.location} {member.status}"
             try:
-                if await self._route_up(record.name):
-                    return None
+                up = await self._route_up(record.name)
             except LBError:
-                return None  # this entry cannot tell: `_check` decides on its next tick
-            left = suspicion.since + LB_DOWN_GRACE - time.monotonic()
-            if left <= 0:
-                break
-            await asyncio.sleep(min(CONFIRM_TICK, left))
-        if await self._reachable(record.location):
-            return None
-        self.liveness.mark_unreachable(record.location, suspicion.since)
-        return f"haproxy checks down and {record.location} unreachable"
+                up = True  # this entry cannot tell: Serf's word only, else `_check` decides on its next tick
+            seen = self._seen(record, up)
+            verdict = core.confirm(suspicion, seen, time.monotonic(), reachable=None)
+            if isinstance(verdict, core.Wait):
+                await asyncio.sleep(core.confirm_delay(suspicion, time.monotonic()))
+                continue
+            if isinstance(verdict, core.Ping):
+                verdict = core.confirm(suspicion, seen, time.monotonic(),
+                                       reachable=await self._reachable(record.location))
+            if not isinstance(verdict, core.Lost):
+                return None
+            if verdict.unreachable:
+                self.liveness.mark_unreachable(record.location, suspicion.since)
+            return verdict.evidence
+
+    def _retry_later(self, name: str, after: float) -> None:
+        retried = core.retry_later(self._suspects.get(name), time.monotonic(), after=after)
+        if retried is not None:
+            self._suspects[name] = retried
 
     async def _discard(self, name: str, copy: asyncio.Task[tuple[Instance, float]]) -> None:
         """Remove a copy started ahead that is not needed (run_copy removes one it did not
@@ -387,17 +373,14 @@ class FailSafe:
                     await services.lb.route(name, host, port, up_timeout=2.0, drain_timeout=0.05, proven_ready=True)
                 with m.timed("cleanup"):
                     committed = services.store.put_local(
-                        replace(current, location=cluster, instance=addr, state=State.RUNNING, migration_id=m.id,
-                                standbys=tuple(p for p in current.standbys if p[0] != cluster)),
+                        moves.commit(current, location=cluster, instance=addr, migration_id=m.id),
                         here=services.here, now=time.time())
                     await services.ensure_backups(committed)
             except LBError as exc:
                 self.history.finish(m, outcome="failed", error=str(exc))
                 log.error("promotion of the standby of %s at %s failed: %s", name, cluster, exc)
                 self._unpromotable.add((name, addr))
-                suspicion = self._suspects.get(name)
-                if suspicion is not None:
-                    suspicion.retry_at = time.monotonic() + 1.0
+                self._retry_later(name, core.PROMOTE_RETRY)
                 return
             self._suspects.pop(name, None)
             m.durations["downtime_estimate"] = round((time.monotonic() - since) * 1000.0, 3)

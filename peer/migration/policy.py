@@ -10,12 +10,13 @@ from collections.abc import Awaitable, Callable
 
 from lb.errors import LBError
 from peer.errors import RoamError
+from peer.core import policy as rules
 from peer.migration.engine import MigrationEngine, MigrationError
 from peer.migration.seams import PolicySeams
 from peer.records.record import Record
 from peer.federation.metaorchestrator import requirements
 from peer.copies.manager import ServiceError, ServiceManager
-from placement import ComeHome, Move, Thresholds, decide
+from placement import Stay, Thresholds, decide
 
 log = logging.getLogger(__name__)
 
@@ -49,27 +50,21 @@ class PolicyTriggers:
             return
         views = self.agent.cluster_views()
         member = self.agent.membership.get(location)
-        if location != self.services.here and (member is None or member.status != "alive"):
+        if not rules.may_consider(location=location, here=self.services.here,
+                                  status=None if member is None else member.status):
             return  # lost hosts are the fail-safe's job
         if await self.failing(record):
             return  # ...and so are copies that stopped serving before gossip noticed
         now = time.time()
-        # Dwell counts from the last move of any kind (a fail-safe too); a service first seen
-        # now (just deployed, or the agent restarted) starts its dwell time now.
         first_seen = self._last_move.setdefault(name, now)
-        last_move = max(first_seen, self.engine.history.last_move(name) or first_seen)
+        last_move = rules.dwell_from(first_seen, self.engine.history.last_move(name))
         decision = decide(
             req=requirements(self.services.descriptor_of(record)), current=location, home=record.home,
             views=views, last_move_at=last_move, now=now,
             thresholds=self.thresholds, policy=self.engine.policy,
         )
-        if isinstance(decision, Move):
-            target = decision.target
-        elif isinstance(decision, ComeHome):
-            target = record.home
-        else:
-            return
-        if target == location:
+        target = rules.target_of(decision, location=location, home=record.home)
+        if target is None or isinstance(decision, Stay):
             return
         log.info("policy: %s %s -> %s (%s)", name, location, target, decision.reason)
         self._last_move[name] = now  # also paces retries when the move fails

@@ -12,6 +12,7 @@ from dataclasses import replace
 from aiohttp import web
 
 from lb.errors import LBError
+from peer.core import journal, moves
 from peer.drivers.base import DriverError
 from peer.drivers.descriptor import DescriptorError, ServiceDescriptor
 from peer.migration import wire
@@ -19,7 +20,6 @@ from peer.migration.seams import ReplicaSeams
 from peer.peering.client import msgpack_response, read_msgpack
 from peer.federation.metaorchestrator import requirements
 from peer.records.naming import base_name
-from peer.records.record import State
 from peer.copies.manager import PENDING_TTL, PendingCopy, ServiceManager, WorkloadRefused, addr_of, split_addr
 from placement import admit
 
@@ -81,7 +81,7 @@ class ReplicaHandlers:
         copy = PendingCopy(migration_id=mid, descriptor=descriptor, home=home,
                            deadline=time.monotonic() + PENDING_TTL, standby=standby)
         services.pending[name] = copy
-        services.store.journal_put(f"target:{name}", {"migration_id": mid, "name": name})
+        services.store.journal_put(journal.arrival_key(name), journal.arrival_entry(migration_id=mid, name=name))
         copy.task = services.jobs.spawn(self._start_copy(copy), name=f"copy:{name}")  # cancelled by ABORT or a stop
         self.agent.load_changed()
         return msgpack_response({"accepted": True})
@@ -140,9 +140,8 @@ class ReplicaHandlers:
                 copy.task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await copy.task
-            services.store.journal_close(f"target:{name}")
-            record = services.get(name)
-            if record is None or not record.copy_here(services.here):
+            services.store.journal_close(journal.arrival_key(name))
+            if moves.release(services.get(name), services.here).stop:
                 with contextlib.suppress(DriverError):
                     await services.stop_copy(name)
         self.agent.load_changed()
@@ -173,7 +172,7 @@ class ReplicaHandlers:
             except LBError as exc:
                 return _refuse(f"reroute failed: {exc}", status=502)
             committed = services.store.put_local(
-                replace(record, location=location, instance=instance, state=State.RUNNING, migration_id=mid),
+                moves.commit(record, location=location, instance=instance, migration_id=mid),
                 here=services.here, now=time.time())
             services.settle_arrival(name, mid)
         await self.agent.publish(committed, frozenset())
@@ -197,11 +196,11 @@ class ReplicaHandlers:
             await services.act_locked(outcome, keep_copy=True)
             # A copy starting here for a newer migration (pending) is not the one released: a
             # late RELEASE (a fail-safe's, retried until this cluster came back) must not stop it.
-            if current is not None and not current.copy_here(services.here) and committed.name not in services.pending:
+            plan = moves.release(current, services.here, arriving=committed.name in services.pending)
+            if current is not None and plan.stop:
                 with contextlib.suppress(DriverError):
                     await services.stop_copy(committed.name)
-                if not current.tombstone and not services.interested_here(current) and \
-                        services.store.get(committed.name) is not None:
+                if plan.drop and services.store.get(committed.name) is not None:
                     services.store.drop(committed.name)
         self.agent.load_changed()
         return msgpack_response({"released": True, "changed": outcome.changed})
