@@ -92,15 +92,16 @@ class MigrationEngine:
         lock = self.services.lock(name)
         await lock.acquire()
         try:
-            m, before, committed = await self._migrate_locked(name, target=target, reason=reason, kind=kind)
+            m, before, committed, rollout = await self._migrate_locked(name, target=target, reason=reason, kind=kind)
         except BaseException:
             lock.release()
             raise
-        self._cleanups.spawn(self._clean_up_after(m, before, committed, lock), name=f"cleanup:{name}:{m.id}")
+        self._cleanups.spawn(self._clean_up_after(m, before, committed, rollout, lock),
+                             name=f"cleanup:{name}:{m.id}")
         return m
 
     async def _migrate_locked(self, name: str, *, target: str | None, reason: str, kind: str
-                              ) -> tuple[Migration, Record, Record]:
+                              ) -> tuple[Migration, Record, Record, overlap.Rollout | None]:
         record = self.services.get(name)
         if record is None:
             raise NoSuchService(f"no service {name!r}")
@@ -112,7 +113,7 @@ class MigrationEngine:
         m = self.history.begin(Migration(service=name, kind=kind, reason=reason, coordinator=self.here,
                                          home=record.home, source=record.location, target=target))
         try:
-            committed = await self._run(m, record, target)
+            committed, rollout = await self._run(m, record, target)
         except Exception as exc:  # noqa: BLE001 - whatever it was, the migration ends `failed`
             # Every failure ends the migration `failed` with its journal closed (the copy at
             # the target was aborted by `_run`): nothing stays `running` behind an error.
@@ -131,7 +132,7 @@ class MigrationEngine:
         # Committed and routed: the move stands, and the stage left is the cleanup.
         m.outcome, m.stage, m.committed_at = "succeeded", "cleanup", time.time()
         log.info("migrated %s %s -> %s in %s (cleanup follows)", name, m.source, m.target, m.durations)
-        return m, record, committed
+        return m, record, committed, rollout
 
     async def _route_back(self, before: Record) -> None:
         """A reroute that failed half-way (this entry routed, the commit did not happen): the
@@ -156,11 +157,19 @@ class MigrationEngine:
         return MigrationError(f"migration of {m.service} failed at {m.stage}: {exc or type(exc).__name__}",
                               refusals=m.refusals)
 
-    async def _clean_up_after(self, m: Migration, before: Record, committed: Record, lock: asyncio.Lock) -> None:
-        """The cleanup stage, after the caller has its answer. A failure here does not undo the
-        move (it is committed and routed): it is the migration's `error`. Cancelled (the agent
-        stops past `settle`'s grace), the journal stays open and `recover` finishes it."""
+    async def _clean_up_after(self, m: Migration, before: Record, committed: Record,
+                              rollout: overlap.Rollout | None, lock: asyncio.Lock) -> None:
+        """The cleanup stage, after the caller has its answer: first the rollout (every other
+        entry routes, this HC's old server drained), then the old copy stops. A failure here
+        does not undo the move (it is committed and routed here): it is the migration's
+        `error`. Cancelled (the agent stops past `settle`'s grace), the journal stays open and
+        `recover` finishes it, routing the entries again first."""
         try:
+            if rollout is not None:
+                missing = await rollout.finished()
+                m.durations.update(rollout.timings)
+                if missing:
+                    m.notes = f"entries not confirmed: {', '.join(missing)}"
             with m.timed("cleanup"):
                 await self._cleanup(m, before, committed)
         except Exception as exc:  # noqa: BLE001 - the move stands whatever the cleanup met
@@ -191,8 +200,10 @@ class MigrationEngine:
         if target == record.location:
             raise ServiceError(f"{record.name!r} already runs at {target}", field="target")
 
-    async def _run(self, m: Migration, record: Record, target: str | None) -> Record:
-        """PR to the commit and reroute; the journal is left at `cleanup` for `_clean_up_after`."""
+    async def _run(self, m: Migration, record: Record, target: str | None
+                   ) -> tuple[Record, overlap.Rollout | None]:
+        """PR to the commit and reroute; the journal is left at `cleanup` for `_clean_up_after`,
+        with the rollout (the other entries' routes, this HC's drain) still under way."""
         descriptor = self.services.descriptor_of(record)
         with m.timed("pr"):
             ranked = self._placement_request(descriptor, record, target)
@@ -211,22 +222,32 @@ class MigrationEngine:
             pre = await self._precopy(m, record, instance)
             self._journal(m, "reroute", instance=instance)
             failpoints.hit("migration.before_reroute")
+            rollout: overlap.Rollout | None = None
             with m.timed("reroute"):
                 if pre is None:
-                    committed = await self._reroute_and_commit(m, record, instance)
+                    committed, rollout = await self._reroute_and_commit(m, record, instance)
                 else:
                     committed = await self._handover(m, record, instance, pre)
         except BaseException:
             await self._abort_target(m)
             raise
-        self._journal(m, "cleanup", instance=instance)
-        failpoints.hit("migration.after_commit")
-        # Before the answer: the new location and every entry hold the committed record (a call
-        # to the AC right after the answer finds the service there). Not the old location: it
-        # would stop its copy on the merge, which is the cleanup's work, after the answer.
-        with m.timed("commit"):
-            await self.agent.publish_now(committed)
-        return committed
+        try:
+            self._journal(m, "cleanup", instance=instance)
+            failpoints.hit("migration.after_commit")
+            # Before the answer: the new location and every entry hold the committed record (a
+            # call to the AC right after the answer finds the service there). Not the old
+            # location: it would stop its copy on the merge, the cleanup's work, after the answer.
+            with m.timed("commit"):
+                await self.agent.publish_now(committed)
+        except Exception:
+            if rollout is not None:  # committed: the entries still route to it before the error
+                await rollout.finished()
+            raise
+        except asyncio.CancelledError:
+            if rollout is not None:
+                rollout.cancel()
+            raise
+        return committed, rollout
 
     # -- stages ----------------------------------------------------------------------------
     def _placement_request(self, descriptor: ServiceDescriptor, record: Record, target: str | None) -> list[Candidate]:
@@ -291,9 +312,12 @@ class MigrationEngine:
         except CopyNotReady as exc:
             raise MigrationError(str(exc)) from exc
 
-    async def _reroute_and_commit(self, m: Migration, record: Record, instance: str) -> Record:
-        """The steward's own frontend first (make-before-break), then the commit, then every
-        other entry's frontend; the old copy keeps serving until all of them have moved."""
+    async def _reroute_and_commit(self, m: Migration, record: Record, instance: str
+                                  ) -> tuple[Record, overlap.Rollout]:
+        """The steward's own frontend first (make-before-break: until the new server serves),
+        then the commit; the other entries' `ROUTE` and this HC's drain start then and run on
+        past the answer (`overlap.Rollout`): the old copy keeps serving until all of them have
+        moved, since the cleanup awaits them before it stops it."""
         assert m.target is not None
         moved = replace(record, location=m.target, instance=instance, state=State.RUNNING, migration_id=m.id,
                         standbys=tuple(p for p in record.standbys if p[0] != m.target))
@@ -311,13 +335,11 @@ class MigrationEngine:
             with m.part("reroute_commit"):
                 committed = self.services.store.put_local(moved, here=self.here, now=time.time())
                 self.services.settle_arrival(record.name, m.id)
-            with m.part("reroute_entries"):
-                missing = await self.homes.route_entries(committed)
-        finally:  # (on an error too: as when the whole route was awaited, the old server is gone first)
+        except BaseException:  # (as when the whole route was awaited, the old server is gone first)
             await overlap.drained(here, f"{record.name} at {self.here}")
-        if missing:
-            m.notes = f"entries not confirmed: {', '.join(missing)}"
-        return committed
+            raise
+        return committed, overlap.Rollout.start(self.homes.route_entries(committed), here,
+                                                f"{record.name} at {self.here}")
 
     async def _commit_and_route_held(self, m: Migration, record: Record, instance: str, state_version: int,
                                      step: Callable[[str], None]) -> tuple[Record, list[str]]:
@@ -452,6 +474,9 @@ class MigrationEngine:
             if done and record is not None:
                 before = replace(record, location=entry["source"])
                 with contextlib.suppress(Exception):
+                    # The crash may have come before every other entry routed (their ROUTE runs
+                    # past the answer): they route again before the old copy stops.
+                    await self.homes.route_entries(record)
                     await self._cleanup(m, before, record)
                 self.history.finish(m, outcome="succeeded", error="completed after restart")
             else:
