@@ -338,8 +338,9 @@ class MigrationEngine:
         except BaseException:  # (as when the whole route was awaited, the old server is gone first)
             await overlap.drained(here, f"{record.name} at {self.here}")
             raise
-        return committed, overlap.Rollout.start(self.homes.route_entries(committed), here,
-                                                f"{record.name} at {self.here}")
+        per_entry: dict[str, dict[str, float]] = {}
+        return committed, overlap.Rollout.start(self.homes.route_entries(committed, timings=per_entry), here,
+                                                f"{record.name} at {self.here}", per_entry=per_entry)
 
     async def _commit_and_route_held(self, m: Migration, record: Record, instance: str, state_version: int,
                                      step: Callable[[str], None]) -> tuple[Record, list[str]]:

@@ -94,7 +94,8 @@ class FakeEntries:
     routed: list[str] = field(default_factory=list)
 
     async def route_entries(self, record: Record, *, skip: frozenset[str] = frozenset(),
-                            release: bool = False) -> list[str]:
+                            release: bool = False,
+                            timings: dict[str, dict[str, float]] | None = None) -> list[str]:
         self.routed.append(record.name)
         return list(self.missing)
 

@@ -69,10 +69,13 @@ class Rollout:
     what: str
     started: float = field(default_factory=time.monotonic)
     timings: dict[str, float] = field(default_factory=dict)  # ms since the commit, per part
+    per_entry: dict[str, dict[str, float]] = field(default_factory=dict)  # `route_entries`' timings
 
     @classmethod
-    def start(cls, entries: Awaitable[list[str]], drain: asyncio.Future[Any], what: str) -> Rollout:
-        rollout = cls(entries=asyncio.ensure_future(entries), drain=drain, what=what)
+    def start(cls, entries: Awaitable[list[str]], drain: asyncio.Future[Any], what: str, *,
+              per_entry: dict[str, dict[str, float]] | None = None) -> Rollout:
+        rollout = cls(entries=asyncio.ensure_future(entries), drain=drain, what=what,
+                      per_entry=per_entry if per_entry is not None else {})
         rollout.entries.add_done_callback(lambda _: rollout._mark("reroute_entries"))
         rollout.drain.add_done_callback(lambda _: rollout._mark("reroute_drain"))
         return rollout
@@ -89,6 +92,9 @@ class Rollout:
         except asyncio.CancelledError:
             self.cancel()
             raise
+        if self.per_entry:  # the slowest entry's parts: it decided when the rollout ended
+            slowest = max(self.per_entry.values(), key=lambda t: t.get("call", 0.0))
+            self.timings.update({f"entry_{part}": ms for part, ms in slowest.items()})
         return missing
 
     def cancel(self) -> None:

@@ -70,7 +70,8 @@ class Spawner(Protocol):
 
 class EntryRoutes(Protocol):
     async def route_entries(self, record: Record, *, skip: frozenset[str] = frozenset(),
-                            release: bool = False) -> list[str]: ...
+                            release: bool = False,
+                            timings: dict[str, dict[str, float]] | None = None) -> list[str]: ...
 
 
 class Mover(Protocol):
