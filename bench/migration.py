@@ -415,9 +415,10 @@ async def main(args: argparse.Namespace) -> None:
     for line in placement_lines(args.reps, medians):
         print(line)
     print()
-    print(f"fail-safe: AC (c2) agent group and service SIGKILLed, load {args.rate:.0f} req/s on the HC endpoint")
-    for line in failsafe_lines(fails):
-        print(line)
+    if fails:
+        print(f"fail-safe: AC (c2) agent group and service SIGKILLed, load {args.rate:.0f} req/s on the HC endpoint")
+        for line in failsafe_lines(fails):
+            print(line)
     print(f"\nissue 16 goals (cold start measured {len(cold)} times in this run, before and after the agents):")
     for line in goal_lines(results, walls, cold, fails, medians.get(1000, float("nan")), outcome.failed, idle):
         print(line)
