@@ -222,12 +222,13 @@ class MigrationEngine:
             pre = await self._precopy(m, record, instance)
             self._journal(m, "reroute", instance=instance)
             failpoints.hit("migration.before_reroute")
-            rollout: overlap.Rollout | None = None
+            drain: asyncio.Future[Any] | None = None
             with m.timed("reroute"):
                 if pre is None:
-                    committed, rollout = await self._reroute_and_commit(m, record, instance)
+                    committed, drain = await self._reroute_and_commit(m, record, instance)
                 else:
                     committed = await self._handover(m, record, instance, pre)
+            committed_at = time.monotonic()
         except BaseException:
             await self._abort_target(m)
             raise
@@ -239,15 +240,22 @@ class MigrationEngine:
             # location: it would stop its copy on the merge, the cleanup's work, after the answer.
             with m.timed("commit"):
                 await self.agent.publish_now(committed)
-        except Exception:
-            if rollout is not None:  # committed: the entries still route to it before the error
-                await rollout.finished()
+        except BaseException as exc:
+            if drain is not None:  # committed: the entries still route to it before the error
+                rollout = self._roll_out(committed, drain, committed_at)
+                if isinstance(exc, Exception):
+                    await rollout.finished()
+                else:
+                    rollout.cancel()
             raise
-        except asyncio.CancelledError:
-            if rollout is not None:
-                rollout.cancel()
-            raise
-        return committed, rollout
+        # The other entries' ROUTE goes out after the commit's push (which also reaches them):
+        # at once, the two would contend for the entries and the answer would wait for it.
+        return committed, None if drain is None else self._roll_out(committed, drain, committed_at)
+
+    def _roll_out(self, committed: Record, drain: asyncio.Future[Any], committed_at: float) -> overlap.Rollout:
+        per_entry: dict[str, dict[str, float]] = {}
+        return overlap.Rollout.start(self.homes.route_entries(committed, timings=per_entry), drain,
+                                     f"{committed.name} at {self.here}", per_entry=per_entry, started=committed_at)
 
     # -- stages ----------------------------------------------------------------------------
     def _placement_request(self, descriptor: ServiceDescriptor, record: Record, target: str | None) -> list[Candidate]:
@@ -313,11 +321,11 @@ class MigrationEngine:
             raise MigrationError(str(exc)) from exc
 
     async def _reroute_and_commit(self, m: Migration, record: Record, instance: str
-                                  ) -> tuple[Record, overlap.Rollout]:
+                                  ) -> tuple[Record, asyncio.Future[Any]]:
         """The steward's own frontend first (make-before-break: until the new server serves),
-        then the commit; the other entries' `ROUTE` and this HC's drain start then and run on
-        past the answer (`overlap.Rollout`): the old copy keeps serving until all of them have
-        moved, since the cleanup awaits them before it stops it."""
+        then the commit; returns the route's task, still draining the old server. It and the
+        other entries' `ROUTE` run on past the answer (`overlap.Rollout`): the old copy keeps
+        serving until all of them have moved, since the cleanup awaits them before it stops it."""
         assert m.target is not None
         moved = replace(record, location=m.target, instance=instance, state=State.RUNNING, migration_id=m.id,
                         standbys=tuple(p for p in record.standbys if p[0] != m.target))
@@ -338,9 +346,10 @@ class MigrationEngine:
         except BaseException:  # (as when the whole route was awaited, the old server is gone first)
             await overlap.drained(here, f"{record.name} at {self.here}")
             raise
-        per_entry: dict[str, dict[str, float]] = {}
-        return committed, overlap.Rollout.start(self.homes.route_entries(committed, timings=per_entry), here,
-                                                f"{record.name} at {self.here}", per_entry=per_entry)
+        committed_at = time.monotonic()
+        here.add_done_callback(lambda _: m.durations.__setitem__(
+            "reroute_drain", round((time.monotonic() - committed_at) * 1000.0, 3)))
+        return committed, here
 
     async def _commit_and_route_held(self, m: Migration, record: Record, instance: str, state_version: int,
                                      step: Callable[[str], None]) -> tuple[Record, list[str]]:

@@ -73,11 +73,12 @@ class Rollout:
 
     @classmethod
     def start(cls, entries: Awaitable[list[str]], drain: asyncio.Future[Any], what: str, *,
-              per_entry: dict[str, dict[str, float]] | None = None) -> Rollout:
+              per_entry: dict[str, dict[str, float]] | None = None, started: float | None = None) -> Rollout:
+        """`started`: the commit's `time.monotonic()`, which `timings` count from."""
         rollout = cls(entries=asyncio.ensure_future(entries), drain=drain, what=what,
-                      per_entry=per_entry if per_entry is not None else {})
+                      per_entry=per_entry if per_entry is not None else {},
+                      started=started if started is not None else time.monotonic())
         rollout.entries.add_done_callback(lambda _: rollout._mark("reroute_entries"))
-        rollout.drain.add_done_callback(lambda _: rollout._mark("reroute_drain"))
         return rollout
 
     def _mark(self, key: str) -> None:
