@@ -232,25 +232,28 @@ class MigrationEngine:
         except BaseException:
             await self._abort_target(m)
             raise
+        # The other entries' `ROUTE` goes out at the commit and runs on past the answer (the
+        # cleanup awaits it before the old copy stops).
+        rollout = None if drain is None else self._roll_out(committed, drain, committed_at)
         try:
             self._journal(m, "cleanup", instance=instance)
             failpoints.hit("migration.after_commit")
-            # Before the answer: the new location and every entry hold the committed record (a
-            # call to the AC right after the answer finds the service there). Not the old
-            # location: it would stop its copy on the merge, the cleanup's work, after the answer.
+            # Before the answer the AC holds the committed record (a call to it right after the
+            # answer finds the service there). The other entries have it by their `ROUTE`, not
+            # by this push too (both at once contend at the entry and the answer waits): above
+            # all not the old location, even as an entry, which would stop its copy on the merge
+            # while other entries may still route to it; it stops it at the cleanup's `RELEASE`.
+            skip = frozenset(record.entries) - {m.target} if rollout is not None else frozenset()
             with m.timed("commit"):
-                await self.agent.publish_now(committed)
+                await self.agent.publish_now(committed, skip=skip | {record.location})
         except BaseException as exc:
-            if drain is not None:  # committed: the entries still route to it before the error
-                rollout = self._roll_out(committed, drain, committed_at)
+            if rollout is not None:  # committed: the entries still route to it before the error
                 if isinstance(exc, Exception):
                     await rollout.finished()
                 else:
                     rollout.cancel()
             raise
-        # The other entries' ROUTE goes out after the commit's push (which also reaches them):
-        # at once, the two would contend for the entries and the answer would wait for it.
-        return committed, None if drain is None else self._roll_out(committed, drain, committed_at)
+        return committed, rollout
 
     def _roll_out(self, committed: Record, drain: asyncio.Future[Any], committed_at: float) -> overlap.Rollout:
         per_entry: dict[str, dict[str, float]] = {}

@@ -75,7 +75,8 @@ class FakeFederation:
     async def publish(self, record: Record, extra: frozenset[str] = frozenset()) -> None:
         self.published.append(("publish", record.name, extra))
 
-    async def publish_now(self, record: Record, extra: frozenset[str] = frozenset()) -> None:
+    async def publish_now(self, record: Record, extra: frozenset[str] = frozenset(),
+                          skip: frozenset[str] = frozenset()) -> None:
         self.published.append(("publish_now", record.name, extra))
 
     def load_changed(self) -> None:

@@ -57,7 +57,8 @@ class Stewards(Protocol):
 class Publisher(Protocol):
     async def publish(self, record: Record, extra: frozenset[str] = frozenset()) -> None: ...
 
-    async def publish_now(self, record: Record, extra: frozenset[str] = frozenset()) -> None: ...
+    async def publish_now(self, record: Record, extra: frozenset[str] = frozenset(),
+                          skip: frozenset[str] = frozenset()) -> None: ...
 
 
 class LoadSignal(Protocol):
