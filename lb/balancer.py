@@ -244,7 +244,16 @@ class LoadBalancer:
         async with self._lock(service):
             slot = self._slot(service)
             backend = backend_name(slot.port)
-            states = await self._client.servers_state(backend)
+            # The fast path's TCP connect to the copy goes out while HAProxy lists the servers
+            # (two round trips at once: they are independent).
+            probe = asyncio.ensure_future(rr.reachable(ip, port)) if proven_ready else None
+            try:
+                states = await self._client.servers_state(backend)
+            except BaseException:
+                if probe is not None:
+                    probe.cancel()
+                raise
+            reached = None if probe is None else await probe
             cur = slot.route
             old = None if cur is None else (cur.addr, cur.port)
             fast_down = bool(slot.backups)
@@ -264,7 +273,7 @@ class LoadBalancer:
                 self._client, service=service, backend=backend, new_server=name, addr=ip,
                 port=port, old=old, old_servers=[s.name for s in states if not is_backup_server(s.name)],
                 check=self._check(fast_down), up_timeout=up_timeout, drain_timeout=drain_timeout,
-                on_up=commit, proven_ready=proven_ready)
+                on_up=commit, proven_ready=proven_ready, reached=reached)
             log.info("rerouted %s %s -> %s:%d in %.1f ms (up %.1f%s, drain %.1f, %d drained%s)",
                      service, old, ip, port, result.duration_ms, result.up_ms,
                      " proven" if result.fast else "", result.drain_ms,

@@ -207,15 +207,16 @@ async def reroute(client: RuntimeClient, *, service: str, backend: str, new_serv
                   addr: str, port: int, old: tuple[str, int] | None, old_servers: list[str],
                   check: CheckSettings, up_timeout: float, drain_timeout: float,
                   on_up: Callable[[], None] = lambda: None,
-                  proven_ready: bool = False) -> RerouteResult:
+                  proven_ready: bool = False, reached: bool | None = None) -> RerouteResult:
     """Move `backend` from `old_servers` to a new server at addr:port without losing requests.
 
     `on_up` runs once the new server serves and before any old one is drained: the caller
     commits the new route there, so a crash while draining keeps the route that works.
     `proven_ready`: the caller proved the copy serves; take the fast path (module doc).
+    `reached`: the caller already tried the fast path's TCP connect (`reachable`) itself.
     """
     t0 = time.monotonic()
-    fast = proven_ready and await reachable(addr, port)
+    fast = proven_ready and (reached if reached is not None else await reachable(addr, port))
     if fast:
         await add_ready(client, backend=backend, server=new_server, addr=addr, port=port,
                         check=check)

@@ -164,9 +164,11 @@ class Agent:
         for peer in sorted((interested(record) | extra) - {self.here}):
             self._spawn(self._sync(peer))
 
-    async def publish_now(self, record: Record, extra: frozenset[str] = frozenset()) -> None:
-        """Push and wait (bounded): a migration is committed once its AC holds the record."""
-        peers = sorted((interested(record) | extra) - {self.here})
+    async def publish_now(self, record: Record, extra: frozenset[str] = frozenset(),
+                          skip: frozenset[str] = frozenset()) -> None:
+        """Push and wait (bounded): a migration is committed once its AC holds the record.
+        `skip`: clusters not pushed to now (they learn it otherwise, e.g. by `ROUTE`)."""
+        peers = sorted((interested(record) | extra) - {self.here} - skip)
         await asyncio.gather(*(asyncio.wait_for(self._sync(p), timeout=5.0) for p in peers), return_exceptions=True)
 
     # -- lifecycle ---------------------------------------------------------------------------

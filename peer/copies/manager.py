@@ -547,16 +547,17 @@ class ServiceManager:
             await self._publish(record, frozenset())
         return record
 
-    async def ensure_route(self, record: Record) -> None:
+    async def ensure_route(self, record: Record, *, on_up: Callable[[], None] | None = None) -> None:
         """This entry's frontend must exist and point at the record's instance (a record naming
-        this cluster an entry of a service its policy refuses is not routed: WorkloadRefused)."""
+        this cluster an entry of a service its policy refuses is not routed: WorkloadRefused).
+        `on_up`: as `LoadBalancer.route`'s (only called when the route changes)."""
         self.workload.require(self.descriptor_of(record), home=record.home)
         endpoint = record.endpoint_at(self.here)
         port = split_addr(endpoint)[1] if endpoint else None
         await self.lb.open_frontend(record.name, port=port)
         if record.instance and self.lb.current_route(record.name) != split_addr(record.instance):
             host, p = split_addr(record.instance)
-            await self.lb.route(record.name, host, p, proven_ready=True)
+            await self.lb.route(record.name, host, p, proven_ready=True, on_up=on_up)
         await self.ensure_backups(record)
 
     async def ensure_backups(self, record: Record) -> None:

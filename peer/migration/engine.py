@@ -92,15 +92,16 @@ class MigrationEngine:
         lock = self.services.lock(name)
         await lock.acquire()
         try:
-            m, before, committed = await self._migrate_locked(name, target=target, reason=reason, kind=kind)
+            m, before, committed, rollout = await self._migrate_locked(name, target=target, reason=reason, kind=kind)
         except BaseException:
             lock.release()
             raise
-        self._cleanups.spawn(self._clean_up_after(m, before, committed, lock), name=f"cleanup:{name}:{m.id}")
+        self._cleanups.spawn(self._clean_up_after(m, before, committed, rollout, lock),
+                             name=f"cleanup:{name}:{m.id}")
         return m
 
     async def _migrate_locked(self, name: str, *, target: str | None, reason: str, kind: str
-                              ) -> tuple[Migration, Record, Record]:
+                              ) -> tuple[Migration, Record, Record, overlap.Rollout | None]:
         record = self.services.get(name)
         if record is None:
             raise NoSuchService(f"no service {name!r}")
@@ -112,7 +113,7 @@ class MigrationEngine:
         m = self.history.begin(Migration(service=name, kind=kind, reason=reason, coordinator=self.here,
                                          home=record.home, source=record.location, target=target))
         try:
-            committed = await self._run(m, record, target)
+            committed, rollout = await self._run(m, record, target)
         except Exception as exc:  # noqa: BLE001 - whatever it was, the migration ends `failed`
             # Every failure ends the migration `failed` with its journal closed (the copy at
             # the target was aborted by `_run`): nothing stays `running` behind an error.
@@ -131,7 +132,7 @@ class MigrationEngine:
         # Committed and routed: the move stands, and the stage left is the cleanup.
         m.outcome, m.stage, m.committed_at = "succeeded", "cleanup", time.time()
         log.info("migrated %s %s -> %s in %s (cleanup follows)", name, m.source, m.target, m.durations)
-        return m, record, committed
+        return m, record, committed, rollout
 
     async def _route_back(self, before: Record) -> None:
         """A reroute that failed half-way (this entry routed, the commit did not happen): the
@@ -156,11 +157,19 @@ class MigrationEngine:
         return MigrationError(f"migration of {m.service} failed at {m.stage}: {exc or type(exc).__name__}",
                               refusals=m.refusals)
 
-    async def _clean_up_after(self, m: Migration, before: Record, committed: Record, lock: asyncio.Lock) -> None:
-        """The cleanup stage, after the caller has its answer. A failure here does not undo the
-        move (it is committed and routed): it is the migration's `error`. Cancelled (the agent
-        stops past `settle`'s grace), the journal stays open and `recover` finishes it."""
+    async def _clean_up_after(self, m: Migration, before: Record, committed: Record,
+                              rollout: overlap.Rollout | None, lock: asyncio.Lock) -> None:
+        """The cleanup stage, after the caller has its answer: first the rollout (every other
+        entry routes, this HC's old server drained), then the old copy stops. A failure here
+        does not undo the move (it is committed and routed here): it is the migration's
+        `error`. Cancelled (the agent stops past `settle`'s grace), the journal stays open and
+        `recover` finishes it, routing the entries again first."""
         try:
+            if rollout is not None:
+                missing = await rollout.finished()
+                m.durations.update(rollout.timings)
+                if missing:
+                    m.notes = f"entries not confirmed: {', '.join(missing)}"
             with m.timed("cleanup"):
                 await self._cleanup(m, before, committed)
         except Exception as exc:  # noqa: BLE001 - the move stands whatever the cleanup met
@@ -188,8 +197,10 @@ class MigrationEngine:
         if problem is not None:
             raise (InvalidServiceRequest if problem.unknown else ServiceError)(problem.message, field="target")
 
-    async def _run(self, m: Migration, record: Record, target: str | None) -> Record:
-        """PR to the commit and reroute; the journal is left at `cleanup` for `_clean_up_after`."""
+    async def _run(self, m: Migration, record: Record, target: str | None
+                   ) -> tuple[Record, overlap.Rollout | None]:
+        """PR to the commit and reroute; the journal is left at `cleanup` for `_clean_up_after`,
+        with the rollout (the other entries' routes, this HC's drain) still under way."""
         descriptor = self.services.descriptor_of(record)
         with m.timed("pr"):
             ranked = self._placement_request(descriptor, record, target)
@@ -208,22 +219,43 @@ class MigrationEngine:
             pre = await self._precopy(m, record, instance)
             self._journal(m, "reroute", instance=instance)
             failpoints.hit("migration.before_reroute")
+            drain: asyncio.Future[Any] | None = None
             with m.timed("reroute"):
                 if pre is None:
-                    committed = await self._reroute_and_commit(m, record, instance)
+                    committed, drain = await self._reroute_and_commit(m, record, instance)
                 else:
                     committed = await self._handover(m, record, instance, pre)
+            committed_at = time.monotonic()
         except BaseException:
             await self._abort_target(m)
             raise
-        self._journal(m, "cleanup", instance=instance)
-        failpoints.hit("migration.after_commit")
-        # Before the answer: the new location and every entry hold the committed record (a call
-        # to the AC right after the answer finds the service there). Not the old location: it
-        # would stop its copy on the merge, which is the cleanup's work, after the answer.
-        with m.timed("commit"):
-            await self.agent.publish_now(committed)
-        return committed
+        # The other entries' `ROUTE` goes out at the commit and runs on past the answer (the
+        # cleanup awaits it before the old copy stops).
+        rollout = None if drain is None else self._roll_out(committed, drain, committed_at)
+        try:
+            self._journal(m, "cleanup", instance=instance)
+            failpoints.hit("migration.after_commit")
+            # Before the answer the AC holds the committed record (a call to it right after the
+            # answer finds the service there). The other entries have it by their `ROUTE`, not
+            # by this push too (both at once contend at the entry and the answer waits): above
+            # all not the old location, even as an entry, which would stop its copy on the merge
+            # while other entries may still route to it; it stops it at the cleanup's `RELEASE`.
+            skip = frozenset(record.entries) - {m.target} if rollout is not None else frozenset()
+            with m.timed("commit"):
+                await self.agent.publish_now(committed, skip=skip | {record.location})
+        except BaseException as exc:
+            if rollout is not None:  # committed: the entries still route to it before the error
+                if isinstance(exc, Exception):
+                    await rollout.finished()
+                else:
+                    rollout.cancel()
+            raise
+        return committed, rollout
+
+    def _roll_out(self, committed: Record, drain: asyncio.Future[Any], committed_at: float) -> overlap.Rollout:
+        per_entry: dict[str, dict[str, float]] = {}
+        return overlap.Rollout.start(self.homes.route_entries(committed, timings=per_entry), drain,
+                                     f"{committed.name} at {self.here}", per_entry=per_entry, started=committed_at)
 
     # -- stages ----------------------------------------------------------------------------
     def _placement_request(self, descriptor: ServiceDescriptor, record: Record, target: str | None) -> list[Candidate]:
@@ -283,9 +315,12 @@ class MigrationEngine:
         except CopyNotReady as exc:
             raise MigrationError(str(exc)) from exc
 
-    async def _reroute_and_commit(self, m: Migration, record: Record, instance: str) -> Record:
-        """The steward's own frontend first (make-before-break), then the commit, then every
-        other entry's frontend; the old copy keeps serving until all of them have moved."""
+    async def _reroute_and_commit(self, m: Migration, record: Record, instance: str
+                                  ) -> tuple[Record, asyncio.Future[Any]]:
+        """The steward's own frontend first (make-before-break: until the new server serves),
+        then the commit; returns the route's task, still draining the old server. It and the
+        other entries' `ROUTE` run on past the answer (`overlap.Rollout`): the old copy keeps
+        serving until all of them have moved, since the cleanup awaits them before it stops it."""
         assert m.target is not None
         moved = moves.commit(record, location=m.target, instance=instance, migration_id=m.id)
         if moves.promoted(record, moved):
@@ -302,13 +337,13 @@ class MigrationEngine:
             with m.part("reroute_commit"):
                 committed = self.services.store.put_local(moved, here=self.here, now=time.time())
                 self.services.settle_arrival(record.name, m.id)
-            with m.part("reroute_entries"):
-                missing = await self.homes.route_entries(committed)
-        finally:  # (on an error too: as when the whole route was awaited, the old server is gone first)
+        except BaseException:  # (as when the whole route was awaited, the old server is gone first)
             await overlap.drained(here, f"{record.name} at {self.here}")
-        if missing:
-            m.notes = f"entries not confirmed: {', '.join(missing)}"
-        return committed
+            raise
+        committed_at = time.monotonic()
+        here.add_done_callback(lambda _: m.durations.__setitem__(
+            "reroute_drain", round((time.monotonic() - committed_at) * 1000.0, 3)))
+        return committed, here
 
     async def _commit_and_route_held(self, m: Migration, record: Record, instance: str, state_version: int,
                                      step: Callable[[str], None]) -> tuple[Record, list[str]]:
@@ -443,6 +478,9 @@ class MigrationEngine:
                                      migration_id=entry["id"]), here=self.here, now=time.time())
                 before = replace(record, location=decision.source)
                 with contextlib.suppress(Exception):
+                    # The crash may have come before every other entry routed (their ROUTE runs
+                    # past the answer): they route again before the old copy stops.
+                    await self.homes.route_entries(record)
                     await self._cleanup(m, before, record)
                 self.history.finish(m, outcome="succeeded", error="completed after restart")
             else:

@@ -75,7 +75,8 @@ class FakeFederation:
     async def publish(self, record: Record, extra: frozenset[str] = frozenset()) -> None:
         self.published.append(("publish", record.name, extra))
 
-    async def publish_now(self, record: Record, extra: frozenset[str] = frozenset()) -> None:
+    async def publish_now(self, record: Record, extra: frozenset[str] = frozenset(),
+                          skip: frozenset[str] = frozenset()) -> None:
         self.published.append(("publish_now", record.name, extra))
 
     def load_changed(self) -> None:
@@ -94,7 +95,8 @@ class FakeEntries:
     routed: list[str] = field(default_factory=list)
 
     async def route_entries(self, record: Record, *, skip: frozenset[str] = frozenset(),
-                            release: bool = False) -> list[str]:
+                            release: bool = False,
+                            timings: dict[str, dict[str, float]] | None = None) -> list[str]:
         self.routed.append(record.name)
         return list(self.missing)
 

@@ -121,14 +121,25 @@ class HomeSetClient:
         return endpoint if isinstance(endpoint, str) else None
 
     async def route_entries(self, record: Record, *, skip: frozenset[str] = frozenset(),
-                            release: bool = False) -> list[str]:
+                            release: bool = False, timings: dict[str, dict[str, float]] | None = None) -> list[str]:
         """Hand the committed record to every other entry and wait until each routes (bounded);
         returns the entries that did not confirm. `release`: each entry then lets the requests
-        it holds for a handover go on (peer/state/handover.py)."""
+        it holds for a handover go on (peer/state/handover.py). `timings`: filled per entry with
+        the call as this side timed it (`call`) and the parts its handler timed (ms)."""
         others = [e for e in record.entries if e != self.here and e not in skip]
         body = wire.Route(record=record, release=release).to_wire()
-        confirmed = await asyncio.gather(*(self._call_entry(e, wire.ROUTE, body, f"confirm the route of {record.name}")
-                                           for e in others))
+
+        async def one(entry: str) -> bool:
+            started = time.perf_counter()
+            reply = await self._call_entry(entry, wire.ROUTE, body, f"confirm the route of {record.name}")
+            if timings is not None and reply is not None:
+                parts = reply.get("timings_ms") if isinstance(reply, dict) else None
+                timings[entry] = {"call": round((time.perf_counter() - started) * 1000.0, 3),
+                                  **({k: float(v) for k, v in parts.items() if isinstance(v, (int, float))}
+                                     if isinstance(parts, dict) else {})}
+            return reply is not None
+
+        confirmed = await asyncio.gather(*(one(e) for e in others))
         return [e for e, ok in zip(others, confirmed) if not ok]
 
     async def hold_entries(self, entries: list[str], name: str, *, ttl: float) -> list[str]:
@@ -142,19 +153,19 @@ class HomeSetClient:
 
     async def _hold_one(self, entry: str, message: wire.Hold) -> bool:
         what = f"{'release' if message.release else 'hold'} {message.name}"
-        return await self._call_entry(entry, wire.HOLD, message.to_wire(), what)
+        return await self._call_entry(entry, wire.HOLD, message.to_wire(), what) is not None
 
-    async def _call_entry(self, entry: str, path: str, body: dict[str, Any], what: str) -> bool:
-        """One peer call to an entry (bounded); False, logged, if it did not answer."""
+    async def _call_entry(self, entry: str, path: str, body: dict[str, Any], what: str) -> object | None:
+        """One peer call to an entry (bounded): its reply; None, logged, if it did not answer."""
         url = self.url_of(entry)
         if url is None:
-            return False
+            return None
         try:
-            await self.client.call(url, path, body, timeout=ROUTE_TIMEOUT)
-            return True
+            reply = await self.client.call(url, path, body, timeout=ROUTE_TIMEOUT)
         except PeerError as exc:
             log.warning("entry %s did not %s: %s", entry, what, exc)
-            return False
+            return None
+        return {} if reply is None else reply
 
     async def forward(self, steward: str, op: wire.ForwardedOp, name: str,
                       target: str | None) -> tuple[int, Any]:
@@ -219,14 +230,28 @@ class HomeSetHandlers:
         return msgpack_response({"endpoint": f"{host}:{port}"})
 
     async def route(self, request: web.Request) -> web.Response:
+        """Apply the committed record, route to it (make-before-break, drain included), answer.
+        The answer's `timings_ms`: ms since the handler began at the end of each part (`read`,
+        `locked`, `applied`, `acted`, `up`, `routed`), for the steward's profile of a move."""
+        started = time.perf_counter()
+        timings: dict[str, float] = {}
+
+        def mark(part: str) -> None:
+            timings[part] = round((time.perf_counter() - started) * 1000.0, 3)
+
         msg = wire.Route.from_wire(await read_msgpack(request))
         record = msg.record
+        mark("read")
         services = self.services
         async with services.lock(record.name):
+            mark("locked")
             # The commit of a move to here reaches an entry that is also the AC by ROUTE before
             # any gossip: its actions (AdoptLocalCopy settles the pending copy) run now. A move
             # away from here keeps the old copy: other entries may still route to it.
-            await services.act_locked(services.store.apply_remote(record, here=services.here), keep_copy=True)
+            outcome = services.store.apply_remote(record, here=services.here)
+            mark("applied")
+            await services.act_locked(outcome, keep_copy=True)
+            mark("acted")
             current = services.get(record.name)
             if current is not None and current.location == services.here:
                 # A copy that arrived here by migration is ours now: a later move back here is
@@ -236,7 +261,7 @@ class HomeSetHandlers:
             if current is not None and services.here in current.entries:
                 services.reserved.pop(record.name, None)
                 try:
-                    await services.ensure_route(current)
+                    await services.ensure_route(current, on_up=lambda: mark("up"))
                 except WorkloadRefused as exc:
                     return msgpack_response(exc.refusal.as_api(), status=403)
                 except LBError as exc:
@@ -245,7 +270,8 @@ class HomeSetHandlers:
                     if msg.release:  # held requests never wait out the deadline
                         with contextlib.suppress(LBError):
                             await services.lb.release(record.name)
-        return msgpack_response({"routed": True})
+        mark("routed")
+        return msgpack_response({"routed": True, "timings_ms": timings})
 
     async def hold(self, request: web.Request) -> web.Response:
         """A handover's hold at this entry: hold requests to the service, wait (bounded) until

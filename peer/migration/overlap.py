@@ -11,12 +11,21 @@ A reroute that fails before it is up raises from `until_up`, before anything was
 exactly as an awaited `route` did. Once up (and committed), a drain that fails no longer undoes
 the move: the old server may be left in HAProxy (the balancer's repair removes servers no slot
 accounts for); it is logged, as `route_entries` logs an entry that did not confirm.
+
+After the commit (`Rollout`): the other entries' `ROUTE` and this HC's drain run on while the
+API answers; the cleanup awaits both before the old copy stops, so the old copy serves every
+entry until each routes to the new one (or did not confirm within its bound, as before). The
+record is the truth if the HC dies in between: `MigrationEngine.recover` routes the entries
+again before it stops the old copy.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TypeVar
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 log = logging.getLogger(__name__)
 
@@ -48,3 +57,47 @@ async def drained(task: asyncio.Future[T], what: str) -> T | None:
     except Exception as exc:  # the drain's RerouteError, or any error it wrapped
         log.warning("%s: the new route serves, but the old one was not removed cleanly: %s", what, exc)
         return None
+
+
+@dataclass
+class Rollout:
+    """A committed move's remaining routes: the other entries' `ROUTE` (its result: the entries
+    that did not confirm) and this HC's drain. Started at the commit, awaited by the cleanup."""
+
+    entries: asyncio.Future[list[str]]
+    drain: asyncio.Future[Any]
+    what: str
+    started: float = field(default_factory=time.monotonic)
+    timings: dict[str, float] = field(default_factory=dict)  # ms since the commit, per part
+    per_entry: dict[str, dict[str, float]] = field(default_factory=dict)  # `route_entries`' timings
+
+    @classmethod
+    def start(cls, entries: Awaitable[list[str]], drain: asyncio.Future[Any], what: str, *,
+              per_entry: dict[str, dict[str, float]] | None = None, started: float | None = None) -> Rollout:
+        """`started`: the commit's `time.monotonic()`, which `timings` count from."""
+        rollout = cls(entries=asyncio.ensure_future(entries), drain=drain, what=what,
+                      per_entry=per_entry if per_entry is not None else {},
+                      started=started if started is not None else time.monotonic())
+        rollout.entries.add_done_callback(lambda _: rollout._mark("reroute_entries"))
+        return rollout
+
+    def _mark(self, key: str) -> None:
+        self.timings[key] = round((time.monotonic() - self.started) * 1000.0, 3)
+
+    async def finished(self) -> list[str]:
+        """The entries that did not confirm, once every entry answered and the drain ended.
+        Cancelled (the agent stops), both are cancelled: the journal stays open for `recover`."""
+        try:
+            missing = await asyncio.shield(self.entries)
+            await drained(asyncio.shield(self.drain), self.what)
+        except asyncio.CancelledError:
+            self.cancel()
+            raise
+        if self.per_entry:  # the slowest entry's parts: it decided when the rollout ended
+            slowest = max(self.per_entry.values(), key=lambda t: t.get("call", 0.0))
+            self.timings.update({f"entry_{part}": ms for part, ms in slowest.items()})
+        return missing
+
+    def cancel(self) -> None:
+        self.entries.cancel()
+        self.drain.cancel()

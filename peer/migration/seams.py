@@ -57,7 +57,8 @@ class Stewards(Protocol):
 class Publisher(Protocol):
     async def publish(self, record: Record, extra: frozenset[str] = frozenset()) -> None: ...
 
-    async def publish_now(self, record: Record, extra: frozenset[str] = frozenset()) -> None: ...
+    async def publish_now(self, record: Record, extra: frozenset[str] = frozenset(),
+                          skip: frozenset[str] = frozenset()) -> None: ...
 
 
 class LoadSignal(Protocol):
@@ -70,7 +71,8 @@ class Spawner(Protocol):
 
 class EntryRoutes(Protocol):
     async def route_entries(self, record: Record, *, skip: frozenset[str] = frozenset(),
-                            release: bool = False) -> list[str]: ...
+                            release: bool = False,
+                            timings: dict[str, dict[str, float]] | None = None) -> list[str]: ...
 
 
 class Mover(Protocol):

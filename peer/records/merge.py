@@ -64,7 +64,7 @@ from dataclasses import dataclass, replace
 from peer.errors import RoamError
 from peer.records import vclock as vc
 from peer.records.naming import base_name, concurrent, home_part, incarnation_order, is_qualified, qualified, supersedes
-from peer.records.record import Record, content_key, interested, role, with_vclock
+from peer.records.record import Record, content_key, interested, role, same_content, with_vclock
 from peer.trust import signing  # the merged clock keeps each entry's author stamp (issue 19)
 
 DEFAULT_TOMBSTONE_TTL = 7 * 24 * 3600.0
@@ -162,6 +162,8 @@ def _compare_ranks(a: Record, b: Record) -> int:
     head_a, head_b = _rank_head(a), _rank_head(b)
     if head_a != head_b:
         return 1 if head_a > head_b else -1
+    if same_content(a, b):  # equal fields pack to equal keys (a returned merge of ours, mostly)
+        return 0
     key_a, key_b = content_key(a), content_key(b)
     return (key_a > key_b) - (key_a < key_b)
 

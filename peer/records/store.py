@@ -214,7 +214,7 @@ class RecordStore:
     @staticmethod
     def _decode_row(name: str, data: bytes) -> Record:
         try:
-            return rec.unpack(data)
+            return rec.unpack_stored(data)
         except rec.RecordDecodeError as exc:
             raise StoreCorruptError(f"record {name!r}: {exc}") from exc
 

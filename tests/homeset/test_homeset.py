@@ -61,6 +61,14 @@ def lose_site(fed: Federation, name: str) -> None:
     kill_left_behind(agent.data_dir)
 
 
+async def finished(fed: Federation, mid: str) -> dict[str, Any] | None:
+    """The steward's history entry of move `mid` once its cleanup is over."""
+    for m in await fed.get("c1", "/v1/migrations"):
+        if m["id"] == mid and m["finished_at"] is not None:
+            return dict(m)
+    return None
+
+
 async def test_every_entry_serves_and_follows_a_planned_move(tmp_path: Path) -> None:
     async with federation(tmp_path) as fed:
         try:
@@ -74,14 +82,19 @@ async def test_every_entry_serves_and_follows_a_planned_move(tmp_path: Path) -> 
             deputy = created["homes"][1]
             other = next(c for c in ADDRS if c not in created["homes"])
             moved = await fed.call("c1", "POST", "/v1/services/web/migrate", {"target": other})
-            assert moved["outcome"] == "succeeded" and not moved.get("notes"), moved
-            # The move answered only once every entry had rerouted: no polling needed here.
+            assert moved["outcome"] == "succeeded", moved
+            # The move answers once the steward routes and it is committed; the other entry
+            # routes right after, and the old copy stops only once it did (the cleanup waits):
+            # once the move is finished, every entry serves the new copy, no polling needed.
+            done = await wait_until(lambda: finished(fed, moved["id"]), timeout=15, what="the move finished")
+            assert not done.get("notes") and done["error"] is None, done
             assert await all_serve_from(fed, endpoints, other)
             deputy_view = await fed.get(deputy, "/v1/services/web")
             assert deputy_view["role"] == "AR" and deputy_view["location"] == other
             # A migration asked of a non-steward is forwarded to the steward.
             back = await fed.call(deputy, "POST", "/v1/services/web/migrate", {"target": "c1"})
             assert back["coordinator"] == "c1" and back["outcome"] == "succeeded"
+            await wait_until(lambda: finished(fed, back["id"]), timeout=15, what="the move back finished")
             assert await all_serve_from(fed, endpoints, "c1")
         except BaseException:
             print(dump_logs(fed))

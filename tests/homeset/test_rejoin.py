@@ -15,7 +15,7 @@ import pytest
 from chaos.agent_processes import kill_left_behind
 from peer.runtime.waiting import wait_until
 from tests.harness import Federation, dump_logs, federation
-from tests.homeset.test_homeset import all_serve_from, descriptor, served_by
+from tests.homeset.test_homeset import all_serve_from, descriptor, finished, served_by
 
 pytestmark = pytest.mark.integration
 
@@ -115,7 +115,10 @@ async def test_deleted_records_store_recovers_from_peers_and_keeps_running_copie
             web = await fed.call("c1", "POST", "/v1/services", descriptor("web"), expect=201)
             away = await fed.call("c1", "POST", "/v1/services", descriptor("away"), expect=201)
             other = next(c for c in ADDRS if c not in away["homes"])
-            await fed.call("c1", "POST", "/v1/services/away/migrate", {"target": other})
+            moved_away = await fed.call("c1", "POST", "/v1/services/away/migrate", {"target": other})
+            # The answer comes at the commit; the old copy stops in the cleanup after it. Killed
+            # before that, c1 would rightly stop the old copy at its restart (a leftover).
+            await wait_until(lambda: finished(fed, moved_away["id"]), timeout=15, what="away's cleanup")
             await wait_until(lambda: all_serve_from(fed, web["endpoints"], "c1"), timeout=15, what="web serves")
             pid = pid_of(fed, "c1", "web")
             assert pid is not None and alive(pid)

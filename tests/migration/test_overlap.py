@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from lb.errors import RerouteError
-from peer.migration.overlap import drained, until_up
+from peer.migration.overlap import Rollout, drained, until_up
 from peer.runtime.waiting import wait_until
 
 
@@ -81,3 +81,50 @@ async def test_cancelled_while_waiting_cancels_the_route() -> None:
         await waiting
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+async def entries_route(go: asyncio.Event, missing: list[str]) -> list[str]:
+    """`route_entries` as the engine starts it at the commit: answers once every entry did."""
+    await go.wait()
+    return missing
+
+
+async def test_the_rollout_ends_only_once_every_entry_answered_and_the_old_server_drained() -> None:
+    # The cleanup awaits it before the old copy stops: neither part may be skipped.
+    up, drain, go = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    here = asyncio.ensure_future(scripted_route(up, drain=drain))
+    await until_up(here, up)
+    rollout = Rollout.start(entries_route(go, ["c3"]), here, "svc at c1")
+    finishing = asyncio.create_task(rollout.finished())
+    await wait_until(lambda: suspended(finishing), timeout=5, what="the rollout waiting")
+    go.set()
+    await wait_until(lambda: rollout.entries.done(), timeout=5, what="the entries answered")
+    assert not finishing.done()  # the old server still drains
+    drain.set()
+    assert await finishing == ["c3"]
+    assert set(rollout.timings) == {"reroute_entries"}
+
+
+async def test_a_stop_during_the_rollout_cancels_both_parts() -> None:
+    up, drain, go = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    here = asyncio.ensure_future(scripted_route(up, drain=drain))
+    await until_up(here, up)
+    rollout = Rollout.start(entries_route(go, []), here, "svc at c1")
+    finishing = asyncio.create_task(rollout.finished())
+    await wait_until(lambda: suspended(finishing), timeout=5, what="the rollout waiting")
+    finishing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await finishing
+    for part in (rollout.entries, rollout.drain):
+        with pytest.raises(asyncio.CancelledError):
+            await part
+
+
+async def test_a_failed_drain_after_the_commit_does_not_fail_the_rollout(caplog: pytest.LogCaptureFixture) -> None:
+    up, go = asyncio.Event(), asyncio.Event()
+    here = asyncio.ensure_future(scripted_route(up, fail_drain=True))
+    await until_up(here, up)
+    go.set()
+    with caplog.at_level(logging.WARNING, logger="peer.migration.overlap"):
+        assert await Rollout.start(entries_route(go, []), here, "svc at c1").finished() == []
+    assert "old server not removed" in caplog.text
