@@ -201,7 +201,7 @@ def goal_lines(results: list[dict[str, Any]], walls: list[float], cold: list[flo
     everyone = [float(r["durations_ms"]["reroute_entries"]) + float(r["reroute"]) for r in results
                 if "reroute_entries" in r["durations_ms"]]
     if everyone:
-        goal("  every entry routed (after the answer)", Spread.of(everyone), "ms", "before the old copy stops", None,
+        goal("  every entry routed (before the answer)", Spread.of(everyone), "ms", "before the old copy stops", None,
              note="reroute stage + the other entries' ROUTE after the commit")
     goal("wait - deploy (readiness noticed)", wait_over, "ms", "a few ms", wait_over.median <= 5.0)
     record_goal("placement, 1,000 clusters (in this run)", median=placement_1000_ms, lo=placement_1000_ms,
@@ -234,11 +234,11 @@ def stage_table(results: list[dict[str, Any]], walls: list[float]) -> list[str]:
 
 PARTS = {"reroute_here": "reroute: this HC's HAProxy until the new server serves (proven ready: UP at once)",
          "reroute_commit": "reroute: the record committed here (SQLite, fsync)",
-         "commit": "committed record pushed to the AC and entries (before the answer)"}
-#: After the answer, before the old copy stops (overlap.Rollout): ms since the commit, or, for
+         "commit": "committed record pushed to the AC (before the answer)",
+         "reroute_entries": "the other entries' ROUTE all answered (ms after the commit, before the answer)"}
+#: Timed by the rollout (overlap.Rollout), filled in at the cleanup: ms since the commit, or, for
 #: `entry_*`, since the slowest other entry's ROUTE handler began (cumulative marks).
-AFTER = {"reroute_entries": "the other entries' ROUTE all answered (ms after the commit)",
-         "reroute_drain": "this HC's old server drained and deleted (ms after the commit)",
+AFTER = {"reroute_drain": "this HC's old server drained and deleted (ms after the commit)",
          "entry_call": "  the slowest entry's ROUTE as the HC timed it (HTTP, signing, its work)",
          "entry_read": "  its handler: body read, signature checked, record decoded",
          "entry_locked": "  ... the service's lock taken",
@@ -271,7 +271,7 @@ def profile_lines(results: list[dict[str, Any]], walls: list[float]) -> list[str
                             for r, e in zip(results, engine)], "between stages: journal writes, checks")
     row("outside engine", [w - e for w, e in zip(walls, engine)],
         "the API call around it: HTTP, JSON, the service lock")
-    lines.append("after the answer, before the old copy stops:")
+    lines.append("the rollout (entries before the answer; the drain and cleanup after it):")
     for key, what in AFTER.items():
         values = [float(r["durations_ms"][key]) for r in results if r["durations_ms"].get(key) is not None]
         if values:

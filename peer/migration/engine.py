@@ -229,8 +229,8 @@ class MigrationEngine:
         except BaseException:
             await self._abort_target(m)
             raise
-        # The other entries' `ROUTE` goes out at the commit and runs on past the answer (the
-        # cleanup awaits it before the old copy stops).
+        # The other entries' `ROUTE` goes out at the commit, beside the push to the AC; the
+        # answer waits for it, the drain here runs on (the cleanup awaits both).
         rollout = None if drain is None else self._roll_out(committed, drain, committed_at)
         try:
             self._journal(m, "cleanup", instance=instance)
@@ -243,6 +243,11 @@ class MigrationEngine:
             skip = frozenset(record.entries) - {m.target} if rollout is not None else frozenset()
             with m.timed("commit"):
                 await self.agent.publish_now(committed, skip=skip | {record.location})
+            if rollout is not None:
+                # Every other entry routes before the answer, so a request at any endpoint right
+                # after it reaches the new copy; only this HC's drain runs on past the answer.
+                await asyncio.shield(rollout.entries)
+                m.durations["reroute_entries"] = round((time.monotonic() - committed_at) * 1000.0, 3)
         except BaseException as exc:
             if rollout is not None:  # committed: the entries still route to it before the error
                 if isinstance(exc, Exception):
@@ -318,9 +323,9 @@ class MigrationEngine:
     async def _reroute_and_commit(self, m: Migration, record: Record, instance: str
                                   ) -> tuple[Record, asyncio.Future[Any]]:
         """The steward's own frontend first (make-before-break: until the new server serves),
-        then the commit; returns the route's task, still draining the old server. It and the
-        other entries' `ROUTE` run on past the answer (`overlap.Rollout`): the old copy keeps
-        serving until all of them have moved, since the cleanup awaits them before it stops it."""
+        then the commit; returns the route's task, still draining the old server. The other
+        entries' `ROUTE` starts at the commit (`overlap.Rollout`) and the answer waits for it;
+        the drain runs on past the answer, and the cleanup awaits both before the old copy stops."""
         assert m.target is not None
         moved = moves.commit(record, location=m.target, instance=instance, migration_id=m.id)
         if moves.promoted(record, moved):
@@ -479,7 +484,7 @@ class MigrationEngine:
                 before = replace(record, location=decision.source)
                 with contextlib.suppress(Exception):
                     # The crash may have come before every other entry routed (their ROUTE runs
-                    # past the answer): they route again before the old copy stops.
+                    # after the commit): they route again before the old copy stops.
                     await self.homes.route_entries(record)
                     await self._cleanup(m, before, record)
                 self.history.finish(m, outcome="succeeded", error="completed after restart")

@@ -12,11 +12,11 @@ exactly as an awaited `route` did. Once up (and committed), a drain that fails n
 the move: the old server may be left in HAProxy (the balancer's repair removes servers no slot
 accounts for); it is logged, as `route_entries` logs an entry that did not confirm.
 
-After the commit (`Rollout`): the other entries' `ROUTE` and this HC's drain run on while the
-API answers; the cleanup awaits both before the old copy stops, so the old copy serves every
-entry until each routes to the new one (or did not confirm within its bound, as before). The
-record is the truth if the HC dies in between: `MigrationEngine.recover` routes the entries
-again before it stops the old copy.
+After the commit (`Rollout`): the other entries' `ROUTE` and this HC's drain start at once;
+the API answers when every entry routed (or did not confirm within its bound), while the drain
+runs on. The cleanup awaits both before the old copy stops, so the old copy serves until no
+entry routes to it. The record is the truth if the HC dies in between:
+`MigrationEngine.recover` routes the entries again before it stops the old copy.
 """
 from __future__ import annotations
 
@@ -62,7 +62,8 @@ async def drained(task: asyncio.Future[T], what: str) -> T | None:
 @dataclass
 class Rollout:
     """A committed move's remaining routes: the other entries' `ROUTE` (its result: the entries
-    that did not confirm) and this HC's drain. Started at the commit, awaited by the cleanup."""
+    that did not confirm; the answer waits for it) and this HC's drain. Started at the commit,
+    awaited whole by the cleanup."""
 
     entries: asyncio.Future[list[str]]
     drain: asyncio.Future[Any]
