@@ -80,6 +80,14 @@ def failure(stage: str) -> Failure:
     return Failure(route_back=stage == "reroute", outcome="aborted" if stage == "pr" else "failed")
 
 
+def stands(record: Record | None, migration_id: str, target: str | None) -> bool:
+    """Has the move's commit been written (the record runs it at the target under its id)?
+    From then on the move stands whatever fails after: the target's copy is never aborted,
+    the cleanup still runs (what failed after the commit is a note, not an outcome)."""
+    return record is not None and not record.tombstone and record.migration_id == migration_id \
+        and record.location == target
+
+
 def interrupted_closes_journal(stage: str) -> bool:
     """A stop mid-move: before the reroute nothing is left to finish (close the journal); from
     the reroute on it stays open, so recovery decides from the route on the next start."""
@@ -148,6 +156,15 @@ class Move:
     @property
     def running(self) -> bool:
         return self.stage != "done"
+
+
+def arrival_expired(arrived_at: float, now: float, *, budget: float) -> bool:
+    """May the target remove a copy arriving for a move that did not commit? Only once that
+    move can no longer commit: its budget has run out since the copy arrived (the move began
+    before, so its deadline has passed too). A shorter TTL removes a copy the move then
+    commits to (the model test found it: the record runs the service where no copy is);
+    the agent's PENDING_TTL (150 s) is above every readiness timeout for this reason."""
+    return now - arrived_at > budget
 
 
 def begin(*, migration_id: str, record: Record, coordinator: str, target: str, now: float, budget: float) -> Move:

@@ -23,7 +23,6 @@ from peer.records.record import Record, State, interested
 from peer.stewardship import Liveness, Observed
 
 MOVE_BUDGET = 8.0  # a move's deadline (the engine's readiness and call timeouts, in model seconds)
-ARRIVAL_TTL = 6.0  # a copy arriving for a move that never commits is removed after this (PENDING_TTL)
 
 
 def instance_of(cluster: str, name: str) -> str:
@@ -47,7 +46,7 @@ class Cluster:
     routes: dict[str, str] = field(default_factory=dict)  # frontend -> location it routes to (lb state, on disk)
     copies: set[str] = field(default_factory=set)
     moves: dict[str, mv.Move] = field(default_factory=dict)  # service -> move it coordinates
-    arriving: dict[str, tuple[str, float]] = field(default_factory=dict)  # service -> (migration id, expiry)
+    arriving: dict[str, tuple[str, float]] = field(default_factory=dict)  # service -> (migration id, since)
     suspicions: dict[str, fs.Suspicion] = field(default_factory=dict)
     redeploys: dict[str, Redeploy] = field(default_factory=dict)
     liveness: Liveness = field(default_factory=lambda: Liveness(here=""))
@@ -169,7 +168,7 @@ class Federation:
     def abort_at(self, coordinator: str, target: str, name: str, migration_id: str) -> None:
         t = self.clusters[target]
         if not self.reachable(coordinator, target) or t.arriving.get(name, ("",))[0] != migration_id:
-            return  # not heard: the arrival expires there (ARRIVAL_TTL)
+            return  # not heard: the arrival expires there (`mv.arrival_expired`)
         del t.arriving[name]
         if moves.release(t.records.get(name), t.name).stop:
             t.copies.discard(name)
@@ -180,7 +179,7 @@ class Federation:
                 t = self.clusters[command.cluster]
                 if self.reachable(c.name, t.name) and command.service not in t.arriving \
                         and not (t.records.get(command.service) and t.records[command.service].location == t.name):
-                    t.arriving[command.service] = (command.migration_id, self.now + ARRIVAL_TTL)
+                    t.arriving[command.service] = (command.migration_id, self.now)
                     t.copies.add(command.service)
             elif isinstance(command, mv.Route) and command.entries == (c.name,):
                 c.routes[command.service] = command.location
@@ -320,8 +319,8 @@ class Federation:
         for c in self.clusters.values():
             if not c.up:
                 continue
-            for name, (_, expiry) in list(c.arriving.items()):
-                if expiry < self.now:
+            for name, (_, since) in list(c.arriving.items()):
+                if mv.arrival_expired(since, self.now, budget=MOVE_BUDGET):
                     del c.arriving[name]
                     self.release_here(c, name)
             for name in sorted(c.moves):

@@ -172,9 +172,15 @@ class Protocol(RuleBasedStateMachine):
     def _in_flight(self, name: str) -> bool:
         return any(name in c.moves or name in c.redeploys for c in self.fed.clusters.values() if c.up)
 
-    def _disagree(self, name: str) -> bool:
-        versions = {c.records[name] for c in self.fed.clusters.values() if c.up and name in c.records}
-        return len(versions) > 1
+    def _disagree(self, name: str, e: str) -> bool:
+        """Anti-entropy has work left: the up holders hold different versions, or the location
+        `e`'s record names (if up) does not hold `e`'s version (e.g. it dropped the record
+        after releasing its copy, and `e` was down meanwhile)."""
+        up = [c for c in self.fed.clusters.values() if c.up]
+        versions = {c.records[name] for c in up if name in c.records}
+        held = self.fed.clusters[e].records[name]
+        at = self.fed.clusters[held.location]
+        return len(versions) > 1 or (at.up and at.records.get(name) != held)
 
     @invariant()
     def no_move_runs_past_its_deadline(self) -> None:
@@ -204,10 +210,10 @@ class Protocol(RuleBasedStateMachine):
                 continue
             for name, location in e.routes.items():
                 record = e.records.get(name)
-                if record is None or record.tombstone or self._in_flight(name) or self._disagree(name):
+                if record is None or record.tombstone or self._in_flight(name) or self._disagree(name, e.name):
                     continue
                 assert location == record.location, (e.name, name, location, record.location)
-                if fed.reachable(e.name, location) or location == e.name:
+                if (fed.reachable(e.name, location) or location == e.name) and name not in e.suspicions:
                     assert name in fed.clusters[location].copies, (e.name, name, location)
 
     # -- at quiescence -------------------------------------------------------------------------

@@ -194,3 +194,11 @@ def test_the_core_reads_no_clock() -> None:
         names = {a.name for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))
                  for a in n.names} | {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
         assert not names & {"time", "asyncio", "datetime"}, path
+
+
+@given(records(), cluster, st.sampled_from(["m1", "m2"]), st.none() | cluster)
+def test_a_move_stands_exactly_when_its_commit_is_in_the_record(record: Record, location: str, mid: str,
+                                                                 target: str | None) -> None:
+    committed = moves.commit(record, location=location, instance="10.0.0.9:1", migration_id="m1")
+    assert mv.stands(committed, mid, target) == (not record.tombstone and mid == "m1" and target == location)
+    assert not mv.stands(None, mid, target)
