@@ -121,12 +121,17 @@ class Protocol(RuleBasedStateMachine):
     def crash(self, which: int) -> None:
         self._crash(self._cluster(which))
 
-    @precondition(lambda self: any(c.moves for c in self.fed.clusters.values()))
-    @rule(pick=st.integers(0, 20), steps=st.integers(0, 4), role=st.sampled_from(["coordinator", "target", "source"]))
-    def crash_mid_move(self, pick: int, steps: int, role: str) -> None:
-        """A crash at every stage: a move under way takes `steps` steps, then its coordinator,
-        target or source crashes."""
+    @precondition(lambda self: bool(self.names))
+    @rule(pick=st.integers(0, 20), steps=st.integers(0, 4), role=st.sampled_from(["coordinator", "target", "source"]),
+          to=st.integers(0, 4))
+    def crash_mid_move(self, pick: int, steps: int, role: str, to: int) -> None:
+        """A crash at every stage: a move under way (one is started if none is) takes `steps`
+        steps, then its coordinator, target or source crashes."""
+        if not any(c.moves for c in self.fed.clusters.values()):
+            self.migrate(pick, to, pick)
         under_way = [(c, n) for c in self.fed.clusters.values() for n in sorted(c.moves)]
+        if not under_way:
+            return
         c, name = under_way[pick % len(under_way)]
         move = c.moves[name]
         for _ in range(steps):
@@ -134,6 +139,16 @@ class Protocol(RuleBasedStateMachine):
                 break
             self.fed.advance(c, name)
         self._crash(getattr(move, role))
+
+    @precondition(lambda self: bool(self.names))
+    @rule(service=st.integers(0, MAX_SERVICES - 1), dt=st.sampled_from([0.5, 2.5, 5.0]))
+    def lose_the_location(self, service: int, dt: float) -> None:
+        """The site running a service is lost, and time passes: the fail-safe's case."""
+        name = self.names[service % len(self.names)]
+        locations = {c.records[name].location for c in self.fed.clusters.values() if c.up and name in c.records}
+        for location in sorted(locations):
+            self._crash(location)
+        self.fed.tick(dt)
 
     @precondition(lambda self: any(c.redeploys for c in self.fed.clusters.values()))
     @rule()
@@ -242,5 +257,5 @@ class Protocol(RuleBasedStateMachine):
 
 
 TestProtocol = Protocol.TestCase
-TestProtocol.settings = settings(max_examples=40, stateful_step_count=40, deadline=None,
+TestProtocol.settings = settings(max_examples=100, stateful_step_count=50, deadline=None,
                                  suppress_health_check=[HealthCheck.too_slow])
