@@ -221,13 +221,11 @@ class Federation:
     # -- the fail-safe, over the core's verdicts ----------------------------------------------
     def failsafe(self, c: Cluster) -> None:
         """peer/migration/failsafe.py `_check` and `_redeploy`, one look per service."""
+        for name in list(c.redeploys):  # under way since the last look: commit, or drop the copy
+            self._commit_redeploy(c, name, c.redeploys[name])
         for name, record in sorted(c.records.items()):
             if record.tombstone or c.name not in record.entries or record.location == c.name or name in c.moves:
                 c.suspicions.pop(name, None)
-                continue
-            pending = c.redeploys.get(name)
-            if pending is not None:
-                self._commit_redeploy(c, name, pending)
                 continue
             seen_of = self.view(c.name).get(record.location)
             route_up = self.reachable(c.name, record.location) and name in self.clusters[record.location].copies
@@ -320,7 +318,8 @@ class Federation:
             if not c.up:
                 continue
             for name, (_, since) in list(c.arriving.items()):
-                if mv.arrival_expired(since, self.now, budget=MOVE_BUDGET):
+                # (a fail-safe under way holds the service's lock, as the agent's expiry takes it)
+                if name not in c.redeploys and mv.arrival_expired(since, self.now, budget=MOVE_BUDGET):
                     del c.arriving[name]
                     self.release_here(c, name)
             for name in sorted(c.moves):

@@ -25,7 +25,8 @@ from hypothesis import HealthCheck, event, settings, strategies as st
 from hypothesis.control import currently_in_test_context
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from peer.core import move as mv
+from peer.core import move as mv, policy
+from placement import ComeHome, Move, Stay
 from peer.records import vclock as vc
 from peer.records.record import interested
 from tests.core.federation import MOVE_BUDGET, Federation
@@ -39,6 +40,7 @@ def note(what: str) -> None:
     TALLY[what] += 1
     if currently_in_test_context():
         event(what)
+DWELL = 3.0  # the policy's dwell time in the model
 SETTLE_ROUNDS = 40  # x 0.5 model seconds: past every grace, deadline and arrival TTL
 
 
@@ -50,6 +52,7 @@ class Protocol(RuleBasedStateMachine):
         self.fed = Federation([f"c{i}" for i in range(1, n + 1)])
         self.fed.note = note
         self.names: list[str] = []
+        self.last_move: dict[str, float] = {}
 
     def _cluster(self, i: int) -> str:
         return sorted(self.fed.clusters)[i % len(self.fed.clusters)]
@@ -93,6 +96,34 @@ class Protocol(RuleBasedStateMachine):
                         budget=MOVE_BUDGET)
         fed.execute(s, move, ())
         note("migration started")
+
+    @precondition(lambda self: bool(self.names))
+    @rule(service=st.integers(0, MAX_SERVICES - 1), choice=st.integers(0, 6))
+    def policy_tick(self, service: int, choice: int) -> None:
+        """The policy loop at each steward: `placement.decide` is pure and tested on its own,
+        so its decision is drawn here; the gates, the dwell and the target are the core's."""
+        fed, name = self.fed, self.names[service % len(self.names)]
+        for c in fed.clusters.values():
+            record = c.records.get(name)
+            if not c.up or record is None or record.tombstone or fed.steward(c.name, record) != c.name:
+                continue
+            view = fed.view(c.name)
+            status = "alive" if record.location == c.name else view[record.location].status
+            if not policy.may_consider(location=record.location, here=c.name, status=status) \
+                    or name in c.suspicions or name in c.moves or name in c.redeploys:
+                continue  # lost hosts and copies that stopped serving are the fail-safe's
+            if fed.now < policy.dwell_from(0.0, self.last_move.get(name)) + DWELL:
+                continue
+            clusters = sorted(fed.clusters)
+            decision = Stay("ok") if choice >= len(clusters) + 1 else ComeHome("link", "link") \
+                if choice == len(clusters) else Move(clusters[choice], "load", "overload")
+            dest = policy.target_of(decision, location=record.location, home=record.home)
+            if dest is None or mv.target_problem(record, dest, "alive" if dest == c.name else view[dest].status):
+                continue
+            self.last_move[name] = fed.now
+            fed.execute(c, mv.begin(migration_id=fed.new_id(), record=record, coordinator=c.name, target=dest,
+                                    now=fed.now, budget=MOVE_BUDGET), ())
+            note("policy move started")
 
     @precondition(lambda self: any(c.moves for c in self.fed.clusters.values()))
     @rule(pick=st.integers(0, 20))

@@ -156,9 +156,9 @@ def test_the_policy_leaves_lost_hosts_alone_and_never_moves_in_place(location: s
                                                                      first: float, last: float | None) -> None:
     assert policy.may_consider(location=location, here="c1", status=status) == (location == "c1" or status == "alive")
     assert policy.dwell_from(first, last) >= first
-    for decision in (Move(target=location, reason="r", trigger="load"), ComeHome(reason="r", trigger="link"),
+    for decision in (Move(target=location, reason="r", trigger="overload"), ComeHome(reason="r", trigger="link"),
                      Stay(reason="r")):
-        target = policy.target_of(decision, location=location, home=home)  # type: ignore[arg-type]
+        target = policy.target_of(decision, location=location, home=home)
         assert target != location
 
 
@@ -168,7 +168,7 @@ def test_the_policy_leaves_lost_hosts_alone_and_never_moves_in_place(location: s
 def test_a_move_ends_and_never_runs_past_its_deadline_before_the_commit(
         record: Record, target: str, steps: list[tuple[float, bool, bool]]) -> None:
     move = mv.begin(migration_id="m", record=record, coordinator=record.home, target=target, now=0.0, budget=5.0)
-    now, seen_commit, commands = 0.0, False, []
+    now, seen_commit, commands = 0.0, False, list[mv.Command]()
     for dt, alive, ready in steps + [(10.0, True, True)] * 6:
         now += dt
         move, cmds = mv.step(move, record, now=now, target_alive=alive, ready_instance="10.0.0.7:1" if ready else None)
