@@ -16,11 +16,13 @@ From the commit on the move stands and only the cleanup is left; the cleanup is 
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from peer.core import moves
 from peer.core.journal import BEFORE_REROUTE
 from peer.records.record import Record
+from placement import Candidate
 
 #: A cluster whose workload policy refused a descriptor is not proposed again for it this long
 #: (placement learns policies from refusals; an explicit target is still asked).
@@ -64,6 +66,17 @@ class Refusals:
             self.seen.pop((cluster, digest), None)
             return None
         return seen[0]
+
+
+def candidates(ranked: Sequence[Candidate], record: Record, *, explicit: bool, refusals: Refusals,
+               now: float) -> list[Candidate]:
+    """The order placement's candidates are asked in. A cluster that refused this descriptor
+    lately is skipped (unless the caller named it). A standby's cluster comes first: its warm
+    copy is reused (the driver adopts the running copy), so the move is a promotion with no
+    deploy; its admission still applies."""
+    asked = list(ranked) if explicit else [c for c in ranked if refusals.rule(c.name, record.digest, now) is None]
+    standbys = set(record.standby_clusters)
+    return sorted(asked, key=lambda c: c.name not in standbys)
 
 
 # -- after a failure ------------------------------------------------------------------------

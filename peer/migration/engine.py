@@ -250,17 +250,8 @@ class MigrationEngine:
                 raise WorkloadRefused(Refusal(RULE_ACCEPT_FROM, f"cluster {target!r} cannot take it: {reason}",
                                               record.home))
             raise ServiceError(f"cluster {target!r} cannot take it: {reason}", field="target")
-        ranked = list(placement.ranked)
-        if target is None:
-            ranked = [c for c in ranked if self.refused_rule(c.name, record.digest) is None]
-        # A standby's cluster first: its warm copy is reused (the driver adopts the running copy),
-        # so the move is a promotion with no deploy. Its admission still applies.
-        standbys = set(record.standby_clusters)
-        return sorted(ranked, key=lambda c: c.name not in standbys)
-
-    def refused_rule(self, cluster: str, digest: str) -> str | None:
-        """The rule `cluster` refused this descriptor with lately, if it did."""
-        return self.refused.rule(cluster, digest, time.monotonic())
+        return rules.candidates(placement.ranked, record, explicit=target is not None, refusals=self.refused,
+                                now=time.monotonic())
 
     async def _replicate(self, m: Migration, record: Record, ranked: list[Candidate]) -> str:
         refusals: list[str] = []

@@ -202,3 +202,20 @@ def test_a_move_stands_exactly_when_its_commit_is_in_the_record(record: Record, 
     committed = moves.commit(record, location=location, instance="10.0.0.9:1", migration_id="m1")
     assert mv.stands(committed, mid, target) == (not record.tombstone and mid == "m1" and target == location)
     assert not mv.stands(None, mid, target)
+
+
+@given(records(), st.lists(cluster, unique=True), st.sets(cluster), st.booleans())
+def test_candidates_skip_recent_refusers_unless_named_and_put_standbys_first(
+        record: Record, names: list[str], refusers: set[str], explicit: bool) -> None:
+    from placement import Candidate
+    ranked = [Candidate(n, 1.0 - i / 10, ()) for i, n in enumerate(names)]
+    refusals = mv.Refusals()
+    for n in refusers:
+        refusals.remember(n, record.digest, "deny", 0.0)
+    asked = [c.name for c in mv.candidates(ranked, record, explicit=explicit, refusals=refusals, now=1.0)]
+    expected = [n for n in names if explicit or n not in refusers]
+    assert sorted(asked) == sorted(expected)
+    flags = [n in record.standby_clusters for n in asked]
+    assert flags == sorted(flags, reverse=True)  # standbys first, the rest in placement's order
+    assert [n for n in asked if n not in record.standby_clusters] == \
+        [n for n in expected if n not in record.standby_clusters]
