@@ -16,11 +16,13 @@ From the commit on the move stands and only the cleanup is left; the cleanup is 
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from peer.core import moves
 from peer.core.journal import BEFORE_REROUTE
 from peer.records.record import Record
+from placement import Candidate
 
 #: A cluster whose workload policy refused a descriptor is not proposed again for it this long
 #: (placement learns policies from refusals; an explicit target is still asked).
@@ -66,6 +68,17 @@ class Refusals:
         return seen[0]
 
 
+def candidates(ranked: Sequence[Candidate], record: Record, *, explicit: bool, refusals: Refusals,
+               now: float) -> list[Candidate]:
+    """The order placement's candidates are asked in. A cluster that refused this descriptor
+    lately is skipped (unless the caller named it). A standby's cluster comes first: its warm
+    copy is reused (the driver adopts the running copy), so the move is a promotion with no
+    deploy; its admission still applies."""
+    asked = list(ranked) if explicit else [c for c in ranked if refusals.rule(c.name, record.digest, now) is None]
+    standbys = set(record.standby_clusters)
+    return sorted(asked, key=lambda c: c.name not in standbys)
+
+
 # -- after a failure ------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Failure:
@@ -78,6 +91,14 @@ class Failure:
 
 def failure(stage: str) -> Failure:
     return Failure(route_back=stage == "reroute", outcome="aborted" if stage == "pr" else "failed")
+
+
+def stands(record: Record | None, migration_id: str, target: str | None) -> bool:
+    """Has the move's commit been written (the record runs it at the target under its id)?
+    From then on the move stands whatever fails after: the target's copy is never aborted,
+    the cleanup still runs (what failed after the commit is a note, not an outcome)."""
+    return record is not None and not record.tombstone and record.migration_id == migration_id \
+        and record.location == target
 
 
 def interrupted_closes_journal(stage: str) -> bool:
@@ -148,6 +169,15 @@ class Move:
     @property
     def running(self) -> bool:
         return self.stage != "done"
+
+
+def arrival_expired(arrived_at: float, now: float, *, budget: float) -> bool:
+    """May the target remove a copy arriving for a move that did not commit? Only once that
+    move can no longer commit: its budget has run out since the copy arrived (the move began
+    before, so its deadline has passed too). A shorter TTL removes a copy the move then
+    commits to (the model test found it: the record runs the service where no copy is);
+    the agent's PENDING_TTL (150 s) is above every readiness timeout for this reason."""
+    return now - arrived_at > budget
 
 
 def begin(*, migration_id: str, record: Record, coordinator: str, target: str, now: float, budget: float) -> Move:

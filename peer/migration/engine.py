@@ -53,8 +53,6 @@ from placement import Candidate, Placement, get_policy, rank
 
 log = logging.getLogger(__name__)
 
-REFUSAL_MEMORY = rules.REFUSAL_MEMORY
-BEFORE_REROUTE = journal.BEFORE_REROUTE
 
 
 class MigrationError(RoamError):
@@ -115,13 +113,16 @@ class MigrationEngine:
         try:
             committed, rollout = await self._run(m, record, target)
         except Exception as exc:  # noqa: BLE001 - whatever it was, the migration ends `failed`
-            # Every failure ends the migration `failed` with its journal closed (the copy at
-            # the target was aborted by `_run`): nothing stays `running` behind an error.
-            if not isinstance(exc, (RoamError, LBError, TimeoutError)):  # a bug: keep its traceback
-                log.exception("migration %s of %s: unexpected error at %s", m.id, name, m.stage)
-            if rules.failure(m.stage).route_back:
-                await self._route_back(record)
-            raise self._failed(m, exc, target) from exc
+            # Every failure before the commit ends the migration `failed` with its journal
+            # closed (the copy at the target was aborted by `_run`): nothing stays `running`.
+            standing = self._standing(m, exc)
+            if standing is None:
+                if not isinstance(exc, (RoamError, LBError, TimeoutError)):  # a bug: keep its traceback
+                    log.exception("migration %s of %s: unexpected error at %s", m.id, name, m.stage)
+                if rules.failure(m.stage).route_back:
+                    await self._route_back(record)
+                raise self._failed(m, exc, target) from exc
+            committed = standing
         except asyncio.CancelledError:
             # The agent stops mid-move: `_run` aborted the copy at the target. From the reroute
             # on the journal stays open, so `recover` decides from the route on the next start.
@@ -133,6 +134,17 @@ class MigrationEngine:
         m.outcome, m.stage, m.committed_at = "succeeded", "cleanup", time.time()
         log.info("migrated %s %s -> %s in %s (cleanup follows)", name, m.source, m.target, m.durations)
         return m, record, committed, rollout
+
+    def _standing(self, m: Migration, exc: Exception) -> Record | None:
+        """A failure after the commit (e.g. while the other entries were told): the move stands
+        (`rules.stands`), so its cleanup still runs and the error is a note; None before it."""
+        current = self.services.get(m.service)
+        if current is None or not rules.stands(current, m.id, m.target):
+            return None
+        log.error("migration %s of %s: failed after its commit (the move stands): %s", m.id, m.service, exc)
+        m.notes = f"after the commit: {exc or type(exc).__name__}"
+        self._journal(m, "cleanup", instance=current.instance)
+        return current
 
     async def _route_back(self, before: Record) -> None:
         """A reroute that failed half-way (this entry routed, the commit did not happen): the
@@ -227,7 +239,8 @@ class MigrationEngine:
                     committed = await self._handover(m, record, instance, pre)
             committed_at = time.monotonic()
         except BaseException:
-            await self._abort_target(m)
+            if not rules.stands(self.services.get(m.service), m.id, m.target):  # never after the commit
+                await self._abort_target(m)
             raise
         # The other entries' `ROUTE` goes out at the commit, beside the push to the AC; the
         # answer waits for it, the drain here runs on (the cleanup awaits both).
@@ -275,17 +288,8 @@ class MigrationEngine:
                 raise WorkloadRefused(Refusal(RULE_ACCEPT_FROM, f"cluster {target!r} cannot take it: {reason}",
                                               record.home))
             raise ServiceError(f"cluster {target!r} cannot take it: {reason}", field="target")
-        ranked = list(placement.ranked)
-        if target is None:
-            ranked = [c for c in ranked if self.refused_rule(c.name, record.digest) is None]
-        # A standby's cluster first: its warm copy is reused (the driver adopts the running copy),
-        # so the move is a promotion with no deploy. Its admission still applies.
-        standbys = set(record.standby_clusters)
-        return sorted(ranked, key=lambda c: c.name not in standbys)
-
-    def refused_rule(self, cluster: str, digest: str) -> str | None:
-        """The rule `cluster` refused this descriptor with lately, if it did."""
-        return self.refused.rule(cluster, digest, time.monotonic())
+        return rules.candidates(placement.ranked, record, explicit=target is not None, refusals=self.refused,
+                                now=time.monotonic())
 
     async def _replicate(self, m: Migration, record: Record, ranked: list[Candidate]) -> str:
         refusals: list[str] = []

@@ -23,7 +23,6 @@ from peer.records.record import Record, State, interested
 from peer.homeset.stewardship import Liveness, Observed
 
 MOVE_BUDGET = 8.0  # a move's deadline (the engine's readiness and call timeouts, in model seconds)
-ARRIVAL_TTL = 6.0  # a copy arriving for a move that never commits is removed after this (PENDING_TTL)
 
 
 def instance_of(cluster: str, name: str) -> str:
@@ -47,7 +46,7 @@ class Cluster:
     routes: dict[str, str] = field(default_factory=dict)  # frontend -> location it routes to (lb state, on disk)
     copies: set[str] = field(default_factory=set)
     moves: dict[str, mv.Move] = field(default_factory=dict)  # service -> move it coordinates
-    arriving: dict[str, tuple[str, float]] = field(default_factory=dict)  # service -> (migration id, expiry)
+    arriving: dict[str, tuple[str, float]] = field(default_factory=dict)  # service -> (migration id, since)
     suspicions: dict[str, fs.Suspicion] = field(default_factory=dict)
     redeploys: dict[str, Redeploy] = field(default_factory=dict)
     liveness: Liveness = field(default_factory=lambda: Liveness(here=""))
@@ -169,7 +168,7 @@ class Federation:
     def abort_at(self, coordinator: str, target: str, name: str, migration_id: str) -> None:
         t = self.clusters[target]
         if not self.reachable(coordinator, target) or t.arriving.get(name, ("",))[0] != migration_id:
-            return  # not heard: the arrival expires there (ARRIVAL_TTL)
+            return  # not heard: the arrival expires there (`mv.arrival_expired`)
         del t.arriving[name]
         if moves.release(t.records.get(name), t.name).stop:
             t.copies.discard(name)
@@ -180,7 +179,7 @@ class Federation:
                 t = self.clusters[command.cluster]
                 if self.reachable(c.name, t.name) and command.service not in t.arriving \
                         and not (t.records.get(command.service) and t.records[command.service].location == t.name):
-                    t.arriving[command.service] = (command.migration_id, self.now + ARRIVAL_TTL)
+                    t.arriving[command.service] = (command.migration_id, self.now)
                     t.copies.add(command.service)
             elif isinstance(command, mv.Route) and command.entries == (c.name,):
                 c.routes[command.service] = command.location
@@ -222,13 +221,11 @@ class Federation:
     # -- the fail-safe, over the core's verdicts ----------------------------------------------
     def failsafe(self, c: Cluster) -> None:
         """peer/migration/failsafe.py `_check` and `_redeploy`, one look per service."""
+        for name in list(c.redeploys):  # under way since the last look: commit, or drop the copy
+            self._commit_redeploy(c, name, c.redeploys[name])
         for name, record in sorted(c.records.items()):
             if record.tombstone or c.name not in record.entries or record.location == c.name or name in c.moves:
                 c.suspicions.pop(name, None)
-                continue
-            pending = c.redeploys.get(name)
-            if pending is not None:
-                self._commit_redeploy(c, name, pending)
                 continue
             seen_of = self.view(c.name).get(record.location)
             route_up = self.reachable(c.name, record.location) and name in self.clusters[record.location].copies
@@ -320,8 +317,9 @@ class Federation:
         for c in self.clusters.values():
             if not c.up:
                 continue
-            for name, (_, expiry) in list(c.arriving.items()):
-                if expiry < self.now:
+            for name, (_, since) in list(c.arriving.items()):
+                # (a fail-safe under way holds the service's lock, as the agent's expiry takes it)
+                if name not in c.redeploys and mv.arrival_expired(since, self.now, budget=MOVE_BUDGET):
                     del c.arriving[name]
                     self.release_here(c, name)
             for name in sorted(c.moves):

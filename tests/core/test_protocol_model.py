@@ -25,7 +25,8 @@ from hypothesis import HealthCheck, event, settings, strategies as st
 from hypothesis.control import currently_in_test_context
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from peer.core import move as mv
+from peer.core import move as mv, policy
+from placement import ComeHome, Move, Stay
 from peer.records import vclock as vc
 from peer.records.record import interested
 from tests.core.federation import MOVE_BUDGET, Federation
@@ -39,6 +40,7 @@ def note(what: str) -> None:
     TALLY[what] += 1
     if currently_in_test_context():
         event(what)
+DWELL = 3.0  # the policy's dwell time in the model
 SETTLE_ROUNDS = 40  # x 0.5 model seconds: past every grace, deadline and arrival TTL
 
 
@@ -50,6 +52,7 @@ class Protocol(RuleBasedStateMachine):
         self.fed = Federation([f"c{i}" for i in range(1, n + 1)])
         self.fed.note = note
         self.names: list[str] = []
+        self.last_move: dict[str, float] = {}
 
     def _cluster(self, i: int) -> str:
         return sorted(self.fed.clusters)[i % len(self.fed.clusters)]
@@ -94,6 +97,34 @@ class Protocol(RuleBasedStateMachine):
         fed.execute(s, move, ())
         note("migration started")
 
+    @precondition(lambda self: bool(self.names))
+    @rule(service=st.integers(0, MAX_SERVICES - 1), choice=st.integers(0, 6))
+    def policy_tick(self, service: int, choice: int) -> None:
+        """The policy loop at each steward: `placement.decide` is pure and tested on its own,
+        so its decision is drawn here; the gates, the dwell and the target are the core's."""
+        fed, name = self.fed, self.names[service % len(self.names)]
+        for c in fed.clusters.values():
+            record = c.records.get(name)
+            if not c.up or record is None or record.tombstone or fed.steward(c.name, record) != c.name:
+                continue
+            view = fed.view(c.name)
+            status = "alive" if record.location == c.name else view[record.location].status
+            if not policy.may_consider(location=record.location, here=c.name, status=status) \
+                    or name in c.suspicions or name in c.moves or name in c.redeploys:
+                continue  # lost hosts and copies that stopped serving are the fail-safe's
+            if fed.now < policy.dwell_from(0.0, self.last_move.get(name)) + DWELL:
+                continue
+            clusters = sorted(fed.clusters)
+            decision = Stay("ok") if choice >= len(clusters) + 1 else ComeHome("link", "link") \
+                if choice == len(clusters) else Move(clusters[choice], "load", "overload")
+            dest = policy.target_of(decision, location=record.location, home=record.home)
+            if dest is None or mv.target_problem(record, dest, "alive" if dest == c.name else view[dest].status):
+                continue
+            self.last_move[name] = fed.now
+            fed.execute(c, mv.begin(migration_id=fed.new_id(), record=record, coordinator=c.name, target=dest,
+                                    now=fed.now, budget=MOVE_BUDGET), ())
+            note("policy move started")
+
     @precondition(lambda self: any(c.moves for c in self.fed.clusters.values()))
     @rule(pick=st.integers(0, 20))
     def advance(self, pick: int) -> None:
@@ -121,12 +152,17 @@ class Protocol(RuleBasedStateMachine):
     def crash(self, which: int) -> None:
         self._crash(self._cluster(which))
 
-    @precondition(lambda self: any(c.moves for c in self.fed.clusters.values()))
-    @rule(pick=st.integers(0, 20), steps=st.integers(0, 4), role=st.sampled_from(["coordinator", "target", "source"]))
-    def crash_mid_move(self, pick: int, steps: int, role: str) -> None:
-        """A crash at every stage: a move under way takes `steps` steps, then its coordinator,
-        target or source crashes."""
+    @precondition(lambda self: bool(self.names))
+    @rule(pick=st.integers(0, 20), steps=st.integers(0, 4), role=st.sampled_from(["coordinator", "target", "source"]),
+          to=st.integers(0, 4))
+    def crash_mid_move(self, pick: int, steps: int, role: str, to: int) -> None:
+        """A crash at every stage: a move under way (one is started if none is) takes `steps`
+        steps, then its coordinator, target or source crashes."""
+        if not any(c.moves for c in self.fed.clusters.values()):
+            self.migrate(pick, to, pick)
         under_way = [(c, n) for c in self.fed.clusters.values() for n in sorted(c.moves)]
+        if not under_way:
+            return
         c, name = under_way[pick % len(under_way)]
         move = c.moves[name]
         for _ in range(steps):
@@ -134,6 +170,16 @@ class Protocol(RuleBasedStateMachine):
                 break
             self.fed.advance(c, name)
         self._crash(getattr(move, role))
+
+    @precondition(lambda self: bool(self.names))
+    @rule(service=st.integers(0, MAX_SERVICES - 1), dt=st.sampled_from([0.5, 2.5, 5.0]))
+    def lose_the_location(self, service: int, dt: float) -> None:
+        """The site running a service is lost, and time passes: the fail-safe's case."""
+        name = self.names[service % len(self.names)]
+        locations = {c.records[name].location for c in self.fed.clusters.values() if c.up and name in c.records}
+        for location in sorted(locations):
+            self._crash(location)
+        self.fed.tick(dt)
 
     @precondition(lambda self: any(c.redeploys for c in self.fed.clusters.values()))
     @rule()
@@ -172,9 +218,15 @@ class Protocol(RuleBasedStateMachine):
     def _in_flight(self, name: str) -> bool:
         return any(name in c.moves or name in c.redeploys for c in self.fed.clusters.values() if c.up)
 
-    def _disagree(self, name: str) -> bool:
-        versions = {c.records[name] for c in self.fed.clusters.values() if c.up and name in c.records}
-        return len(versions) > 1
+    def _disagree(self, name: str, e: str) -> bool:
+        """Anti-entropy has work left: the up holders hold different versions, or the location
+        `e`'s record names (if up) does not hold `e`'s version (e.g. it dropped the record
+        after releasing its copy, and `e` was down meanwhile)."""
+        up = [c for c in self.fed.clusters.values() if c.up]
+        versions = {c.records[name] for c in up if name in c.records}
+        held = self.fed.clusters[e].records[name]
+        at = self.fed.clusters[held.location]
+        return len(versions) > 1 or (at.up and at.records.get(name) != held)
 
     @invariant()
     def no_move_runs_past_its_deadline(self) -> None:
@@ -204,10 +256,10 @@ class Protocol(RuleBasedStateMachine):
                 continue
             for name, location in e.routes.items():
                 record = e.records.get(name)
-                if record is None or record.tombstone or self._in_flight(name) or self._disagree(name):
+                if record is None or record.tombstone or self._in_flight(name) or self._disagree(name, e.name):
                     continue
                 assert location == record.location, (e.name, name, location, record.location)
-                if fed.reachable(e.name, location) or location == e.name:
+                if (fed.reachable(e.name, location) or location == e.name) and name not in e.suspicions:
                     assert name in fed.clusters[location].copies, (e.name, name, location)
 
     # -- at quiescence -------------------------------------------------------------------------
@@ -236,5 +288,5 @@ class Protocol(RuleBasedStateMachine):
 
 
 TestProtocol = Protocol.TestCase
-TestProtocol.settings = settings(max_examples=40, stateful_step_count=40, deadline=None,
+TestProtocol.settings = settings(max_examples=100, stateful_step_count=50, deadline=None,
                                  suppress_health_check=[HealthCheck.too_slow])

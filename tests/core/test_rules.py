@@ -156,9 +156,9 @@ def test_the_policy_leaves_lost_hosts_alone_and_never_moves_in_place(location: s
                                                                      first: float, last: float | None) -> None:
     assert policy.may_consider(location=location, here="c1", status=status) == (location == "c1" or status == "alive")
     assert policy.dwell_from(first, last) >= first
-    for decision in (Move(target=location, reason="r", trigger="load"), ComeHome(reason="r", trigger="link"),
+    for decision in (Move(target=location, reason="r", trigger="overload"), ComeHome(reason="r", trigger="link"),
                      Stay(reason="r")):
-        target = policy.target_of(decision, location=location, home=home)  # type: ignore[arg-type]
+        target = policy.target_of(decision, location=location, home=home)
         assert target != location
 
 
@@ -168,7 +168,7 @@ def test_the_policy_leaves_lost_hosts_alone_and_never_moves_in_place(location: s
 def test_a_move_ends_and_never_runs_past_its_deadline_before_the_commit(
         record: Record, target: str, steps: list[tuple[float, bool, bool]]) -> None:
     move = mv.begin(migration_id="m", record=record, coordinator=record.home, target=target, now=0.0, budget=5.0)
-    now, seen_commit, commands = 0.0, False, []
+    now, seen_commit, commands = 0.0, False, list[mv.Command]()
     for dt, alive, ready in steps + [(10.0, True, True)] * 6:
         now += dt
         move, cmds = mv.step(move, record, now=now, target_alive=alive, ready_instance="10.0.0.7:1" if ready else None)
@@ -194,3 +194,28 @@ def test_the_core_reads_no_clock() -> None:
         names = {a.name for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))
                  for a in n.names} | {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
         assert not names & {"time", "asyncio", "datetime"}, path
+
+
+@given(records(), cluster, st.sampled_from(["m1", "m2"]), st.none() | cluster)
+def test_a_move_stands_exactly_when_its_commit_is_in_the_record(record: Record, location: str, mid: str,
+                                                                 target: str | None) -> None:
+    committed = moves.commit(record, location=location, instance="10.0.0.9:1", migration_id="m1")
+    assert mv.stands(committed, mid, target) == (not record.tombstone and mid == "m1" and target == location)
+    assert not mv.stands(None, mid, target)
+
+
+@given(records(), st.lists(cluster, unique=True), st.sets(cluster), st.booleans())
+def test_candidates_skip_recent_refusers_unless_named_and_put_standbys_first(
+        record: Record, names: list[str], refusers: set[str], explicit: bool) -> None:
+    from placement import Candidate
+    ranked = [Candidate(n, 1.0 - i / 10, ()) for i, n in enumerate(names)]
+    refusals = mv.Refusals()
+    for n in refusers:
+        refusals.remember(n, record.digest, "deny", 0.0)
+    asked = [c.name for c in mv.candidates(ranked, record, explicit=explicit, refusals=refusals, now=1.0)]
+    expected = [n for n in names if explicit or n not in refusers]
+    assert sorted(asked) == sorted(expected)
+    flags = [n in record.standby_clusters for n in asked]
+    assert flags == sorted(flags, reverse=True)  # standbys first, the rest in placement's order
+    assert [n for n in asked if n not in record.standby_clusters] == \
+        [n for n in expected if n not in record.standby_clusters]

@@ -179,3 +179,31 @@ async def test_the_policy_loop_logs_a_services_error_and_goes_on(monkeypatch: py
             await asyncio.gather(task, return_exceptions=True)
     assert considered[:2] == ["a", "b"]
     assert any("considering a failed: haproxy" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_failure_after_the_commit_leaves_the_move_standing(tmp_path: Path) -> None:
+    """The core's rule (peer/core/move.py `stands`): once the commit is written the move stands.
+    An error while the other entries are told must not abort the target's copy (the record
+    runs the service there) nor end the move `failed`; the cleanup still runs."""
+    peers = ScriptedPeers()
+    eng, services, _ = await engine(tmp_path, peers)
+
+    async def entries_down(record: Record, **kwargs: Any) -> list[str]:
+        raise LBError("the entries' peer API is gone")
+
+    eng.homes.route_entries = entries_down  # type: ignore[method-assign]
+    stopped: list[str] = []
+
+    async def stop_copy(name: str) -> None:
+        stopped.append(name)
+
+    services.stop_copy = stop_copy  # type: ignore[method-assign]
+    m = await eng.migrate("web", target="c2")
+    await eng.settle(timeout=5.0)
+    record = services.get("web")
+    assert record is not None and record.location == "c2" and record.migration_id == m.id
+    assert f"{ABORT} http://c2" not in peers.calls, "the copy the record runs was not aborted"
+    assert [h["outcome"] for h in eng.history.recent()] == ["succeeded"]
+    assert "after the commit" in (eng.history.recent()[0].get("notes") or "")
+    assert stopped == ["web"], "the cleanup stopped the old copy"
+    assert list(services.store.journal_open()) == []
