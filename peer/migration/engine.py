@@ -122,7 +122,7 @@ class MigrationEngine:
                 if rules.failure(m.stage).route_back:
                     await self._route_back(record)
                 raise self._failed(m, exc, target) from exc
-            committed = standing
+            committed, rollout = standing, None  # (`_run` awaited its rollout before raising)
         except asyncio.CancelledError:
             # The agent stops mid-move: `_run` aborted the copy at the target. From the reroute
             # on the journal stays open, so `recover` decides from the route on the next start.
