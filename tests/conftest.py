@@ -7,6 +7,13 @@ import shutil
 from collections.abc import AsyncIterator
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Property tests check rules, not speed: on 2 shared cores (make test runs the unit and the
+# integration streams side by side) an example can take longer than Hypothesis' 200 ms deadline
+# or its data generation look "too slow", failures that say nothing about the rule.
+settings.register_profile("roam", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("roam")
 
 #: Loop turns a test's leftover tasks get to finish (a cancellation or a close in flight) before
 #: they count as leaked.

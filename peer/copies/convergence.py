@@ -60,7 +60,7 @@ class Converger:
         committed record. The first round after new work comes `every` after the commit,
         not at once: the operation that committed it finishes its own part first."""
         await self.services.recovered.wait()
-        self.services.store.on_change.append(self.wake.poke)
+        unsubscribe = self.services.on_records_change(self.wake.poke)
         idle_due = time.monotonic() + IDLE_EVERY
         try:
             while True:
@@ -78,7 +78,7 @@ class Converger:
                 except (LBError, DriverError) as exc:
                     log.warning("convergence round failed (retried in %.0fs): %s", self.every, exc)
         finally:
-            self.services.store.on_change.remove(self.wake.poke)
+            unsubscribe()
 
     def has_work(self) -> bool:
         """Anything for a round to look at beyond the free slots: a slot in the table, an
@@ -102,22 +102,11 @@ class Converger:
         self.repairs += len(repaired)
         return repaired
 
-    def _busy(self) -> set[str]:
-        """Services some operation owns right now: not ours to touch this round."""
-        services = self.services
-        busy = set(services.pending) | set(services.reserved)
-        for key, entry in services.store.journal_open():
-            if journal.is_arrival(key):
-                busy.add(key[len(journal.ARRIVAL):])
-            elif journal.is_migration(key) and isinstance(entry, dict):
-                busy.add(str(entry.get("service")))
-        return busy
-
     async def _slots(self) -> list[str]:
         services, lb, here = self.services, self.services.lb, self.services.here
-        busy = self._busy()
+        busy = self.services.busy()
         repaired: list[str] = []
-        records = {r.name: r for r in services.store.all(include_tombstones=True)}
+        records = {r.name: r for r in services.all_stored()}
         for name, record in sorted(records.items()):
             if record.tombstone or here not in record.entries or name in busy or services.lock(name).locked():
                 continue
@@ -146,7 +135,7 @@ class Converger:
                 continue  # no record is no evidence (it may still be recovering)
             if known.tombstone or here not in known.entries:
                 async with services.lock(name):
-                    current = services.store.get(name)
+                    current = services.stored(name)
                     if current is not None and (current.tombstone or here not in current.entries):
                         await lb.close_frontend(name)
                         repaired.append(f"closed the frontend of {name}: its record has no entry here")
@@ -154,7 +143,7 @@ class Converger:
 
     async def _copies(self) -> list[str]:
         services, here = self.services, self.services.here
-        busy = self._busy()
+        busy = self.services.busy()
         repaired: list[str] = []
         now = time.monotonic()
         for record in services.records():
@@ -183,11 +172,11 @@ class Converger:
         services, repaired = self.services, []
         for instance in await services.driver.list():
             name = instance.name
-            record = services.store.get(name)
+            record = services.stored(name)
             if record is None or not record.tombstone or name in busy or services.lock(name).locked():
                 continue  # no record is no evidence (recovery judges those at start)
             async with services.lock(name):
-                current = services.store.get(name)
+                current = services.stored(name)
                 if current is None or not current.tombstone:
                     continue
                 try:

@@ -13,7 +13,7 @@ import time
 from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Protocol
+from typing import Any, Protocol
 
 from lb.hostport import join_hostport, split_hostport
 from lb.balancer import LoadBalancer
@@ -209,6 +209,61 @@ class ServiceManager:
             mem += d.memory_bytes * d.replicas
             slots += 1
         return cpu, mem, slots
+
+    # -- the owner's verbs (issue 13) -------------------------------------------------------
+    # The other parts (engine, replica, fail-safe, standby, home sets, convergence, state)
+    # change this cluster's records and its move journal only through these.
+    def stored(self, name: str) -> Record | None:
+        """The record as stored, a tombstone included (`get` hides tombstones)."""
+        return self.store.get(name)
+
+    def all_stored(self) -> list[Record]:
+        """Every record as stored, tombstones included."""
+        return self.store.all(include_tombstones=True)
+
+    def commit(self, version: Record) -> Record:
+        """Write a version this cluster decides (a move's commit, an adoption, a repair) as a
+        local write: its own clock entry advanced, signed where identity is on."""
+        return self.store.put_local(version, here=self.here, now=time.time())
+
+    def merge(self, version: Record) -> MergeOutcome:
+        """Take a version another cluster wrote (its actions are the caller's to run)."""
+        return self.store.apply_remote(version, here=self.here)
+
+    def forget(self, name: str) -> None:
+        """Drop a record this cluster no longer has any part in (not a delete: no tombstone)."""
+        self.store.drop(name)
+
+    def on_records_change(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call `callback` after every commit that changed a record; returns the unsubscribe."""
+        self.store.on_change.append(callback)
+        return lambda: self.store.on_change.remove(callback)
+
+    def journal_move(self, migration_id: str, entry: dict[str, Any]) -> None:
+        """The coordinator's write-ahead entry of a move (peer.core.journal), before each stage."""
+        self.store.journal_put(journal.migration_key(migration_id), entry)
+
+    def close_move(self, migration_id: str) -> None:
+        self.store.journal_close(journal.migration_key(migration_id))
+
+    def open_moves(self) -> list[dict[str, Any]]:
+        """The coordinator's entries a crash left open, oldest first (`recover` finishes them)."""
+        return [entry for key, entry in self.store.journal_open() if journal.is_migration(key)]
+
+    def expect_arrival(self, name: str, migration_id: str) -> None:
+        """A copy of `name` is arriving here by move `migration_id` (the target's entry)."""
+        self.store.journal_put(journal.arrival_key(name), journal.arrival_entry(migration_id=migration_id, name=name))
+
+    def end_arrival(self, name: str) -> None:
+        self.store.journal_close(journal.arrival_key(name))
+
+    def busy(self) -> set[str]:
+        """Services an operation owns right now (a copy arriving, reserved, or journaled as
+        arriving or moving): convergence leaves them to that operation."""
+        owned = set(self.pending) | set(self.reserved)
+        for key, entry in self.store.journal_open():
+            owned |= journal.owned_service(key, entry)
+        return owned
 
     # -- local copies ----------------------------------------------------------------------
     async def run_copy(self, descriptor: ServiceDescriptor, *, home: str) -> tuple[Instance, float]:
@@ -409,7 +464,7 @@ class ServiceManager:
         pending = self.pending.get(name)
         if pending is not None and pending.migration_id == migration_id:
             self.pending.pop(name, None)
-            self.store.journal_close(journal.arrival_key(name))
+            self.end_arrival(name)
 
     # -- reacting to replicated records ----------------------------------------------------
     def apply_soon(self, outcome: MergeOutcome) -> None:
@@ -459,7 +514,7 @@ class ServiceManager:
             if current is None or current.tombstone:
                 return
             if self.pending.pop(action.name, None) is not None:
-                self.store.journal_close(journal.arrival_key(action.name))
+                self.end_arrival(action.name)
                 # Write it back: this cluster enters the clock (tombstone GC relies on it).
                 adopted = self.store.put_local(replace(current, state=State.RUNNING), here=self.here, now=time.time())
                 await self._publish(adopted, frozenset())
@@ -515,7 +570,7 @@ class ServiceManager:
         pending = self.pending.get(record.name)
         if pending is not None and pending.standby:
             self.pending.pop(record.name, None)
-            self.store.journal_close(journal.arrival_key(record.name))
+            self.end_arrival(record.name)
             return
         try:
             instance = await self.driver.status(record.name)
@@ -649,7 +704,7 @@ class ServiceManager:
                     if self.pending.get(name) is pending:
                         log.warning("migration %s of %s never committed; removing the copy", pending.migration_id, name)
                         self.pending.pop(name, None)
-                        self.store.journal_close(journal.arrival_key(name))
+                        self.end_arrival(name)
                         if moves.release(self.get(name), self.here).stop:
                             with contextlib.suppress(DriverError):
                                 await self.stop_copy(name)

@@ -81,7 +81,7 @@ async def settle(services: ServiceManager, *, reached: bool) -> list[str]:
             if name in services.pending:  # a migration is bringing a copy here: it owns it
                 services.unaccounted.pop(name, None)
                 continue
-            record = services.store.get(name)
+            record = services.stored(name)
             holders = None
             if record is None and reached and services.peers is not None:
                 holders = await services.peers.lookup(name)

@@ -34,6 +34,15 @@ def is_arrival(key: str) -> bool:
     return key.startswith(ARRIVAL)
 
 
+def owned_service(key: str, entry: object) -> set[str]:
+    """The service an open entry owns: the arriving copy's name, or the moving service."""
+    if is_arrival(key):
+        return {key[len(ARRIVAL):]}
+    if is_migration(key) and isinstance(entry, dict) and isinstance(entry.get("service"), str):
+        return {entry["service"]}
+    return set()
+
+
 def migration_entry(*, migration_id: str, service: str, stage: str, target: str | None, home: str,
                     source: str, **extra: Any) -> dict[str, Any]:
     """The coordinator's entry at `stage` (`instance` joins it from the wait on)."""

@@ -127,7 +127,7 @@ class MigrationEngine:
             # The agent stops mid-move: `_run` aborted the copy at the target. From the reroute
             # on the journal stays open, so `recover` decides from the route on the next start.
             if rules.interrupted_closes_journal(m.stage):
-                self.services.store.journal_close(journal.migration_key(m.id))
+                self.services.close_move(m.id)
             self.history.finish(m, outcome="failed", error=f"interrupted at {m.stage} by a stop")
             raise
         # Committed and routed: the move stands, and the stage left is the cleanup.
@@ -163,7 +163,7 @@ class MigrationEngine:
         """Close the journal and the history entry of a migration that failed; the error to raise."""
         if isinstance(exc, WorkloadRefused) and target is not None:  # known from its gossiped policy
             m.refusals.append({"cluster": target, "rule": exc.rule, "error": str(exc)})
-        self.services.store.journal_close(journal.migration_key(m.id))
+        self.services.close_move(m.id)
         self.history.finish(m, outcome=rules.failure(m.stage).outcome, error=str(exc) or type(exc).__name__)
         log.warning("migration %s of %s failed at %s: %s", m.id, m.service, m.stage, exc)
         return MigrationError(f"migration of {m.service} failed at {m.stage}: {exc or type(exc).__name__}",
@@ -187,13 +187,13 @@ class MigrationEngine:
         except Exception as exc:  # noqa: BLE001 - the move stands whatever the cleanup met
             log.error("migration %s of %s: cleanup failed: %s", m.id, m.service, exc,
                       exc_info=not isinstance(exc, (RoamError, LBError, TimeoutError)))
-            self.services.store.journal_close(journal.migration_key(m.id))
+            self.services.close_move(m.id)
             self.history.finish(m, outcome="succeeded", error=f"cleanup failed: {exc}")
         except asyncio.CancelledError:
             self.history.finish(m, outcome="succeeded", error="cleanup interrupted by a stop; finished on restart")
             raise
         else:
-            self.services.store.journal_close(journal.migration_key(m.id))
+            self.services.close_move(m.id)
             self.history.finish(m, outcome="succeeded")
         finally:
             lock.release()
@@ -344,7 +344,7 @@ class MigrationEngine:
         try:
             failpoints.hit("migration.after_route")
             with m.part("reroute_commit"):
-                committed = self.services.store.put_local(moved, here=self.here, now=time.time())
+                committed = self.services.commit(moved)
                 self.services.settle_arrival(record.name, m.id)
         except BaseException:  # (as when the whole route was awaited, the old server is gone first)
             await overlap.drained(here, f"{record.name} at {self.here}")
@@ -370,7 +370,7 @@ class MigrationEngine:
                              state_version=state_version)
         if moves.promoted(record, moved):
             m.notes = f"the standby at {m.target} was promoted (its warm copy reused)"
-        committed = self.services.store.put_local(moved, here=self.here, now=time.time())
+        committed = self.services.commit(moved)
         self.services.settle_arrival(record.name, m.id)
         step("committed")
         missing = await self.homes.route_entries(committed, release=True)
@@ -427,7 +427,7 @@ class MigrationEngine:
             if plan.stop:
                 await self.services.stop_copy(before.name)
             if plan.drop:
-                self.services.store.drop(before.name)
+                self.services.forget(before.name)
         else:
             url = self.agent.api_url_of(before.location)
             if url is not None:
@@ -463,15 +463,13 @@ class MigrationEngine:
 
     # -- journal and recovery ----------------------------------------------------------------
     def _journal(self, m: Migration, stage: str, **extra: Any) -> None:
-        self.services.store.journal_put(journal.migration_key(m.id), journal.migration_entry(
+        self.services.journal_move(m.id, journal.migration_entry(
             migration_id=m.id, service=m.service, stage=stage, target=m.target, home=m.home, source=m.source, **extra))
 
     async def recover(self) -> None:
         """After a crash: roll back migrations that had not rerouted, finish those that had
         (the rule: peer/core/journal.py `recovery`)."""
-        for key, entry in self.services.store.journal_open():
-            if not journal.is_migration(key):
-                continue
+        for entry in self.services.open_moves():
             name, stage = entry["service"], entry["stage"]
             record = self.services.get(name)
             m = Migration(service=name, kind="recovery", reason=f"agent restarted during {stage}",
@@ -482,9 +480,9 @@ class MigrationEngine:
             decision = journal.recovery(entry, record, here=self.here, routed_to_target=routed)
             if isinstance(decision, journal.Finish) and record is not None:
                 if decision.commit:
-                    record = self.services.store.put_local(
+                    record = self.services.commit(
                         moves.commit(record, location=entry["target"], instance=entry["instance"],
-                                     migration_id=entry["id"]), here=self.here, now=time.time())
+                                     migration_id=entry["id"]))
                 before = replace(record, location=decision.source)
                 with contextlib.suppress(Exception):
                     # The crash may have come before every other entry routed (their ROUTE runs
@@ -498,4 +496,4 @@ class MigrationEngine:
                     with contextlib.suppress(Exception):
                         await self.services.ensure_route(record)
                 self.history.finish(m, outcome="aborted", error="rolled back after restart")
-            self.services.store.journal_close(key)
+            self.services.close_move(entry["id"])

@@ -89,7 +89,7 @@ class FailSafe:
 
     async def run(self) -> None:
         self._loops.loop("recheck-unreachable", self._recheck_unreachable)
-        self.services.store.on_change.append(self.wake.poke)
+        unsubscribe = self.services.on_records_change(self.wake.poke)
         watching = True  # one look first: records held since start
         try:
             while True:
@@ -104,7 +104,7 @@ class FailSafe:
                         with contextlib.suppress(LBError):
                             await self._check(record)
         finally:
-            self.services.store.on_change.remove(self.wake.poke)
+            unsubscribe()
             await self._loops.stop()
             await self._acting.stop()
 
@@ -300,9 +300,9 @@ class FailSafe:
                 await services.lb.route(name, instance.host, instance.port, up_timeout=10.0, drain_timeout=0.05,
                                         proven_ready=True)
             with m.timed("cleanup"):
-                committed = services.store.put_local(
+                committed = services.commit(
                     moves.commit(current, location=services.here, instance=addr_of(instance), migration_id=m.id,
-                                 state_version=state_version), here=services.here, now=time.time())
+                                 state_version=state_version))
         except (DriverError, LBError, WorkloadRefused) as exc:
             why = f"refused by this cluster's workload policy ({exc.rule}): {exc}" \
                 if isinstance(exc, WorkloadRefused) else str(exc)
@@ -372,9 +372,8 @@ class FailSafe:
                     host, port = split_addr(addr)
                     await services.lb.route(name, host, port, up_timeout=2.0, drain_timeout=0.05, proven_ready=True)
                 with m.timed("cleanup"):
-                    committed = services.store.put_local(
-                        moves.commit(current, location=cluster, instance=addr, migration_id=m.id),
-                        here=services.here, now=time.time())
+                    committed = services.commit(
+                        moves.commit(current, location=cluster, instance=addr, migration_id=m.id))
                     await services.ensure_backups(committed)
             except LBError as exc:
                 self.history.finish(m, outcome="failed", error=str(exc))

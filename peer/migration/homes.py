@@ -203,7 +203,7 @@ class HomeSetHandlers:
 
     async def lookup(self, request: web.Request) -> web.Response:
         name = wire.Lookup.from_wire(await read_msgpack(request)).name
-        record = self.services.store.get(name)
+        record = self.services.stored(name)
         holders = [] if record is None else [
             {"home": record.home, "incarnation": record.incarnation, "tombstone": record.tombstone,
              "replaces": list(record.replaces)}]
@@ -248,7 +248,7 @@ class HomeSetHandlers:
             # The commit of a move to here reaches an entry that is also the AC by ROUTE before
             # any gossip: its actions (AdoptLocalCopy settles the pending copy) run now. A move
             # away from here keeps the old copy: other entries may still route to it.
-            outcome = services.store.apply_remote(record, here=services.here)
+            outcome = services.merge(record)
             mark("applied")
             await services.act_locked(outcome, keep_copy=True)
             mark("acted")
@@ -342,10 +342,9 @@ class HomeSetKeeper:
             if current is None or current != record:
                 return
             host, port = await services.lb.open_frontend(record.name)
-            adopted = services.store.put_local(
+            adopted = services.commit(
                 replace(current, homes=(*current.entries, here),
-                        endpoints=tuple(sorted((*current.endpoints, (here, f"{host}:{port}"))))),
-                here=here, now=time.time())
+                        endpoints=tuple(sorted((*current.endpoints, (here, f"{host}:{port}"))))))
             await services.ensure_route(adopted)
         log.warning("every entry of %s lost: %s added itself to its home set", record.name, here)
         await self.publish(adopted, frozenset())
@@ -368,9 +367,8 @@ class HomeSetKeeper:
             if current is None or current != record:
                 return
             endpoints = tuple(sorted([p for p in current.endpoints if p[0] not in drop] + opened))
-            repaired = services.store.put_local(
-                replace(current, homes=tuple(keep + [c for c, _ in opened]), endpoints=endpoints),
-                here=services.here, now=time.time())
+            repaired = services.commit(
+                replace(current, homes=tuple(keep + [c for c, _ in opened]), endpoints=endpoints))
         log.warning("home set of %s repaired: dropped %s, added %s", record.name, list(drop), [c for c, _ in opened])
         await self.publish(repaired, frozenset(drop))
         with contextlib.suppress(PeerError):

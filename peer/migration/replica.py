@@ -81,7 +81,7 @@ class ReplicaHandlers:
         copy = PendingCopy(migration_id=mid, descriptor=descriptor, home=home,
                            deadline=time.monotonic() + PENDING_TTL, standby=standby)
         services.pending[name] = copy
-        services.store.journal_put(journal.arrival_key(name), journal.arrival_entry(migration_id=mid, name=name))
+        services.expect_arrival(name, mid)
         copy.task = services.jobs.spawn(self._start_copy(copy), name=f"copy:{name}")  # cancelled by ABORT or a stop
         self.agent.load_changed()
         return msgpack_response({"accepted": True})
@@ -140,7 +140,7 @@ class ReplicaHandlers:
                 copy.task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await copy.task
-            services.store.journal_close(journal.arrival_key(name))
+            services.end_arrival(name)
             if moves.release(services.get(name), services.here).stop:
                 with contextlib.suppress(DriverError):
                     await services.stop_copy(name)
@@ -171,9 +171,8 @@ class ReplicaHandlers:
                 result = await services.lb.route(name, host, port)
             except LBError as exc:
                 return _refuse(f"reroute failed: {exc}", status=502)
-            committed = services.store.put_local(
-                moves.commit(record, location=location, instance=instance, migration_id=mid),
-                here=services.here, now=time.time())
+            committed = services.commit(
+                moves.commit(record, location=location, instance=instance, migration_id=mid))
             services.settle_arrival(name, mid)
         await self.agent.publish(committed, frozenset())
         return msgpack_response({
@@ -186,8 +185,8 @@ class ReplicaHandlers:
         committed = wire.Release.from_wire(await read_msgpack(request)).record
         services = self.services
         async with services.lock(committed.name):
-            outcome = services.store.apply_remote(committed, here=services.here)
-            current = services.store.get(committed.name)
+            outcome = services.merge(committed)
+            current = services.stored(committed.name)
             # What else the record asks of this cluster comes first (an entry here reroutes
             # before its copy stops: make-before-break at this entry too). A RELEASE may be the
             # first news of the record here: an HC back on an empty data dir without --join
@@ -200,8 +199,8 @@ class ReplicaHandlers:
             if current is not None and plan.stop:
                 with contextlib.suppress(DriverError):
                     await services.stop_copy(committed.name)
-                if plan.drop and services.store.get(committed.name) is not None:
-                    services.store.drop(committed.name)
+                if plan.drop and services.stored(committed.name) is not None:
+                    services.forget(committed.name)
         self.agent.load_changed()
         return msgpack_response({"released": True, "changed": outcome.changed})
 

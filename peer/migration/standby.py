@@ -192,9 +192,8 @@ class StandbyKeeper:
             current = services.get(record.name)
             if current is None or current != record:
                 raise StandbyError("record changed meanwhile")
-            committed = services.store.put_local(
-                replace(current, standbys=tuple(p for p in current.standbys if p[0] not in drop)),
-                here=services.here, now=time.time())
+            committed = services.commit(
+                replace(current, standbys=tuple(p for p in current.standbys if p[0] not in drop)))
             if services.here in committed.entries:
                 await services.ensure_backups(committed)
         log.warning("standby of %s dropped at %s (lost or not serving)", record.name, ", ".join(drop))
@@ -274,9 +273,8 @@ class StandbyKeeper:
             if (current is None or current.location != record.location or m.target in current.standby_clusters
                     or current.incarnation != record.incarnation):
                 raise StandbyError("the record changed while the standby started")
-            committed = services.store.put_local(
-                replace(current, standbys=tuple(sorted((*current.standbys, (m.target, instance))))),
-                here=services.here, now=time.time())
+            committed = services.commit(
+                replace(current, standbys=tuple(sorted((*current.standbys, (m.target, instance))))))
             services.settle_arrival(record.name, m.id)  # a standby here: no merge will settle it
             if services.here in committed.entries:
                 await services.ensure_backups(committed)

@@ -206,7 +206,7 @@ class StateKeeper:
         """Pulls when due and restores fresh copies; sleeps until the next due pull or restore,
         and without a deadline when no stateful service has its primary copy routed here (woken
         by a record committed or a copy marked fresh: peer.runtime.wake)."""
-        self.services.store.on_change.append(self.wake.poke)
+        unsubscribe = self.services.on_records_change(self.wake.poke)
         self.services.fresh.on_fresh.append(self.wake.poke)
         try:
             while True:
@@ -221,7 +221,7 @@ class StateKeeper:
                     if name not in self._busy and now >= self._restore_at.get(name, 0.0):
                         self._start(name, self._restore_fresh(name))
         finally:
-            self.services.store.on_change.remove(self.wake.poke)
+            unsubscribe()
             self.services.fresh.on_fresh.remove(self.wake.poke)
             await self._jobs.stop()
 
