@@ -117,7 +117,10 @@ def run_agent(args: argparse.Namespace) -> int:
         format=f"%(asctime)s {config.name} %(name)s %(levelname)s %(message)s",
     )
     _path_with_own_scripts()
-    from peer.agent import Agent
+    from peer.lazyimport import without_ca_bundle
+
+    with without_ca_bundle():  # aiohttp's unused default TLS contexts without the CA file
+        from peer.agent import Agent
     from peer.credentials import CredentialError
     from peer.datadir import StartRefused
     from peer.records.store import StoreError
