@@ -78,9 +78,8 @@ async def main() -> None:
     ap.add_argument("--net", default="127.0.80", help="first three octets of the loopback addresses")
     args = ap.parse_args()
     per_run: list[dict[str, list[dict[str, float]]]] = []
-    for r in range(args.runs):
-        per_run.append(await one_run(args.agents, f"{args.net[:-1]}{int(args.net.rsplit('.', 1)[1]) + r}"
-                                     if False else args.net, args.settle))
+    for _ in range(args.runs):
+        per_run.append(await one_run(args.agents, args.net, args.settle))
     print(f"bench/idlemem.py: {args.agents} idle agents x {args.runs} runs, MB, median (min-max); {machine_line()}")
     print(f"{'process':<16} {'RSS':>18} {'PSS':>18} {'private':>18}")
     totals: dict[str, list[float]] = {"rss": [], "pss": [], "private": []}

@@ -18,7 +18,7 @@ For each size n (default 10, 25, 50):
                 the whole API call
 
 The figures are printed beside issue 18's goals (idle agent CPU at most 0.5% of a core, flat
-in n; agent + Serf + HAProxy RSS at most 80 MB; idle wire at most 2 KB/s per agent without
+in n; agent + Serf + HAProxy RSS at most 80 MB, PSS beside it; idle wire at most 2 KB/s per agent without
 services). Run as root: .venv/bin/python bench/scale.py [--sizes 10 25 50] [--idle 30]
 """
 from __future__ import annotations
@@ -38,6 +38,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:] = [str(REPO)] + [p for p in sys.path if Path(p or ".").resolve() != REPO / "bench"]
 
+from bench.common import record_goal  # noqa: E402
 from chaos.cluster import Federation  # noqa: E402
 from chaos.netns import Testbed  # noqa: E402
 from chaos.siteloss import SiteLoss  # noqa: E402
@@ -65,6 +66,11 @@ class Window:
     # agent + serf + HAProxy with the pages the worker shares (copy-on-write) with its master
     # counted once: the master's RSS plus the worker's private pages (smaps_rollup)
     rss_once_mb: list[float] = field(default_factory=list)
+    # PSS of the three (smaps_rollup): each shared page divided among the processes mapping it
+    pss_mb: list[float] = field(default_factory=list)
+    pss_agent: list[float] = field(default_factory=list)
+    pss_serf: list[float] = field(default_factory=list)
+    pss_haproxy: list[float] = field(default_factory=list)
     fds: list[float] = field(default_factory=list)
     wire_bps: list[float] = field(default_factory=list)  # bytes per second, rx + tx
 
@@ -95,6 +101,14 @@ def private_mb(pid: int) -> float:
         if line.startswith(("Private_Clean:", "Private_Dirty:")):
             total += int(line.split()[1])
     return total / 1024.0
+
+
+def pss_mb(pid: int) -> float:
+    """Proportional set size: each page this process maps, divided by how many map it."""
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1]) / 1024.0
+    return 0.0
 
 
 def wire_bytes(veth: str) -> int:
@@ -152,6 +166,9 @@ class Scale:
             master, workers = kinds["haproxy"][:1], kinds["haproxy"][1:]
             w.rss_once_mb.append(w.rss_agent[-1] + w.rss_serf[-1] + sum(rss_mb(p) for p in master)
                                  + sum(private_mb(p) for p in workers))
+            for kind, into in (("agent", w.pss_agent), ("serf", w.pss_serf), ("haproxy", w.pss_haproxy)):
+                into.append(sum(pss_mb(p) for p in kinds[kind]))
+            w.pss_mb.append(w.pss_agent[-1] + w.pss_serf[-1] + w.pss_haproxy[-1])
             w.fds.append(len(os.listdir(f"/proc/{kinds['agent'][0]}/fd")))
             w.wire_bps.append((wire_bytes(self.tb.host_veth(n)) - wire0[n]) / elapsed)
         return w
@@ -226,11 +243,33 @@ def report(results: list[dict[str, Any]], idle: float) -> None:
             print(f"  {'':12s} RSS agent+serf+haproxy {spread(w.rss_mb, ' MB', 1)} (agent {spread(w.rss_agent, '', 1)}, "
                   f"serf {spread(w.rss_serf, '', 1)}, haproxy {spread(w.rss_haproxy, '', 1)}); HAProxy's shared "
                   f"pages once {spread(w.rss_once_mb, ' MB', 1)}")
+            print(f"  {'':12s} PSS agent+serf+haproxy {spread(w.pss_mb, ' MB', 1)} (agent {spread(w.pss_agent, '', 1)}, "
+                  f"serf {spread(w.pss_serf, '', 1)}, haproxy {spread(w.pss_haproxy, '', 1)})")
             print(f"  {'':12s} agent fds {spread(w.fds, '', 0)}  wire {spread([b / 1024 for b in w.wire_bps], ' KB/s')}")
         print(f"  tags seen {r['tags_s'][0]:.2f}-{r['tags_s'][1]:.2f} s  failure seen {r['failure_s'][0]:.2f}-"
               f"{r['failure_s'][1]:.2f} s  (first-last of the observers)")
         print(f"  planned migration {r['migration_ms']:.0f} ms, PR {r['pr_ms']} ms")
+    for r in results:
+        record_figures(r)
     print("\ngoals (issue 18): idle agent CPU <= 0.5% flat in n; RSS <= 80 MB; idle wire <= 2 KB/s without services")
+
+
+def record_figures(r: dict[str, Any]) -> None:
+    """Issue 18's goals at this size, for bench/goals.py's table (`make bench-scale`)."""
+    w: Window = r["idle"]
+    n = r["n"]
+
+    def row(figure: str, values: list[float], unit: str, goal: str, met: bool | None, note: str = "") -> None:
+        record_goal(f"{figure}, {n} agents", median=statistics.median(values), lo=min(values), hi=max(values),
+                    unit=unit, goal=goal, met=met, source="bench/scale.py", note=note)
+
+    row("idle agent CPU", w.cpu_agent, "% of a core", "<= 0.5 %", statistics.median(w.cpu_agent) <= 0.5)
+    row("idle agent + Serf + HAProxy, RSS", w.rss_mb, "MB", "<= 80 MB", statistics.median(w.rss_mb) <= 80.0)
+    row("idle agent + Serf + HAProxy, PSS", w.pss_mb, "MB", "(RSS with shared pages once)", None)
+    kb = [b / 1024 for b in w.wire_bps]
+    row("idle wire per agent, no service", kb, "KB/s", "<= 2 KB/s", statistics.median(kb) <= 2.0)
+    kb = [b / 1024 for b in r["services"].wire_bps]
+    row("idle wire per agent, one service", kb, "KB/s", "-", None)
 
 
 async def main() -> None:

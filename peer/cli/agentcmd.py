@@ -117,9 +117,9 @@ def run_agent(args: argparse.Namespace) -> int:
         format=f"%(asctime)s {config.name} %(name)s %(levelname)s %(message)s",
     )
     _path_with_own_scripts()
-    from peer.lazyimport import without_ca_bundle
+    from peer.lazyimport import lean_imports
 
-    with without_ca_bundle():  # aiohttp's unused default TLS contexts without the CA file
+    with lean_imports():  # aiohttp without the CA bundle and MIME table it would load unused
         from peer.agent import Agent
     from peer.credentials import CredentialError
     from peer.datadir import StartRefused

@@ -44,9 +44,9 @@ def test_the_agent_holds_no_openapi_document() -> None:
 @pytest.mark.parametrize("before", [None, "/etc/ssl/certs/some-bundle.pem"])
 def test_aiohttp_imported_without_the_ca_bundle_and_the_environment_restored(before: str | None) -> None:
     env = {} if before is None else {"SSL_CERT_FILE": before}
-    code = ("import json, os\nfrom peer.lazyimport import without_ca_bundle\n"
+    code = ("import json, os\nfrom peer.lazyimport import lean_imports\n"
             "os.environ.pop('SSL_CERT_FILE', None) if %r is None else None\n"
-            "with without_ca_bundle():\n    import aiohttp.connector as c\n"
+            "with lean_imports():\n    import aiohttp.connector as c\n"
             "print(json.dumps({'cas': c._SSL_CONTEXT_VERIFIED.cert_store_stats()['x509_ca'], "
             "'env': os.environ.get('SSL_CERT_FILE')}))") % (before,)
     got = _run(code, env)
@@ -56,9 +56,22 @@ def test_aiohttp_imported_without_the_ca_bundle_and_the_environment_restored(bef
 def test_a_context_made_after_the_block_loads_the_ca_bundle_as_usual() -> None:
     """Only the import is lean: TLS the agent sets up later sees the system's defaults."""
     code = ("import json, os, ssl\nos.environ.pop('SSL_CERT_FILE', None)\n"
-            "from peer.lazyimport import without_ca_bundle\n"
-            "with without_ca_bundle():\n    import aiohttp\n"
+            "from peer.lazyimport import lean_imports\n"
+            "with lean_imports():\n    import aiohttp\n"
             "print(json.dumps({'cas': ssl.create_default_context().cert_store_stats()['x509_ca'] > 0, "
             "'bundle': os.path.exists(ssl.get_default_verify_paths().openssl_cafile)}))")
     got = _run(code)
     assert got["cas"] == got["bundle"]
+
+
+def test_aiohttp_imported_without_the_system_mime_table() -> None:
+    code = ("import json, mimetypes\nfrom peer.lazyimport import lean_imports\nknown = list(mimetypes.knownfiles)\n"
+            "with lean_imports():\n    import aiohttp.web\n"
+            "import aiohttp.web_fileresponse as f\n"
+            "print(json.dumps({'types': len(mimetypes.types_map), 'builtin': "
+            "len(mimetypes._types_map_default), 'aiohttp': len(f.CONTENT_TYPES.types_map[True]), 'restored': mimetypes.knownfiles == known, "
+            "'html': mimetypes.guess_type('a.html')[0]}))")
+    got = _run(code)
+    assert got["types"] == got["builtin"]  # Python's own table, not the system's
+    assert isinstance(got["aiohttp"], int) and got["aiohttp"] < 2 * got["types"]  # type: ignore[operator]
+    assert got["restored"] is True and got["html"] == "text/html"
