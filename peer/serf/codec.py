@@ -45,8 +45,6 @@ _GATE_ERRORS = frozenset({"Handshake required", "Authentication required", "Unsu
 
 #: Upper bound for one unparsed chunk (and so for any single string, list or map in it).
 MAX_BUFFER_BYTES = 4 * 1024 * 1024
-#: The decoder's initial buffer (it grows on demand up to MAX_BUFFER_BYTES).
-READ_SIZE = 16 * 1024
 
 MEMBER_EVENT_KINDS = frozenset(
     {"member-join", "member-leave", "member-failed", "member-update", "member-reap"}
@@ -80,12 +78,8 @@ class ObjectDecoder:
     """
 
     def __init__(self, *, max_buffer_bytes: int = MAX_BUFFER_BYTES) -> None:
-        # msgpack's Unpacker starts with a buffer of min(max_buffer_size, 1 MiB); an agent
-        # keeps about four Serf connections, and their replies are a few KB (a member list
-        # of 50 is ~20 KB), so start small: the buffer still grows up to max_buffer_bytes.
         self._unpacker = msgpack.Unpacker(
-            raw=False, max_buffer_size=max_buffer_bytes, strict_map_key=True,
-            read_size=min(READ_SIZE, max_buffer_bytes),
+            raw=False, max_buffer_size=max_buffer_bytes, strict_map_key=True
         )
         self._broken: SerfProtocolError | None = None
 
