@@ -232,7 +232,7 @@ async def measure(n: int, args: argparse.Namespace) -> dict[str, Any]:
     scale = Scale(n, base, args.prefix, args.subnet)
     out: dict[str, Any] = {"n": n}
     async with scale.tb:
-        fed = scale.fed = Federation(scale.tb, base)
+        fed = scale.fed = Federation(scale.tb, base, auto_migrate=args.auto_migrate)
         try:
             started = time.monotonic()
             await start_all(scale, args.batch)
@@ -329,6 +329,8 @@ async def main() -> None:
                     help="seconds for the observers to see every member alive")
     ap.add_argument("--batch", type=int, default=0,
                     help="start agents this many at a time, each batch healthy first (0: all at once)")
+    ap.add_argument("--auto-migrate", dest="auto_migrate", action="store_true",
+                    help="run the agents with the policy and its link probe (default: --no-auto-migrate, as before)")
     ap.add_argument("--prefix", default="roamsc")
     ap.add_argument("--subnet", default="10.239.0.0/24")
     args = ap.parse_args()
