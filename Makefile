@@ -70,9 +70,11 @@ bench: bootstrap
 
 # Issue 18: real agents in namespaces at 10, 25 and 50 (about 8 min), then the 1,000 x 100,000
 # simulation (about 10 min). See docs/scale.md.
+bench-scale: export ROAM_BENCH_GOALS := $(shell mktemp /tmp/roam-bench-goals.XXXXXX)
 bench-scale: bootstrap
 	$(PY) bench/scale.py --sizes 10 25 50
 	$(PY) bench/simulate.py
+	$(PY) bench/goals.py "$$ROAM_BENCH_GOALS"
 
 soak: bootstrap
 	$(PY) -m chaos run --scenario random --seed 1 --clusters 5 --services 20 --duration 600

@@ -203,6 +203,19 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def pss_mb(pid: int) -> float:
+    """Proportional set size (smaps_rollup): each page divided by how many processes map it,
+    so the pages HAProxy's worker shares with its master, and the libraries every agent on the
+    host maps, count once overall; 0 once it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return 0.0
+
+
 def _children(pid: int) -> list[int]:
     out: list[int] = []
     for task in Path(f"/proc/{pid}/task").glob("*"):
@@ -229,9 +242,9 @@ def agent_pids(agent: AgentProc) -> list[int]:
     return pids
 
 
-async def idle_usage(lf: LocalFederation, seconds: float) -> tuple[list[float], list[float]]:
+async def idle_usage(lf: LocalFederation, seconds: float) -> tuple[list[float], list[float], list[float]]:
     """Each agent's CPU (% of one core, agent + Serf + HAProxy) over an idle window of
-    `seconds`, and their RSS together (MB) at its end."""
+    `seconds`, and their RSS and PSS together (MB) at its end."""
     pids = {name: agent_pids(lf.fed.agents[name]) for name in lf.names}
     before = {name: sum(cpu_ticks(p) for p in ps) for name, ps in pids.items()}
     started = time.monotonic()
@@ -239,4 +252,5 @@ async def idle_usage(lf: LocalFederation, seconds: float) -> tuple[list[float], 
     elapsed = time.monotonic() - started
     cpu = [100.0 * (sum(cpu_ticks(p) for p in ps) - before[name]) / TICK / elapsed for name, ps in pids.items()]
     rss = [sum(rss_mb(p) for p in ps) for ps in pids.values()]
-    return cpu, rss
+    pss = [sum(pss_mb(p) for p in ps) for ps in pids.values()]
+    return cpu, rss, pss

@@ -18,7 +18,7 @@ For each size n (default 10, 25, 50):
                 the whole API call
 
 The figures are printed beside issue 18's goals (idle agent CPU at most 0.5% of a core, flat
-in n; agent + Serf + HAProxy RSS at most 80 MB; idle wire at most 2 KB/s per agent without
+in n; agent + Serf + HAProxy RSS at most 80 MB, PSS beside it; idle wire at most 2 KB/s per agent without
 services). Run as root: .venv/bin/python bench/scale.py [--sizes 10 25 50] [--idle 30]
 """
 from __future__ import annotations
@@ -38,6 +38,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:] = [str(REPO)] + [p for p in sys.path if Path(p or ".").resolve() != REPO / "bench"]
 
+from bench.common import record_goal  # noqa: E402
 from chaos.cluster import Federation  # noqa: E402
 from chaos.netns import Testbed  # noqa: E402
 from chaos.siteloss import SiteLoss  # noqa: E402
@@ -65,6 +66,11 @@ class Window:
     # agent + serf + HAProxy with the pages the worker shares (copy-on-write) with its master
     # counted once: the master's RSS plus the worker's private pages (smaps_rollup)
     rss_once_mb: list[float] = field(default_factory=list)
+    # PSS of the three (smaps_rollup): each shared page divided among the processes mapping it
+    pss_mb: list[float] = field(default_factory=list)
+    pss_agent: list[float] = field(default_factory=list)
+    pss_serf: list[float] = field(default_factory=list)
+    pss_haproxy: list[float] = field(default_factory=list)
     fds: list[float] = field(default_factory=list)
     wire_bps: list[float] = field(default_factory=list)  # bytes per second, rx + tx
 
@@ -95,6 +101,14 @@ def private_mb(pid: int) -> float:
         if line.startswith(("Private_Clean:", "Private_Dirty:")):
             total += int(line.split()[1])
     return total / 1024.0
+
+
+def pss_mb(pid: int) -> float:
+    """Proportional set size: each page this process maps, divided by how many map it."""
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1]) / 1024.0
+    return 0.0
 
 
 def wire_bytes(veth: str) -> int:
@@ -152,6 +166,9 @@ class Scale:
             master, workers = kinds["haproxy"][:1], kinds["haproxy"][1:]
             w.rss_once_mb.append(w.rss_agent[-1] + w.rss_serf[-1] + sum(rss_mb(p) for p in master)
                                  + sum(private_mb(p) for p in workers))
+            for kind, into in (("agent", w.pss_agent), ("serf", w.pss_serf), ("haproxy", w.pss_haproxy)):
+                into.append(sum(pss_mb(p) for p in kinds[kind]))
+            w.pss_mb.append(w.pss_agent[-1] + w.pss_serf[-1] + w.pss_haproxy[-1])
             w.fds.append(len(os.listdir(f"/proc/{kinds['agent'][0]}/fd")))
             w.wire_bps.append((wire_bytes(self.tb.host_veth(n)) - wire0[n]) / elapsed)
         return w
@@ -173,19 +190,53 @@ class Scale:
         return min(seen.values()), max(seen.values())
 
 
+async def probe_shares(fed: Federation, names: list[str]) -> list[tuple[str, str, float, float, float]]:
+    """Every measured link, as each cluster's /v1/members shows it: (from, to, probe bytes in
+    the last minute, the link's estimate in Mbit/s, the probe's share of it in %). Only the
+    clusters with business (the HC, its entries, the location) probe anyone."""
+    out = []
+    for name in names:
+        for m in await fed.call(name, "GET", "/v1/members", timeout=5.0):
+            link = m.get("link") or {}
+            sent, mbps = link.get("probed_bytes_last_minute"), link.get("bandwidth_mbps")
+            if sent and mbps:
+                out.append((name, m["name"], float(sent), float(mbps), 100.0 * sent * 8 / 60.0 / (mbps * 1e6)))
+    return out
+
+
+async def start_all(scale: Scale, batch: int) -> None:
+    """Start every agent: all at once (batch 0, the default: the figures of docs/scale.md), or
+    `batch` at a time, each batch healthy before the next starts and each agent joining the
+    seed plus two clusters already up (spread over the federation), so that neither 100
+    interpreters importing at once nor the seed's Serf answering every push-pull alone
+    stretch the start-up into a storm of suspicions on a 2-core machine."""
+    assert scale.fed is not None
+    fed = scale.fed
+    names = list(fed.agents)
+    step = batch if batch > 0 else len(names)
+    for at in range(0, len(names), step):
+        group = names[at:at + step]
+        if batch > 0 and at > 0:
+            up = [fed.agents[n].addr for n in names[1:at]]
+            for i, name in enumerate(group):
+                extra = [up[(i * 7 + k * 13) % len(up)] for k in range(2)] if up else []
+                fed.agents[name].join = list(dict.fromkeys([fed.agents[names[0]].addr, *extra]))
+        for name in group:
+            await fed.start_agent(name)
+        for name in group:
+            await fed.wait_healthy(name, timeout=300)
+
+
 async def measure(n: int, args: argparse.Namespace) -> dict[str, Any]:
     base = Path(tempfile.mkdtemp(prefix=f"roam-scale-{n}-"))
     scale = Scale(n, base, args.prefix, args.subnet)
     out: dict[str, Any] = {"n": n}
     async with scale.tb:
-        fed = scale.fed = Federation(scale.tb, base)
+        fed = scale.fed = Federation(scale.tb, base, auto_migrate=args.auto_migrate)
         try:
             started = time.monotonic()
-            for name in fed.agents:
-                await fed.start_agent(name)
-            for name in fed.agents:
-                await fed.wait_healthy(name, timeout=120)
-            await fed.wait_joined(timeout=300, observers=scale.observers())
+            await start_all(scale, args.batch)
+            await fed.wait_joined(timeout=args.form_timeout, observers=scale.observers())
             out["startup_s"] = time.monotonic() - started
             await asyncio.sleep(args.settle)  # let start-up traffic pass before the idle window
             out["idle"] = await scale.idle_window(args.idle)
@@ -198,6 +249,7 @@ async def measure(n: int, args: argparse.Namespace) -> dict[str, Any]:
             out["entries"] = created.get("homes")
             await asyncio.sleep(args.settle)
             out["services"] = await scale.idle_window(args.idle)
+            out["probes"] = await probe_shares(fed, scale.names)
             t0 = time.monotonic()
             migration = await fed.migrate(first, "probe")
             out["migration_ms"] = (time.monotonic() - t0) * 1000.0
@@ -226,11 +278,46 @@ def report(results: list[dict[str, Any]], idle: float) -> None:
             print(f"  {'':12s} RSS agent+serf+haproxy {spread(w.rss_mb, ' MB', 1)} (agent {spread(w.rss_agent, '', 1)}, "
                   f"serf {spread(w.rss_serf, '', 1)}, haproxy {spread(w.rss_haproxy, '', 1)}); HAProxy's shared "
                   f"pages once {spread(w.rss_once_mb, ' MB', 1)}")
+            print(f"  {'':12s} PSS agent+serf+haproxy {spread(w.pss_mb, ' MB', 1)} (agent {spread(w.pss_agent, '', 1)}, "
+                  f"serf {spread(w.pss_serf, '', 1)}, haproxy {spread(w.pss_haproxy, '', 1)})")
             print(f"  {'':12s} agent fds {spread(w.fds, '', 0)}  wire {spread([b / 1024 for b in w.wire_bps], ' KB/s')}")
         print(f"  tags seen {r['tags_s'][0]:.2f}-{r['tags_s'][1]:.2f} s  failure seen {r['failure_s'][0]:.2f}-"
               f"{r['failure_s'][1]:.2f} s  (first-last of the observers)")
         print(f"  planned migration {r['migration_ms']:.0f} ms, PR {r['pr_ms']} ms")
-    print("\ngoals (issue 18): idle agent CPU <= 0.5% flat in n; RSS <= 80 MB; idle wire <= 2 KB/s without services")
+        probes = r.get("probes") or []
+        if probes:
+            worst = max(probes, key=lambda p: p[4])
+            print(f"  link probes over the last minute: {len(probes)} measured links, "
+                  f"{spread([p[2] / 60 for p in probes], ' B/s', 0)} each; share of the link "
+                  f"{spread([p[4] for p in probes], '%', 3)}; most {worst[4]:.3f}% ({worst[0]}->{worst[1]}, "
+                  f"{worst[2] / 60:.0f} B/s of {worst[3]:.0f} Mbit/s)")
+        else:
+            print("  link probes over the last minute: none")
+    for r in results:
+        record_figures(r)
+    print("\ngoals (issue 18): idle agent CPU <= 0.5% flat in n; RSS <= 80 MB; idle wire <= 2 KB/s without services; "
+          "probes <= 1% of each measured link")
+
+
+def record_figures(r: dict[str, Any]) -> None:
+    """Issue 18's goals at this size, for bench/goals.py's table (`make bench-scale`)."""
+    w: Window = r["idle"]
+    n = r["n"]
+
+    def row(figure: str, values: list[float], unit: str, goal: str, met: bool | None, note: str = "") -> None:
+        record_goal(f"{figure}, {n} agents", median=statistics.median(values), lo=min(values), hi=max(values),
+                    unit=unit, goal=goal, met=met, source="bench/scale.py", note=note)
+
+    row("idle agent CPU", w.cpu_agent, "% of a core", "<= 0.5 %", statistics.median(w.cpu_agent) <= 0.5)
+    row("idle agent + Serf + HAProxy, RSS", w.rss_mb, "MB", "<= 80 MB", statistics.median(w.rss_mb) <= 80.0)
+    row("idle agent + Serf + HAProxy, PSS", w.pss_mb, "MB", "(RSS with shared pages once)", None)
+    kb = [b / 1024 for b in w.wire_bps]
+    row("idle wire per agent, no service", kb, "KB/s", "<= 2 KB/s", statistics.median(kb) <= 2.0)
+    kb = [b / 1024 for b in r["services"].wire_bps]
+    row("idle wire per agent, one service", kb, "KB/s", "-", None)
+    shares = [p[4] for p in r.get("probes") or []]
+    if shares:
+        row("link probe, share of each measured link", shares, "%", "<= 1 %", max(shares) <= 1.0, note="max is the test")
 
 
 async def main() -> None:
@@ -238,6 +325,12 @@ async def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[10, 25, 50])
     ap.add_argument("--idle", type=float, default=30.0, help="seconds of each idle window")
     ap.add_argument("--settle", type=float, default=10.0, help="seconds before each window")
+    ap.add_argument("--form-timeout", type=float, default=300.0,
+                    help="seconds for the observers to see every member alive")
+    ap.add_argument("--batch", type=int, default=0,
+                    help="start agents this many at a time, each batch healthy first (0: all at once)")
+    ap.add_argument("--auto-migrate", dest="auto_migrate", action="store_true",
+                    help="run the agents with the policy and its link probe (default: --no-auto-migrate, as before)")
     ap.add_argument("--prefix", default="roamsc")
     ap.add_argument("--subnet", default="10.239.0.0/24")
     args = ap.parse_args()

@@ -15,8 +15,8 @@ from typing import Any
 
 from peer.api.http import MAX_BODY, RATE_BURST, RATE_LIMIT
 from peer.stages import STAGES
+from peer.version import VERSION
 
-VERSION = "0.1.0"
 JSON = "application/json"
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 SERVICE_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(@[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)?$"

@@ -7,18 +7,37 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from typing import Any
 
 import click
 
 from peer.cli.agentcmd import EXIT_FAILURE, EXIT_USAGE, agent_command, run_agent
-from peer.cli.ca import ca_group
-from peer.cli.client import ClientError
-from peer.cli.commands import cli
 
 __all__ = ["main", "cli", "run_agent", "ClientError"]
 
-cli.add_command(agent_command())
-cli.add_command(ca_group)
+
+def _full_cli() -> click.Group:
+    """The whole `roam` group. The client commands (and what they import: urllib, http.client,
+    email, importlib.metadata, the CA tools; about 1 MB) are built only when a client command
+    runs, not in the daemon: `roam agent` goes straight to its command (issue 18's memory)."""
+    from peer.cli.ca import ca_group
+    from peer.cli.commands import cli as group
+
+    if "agent" not in group.commands:
+        group.add_command(agent_command())
+        group.add_command(ca_group)
+    return group
+
+
+def __getattr__(name: str) -> Any:
+    """`peer.cli.cli` and `peer.cli.ClientError`, imported on first use (PEP 562)."""
+    if name == "cli":
+        return _full_cli()
+    if name == "ClientError":
+        from peer.cli.client import ClientError
+
+        return ClientError
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,8 +45,16 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["chaos"]:
         # The testbed lives in `chaos`, above `peer` in the layering: run it, don't import it.
         return subprocess.call([sys.executable, "-m", "chaos", *argv[1:]])
+    client_errors: tuple[type[Exception], ...] = ()  # the daemon raises none: no client code loaded
+    if argv[:1] == ["agent"]:
+        entry: click.Command = agent_command()
+        args, prog = argv[1:], "roam agent"
+    else:
+        from peer.cli.client import ClientError
+
+        entry, args, prog, client_errors = _full_cli(), argv, "roam", (ClientError,)
     try:
-        cli.main(args=argv, prog_name="roam", standalone_mode=False)
+        entry.main(args=args, prog_name=prog, standalone_mode=False)
     except click.exceptions.Exit as exc:
         return int(exc.exit_code or 0)
     except click.UsageError as exc:
@@ -37,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         sub = exc.ctx.command_path if exc.ctx is not None else "roam"
         print(f"roam: {exc.format_message()} (see `{sub} --help`)", file=sys.stderr)
         return EXIT_USAGE
-    except ClientError as exc:
+    except client_errors as exc:
         command = next((a for a in argv if not a.startswith("-")), "")
         print(f"roam {command}: {exc}" if command else f"roam: {exc}", file=sys.stderr)
         return EXIT_FAILURE

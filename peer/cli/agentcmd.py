@@ -117,7 +117,10 @@ def run_agent(args: argparse.Namespace) -> int:
         format=f"%(asctime)s {config.name} %(name)s %(levelname)s %(message)s",
     )
     _path_with_own_scripts()
-    from peer.agent import Agent
+    from peer.runtime.lazyimport import lean_imports
+
+    with lean_imports():  # aiohttp without the CA bundle and MIME table it would load unused
+        from peer.agent import Agent
     from peer.runtime.credentials import CredentialError
     from peer.runtime.datadir import StartRefused
     from peer.records.store import StoreError

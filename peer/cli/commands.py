@@ -40,7 +40,7 @@ def version_text() -> str:
     try:
         return f"roam {version('roam')}"
     except PackageNotFoundError:  # pragma: no cover - run from a source tree without install
-        from peer.api.openapi import VERSION
+        from peer.version import VERSION
 
         return f"roam {VERSION}"
 

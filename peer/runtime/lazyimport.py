@@ -1,4 +1,4 @@
-"""Modules loaded on first use (issue 18: an idle agent's memory).
+"""Modules loaded on first use, and loaded lean (issue 18: an idle agent's memory).
 
 `cryptography` costs an agent about 8.5 MB of RSS on import, and only clusters that run with
 TLS identities, enrol others or act as a CA ever touch it. The trust modules bind its modules
@@ -7,8 +7,11 @@ needs it; type checkers see the ordinary imports (`if TYPE_CHECKING`).
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
+import os
 import sys
+from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
 
@@ -29,3 +32,38 @@ def lazy(name: str) -> ModuleType:
     if name in sys.modules:
         return sys.modules[name]
     return _LazyModule(name)
+
+
+@contextlib.contextmanager
+def lean_imports() -> Iterator[None]:
+    """Import aiohttp (and whatever imports it) inside this block to spare the daemon two
+    tables it never reads: about 2.5 MB of RSS (issue 18's memory).
+
+    - The public CA bundle. aiohttp builds two default TLS client contexts when it is
+      imported, and each loads the system's CA file (about 140 certificates, parsed and kept
+      by OpenSSL, ~2 MB). The agent never uses them: peer calls are plain HTTP or go through
+      the identity's own contexts (peer.trust.identity), and the Kubernetes client brings its
+      own. OpenSSL reads the file's path from SSL_CERT_FILE when a context loads its defaults,
+      so pointing it at an empty file for the import leaves those two contexts with the CA
+      directory only (SSL_CERT_DIR, looked up per certificate when one is verified, so a
+      public https URL still verifies where the system keeps a hashed directory).
+    - The system's MIME table. aiohttp.web builds a MimeTypes at import, which reads
+      /etc/mime.types (~1,500 types, ~0.4 MB); the dashboard names its own types (peer.ui)
+      and nothing else in the agent guesses one, so Python's built-in table is enough.
+
+    Both are put back afterwards: contexts made later load the CA file as usual, and the
+    services the agent starts inherit its environment unchanged.
+    """
+    import mimetypes
+
+    before, known = os.environ.get("SSL_CERT_FILE"), mimetypes.knownfiles
+    os.environ["SSL_CERT_FILE"] = os.devnull
+    mimetypes.knownfiles = []
+    try:
+        yield
+    finally:
+        mimetypes.knownfiles = known
+        if before is None:
+            del os.environ["SSL_CERT_FILE"]
+        else:
+            os.environ["SSL_CERT_FILE"] = before

@@ -121,7 +121,7 @@ class RecordGuard:
 
     def __init__(self, *, key: Any, book: CertBook, revocations: Any, refusals: Any) -> None:
         """`key()` is the current private key (rotation reloads it), `revocations()` the list
-        in force, `refusals` a prometheus Counter labelled by reason."""
+        in force, `refusals` a Counter labelled by reason (peer.runtime.promtext; prometheus_client's in tests)."""
         self.key = key
         self.book = book
         self.revocations = revocations

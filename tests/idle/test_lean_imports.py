@@ -1,0 +1,77 @@
+"""An idle daemon imports only what it uses (issue 18's memory): each check runs a fresh
+interpreter, because this one has imported everything already."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def _run(code: str, env: dict[str, str] | None = None) -> dict[str, object]:
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, **(env or {})}, check=True)
+    result: dict[str, object] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def test_importing_the_cli_loads_no_client_code() -> None:
+    """`roam agent` goes through peer.cli; the client commands are built only for a client."""
+    code = ("import json, sys, peer.cli, peer.cli.agentcmd\n"
+            "heavy = ('peer.cli.commands', 'peer.cli.client', 'peer.cli.ca', 'urllib.request', "
+            "'importlib.metadata', 'aiohttp')\n"
+            "print(json.dumps({'loaded': [m for m in heavy if m in sys.modules]}))")
+    got = _run(code)
+    assert got == {"loaded": []}
+
+
+def test_the_full_cli_is_still_there_on_first_use() -> None:
+    got = _run("import json, peer.cli\n"
+               "print(json.dumps({'commands': sorted(peer.cli.cli.commands), "
+               "'error': peer.cli.ClientError.__name__}))")
+    commands = got["commands"]
+    assert isinstance(commands, list) and {"agent", "ca", "status", "migrate"} <= set(commands)
+    assert got["error"] == "ClientError"
+
+
+def test_the_agent_holds_no_openapi_document() -> None:
+    got = _run("import json, sys, peer.agent\nprint(json.dumps({'openapi': 'peer.api.openapi' in sys.modules}))")
+    assert got == {"openapi": False}
+
+
+@pytest.mark.parametrize("before", [None, "/etc/ssl/certs/some-bundle.pem"])
+def test_aiohttp_imported_without_the_ca_bundle_and_the_environment_restored(before: str | None) -> None:
+    env = {} if before is None else {"SSL_CERT_FILE": before}
+    code = ("import json, os\nfrom peer.runtime.lazyimport import lean_imports\n"
+            "os.environ.pop('SSL_CERT_FILE', None) if %r is None else None\n"
+            "with lean_imports():\n    import aiohttp.connector as c\n"
+            "print(json.dumps({'cas': c._SSL_CONTEXT_VERIFIED.cert_store_stats()['x509_ca'], "
+            "'env': os.environ.get('SSL_CERT_FILE')}))") % (before,)
+    got = _run(code, env)
+    assert got == {"cas": 0, "env": before}
+
+
+def test_a_context_made_after_the_block_loads_the_ca_bundle_as_usual() -> None:
+    """Only the import is lean: TLS the agent sets up later sees the system's defaults."""
+    code = ("import json, os, ssl\nos.environ.pop('SSL_CERT_FILE', None)\n"
+            "from peer.runtime.lazyimport import lean_imports\n"
+            "with lean_imports():\n    import aiohttp\n"
+            "print(json.dumps({'cas': ssl.create_default_context().cert_store_stats()['x509_ca'] > 0, "
+            "'bundle': os.path.exists(ssl.get_default_verify_paths().openssl_cafile)}))")
+    got = _run(code)
+    assert got["cas"] == got["bundle"]
+
+
+def test_aiohttp_imported_without_the_system_mime_table() -> None:
+    code = ("import json, mimetypes\nfrom peer.runtime.lazyimport import lean_imports\nknown = list(mimetypes.knownfiles)\n"
+            "with lean_imports():\n    import aiohttp.web\n"
+            "import aiohttp.web_fileresponse as f\n"
+            "print(json.dumps({'types': len(mimetypes.types_map), 'builtin': "
+            "len(mimetypes._types_map_default), 'aiohttp': len(f.CONTENT_TYPES.types_map[True]), 'restored': mimetypes.knownfiles == known, "
+            "'html': mimetypes.guess_type('a.html')[0]}))")
+    got = _run(code)
+    assert got["types"] == got["builtin"]  # Python's own table, not the system's
+    assert isinstance(got["aiohttp"], int) and got["aiohttp"] < 2 * got["types"]  # type: ignore[operator]
+    assert got["restored"] is True and got["html"] == "text/html"
