@@ -111,7 +111,11 @@ class Identity:
             self.named = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # check_hostname: the cluster's DNS SAN
             self.member = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
             self.member.check_hostname = False  # any member: the chain is still verified
-            for ctx in (self.server, self.named, self.member):
+            # The peer listener of automatic identity (peer.trust.auto) serves no admin client:
+            # a client without a certificate is refused in the handshake.
+            self.peer_server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self.peer_server.verify_mode = ssl.CERT_REQUIRED
+            for ctx in self._contexts():
                 ctx.minimum_version = ssl.TLSVersion.TLSv1_2
                 ctx.load_verify_locations(cafile=str(ca_cert))
         except ssl.SSLError as exc:
@@ -128,6 +132,10 @@ class Identity:
         self._refusals: dict[tuple[str, str], float] = {}
         self.on_revoked: list[Callable[[], None]] = []  # e.g. the peer client drops its pooled connections
         self.on_new_cert: list[Callable[[], None]] = []  # so: peers see (and learn) the new one at once
+        self.auto: dict[str, Any] | None = None  # automatic identity (peer.trust.auto): listener, CA keeper
+
+    def _contexts(self) -> tuple[ssl.SSLContext, ...]:
+        return (self.server, self.peer_server, self.named, self.member)
 
     # -- own certificate -------------------------------------------------------------------
     def _load_pair(self) -> CertInfo:
@@ -154,7 +162,7 @@ class Identity:
             os.close(fd)
         try:
             ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(pair)  # scratch: the key matches?
-            for ctx in (self.server, self.named, self.member):
+            for ctx in self._contexts():
                 ctx.load_cert_chain(pair)
         except ssl.SSLError as exc:
             raise IdentityError(f"--key: {key_path} does not match --cert {cert_path} ({exc.reason})") from exc
@@ -327,7 +335,7 @@ class Identity:
         """For GET /v1/trust."""
         now = dt.datetime.now(dt.timezone.utc)
         rev = self.revocations
-        return {"mode": "mtls", "cluster": self.name, "ca": self.ca.subject.rfc4514_string(),
+        return {"mode": "mtls", "auto": self.auto, "cluster": self.name, "ca": self.ca.subject.rfc4514_string(),
                 "cert": {"serial": f"{self.current.serial:x}", "not_after": self.current.not_after.isoformat(),
                          "expires_in_s": round((self.current.not_after - now).total_seconds())},
                 "crl": {"number": rev.number if rev.pem else None,
