@@ -404,7 +404,7 @@ class Agent:
             assert self.creds is not None
             files = await Enrolment(name=cfg.name, addr=cfg.addr, data_dir=cfg.data_dir, join=cfg.join,
                                     api_port=cfg.api_port, secret=self.creds.federation_secret,
-                                    stop=self._stop_requested).run()
+                                    stop=self._stop_requested, admin_tls=cfg.tls).run()
         log.info("automatic identity ready in %.3fs%s", time.monotonic() - started,
                  " (this cluster keeps the federation CA)" if files.ca_dir else "")
         self.ca_dir = files.ca_dir

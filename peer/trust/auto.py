@@ -35,6 +35,7 @@ import hashlib
 import hmac
 import json
 import logging
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -200,30 +201,47 @@ def _holders(ca_dir: Path) -> dict[str, str]:
     return {str(k): str(v) for k, v in raw.items()} if isinstance(raw, dict) else {}
 
 
-def join_url(target: str, api_port: int) -> str:
-    """A --join target (IP[:GOSSIP-PORT], [IPv6]:PORT) -> its admin API, on our own --api-port."""
+def join_url(target: str, api_port: int, *, scheme: str = "http") -> str:
+    """A --join target (IP[:GOSSIP-PORT], [IPv6]:PORT) -> its admin API, on our own --api-port
+    and scheme (https when the admin API has --tls-cert: the same setup on every agent)."""
     host = target
     if target.startswith("["):
         host = target[1:target.index("]")]
     elif target.count(":") == 1:
         host = target.split(":")[0]
-    return f"http://{join_hostport(host, api_port)}"
+    return f"{scheme}://{join_hostport(host, api_port)}"
+
+
+class _Unchecked:
+    """The join call over an admin API on https (--tls-cert): the joiner has no CA to check the
+    server with yet; the answer's HMAC is what it trusts (PeerClient's PeerTLS)."""
+
+    def __init__(self) -> None:
+        self.ctx = ssl.create_default_context()
+        self.ctx.check_hostname, self.ctx.verify_mode = False, ssl.CERT_NONE
+
+    def client_ssl(self, base_url: str) -> tuple[ssl.SSLContext, str | None]:
+        return self.ctx, None
+
+    def server_refusal(self, peercert: dict[str, Any] | None, url: str) -> str | None:
+        return None
 
 
 class Enrolment:
     """A joiner's side: ask the --join targets until one answers with a checked certificate."""
 
     def __init__(self, *, name: str, addr: str, data_dir: Path, join: tuple[str, ...], api_port: int,
-                 secret: bytes, stop: asyncio.Event) -> None:
+                 secret: bytes, stop: asyncio.Event, admin_tls: bool = False) -> None:
         self.name, self.addr, self.secret, self.stop = name, addr, secret, stop
         self.files = files_of(data_dir)
-        self.urls = [join_url(t, api_port) for t in join]
+        self.urls = [join_url(t, api_port, scheme="https" if admin_tls else "http") for t in join]
+        self.tls = _Unchecked() if admin_tls else None
 
     async def run(self) -> AutoFiles:
         key = _own_key(self.files)
         csr = _csr(key, self.name)
         delay, logged, started = FIRST_RETRY, -LOG_EVERY, time.monotonic()
-        async with PeerClient(self.secret, sender=self.name) as client:
+        async with PeerClient(self.secret, sender=self.name, tls=self.tls) as client:
             while True:
                 reasons = []
                 for url in self.urls:

@@ -7,6 +7,7 @@ started again on the same data dir, while a fresh request is accepted.
 from __future__ import annotations
 
 import signal
+import ssl
 import stat
 import time
 import urllib.error
@@ -18,7 +19,7 @@ import pytest
 
 from peer.migration.wire import PING
 from peer.nonces import NONCE_FILE, PersistentNonceCache
-from peer.peerwire import CONTENT_TYPE, PeerAuthError, encode, sign
+from peer.peerwire import CONTENT_TYPE, HEADER_FROM, PeerAuthError, encode, sign
 from tests.harness import SECRET, AgentProc, Federation
 from tests.security.conftest import start_and_wait
 
@@ -76,10 +77,16 @@ def lone(tmp_path: Path) -> Iterator[AgentProc]:
 
 
 def _send(agent: AgentProc, body: bytes, headers: dict[str, str]) -> int:
-    req = urllib.request.Request(agent.api + PING, data=body, method="POST",
-                                 headers={**headers, "Content-Type": CONTENT_TYPE})
+    """Over the peer listener's mTLS (automatic identity, the default), as the agent itself: the
+    captured request is replayed by whoever holds a certificate, the nonce cache refuses it."""
+    identity = agent.data_dir / "identity"
+    ctx = ssl.create_default_context(cafile=str(identity / "ca.pem"))
+    ctx.check_hostname = False
+    ctx.load_cert_chain(identity / "cluster.pem", identity / "cluster.key")
+    req = urllib.request.Request(f"https://{agent.addr}:7071{PING}", data=body, method="POST",
+                                 headers={**headers, "Content-Type": CONTENT_TYPE, HEADER_FROM: agent.name})
     try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
+        with urllib.request.urlopen(req, timeout=10, context=ctx) as resp:
             return int(resp.status)
     except urllib.error.HTTPError as exc:
         return int(exc.code)
