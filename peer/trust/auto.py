@@ -146,14 +146,16 @@ def local_identity(*, name: str, addr: str, data_dir: Path, may_found: bool) -> 
         return None
     if files.ca_dir is None:
         ca.init(data_dir / CA_DIR, name=f"roam federation CA (founded by {name})")
+        for path in (data_dir / CA_DIR).iterdir():  # the data dir holds nothing readable by others
+            path.chmod(0o600)
         files = files_of(data_dir)
         log.warning("made a federation CA in %s (this cluster signs the others' joins)", files.ca_dir)
     assert files.ca_dir is not None
     if not _usable(files, name):
         key = _own_key(files)
         cert = sign_join(files.ca_dir, cluster=name, csr_pem=_csr(key, name), ips=(addr,), held=lambda n: False)
-        ca.write_file(files.cert, cert[0], mode=0o644)
-        ca.write_file(files.ca_cert, cert[1], mode=0o644)
+        ca.write_file(files.cert, cert[0], mode=0o600)
+        ca.write_file(files.ca_cert, cert[1], mode=0o600)
     return files
 
 
@@ -278,5 +280,5 @@ class Enrolment:
         check_issued_by(cert, load_cert(ca_pem, what=f"CA from {source}"), what=f"certificate from {source}")
         if cluster_of(cert) != self.name or cert.public_key() != key.public_key():
             raise TrustError(f"{source}: the certificate is not for {self.name}'s key")
-        ca.write_file(self.files.ca_cert, ca_pem, mode=0o644)
-        ca.write_file(self.files.cert, cert_pem, mode=0o644)
+        ca.write_file(self.files.ca_cert, ca_pem, mode=0o600)  # (the data dir: nothing readable by others)
+        ca.write_file(self.files.cert, cert_pem, mode=0o600)

@@ -229,7 +229,7 @@ class Identity:
             return "older"
         if new.number == old.number:
             return "same"
-        write_atomic(self.data_dir / CRL_FILE, pem, mode=0o644)
+        write_atomic(self.data_dir / CRL_FILE, pem, mode=0o600)  # in the data dir: nothing readable by others
         self.revocations = new
         newly = sorted(new.serials - old.serials)
         names = ", ".join(f"{self.seen.get(s, '?')} (serial {s:x})" for s in newly) or "nothing new"
