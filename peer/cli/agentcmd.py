@@ -125,6 +125,7 @@ def run_agent(args: argparse.Namespace) -> int:
     from peer.credentials import CredentialError
     from peer.datadir import StartRefused
     from peer.records.store import StoreError
+    from peer.trust.auto import EnrolmentError
     from peer.trust.identity import IdentityError
 
     try:
@@ -134,7 +135,7 @@ def run_agent(args: argparse.Namespace) -> int:
         pass
     try:
         asyncio.run(Agent(config).run_until_signalled())
-    except (CredentialError, IdentityError) as exc:
+    except (CredentialError, IdentityError, EnrolmentError) as exc:
         print(f"roam agent: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except StartRefused as exc:  # another agent on this address, or a data dir we cannot make private

@@ -76,6 +76,10 @@ class JoinRefused(ca.CAError):
         self.status = status
 
 
+class EnrolmentError(TrustError):
+    """This agent can neither use, make nor ask for an identity (one line at start, exit 2)."""
+
+
 class EnrolmentAborted(RoamError):
     """The agent was asked to stop while it was still waiting for its certificate."""
 
@@ -142,8 +146,8 @@ def local_identity(*, name: str, addr: str, data_dir: Path, may_found: bool) -> 
     files = files_of(data_dir)
     if files.ca_dir is None and _usable(files, name):
         return files
-    if files.ca_dir is None and not may_found:
-        return None
+    if files.ca_dir is None and (not may_found or files.ca_cert.exists()):
+        return None  # enrolled once (its certificate expired or was lost): never a second CA
     if files.ca_dir is None:
         ca.init(data_dir / CA_DIR, name=f"roam federation CA (founded by {name})")
         for path in (data_dir / CA_DIR).iterdir():  # the data dir holds nothing readable by others
@@ -240,6 +244,10 @@ class Enrolment:
         self.tls = _Unchecked() if admin_tls else None
 
     async def run(self) -> AutoFiles:
+        if not self.urls:
+            raise EnrolmentError(f"{self.files.cert}: no usable certificate of the federation CA in the data dir "
+                                 "and no --join to enrol at (an agent without --join founds a CA only on a data dir "
+                                 "that never had one)")
         key = _own_key(self.files)
         csr = _csr(key, self.name)
         delay, logged, started = FIRST_RETRY, -LOG_EVERY, time.monotonic()

@@ -125,3 +125,21 @@ def test_a_founder_makes_the_ca_and_a_restart_keeps_everything(tmp_path: Path) -
     files.cert.unlink()  # the keeper lost its certificate: it issues itself a new one, same key, same CA
     auto.local_identity(name="c1", addr="10.0.0.1", data_dir=tmp_path / "c1", may_found=False)
     assert files.key.read_bytes() == kept[1] and cluster_of(load_cert(files.cert.read_bytes(), what="c1")) == "c1"
+
+
+def test_an_enrolled_agent_never_founds_a_second_ca(tmp_path: Path) -> None:
+    keeper = auto.local_identity(name="c1", addr="10.0.0.1", data_dir=tmp_path / "c1", may_found=True)
+    assert keeper is not None
+    joiner = auto.files_of(tmp_path / "c2")
+    joiner.cert.parent.mkdir(parents=True)
+    joiner.ca_cert.write_bytes(keeper.ca_cert.read_bytes())  # enrolled once; its certificate is gone
+    assert auto.local_identity(name="c2", addr="10.0.0.2", data_dir=tmp_path / "c2", may_found=True) is None
+    assert not (tmp_path / "c2" / "ca").exists()
+
+
+async def test_no_identity_and_nobody_to_ask_is_one_line(tmp_path: Path) -> None:
+    import asyncio
+
+    with pytest.raises(auto.EnrolmentError, match="no --join to enrol at"):
+        await auto.Enrolment(name="c2", addr="10.0.0.2", data_dir=tmp_path, join=(), api_port=7070,
+                             secret=b"s" * 32, stop=asyncio.Event()).run()
