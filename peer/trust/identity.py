@@ -126,6 +126,8 @@ class Identity:
         self.current = self._load_pair()
         self._failed: Stamp | None = None
         self.revocations = self._stored_revocations()
+        if self.revocations.pem:
+            self._check_in_handshake()
         self.seen: dict[int, str] = {}  # serial -> cluster, from verified peer certificates (for logs)
         self._open: dict[int, set[asyncio.BaseTransport]] = {}  # serial -> its connections (closed on revocation)
         self._admitted = 0
@@ -231,6 +233,7 @@ class Identity:
             return "same"
         write_atomic(self.data_dir / CRL_FILE, pem, mode=0o600)  # in the data dir: nothing readable by others
         self.revocations = new
+        self._check_in_handshake()
         newly = sorted(new.serials - old.serials)
         names = ", ".join(f"{self.seen.get(s, '?')} (serial {s:x})" for s in newly) or "nothing new"
         log.warning("revocation list #%d from %s applied: revoked %s", new.number, source, names)
@@ -246,6 +249,20 @@ class Identity:
         for callback in self.on_revoked:
             callback()
         return "applied"
+
+    def _check_in_handshake(self) -> None:
+        """The peer listener of automatic identity also refuses a revoked client in the TLS
+        handshake: the list (DATA/trust-crl.pem, just written) goes into its context's store with
+        VERIFY_CRL_CHECK_LEAF. OpenSSL cannot drop a list it loaded, but the CA's lists only grow
+        and OpenSSL picks the one with the latest lastUpdate, so adding each new one suffices; the
+        per-request check (`admit`) stays, for the opt-in context (admin clients share it) and for
+        connections already open (closed in `apply_crl`)."""
+        try:
+            self.peer_server.load_verify_locations(cafile=str(self.data_dir / CRL_FILE))
+            self.peer_server.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
+        except (OSError, ssl.SSLError) as exc:
+            log.warning("revocation list not loaded into the peer listener's handshake (checked per request "
+                        "only): %s", exc)
 
     # -- who a request comes from ------------------------------------------------------------
     def admit(self, transport: asyncio.BaseTransport | None, claimed: str | None) -> str:
