@@ -1,5 +1,5 @@
 """Automatic identity (issue 19): what mTLS by default costs a bare federation. Real agents on
-127.0.101.11-13 (loopback), started with the CLI contract's flags only, against the same with
+127.0.101.11-13 (loopback), started with the CLI contract's flags and --peer-tls, against the same with
 --no-peer-tls (the federation secret only), interleaved run by run.
 
   formed      first agent started -> every agent sees all three alive with their load
@@ -28,7 +28,7 @@ STAGES = ("pr", "replication", "wait", "reroute", "deploy")
 
 
 async def one_run(auto: bool) -> dict[str, float]:
-    extra = ["--no-auto-migrate"] + ([] if auto else ["--no-peer-tls"])
+    extra = ["--no-auto-migrate", "--peer-tls" if auto else "--no-peer-tls"]
     with tempfile.TemporaryDirectory(prefix="roam-autoid-") as tmp:
         async with federation(Path(tmp)) as fed:
             started = time.monotonic()

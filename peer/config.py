@@ -98,7 +98,7 @@ class AgentConfig:
     key: Path | None = None
     ca_dir: Path | None = None  # the federation CA kept on this cluster: it signs enrolments (peer.trust.enrol)
     peer_port: int | None = None  # the mTLS peer listener under automatic identity (None: --api-port + 1)
-    peer_tls: bool = True  # automatic identity when no --ca-cert/--cert/--key (peer.trust.auto); --no-peer-tls
+    peer_tls: bool = False  # --peer-tls: automatic identity when no --ca-cert/--cert/--key (peer.trust.auto)
 
     @property
     def auto_identity(self) -> bool:
@@ -303,8 +303,11 @@ def build_config(args: argparse.Namespace) -> AgentConfig:
 
 
 def _peer_listener(src: Settings) -> dict[str, Any]:
-    """--peer-port and --no-peer-tls (TOML `peer_port`, `peer_tls = false`)."""
-    peer_tls = False if getattr(src.args, "no_peer_tls", False) else src.pick("peer_tls")
+    """--peer-port and --peer-tls/--no-peer-tls (TOML `peer_port`, `peer_tls`). Off by default this
+    round: a federation whose CA keeper's site is lost and rebuilt on an empty data dir cannot
+    re-enrol it (README "mTLS between peers: automatic identity")."""
+    flag = getattr(src.args, "peer_tls", None)
+    peer_tls = False if getattr(src.args, "no_peer_tls", False) else flag if flag is not None else src.pick("peer_tls")
     if not isinstance(peer_tls, bool):
         raise ConfigError(f"peer_tls: expected true or false, got {peer_tls!r}")
     raw = src.pick("peer_port")

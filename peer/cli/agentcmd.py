@@ -82,8 +82,11 @@ AGENT_OPTIONS = [
          help="the federation CA kept on this cluster: sign enrolments with one-time join tokens (`roam ca token`)"),
     _opt("--peer-port", "peer_port", type=int, metavar="PORT",
          help="automatic identity: the mTLS peer listener on --addr (default --api-port + 1)"),
+    _opt("--peer-tls", "peer_tls", flag_value=True, default=None,
+         help="automatic identity: a certificate from the federation CA (made by the agent without --join), "
+              "the peer API on its own mTLS listener (--peer-port); the admin API unchanged"),
     _opt("--no-peer-tls", "no_peer_tls", is_flag=True,
-         help="no automatic identity: the peer API on the admin port, federation secret only (benchmarks)"),
+         help="no automatic identity (the default this round): the peer API on the admin port, federation secret only"),
     _opt("--auto-migrate", "auto_migrate", flag_value=True, default=None,
          help="let policy triggers move services (link quality, overload, failback); off by default"),
     _opt("--no-auto-migrate", "no_auto_migrate", is_flag=True, help="only migrate on request (the default)"),

@@ -1,4 +1,4 @@
-"""A captured peer request cannot be replayed after the agent restarts (peer.nonces).
+"""A captured peer request cannot be replayed after the agent restarts (peer.peering.nonces).
 
 Unit tests of the persistent cache, then one real agent (127.0.23.20): a signed PING is
 accepted once, refused as a replay, and still refused after the agent was SIGKILLed and
@@ -7,7 +7,6 @@ started again on the same data dir, while a fresh request is accepted.
 from __future__ import annotations
 
 import signal
-import ssl
 import stat
 import time
 import urllib.error
@@ -18,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from peer.migration.wire import PING
-from peer.nonces import NONCE_FILE, PersistentNonceCache
-from peer.peerwire import CONTENT_TYPE, HEADER_FROM, PeerAuthError, encode, sign
+from peer.peering.nonces import NONCE_FILE, PersistentNonceCache
+from peer.peering.wire import CONTENT_TYPE, PeerAuthError, encode, sign
 from tests.harness import SECRET, AgentProc, Federation
 from tests.security.conftest import start_and_wait
 
@@ -77,16 +76,10 @@ def lone(tmp_path: Path) -> Iterator[AgentProc]:
 
 
 def _send(agent: AgentProc, body: bytes, headers: dict[str, str]) -> int:
-    """Over the peer listener's mTLS (automatic identity, the default), as the agent itself: the
-    captured request is replayed by whoever holds a certificate, the nonce cache refuses it."""
-    identity = agent.data_dir / "identity"
-    ctx = ssl.create_default_context(cafile=str(identity / "ca.pem"))
-    ctx.check_hostname = False
-    ctx.load_cert_chain(identity / "cluster.pem", identity / "cluster.key")
-    req = urllib.request.Request(f"https://{agent.addr}:7071{PING}", data=body, method="POST",
-                                 headers={**headers, "Content-Type": CONTENT_TYPE, HEADER_FROM: agent.name})
+    req = urllib.request.Request(agent.api + PING, data=body, method="POST",
+                                 headers={**headers, "Content-Type": CONTENT_TYPE})
     try:
-        with urllib.request.urlopen(req, timeout=10, context=ctx) as resp:
+        with urllib.request.urlopen(req, timeout=10) as resp:
             return int(resp.status)
     except urllib.error.HTTPError as exc:
         return int(exc.code)

@@ -1,5 +1,5 @@
 """Automatic identity (peer.trust.auto) with real agents on loopback (127.0.100.x): three agents
-started with the CLI contract's flags only form over mTLS (a joiner started before the agent it
+started with the CLI contract's flags and --peer-tls only form over mTLS (a joiner started before the agent it
 joins, one enrolled through a relay), the peer listener refuses a client without a certificate,
 the admin port refuses /peer/, a migration works, a restarted agent keeps its certificate, a
 newcomer claiming a live member's name is refused, and `roam ca revoke` on the automatic CA
@@ -25,6 +25,7 @@ pytestmark = pytest.mark.integration
 
 ADDRS = {"c1": "127.0.100.11", "c2": "127.0.100.12", "c3": "127.0.100.13"}
 IMPOSTOR = "127.0.100.14"
+BARE = ["--no-auto-migrate", "--peer-tls"]  # the contract's flags, and automatic identity (opt-in this round)
 CLASSIFIER = [sys.executable, "-m", "peer.samples.classifier", "--host", "{host}", "--port", "{port}"]
 
 
@@ -68,9 +69,9 @@ async def serial(fed: Federation, name: str, of: str | None = None) -> str:
 async def test_bare_agents_form_over_mtls_and_keep_their_identity(tmp_path: Path) -> None:
     async with federation(tmp_path) as fed:
         started = time.monotonic()
-        fed.add("c2", ADDRS["c2"], join=[ADDRS["c1"]]).start()  # before the agent it joins
-        fed.add("c1", ADDRS["c1"]).start()  # no --join: makes the federation CA
-        fed.add("c3", ADDRS["c3"], join=[ADDRS["c2"]]).start()  # enrols through c2, relayed to c1
+        fed.add("c2", ADDRS["c2"], join=[ADDRS["c1"]], extra=BARE).start()  # before the agent it joins
+        fed.add("c1", ADDRS["c1"], extra=BARE).start()  # no --join: makes the federation CA
+        fed.add("c3", ADDRS["c3"], join=[ADDRS["c2"]], extra=BARE).start()  # enrols through c2, relayed to c1
         for name in ADDRS:
             await fed.wait_healthy(name, timeout=60)
         await fed.wait_formed(ADDRS, timeout=60)
@@ -115,7 +116,7 @@ async def test_bare_agents_form_over_mtls_and_keep_their_identity(tmp_path: Path
         assert await serial(fed, "c2") == before
 
         # A newcomer claiming the live c2's name is refused enrolment (first come, first served).
-        impostor = fed.add("c2x", IMPOSTOR, join=[ADDRS["c3"]])
+        impostor = fed.add("c2x", IMPOSTOR, join=[ADDRS["c3"]], extra=BARE)
         impostor.args[1] = "c2"  # --name c2, its own data dir
         impostor.start()
         await wait_until(lambda: "refused 409" in impostor.log_text(), timeout=30, what="the impostor refused")

@@ -24,15 +24,20 @@ def args(**kw: Any) -> argparse.Namespace:
     return argparse.Namespace(**{**base, **kw})
 
 
-def test_automatic_identity_is_the_default_and_has_its_own_port(tmp_path: Path) -> None:
-    config = build_config(args())
+def test_automatic_identity_is_opt_in_and_has_its_own_port(tmp_path: Path) -> None:
+    assert not build_config(args()).auto_identity  # off by default this round (README)
+    config = build_config(args(peer_tls=True))
     assert config.auto_identity and config.peer_listen_port == 7071 and config.api_url == "http://127.0.0.1:7070"
-    assert build_config(args(api_port=8000)).peer_listen_port == 8001
-    assert build_config(args(peer_port=9443)).peer_listen_port == 9443
-    assert not build_config(args(no_peer_tls=True)).auto_identity
+    assert build_config(args(peer_tls=True, api_port=8000)).peer_listen_port == 8001
+    assert build_config(args(peer_tls=True, peer_port=9443)).peer_listen_port == 9443
+    assert not build_config(args(peer_tls=True, no_peer_tls=True)).auto_identity
     toml = tmp_path / "agent.toml"
-    toml.write_text("peer_tls = false\n")
-    assert not build_config(args(config=str(toml))).auto_identity
+    toml.write_text("peer_tls = true\n")
+    assert build_config(args(config=str(toml))).auto_identity
+    assert not build_config(args(config=str(toml), no_peer_tls=True)).auto_identity
+    toml.write_text("peer_tls = 1\n")
+    with pytest.raises(ConfigError, match="peer_tls: expected true or false"):
+        build_config(args(config=str(toml)))
 
 
 @pytest.mark.parametrize(("kw", "message"), [
@@ -43,7 +48,7 @@ def test_automatic_identity_is_the_default_and_has_its_own_port(tmp_path: Path) 
 ])
 def test_bad_peer_ports_are_one_line(kw: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        build_config(args(**kw))
+        build_config(args(peer_tls=True, **kw))
 
 
 def test_tags_carry_the_peer_port_and_the_ca_keeper_compactly() -> None:
