@@ -1,4 +1,4 @@
-"""A captured peer request cannot be replayed after the agent restarts (peer.peering.nonces).
+"""A captured peer request cannot be replayed after the agent restarts (peer.nonces).
 
 Unit tests of the persistent cache, then one real agent (127.0.23.20): a signed PING is
 accepted once, refused as a replay, and still refused after the agent was SIGKILLed and
@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from peer.migration.wire import PING
-from peer.peering.nonces import NONCE_FILE, PersistentNonceCache
-from peer.peering.wire import CONTENT_TYPE, PeerAuthError, encode, sign
+from peer.nonces import NONCE_FILE, PersistentNonceCache
+from peer.peerwire import CONTENT_TYPE, PeerAuthError, encode, sign
 from tests.harness import SECRET, AgentProc, Federation
 from tests.security.conftest import start_and_wait
 
