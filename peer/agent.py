@@ -74,7 +74,7 @@ from peer.trust.authorship import record_guard
 from peer.trust.guard import identity_middleware
 from peer.trust.renew import Renewer, add_renew_route
 from peer.trust.identity import Identity
-from peer.trust.auto import AutoFiles, Enrolment, EnrolmentAborted, local_identity
+from peer.trust.auto import EnrolmentAborted, automatic_identity
 from peer.trust.joining import JoinRoutes, listener_middleware
 from peer.trust.spread import TrustSpread
 from placement import ClusterView, Thresholds
@@ -184,7 +184,9 @@ class Agent:
                                           secret_file=cfg.secret_file, reader_token_file=cfg.reader_token_file)
             changed = make_private(cfg.data_dir)  # also sets umask 077 for what the agent writes later
             if cfg.auto_identity:  # made here, or enrolled at a --join target (may wait for one)
-                self.identity = self._auto_identity(await self._auto_files())
+                self.identity, self.ca_dir = await automatic_identity(
+                    cfg, secret=self.creds.federation_secret, stop=self._stop_requested, owner_of=self._owner_of,
+                    peer_url=self.peer_url)
             else:
                 self.identity = self._make_identity()  # a bad certificate, key or CA: one line, nothing started
         except BaseException:
@@ -393,30 +395,6 @@ class Agent:
 
         return Identity(name=cfg.name, ca_cert=cfg.ca_cert, cert=cfg.cert, key=cfg.key, data_dir=cfg.data_dir,
                         owner_of=self._owner_of)
-
-    async def _auto_files(self) -> AutoFiles:
-        """Automatic identity (peer.trust.auto): the files kept in the data dir, a new CA when this
-        agent founds the federation (no --join), else a certificate from the CA through a join target."""
-        cfg = self.config
-        started = time.monotonic()
-        files = local_identity(name=cfg.name, addr=cfg.addr, data_dir=cfg.data_dir, may_found=not cfg.join)
-        if files is None:
-            assert self.creds is not None
-            files = await Enrolment(name=cfg.name, addr=cfg.addr, data_dir=cfg.data_dir, join=cfg.join,
-                                    api_port=cfg.api_port, secret=self.creds.federation_secret,
-                                    stop=self._stop_requested, admin_tls=cfg.tls).run()
-        log.info("automatic identity ready in %.3fs%s", time.monotonic() - started,
-                 " (this cluster keeps the federation CA)" if files.ca_dir else "")
-        self.ca_dir = files.ca_dir
-        return files
-
-    def _auto_identity(self, files: AutoFiles) -> Identity:
-        cfg = self.config
-        identity = Identity(name=cfg.name, ca_cert=files.ca_cert, cert=files.cert, key=files.key,
-                            data_dir=cfg.data_dir, owner_of=self._owner_of)
-        identity.auto = {"peer": self.peer_url, "ca_keeper": files.ca_dir is not None,
-                         "ca_dir": str(files.ca_dir) if files.ca_dir else None}
-        return identity
 
     @property
     def peer_url(self) -> str:

@@ -48,8 +48,10 @@ from peer.lazyimport import lazy
 from peer.peerclient import PeerClient, PeerError, PeerRefused
 from peer.trust import ca
 from peer.trust.certs import TrustError, check_issued_by, cluster_of, load_cert
+from peer.trust.identity import Identity
 
 if TYPE_CHECKING:
+    from peer.config import AgentConfig
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -290,3 +292,22 @@ class Enrolment:
             raise TrustError(f"{source}: the certificate is not for {self.name}'s key")
         ca.write_file(self.files.ca_cert, ca_pem, mode=0o600)  # (the data dir: nothing readable by others)
         ca.write_file(self.files.cert, cert_pem, mode=0o600)
+
+
+async def automatic_identity(cfg: AgentConfig, *, secret: bytes, stop: asyncio.Event,
+                             owner_of: Callable[[str], str | None], peer_url: str) -> tuple[Identity, Path | None]:
+    """The agent's identity under --peer-tls, and the CA directory when it keeps the CA: the files
+    kept in the data dir, a new CA when it founds the federation (no --join), else a certificate
+    from the CA through a join target (waits for one; EnrolmentAborted when `stop` is set)."""
+    started = time.monotonic()
+    files = local_identity(name=cfg.name, addr=cfg.addr, data_dir=cfg.data_dir, may_found=not cfg.join)
+    if files is None:
+        files = await Enrolment(name=cfg.name, addr=cfg.addr, data_dir=cfg.data_dir, join=cfg.join,
+                                api_port=cfg.api_port, secret=secret, stop=stop, admin_tls=cfg.tls).run()
+    log.info("automatic identity ready in %.3fs%s", time.monotonic() - started,
+             " (this cluster keeps the federation CA)" if files.ca_dir else "")
+    identity = Identity(name=cfg.name, ca_cert=files.ca_cert, cert=files.cert, key=files.key,
+                        data_dir=cfg.data_dir, owner_of=owner_of)
+    identity.auto = {"peer": peer_url, "ca_keeper": files.ca_dir is not None,
+                     "ca_dir": str(files.ca_dir) if files.ca_dir else None}
+    return identity, files.ca_dir
