@@ -91,7 +91,8 @@ async def main(runs: int) -> None:
                     "--no-auto-migrate", "--ca-cert", str(d / "ca.pem"), "--cert", str(d / "cluster.pem"),
                     "--key", str(d / "cluster.key")]).start()
             for name, addr in PLAIN.items():
-                fed.add(name, addr, join=[PLAIN["p1"]] if name != "p1" else []).start()
+                fed.add(name, addr, join=[PLAIN["p1"]] if name != "p1" else [],
+                        extra=["--no-auto-migrate", "--no-peer-tls"]).start()  # the federation secret only
             api = {**{n: f"https://{a}:7070" for n, a in ID.items()}, **{n: f"http://{a}:7070" for n, a in PLAIN.items()}}
             headers = {"Authorization": f"Bearer {TOKEN}"}
 

@@ -19,9 +19,12 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
+from pathlib import Path
+
 from aiohttp import web
 
 from lb.balancer import Claim, LoadBalancer
+from lb.hostport import join_hostport
 from peer.migration.wire import ForwardedOp
 from peer.api.admin import add_admin_routes
 from peer.api.audit import AUDIT_FILE, AuditLog, add_audit_routes, audit_middleware
@@ -72,6 +75,8 @@ from peer.trust.authorship import record_guard
 from peer.trust.guard import identity_middleware
 from peer.trust.renew import Renewer, add_renew_route
 from peer.trust.identity import Identity
+from peer.trust.auto import EnrolmentAborted, automatic_identity
+from peer.trust.joining import JoinRoutes, listener_middleware
 from peer.trust.spread import TrustSpread
 from placement import ClusterView, Thresholds
 
@@ -117,6 +122,7 @@ class Agent:
         self.nonces: PersistentNonceCache | None = None
         self.identity: Identity | None = None  # per-cluster identity, mTLS on the peer API (peer.trust)
         self.trust: TrustSpread | None = None  # revocation lists to and from peers (peer.trust.spread)
+        self.ca_dir: Path | None = config.ca_dir  # the CA kept here: --ca-dir, or the automatic one (peer.trust.auto)
         self._stop_requested = asyncio.Event()
         self._stop_everything = False
         self._business: frozenset[str] = frozenset()  # clusters our records name (refreshed each second)
@@ -157,7 +163,7 @@ class Agent:
 
     def api_url_of(self, cluster: str) -> str | None:
         member = self.membership.get(cluster)
-        return None if member is None else member.api_url
+        return None if member is None else member.peer_url
 
     async def publish(self, record: Record, extra: frozenset[str] = frozenset()) -> None:
         """Push a changed record to the clusters that share it, in the background."""
@@ -180,7 +186,12 @@ class Agent:
             self.creds = load_credentials(data_dir=cfg.data_dir, token_file=cfg.token_file,
                                           secret_file=cfg.secret_file, reader_token_file=cfg.reader_token_file)
             changed = make_private(cfg.data_dir)  # also sets umask 077 for what the agent writes later
-            self.identity = self._make_identity()  # a bad certificate, key or CA: one line, nothing started
+            if cfg.auto_identity:  # made here, or enrolled at a --join target (may wait for one)
+                self.identity, self.ca_dir = await automatic_identity(
+                    cfg, secret=self.creds.federation_secret, stop=self._stop_requested, owner_of=self._owner_of,
+                    peer_url=self.peer_url)
+            else:
+                self.identity = self._make_identity()  # a bad certificate, key or CA: one line, nothing started
         except BaseException:
             self._lock.release()
             raise
@@ -209,7 +220,8 @@ class Agent:
         write_local_hint(cfg, token_file=self.creds.token_path)  # for `roam` on this host (no secret in it)
         if changed:  # said once up, so that a refusal to start stays one line
             log.warning("made %d path(s) in %s private (0700 dirs, 0600 files)", changed, cfg.data_dir)
-        log.info("agent %s up: api %s, dashboard %s/ui/", cfg.name, cfg.api_url, cfg.api_url)
+        log.info("agent %s up: api %s, dashboard %s/ui/%s", cfg.name, cfg.api_url, cfg.api_url,
+                 f", peer API (mTLS) {self.peer_url}" if cfg.auto_identity else "")
 
     def request_stop(self, *, everything: bool = False) -> None:
         """End `run_until_signalled`: the agent only (a restart), or with its data plane (drain)."""
@@ -245,7 +257,9 @@ class Agent:
         await self.services.reconcile()
         self.refresh_business()
         self.gossip = Gossip(config=self.config, secret=self.creds.federation_secret, membership=self.membership,
-                             metrics=self.metrics, initial_load=self.current_load(), watched=self.business)
+                             metrics=self.metrics, initial_load=self.current_load(), watched=self.business,
+                             peer_port=self.config.peer_listen_port if self.config.auto_identity else None,
+                             keeps_ca=self.config.auto_identity and self.ca_dir is not None)
         self.gossip.on_status_change(self._on_status_change)
         await self.gossip.start()
         await self._start_http()
@@ -269,7 +283,7 @@ class Agent:
         ]
         if self.identity is not None:
             renewer = Renewer(identity=self.identity, client=self.client, here=self.here, members=self._live_apis,
-                              ca_dir=self.config.ca_dir)
+                              ca_dir=self.ca_dir)
             loops += [("identity", self.identity.watch), ("trust-sync", self.trust.run),
                       ("cert-renewal", renewer.run)]
         if self.config.auto_migrate:
@@ -337,9 +351,12 @@ class Agent:
 
     async def _start_http(self) -> None:
         assert self.creds is not None and self.antientropy and self.services
+        cfg = self.config
+        split = [listener_middleware(peer_port=cfg.peer_listen_port, admin_url=cfg.api_url, peer_url=self.peer_url)
+                 ] if cfg.auto_identity else []
         app = web.Application(
             client_max_size=PEER_BODY_LIMIT,
-            middlewares=[audit_middleware(self.audit), error_middleware, rate_limit_middleware(),
+            middlewares=[*split, audit_middleware(self.audit), error_middleware, rate_limit_middleware(),
                          bearer_auth_middleware(self.creds.admin_token, reader=self.creds.reader_token),
                          *([identity_middleware(self.identity)] if self.identity is not None else []),
                          peer_auth_middleware(self.creds.federation_secret, nonces=self.nonces)],
@@ -347,9 +364,13 @@ class Agent:
         assert self.trust is not None
         self.trust.add_routes(app)
         if self.identity is not None:
-            add_renew_route(app, identity=self.identity, ca_dir=self.config.ca_dir)
-        add_enrol_routes(app, ca_dir=self.config.ca_dir,
-                         ca_pem=self.config.ca_cert.read_bytes() if self.config.ca_cert else None)
+            add_renew_route(app, identity=self.identity, ca_dir=self.ca_dir)
+        if cfg.auto_identity:
+            assert self.nonces is not None and self.client is not None
+            JoinRoutes(here=self.here, secret=self.creds.federation_secret, nonces=self.nonces, ca_dir=self.ca_dir,
+                       membership=self.membership, client=self.client).add_routes(app)
+        add_enrol_routes(app, ca_dir=self.ca_dir,
+                         ca_pem=self.identity.paths[0].read_bytes() if self.identity is not None else None)
         add_audit_routes(app, self.audit)
         app["admin_body_limit"] = MAX_BODY
         quiet_protocol_errors()  # a malformed request from anyone: one WARNING a minute, no traceback
@@ -367,23 +388,33 @@ class Agent:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.addr, self.config.api_port, ssl_context=self._ssl_context())
         await site.start()
+        if cfg.auto_identity and self.identity is not None:  # the peer API's own listener: mTLS only
+            await web.TCPSite(self._runner, cfg.addr, cfg.peer_listen_port, ssl_context=self.identity.peer_server).start()
 
     def _make_identity(self) -> Identity | None:
         cfg = self.config
         if cfg.ca_cert is None or cfg.cert is None or cfg.key is None:
             return None
 
-        def owner_of(url: str) -> str | None:
-            return next((m.name for m in self.membership.all() if m.api_url == url.rstrip("/")), None)
-
         return Identity(name=cfg.name, ca_cert=cfg.ca_cert, cert=cfg.cert, key=cfg.key, data_dir=cfg.data_dir,
-                        owner_of=owner_of)
+                        owner_of=self._owner_of)
+
+    @property
+    def peer_url(self) -> str:
+        """Where peers reach this agent's peer API."""
+        cfg = self.config
+        if cfg.auto_identity:
+            return f"https://{join_hostport(cfg.addr, cfg.peer_listen_port)}"
+        return cfg.api_url
+
+    def _owner_of(self, url: str) -> str | None:
+        return next((m.name for m in self.membership.all() if m.peer_url == url.rstrip("/")), None)
 
     def _live_apis(self) -> list[tuple[str, str]]:
-        return [(m.name, m.api_url) for m in self.membership.alive() if m.name != self.here and m.api_url]
+        return [(m.name, m.peer_url) for m in self.membership.alive() if m.name != self.here and m.peer_url]
 
     def _ssl_context(self) -> ssl.SSLContext | None:
-        if self.identity is not None:
+        if self.identity is not None and not self.config.auto_identity:
             return self.identity.server
         if not self.config.tls_cert or not self.config.tls_key:
             return None
@@ -444,7 +475,11 @@ class Agent:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
-        await self.start()
+        try:
+            await self.start()
+        except EnrolmentAborted as exc:  # stopped before the federation CA answered: nothing to stop
+            log.warning("%s", exc)
+            return
         identity = self.identity
         if identity is not None:  # SIGHUP: re-read the certificate and key now (rotation)
             loop.add_signal_handler(signal.SIGHUP, lambda: identity.reload(why="SIGHUP"))

@@ -97,6 +97,19 @@ class AgentConfig:
     cert: Path | None = None
     key: Path | None = None
     ca_dir: Path | None = None  # the federation CA kept on this cluster: it signs enrolments (peer.trust.enrol)
+    peer_port: int | None = None  # the mTLS peer listener under automatic identity (None: --api-port + 1)
+    peer_tls: bool = False  # --peer-tls: automatic identity when no --ca-cert/--cert/--key (peer.trust.auto)
+
+    @property
+    def auto_identity(self) -> bool:
+        """Per-cluster identity made and enrolled by the agent itself (peer.trust.auto): the peer
+        API on its own mTLS listener, the admin API unchanged. Off with explicit identity files
+        (the whole API is then https, as before) or --no-peer-tls."""
+        return self.peer_tls and self.cert is None
+
+    @property
+    def peer_listen_port(self) -> int:
+        return self.peer_port if self.peer_port is not None else self.api_port + 1
 
     @property
     def tls(self) -> bool:
@@ -285,7 +298,29 @@ def build_config(args: argparse.Namespace) -> AgentConfig:
         probe_budget=_probe_budget(src.pick("probe_budget")),
         ca_cert=ca_cert, cert=cert, key=key,
         ca_dir=_ca_dir(src.pick("ca_dir"), ca_cert=ca_cert),
+        **_peer_listener(src),
     )
+
+
+def _peer_listener(src: Settings) -> dict[str, Any]:
+    """--peer-port and --peer-tls/--no-peer-tls (TOML `peer_port`, `peer_tls`). Off by default this
+    round: a federation whose CA keeper's site is lost and rebuilt on an empty data dir cannot
+    re-enrol it (README "mTLS between peers: automatic identity")."""
+    flag = getattr(src.args, "peer_tls", None)
+    peer_tls = False if getattr(src.args, "no_peer_tls", False) else flag if flag is not None else src.pick("peer_tls")
+    if not isinstance(peer_tls, bool):
+        raise ConfigError(f"peer_tls: expected true or false, got {peer_tls!r}")
+    raw = src.pick("peer_port")
+    port = None if raw is None else _port(raw, what="--peer-port")
+    api_port = src.pick("api_port")
+    effective = port if port is not None else (api_port + 1 if isinstance(api_port, int) else None)
+    if effective is not None and effective > 65535:
+        raise ConfigError(f"--peer-port: --api-port {api_port} + 1 is no port; give --peer-port")
+    clash = {"api_port": "--api-port", "gossip_port": "--gossip-port", "rpc_port": "--rpc-port"}
+    for key, flag in clash.items():
+        if peer_tls and effective is not None and src.pick(key) == effective:
+            raise ConfigError(f"--peer-port: {effective} is also {flag}")
+    return {"peer_port": port, "peer_tls": peer_tls}
 
 
 def _required_label(src: Settings, key: str, pattern: re.Pattern[str], problem: str) -> str:

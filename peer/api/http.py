@@ -22,8 +22,8 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 #: /v1/trust/ca is the public CA certificate; /v1/trust/enrol is authenticated by its one-time
-#: join token (peer.trust.enrol).
-OPEN_PATHS = frozenset({"/v1/health", "/ui", "/v1/trust/ca", "/v1/trust/enrol"})
+#: join token (peer.trust.enrol); /v1/trust/join by the federation secret's HMAC (peer.trust.auto).
+OPEN_PATHS = frozenset({"/v1/health", "/ui", "/v1/trust/ca", "/v1/trust/enrol", "/v1/trust/join"})
 #: The dashboard's static files hold no secret; the API calls they make carry the token.
 OPEN_PREFIXES = ("/peer/", "/ui/")
 MAX_BODY = 64 * 1024

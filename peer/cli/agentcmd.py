@@ -34,7 +34,7 @@ def _default(key: str, attribute: str | None = None) -> str:
 AGENT_OPTIONS = [
     _opt("--name", help="cluster name (DNS-1123 label), also the Serf node name"),
     _opt("--addr", help="local IP every listener binds to"),
-    _opt("--api-port", "api_port", type=int, help=f"admin and peer API port (default {_default('api_port')})"),
+    _opt("--api-port", "api_port", type=int, help=f"admin API port (and the peer API with --no-peer-tls or explicit identity; default {_default('api_port')})"),
     _opt("--gossip-port", "gossip_port", type=int, help=f"Serf gossip port (default {_default('gossip_port')})"),
     _opt("--rpc-port", "rpc_port", type=int, help=f"Serf RPC port on --addr (default {_default('rpc_port')})"),
     _opt("--join", multiple=True, metavar="IP[:PORT]", help="peer to join (repeat)"),
@@ -80,6 +80,13 @@ AGENT_OPTIONS = [
     _opt("--key", type=click.Path(), metavar="FILE", help="this cluster's key (0600), reloaded on change"),
     _opt("--ca-dir", "ca_dir", type=click.Path(), metavar="DIR",
          help="the federation CA kept on this cluster: sign enrolments with one-time join tokens (`roam ca token`)"),
+    _opt("--peer-port", "peer_port", type=int, metavar="PORT",
+         help="automatic identity: the mTLS peer listener on --addr (default --api-port + 1)"),
+    _opt("--peer-tls", "peer_tls", flag_value=True, default=None,
+         help="automatic identity: a certificate from the federation CA (made by the agent without --join), "
+              "the peer API on its own mTLS listener (--peer-port); the admin API unchanged"),
+    _opt("--no-peer-tls", "no_peer_tls", is_flag=True,
+         help="no automatic identity (the default this round): the peer API on the admin port, federation secret only"),
     _opt("--auto-migrate", "auto_migrate", flag_value=True, default=None,
          help="let policy triggers move services (link quality, overload, failback); off by default"),
     _opt("--no-auto-migrate", "no_auto_migrate", is_flag=True, help="only migrate on request (the default)"),
@@ -124,6 +131,7 @@ def run_agent(args: argparse.Namespace) -> int:
     from peer.runtime.credentials import CredentialError
     from peer.runtime.datadir import StartRefused
     from peer.records.store import StoreError
+    from peer.trust.auto import EnrolmentError
     from peer.trust.identity import IdentityError
 
     try:
@@ -133,7 +141,7 @@ def run_agent(args: argparse.Namespace) -> int:
         pass
     try:
         asyncio.run(Agent(config).run_until_signalled())
-    except (CredentialError, IdentityError) as exc:
+    except (CredentialError, IdentityError, EnrolmentError) as exc:
         print(f"roam agent: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except StartRefused as exc:  # another agent on this address, or a data dir we cannot make private

@@ -65,6 +65,8 @@ class Gossip:
         metrics: Metrics,
         initial_load: Load,
         watched: Callable[[], Iterable[str]] = frozenset,
+        peer_port: int | None = None,
+        keeps_ca: bool = False,
     ) -> None:
         self.config = config
         self._watched = watched  # the clusters this one has business with (fast failure detection)
@@ -76,6 +78,8 @@ class Gossip:
         self._published: Load | None = None
         self._tags_dirty = asyncio.Event()
         self._draining = False
+        self.peer_port = peer_port  # the mTLS peer listener, advertised (`pp`: peer.trust.auto)
+        self.keeps_ca = keeps_ca  # this cluster keeps the automatic federation CA (`ca` tag)
         self._serf = SerfProcess(
             SerfConfig(
                 node_name=config.name,
@@ -139,7 +143,8 @@ class Gossip:
     def _self_tags(self) -> SelfTags:
         scheme = "https" if self.config.tls else "http"
         return SelfTags(tier=self.config.tier, api_port=self.config.api_port, load=self._load, scheme=scheme,
-                        draining=self._draining, accepts=self.config.workload.accept_from)
+                        draining=self._draining, accepts=self.config.workload.accept_from,
+                        peer_port=self.peer_port, ca=self.keeps_ca)
 
     def set_draining(self) -> None:
         """Tell peers this cluster is being drained (`POST /v1/drain`): not a placement target."""

@@ -43,6 +43,15 @@ class MemberView:
     tags: dict[str, str]
     rtt_ms: float | None
     since: float  # when `status` was last entered (monotonic seconds)
+    peer_port: int | None = None  # its mTLS peer listener (`pp` tag), automatic identity
+    keeps_ca: bool = False  # `ca` tag: it keeps the automatic federation CA
+
+    @property
+    def peer_url(self) -> str | None:
+        """Where its peer API is: the mTLS listener when it has one, else the admin port."""
+        if self.peer_port is not None:
+            return f"https://{join_hostport(self.addr, self.peer_port)}"
+        return self.api_url
 
     @property
     def api_url(self) -> str | None:
@@ -56,6 +65,7 @@ class MemberView:
             "status": self.status,
             "addr": self.addr,
             "api": self.api_url,
+            "peer": self.peer_url,
             "tier": self.tier,
             "load": self.load.as_dict() if self.load else {},
             "rtt_ms": None if self.rtt_ms is None else round(self.rtt_ms, 3),
@@ -88,7 +98,7 @@ class Membership:
             self._members[m.name] = MemberView(
                 name=m.name, addr=m.addr, gossip_port=m.port, status=status, tier=peer.tier,
                 api_port=peer.api_port, scheme=peer.scheme, load=peer.load, tags=dict(m.tags),
-                rtt_ms=old.rtt_ms if old else None, since=since,
+                rtt_ms=old.rtt_ms if old else None, since=since, peer_port=peer.peer_port, keeps_ca=peer.ca,
             )
             if old is None or old.status != status:
                 changes.append(StatusChange(m.name, old.status if old else None, status))

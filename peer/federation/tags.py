@@ -84,6 +84,8 @@ class SelfTags:
     scheme: str = "http"
     draining: bool = False  # `drain` tag: peers' placement never chooses a draining cluster
     accepts: frozenset[str] | None = None  # `acc` tag: its accept-from policy, when it fits
+    peer_port: int | None = None  # `pp` tag: the mTLS peer listener (automatic identity, peer.trust.auto)
+    ca: bool = False  # `ca` tag: this cluster keeps the automatic federation CA (it signs joins)
 
     def encode(self) -> dict[str, str]:
         tags = {"roam": PROTOCOL, "tier": self.tier, "api": str(self.api_port), "ld": encode_load(self.load)}
@@ -91,6 +93,10 @@ class SelfTags:
             tags["tls"] = "1"
         if self.draining:
             tags["drain"] = "1"
+        if self.peer_port is not None:
+            tags["pp"] = str(self.peer_port)
+        if self.ca:
+            tags["ca"] = "1"
         if self.accepts is not None:
             with_acc = {**tags, "acc": ",".join(sorted(self.accepts))}
             # A long list that does not fit is left out: peers then learn it from refusals.
@@ -111,6 +117,8 @@ class PeerTags:
     load: Load | None
     scheme: str
     accepts: frozenset[str] | None = None
+    peer_port: int | None = None
+    ca: bool = False
 
 
 def decode_accepts(text: str | None) -> frozenset[str] | None:
@@ -129,11 +137,17 @@ def decode_tags(tags: dict[str, str]) -> PeerTags:
         load = None
     return PeerTags(
         tier=tags.get("tier"),
-        api_port=int(api) if api.isdigit() and 0 < int(api) < 65536 else None,
+        api_port=_port_of(api),
         load=load,
         scheme="https" if tags.get("tls") == "1" else "http",
         accepts=decode_accepts(tags.get("acc")),
+        peer_port=_port_of(tags.get("pp", "")),
+        ca=tags.get("ca") == "1",
     )
+
+
+def _port_of(text: str) -> int | None:
+    return int(text) if text.isdigit() and 0 < int(text) < 65536 else None
 
 
 def meaningful_change(old: Load | None, new: Load) -> bool:

@@ -156,11 +156,11 @@ class LinkProbe:
         started: list[str] = []
         for peer in sorted(self.wanted()):
             member = self.members.get(peer)
-            if member is None or member.status != "alive" or member.api_url is None or peer in self._inflight:
+            if member is None or member.status != "alive" or member.peer_url is None or peer in self._inflight:
                 continue
             kind = probe_due(self._links[peer], now, budget=self.budget)
             if kind is not None:
-                task = self._jobs.spawn(self.probe(peer, member.api_url, kind), name=f"probe:{peer}", report=False)
+                task = self._jobs.spawn(self.probe(peer, member.peer_url, kind), name=f"probe:{peer}", report=False)
                 self._inflight[peer] = task
                 task.add_done_callback(self._done)
                 started.append(peer)

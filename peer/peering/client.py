@@ -107,6 +107,7 @@ class PeerClient:
         self._sender = sender  # sent as X-Roam-From: under mTLS it must be the name our certificate holds
         self._tls = tls
         self._session: aiohttp.ClientSession | None = None
+        self._system_context: ssl.SSLContext | None = None
         self._retired: dict[aiohttp.ClientSession, asyncio.Task[None]] = {}  # closed after a grace
         self._jobs = Supervisor(f"{sender or 'peer'}:client")
 
@@ -149,6 +150,14 @@ class PeerClient:
             self._session = aiohttp.ClientSession(auto_decompress=False, connector=connector)
         return self._session
 
+    def _system_ssl(self) -> ssl.SSLContext:
+        """A verifying context made on first use, with the trust store as the environment
+        names it then (SSL_CERT_FILE): not aiohttp's default, built at import time, which the
+        agent imports without the CA bundle (peer.runtime.lazyimport.lean_imports)."""
+        if self._system_context is None:
+            self._system_context = ssl.create_default_context()
+        return self._system_context
+
     async def call(self, base_url: str, path: str, payload: object, *, timeout: float = 5.0) -> object:
         """POST `payload` as signed msgpack to `base_url + path`; the decoded reply."""
         return (await self.exchange(base_url, path, payload, timeout=timeout)).reply
@@ -164,6 +173,8 @@ class PeerClient:
         tls: dict[str, Any] = {}
         if self._tls is not None:
             tls["ssl"], tls["server_hostname"] = self._tls.client_ssl(base_url)
+        elif url.scheme == "https":  # --tls-cert without identity: the system's trust store
+            tls["ssl"] = self._system_ssl()
         try:
             async with self._get_session().post(
                 url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout), **tls

@@ -71,6 +71,15 @@ def write_file(path: Path, data: bytes, *, mode: int) -> None:
     write_atomic(path, data, mode=mode)
 
 
+def mode_of(path: Path, default: int) -> int:
+    """The file's permission bits (kept when it is rewritten: a CA kept in an agent's private
+    data dir stays 0600), or `default` for a new file."""
+    try:
+        return path.stat().st_mode & 0o777
+    except OSError:
+        return default
+
+
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                              serialization.NoEncryption())
@@ -310,4 +319,4 @@ def _write_crl(directory: Path, key: ec.EllipticCurvePrivateKey, cert: x509.Cert
         builder = builder.add_revoked_certificate(
             x509.RevokedCertificateBuilder().serial_number(entry.serial).revocation_date(at).build())
     crl = builder.sign(key, hashes.SHA256())
-    write_file(directory / CRL, crl.public_bytes(serialization.Encoding.PEM), mode=0o644)
+    write_file(directory / CRL, crl.public_bytes(serialization.Encoding.PEM), mode=mode_of(directory / CRL, 0o644))

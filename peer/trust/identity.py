@@ -111,7 +111,11 @@ class Identity:
             self.named = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # check_hostname: the cluster's DNS SAN
             self.member = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
             self.member.check_hostname = False  # any member: the chain is still verified
-            for ctx in (self.server, self.named, self.member):
+            # The peer listener of automatic identity (peer.trust.auto) serves no admin client:
+            # a client without a certificate is refused in the handshake.
+            self.peer_server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self.peer_server.verify_mode = ssl.CERT_REQUIRED
+            for ctx in self._contexts():
                 ctx.minimum_version = ssl.TLSVersion.TLSv1_2
                 ctx.load_verify_locations(cafile=str(ca_cert))
         except ssl.SSLError as exc:
@@ -122,12 +126,18 @@ class Identity:
         self.current = self._load_pair()
         self._failed: Stamp | None = None
         self.revocations = self._stored_revocations()
+        if self.revocations.pem:
+            self._check_in_handshake()
         self.seen: dict[int, str] = {}  # serial -> cluster, from verified peer certificates (for logs)
         self._open: dict[int, set[asyncio.BaseTransport]] = {}  # serial -> its connections (closed on revocation)
         self._admitted = 0
         self._refusals: dict[tuple[str, str], float] = {}
         self.on_revoked: list[Callable[[], None]] = []  # e.g. the peer client drops its pooled connections
         self.on_new_cert: list[Callable[[], None]] = []  # so: peers see (and learn) the new one at once
+        self.auto: dict[str, Any] | None = None  # automatic identity (peer.trust.auto): listener, CA keeper
+
+    def _contexts(self) -> tuple[ssl.SSLContext, ...]:
+        return (self.server, self.peer_server, self.named, self.member)
 
     # -- own certificate -------------------------------------------------------------------
     def _load_pair(self) -> CertInfo:
@@ -154,7 +164,7 @@ class Identity:
             os.close(fd)
         try:
             ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(pair)  # scratch: the key matches?
-            for ctx in (self.server, self.named, self.member):
+            for ctx in self._contexts():
                 ctx.load_cert_chain(pair)
         except ssl.SSLError as exc:
             raise IdentityError(f"--key: {key_path} does not match --cert {cert_path} ({exc.reason})") from exc
@@ -221,8 +231,9 @@ class Identity:
             return "older"
         if new.number == old.number:
             return "same"
-        write_atomic(self.data_dir / CRL_FILE, pem, mode=0o644)
+        write_atomic(self.data_dir / CRL_FILE, pem, mode=0o600)  # in the data dir: nothing readable by others
         self.revocations = new
+        self._check_in_handshake()
         newly = sorted(new.serials - old.serials)
         names = ", ".join(f"{self.seen.get(s, '?')} (serial {s:x})" for s in newly) or "nothing new"
         log.warning("revocation list #%d from %s applied: revoked %s", new.number, source, names)
@@ -238,6 +249,20 @@ class Identity:
         for callback in self.on_revoked:
             callback()
         return "applied"
+
+    def _check_in_handshake(self) -> None:
+        """The peer listener of automatic identity also refuses a revoked client in the TLS
+        handshake: the list (DATA/trust-crl.pem, just written) goes into its context's store with
+        VERIFY_CRL_CHECK_LEAF. OpenSSL cannot drop a list it loaded, but the CA's lists only grow
+        and OpenSSL picks the one with the latest lastUpdate, so adding each new one suffices; the
+        per-request check (`admit`) stays, for the opt-in context (admin clients share it) and for
+        connections already open (closed in `apply_crl`)."""
+        try:
+            self.peer_server.load_verify_locations(cafile=str(self.data_dir / CRL_FILE))
+            self.peer_server.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
+        except (OSError, ssl.SSLError) as exc:
+            log.warning("revocation list not loaded into the peer listener's handshake (checked per request "
+                        "only): %s", exc)
 
     # -- who a request comes from ------------------------------------------------------------
     def admit(self, transport: asyncio.BaseTransport | None, claimed: str | None) -> str:
@@ -327,7 +352,7 @@ class Identity:
         """For GET /v1/trust."""
         now = dt.datetime.now(dt.timezone.utc)
         rev = self.revocations
-        return {"mode": "mtls", "cluster": self.name, "ca": self.ca.subject.rfc4514_string(),
+        return {"mode": "mtls", "auto": self.auto, "cluster": self.name, "ca": self.ca.subject.rfc4514_string(),
                 "cert": {"serial": f"{self.current.serial:x}", "not_after": self.current.not_after.isoformat(),
                          "expires_in_s": round((self.current.not_after - now).total_seconds())},
                 "crl": {"number": rev.number if rev.pem else None,

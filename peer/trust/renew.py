@@ -165,7 +165,7 @@ class Renewer:
         _, cert_path, key_path = self.identity.paths
         ca.write_file(key_path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                                   serialization.NoEncryption()), mode=0o600)
-        ca.write_file(cert_path, cert_pem, mode=0o644)
+        ca.write_file(cert_path, cert_pem, mode=ca.mode_of(cert_path, 0o644))  # 0600 in a data dir stays so
         if not self.identity.reload(why=f"renewed by {source}"):
             return False
         log.warning("certificate renewed by %s: serial %x, valid until %s", source, cert.serial_number,

@@ -23,7 +23,7 @@ RATE = 200.0  # requests per second in total, spread over every entry of every s
 @pytest.mark.netns
 @pytest.mark.integration
 async def test_agent_restarts_lose_nothing(tmp_path: Path) -> None:
-    report = await run(RunOptions(scenario="agent-restarts", seed=3, clusters=3, report_dir=tmp_path,
+    report = await run(RunOptions(identity=True, scenario="agent-restarts", seed=3, clusters=3, report_dir=tmp_path,
                                   prefix=PREFIX, subnet=SUBNET, rate=RATE, verbose=False, quiet_timeout=60.0))
     data: dict[str, Any] = json.loads((tmp_path / "report.json").read_text())
     print("\nagent-restarts: " + ", ".join(f"{k}={v['value']}" for k, v in data["figures"].items()))

@@ -28,7 +28,7 @@ STATE_CHECKS = {"peers_answer", "every_service_exists_and_serves", "exactly_one_
 
 
 async def run_scenario(name: str, report_dir: Path) -> dict[str, Any]:
-    report = await run(RunOptions(scenario=name, seed=7, clusters=3, report_dir=report_dir,
+    report = await run(RunOptions(identity=True, scenario=name, seed=7, clusters=3, report_dir=report_dir,
                                   prefix=PREFIX, subnet=SUBNET, rate=100.0, verbose=False,
                                   quiet_timeout=90.0))
     data: dict[str, Any] = json.loads((report_dir / "report.json").read_text())

@@ -20,7 +20,7 @@ RATE = 200.0
 
 
 async def run_scenario(name: str, report_dir: Path) -> dict[str, Any]:
-    report = await run(RunOptions(scenario=name, seed=7, clusters=3, report_dir=report_dir,
+    report = await run(RunOptions(identity=True, scenario=name, seed=7, clusters=3, report_dir=report_dir,
                                   prefix=PREFIX, subnet=SUBNET, rate=RATE, verbose=False,
                                   quiet_timeout=60.0))
     data: dict[str, Any] = json.loads((report_dir / "report.json").read_text())

@@ -17,7 +17,7 @@ SUBNET = "10.236.0.0/24"
 @pytest.mark.netns
 @pytest.mark.integration
 async def test_state_migration_scenario(tmp_path: Path) -> None:
-    report = await run(RunOptions(scenario="state-migration", seed=7, clusters=3, report_dir=tmp_path,
+    report = await run(RunOptions(identity=True, scenario="state-migration", seed=7, clusters=3, report_dir=tmp_path,
                                   prefix=PREFIX, subnet=SUBNET, rate=200.0, verbose=False, quiet_timeout=60.0))
     data = json.loads((tmp_path / "report.json").read_text())
     print("\nstate-migration: " + ", ".join(f"{k}={v['value']}" for k, v in data["figures"].items()))

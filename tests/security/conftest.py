@@ -105,10 +105,13 @@ def kill_groups(pids: list[int]) -> None:
 
 @pytest.fixture(scope="package")
 def lone_agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProc]:
-    """sec1 on 127.0.6.1, running one service (`victim-svc`) that hostile requests must not touch."""
+    """sec1 on 127.0.6.1, running one service (`victim-svc`) that hostile requests must not touch.
+    With --no-peer-tls: what is under test here is the peer API's federation-secret layer and its
+    handlers, reached on the admin port (the mTLS listener in front of them by default:
+    tests/trust/test_auto_identity.py)."""
     base = tmp_path_factory.mktemp("security")
     fed = Federation(base=base)
-    agent = fed.add("sec1", ADDR)
+    agent = fed.add("sec1", ADDR, extra=["--no-auto-migrate", "--no-peer-tls"])
     agent.env = {"PATH": sandbox_path(base)}
     pids: list[int] = []
     try:

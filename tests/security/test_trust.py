@@ -61,10 +61,12 @@ def trio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
     reader.write_text(READER)
     reader.chmod(0o600)
     f = Federation(base=base)
-    f.add("t1", ADDRS["t1"], extra=["--no-auto-migrate", "--tier", "edge", "--reader-token-file", str(reader)])
+    # --no-peer-tls: these tests play a member holding the federation secret and nothing else
+    # (the workload policy must hold even then); with identity on, see tests/trust/.
+    f.add("t1", ADDRS["t1"], extra=["--no-auto-migrate", "--no-peer-tls", "--tier", "edge", "--reader-token-file", str(reader)])
     f.add("t2", ADDRS["t2"], join=[ADDRS["t1"]],
-          extra=["--no-auto-migrate", "--tier", "cloud", "--accept-from", "t3", "--allow-command", "/usr/lib/nowhere"])
-    f.add("t3", ADDRS["t3"], join=[ADDRS["t1"]], extra=["--no-auto-migrate", "--tier", "deep-edge"])
+          extra=["--no-auto-migrate", "--no-peer-tls", "--tier", "cloud", "--accept-from", "t3", "--allow-command", "/usr/lib/nowhere"])
+    f.add("t3", ADDRS["t3"], join=[ADDRS["t1"]], extra=["--no-auto-migrate", "--no-peer-tls", "--tier", "deep-edge"])
     try:
         for agent in f.agents.values():
             start_and_wait(agent, timeout=40)
