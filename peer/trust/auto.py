@@ -174,12 +174,8 @@ def _csr(key: ec.EllipticCurvePrivateKey, name: str) -> bytes:
 def sign_join(ca_dir: Path, *, cluster: str, csr_pem: bytes, ips: tuple[str, ...],
               held: Callable[[str], bool]) -> tuple[bytes, bytes]:
     """The CA keeper's side: (certificate PEM, CA PEM) for a join, first come first served."""
-    try:
-        csr = x509.load_pem_x509_csr(csr_pem)
-    except ValueError as exc:
-        raise ca.CAError("csr: not a PEM certificate signing request") from exc
-    names = csr.subject.get_attributes_for_oid(x509.oid.NameOID.COMMON_NAME)
-    if not csr.is_signature_valid or len(names) != 1 or names[0].value != cluster:
+    csr = ca.csr_naming(csr_pem, cluster)
+    if csr is None:
         raise JoinRefused(403, f"csr: must be signed by its key and name exactly the joining cluster {cluster}")
     holders = _holders(ca_dir)
     key_id = _spki(csr.public_key())

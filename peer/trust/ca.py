@@ -155,6 +155,17 @@ def check_request(directory: Path, cluster: str, days: int, ips: tuple[str, ...]
     return addresses
 
 
+def csr_naming(csr_pem: bytes, cluster: str) -> x509.CertificateSigningRequest | None:
+    """The request if it is signed by its own key and names exactly `cluster` (its only CN),
+    else None for the caller to refuse in its own terms; CAError if it is not a PEM request."""
+    try:
+        csr = x509.load_pem_x509_csr(csr_pem)
+    except ValueError as exc:
+        raise CAError("csr: not a PEM certificate signing request") from exc
+    names = csr.subject.get_attributes_for_oid(x509.oid.NameOID.COMMON_NAME)
+    return csr if csr.is_signature_valid and len(names) == 1 and names[0].value == cluster else None
+
+
 def sign_key(directory: Path, *, cluster: str, public_key: Any, days: int, addresses: list[Any]) -> x509.Certificate:
     """A certificate naming `cluster` for `public_key`, recorded in the index."""
     ca_key, ca_cert = _load(directory)

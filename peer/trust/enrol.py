@@ -110,12 +110,8 @@ def redeem(directory: Path, *, token: str, csr_pem: bytes, ips: tuple[str, ...] 
         raise EnrolRefused(f"token: already spent (at {match['used']:.0f})")
     if match["expires"] <= now:
         raise EnrolRefused("token: expired")
-    try:
-        csr = x509.load_pem_x509_csr(csr_pem)
-    except ValueError as exc:
-        raise ca.CAError("csr: not a PEM certificate signing request") from exc
-    names = csr.subject.get_attributes_for_oid(x509.oid.NameOID.COMMON_NAME)
-    if not csr.is_signature_valid or len(names) != 1 or names[0].value != cluster:
+    csr = ca.csr_naming(csr_pem, cluster)
+    if csr is None:
         raise EnrolRefused(f"csr: must be signed by its key and name exactly the token's cluster {cluster}")
     if any(i.cluster == cluster and i.revoked_at for i in ca.load_index(directory)):
         raise EnrolRefused(f"token: {cluster} is revoked at this CA")
