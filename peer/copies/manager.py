@@ -21,6 +21,7 @@ from lb.errors import LBError
 from peer.drivers.base import Driver, DriverError, DriverTimeout, Instance, NeverReady, ServiceNotFound
 from peer.drivers.descriptor import ServiceDescriptor
 from peer.core import journal, moves
+from peer.core import move as rules
 from peer.errors import InvalidKind, NotFoundKind, RefusedKind, RoamError, UnavailableKind
 from peer.records.merge import (
     Action,
@@ -37,6 +38,7 @@ from peer.records.record import Record, State, descriptor_digest, tombstone_of
 from peer.records.store import RecordStore
 from peer.federation.metaorchestrator import requirements
 from peer.state.fresh import FreshCopies
+from peer.state.handover import HOLD_MAX
 from peer.runtime.supervision import Supervisor
 from peer.trust.workload import Refusal, Resolver, WorkloadPolicy, check, resolve_executable
 from placement import ClusterView, admit
@@ -45,7 +47,7 @@ from placement.homes import choose_entries
 log = logging.getLogger(__name__)
 
 PENDING_TTL = 150.0  # a copy started for a migration that never commits is removed after this (> MAX_READY_TIMEOUT)
-ORPHAN_AFTER = 15.0  # ...or sooner when its coordinator stopped asking about it (it gave up or died)
+ORPHAN_AFTER = 15.0  # ...or sooner when its coordinator stopped asking about it (it gave up or died; a ready copy: + HOLD_MAX, move.arrival_orphaned)
 
 RECOVERY_HOLD = 10.0  # how long a creation waits for the agent's records recovery before a 503
 ENTRY_RESERVATION = 30.0  # an entry frontend opened for a creation that has not written its record yet
@@ -699,7 +701,9 @@ class ServiceManager:
                         with contextlib.suppress(LBError):
                             await self.lb.close_frontend(name)
         for name, pending in list(self.pending.items()):
-            if pending.deadline < now or now - pending.last_poll > ORPHAN_AFTER:
+            if pending.deadline < now or rules.arrival_orphaned(
+                    ready=pending.instance is not None, since_poll=now - pending.last_poll,
+                    orphan_after=ORPHAN_AFTER, hold_max=HOLD_MAX):
                 async with self.lock(name):
                     if self.pending.get(name) is pending:
                         log.warning("migration %s of %s never committed; removing the copy", pending.migration_id, name)

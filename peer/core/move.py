@@ -180,6 +180,15 @@ def arrival_expired(arrived_at: float, now: float, *, budget: float) -> bool:
     return now - arrived_at > budget
 
 
+def arrival_orphaned(*, ready: bool, since_poll: float, orphan_after: float, hold_max: float) -> bool:
+    """Has the coordinator given up on an arriving copy (it died, or the move failed)? While the
+    copy starts, the coordinator long-polls it, so `orphan_after` without a poll says so. Once it
+    is ready the coordinator stops polling and reroutes, and a stateful move first holds the
+    requests at the entries and transfers the state, for up to `hold_max`: a ready copy is
+    orphaned only after `hold_max` more, or the move would commit to a copy that is gone."""
+    return since_poll > (orphan_after + hold_max if ready else orphan_after)
+
+
 def begin(*, migration_id: str, record: Record, coordinator: str, target: str, now: float, budget: float) -> Move:
     return Move(migration_id, record.name, coordinator, record.location, target, deadline=now + budget)
 

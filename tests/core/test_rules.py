@@ -219,3 +219,18 @@ def test_candidates_skip_recent_refusers_unless_named_and_put_standbys_first(
     assert flags == sorted(flags, reverse=True)  # standbys first, the rest in placement's order
     assert [n for n in asked if n not in record.standby_clusters] == \
         [n for n in expected if n not in record.standby_clusters]
+
+
+@given(ready=st.booleans(), since_poll=st.floats(min_value=0.0, max_value=500.0),
+       orphan_after=st.floats(min_value=1.0, max_value=60.0), hold_max=st.floats(min_value=0.0, max_value=120.0))
+def test_a_ready_arriving_copy_outlives_a_stateful_moves_hold(ready: bool, since_poll: float, orphan_after: float,
+                                                              hold_max: float) -> None:
+    orphaned = mv.arrival_orphaned(ready=ready, since_poll=since_poll, orphan_after=orphan_after, hold_max=hold_max)
+    if since_poll <= orphan_after:
+        assert not orphaned  # the coordinator polled recently enough
+    if ready and since_poll <= orphan_after + hold_max:
+        assert not orphaned  # rerouting, or holding the requests for the state transfer
+    if since_poll > orphan_after + hold_max:
+        assert orphaned  # nobody is coming for it
+    if not ready:
+        assert orphaned == (since_poll > orphan_after)

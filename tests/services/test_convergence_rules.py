@@ -167,3 +167,23 @@ async def test_a_delete_whose_copy_does_not_stop_stands_and_convergence_stops_it
     repaired = await conv.round()
     assert "web" not in driver.state and any("tombstone" in r for r in repaired), repaired
     assert driver.deploys == []  # a deleted service is never started again
+
+
+async def test_a_ready_arriving_copy_is_kept_through_a_long_hold_and_a_starting_one_is_not(parts) -> None:  # type: ignore[no-untyped-def]
+    from peer.copies.manager import ORPHAN_AFTER, PendingCopy
+    from peer.state.handover import HOLD_MAX
+
+    services, lb, driver, conv = parts
+    now = time.monotonic()
+    for name, ready in (("ready", True), ("starting", False)):
+        descriptor = ServiceDescriptor.from_obj({"name": name, "port": 8080, "command": ["x"]})
+        driver.state[name] = InstanceState.READY if ready else InstanceState.STARTING
+        services.pending[name] = PendingCopy(
+            migration_id=f"m-{name}", descriptor=descriptor, home="c2", deadline=now + 150.0,
+            instance=driver._instance(name) if ready else None, last_poll=now - ORPHAN_AFTER - 1.0)
+        services.expect_arrival(name, f"m-{name}")
+    await services.expire_pending()
+    assert set(services.pending) == {"ready"} and "starting" not in driver.state  # stopped
+    services.pending["ready"].last_poll = now - ORPHAN_AFTER - HOLD_MAX - 1.0
+    await services.expire_pending()
+    assert services.pending == {} and "ready" not in driver.state
