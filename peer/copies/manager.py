@@ -241,9 +241,9 @@ class ServiceManager:
         self.store.on_change.append(callback)
         return lambda: self.store.on_change.remove(callback)
 
-    def journal_move(self, migration_id: str, entry: dict[str, Any]) -> None:
-        """The coordinator's write-ahead entry of a move (peer.core.journal), before each stage."""
-        self.store.journal_put(journal.migration_key(migration_id), entry)
+    def journal_move(self, entry: dict[str, Any]) -> None:
+        """The coordinator's write-ahead entry of a move (`journal.migration_entry`), before each stage."""
+        self.store.journal_put(journal.migration_key(entry["id"]), entry)
 
     def close_move(self, migration_id: str) -> None:
         self.store.journal_close(journal.migration_key(migration_id))

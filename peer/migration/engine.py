@@ -463,7 +463,7 @@ class MigrationEngine:
 
     # -- journal and recovery ----------------------------------------------------------------
     def _journal(self, m: Migration, stage: str, **extra: Any) -> None:
-        self.services.journal_move(m.id, journal.migration_entry(
+        self.services.journal_move(journal.migration_entry(
             migration_id=m.id, service=m.service, stage=stage, target=m.target, home=m.home, source=m.source, **extra))
 
     async def recover(self) -> None:

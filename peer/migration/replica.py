@@ -20,6 +20,7 @@ from peer.migration.seams import ReplicaSeams
 from peer.peering.client import msgpack_response, read_msgpack
 from peer.federation.metaorchestrator import requirements
 from peer.records.naming import base_name
+from peer.records.record import encode as encode_record
 from peer.copies.manager import PENDING_TTL, PendingCopy, ServiceManager, WorkloadRefused, addr_of, split_addr
 from placement import admit
 
@@ -176,7 +177,7 @@ class ReplicaHandlers:
             services.settle_arrival(name, mid)
         await self.agent.publish(committed, frozenset())
         return msgpack_response({
-            "record": wire.record_to_wire(committed),
+            "record": encode_record(committed),
             "reroute_ms": getattr(result, "duration_ms", (time.monotonic() - started) * 1000.0),
         })
 

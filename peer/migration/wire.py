@@ -328,11 +328,3 @@ class Forward:
 Message = Replicate | Status | Abort | Reroute | Release | Ping | Lookup | EntryOpen | Route | Hold | Forward
 MESSAGES: tuple[type[Message], ...] = (Replicate, Status, Abort, Reroute, Release, Ping, Lookup, EntryOpen,
                                         Route, Hold, Forward)
-
-
-def record_to_wire(record: Record) -> dict[str, Any]:
-    return rec.encode(record)
-
-
-def record_from_wire(data: object) -> Record:
-    return rec.decode(data)
