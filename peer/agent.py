@@ -75,7 +75,8 @@ from peer.trust.authorship import record_guard
 from peer.trust.guard import identity_middleware
 from peer.trust.renew import Renewer, add_renew_route
 from peer.trust.identity import Identity
-from peer.trust.auto import EnrolmentAborted, automatic_identity
+from peer.trust.auto import EnrolmentAborted, automatic_identity, forget_identity
+from peer.trust.keepers import CaKeepers
 from peer.trust.joining import JoinRoutes, listener_middleware
 from peer.trust.spread import TrustSpread
 from placement import ClusterView, Thresholds
@@ -123,6 +124,8 @@ class Agent:
         self.identity: Identity | None = None  # per-cluster identity, mTLS on the peer API (peer.trust)
         self.trust: TrustSpread | None = None  # revocation lists to and from peers (peer.trust.spread)
         self.ca_dir: Path | None = config.ca_dir  # the CA kept here: --ca-dir, or the automatic one (peer.trust.auto)
+        self.keepers: CaKeepers | None = None  # the automatic CA on several clusters (peer.trust.keepers)
+        self.yielded_to: str | None = None  # why this agent dropped its own CA (it starts again)
         self._stop_requested = asyncio.Event()
         self._stop_everything = False
         self._business: frozenset[str] = frozenset()  # clusters our records name (refreshed each second)
@@ -210,6 +213,12 @@ class Agent:
             self.identity.on_revoked.append(self.client.drop_connections)
             self.identity.on_new_cert.append(self.client.drop_connections)
         self.trust = TrustSpread(identity=self.identity, client=self.client, here=self.here, members=self._live_apis)
+        if cfg.auto_identity and self.identity is not None:
+            self.keepers = CaKeepers(here=self.here, data_dir=cfg.data_dir, ca_dir=self.ca_dir, identity=self.identity,
+                                     client=self.client, membership=self.membership, want=cfg.ca_keepers,
+                                     on_keeping=self._keep_ca, on_yield=self._yield_ca)
+            if self.identity.auto is not None:
+                self.identity.auto["ca_id"] = self.keepers.own.encode()  # the `cid` tag: which CA
         self.lb = LoadBalancer(data_dir=cfg.data_dir / "lb", bind_addr=cfg.addr, ports=cfg.lb_ports,
                                max_slots=cfg.lb_slots, haproxy_binary=cfg.haproxy_binary)
         try:
@@ -259,7 +268,8 @@ class Agent:
         self.gossip = Gossip(config=self.config, secret=self.creds.federation_secret, membership=self.membership,
                              metrics=self.metrics, initial_load=self.current_load(), watched=self.business,
                              peer_port=self.config.peer_listen_port if self.config.auto_identity else None,
-                             keeps_ca=self.config.auto_identity and self.ca_dir is not None)
+                             keeps_ca=self.config.auto_identity and self.ca_dir is not None,
+                             ca_id=self.keepers.own.encode() if self.keepers is not None else None)
         self.gossip.on_status_change(self._on_status_change)
         await self.gossip.start()
         await self._start_http()
@@ -286,6 +296,8 @@ class Agent:
                               ca_dir=self.ca_dir)
             loops += [("identity", self.identity.watch), ("trust-sync", self.trust.run),
                       ("cert-renewal", renewer.run)]
+        if self.keepers is not None:
+            loops.append(("ca-keepers", self.keepers.run))
         if self.config.auto_migrate:
             assert self.probe is not None
             policy = PolicyTriggers(services=self.services, engine=self.engine, agent=self,
@@ -367,8 +379,11 @@ class Agent:
             add_renew_route(app, identity=self.identity, ca_dir=self.ca_dir)
         if cfg.auto_identity:
             assert self.nonces is not None and self.client is not None
-            JoinRoutes(here=self.here, secret=self.creds.federation_secret, nonces=self.nonces, ca_dir=self.ca_dir,
-                       membership=self.membership, client=self.client).add_routes(app)
+            assert self.keepers is not None
+            JoinRoutes(here=self.here, secret=self.creds.federation_secret, nonces=self.nonces,
+                       ca_dir=lambda: self.ca_dir, ca_id=self.keepers.own.encode(), membership=self.membership,
+                       client=self.client).add_routes(app)
+            self.keepers.add_routes(app)
         add_enrol_routes(app, ca_dir=self.ca_dir,
                          ca_pem=self.identity.paths[0].read_bytes() if self.identity is not None else None)
         add_audit_routes(app, self.audit)
@@ -468,10 +483,11 @@ class Agent:
                 except Exception as exc:  # noqa: BLE001 - stop the others anyway
                     log.warning("stopping %s failed: %s", instance.name, exc)
 
-    async def run_until_signalled(self) -> None:
+    async def run_until_signalled(self) -> bool:
         """SIGTERM/SIGINT: stop the agent, keep the data plane (systemd's restart, an upgrade).
         Serf is not told to leave either: peers see a restart of a second or two, not a
-        departure that would start fail-safes for what runs here."""
+        departure that would start fail-safes for what runs here. True: start again, with the
+        identity forgotten (a lone founder yielded to an older CA, peer.trust.keepers)."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
@@ -479,7 +495,7 @@ class Agent:
             await self.start()
         except EnrolmentAborted as exc:  # stopped before the federation CA answered: nothing to stop
             log.warning("%s", exc)
-            return
+            return False
         identity = self.identity
         if identity is not None:  # SIGHUP: re-read the certificate and key now (rotation)
             loop.add_signal_handler(signal.SIGHUP, lambda: identity.reload(why="SIGHUP"))
@@ -490,6 +506,24 @@ class Agent:
             log.info("shutting down%s", " with the data plane (drained)" if everything else
                      "; haproxy and services keep serving")
             await self.stop(leave=everything, data_plane=everything, services=everything)
+        if self.yielded_to is None:
+            return False
+        forget_identity(self.config.data_dir)
+        return True
+
+    def _yield_ca(self, reason: str) -> None:
+        """A lone founder meets an older federation CA: start again and enrol there."""
+        log.warning("dropping this cluster's own federation CA and identity: %s", reason)
+        self.yielded_to = reason
+        self.request_stop()
+
+    def _keep_ca(self, ca_dir: Path) -> None:
+        """Handed the CA by a keeper (peer.trust.keepers): sign joins and say so in the tags."""
+        self.ca_dir = ca_dir
+        if self.gossip is not None:
+            self.gossip.set_keeps_ca()
+        if self.identity is not None and self.identity.auto is not None:
+            self.identity.auto.update(ca_keeper=True, ca_dir=str(ca_dir))
 
     # -- replication triggers ----------------------------------------------------------------
     async def _on_outcome(self, outcome: MergeOutcome) -> None:

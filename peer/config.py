@@ -97,8 +97,9 @@ class AgentConfig:
     cert: Path | None = None
     key: Path | None = None
     ca_dir: Path | None = None  # the federation CA kept on this cluster: it signs enrolments (peer.trust.enrol)
-    peer_port: int | None = None  # the mTLS peer listener under automatic identity (None: --api-port + 1)
-    peer_tls: bool = False  # --peer-tls: automatic identity when no --ca-cert/--cert/--key (peer.trust.auto)
+    peer_port: int | None = None  # the mTLS peer listener under automatic identity (None: see _peer_listener)
+    peer_tls: bool = True  # automatic identity when no --ca-cert/--cert/--key (peer.trust.auto); --no-peer-tls
+    ca_keepers: int = 3  # automatic identity: how many live clusters keep the CA key (peer.trust.keepers)
 
     @property
     def auto_identity(self) -> bool:
@@ -109,7 +110,10 @@ class AgentConfig:
 
     @property
     def peer_listen_port(self) -> int:
-        return self.peer_port if self.peer_port is not None else self.api_port + 1
+        if self.peer_port is not None:
+            return self.peer_port
+        return default_peer_port(self.api_port, taken={self.gossip_port, self.rpc_port},
+                                 ranges=(self.lb_ports, self.service_ports))
 
     @property
     def tls(self) -> bool:
@@ -302,25 +306,42 @@ def build_config(args: argparse.Namespace) -> AgentConfig:
     )
 
 
+def default_peer_port(api_port: int, *, taken: set[int], ranges: tuple[range, ...] = ()) -> int:
+    """--api-port + 1, or the next port up that no other listener of this agent uses (the
+    contract lets an operator put --gossip-port right after --api-port). Peers learn it from the
+    `pp` tag, so agents need not agree on it."""
+    port = api_port + 1
+    while True:
+        inside = next((r for r in ranges if port in r), None)
+        if inside is not None:
+            port = inside.stop
+        elif port in taken:
+            port += 1
+        else:
+            return port
+
+
 def _peer_listener(src: Settings) -> dict[str, Any]:
-    """--peer-port and --peer-tls/--no-peer-tls (TOML `peer_port`, `peer_tls`). Off by default this
-    round: a federation whose CA keeper's site is lost and rebuilt on an empty data dir cannot
-    re-enrol it (README "mTLS between peers: automatic identity")."""
+    """--peer-port, --peer-tls/--no-peer-tls and --ca-keepers (TOML `peer_port`, `peer_tls`,
+    `ca_keepers`). On by default (DESIGN: mTLS between peers by default); see peer.trust.auto."""
     flag = getattr(src.args, "peer_tls", None)
     peer_tls = False if getattr(src.args, "no_peer_tls", False) else flag if flag is not None else src.pick("peer_tls")
     if not isinstance(peer_tls, bool):
         raise ConfigError(f"peer_tls: expected true or false, got {peer_tls!r}")
+    keepers = src.pick("ca_keepers")
+    if isinstance(keepers, bool) or not isinstance(keepers, int) or not 1 <= keepers <= 9:
+        raise ConfigError(f"--ca-keepers: expected a whole number from 1 to 9, got {keepers!r}")
     raw = src.pick("peer_port")
     port = None if raw is None else _port(raw, what="--peer-port")
-    api_port = src.pick("api_port")
-    effective = port if port is not None else (api_port + 1 if isinstance(api_port, int) else None)
-    if effective is not None and effective > 65535:
-        raise ConfigError(f"--peer-port: --api-port {api_port} + 1 is no port; give --peer-port")
+    if port is None or not peer_tls:
+        if port is None and peer_tls and src.pick("api_port") == 65535:
+            raise ConfigError("--peer-port: --api-port 65535 leaves no port above it; give --peer-port")
+        return {"peer_port": port, "peer_tls": peer_tls, "ca_keepers": keepers}
     clash = {"api_port": "--api-port", "gossip_port": "--gossip-port", "rpc_port": "--rpc-port"}
-    for key, flag in clash.items():
-        if peer_tls and effective is not None and src.pick(key) == effective:
-            raise ConfigError(f"--peer-port: {effective} is also {flag}")
-    return {"peer_port": port, "peer_tls": peer_tls}
+    for key, name in clash.items():
+        if src.pick(key) == port:
+            raise ConfigError(f"--peer-port: {port} is also {name}")
+    return {"peer_port": port, "peer_tls": peer_tls, "ca_keepers": keepers}
 
 
 def _required_label(src: Settings, key: str, pattern: re.Pattern[str], problem: str) -> str:

@@ -81,12 +81,14 @@ AGENT_OPTIONS = [
     _opt("--ca-dir", "ca_dir", type=click.Path(), metavar="DIR",
          help="the federation CA kept on this cluster: sign enrolments with one-time join tokens (`roam ca token`)"),
     _opt("--peer-port", "peer_port", type=int, metavar="PORT",
-         help="automatic identity: the mTLS peer listener on --addr (default --api-port + 1)"),
+         help="automatic identity: the mTLS peer listener on --addr (default --api-port + 1, or the next free one)"),
     _opt("--peer-tls", "peer_tls", flag_value=True, default=None,
-         help="automatic identity: a certificate from the federation CA (made by the agent without --join), "
-              "the peer API on its own mTLS listener (--peer-port); the admin API unchanged"),
+         help="automatic identity (the default): a certificate from the federation CA (made by the agent without "
+              "--join), the peer API on its own mTLS listener (--peer-port); the admin API unchanged"),
     _opt("--no-peer-tls", "no_peer_tls", is_flag=True,
-         help="no automatic identity (the default this round): the peer API on the admin port, federation secret only"),
+         help="no automatic identity: the peer API on the admin port, federation secret only"),
+    _opt("--ca-keepers", "ca_keepers", type=int, metavar="N",
+         help=f"automatic identity: live clusters that keep the CA key (default {_default('ca_keepers')})"),
     _opt("--auto-migrate", "auto_migrate", flag_value=True, default=None,
          help="let policy triggers move services (link quality, overload, failback); off by default"),
     _opt("--no-auto-migrate", "no_auto_migrate", is_flag=True, help="only migrate on request (the default)"),
@@ -140,7 +142,8 @@ def run_agent(args: argparse.Namespace) -> int:
     except ImportError:  # pragma: no cover - uvloop is a dependency; run anyway on plain asyncio
         pass
     try:
-        asyncio.run(Agent(config).run_until_signalled())
+        while asyncio.run(Agent(config).run_until_signalled()):  # True: start again (a lone founder yielded)
+            logging.getLogger("peer.agent").warning("starting again to enrol at the federation's CA")
     except (CredentialError, IdentityError, EnrolmentError) as exc:
         print(f"roam agent: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -53,6 +53,7 @@ COORD_INTERVAL = 2.0
 COORD_SWEEP = 3  # unwatched members whose coordinate is read per round
 REJOIN_INTERVAL = 2.0
 TAG_MIN_INTERVAL = 1.0
+KNOWN_PEERS = "known-peers.json"
 
 
 class Gossip:
@@ -67,6 +68,7 @@ class Gossip:
         watched: Callable[[], Iterable[str]] = frozenset,
         peer_port: int | None = None,
         keeps_ca: bool = False,
+        ca_id: str | None = None,
     ) -> None:
         self.config = config
         self._watched = watched  # the clusters this one has business with (fast failure detection)
@@ -80,6 +82,7 @@ class Gossip:
         self._draining = False
         self.peer_port = peer_port  # the mTLS peer listener, advertised (`pp`: peer.trust.auto)
         self.keeps_ca = keeps_ca  # this cluster keeps the automatic federation CA (`ca` tag)
+        self.ca_id = ca_id  # the automatic CA this cluster's certificate is from (`cid` tag)
         self._serf = SerfProcess(
             SerfConfig(
                 node_name=config.name,
@@ -101,7 +104,7 @@ class Gossip:
         self._loops = Supervisor(config.name)  # its loops (restarted after a failure) and the join
         self._status_listeners: list[StatusListener] = []
         self._event_listeners: list[UserEventListener] = []
-        self._known_path = config.data_dir / "known-peers.json"
+        self._known_path = config.data_dir / KNOWN_PEERS
         self._stopping = False
         self._join_task: asyncio.Task[None] | None = None
 
@@ -144,7 +147,12 @@ class Gossip:
         scheme = "https" if self.config.tls else "http"
         return SelfTags(tier=self.config.tier, api_port=self.config.api_port, load=self._load, scheme=scheme,
                         draining=self._draining, accepts=self.config.workload.accept_from,
-                        peer_port=self.peer_port, ca=self.keeps_ca)
+                        peer_port=self.peer_port, ca=self.keeps_ca, ca_id=self.ca_id)
+
+    def set_keeps_ca(self) -> None:
+        """This cluster now keeps the automatic federation CA too (a deputy, peer.trust.keepers)."""
+        self.keeps_ca = True
+        self._tags_dirty.set()
 
     def set_draining(self) -> None:
         """Tell peers this cluster is being drained (`POST /v1/drain`): not a placement target."""
@@ -208,11 +216,7 @@ class Gossip:
             await asyncio.wait_for(self._joiner.join(targets), timeout=10.0)
 
     def _load_known(self) -> list[str]:
-        try:
-            data = json.loads(self._known_path.read_text())
-            return [str(x) for x in data] if isinstance(data, list) else []
-        except (OSError, ValueError):
-            return []
+        return known_peers(self.config.data_dir)
 
     def _save_known(self) -> None:
         known = sorted(f"{m.addr}:{m.gossip_port}" for m in self.membership.all() if m.name != self.config.name)
@@ -359,6 +363,16 @@ class Gossip:
                 log.debug("tag update failed: %s", exc)
                 self._tags_dirty.set()
             await asyncio.sleep(TAG_MIN_INTERVAL)
+
+
+def known_peers(data_dir: Path) -> list[str]:
+    """The gossip addresses (IP:PORT) of the members this agent last knew, kept across restarts:
+    joined again at start, and where an agent without an identity enrols (peer.trust.auto)."""
+    try:
+        data = json.loads((data_dir / KNOWN_PEERS).read_text())
+        return [str(x) for x in data] if isinstance(data, list) else []
+    except (OSError, ValueError):
+        return []
 
 
 async def _guard(result: Awaitable[None]) -> None:

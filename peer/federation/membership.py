@@ -45,6 +45,7 @@ class MemberView:
     since: float  # when `status` was last entered (monotonic seconds)
     peer_port: int | None = None  # its mTLS peer listener (`pp` tag), automatic identity
     keeps_ca: bool = False  # `ca` tag: it keeps the automatic federation CA
+    ca_id: str | None = None  # `cid` tag: the automatic CA its certificate is from
 
     @property
     def peer_url(self) -> str | None:
@@ -98,7 +99,7 @@ class Membership:
             self._members[m.name] = MemberView(
                 name=m.name, addr=m.addr, gossip_port=m.port, status=status, tier=peer.tier,
                 api_port=peer.api_port, scheme=peer.scheme, load=peer.load, tags=dict(m.tags),
-                rtt_ms=old.rtt_ms if old else None, since=since, peer_port=peer.peer_port, keeps_ca=peer.ca,
+                rtt_ms=old.rtt_ms if old else None, since=since, peer_port=peer.peer_port, keeps_ca=peer.ca, ca_id=peer.ca_id,
             )
             if old is None or old.status != status:
                 changes.append(StatusChange(m.name, old.status if old else None, status))

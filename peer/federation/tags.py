@@ -86,6 +86,7 @@ class SelfTags:
     accepts: frozenset[str] | None = None  # `acc` tag: its accept-from policy, when it fits
     peer_port: int | None = None  # `pp` tag: the mTLS peer listener (automatic identity, peer.trust.auto)
     ca: bool = False  # `ca` tag: this cluster keeps the automatic federation CA (it signs joins)
+    ca_id: str | None = None  # `cid` tag: which automatic CA this cluster's certificate is from (peer.trust.keepers)
 
     def encode(self) -> dict[str, str]:
         tags = {"roam": PROTOCOL, "tier": self.tier, "api": str(self.api_port), "ld": encode_load(self.load)}
@@ -97,6 +98,8 @@ class SelfTags:
             tags["pp"] = str(self.peer_port)
         if self.ca:
             tags["ca"] = "1"
+        if self.ca_id is not None:
+            tags["cid"] = self.ca_id
         if self.accepts is not None:
             with_acc = {**tags, "acc": ",".join(sorted(self.accepts))}
             # A long list that does not fit is left out: peers then learn it from refusals.
@@ -119,6 +122,7 @@ class PeerTags:
     accepts: frozenset[str] | None = None
     peer_port: int | None = None
     ca: bool = False
+    ca_id: str | None = None
 
 
 def decode_accepts(text: str | None) -> frozenset[str] | None:
@@ -143,6 +147,7 @@ def decode_tags(tags: dict[str, str]) -> PeerTags:
         accepts=decode_accepts(tags.get("acc")),
         peer_port=_port_of(tags.get("pp", "")),
         ca=tags.get("ca") == "1",
+        ca_id=tags.get("cid") or None,
     )
 
 

@@ -35,6 +35,7 @@ import hashlib
 import hmac
 import json
 import logging
+import shutil
 import ssl
 import time
 from collections.abc import Callable
@@ -177,7 +178,7 @@ def sign_join(ca_dir: Path, *, cluster: str, csr_pem: bytes, ips: tuple[str, ...
     csr = ca.csr_naming(csr_pem, cluster)
     if csr is None:
         raise JoinRefused(403, f"csr: must be signed by its key and name exactly the joining cluster {cluster}")
-    holders = _holders(ca_dir)
+    holders = holders_of(ca_dir)
     key_id = _spki(csr.public_key())
     if holders.get(cluster, key_id) != key_id and held(cluster):
         raise JoinRefused(409, f"name: {cluster} is held by a live member with another key (first come, first "
@@ -191,11 +192,16 @@ def sign_join(ca_dir: Path, *, cluster: str, csr_pem: bytes, ips: tuple[str, ...
     cert = ca.sign_key(ca_dir, cluster=cluster, public_key=csr.public_key(), days=ca.CLUSTER_DAYS,
                        addresses=addresses)
     holders[cluster] = key_id
-    ca.write_file(ca_dir / HOLDERS, (json.dumps(holders, indent=1) + "\n").encode(), mode=0o600)
+    save_holders(ca_dir, holders)
     return cert.public_bytes(serialization.Encoding.PEM), (ca_dir / ca.CA_CERT).read_bytes()
 
 
-def _holders(ca_dir: Path) -> dict[str, str]:
+def save_holders(ca_dir: Path, holders: dict[str, str]) -> None:
+    """Which key holds each name (first come, first served), 0600 in the CA's directory."""
+    ca.write_file(ca_dir / HOLDERS, (json.dumps(holders, indent=1, sort_keys=True) + "\n").encode(), mode=0o600)
+
+
+def holders_of(ca_dir: Path) -> dict[str, str]:
     try:
         raw = json.loads((ca_dir / HOLDERS).read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -290,15 +296,30 @@ class Enrolment:
         ca.write_file(self.files.cert, cert_pem, mode=0o600)
 
 
+def forget_identity(data_dir: Path) -> None:
+    """Drop this agent's automatic identity and CA (a lone founder yielding to an older CA,
+    peer.trust.keepers): the next start enrols at its known peers."""
+    from peer.trust.identity import CRL_FILE, PAIR_FILE
+
+    for directory in (data_dir / CA_DIR, data_dir / IDENTITY_DIR):
+        shutil.rmtree(directory, ignore_errors=True)
+    for name in (CRL_FILE, PAIR_FILE):
+        (data_dir / name).unlink(missing_ok=True)
+
+
 async def automatic_identity(cfg: AgentConfig, *, secret: bytes, stop: asyncio.Event,
                              owner_of: Callable[[str], str | None], peer_url: str) -> tuple[Identity, Path | None]:
-    """The agent's identity under --peer-tls, and the CA directory when it keeps the CA: the files
-    kept in the data dir, a new CA when it founds the federation (no --join), else a certificate
-    from the CA through a join target (waits for one; EnrolmentAborted when `stop` is set)."""
+    """The agent's identity (automatic unless --no-peer-tls), and the CA directory when it keeps
+    the CA: the files kept in the data dir, a new CA when it founds the federation (no --join and
+    no known peers), else a certificate from the CA through a join target or a peer it knew
+    (waits for one; EnrolmentAborted when `stop` is set)."""
+    from peer.federation.gossip import known_peers
+
     started = time.monotonic()
-    files = local_identity(name=cfg.name, addr=cfg.addr, data_dir=cfg.data_dir, may_found=not cfg.join)
+    targets = tuple(dict.fromkeys([*cfg.join, *known_peers(cfg.data_dir)]))
+    files = local_identity(name=cfg.name, addr=cfg.addr, data_dir=cfg.data_dir, may_found=not targets)
     if files is None:
-        files = await Enrolment(name=cfg.name, addr=cfg.addr, data_dir=cfg.data_dir, join=cfg.join,
+        files = await Enrolment(name=cfg.name, addr=cfg.addr, data_dir=cfg.data_dir, join=targets,
                                 api_port=cfg.api_port, secret=secret, stop=stop, admin_tls=cfg.tls).run()
     log.info("automatic identity ready in %.3fs%s", time.monotonic() - started,
              " (this cluster keeps the federation CA)" if files.ca_dir else "")

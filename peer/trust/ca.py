@@ -311,6 +311,25 @@ def revoke(directory: Path, *, cluster: str) -> tuple[int, list[Issued]]:
     return number, [i for i in issued if i.cluster == cluster and i.revoked_at == stamp]
 
 
+def save_index(directory: Path, issued: list[Issued]) -> None:
+    """Write the index (the CA's keepers merge theirs: peer.trust.keepers)."""
+    _save_index(directory, issued)
+
+
+def reissue_crl(directory: Path, *, above: int, also: frozenset[int] = frozenset()) -> bytes:
+    """A new revocation list of everything the index marks revoked and the serials `also` (the
+    list in force may name certificates this keeper never issued), numbered above both this
+    directory's list and `above`: what keepers do when their merged index revokes more than the
+    list in force (peer.trust.keepers)."""
+    ca_key, ca_cert = _load(directory)
+    number = max(crl_number(directory), above) + 1
+    revoked = [i for i in load_index(directory) if i.revoked_at]
+    known = {i.serial for i in revoked}
+    revoked += [Issued(s, "?", "", _now().isoformat()) for s in sorted(also - known)]
+    _write_crl(directory, ca_key, ca_cert, number=number, revoked=revoked)
+    return (directory / CRL).read_bytes()
+
+
 def crl_number(directory: Path) -> int:
     try:
         crl = x509.load_pem_x509_crl((directory / CRL).read_bytes())

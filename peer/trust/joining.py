@@ -54,9 +54,11 @@ def listener_middleware(*, peer_port: int, admin_url: str, peer_url: str) -> Any
 
 
 class JoinRoutes:
-    def __init__(self, *, here: str, secret: bytes, nonces: NonceCache, ca_dir: Path | None,
-                 membership: Membership, client: PeerClient) -> None:
-        self.here, self.secret, self.nonces, self.ca_dir = here, secret, nonces, ca_dir
+    def __init__(self, *, here: str, secret: bytes, nonces: NonceCache, ca_dir: Callable[[], Path | None],
+                 ca_id: str, membership: Membership, client: PeerClient) -> None:
+        """`ca_dir`: the CA kept here now (a deputy gets one at run time, peer.trust.keepers);
+        `ca_id`: the `cid` tag of this cluster's CA."""
+        self.here, self.secret, self.nonces, self.ca_dir, self.ca_id = here, secret, nonces, ca_dir, ca_id
         self.membership, self.client = membership, client
 
     def add_routes(self, app: web.Application) -> None:
@@ -64,12 +66,17 @@ class JoinRoutes:
         app.router.add_post(RELAY_PATH, self.on_relay)
 
     def _held(self, name: str) -> bool:
+        """A live member of this federation holds the name. A live member advertising another
+        CA does not: that is the same site rebuilt on an empty data dir, whose founder yielded
+        (peer.trust.keepers) and now enrols here."""
         member = self.membership.get(name)
-        return name == self.here or (member is not None and member.status == "alive")
+        return name == self.here or (member is not None and member.status == "alive"
+                                     and member.ca_id in (None, self.ca_id))
 
     def _sign(self, cluster: str, csr: bytes, ip: str) -> tuple[bytes, bytes]:
-        assert self.ca_dir is not None
-        cert, ca_pem = sign_join(self.ca_dir, cluster=cluster, csr_pem=csr, ips=(ip,) if ip else (), held=self._held)
+        ca_dir = self.ca_dir()
+        assert ca_dir is not None
+        cert, ca_pem = sign_join(ca_dir, cluster=cluster, csr_pem=csr, ips=(ip,) if ip else (), held=self._held)
         log.warning("signed the join of cluster %s (address %s)", cluster, ip or "-")
         return cert, ca_pem
 
@@ -86,7 +93,7 @@ class JoinRoutes:
         except PeerWireError as exc:
             return msgpack_response({"error": str(exc)}, status=400)
         try:
-            if self.ca_dir is not None:
+            if self.ca_dir() is not None:
                 cert, ca_pem = self._sign(cluster, csr, ip)
             else:
                 cert, ca_pem = await self._relay(cluster, csr, ip)
@@ -103,19 +110,31 @@ class JoinRoutes:
                                  "mac": reply_mac(self.secret, csr=csr, cert=cert, ca_pem=ca_pem)})
 
     async def _relay(self, cluster: str, csr: bytes, ip: str) -> tuple[bytes, bytes]:
-        keeper = next((m for m in self.membership.alive() if m.keeps_ca and m.peer_url), None)
-        if keeper is None or keeper.peer_url is None:
+        """To the live keepers of this cluster's CA in turn, until one answers; a refusal (4xx)
+        is the CA's answer and is passed on."""
+        keepers = [m for m in self.membership.alive() if m.keeps_ca and m.peer_url and m.ca_id == self.ca_id]
+        if not keepers:
             raise PeerError("no live member keeps the federation CA (`ca` tag)")
-        reply = await self.client.call(keeper.peer_url, RELAY_PATH,
-                                       {"from": self.here, "cluster": cluster, "csr": csr, "ip": ip}, timeout=10.0)
-        if not isinstance(reply, dict) or not isinstance(reply.get("cert"), bytes) or not isinstance(
-                reply.get("ca"), bytes):
-            raise PeerError(f"{keeper.name}: a relay answer without cert and ca")
-        return reply["cert"], reply["ca"]
+        failures = []
+        for keeper in keepers:
+            assert keeper.peer_url is not None
+            try:
+                reply = await self.client.call(keeper.peer_url, RELAY_PATH,
+                                               {"from": self.here, "cluster": cluster, "csr": csr, "ip": ip},
+                                               timeout=10.0)
+            except PeerRefused:
+                raise
+            except PeerError as exc:
+                failures.append(f"{keeper.name}: {exc}")
+                continue
+            if isinstance(reply, dict) and isinstance(reply.get("cert"), bytes) and isinstance(reply.get("ca"), bytes):
+                return reply["cert"], reply["ca"]
+            failures.append(f"{keeper.name}: a relay answer without cert and ca")
+        raise PeerError("; ".join(failures))
 
     async def on_relay(self, request: web.Request) -> web.Response:
         cluster, csr, ip = _fields(await read_msgpack(request), "cluster")
-        if self.ca_dir is None:
+        if self.ca_dir() is None:
             return msgpack_response({"error": "this cluster keeps no federation CA"}, status=409)
         try:
             cert, ca_pem = self._sign(cluster, csr, ip)

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.integration
 
 ADDRS = {"c1": "127.0.100.11", "c2": "127.0.100.12", "c3": "127.0.100.13"}
 IMPOSTOR = "127.0.100.14"
-BARE = ["--no-auto-migrate", "--peer-tls"]  # the contract's flags, and automatic identity (opt-in this round)
+BARE = ["--no-auto-migrate", "--ca-keepers", "1"]  # the contract's flags (identity is automatic); one keeper: c1
 CLASSIFIER = [sys.executable, "-m", "peer.samples.classifier", "--host", "{host}", "--port", "{port}"]
 
 

@@ -24,27 +24,37 @@ def args(**kw: Any) -> argparse.Namespace:
     return argparse.Namespace(**{**base, **kw})
 
 
-def test_automatic_identity_is_opt_in_and_has_its_own_port(tmp_path: Path) -> None:
-    assert not build_config(args()).auto_identity  # off by default this round (README)
-    config = build_config(args(peer_tls=True))
+def test_automatic_identity_is_the_default_and_has_its_own_port(tmp_path: Path) -> None:
+    config = build_config(args())  # DESIGN: mTLS between peers by default
     assert config.auto_identity and config.peer_listen_port == 7071 and config.api_url == "http://127.0.0.1:7070"
-    assert build_config(args(peer_tls=True, api_port=8000)).peer_listen_port == 8001
+    assert config.ca_keepers == 3
+    assert build_config(args(api_port=8000)).peer_listen_port == 8001
     assert build_config(args(peer_tls=True, peer_port=9443)).peer_listen_port == 9443
-    assert not build_config(args(peer_tls=True, no_peer_tls=True)).auto_identity
+    assert not build_config(args(no_peer_tls=True)).auto_identity
     toml = tmp_path / "agent.toml"
-    toml.write_text("peer_tls = true\n")
-    assert build_config(args(config=str(toml))).auto_identity
-    assert not build_config(args(config=str(toml), no_peer_tls=True)).auto_identity
+    toml.write_text("peer_tls = false\nca_keepers = 1\n")
+    assert not build_config(args(config=str(toml))).auto_identity
+    assert build_config(args(config=str(toml), peer_tls=True)).auto_identity
+    assert build_config(args(config=str(toml))).ca_keepers == 1
     toml.write_text("peer_tls = 1\n")
     with pytest.raises(ConfigError, match="peer_tls: expected true or false"):
         build_config(args(config=str(toml)))
 
 
+def test_the_default_peer_port_steps_over_the_agents_other_ports() -> None:
+    """The contract lets --gossip-port follow --api-port: the default peer port moves on
+    (peers read it from the `pp` tag) instead of refusing to start."""
+    assert build_config(args(api_port=8000, gossip_port=8001)).peer_listen_port == 8002
+    assert build_config(args(api_port=8000, gossip_port=8001, rpc_port=8002)).peer_listen_port == 8003
+    assert build_config(args(api_port=29999, lb_ports="30000-30999")).peer_listen_port == 32000  # lb, then services
+
+
 @pytest.mark.parametrize(("kw", "message"), [
     ({"peer_port": 7070}, "--peer-port: 7070 is also --api-port"),
     ({"peer_port": 7946}, "--peer-port: 7946 is also --gossip-port"),
-    ({"api_port": 65535}, "--peer-port: --api-port 65535 \\+ 1 is no port"),
+    ({"api_port": 65535}, "--peer-port: --api-port 65535 leaves no port above it"),
     ({"peer_port": 0}, "--peer-port: expected a port number"),
+    ({"ca_keepers": 0}, "--ca-keepers: expected a whole number from 1 to 9"),
 ])
 def test_bad_peer_ports_are_one_line(kw: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
