@@ -161,8 +161,8 @@ class Federation:
             tls = self.base / "tls" / name
             args += ["--ca-cert", str(tls / "ca.pem"), "--cert", str(tls / "cluster.pem"),
                      "--key", str(tls / "cluster.key")]
-        else:  # the shared secret only: not the agent's automatic identity either (a site rebuilt on
-            args.append("--no-peer-tls")  # an empty data dir could not enrol while the CA keeper is down)
+        else:  # --no-identity: the shared secret only, not the agent's automatic identity either
+            args.append("--no-peer-tls")
         agent.proc = await self.tb.start_agent(name, extra_args=args, data_dir=agent.data_dir,
                                                log_path=agent.log_path)
         agent.starts += 1

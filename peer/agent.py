@@ -597,6 +597,8 @@ class Agent:
         if change.new == "alive" and change.name != self.here:
             self._spawn(self._sync(change.name))
             self._spawn(self._check_names(change.name))
+            if self.keepers is not None:
+                self.keepers.poke()  # a new member may be a deputy to hand the CA to, at once
 
     async def _check_names(self, peer: str) -> None:
         """A peer is back: a service of the same name created on its side meets ours (naming)."""

@@ -261,7 +261,13 @@ def _operation_schemas() -> dict[str, Schema]:
             "mode": {"type": "string", "enum": ["mtls", "off"]}, "cluster": STRING, "ca": _nullable(STRING),
             "cert": _nullable(_obj({"serial": STRING, "not_after": STRING, "expires_in_s": INT})),
             "crl": _nullable(_obj({"number": _nullable(INT), "revoked": {"type": "array", "items": _obj(
-                {"serial": STRING, "cluster": _nullable(STRING)})}}))}),
+                {"serial": STRING, "cluster": _nullable(STRING)})}})),
+            "auto": _nullable(_obj({
+                "peer": {"type": "string", "description": "this agent's mTLS peer listener"},
+                "ca_keeper": {"type": "boolean", "description": "it keeps the automatic CA (founder or deputy)"},
+                "ca_dir": _nullable(STRING),
+                "ca_id": {"type": "string", "description": "which automatic CA (the `cid` Serf tag)"}},
+                required=("peer", "ca_keeper", "ca_dir")))}, required=("mode", "cluster", "ca", "cert", "crl")),
         "CrlRequest": _obj({"crl": {"type": "string",
                                     "description": "the CA's revocation list, PEM (`roam ca revoke` writes it)"}},
                            closed=True),

@@ -10,7 +10,8 @@ CA that nobody trusts. So:
   A member takes it only for the CA its own certificate is from (the same certificate, and a key
   that matches it), then advertises `ca=1` and signs joins like the founder.
 - **Keepers agree.** Every SYNC_EVERY seconds a keeper exchanges its index, holders and
-  revocation list with the next keeper in turn; both keep the union, so a certificate one keeper
+  revocation list with the next keeper in turn (only when its state changed since they last
+  agreed, else every FULL_EVERY seconds: the body grows with the federation); both keep the union, so a certificate one keeper
   issued can be revoked at any other, and when the union revokes more than the lists held, the
   revoked set is signed again as the next list number (two keepers revoking at once lose
   nothing) and spread like any list (peer.trust.spread).
@@ -26,13 +27,17 @@ founder alone, and losing that site then stops enrolment, renewal and revocation
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
+import hashlib
 import logging
+import time
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import msgpack
 from aiohttp import web
 
 from peer.peering.client import PeerClient, PeerError, msgpack_response, read_msgpack
@@ -58,6 +63,7 @@ log = logging.getLogger(__name__)
 
 PATH = "/peer/v1/trust/keeper"
 SYNC_EVERY = 3.0
+FULL_EVERY = 60.0  # keepers whose state has not changed still compare it this often
 CALL_TIMEOUT = 5.0
 
 
@@ -93,13 +99,23 @@ class CaKeepers:
         self.on_keeping, self.on_yield = on_keeping, on_yield
         self.own = ca_id_of(identity.ca)
         self._turn = 0
+        self._poked = asyncio.Event()
+        self._agreed: dict[str, tuple[bytes, float]] = {}  # keeper -> (our digest after the exchange, when)
         self._yielded = False
 
     # -- rounds ----------------------------------------------------------------------------
     async def run(self) -> None:
         while True:
-            await asyncio.sleep(SYNC_EVERY)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._poked.wait(), timeout=SYNC_EVERY)
+            self._poked.clear()
             await self.round()
+
+    def poke(self) -> None:
+        """A member came alive: the round runs now, not at the next tick. The founder is the only
+        keeper until its first hand-over; the sooner that happens, the smaller the window in
+        which losing its site loses the CA."""
+        self._poked.set()
 
     async def round(self) -> None:
         if self.dir is None or self._yielded:
@@ -107,7 +123,9 @@ class CaKeepers:
         self._take_list_in_force()
         alive = [m for m in self.membership.alive() if m.name != self.here and m.peer_url]
         if lone(ca.load_index(self.dir), self.here):
-            target = older_ca(self.own, (CaId.decode(m.ca_id) for m in alive))
+            # Only towards a CA someone alive still keeps: yielding to a CA whose keepers are all
+            # gone would leave this agent waiting for a certificate forever.
+            target = older_ca(self.own, (CaId.decode(m.ca_id) for m in alive if m.keeps_ca))
             if target is not None:
                 self._yielded = True
                 self.on_yield(f"a live member holds a certificate of an older federation CA ({target.encode()}, "
@@ -121,7 +139,16 @@ class CaKeepers:
         others = sorted(keepers - {self.here})
         if others:
             self._turn += 1
-            await self._call(by_name[others[self._turn % len(others)]], handing_over=False)
+            peer = others[self._turn % len(others)]
+            agreed = self._agreed.get(peer)
+            now = time.monotonic()
+            if agreed is None or agreed[0] != self._digest() or now - agreed[1] >= FULL_EVERY:
+                await self._call(by_name[peer], handing_over=False)
+
+    def _digest(self) -> bytes:
+        """What this keeper's state was when a peer last agreed with it: unchanged since, the
+        exchange waits for FULL_EVERY (the idle wire stays small at any federation size)."""
+        return hashlib.sha256(msgpack.packb(self._state())).digest()
 
     def _state(self) -> dict[str, Any]:
         assert self.dir is not None
@@ -140,6 +167,7 @@ class CaKeepers:
                 raise PeerWireError("expected a map")
             self.merge(_index_from(reply.get("index")), _holders_from(reply.get("holders")), reply.get("crl"),
                        source=member.name)
+            self._agreed[member.name] = (self._digest(), time.monotonic())
         except (PeerError, PeerWireError, TrustError) as exc:
             log.info("CA keepers: exchange with %s failed: %s", member.name, exc)
             return

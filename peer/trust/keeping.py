@@ -26,7 +26,8 @@ class CaId:
             return None
         founded, fingerprint = text.split(".")
         try:
-            return cls(int(founded, 16), fingerprint) if len(fingerprint) == 8 else None
+            ok = len(fingerprint) == 8 and all(c in "0123456789abcdef" for c in fingerprint)
+            return cls(int(founded, 16), fingerprint) if ok else None
         except ValueError:
             return None
 
