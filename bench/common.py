@@ -25,8 +25,12 @@ from typing import Any
 
 import aiohttp
 
+from chaos.agent_processes import run_services_as_root_if_needed
 from peer.runtime.waiting import wait_until
 from tests.harness import TOKEN, AgentProc, Federation, dump_logs
+
+if (_AS_ROOT := run_services_as_root_if_needed()) is not None:  # the benches deploy this checkout's samples
+    print(f"bench: services run as root ($ROAM_RUN_AS=root): {_AS_ROOT}", file=sys.stderr)
 
 REPO = Path(__file__).resolve().parents[1]
 

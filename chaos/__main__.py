@@ -9,6 +9,7 @@ import asyncio
 import sys
 from pathlib import Path
 
+from chaos.agent_processes import run_services_as_root_if_needed
 from chaos.netns import install_emergency_cleanup
 from chaos.runner import DEFAULT_PREFIX, DEFAULT_SUBNET, RunOptions, run
 from chaos.scenarios import all_scenarios
@@ -54,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    why = run_services_as_root_if_needed()  # the demo's services are this checkout's samples
+    if why is not None:
+        print(f"python -m chaos: services run as root ($ROAM_RUN_AS=root): {why}", file=sys.stderr)
     if args.command == "demo":
         from chaos.demo import run_demo
 

@@ -91,7 +91,7 @@ class AgentConfig:
     recovery_wait: float = 5.0  # seconds a (re)started agent waits for a peer to recover its records from
     workload: WorkloadPolicy = field(default_factory=WorkloadPolicy)  # what this cluster runs (peer.trust.workload)
     reader_token_file: Path | None = None  # a second admin token that may only read (GET)
-    run_as: str | None = None  # process driver: services run as this user (agent as root only)
+    run_as: str | None = None  # process driver: services run as this user (a root agent: `nobody` by default)
     probe_budget: ProbeBudget = field(default_factory=ProbeBudget)  # the link probe's bytes (peer.links.estimate)
     ca_cert: Path | None = None  # per-cluster identity (peer.trust): the federation CA, this cluster's cert and key
     cert: Path | None = None
@@ -524,20 +524,33 @@ def _workload(pick: Any, *, has_file_key: Any) -> WorkloadPolicy:
     return WorkloadPolicy(accept_from=homes, allow_commands=tuple(commands), allow_images=tuple(images))
 
 
+DEFAULT_RUN_AS = "nobody"  # DESIGN "Least privilege for services": the default under a root agent
+RUN_AS_ENV = "ROAM_RUN_AS"  # the default's own default, for hosts where `nobody` cannot run the commands
+
+
 def _run_as(value: Any, *, driver: str) -> str | None:
-    """--run-as USER: must exist, and needs an agent running as root (only root can switch)."""
-    if value is None:
-        return None
+    """--run-as USER: must exist, and needs an agent running as root (only root can switch).
+    Not given, a root agent of the process driver runs services as $ROAM_RUN_AS or `nobody`.
+    The agent's own user (e.g. `--run-as root`) means no switch: services run as the agent,
+    as they did before this default (None)."""
     import pwd
 
+    given = value is not None
+    if not given:
+        if driver != "process" or os.geteuid() != 0:
+            return None
+        value = os.environ.get(RUN_AS_ENV) or DEFAULT_RUN_AS
+    where = "--run-as" if given else f"--run-as (not given: ${RUN_AS_ENV} or {DEFAULT_RUN_AS!r} under a root agent)"
     if not isinstance(value, str) or not value:
-        raise ConfigError(f"--run-as: expected a user name, got {value!r}")
+        raise ConfigError(f"{where}: expected a user name, got {value!r}")
     try:
-        pwd.getpwnam(value)
+        uid = pwd.getpwnam(value).pw_uid
     except KeyError as exc:
-        raise ConfigError(f"--run-as: no user {value!r} on this host") from exc
+        raise ConfigError(f"{where}: no user {value!r} on this host") from exc
     if driver != "process":
         raise ConfigError("--run-as: only the process driver runs services as local users")
+    if uid == os.geteuid():
+        return None  # the agent's own user: nothing to switch to
     if os.geteuid() != 0:
         raise ConfigError("--run-as: the agent must run as root to start services as another user")
     return value

@@ -21,6 +21,28 @@ LEAK_TURNS = 50
 pytest_plugins = ["pytester"]  # tests/agent/test_supervision.py runs this fixture on a leaking test
 
 
+_SERVICES_AS_ROOT: list[str] = []  # why this run's agents keep services as root (empty: they run as nobody)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Integration tests deploy this checkout's samples. A root agent runs them as `nobody` by
+    default; where `nobody` cannot read the checkout (a clone under /root), the agents of this
+    run keep services as root ($ROAM_RUN_AS, set before any agent starts) and the header says
+    why. tests/drivers/test_run_as.py tests the default itself either way (a stdlib service
+    run by the system python)."""
+    from chaos.agent_processes import run_services_as_root_if_needed
+
+    why = run_services_as_root_if_needed()
+    if why is not None:
+        _SERVICES_AS_ROOT.append(why)
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    if not _SERVICES_AS_ROOT:
+        return None
+    return f"services run as root in this run ($ROAM_RUN_AS=root): {_SERVICES_AS_ROOT[0]}"
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     missing = [b for b in ("serf", "haproxy") if shutil.which(b) is None]
     if missing:

@@ -67,7 +67,8 @@ AGENT_OPTIONS = [
     _opt("--allow-image", "allow_image", multiple=True, metavar="PREFIX",
          help="run only images from these registry prefixes (repeat; default: any)"),
     _opt("--run-as", "run_as", metavar="USER",
-         help="process driver: run services as this user (agent as root; default: the agent's user)"),
+         help="process driver, agent as root: run services as this user (default: $ROAM_RUN_AS or nobody; "
+              "the agent's own user: no switch)"),
     _opt("--secret-file", "secret_file", type=click.Path(), help="federation secret shared by all peers (0600)"),
     _opt("--config", type=click.Path(), help="TOML file; flags override it"),
     _opt("--kubeconfig", type=click.Path()),

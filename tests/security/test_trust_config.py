@@ -23,10 +23,26 @@ def args(**kw: Any) -> argparse.Namespace:
     return argparse.Namespace(**{**base, **kw})
 
 
-def test_defaults_accept_everything() -> None:
+def test_defaults_accept_everything(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ROAM_RUN_AS", raising=False)
     config = build_config(args())
     assert config.workload == WorkloadPolicy() and config.workload.permissive
-    assert config.run_as is None and config.reader_token_file is None
+    assert config.reader_token_file is None
+    # DESIGN "Least privilege for services": a root agent runs services as nobody by default.
+    assert config.run_as == ("nobody" if os.geteuid() == 0 else None)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the default service user applies to a root agent only")
+def test_the_default_service_user_and_its_exceptions(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ROAM_RUN_AS", raising=False)
+    assert build_config(args()).run_as == "nobody"
+    assert build_config(args(run_as="root")).run_as is None  # the agent's own user: no switch
+    assert build_config(args(driver="kubernetes")).run_as is None  # pods are the cluster's business
+    monkeypatch.setenv("ROAM_RUN_AS", "root")
+    assert build_config(args()).run_as is None
+    monkeypatch.setenv("ROAM_RUN_AS", "no-such-user-here")
+    with pytest.raises(ConfigError, match=r"--run-as \(not given: \$ROAM_RUN_AS"):
+        build_config(args())
 
 
 def test_flags_build_the_policy_with_resolved_prefixes(tmp_path: Path) -> None:
