@@ -69,6 +69,7 @@ from peer.copies.manager import ServiceManager, WorkloadGate, split_addr
 from peer.trust.workload import resolve_executable, resolve_lexical
 from peer.runtime.waiting import wait_until
 from peer.homeset.stewardship import Liveness, Observed
+from peer.serf.errors import SerfRPCError
 from peer.runtime.supervision import Supervisor
 from peer.trust.enrol import add_enrol_routes
 from peer.trust.authorship import record_guard
@@ -90,6 +91,7 @@ TOMBSTONE_TTL = 7 * 24 * 3600.0  # merge.droppable: longer than the longest part
 JOURNAL_KEEP = 24 * 3600.0  # closed journal entries are kept this long (post-mortems)
 CLEANUP_GRACE = 5.0  # a stop waits this long for migrations' cleanups (the rest: `recover` on restart)
 PEER_BODY_LIMIT = 8 * 1024 * 1024
+INTRODUCE_EVERY = 10.0  # seconds between two Serf joins towards a member showing another CA's certificate
 
 
 class Agent:
@@ -126,6 +128,7 @@ class Agent:
         self.ca_dir: Path | None = config.ca_dir  # the CA kept here: --ca-dir, or the automatic one (peer.trust.auto)
         self.keepers: CaKeepers | None = None  # the automatic CA on several clusters (peer.trust.keepers)
         self.yielded_to: str | None = None  # why this agent dropped its own CA (it starts again)
+        self._introduced: dict[str, float] = {}  # member -> when we last joined it through Serf (_introduce)
         self._stop_requested = asyncio.Event()
         self._stop_everything = False
         self._business: frozenset[str] = frozenset()  # clusters our records name (refreshed each second)
@@ -212,6 +215,7 @@ class Agent:
         if self.identity is not None:
             self.identity.on_revoked.append(self.client.drop_connections)
             self.identity.on_new_cert.append(self.client.drop_connections)
+            self.client.on_foreign_certificate.append(self._introduce)
         self.trust = TrustSpread(identity=self.identity, client=self.client, here=self.here, members=self._live_apis)
         if cfg.auto_identity and self.identity is not None:
             self.keepers = CaKeepers(here=self.here, data_dir=cfg.data_dir, ca_dir=self.ca_dir, identity=self.identity,
@@ -517,6 +521,28 @@ class Agent:
         self.yielded_to = reason
         self.request_stop()
 
+    def _introduce(self, url: str) -> None:
+        """A member's peer API shows a certificate of another CA: most likely its site was rebuilt
+        on an empty data dir and, knowing nobody yet, founded a CA of its own. Joining it through
+        Serf (at most every INTRODUCE_EVERY seconds) hands it the member list at once, instead of
+        at the next push-pull (up to 30 s), so it can yield and enrol here (peer.trust.keepers)."""
+        member = next((m for m in self.membership.all() if m.peer_url == url.rstrip("/")), None)
+        now = time.monotonic()
+        if member is None or self.gossip is None or now - self._introduced.get(member.name, -INTRODUCE_EVERY) \
+                < INTRODUCE_EVERY:
+            return
+        self._introduced[member.name] = now
+        log.info("%s shows a certificate of another CA: joining it through Serf so it meets this federation",
+                 member.name)
+        self._spawn(self._join_quietly(join_hostport(member.addr, member.gossip_port)))
+
+    async def _join_quietly(self, target: str) -> None:
+        assert self.gossip is not None
+        try:
+            await asyncio.wait_for(self.gossip.join([target]), timeout=5.0)
+        except (SerfRPCError, TimeoutError) as exc:
+            log.info("joining %s through Serf failed: %s", target, exc)
+
     def _keep_ca(self, ca_dir: Path) -> None:
         """Handed the CA by a keeper (peer.trust.keepers): sign joins and say so in the tags."""
         self.ca_dir = ca_dir
@@ -578,6 +604,11 @@ class Agent:
         deadline = time.monotonic() + (self.config.recovery_wait if self._expects_peers() else 0.0)
         synced: set[str] = set()
         while not synced:
+            if self.trust is not None and self.identity is not None:
+                # The peers' certificates first: a version whose writer's certificate is not
+                # known here yet is refused (author-signed records), so a catch-up before this
+                # would count a peer as synced while its records were refused.
+                await self.trust.push_all()
             synced = await self._sync_alive(exclude=set())
             if synced or time.monotonic() >= deadline:
                 break

@@ -110,6 +110,9 @@ class PeerClient:
         self._system_context: ssl.SSLContext | None = None
         self._retired: dict[aiohttp.ClientSession, asyncio.Task[None]] = {}  # closed after a grace
         self._jobs = Supervisor(f"{sender or 'peer'}:client")
+        # Told the base URL of a peer whose certificate our CA does not verify (another CA: a
+        # site rebuilt on an empty data dir that founded its own, peer.trust.keepers).
+        self.on_foreign_certificate: list[Callable[[str], None]] = []
 
     async def __aenter__(self) -> Self:
         return self
@@ -182,6 +185,9 @@ class PeerClient:
                 raw = await self._read_limited(resp)
                 status = resp.status
         except (TimeoutError, aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+            if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+                for callback in self.on_foreign_certificate:
+                    callback(base_url)
             raise PeerUnreachable(f"{url}: {exc.__class__.__name__}: {exc}") from exc
         except aiohttp.ClientError as exc:
             raise PeerError(f"{url}: {exc.__class__.__name__}: {exc}") from exc

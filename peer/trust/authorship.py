@@ -68,7 +68,7 @@ class CertBook:
         self._by_cluster.setdefault(cluster, {})[cert.serial_number] = cert
         self._pems[cert.serial_number] = pem or cert.public_bytes(serialization.Encoding.PEM)
         self._known.add(self._pems[cert.serial_number])
-        log.info("certificate of cluster %s (serial %x) known for record signatures", cluster, cert.serial_number)
+        log.debug("certificate of cluster %s (serial %x) known for record signatures", cluster, cert.serial_number)
         return True
 
     def add_pems(self, pems: Iterable[object], *, source: str) -> int:

@@ -273,8 +273,10 @@ class Enrolment:
                 now = time.monotonic()
                 if now - logged >= LOG_EVERY or any(" refused 40" in r for r in reasons) and now - logged >= 5:
                     logged = now
-                    log.warning("waiting for a certificate (retrying every %.1f s at most): %s", MAX_RETRY,
-                                "; ".join(reasons))
+                    hint = (" (401: this agent's federation secret, --secret-file, is not the federation's: "
+                            "its join is signed with another one)" if any(" refused 401" in r for r in reasons) else "")
+                    log.warning("waiting for a certificate (retrying every %.1f s at most): %s%s", MAX_RETRY,
+                                "; ".join(reasons), hint)
                 try:
                     await asyncio.wait_for(self.stop.wait(), timeout=delay)
                 except TimeoutError:
@@ -321,7 +323,7 @@ async def automatic_identity(cfg: AgentConfig, *, secret: bytes, stop: asyncio.E
     if files is None:
         files = await Enrolment(name=cfg.name, addr=cfg.addr, data_dir=cfg.data_dir, join=targets,
                                 api_port=cfg.api_port, secret=secret, stop=stop, admin_tls=cfg.tls).run()
-    log.info("automatic identity ready in %.3fs%s", time.monotonic() - started,
+    log.debug("automatic identity ready in %.3fs%s", time.monotonic() - started,
              " (this cluster keeps the federation CA)" if files.ca_dir else "")
     identity = Identity(name=cfg.name, ca_cert=files.ca_cert, cert=files.cert, key=files.key,
                         data_dir=cfg.data_dir, owner_of=owner_of)

@@ -93,8 +93,9 @@ async def test_finding_3_one_token_per_agent(tmp_path: Path) -> None:
     assert "one token file shared by every agent" in " ".join(roam("--help").stdout.split())
 
 
-async def test_finding_4_key_rotation_new_agent_silently_fails_to_join(tmp_path: Path) -> None:
-    """An agent whose gossip key differs says so in its own log and in `roam status`."""
+async def test_finding_4_a_new_agent_with_another_secret_says_why_it_cannot_enrol(tmp_path: Path) -> None:
+    """Under automatic identity (the default) a joiner signs its certificate request with the
+    federation secret: with another secret it never gets a certificate, and its log says why."""
     other = tmp_path / "other.secret"
     other.write_text("another-federation-secret-0123456789")
     other.chmod(0o600)
@@ -102,6 +103,23 @@ async def test_finding_4_key_rotation_new_agent_silently_fails_to_join(tmp_path:
         fed.add("c1", "127.0.2.25").start()
         await fed.wait_healthy("c1")
         c2 = fed.add("c2", "127.0.2.26", join=["127.0.2.25"])
+        c2.args[c2.args.index("--secret-file") + 1] = str(other)
+        c2.start()
+        await wait_until(lambda: "federation secret, --secret-file, is not the federation's" in c2.log_text(),
+                         timeout=20, what="the reason in c2's log")
+        assert not (c2.data_dir / "identity" / "cluster.pem").exists()
+
+
+async def test_finding_4_key_rotation_new_agent_silently_fails_to_join(tmp_path: Path) -> None:
+    """Without automatic identity (--no-peer-tls) the agent starts: one whose gossip key
+    differs says so in its own log and in `roam status`."""
+    other = tmp_path / "other.secret"
+    other.write_text("another-federation-secret-0123456789")
+    other.chmod(0o600)
+    async with federation(tmp_path) as fed:
+        fed.add("c1", "127.0.2.25", extra=["--no-auto-migrate", "--no-peer-tls"]).start()
+        await fed.wait_healthy("c1")
+        c2 = fed.add("c2", "127.0.2.26", join=["127.0.2.25"], extra=["--no-auto-migrate", "--no-peer-tls"])
         c2.args[c2.args.index("--secret-file") + 1] = str(other)
         c2.start()
         await fed.wait_healthy("c2")
