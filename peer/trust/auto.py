@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 from lb.hostport import join_hostport
 from peer.errors import RoamError
 from peer.runtime.lazyimport import lazy
-from peer.peering.client import PeerClient, PeerError, PeerRefused
+from peer.peering.client import PeerClient, PeerError, PeerRefused, PeerUnreachable
 from peer.trust import ca
 from peer.trust.certs import TrustError, check_issued_by, cluster_of, load_cert
 from peer.trust.identity import Identity
@@ -68,6 +68,7 @@ IDENTITY_DIR, CA_DIR, HOLDERS = "identity", "ca", "holders.json"
 JOIN_PATH = "/v1/trust/join"  # admin port, federation-secret HMAC: the joiner has no certificate yet
 RELAY_PATH = "/peer/v1/trust/join"  # a member relays a join to the CA keeper, over mTLS
 FIRST_RETRY, MAX_RETRY, LOG_EVERY = 0.25, 2.0, 30.0
+FOUND_AFTER = 10.0  # seconds an agent without --join tries the peers it knew before it founds a CA
 
 
 class JoinRefused(ca.CAError):
@@ -247,7 +248,9 @@ class Enrolment:
         self.urls = [join_url(t, api_port, scheme="https" if admin_tls else "http") for t in join]
         self.tls = _Unchecked() if admin_tls else None
 
-    async def run(self) -> AutoFiles:
+    async def run(self, *, give_up_after: float | None = None) -> AutoFiles | None:
+        """The certificate; None once `give_up_after` seconds passed in which no target held or
+        reached a CA (each unreachable or answering 503): the caller may found one."""
         if not self.urls:
             raise EnrolmentError(f"{self.files.cert}: no usable certificate of the federation CA in the data dir "
                                  "and no --join to enrol at (an agent without --join founds a CA only on a data dir "
@@ -257,7 +260,7 @@ class Enrolment:
         delay, logged, started = FIRST_RETRY, -LOG_EVERY, time.monotonic()
         async with PeerClient(self.secret, sender=self.name, tls=self.tls) as client:
             while True:
-                reasons = []
+                reasons, no_ca = [], True
                 for url in self.urls:
                     try:
                         reply = await client.call(url, JOIN_PATH, {"from": self.name, "csr": csr, "ip": self.addr},
@@ -268,9 +271,17 @@ class Enrolment:
                         return self.files
                     except PeerRefused as exc:
                         reasons.append(f"{url}: refused {exc.status}: {exc.message}")
+                        no_ca = no_ca and exc.status == 503
+                    except PeerUnreachable as exc:
+                        reasons.append(f"{url}: {exc}")
                     except (PeerError, TrustError) as exc:
                         reasons.append(f"{url}: {exc}")
+                        no_ca = False
                 now = time.monotonic()
+                if give_up_after is not None and no_ca and now - started >= give_up_after:
+                    log.warning("none of the peers this agent knew holds or reaches a federation CA after %.0fs: %s",
+                                now - started, "; ".join(reasons))
+                    return None
                 if now - logged >= LOG_EVERY or any(" refused 40" in r for r in reasons) and now - logged >= 5:
                     logged = now
                     hint = (" (401: this agent's federation secret, --secret-file, is not the federation's: "
@@ -321,8 +332,17 @@ async def automatic_identity(cfg: AgentConfig, *, secret: bytes, stop: asyncio.E
     targets = tuple(dict.fromkeys([*cfg.join, *known_peers(cfg.data_dir)]))
     files = local_identity(name=cfg.name, addr=cfg.addr, data_dir=cfg.data_dir, may_found=not targets)
     if files is None:
+        # Without --join, the peers it knew are a hint, not an order: if none of them holds or
+        # reaches a CA (a whole federation upgraded to identity at once, each waiting for the
+        # others), this agent founds one after FOUND_AFTER, as a first agent would.
         files = await Enrolment(name=cfg.name, addr=cfg.addr, data_dir=cfg.data_dir, join=targets,
-                                api_port=cfg.api_port, secret=secret, stop=stop, admin_tls=cfg.tls).run()
+                                api_port=cfg.api_port, secret=secret, stop=stop, admin_tls=cfg.tls
+                                ).run(give_up_after=None if cfg.join else FOUND_AFTER)
+        if files is None:
+            files = local_identity(name=cfg.name, addr=cfg.addr, data_dir=cfg.data_dir, may_found=True)
+        if files is None:
+            raise EnrolmentError(f"{cfg.data_dir / IDENTITY_DIR}: enrolled once, its certificate lost, and no peer "
+                                 "it knew reaches a federation CA; give --join")
     log.debug("automatic identity ready in %.3fs%s", time.monotonic() - started,
              " (this cluster keeps the federation CA)" if files.ca_dir else "")
     identity = Identity(name=cfg.name, ca_cert=files.ca_cert, cert=files.cert, key=files.key,

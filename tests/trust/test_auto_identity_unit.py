@@ -158,3 +158,24 @@ async def test_no_identity_and_nobody_to_ask_is_one_line(tmp_path: Path) -> None
     with pytest.raises(auto.EnrolmentError, match="no --join to enrol at"):
         await auto.Enrolment(name="c2", addr="10.0.0.2", data_dir=tmp_path, join=(), api_port=7070,
                              secret=b"s" * 32, stop=asyncio.Event()).run()
+
+
+async def test_peers_it_knew_that_reach_no_ca_let_an_agent_without_join_found_one(tmp_path: Path) -> None:
+    """A whole federation upgraded to identity at once: each agent knows its peers, none holds a
+    CA and each waits for the others. Without --join, an agent gives up on them (nothing there
+    answers, 127.0.103.1:7070 here) after the time given and may found; with --join it never does."""
+    import asyncio
+
+    enrolment = auto.Enrolment(name="c1", addr="127.0.103.2", data_dir=tmp_path, join=("127.0.103.1",),
+                               api_port=7070, secret=b"s" * 32, stop=asyncio.Event())
+    assert await enrolment.run(give_up_after=0.3) is None
+    assert not auto.files_of(tmp_path).cert.exists()
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(enrolment.run(), timeout=1.0)  # no give-up: it keeps asking
+
+
+def test_the_ca_id_tag_is_gossiped_and_read_back() -> None:
+    load = Load(cpu_capacity=1.0, cpu_used=0.0, mem_capacity=1, mem_used=0, slots_capacity=1, slots_used=0)
+    tags = SelfTags(tier="t", api_port=7070, load=load, peer_port=7071, ca=True, ca_id="65a1b2c3.0f1e2d3c").encode()
+    assert tags["cid"] == "65a1b2c3.0f1e2d3c" and decode_tags(tags).ca_id == "65a1b2c3.0f1e2d3c"
+    assert decode_tags({}).ca_id is None
