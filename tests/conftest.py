@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import shutil
+import signal
 from collections.abc import AsyncIterator
 
 import pytest
@@ -25,13 +26,19 @@ _SERVICES_AS_ROOT: list[str] = []  # why this run's agents keep services as root
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Integration tests deploy this checkout's samples. A root agent runs them as `nobody` by
+    """A suite started in the background of a non-interactive shell (`nohup make test &`)
+    inherits SIGINT ignored, and so would every process it starts: tests that stop a CLI or a
+    scenario runner with Ctrl-C would then wait for nothing. Ctrl-C means KeyboardInterrupt here.
+
+    Integration tests deploy this checkout's samples. A root agent runs them as `nobody` by
     default; where `nobody` cannot read the checkout (a clone under /root), the agents of this
     run keep services as root ($ROAM_RUN_AS, set before any agent starts) and the header says
     why. tests/drivers/test_run_as.py tests the default itself either way (a stdlib service
     run by the system python)."""
     from chaos.agent_processes import run_services_as_root_if_needed
 
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     why = run_services_as_root_if_needed()
     if why is not None:
         _SERVICES_AS_ROOT.append(why)
