@@ -353,7 +353,7 @@ class Agent:
         if cfg.run_as is not None:
             from peer.drivers.confine import Confinement
 
-            self.confinement = Confinement(user=cfg.run_as, scope=cfg.addr)
+            self.confinement = Confinement(user=cfg.run_as, scope=cfg.addr, strict=cfg.run_as_given)
             log.info("services run as %s in %s; cgroup %s; limits %s", cfg.run_as, self.confinement.work_root,
                      self.confinement.cgroup_root, "applied" if self.confinement.limits else
                      f"not applied: {self.confinement.limits_reason}")

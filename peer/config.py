@@ -92,6 +92,7 @@ class AgentConfig:
     workload: WorkloadPolicy = field(default_factory=WorkloadPolicy)  # what this cluster runs (peer.trust.workload)
     reader_token_file: Path | None = None  # a second admin token that may only read (GET)
     run_as: str | None = None  # process driver: services run as this user (a root agent: `nobody` by default)
+    run_as_given: bool = False  # --run-as/run_as given: strict (a command the user cannot run is refused)
     probe_budget: ProbeBudget = field(default_factory=ProbeBudget)  # the link probe's bytes (peer.links.estimate)
     ca_cert: Path | None = None  # per-cluster identity (peer.trust): the federation CA, this cluster's cert and key
     cert: Path | None = None
@@ -196,7 +197,7 @@ def load_toml(path: Path) -> dict[str, Any]:
 # TOML keys that are not AgentConfig fields: tables and lists the builder turns into fields.
 _FILE_ONLY_KEYS = {"triggers", "accept_from", "allow_command", "allow_image"}
 # AgentConfig fields no file sets: built from other keys, or fixed by the host.
-_NOT_IN_FILE = {"workload", "thresholds", "serf_binary", "haproxy_binary"}
+_NOT_IN_FILE = {"workload", "thresholds", "serf_binary", "haproxy_binary", "run_as_given"}
 
 
 def _file_keys() -> set[str]:
@@ -299,6 +300,7 @@ def build_config(args: argparse.Namespace) -> AgentConfig:
         recovery_wait=_seconds(src.pick("recovery_wait"), what="--recovery-wait"),
         workload=_workload(src.pick, has_file_key=lambda k: k in src.file),
         run_as=_run_as(src.pick("run_as"), driver=driver),
+        run_as_given=src.given("run_as"),
         probe_budget=_probe_budget(src.pick("probe_budget")),
         ca_cert=ca_cert, cert=cert, key=key,
         ca_dir=_ca_dir(src.pick("ca_dir"), ca_cert=ca_cert),

@@ -79,12 +79,17 @@ class Confinement:
     """Prepares and releases the user, working dir and cgroup of each service (see module doc)."""
 
     def __init__(self, *, user: str, scope: str, work_root: Path = WORK_ROOT,
-                 cgroup_mount: Path | None = None, mounts_file: Path = Path("/proc/self/mounts")) -> None:
+                 cgroup_mount: Path | None = None, mounts_file: Path = Path("/proc/self/mounts"),
+                 strict: bool = True) -> None:
+        """`strict`: --run-as was given, so a command the user cannot run is refused; under the
+        default user (not given) such a command runs as the agent's user instead, with a
+        warning (`cannot_run`)."""
         try:
             entry = pwd.getpwnam(user)
         except KeyError as exc:
             raise ConfineError(f"--run-as: no user {user!r}") from exc
         self.user, self.uid, self.gid = user, entry.pw_uid, entry.pw_gid
+        self.strict = strict
         self.work_root = work_root / scope
         mount = cgroup_mount if cgroup_mount is not None else _read_mount(mounts_file)
         self.cgroup_root: Path | None = None if mount is None else mount / f"roam-{scope}"
@@ -121,6 +126,24 @@ class Confinement:
         return {"user": self.user, "uid": self.uid, "work_root": str(self.work_root),
                 "cgroup": None if self.cgroup_root is None else str(self.cgroup_root),
                 "limits": self.limits, "limits_unavailable": self.limits_reason}
+
+    def cannot_run(self, argv: list[str], *, path: str) -> str | None:
+        """Why the user could not run `argv`, as far as file modes tell (None: it can): its
+        program, through every symlink, and a script it is given first (`python3 /x/run.py`:
+        an existing absolute file as argv[1]) must be reachable by it. What the program reads
+        later (a venv's site-packages) is not checked: this catches the usual cases, e.g. an
+        interpreter under /root (0700) or a script in a private directory."""
+        program = argv[0] if "/" in argv[0] else shutil.which(argv[0], path=path)
+        if program is None:
+            return None  # not found at all: the start fails the same way for anyone
+        wanted = [(program, os.X_OK)]
+        if len(argv) > 1 and argv[1].startswith("/") and os.path.isfile(argv[1]):
+            wanted.append((argv[1], os.R_OK))
+        for target, mode in wanted:
+            why = reachable(target, uid=self.uid, gid=self.gid, mode=mode)
+            if why is not None:
+                return f"{self.user} cannot {'run' if mode == os.X_OK else 'read'} {target}: {why}"
+        return None
 
     def prepare(self, name: str, *, cpu: float, memory: int) -> Prepared:
         """The working dir (0700, owned by the user) and, where possible, the cgroup."""
@@ -167,6 +190,41 @@ class Confinement:
         if self.cgroup_root is not None:
             with contextlib.suppress(OSError):
                 (self.cgroup_root / name).rmdir()
+
+
+def allowed(st: os.stat_result, *, uid: int, gid: int, mode: int) -> bool:
+    """Does the mode of a file grant `mode` (os.R_OK/W_OK/X_OK bits) to uid/gid (no
+    supplementary groups: Confinement starts services without them)? Pure."""
+    shift = 6 if st.st_uid == uid else 3 if st.st_gid == gid else 0
+    return uid == 0 or (st.st_mode >> shift) & mode == mode
+
+
+def reachable(target: str, *, uid: int, gid: int, mode: int) -> str | None:
+    """Why uid/gid cannot open `target` for `mode` (None: it can): every directory on the way
+    searchable, through every symlink, and the file itself allowing `mode`."""
+    seen = 0
+    todo, done = Path(target), Path("/")
+    parts = list(todo.parts[1:]) if todo.is_absolute() else list(todo.parts)
+    while parts:
+        seen += 1
+        if seen > 256:
+            return "too many symlinks"
+        here = done / parts.pop(0)
+        try:
+            st = os.lstat(here)
+            if not allowed(os.stat(done), uid=uid, gid=gid, mode=os.X_OK):
+                return f"{done} is not searchable"
+        except OSError as exc:
+            return f"{here}: {exc.strerror}"
+        if os.path.islink(here):
+            link = Path(os.readlink(here))
+            parts = list((link if link.is_absolute() else done / link).parts[1:]) + parts
+            done = Path("/")
+            continue
+        done = here
+        if not parts and not allowed(st, uid=uid, gid=gid, mode=mode):
+            return f"mode {st.st_mode & 0o777:o}"
+    return None
 
 
 def _read_mount(path: Path) -> Path | None:

@@ -348,7 +348,15 @@ class ProcessDriver:
             env.update(activation.environment(name))
         log_path = run.directory / LOG_FILE
         cwd, confined = run.directory, None
-        if self._confine is not None:
+        unreachable = self._confine.cannot_run(command, path=env["PATH"]) if self._confine is not None else None
+        if self._confine is not None and unreachable is not None:
+            if self._confine.strict:  # --run-as given: that user or nothing
+                if listener is not None:
+                    listener.close()
+                raise DeployFailed(f"{name}: {unreachable} (--run-as {self._confine.user})")
+            log.warning("service %s runs as the agent's user, not %s (the default): %s; give --run-as to insist",
+                        name, self._confine.user, unreachable)
+        if self._confine is not None and unreachable is None:
             try:
                 confined = self._confine.prepare(name, cpu=run.descriptor.cpu_cores, memory=run.descriptor.memory_bytes)
             except ConfineError as exc:

@@ -14,6 +14,7 @@ import pwd
 import shutil
 import tempfile
 import textwrap
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +27,7 @@ from tests.harness import AgentProc
 from tests.security.conftest import start_and_wait
 
 ADDR = "127.0.23.10"
+ADDR_DEFAULT = "127.0.23.11"
 NOBODY = pwd.getpwnam("nobody")
 
 # A service that reports what it can reach, then serves that report (stdlib only, run by the
@@ -114,13 +116,75 @@ def test_no_limits_without_controllers_and_the_reason_says_so(tmp_path: Path) ->
 
 
 @pytest.fixture
-def agent() -> Iterator[AgentProc]:
+def public_tmp() -> Iterator[Path]:
+    """A directory anyone may search (pytest's own tmp_path lies under a 0700 one)."""
+    base = Path(tempfile.mkdtemp(prefix="roam-modes-", dir="/tmp"))
+    base.chmod(0o755)
+    yield base
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def test_file_modes_decide_what_a_user_can_reach(public_tmp: Path) -> None:
+    from peer.drivers.confine import reachable
+
+    uid, gid = NOBODY.pw_uid, NOBODY.pw_gid
+    tmp_path = public_tmp
+    open_dir, closed_dir = tmp_path / "open", tmp_path / "closed"
+    open_dir.mkdir(mode=0o755)
+    closed_dir.mkdir(mode=0o700)
+    for d in (open_dir, closed_dir):
+        d.chmod(0o755 if d == open_dir else 0o700)
+        (d / "prog").write_text("#!/bin/sh\n")
+        (d / "prog").chmod(0o755)
+    (open_dir / "secret").write_text("x")
+    (open_dir / "secret").chmod(0o600)
+    (open_dir / "to-closed").symlink_to(closed_dir / "prog")
+    (open_dir / "to-open").symlink_to("prog")
+    assert reachable(str(open_dir / "prog"), uid=uid, gid=gid, mode=os.X_OK) is None
+    assert reachable(str(open_dir / "to-open"), uid=uid, gid=gid, mode=os.X_OK) is None
+    assert "not searchable" in str(reachable(str(closed_dir / "prog"), uid=uid, gid=gid, mode=os.X_OK))
+    assert "not searchable" in str(reachable(str(open_dir / "to-closed"), uid=uid, gid=gid, mode=os.X_OK))
+    assert "mode 600" in str(reachable(str(open_dir / "secret"), uid=uid, gid=gid, mode=os.R_OK))
+    assert reachable(str(closed_dir / "prog"), uid=0, gid=0, mode=os.X_OK) is None  # root reaches all
+    confine = Confinement(user="nobody", scope="s", work_root=tmp_path / "work", cgroup_mount=None,
+                          mounts_file=tmp_path / "no-mounts")
+    assert confine.cannot_run(["prog"], path=str(open_dir)) is None
+    assert "nobody cannot run" in str(confine.cannot_run([str(closed_dir / "prog")], path=""))
+    assert "nobody cannot read" in str(confine.cannot_run(["prog", str(open_dir / "secret")], path=str(open_dir)))
+    assert confine.cannot_run(["prog", "-c", str(open_dir / "secret")], path=str(open_dir)) is None  # not a script
+
+
+def _start_agent(addr: str, name: str, run_as: list[str]) -> tuple[AgentProc, Path]:
     base = Path(tempfile.mkdtemp(prefix="roam-runas-", dir="/tmp"))
     base.chmod(0o755)  # traversable by anyone: only the data dir's own 0700 protects the secrets
     data = base / "data"
-    proc = AgentProc(name="ra", addr=ADDR, data_dir=data, log_path=base / "agent.log",
-                     args=["--name", "ra", "--addr", ADDR, "--data-dir", str(data), "--no-auto-migrate",
-                           "--run-as", "nobody"])
+    proc = AgentProc(name=name, addr=addr, data_dir=data, log_path=base / "agent.log",
+                     args=["--name", name, "--addr", addr, "--data-dir", str(data), "--no-auto-migrate", *run_as],
+                     env={"ROAM_RUN_AS": ""})  # the agent's own default, whatever this run's suite chose
+    return proc, base
+
+
+@pytest.fixture
+def default_agent() -> Iterator[AgentProc]:
+    """A root agent without --run-as: services as `nobody` where their command allows it."""
+    proc, base = _start_agent(ADDR_DEFAULT, "rd", [])
+    try:
+        start_and_wait(proc, timeout=40)
+        yield proc
+    finally:
+        print(proc.log_text())
+        proc.stop()
+        proc.kill()
+        from chaos.agent_processes import kill_left_behind
+
+        kill_left_behind(proc.data_dir)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def agent() -> Iterator[AgentProc]:
+    proc, base = _start_agent(ADDR, "ra", ["--run-as", "nobody"])
+    data = proc.data_dir
     try:
         start_and_wait(proc, timeout=40)
         yield proc
@@ -172,3 +236,45 @@ def test_service_runs_as_nobody_and_cannot_read_the_data_dir(agent: AgentProc) -
     assert not Path(f"/run/roam-services/{ADDR}/probe").exists()
     if confinement["cgroup"]:
         assert not (Path(confinement["cgroup"]) / "probe").exists()
+
+
+def _private_copy_of_probe(base: Path) -> Path:
+    """The probe as a script in a 0700 directory: nobody can run the interpreter, not read it."""
+    private = base / "private"
+    private.mkdir(mode=0o700)
+    private.chmod(0o700)
+    script = private / "probe.py"
+    script.write_text(PROBE)
+    return script
+
+
+def test_by_default_services_run_as_nobody_or_as_the_agent_when_nobody_cannot(default_agent: AgentProc,
+                                                                            tmp_path: Path) -> None:
+    data = str(default_agent.data_dir)
+    record = _call(default_agent, "POST", "/v1/services", {
+        "name": "open", "port": 8080, "health": {"path": "/"}, "entries": 1,
+        "command": ["/usr/bin/python3", "-c", PROBE, "{host}", "{port}", data]})
+    with urllib.request.urlopen(f"http://{record['instance']}/", timeout=10) as resp:
+        assert json.loads(resp.read())["uid"] == NOBODY.pw_uid  # DESIGN: nobody, by default
+    script = _private_copy_of_probe(tmp_path)
+    record = _call(default_agent, "POST", "/v1/services", {
+        "name": "closed", "port": 8081, "health": {"path": "/"}, "entries": 1,
+        "command": ["/usr/bin/python3", str(script), "{host}", "{port}", data]})
+    with urllib.request.urlopen(f"http://{record['instance']}/", timeout=10) as resp:
+        assert json.loads(resp.read())["uid"] == 0  # it could not have started as nobody
+    assert f"service closed runs as the agent's user, not nobody (the default): nobody cannot read {script}" \
+        in default_agent.log_text()
+
+
+def test_a_given_run_as_refuses_a_command_its_user_cannot_run(agent: AgentProc, tmp_path: Path) -> None:
+    script = _private_copy_of_probe(tmp_path)
+    req = urllib.request.Request(agent.api + "/v1/services", method="POST", data=json.dumps({
+        "name": "closed", "port": 8080, "health": {"path": "/"}, "entries": 1,
+        "command": ["/usr/bin/python3", str(script), "{host}", "{port}", "/"]}).encode(),
+        headers={"Authorization": f"Bearer {(agent.data_dir / 'admin.token').read_text().strip()}",
+                 "Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(req, timeout=60)
+    body = json.loads(refused.value.read())
+    assert refused.value.code >= 400 and f"nobody cannot read {script}" in body["error"], body
+    assert not _call(agent, "GET", "/v1/services")
