@@ -20,7 +20,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from chaos.agent_processes import run_services_as_root_if_needed  # noqa: E402
 from tests.harness import federation  # noqa: E402
+
+if (_AS_ROOT := run_services_as_root_if_needed()) is not None:  # the classifier is this checkout's sample
+    print(f"bench: services run as root ($ROAM_RUN_AS=root): {_AS_ROOT}", file=sys.stderr)
 
 ADDRS = {"c1": "127.0.101.11", "c2": "127.0.101.12", "c3": "127.0.101.13"}
 CLASSIFIER = [sys.executable, "-m", "peer.samples.classifier", "--host", "{host}", "--port", "{port}"]

@@ -5,7 +5,10 @@ master and its worker, or by every agent's copy of libpython, counts once overal
 private pages, from /proc/PID/smaps_rollup, after a settle time. Medians over the agents and
 over `--runs` federations.
 
-Usage: .venv/bin/python bench/idlemem.py [--agents 3] [--runs 3] [--settle 20] [--net 127.0.80]
+Agents run with the defaults (automatic identity: mTLS, signed records); --no-peer-tls measures
+them with the federation secret only (what the figures before identity became the default were).
+
+Usage: .venv/bin/python bench/idlemem.py [--agents 3] [--runs 3] [--settle 20] [--net 127.0.80] [--no-peer-tls]
 """
 from __future__ import annotations
 
@@ -50,9 +53,9 @@ def kinds_of(lf: LocalFederation, name: str) -> dict[str, list[int]]:
     return {"agent": [pid], "serf": serf, "haproxy master": [master], "haproxy worker": _children(master)}
 
 
-async def one_run(n: int, net: str, settle: float) -> dict[str, list[dict[str, float]]]:
+async def one_run(n: int, net: str, settle: float, extra: list[str]) -> dict[str, list[dict[str, float]]]:
     base = Path(tempfile.mkdtemp(prefix="roam-idlemem-"))
-    lf = LocalFederation(base=base, addrs={f"m{i + 1}": f"{net}.{i + 1}" for i in range(n)})
+    lf = LocalFederation(base=base, addrs={f"m{i + 1}": f"{net}.{i + 1}" for i in range(n)}, extra=extra)
     try:
         await lf.start()
         await asyncio.sleep(settle)  # the idle state itself is what is measured
@@ -76,11 +79,14 @@ async def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--settle", type=float, default=20.0)
     ap.add_argument("--net", default="127.0.80", help="first three octets of the loopback addresses")
+    ap.add_argument("--no-peer-tls", action="store_true", help="agents without automatic identity")
     args = ap.parse_args()
     per_run: list[dict[str, list[dict[str, float]]]] = []
     for _ in range(args.runs):
-        per_run.append(await one_run(args.agents, args.net, args.settle))
-    print(f"bench/idlemem.py: {args.agents} idle agents x {args.runs} runs, MB, median (min-max); {machine_line()}")
+        per_run.append(await one_run(args.agents, args.net, args.settle,
+                                     ["--no-peer-tls"] if args.no_peer_tls else []))
+    mode = "--no-peer-tls" if args.no_peer_tls else "defaults: automatic identity"
+    print(f"bench/idlemem.py: {args.agents} idle agents x {args.runs} runs ({mode}), MB, median (min-max); {machine_line()}")
     print(f"{'process':<16} {'RSS':>18} {'PSS':>18} {'private':>18}")
     totals: dict[str, list[float]] = {"rss": [], "pss": [], "private": []}
     for kind in KINDS:
