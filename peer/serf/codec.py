@@ -45,6 +45,12 @@ _GATE_ERRORS = frozenset({"Handshake required", "Authentication required", "Unsu
 
 #: Upper bound for one unparsed chunk (and so for any single string, list or map in it).
 MAX_BUFFER_BYTES = 4 * 1024 * 1024
+#: The decoder's buffer to start with; it doubles (up to MAX_BUFFER_BYTES) when an object does
+#: not fit. msgpack otherwise starts at min(max_buffer_size, 1 MiB), and since it appends at the
+#: tail until the end is reached before moving the rest to the front, a long-lived connection
+#: writes through, and so keeps resident, the whole megabyte: 4 MB of an idle agent's RSS for
+#: its four Serf connections (issue 18), where replies are a few KB.
+INITIAL_BUFFER_BYTES = 16 * 1024
 
 MEMBER_EVENT_KINDS = frozenset(
     {"member-join", "member-leave", "member-failed", "member-update", "member-reap"}
@@ -79,7 +85,8 @@ class ObjectDecoder:
 
     def __init__(self, *, max_buffer_bytes: int = MAX_BUFFER_BYTES) -> None:
         self._unpacker = msgpack.Unpacker(
-            raw=False, max_buffer_size=max_buffer_bytes, strict_map_key=True
+            raw=False, max_buffer_size=max_buffer_bytes, strict_map_key=True,
+            read_size=min(INITIAL_BUFFER_BYTES, max_buffer_bytes),
         )
         self._broken: SerfProtocolError | None = None
 

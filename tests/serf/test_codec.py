@@ -1,6 +1,7 @@
 """The Serf RPC codec, from bytes: hand-built msgpack and replies captured from serf 0.9.4."""
 from __future__ import annotations
 
+import tracemalloc
 from typing import Any
 
 import msgpack
@@ -262,6 +263,27 @@ def test_malformed_bytes_raise_protocol_error_and_stay_broken(data: bytes) -> No
         decoder.feed(data)
     with pytest.raises(SerfProtocolError):
         decoder.feed(HEADER_SEQ1)
+
+
+def test_a_long_lived_decoder_keeps_a_small_buffer_and_grows_for_big_objects() -> None:
+    """Thousands of small replies stay within the initial buffer (msgpack's default would
+    write through, and keep resident, a whole MiB per connection); an object larger than that
+    buffer, fed in pieces, still decodes, because the buffer grows up to the limit."""
+    tracemalloc.start()  # msgpack allocates its buffer with PyMem_Malloc: traced
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        decoder = ObjectDecoder()
+        reply = HEADER_SEQ1 + msgpack.packb({"Members": [{"Name": "m" * 200}] * 3})
+        for _ in range(2000):
+            assert len(decoder.feed(reply)) == 2
+        assert tracemalloc.get_traced_memory()[0] - before < 4 * codec.INITIAL_BUFFER_BYTES
+    finally:
+        tracemalloc.stop()
+    big = msgpack.packb({"Members": ["x" * 1000] * 1000})  # ~1 MB, > the initial buffer
+    assert len(big) > 32 * codec.INITIAL_BUFFER_BYTES
+    assert decoder.feed(big[:5000]) == []
+    assert decoder.feed(big[5000:]) == [{"Members": ["x" * 1000] * 1000}]
+    assert decoder.feed(reply) == [{"Seq": 1, "Error": ""}, {"Members": [{"Name": "m" * 200}] * 3}]
 
 
 def test_oversized_object_is_bounded_by_the_buffer_limit() -> None:
