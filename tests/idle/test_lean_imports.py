@@ -94,3 +94,13 @@ def test_aiohttp_imported_with_the_python_frozenlist_and_no_cpp_runtime(before: 
             "'env': os.environ.get('FROZENLIST_NO_EXTENSIONS')}))") % (before,)
     got = _run(code, env)
     assert got == {"python": True, "cpp": False, "frozen": True, "items": True, "env": before}
+
+
+def test_the_daemon_loads_no_decimal_statistics_or_toml_parser() -> None:
+    """Quantities are exact integer ratios, the link median is local and the --config parser is
+    imported when a file is read: ~0.7 MB of RSS an idle agent does not use."""
+    code = ("import json, sys\nfrom peer.runtime.lazyimport import lean_imports\n"
+            "with lean_imports():\n    import peer.agent, peer.cli.agentcmd\n"
+            "print(json.dumps({'loaded': [m for m in ('decimal', 'statistics', 'fractions', 'tomllib') "
+            "if m in sys.modules]}))")
+    assert _run(code) == {"loaded": []}
