@@ -91,11 +91,23 @@ class ObjectDecoder:
         self._broken: SerfProtocolError | None = None
 
     def feed(self, data: bytes) -> list[Any]:
+        """The objects completed by `data`. It goes in by slices of the initial buffer's size,
+        each unpacked before the next: msgpack grows its buffer to hold everything fed and
+        not yet unpacked, so a 64 KiB read of small replies (a burst of member events while
+        a federation forms) would grow it to 128 KiB for good; sliced, it grows only for a
+        single object larger than the buffer."""
         if self._broken is not None:
             raise SerfProtocolError("decoder already failed") from self._broken
         try:
-            self._unpacker.feed(data)
-            return list(self._unpacker)
+            if len(data) <= INITIAL_BUFFER_BYTES:
+                self._unpacker.feed(data)
+                return list(self._unpacker)
+            out: list[Any] = []
+            view = memoryview(data)
+            for start in range(0, len(view), INITIAL_BUFFER_BYTES):
+                self._unpacker.feed(view[start:start + INITIAL_BUFFER_BYTES])
+                out.extend(self._unpacker)
+            return out
         except Exception as exc:  # msgpack raises ValueError, TypeError, BufferFull, ...
             self._broken = SerfProtocolError(f"malformed msgpack from serf: {exc!r}")
             raise self._broken from exc

@@ -286,6 +286,28 @@ def test_a_long_lived_decoder_keeps_a_small_buffer_and_grows_for_big_objects() -
     assert decoder.feed(reply) == [{"Seq": 1, "Error": ""}, {"Members": [{"Name": "m" * 200}] * 3}]
 
 
+def test_a_large_read_of_small_objects_does_not_grow_the_buffer() -> None:
+    """A 64 KiB read full of small replies (a burst while a federation forms) goes in by
+    slices: every object comes out, in order, and the buffer keeps its initial size."""
+    replies = [HEADER_SEQ1 + msgpack.packb({"Members": [{"Name": f"m{i}", "Tags": {"ld": "x" * 150}}]})
+               for i in range(400)]
+    data = b"".join(replies)
+    assert len(data) > 4 * codec.INITIAL_BUFFER_BYTES
+    tracemalloc.start()
+    try:
+        decoder = ObjectDecoder()
+        before = tracemalloc.get_traced_memory()[0]  # the decoder with its initial buffer
+        objs = decoder.feed(data[:70_001]) + decoder.feed(data[70_001:])
+        complete = (objs[1::2] == [{"Members": [{"Name": f"m{i}", "Tags": {"ld": "x" * 150}}]} for i in range(400)]
+                    and objs[0::2] == [{"Seq": 1, "Error": ""}] * 400)
+        del objs
+        grown = tracemalloc.get_traced_memory()[0] - before  # what its buffer grew by
+    finally:
+        tracemalloc.stop()
+    assert complete
+    assert grown < 3 * codec.INITIAL_BUFFER_BYTES  # unsliced: the buffer went to 128 KiB (+144 KB)
+
+
 def test_oversized_object_is_bounded_by_the_buffer_limit() -> None:
     decoder = ObjectDecoder(max_buffer_bytes=1024)
     assert decoder.feed(bytes([0xDB, 0xFF, 0xFF, 0xFF, 0xFF])) == []  # str32 claiming 4 GiB
