@@ -37,7 +37,6 @@ minute before.
 from __future__ import annotations
 
 import math
-import statistics
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -126,7 +125,18 @@ class LinkState:
             return 0.0
         if self.suspect and self.held is not None:
             return self.held
-        return statistics.median(self.samples) if self.samples else None
+        return median(self.samples) if self.samples else None
+
+
+def median(samples: Iterable[float]) -> float:
+    """The median (the mean of the two middle values for an even count), as
+    `statistics.median` computes it: that module imports decimal and fractions, ~0.5 MB of an
+    idle agent's RSS for the one function it needed here (issue 18's memory)."""
+    ordered = sorted(samples)
+    if not ordered:
+        raise ValueError("median of no samples")
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
 def spent(state: LinkState, now: float) -> int:
@@ -176,7 +186,7 @@ def spacing(state: LinkState, *, budget: ProbeBudget) -> float:
     rate the link had), a rise is not held back by the old low estimate."""
     if state.unreachable or not state.samples:
         return 0.0
-    bw = max(state.samples) if state.suspect else statistics.median(state.samples)
+    bw = max(state.samples) if state.suspect else median(state.samples)
     if bw <= 0:
         return 0.0
     return budget.probe_bytes * 8 / (budget.share * bw * 1e6)

@@ -50,20 +50,32 @@ def lean_imports() -> Iterator[None]:
     - The system's MIME table. aiohttp.web builds a MimeTypes at import, which reads
       /etc/mime.types (~1,500 types, ~0.4 MB); the dashboard names its own types (peer.ui)
       and nothing else in the agent guesses one, so Python's built-in table is enough.
+    - The C++ runtime. frozenlist's compiled FrozenList is C++, the only one the agent loads,
+      so importing it maps libstdc++ (~1.1 MB resident) and its start-up work: ~1.3 MB of
+      RSS for the lists aiohttp freezes at start-up (signals, middlewares) and walks a few
+      times a request. frozenlist ships the same class in Python (FROZENLIST_NO_EXTENSIONS,
+      the reference its tests run against); one Python-level `__iter__` more per signal sent
+      costs well under a microsecond.
 
-    Both are put back afterwards: contexts made later load the CA file as usual, and the
+    All are put back afterwards: contexts made later load the CA file as usual, and the
     services the agent starts inherit its environment unchanged.
     """
     import mimetypes
 
-    before, known = os.environ.get("SSL_CERT_FILE"), mimetypes.knownfiles
-    os.environ["SSL_CERT_FILE"] = os.devnull
+    saved = {name: os.environ.get(name) for name in _LEAN_ENV}
+    known = mimetypes.knownfiles
+    os.environ.update(_LEAN_ENV)
     mimetypes.knownfiles = []
     try:
         yield
     finally:
         mimetypes.knownfiles = known
-        if before is None:
-            del os.environ["SSL_CERT_FILE"]
-        else:
-            os.environ["SSL_CERT_FILE"] = before
+        for name, before in saved.items():
+            if before is None:
+                del os.environ[name]
+            else:
+                os.environ[name] = before
+
+
+#: What `lean_imports` sets for the imports inside it (read by OpenSSL and frozenlist).
+_LEAN_ENV = {"SSL_CERT_FILE": os.devnull, "FROZENLIST_NO_EXTENSIONS": "1"}

@@ -45,6 +45,12 @@ _GATE_ERRORS = frozenset({"Handshake required", "Authentication required", "Unsu
 
 #: Upper bound for one unparsed chunk (and so for any single string, list or map in it).
 MAX_BUFFER_BYTES = 4 * 1024 * 1024
+#: The decoder's buffer to start with; it doubles (up to MAX_BUFFER_BYTES) when an object does
+#: not fit. msgpack otherwise starts at min(max_buffer_size, 1 MiB), and since it appends at the
+#: tail until the end is reached before moving the rest to the front, a long-lived connection
+#: writes through, and so keeps resident, the whole megabyte: 4 MB of an idle agent's RSS for
+#: its four Serf connections (issue 18), where replies are a few KB.
+INITIAL_BUFFER_BYTES = 16 * 1024
 
 MEMBER_EVENT_KINDS = frozenset(
     {"member-join", "member-leave", "member-failed", "member-update", "member-reap"}
@@ -79,16 +85,29 @@ class ObjectDecoder:
 
     def __init__(self, *, max_buffer_bytes: int = MAX_BUFFER_BYTES) -> None:
         self._unpacker = msgpack.Unpacker(
-            raw=False, max_buffer_size=max_buffer_bytes, strict_map_key=True
+            raw=False, max_buffer_size=max_buffer_bytes, strict_map_key=True,
+            read_size=min(INITIAL_BUFFER_BYTES, max_buffer_bytes),
         )
         self._broken: SerfProtocolError | None = None
 
     def feed(self, data: bytes) -> list[Any]:
+        """The objects completed by `data`. It goes in by slices of the initial buffer's size,
+        each unpacked before the next: msgpack grows its buffer to hold everything fed and
+        not yet unpacked, so a 64 KiB read of small replies (a burst of member events while
+        a federation forms) would grow it to 128 KiB for good; sliced, it grows only for a
+        single object larger than the buffer."""
         if self._broken is not None:
             raise SerfProtocolError("decoder already failed") from self._broken
         try:
-            self._unpacker.feed(data)
-            return list(self._unpacker)
+            if len(data) <= INITIAL_BUFFER_BYTES:
+                self._unpacker.feed(data)
+                return list(self._unpacker)
+            out: list[Any] = []
+            view = memoryview(data)
+            for start in range(0, len(view), INITIAL_BUFFER_BYTES):
+                self._unpacker.feed(view[start:start + INITIAL_BUFFER_BYTES])
+                out.extend(self._unpacker)
+            return out
         except Exception as exc:  # msgpack raises ValueError, TypeError, BufferFull, ...
             self._broken = SerfProtocolError(f"malformed msgpack from serf: {exc!r}")
             raise self._broken from exc

@@ -75,3 +75,32 @@ def test_aiohttp_imported_without_the_system_mime_table() -> None:
     assert got["types"] == got["builtin"]  # Python's own table, not the system's
     assert isinstance(got["aiohttp"], int) and got["aiohttp"] < 2 * got["types"]  # type: ignore[operator]
     assert got["restored"] is True and got["html"] == "text/html"
+
+
+@pytest.mark.parametrize("before", [None, "0"])
+def test_aiohttp_imported_with_the_python_frozenlist_and_no_cpp_runtime(before: str | None) -> None:
+    """frozenlist's compiled class is the only C++ the agent would load (libstdc++, ~1.3 MB of
+    RSS); its Python class behaves the same, and the variable is put back for the services."""
+    env = {} if before is None else {"FROZENLIST_NO_EXTENSIONS": before}
+    code = ("import json, os\nos.environ.pop('FROZENLIST_NO_EXTENSIONS', None) if %r is None else None\n"
+            "from peer.runtime.lazyimport import lean_imports\n"
+            "with lean_imports():\n    import aiohttp.web\n"
+            "import frozenlist, aiosignal\n"
+            "signal = aiosignal.Signal(owner=None)\nsignal.append(len)\nsignal.freeze()\n"
+            "try:\n    signal.append(len)\n    frozen = False\nexcept RuntimeError:\n    frozen = True\n"
+            "maps = open('/proc/self/maps').read()\n"
+            "print(json.dumps({'python': frozenlist.FrozenList is frozenlist.PyFrozenList, "
+            "'cpp': 'libstdc++' in maps, 'frozen': frozen, 'items': list(signal) == [len], "
+            "'env': os.environ.get('FROZENLIST_NO_EXTENSIONS')}))") % (before,)
+    got = _run(code, env)
+    assert got == {"python": True, "cpp": False, "frozen": True, "items": True, "env": before}
+
+
+def test_the_daemon_loads_no_decimal_statistics_or_toml_parser() -> None:
+    """Quantities are exact integer ratios, the link median is local and the --config parser is
+    imported when a file is read: ~0.7 MB of RSS an idle agent does not use."""
+    code = ("import json, sys\nfrom peer.runtime.lazyimport import lean_imports\n"
+            "with lean_imports():\n    import peer.agent, peer.cli.agentcmd\n"
+            "print(json.dumps({'loaded': [m for m in ('decimal', 'statistics', 'fractions', 'tomllib') "
+            "if m in sys.modules]}))")
+    assert _run(code) == {"loaded": []}

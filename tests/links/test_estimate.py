@@ -2,12 +2,15 @@
 Hypothesis). The I/O side is tests/links/test_probe_io.py."""
 from __future__ import annotations
 
+import statistics
+from collections import deque
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from peer.links.estimate import (
-    MAX_MBPS, OVERHEAD_BYTES, WINDOW, InvalidBudget, LinkState, ProbeBudget, estimate, full_cost, measured,
+    MAX_MBPS, OVERHEAD_BYTES, WINDOW, InvalidBudget, LinkState, ProbeBudget, estimate, full_cost, measured, median,
     peers_that_matter, probe_due, record_ping, record_probe, record_response_time, record_traffic,
     record_unreachable, sent, spacing, spent,
 )
@@ -247,3 +250,15 @@ def test_noise_between_fast_readings_is_not_a_change() -> None:
     assert not state.suspect and probe_due(state, 31.0, budget=B) is None
     record_probe(state, 40.0, 90.0)  # below 100 (half of 200): worth confirming
     assert state.suspect
+
+
+@given(st.lists(st.floats(min_value=0.0, max_value=1e4, allow_nan=False), min_size=1, max_size=20))
+def test_median_is_statistics_median(samples: list[float]) -> None:
+    """The local median (no statistics import in the daemon) gives what statistics.median gives."""
+    assert median(samples) == statistics.median(samples)
+    assert median(deque(samples)) == statistics.median(samples)
+
+
+def test_median_of_nothing_is_refused() -> None:
+    with pytest.raises(ValueError):
+        median([])

@@ -1,6 +1,7 @@
 """The Serf RPC codec, from bytes: hand-built msgpack and replies captured from serf 0.9.4."""
 from __future__ import annotations
 
+import tracemalloc
 from typing import Any
 
 import msgpack
@@ -262,6 +263,49 @@ def test_malformed_bytes_raise_protocol_error_and_stay_broken(data: bytes) -> No
         decoder.feed(data)
     with pytest.raises(SerfProtocolError):
         decoder.feed(HEADER_SEQ1)
+
+
+def test_a_long_lived_decoder_keeps_a_small_buffer_and_grows_for_big_objects() -> None:
+    """Thousands of small replies stay within the initial buffer (msgpack's default would
+    write through, and keep resident, a whole MiB per connection); an object larger than that
+    buffer, fed in pieces, still decodes, because the buffer grows up to the limit."""
+    tracemalloc.start()  # msgpack allocates its buffer with PyMem_Malloc: traced
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        decoder = ObjectDecoder()
+        reply = HEADER_SEQ1 + msgpack.packb({"Members": [{"Name": "m" * 200}] * 3})
+        for _ in range(2000):
+            assert len(decoder.feed(reply)) == 2
+        assert tracemalloc.get_traced_memory()[0] - before < 4 * codec.INITIAL_BUFFER_BYTES
+    finally:
+        tracemalloc.stop()
+    big = msgpack.packb({"Members": ["x" * 1000] * 1000})  # ~1 MB, > the initial buffer
+    assert len(big) > 32 * codec.INITIAL_BUFFER_BYTES
+    assert decoder.feed(big[:5000]) == []
+    assert decoder.feed(big[5000:]) == [{"Members": ["x" * 1000] * 1000}]
+    assert decoder.feed(reply) == [{"Seq": 1, "Error": ""}, {"Members": [{"Name": "m" * 200}] * 3}]
+
+
+def test_a_large_read_of_small_objects_does_not_grow_the_buffer() -> None:
+    """A 64 KiB read full of small replies (a burst while a federation forms) goes in by
+    slices: every object comes out, in order, and the buffer keeps its initial size."""
+    replies = [HEADER_SEQ1 + msgpack.packb({"Members": [{"Name": f"m{i}", "Tags": {"ld": "x" * 150}}]})
+               for i in range(400)]
+    data = b"".join(replies)
+    assert len(data) > 4 * codec.INITIAL_BUFFER_BYTES
+    tracemalloc.start()
+    try:
+        decoder = ObjectDecoder()
+        before = tracemalloc.get_traced_memory()[0]  # the decoder with its initial buffer
+        objs = decoder.feed(data[:70_001]) + decoder.feed(data[70_001:])
+        complete = (objs[1::2] == [{"Members": [{"Name": f"m{i}", "Tags": {"ld": "x" * 150}}]} for i in range(400)]
+                    and objs[0::2] == [{"Seq": 1, "Error": ""}] * 400)
+        del objs
+        grown = tracemalloc.get_traced_memory()[0] - before  # what its buffer grew by
+    finally:
+        tracemalloc.stop()
+    assert complete
+    assert grown < 3 * codec.INITIAL_BUFFER_BYTES  # unsliced: the buffer went to 128 KiB (+144 KB)
 
 
 def test_oversized_object_is_bounded_by_the_buffer_limit() -> None:
