@@ -77,10 +77,10 @@ class PhaseClock:
 
 def instrument(clock: PhaseClock) -> None:
     """Wrap the functions of each phase where their callers look them up."""
-    messages._records = clock.wrap("wire decode", messages._records)  # type: ignore[attr-defined]
-    client.decode = clock.wrap("wire decode", client.decode)  # type: ignore[attr-defined]
-    client.encode = clock.wrap("wire encode", client.encode)  # type: ignore[attr-defined]
-    store.place = clock.wrap("merge", store.place)  # type: ignore[attr-defined]
+    messages._records = clock.wrap("wire decode", messages._records)
+    client.decode = clock.wrap("wire decode", client.decode)
+    client.encode = clock.wrap("wire encode", client.encode)
+    store.place = clock.wrap("merge", store.place)
     rs = store.RecordStore
     rs._decode_row = staticmethod(clock.wrap("stored decode", rs._decode_row))  # type: ignore[method-assign]
     rs._row = staticmethod(clock.wrap("row encode", rs._row))  # type: ignore[method-assign]
