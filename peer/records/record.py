@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import operator
 from dataclasses import MISSING, dataclass, field, fields, replace
 from enum import StrEnum
 from typing import Any, Literal
@@ -203,6 +204,8 @@ def pack(record: Record) -> bytes:
 
 
 _PACKED = "_packed"
+#: What a Record keeps beside its fields (derived from them, like a `cached_property`).
+_KEPT_BESIDE = (_PACKED,)
 
 
 def content_key(record: Record) -> bytes:
@@ -218,10 +221,12 @@ def content_key(record: Record) -> bytes:
 _CONTENT_FIELDS = tuple(f.name for f in fields(Record) if f.name not in ("vclock", "stamps"))
 
 
+_content_of = operator.itemgetter(*_CONTENT_FIELDS)
+
+
 def same_content(a: Record, b: Record) -> bool:
     """Every field `content_key` packs is equal, so their keys are (without packing either)."""
-    da, db = a.__dict__, b.__dict__
-    return all(da[f] == db[f] for f in _CONTENT_FIELDS)
+    return bool(_content_of(a.__dict__) == _content_of(b.__dict__))
 
 
 def version_digest(record: Record) -> bytes:
@@ -396,10 +401,16 @@ def _build(values: dict[str, Any]) -> Record:
 
 
 def with_vclock(record: Record, clock: VClock) -> Record:
-    """`dataclasses.replace(record, vclock=clock)` without the generated `__init__`."""
-    values = {name: record.__dict__[name] for name in _FIELD_NAMES}
+    """`dataclasses.replace(record, vclock=clock)` without the generated `__init__`: a copy of
+    the fields alone (what is kept beside them, like the packed bytes, describes the old clock)."""
+    values = record.__dict__.copy()
+    for key in _KEPT_BESIDE:
+        if key in values:
+            del values[key]
     values["vclock"] = clock
-    return _build(values)
+    copy = object.__new__(Record)
+    object.__setattr__(copy, "__dict__", values)
+    return copy
 
 
 MAX_SIGNATURE = 512

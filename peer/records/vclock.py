@@ -30,9 +30,9 @@ is all the merge's proofs use) and `clusters`.
 from __future__ import annotations
 
 import math
-from typing import Any
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 from peer.errors import InvalidKind
 
@@ -45,8 +45,11 @@ class VClockDecodeError(InvalidKind, ValueError):
     """Wire data is not a vector clock; the message says what is wrong."""
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
+class Entry(NamedTuple):
+    """One writer's entry. A named tuple rather than a frozen dataclass: built for every entry
+    of every clock decoded or merged, and a tuple is built (and compared) in C, several times
+    faster than a frozen dataclass's `__init__` (anti-entropy builds hundreds of thousands)."""
+
     node: str
     counter: int
     timestamp: float
@@ -165,11 +168,13 @@ def merge(a: VClock, b: VClock) -> VClock:
         return a
     if not a.entries:
         return b
+    if a.entries == b.entries:
+        return a
     by_node = {e.node: e for e in a.entries}
     for e in b.entries:
         mine = by_node.get(e.node)
         by_node[e.node] = e if mine is None else _pick(mine, e)
-    return VClock(tuple(by_node[n] for n in sorted(by_node)))
+    return _checked(tuple([by_node[n] for n in sorted(by_node)]))  # (entries of two valid clocks)
 
 
 def merge_all(clocks: Iterable[VClock]) -> VClock:

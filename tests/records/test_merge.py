@@ -18,6 +18,7 @@ from peer.records.merge import (
     StopLocalCopy,
     droppable,
     local_write,
+    _transition,
     rank,
     reconcile,
     transition,
@@ -215,6 +216,29 @@ def test_a_copy_is_stopped_exactly_when_here_holds_it_no_more(before: Record | N
     if not after.tombstone and here in after.standby_clusters and after.location != here:
         assert StopLocalCopy("web") not in actions
         assert (KeepStandby("web") in actions) == (not held_before)
+
+
+ROLE_FIELDS = {"tombstone": st.booleans(), "location": st.sampled_from(CLUSTERS),
+               "instance": st.none() | st.sampled_from(["127.0.0.1:1", "127.0.0.2:2"]),
+               "homes": st.sampled_from([(), ("a", "b"), ("a", "c", "b")]), "incarnation": st.sampled_from(["", "1-x"])}
+OTHER_FIELDS = {"state": st.sampled_from(list(State)), "digest": st.sampled_from(["d1", "d2"]),
+                "updated_at": st.floats(0, 10), "epoch": st.integers(0, 3), "migration_id": st.none() | st.just("m")}
+
+
+@settings(max_examples=400)
+@given(st.none() | records(name="web"), records(name="web"), st.sampled_from(CLUSTERS), st.data())
+def test_transition_shortcut_is_the_full_rule(before: Record | None, after: Record, here: str,
+                                              data: st.DataObject) -> None:
+    """`transition` answers () at once when the two versions agree on every field its rules read;
+    whatever the two versions, it answers what the full rules do (`_transition`)."""
+    if before is not None:
+        before = replace(before, home="a", homes=data.draw(ROLE_FIELDS["homes"]))
+        # Often: `after` is `before` with some content changed, some role fields too or none.
+        if data.draw(st.booleans()):
+            changes = {k: data.draw(v) for k, v in OTHER_FIELDS.items() if data.draw(st.booleans())}
+            changes |= {k: data.draw(v) for k, v in ROLE_FIELDS.items() if data.draw(st.integers(0, 4)) == 0}
+            after = replace(before, **changes)  # type: ignore[arg-type]
+    assert transition(before, after, here=here) == _transition(before, after, here=here)
 
 
 @settings(max_examples=150)

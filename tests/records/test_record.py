@@ -149,3 +149,14 @@ def test_same_content_is_exactly_equal_content_keys_short_of_packing(a: Record, 
     assert rec.same_content(a, b) <= (rec.content_key(a) == rec.content_key(b))
     moved = rec.with_vclock(a, clock)
     assert rec.same_content(a, moved) and rec.content_key(a) == rec.content_key(moved)
+
+
+@given(records(), clocks())
+def test_with_vclock_is_replace_and_keeps_nothing_of_the_old_clock(r: Record, clock: VClock) -> None:
+    """`with_vclock` copies the fields alone: what was cached beside them (the packed bytes)
+    describes the old clock and must not follow."""
+    rec.pack(r)
+    moved = rec.with_vclock(r, clock)
+    assert moved == replace(r, vclock=clock) and hash(moved) == hash(replace(r, vclock=clock))
+    assert rec.pack(moved) == rec.pack(replace(r, vclock=clock))
+    assert rec.pack(r) == rec.pack(replace(r))  # the original is untouched
