@@ -285,9 +285,12 @@ class AntiEntropy:
 
     async def _on_push(self, request: web.Request) -> web.Response:
         sender, records = msg.parse_push_request(await read_msgpack(request))
-        held = self.store.digests_of({n for r in records for n in (r.name, base_name(r.name))})
-        # (a record of a name we hold under another creation too: a `name@home` twin, naming)
-        accepted = [r for r in records if self.here in interested(r) or r.name in held or base_name(r.name) in held]
+        ours = [self.here in interested(r) for r in records]
+        # The others only if we hold their name (or its creation under another name: a
+        # `name@home` twin, naming): the peer sends a stale copy we must answer.
+        held = self.store.digests_of({n for r, mine in zip(records, ours) if not mine
+                                      for n in (r.name, base_name(r.name))})
+        accepted = [r for r, mine in zip(records, ours) if mine or r.name in held or base_name(r.name) in held]
         outcomes = await self._apply(accepted)
         same = [o.result is r or o.result == r for o, r in zip(outcomes, accepted)]
         back = [o.result for o, kept in zip(outcomes, same) if not kept]

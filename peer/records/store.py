@@ -229,8 +229,11 @@ class RecordStore:
         return (record.name, record.home, record.location, int(record.tombstone),
                 rec.digest_of_packed(data), data, _parties(record))
 
-    _INSERT = ("INSERT OR REPLACE INTO records(name, home, location, tombstone, digest, data, parties) "
-               "VALUES (?,?,?,?,?,?,?)")
+    # An upsert, not INSERT OR REPLACE: a replace deletes the row and inserts it again, every
+    # index entry with it; the upsert updates the row in place (a sixth less per row, issue 16).
+    _INSERT = ("INSERT INTO records(name, home, location, tombstone, digest, data, parties) VALUES (?,?,?,?,?,?,?) "
+               "ON CONFLICT(name) DO UPDATE SET home=excluded.home, location=excluded.location, "
+               "tombstone=excluded.tombstone, digest=excluded.digest, data=excluded.data, parties=excluded.parties")
 
     @classmethod
     def _write(cls, cur: sqlite3.Cursor, record: Record) -> None:
@@ -322,7 +325,7 @@ class RecordStore:
                 cur.executemany("DELETE FROM tombstone_acks WHERE name=?", [(n,) for n in held.acks_void])
             if held.written:
                 cur.executemany(self._INSERT, [self._row(r) for r in held.written.values()])
-        for remote, outcome in applied:
+        for remote, outcome in applied if log.isEnabledFor(logging.WARNING) else ():
             if outcome.conflict:
                 won = outcome.result
                 lost = remote if outcome.previous is None or outcome.previous.written == won.written else outcome.previous
