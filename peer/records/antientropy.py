@@ -36,6 +36,7 @@ from peer.records.merge import MergeOutcome
 from peer.records.naming import base_name, is_qualified
 from peer.records.record import Record, interested
 from peer.records.store import RecordStore
+from peer.runtime.gcpause import collector_paused
 
 log = logging.getLogger(__name__)
 
@@ -244,7 +245,8 @@ class AntiEntropy:
     @staticmethod
     def _parse_records(reply: object, asked: set[str]) -> list[Record]:
         try:
-            records = msg.parse_records_reply(reply)
+            with collector_paused():
+                records = msg.parse_records_reply(reply)
         except PeerWireError as exc:
             raise PeerBadReply(f"records reply: {exc}") from exc
         return [r for r in records if r.name in asked]  # a peer answers only what we asked
@@ -284,7 +286,9 @@ class AntiEntropy:
         return msgpack_response(msg.digests_reply(differing))
 
     async def _on_push(self, request: web.Request) -> web.Response:
-        sender, records = msg.parse_push_request(await read_msgpack(request))
+        body = await read_msgpack(request)
+        with collector_paused():
+            sender, records = msg.parse_push_request(body)
         ours = [self.here in interested(r) for r in records]
         # The others only if we hold their name (or its creation under another name: a
         # `name@home` twin, naming): the peer sends a stale copy we must answer.

@@ -30,6 +30,7 @@ from peer.records import vclock as vc
 from peer.records.batch import IN_CHUNK, HeldRows, batch_names
 from peer.records.merge import MergeOutcome, droppable, local_write, place
 from peer.records.record import Record
+from peer.runtime.gcpause import collector_paused
 
 log = logging.getLogger(__name__)
 
@@ -313,7 +314,7 @@ class RecordStore:
         """`apply_remote` for a batch, in one transaction (one fsync instead of one per record)."""
         batch = list(records)
         applied: list[tuple[Record, MergeOutcome]] = []
-        with self._tx() as cur:
+        with collector_paused(), self._tx() as cur:  # (a big batch: peer.runtime.gcpause says why)
             names = batch_names(batch)
             held = HeldRows(names, self._select_in(cur, "data", names), self._decode_row,
                             lambda name: self._get(cur, name))
