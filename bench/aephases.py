@@ -16,7 +16,8 @@ up to more than the wall time. `loop stall` is the longest the event loop did no
 ticker during the round. A timer costs about a microsecond a call: the round runs slower here
 than in bench/antientropy.py.
 
-Usage: .venv/bin/python bench/aephases.py [--records 10000] [--signed] [--addr A B] [SCENARIO...]
+Usage: .venv/bin/python bench/aephases.py [--records 10000] [--runs 3] [--signed] [--addr A B] [SCENARIO...]
+(phases: medians over the runs; round and stall: median (min-max))
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ import argparse
 import asyncio
 import functools
 import logging
+import statistics
 import sys
 import tempfile
 import threading
@@ -36,6 +38,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import bench.antientropy as ae  # noqa: E402
+from bench.common import Spread  # noqa: E402
 from peer.peering import client  # noqa: E402
 from peer.records import messages, store  # noqa: E402
 from peer.trust import authorship  # noqa: E402
@@ -102,7 +105,8 @@ async def ticker(stalls: list[float], stop: asyncio.Event) -> None:
         last = now
 
 
-async def one(title: str, n: int, tmp: Path, clock: PhaseClock) -> None:
+async def one(title: str, n: int, tmp: Path, clock: PhaseClock) -> tuple[float, dict[str, float], float]:
+    """One round: its wall time, the time of each phase and the loop's longest stall (s)."""
     a = ae.Side("a", ae.ADDRS[0], tmp / f"{title}-a.db")
     b = ae.Side("b", ae.ADDRS[1], tmp / f"{title}-b.db")
     await a.start()
@@ -119,14 +123,12 @@ async def one(title: str, n: int, tmp: Path, clock: PhaseClock) -> None:
     finally:
         await a.stop()
         await b.stop()
-    spent = dict(clock.spent)
-    rest = stats.seconds - sum(spent.values())
-    parts = "  ".join(f"{p} {spent.get(p, 0.0) * 1000:.0f}" for p in PHASES)
-    print(f"{title:<11} round {stats.seconds * 1000:5.0f} ms: {parts}  rest {max(rest, 0.0) * 1000:.0f}"
-          f"  | loop stall {max(stalls, default=0.0) * 1000:.0f} ms")
+    spent = {p: clock.spent.get(p, 0.0) for p in PHASES}
+    spent["rest"] = max(stats.seconds - sum(spent.values()), 0.0)
+    return stats.seconds, spent, max(stalls, default=0.0)
 
 
-async def main(n: int, titles: list[str], signed: bool) -> None:
+async def main(n: int, titles: list[str], signed: bool, runs: int) -> None:
     logging.getLogger("peer.records").setLevel(logging.ERROR)
     clock = PhaseClock()
     instrument(clock)
@@ -135,7 +137,12 @@ async def main(n: int, titles: list[str], signed: bool) -> None:
         if signed:
             ae.make_guards(Path(tmp))
         for title in titles:
-            await one(title, n, Path(tmp), clock)
+            results = [await one(f"{title}", n, Path(tmp) / str(run), clock) for run in range(runs)]
+            wall = Spread.of([r[0] for r in results])
+            parts = "  ".join(f"{p} {statistics.median(r[1][p] for r in results) * 1000:.0f}" for p in (*PHASES, "rest"))
+            stall = Spread.of([r[2] for r in results])
+            print(f"{title:<11} round {wall.median * 1000:5.0f} ms ({wall.lo * 1000:.0f}-{wall.hi * 1000:.0f}): {parts}"
+                  f"  | loop stall {stall.median * 1000:.0f} ms ({stall.lo * 1000:.0f}-{stall.hi * 1000:.0f})")
 
 
 if __name__ == "__main__":
@@ -144,10 +151,11 @@ if __name__ == "__main__":
     parser.add_argument("--records", type=int, default=10_000)
     parser.add_argument("--addr", nargs=2, default=ae.ADDRS)
     parser.add_argument("--signed", action="store_true")
+    parser.add_argument("--runs", type=int, default=3, help="rounds per scenario (medians printed)")
     args = parser.parse_args()
     ae.ADDRS[:] = args.addr
     try:  # as bench/antientropy.py
         import uvloop
-        uvloop.run(main(args.records, args.scenarios, args.signed))
+        uvloop.run(main(args.records, args.scenarios, args.signed, args.runs))
     except ImportError:
-        asyncio.run(main(args.records, args.scenarios, args.signed))
+        asyncio.run(main(args.records, args.scenarios, args.signed, args.runs))
