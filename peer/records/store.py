@@ -230,11 +230,8 @@ class RecordStore:
         return (record.name, record.home, record.location, int(record.tombstone),
                 rec.digest_of_packed(data), data, _parties(record))
 
-    # An upsert, not INSERT OR REPLACE: a replace deletes the row and inserts it again, every
-    # index entry with it; the upsert updates the row in place (a sixth less per row, issue 16).
-    _INSERT = ("INSERT INTO records(name, home, location, tombstone, digest, data, parties) VALUES (?,?,?,?,?,?,?) "
-               "ON CONFLICT(name) DO UPDATE SET home=excluded.home, location=excluded.location, "
-               "tombstone=excluded.tombstone, digest=excluded.digest, data=excluded.data, parties=excluded.parties")
+    _INSERT = ("INSERT OR REPLACE INTO records(name, home, location, tombstone, digest, data, parties) "
+               "VALUES (?,?,?,?,?,?,?)")
 
     @classmethod
     def _write(cls, cur: sqlite3.Cursor, record: Record) -> None:
