@@ -157,11 +157,28 @@ def _rank_head(record: Record) -> tuple[tuple[int, str], int, int, tuple[int, ..
 
 
 def _compare_ranks(a: Record, b: Record) -> int:
-    """The sign of rank(a) - rank(b), packing the contents only when every other element ties
-    (tuples compare element by element, so this is exactly `rank`'s order)."""
-    head_a, head_b = _rank_head(a), _rank_head(b)
-    if head_a != head_b:
-        return 1 if head_a > head_b else -1
+    """The sign of rank(a) - rank(b), element by element as tuples compare, each computed only
+    when the ones before it tie (the canonical bytes, a pack of the whole content, last of all)."""
+    if a.incarnation != b.incarnation:
+        ia, ib = incarnation_order(a.incarnation), incarnation_order(b.incarnation)
+        if ia != ib:
+            return 1 if ia > ib else -1
+    wa, wb = a.written, b.written
+    ha, hb = vc.cluster_counter(wa, a.home), vc.cluster_counter(wb, b.home)
+    if ha != hb:
+        return 1 if ha > hb else -1
+    if a.epoch != b.epoch:
+        return 1 if a.epoch > b.epoch else -1
+    if a.homes[1:] or b.homes[1:]:
+        da = tuple([vc.cluster_counter(wa, h) for h in a.homes[1:]])
+        db = tuple([vc.cluster_counter(wb, h) for h in b.homes[1:]])
+        if da != db:
+            return 1 if da > db else -1
+    ta, tb = vc.total(wa), vc.total(wb)
+    if ta != tb:
+        return 1 if ta > tb else -1
+    if a.tombstone != b.tombstone:
+        return 1 if a.tombstone else -1
     if same_content(a, b):  # equal fields pack to equal keys (a returned merge of ours, mostly)
         return 0
     key_a, key_b = content_key(a), content_key(b)
