@@ -116,6 +116,11 @@ def _unpack(data: bytes) -> Any:
 def _parties(record: Record) -> str:
     """",c1,c2,c3," of the clusters interested in the record, for a LIKE filter (names are
     DNS-1123 labels: no commas, no LIKE wildcards)."""
+    if record.homes in ((), (record.home,)) and not record.standbys:  # (most records: home and location)
+        home, location = record.home, record.location
+        if home == location:
+            return f",{home},"
+        return f",{home},{location}," if home < location else f",{location},{home},"
     return "," + ",".join(sorted(rec.interested(record))) + ","
 
 
