@@ -64,7 +64,7 @@ from dataclasses import dataclass, replace
 from peer.errors import RoamError
 from peer.records import vclock as vc
 from peer.records.naming import base_name, concurrent, home_part, incarnation_order, is_qualified, qualified, supersedes
-from peer.records.record import Record, content_key, interested, role, same_content, with_vclock
+from peer.records.record import Record, content_key, interested, same_content, with_vclock
 from peer.trust import signing  # the merged clock keeps each entry's author stamp (issue 19)
 
 DEFAULT_TOMBSTONE_TTL = 7 * 24 * 3600.0
@@ -185,22 +185,18 @@ def _compare_ranks(a: Record, b: Record) -> int:
     return (key_a > key_b) - (key_a < key_b)
 
 
-def _runs_here(record: Record | None, here: str) -> bool:
-    return record is not None and not record.tombstone and record.location == here
+def _view(record: Record | None, here: str) -> tuple[bool, bool, bool, bool, bool]:
+    """What a version asks of `here`: (runs the primary, holds a standby but not the primary,
+    holds a copy of either kind, is an entry, has any role). A tombstone asks nothing."""
+    if record is None or record.tombstone:
+        return _NOTHING
+    runs = record.location == here
+    standby = not runs and here in record.standby_clusters
+    entry = here in record.entries
+    return runs, standby, runs or standby, entry, runs or standby or entry
 
 
-def _holds_here(record: Record | None, here: str) -> bool:
-    """`here` must hold a copy: the primary or a standby (what a stop must spare)."""
-    return record is not None and record.copy_here(here)
-
-
-def _standby_here(record: Record | None, here: str) -> bool:
-    return record is not None and not record.tombstone and record.location != here and here in record.standby_clusters
-
-
-def _home_here(record: Record | None, here: str) -> bool:
-    """`here` is an entry of the home set: its frontend must follow the record."""
-    return record is not None and not record.tombstone and here in record.entries
+_NOTHING = (False, False, False, False, False)
 
 
 def transition(before: Record | None, after: Record, *, here: str) -> tuple[Action, ...]:
@@ -226,20 +222,22 @@ def _role_fields(record: Record) -> tuple[object, ...]:
 def _transition(before: Record | None, after: Record, *, here: str) -> tuple[Action, ...]:
     """`transition` without its shortcut (tests compare the two)."""
     name = after.name
+    runs_before, _, holds_before, entry_before, role_before = _view(before, here)
+    runs, standby, holds, entry, has_role = _view(after, here)
     actions: list[Action] = []
-    if _runs_here(after, here) and not _runs_here(before, here):
+    if runs and not runs_before:
         actions.append(AdoptLocalCopy(name))  # (before the reroute: the route needs the copy)
-    if _standby_here(after, here) and not _holds_here(before, here):
+    if standby and not holds_before:
         actions.append(KeepStandby(name))
-    if _home_here(after, here):
-        same = before is not None and _home_here(before, here) and before.incarnation == after.incarnation
+    if entry:
+        same = before is not None and entry_before and before.incarnation == after.incarnation
         old = before.instance if before is not None and same else None
         old_backups = before.standbys if before is not None and same else ()
         if after.instance != old or after.standbys != old_backups or not same:
             actions.append(Reroute(name, after.instance))
-    if _holds_here(before, here) and not _holds_here(after, here):
+    if holds_before and not holds:
         actions.append(StopLocalCopy(name))
-    if before is not None and role(before, here) is not None and role(after, here) is None:
+    if role_before and not has_role:
         actions.append(Forget(name))
     return tuple(actions)
 

@@ -20,11 +20,12 @@ from peer.records.merge import (
     local_write,
     _compare_ranks,
     _transition,
+    _view,
     rank,
     reconcile,
     transition,
 )
-from peer.records.record import Record, State, tombstone_of
+from peer.records.record import Record, State, role, tombstone_of
 from tests.records.strategies import CLUSTERS, histories, records
 
 
@@ -234,6 +235,19 @@ def test_compare_ranks_is_the_order_of_rank(a: Record, b: Record, data: st.DataO
         b = replace(b, home="a", homes=data.draw(homes), incarnation=data.draw(incarnations))
     expected = (rank(a) > rank(b)) - (rank(a) < rank(b))
     assert _compare_ranks(a, b) == expected and _compare_ranks(b, a) == -expected
+
+
+@settings(max_examples=200)
+@given(st.none() | records(name="web"), st.sampled_from(CLUSTERS))
+def test_view_is_what_roles_and_copies_say(r: Record | None, here: str) -> None:
+    """The transition's one look at a version agrees with `role` and `copy_here`."""
+    runs, standby, holds, entry, has_role = _view(r, here)
+    live = r is not None and not r.tombstone
+    assert runs == (live and r is not None and r.location == here)
+    assert holds == (r is not None and r.copy_here(here))
+    assert standby == (holds and not runs)
+    assert entry == (live and r is not None and here in r.entries)
+    assert has_role == (r is not None and role(r, here) is not None)
 
 
 ROLE_FIELDS = {"tombstone": st.booleans(), "location": st.sampled_from(CLUSTERS),
