@@ -17,7 +17,7 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol, Self
@@ -43,6 +43,9 @@ class VersionGuard(Protocol):
     def sign(self, previous: Record | None, stored: Record, *, actor: str) -> Record: ...
 
     def refused(self, remote: Record, held: Record | None) -> bool: ...
+
+    def prepare(self, pairs: Sequence[tuple[Record, Record | None]]) -> None:
+        """Warm up for a batch: `refused` will be asked about each (remote, held) pair next."""
 
 
 #: Schema migrations, applied in order; PRAGMA user_version = how many have run.
@@ -320,6 +323,8 @@ class RecordStore:
             names = batch_names(batch)
             held = HeldRows(names, self._select_in(cur, "data", names), self._decode_row,
                             lambda name: self._get(cur, name))
+            if self.guard is not None and len(batch) > 1:
+                self.guard.prepare([(remote, held.get(remote.name)) for remote in batch])
             for remote in batch:
                 applied.append((remote, self._merge_one(held, remote, here=here)))
             if held.deleted:

@@ -260,3 +260,67 @@ def test_summary_is_order_independent_and_sees_any_change() -> None:
     assert msg.summary_of(digests) == msg.summary_of(dict(reversed(digests.items())))
     assert msg.summary_of(digests) != msg.summary_of({**digests, "b": b"3" * 8})
     assert msg.summary_of({"ab": b"1" * 8}) != msg.summary_of({"a": b"b" + b"1" * 7})
+
+
+async def test_batches_merge_off_the_event_loop_and_the_round_still_agrees(start_peer: StartPeer) -> None:
+    """Issues 16 and 19: the decoding, checking and merging of a batch run in a worker thread
+    on both sides (the loop keeps serving meanwhile); the round's outcome is unchanged."""
+    import threading
+
+    a, b = await start_peer("a", "127.0.150.11"), await start_peer("b", "127.0.150.12")
+    names = [f"svc-{i}" for i in range(300)]
+    for name in names:  # shared, then changed on both sides: every one a conflict
+        b.store.apply_remote(a.write(name, location="b", instance="127.0.150.12:8000"), here="b")
+        a.write(name, location="a", instance="127.0.150.11:8001")
+        b.write(name, instance="127.0.150.12:8002")
+    threads: set[str] = set()
+    for peer in (a, b):
+        apply = peer.store.apply_remote_many
+
+        def recorded(records: object, *, here: str, apply: Callable[..., list[MergeOutcome]] = apply) -> list[MergeOutcome]:
+            threads.add(threading.current_thread().name)
+            return apply(records, here=here)
+
+        peer.store.apply_remote_many = recorded  # type: ignore[method-assign]
+    stats = await a.ae.sync_with("b", b.url)
+    assert stats.conflicts >= 300 and threads and threading.current_thread().name not in threads
+    shared_view(a, b, names)
+    assert len(b.outcomes) >= 300 and len(a.outcomes) >= 300  # every outcome reached on_outcome
+
+
+async def test_a_batch_merging_when_its_round_is_cancelled_still_delivers_its_outcomes(tmp_path: Path) -> None:
+    """Once a batch is committed its actions must run: cancelling the round while the worker
+    thread merges does not lose the outcomes."""
+    import asyncio
+    import threading
+
+    from peer.runtime.waiting import wait_until
+
+    store = RecordStore.open(tmp_path / "a.db")
+    seen: list[MergeOutcome] = []
+
+    async def on_outcome(outcome: MergeOutcome) -> None:
+        seen.append(outcome)
+
+    ae = AntiEntropy(store=store, here="a", client=PeerClient(SECRET), on_outcome=on_outcome)
+    started, release = threading.Event(), threading.Event()
+    version = Record(name="web", home="b", location="a", state=State.RUNNING, digest="d", descriptor=b"")
+
+    def work() -> tuple[None, list[MergeOutcome]]:
+        started.set()
+        release.wait(10)
+        return None, store.apply_remote_many([version], here="a")
+
+    try:
+        task = asyncio.ensure_future(ae._off_loop(work))
+        await asyncio.to_thread(started.wait, 10)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        release.set()
+        await wait_until(lambda: len(seen) == 1, timeout=10)
+        assert seen[0].result == store.get("web") and AdoptLocalCopy("web") in seen[0].actions
+    finally:
+        release.set()
+        await ae.client.close()
+        store.close()
