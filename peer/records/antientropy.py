@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -36,7 +36,8 @@ from peer.records import messages as msg
 from peer.records import record as rec
 from peer.records.merge import MergeOutcome
 from peer.records.naming import base_name, is_qualified
-from peer.records.record import Record, interested
+from peer.records.batch import Reclocked
+from peer.records.record import Record, interested, same_content
 from peer.records.store import RecordStore
 from peer.runtime.gcpause import collector_paused
 
@@ -221,16 +222,16 @@ class AntiEntropy:
 
     async def _push(self, base_url: str, peer: str, names: list[str], stats: SyncStats) -> None:
         for batch in self._batches(names):
-            payload = msg.push_request(sender=self.here, records=[packed for _, packed, _, _ in batch])
+            payload = msg.push_request(sender=self.here, records=[packed for _, packed, _, _ in batch], clocks=True)
             reply = await self._call(base_url, msg.PATH_PUSH, payload, stats)
             try:
                 stats.conflicts += msg.parse_conflicts(reply)
             except PeerWireError as exc:
                 raise PeerBadReply(f"push reply: {exc}") from exc
-            returned = await self._take(reply, {name for name, _, _, _ in batch}, stats)
+            returned, reclocked = await self._take(reply, {name for name, _, _, _ in batch}, stats, pushed=batch)
             stats.pushed += len(batch)
-            stats.returned += len(returned)
-            back = {r.name for r in returned}
+            stats.returned += len(returned) + len(reclocked)
+            back = {r.name for r in returned} | reclocked
             held_by_peer = {name: digest for name, _, digest, tomb in batch if tomb and name not in back}
             held_by_peer.update(_tombstone_digests(returned))
             self.store.ack_tombstones(peer, held_by_peer)
@@ -240,26 +241,32 @@ class AntiEntropy:
             wanted = names[start:start + self.fetch_chunk]
             payload = msg.fetch_request(sender=self.here, names=wanted)
             reply = await self._call(base_url, msg.PATH_FETCH, payload, stats)
-            fetched = await self._take(reply, set(wanted), stats)
+            fetched, _ = await self._take(reply, set(wanted), stats)
             stats.fetched += len(fetched)
             self.store.ack_tombstones(peer, _tombstone_digests(fetched))
 
-    async def _take(self, reply: object, asked: set[str], stats: SyncStats) -> list[Record]:
+    async def _take(self, reply: object, asked: set[str], stats: SyncStats,
+                    pushed: Sequence[tuple[str, bytes, bytes, bool]] = ()) -> tuple[list[Record], set[str]]:
         """The records of a reply (a peer answers only what we asked), decoded, checked and
-        merged in a worker thread (`_off_loop`)."""
-        def work() -> tuple[list[Record], list[MergeOutcome]]:
+        merged in a worker thread (`_off_loop`); with `pushed` (the rows of a push), its
+        clock-only answers too (Reclocked). The records, and the names answered by a clock."""
+        def work() -> tuple[tuple[list[Record], set[str]], list[MergeOutcome]]:
             try:
-                with collector_paused():
-                    records = [r for r in msg.parse_records_reply(reply) if r.name in asked]
+                records = [r for r in msg.parse_records_reply(reply) if r.name in asked]
+                clocks = msg.parse_clocks(reply) if pushed else []
             except PeerWireError as exc:
                 raise PeerBadReply(f"records reply: {exc}") from exc
-            return records, self.store.apply_remote_many(records, here=self.here)
+            rows = {name: (packed, digest) for name, packed, digest, _ in pushed}
+            reclocked = [Reclocked(name, rows[name][0], rows[name][1], clock, stamps)
+                         for name, clock, stamps in clocks if name in rows]
+            outcomes = self.store.apply_remote_many([*records, *reclocked], here=self.here)
+            return (records, {r.name for r in reclocked}), outcomes
 
-        records, outcomes = await self._off_loop(work)
+        (records, reclocked), outcomes = await self._off_loop(work)
         for outcome in outcomes:
             stats.applied += outcome.changed
             stats.conflicts += outcome.conflict
-        return records
+        return records, reclocked
 
     async def _apply(self, records: list[Record], stats: SyncStats) -> list[MergeOutcome]:
         _, outcomes = await self._off_loop(lambda: (None, self.store.apply_remote_many(records, here=self.here)))
@@ -275,8 +282,12 @@ class AntiEntropy:
         signatures), then hand each outcome to `on_outcome` on the loop. Once started it runs
         to the end, notifications included, even if the caller is cancelled: what the store
         committed must not lose its actions."""
+        def paused() -> tuple[T, list[MergeOutcome]]:
+            with collector_paused():  # (a batch's short-lived objects: peer.runtime.gcpause)
+                return work()
+
         async def run() -> tuple[T, list[MergeOutcome]]:
-            result, outcomes = await asyncio.to_thread(work)
+            result, outcomes = await asyncio.to_thread(paused)
             for outcome in outcomes:
                 await self._notify(outcome)
             return result, outcomes
@@ -318,8 +329,7 @@ class AntiEntropy:
 
     def _pushed(self, body: object) -> tuple[dict[str, object], list[MergeOutcome]]:
         """A push received (in a worker thread): the versions merged, the reply and the outcomes."""
-        with collector_paused():
-            sender, records = msg.parse_push_request(body)
+        sender, records = msg.parse_push_request(body)
         ours = [self.here in interested(r) for r in records]
         # The others only if we hold their name (or its creation under another name: a
         # `name@home` twin, naming): the peer sends a stale copy we must answer.
@@ -329,9 +339,19 @@ class AntiEntropy:
         outcomes = self.store.apply_remote_many(accepted, here=self.here)
         # (a merged version has a new clock: most differ there, without comparing whole records)
         same = [o.result is r or (o.result.vclock == r.vclock and o.result == r) for o, r in zip(outcomes, accepted)]
-        back = [o.result for o, kept in zip(outcomes, same) if not kept]
+        back: list[Record] = []
+        clocks: list[Record] = []  # the pushed content under another clock: its clock will do
+        takes_clocks = msg.push_takes_clocks(body)
+        for outcome, pushed, kept in zip(outcomes, accepted, same):
+            if kept:
+                continue
+            result = outcome.result
+            if takes_clocks and result.name == pushed.name and same_content(result, pushed):
+                clocks.append(result)
+            else:
+                back.append(result)
         self.store.ack_tombstones(sender, _tombstone_digests(r for r, kept in zip(accepted, same) if kept))
-        return msg.records_reply(back, conflicts=sum(o.conflict for o in outcomes)), outcomes
+        return msg.records_reply(back, conflicts=sum(o.conflict for o in outcomes), clocks=clocks), outcomes
 
     async def _on_names(self, request: web.Request) -> web.Response:
         sender, names = msg.parse_names_request(await read_msgpack(request))

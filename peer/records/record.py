@@ -470,14 +470,17 @@ def _build(values: dict[str, Any]) -> Record:
     return record
 
 
-def with_vclock(record: Record, clock: VClock) -> Record:
-    """`dataclasses.replace(record, vclock=clock)` without the generated `__init__`: a copy of
-    the fields alone (what is kept beside them, like the packed bytes, describes the old clock)."""
+def with_vclock(record: Record, clock: VClock, stamps: tuple[tuple[str, bytes, bytes], ...] | None = None) -> Record:
+    """`dataclasses.replace(record, vclock=clock)` (and `stamps=`, given) without the generated
+    `__init__`: a copy of the fields alone (what is kept beside them, like the packed bytes,
+    describes the old clock)."""
     values = record.__dict__.copy()
     for key in _KEPT_BESIDE:
         if key in values:
             del values[key]
     values["vclock"] = clock
+    if stamps is not None:
+        values["stamps"] = stamps
     copy = object.__new__(Record)
     object.__setattr__(copy, "__dict__", values)
     return copy
@@ -496,7 +499,14 @@ def _authorship(data: dict[Any, Any]) -> dict[str, Any]:
         if not isinstance(signature, bytes) or not 0 < len(signature) <= MAX_SIGNATURE:
             raise RecordDecodeError(f"must be bytes of <= {MAX_SIGNATURE}", field="signature")
         out.update(writer=writer, signature=signature)
-    raw = data.get("stamps", [])
+    stamps = decode_stamps(data.get("stamps", []))
+    if stamps:
+        out["stamps"] = stamps
+    return out
+
+
+def decode_stamps(raw: object) -> tuple[tuple[str, bytes, bytes], ...]:
+    """The `stamps` field: [[actor, digest, signature], ...] (their meaning: peer/trust/signing.py)."""
     if not isinstance(raw, list) or len(raw) > vc.MAX_ENTRIES:
         raise RecordDecodeError("must be a list of [actor, digest, signature]", field="stamps")
     stamps: list[tuple[str, bytes, bytes]] = []
@@ -506,9 +516,7 @@ def _authorship(data: dict[Any, Any]) -> dict[str, Any]:
                 or not isinstance(item[2], bytes) or not 0 < len(item[2]) <= MAX_SIGNATURE):
             raise RecordDecodeError("must be a list of [actor, digest, signature]", field="stamps")
         stamps.append((item[0], item[1], item[2]))
-    if stamps:
-        out["stamps"] = tuple(stamps)
-    return out
+    return tuple(stamps)
 
 
 def _replaces(data: dict[Any, Any]) -> tuple[str, ...]:

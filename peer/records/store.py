@@ -20,14 +20,14 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Protocol, Self
+from typing import Any, Protocol, Self, cast
 
 import msgpack
 
 from peer.errors import RoamError
 from peer.records import record as rec
 from peer.records import vclock as vc
-from peer.records.batch import IN_CHUNK, HeldRows, batch_names
+from peer.records.batch import IN_CHUNK, HeldRows, Reclocked, batch_names
 from peer.records.merge import MergeOutcome, droppable, local_write, place
 from peer.records.record import Record
 from peer.runtime.gcpause import collector_paused
@@ -315,14 +315,16 @@ class RecordStore:
         """Reconcile a peer's version with ours and commit the result before returning."""
         return self.apply_remote_many([record], here=here)[0]
 
-    def apply_remote_many(self, records: Iterable[Record], *, here: str) -> list[MergeOutcome]:
-        """`apply_remote` for a batch, in one transaction (one fsync instead of one per record)."""
-        batch = list(records)
+    def apply_remote_many(self, records: Iterable[Record | Reclocked], *, here: str) -> list[MergeOutcome]:
+        """`apply_remote` for a batch, in one transaction (one fsync instead of one per record).
+        A `Reclocked` item is a version we pushed under the peer's clock (batch.py)."""
+        items = list(records)
         applied: list[tuple[Record, MergeOutcome]] = []
         with collector_paused(), self._tx() as cur:  # (a big batch: peer.runtime.gcpause says why)
+            batch, read, decoded = self._rebuilt(cur, items)
             names = batch_names(batch)
-            held = HeldRows(names, self._select_in(cur, "data", names), self._decode_row,
-                            lambda name: self._get(cur, name))
+            rows = self._select_in(cur, "data", [n for n in names if n not in read]) + list(read.items())
+            held = HeldRows(names, rows, self._decode_row, lambda name: self._get(cur, name), decoded)
             if self.guard is not None and len(batch) > 1:
                 self.guard.prepare([(remote, held.get(remote.name)) for remote in batch])
             for remote in batch:
@@ -345,6 +347,27 @@ class RecordStore:
         if any(o.changed or o.moved is not None for o in outcomes):
             self._changed()
         return outcomes
+
+    def _rebuilt(self, cur: sqlite3.Cursor, items: list[Record | Reclocked]
+                 ) -> tuple[list[Record], dict[str, bytes], dict[str, Record]]:
+        """The versions of a batch, `Reclocked` ones rebuilt (see there); the rows read for
+        that and those decoded (the row held is the one pushed: the merge reads it too)."""
+        wanted = [item.name for item in items if isinstance(item, Reclocked)]
+        if not wanted:
+            return cast(list[Record], items), {}, {}
+        rows = {name: (digest, data) for name, digest, data in self._select_in(cur, "digest, data", wanted)}
+        decoded: dict[str, Record] = {}
+        batch: list[Record] = []
+        for item in items:
+            if isinstance(item, Reclocked):
+                row = rows.get(item.name)
+                if row is not None and row[0] == item.digest:
+                    base = decoded[item.name] = self._decode_row(item.name, row[1])
+                else:  # (changed here since it was pushed: the pushed content is what the peer holds)
+                    base = self._decode_row(item.name, item.pushed)
+                item = rec.with_vclock(base, item.vclock, item.stamps)
+            batch.append(item)
+        return batch, {name: data for name, (_, data) in rows.items()}, decoded
 
     def _merge_one(self, held: HeldRows, remote: Record, *, here: str) -> MergeOutcome:
         if self.guard is not None:

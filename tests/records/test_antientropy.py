@@ -19,6 +19,7 @@ from peer.peering.client import (
 from peer.peering.wire import CONTENT_TYPE, decode, encode, sign
 from peer.records import messages as msg
 from peer.records.antientropy import AntiEntropy
+from peer.records.batch import Reclocked
 from peer.records.merge import (
     AdoptLocalCopy,
     Forget,
@@ -324,3 +325,38 @@ async def test_a_batch_merging_when_its_round_is_cancelled_still_delivers_its_ou
         release.set()
         await ae.client.close()
         store.close()
+
+
+async def test_a_push_that_wins_its_conflicts_is_answered_by_clocks_alone(start_peer: StartPeer) -> None:
+    """Issue 16: where the server's merge keeps the pushed content under a joined clock, it
+    answers the clock (and stamps) only; the pusher rebuilds that version from the row it
+    pushed, also when its row changed meanwhile, and both sides agree. A push without
+    "clocks" (an older pusher) gets every version whole."""
+    a, b = await start_peer("a", "127.0.150.13"), await start_peer("b", "127.0.150.14")
+    names = ["api", "db", "web"]
+    for name in names:
+        b.store.apply_remote(a.write(name, location="b", instance="127.0.150.14:8000"), here="b")
+        a.write(name, location="a", instance="127.0.150.13:8001")  # the HC's view: it wins
+        b.write(name, instance="127.0.150.14:8002")
+    pushed = a.store.packed_many(names)
+    reply = await a.client.call(b.url, msg.PATH_PUSH, msg.push_request(
+        sender="a", records=[p for _, p, _, _ in pushed], clocks=True))
+    assert msg.parse_records_reply(reply) == [] and [n for n, _, _ in msg.parse_clocks(reply)] == names
+    # The answer arrives after "web" changed here again: the clock joins the pushed content,
+    # and that version merges with the newer local one.
+    newer = a.write("web", instance="127.0.150.13:8003")
+    rows = {n: (p, d) for n, p, d, _ in pushed}
+    items = [Reclocked(n, rows[n][0], rows[n][1], clock, stamps) for n, clock, stamps in msg.parse_clocks(reply)]
+    a.store.apply_remote_many(items, here="a")
+    for name in names:
+        assert a.store.get(name) is not None
+    assert a.store.get("web").instance == newer.instance  # type: ignore[union-attr]
+    await a.ae.sync_with("b", b.url)
+    shared_view(a, b, names)
+    # An older pusher: the same kind of answer comes whole.
+    a.write("api", instance="127.0.150.13:8004")
+    b.write("api", instance="127.0.150.14:8005")
+    old_style = await a.client.call(b.url, msg.PATH_PUSH, msg.push_request(
+        sender="a", records=[p for _, p, _, _ in a.store.packed_many(["api"])]))
+    assert "clocks" not in old_style  # type: ignore[operator]
+    assert [r.name for r in msg.parse_records_reply(old_style)] == ["api"]

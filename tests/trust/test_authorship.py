@@ -134,3 +134,34 @@ def test_a_batch_is_checked_ahead_on_two_threads_and_a_forgery_still_refused(pki
         assert len(verified) == ahead + 1
     finally:
         authorship.verify_with = real  # type: ignore[assignment]
+
+
+def test_a_clock_only_answer_is_checked_like_any_version(pki: Path) -> None:
+    """Issue 16's clock-only push answer (batch.Reclocked): the pusher rebuilds the version from
+    its own row under the peer's clock and stamps, and the guard checks it like any other: an
+    entry of another cluster needs that cluster's stamp, or the version is refused."""
+    from peer.records import record as rec
+    from peer.records.batch import Reclocked
+    from peer.records.store import RecordStore
+
+    book = CertBook(load_cert((pki / "ca" / "ca.pem").read_bytes(), what="ca"))
+    book.add_pems([cert_of(pki, "c1"), cert_of(pki, "c2")], source="test")
+    g1, refusals = guard(pki, "c1", book, [NO_REVOCATIONS])
+    g2, _ = guard(pki, "c2", book, [NO_REVOCATIONS])
+    with RecordStore.open(pki / "c1.db") as s1, RecordStore.open(pki / "c2.db") as s2:
+        s1.guard, s2.guard = g1, g2
+        first = s1.put_local(record(), here="c1", now=1.0)
+        s2.apply_remote(first, here="c2")
+        mine = s1.put_local(replace(first, instance="127.0.150.21:1"), here="c1", now=2.0)  # c1's view (the HC)
+        s2.put_local(replace(first, instance="127.0.150.22:1"), here="c2", now=2.0)  # concurrent at c2
+        merged = s2.apply_remote(mine, here="c2").result  # c1's content wins, the clocks join
+        assert rec.same_content(merged, mine) and merged.vclock != mine.vclock
+        packed = rec.pack(mine)
+
+        def answer(stamps: tuple[tuple[str, bytes, bytes], ...]) -> Reclocked:
+            return Reclocked("web", packed, rec.digest_of_packed(packed), merged.vclock, stamps)
+
+        forged = s1.apply_remote_many([answer(())], here="c1")[0]  # c2's entry without its stamp
+        assert not forged.changed and s1.get("web") == mine and count(refusals, "unstamped") == 1
+        honest = s1.apply_remote_many([answer(merged.stamps)], here="c1")[0]
+        assert honest.changed and s1.get("web") == merged
