@@ -10,11 +10,14 @@
    interested in and do not have;
 2. push: our versions of every differing name we hold; the peer applies them and answers its
    own version wherever that is not the one we pushed (it was newer, or the merge resolved a
-   conflict), which we apply in turn;
+   conflict), which we apply in turn; where its merge kept our content under a joined clock it
+   answers the clock alone, and we rebuild that version from our row (messages.py, "clocks");
 3. fetch: the records only the peer holds.
 So each differing record crosses the wire at most once each way, and the cost of a round
 grows with the records the two peers share, not with the federation. Every applied remote
-version goes through `RecordStore.apply_remote_many` and its outcome to `on_outcome`.
+version goes through `RecordStore.apply_remote_many` and its outcome to `on_outcome`; each
+batch is decoded, checked and merged in a worker thread (`_off_loop`), so the event loop keeps
+serving during a big round.
 
 When to sync (on join, on alive after a partition, after a local change, periodically) is the
 agent's policy.

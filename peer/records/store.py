@@ -2,9 +2,10 @@
 
 Every method that changes something commits before it returns, so what a caller was told is
 stored survives a crash (SIGKILL, power loss) of the agent. Calls block for well under a
-millisecond plus one fsync per commit, and the agent makes them on its event loop (a batch of
-remote versions is one transaction, `apply_remote_many`); a lock serialises them and the
-connection may be used from any thread, should a caller move one to `asyncio.to_thread`.
+millisecond plus one fsync per commit, and the agent makes most on its event loop; a batch of
+remote versions is one transaction (`apply_remote_many`), which anti-entropy runs in a worker
+thread (peer/records/antientropy.py). A lock serialises them and the connection may be used
+from any thread.
 
 Besides records: tombstone acknowledgements (for `droppable`), a small `meta` key/value table
 for the agent, the finished migrations (`history_*`, bounded rows), and a `journal` the
