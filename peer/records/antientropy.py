@@ -10,21 +10,26 @@
    interested in and do not have;
 2. push: our versions of every differing name we hold; the peer applies them and answers its
    own version wherever that is not the one we pushed (it was newer, or the merge resolved a
-   conflict), which we apply in turn;
+   conflict), which we apply in turn; where its merge kept our content under a joined clock it
+   answers the clock alone, and we rebuild that version from our row (messages.py, "clocks");
 3. fetch: the records only the peer holds.
 So each differing record crosses the wire at most once each way, and the cost of a round
 grows with the records the two peers share, not with the federation. Every applied remote
-version goes through `RecordStore.apply_remote_many` and its outcome to `on_outcome`.
+version goes through `RecordStore.apply_remote_many` and its outcome to `on_outcome`; each
+batch is decoded, checked and merged in a worker thread (`_off_loop`), so the event loop keeps
+serving during a big round.
 
 When to sync (on join, on alive after a partition, after a local change, periodically) is the
 agent's policy.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -34,12 +39,15 @@ from peer.records import messages as msg
 from peer.records import record as rec
 from peer.records.merge import MergeOutcome
 from peer.records.naming import base_name, is_qualified
-from peer.records.record import Record, interested
+from peer.records.batch import Reclocked
+from peer.records.record import Record, interested, same_content
 from peer.records.store import RecordStore
+from peer.runtime.gcpause import collector_paused
 
 log = logging.getLogger(__name__)
 
 OnOutcome = Callable[[MergeOutcome], Awaitable[None]]
+T = TypeVar("T")
 
 
 @dataclass
@@ -99,6 +107,7 @@ class AntiEntropy:
         # Told the name of every peer that opens a round with us: proof that it is alive and
         # reaches us (a cluster back from a site loss, before gossip may have noticed it left).
         self.on_heard = on_heard
+        self._inflight: set[asyncio.Task[Any]] = set()  # batches merging in a thread (_off_loop)
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post(msg.PATH_DIGESTS, self._on_digests)
@@ -216,19 +225,18 @@ class AntiEntropy:
 
     async def _push(self, base_url: str, peer: str, names: list[str], stats: SyncStats) -> None:
         for batch in self._batches(names):
-            payload = msg.push_request(sender=self.here, records=[packed for _, packed, _, _ in batch])
+            payload = msg.push_request(sender=self.here, records=[packed for _, packed, _, _ in batch], clocks=True)
             reply = await self._call(base_url, msg.PATH_PUSH, payload, stats)
-            returned = self._parse_records(reply, {name for name, _, _, _ in batch})
             try:
                 stats.conflicts += msg.parse_conflicts(reply)
             except PeerWireError as exc:
                 raise PeerBadReply(f"push reply: {exc}") from exc
+            returned, reclocked = await self._take(reply, {name for name, _, _, _ in batch}, stats, pushed=batch)
             stats.pushed += len(batch)
-            stats.returned += len(returned)
-            back = {r.name for r in returned}
+            stats.returned += len(returned) + len(reclocked)
+            back = {r.name for r in returned} | reclocked
             held_by_peer = {name: digest for name, _, digest, tomb in batch if tomb and name not in back}
             held_by_peer.update(_tombstone_digests(returned))
-            await self._apply(returned, stats)
             self.store.ack_tombstones(peer, held_by_peer)
 
     async def _fetch(self, base_url: str, peer: str, names: list[str], stats: SyncStats) -> None:
@@ -236,27 +244,61 @@ class AntiEntropy:
             wanted = names[start:start + self.fetch_chunk]
             payload = msg.fetch_request(sender=self.here, names=wanted)
             reply = await self._call(base_url, msg.PATH_FETCH, payload, stats)
-            fetched = self._parse_records(reply, set(wanted))
+            fetched, _ = await self._take(reply, set(wanted), stats)
             stats.fetched += len(fetched)
-            await self._apply(fetched, stats)
             self.store.ack_tombstones(peer, _tombstone_digests(fetched))
 
-    @staticmethod
-    def _parse_records(reply: object, asked: set[str]) -> list[Record]:
-        try:
-            records = msg.parse_records_reply(reply)
-        except PeerWireError as exc:
-            raise PeerBadReply(f"records reply: {exc}") from exc
-        return [r for r in records if r.name in asked]  # a peer answers only what we asked
+    async def _take(self, reply: object, asked: set[str], stats: SyncStats,
+                    pushed: Sequence[tuple[str, bytes, bytes, bool]] = ()) -> tuple[list[Record], set[str]]:
+        """The records of a reply (a peer answers only what we asked), decoded, checked and
+        merged in a worker thread (`_off_loop`); with `pushed` (the rows of a push), its
+        clock-only answers too (Reclocked). The records, and the names answered by a clock."""
+        def work() -> tuple[tuple[list[Record], set[str]], list[MergeOutcome]]:
+            try:
+                records = [r for r in msg.parse_records_reply(reply) if r.name in asked]
+                clocks = msg.parse_clocks(reply) if pushed else []
+            except PeerWireError as exc:
+                raise PeerBadReply(f"records reply: {exc}") from exc
+            rows = {name: (packed, digest) for name, packed, digest, _ in pushed}
+            reclocked = [Reclocked(name, rows[name][0], rows[name][1], clock, stamps)
+                         for name, clock, stamps in clocks if name in rows]
+            outcomes = self.store.apply_remote_many([*records, *reclocked], here=self.here)
+            return (records, {r.name for r in reclocked}), outcomes
 
-    async def _apply(self, records: list[Record], stats: SyncStats | None = None) -> list[MergeOutcome]:
-        outcomes = self.store.apply_remote_many(records, here=self.here)
+        (records, reclocked), outcomes = await self._off_loop(work)
         for outcome in outcomes:
-            if stats is not None:
-                stats.applied += outcome.changed
-                stats.conflicts += outcome.conflict
-            await self._notify(outcome)
+            stats.applied += outcome.changed
+            stats.conflicts += outcome.conflict
+        return records, reclocked
+
+    async def _apply(self, records: list[Record], stats: SyncStats) -> list[MergeOutcome]:
+        _, outcomes = await self._off_loop(lambda: (None, self.store.apply_remote_many(records, here=self.here)))
+        for outcome in outcomes:
+            stats.applied += outcome.changed
+            stats.conflicts += outcome.conflict
         return outcomes
+
+    async def _off_loop(self, work: Callable[[], tuple[T, list[MergeOutcome]]]) -> tuple[T, list[MergeOutcome]]:
+        """Run `work` (decoding, signature checks, the merge and its commit: the CPU of a batch)
+        in a worker thread, so the event loop keeps serving meanwhile (issues 16 and 19: a
+        batch of a thousand versions holds a thread for tens of milliseconds, more with
+        signatures), then hand each outcome to `on_outcome` on the loop. Once started it runs
+        to the end, notifications included, even if the caller is cancelled: what the store
+        committed must not lose its actions."""
+        def paused() -> tuple[T, list[MergeOutcome]]:
+            with collector_paused():  # (a batch's short-lived objects: peer.runtime.gcpause)
+                return work()
+
+        async def run() -> tuple[T, list[MergeOutcome]]:
+            result, outcomes = await asyncio.to_thread(paused)
+            for outcome in outcomes:
+                await self._notify(outcome)
+            return result, outcomes
+
+        task = asyncio.ensure_future(run())
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+        return await asyncio.shield(task)
 
     async def _notify(self, outcome: MergeOutcome) -> None:
         try:
@@ -284,15 +326,35 @@ class AntiEntropy:
         return msgpack_response(msg.digests_reply(differing))
 
     async def _on_push(self, request: web.Request) -> web.Response:
-        sender, records = msg.parse_push_request(await read_msgpack(request))
-        held = self.store.digests_of({n for r in records for n in (r.name, base_name(r.name))})
-        # (a record of a name we hold under another creation too: a `name@home` twin, naming)
-        accepted = [r for r in records if self.here in interested(r) or r.name in held or base_name(r.name) in held]
-        outcomes = await self._apply(accepted)
-        same = [o.result is r or o.result == r for o, r in zip(outcomes, accepted)]
-        back = [o.result for o, kept in zip(outcomes, same) if not kept]
+        body = await read_msgpack(request)
+        reply, _ = await self._off_loop(lambda: self._pushed(body))
+        return msgpack_response(reply)
+
+    def _pushed(self, body: object) -> tuple[dict[str, object], list[MergeOutcome]]:
+        """A push received (in a worker thread): the versions merged, the reply and the outcomes."""
+        sender, records = msg.parse_push_request(body)
+        ours = [self.here in interested(r) for r in records]
+        # The others only if we hold their name (or its creation under another name: a
+        # `name@home` twin, naming): the peer sends a stale copy we must answer.
+        held = self.store.digests_of({n for r, mine in zip(records, ours) if not mine
+                                      for n in (r.name, base_name(r.name))})
+        accepted = [r for r, mine in zip(records, ours) if mine or r.name in held or base_name(r.name) in held]
+        outcomes = self.store.apply_remote_many(accepted, here=self.here)
+        # (a merged version has a new clock: most differ there, without comparing whole records)
+        same = [o.result is r or (o.result.vclock == r.vclock and o.result == r) for o, r in zip(outcomes, accepted)]
+        back: list[Record] = []
+        clocks: list[Record] = []  # the pushed content under another clock: its clock will do
+        takes_clocks = msg.push_takes_clocks(body)
+        for outcome, pushed, kept in zip(outcomes, accepted, same):
+            if kept:
+                continue
+            result = outcome.result
+            if takes_clocks and result.name == pushed.name and same_content(result, pushed):
+                clocks.append(result)
+            else:
+                back.append(result)
         self.store.ack_tombstones(sender, _tombstone_digests(r for r, kept in zip(accepted, same) if kept))
-        return msgpack_response(msg.records_reply(back, conflicts=sum(o.conflict for o in outcomes)))
+        return msg.records_reply(back, conflicts=sum(o.conflict for o in outcomes), clocks=clocks), outcomes
 
     async def _on_names(self, request: web.Request) -> web.Response:
         sender, names = msg.parse_names_request(await read_msgpack(request))

@@ -15,13 +15,30 @@ batch, so the answer is the same.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from peer.records.merge import Placed
 from peer.records.naming import base_name, is_qualified, qualified
 from peer.records.record import Record
+from peer.records.vclock import VClock
 
 #: Names per `IN (...)` statement: below SQLite's smallest bound-parameter limit (999).
 IN_CHUNK = 500
+
+
+@dataclass(frozen=True)
+class Reclocked:
+    """A version this cluster pushed, as the peer's merge left it: the pushed content under the
+    clock, and the stamps vouching for it, that the merge gave it (anti-entropy's clock-only
+    answer, peer/records/messages.py). The store rebuilds the version from the row it pushed:
+    from the row it holds, decoded for the merge anyway, while that is still the one pushed
+    (`digest`), else from the pushed bytes; then it is merged like any remote version."""
+
+    name: str
+    pushed: bytes  # the packed version pushed (our row then)
+    digest: bytes  # its version digest
+    vclock: VClock
+    stamps: tuple[tuple[str, bytes, bytes], ...]
 
 
 def batch_names(records: Iterable[Record]) -> list[str]:
@@ -43,10 +60,11 @@ class HeldRows:
     whose tombstone acknowledgements go."""
 
     def __init__(self, covered: Iterable[str], rows: Iterable[tuple[str, bytes]],
-                 decode: Callable[[str, bytes], Record], fallback: Callable[[str], Record | None]) -> None:
+                 decode: Callable[[str, bytes], Record], fallback: Callable[[str], Record | None],
+                 decoded: dict[str, Record] | None = None) -> None:
         self._covered = set(covered)
         self._packed = dict(rows)
-        self._decoded: dict[str, Record] = {}
+        self._decoded: dict[str, Record] = decoded or {}  # (rows of the batch decoded already)
         self._decode = decode
         self._fallback = fallback
         self.written: dict[str, Record] = {}

@@ -64,7 +64,7 @@ from dataclasses import dataclass, replace
 from peer.errors import RoamError
 from peer.records import vclock as vc
 from peer.records.naming import base_name, concurrent, home_part, incarnation_order, is_qualified, qualified, supersedes
-from peer.records.record import Record, content_key, interested, role, same_content, with_vclock
+from peer.records.record import Record, content_key, interested, same_content, with_vclock
 from peer.trust import signing  # the merged clock keeps each entry's author stamp (issue 19)
 
 DEFAULT_TOMBSTONE_TTL = 7 * 24 * 3600.0
@@ -151,39 +151,52 @@ def rank(record: Record) -> tuple[tuple[int, str], int, int, tuple[int, ...], in
 def _rank_head(record: Record) -> tuple[tuple[int, str], int, int, tuple[int, ...], int, bool]:
     """`rank` without its last element, the canonical bytes (a pack of the whole content)."""
     w = record.written
-    deputies = tuple(vc.cluster_counter(w, h) for h in record.entries[1:])
+    deputies = tuple([vc.cluster_counter(w, h) for h in record.homes[1:]])  # (homes () means (home,))
     return (incarnation_order(record.incarnation), vc.cluster_counter(w, record.home), record.epoch, deputies,
             vc.total(w), record.tombstone)
 
 
 def _compare_ranks(a: Record, b: Record) -> int:
-    """The sign of rank(a) - rank(b), packing the contents only when every other element ties
-    (tuples compare element by element, so this is exactly `rank`'s order)."""
-    head_a, head_b = _rank_head(a), _rank_head(b)
-    if head_a != head_b:
-        return 1 if head_a > head_b else -1
+    """The sign of rank(a) - rank(b), element by element as tuples compare, each computed only
+    when the ones before it tie (the canonical bytes, a pack of the whole content, last of all)."""
+    if a.incarnation != b.incarnation:
+        ia, ib = incarnation_order(a.incarnation), incarnation_order(b.incarnation)
+        if ia != ib:
+            return 1 if ia > ib else -1
+    wa, wb = a.written, b.written
+    ha, hb = vc.cluster_counter(wa, a.home), vc.cluster_counter(wb, b.home)
+    if ha != hb:
+        return 1 if ha > hb else -1
+    if a.epoch != b.epoch:
+        return 1 if a.epoch > b.epoch else -1
+    if a.homes[1:] or b.homes[1:]:
+        da = tuple([vc.cluster_counter(wa, h) for h in a.homes[1:]])
+        db = tuple([vc.cluster_counter(wb, h) for h in b.homes[1:]])
+        if da != db:
+            return 1 if da > db else -1
+    ta, tb = vc.total(wa), vc.total(wb)
+    if ta != tb:
+        return 1 if ta > tb else -1
+    if a.tombstone != b.tombstone:
+        return 1 if a.tombstone else -1
     if same_content(a, b):  # equal fields pack to equal keys (a returned merge of ours, mostly)
         return 0
     key_a, key_b = content_key(a), content_key(b)
     return (key_a > key_b) - (key_a < key_b)
 
 
-def _runs_here(record: Record | None, here: str) -> bool:
-    return record is not None and not record.tombstone and record.location == here
+def _view(record: Record | None, here: str) -> tuple[bool, bool, bool, bool, bool]:
+    """What a version asks of `here`: (runs the primary, holds a standby but not the primary,
+    holds a copy of either kind, is an entry, has any role). A tombstone asks nothing."""
+    if record is None or record.tombstone:
+        return _NOTHING
+    runs = record.location == here
+    standby = not runs and here in record.standby_clusters
+    entry = here in record.entries
+    return runs, standby, runs or standby, entry, runs or standby or entry
 
 
-def _holds_here(record: Record | None, here: str) -> bool:
-    """`here` must hold a copy: the primary or a standby (what a stop must spare)."""
-    return record is not None and record.copy_here(here)
-
-
-def _standby_here(record: Record | None, here: str) -> bool:
-    return record is not None and not record.tombstone and record.location != here and here in record.standby_clusters
-
-
-def _home_here(record: Record | None, here: str) -> bool:
-    """`here` is an entry of the home set: its frontend must follow the record."""
-    return record is not None and not record.tombstone and here in record.entries
+_NOTHING = (False, False, False, False, False)
 
 
 def transition(before: Record | None, after: Record, *, here: str) -> tuple[Action, ...]:
@@ -195,21 +208,36 @@ def transition(before: Record | None, after: Record, *, here: str) -> tuple[Acti
     when the record of a move reaches an entry that also ran the old copy (it was down or cut
     off while the move committed), its frontend must follow the new copy before the old one
     goes, or it answers 503 in between."""
+    if before is not None and _role_fields(before) == _role_fields(after):
+        return ()  # (every rule below reads only these fields: nothing changes for `here`)
+    return _transition(before, after, here=here)
+
+
+def _role_fields(record: Record) -> tuple[object, ...]:
+    """What `_transition` reads of a version: equal ones ask the same of every cluster."""
+    return (record.tombstone, record.location, record.standbys, record.home, record.homes, record.instance,
+            record.incarnation)
+
+
+def _transition(before: Record | None, after: Record, *, here: str) -> tuple[Action, ...]:
+    """`transition` without its shortcut (tests compare the two)."""
     name = after.name
+    runs_before, _, holds_before, entry_before, role_before = _view(before, here)
+    runs, standby, holds, entry, has_role = _view(after, here)
     actions: list[Action] = []
-    if _runs_here(after, here) and not _runs_here(before, here):
+    if runs and not runs_before:
         actions.append(AdoptLocalCopy(name))  # (before the reroute: the route needs the copy)
-    if _standby_here(after, here) and not _holds_here(before, here):
+    if standby and not holds_before:
         actions.append(KeepStandby(name))
-    if _home_here(after, here):
-        same = before is not None and _home_here(before, here) and before.incarnation == after.incarnation
+    if entry:
+        same = before is not None and entry_before and before.incarnation == after.incarnation
         old = before.instance if before is not None and same else None
         old_backups = before.standbys if before is not None and same else ()
         if after.instance != old or after.standbys != old_backups or not same:
             actions.append(Reroute(name, after.instance))
-    if _holds_here(before, here) and not _holds_here(after, here):
+    if holds_before and not holds:
         actions.append(StopLocalCopy(name))
-    if before is not None and role(before, here) is not None and role(after, here) is None:
+    if role_before and not has_role:
         actions.append(Forget(name))
     return tuple(actions)
 
@@ -239,7 +267,8 @@ def reconcile(local: Record | None, remote: Record, *, here: str) -> MergeOutcom
     winner, loser = (remote, local) if order < 0 else (local, remote)
     result = winner if winner.vclock == clock else signing.joined(local, remote, with_vclock(winner, clock))
     conflict = order != 0 and not vc.descends(winner.vclock, loser.vclock)
-    changed = result is not local and result != local
+    # (a different clock is a change; only an equal one needs the whole comparison)
+    changed = result is not local and (result.vclock != local.vclock or result != local)
     actions = transition(local, result, here=here) if changed else ()
     return MergeOutcome(result, changed, conflict, actions, local)
 

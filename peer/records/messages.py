@@ -3,9 +3,14 @@
 POST /peer/v1/records/digests  {"from", "lo", "hi", "digests": {name: digest}}
     -> {"digests": {name: digest | nil}}  only the names in [lo, hi) where the two sides differ
        (nil: the server does not hold it)
-POST /peer/v1/records/push     {"from", "records": [record]}
-    -> {"records": [record], "conflicts": n}  the server's version wherever it differs from the
-       one pushed, and how many conflicts the push resolved there
+POST /peer/v1/records/push     {"from", "records": [record], "clocks": bool}
+    -> {"records": [record], "conflicts": n, "clocks": [[name, vclock, stamps]]}  the server's
+       version wherever it differs from the one pushed, and how many conflicts the push resolved
+       there. With "clocks": true the pusher takes a shorter answer where the server's version
+       is the pushed content under another clock (a conflict the pushed version won, or a
+       newer clock joined): its name, clock and stamps only, packed, under "clocks"; the pusher
+       rebuilds that version from the row it pushed (issue 16: the content is not sent and
+       decoded back). A server that does not know "clocks" answers every version whole.
 POST /peer/v1/records/fetch    {"from", "names": [name]}
     -> {"records": [record]}  those of the named records the asker is interested in
 POST /peer/v1/records/summary  {"from", "summary": 16 bytes, "count": n}
@@ -23,10 +28,14 @@ from __future__ import annotations
 import hashlib
 from typing import Any, cast
 
+import msgpack
+
 from peer.peering.wire import PeerWireError
 from peer.records import record as rec
+from peer.records import vclock as vc
 from peer.records.naming import MAX_SERVICE_LEN
 from peer.records.record import Record
+from peer.records.vclock import VClock
 
 PATH_DIGESTS = "/peer/v1/records/digests"
 PATH_PUSH = "/peer/v1/records/push"
@@ -109,14 +118,26 @@ def parse_digests_reply(obj: object) -> dict[str, bytes | None]:
 
 # --- push / fetch ----------------------------------------------------------------------------
 
-def push_request(*, sender: str, records: list[bytes]) -> dict[str, Any]:
-    """`records` already packed (rec.pack), so the caller can size batches."""
-    return {"from": sender, "records": records}
+def push_request(*, sender: str, records: list[bytes], clocks: bool = False) -> dict[str, Any]:
+    """`records` already packed (rec.pack), so the caller can size batches; `clocks`: the
+    pusher takes clock-only answers (see the module docstring)."""
+    body: dict[str, Any] = {"from": sender, "records": records}
+    if clocks:
+        body["clocks"] = True
+    return body
 
 
 def parse_push_request(obj: object) -> tuple[str, list[Record]]:
     body = _map(obj, what="push request")
     return _sender(body), _records(body)
+
+
+def push_takes_clocks(obj: object) -> bool:
+    """Does this push request take clock-only answers?"""
+    value = _map(obj, what="push request").get("clocks", False)
+    if not isinstance(value, bool):
+        raise PeerWireError("clocks: must be a boolean")
+    return value
 
 
 def fetch_request(*, sender: str, names: list[str]) -> dict[str, Any]:
@@ -149,11 +170,42 @@ def parse_names_request(obj: object) -> tuple[str, dict[str, str]]:
     return _sender(body), names
 
 
-def records_reply(records: list[Record], *, conflicts: int | None = None) -> dict[str, Any]:
+def records_reply(records: list[Record], *, conflicts: int | None = None, clocks: list[Record] | None = None
+                  ) -> dict[str, Any]:
+    """`clocks`: versions answered by their name, clock and stamps alone (a push's answer)."""
     body: dict[str, Any] = {"records": [rec.pack(r) for r in records]}
     if conflicts is not None:
         body["conflicts"] = conflicts
+    if clocks:  # (each packed on its own, as records are: the body's decode sees one bytes object)
+        body["clocks"] = [msgpack.packb([r.name, vc.encode(r.vclock), [list(s) for s in r.stamps]], use_bin_type=True)
+                          for r in clocks]
     return body
+
+
+Clocked = tuple[str, VClock, tuple[tuple[str, bytes, bytes], ...]]
+
+
+def parse_clocks(obj: object) -> list[Clocked]:
+    """The clock-only answers of a push reply: (name, clock, stamps); [] when there are none."""
+    body = _map(obj, what="push reply")
+    if "clocks" not in body:
+        return []
+    out: list[Clocked] = []
+    for i, packed in enumerate(_list(body, "clocks")):
+        try:
+            item = msgpack.unpackb(packed, raw=False) if isinstance(packed, bytes) else None
+        except Exception as exc:  # noqa: BLE001 - whatever msgpack raises on garbage
+            raise PeerWireError(f"clocks[{i}]: not msgpack: {exc}") from exc
+        if not isinstance(item, list) or len(item) != 3 or not isinstance(item[0], str) \
+                or len(item[0]) > MAX_SERVICE_LEN:
+            raise PeerWireError(f"clocks[{i}]: must be packed [name, clock, stamps]")
+        try:
+            out.append((item[0], vc.decode(item[1]), rec.decode_stamps(item[2])))
+        except vc.VClockDecodeError as exc:
+            raise PeerWireError(f"clocks[{i}].vclock: {exc}") from exc
+        except rec.RecordDecodeError as exc:
+            raise PeerWireError(f"clocks[{i}].{exc}") from exc
+    return out
 
 
 def packed_records_reply(records: list[bytes]) -> dict[str, Any]:

@@ -2,9 +2,10 @@
 
 Every method that changes something commits before it returns, so what a caller was told is
 stored survives a crash (SIGKILL, power loss) of the agent. Calls block for well under a
-millisecond plus one fsync per commit, and the agent makes them on its event loop (a batch of
-remote versions is one transaction, `apply_remote_many`); a lock serialises them and the
-connection may be used from any thread, should a caller move one to `asyncio.to_thread`.
+millisecond plus one fsync per commit, and the agent makes most on its event loop; a batch of
+remote versions is one transaction (`apply_remote_many`), which anti-entropy runs in a worker
+thread (peer/records/antientropy.py). A lock serialises them and the connection may be used
+from any thread.
 
 Besides records: tombstone acknowledgements (for `droppable`), a small `meta` key/value table
 for the agent, the finished migrations (`history_*`, bounded rows), and a `journal` the
@@ -17,19 +18,20 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Protocol, Self
+from typing import Any, Protocol, Self, cast
 
 import msgpack
 
 from peer.errors import RoamError
 from peer.records import record as rec
 from peer.records import vclock as vc
-from peer.records.batch import IN_CHUNK, HeldRows, batch_names
+from peer.records.batch import IN_CHUNK, HeldRows, Reclocked, batch_names
 from peer.records.merge import MergeOutcome, droppable, local_write, place
 from peer.records.record import Record
+from peer.runtime.gcpause import collector_paused
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,9 @@ class VersionGuard(Protocol):
     def sign(self, previous: Record | None, stored: Record, *, actor: str) -> Record: ...
 
     def refused(self, remote: Record, held: Record | None) -> bool: ...
+
+    def prepare(self, pairs: Sequence[tuple[Record, Record | None]]) -> None:
+        """Warm up for a batch: `refused` will be asked about each (remote, held) pair next."""
 
 
 #: Schema migrations, applied in order; PRAGMA user_version = how many have run.
@@ -115,6 +120,11 @@ def _unpack(data: bytes) -> Any:
 def _parties(record: Record) -> str:
     """",c1,c2,c3," of the clusters interested in the record, for a LIKE filter (names are
     DNS-1123 labels: no commas, no LIKE wildcards)."""
+    if record.homes in ((), (record.home,)) and not record.standbys:  # (most records: home and location)
+        home, location = record.home, record.location
+        if home == location:
+            return f",{home},"
+        return f",{home},{location}," if home < location else f",{location},{home},"
     return "," + ",".join(sorted(rec.interested(record))) + ","
 
 
@@ -306,14 +316,18 @@ class RecordStore:
         """Reconcile a peer's version with ours and commit the result before returning."""
         return self.apply_remote_many([record], here=here)[0]
 
-    def apply_remote_many(self, records: Iterable[Record], *, here: str) -> list[MergeOutcome]:
-        """`apply_remote` for a batch, in one transaction (one fsync instead of one per record)."""
-        batch = list(records)
+    def apply_remote_many(self, records: Iterable[Record | Reclocked], *, here: str) -> list[MergeOutcome]:
+        """`apply_remote` for a batch, in one transaction (one fsync instead of one per record).
+        A `Reclocked` item is a version we pushed under the peer's clock (batch.py)."""
+        items = list(records)
         applied: list[tuple[Record, MergeOutcome]] = []
-        with self._tx() as cur:
+        with collector_paused(), self._tx() as cur:  # (a big batch: peer.runtime.gcpause says why)
+            batch, read, decoded = self._rebuilt(cur, items)
             names = batch_names(batch)
-            held = HeldRows(names, self._select_in(cur, "data", names), self._decode_row,
-                            lambda name: self._get(cur, name))
+            rows = self._select_in(cur, "data", [n for n in names if n not in read]) + list(read.items())
+            held = HeldRows(names, rows, self._decode_row, lambda name: self._get(cur, name), decoded)
+            if self.guard is not None and len(batch) > 1:
+                self.guard.prepare([(remote, held.get(remote.name)) for remote in batch])
             for remote in batch:
                 applied.append((remote, self._merge_one(held, remote, here=here)))
             if held.deleted:
@@ -322,7 +336,7 @@ class RecordStore:
                 cur.executemany("DELETE FROM tombstone_acks WHERE name=?", [(n,) for n in held.acks_void])
             if held.written:
                 cur.executemany(self._INSERT, [self._row(r) for r in held.written.values()])
-        for remote, outcome in applied:
+        for remote, outcome in applied if log.isEnabledFor(logging.WARNING) else ():
             if outcome.conflict:
                 won = outcome.result
                 lost = remote if outcome.previous is None or outcome.previous.written == won.written else outcome.previous
@@ -334,6 +348,27 @@ class RecordStore:
         if any(o.changed or o.moved is not None for o in outcomes):
             self._changed()
         return outcomes
+
+    def _rebuilt(self, cur: sqlite3.Cursor, items: list[Record | Reclocked]
+                 ) -> tuple[list[Record], dict[str, bytes], dict[str, Record]]:
+        """The versions of a batch, `Reclocked` ones rebuilt (see there); the rows read for
+        that and those decoded (the row held is the one pushed: the merge reads it too)."""
+        wanted = [item.name for item in items if isinstance(item, Reclocked)]
+        if not wanted:
+            return cast(list[Record], items), {}, {}
+        rows = {name: (digest, data) for name, digest, data in self._select_in(cur, "digest, data", wanted)}
+        decoded: dict[str, Record] = {}
+        batch: list[Record] = []
+        for item in items:
+            if isinstance(item, Reclocked):
+                row = rows.get(item.name)
+                if row is not None and row[0] == item.digest:
+                    base = decoded[item.name] = self._decode_row(item.name, row[1])
+                else:  # (changed here since it was pushed: the pushed content is what the peer holds)
+                    base = self._decode_row(item.name, item.pushed)
+                item = rec.with_vclock(base, item.vclock, item.stamps)
+            batch.append(item)
+        return batch, {name: data for name, (_, data) in rows.items()}, decoded
 
     def _merge_one(self, held: HeldRows, remote: Record, *, here: str) -> MergeOutcome:
         if self.guard is not None:

@@ -30,9 +30,9 @@ is all the merge's proofs use) and `clusters`.
 from __future__ import annotations
 
 import math
-from typing import Any
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 from peer.errors import InvalidKind
 
@@ -45,8 +45,11 @@ class VClockDecodeError(InvalidKind, ValueError):
     """Wire data is not a vector clock; the message says what is wrong."""
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
+class Entry(NamedTuple):
+    """One writer's entry. A named tuple rather than a frozen dataclass: built for every entry
+    of every clock decoded or merged, and a tuple is built (and compared) in C, several times
+    faster than a frozen dataclass's `__init__` (anti-entropy builds hundreds of thousands)."""
+
     node: str
     counter: int
     timestamp: float
@@ -165,11 +168,27 @@ def merge(a: VClock, b: VClock) -> VClock:
         return a
     if not a.entries:
         return b
-    by_node = {e.node: e for e in a.entries}
-    for e in b.entries:
-        mine = by_node.get(e.node)
-        by_node[e.node] = e if mine is None else _pick(mine, e)
-    return VClock(tuple(by_node[n] for n in sorted(by_node)))
+    ea, eb = a.entries, b.entries
+    if ea == eb:
+        return a
+    # Both sorted by node: one pass over the two, as a merge of sorted lists (no dict, no sort).
+    out: list[Entry] = []
+    i = j = 0
+    while i < len(ea) and j < len(eb):
+        x, y = ea[i], eb[j]
+        if x.node == y.node:
+            out.append(_pick(x, y))
+            i += 1
+            j += 1
+        elif x.node < y.node:
+            out.append(x)
+            i += 1
+        else:
+            out.append(y)
+            j += 1
+    out += ea[i:]
+    out += eb[j:]
+    return _checked(tuple(out))  # (entries of two valid clocks, in node order)
 
 
 def merge_all(clocks: Iterable[VClock]) -> VClock:
@@ -181,8 +200,17 @@ def merge_all(clocks: Iterable[VClock]) -> VClock:
 
 def descends(a: VClock, b: VClock) -> bool:
     """True when `a` has seen every change `b` has (a >= b); every clock descends fresh()."""
-    mine = counters(a)
-    return all(mine.get(e.node, 0) >= e.counter for e in b.entries)
+    if a is b:
+        return True
+    # Both sorted by node: walk `a` once alongside `b` (no dict of counters).
+    ea = a.entries
+    i, n = 0, len(ea)
+    for node, counter, _ in b.entries:
+        while i < n and ea[i].node < node:
+            i += 1
+        if i == n or ea[i].node != node or ea[i].counter < counter:
+            return False
+    return True
 
 
 def dominates(a: VClock, b: VClock) -> bool:

@@ -44,7 +44,6 @@ it once any other cluster wrote on top.
 """
 from __future__ import annotations
 
-import functools
 import hashlib
 from collections.abc import Callable
 from dataclasses import replace
@@ -74,15 +73,24 @@ class Refusal:
         return f"Refusal({self.kind!r}, {self.message!r})"
 
 
-@functools.lru_cache(maxsize=4096)
 def body_digest(record: Record) -> bytes:
     """The digest a writer's stamp covers (see the module docstring for what is left out).
-    Cached: one version is checked, then merged (its stamps pooled), then signed on top."""
-    body = encode(record)
-    for key in ("vclock", "signature", "stamps"):
-        body.pop(key, None)
-    body["name"] = base_name(record.name)
-    return hashlib.blake2b(msgpack.packb(body, use_bin_type=True), digest_size=DIGEST_LEN).digest()
+    Kept on the record once computed, like its packed bytes (record.pack): one version is
+    checked, merged (its stamps pooled) and signed on top, each asking for it. It covers no
+    clock, so it stays right on the copy `record.with_vclock` makes; any other change of a
+    field builds a new Record (dataclasses.replace), which computes its own."""
+    cached: bytes | None = record.__dict__.get(_BODY)
+    if cached is None:
+        body = encode(record)
+        for key in ("vclock", "signature", "stamps"):
+            body.pop(key, None)
+        body["name"] = base_name(record.name)
+        cached = hashlib.blake2b(msgpack.packb(body, use_bin_type=True), digest_size=DIGEST_LEN).digest()
+        record.__dict__[_BODY] = cached
+    return cached
+
+
+_BODY = "_body_digest"
 
 
 def stamp_message(record: Record, actor: str, counter: int, digest: bytes) -> bytes:

@@ -48,6 +48,23 @@ def records(draw: st.DrawFn, *, name: str | None = None) -> Record:
 
 
 @st.composite
+def full_records(draw: st.DrawFn) -> Record:
+    """`records()` with every optional field drawn too: a home set with its endpoints, the
+    replaced incarnations, author signatures and stamps (the shapes the wire and the store carry)."""
+    r = draw(records())
+    homes = draw(st.sampled_from([(), (r.home,), (r.home, *sorted({"a", "b", "c"} - {r.home})[:1])]))
+    endpoints = tuple(sorted((c, draw(addrs)) for c in draw(st.lists(clusters, unique=True, max_size=2))))
+    signed = draw(st.booleans())
+    stamps = tuple((e.node, draw(st.binary(min_size=1, max_size=16)), draw(st.binary(min_size=1, max_size=8)))
+                   for e in r.vclock.entries if draw(st.booleans())) if signed else ()
+    return replace(r, homes=homes, endpoints=endpoints, epoch=draw(st.integers(0, 3)),
+                   incarnation=draw(st.sampled_from(["", "5-ab-0", "1700000000000-0f3a-12"])),
+                   replaces=tuple(draw(st.lists(st.sampled_from(["1-x-0", "2-y-1"]), unique=True, max_size=2))),
+                   writer=draw(st.sampled_from(["a", "b~9f"])) if signed else None,
+                   signature=draw(st.binary(min_size=1, max_size=8)) if signed else b"", stamps=stamps)
+
+
+@st.composite
 def standby_sets(draw: st.DrawFn, *, exclude: str | None = None) -> tuple[tuple[str, str], ...]:
     """(cluster, "ip:port") of warm copies: distinct clusters, sorted, never `exclude`."""
     chosen = draw(st.lists(clusters.filter(lambda c: c != exclude), unique=True, max_size=2))

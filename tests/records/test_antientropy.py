@@ -19,6 +19,7 @@ from peer.peering.client import (
 from peer.peering.wire import CONTENT_TYPE, decode, encode, sign
 from peer.records import messages as msg
 from peer.records.antientropy import AntiEntropy
+from peer.records.batch import Reclocked
 from peer.records.merge import (
     AdoptLocalCopy,
     Forget,
@@ -260,3 +261,102 @@ def test_summary_is_order_independent_and_sees_any_change() -> None:
     assert msg.summary_of(digests) == msg.summary_of(dict(reversed(digests.items())))
     assert msg.summary_of(digests) != msg.summary_of({**digests, "b": b"3" * 8})
     assert msg.summary_of({"ab": b"1" * 8}) != msg.summary_of({"a": b"b" + b"1" * 7})
+
+
+async def test_batches_merge_off_the_event_loop_and_the_round_still_agrees(start_peer: StartPeer) -> None:
+    """Issues 16 and 19: the decoding, checking and merging of a batch run in a worker thread
+    on both sides (the loop keeps serving meanwhile); the round's outcome is unchanged."""
+    import threading
+
+    a, b = await start_peer("a", "127.0.150.11"), await start_peer("b", "127.0.150.12")
+    names = [f"svc-{i}" for i in range(300)]
+    for name in names:  # shared, then changed on both sides: every one a conflict
+        b.store.apply_remote(a.write(name, location="b", instance="127.0.150.12:8000"), here="b")
+        a.write(name, location="a", instance="127.0.150.11:8001")
+        b.write(name, instance="127.0.150.12:8002")
+    threads: set[str] = set()
+    for peer in (a, b):
+        apply = peer.store.apply_remote_many
+
+        def recorded(records: object, *, here: str, apply: Callable[..., list[MergeOutcome]] = apply) -> list[MergeOutcome]:
+            threads.add(threading.current_thread().name)
+            return apply(records, here=here)
+
+        peer.store.apply_remote_many = recorded  # type: ignore[method-assign]
+    stats = await a.ae.sync_with("b", b.url)
+    assert stats.conflicts >= 300 and threads and threading.current_thread().name not in threads
+    shared_view(a, b, names)
+    assert len(b.outcomes) >= 300 and len(a.outcomes) >= 300  # every outcome reached on_outcome
+
+
+async def test_a_batch_merging_when_its_round_is_cancelled_still_delivers_its_outcomes(tmp_path: Path) -> None:
+    """Once a batch is committed its actions must run: cancelling the round while the worker
+    thread merges does not lose the outcomes."""
+    import asyncio
+    import threading
+
+    from peer.runtime.waiting import wait_until
+
+    store = RecordStore.open(tmp_path / "a.db")
+    seen: list[MergeOutcome] = []
+
+    async def on_outcome(outcome: MergeOutcome) -> None:
+        seen.append(outcome)
+
+    ae = AntiEntropy(store=store, here="a", client=PeerClient(SECRET), on_outcome=on_outcome)
+    started, release = threading.Event(), threading.Event()
+    version = Record(name="web", home="b", location="a", state=State.RUNNING, digest="d", descriptor=b"")
+
+    def work() -> tuple[None, list[MergeOutcome]]:
+        started.set()
+        release.wait(10)
+        return None, store.apply_remote_many([version], here="a")
+
+    try:
+        task = asyncio.ensure_future(ae._off_loop(work))
+        await asyncio.to_thread(started.wait, 10)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        release.set()
+        await wait_until(lambda: len(seen) == 1, timeout=10)
+        assert seen[0].result == store.get("web") and AdoptLocalCopy("web") in seen[0].actions
+    finally:
+        release.set()
+        await ae.client.close()
+        store.close()
+
+
+async def test_a_push_that_wins_its_conflicts_is_answered_by_clocks_alone(start_peer: StartPeer) -> None:
+    """Issue 16: where the server's merge keeps the pushed content under a joined clock, it
+    answers the clock (and stamps) only; the pusher rebuilds that version from the row it
+    pushed, also when its row changed meanwhile, and both sides agree. A push without
+    "clocks" (an older pusher) gets every version whole."""
+    a, b = await start_peer("a", "127.0.150.13"), await start_peer("b", "127.0.150.14")
+    names = ["api", "db", "web"]
+    for name in names:
+        b.store.apply_remote(a.write(name, location="b", instance="127.0.150.14:8000"), here="b")
+        a.write(name, location="a", instance="127.0.150.13:8001")  # the HC's view: it wins
+        b.write(name, instance="127.0.150.14:8002")
+    pushed = a.store.packed_many(names)
+    reply = await a.client.call(b.url, msg.PATH_PUSH, msg.push_request(
+        sender="a", records=[p for _, p, _, _ in pushed], clocks=True))
+    assert msg.parse_records_reply(reply) == [] and [n for n, _, _ in msg.parse_clocks(reply)] == names
+    # The answer arrives after "web" changed here again: the clock joins the pushed content,
+    # and that version merges with the newer local one.
+    newer = a.write("web", instance="127.0.150.13:8003")
+    rows = {n: (p, d) for n, p, d, _ in pushed}
+    items = [Reclocked(n, rows[n][0], rows[n][1], clock, stamps) for n, clock, stamps in msg.parse_clocks(reply)]
+    a.store.apply_remote_many(items, here="a")
+    for name in names:
+        assert a.store.get(name) is not None
+    assert a.store.get("web").instance == newer.instance  # type: ignore[union-attr]
+    await a.ae.sync_with("b", b.url)
+    shared_view(a, b, names)
+    # An older pusher: the same kind of answer comes whole.
+    a.write("api", instance="127.0.150.13:8004")
+    b.write("api", instance="127.0.150.14:8005")
+    old_style = await a.client.call(b.url, msg.PATH_PUSH, msg.push_request(
+        sender="a", records=[p for _, p, _, _ in a.store.packed_many(["api"])]))
+    assert "clocks" not in old_style  # type: ignore[operator]
+    assert [r.name for r in msg.parse_records_reply(old_style)] == ["api"]

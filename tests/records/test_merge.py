@@ -18,11 +18,14 @@ from peer.records.merge import (
     StopLocalCopy,
     droppable,
     local_write,
+    _compare_ranks,
+    _transition,
+    _view,
     rank,
     reconcile,
     transition,
 )
-from peer.records.record import Record, State, tombstone_of
+from peer.records.record import Record, State, role, tombstone_of
 from tests.records.strategies import CLUSTERS, histories, records
 
 
@@ -215,6 +218,59 @@ def test_a_copy_is_stopped_exactly_when_here_holds_it_no_more(before: Record | N
     if not after.tombstone and here in after.standby_clusters and after.location != here:
         assert StopLocalCopy("web") not in actions
         assert (KeepStandby("web") in actions) == (not held_before)
+
+
+@settings(max_examples=200)
+@given(records(name="web"), records(name="web"), st.data())
+def test_compare_ranks_is_the_order_of_rank(a: Record, b: Record, data: st.DataObject) -> None:
+    """`_compare_ranks` computes the rank element by element, each only when the ones before tie:
+    the same order as comparing whole `rank` tuples, whatever the two versions."""
+    homes = st.sampled_from([(), ("a", "b"), ("a", "c", "b")])
+    incarnations = st.sampled_from(["", "1-x", "2-y", "10-x"])
+    a = replace(a, home="a", homes=data.draw(homes), incarnation=data.draw(incarnations), epoch=data.draw(st.integers(0, 2)))
+    if data.draw(st.booleans()):  # often: ties on every element but some
+        b = replace(a, **{k: v for k, v in vars(b).items() if k in data.draw(st.sets(st.sampled_from(
+            ["written", "tombstone", "location", "instance", "vclock", "epoch"])))})
+    else:
+        b = replace(b, home="a", homes=data.draw(homes), incarnation=data.draw(incarnations))
+    expected = (rank(a) > rank(b)) - (rank(a) < rank(b))
+    assert _compare_ranks(a, b) == expected and _compare_ranks(b, a) == -expected
+
+
+@settings(max_examples=200)
+@given(st.none() | records(name="web"), st.sampled_from(CLUSTERS))
+def test_view_is_what_roles_and_copies_say(r: Record | None, here: str) -> None:
+    """The transition's one look at a version agrees with `role` and `copy_here`."""
+    runs, standby, holds, entry, has_role = _view(r, here)
+    live = r is not None and not r.tombstone
+    assert runs == (live and r is not None and r.location == here)
+    assert holds == (r is not None and r.copy_here(here))
+    assert standby == (holds and not runs)
+    assert entry == (live and r is not None and here in r.entries)
+    assert has_role == (r is not None and role(r, here) is not None)
+
+
+ROLE_FIELDS = {"tombstone": st.booleans(), "location": st.sampled_from(CLUSTERS),
+               "instance": st.none() | st.sampled_from(["127.0.0.1:1", "127.0.0.2:2"]),
+               "homes": st.sampled_from([(), ("a", "b"), ("a", "c", "b")]), "incarnation": st.sampled_from(["", "1-x"])}
+OTHER_FIELDS = {"state": st.sampled_from(list(State)), "digest": st.sampled_from(["d1", "d2"]),
+                "updated_at": st.floats(0, 10), "epoch": st.integers(0, 3), "migration_id": st.none() | st.just("m")}
+
+
+@settings(max_examples=250)
+@given(st.none() | records(name="web"), records(name="web"), st.sampled_from(CLUSTERS), st.data())
+def test_transition_shortcut_is_the_full_rule(before: Record | None, after: Record, here: str,
+                                              data: st.DataObject) -> None:
+    """`transition` answers () at once when the two versions agree on every field its rules read;
+    whatever the two versions, it answers what the full rules do (`_transition`)."""
+    if before is not None:
+        before = replace(before, home="a", homes=data.draw(ROLE_FIELDS["homes"]))
+        # Often: `after` is `before` with some content changed, some role fields too or none.
+        if data.draw(st.booleans()):
+            changes = {k: data.draw(v) for k, v in OTHER_FIELDS.items() if data.draw(st.booleans())}
+            changes |= {k: data.draw(v) for k, v in ROLE_FIELDS.items() if data.draw(st.integers(0, 4)) == 0}
+            after = replace(before, **changes)  # type: ignore[arg-type]
+    assert transition(before, after, here=here) == _transition(before, after, here=here)
 
 
 @settings(max_examples=150)

@@ -142,3 +142,28 @@ def test_forged_requests_do_not_fill_the_cache_and_a_full_cache_fails_closed() -
         check(signed(), cache=cache)
     check(signed(now=1100.0), cache=cache, now=1101.0)  # old nonces expired and were purged
     assert len(cache) == 1
+
+
+def test_clock_only_answers_round_trip_and_bad_ones_are_named() -> None:
+    """The push reply's "clocks" (issue 16): packed [name, clock, stamps] each, checked strictly."""
+    from peer.peering.wire import PeerWireError
+    from peer.records import messages as msg
+    from peer.records import vclock as vc
+    from peer.records.record import Record, State
+
+    clock = vc.increment(vc.increment(vc.fresh(), "a", timestamp=1.0), "b~1f", timestamp=2.0)
+    r = Record(name="web", home="a", location="a", state=State.RUNNING, digest="d", descriptor=b"", vclock=clock,
+               stamps=(("b~1f", b"d" * 16, b"sig"),))
+    body = msg.records_reply([], conflicts=1, clocks=[r])
+    assert msg.parse_clocks(body) == [("web", clock, r.stamps)] and msg.parse_records_reply(body) == []
+    assert msg.parse_clocks(msg.records_reply([r])) == []  # (none: an older server, or nothing to say)
+    for bad, where in ((["web"], "clocks[0]"), ([b"\xc1"], "clocks[0]"),
+                       ([msgpack.packb(["web", [["a", 0, 1.0]], []])], "clocks[0].vclock"),
+                       ([msgpack.packb(["web", [], [["b", 3, b"s"]]])], "clocks[0].stamps")):
+        with pytest.raises(PeerWireError) as info:
+            msg.parse_clocks({"records": [], "clocks": bad})
+        assert str(info.value).startswith(where), info.value
+    assert msg.push_takes_clocks(msg.push_request(sender="a", records=[], clocks=True))
+    assert not msg.push_takes_clocks(msg.push_request(sender="a", records=[]))
+    with pytest.raises(PeerWireError, match="clocks"):
+        msg.push_takes_clocks({"from": "a", "records": [], "clocks": 1})

@@ -12,13 +12,16 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from peer.records import record as rec
 from peer.records import vclock as vc
 from peer.records.merge import AdoptLocalCopy, local_write
 from peer.records.record import Record, State, tombstone_of
-from peer.records.store import SCHEMA_VERSION, RecordStore, StoreVersionError
+from peer.records.store import SCHEMA_VERSION, RecordStore, StoreVersionError, _parties
 from peer.runtime.waiting import wait_until_sync
+from tests.records.strategies import full_records, standby_sets
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -204,3 +207,11 @@ def test_the_agents_hygiene_round_forgets_acknowledged_tombstones_and_old_journa
     assert records_hygiene(store, here="a", now=11.0 + JOURNAL_KEEP + 1) == (["web"], 1)
     assert store.get("web") is None and store.journal_get("old") is None
     assert store.journal_open() == [("open", {"stage": "wait"})]  # an open entry is never pruned
+
+
+@given(full_records(), standby_sets(), st.sampled_from(["a", "b", "c"]))
+def test_parties_of_a_row_are_the_interested_clusters(r: Record, standbys: tuple[tuple[str, str], ...],
+                                                       location: str) -> None:
+    """The `parties` column, with its shortcut for a record of one home and no standbys."""
+    for version in (r, replace(r, standbys=standbys), replace(r, location=location, homes=())):
+        assert _parties(version) == "," + ",".join(sorted(rec.interested(version))) + ","

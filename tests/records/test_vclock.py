@@ -94,3 +94,28 @@ def test_decode_of_anything_only_raises_its_error(data: object) -> None:
         vc.decode(data)
     except vc.VClockDecodeError:
         pass
+
+
+actors = st.sampled_from(["a", "a~1f", "a~9c", "b", "b~00", "c", "ab", "a-b"])
+
+
+@st.composite
+def actor_clocks(draw: st.DrawFn) -> vc.VClock:
+    """Clocks of data-dir actors (`cluster~epoch`), with timestamps of their own."""
+    counters = draw(st.dictionaries(actors, st.tuples(st.integers(1, 4), st.sampled_from([1.0, 2.0])), max_size=6))
+    return vc.VClock(tuple(vc.Entry(n, c, t) for n, (c, t) in sorted(counters.items())))
+
+
+@given(actor_clocks(), actor_clocks())
+def test_merge_and_descends_equal_the_dict_model_on_any_nodes(a: vc.VClock, b: vc.VClock) -> None:
+    """`merge` and `descends` walk the two sorted entry lists side by side (issue 16): the same
+    answers as a dict of entries per node, and a merged clock is one VClock's own checks accept."""
+    by_node = {e.node: e for e in a.entries}
+    for e in b.entries:
+        mine = by_node.get(e.node)
+        by_node[e.node] = e if mine is None or (e.counter, e.timestamp) > (mine.counter, mine.timestamp) else mine
+    merged = vc.merge(a, b)
+    assert merged.entries == tuple(by_node[n] for n in sorted(by_node))
+    assert vc.VClock(merged.entries) == merged
+    assert vc.descends(a, b) == model_descends(vc.counters(a), vc.counters(b))
+    assert vc.descends(merged, a) and vc.descends(merged, b)

@@ -24,7 +24,7 @@ from peer.serf.errors import SerfProtocolError
 
 RECORD_KEYS = ["name", "home", "location", "state", "digest", "descriptor", "instance", "endpoint", "migration_id",
                "vclock", "written", "tombstone", "updated_at"]
-MESSAGE_KEYS = ["from", "lo", "hi", "digests", "records", "names", "conflicts"]
+MESSAGE_KEYS = ["from", "lo", "hi", "digests", "records", "names", "conflicts", "clocks"]
 SERF_KEYS = ["Members", "Name", "Addr", "Port", "Tags", "Status", "ProtocolMin", "ProtocolMax", "ProtocolCur",
              "DelegateMin", "DelegateMax", "DelegateCur", "Keys", "Messages", "NumNodes", "NumErr", "NumResp",
              "Coord", "Ok", "Vec", "Error", "Adjustment", "Height", "Event", "LTime", "Payload", "Coalesce", "ID",
@@ -70,13 +70,16 @@ def test_record_unpack_raises_only_record_decode_error(data: bytes) -> None:
 
 
 MESSAGE_PARSERS = [messages.parse_digests_request, messages.parse_digests_reply, messages.parse_push_request,
-                   messages.parse_fetch_request, messages.parse_records_reply, messages.parse_conflicts]
+                   messages.parse_fetch_request, messages.parse_records_reply, messages.parse_conflicts,
+                   messages.parse_clocks, messages.push_takes_clocks]
 
 
 @pytest.mark.parametrize("parse", MESSAGE_PARSERS, ids=lambda f: f.__name__)
 @settings(max_examples=60)
 @given(obj=st.one_of(objects(MESSAGE_KEYS), st.fixed_dictionaries(
-    {"from": st.text(max_size=70), "records": st.lists(near_records(), max_size=3)})))
+    {"from": st.text(max_size=70), "records": st.lists(near_records(), max_size=3)}), st.fixed_dictionaries(
+    {"clocks": st.lists(st.one_of(st.binary(max_size=30), objects(MESSAGE_KEYS, packable=True).map(
+        lambda o: msgpack.packb(o, use_bin_type=True))), max_size=3)})))
 def test_anti_entropy_parsers_raise_only_peer_wire_error(parse: Any, obj: Any) -> None:
     try:
         parse(obj)

@@ -96,3 +96,72 @@ def test_the_store_hook_signs_local_writes_and_refuses_forgeries(pki: Path) -> N
         assert count(refusals, "bad-signature") == 1
         mine = s2.put_local(replace(honest, location="c2"), here="c2", now=2.0)  # c2's own write on top: fine
         assert not s1.apply_remote(mine, here="c1").conflict and s1.get("web") == mine
+
+
+def test_a_batch_is_checked_ahead_on_two_threads_and_a_forgery_still_refused(pki: Path) -> None:
+    """`prepare` (issues 16 and 19): the signatures a batch needs are verified ahead, half on a
+    helper thread, and cached; `refused` then verifies nothing again. A forged version among
+    them fails ahead too, is not cached, and `refused` refuses it with its reason."""
+    from peer.trust import authorship
+
+    book = CertBook(load_cert((pki / "ca" / "ca.pem").read_bytes(), what="ca"))
+    book.add_pems([cert_of(pki, "c1"), cert_of(pki, "c2")], source="test")
+    g1, _ = guard(pki, "c1", book, [NO_REVOCATIONS])
+    g2, refusals = guard(pki, "c2", book, [NO_REVOCATIONS])
+    versions = [g1.sign(None, local_write(None, replace(record(), name=f"web-{i}"), here="c1", now=1.0), actor="c1")
+                for i in range(40)]
+    forged = replace(versions[7], location="c2")
+    batch = [*versions, forged]
+    verified: list[str] = []
+    real = authorship.verify_with
+
+    def counted(cert: object, message: bytes, signature: bytes) -> bool:
+        import threading
+        verified.append(threading.current_thread().name)
+        return real(cert, message, signature)  # type: ignore[arg-type]
+
+    authorship.verify_with = counted  # type: ignore[assignment]
+    try:
+        g2.prepare([(v, None) for v in batch])
+        ahead = len(verified)
+        assert ahead == len(batch) and any(n.startswith("roam-verify") for n in verified)
+        assert any(not n.startswith("roam-verify") for n in verified)
+        assert [g2.refused(v, None) for v in versions] == [False] * len(versions)
+        assert len(verified) == ahead  # all from the cache
+        assert g2.refused(forged, None) and count(refusals, "bad-signature") == 1
+        assert len(verified) == ahead + 1  # the forgery checked again, and refused
+        g2.prepare([(versions[0], None)])  # a small batch: nothing ahead
+        assert len(verified) == ahead + 1
+    finally:
+        authorship.verify_with = real  # type: ignore[assignment]
+
+
+def test_a_clock_only_answer_is_checked_like_any_version(pki: Path) -> None:
+    """Issue 16's clock-only push answer (batch.Reclocked): the pusher rebuilds the version from
+    its own row under the peer's clock and stamps, and the guard checks it like any other: an
+    entry of another cluster needs that cluster's stamp, or the version is refused."""
+    from peer.records import record as rec
+    from peer.records.batch import Reclocked
+    from peer.records.store import RecordStore
+
+    book = CertBook(load_cert((pki / "ca" / "ca.pem").read_bytes(), what="ca"))
+    book.add_pems([cert_of(pki, "c1"), cert_of(pki, "c2")], source="test")
+    g1, refusals = guard(pki, "c1", book, [NO_REVOCATIONS])
+    g2, _ = guard(pki, "c2", book, [NO_REVOCATIONS])
+    with RecordStore.open(pki / "c1.db") as s1, RecordStore.open(pki / "c2.db") as s2:
+        s1.guard, s2.guard = g1, g2
+        first = s1.put_local(record(), here="c1", now=1.0)
+        s2.apply_remote(first, here="c2")
+        mine = s1.put_local(replace(first, instance="127.0.150.21:1"), here="c1", now=2.0)  # c1's view (the HC)
+        s2.put_local(replace(first, instance="127.0.150.22:1"), here="c2", now=2.0)  # concurrent at c2
+        merged = s2.apply_remote(mine, here="c2").result  # c1's content wins, the clocks join
+        assert rec.same_content(merged, mine) and merged.vclock != mine.vclock
+        packed = rec.pack(mine)
+
+        def answer(stamps: tuple[tuple[str, bytes, bytes], ...]) -> Reclocked:
+            return Reclocked("web", packed, rec.digest_of_packed(packed), merged.vclock, stamps)
+
+        forged = s1.apply_remote_many([answer(())], here="c1")[0]  # c2's entry without its stamp
+        assert not forged.changed and s1.get("web") == mine and count(refusals, "unstamped") == 1
+        honest = s1.apply_remote_many([answer(merged.stamps)], here="c1")[0]
+        assert honest.changed and s1.get("web") == merged
