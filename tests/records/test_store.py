@@ -137,7 +137,11 @@ def test_anti_entropy_scans_read_indexes_only(store: RecordStore) -> None:
 def test_schema_from_zero_and_refusal_of_a_newer_file(tmp_path: Path) -> None:
     path = tmp_path / "r.db"
     with RecordStore.open(path) as s:
-        assert s.schema_version() == SCHEMA_VERSION == 4
+        assert s.schema_version() == SCHEMA_VERSION == 5
+    conn = sqlite3.connect(path)
+    indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index' AND sql IS NOT NULL")}
+    assert indexes == {"records_parties", "records_tombstones"}  # home and location: read by no query
+    conn.close()
     conn = sqlite3.connect(path)
     conn.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
     conn.commit()
