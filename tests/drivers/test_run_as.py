@@ -8,6 +8,7 @@ mode stands between the service and the secrets.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pwd
@@ -154,37 +155,14 @@ def test_file_modes_decide_what_a_user_can_reach(public_tmp: Path) -> None:
     assert confine.cannot_run(["prog", "-c", str(open_dir / "secret")], path=str(open_dir)) is None  # not a script
 
 
-def _start_agent(addr: str, name: str, run_as: list[str]) -> tuple[AgentProc, Path]:
+@contextlib.contextmanager
+def _running_agent(addr: str, name: str, run_as: list[str]) -> Iterator[AgentProc]:
     base = Path(tempfile.mkdtemp(prefix="roam-runas-", dir="/tmp"))
     base.chmod(0o755)  # traversable by anyone: only the data dir's own 0700 protects the secrets
     data = base / "data"
     proc = AgentProc(name=name, addr=addr, data_dir=data, log_path=base / "agent.log",
                      args=["--name", name, "--addr", addr, "--data-dir", str(data), "--no-auto-migrate", *run_as],
                      env={"ROAM_RUN_AS": ""})  # the agent's own default, whatever this run's suite chose
-    return proc, base
-
-
-@pytest.fixture
-def default_agent() -> Iterator[AgentProc]:
-    """A root agent without --run-as: services as `nobody` where their command allows it."""
-    proc, base = _start_agent(ADDR_DEFAULT, "rd", [])
-    try:
-        start_and_wait(proc, timeout=40)
-        yield proc
-    finally:
-        print(proc.log_text())
-        proc.stop()
-        proc.kill()
-        from chaos.agent_processes import kill_left_behind
-
-        kill_left_behind(proc.data_dir)
-        shutil.rmtree(base, ignore_errors=True)
-
-
-@pytest.fixture
-def agent() -> Iterator[AgentProc]:
-    proc, base = _start_agent(ADDR, "ra", ["--run-as", "nobody"])
-    data = proc.data_dir
     try:
         start_and_wait(proc, timeout=40)
         yield proc
@@ -196,6 +174,19 @@ def agent() -> Iterator[AgentProc]:
 
         kill_left_behind(data)
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def default_agent() -> Iterator[AgentProc]:
+    """A root agent without --run-as: services as `nobody` where their command allows it."""
+    with _running_agent(ADDR_DEFAULT, "rd", []) as proc:
+        yield proc
+
+
+@pytest.fixture
+def agent() -> Iterator[AgentProc]:
+    with _running_agent(ADDR, "ra", ["--run-as", "nobody"]) as proc:
+        yield proc
 
 
 def _call(agent: AgentProc, method: str, path: str, body: Any = None) -> Any:

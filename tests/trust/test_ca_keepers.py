@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -16,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from chaos.agent_processes import kill_left_behind
 from peer.runtime.waiting import wait_until
 from tests.harness import TOKEN, Federation, dump_logs, federation
+from tests.homeset.test_homeset import lose_site
 
 pytestmark = pytest.mark.integration
 
@@ -41,14 +40,6 @@ async def keepers(fed: Federation, names: list[str]) -> set[str]:
 
 async def ca_of(fed: Federation, name: str) -> str:
     return str((await fed.get(name, "/v1/trust"))["auto"]["ca_id"])
-
-
-def lose_site(fed: Federation, name: str) -> None:
-    agent = fed.agents[name]
-    assert agent.proc is not None
-    os.killpg(agent.proc.pid, signal.SIGKILL)
-    agent.proc.wait(timeout=10)
-    kill_left_behind(agent.data_dir)
 
 
 async def test_the_ca_outlives_its_founders_site_and_a_rebuilt_founder_yields(tmp_path: Path) -> None:
