@@ -36,7 +36,7 @@ sys.path[:] = [str(REPO)] + [p for p in sys.path if Path(p or ".").resolve() != 
 import aiohttp  # noqa: E402
 
 from bench.coldstart import cold_starts  # noqa: E402
-from bench.common import (CLASSIFIER, TICK, LocalFederation, Spread, cpu_ticks, idle_usage, machine_line,  # noqa: E402
+from bench.common import (CLASSIFIER, TICK, LocalFederation, Spread, cpu_ticks, dump_logs, idle_usage, machine_line,  # noqa: E402
                           record_goal)
 from bench.placement import SIZES, make_views, timed  # noqa: E402
 from chaos.load import LoadResult, run_load  # noqa: E402
@@ -404,6 +404,9 @@ async def main(args: argparse.Namespace) -> None:
             for i in range(args.failsafes):
                 fails.append(await failsafe(lf, endpoint, rate=args.rate))
                 print(f"  fail-safe {i + 1}: c1 answers {fails[-1]['back_ms']:.0f} ms after the kill", flush=True)
+        except BaseException:
+            print(dump_logs(lf.fed), file=sys.stderr)  # the agents' logs die with the temporary dir
+            raise
         finally:
             await lf.close()
     cold += cold_starts(args.cold_starts, host=addrs["c3"], port=41700 + args.cold_starts)

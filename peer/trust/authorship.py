@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import os
 import time
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from peer.runtime.lazyimport import lazy
@@ -53,13 +55,36 @@ MAX_OFFERED = 256  # certificates taken from one exchange
 
 
 class CertBook:
-    """Cluster certificates verified against the CA, by cluster and serial."""
+    """Cluster certificates verified against the CA, by cluster and serial; with `path`, kept
+    across restarts (appended as they come, checked again when read back). Why: a restarted
+    agent that does not know a writer's certificate yet refuses that writer's record versions,
+    and its catch-up would then act on its own stale records."""
 
-    def __init__(self, ca: x509.Certificate) -> None:
+    def __init__(self, ca: x509.Certificate, *, path: Path | None = None) -> None:
         self.ca = ca
         self._by_cluster: dict[str, dict[int, x509.Certificate]] = {}
         self._pems: dict[int, bytes] = {}
         self._known: set[bytes] = set()
+        self._path: Path | None = None  # set after loading: what is read back is not appended again
+        if path is not None:
+            self._load(path)
+            self._path = path
+
+    def _load(self, path: Path) -> None:
+        try:
+            bundle = path.read_bytes()
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            log.warning("stored certificates %s not read: %s", path, exc)
+            return
+        begin, end = b"-----BEGIN CERTIFICATE-----", b"-----END CERTIFICATE-----"
+        for chunk in bundle.split(end)[:-1]:  # a last piece without its end line: a torn append
+            pem = begin + chunk.rpartition(begin)[2].rstrip() + b"\n" + end + b"\n"  # torn bytes before it skipped
+            try:
+                self.add(load_cert(pem, what=str(path)), pem=pem)
+            except TrustError as exc:
+                log.warning("a stored certificate in %s is skipped: %s", path, exc)
 
     def add(self, cert: x509.Certificate, *, pem: bytes | None = None) -> bool:
         """Keep a certificate if the CA issued it (TrustError otherwise); True if it is new."""
@@ -71,6 +96,15 @@ class CertBook:
         self._pems[cert.serial_number] = pem or cert.public_bytes(serialization.Encoding.PEM)
         self._known.add(self._pems[cert.serial_number])
         log.debug("certificate of cluster %s (serial %x) known for record signatures", cluster, cert.serial_number)
+        if self._path is not None:
+            try:
+                fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                try:
+                    os.write(fd, self._pems[cert.serial_number].rstrip(b"\n") + b"\n")
+                finally:
+                    os.close(fd)
+            except OSError as exc:
+                log.warning("certificate of %s not stored in %s: %s", cluster, self._path, exc)
         return True
 
     def add_pems(self, pems: Iterable[object], *, source: str) -> int:

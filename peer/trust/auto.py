@@ -312,11 +312,11 @@ class Enrolment:
 def forget_identity(data_dir: Path) -> None:
     """Drop this agent's automatic identity and CA (a lone founder yielding to an older CA,
     peer.trust.keepers): the next start enrols at its known peers."""
-    from peer.trust.identity import CRL_FILE, PAIR_FILE
+    from peer.trust.identity import CERTS_FILE, CRL_FILE, PAIR_FILE
 
     for directory in (data_dir / CA_DIR, data_dir / IDENTITY_DIR):
         shutil.rmtree(directory, ignore_errors=True)
-    for name in (CRL_FILE, PAIR_FILE):
+    for name in (CERTS_FILE, CRL_FILE, PAIR_FILE):
         (data_dir / name).unlink(missing_ok=True)
 
 

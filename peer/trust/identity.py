@@ -46,6 +46,7 @@ else:  # loaded on first use: only an agent with an identity reads keys (peer.ru
 log = logging.getLogger(__name__)
 
 CRL_FILE = "trust-crl.pem"  # the highest-numbered revocation list seen, kept across restarts
+CERTS_FILE = "trust-certs.pem"  # the clusters' certificates seen, kept across restarts (authorship.CertBook)
 PAIR_FILE = ".tls-pair.pem"  # the cert and key as last loaded, one file (read once, loaded atomically)
 WATCH_EVERY = 1.0
 EXPIRY_WARNING = 7 * 24 * 3600.0
@@ -121,7 +122,7 @@ class Identity:
         except ssl.SSLError as exc:
             raise IdentityError(f"--ca-cert: {ca_cert}: {exc.reason or exc}") from exc
         self._stamp = _stamp(cert, key)
-        self.certs = CertBook(self.ca)  # every cluster's certificates, to check record signatures
+        self.certs = CertBook(self.ca, path=data_dir / CERTS_FILE)  # every cluster's certificates (record signatures)
         self.signing_key: object = None  # this cluster's private key (signs record versions)
         self.current = self._load_pair()
         self._failed: Stamp | None = None

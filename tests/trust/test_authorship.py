@@ -56,6 +56,25 @@ def test_the_book_keeps_only_the_cas_certificates(pki: Path) -> None:
         book.add(load_cert(cert_of(pki, "rogue"), what="rogue"))
 
 
+def test_the_book_is_kept_across_restarts(pki: Path) -> None:
+    """A restarted agent knows the writers it knew: it checks their versions at once."""
+    ca_cert = load_cert((pki / "ca" / "ca.pem").read_bytes(), what="ca")
+    path = pki / "trust-certs.pem"
+    book = CertBook(ca_cert, path=path)
+    assert book.add_pems([cert_of(pki, "c1"), cert_of(pki, "rogue")], source="test") == 1
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert book.add_pems([cert_of(pki, "c1")], source="again") == 0
+    again = CertBook(ca_cert, path=path)
+    assert [c.serial_number for c in again.of("c1")] == [c.serial_number for c in book.of("c1")]
+    with path.open("ab") as torn:  # a crash halfway through an append, then a rogue entry
+        torn.write(cert_of(pki, "rogue") + cert_of(pki, "c2")[:200])
+    third = CertBook(ca_cert, path=path)
+    assert len(third.of("c1")) == 1 and third.of("c2") == []
+    third.add(load_cert(cert_of(pki, "c2"), what="c2"))  # appended after the torn bytes
+    fourth = CertBook(ca_cert, path=path)
+    assert len(fourth.of("c1")) == 1 and len(fourth.of("c2")) == 1 and fourth.of("rogue") == []
+
+
 def test_signatures_verify_against_the_writers_certificate(pki: Path) -> None:
     book = CertBook(load_cert((pki / "ca" / "ca.pem").read_bytes(), what="ca"))
     revoked = [NO_REVOCATIONS]
