@@ -61,6 +61,14 @@ class Issued:
         return {"serial": f"{self.serial:x}", "cluster": self.cluster, "not_after": self.not_after,
                 "revoked_at": self.revoked_at}
 
+    @classmethod
+    def from_json(cls, entry: dict[str, Any]) -> Issued:
+        """The inverse of `as_json` (the index file, and the CA keepers' exchange); KeyError,
+        TypeError or ValueError on a malformed entry."""
+        revoked = entry.get("revoked_at")
+        return cls(int(entry["serial"], 16), str(entry["cluster"]), str(entry["not_after"]),
+                   str(revoked) if revoked else None)
+
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
@@ -131,7 +139,7 @@ def load_index(directory: Path) -> list[Issued]:
         raise CAError(f"{directory}: no CA here (run `roam ca init --dir {directory}`)") from exc
     except ValueError as exc:
         raise CAError(f"{directory / INDEX}: not JSON") from exc
-    return [Issued(int(e["serial"], 16), e["cluster"], e["not_after"], e.get("revoked_at")) for e in raw["issued"]]
+    return [Issued.from_json(e) for e in raw["issued"]]
 
 
 def _save_index(directory: Path, issued: list[Issued]) -> None:

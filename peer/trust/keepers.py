@@ -76,8 +76,7 @@ def _index_from(raw: object) -> list[ca.Issued]:
     if not isinstance(raw, list):
         raise PeerWireError("index: expected a list")
     try:
-        return [ca.Issued(int(e["serial"], 16), str(e["cluster"]), str(e["not_after"]),
-                          str(e["revoked_at"]) if e.get("revoked_at") else None) for e in raw]
+        return [ca.Issued.from_json(e) for e in raw]
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise PeerWireError(f"index: malformed entry ({exc})") from exc
 
@@ -256,7 +255,6 @@ class CaKeepers:
         self.dir = final
         log.warning("this cluster keeps the federation CA too now (handed over by %s): it signs joins", sender)
         self.on_keeping(final)
-
 
 
 def _matching_key(key_pem: bytes, ca_cert: x509.Certificate) -> bytes:

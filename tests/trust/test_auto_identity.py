@@ -11,15 +11,14 @@ import ssl
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from peer.peering.client import PeerClient, PeerError, PeerRefused, PeerUnreachable
 from peer.runtime.waiting import wait_until
 from tests.harness import SECRET, TOKEN, Federation, federation
+from tests.trust.test_mtls_agents import CertTLS
 
 pytestmark = pytest.mark.integration
 
@@ -29,26 +28,14 @@ BARE = ["--no-auto-migrate", "--ca-keepers", "1"]  # the contract's flags (ident
 CLASSIFIER = [sys.executable, "-m", "peer.samples.classifier", "--host", "{host}", "--port", "{port}"]
 
 
-@dataclass
-class HeldTLS:
-    """A client holding `cluster`'s certificate from its data dir, or none (PeerClient's PeerTLS)."""
-
-    ctx: ssl.SSLContext
-
-    def client_ssl(self, base_url: str) -> tuple[ssl.SSLContext, str | None]:
-        return self.ctx, None
-
-    def server_refusal(self, peercert: dict[str, Any] | None, url: str) -> str | None:
-        return None
-
-
-def held(base: Path, cluster: str | None) -> HeldTLS:
+def held(base: Path, cluster: str | None) -> CertTLS:
+    """A client holding `cluster`'s certificate from its data dir, or none."""
     ctx = ssl.create_default_context(cafile=str(base / "c1" / "identity" / "ca.pem"))
     ctx.check_hostname = False
     if cluster is not None:
         d = base / cluster / "identity"
         ctx.load_cert_chain(d / "cluster.pem", d / "cluster.key")
-    return HeldTLS(ctx)
+    return CertTLS(ctx)
 
 
 async def ping(base: Path, *, cert: str | None, to: str, url: str | None = None) -> object:
