@@ -137,7 +137,7 @@ class LoadBalancer:
 
     @property
     def haproxy_pid(self) -> int | None:
-        """PID of the HAProxy master (for chaos tests and diagnostics)."""
+        """PID of the HAProxy process (for chaos tests and diagnostics)."""
         proc = self._supervisor.process
         return None if proc is None else proc.pid
 
@@ -337,7 +337,7 @@ class LoadBalancer:
     async def converge(self) -> list[str]:
         """Make the running HAProxy match the slot table now; returns what was repaired (empty
         when nothing drifted, the usual case: two `show` commands). Drift is anything done
-        behind the agent's back or lost with a worker: a frontend disabled (re-enabled) or shut
+        behind the agent's back or lost with an HAProxy process: a frontend disabled (re-enabled) or shut
         down (HAProxy reloaded, then every route re-added), a route's server deleted, moved,
         put in maint or drain, or a server that no slot accounts for. A slot being rerouted
         right now is left to the reroute (its lock is held)."""
@@ -391,13 +391,13 @@ class LoadBalancer:
         return None
 
     async def _reload(self) -> None:
-        """Reload HAProxy and restore every route (the new worker starts without them)."""
+        """Reload HAProxy and restore every route (the new process starts without them)."""
         async def took_over() -> bool:
             reply = await socket_command(self.config.socket_path, runtime.show_frontends())
             frontends = runtime.parse_frontends(reply)
             return all(frontends.get(frontend_name(p)) == "OPEN" for p in self.config.slot_ports)
 
-        await self._client.close()  # the old worker's CLI connection would keep it alive
+        await self._client.close()  # the old process's CLI connection would keep it alive
         await self._supervisor.reload(took_over=took_over)
         await self._on_haproxy_restart()
 

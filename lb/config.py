@@ -71,6 +71,7 @@ class LBConfig:
 
     @property
     def pid_path(self) -> Path:
+        """Written by the agent (lb.process.launch): HAProxy in the foreground writes none."""
         return self.data_dir / "haproxy.pid"
 
     @property
@@ -109,8 +110,6 @@ def render(cfg: LBConfig) -> str:
     head = f"""\
 # Rendered by roam's lb package. Do not edit: routes change only through the runtime API.
 global
-    master-worker
-    pidfile {cfg.pid_path}
     stats socket {cfg.socket_path} mode 600 level admin expose-fd listeners
     stats timeout {cfg.stats_timeout_s}s
     server-state-file {cfg.server_state_path}

@@ -1,9 +1,15 @@
 """HAProxy process supervision: start or adopt, watch, restart, stop.
 
-HAProxy runs in master-worker mode in its own session, so it outlives an agent crash and keeps
-serving; a restarted agent adopts it (pidfile process alive, started with our config path,
-same rendered config, socket answering) instead of starting a second one. The watcher polls
-liveness and restarts HAProxy when it dies, then calls back so routes can be restored.
+HAProxy runs as one process in the foreground, in its own session, so it outlives an agent
+crash and keeps serving; a restarted agent adopts it (pidfile process alive, started with our
+config path, same rendered config, socket answering) instead of starting a second one. One
+process rather than master-worker (issues 16 and 18): the master only supervises and reloads,
+which the agent does itself, and it cost 7-12 MB RSS per cluster. HAProxy writes its `pidfile`
+only in daemon or master-worker mode (haproxy.c, 2.6), so the agent writes the pid file,
+atomically, right after each spawn. The watcher sleeps on a pidfd and restarts HAProxy when it
+dies, then calls back so routes can be restored. A reload is the classic seamless one: a new
+process takes the listening sockets over from the old one's admin socket (`-x`, allowed by
+`expose-fd listeners`) and tells the old one to finish its connections and leave (`-sf`).
 """
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from lb import runtime
 from lb.config import LBConfig, render
 from lb.errors import HAProxyStartError
 from lb.polling import poll_until
@@ -55,8 +62,8 @@ def read_pid(pid_path: Path) -> int | None:
 
 
 async def socket_command(socket_path: Path, command: Command, *, timeout: float = 1.0) -> str:
-    """One command on a fresh one-shot connection to the admin socket (whichever worker owns
-    it now); the reply text. Raises OSError or TimeoutError."""
+    """One command on a fresh one-shot connection to the admin socket (whichever process owns
+    it now: after a reload, the new one); the reply text. Raises OSError or TimeoutError."""
     async with asyncio.timeout(timeout):
         reader, writer = await asyncio.open_unix_connection(str(socket_path))
         try:
@@ -84,7 +91,7 @@ async def socket_answers(socket_path: Path, *, timeout: float = 1.0) -> bool:
 
 
 class HAProxyProcess:
-    """One running HAProxy master: our child (`popen`) or adopted from an earlier agent."""
+    """One running HAProxy process: our child (`popen`) or adopted from an earlier agent."""
 
     def __init__(self, pid: int, popen: subprocess.Popen[bytes] | None = None) -> None:
         self.pid = pid
@@ -100,7 +107,7 @@ class HAProxyProcess:
         return pid_alive(self.pid)
 
     async def terminate(self, *, timeout: float = 5.0) -> None:
-        """SIGTERM the master (it stops its workers), SIGKILL after `timeout`."""
+        """SIGTERM (HAProxy's hard stop), SIGKILL after `timeout`."""
         for sig in (signal.SIGTERM, signal.SIGKILL):
             if not self.alive():
                 return
@@ -136,8 +143,8 @@ async def check_config(binary: str, config_path: Path) -> None:
             f"haproxy rejected {config_path}: {_first_alert(proc.stdout + proc.stderr)}")
 
 
-async def spawn(cfg: LBConfig, *, binary: str, timeout: float = 10.0) -> HAProxyProcess:
-    """Write and check the config, start HAProxy, return once its admin socket answers."""
+async def prepare(cfg: LBConfig, *, binary: str) -> str:
+    """Write and check the config; the binary's path."""
     path = shutil.which(binary)
     if path is None:
         raise HAProxyStartError(f"haproxy binary {binary!r} not found on PATH")
@@ -145,16 +152,33 @@ async def spawn(cfg: LBConfig, *, binary: str, timeout: float = 10.0) -> HAProxy
     if not cfg.server_state_path.exists():  # avoids a warning; we never load it (see balancer)
         write_atomic(cfg.server_state_path, b"1\n")
     await check_config(path, cfg.config_path)
+    return path
+
+
+def launch(path: str, cfg: LBConfig, *extra: str) -> HAProxyProcess:
+    """Start one HAProxy in the foreground in a session of its own (an agent crash or a signal
+    to the agent's group leaves it serving), and name it in the pid file at once: nothing
+    awaits in between, so an agent that crashes now leaves a pid file to adopt from."""
     with open(cfg.log_path, "ab") as logf:
         popen = subprocess.Popen(
-            [path, "-W", "-f", str(cfg.config_path)], stdin=subprocess.DEVNULL, stdout=logf,
+            [path, "-f", str(cfg.config_path), *extra], stdin=subprocess.DEVNULL, stdout=logf,
             stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
-    proc = HAProxyProcess(popen.pid, popen)
+    write_atomic(cfg.pid_path, f"{popen.pid}\n".encode())
+    return HAProxyProcess(popen.pid, popen)
+
+
+def _exited(proc: HAProxyProcess, cfg: LBConfig) -> HAProxyStartError:
+    code = proc.popen.returncode if proc.popen is not None else None
+    return HAProxyStartError(f"haproxy exited with {code}: {_first_alert(_tail(cfg.log_path))}")
+
+
+async def spawn(cfg: LBConfig, *, binary: str, timeout: float = 10.0) -> HAProxyProcess:
+    """Write and check the config, start HAProxy, return once its admin socket answers."""
+    proc = launch(await prepare(cfg, binary=binary), cfg)
 
     async def ready() -> bool:
         if not proc.alive():
-            raise HAProxyStartError(f"haproxy exited with {popen.returncode}: "
-                                    f"{_first_alert(_tail(cfg.log_path))}")
+            raise _exited(proc, cfg)
         return await socket_answers(cfg.socket_path)
 
     try:
@@ -237,6 +261,8 @@ class Supervisor:
         self.on_restart = on_restart
         self.poll_interval = poll_interval
         self.process: HAProxyProcess | None = None
+        self.draining: list[HAProxyProcess] = []  # replaced by a reload, finishing connections
+        self._reapers: set[asyncio.Task[None]] = set()
         self.restarts = 0
         self._watch: asyncio.Task[None] | None = None
 
@@ -262,25 +288,66 @@ class Supervisor:
             except asyncio.CancelledError:
                 pass
             self._watch = None
-        if self.process is not None and not keep_running:
-            await self.process.terminate()
+        for reaper in list(self._reapers):
+            reaper.cancel()
+        if not keep_running:  # (kept running, the draining ones leave once their clients have)
+            for proc in [*self.draining, *([self.process] if self.process else [])]:
+                await proc.terminate()
+        self.draining = []
         self.process = None
 
     async def reload(self, *, took_over: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
-        """Reload HAProxy in place: SIGUSR2 to the master starts a new worker on the same config,
-        which takes the listening sockets over (`expose-fd listeners`) while the old one finishes
-        its connections. The only way to reopen a frontend that was shut down at run time.
-        Dynamic servers are not carried over: the caller re-adds its routes once `took_over`
-        (asked on fresh connections) says the new worker answers."""
-        proc = self.process
-        if proc is None or not proc.alive():
+        """Reload HAProxy in place, the classic seamless way: a new process on the same config
+        takes the listening sockets over through the old one's admin socket (`-x`, allowed by
+        `expose-fd listeners`), then tells the old one to finish its connections and leave
+        (`-sf`, SIGUSR1); no connection is refused meanwhile. The only way to reopen a frontend
+        that was shut down at run time. Dynamic servers are not carried over: the caller
+        re-adds its routes once `took_over` (asked on fresh connections) says the new process
+        answers. If the new one fails, the old one (still serving) is kept."""
+        old = self.process
+        if old is None or not old.alive():
             raise HAProxyStartError("no running haproxy to reload")
-        log.warning("reloading haproxy pid %d", proc.pid)
-        os.kill(proc.pid, signal.SIGUSR2)
+        log.warning("reloading haproxy pid %d", old.pid)
+        path = await prepare(self.cfg, binary=self.binary)
+        # No await from the launch to the swap: the watcher must never see the old process's
+        # exit while `self.process` still names it (it would start a third one).
+        new = self.process = launch(path, self.cfg, "-x", str(self.cfg.socket_path),
+                                    "-sf", str(old.pid))
+
+        async def answers() -> bool:
+            if not new.alive():
+                raise _exited(new, self.cfg)
+            reply = await socket_command(self.cfg.socket_path, runtime.show_info())
+            return runtime.parse_pid(reply) == new.pid and await took_over()
+
         try:
-            await poll_until(took_over, timeout=timeout, interval=0.01, what="haproxy reload")
-        except TimeoutError as exc:
-            raise HAProxyStartError(f"haproxy pid {proc.pid} did not reload within {timeout:g}s") from exc
+            await poll_until(answers, timeout=timeout, interval=0.01, what="haproxy reload",
+                             propagate=(HAProxyStartError,))
+        except (TimeoutError, HAProxyStartError) as exc:
+            await new.terminate()
+            if old.alive():
+                self.process = old
+                write_atomic(self.cfg.pid_path, f"{old.pid}\n".encode())
+            if isinstance(exc, HAProxyStartError):
+                raise
+            raise HAProxyStartError(f"haproxy pid {old.pid} did not reload within {timeout:g}s") from exc
+        self.draining.append(old)
+        self._reapers.add(reaper := asyncio.create_task(self._reap(old), name="haproxy-reap"))
+        reaper.add_done_callback(self._reapers.discard)
+        if self._watch is not None and self._watch is not asyncio.current_task():
+            # The watcher sleeps on the old process's pidfd, which may take minutes to finish
+            # its connections: watch the new one from now on.
+            self._watch.cancel()
+            self._watch = asyncio.create_task(self._watch_loop(), name="haproxy-watch")
+        log.info("haproxy pid %d took over from pid %d", new.pid, old.pid)
+
+    async def _reap(self, proc: HAProxyProcess) -> None:
+        """Forget a replaced process once it has finished its connections (and reap it, if it
+        is our child, so no zombie is left in the process table)."""
+        while proc.alive():
+            await wait_gone(proc.pid, fallback=self.poll_interval)
+        if proc in self.draining:
+            self.draining.remove(proc)
 
     async def _watch_loop(self) -> None:
         backoff = 0.2

@@ -207,6 +207,11 @@ def show_frontends() -> Command:
     return Command("show stat -1 1 -1", ok_prefixes=("# pxname",), ok_empty=False)
 
 
+def show_info() -> Command:
+    """Process information (`Name: HAProxy`, `Pid: N`, ...): which process owns the socket."""
+    return Command("show info", ok_prefixes=("Name:",), ok_empty=False)
+
+
 def enable_frontend(frontend: str) -> Command:
     return Command(f"enable frontend {valid_name(frontend, what='frontend')}")
 
@@ -449,3 +454,13 @@ def parse_frontends(reply: str) -> dict[str, str]:
         if raw.get("svname") == "FRONTEND" and "pxname" in raw:
             out[raw["pxname"]] = raw.get("status", "")
     return out
+
+
+def parse_pid(reply: str) -> int:
+    """`show info` -> the answering process's pid (after a reload: which process owns the
+    admin socket now)."""
+    for line in reply.splitlines():
+        key, _, value = line.partition(":")
+        if key == "Pid" and value.strip().isdigit():
+            return int(value)
+    raise HAProxyCommandError("show info", reply)

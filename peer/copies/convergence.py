@@ -6,7 +6,7 @@ agree with the records it holds:
 - slot ownership: each service this cluster is an entry of owns the frontend port its record
   names (`lb.adopt_claims`), and its route points at the record's instance;
 - HAProxy itself (`lb.converge`): frontends open, each backend serving exactly its slot's route,
-  whatever was done behind the agent's back through the runtime API or lost with a worker;
+  whatever was done behind the agent's back through the runtime API or lost with a restarted HAProxy;
 - copies: a service the record says runs here and the driver no longer runs (deleted behind
   our back, or given up after too many crashes) is started again, with a back-off; a copy that
   moved to another port (a driver restart) has its record updated;

@@ -58,8 +58,13 @@ class LoadReport:
 class OpenLoop:
     """`async with OpenLoop(url, rate=400) as load: ...` then read `load.report`."""
 
-    def __init__(self, url: str, *, rate: float, timeout: float = 10.0) -> None:
+    def __init__(self, url: str, *, rate: float, timeout: float = 10.0,
+                 keepalive: bool = True) -> None:
+        """`keepalive=False`: a new connection per request, to test what happens to the
+        listening socket itself (an idle kept-alive connection that the server closes while
+        the client reuses it is HTTP's own race, which clients retry)."""
         self.url = url
+        self.keepalive = keepalive
         self.rate = rate
         self.timeout = timeout
         self.report = LoadReport()
@@ -70,7 +75,7 @@ class OpenLoop:
 
     async def __aenter__(self) -> OpenLoop:
         self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, force_close=False),
+            connector=aiohttp.TCPConnector(limit=0, force_close=not self.keepalive),
             timeout=aiohttp.ClientTimeout(total=self.timeout))
         self._runner = asyncio.create_task(self._run())
         return self

@@ -23,7 +23,9 @@ def test_render_provisions_capped_slots(tmp_path: Path) -> None:
     assert "fe_30003" not in text
     assert f"stats socket {tmp_path}/haproxy.sock mode 600 level admin expose-fd listeners" in text
     assert f"server-state-file {tmp_path}/haproxy.state" in text
-    assert "master-worker" in text and "retry-on all-retryable-errors" in text
+    # One process (no master-worker, issues 16 and 18), whose pid file the agent writes itself.
+    assert "master-worker" not in text and "pidfile" not in text
+    assert "retry-on all-retryable-errors" in text
     assert "option redispatch 1" in text and "retries 3" in text
     assert "\n    server " not in text  # no static servers: 503 until routed
 

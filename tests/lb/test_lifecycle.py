@@ -12,7 +12,7 @@ import pytest
 from lb import (HAProxyCommandError, HAProxyStartError, InvalidTokenError, LoadBalancer,
                 NoFreeSlotError, UnknownServiceError, runtime)
 from lb.client import RuntimeClient
-from lb.process import pid_alive
+from lb.process import pid_alive, read_pid
 from peer.runtime.waiting import wait_until
 from tests.lb.conftest import FRONT, Backend, assert_no_haproxy, fetch, make_lb
 from tests.lb.openloop import OpenLoop
@@ -120,19 +120,62 @@ async def test_killed_haproxy_is_restarted_with_its_routes(
     assert result.old == a.addr and await fetch(web) == (200, "b")
 
 
-async def test_killed_worker_is_restarted_too(lb: LoadBalancer,
-                                              backends: tuple[Backend, Backend]) -> None:
-    a, _ = backends
-    _, web = await lb.open_frontend("web")
-    await lb.route("web", *a.addr)
-    master = haproxy_pid(lb)
-    children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
-    os.kill(int(children[0]), signal.SIGKILL)
+def children(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
 
-    async def back() -> bool:
-        return lb.restarts == 1 and await fetch(web) == (200, "a")
 
-    await wait_until(back, timeout=10, what="haproxy restarted after its worker died")
+async def test_reload_hands_the_sockets_to_one_new_process(
+        tmp_path: Path, ports: range, backends: tuple[Backend, Backend]) -> None:
+    """A reload (the only way to reopen a frontend shut down at run time) starts one new
+    HAProxy that takes the listening sockets over (`-x`) while the old one finishes (`-sf`):
+    no connection is refused or reset meanwhile (a new one per request: the old process closes
+    its idle kept-alive ones as it finishes, which a client may race), every route comes back, the pid file names the new
+    process, which runs alone in a session of its own, is watched (killed, it is restarted)
+    and is adopted by the next agent."""
+    a, b = backends
+    data = tmp_path / "lb"
+    first = make_lb(data, ports, max_slots=4)
+    await first.start()
+    second: LoadBalancer | None = None
+    try:
+        _, web = await first.open_frontend("web")
+        await first.route("web", *a.addr)
+        _, api = await first.open_frontend("api")
+        await first.route("api", *b.addr)
+        old = haproxy_pid(first)
+        assert os.getsid(old) == old and children(old) == []  # no master, no worker
+        client = RuntimeClient(first.config.socket_path)
+        await client.execute(runtime.shutdown_frontend(f"fe_{api}"))
+        await client.close()
+        async with OpenLoop(f"http://{FRONT}:{web}/", rate=300, keepalive=False) as load:
+            await load.wait_sent(30)
+            repaired = await first.converge()
+            await load.wait_sent(30)
+        assert repaired == [f"reloaded haproxy: frontend(s) fe_{api} had been shut down"]
+        refused = [s for s in load.report.samples if s.status is None]
+        assert refused == [], refused[:5]
+        new = haproxy_pid(first)
+        assert new != old and read_pid(first.config.pid_path) == new
+        assert os.getsid(new) == new and children(new) == []
+        await wait_until(lambda: not pid_alive(old), timeout=10, what="the old haproxy finished")
+        assert await fetch(web) == (200, "a") and await fetch(api) == (200, "b")
+        assert first.routes() == {"web": a.addr, "api": b.addr}
+
+        os.kill(new, signal.SIGKILL)  # the watcher follows the new process, not the old one
+
+        async def back() -> bool:
+            return first.restarts == 1 and await fetch(api) == (200, "b")
+
+        await wait_until(back, timeout=10, what="haproxy restarted after the reloaded one died")
+        restarted = haproxy_pid(first)
+        await first.stop(keep_running=True)
+        second = make_lb(data, ports, max_slots=4)
+        await second.start()
+        assert second.adopted and haproxy_pid(second) == restarted
+        assert await fetch(web) == (200, "a") and await fetch(api) == (200, "b")
+    finally:
+        await (second or first).stop()
+        assert_no_haproxy(data)
 
 
 async def test_invalid_input_never_reaches_the_socket(
