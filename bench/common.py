@@ -209,8 +209,8 @@ def rss_mb(pid: int) -> float:
 
 def pss_mb(pid: int) -> float:
     """Proportional set size (smaps_rollup): each page divided by how many processes map it,
-    so the pages HAProxy's worker shares with its master, and the libraries every agent on the
-    host maps, count once overall; 0 once it is gone."""
+    so the libraries every agent (or every HAProxy) on the host maps count once overall; 0 once
+    it is gone."""
     try:
         for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
             if line.startswith("Pss:"):
@@ -231,8 +231,8 @@ def _children(pid: int) -> list[int]:
 
 
 def agent_pids(agent: AgentProc) -> list[int]:
-    """The agent, its Serf (a child whose command is `serf`) and its HAProxy (the pid file's
-    master and its workers: HAProxy outlives the agent by design, so it is no child)."""
+    """The agent, its Serf (a child whose command is `serf`) and its HAProxy (one process, named
+    by the pid file: HAProxy outlives the agent by design, so it is no child)."""
     if agent.proc is None or agent.proc.poll() is not None:
         return []
     pids = [agent.proc.pid]
@@ -241,8 +241,7 @@ def agent_pids(agent: AgentProc) -> list[int]:
             if Path(f"/proc/{child}/comm").read_text().strip() == "serf":
                 pids.append(child)
     with contextlib.suppress(OSError, ValueError, IndexError):
-        master = int((agent.data_dir / "lb" / "haproxy.pid").read_text().split()[0])
-        pids += [master, *_children(master)]
+        pids.append(int((agent.data_dir / "lb" / "haproxy.pid").read_text().split()[0]))
     return pids
 
 

@@ -13,7 +13,7 @@ entry the whole time (a request is lost on any error or non-200). Each case runs
 - `<file> while running`: the file deleted under the running agent: until it is written again
   (the convergence round).
 - `haproxy routes wiped`: every server of the service's backend deleted through the runtime
-  API; `haproxy killed`: HAProxy's master and workers SIGKILLed (the supervisor starts a new
+  API; `haproxy killed`: HAProxy's process (group) SIGKILLed (the supervisor starts a new
   one, which has no dynamic servers): until the entry serves the record's route again.
 
 Run: .venv/bin/python bench/derived.py [RUNS]

@@ -1,8 +1,8 @@
 """Where an idle agent's memory goes (issues 16 and 18): a few real agents on loopback, no
-service, and for each of the agent, its Serf and its HAProxy (master and worker) the RSS, the
-PSS (shared pages divided among the processes that map them, so a page shared by the HAProxy
-master and its worker, or by every agent's copy of libpython, counts once overall) and the
-private pages, from /proc/PID/smaps_rollup, after a settle time. Medians over the agents and
+service, and for each of the agent, its Serf and its HAProxy (one process since issue 18; it
+was a master and a worker before) the RSS, the PSS (shared pages divided among the processes
+that map them, so a page of every agent's copy of libpython or every HAProxy's binary counts
+once overall) and the private pages, from /proc/PID/smaps_rollup, after a settle time. Medians over the agents and
 over `--runs` federations.
 
 Agents run with the defaults (automatic identity: mTLS, signed records); --no-peer-tls measures
@@ -25,7 +25,7 @@ sys.path[:] = [str(Path(__file__).resolve().parents[1])] + [
 
 from bench.common import LocalFederation, _children, machine_line  # noqa: E402
 
-KINDS = ("agent", "serf", "haproxy master", "haproxy worker")
+KINDS = ("agent", "serf", "haproxy")
 
 
 def rollup(pid: int) -> dict[str, float]:
@@ -49,8 +49,8 @@ def kinds_of(lf: LocalFederation, name: str) -> dict[str, list[int]]:
     assert agent.proc is not None
     pid = agent.proc.pid
     serf = [c for c in _children(pid) if Path(f"/proc/{c}/comm").read_text().strip() == "serf"]
-    master = int((agent.data_dir / "lb" / "haproxy.pid").read_text().split()[0])
-    return {"agent": [pid], "serf": serf, "haproxy master": [master], "haproxy worker": _children(master)}
+    haproxy = int((agent.data_dir / "lb" / "haproxy.pid").read_text().split()[0])
+    return {"agent": [pid], "serf": serf, "haproxy": [haproxy]}
 
 
 async def one_run(n: int, net: str, settle: float, extra: list[str]) -> dict[str, list[dict[str, float]]]:

@@ -62,10 +62,7 @@ class Window:
     rss_mb: list[float] = field(default_factory=list)  # agent + serf + haproxy
     rss_agent: list[float] = field(default_factory=list)
     rss_serf: list[float] = field(default_factory=list)
-    rss_haproxy: list[float] = field(default_factory=list)  # master + worker, each page counted in both
-    # agent + serf + HAProxy with the pages the worker shares (copy-on-write) with its master
-    # counted once: the master's RSS plus the worker's private pages (smaps_rollup)
-    rss_once_mb: list[float] = field(default_factory=list)
+    rss_haproxy: list[float] = field(default_factory=list)  # one process (no master-worker since issue 18)
     # PSS of the three (smaps_rollup): each shared page divided among the processes mapping it
     pss_mb: list[float] = field(default_factory=list)
     pss_agent: list[float] = field(default_factory=list)
@@ -92,15 +89,6 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024.0
     return 0.0
-
-
-def private_mb(pid: int) -> float:
-    """Pages only this process maps (Private_Clean + Private_Dirty of smaps_rollup)."""
-    total = 0
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-        if line.startswith(("Private_Clean:", "Private_Dirty:")):
-            total += int(line.split()[1])
-    return total / 1024.0
 
 
 def pss_mb(pid: int) -> float:
@@ -136,15 +124,13 @@ class Scale:
                 "haproxy": self._haproxy_pids(name)}
 
     def _haproxy_pids(self, name: str) -> list[int]:
+        """HAProxy's one process, named by the pid file the agent writes."""
         assert self.fed is not None
         pidfile = self.fed.agents[name].data_dir / "lb" / "haproxy.pid"
         try:
-            master = int(pidfile.read_text().split()[0])
+            return [int(pidfile.read_text().split()[0])]
         except (OSError, ValueError, IndexError):
             return []
-        children = Path(f"/proc/{master}/task/{master}/children")
-        workers = [int(p) for p in children.read_text().split()] if children.exists() else []
-        return [master, *workers]
 
     async def idle_window(self, seconds: float) -> Window:
         procs = {n: self.processes(n) for n in self.names}
@@ -163,9 +149,6 @@ class Scale:
             w.rss_agent.append(sum(rss_mb(p) for p in kinds["agent"]))
             w.rss_serf.append(sum(rss_mb(p) for p in kinds["serf"]))
             w.rss_haproxy.append(sum(rss_mb(p) for p in kinds["haproxy"]))
-            master, workers = kinds["haproxy"][:1], kinds["haproxy"][1:]
-            w.rss_once_mb.append(w.rss_agent[-1] + w.rss_serf[-1] + sum(rss_mb(p) for p in master)
-                                 + sum(private_mb(p) for p in workers))
             for kind, into in (("agent", w.pss_agent), ("serf", w.pss_serf), ("haproxy", w.pss_haproxy)):
                 into.append(sum(pss_mb(p) for p in kinds[kind]))
             w.pss_mb.append(w.pss_agent[-1] + w.pss_serf[-1] + w.pss_haproxy[-1])
@@ -276,8 +259,7 @@ def report(results: list[dict[str, Any]], idle: float) -> None:
             print(f"  {label:12s} agent CPU {spread(w.cpu_agent, '%')}  serf {spread(w.cpu_serf, '%')}  "
                   f"haproxy {spread(w.cpu_haproxy, '%')}")
             print(f"  {'':12s} RSS agent+serf+haproxy {spread(w.rss_mb, ' MB', 1)} (agent {spread(w.rss_agent, '', 1)}, "
-                  f"serf {spread(w.rss_serf, '', 1)}, haproxy {spread(w.rss_haproxy, '', 1)}); HAProxy's shared "
-                  f"pages once {spread(w.rss_once_mb, ' MB', 1)}")
+                  f"serf {spread(w.rss_serf, '', 1)}, haproxy {spread(w.rss_haproxy, '', 1)})")
             print(f"  {'':12s} PSS agent+serf+haproxy {spread(w.pss_mb, ' MB', 1)} (agent {spread(w.pss_agent, '', 1)}, "
                   f"serf {spread(w.pss_serf, '', 1)}, haproxy {spread(w.pss_haproxy, '', 1)})")
             print(f"  {'':12s} agent fds {spread(w.fds, '', 0)}  wire {spread([b / 1024 for b in w.wire_bps], ' KB/s')}")

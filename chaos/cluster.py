@@ -320,7 +320,7 @@ class Federation:
         return lambda: self.serf_pids_sync(name)
 
     def haproxy_pgid(self, name: str) -> Callable[[], list[int]]:
-        """HAProxy's master pid, also its process group (it runs in its own session)."""
+        """HAProxy's pid, also its process group (it runs alone in its own session)."""
         path = self.agents[name].data_dir / "lb" / "haproxy.pid"
 
         def pgid() -> list[int]:
