@@ -92,10 +92,10 @@ def test_the_store_tells_its_listeners_of_changed_records_only(tmp_path: Path) -
     store.close()
 
 
-def test_serf_collects_at_half_heap_growth_unless_the_operator_says_otherwise() -> None:
+def test_serf_collects_at_a_quarter_heap_growth_unless_the_operator_says_otherwise() -> None:
     from peer.serf.process import child_env
 
-    assert child_env({"PATH": "/bin"}) == {"PATH": "/bin", "GOGC": "50"}
+    assert child_env({"PATH": "/bin"}) == {"PATH": "/bin", "GOGC": "25"}
     assert child_env({"GOGC": "200"})["GOGC"] == "200"
     assert "GOMEMLIMIT" not in child_env({})
 
