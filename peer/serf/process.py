@@ -47,14 +47,15 @@ KEY_MISMATCH_ADVICE = (
     "copy serf/keyring.json from a member's data dir into this one's and restart it. Details: {log}")
 _WATCH_INTERVAL = 1.0
 #: Serf is Go (1.19 in Debian's build, which honours GOGC and GOMEMLIMIT). An idle Serf's live
-#: heap is small and steady (a few MB of member state and gossip buffers), so how much garbage
-#: may pile up between collections is most of what it holds beyond its binary: collecting at
-#: 25 % heap growth instead of Go's 100 % keeps it about 2 MB smaller (14.0 -> 12.0 MB RSS,
-#: private dirty 5.6 -> 3.5; at 50 %, the setting before, 12.5), and idle it collects rarely
-#: enough that its CPU did not move measurably (0.27 % of a core at 50 and at 25, 60 s samples;
-#: issues 16, 18). Proportional to the live heap, so it scales with the member list, unlike a
-#: fixed GOMEMLIMIT (which made it collect more often for 1.7 MB more). Set for Serf's process
-#: only (the agent is Python); an operator's own GOGC in the agent's environment wins.
+#: heap is small and steady, so the garbage allowed to pile up between collections is much of
+#: what it holds beyond its binary: collecting at 25 % heap growth instead of Go's 100 % keeps
+#: it 2-3 MB smaller (idle, 3 members: 14.8 -> 12.0 MB RSS, private dirty 6.5 -> 3.8; 12.6 at
+#: 50 %, the setting before), and idle it collects rarely enough that its CPU did not move
+#: measurably (0.25, 0.28 and 0.28 % of a core at 100, 50 and 25; 60 s samples of
+#: /proc/PID/stat; issues 16, 18). Proportional to the live heap, so it scales with the member
+#: list, unlike a fixed GOMEMLIMIT (which made it collect more often for 1.7 MB more). Set for
+#: Serf's process only (the agent is Python); an operator's own GOGC in the agent's
+#: environment wins.
 GO_ENV = {"GOGC": "25"}
 _WARN_EVERY = 60.0
 _STAMP = re.compile(r"^\s*(\d{4}/\d\d/\d\d \d\d:\d\d:\d\d) ")
