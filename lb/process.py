@@ -93,9 +93,11 @@ async def socket_answers(socket_path: Path, *, timeout: float = 1.0) -> bool:
 class HAProxyProcess:
     """One running HAProxy process: our child (`popen`) or adopted from an earlier agent."""
 
-    def __init__(self, pid: int, popen: subprocess.Popen[bytes] | None = None) -> None:
+    def __init__(self, pid: int, popen: subprocess.Popen[bytes] | None = None, *,
+                 log_from: int = 0) -> None:
         self.pid = pid
         self.popen = popen
+        self.log_from = log_from  # where its own lines start in haproxy.log (ours only)
 
     @property
     def adopted(self) -> bool:
@@ -160,16 +162,20 @@ def launch(path: str, cfg: LBConfig, *extra: str) -> HAProxyProcess:
     to the agent's group leaves it serving), and name it in the pid file at once: nothing
     awaits in between, so an agent that crashes now leaves a pid file to adopt from."""
     with open(cfg.log_path, "ab") as logf:
+        log_from = logf.tell()
         popen = subprocess.Popen(
             [path, "-f", str(cfg.config_path), *extra], stdin=subprocess.DEVNULL, stdout=logf,
             stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
     write_atomic(cfg.pid_path, f"{popen.pid}\n".encode())
-    return HAProxyProcess(popen.pid, popen)
+    return HAProxyProcess(popen.pid, popen, log_from=log_from)
 
 
 def _exited(proc: HAProxyProcess, cfg: LBConfig) -> HAProxyStartError:
+    """Why `proc` died at start, from its own lines of the log (during a reload the old
+    process keeps writing its own alerts there too)."""
     code = proc.popen.returncode if proc.popen is not None else None
-    return HAProxyStartError(f"haproxy exited with {code}: {_first_alert(_tail(cfg.log_path))}")
+    return HAProxyStartError(f"haproxy exited with {code}: "
+                             f"{_first_alert(_tail(cfg.log_path, start=proc.log_from))}")
 
 
 async def spawn(cfg: LBConfig, *, binary: str, timeout: float = 10.0) -> HAProxyProcess:
@@ -191,10 +197,10 @@ async def spawn(cfg: LBConfig, *, binary: str, timeout: float = 10.0) -> HAProxy
     return proc
 
 
-def _tail(path: Path, limit: int = 4000) -> str:
+def _tail(path: Path, limit: int = 4000, *, start: int = 0) -> str:
     try:
         with open(path, "rb") as fh:
-            fh.seek(max(0, fh.seek(0, os.SEEK_END) - limit))
+            fh.seek(max(start, fh.seek(0, os.SEEK_END) - limit))
             return fh.read().decode("utf-8", "replace")
     except OSError:
         return ""

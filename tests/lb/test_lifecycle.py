@@ -178,6 +178,31 @@ async def test_reload_hands_the_sockets_to_one_new_process(
         assert_no_haproxy(data)
 
 
+async def test_a_reload_that_fails_keeps_the_old_process_serving(
+        lb: LoadBalancer, tmp_path: Path, backends: tuple[Backend, Backend]) -> None:
+    """The new process dies before it takes over (here: a binary that passes the config
+    check and then exits): the old one is still the supervised one, named by the pid file,
+    serving its routes, and the error says why."""
+    a, _ = backends
+    _, web = await lb.open_frontend("web")
+    await lb.route("web", *a.addr)
+    old = haproxy_pid(lb)
+    failing = tmp_path / "haproxy-fails"
+    failing.write_text('#!/bin/sh\n[ "$1" = "-c" ] && exec haproxy "$@"\n'
+                       'echo "[ALERT] refusing to start" >&2; exit 3\n')
+    failing.chmod(0o755)
+    lb._supervisor.binary = str(failing)
+
+    async def never() -> bool:
+        return False
+
+    with pytest.raises(HAProxyStartError, match="exited with 3.*refusing to start"):
+        await lb._supervisor.reload(took_over=never)
+    assert haproxy_pid(lb) == old and read_pid(lb.config.pid_path) == old and lb.running
+    assert lb._supervisor.draining == []
+    assert await fetch(web) == (200, "a")
+
+
 async def test_invalid_input_never_reaches_the_socket(
         lb: LoadBalancer, monkeypatch: pytest.MonkeyPatch) -> None:
     await lb.open_frontend("web")
