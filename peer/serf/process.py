@@ -49,9 +49,9 @@ _WATCH_INTERVAL = 1.0
 #: Serf is Go (1.19 in Debian's build, which honours GOGC and GOMEMLIMIT). An idle Serf's live
 #: heap is small and steady, so the garbage allowed to pile up between collections is much of
 #: what it holds beyond its binary: collecting at 25 % heap growth instead of Go's 100 % keeps
-#: it 2-3 MB smaller (idle, 3 members: 14.8 -> 12.0 MB RSS, private dirty 6.5 -> 3.8; 12.6 at
+#: it 2-3 MB smaller (idle, 3 members: 14.8 -> 12.1 MB RSS, private dirty 6.5 -> 3.8; 12.6 at
 #: 50 %, the setting before), and idle it collects rarely enough that its CPU did not move
-#: measurably (0.25, 0.28 and 0.28 % of a core at 100, 50 and 25; 60 s samples of
+#: measurably (0.25, 0.28 and 0.27 % of a core at 100, 50 and 25; 60 s samples of
 #: /proc/PID/stat; issues 16, 18). Proportional to the live heap, so it scales with the member
 #: list, unlike a fixed GOMEMLIMIT (which made it collect more often for 1.7 MB more). Set for
 #: Serf's process only (the agent is Python); an operator's own GOGC in the agent's
