@@ -203,7 +203,13 @@ class Gossip:
                 await client.close()
 
     async def _ready_client(self, *, slow: bool = False, join: bool = False) -> SerfClient:
-        await asyncio.wait_for(self._connected.wait(), timeout=10.0)
+        # asyncio.timeout, not wait_for: Python 3.11's wait_for returns the result instead of
+        # raising when a cancellation meets an inner task that just finished (gh-86296), and
+        # the event is set nearly always, so a loop cancelled by `stop` here went on, saw
+        # `_stopping`, returned, was started again by its supervisor, and the stop waited
+        # for it forever (the agent never exited on SIGTERM; tests/chaos/test_restarts.py).
+        async with asyncio.timeout(10.0):
+            await self._connected.wait()
         client = self._joiner if join else self._slow if slow else self._client
         assert client is not None
         return client
@@ -213,7 +219,8 @@ class Gossip:
         if not targets or self._joiner is None:
             return
         with contextlib.suppress(SerfRPCError, asyncio.TimeoutError):
-            await asyncio.wait_for(self._joiner.join(targets), timeout=10.0)
+            async with asyncio.timeout(10.0):  # (not wait_for: see _ready_client)
+                await self._joiner.join(targets)
 
     def _load_known(self) -> list[str]:
         return known_peers(self.config.data_dir)
@@ -347,7 +354,8 @@ class Gossip:
             self.metrics.rejoins.inc()
             with contextlib.suppress(SerfRPCError, asyncio.TimeoutError):
                 client = await self._ready_client(join=True)
-                await asyncio.wait_for(client.join(targets), timeout=5.0)
+                async with asyncio.timeout(5.0):  # (not wait_for: see _ready_client)
+                    await client.join(targets)
 
     async def _tag_loop(self) -> None:
         while not self._stopping:
