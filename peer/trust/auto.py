@@ -48,7 +48,7 @@ from peer.errors import RoamError
 from peer.runtime.lazyimport import lazy
 from peer.peering.client import PeerClient, PeerError, PeerRefused, PeerUnreachable
 from peer.trust import ca
-from peer.trust.certs import TrustError, check_issued_by, cluster_of, load_cert
+from peer.trust.certs import TrustError, check_issued_by, cluster_of, load_cert, not_after, same_key
 from peer.trust.identity import Identity
 
 if TYPE_CHECKING:
@@ -119,8 +119,8 @@ def _usable(files: AutoFiles, name: str) -> bool:
         key = serialization.load_pem_private_key(files.key.read_bytes(), password=None)
     except (OSError, TrustError, ValueError, TypeError):
         return False
-    return (cluster_of(cert) == name and cert.not_valid_after_utc.timestamp() > time.time() + 60
-            and cert.public_key() == key.public_key())
+    return (cluster_of(cert) == name and not_after(cert).timestamp() > time.time() + 60
+            and same_key(cert.public_key(), key.public_key()))
 
 
 def _own_key(files: AutoFiles) -> ec.EllipticCurvePrivateKey:
@@ -303,7 +303,7 @@ class Enrolment:
             raise TrustError(f"{source}: the join answer's HMAC is wrong (not from a holder of the federation secret)")
         cert = load_cert(cert_pem, what=f"certificate from {source}")
         check_issued_by(cert, load_cert(ca_pem, what=f"CA from {source}"), what=f"certificate from {source}")
-        if cluster_of(cert) != self.name or cert.public_key() != key.public_key():
+        if cluster_of(cert) != self.name or not same_key(cert.public_key(), key.public_key()):
             raise TrustError(f"{source}: the certificate is not for {self.name}'s key")
         ca.write_file(self.files.ca_cert, ca_pem, mode=0o600)  # (the data dir: nothing readable by others)
         ca.write_file(self.files.cert, cert_pem, mode=0o600)

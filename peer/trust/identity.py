@@ -34,7 +34,7 @@ from peer.errors import RoamError
 from peer.runtime.lazyimport import lazy
 from peer.trust.authorship import CertBook
 from peer.trust.certs import (NO_REVOCATIONS, Revocations, TrustError, check_issued_by, cluster_of,
-                              cluster_of_peercert, load_cert, load_crl, serial_of_peercert)
+                              cluster_of_peercert, load_cert, load_crl, not_after, serial_of_peercert)
 
 if TYPE_CHECKING:
     from cryptography import x509
@@ -155,8 +155,8 @@ class Identity:
         if cluster != self.name:
             raise IdentityError(f"--cert: {cert_path} names cluster {cluster!r}, this agent is {self.name!r}")
         now = dt.datetime.now(dt.timezone.utc)
-        if cert.not_valid_after_utc <= now:
-            raise IdentityError(f"--cert: {cert_path} expired at {cert.not_valid_after_utc.isoformat()}")
+        if not_after(cert) <= now:
+            raise IdentityError(f"--cert: {cert_path} expired at {not_after(cert).isoformat()}")
         pair = self.data_dir / PAIR_FILE
         fd = os.open(pair, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
@@ -174,11 +174,11 @@ class Identity:
         except (ValueError, TypeError) as exc:
             raise IdentityError(f"--key: {key_path}: not a usable private key ({exc})") from exc
         self.certs.add(cert, pem=cert_pem)
-        left = (cert.not_valid_after_utc - now).total_seconds()
+        left = (not_after(cert) - now).total_seconds()
         if left < EXPIRY_WARNING:
             log.warning("certificate of %s expires in %.1f days: issue a new one (`roam ca issue`)", self.name,
                         left / 86400)
-        return CertInfo(cert.serial_number, cluster, cert.not_valid_after_utc)
+        return CertInfo(cert.serial_number, cluster, not_after(cert))
 
     def reload(self, *, why: str) -> bool:
         """Re-read the cert and key; the old pair stays in use when the new one is unusable."""

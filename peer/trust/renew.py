@@ -32,7 +32,8 @@ from peer.runtime.lazyimport import lazy
 from peer.peering.client import PeerClient, PeerError, msgpack_response, read_msgpack
 from peer.peering.wire import PeerWireError
 from peer.trust import ca
-from peer.trust.certs import TrustError, check_issued_by, cluster_of, cluster_of_peercert, load_cert
+from peer.trust.certs import (TrustError, check_issued_by, cluster_of, cluster_of_peercert, load_cert, not_after,
+                              not_before, same_key)
 from peer.trust.identity import Identity
 
 if TYPE_CHECKING:
@@ -106,7 +107,7 @@ class Renewer:
             cert = load_cert(cert_path.read_bytes(), what="--cert")
         except (OSError, TrustError):
             return False
-        return due(cert.not_valid_before_utc, cert.not_valid_after_utc, now=dt.datetime.now(dt.timezone.utc))
+        return due(not_before(cert), not_after(cert), now=dt.datetime.now(dt.timezone.utc))
 
     async def run(self) -> None:
         while True:
@@ -160,7 +161,7 @@ class Renewer:
         check_issued_by(cert, self.identity.ca, what=f"renewed certificate from {source}")
         if cluster_of(cert) != self.here:
             raise TrustError(f"renewed certificate from {source} names {cluster_of(cert)}, not {self.here}")
-        if cert.public_key() != key.public_key():
+        if not same_key(cert.public_key(), key.public_key()):
             raise TrustError(f"renewed certificate from {source} is not for the key sent")
         _, cert_path, key_path = self.identity.paths
         ca.write_file(key_path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
@@ -169,7 +170,7 @@ class Renewer:
         if not self.identity.reload(why=f"renewed by {source}"):
             return False
         log.warning("certificate renewed by %s: serial %x, valid until %s", source, cert.serial_number,
-                    cert.not_valid_after_utc.isoformat())
+                    not_after(cert).isoformat())
         return True
 
 
