@@ -40,8 +40,9 @@ bytecode: $(STAMP)
 # build links the system's OpenSSL, which Python's own `ssl` maps in every agent already, where
 # PyPI's wheel carries a second, static OpenSSL: 5.4 MB more RSS per agent (bench/idlemem.py;
 # issues 16 and 18), and OpenSSL's security fixes then come with apt. Only that package and its
-# metadata are linked into the venv (no other Debian module becomes visible); its compiled parts
-# are abi3, so they load in any CPython 3.11 (peer/trust/certs.py covers the API of version 38).
+# metadata, and the cffi backend its bindings were built with, are linked into the venv (no other
+# Debian module becomes visible); its own compiled parts are abi3, and the backend is built for
+# CPython 3.11 (peer/trust/certs.py covers the API of version 38).
 # pip resolves the links to /usr/lib, outside the venv, so it never uninstalls Debian's files.
 $(STAMP): setup.cfg pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -49,7 +50,7 @@ $(STAMP): setup.cfg pyproject.toml
 	if [ -d $(DEBIAN_SITE)/cryptography ] && ls -d $(DEBIAN_SITE)/cryptography-*.dist-info >/dev/null 2>&1; then \
 	  if [ -d "$$site/cryptography" ]; then $(PY) -m pip uninstall -y -q cryptography; fi; \
 	  mkdir -p $(VENV)/debian && ln -sfn $(DEBIAN_SITE)/cryptography $(VENV)/debian/cryptography && \
-	  ln -sfn $(DEBIAN_SITE)/cryptography-*.dist-info $(VENV)/debian/ && \
+	  ln -sfn $(DEBIAN_SITE)/cryptography-*.dist-info $(DEBIAN_SITE)/_cffi_backend.*.so $(VENV)/debian/ && \
 	  echo "$(CURDIR)/$(VENV)/debian" > "$$site/roam-debian-cryptography.pth"; \
 	fi
 	$(PY) -m pip install -q --upgrade pip >/dev/null
