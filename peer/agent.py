@@ -297,7 +297,7 @@ class Agent:
         ]
         if self.identity is not None:
             renewer = Renewer(identity=self.identity, client=self.client, here=self.here, members=self._live_apis,
-                              ca_dir=self.ca_dir)
+                              ca_dir=self.ca_dir, renewed=self.trust.push_all)
             loops += [("identity", self.identity.watch), ("trust-sync", self.trust.run),
                       ("cert-renewal", renewer.run)]
         if self.keepers is not None:
@@ -630,6 +630,8 @@ class Agent:
             self._spawn(self._check_names(change.name))
             if self.keepers is not None:
                 self.keepers.poke()  # a new member may be a deputy to hand the CA to, at once
+            if self.trust is not None and self.identity is not None:
+                self._spawn(self.trust.exchange_with(change.name))  # a list or certificate it missed
 
     async def _check_names(self, peer: str) -> None:
         """A peer is back: a service of the same name created on its side meets ours (naming)."""

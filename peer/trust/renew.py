@@ -22,7 +22,7 @@ import asyncio
 import datetime as dt
 import ipaddress
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -93,8 +93,9 @@ def _ips_of_peercert(peercert: dict[str, Any] | None) -> list[Any]:
 
 class Renewer:
     def __init__(self, *, identity: Identity, client: PeerClient, here: str, members: Members,
-                 ca_dir: Path | None) -> None:
+                 ca_dir: Path | None, renewed: Callable[[], Awaitable[object]] | None = None) -> None:
         self.identity = identity
+        self.renewed = renewed  # told after each renewal (the agent offers the new certificate to every member)
         self.client = client
         self.here = here
         self.members = members
@@ -112,8 +113,8 @@ class Renewer:
     async def run(self) -> None:
         while True:
             await asyncio.sleep(CHECK_EVERY)
-            if self._due():
-                await self.renew_once()
+            if self._due() and await self.renew_once() and self.renewed is not None:
+                await self.renewed()
 
     async def renew_once(self) -> bool:
         """Ask for a new certificate (locally with the CA, else each live member in turn)."""
