@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 from lb.hostport import join_hostport
 from peer.errors import RoamError
 from peer.runtime.lazyimport import lazy
+from peer.runtime.waiting import wait_set
 from peer.peering.client import PeerClient, PeerError, PeerRefused, PeerUnreachable
 from peer.trust import ca
 from peer.trust.certs import TrustError, check_issued_by, cluster_of, load_cert, not_after, same_key
@@ -288,9 +289,7 @@ class Enrolment:
                             "its join is signed with another one)" if any(" refused 401" in r for r in reasons) else "")
                     log.warning("waiting for a certificate (retrying every %.1f s at most): %s%s", MAX_RETRY,
                                 "; ".join(reasons), hint)
-                try:
-                    await asyncio.wait_for(self.stop.wait(), timeout=delay)
-                except TimeoutError:
+                if not await wait_set(self.stop, delay):
                     delay = min(delay * 2, MAX_RETRY)
                     continue
                 raise EnrolmentAborted("stopped while waiting for a certificate from the federation CA")

@@ -27,7 +27,6 @@ founder alone, and losing that site then stops enrolment, renewal and revocation
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import hashlib
 import logging
@@ -43,6 +42,7 @@ from aiohttp import web
 from peer.peering.client import PeerClient, PeerError, msgpack_response, read_msgpack
 from peer.peering.wire import PeerWireError
 from peer.runtime.lazyimport import lazy
+from peer.runtime.waiting import wait_set
 from peer.trust import ca
 from peer.trust.auto import CA_DIR, holders_of, save_holders
 from peer.trust.certs import TrustError, load_crl, not_before, same_key
@@ -105,8 +105,7 @@ class CaKeepers:
     # -- rounds ----------------------------------------------------------------------------
     async def run(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._poked.wait(), timeout=SYNC_EVERY)
+            await wait_set(self._poked, SYNC_EVERY)
             self._poked.clear()
             await self.round()
 
