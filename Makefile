@@ -3,8 +3,9 @@
 SHELL := /bin/bash
 VENV  := .venv
 PY    := $(VENV)/bin/python
-DEBS  := serf haproxy iptables iproute2 chromium chromium-driver
+DEBS  := serf haproxy iptables iproute2 chromium chromium-driver python3-cryptography
 STAMP := $(VENV)/.installed
+DEBIAN_SITE := /usr/lib/python3/dist-packages
 
 .PHONY: bootstrap debs venv bytecode test test-fast lint demo bench bench-scale soak clean
 
@@ -18,6 +19,7 @@ debs:
 	command -v ip >/dev/null || missing="$$missing iproute2"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
+	test -d $(DEBIAN_SITE)/cryptography || missing="$$missing python3-cryptography"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  if [ "$$(id -u)" != 0 ]; then echo "need root to install:$$missing" >&2; exit 1; fi; \
@@ -34,8 +36,23 @@ venv: $(STAMP)
 bytecode: $(STAMP)
 	@$(PY) -m compileall -q peer lb placement chaos
 
+# pyca/cryptography comes from Debian (python3-cryptography) where it is installed: Debian's
+# build links the system's OpenSSL, which Python's own `ssl` maps in every agent already, where
+# PyPI's wheel carries a second, static OpenSSL: 5.4 MB more RSS per agent (bench/idlemem.py;
+# issues 16 and 18), and OpenSSL's security fixes then come with apt. Only that package and its
+# metadata, and the cffi backend its bindings were built with, are linked into the venv (no other
+# Debian module becomes visible); its own compiled parts are abi3, and the backend is built for
+# CPython 3.11 (peer/trust/certs.py covers the API of version 38).
+# pip resolves the links to /usr/lib, outside the venv, so it never uninstalls Debian's files.
 $(STAMP): setup.cfg pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
+	@site=$$($(PY) -c 'import sysconfig; print(sysconfig.get_path("purelib"))'); \
+	if [ -d $(DEBIAN_SITE)/cryptography ] && ls -d $(DEBIAN_SITE)/cryptography-*.dist-info >/dev/null 2>&1; then \
+	  if [ -d "$$site/cryptography" ]; then $(PY) -m pip uninstall -y -q cryptography; fi; \
+	  mkdir -p $(VENV)/debian && ln -sfn $(DEBIAN_SITE)/cryptography $(VENV)/debian/cryptography && \
+	  ln -sfn $(DEBIAN_SITE)/cryptography-*.dist-info $(DEBIAN_SITE)/_cffi_backend.*.so $(VENV)/debian/ && \
+	  echo "$(CURDIR)/$(VENV)/debian" > "$$site/roam-debian-cryptography.pth"; \
+	fi
 	$(PY) -m pip install -q --upgrade pip >/dev/null
 	$(PY) -m pip install -q -e '.[test]'
 	@touch $(STAMP)

@@ -19,7 +19,7 @@ For each size n (default 10, 25, 50):
 
 The figures are printed beside issue 18's goals (idle agent CPU at most 0.5% of a core, flat
 in n; agent + Serf + HAProxy RSS at most 80 MB, PSS beside it; idle wire at most 2 KB/s per agent without
-services). Run as root: .venv/bin/python bench/scale.py [--sizes 10 25 50] [--idle 30]
+services). Run as root: .venv/bin/python bench/scale.py [--sizes 10 25 50] [--idle 30] [--no-peer-tls]
 """
 from __future__ import annotations
 
@@ -215,7 +215,8 @@ async def measure(n: int, args: argparse.Namespace) -> dict[str, Any]:
     scale = Scale(n, base, args.prefix, args.subnet)
     out: dict[str, Any] = {"n": n}
     async with scale.tb:
-        fed = scale.fed = Federation(scale.tb, base, auto_migrate=args.auto_migrate)
+        fed = scale.fed = Federation(scale.tb, base, auto_migrate=args.auto_migrate,
+                                     auto_identity=not args.no_peer_tls)
         try:
             started = time.monotonic()
             await start_all(scale, args.batch)
@@ -248,8 +249,9 @@ async def measure(n: int, args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def report(results: list[dict[str, Any]], idle: float) -> None:
-    print(f"\nbench/scale.py: idle windows of {idle:g} s, medians over the clusters (min-max)")
+def report(results: list[dict[str, Any]], idle: float, *, identity: bool) -> None:
+    mode = "automatic identity (the default)" if identity else "--no-peer-tls"
+    print(f"\nbench/scale.py: agents with {mode}; idle windows of {idle:g} s, medians over the clusters (min-max)")
     for r in results:
         n = r["n"]
         print(f"\n== {n} agents: start-up to all alive {r['startup_s']:.1f} s; entries of the service {r['entries']}; "
@@ -313,14 +315,17 @@ async def main() -> None:
                     help="start agents this many at a time, each batch healthy first (0: all at once)")
     ap.add_argument("--auto-migrate", dest="auto_migrate", action="store_true",
                     help="run the agents with the policy and its link probe (default: --no-auto-migrate, as before)")
+    ap.add_argument("--no-peer-tls", action="store_true",
+                    help="agents without their automatic identity (the federation secret only); "
+                         "by default they run as `roam agent` does: mTLS between peers, signed records")
     ap.add_argument("--prefix", default="roamsc")
     ap.add_argument("--subnet", default="10.239.0.0/24")
     args = ap.parse_args()
     results = []
     for n in args.sizes:
         results.append(await measure(n, args))
-        report(results[-1:], args.idle)
-    report(results, args.idle)
+        report(results[-1:], args.idle, identity=not args.no_peer_tls)
+    report(results, args.idle, identity=not args.no_peer_tls)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:] = [str(REPO)] + [p for p in sys.path if Path(p or ".").resolve() != REPO / "bench"]
 
-from peer.agent import ANTI_ENTROPY_FANOUT, ANTI_ENTROPY_INTERVAL  # noqa: E402
+from peer.agent import ANTI_ENTROPY_FANOUT, ANTI_ENTROPY_INTERVAL, ANTI_ENTROPY_OTHERS_EVERY  # noqa: E402
 from peer.drivers.descriptor import ServiceDescriptor  # noqa: E402
 from peer.federation.metaorchestrator import requirements  # noqa: E402
 from peer.records import vclock as vc  # noqa: E402
@@ -180,8 +180,9 @@ def report(sizes: list[Size]) -> None:
 
 
 def backstop_rps(z: Size) -> float:
-    """Requests a cluster starts per second: `fanout` sharing peers + 1 other each interval."""
-    return (min(ANTI_ENTROPY_FANOUT, statistics.median(z.sharing)) + 1) / ANTI_ENTROPY_INTERVAL
+    """Requests a cluster starts per second: `fanout` sharing peers each interval, and one other
+    every ANTI_ENTROPY_OTHERS_EVERY intervals."""
+    return (min(ANTI_ENTROPY_FANOUT, statistics.median(z.sharing)) + 1 / ANTI_ENTROPY_OTHERS_EVERY) / ANTI_ENTROPY_INTERVAL
 
 
 def cycle_s(z: Size) -> float:

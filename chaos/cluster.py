@@ -83,6 +83,9 @@ class Federation:
     log_level: str = "INFO"
     extra_args: Sequence[str] = ()  # more `roam agent` flags for every agent (e.g. --repair-after)
     identity: bool = False  # per-cluster identity: a CA in base/ca, a certificate per cluster, mTLS (peer.trust)
+    # Without `identity`: the agents' automatic identity (their default: a CA founded by the first,
+    # mTLS between peers, signed records) if True, else the federation secret only (--no-peer-tls).
+    auto_identity: bool = False
     agents: dict[str, Agent] = field(default_factory=dict, init=False)
     token: str = field(default_factory=lambda: secrets.token_hex(16), init=False)
     _session: aiohttp.ClientSession | None = field(default=None, init=False)
@@ -161,7 +164,7 @@ class Federation:
             tls = self.base / "tls" / name
             args += ["--ca-cert", str(tls / "ca.pem"), "--cert", str(tls / "cluster.pem"),
                      "--key", str(tls / "cluster.key")]
-        else:  # --no-identity: the shared secret only, not the agent's automatic identity either
+        elif not self.auto_identity:  # the shared secret only, not the agent's automatic identity either
             args.append("--no-peer-tls")
         agent.proc = await self.tb.start_agent(name, extra_args=args, data_dir=agent.data_dir,
                                                log_path=agent.log_path)

@@ -86,6 +86,11 @@ log = logging.getLogger(__name__)
 
 ANTI_ENTROPY_INTERVAL = 5.0
 ANTI_ENTROPY_FANOUT = 4  # sharing peers per backstop round
+# A peer this cluster shares no record with gets a summary round only every OTHERS_EVERY rounds:
+# whatever the two should share, the side holding it counts the other as sharing and syncs it
+# every round, so this is the backstop's backstop. Every 5 s it made an idle agent with automatic
+# identity open a TLS connection (a handshake of about 4 KB) every 5 s (issue 18).
+ANTI_ENTROPY_OTHERS_EVERY = 6
 HYGIENE_EVERY = 60.0  # seconds between two rounds of tombstone GC and journal pruning
 TOMBSTONE_TTL = 7 * 24 * 3600.0  # merge.droppable: longer than the longest partition accepted
 JOURNAL_KEEP = 24 * 3600.0  # closed journal entries are kept this long (post-mortems)
@@ -297,7 +302,7 @@ class Agent:
         ]
         if self.identity is not None:
             renewer = Renewer(identity=self.identity, client=self.client, here=self.here, members=self._live_apis,
-                              ca_dir=self.ca_dir)
+                              ca_dir=self.ca_dir, renewed=self.trust.push_all)
             loops += [("identity", self.identity.watch), ("trust-sync", self.trust.run),
                       ("cert-renewal", renewer.run)]
         if self.keepers is not None:
@@ -630,6 +635,8 @@ class Agent:
             self._spawn(self._check_names(change.name))
             if self.keepers is not None:
                 self.keepers.poke()  # a new member may be a deputy to hand the CA to, at once
+            if self.trust is not None and self.identity is not None:
+                self._spawn(self.trust.exchange_with(change.name))  # a list or certificate it missed
 
     async def _check_names(self, peer: str) -> None:
         """A peer is back: a service of the same name created on its side meets ours (naming)."""
@@ -659,7 +666,8 @@ class Agent:
         """The backstop: pushes and member-alive syncs do the fast work. Each round checks the
         names homed here with one live peer in turn (AntiEntropy.check_names) and syncs with
         at most ANTI_ENTROPY_FANOUT of the clusters this one shares records with, in turn, plus
-        one other live peer in turn (a cheap summary round when nothing differs): the cost of a
+        every ANTI_ENTROPY_OTHERS_EVERY rounds one other live peer in turn (a cheap summary
+        round when nothing differs): the cost of a
         round is bounded whatever the federation and the records held, and a full cycle over
         the sharing peers takes |peers| / fanout rounds (issue 18; bench/simulate.py)."""
         while True:
@@ -667,7 +675,8 @@ class Agent:
             alive = [m.name for m in self.membership.alive() if m.name != self.here]
             sharing = [p for p in alive if p in self._business]
             others = [p for p in alive if p not in self._business]
-            peers = backstop_round(sharing, others, turn=self._sweep, fanout=ANTI_ENTROPY_FANOUT)
+            peers = backstop_round(sharing, others, turn=self._sweep, fanout=ANTI_ENTROPY_FANOUT,
+                                   others_every=ANTI_ENTROPY_OTHERS_EVERY)
             # Names too, one live peer per round in turn: twins created while a partition was too
             # short to be noticed (no member-alive transition) still meet (naming).
             checks = [self._check_names(sorted(alive)[self._sweep % len(alive)])] if alive else []
@@ -721,15 +730,17 @@ class Agent:
         self._jobs.spawn(coro)  # kept, its error logged, cancelled on stop (peer.runtime.supervision)
 
 
-def backstop_round(sharing: list[str], others: list[str], *, turn: int, fanout: int) -> list[str]:
+def backstop_round(sharing: list[str], others: list[str], *, turn: int, fanout: int,
+                   others_every: int = 1) -> list[str]:
     """The peers of anti-entropy backstop round number `turn`: the next `fanout` of the
-    sharing peers and the next one of the others, each list taken in turn (pure)."""
+    sharing peers, and every `others_every` rounds the next one of the others, each list taken
+    in turn (pure)."""
     picked: list[str] = []
     if sharing:
         start = (turn * fanout) % len(sharing)
         picked = (sharing[start:] + sharing[:start])[:fanout]
-    if others:
-        picked.append(others[turn % len(others)])
+    if others and turn % others_every == 0:
+        picked.append(others[(turn // others_every) % len(others)])
     return picked
 
 

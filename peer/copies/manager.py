@@ -40,6 +40,7 @@ from peer.federation.metaorchestrator import requirements
 from peer.state.fresh import FreshCopies
 from peer.state.handover import HOLD_MAX
 from peer.runtime.supervision import Supervisor
+from peer.runtime.waiting import wait_set
 from peer.trust.workload import Refusal, Resolver, WorkloadPolicy, check, resolve_executable
 from placement import ClusterView, admit
 from placement.homes import choose_entries
@@ -363,9 +364,7 @@ class ServiceManager:
         creation arriving while the agent recovers its records waits (bounded), then 503."""
         if self.recovered.is_set():
             return
-        try:
-            await asyncio.wait_for(self.recovered.wait(), timeout=RECOVERY_HOLD)
-        except TimeoutError:
+        if not await wait_set(self.recovered, RECOVERY_HOLD):
             raise ServiceUnavailable("agent is recovering its records from peers; retry in a few seconds"
                                      ) from None
 

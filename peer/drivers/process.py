@@ -69,6 +69,7 @@ from peer.drivers.process_state import (
 from peer.drivers.restarts import RestartPolicy
 from peer.drivers.strays import StrayKeeper
 from peer.runtime.supervision import Supervisor
+from peer.runtime.waiting import wait_set
 
 log = logging.getLogger(__name__)
 DEFAULT_RESTARTS = RestartPolicy()
@@ -213,10 +214,7 @@ class ProcessDriver:
             if remaining <= 0:
                 raise DriverTimeout(f"{name} not ready within {timeout:g}s", delay=1.0,
                                     log_tail=log_tail(run.directory / LOG_FILE))
-            try:
-                await asyncio.wait_for(run.changed.wait(), remaining)
-            except TimeoutError:
-                pass
+            await wait_set(run.changed, remaining)
 
     async def status(self, name: str) -> Instance:
         run = self._runs.get(name)

@@ -52,16 +52,25 @@ async def wait_until(
         await asyncio.sleep(interval)
 
 
+async def wait_set(event: asyncio.Event, timeout: float) -> bool:
+    """True once `event` is set, False after `timeout` seconds. With asyncio.timeout, not
+    wait_for: on Python 3.11 wait_for returns normally when its task is cancelled just as the
+    event is set, and a loop around it then runs on after being cancelled (an agent whose stop
+    waits forever: found in tests/chaos/test_restarts.py)."""
+    try:
+        async with asyncio.timeout(timeout):
+            await event.wait()
+        return True
+    except TimeoutError:
+        return False
+
+
 async def sleep_until(deadline: float, stop: asyncio.Event) -> bool:
     """Wait until `deadline` (monotonic) unless `stop` is set first; True if it was."""
     delay = deadline - time.monotonic()
     if delay <= 0:
         return stop.is_set()
-    try:
-        await asyncio.wait_for(stop.wait(), delay)
-        return True
-    except TimeoutError:
-        return False
+    return await wait_set(stop, delay)
 
 
 def wait_until_sync(

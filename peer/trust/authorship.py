@@ -65,6 +65,7 @@ class CertBook:
         self._by_cluster: dict[str, dict[int, x509.Certificate]] = {}
         self._pems: dict[int, bytes] = {}
         self._known: set[bytes] = set()
+        self._keys: dict[bytes, int] = {}  # short key (certificate_key) -> serial, for exchanges by key
         self._path: Path | None = None  # set after loading: what is read back is not appended again
         if path is not None:
             self._load(path)
@@ -95,6 +96,7 @@ class CertBook:
         self._by_cluster.setdefault(cluster, {})[cert.serial_number] = cert
         self._pems[cert.serial_number] = pem or cert.public_bytes(serialization.Encoding.PEM)
         self._known.add(self._pems[cert.serial_number])
+        self._keys[certificate_key(cert)] = cert.serial_number
         log.debug("certificate of cluster %s (serial %x) known for record signatures", cluster, cert.serial_number)
         if self._path is not None:
             try:
@@ -127,6 +129,23 @@ class CertBook:
 
     def pems(self) -> list[bytes]:
         return list(self._pems.values())
+
+    def keys(self) -> list[bytes]:
+        """The short keys of every certificate held: what a peer compares with its own, so the
+        certificates themselves cross the wire only towards a peer that lacks them (issue 18)."""
+        return list(self._keys)
+
+    def pems_not_in(self, keys: Iterable[object]) -> list[bytes]:
+        """The certificates held here whose keys are not among `keys` (a peer's `keys()`)."""
+        theirs = {k for k in keys if isinstance(k, bytes)}
+        return [self._pems[serial] for key, serial in self._keys.items() if key not in theirs]
+
+
+def certificate_key(cert: x509.Certificate) -> bytes:
+    """A certificate's short key: the first 8 bytes of its SHA-256 fingerprint. A collision
+    (odds about n^2 / 2^65) only means a certificate is not offered; each agent still learns a
+    peer's own certificate from its mTLS handshake."""
+    return cert.fingerprint(hashes.SHA256())[:8]
 
 
 def sign_with(key: Any, message: bytes) -> bytes:

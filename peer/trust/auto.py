@@ -46,9 +46,10 @@ from typing import TYPE_CHECKING, Any
 from lb.hostport import join_hostport
 from peer.errors import RoamError
 from peer.runtime.lazyimport import lazy
+from peer.runtime.waiting import wait_set
 from peer.peering.client import PeerClient, PeerError, PeerRefused, PeerUnreachable
 from peer.trust import ca
-from peer.trust.certs import TrustError, check_issued_by, cluster_of, load_cert
+from peer.trust.certs import TrustError, check_issued_by, cluster_of, load_cert, not_after, same_key
 from peer.trust.identity import Identity
 
 if TYPE_CHECKING:
@@ -119,8 +120,8 @@ def _usable(files: AutoFiles, name: str) -> bool:
         key = serialization.load_pem_private_key(files.key.read_bytes(), password=None)
     except (OSError, TrustError, ValueError, TypeError):
         return False
-    return (cluster_of(cert) == name and cert.not_valid_after_utc.timestamp() > time.time() + 60
-            and cert.public_key() == key.public_key())
+    return (cluster_of(cert) == name and not_after(cert).timestamp() > time.time() + 60
+            and same_key(cert.public_key(), key.public_key()))
 
 
 def _own_key(files: AutoFiles) -> ec.EllipticCurvePrivateKey:
@@ -288,9 +289,7 @@ class Enrolment:
                             "its join is signed with another one)" if any(" refused 401" in r for r in reasons) else "")
                     log.warning("waiting for a certificate (retrying every %.1f s at most): %s%s", MAX_RETRY,
                                 "; ".join(reasons), hint)
-                try:
-                    await asyncio.wait_for(self.stop.wait(), timeout=delay)
-                except TimeoutError:
+                if not await wait_set(self.stop, delay):
                     delay = min(delay * 2, MAX_RETRY)
                     continue
                 raise EnrolmentAborted("stopped while waiting for a certificate from the federation CA")
@@ -303,7 +302,7 @@ class Enrolment:
             raise TrustError(f"{source}: the join answer's HMAC is wrong (not from a holder of the federation secret)")
         cert = load_cert(cert_pem, what=f"certificate from {source}")
         check_issued_by(cert, load_cert(ca_pem, what=f"CA from {source}"), what=f"certificate from {source}")
-        if cluster_of(cert) != self.name or cert.public_key() != key.public_key():
+        if cluster_of(cert) != self.name or not same_key(cert.public_key(), key.public_key()):
             raise TrustError(f"{source}: the certificate is not for {self.name}'s key")
         ca.write_file(self.files.ca_cert, ca_pem, mode=0o600)  # (the data dir: nothing readable by others)
         ca.write_file(self.files.cert, cert_pem, mode=0o600)

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from lb.files import write_atomic
 from peer.runtime.lazyimport import lazy
-from peer.trust.certs import URI_PREFIX, TrustError
+from peer.trust.certs import URI_PREFIX, TrustError, not_after, same_key
 
 if TYPE_CHECKING:
     from cryptography import x509
@@ -178,21 +178,21 @@ def sign_key(directory: Path, *, cluster: str, public_key: Any, days: int, addre
     """A certificate naming `cluster` for `public_key`, recorded in the index."""
     ca_key, ca_cert = _load(directory)
     now = _now()
-    not_after = min(now + dt.timedelta(days=days), ca_cert.not_valid_after_utc)
+    until = min(now + dt.timedelta(days=days), not_after(ca_cert))
     sans: list[x509.GeneralName] = [x509.DNSName(cluster), x509.UniformResourceIdentifier(URI_PREFIX + cluster)]
     sans += [x509.IPAddress(a) for a in addresses]
     cert = (x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, cluster)]))
             .issuer_name(ca_cert.subject).public_key(public_key)
             .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(not_after)
+            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(until)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.SubjectAlternativeName(sans), critical=False)
             .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH, x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]),
                            critical=False)
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
             .sign(ca_key, hashes.SHA256()))
-    _save_index(directory, [*load_index(directory), Issued(cert.serial_number, cluster, not_after.isoformat())])
+    _save_index(directory, [*load_index(directory), Issued(cert.serial_number, cluster, until.isoformat())])
     return cert
 
 
@@ -249,7 +249,7 @@ def sign(directory: Path, *, csr_path: Path, cluster: str, out: Path, days: int 
     out.mkdir(parents=True, exist_ok=True)
     write_file(out / OUT_CA, ca_cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
     write_file(out / OUT_CERT, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
-    return Issued(cert.serial_number, cluster, cert.not_valid_after_utc.isoformat())
+    return Issued(cert.serial_number, cluster, not_after(cert).isoformat())
 
 
 def install_pem(pem: bytes, *, out: Path) -> Path:
@@ -274,9 +274,7 @@ def install(*, cert: Path, out: Path) -> Path:
     except (OSError, ValueError) as exc:
         raise CAError(f"--cert: {cert}: not a PEM certificate") from exc
     key = serialization.load_pem_private_key(pending.read_bytes(), password=None)
-    spki = serialization.PublicFormat.SubjectPublicKeyInfo
-    if (signed.public_key().public_bytes(serialization.Encoding.DER, spki)
-            != key.public_key().public_bytes(serialization.Encoding.DER, spki)):
+    if not same_key(signed.public_key(), key.public_key()):
         raise CAError(f"--cert: {cert} is not for the key pending in {out} (another request's certificate?)")
     os.replace(pending, out / OUT_KEY)
     write_file(out / OUT_CERT, pem, mode=0o644)
@@ -300,7 +298,7 @@ def issue(directory: Path, *, cluster: str, out: Path, days: int = CLUSTER_DAYS,
     write_file(out / OUT_KEY, _key_pem(key), mode=0o600)
     write_file(out / OUT_CA, ca_cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
     write_file(out / OUT_CERT, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
-    return Issued(cert.serial_number, cluster, cert.not_valid_after_utc.isoformat())
+    return Issued(cert.serial_number, cluster, not_after(cert).isoformat())
 
 
 def revoke(directory: Path, *, cluster: str) -> tuple[int, list[Issued]]:

@@ -19,9 +19,14 @@ from peer.runtime.lazyimport import lazy
 
 if TYPE_CHECKING:
     from cryptography import exceptions, x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 else:  # loaded on first use: an agent without TLS never pays for cryptography (peer.runtime.lazyimport)
     exceptions = lazy("cryptography.exceptions")
     x509 = lazy("cryptography.x509")
+    ec = lazy("cryptography.hazmat.primitives.asymmetric.ec")
+    ed25519 = lazy("cryptography.hazmat.primitives.asymmetric.ed25519")
+    serialization = lazy("cryptography.hazmat.primitives.serialization")
 
 from peer.errors import InvalidKind
 
@@ -70,16 +75,58 @@ def load_cert(pem: bytes, *, what: str) -> x509.Certificate:
         raise TrustError(f"{what}: not a PEM certificate") from exc
 
 
+# Two releases of pyca/cryptography are supported: PyPI's (42 and newer) and Debian 12's
+# python3-cryptography (38), which `make venv` prefers where it is installed because it links
+# the system's OpenSSL, the one Python's own `ssl` already maps, where PyPI's wheel carries a
+# second, static copy (about 5 MB more RSS per agent; issues 16 and 18). Version 38 lacks the
+# timezone-aware validity dates and `verify_directly_issued_by`; these helpers give both.
+
+def not_after(cert: x509.Certificate) -> dt.datetime:
+    """The end of the certificate's validity, timezone-aware (UTC)."""
+    aware: dt.datetime | None = getattr(cert, "not_valid_after_utc", None)
+    return aware if aware is not None else cert.not_valid_after.replace(tzinfo=dt.timezone.utc)
+
+
+def not_before(cert: x509.Certificate) -> dt.datetime:
+    """The start of the certificate's validity, timezone-aware (UTC)."""
+    aware: dt.datetime | None = getattr(cert, "not_valid_before_utc", None)
+    return aware if aware is not None else cert.not_valid_before.replace(tzinfo=dt.timezone.utc)
+
+
+def same_key(a: Any, b: Any) -> bool:
+    """Two public keys are the same key (version 38's key objects do not compare by value)."""
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    return bool(a.public_bytes(serialization.Encoding.DER, spki) == b.public_bytes(serialization.Encoding.DER, spki))
+
+
+def _verify_issued_by(cert: x509.Certificate, ca: x509.Certificate) -> None:
+    """`cert.verify_directly_issued_by(ca)`, or the same checks where cryptography predates it:
+    the issuer is the CA's subject and the CA's key made the signature over the TBS bytes."""
+    verify = getattr(cert, "verify_directly_issued_by", None)
+    if verify is not None:
+        verify(ca)
+        return
+    if cert.issuer != ca.subject:
+        raise ValueError("issuer name does not match the CA's subject")
+    key = ca.public_key()
+    if isinstance(key, ec.EllipticCurvePublicKey) and cert.signature_hash_algorithm is not None:
+        key.verify(cert.signature, cert.tbs_certificate_bytes, ec.ECDSA(cert.signature_hash_algorithm))
+    elif isinstance(key, ed25519.Ed25519PublicKey):
+        key.verify(cert.signature, cert.tbs_certificate_bytes)
+    else:
+        raise TypeError(f"unsupported CA key type {type(key).__name__}")
+
+
 def check_issued_by(cert: x509.Certificate, ca: x509.Certificate, *, what: str) -> None:
     """The certificate's signature is the CA's (TrustError otherwise)."""
     try:
-        cert.verify_directly_issued_by(ca)
+        _verify_issued_by(cert, ca)
     except (ValueError, TypeError, exceptions.InvalidSignature) as exc:
         raise TrustError(f"{what}: not issued by the federation CA {ca.subject.rfc4514_string()}") from exc
 
 
 def expires_in(cert: x509.Certificate, *, now: dt.datetime) -> float:
-    return (cert.not_valid_after_utc - now).total_seconds()
+    return (not_after(cert) - now).total_seconds()
 
 
 @dataclass(frozen=True)

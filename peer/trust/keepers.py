@@ -27,7 +27,6 @@ founder alone, and losing that site then stops enrolment, renewal and revocation
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import hashlib
 import logging
@@ -43,9 +42,10 @@ from aiohttp import web
 from peer.peering.client import PeerClient, PeerError, msgpack_response, read_msgpack
 from peer.peering.wire import PeerWireError
 from peer.runtime.lazyimport import lazy
+from peer.runtime.waiting import wait_set
 from peer.trust import ca
 from peer.trust.auto import CA_DIR, holders_of, save_holders
-from peer.trust.certs import TrustError, load_crl
+from peer.trust.certs import TrustError, load_crl, not_before, same_key
 from peer.trust.keeping import CaId, deputies, lone, merge_index, older_ca, revoke_listed
 
 if TYPE_CHECKING:
@@ -105,8 +105,7 @@ class CaKeepers:
     # -- rounds ----------------------------------------------------------------------------
     async def run(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._poked.wait(), timeout=SYNC_EVERY)
+            await wait_set(self._poked, SYNC_EVERY)
             self._poked.clear()
             await self.round()
 
@@ -263,7 +262,7 @@ def _matching_key(key_pem: bytes, ca_cert: x509.Certificate) -> bytes:
         key = serialization.load_pem_private_key(key_pem, password=None)
     except (ValueError, TypeError) as exc:
         raise TrustError("ca_key: not a PEM private key") from exc
-    if key.public_key() != ca_cert.public_key():
+    if not same_key(key.public_key(), ca_cert.public_key()):
         raise TrustError("ca_key: does not match the federation CA's certificate")
     return key_pem
 
@@ -273,4 +272,4 @@ def _now() -> str:
 
 
 def ca_id_of(cert: x509.Certificate) -> CaId:
-    return CaId(int(cert.not_valid_before_utc.timestamp()), cert.fingerprint(hashes.SHA256()).hex()[:8])
+    return CaId(int(not_before(cert).timestamp()), cert.fingerprint(hashes.SHA256()).hex()[:8])

@@ -22,7 +22,7 @@ import asyncio
 import datetime as dt
 import ipaddress
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +32,8 @@ from peer.runtime.lazyimport import lazy
 from peer.peering.client import PeerClient, PeerError, msgpack_response, read_msgpack
 from peer.peering.wire import PeerWireError
 from peer.trust import ca
-from peer.trust.certs import TrustError, check_issued_by, cluster_of, cluster_of_peercert, load_cert
+from peer.trust.certs import (TrustError, check_issued_by, cluster_of, cluster_of_peercert, load_cert, not_after,
+                              not_before, same_key)
 from peer.trust.identity import Identity
 
 if TYPE_CHECKING:
@@ -92,8 +93,9 @@ def _ips_of_peercert(peercert: dict[str, Any] | None) -> list[Any]:
 
 class Renewer:
     def __init__(self, *, identity: Identity, client: PeerClient, here: str, members: Members,
-                 ca_dir: Path | None) -> None:
+                 ca_dir: Path | None, renewed: Callable[[], Awaitable[object]] | None = None) -> None:
         self.identity = identity
+        self.renewed = renewed  # told after each renewal (the agent offers the new certificate to every member)
         self.client = client
         self.here = here
         self.members = members
@@ -106,13 +108,13 @@ class Renewer:
             cert = load_cert(cert_path.read_bytes(), what="--cert")
         except (OSError, TrustError):
             return False
-        return due(cert.not_valid_before_utc, cert.not_valid_after_utc, now=dt.datetime.now(dt.timezone.utc))
+        return due(not_before(cert), not_after(cert), now=dt.datetime.now(dt.timezone.utc))
 
     async def run(self) -> None:
         while True:
             await asyncio.sleep(CHECK_EVERY)
-            if self._due():
-                await self.renew_once()
+            if self._due() and await self.renew_once() and self.renewed is not None:
+                await self.renewed()
 
     async def renew_once(self) -> bool:
         """Ask for a new certificate (locally with the CA, else each live member in turn)."""
@@ -160,7 +162,7 @@ class Renewer:
         check_issued_by(cert, self.identity.ca, what=f"renewed certificate from {source}")
         if cluster_of(cert) != self.here:
             raise TrustError(f"renewed certificate from {source} names {cluster_of(cert)}, not {self.here}")
-        if cert.public_key() != key.public_key():
+        if not same_key(cert.public_key(), key.public_key()):
             raise TrustError(f"renewed certificate from {source} is not for the key sent")
         _, cert_path, key_path = self.identity.paths
         ca.write_file(key_path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
@@ -169,7 +171,7 @@ class Renewer:
         if not self.identity.reload(why=f"renewed by {source}"):
             return False
         log.warning("certificate renewed by %s: serial %x, valid until %s", source, cert.serial_number,
-                    cert.not_valid_after_utc.isoformat())
+                    not_after(cert).isoformat())
         return True
 
 

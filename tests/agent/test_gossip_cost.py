@@ -69,14 +69,17 @@ def test_a_round_never_reads_a_member_twice() -> None:
 
 @settings(deadline=None)  # a loaded 2-core machine: no per-example deadline
 @given(st.lists(names, unique=True, max_size=30), st.lists(names, unique=True, max_size=30),
-       st.integers(min_value=1, max_value=6))
+       st.integers(min_value=1, max_value=6), st.integers(min_value=1, max_value=8))
 def test_the_backstop_is_bounded_and_reaches_every_peer_in_a_cycle(sharing: list[str], others: list[str],
-                                                                     fanout: int) -> None:
+                                                                     fanout: int, others_every: int) -> None:
     others = [o for o in others if o not in sharing]
-    cycle = max(-(-len(sharing) // fanout), len(others), 1)
+    cycle = max(-(-len(sharing) // fanout), len(others) * others_every, 1)
     seen: set[str] = set()
+    others_picked = 0
     for turn in range(cycle):
-        picked = backstop_round(sharing, others, turn=turn, fanout=fanout)
+        picked = backstop_round(sharing, others, turn=turn, fanout=fanout, others_every=others_every)
         assert len(picked) <= fanout + 1 and len(set(picked)) == len(picked)
+        others_picked += len(set(picked) & set(others))
         seen |= set(picked)
     assert seen == set(sharing) | set(others)
+    assert others_picked == (-(-cycle // others_every) if others else 0)  # one every others_every rounds

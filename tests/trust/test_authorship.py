@@ -75,6 +75,23 @@ def test_the_book_is_kept_across_restarts(pki: Path) -> None:
     assert len(fourth.of("c1")) == 1 and len(fourth.of("c2")) == 1 and fourth.of("rogue") == []
 
 
+def test_two_books_agree_by_keys_sending_only_what_the_other_lacks(pki: Path) -> None:
+    """The exchange of peer/trust/spread.py: each side sends the short keys of what it holds
+    and receives only the certificates it lacks; once they agree nothing but keys crosses."""
+    ca_cert = load_cert((pki / "ca" / "ca.pem").read_bytes(), what="ca")
+    mine, theirs = CertBook(ca_cert), CertBook(ca_cert)
+    mine.add_pems([cert_of(pki, "c1")], source="test")
+    theirs.add_pems([cert_of(pki, "c2")], source="test")
+    assert len(mine.keys()) == 1 and all(len(k) == 8 for k in mine.keys())
+    assert theirs.pems_not_in(mine.keys()) == [cert_of(pki, "c2")]  # their answer: what I lack
+    assert mine.pems_not_in(theirs.keys()) == [cert_of(pki, "c1")]  # my second call: what they lack
+    assert mine.add_pems(theirs.pems_not_in(mine.keys()), source="theirs") == 1
+    assert theirs.add_pems(mine.pems_not_in(theirs.keys()), source="mine") == 1
+    assert sorted(mine.keys()) == sorted(theirs.keys())
+    assert mine.pems_not_in(theirs.keys()) == [] and theirs.pems_not_in(mine.keys()) == []
+    assert mine.pems_not_in(["junk", 7, None]) == mine.pems()  # malformed keys: everything
+
+
 def test_signatures_verify_against_the_writers_certificate(pki: Path) -> None:
     book = CertBook(load_cert((pki / "ca" / "ca.pem").read_bytes(), what="ca"))
     revoked = [NO_REVOCATIONS]
