@@ -45,14 +45,15 @@ it once any other cluster wrote on top.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
-from dataclasses import replace
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, replace
 
 import msgpack
 
 from peer.records import vclock as vc
 from peer.records.naming import base_name
 from peer.records.record import Record, encode
+from peer.trust.certs import cluster_of_peercert, serial_of_peercert
 
 DIGEST_LEN = 16
 DOMAIN = b"roam-record-stamp-v1\0"
@@ -60,6 +61,63 @@ DOMAIN = b"roam-record-stamp-v1\0"
 Stamp = tuple[bytes, bytes]  # (digest, signature)
 Sign = Callable[[bytes], bytes]  # this cluster's key over a message
 Verify = Callable[[str, bytes, bytes], str | None]  # (cluster, message, signature) -> why refused, or None
+
+
+@dataclass(frozen=True)
+class Channel:
+    """The cluster at the other end of the mTLS connection a batch of versions arrived on, as
+    its certificate (verified against the federation CA in the handshake) names it, and that
+    certificate's serial."""
+
+    cluster: str
+    serial: int
+
+
+def channel_of(peercert: dict[str, object] | None) -> Channel | None:
+    """The channel of a connection from its verified peer certificate (`getpeercert()`, empty
+    unless the handshake verified it), or None (no TLS, no certificate, none naming a cluster)."""
+    cluster, serial = cluster_of_peercert(peercert), serial_of_peercert(peercert)
+    return None if cluster is None or serial is None else Channel(cluster, serial)
+
+
+def vouches(channel: Channel | None, cluster: str, *, revoked: Callable[[int], bool],
+            distrusted: Collection[str] = ()) -> bool:
+    """Does the channel itself authenticate a stamp of `cluster` (no ECDSA check needed)? Only
+    the cluster the channel's certificate names, while that serial is not revoked and that
+    cluster has not sent a stamp that failed its later check (module docstring)."""
+    return (channel is not None and channel.cluster == cluster and cluster not in distrusted
+            and not revoked(channel.serial))
+
+
+def taken_on_channel(remote: Record, vouch: Callable[[str], bool]) -> bool:
+    """May `remote` be taken with no ECDSA check now (its stamps verified later, before it is
+    relayed)? Only if the channel vouches (`vouch`, see `vouches`) for the cluster of every
+    entry of its clock, and it has every part of the shape `refusal` demands but the
+    signatures themselves: a writer with an entry in `written`, `written` within `vclock`,
+    stamps naming clock entries once each, sorted, and a stamp for every entry. Anything
+    else goes through `refusal` as always (a relayed version, a malformed one)."""
+    writer = remote.writer
+    if writer is None or not remote.vclock.entries:
+        return False
+    if not all(vouch(vc.cluster_of(entry.node)) for entry in remote.vclock.entries):
+        return False
+    counter = vc.get_counter(remote.written, writer)
+    if counter < 1 or not vc.descends(remote.vclock, remote.written):
+        return False
+    actors = [stamp[0] for stamp in remote.stamps]
+    if actors != sorted(set(actors)) or not set(actors) <= vc.nodes(remote.vclock):
+        return False
+    stamped = set(actors)
+    if vc.get_counter(remote.vclock, writer) == counter:
+        stamped.add(writer)
+    return all(entry.node in stamped for entry in remote.vclock.entries)
+
+
+def stamp_checks(record: Record) -> list[tuple[str, bytes, bytes]]:
+    """(cluster, message, signature) of every stamp the version carries: what verifying it
+    whole means (a version `taken_on_channel`, when it is audited)."""
+    return [(vc.cluster_of(actor), stamp_message(record, actor, n, stamp[0]), stamp[1])
+            for actor, (n, stamp) in all_stamps(record).items()]
 
 
 class Refusal:
