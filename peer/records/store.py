@@ -53,9 +53,10 @@ class VersionGuard(Protocol):
     def pending(self, base: str) -> bool:
         """Some stamp of a version of this service was taken on channel authority, unverified."""
 
-    def audit(self, exclude: str | None = None) -> set[str] | None:
-        """Verify the stamps taken on channel authority (not those of `exclude`); the base
-        names of versions whose stamps failed (None: nothing to verify)."""
+    def audit(self, exclude: str | None = None, *, only: str | None = None) -> set[str] | None:
+        """Verify the stamps taken on channel authority (not those of `exclude`; of the
+        service `only`, if given); the base names of versions whose stamps failed (None:
+        nothing to verify)."""
 
 
 #: Schema migrations, applied in order; PRAGMA user_version = how many have run.
@@ -344,6 +345,8 @@ class RecordStore:
         """Store a change made here: increments this data dir's actor (`clock_actor`) in the
         clock (see merge.local_write)."""
         actor = self.clock_actor(here)
+        if self.guard is not None and self.guard.pending(base_name(record.name)):
+            self.audit(only=base_name(record.name))  # (never write on top of a stamp not verified)
         with self._tx() as cur:
             previous = self._get(cur, record.name)
             stored = local_write(previous, record, here=here, now=now, actor=actor)
@@ -414,16 +417,17 @@ class RecordStore:
         for name in changing:
             self._before_vouched[name] = rows.get(name)
 
-    def audit(self, exclude: str | None = None) -> list[str]:
+    def audit(self, exclude: str | None = None, *, only: str | None = None) -> list[str]:
         """Before versions are relayed (to any peer but `exclude`): the guard verifies the
         stamps taken on channel authority; where one proves false, the names of that service
         get back the rows they held before such versions changed them (in one transaction),
         so what a third party would refuse is neither relayed nor kept (no endless re-sending,
-        no replica stuck apart). Versions built here on top of the false one go with it: no
-        honest cluster could take them either. The names put back."""
+        no replica stuck apart). Versions merged here on top of the false one since go with it (the
+        peers that sent them send them again); no local write is among them (`put_local`
+        audits its service first). The names put back."""
         if self.guard is None:
             return []
-        failed = self.guard.audit(exclude)
+        failed = self.guard.audit(exclude, only=only)
         restored: list[str] = []
         if failed is None:
             return restored

@@ -245,7 +245,7 @@ class RecordGuard:
         and not verified yet?"""
         return base in self._bases
 
-    def audit(self, exclude: str | None = None) -> set[str] | None:
+    def audit(self, exclude: str | None = None, *, only: str | None = None) -> set[str] | None:
         """Verify the stamps taken on channel authority (all but those of `exclude`: the peer
         about to receive them back knows its own), on two threads like `prepare`; called
         before versions are relayed. A stamp that does not verify means its cluster sent a
@@ -253,10 +253,11 @@ class RecordGuard:
         sends is verified from then on) and the base names of those versions are returned,
         for the store to put back what it held before (RecordStore.audit). A stamp whose
         certificate is not known yet stays pending; one of a cluster revoked since counts as
-        history (signing.py). None if there was nothing to verify."""
+        history (signing.py). None if there was nothing to verify. `only`: the versions of that
+        service (base name) alone (before a local write on top of them)."""
         with self._lock:
             wanted = [(cluster, key, base, item) for cluster, held in self._pending.items() if cluster != exclude
-                      for key, (base, item) in held.items()]
+                      for key, (base, item) in held.items() if only is None or base == only]
         if not wanted:
             return None
         expanded = [signing.stamp_checks(item) if isinstance(item, Record) else [(cluster, *item)]

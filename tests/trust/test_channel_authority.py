@@ -189,3 +189,23 @@ def test_a_false_own_stamp_is_undone_before_it_is_relayed_and_its_sender_checked
         newer = s1.put_local(replace(honest, location="c1"), here="c1", now=3.0)
         assert s2.apply_remote_many([newer], here="c2", channel=channel)[0].changed
         assert not g2.pending("web")
+
+
+def test_a_local_write_is_never_built_on_a_stamp_not_verified(pki: Path) -> None:
+    """A write here on top of a version taken on channel authority verifies that version
+    first: a false one is undone, and the write goes on top of what was held before."""
+    book = book_of(pki)
+    g1, _ = guard(pki, "c1", book, [NO_REVOCATIONS])
+    g2, refusals = guard(pki, "c2", book, [NO_REVOCATIONS])
+    with RecordStore.open(pki / "c1.db") as s1, RecordStore.open(pki / "c2.db") as s2:
+        s1.guard, s2.guard = g1, g2
+        honest = s1.put_local(record(), here="c1", now=1.0)
+        assert s2.apply_remote(honest, here="c2").changed
+        actor = s1.clock_actor("c1")
+        stored = local_write(honest, replace(honest, location="c2"), here="c1", now=2.0, actor=actor)
+        false = signing.sign_write(honest, stored, actor=actor, sign=lambda m: b"\x30\x06\x02\x01\x01\x02\x01\x01")
+        assert s2.apply_remote_many([false], here="c2", channel=Channel("c1", serial(pki, "c1")))[0].changed
+        mine = s2.put_local(replace(honest, instance="127.0.151.20:8000"), here="c2", now=3.0)
+        assert count(refusals, "channel-bad-signature") == 1 and mine.location == honest.location
+        assert vc.descends(mine.vclock, honest.vclock) and not vc.descends(mine.vclock, false.vclock)
+        assert s1.apply_remote(mine, here="c1").changed, "c1 takes c2's write: every stamp in it verifies"
