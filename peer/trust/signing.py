@@ -179,9 +179,14 @@ def all_stamps(record: Record, own: tuple[str, int, Stamp] | None = None) -> dic
 def _normal(record: Record, stamps: dict[str, tuple[int, Stamp]]) -> tuple[tuple[str, bytes, bytes], ...]:
     """The `stamps` field: one per clock entry, but the one the version's signature vouches for."""
     counters = vc.counters(record.vclock)
-    own = own_stamp(record)
+    own = _own_entry(record)
     return tuple((actor, s[0], s[1]) for actor, (n, s) in sorted(stamps.items())
-                 if counters.get(actor) == n and not (own is not None and own[0] == actor and own[1] == n))
+                 if counters.get(actor) == n and (actor, n) != own)
+
+
+def _own_entry(record: Record) -> tuple[str, int] | None:
+    """`own_stamp`'s (writer, counter) without the content digest (a hash of the whole content)."""
+    return None if record.writer is None else (record.writer, vc.get_counter(record.written, record.writer))
 
 
 def sign_write(previous: Record | None, stored: Record, *, actor: str, sign: Sign) -> Record:
@@ -197,16 +202,35 @@ def sign_write(previous: Record | None, stored: Record, *, actor: str, sign: Sig
 
 def joined(a: Record, b: Record, merged: Record) -> Record:
     """`merged` (the winner's content under the joined clock of `a` and `b`) with its stamps:
-    per entry the stamp of the side at that counter, the smaller bytes if both are."""
+    per entry the stamp of the side at that counter, the smaller bytes if both are. A side's
+    own stamp is hashed (`body_digest`) only if it is needed: for a tie, or because it goes
+    into the merged version's `stamps` (issue 16: most conflicts need one hash, not three)."""
     if a.writer is None and b.writer is None and not a.stamps and not b.stamps:
         return merged  # unsigned (no identity): unchanged
-    pooled: dict[str, tuple[int, Stamp]] = {}
+    pooled: dict[str, tuple[int, Stamp | None, Record]] = {}  # None: the record's own stamp, not hashed yet
     for side in (a, b):
-        for actor, (n, stamp) in all_stamps(side).items():
+        counters = vc.counters(side.vclock)
+        entries: dict[str, tuple[int, Stamp | None]] = {
+            actor: (counters.get(actor, 0), (digest, sig)) for actor, digest, sig in side.stamps}
+        own = _own_entry(side)
+        if own is not None and counters.get(own[0]) == own[1]:
+            entries[own[0]] = (own[1], None)
+        for actor, (n, stamp) in entries.items():
             have = pooled.get(actor)
-            if have is None or n > have[0] or (n == have[0] and stamp < have[1]):
-                pooled[actor] = (n, stamp)
-    return replace(merged, stamps=_normal(merged, pooled))
+            if have is None or n > have[0]:
+                pooled[actor] = (n, stamp, side)
+            elif n == have[0]:
+                mine, theirs = _stamp_of(stamp, side), _stamp_of(have[1], have[2])
+                pooled[actor] = (n, mine, side) if mine < theirs else (n, theirs, have[2])
+    counters = vc.counters(merged.vclock)
+    own = _own_entry(merged)
+    stamps = tuple((actor, *_stamp_of(stamp, side)) for actor, (n, stamp, side) in sorted(pooled.items())
+                   if counters.get(actor) == n and (actor, n) != own)
+    return replace(merged, stamps=stamps)
+
+
+def _stamp_of(stamp: Stamp | None, side: Record) -> Stamp:
+    return stamp if stamp is not None else (body_digest(side), side.signature)
 
 
 def refusal(remote: Record, held: Record | None, *, verify: Verify) -> Refusal | None:
