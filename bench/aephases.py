@@ -107,6 +107,8 @@ async def ticker(stalls: list[float], stop: asyncio.Event) -> None:
 
 async def one(title: str, n: int, tmp: Path, clock: PhaseClock) -> tuple[float, dict[str, float], float]:
     """One round: its wall time, the time of each phase and the loop's longest stall (s)."""
+    if ae.GUARDS:
+        ae.fresh_guards()
     a = ae.Side("a", ae.ADDRS[0], tmp / f"{title}-a.db")
     b = ae.Side("b", ae.ADDRS[1], tmp / f"{title}-b.db")
     await a.start()

@@ -111,13 +111,25 @@ def make_guards(tmp: Path, *, tls: bool) -> None:
     book = CertBook(load_cert((tmp / "ca" / "ca.pem").read_bytes(), what="ca"))
     for name in ("a", "b"):
         book.add(load_cert((tmp / name / "cluster.pem").read_bytes(), what=name))
-    refusals = Counter("refused", "refused", ["reason"], registry=CollectorRegistry())
     for name in ("a", "b"):
-        key = serialization.load_pem_private_key((tmp / name / "cluster.key").read_bytes(), password=None)
-        GUARDS[name] = RecordGuard(key=lambda k=key: k, book=book, revocations=lambda: NO_REVOCATIONS,
-                                   refusals=refusals)
+        KEYS[name] = serialization.load_pem_private_key((tmp / name / "cluster.key").read_bytes(), password=None)
         if tls:
             TLS[name] = SideTLS(tmp, name)
+    BOOK.append(book)
+    fresh_guards()
+
+
+KEYS: dict[str, object] = {}
+BOOK: list[CertBook] = []
+
+
+def fresh_guards() -> None:
+    """New guards for a scenario (its stores are new too): nothing checked, cached or taken on
+    a channel's authority by an earlier scenario carries over."""
+    refusals = Counter("refused", "refused", ["reason"], registry=CollectorRegistry())
+    for name, key in KEYS.items():
+        GUARDS[name] = RecordGuard(key=lambda k=key: k, book=BOOK[-1], revocations=lambda: NO_REVOCATIONS,
+                                   refusals=refusals)
 
 
 class Side:
@@ -166,6 +178,8 @@ Setup = Callable[["Side", "Side", int], None]
 
 
 async def scenario(title: str, n: int, tmp: Path, setup: Setup) -> tuple[str, SyncStats, bool, float]:
+    if GUARDS:
+        fresh_guards()
     a = Side("a", ADDRS[0], tmp / f"{title}-a.db")
     b = Side("b", ADDRS[1], tmp / f"{title}-b.db")
     await a.start()

@@ -55,7 +55,7 @@ CACHE_MAX = 200_000
 PARALLEL_MIN = 16  # signatures to check in a batch before `prepare` splits them over two threads
 LOG_EVERY = 10.0
 MAX_OFFERED = 256  # certificates taken from one exchange
-PENDING_MAX = 100_000  # stamps taken on channel authority awaiting `audit`; past it, versions are checked at once
+PENDING_MAX = 25_000  # versions or stamps taken on channel authority awaiting `audit` (about 2 KB each); past it, checked at once
 
 
 Pending = Record | tuple[bytes, bytes]  # taken on channel authority: a whole version, or one stamp
