@@ -423,8 +423,8 @@ class RecordStore:
         get back the rows they held before such versions changed them (in one transaction),
         so what a third party would refuse is neither relayed nor kept (no endless re-sending,
         no replica stuck apart). Versions merged here on top of the false one since go with it (the
-        peers that sent them send them again); no local write is among them (`put_local`
-        audits its service first). The names put back."""
+        peers that sent them send them again); a local write is not built on one (`put_local`
+        audits its service just before it writes). The names put back."""
         if self.guard is None:
             return []
         failed = self.guard.audit(exclude, only=only)
