@@ -194,7 +194,7 @@ class RecordGuard:
         pending until `audit` verifies them."""
         taken: list[tuple[str, bytes, bytes]] = []
         vouch = self._vouch(channel)
-        if channel is not None and signing.taken_on_channel(remote, vouch):
+        if channel is not None and signing.taken_on_channel(remote, vouch, held):
             self._hold([(channel.cluster, (remote.name, remote.signature, remote.stamps), remote)],
                        base_name(remote.name))
             return False
@@ -271,7 +271,8 @@ class RecordGuard:
         failed: set[str] = set()
         for (cluster, key, base, _), group in zip(wanted, expanded):
             whys = [self._verify(*check) for check in group]  # (cached when it held: failures are checked again)
-            why = next((w for w in whys if w is not None and w.startswith("bad-signature")), None)
+            false = [(check[0], w) for check, w in zip(group, whys) if w is not None and w.startswith("bad-signature")]
+            why = false[0][1] if false else None
             if why is None and any(w is not None and w.startswith("unknown-cert") for w in whys):
                 continue  # (checked again at the next audit, once the certificate is known)
             with self._lock:
@@ -285,6 +286,7 @@ class RecordGuard:
                     del self._bases[base]
             if why is not None:
                 failed.add(base)
+                cluster = false[0][0]  # (the false stamp's own: a version may carry one held here already)
                 self.distrusted.add(cluster)
                 self.refused_total += 1
                 self.refusals.labels(reason="channel-bad-signature").inc()

@@ -89,17 +89,17 @@ def vouches(channel: Channel | None, cluster: str, *, revoked: Callable[[int], b
             and not revoked(channel.serial))
 
 
-def taken_on_channel(remote: Record, vouch: Callable[[str], bool]) -> bool:
+def taken_on_channel(remote: Record, vouch: Callable[[str], bool], held: Record | None = None) -> bool:
     """May `remote` be taken with no ECDSA check now (its stamps verified later, before it is
-    relayed)? Only if the channel vouches (`vouch`, see `vouches`) for the cluster of every
-    entry of its clock, and it has every part of the shape `refusal` demands but the
-    signatures themselves: a writer with an entry in `written`, `written` within `vclock`,
-    stamps naming clock entries once each, sorted, and a stamp for every entry. Anything
-    else goes through `refusal` as always (a relayed version, a malformed one)."""
+    relayed)? Only if every entry of its clock is either vouched for by the channel (`vouch`,
+    see `vouches`) or one `refusal` would not check against `held` (what the receiver holds
+    under that name: an entry its own counter wins, or the same stamp it holds), and it has
+    every part of the shape `refusal` demands but the signatures themselves: a writer with an
+    entry in `written`, `written` within `vclock`, stamps naming clock entries once each,
+    sorted, and a stamp for every entry. Anything else goes through `refusal` as always (a
+    relayed version, a malformed one)."""
     writer = remote.writer
     if writer is None or not remote.vclock.entries:
-        return False
-    if not all(vouch(vc.cluster_of(entry.node)) for entry in remote.vclock.entries):
         return False
     counter = vc.get_counter(remote.written, writer)
     if counter < 1 or not vc.descends(remote.vclock, remote.written):
@@ -110,7 +110,31 @@ def taken_on_channel(remote: Record, vouch: Callable[[str], bool]) -> bool:
     stamped = set(actors)
     if vc.get_counter(remote.vclock, writer) == counter:
         stamped.add(writer)
-    return all(entry.node in stamped for entry in remote.vclock.entries)
+    if not all(entry.node in stamped for entry in remote.vclock.entries):
+        return False
+    same = held if held is not None and held.incarnation == remote.incarnation else None
+    for entry in remote.vclock.entries:
+        if vouch(vc.cluster_of(entry.node)):
+            continue
+        if same is None:
+            return False
+        theirs = vc.get_counter(same.vclock, entry.node)
+        if theirs > entry.counter:
+            continue  # (the receiver's own entry wins the merge: `refusal` skips it)
+        if theirs < entry.counter or _stamp_at(same, entry.node, theirs) != _stamp_at(remote, entry.node,
+                                                                                   entry.counter):
+            return False
+    return True
+
+
+def _stamp_at(record: Record, actor: str, counter: int) -> Stamp | None:
+    """The stamp `record` carries for `actor`'s write `counter` (as `all_stamps` has it)."""
+    if actor == record.writer and vc.get_counter(record.written, actor) == counter:
+        return body_digest(record), record.signature
+    for name, digest, signature in record.stamps:
+        if name == actor:
+            return digest, signature
+    return None
 
 
 def stamp_checks(record: Record) -> list[tuple[str, bytes, bytes]]:

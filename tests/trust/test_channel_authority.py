@@ -67,6 +67,35 @@ def test_taken_on_channel_only_what_the_channel_alone_wrote_and_well_formed(
         assert not signing.taken_on_channel(unstamped, lambda cluster: True)  # an entry without its stamp
 
 
+@settings(max_examples=200, deadline=None)
+@given(ops, names, names, names)
+def test_taken_against_what_is_held_only_what_the_rule_would_not_check(
+        program: list[tuple[str, str, str, str]], sender: str, receiver: str, on: str) -> None:
+    """With what the receiver holds: a version is taken on the channel only if `refusal`
+    would take it when every stamp it checks is either the channel's or one the receiver
+    holds already (checked when it came), so the channel never stands in for a third cluster."""
+    held: dict[str, Record | None] = {c: None for c in CLUSTERS}
+    now = 1000.0
+    for op, a, b, loc in program:
+        now += 1
+        if op == "write":
+            held[a] = write(held[a], a, location=loc, now=now)
+        elif (sent := held[a]) is not None and a != b:
+            held[b] = accept(held[b], sent, b)
+    remote, mine = held[sender], held[receiver]
+    if remote is None:
+        return
+    vouch = (lambda cluster: cluster == on)
+    if signing.taken_on_channel(remote, vouch, mine):
+        known = {(m, sig) for _, m, sig in signing.stamp_checks(mine)} if mine is not None else set()
+
+        def only_the_channel(cluster: str, message: bytes, signature: bytes) -> str | None:
+            ok = vouch(cluster) or (message, signature) in known
+            return None if ok else "bad-signature: a third cluster's new stamp was checked"
+
+        assert signing.refusal(remote, mine, verify=only_the_channel) is None
+
+
 def test_false_stamps_fail_the_rules_when_checked() -> None:
     """(The audit's premise: what the channel vouched for is checked by the same rules.)"""
     v = write(None, "c1", location="c1", now=1.0)
