@@ -91,9 +91,10 @@ def vouches(channel: Channel | None, cluster: str, *, revoked: Callable[[int], b
 
 def taken_on_channel(remote: Record, vouch: Callable[[str], bool], held: Record | None = None) -> bool:
     """May `remote` be taken with no ECDSA check now (its stamps verified later, before it is
-    relayed)? Only if every entry of its clock is either vouched for by the channel (`vouch`,
-    see `vouches`) or one `refusal` would not check against `held` (what the receiver holds
-    under that name: an entry its own counter wins, or the same stamp it holds), and it has
+    relayed)? Only if its content's stamp is vouched for by the channel (`vouch`, see
+    `vouches`) or is the very stamp the receiver holds (`held`, what it holds under that name),
+    every entry of its clock is either vouched for or one `refusal` would not check (an entry
+    the receiver's own counter wins, or the same stamp it holds), and it has
     every part of the shape `refusal` demands but the signatures themselves: a writer with an
     entry in `written`, `written` within `vclock`, stamps naming clock entries once each,
     sorted, and a stamp for every entry. Anything else goes through `refusal` as always (a
@@ -113,6 +114,10 @@ def taken_on_channel(remote: Record, vouch: Callable[[str], bool], held: Record 
     if not all(entry.node in stamped for entry in remote.vclock.entries):
         return False
     same = held if held is not None and held.incarnation == remote.incarnation else None
+    if not vouch(vc.cluster_of(writer)):  # the content's own stamp: the same one held, or checked
+        if same is None or vc.get_counter(same.vclock, writer) != counter \
+                or _stamp_at(same, writer, counter) != (body_digest(remote), remote.signature):
+            return False
     for entry in remote.vclock.entries:
         if vouch(vc.cluster_of(entry.node)):
             continue

@@ -96,6 +96,17 @@ def test_taken_against_what_is_held_only_what_the_rule_would_not_check(
         assert signing.refusal(remote, mine, verify=only_the_channel) is None
 
 
+def test_content_under_another_writers_dominated_entry_is_never_taken_on_the_channel() -> None:
+    """c2 relays c1's old version with its content changed and an entry of its own on top: the
+    receiver's newer c1 entry wins the clock, but the content is c1's to vouch for: checked."""
+    v1 = write(None, "c1", location="c1", now=1.0)
+    v2 = write(v1, "c1", location="c1", now=2.0)
+    lifted = vc.increment(v1.vclock, "c2", timestamp=3.0)
+    forged = replace(v1, location="c2", vclock=lifted, stamps=(("c2", b"d" * 16, b"whatever c2 says"),))
+    assert not signing.taken_on_channel(forged, lambda cluster: cluster == "c2", v2)
+    assert signing.refusal(forged, v2, verify=verifier()) is not None
+
+
 def test_false_stamps_fail_the_rules_when_checked() -> None:
     """(The audit's premise: what the channel vouched for is checked by the same rules.)"""
     v = write(None, "c1", location="c1", now=1.0)
