@@ -16,7 +16,7 @@ up to more than the wall time. `loop stall` is the longest the event loop did no
 ticker during the round. A timer costs about a microsecond a call: the round runs slower here
 than in bench/antientropy.py.
 
-Usage: .venv/bin/python bench/aephases.py [--records 10000] [--runs 3] [--signed] [--addr A B] [SCENARIO...]
+Usage: .venv/bin/python bench/aephases.py [--records 10000] [--runs 3] [--signed [--plain-http]] [--addr A B] [SCENARIO...]
 (phases: medians over the runs; round and stall: median (min-max))
 """
 from __future__ import annotations
@@ -91,7 +91,7 @@ def instrument(clock: PhaseClock) -> None:
                  "tombstone_digests", "get_many"):
         setattr(rs, name, clock.wrap("sqlite", getattr(rs, name)))
     guard = authorship.RecordGuard
-    for name in ("refused", "prepare"):
+    for name in ("refused", "prepare", "audit"):
         if hasattr(guard, name):
             setattr(guard, name, clock.wrap("signature checks", getattr(guard, name)))
 
@@ -107,6 +107,8 @@ async def ticker(stalls: list[float], stop: asyncio.Event) -> None:
 
 async def one(title: str, n: int, tmp: Path, clock: PhaseClock) -> tuple[float, dict[str, float], float]:
     """One round: its wall time, the time of each phase and the loop's longest stall (s)."""
+    if ae.GUARDS:
+        ae.fresh_guards()
     a = ae.Side("a", ae.ADDRS[0], tmp / f"{title}-a.db")
     b = ae.Side("b", ae.ADDRS[1], tmp / f"{title}-b.db")
     await a.start()
@@ -128,14 +130,15 @@ async def one(title: str, n: int, tmp: Path, clock: PhaseClock) -> tuple[float, 
     return stats.seconds, spent, max(stalls, default=0.0)
 
 
-async def main(n: int, titles: list[str], signed: bool, runs: int) -> None:
+async def main(n: int, titles: list[str], signed: bool, runs: int, plain_http: bool = False) -> None:
     logging.getLogger("peer.records").setLevel(logging.ERROR)
     clock = PhaseClock()
     instrument(clock)
-    print(f"anti-entropy phases (ms), {n} records{', signed' if signed else ''}; {ae.machine_line()}")
+    print(f"anti-entropy phases (ms), {n} records{', signed' if signed else ''}"
+          f"{', plain HTTP' if signed and plain_http else ', mTLS' if signed else ''}; {ae.machine_line()}")
     with tempfile.TemporaryDirectory(prefix="roam-bench-aephases-") as tmp:
         if signed:
-            ae.make_guards(Path(tmp))
+            ae.make_guards(Path(tmp), tls=not plain_http)
         for title in titles:
             results = [await one(f"{title}", n, Path(tmp) / str(run), clock) for run in range(runs)]
             wall = Spread.of([r[0] for r in results])
@@ -151,11 +154,12 @@ if __name__ == "__main__":
     parser.add_argument("--records", type=int, default=10_000)
     parser.add_argument("--addr", nargs=2, default=ae.ADDRS)
     parser.add_argument("--signed", action="store_true")
+    parser.add_argument("--plain-http", action="store_true", help="with --signed: no TLS, every stamp checked")
     parser.add_argument("--runs", type=int, default=3, help="rounds per scenario (medians printed)")
     args = parser.parse_args()
     ae.ADDRS[:] = args.addr
     try:  # as bench/antientropy.py
         import uvloop
-        uvloop.run(main(args.records, args.scenarios, args.signed, args.runs))
+        uvloop.run(main(args.records, args.scenarios, args.signed, args.runs, args.plain_http))
     except ImportError:
-        asyncio.run(main(args.records, args.scenarios, args.signed, args.runs))
+        asyncio.run(main(args.records, args.scenarios, args.signed, args.runs, args.plain_http))

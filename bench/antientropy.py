@@ -15,15 +15,19 @@ in this one process, so it is the round's whole work, which a busy neighbour doe
 as much as the wall time).
 
 With --signed both sides run with a per-cluster identity (issue 19): every version is signed
-by its writer (peer/trust/signing.py) and every received one checked before it is merged.
+by its writer (peer/trust/signing.py) and the peers talk mTLS as agents do, so the sender's own
+stamps are taken on the channel's authority (signing.vouches) and every other one is checked
+before it is merged; --signed --plain-http runs without TLS, where every received stamp is
+checked (the cost before channel authority, or of versions relayed by a third cluster).
 
-Usage: .venv/bin/python bench/antientropy.py [--records 10000] [--runs 3] [--signed] [--addr 127.0.3.40 127.0.3.41]
+Usage: .venv/bin/python bench/antientropy.py [--records 10000] [--runs 3] [--signed [--plain-http]] [--addr 127.0.3.40 127.0.3.41]
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
+import ssl
 import sys
 import tempfile
 import time
@@ -70,6 +74,28 @@ def created(name: str, *, home: str, location: str, now: float) -> Record:
 
 
 GUARDS: dict[str, RecordGuard] = {}  # --signed: each side's guard (signs its writes, checks what it receives)
+TLS: dict[str, "SideTLS"] = {}  # --signed without --plain-http: each side's mTLS contexts
+
+
+class SideTLS:
+    """A side's contexts as an agent's identity makes them (peer/trust/identity.py): its
+    certificate both ways, the federation CA's verified, a client certificate required."""
+
+    def __init__(self, tmp: Path, name: str) -> None:
+        pair = (tmp / name / "cluster.pem", tmp / name / "cluster.key")
+        self.server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.server.verify_mode = ssl.CERT_REQUIRED
+        self.client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        self.client.check_hostname = False  # (as an agent's `member` context: the chain is verified)
+        for ctx in (self.server, self.client):
+            ctx.load_cert_chain(*pair)
+            ctx.load_verify_locations(cafile=str(tmp / "ca" / "ca.pem"))
+
+    def client_ssl(self, base_url: str) -> tuple[ssl.SSLContext, str | None]:
+        return self.client, None
+
+    def server_refusal(self, peercert: dict[str, object] | None, url: str) -> str | None:
+        return None  # (no revocation list in this bench)
 
 
 def signed_by(cluster: str, previous: Record | None, stored: Record) -> Record:
@@ -77,7 +103,7 @@ def signed_by(cluster: str, previous: Record | None, stored: Record) -> Record:
     return stored if guard is None else guard.sign(previous, stored, actor=cluster)
 
 
-def make_guards(tmp: Path) -> None:
+def make_guards(tmp: Path, *, tls: bool) -> None:
     """A CA and a certificate for `a` and `b`, as `roam ca` makes them."""
     ca.init(tmp / "ca")
     for name in ("a", "b"):
@@ -85,10 +111,24 @@ def make_guards(tmp: Path) -> None:
     book = CertBook(load_cert((tmp / "ca" / "ca.pem").read_bytes(), what="ca"))
     for name in ("a", "b"):
         book.add(load_cert((tmp / name / "cluster.pem").read_bytes(), what=name))
-    refusals = Counter("refused", "refused", ["reason"], registry=CollectorRegistry())
     for name in ("a", "b"):
-        key = serialization.load_pem_private_key((tmp / name / "cluster.key").read_bytes(), password=None)
-        GUARDS[name] = RecordGuard(key=lambda k=key: k, book=book, revocations=lambda: NO_REVOCATIONS,
+        KEYS[name] = serialization.load_pem_private_key((tmp / name / "cluster.key").read_bytes(), password=None)
+        if tls:
+            TLS[name] = SideTLS(tmp, name)
+    BOOK.append(book)
+    fresh_guards()
+
+
+KEYS: dict[str, object] = {}
+BOOK: list[CertBook] = []
+
+
+def fresh_guards() -> None:
+    """New guards for a scenario (its stores are new too): nothing checked, cached or taken on
+    a channel's authority by an earlier scenario carries over."""
+    refusals = Counter("refused", "refused", ["reason"], registry=CollectorRegistry())
+    for name, key in KEYS.items():
+        GUARDS[name] = RecordGuard(key=lambda k=key: k, book=BOOK[-1], revocations=lambda: NO_REVOCATIONS,
                                    refusals=refusals)
 
 
@@ -97,7 +137,8 @@ class Side:
         self.name, self.ip = name, ip
         self.store = RecordStore.open(path)
         self.store.guard = GUARDS.get(name)
-        self.client = PeerClient(SECRET)
+        self.tls = TLS.get(name)
+        self.client = PeerClient(SECRET, sender=name, tls=self.tls)
         self.outcomes = 0
 
         async def on_outcome(outcome: MergeOutcome) -> None:
@@ -112,9 +153,9 @@ class Side:
         self.ae.add_routes(app)
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
-        await web.TCPSite(self.runner, self.ip, 0).start()
+        await web.TCPSite(self.runner, self.ip, 0, ssl_context=self.tls.server if self.tls else None).start()
         host, port = self.runner.addresses[0][:2]
-        self.url = f"http://{host}:{port}"
+        self.url = f"{'https' if self.tls else 'http'}://{host}:{port}"
 
     async def stop(self) -> None:
         await self.client.close()
@@ -137,6 +178,8 @@ Setup = Callable[["Side", "Side", int], None]
 
 
 async def scenario(title: str, n: int, tmp: Path, setup: Setup) -> tuple[str, SyncStats, bool, float]:
+    if GUARDS:
+        fresh_guards()
     a = Side("a", ADDRS[0], tmp / f"{title}-a.db")
     b = Side("b", ADDRS[1], tmp / f"{title}-b.db")
     await a.start()
@@ -206,17 +249,19 @@ SCENARIOS: tuple[tuple[str, Setup], ...] = (
     ("in-sync", in_sync), ("unshared", unshared))
 
 
-async def main(n: int, runs: int, signed: bool) -> None:
+async def main(n: int, runs: int, signed: bool, plain_http: bool = False) -> None:
     logging.getLogger("peer.records").setLevel(logging.ERROR)  # one warning per conflict is noise here
     print(f"anti-entropy, one sync_with round, {n} records, loopback, SQLite WAL synchronous=FULL"
-          f"{', signed versions (identity on)' if signed else ''}; {machine_line()}")
+          f"{', signed versions (identity on)' if signed else ''}"
+          f"{', plain HTTP (every stamp checked)' if signed and plain_http else ', mTLS' if signed else ''}; "
+          f"{machine_line()}")
     print(f"{'scenario':<11} {'seconds':>8} {'cpu s':>6} {'reqs':>5} {'differ':>7} {'pushed':>7} {'back':>6} {'fetched':>7} "
           f"{'conflicts':>9} {'KB sent':>8} {'KB recv':>8} {'B/diff':>7}  agree  goal (issue 16, at 10,000)")
     walls: dict[str, list[float]] = {title: [] for title, _ in SCENARIOS}
     cpus: dict[str, list[float]] = {title: [] for title, _ in SCENARIOS}
     with tempfile.TemporaryDirectory(prefix="roam-bench-ae-") as tmp:
         if signed:
-            make_guards(Path(tmp))
+            make_guards(Path(tmp), tls=not plain_http)
         for run in range(runs):
             for title, setup in SCENARIOS:
                 name, s, agree, cpu = await scenario(f"{title}-{run}", n, Path(tmp), setup)
@@ -239,7 +284,7 @@ async def main(n: int, runs: int, signed: bool) -> None:
             continue
         wall, cpu = Spread.of(walls[title]), Spread.of(cpus[title])
         goal = GOAL_IN_SYNC_S if title == "in-sync" else GOAL_DIFFERING_S
-        record_goal(f"anti-entropy, {n:,} records, {title}{', signed' if signed else ''}", median=wall.median * 1000, lo=wall.lo * 1000,
+        record_goal(f"anti-entropy, {n:,} records, {title}{', signed' if signed else ''}{', plain HTTP' if signed and plain_http else ''}", median=wall.median * 1000, lo=wall.lo * 1000,
                     hi=wall.hi * 1000, unit="ms", goal=f"<= {goal * 1000:g} ms at 10,000",
                     met=wall.median <= goal if n == 10_000 else None, source="bench/antientropy.py",
                     note=f"CPU {cpu.median * 1000:.0f} ms ({cpu.lo * 1000:.0f}-{cpu.hi * 1000:.0f}), {runs} runs")
@@ -250,11 +295,12 @@ if __name__ == "__main__":
     parser.add_argument("--records", type=int, default=10_000)
     parser.add_argument("--addr", nargs=2, default=ADDRS, help="the two peers' loopback addresses")
     parser.add_argument("--runs", type=int, default=3, help="rounds of every scenario (medians printed at the end)")
-    parser.add_argument("--signed", action="store_true", help="identity on: signed versions, checked on receipt")
+    parser.add_argument("--signed", action="store_true", help="identity on: signed versions, mTLS, checked on receipt")
+    parser.add_argument("--plain-http", action="store_true", help="with --signed: no TLS, so every stamp is checked")
     args = parser.parse_args()
     ADDRS[:] = args.addr
     try:
         import uvloop
-        uvloop.run(main(args.records, args.runs, args.signed))
+        uvloop.run(main(args.records, args.runs, args.signed, args.plain_http))
     except ImportError:
-        asyncio.run(main(args.records, args.runs, args.signed))
+        asyncio.run(main(args.records, args.runs, args.signed, args.plain_http))

@@ -86,6 +86,9 @@ class Exchange:
     reply: Any
     sent: int  # request body bytes
     received: int  # reply body bytes
+    # The server's certificate as the TLS handshake verified it (`getpeercert()`), if any: the
+    # cluster that answered, for what its own stamps say (peer/trust/signing.py, channel authority).
+    peercert: dict[str, Any] | None = None
 
 
 IDLE_CLOSE = 10.0  # seconds an idle peer connection is kept for reuse
@@ -182,6 +185,7 @@ class PeerClient:
             async with self._get_session().post(
                 url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout), **tls
             ) as resp:
+                peercert = _peercert(resp)
                 raw = await self._read_limited(resp)
                 status = resp.status
         except (TimeoutError, aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
@@ -200,7 +204,7 @@ class PeerClient:
             reply = decode(raw, max_bytes=self._max_bytes)
         except PeerWireError as exc:
             raise PeerBadReply(f"{url}: {exc}") from exc
-        return Exchange(reply, len(body), len(raw))
+        return Exchange(reply, len(body), len(raw), peercert or None)
 
     async def _read_limited(self, resp: aiohttp.ClientResponse) -> bytes:
         chunks: list[bytes] = []
@@ -211,6 +215,18 @@ class PeerClient:
                 raise PeerBadReply(f"reply exceeds {self._max_bytes} bytes")
             chunks.append(chunk)
         return b"".join(chunks)
+
+
+def _peercert(resp: aiohttp.ClientResponse) -> dict[str, Any] | None:
+    """The server's verified certificate on the connection that carried `resp`. A small reply
+    arrives whole with its headers, and aiohttp hands the connection back to its pool before
+    the caller sees the response (`resp.connection` is None then); its protocol (kept by the
+    response since `start`, aiohttp 3.x) still holds the transport, open in the pool."""
+    connection = resp.connection
+    protocol = connection.protocol if connection is not None else getattr(resp, "_protocol", None)
+    transport = getattr(protocol, "transport", None)
+    peercert = transport.get_extra_info("peercert") if transport is not None else None
+    return peercert if isinstance(peercert, dict) else None
 
 
 class _IdentityConnector(aiohttp.TCPConnector):

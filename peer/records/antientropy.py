@@ -43,6 +43,7 @@ from peer.records.batch import Reclocked
 from peer.records.record import Record, interested, same_content
 from peer.records.store import RecordStore
 from peer.runtime.gcpause import collector_paused
+from peer.trust.signing import Channel, channel_of
 
 log = logging.getLogger(__name__)
 
@@ -174,11 +175,23 @@ class AntiEntropy:
         return len(theirs)
 
     async def _call(self, base_url: str, path: str, payload: object, stats: SyncStats) -> object:
+        return (await self._exchange(base_url, path, payload, stats))[0]
+
+    async def _exchange(self, base_url: str, path: str, payload: object,
+                        stats: SyncStats) -> tuple[object, Channel | None]:
+        """The reply, and the channel it came on (the server's verified certificate: its
+        cluster's own stamps in the reply are taken on that authority, signing.vouches)."""
         exchange = await self.client.exchange(base_url, path, payload, timeout=self.timeout)
         stats.requests += 1
         stats.bytes_sent += exchange.sent
         stats.bytes_received += exchange.received
-        return exchange.reply
+        return exchange.reply, channel_of(exchange.peercert)
+
+    async def _audit(self, peer: str) -> None:
+        """Before versions go to `peer`: verify what was taken on another channel's authority
+        (RecordStore.audit), in a worker thread (ECDSA checks)."""
+        if self.store.guard is not None:
+            await asyncio.to_thread(self.store.audit, peer)
 
     async def _summary_matches(self, base_url: str, mine: dict[str, bytes], stats: SyncStats) -> bool:
         """Step 0. A peer that does not know the summary (404) or fails it just means "compare"."""
@@ -224,14 +237,17 @@ class AntiEntropy:
             yield batch
 
     async def _push(self, base_url: str, peer: str, names: list[str], stats: SyncStats) -> None:
+        if names:
+            await self._audit(peer)
         for batch in self._batches(names):
             payload = msg.push_request(sender=self.here, records=[packed for _, packed, _, _ in batch], clocks=True)
-            reply = await self._call(base_url, msg.PATH_PUSH, payload, stats)
+            reply, channel = await self._exchange(base_url, msg.PATH_PUSH, payload, stats)
             try:
                 stats.conflicts += msg.parse_conflicts(reply)
             except PeerWireError as exc:
                 raise PeerBadReply(f"push reply: {exc}") from exc
-            returned, reclocked = await self._take(reply, {name for name, _, _, _ in batch}, stats, pushed=batch)
+            returned, reclocked = await self._take(reply, {name for name, _, _, _ in batch}, stats, pushed=batch,
+                                                   channel=channel)
             stats.pushed += len(batch)
             stats.returned += len(returned) + len(reclocked)
             back = {r.name for r in returned} | reclocked
@@ -243,13 +259,14 @@ class AntiEntropy:
         for start in range(0, len(names), self.fetch_chunk):
             wanted = names[start:start + self.fetch_chunk]
             payload = msg.fetch_request(sender=self.here, names=wanted)
-            reply = await self._call(base_url, msg.PATH_FETCH, payload, stats)
-            fetched, _ = await self._take(reply, set(wanted), stats)
+            reply, channel = await self._exchange(base_url, msg.PATH_FETCH, payload, stats)
+            fetched, _ = await self._take(reply, set(wanted), stats, channel=channel)
             stats.fetched += len(fetched)
             self.store.ack_tombstones(peer, _tombstone_digests(fetched))
 
     async def _take(self, reply: object, asked: set[str], stats: SyncStats,
-                    pushed: Sequence[tuple[str, bytes, bytes, bool]] = ()) -> tuple[list[Record], set[str]]:
+                    pushed: Sequence[tuple[str, bytes, bytes, bool]] = (),
+                    channel: Channel | None = None) -> tuple[list[Record], set[str]]:
         """The records of a reply (a peer answers only what we asked), decoded, checked and
         merged in a worker thread (`_off_loop`); with `pushed` (the rows of a push), its
         clock-only answers too (Reclocked). The records, and the names answered by a clock."""
@@ -262,7 +279,7 @@ class AntiEntropy:
             rows = {name: (packed, digest) for name, packed, digest, _ in pushed}
             reclocked = [Reclocked(name, rows[name][0], rows[name][1], clock, stamps)
                          for name, clock, stamps in clocks if name in rows]
-            outcomes = self.store.apply_remote_many([*records, *reclocked], here=self.here)
+            outcomes = self.store.apply_remote_many([*records, *reclocked], here=self.here, channel=channel)
             return (records, {r.name for r in reclocked}), outcomes
 
         (records, reclocked), outcomes = await self._off_loop(work)
@@ -291,20 +308,17 @@ class AntiEntropy:
 
         async def run() -> tuple[T, list[MergeOutcome]]:
             result, outcomes = await asyncio.to_thread(paused)
-            for outcome in outcomes:
-                await self._notify(outcome)
+            for outcome in outcomes:  # (inline, not a helper coroutine: one coroutine less per version)
+                try:
+                    await self.on_outcome(outcome)
+                except Exception:
+                    log.exception("on_outcome failed for %s", outcome.result.name)
             return result, outcomes
 
         task = asyncio.ensure_future(run())
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
         return await asyncio.shield(task)
-
-    async def _notify(self, outcome: MergeOutcome) -> None:
-        try:
-            await self.on_outcome(outcome)
-        except Exception:
-            log.exception("on_outcome failed for %s", outcome.result.name)
 
     # --- server side -------------------------------------------------------------------------
 
@@ -327,19 +341,26 @@ class AntiEntropy:
 
     async def _on_push(self, request: web.Request) -> web.Response:
         body = await read_msgpack(request)
-        reply, _ = await self._off_loop(lambda: self._pushed(body))
+        channel = channel_of(request.transport.get_extra_info("peercert")) if request.transport is not None else None
+        reply, _ = await self._off_loop(lambda: self._pushed(body, channel))
         return msgpack_response(reply)
 
-    def _pushed(self, body: object) -> tuple[dict[str, object], list[MergeOutcome]]:
-        """A push received (in a worker thread): the versions merged, the reply and the outcomes."""
+    def _pushed(self, body: object, channel: Channel | None = None) -> tuple[dict[str, object], list[MergeOutcome]]:
+        """A push received (in a worker thread): the versions merged, the reply and the outcomes.
+        `channel`: the client's verified certificate, whose cluster's own stamps it vouches for
+        (only if that is the push's sender: the identity middleware refuses any other)."""
         sender, records = msg.parse_push_request(body)
+        if channel is not None and channel.cluster != sender:
+            channel = None
+        if self.store.guard is not None:
+            self.store.audit(sender)  # (the reply may relay versions taken from other peers)
         ours = [self.here in interested(r) for r in records]
         # The others only if we hold their name (or its creation under another name: a
         # `name@home` twin, naming): the peer sends a stale copy we must answer.
         held = self.store.digests_of({n for r, mine in zip(records, ours) if not mine
                                       for n in (r.name, base_name(r.name))})
         accepted = [r for r, mine in zip(records, ours) if mine or r.name in held or base_name(r.name) in held]
-        outcomes = self.store.apply_remote_many(accepted, here=self.here)
+        outcomes = self.store.apply_remote_many(accepted, here=self.here, channel=channel)
         # (a merged version has a new clock: most differ there, without comparing whole records)
         same = [o.result is r or (o.result.vclock == r.vclock and o.result == r) for o, r in zip(outcomes, accepted)]
         back: list[Record] = []
@@ -359,6 +380,7 @@ class AntiEntropy:
     async def _on_names(self, request: web.Request) -> web.Response:
         sender, names = msg.parse_names_request(await read_msgpack(request))
         self._heard(sender)
+        await self._audit(sender)
         other = [r for name, incarnation in names.items() for r in self.store.named(base_name(name))
                  if r.incarnation != incarnation and not r.tombstone]
         return msgpack_response(msg.records_reply(other))
@@ -374,5 +396,6 @@ class AntiEntropy:
 
     async def _on_fetch(self, request: web.Request) -> web.Response:
         sender, names = msg.parse_fetch_request(await read_msgpack(request))
+        await self._audit(sender)
         found = self.store.packed_many(names, interesting=sender)
         return msgpack_response(msg.packed_records_reply([packed for _, packed, _, _ in found]))

@@ -530,6 +530,7 @@ def _replaces(data: dict[Any, Any]) -> tuple[str, ...]:
 
 
 _FIELD_SET = frozenset(_FIELD_NAMES)
+_DEFAULT_KEYS = frozenset(_DEFAULTS)
 #: The keys every stored row has had since the first schema (the later ones are optional).
 _ALWAYS_STORED = frozenset(("name", "home", "location", "state", "digest", "descriptor", "instance", "endpoint",
                             "migration_id", "vclock", "written", "tombstone", "updated_at"))
@@ -560,9 +561,9 @@ def unpack_stored(data: bytes) -> Record:
         d["stamps"] = tuple((a, h, sig) for a, h, sig in d["stamps"]) if d.get("stamps") else ()
         if "writer" in d and "signature" not in d:
             raise TypeError("a writer without its signature")
-        if len(d) != len(_FIELD_NAMES):
-            for key, default in _DEFAULTS.items():
-                d.setdefault(key, default)
+        if len(d) != len(_FIELD_NAMES):  # (the optional fields a row leaves out, as `encode` does)
+            for key in _DEFAULT_KEYS - d.keys():
+                d[key] = _DEFAULTS[key]
         if type(d["tombstone"]) is not bool or type(d["name"]) is not str:
             raise TypeError("not a row this store packed")
     except Exception:  # noqa: BLE001 - any other shape: the checked way decides (and names the field)

@@ -42,6 +42,11 @@ class Metrics:
             "roam_record_versions_refused_total", "Remote record versions refused by the author-signature "
             "check (issue 19), by reason", ["reason"], registry=self.registry,
         )
+        self.record_vouched = Counter(
+            "roam_record_versions_channel_total", "Remote record versions taken with their sender's own stamps on "
+            "the authority of the mTLS channel they came on (ECDSA check skipped; audited before relaying)",
+            registry=self.registry,
+        )
         self.info = Gauge("roam_agent_info", "Constant 1, labelled with the cluster name", ["cluster"], registry=self.registry)
         self.info.labels(cluster=cluster).set(1)
 

@@ -21,12 +21,15 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import os
+import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from peer.runtime.lazyimport import lazy
+from peer.records import vclock as vc
+from peer.records.naming import base_name
 from peer.records.record import Record
 from peer.trust import signing
 from peer.trust.certs import Revocations, TrustError, check_issued_by, cluster_of, load_cert
@@ -52,6 +55,10 @@ CACHE_MAX = 200_000
 PARALLEL_MIN = 16  # signatures to check in a batch before `prepare` splits them over two threads
 LOG_EVERY = 10.0
 MAX_OFFERED = 256  # certificates taken from one exchange
+PENDING_MAX = 25_000  # versions or stamps taken on channel authority awaiting `audit` (about 2 KB each); past it, checked at once
+
+
+Pending = Record | tuple[bytes, bytes]  # taken on channel authority: a whole version, or one stamp
 
 
 class CertBook:
@@ -174,9 +181,10 @@ def verify_with(cert: x509.Certificate, message: bytes, signature: bytes) -> boo
 class RecordGuard:
     """Signs local writes with this cluster's key and checks remote versions (store hook)."""
 
-    def __init__(self, *, key: Any, book: CertBook, revocations: Any, refusals: Any) -> None:
+    def __init__(self, *, key: Any, book: CertBook, revocations: Any, refusals: Any, vouched: Any = None) -> None:
         """`key()` is the current private key (rotation reloads it), `revocations()` the list
-        in force, `refusals` a Counter labelled by reason (peer.runtime.promtext; prometheus_client's in tests)."""
+        in force, `refusals` a Counter labelled by reason (peer.runtime.promtext; prometheus_client's in tests),
+        `vouched` a Counter of the versions taken on channel authority (`refused`), if any."""
         self.key = key
         self.book = book
         self.revocations = revocations
@@ -184,14 +192,44 @@ class RecordGuard:
         self._checked: dict[tuple[bytes, bytes], int] = {}  # (message, signature) -> serial that verified it
         self._logged: dict[tuple[str, str], float] = {}
         self.refused_total = 0
+        self.vouched = vouched
+        self.vouched_total = 0  # versions taken with some stamp on channel authority
+        # What was taken on channel authority, not verified yet: cluster -> key -> (base name, a
+        # stamp as (message, signature) or a whole version); how many per base name and in all;
+        # the clusters caught sending a stamp that failed.
+        self._pending: dict[str, dict[object, tuple[str, Pending]]] = {}
+        self._bases: dict[str, int] = {}
+        self._count = 0
+        self.distrusted: set[str] = set()
+        self._lock = threading.Lock()
 
     def sign(self, previous: Record | None, stored: Record, *, actor: str) -> Record:
         key = self.key()
         return signing.sign_write(previous, stored, actor=actor, sign=lambda m: sign_with(key, m))
 
-    def refused(self, remote: Record, held: Record | None) -> bool:
-        why = signing.refusal(remote, held, verify=self._verify)
+    def refused(self, remote: Record, held: Record | None, *, channel: signing.Channel | None = None) -> bool:
+        """Is `remote` refused (logged and counted)? `channel`: the mTLS connection it came on;
+        the stamps of the cluster it names are taken on its authority (signing.vouches), kept
+        pending until `audit` verifies them."""
+        taken: list[tuple[str, bytes, bytes]] = []
+        vouch = self._vouch(channel)
+        if channel is not None and signing.taken_on_channel(remote, vouch, held):
+            self._hold([(channel.cluster, (remote.name, remote.signature, remote.stamps), remote)],
+                       base_name(remote.name))
+            return False
+
+        def verify(cluster: str, message: bytes, signature: bytes) -> str | None:
+            if vouch(cluster):
+                if (message, signature) not in self._checked:
+                    taken.append((cluster, message, signature))
+                return None
+            return self._verify(cluster, message, signature)
+
+        why = signing.refusal(remote, held, verify=verify)
         if why is None:
+            if taken:
+                self._hold([(cluster, (message, signature), (message, signature))
+                            for cluster, message, signature in taken], base_name(remote.name))
             return False
         self.refused_total += 1
         self.refusals.labels(reason=why.kind).inc()
@@ -202,22 +240,101 @@ class RecordGuard:
             log.warning("record version refused (%s): %s", why.kind, why.message)
         return True
 
-    def prepare(self, pairs: Sequence[tuple[Record, Record | None]]) -> None:
+    def _vouch(self, channel: signing.Channel | None) -> Callable[[str], bool]:
+        if channel is None or self._count >= PENDING_MAX:  # (full: `audit` is overdue; check now)
+            return lambda cluster: False
+        revoked: Revocations = self.revocations()
+        return lambda cluster: signing.vouches(channel, cluster, revoked=revoked.revoked, distrusted=self.distrusted)
+
+    def _hold(self, taken: list[tuple[str, object, Pending]], base: str) -> None:
+        """Keep what was taken on channel authority for `audit`: (cluster, key, what to verify)."""
+        with self._lock:
+            for cluster, key, item in taken:
+                held = self._pending.setdefault(cluster, {})
+                if key not in held:
+                    held[key] = (base, item)
+                    self._bases[base] = self._bases.get(base, 0) + 1
+                    self._count += 1
+            self.vouched_total += 1
+        if self.vouched is not None:
+            self.vouched.inc()
+
+    def pending(self, base: str) -> bool:
+        """Has a version of this service (its base name) a stamp taken on channel authority
+        and not verified yet?"""
+        return base in self._bases
+
+    def audit(self, exclude: str | None = None, *, only: str | None = None) -> set[str] | None:
+        """Verify the stamps taken on channel authority (all but those of `exclude`: the peer
+        about to receive them back knows its own), on two threads like `prepare`; called
+        before versions are relayed. A stamp that does not verify means its cluster sent a
+        version it had not signed: that cluster loses channel authority (every version it
+        sends is verified from then on) and the base names of those versions are returned,
+        for the store to put back what it held before (RecordStore.audit). A stamp whose
+        certificate is not known yet stays pending; one of a cluster revoked since counts as
+        history (signing.py). None if there was nothing to verify. `only`: the versions of that
+        service (base name) alone (before a local write on top of them)."""
+        with self._lock:
+            wanted = [(cluster, key, base, item) for cluster, held in self._pending.items() if cluster != exclude
+                      for key, (base, item) in held.items() if only is None or base == only]
+        if not wanted:
+            return None
+        expanded = [signing.stamp_checks(item) if isinstance(item, Record) else [(cluster, *item)]
+                    for cluster, _, _, item in wanted]
+        checks = [check for group in expanded for check in group]
+        if len(checks) >= PARALLEL_MIN:
+            half = len(checks) // 2
+            other = _helper().submit(self._verify_each, checks[half:])
+            self._verify_each(checks[:half])
+            other.result()
+        failed: set[str] = set()
+        for (cluster, key, base, _), group in zip(wanted, expanded):
+            whys = [self._verify(*check) for check in group]  # (cached when it held: failures are checked again)
+            false = [(check[0], w) for check, w in zip(group, whys) if w is not None and w.startswith("bad-signature")]
+            why = false[0][1] if false else None
+            if why is None and any(w is not None and w.startswith("unknown-cert") for w in whys):
+                continue  # (checked again at the next audit, once the certificate is known)
+            with self._lock:
+                if self._pending.get(cluster, {}).pop(key, None) is None:
+                    continue
+                if not self._pending[cluster]:
+                    del self._pending[cluster]
+                self._count -= 1
+                self._bases[base] -= 1
+                if not self._bases[base]:
+                    del self._bases[base]
+            if why is not None:
+                failed.add(base)
+                cluster = false[0][0]  # (the false stamp's own: a version may carry one held here already)
+                self.distrusted.add(cluster)
+                self.refused_total += 1
+                self.refusals.labels(reason="channel-bad-signature").inc()
+                log.error("cluster %s sent a version of %s whose own stamp does not verify (%s): it was taken "
+                          "on the mTLS channel's authority and is undone; every version from %s is verified "
+                          "from now on", cluster, base, why, cluster)
+        return failed
+
+    def prepare(self, pairs: Sequence[tuple[Record, Record | None]], *,
+                channel: signing.Channel | None = None) -> None:
         """Check ahead, on two threads, the signatures `refused` will ask about for these
         versions (each with what the receiver holds under its name): a dry run of the rules
         lists them, the ones not checked already are verified half here, half on a helper
         thread, and what holds is cached, so `refused` then finds each in the cache.
         pyca/cryptography verifies without the GIL, so the two halves run in parallel on two
         cores (measured: 1.85 times one thread). Nothing is decided here: a signature that
-        fails is not cached and `refused` checks it again, and refuses."""
+        fails is not cached and `refused` checks it again, and refuses. Stamps the `channel`
+        vouches for are not listed."""
         listed: dict[tuple[bytes, bytes], str] = {}
+        vouch = self._vouch(channel)
 
         def note(cluster: str, message: bytes, signature: bytes) -> str | None:
-            if (message, signature) not in self._checked:
+            if not vouch(cluster) and (message, signature) not in self._checked:
                 listed[message, signature] = cluster
             return None  # (as if it held: the dry run goes on to list the rest)
 
         for remote, held in pairs:
+            if channel is not None and not _may_verify(remote, held, vouch):
+                continue  # (its stamps are the channel's or held here already: likely nothing to check)
             signing.refusal(remote, held, verify=note)
         wanted = [(cluster, message, signature) for (message, signature), cluster in listed.items()]
         if len(wanted) < PARALLEL_MIN:
@@ -253,6 +370,20 @@ class RecordGuard:
         return f"bad-signature: not signed by cluster {cluster}"
 
 
+def _may_verify(remote: Record, held: Record | None, vouch: Callable[[str], bool]) -> bool:
+    """Has `remote` a clock entry that is neither the channel's cluster's nor at or below what
+    `held` has (where `refusal` skips it, or finds the same stamp)? A cheap look ahead for
+    `prepare` (it decides nothing: `refused` checks whatever it must)."""
+    same = held is not None and held.incarnation == remote.incarnation
+    for entry in remote.vclock.entries:
+        if vouch(vc.cluster_of(entry.node)):
+            continue
+        if same and vc.get_counter(held.vclock, entry.node) >= entry.counter:  # type: ignore[union-attr]
+            continue
+        return True
+    return False
+
+
 _HELPER: concurrent.futures.ThreadPoolExecutor | None = None
 
 
@@ -268,4 +399,5 @@ def _helper() -> concurrent.futures.ThreadPoolExecutor:
 def record_guard(identity: Identity, metrics: Metrics) -> RecordGuard:
     """The guard of an agent with an identity: its current key, its book and revocation list."""
     return RecordGuard(key=lambda: identity.signing_key, book=identity.certs,
-                       revocations=lambda: identity.revocations, refusals=metrics.record_refusals)
+                       revocations=lambda: identity.revocations, refusals=metrics.record_refusals,
+                       vouched=metrics.record_vouched)

@@ -45,14 +45,15 @@ it once any other cluster wrote on top.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
-from dataclasses import replace
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, replace
 
 import msgpack
 
 from peer.records import vclock as vc
 from peer.records.naming import base_name
 from peer.records.record import Record, encode
+from peer.trust.certs import cluster_of_peercert, serial_of_peercert
 
 DIGEST_LEN = 16
 DOMAIN = b"roam-record-stamp-v1\0"
@@ -60,6 +61,92 @@ DOMAIN = b"roam-record-stamp-v1\0"
 Stamp = tuple[bytes, bytes]  # (digest, signature)
 Sign = Callable[[bytes], bytes]  # this cluster's key over a message
 Verify = Callable[[str, bytes, bytes], str | None]  # (cluster, message, signature) -> why refused, or None
+
+
+@dataclass(frozen=True)
+class Channel:
+    """The cluster at the other end of the mTLS connection a batch of versions arrived on, as
+    its certificate (verified against the federation CA in the handshake) names it, and that
+    certificate's serial."""
+
+    cluster: str
+    serial: int
+
+
+def channel_of(peercert: dict[str, object] | None) -> Channel | None:
+    """The channel of a connection from its verified peer certificate (`getpeercert()`, empty
+    unless the handshake verified it), or None (no TLS, no certificate, none naming a cluster)."""
+    cluster, serial = cluster_of_peercert(peercert), serial_of_peercert(peercert)
+    return None if cluster is None or serial is None else Channel(cluster, serial)
+
+
+def vouches(channel: Channel | None, cluster: str, *, revoked: Callable[[int], bool],
+            distrusted: Collection[str] = ()) -> bool:
+    """Does the channel itself authenticate a stamp of `cluster` (no ECDSA check needed)? Only
+    the cluster the channel's certificate names, while that serial is not revoked and that
+    cluster has not sent a stamp that failed its later check (module docstring)."""
+    return (channel is not None and channel.cluster == cluster and cluster not in distrusted
+            and not revoked(channel.serial))
+
+
+def taken_on_channel(remote: Record, vouch: Callable[[str], bool], held: Record | None = None) -> bool:
+    """May `remote` be taken with no ECDSA check now (its stamps verified later, before it is
+    relayed)? Only if its content's stamp is vouched for by the channel (`vouch`, see
+    `vouches`) or is the very stamp the receiver holds (`held`, what it holds under that name),
+    every entry of its clock is either vouched for or one `refusal` would not check (an entry
+    the receiver's own counter wins, or the same stamp it holds), and it has
+    every part of the shape `refusal` demands but the signatures themselves: a writer with an
+    entry in `written`, `written` within `vclock`, stamps naming clock entries once each,
+    sorted, and a stamp for every entry. Anything else goes through `refusal` as always (a
+    relayed version, a malformed one)."""
+    writer = remote.writer
+    if writer is None or not remote.vclock.entries:
+        return False
+    counter = vc.get_counter(remote.written, writer)
+    if counter < 1 or not vc.descends(remote.vclock, remote.written):
+        return False
+    actors = [stamp[0] for stamp in remote.stamps]
+    if actors != sorted(set(actors)) or not set(actors) <= vc.nodes(remote.vclock):
+        return False
+    stamped = set(actors)
+    if vc.get_counter(remote.vclock, writer) == counter:
+        stamped.add(writer)
+    if not all(entry.node in stamped for entry in remote.vclock.entries):
+        return False
+    same = held if held is not None and held.incarnation == remote.incarnation else None
+    if not vouch(vc.cluster_of(writer)):  # the content's own stamp: the same one held, or checked
+        if same is None or vc.get_counter(same.vclock, writer) != counter \
+                or _stamp_at(same, writer, counter) != (body_digest(remote), remote.signature):
+            return False
+    for entry in remote.vclock.entries:
+        if vouch(vc.cluster_of(entry.node)):
+            continue
+        if same is None:
+            return False
+        theirs = vc.get_counter(same.vclock, entry.node)
+        if theirs > entry.counter:
+            continue  # (the receiver's own entry wins the merge: `refusal` skips it)
+        if theirs < entry.counter or _stamp_at(same, entry.node, theirs) != _stamp_at(remote, entry.node,
+                                                                                   entry.counter):
+            return False
+    return True
+
+
+def _stamp_at(record: Record, actor: str, counter: int) -> Stamp | None:
+    """The stamp `record` carries for `actor`'s write `counter` (as `all_stamps` has it)."""
+    if actor == record.writer and vc.get_counter(record.written, actor) == counter:
+        return body_digest(record), record.signature
+    for name, digest, signature in record.stamps:
+        if name == actor:
+            return digest, signature
+    return None
+
+
+def stamp_checks(record: Record) -> list[tuple[str, bytes, bytes]]:
+    """(cluster, message, signature) of every stamp the version carries: what verifying it
+    whole means (a version `taken_on_channel`, when it is audited)."""
+    return [(vc.cluster_of(actor), stamp_message(record, actor, n, stamp[0]), stamp[1])
+            for actor, (n, stamp) in all_stamps(record).items()]
 
 
 class Refusal:
@@ -121,9 +208,14 @@ def all_stamps(record: Record, own: tuple[str, int, Stamp] | None = None) -> dic
 def _normal(record: Record, stamps: dict[str, tuple[int, Stamp]]) -> tuple[tuple[str, bytes, bytes], ...]:
     """The `stamps` field: one per clock entry, but the one the version's signature vouches for."""
     counters = vc.counters(record.vclock)
-    own = own_stamp(record)
+    own = _own_entry(record)
     return tuple((actor, s[0], s[1]) for actor, (n, s) in sorted(stamps.items())
-                 if counters.get(actor) == n and not (own is not None and own[0] == actor and own[1] == n))
+                 if counters.get(actor) == n and (actor, n) != own)
+
+
+def _own_entry(record: Record) -> tuple[str, int] | None:
+    """`own_stamp`'s (writer, counter) without the content digest (a hash of the whole content)."""
+    return None if record.writer is None else (record.writer, vc.get_counter(record.written, record.writer))
 
 
 def sign_write(previous: Record | None, stored: Record, *, actor: str, sign: Sign) -> Record:
@@ -139,16 +231,35 @@ def sign_write(previous: Record | None, stored: Record, *, actor: str, sign: Sig
 
 def joined(a: Record, b: Record, merged: Record) -> Record:
     """`merged` (the winner's content under the joined clock of `a` and `b`) with its stamps:
-    per entry the stamp of the side at that counter, the smaller bytes if both are."""
+    per entry the stamp of the side at that counter, the smaller bytes if both are. A side's
+    own stamp is hashed (`body_digest`) only if it is needed: for a tie, or because it goes
+    into the merged version's `stamps` (issue 16: most conflicts need one hash, not three)."""
     if a.writer is None and b.writer is None and not a.stamps and not b.stamps:
         return merged  # unsigned (no identity): unchanged
-    pooled: dict[str, tuple[int, Stamp]] = {}
+    pooled: dict[str, tuple[int, Stamp | None, Record]] = {}  # None: the record's own stamp, not hashed yet
     for side in (a, b):
-        for actor, (n, stamp) in all_stamps(side).items():
+        counters = vc.counters(side.vclock)
+        entries: dict[str, tuple[int, Stamp | None]] = {
+            actor: (counters.get(actor, 0), (digest, sig)) for actor, digest, sig in side.stamps}
+        own = _own_entry(side)
+        if own is not None and counters.get(own[0]) == own[1]:
+            entries[own[0]] = (own[1], None)
+        for actor, (n, stamp) in entries.items():
             have = pooled.get(actor)
-            if have is None or n > have[0] or (n == have[0] and stamp < have[1]):
-                pooled[actor] = (n, stamp)
-    return replace(merged, stamps=_normal(merged, pooled))
+            if have is None or n > have[0]:
+                pooled[actor] = (n, stamp, side)
+            elif n == have[0]:
+                mine, theirs = _stamp_of(stamp, side), _stamp_of(have[1], have[2])
+                pooled[actor] = (n, mine, side) if mine < theirs else (n, theirs, have[2])
+    counters = vc.counters(merged.vclock)
+    own = _own_entry(merged)
+    stamps = tuple((actor, *_stamp_of(stamp, side)) for actor, (n, stamp, side) in sorted(pooled.items())
+                   if counters.get(actor) == n and (actor, n) != own)
+    return replace(merged, stamps=stamps)
+
+
+def _stamp_of(stamp: Stamp | None, side: Record) -> Stamp:
+    return stamp if stamp is not None else (body_digest(side), side.signature)
 
 
 def refusal(remote: Record, held: Record | None, *, verify: Verify) -> Refusal | None:

@@ -278,9 +278,10 @@ async def test_batches_merge_off_the_event_loop_and_the_round_still_agrees(start
     for peer in (a, b):
         apply = peer.store.apply_remote_many
 
-        def recorded(records: object, *, here: str, apply: Callable[..., list[MergeOutcome]] = apply) -> list[MergeOutcome]:
+        def recorded(records: object, *, here: str, apply: Callable[..., list[MergeOutcome]] = apply,
+                     **kwargs: object) -> list[MergeOutcome]:
             threads.add(threading.current_thread().name)
-            return apply(records, here=here)
+            return apply(records, here=here, **kwargs)
 
         peer.store.apply_remote_many = recorded  # type: ignore[method-assign]
     stats = await a.ae.sync_with("b", b.url)
