@@ -22,7 +22,7 @@ from peer.trust.authorship import CertBook, sign_with
 from peer.trust.certs import NO_REVOCATIONS, Revocations, load_cert
 from peer.trust.signing import Channel
 from tests.trust.test_authorship import cert_of, count, guard, record
-from tests.trust.test_signing import CLUSTERS, accept, verifier, write
+from tests.trust.test_signing import play, verifier, write
 
 names = st.sampled_from(("c1", "c2", "c3"))
 
@@ -47,14 +47,7 @@ def test_taken_on_channel_only_what_the_channel_alone_wrote_and_well_formed(
     """Over honest histories (writes, relays, merges): a version is taken on the channel's
     authority exactly when every entry of its clock is the channel's cluster's, and whatever
     is taken so passes every rule but the signatures themselves."""
-    held: dict[str, Record | None] = {c: None for c in CLUSTERS}
-    now = 1000.0
-    for op, a, b, loc in program:
-        now += 1
-        if op == "write":
-            held[a] = write(held[a], a, location=loc, now=now)
-        elif (sent := held[a]) is not None and a != b:
-            held[b] = accept(held[b], sent, b)
+    held = play(program)
     for version in (v for v in held.values() if v is not None):
         taken = signing.taken_on_channel(version, lambda cluster: cluster == on)
         alone = {vc.cluster_of(e.node) for e in version.vclock.entries} == {on}
@@ -74,14 +67,7 @@ def test_taken_against_what_is_held_only_what_the_rule_would_not_check(
     """With what the receiver holds: a version is taken on the channel only if `refusal`
     would take it when every stamp it checks is either the channel's or one the receiver
     holds already (checked when it came), so the channel never stands in for a third cluster."""
-    held: dict[str, Record | None] = {c: None for c in CLUSTERS}
-    now = 1000.0
-    for op, a, b, loc in program:
-        now += 1
-        if op == "write":
-            held[a] = write(held[a], a, location=loc, now=now)
-        elif (sent := held[a]) is not None and a != b:
-            held[b] = accept(held[b], sent, b)
+    held = play(program)
     remote, mine = held[sender], held[receiver]
     if remote is None:
         return

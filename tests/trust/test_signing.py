@@ -53,13 +53,9 @@ def accept(held: Record | None, remote: Record, here: str, *, revoked: frozenset
     return reconcile(held, remote, here=here).result
 
 
-ops = st.lists(st.tuples(st.sampled_from(("write", "send")), st.sampled_from(CLUSTERS), st.sampled_from(CLUSTERS),
-                         st.sampled_from(CLUSTERS)), max_size=30)
-
-
-@settings(max_examples=150, deadline=None)
-@given(ops)
-def test_honest_histories_pass_everywhere_and_converge(program: list[tuple[str, str, str, str]]) -> None:
+def play(program: list[tuple[str, str, str, str]]) -> dict[str, Record | None]:
+    """Run a history of writes and sends (a send also relays: what a cluster holds may have
+    come from anyone); what each cluster holds after it."""
     held: dict[str, Record | None] = {c: None for c in CLUSTERS}
     now = 1000.0
     for op, a, b, loc in program:
@@ -67,7 +63,18 @@ def test_honest_histories_pass_everywhere_and_converge(program: list[tuple[str, 
         if op == "write":
             held[a] = write(held[a], a, location=loc, now=now)
         elif (sent := held[a]) is not None and a != b:
-            held[b] = accept(held[b], sent, b)  # also relays: what b holds came from anyone
+            held[b] = accept(held[b], sent, b)
+    return held
+
+
+ops = st.lists(st.tuples(st.sampled_from(("write", "send")), st.sampled_from(CLUSTERS), st.sampled_from(CLUSTERS),
+                         st.sampled_from(CLUSTERS)), max_size=30)
+
+
+@settings(max_examples=150, deadline=None)
+@given(ops)
+def test_honest_histories_pass_everywhere_and_converge(program: list[tuple[str, str, str, str]]) -> None:
+    held = play(program)
     for _ in range(2):  # full anti-entropy
         for a in CLUSTERS:
             for b in CLUSTERS:
