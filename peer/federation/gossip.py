@@ -40,6 +40,7 @@ from peer.serf.errors import SerfRPCError
 from peer.serf.keys import derive_encrypt_key, derive_rpc_auth
 from peer.serf.process import SerfConfig, SerfProcess
 from peer.runtime.supervision import Supervisor
+from peer.runtime.waiting import wait_set
 
 log = logging.getLogger(__name__)
 
@@ -203,13 +204,10 @@ class Gossip:
                 await client.close()
 
     async def _ready_client(self, *, slow: bool = False, join: bool = False) -> SerfClient:
-        # asyncio.timeout, not wait_for: Python 3.11's wait_for returns the result instead of
-        # raising when a cancellation meets an inner task that just finished (gh-86296), and
-        # the event is set nearly always, so a loop cancelled by `stop` here went on, saw
-        # `_stopping`, returned, was started again by its supervisor, and the stop waited
-        # for it forever (the agent never exited on SIGTERM; tests/chaos/test_restarts.py).
-        async with asyncio.timeout(10.0):
-            await self._connected.wait()
+        # (wait_set, not wait_for: 3.11's wait_for swallowed `stop`'s cancellation here, as
+        # wait_set's docstring tells; the agent never exited on SIGTERM)
+        if not await wait_set(self._connected, 10.0):
+            raise TimeoutError("serf RPC not connected within 10 s")
         client = self._joiner if join else self._slow if slow else self._client
         assert client is not None
         return client
@@ -219,7 +217,7 @@ class Gossip:
         if not targets or self._joiner is None:
             return
         with contextlib.suppress(SerfRPCError, asyncio.TimeoutError):
-            async with asyncio.timeout(10.0):  # (not wait_for: see _ready_client)
+            async with asyncio.timeout(10.0):  # (not wait_for: see peer.runtime.waiting.wait_set)
                 await self._joiner.join(targets)
 
     def _load_known(self) -> list[str]:
@@ -354,7 +352,7 @@ class Gossip:
             self.metrics.rejoins.inc()
             with contextlib.suppress(SerfRPCError, asyncio.TimeoutError):
                 client = await self._ready_client(join=True)
-                async with asyncio.timeout(5.0):  # (not wait_for: see _ready_client)
+                async with asyncio.timeout(5.0):  # (not wait_for: see peer.runtime.waiting.wait_set)
                     await client.join(targets)
 
     async def _tag_loop(self) -> None:
