@@ -36,6 +36,8 @@ from peer.api.services import add_service_routes
 from peer.config import AgentConfig, write_local_hint
 from peer.runtime.credentials import Credentials, load_credentials
 from peer.runtime.datadir import AddressLock, make_private
+from peer.runtime import heap
+from peer.runtime.fanout import FanOut
 from peer.drivers.base import Driver
 from peer.drivers.confine import Confinement
 from peer.drivers.process_state import DEFAULT_PATH
@@ -91,6 +93,9 @@ ANTI_ENTROPY_FANOUT = 4  # sharing peers per backstop round
 # every round, so this is the backstop's backstop. Every 5 s it made an idle agent with automatic
 # identity open a TLS connection (a handshake of about 4 KB) every 5 s (issue 18).
 ANTI_ENTROPY_OTHERS_EVERY = 6
+# Peers called at once by the catch-up and the welcomes of members seen alive (peer.runtime.fanout):
+# at start-up every member comes alive at once, and each call was a TLS connection of its own.
+BACKGROUND_CALLS_AT_ONCE = 4
 HYGIENE_EVERY = 60.0  # seconds between two rounds of tombstone GC and journal pruning
 TOMBSTONE_TTL = 7 * 24 * 3600.0  # merge.droppable: longer than the longest partition accepted
 JOURNAL_KEEP = 24 * 3600.0  # closed journal entries are kept this long (post-mortems)
@@ -123,6 +128,7 @@ class Agent:
         self._runner: web.AppRunner | None = None
         self._loops = Supervisor(f"{config.name}")  # the control loops, restarted after a failure
         self._jobs = Supervisor(f"{config.name}")  # one-shot background jobs (syncs, releases, recovery)
+        self.fanout = FanOut(BACKGROUND_CALLS_AT_ONCE)  # catch-up and welcomes (peer.runtime.fanout)
         self.accepting = True
         self._lock = AddressLock(config.addr)
         self.audit = AuditLog(config.data_dir / AUDIT_FILE)
@@ -192,6 +198,7 @@ class Agent:
     async def start(self) -> None:
         cfg = self.config
         self._lock.acquire()  # a second agent on this address stops here, before anything is written
+        heap.fix_mmap_threshold()  # TLS read buffers out of the heap (peer.runtime.heap)
         try:
             # Credentials next: they are checked before anything is written (a bad secret leaves no files).
             self.creds = load_credentials(data_dir=cfg.data_dir, token_file=cfg.token_file,
@@ -221,7 +228,8 @@ class Agent:
             self.identity.on_revoked.append(self.client.drop_connections)
             self.identity.on_new_cert.append(self.client.drop_connections)
             self.client.on_foreign_certificate.append(self._introduce)
-        self.trust = TrustSpread(identity=self.identity, client=self.client, here=self.here, members=self._live_apis)
+        self.trust = TrustSpread(identity=self.identity, client=self.client, here=self.here, members=self._live_apis,
+                                 fanout=self.fanout)
         if cfg.auto_identity and self.identity is not None:
             self.keepers = CaKeepers(here=self.here, data_dir=cfg.data_dir, ca_dir=self.ca_dir, identity=self.identity,
                                      client=self.client, membership=self.membership, want=cfg.ca_keepers,
@@ -589,6 +597,7 @@ class Agent:
         if synced:
             await self.services.close_stale_frontends()
         self.services.recovered.set()
+        heap.give_back()  # the catch-up's and the welcomes' burst of connections (peer.runtime.heap)
         while kept and not synced:  # judge the kept copies again once a peer first answers
             await asyncio.sleep(0.5)
             synced = await self._sync_alive(exclude=set())
@@ -625,18 +634,26 @@ class Agent:
     async def _sync_alive(self, *, exclude: set[str]) -> set[str]:
         """One anti-entropy round with every live peer not in `exclude`; the ones that answered."""
         peers = [m.name for m in self.membership.alive() if m.name != self.here and m.name not in exclude]
-        done = await asyncio.gather(*(asyncio.wait_for(self._sync(p), timeout=5.0) for p in peers),
-                                    return_exceptions=True)
+        done = await self.fanout.each(peers, lambda p: asyncio.wait_for(self._sync(p), timeout=5.0))
         return {p for p, ok in zip(peers, done) if ok is True}
 
     async def _on_status_change(self, change: StatusChange) -> None:
         if change.new == "alive" and change.name != self.here:
-            self._spawn(self._sync(change.name))
-            self._spawn(self._check_names(change.name))
+            self._spawn(self._welcome(change.name))
             if self.keepers is not None:
                 self.keepers.poke()  # a new member may be a deputy to hand the CA to, at once
+
+    async def _welcome(self, peer: str) -> None:
+        """A member came alive: what it may have missed while away, and what we missed from it.
+        One call after the other over one kept-alive connection, at most BACKGROUND_CALLS_AT_ONCE
+        members at once (peer.runtime.fanout). Certificates first: a record version whose
+        writer's certificate is not known here yet is refused."""
+        async def calls() -> None:
             if self.trust is not None and self.identity is not None:
-                self._spawn(self.trust.exchange_with(change.name))  # a list or certificate it missed
+                await self.trust.exchange_with(peer)  # a revocation list or certificate it missed
+            await self._sync(peer)
+            await self._check_names(peer)
+        await self.fanout.run(calls)
 
     async def _check_names(self, peer: str) -> None:
         """A peer is back: a service of the same name created on its side meets ours (naming)."""
@@ -703,6 +720,7 @@ class Agent:
             if time.monotonic() >= next_hygiene:
                 next_hygiene = time.monotonic() + HYGIENE_EVERY
                 records_hygiene(self.store, here=self.here, now=time.time())
+                heap.give_back()  # what the last minute's bursts freed (peer.runtime.heap)
             await self.services.expire_pending()
             self.refresh_business()
             self.load_changed()

@@ -35,6 +35,7 @@ from aiohttp import web
 from peer.api.http import APIError, ConflictError, read_json
 from peer.peering.client import PeerClient, PeerError, msgpack_response, read_msgpack
 from peer.peering.wire import PeerWireError
+from peer.runtime.fanout import FanOut
 from peer.trust.certs import TrustError
 from peer.trust.identity import Identity
 
@@ -51,8 +52,10 @@ Members = Callable[[], list[tuple[str, str]]]  # live members but this one: (nam
 
 
 class TrustSpread:
-    def __init__(self, *, identity: Identity | None, client: PeerClient, here: str, members: Members) -> None:
+    def __init__(self, *, identity: Identity | None, client: PeerClient, here: str, members: Members,
+                 fanout: FanOut | None = None) -> None:
         self.identity = identity
+        self.fanout = fanout or FanOut(8)  # the agent passes its own, shared with catch-up and welcomes
         self.client = client
         self.here = here
         self.members = members
@@ -72,8 +75,7 @@ class TrustSpread:
         peers = self.members()
         if self.identity is None or not peers:
             return []
-        done = await asyncio.gather(*(self._exchange(n, u, crl=True, timeout=PUSH_TIMEOUT) for n, u in peers),
-                                    return_exceptions=True)
+        done = await self.fanout.each(peers, lambda peer: self._exchange(*peer, crl=True, timeout=PUSH_TIMEOUT))
         return sorted(name for (name, _), ok in zip(peers, done) if ok is True)
 
     async def exchange_with(self, name: str) -> bool:
