@@ -128,7 +128,8 @@ class Agent:
         self._runner: web.AppRunner | None = None
         self._loops = Supervisor(f"{config.name}")  # the control loops, restarted after a failure
         self._jobs = Supervisor(f"{config.name}")  # one-shot background jobs (syncs, releases, recovery)
-        self.fanout = FanOut(BACKGROUND_CALLS_AT_ONCE)  # catch-up and welcomes (peer.runtime.fanout)
+        # Catch-up and welcomes (peer.runtime.fanout); the heap they freed is handed back after each burst.
+        self.fanout = FanOut(BACKGROUND_CALLS_AT_ONCE, settled=heap.give_back)
         self.accepting = True
         self._lock = AddressLock(config.addr)
         self.audit = AuditLog(config.data_dir / AUDIT_FILE)
@@ -597,7 +598,6 @@ class Agent:
         if synced:
             await self.services.close_stale_frontends()
         self.services.recovered.set()
-        heap.give_back()  # the catch-up's and the welcomes' burst of connections (peer.runtime.heap)
         while kept and not synced:  # judge the kept copies again once a peer first answers
             await asyncio.sleep(0.5)
             synced = await self._sync_alive(exclude=set())

@@ -109,3 +109,24 @@ async def test_fanout_run_waits_for_a_slot_and_a_cancelled_waiter_leaves_no_coro
 def test_fanout_refuses_a_bound_below_one() -> None:
     with pytest.raises(ValueError, match="at_once"):
         FanOut(0)
+
+
+@pytest.mark.asyncio
+async def test_fanout_says_settled_once_per_burst_when_nothing_is_left_in_flight_or_waiting() -> None:
+    settled: list[int] = []
+    fanout = FanOut(2, settled=lambda: settled.append(1))
+    gate = asyncio.Event()
+
+    async def call(key: int) -> int:
+        await gate.wait()
+        return key
+
+    burst = asyncio.ensure_future(fanout.each(range(5), call))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert settled == []  # two in flight, three waiting
+    gate.set()
+    assert await burst == [0, 1, 2, 3, 4]
+    assert settled == [1]
+    await fanout.run(lambda: call(9))
+    assert settled == [1, 1]
