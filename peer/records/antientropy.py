@@ -13,6 +13,11 @@
    conflict), which we apply in turn; where its merge kept our content under a joined clock it
    answers the clock alone, and we rebuild that version from our row (messages.py, "clocks");
 3. fetch: the records only the peer holds.
+Push and fetch batches are pipelined (`_pipelined`): up to `in_flight` requests await their
+answers at once, so while the peer merges batch k this side sends batch k+1 and merges the
+peer's answer to batch k-1; two agents on two hosts overlap their work instead of taking turns.
+Each batch is a request of its own, as before: the wire is unchanged, and a peer handles
+concurrent pushes as it does pushes from several peers (its store serialises the merges).
 So each differing record crosses the wire at most once each way, and the cost of a round
 grows with the records the two peers share, not with the federation. Every applied remote
 version goes through `RecordStore.apply_remote_many` and its outcome to `on_outcome`; each
@@ -27,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -49,6 +55,12 @@ log = logging.getLogger(__name__)
 
 OnOutcome = Callable[[MergeOutcome], Awaitable[None]]
 T = TypeVar("T")
+B = TypeVar("B")
+
+#: Push or fetch requests of a round awaiting their answers at once (`_pipelined`). Measured
+#: with the peer in its own process (bench/antientropy.py, docs/benchmarks.md): 1 is the
+#: sequential round of before.
+IN_FLIGHT = 2
 
 
 @dataclass
@@ -95,6 +107,7 @@ class AntiEntropy:
         digest_chunk: int = 4000,
         push_bytes: int = 512 * 1024,
         fetch_chunk: int = 500,
+        in_flight: int = IN_FLIGHT,
         on_heard: Callable[[str], None] | None = None,
     ) -> None:
         self.store = store
@@ -105,6 +118,9 @@ class AntiEntropy:
         self.digest_chunk = digest_chunk
         self.push_bytes = push_bytes
         self.fetch_chunk = fetch_chunk
+        if in_flight < 1:
+            raise ValueError(f"in_flight must be at least 1, not {in_flight}")
+        self.in_flight = in_flight  # push or fetch requests awaiting their answers at once
         # Told the name of every peer that opens a round with us: proof that it is alive and
         # reaches us (a cluster back from a site loss, before gossip may have noticed it left).
         self.on_heard = on_heard
@@ -239,30 +255,56 @@ class AntiEntropy:
     async def _push(self, base_url: str, peer: str, names: list[str], stats: SyncStats) -> None:
         if names:
             await self._audit(peer)
-        for batch in self._batches(names):
-            payload = msg.push_request(sender=self.here, records=[packed for _, packed, _, _ in batch], clocks=True)
-            reply, channel = await self._exchange(base_url, msg.PATH_PUSH, payload, stats)
-            try:
-                stats.conflicts += msg.parse_conflicts(reply)
-            except PeerWireError as exc:
-                raise PeerBadReply(f"push reply: {exc}") from exc
-            returned, reclocked = await self._take(reply, {name for name, _, _, _ in batch}, stats, pushed=batch,
-                                                   channel=channel)
-            stats.pushed += len(batch)
-            stats.returned += len(returned) + len(reclocked)
-            back = {r.name for r in returned} | reclocked
-            held_by_peer = {name: digest for name, _, digest, tomb in batch if tomb and name not in back}
-            held_by_peer.update(_tombstone_digests(returned))
-            self.store.ack_tombstones(peer, held_by_peer)
+        await self._pipelined(self._batches(names), lambda batch: self._push_batch(base_url, peer, batch, stats))
+
+    async def _push_batch(self, base_url: str, peer: str, batch: list[tuple[str, bytes, bytes, bool]],
+                          stats: SyncStats) -> None:
+        payload = msg.push_request(sender=self.here, records=[packed for _, packed, _, _ in batch], clocks=True)
+        reply, channel = await self._exchange(base_url, msg.PATH_PUSH, payload, stats)
+        try:
+            stats.conflicts += msg.parse_conflicts(reply)
+        except PeerWireError as exc:
+            raise PeerBadReply(f"push reply: {exc}") from exc
+        returned, reclocked = await self._take(reply, {name for name, _, _, _ in batch}, stats, pushed=batch,
+                                               channel=channel)
+        stats.pushed += len(batch)
+        stats.returned += len(returned) + len(reclocked)
+        back = {r.name for r in returned} | reclocked
+        held_by_peer = {name: digest for name, _, digest, tomb in batch if tomb and name not in back}
+        held_by_peer.update(_tombstone_digests(returned))
+        self.store.ack_tombstones(peer, held_by_peer)
 
     async def _fetch(self, base_url: str, peer: str, names: list[str], stats: SyncStats) -> None:
-        for start in range(0, len(names), self.fetch_chunk):
-            wanted = names[start:start + self.fetch_chunk]
-            payload = msg.fetch_request(sender=self.here, names=wanted)
-            reply, channel = await self._exchange(base_url, msg.PATH_FETCH, payload, stats)
-            fetched, _ = await self._take(reply, set(wanted), stats, channel=channel)
-            stats.fetched += len(fetched)
-            self.store.ack_tombstones(peer, _tombstone_digests(fetched))
+        chunks = (names[start:start + self.fetch_chunk] for start in range(0, len(names), self.fetch_chunk))
+        await self._pipelined(chunks, lambda wanted: self._fetch_batch(base_url, peer, wanted, stats))
+
+    async def _fetch_batch(self, base_url: str, peer: str, wanted: list[str], stats: SyncStats) -> None:
+        payload = msg.fetch_request(sender=self.here, names=wanted)
+        reply, channel = await self._exchange(base_url, msg.PATH_FETCH, payload, stats)
+        fetched, _ = await self._take(reply, set(wanted), stats, channel=channel)
+        stats.fetched += len(fetched)
+        self.store.ack_tombstones(peer, _tombstone_digests(fetched))
+
+    async def _pipelined(self, batches: Iterable[B], send: Callable[[B], Awaitable[None]]) -> None:
+        """`send` each batch (a request, then the merge of its answer), with up to `in_flight`
+        of them under way at once; the batch after them waits until the oldest is done. The
+        batches name disjoint records, so their order does not matter to the merge. A batch
+        that fails ends the round as before: nothing more is sent, the batches still under way
+        are cancelled (a merge already started in a worker thread still commits and notifies:
+        `_off_loop`) and the first failure is raised."""
+        window: deque[asyncio.Task[None]] = deque()
+        try:
+            for batch in batches:
+                window.append(asyncio.ensure_future(send(batch)))
+                if len(window) >= self.in_flight:
+                    await window.popleft()
+            while window:
+                await window.popleft()
+        finally:
+            for task in window:
+                task.cancel()
+            if window:
+                await asyncio.gather(*window, return_exceptions=True)
 
     async def _take(self, reply: object, asked: set[str], stats: SyncStats,
                     pushed: Sequence[tuple[str, bytes, bytes, bool]] = (),
