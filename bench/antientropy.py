@@ -34,14 +34,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import functools
 import logging
+import os
+import pstats
 import ssl
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 from dataclasses import replace
 from pathlib import Path
 
@@ -55,6 +59,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import Spread, machine_line, record_goal
 from peer.peering.client import PeerClient, peer_auth_middleware
 from peer.records import antientropy
+from peer.records import messages as msg
 from peer.records.antientropy import AntiEntropy, SyncStats
 from peer.records.merge import MergeOutcome, local_write
 from peer.records.record import Record, State
@@ -67,6 +72,7 @@ SECRET = b"bench-federation-secret-000000000"
 GOAL_DIFFERING_S = 1.0  # issue 16: 10,000 differing records
 GOAL_IN_SYNC_S = 0.05  # issue 16: 10,000 records already in sync
 ADDRS = ["127.0.3.40", "127.0.3.41"]  # --addr moves them
+SPLIT = bool(os.environ.get("AE_SPLIT"))
 IN_FLIGHT = [antientropy.IN_FLIGHT]  # --in-flight changes it (both sides)
 
 
@@ -87,6 +93,40 @@ def created(name: str, *, home: str, location: str, now: float) -> Record:
 
 GUARDS: dict[str, RecordGuard] = {}  # --signed: each side's guard (signs its writes, checks what it receives)
 TLS: dict[str, "SideTLS"] = {}  # --signed without --plain-http: each side's mTLS contexts
+
+
+class Profiles:
+    """`--profile DIR`: cProfile of a side's round in the loop's thread and in every worker
+    thread that decodes and merges a batch (AntiEntropy._off_loop), written as one pstats file."""
+
+    def __init__(self) -> None:
+        self.loop = cProfile.Profile()
+        self.done: list[cProfile.Profile] = []
+        off_loop = AntiEntropy._off_loop
+
+        async def profiled(ae: AntiEntropy, work: Callable[[], Any]) -> Any:
+            def run() -> Any:
+                prof = cProfile.Profile()
+                prof.enable()
+                try:
+                    return work()
+                finally:
+                    prof.disable()
+                    self.done.append(prof)
+            return await off_loop(ae, run)
+
+        AntiEntropy._off_loop = profiled  # type: ignore[method-assign,assignment]
+
+    def dump(self, path: Path) -> None:
+        self.loop.disable()
+        stats = pstats.Stats(self.loop)
+        for prof in self.done:
+            stats.add(prof)
+        stats.dump_stats(path)
+        self.loop, self.done = cProfile.Profile(), []
+
+
+PROFILE: list[Path] = []  # --profile DIR
 
 
 class SideTLS:
@@ -220,7 +260,8 @@ class ProcessSide(Seeded):
     def __init__(self, name: str, ip: str, path: Path, *, tmp: Path, signed: bool, plain_http: bool) -> None:
         super().__init__(name, ip, path)
         self.argv = [sys.executable, str(Path(__file__).resolve()), "--serve", name, "--db", str(path),
-                     "--tmp", str(tmp), "--addr", *ADDRS, "--in-flight", str(IN_FLIGHT[0]), *(["--signed"] if signed else []),
+                     "--tmp", str(tmp), "--addr", *ADDRS, "--in-flight", str(IN_FLIGHT[0]),
+                     *(["--profile", str(PROFILE[0])] if PROFILE else []), *(["--signed"] if signed else []),
                      *(["--plain-http"] if plain_http else [])]
         self.proc: asyncio.subprocess.Process | None = None
         self.stderr = path.with_suffix(".stderr")  # (bench.common's import says a line there: shown on failure)
@@ -276,8 +317,17 @@ async def serve(name: str, path: Path, tmp: Path, *, signed: bool, plain_http: b
         loop.call_soon_threadsafe(stopping.set)
 
     threading.Thread(target=commands, daemon=True).start()
+    # Warm: one summary exchange with itself (TLS handshake, the handlers' first run), as a
+    # running agent's process is; it changes nothing (its own summary never matches).
+    await side.client.exchange(side.url, msg.PATH_SUMMARY, msg.summary_request(
+        sender=name, summary=bytes(len(msg.summary_of({}))), count=0))
+    profiles = Profiles() if PROFILE else None
+    if profiles is not None:
+        profiles.loop.enable()
     print(f"ready {side.url}", flush=True)
     await stopping.wait()
+    if profiles is not None:
+        profiles.dump(PROFILE[0] / f"{path.stem}.pstats")
     await side.stop()
     print(f"stopped {side.outcomes}", flush=True)
 
@@ -297,10 +347,18 @@ async def scenario(title: str, n: int, tmp: Path, setup: Setup,
         await a.start()
         await b.start()
         b_cpu = await b.cpu()
+        profiles = Profiles() if PROFILE else None
+        if profiles is not None:
+            profiles.loop.enable()
         cpu = time.process_time()
         stats = await a.ae.sync_with("b", b.url)
         cpu = time.process_time() - cpu
-        cpu += await b.cpu() - b_cpu
+        if profiles is not None:
+            profiles.dump(PROFILE[0] / f"{title}-a.pstats")
+        b_cpu = await b.cpu() - b_cpu
+        cpu += b_cpu
+        if SPLIT:
+            print(f"  (cpu: a {cpu - b_cpu:.3f}, b {b_cpu:.3f})")
     finally:
         await a.stop()
         await b.stop()
@@ -425,12 +483,17 @@ if __name__ == "__main__":
                         help="both peers in this process (one event loop and GIL) instead of b in its own")
     parser.add_argument("--in-flight", type=int, default=IN_FLIGHT[0],
                         help="push/fetch requests of a round under way at once (1: one after the other)")
+    parser.add_argument("--profile", type=Path, metavar="DIR",
+                        help="write each side's cProfile of each round to DIR (SCENARIO-RUN-a/b.pstats)")
     parser.add_argument("--serve", metavar="SIDE", help=argparse.SUPPRESS)  # (b's process: ProcessSide)
     parser.add_argument("--db", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--tmp", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     ADDRS[:] = args.addr
     IN_FLIGHT[0] = args.in_flight
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
+        PROFILE.append(args.profile.resolve())
     if args.serve:
         run = serve(args.serve, args.db, args.tmp, signed=args.signed, plain_http=args.plain_http)
     else:
