@@ -34,7 +34,7 @@ from peer.records.batch import IN_CHUNK, HeldRows, Reclocked, batch_names
 from peer.records.merge import MergeOutcome, droppable, local_write, place
 from peer.records.naming import base_name, is_qualified
 from peer.records.record import Record
-from peer.trust.signing import Channel
+from peer.trust.signing import Channel, body_digest
 from peer.runtime.gcpause import collector_paused
 
 log = logging.getLogger(__name__)
@@ -493,6 +493,8 @@ class RecordStore:
                 row = rows.get(item.name)
                 if row is not None and row[0] == item.digest:
                     base = decoded[item.name] = self._decode_row(item.name, row[1])
+                    if self.guard is not None:  # (held and rebuilt alike: the copy keeps it, one hash for both)
+                        body_digest(base)
                 else:  # (changed here since it was pushed: the pushed content is what the peer holds)
                     base = self._decode_row(item.name, item.pushed)
                 item = rec.with_vclock(base, item.vclock, item.stamps)
