@@ -74,6 +74,7 @@ GOAL_IN_SYNC_S = 0.05  # issue 16: 10,000 records already in sync
 ADDRS = ["127.0.3.40", "127.0.3.41"]  # --addr moves them
 SPLIT = bool(os.environ.get("AE_SPLIT"))
 IN_FLIGHT = [antientropy.IN_FLIGHT]  # --in-flight changes it (both sides)
+PUSH_KB: list[int] = []  # --push-kb: AntiEntropy's push_bytes, if given
 
 
 def descriptor(name: str) -> bytes:
@@ -233,7 +234,7 @@ class Side(Seeded):
             self.outcomes += 1
 
         self.ae = AntiEntropy(store=self.store, here=name, client=self.client, on_outcome=on_outcome,
-                              in_flight=IN_FLIGHT[0])
+                              in_flight=IN_FLIGHT[0], **({"push_bytes": PUSH_KB[0] * 1024} if PUSH_KB else {}))
         self.runner: web.AppRunner | None = None
 
     async def start(self) -> None:
@@ -261,6 +262,7 @@ class ProcessSide(Seeded):
         super().__init__(name, ip, path)
         self.argv = [sys.executable, str(Path(__file__).resolve()), "--serve", name, "--db", str(path),
                      "--tmp", str(tmp), "--addr", *ADDRS, "--in-flight", str(IN_FLIGHT[0]),
+                     *(["--push-kb", str(PUSH_KB[0])] if PUSH_KB else []),
                      *(["--profile", str(PROFILE[0])] if PROFILE else []), *(["--signed"] if signed else []),
                      *(["--plain-http"] if plain_http else [])]
         self.proc: asyncio.subprocess.Process | None = None
@@ -324,8 +326,12 @@ async def serve(name: str, path: Path, tmp: Path, *, signed: bool, plain_http: b
     profiles = Profiles() if PROFILE else None
     if profiles is not None:
         profiles.loop.enable()
+    if os.environ.get("AE_SAMPLE"):
+        sys.path.insert(0, "/tmp"); import ae3sampler; smp = ae3sampler.Sampler(); smp.on = True
     print(f"ready {side.url}", flush=True)
     await stopping.wait()
+    if os.environ.get("AE_SAMPLE"):
+        smp.dump(os.environ["AE_SAMPLE"] + f"/{path.stem}-b.txt")
     if profiles is not None:
         profiles.dump(PROFILE[0] / f"{path.stem}.pstats")
     await side.stop()
@@ -350,9 +356,13 @@ async def scenario(title: str, n: int, tmp: Path, setup: Setup,
         profiles = Profiles() if PROFILE else None
         if profiles is not None:
             profiles.loop.enable()
+        if os.environ.get("AE_SAMPLE"):
+            sys.path.insert(0, "/tmp"); import ae3sampler; smp = ae3sampler.Sampler(); smp.on = True
         cpu = time.process_time()
         stats = await a.ae.sync_with("b", b.url)
         cpu = time.process_time() - cpu
+        if os.environ.get("AE_SAMPLE"):
+            smp.on = False; smp.dump(os.environ["AE_SAMPLE"] + f"/{title}-a.txt")
         if profiles is not None:
             profiles.dump(PROFILE[0] / f"{title}-a.pstats")
         b_cpu = await b.cpu() - b_cpu
@@ -485,12 +495,14 @@ if __name__ == "__main__":
                         help="push/fetch requests of a round under way at once (1: one after the other)")
     parser.add_argument("--profile", type=Path, metavar="DIR",
                         help="write each side's cProfile of each round to DIR (SCENARIO-RUN-a/b.pstats)")
+    parser.add_argument("--push-kb", type=int, help="push batches of about this many KB (AntiEntropy's default if not given)")
     parser.add_argument("--serve", metavar="SIDE", help=argparse.SUPPRESS)  # (b's process: ProcessSide)
     parser.add_argument("--db", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--tmp", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     ADDRS[:] = args.addr
     IN_FLIGHT[0] = args.in_flight
+    PUSH_KB[:] = [args.push_kb] if args.push_kb else []
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
         PROFILE.append(args.profile.resolve())

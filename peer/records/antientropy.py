@@ -13,9 +13,9 @@
    conflict), which we apply in turn; where its merge kept our content under a joined clock it
    answers the clock alone, and we rebuild that version from our row (messages.py, "clocks");
 3. fetch: the records only the peer holds.
-Push and fetch batches are pipelined (`_pipelined`): up to `in_flight` requests await their
-answers at once, so while the peer merges batch k this side sends batch k+1 and merges the
-peer's answer to batch k-1; two agents on two hosts overlap their work instead of taking turns.
+Digest ranges, push and fetch batches are pipelined (`_pipelined`): up to `in_flight` requests
+await their answers at once, so while the peer merges batch k this side sends batch k+1 and
+merges the peer's answer to batch k-1; two agents on two hosts overlap their work instead of taking turns.
 Each batch is a request of its own, as before: the wire is unchanged, and a peer handles
 concurrent pushes as it does pushes from several peers (its store serialises the merges).
 So each differing record crosses the wire at most once each way, and the cost of a round
@@ -224,7 +224,9 @@ class AntiEntropy:
 
     async def _compare(self, base_url: str, mine: dict[str, bytes], stats: SyncStats) -> dict[str, bytes | None]:
         differing: dict[str, bytes | None] = {}
-        for lo, hi, chunk in name_ranges(sorted(mine), self.digest_chunk):
+
+        async def compare(part: tuple[str | None, str | None, list[str]]) -> None:
+            lo, hi, chunk = part
             payload = msg.digests_request(sender=self.here, lo=lo, hi=hi, digests={n: mine[n] for n in chunk})
             reply = await self._call(base_url, msg.PATH_DIGESTS, payload, stats)
             try:
@@ -233,6 +235,8 @@ class AntiEntropy:
                 raise PeerBadReply(f"digests reply: {exc}") from exc
             differing.update((n, d) for n, d in answer.items() if (lo is None or n >= lo) and (hi is None or n < hi))
             stats.compared += len(chunk)
+
+        await self._pipelined(name_ranges(sorted(mine), self.digest_chunk), compare)  # (ranges: disjoint)
         stats.differing = len(differing)
         return differing
 
