@@ -495,6 +495,7 @@ if __name__ == "__main__":
                         help="push/fetch requests of a round under way at once (1: one after the other)")
     parser.add_argument("--profile", type=Path, metavar="DIR",
                         help="write each side's cProfile of each round to DIR (SCENARIO-RUN-a/b.pstats)")
+    parser.add_argument("--only", nargs="+", choices=[t for t, _ in SCENARIOS], help="run these scenarios alone")
     parser.add_argument("--push-kb", type=int, help="push batches of about this many KB (AntiEntropy's default if not given)")
     parser.add_argument("--serve", metavar="SIDE", help=argparse.SUPPRESS)  # (b's process: ProcessSide)
     parser.add_argument("--db", type=Path, help=argparse.SUPPRESS)
@@ -502,6 +503,8 @@ if __name__ == "__main__":
     args = parser.parse_args()
     ADDRS[:] = args.addr
     IN_FLIGHT[0] = args.in_flight
+    if args.only:
+        SCENARIOS = tuple((t, f) for t, f in SCENARIOS if t in args.only)
     PUSH_KB[:] = [args.push_kb] if args.push_kb else []
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
