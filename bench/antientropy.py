@@ -27,8 +27,8 @@ stamps are taken on the channel's authority (signing.vouches) and every other on
 before it is merged; --signed --plain-http runs without TLS, where every received stamp is
 checked (the cost before channel authority, or of versions relayed by a third cluster).
 
-Usage: .venv/bin/python bench/antientropy.py [--records 10000] [--runs 3] [--signed [--plain-http]] [--one-process] [--in-flight 2]
-       [--addr 127.0.3.40 127.0.3.41]
+Usage: .venv/bin/python bench/antientropy.py [--records 10000] [--runs 3] [--signed [--plain-http]] [--one-process]
+       [--in-flight 2] [--push-kb KB] [--only SCENARIO...] [--split-cpu] [--profile DIR] [--addr 127.0.3.40 127.0.3.41]
 """
 from __future__ import annotations
 
@@ -37,7 +37,6 @@ import asyncio
 import cProfile
 import functools
 import logging
-import os
 import pstats
 import ssl
 import sys
@@ -72,7 +71,7 @@ SECRET = b"bench-federation-secret-000000000"
 GOAL_DIFFERING_S = 1.0  # issue 16: 10,000 differing records
 GOAL_IN_SYNC_S = 0.05  # issue 16: 10,000 records already in sync
 ADDRS = ["127.0.3.40", "127.0.3.41"]  # --addr moves them
-SPLIT = bool(os.environ.get("AE_SPLIT"))
+SPLIT: list[bool] = [False]  # --split-cpu
 IN_FLIGHT = [antientropy.IN_FLIGHT]  # --in-flight changes it (both sides)
 PUSH_KB: list[int] = []  # --push-kb: AntiEntropy's push_bytes, if given
 
@@ -233,8 +232,9 @@ class Side(Seeded):
         async def on_outcome(outcome: MergeOutcome) -> None:
             self.outcomes += 1
 
+        sizes: dict[str, Any] = {"push_bytes": PUSH_KB[0] * 1024} if PUSH_KB else {}
         self.ae = AntiEntropy(store=self.store, here=name, client=self.client, on_outcome=on_outcome,
-                              in_flight=IN_FLIGHT[0], **({"push_bytes": PUSH_KB[0] * 1024} if PUSH_KB else {}))
+                              in_flight=IN_FLIGHT[0], **sizes)
         self.runner: web.AppRunner | None = None
 
     async def start(self) -> None:
@@ -326,12 +326,8 @@ async def serve(name: str, path: Path, tmp: Path, *, signed: bool, plain_http: b
     profiles = Profiles() if PROFILE else None
     if profiles is not None:
         profiles.loop.enable()
-    if os.environ.get("AE_SAMPLE"):
-        sys.path.insert(0, "/tmp"); import ae3sampler; smp = ae3sampler.Sampler(); smp.on = True
     print(f"ready {side.url}", flush=True)
     await stopping.wait()
-    if os.environ.get("AE_SAMPLE"):
-        smp.dump(os.environ["AE_SAMPLE"] + f"/{path.stem}-b.txt")
     if profiles is not None:
         profiles.dump(PROFILE[0] / f"{path.stem}.pstats")
     await side.stop()
@@ -356,18 +352,14 @@ async def scenario(title: str, n: int, tmp: Path, setup: Setup,
         profiles = Profiles() if PROFILE else None
         if profiles is not None:
             profiles.loop.enable()
-        if os.environ.get("AE_SAMPLE"):
-            sys.path.insert(0, "/tmp"); import ae3sampler; smp = ae3sampler.Sampler(); smp.on = True
         cpu = time.process_time()
         stats = await a.ae.sync_with("b", b.url)
         cpu = time.process_time() - cpu
-        if os.environ.get("AE_SAMPLE"):
-            smp.on = False; smp.dump(os.environ["AE_SAMPLE"] + f"/{title}-a.txt")
         if profiles is not None:
             profiles.dump(PROFILE[0] / f"{title}-a.pstats")
         b_cpu = await b.cpu() - b_cpu
         cpu += b_cpu
-        if SPLIT:
+        if SPLIT[0]:
             print(f"  (cpu: a {cpu - b_cpu:.3f}, b {b_cpu:.3f})")
     finally:
         await a.stop()
@@ -495,6 +487,7 @@ if __name__ == "__main__":
                         help="push/fetch requests of a round under way at once (1: one after the other)")
     parser.add_argument("--profile", type=Path, metavar="DIR",
                         help="write each side's cProfile of each round to DIR (SCENARIO-RUN-a/b.pstats)")
+    parser.add_argument("--split-cpu", action="store_true", help="print each side's CPU of each round too")
     parser.add_argument("--only", nargs="+", choices=[t for t, _ in SCENARIOS], help="run these scenarios alone")
     parser.add_argument("--push-kb", type=int, help="push batches of about this many KB (AntiEntropy's default if not given)")
     parser.add_argument("--serve", metavar="SIDE", help=argparse.SUPPRESS)  # (b's process: ProcessSide)
@@ -503,6 +496,7 @@ if __name__ == "__main__":
     args = parser.parse_args()
     ADDRS[:] = args.addr
     IN_FLIGHT[0] = args.in_flight
+    SPLIT[0] = args.split_cpu
     if args.only:
         SCENARIOS = tuple((t, f) for t, f in SCENARIOS if t in args.only)
     PUSH_KB[:] = [args.push_kb] if args.push_kb else []
