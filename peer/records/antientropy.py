@@ -148,6 +148,14 @@ class AntiEntropy:
             stats.seconds = time.monotonic() - started
             return stats
         mine.update(gc_only)
+        with collector_paused():  # (the round's own objects are acyclic: peer.runtime.gcpause)
+            await self._reconcile(base_url, peer_name, mine, gc_only, stats)
+        stats.seconds = time.monotonic() - started
+        return stats
+
+    async def _reconcile(self, base_url: str, peer_name: str, mine: dict[str, bytes], gc_only: dict[str, bytes],
+                         stats: SyncStats) -> None:
+        """Steps 1 to 3 of `sync_with` (the module docstring)."""
         differing = await self._compare(base_url, mine, stats)
         for name in [n for n in gc_only if n in differing and differing[n] is None]:
             del differing[name]
@@ -159,8 +167,6 @@ class AntiEntropy:
         await self._push(base_url, peer_name, [n for n in sorted(differing) if n in held], stats)
         await self._fetch(base_url, peer_name,
                           [n for n, d in sorted(differing.items()) if n not in held and d is not None], stats)
-        stats.seconds = time.monotonic() - started
-        return stats
 
     async def check_names(self, peer_name: str, base_url: str) -> int:
         """After a partition: has `peer_name` a service of the same name as one homed here?
@@ -243,18 +249,35 @@ class AntiEntropy:
     def _batches(self, names: list[str]) -> Iterator[list[tuple[str, bytes, bytes, bool]]]:
         """Our current versions of `names` as the store holds them (packed, with their version
         digest and tombstone flag: sent as they are, no decoding or packing again), in batches
-        of about `push_bytes`."""
+        of about `push_bytes`, smaller at both ends (`_batch_limit`)."""
         batch: list[tuple[str, bytes, bytes, bool]] = []
-        size = 0
+        size = sent = seen = seen_bytes = 0
+        limit = self._batch_limit(0, 0)
         for start in range(0, len(names), 1000):
             for row in self.store.packed_many(names[start:start + 1000]):
-                if batch and size + len(row[1]) > self.push_bytes:
+                seen, seen_bytes = seen + 1, seen_bytes + len(row[1])
+                if batch and size + len(row[1]) > limit:
                     yield batch
-                    batch, size = [], 0
+                    sent += 1
+                    left = (len(names) - seen + 1) * seen_bytes // seen  # (this row's included: estimated)
+                    batch, size, limit = [], 0, self._batch_limit(sent, left)
                 batch.append(row)
                 size += len(row[1])
         if batch:
             yield batch
+
+    def _batch_limit(self, sent: int, left: int) -> int:
+        """The bytes of the next push batch: a quarter of `push_bytes` first, then half, then
+        whole, and half of what is left (down to a quarter) near the end. With batches in
+        flight (`_pipelined`), the peer merges the first batch while this side has nothing to
+        merge yet, and this side merges the last answer while the peer has nothing left: small
+        batches at both ends shorten those two stretches (issue 16)."""
+        quarter = max(self.push_bytes // 4, 1)
+        if sent == 0:
+            return quarter
+        if sent == 1:
+            return self.push_bytes // 2 or 1
+        return min(self.push_bytes, max(quarter, left // 2))
 
     async def _push(self, base_url: str, peer: str, names: list[str], stats: SyncStats) -> None:
         if names:

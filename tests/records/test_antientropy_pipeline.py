@@ -147,3 +147,20 @@ def test_in_flight_below_one_is_refused(tmp_path: Path) -> None:
     finally:
         store.close()
 
+
+
+async def test_push_batches_are_small_at_both_ends_and_cover_every_name_once(start_peer: StartPeer) -> None:
+    """The peer merges the first batch while this side has nothing to merge, and this side the
+    last answer while the peer is done: both ends are smaller (quarter, half, ... half of what
+    is left, down to a quarter); no batch exceeds push_bytes; every name once, in order."""
+    a = await start_peer("a", "127.0.160.19")
+    names = [f"svc-{i:03d}" for i in range(120)]
+    for name in names:
+        a.write(name, location="b")
+    row = len(a.store.packed_many(["svc-000"])[0][1])
+    a.ae.push_bytes = 16 * row
+    batches = [[name for name, _, _, _ in batch] for batch in a.ae._batches(names)]
+    assert [n for batch in batches for n in batch] == names
+    sizes = [len(batch) for batch in batches]
+    assert sizes[0] <= 4 and sizes[1] <= 8 and max(sizes) <= 16 and sizes[-1] <= 8, sizes
+    assert 16 in sizes and sizes[-2] < 16, sizes  # (whole batches in the middle, smaller towards the end)
