@@ -13,6 +13,11 @@
    conflict), which we apply in turn; where its merge kept our content under a joined clock it
    answers the clock alone, and we rebuild that version from our row (messages.py, "clocks");
 3. fetch: the records only the peer holds.
+Digest ranges, push and fetch batches are pipelined (`_pipelined`): up to `in_flight` requests
+await their answers at once, so while the peer merges batch k this side sends batch k+1 and
+merges the peer's answer to batch k-1; two agents on two hosts overlap their work instead of taking turns.
+Each batch is a request of its own, as before: the wire is unchanged, and a peer handles
+concurrent pushes as it does pushes from several peers (its store serialises the merges).
 So each differing record crosses the wire at most once each way, and the cost of a round
 grows with the records the two peers share, not with the federation. Every applied remote
 version goes through `RecordStore.apply_remote_many` and its outcome to `on_outcome`; each
@@ -27,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -49,6 +55,12 @@ log = logging.getLogger(__name__)
 
 OnOutcome = Callable[[MergeOutcome], Awaitable[None]]
 T = TypeVar("T")
+B = TypeVar("B")
+
+#: Push or fetch requests of a round awaiting their answers at once (`_pipelined`). Measured
+#: with the peer in its own process (bench/antientropy.py, docs/benchmarks.md): 1 is the
+#: sequential round of before.
+IN_FLIGHT = 2
 
 
 @dataclass
@@ -95,6 +107,7 @@ class AntiEntropy:
         digest_chunk: int = 4000,
         push_bytes: int = 512 * 1024,
         fetch_chunk: int = 500,
+        in_flight: int = IN_FLIGHT,
         on_heard: Callable[[str], None] | None = None,
     ) -> None:
         self.store = store
@@ -105,6 +118,9 @@ class AntiEntropy:
         self.digest_chunk = digest_chunk
         self.push_bytes = push_bytes
         self.fetch_chunk = fetch_chunk
+        if in_flight < 1:
+            raise ValueError(f"in_flight must be at least 1, not {in_flight}")
+        self.in_flight = in_flight  # push or fetch requests awaiting their answers at once
         # Told the name of every peer that opens a round with us: proof that it is alive and
         # reaches us (a cluster back from a site loss, before gossip may have noticed it left).
         self.on_heard = on_heard
@@ -132,6 +148,14 @@ class AntiEntropy:
             stats.seconds = time.monotonic() - started
             return stats
         mine.update(gc_only)
+        with collector_paused():  # (the round's own objects are acyclic: peer.runtime.gcpause)
+            await self._reconcile(base_url, peer_name, mine, gc_only, stats)
+        stats.seconds = time.monotonic() - started
+        return stats
+
+    async def _reconcile(self, base_url: str, peer_name: str, mine: dict[str, bytes], gc_only: dict[str, bytes],
+                         stats: SyncStats) -> None:
+        """Steps 1 to 3 of `sync_with` (the module docstring)."""
         differing = await self._compare(base_url, mine, stats)
         for name in [n for n in gc_only if n in differing and differing[n] is None]:
             del differing[name]
@@ -143,8 +167,6 @@ class AntiEntropy:
         await self._push(base_url, peer_name, [n for n in sorted(differing) if n in held], stats)
         await self._fetch(base_url, peer_name,
                           [n for n, d in sorted(differing.items()) if n not in held and d is not None], stats)
-        stats.seconds = time.monotonic() - started
-        return stats
 
     async def check_names(self, peer_name: str, base_url: str) -> int:
         """After a partition: has `peer_name` a service of the same name as one homed here?
@@ -208,7 +230,9 @@ class AntiEntropy:
 
     async def _compare(self, base_url: str, mine: dict[str, bytes], stats: SyncStats) -> dict[str, bytes | None]:
         differing: dict[str, bytes | None] = {}
-        for lo, hi, chunk in name_ranges(sorted(mine), self.digest_chunk):
+
+        async def compare(part: tuple[str | None, str | None, list[str]]) -> None:
+            lo, hi, chunk = part
             payload = msg.digests_request(sender=self.here, lo=lo, hi=hi, digests={n: mine[n] for n in chunk})
             reply = await self._call(base_url, msg.PATH_DIGESTS, payload, stats)
             try:
@@ -217,52 +241,97 @@ class AntiEntropy:
                 raise PeerBadReply(f"digests reply: {exc}") from exc
             differing.update((n, d) for n, d in answer.items() if (lo is None or n >= lo) and (hi is None or n < hi))
             stats.compared += len(chunk)
+
+        await self._pipelined(name_ranges(sorted(mine), self.digest_chunk), compare)  # (ranges: disjoint)
         stats.differing = len(differing)
         return differing
 
     def _batches(self, names: list[str]) -> Iterator[list[tuple[str, bytes, bytes, bool]]]:
         """Our current versions of `names` as the store holds them (packed, with their version
         digest and tombstone flag: sent as they are, no decoding or packing again), in batches
-        of about `push_bytes`."""
+        of about `push_bytes`, smaller at both ends (`_batch_limit`)."""
         batch: list[tuple[str, bytes, bytes, bool]] = []
-        size = 0
+        size = sent = seen = seen_bytes = 0
+        limit = self._batch_limit(0, 0)
         for start in range(0, len(names), 1000):
             for row in self.store.packed_many(names[start:start + 1000]):
-                if batch and size + len(row[1]) > self.push_bytes:
+                seen, seen_bytes = seen + 1, seen_bytes + len(row[1])
+                if batch and size + len(row[1]) > limit:
                     yield batch
-                    batch, size = [], 0
+                    sent += 1
+                    left = (len(names) - seen + 1) * seen_bytes // seen  # (this row's included: estimated)
+                    batch, size, limit = [], 0, self._batch_limit(sent, left)
                 batch.append(row)
                 size += len(row[1])
         if batch:
             yield batch
 
+    def _batch_limit(self, sent: int, left: int) -> int:
+        """The bytes of the next push batch: a quarter of `push_bytes` first, then half, then
+        whole, and half of what is left (down to a quarter) near the end. With batches in
+        flight (`_pipelined`), the peer merges the first batch while this side has nothing to
+        merge yet, and this side merges the last answer while the peer has nothing left: small
+        batches at both ends shorten those two stretches (issue 16)."""
+        quarter = max(self.push_bytes // 4, 1)
+        if sent == 0:
+            return quarter
+        if sent == 1:
+            return self.push_bytes // 2 or 1
+        return min(self.push_bytes, max(quarter, left // 2))
+
     async def _push(self, base_url: str, peer: str, names: list[str], stats: SyncStats) -> None:
         if names:
             await self._audit(peer)
-        for batch in self._batches(names):
-            payload = msg.push_request(sender=self.here, records=[packed for _, packed, _, _ in batch], clocks=True)
-            reply, channel = await self._exchange(base_url, msg.PATH_PUSH, payload, stats)
-            try:
-                stats.conflicts += msg.parse_conflicts(reply)
-            except PeerWireError as exc:
-                raise PeerBadReply(f"push reply: {exc}") from exc
-            returned, reclocked = await self._take(reply, {name for name, _, _, _ in batch}, stats, pushed=batch,
-                                                   channel=channel)
-            stats.pushed += len(batch)
-            stats.returned += len(returned) + len(reclocked)
-            back = {r.name for r in returned} | reclocked
-            held_by_peer = {name: digest for name, _, digest, tomb in batch if tomb and name not in back}
-            held_by_peer.update(_tombstone_digests(returned))
-            self.store.ack_tombstones(peer, held_by_peer)
+        await self._pipelined(self._batches(names), lambda batch: self._push_batch(base_url, peer, batch, stats))
+
+    async def _push_batch(self, base_url: str, peer: str, batch: list[tuple[str, bytes, bytes, bool]],
+                          stats: SyncStats) -> None:
+        payload = msg.push_request(sender=self.here, records=[packed for _, packed, _, _ in batch], clocks=True)
+        reply, channel = await self._exchange(base_url, msg.PATH_PUSH, payload, stats)
+        try:
+            stats.conflicts += msg.parse_conflicts(reply)
+        except PeerWireError as exc:
+            raise PeerBadReply(f"push reply: {exc}") from exc
+        returned, reclocked = await self._take(reply, {name for name, _, _, _ in batch}, stats, pushed=batch,
+                                               channel=channel)
+        stats.pushed += len(batch)
+        stats.returned += len(returned) + len(reclocked)
+        back = {r.name for r in returned} | reclocked
+        held_by_peer = {name: digest for name, _, digest, tomb in batch if tomb and name not in back}
+        held_by_peer.update(_tombstone_digests(returned))
+        self.store.ack_tombstones(peer, held_by_peer)
 
     async def _fetch(self, base_url: str, peer: str, names: list[str], stats: SyncStats) -> None:
-        for start in range(0, len(names), self.fetch_chunk):
-            wanted = names[start:start + self.fetch_chunk]
-            payload = msg.fetch_request(sender=self.here, names=wanted)
-            reply, channel = await self._exchange(base_url, msg.PATH_FETCH, payload, stats)
-            fetched, _ = await self._take(reply, set(wanted), stats, channel=channel)
-            stats.fetched += len(fetched)
-            self.store.ack_tombstones(peer, _tombstone_digests(fetched))
+        chunks = (names[start:start + self.fetch_chunk] for start in range(0, len(names), self.fetch_chunk))
+        await self._pipelined(chunks, lambda wanted: self._fetch_batch(base_url, peer, wanted, stats))
+
+    async def _fetch_batch(self, base_url: str, peer: str, wanted: list[str], stats: SyncStats) -> None:
+        payload = msg.fetch_request(sender=self.here, names=wanted)
+        reply, channel = await self._exchange(base_url, msg.PATH_FETCH, payload, stats)
+        fetched, _ = await self._take(reply, set(wanted), stats, channel=channel)
+        stats.fetched += len(fetched)
+        self.store.ack_tombstones(peer, _tombstone_digests(fetched))
+
+    async def _pipelined(self, batches: Iterable[B], send: Callable[[B], Awaitable[None]]) -> None:
+        """`send` each batch (a request, then the merge of its answer), with up to `in_flight`
+        of them under way at once; the batch after them waits until the oldest is done. The
+        batches name disjoint records, so their order does not matter to the merge. A batch
+        that fails ends the round as before: nothing more is sent, the batches still under way
+        are cancelled (a merge already started in a worker thread still commits and notifies:
+        `_off_loop`) and the first failure is raised."""
+        window: deque[asyncio.Task[None]] = deque()
+        try:
+            for batch in batches:
+                window.append(asyncio.ensure_future(send(batch)))
+                if len(window) >= self.in_flight:
+                    await window.popleft()
+            while window:
+                await window.popleft()
+        finally:
+            for task in window:
+                task.cancel()
+            if window:
+                await asyncio.gather(*window, return_exceptions=True)
 
     async def _take(self, reply: object, asked: set[str], stats: SyncStats,
                     pushed: Sequence[tuple[str, bytes, bytes, bool]] = (),

@@ -5,7 +5,9 @@ stored survives a crash (SIGKILL, power loss) of the agent. Calls block for well
 millisecond plus one fsync per commit, and the agent makes most on its event loop; a batch of
 remote versions is one transaction (`apply_remote_many`), which anti-entropy runs in a worker
 thread (peer/records/antientropy.py). A lock serialises them and the connection may be used
-from any thread.
+from any thread. `packed_many` (what a push or a fetch sends) reads through a second, read-only
+connection of its own instead: WAL lets it read the last commit while a batch's transaction
+runs, so a round's next push batch is not held up by the merge of the last answer (issue 16).
 
 Besides records: tombstone acknowledgements (for `droppable`), a small `meta` key/value table
 for the agent, the finished migrations (`history_*`, bounded rows), and a `journal` the
@@ -32,7 +34,7 @@ from peer.records.batch import IN_CHUNK, HeldRows, Reclocked, batch_names
 from peer.records.merge import MergeOutcome, droppable, local_write, place
 from peer.records.naming import base_name, is_qualified
 from peer.records.record import Record
-from peer.trust.signing import Channel
+from peer.trust.signing import Channel, body_digest
 from peer.runtime.gcpause import collector_paused
 
 log = logging.getLogger(__name__)
@@ -146,6 +148,7 @@ def _parties(record: Record) -> str:
 
 CLOCK_EPOCH_KEY = "clock_epoch"
 PAGE_SIZE = 16384
+READER_CACHE_KIB = 512
 
 
 def _large_pages(conn: sqlite3.Connection, path: Path) -> None:
@@ -185,6 +188,16 @@ class RecordStore:
         # Every `name@home` (naming.qualified) held, and maybe some dropped since: a batch looks
         # up the twin of each bare name it merges only if it is here (`apply_remote_many`).
         self._qualified: set[str] = set()
+        self._reader: sqlite3.Connection | None = None  # (packed_many's own: `open_reader`)
+        self._reader_lock = threading.Lock()
+
+    def open_reader(self) -> None:
+        """The read-only connection `packed_many` reads through (after the schema is current).
+        A small page cache of its own: it reads each row once per round."""
+        reader = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10.0)
+        reader.execute("PRAGMA query_only=ON")
+        reader.execute(f"PRAGMA cache_size=-{READER_CACHE_KIB}")
+        self._reader = reader
 
     @classmethod
     def open(cls, path: Path) -> RecordStore:
@@ -202,11 +215,16 @@ class RecordStore:
             store._migrate()
             store._qualified = {name for (name,) in conn.execute("SELECT name FROM records WHERE name LIKE '%@%'")}
             store._init_clock_epoch()
+            store.open_reader()
         except sqlite3.Error as exc:
             raise StoreError(f"{path}: {exc}") from exc
         return store
 
     def close(self) -> None:
+        with self._reader_lock:
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
         with self._lock:
             self._conn.close()
 
@@ -326,11 +344,18 @@ class RecordStore:
         """(name, packed record, version digest, tombstone) of the named records we hold, in
         the order of `names`: what a push or a fetch sends, without decoding and packing each
         again. Given `interesting`: only the records that cluster is interested in
-        (record.interested, kept in the `parties` column)."""
+        (record.interested, kept in the `parties` column). Read on the reader connection, as of
+        the last commit: a batch's transaction under way does not hold it up."""
         wanted = list(names)
-        with self._lock:
-            rows = {row[0]: row for row in self._select_in(self._conn.cursor(), "data, digest, tombstone, parties",
-                                                           wanted)}
+        with self._reader_lock:
+            reader = self._reader
+            if reader is None:
+                raise StoreError(f"{self.path}: closed")
+            try:
+                rows = {row[0]: row for row in self._select_in(reader.cursor(), "data, digest, tombstone, parties",
+                                                               wanted)}
+            except sqlite3.Error as exc:
+                raise StoreError(f"{self.path}: {exc}") from exc
         party = None if interesting is None else f",{interesting},"
         return [(n, rows[n][1], rows[n][2], bool(rows[n][3])) for n in dict.fromkeys(wanted)
                 if n in rows and (party is None or party in rows[n][4])]
@@ -468,6 +493,8 @@ class RecordStore:
                 row = rows.get(item.name)
                 if row is not None and row[0] == item.digest:
                     base = decoded[item.name] = self._decode_row(item.name, row[1])
+                    if self.guard is not None:  # (held and rebuilt alike: the copy keeps it, one hash for both)
+                        body_digest(base)
                 else:  # (changed here since it was pushed: the pushed content is what the peer holds)
                     base = self._decode_row(item.name, item.pushed)
                 item = rec.with_vclock(base, item.vclock, item.stamps)
