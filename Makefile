@@ -33,8 +33,10 @@ venv: $(STAMP)
 # ~130 modules from source at each start: 0.15 s of CPU per start and 1.3 MB more RSS for the
 # agent's whole life (bench/idlemem.py; issue 18). Only changed files are compiled again, and
 # Python checks each .pyc against its source (mtime and size), so a stale one is never used.
+# The daemon runs as `python -OO` (peer/cli/__init__.py), so its optimised bytecode is made too.
 bytecode: $(STAMP)
 	@$(PY) -m compileall -q peer lb placement chaos
+	@$(PY) -OO -m compileall -q peer lb placement chaos
 
 # pyca/cryptography comes from Debian (python3-cryptography) where it is installed: Debian's
 # build links the system's OpenSSL, which Python's own `ssl` maps in every agent already, where
@@ -55,6 +57,11 @@ $(STAMP): setup.cfg pyproject.toml
 	fi
 	$(PY) -m pip install -q --upgrade pip >/dev/null
 	$(PY) -m pip install -q -e '.[test]'
+	@# The optimised bytecode of what the daemon (`python -OO`) imports: pip writes only the plain
+	@# one, and with PYTHONDONTWRITEBYTECODE every agent start would compile every module (0.3 s).
+	@site=$$($(PY) -c 'import sysconfig; print(sysconfig.get_path("purelib"))'); \
+	$(PY) -OO -m compileall -q -j0 "$$site" >/dev/null || true; \
+	if [ -w $(DEBIAN_SITE)/cryptography ]; then $(PY) -OO -m compileall -q $(DEBIAN_SITE)/cryptography >/dev/null || true; fi
 	@touch $(STAMP)
 
 # Two streams side by side: the static checks (import contracts, mypy) then the unit and

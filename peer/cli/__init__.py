@@ -5,21 +5,41 @@ left running. `python -m peer.cli ...` is the same as `roam ...`.
 """
 from __future__ import annotations
 
-import subprocess
+import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import click
-
-from peer.cli.agentcmd import EXIT_FAILURE, EXIT_USAGE, agent_command, run_agent
+if TYPE_CHECKING:
+    import click
 
 __all__ = ["main", "cli", "run_agent", "ClientError"]
+
+#: Set to 1 to run the daemon with its docstrings and asserts (`_daemon_without_docstrings`).
+KEEP_DOCSTRINGS_ENV = "ROAM_AGENT_KEEP_DOCSTRINGS"
+
+
+def _daemon_without_docstrings(argv: list[str]) -> None:
+    """`roam agent` runs its daemon as `python -OO`, by exec (the same pid), before anything
+    else is imported. The docstrings of every module an agent imports (the standard library's,
+    aiohttp's, cryptography's, roam's own) are 1.4 MB of its idle RSS of about 53 MB (issues 16
+    and 18; 3 agents on loopback), and nothing in the daemon reads them: its help texts are
+    given explicitly. -OO drops asserts too: roam's narrow types for mypy (`x is not None`),
+    none checks input. Not when already optimised, nor with ROAM_AGENT_KEEP_DOCSTRINGS=1. The
+    interpreter's own options are kept (sys.orig_argv); the services the agent starts run
+    unoptimised as before. The optimised bytecode comes from `make venv` (PYTHONDONTWRITEBYTECODE
+    would otherwise make every start compile every module: 0.3 s of CPU)."""
+    if argv[:1] != ["agent"] or sys.flags.optimize >= 2 or os.environ.get(KEEP_DOCSTRINGS_ENV) == "1":
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, "-OO", *sys.orig_argv[1:]])
 
 
 def _full_cli() -> click.Group:
     """The whole `roam` group. The client commands (and what they import: urllib, http.client,
     email, importlib.metadata, the CA tools; about 1 MB) are built only when a client command
     runs, not in the daemon: `roam agent` goes straight to its command (issue 18's memory)."""
+    from peer.cli.agentcmd import agent_command
     from peer.cli.ca import ca_group
     from peer.cli.commands import cli as group
 
@@ -30,9 +50,14 @@ def _full_cli() -> click.Group:
 
 
 def __getattr__(name: str) -> Any:
-    """`peer.cli.cli` and `peer.cli.ClientError`, imported on first use (PEP 562)."""
+    """`peer.cli.cli`, `peer.cli.ClientError` and `peer.cli.run_agent`, imported on first use
+    (PEP 562): `roam agent` execs itself before importing click (`_daemon_without_docstrings`)."""
     if name == "cli":
         return _full_cli()
+    if name == "run_agent":
+        from peer.cli.agentcmd import run_agent
+
+        return run_agent
     if name == "ClientError":
         from peer.cli.client import ClientError
 
@@ -41,10 +66,18 @@ def __getattr__(name: str) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv is None:  # the program itself, not a caller in this process
+        argv = sys.argv[1:]
+        _daemon_without_docstrings(argv)
+    argv = list(argv)
     if argv[:1] == ["chaos"]:
         # The testbed lives in `chaos`, above `peer` in the layering: run it, don't import it.
+        import subprocess
+
         return subprocess.call([sys.executable, "-m", "chaos", *argv[1:]])
+    import click
+
+    from peer.cli.agentcmd import EXIT_FAILURE, EXIT_USAGE, agent_command
     client_errors: tuple[type[Exception], ...] = ()  # the daemon raises none: no client code loaded
     if argv[:1] == ["agent"]:
         entry: click.Command = agent_command()

@@ -15,8 +15,6 @@ from peer.config import default_of
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
-#: Set to 1 to run the daemon with its docstrings and asserts (`_without_docstrings`).
-KEEP_DOCSTRINGS_ENV = "ROAM_AGENT_KEEP_DOCSTRINGS"
 
 
 def _opt(*names: str, **kw: Any) -> Any:
@@ -123,7 +121,6 @@ def run_agent(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"roam agent: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    _without_docstrings()
     # The cluster name comes from the flags or the --config file: known only now.
     logging.basicConfig(
         level=getattr(logging, str(args.log_level).upper(), logging.INFO),
@@ -165,22 +162,6 @@ def run_agent(args: argparse.Namespace) -> int:
         print(f"roam agent: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     return 0
-
-
-def _without_docstrings() -> None:
-    """Run the daemon as `python -OO` (same pid: exec). The docstrings of every module an agent
-    imports (the standard library's, aiohttp's, cryptography's, roam's own) are 1.4 MB of its
-    idle RSS of about 53 MB (issues 16 and 18; measured with 3 agents on loopback), and nothing
-    in the daemon reads them. -OO drops asserts too: roam's narrow types for mypy (`x is not
-    None`), none checks input. Done once the flags are checked, so a bad flag or `--help` is
-    answered by this process; not when roam is not the program (`sys.argv` is not `... agent`),
-    not when already optimised, not with ROAM_AGENT_KEEP_DOCSTRINGS=1. The interpreter's own
-    options are kept (sys.orig_argv); the services the agent starts run unoptimised as before."""
-    if sys.flags.optimize >= 2 or os.environ.get(KEEP_DOCSTRINGS_ENV) == "1" or sys.argv[1:2] != ["agent"]:
-        return
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execv(sys.executable, [sys.executable, "-OO", *sys.orig_argv[1:]])
 
 
 def _path_with_own_scripts() -> None:

@@ -1,6 +1,7 @@
-"""`roam agent` runs its daemon as `python -OO` (peer.cli.agentcmd._without_docstrings): the
+"""`roam agent` runs its daemon as `python -OO` (peer.cli._daemon_without_docstrings): the
 same process (the pid a supervisor started), the interpreter's own options kept, and
-ROAM_AGENT_KEEP_DOCSTRINGS=1 turns it off. Real agents on 127.0.135.1-2."""
+ROAM_AGENT_KEEP_DOCSTRINGS=1 turns it off; flags, errors and help behave as before. Real agents
+on 127.0.135.1-2."""
 from __future__ import annotations
 
 import subprocess
@@ -38,13 +39,23 @@ def test_the_daemon_drops_its_docstrings_in_the_process_it_was_started_as(
     assert agent.proc.returncode == 0
 
 
-def test_a_bad_flag_is_still_one_line_from_the_first_process(tmp_path: Path) -> None:
+def test_a_bad_flag_is_still_one_line_and_a_usage_exit(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-m", "peer.cli", "agent", "--name", "d1", "--addr", "127.0.135.3",
                           "--api-port", "70000", "--data-dir", str(tmp_path / "d")],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode != 0
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "--api-port" in lines[0], out.stderr
+    assert out.returncode == 2
+
+
+def test_the_exec_comes_before_click_is_imported() -> None:
+    """What the exec costs an agent's start: an interpreter and `peer.cli` alone (click, the
+    config and everything else are imported once, by the optimised process)."""
+    code = ("import sys, peer.cli\n"
+            "print(sorted(m for m in ('click', 'peer.config', 'peer.cli.agentcmd', 'aiohttp') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 def test_agent_help_keeps_its_text() -> None:
