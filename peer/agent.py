@@ -131,6 +131,8 @@ class Agent:
         self._runner: web.AppRunner | None = None
         self._loops = Supervisor(f"{config.name}")  # the control loops, restarted after a failure
         self._jobs = Supervisor(f"{config.name}")  # one-shot background jobs (syncs, releases, recovery)
+        # peer -> when the last completed records sync with it began (a welcome skips a sync begun since)
+        self._synced_from: dict[str, float] = {}
         # Catch-up and welcomes (peer.runtime.fanout); the heap they freed is handed back after each burst.
         self.fanout = FanOut(BACKGROUND_CALLS_AT_ONCE, settled=heap.give_back)
         self.accepting = True
@@ -650,11 +652,17 @@ class Agent:
         """A member came alive: what it may have missed while away, and what we missed from it.
         One call after the other over one kept-alive connection, at most BACKGROUND_CALLS_AT_ONCE
         members at once (peer.runtime.fanout). Certificates first: a record version whose
-        writer's certificate is not known here yet is refused."""
-        async def calls() -> None:
-            if self.trust is not None and self.identity is not None:
+        writer's certificate is not known here yet is refused. A certificate exchange or a records
+        sync with it that began after it came alive and completed (the catch-up's, at start-up,
+        when every member comes alive at once; a backstop round's) is not made again: at start-up
+        that was half of the calls, and the tail of the storm outlasted the first idle minute."""
+        came = time.monotonic()
+
+        async def calls() -> None:  # a call another task began since it came alive is not made again
+            if self.trust is not None and self.identity is not None and not self.trust.exchanged_since(peer, came):
                 await self.trust.exchange_with(peer)  # a revocation list or certificate it missed
-            await self._sync(peer)
+            if self._synced_from.get(peer, float("-inf")) < came:
+                await self._sync(peer)
             await self._check_names(peer)
         await self.fanout.run(calls)
 
@@ -674,12 +682,14 @@ class Agent:
         member = self.membership.get(peer)
         if url is None or self.antientropy is None or member is None or member.status != "alive":
             return False
+        started = time.monotonic()
         try:
             await self.antientropy.sync_with(peer, url)
         except PeerError as exc:
             log.debug("anti-entropy with %s failed: %s", peer, exc)
             return False
         self.liveness.mark_reachable(peer)  # it answered: clears stale probe evidence of its loss
+        self._synced_from[peer] = max(started, self._synced_from.get(peer, started))
         return True
 
     async def _anti_entropy_loop(self) -> None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -60,6 +61,7 @@ class TrustSpread:
         self.here = here
         self.members = members
         self._turn = 0
+        self._exchanged_from: dict[str, float] = {}  # name -> when the last completed exchange began
 
     def _offer(self, *, crl: bool, certs: list[bytes] | None = None) -> dict[str, Any]:
         """What this agent says in an exchange: its list's number (the list itself only when
@@ -84,10 +86,15 @@ class TrustSpread:
         url = dict(self.members()).get(name)
         return self.identity is not None and url is not None and await self._exchange(name, url, crl=False)
 
+    def exchanged_since(self, name: str, since: float) -> bool:
+        """Whether an exchange with `name` that began at or after `since` (monotonic) completed."""
+        return self._exchanged_from.get(name, float("-inf")) >= since
+
     async def _exchange(self, name: str, url: str, *, crl: bool, timeout: float = 5.0) -> bool:
         """Compare with `name`, take what it has and we lack; then send it what it lacks, in a
         second call only when it lacks something (at idle, one small call each way)."""
         assert self.identity is not None
+        started = time.monotonic()
         try:
             reply = await self.client.call(url, PATH, self._offer(crl=crl), timeout=timeout)
             if not isinstance(reply, dict):
@@ -101,6 +108,7 @@ class TrustSpread:
         except PeerError as exc:
             log.debug("revocation list exchange with %s failed: %s", name, exc)
             return False
+        self._exchanged_from[name] = max(started, self._exchanged_from.get(name, started))
         return True
 
     def _behind(self, theirs: object) -> bool:
