@@ -657,6 +657,10 @@ class Agent:
         when every member comes alive at once; a backstop round's) is not made again: at start-up
         that was half of the calls, and the tail of the storm outlasted the first idle minute."""
         came = time.monotonic()
+        if self.services is not None:
+            # At start-up every member comes alive before the catch-up has run: it exchanges and
+            # syncs with all of them, so wait for it and only check names with those it reached.
+            await self.services.recovered.wait()
 
         async def calls() -> None:  # a call another task began since it came alive is not made again
             if self.trust is not None and self.identity is not None and not self.trust.exchanged_since(peer, came):
