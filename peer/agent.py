@@ -96,8 +96,8 @@ ANTI_ENTROPY_OTHERS_EVERY = 6
 # Peers called at once by the catch-up and the welcomes of members seen alive (peer.runtime.fanout):
 # at start-up every member comes alive at once, and each call was a TLS connection of its own.
 BACKGROUND_CALLS_AT_ONCE = 4
-# Freed heap handed back this often (peer.runtime.heap; 0.03-0.1 ms a time). The bursts the agent
-# starts are trimmed as they end (FanOut's `settled`); its peers' calls to it are caught here.
+# Freed heap handed back this often (peer.runtime.heap; 0.03-0.1 ms a time): what the start-up
+# storm, a round or the peers' calls to this agent left behind.
 HEAP_TRIM_EVERY = 10.0
 HYGIENE_EVERY = 60.0  # seconds between two rounds of tombstone GC and journal pruning
 TOMBSTONE_TTL = 7 * 24 * 3600.0  # merge.droppable: longer than the longest partition accepted
@@ -133,8 +133,7 @@ class Agent:
         self._jobs = Supervisor(f"{config.name}")  # one-shot background jobs (syncs, releases, recovery)
         # peer -> when the last completed records sync with it began (a welcome skips a sync begun since)
         self._synced_from: dict[str, float] = {}
-        # Catch-up and welcomes (peer.runtime.fanout); the heap they freed is handed back after each burst.
-        self.fanout = FanOut(BACKGROUND_CALLS_AT_ONCE, settled=heap.give_back)
+        self.fanout = FanOut(BACKGROUND_CALLS_AT_ONCE)  # catch-up and welcomes (peer.runtime.fanout)
         self.accepting = True
         self._lock = AddressLock(config.addr)
         self.audit = AuditLog(config.data_dir / AUDIT_FILE)
@@ -740,7 +739,7 @@ class Agent:
                 records_hygiene(self.store, here=self.here, now=time.time())
             if time.monotonic() >= next_trim:
                 next_trim = time.monotonic() + HEAP_TRIM_EVERY
-                heap.give_back()  # what bursts freed that no FanOut saw: peers' calls to us (peer.runtime.heap)
+                heap.give_back()  # (peer.runtime.heap)
             await self.services.expire_pending()
             self.refresh_business()
             self.load_changed()

@@ -21,28 +21,18 @@ K = TypeVar("K")
 
 
 class FanOut:
-    """At most `at_once` calls in flight; the others wait their turn in arrival order.
-    `settled` is called each time the last call of a burst ends (none in flight, none waiting):
-    the agent hands the burst's freed heap back then (peer.runtime.heap)."""
+    """At most `at_once` calls in flight; the others wait their turn in arrival order."""
 
-    def __init__(self, at_once: int, *, settled: Callable[[], object] | None = None) -> None:
+    def __init__(self, at_once: int) -> None:
         if at_once < 1:
             raise ValueError(f"at_once must be at least 1, not {at_once}")
         self._slots = asyncio.Semaphore(at_once)
-        self._busy = 0  # calls in flight or waiting for a slot
-        self._settled = settled
 
     async def run(self, call: Callable[[], Awaitable[T]]) -> T:
         """`call()` once a slot is free. A callable, not an awaitable: a coroutine created
         before its turn and cancelled while waiting would never be awaited."""
-        self._busy += 1
-        try:
-            async with self._slots:
-                return await call()
-        finally:
-            self._busy -= 1
-            if self._busy == 0 and self._settled is not None:
-                self._settled()
+        async with self._slots:
+            return await call()
 
     async def each(self, keys: Iterable[K], call: Callable[[K], Awaitable[T]]) -> list[T | BaseException]:
         """`call(key)` for every key, bounded; results (or exceptions) in the keys' order."""

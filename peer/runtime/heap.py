@@ -6,7 +6,7 @@ raises its mmap threshold to that block's size, so later blocks of that size are
 the heap too. uvloop gives every TLS connection a 256 KiB read buffer: once a start-up
 storm of connections had come and gone, their buffers' pages stayed in the heap. Measured with
 20 idle agents on loopback (automatic identity), per agent: a fixed threshold 1.3 MB less RSS,
-a trim after the burst 0.7 MB more (at 50 agents in namespaces, the trim of the first idle
+a trim after the burst (the agent trims every 10 s) 0.7 MB more (at 50 agents in namespaces, the trim of the first idle
 minute took 2.2 MB); importing ctypes costs 0.3 MB.
 
 Only glibc has these calls; elsewhere (musl) both are no-ops.
@@ -45,7 +45,7 @@ def fix_mmap_threshold() -> bool:
 
 
 def give_back() -> bool:
-    """Return the heap's free pages to the kernel (after a burst, and now and then when idle);
+    """Return the heap's free pages to the kernel (every HEAP_TRIM_EVERY seconds, peer.agent);
     True if some were. Costs a walk over the heap's free chunks: well under a millisecond for an
     idle agent's heap of about 10 MB."""
     return _LIBC is not None and bool(_LIBC.malloc_trim(0))

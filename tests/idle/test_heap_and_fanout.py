@@ -56,12 +56,14 @@ def test_with_the_threshold_fixed_a_256k_buffer_is_mapped_and_given_back_on_free
 async def test_fanout_keeps_at_most_its_bound_in_flight_and_every_result_in_order() -> None:
     fanout = FanOut(3)
     in_flight = peak = 0
-    gate = asyncio.Event()
+    gate, full = asyncio.Event(), asyncio.Event()
 
     async def call(key: int) -> int:
         nonlocal in_flight, peak
         in_flight += 1
         peak = max(peak, in_flight)
+        if in_flight == 3:
+            full.set()
         await gate.wait()
         in_flight -= 1
         if key == 4:
@@ -69,25 +71,23 @@ async def test_fanout_keeps_at_most_its_bound_in_flight_and_every_result_in_orde
         return key * 10
 
     task = asyncio.ensure_future(fanout.each(range(8), call))
-    while in_flight < 3:
-        await asyncio.sleep(0)
-    for _ in range(20):  # the others stay queued however long the first three take
-        await asyncio.sleep(0)
-    assert in_flight == 3
+    await asyncio.wait_for(full.wait(), timeout=5.0)
+    assert in_flight == 3  # the gate is shut: no slot can free, the other five wait
     gate.set()
-    results = await task
-    assert peak == 3
+    results = await asyncio.wait_for(task, timeout=5.0)
+    assert peak == 3  # over the whole burst, never a fourth at once
     assert results[:4] == [0, 10, 20, 30] and isinstance(results[4], LookupError) and results[5:] == [50, 60, 70]
 
 
 @pytest.mark.asyncio
 async def test_fanout_run_waits_for_a_slot_and_a_cancelled_waiter_leaves_no_coroutine_behind() -> None:
     fanout = FanOut(1)
-    gate = asyncio.Event()
+    gate, holding = asyncio.Event(), asyncio.Event()
     started: list[str] = []
 
     async def hold() -> None:
         started.append("first")
+        holding.set()
         await gate.wait()
 
     async def second() -> None:
@@ -95,13 +95,12 @@ async def test_fanout_run_waits_for_a_slot_and_a_cancelled_waiter_leaves_no_coro
 
     first = asyncio.ensure_future(fanout.run(hold))
     waiting = asyncio.ensure_future(fanout.run(second))
-    while not started:
-        await asyncio.sleep(0)
+    await asyncio.wait_for(holding.wait(), timeout=5.0)
     waiting.cancel()
     with pytest.raises(asyncio.CancelledError):
         await waiting
     gate.set()
-    await first
+    await asyncio.wait_for(first, timeout=5.0)
     assert started == ["first"]  # the cancelled call was never made (and never created)
     assert await fanout.run(second) is None and started == ["first", "second"]
 
@@ -109,24 +108,3 @@ async def test_fanout_run_waits_for_a_slot_and_a_cancelled_waiter_leaves_no_coro
 def test_fanout_refuses_a_bound_below_one() -> None:
     with pytest.raises(ValueError, match="at_once"):
         FanOut(0)
-
-
-@pytest.mark.asyncio
-async def test_fanout_says_settled_once_per_burst_when_nothing_is_left_in_flight_or_waiting() -> None:
-    settled: list[int] = []
-    fanout = FanOut(2, settled=lambda: settled.append(1))
-    gate = asyncio.Event()
-
-    async def call(key: int) -> int:
-        await gate.wait()
-        return key
-
-    burst = asyncio.ensure_future(fanout.each(range(5), call))
-    for _ in range(20):
-        await asyncio.sleep(0)
-    assert settled == []  # two in flight, three waiting
-    gate.set()
-    assert await burst == [0, 1, 2, 3, 4]
-    assert settled == [1]
-    await fanout.run(lambda: call(9))
-    assert settled == [1, 1]
