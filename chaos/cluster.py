@@ -452,7 +452,23 @@ def _is_serf_of(pid: int, marker: str) -> bool:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    return bool(argv) and argv[0].endswith(b"serf") and any(marker.encode() in a for a in argv)
+    return bool(argv) and argv[0].endswith(b"serf") and any(names_dir(a, marker) for a in argv)
+
+
+def names_dir(arg: bytes, data_dir: str) -> bool:
+    """Whether a command-line argument names a path inside `data_dir`.
+
+    The directory must end where a path component ends: cluster k1's data directory is a
+    prefix of k10's, and a plain substring test gave k1 the Serfs of k1 and k10-k19 (in
+    bench/scale.py at 50 agents, one "Serf" of 137 MB: eleven of them summed)."""
+    d = data_dir.rstrip("/").encode()
+    at = arg.find(d)
+    while at >= 0:
+        end = at + len(d)
+        if end == len(arg) or arg[end:end + 1] == b"/":
+            return True
+        at = arg.find(d, at + 1)
+    return False
 
 
 def tail(path: Path, size: int = 2000) -> str:
