@@ -269,7 +269,8 @@ class Agent:
                                        publish=self.publish, peers=self.homes, workload=self._workload_gate())
         await self.driver.start()
         self.antientropy = AntiEntropy(store=self.store, here=self.here, client=self.client,
-                                       on_outcome=self._on_outcome, on_heard=self.liveness.mark_reachable)
+                                       on_outcome=self._on_outcome, on_heard=self.liveness.mark_reachable,
+                                       on_in_sync=self._peer_found_in_sync)
         self.probe = LinkProbe(here=self.here, client=self.client, members=self.membership, traffic=self.lb,
                                responsibilities=lambda: stewarded(self), budget=self.config.probe_budget,
                                on_sent=lambda peer, n: self.metrics.link_probe_bytes.labels(peer=peer).inc(n))
@@ -626,7 +627,7 @@ class Agent:
                 # The peers' certificates first: a version whose writer's certificate is not
                 # known here yet is refused (author-signed records), so a catch-up before this
                 # would count a peer as synced while its records were refused.
-                await self.trust.push_all()
+                await self.trust.push_all(skip=self._exchanged_since_alive)
             synced = await self._sync_alive(exclude=set())
             if synced or time.monotonic() >= deadline:
                 break
@@ -636,10 +637,35 @@ class Agent:
         return synced
 
     async def _sync_alive(self, *, exclude: set[str]) -> set[str]:
-        """One anti-entropy round with every live peer not in `exclude`; the ones that answered."""
+        """One anti-entropy round with every live peer not in `exclude`; the ones that answered.
+        A peer whose round with us found both in sync since it came alive counts without a call
+        of our own (at start-up every member comes alive at once, and each pair's two catch-ups
+        and two welcomes made the same round up to four times)."""
         peers = [m.name for m in self.membership.alive() if m.name != self.here and m.name not in exclude]
-        done = await self.fanout.each(peers, lambda p: asyncio.wait_for(self._sync(p), timeout=5.0))
+
+        async def sync(peer: str) -> bool:
+            if self._synced_since_alive(peer):
+                return True
+            return await asyncio.wait_for(self._sync(peer), timeout=5.0)
+        done = await self.fanout.each(peers, sync)
         return {p for p, ok in zip(peers, done) if ok is True}
+
+    def _alive_since(self, peer: str) -> float | None:
+        member = self.membership.get(peer)
+        return member.since if member is not None and member.status == "alive" else None
+
+    def _synced_since_alive(self, peer: str) -> bool:
+        since = self._alive_since(peer)
+        return since is not None and self._synced_from.get(peer, float("-inf")) >= since
+
+    def _exchanged_since_alive(self, peer: str) -> bool:
+        since = self._alive_since(peer)
+        return since is not None and self.trust is not None and self.trust.exchanged_since(peer, since)
+
+    def _peer_found_in_sync(self, peer: str) -> None:
+        """`peer`'s summary round with us matched (AntiEntropy.on_in_sync): as good as ours."""
+        now = time.monotonic()
+        self._synced_from[peer] = max(now, self._synced_from.get(peer, now))
 
     async def _on_status_change(self, change: StatusChange) -> None:
         if change.new == "alive" and change.name != self.here:
@@ -653,8 +679,9 @@ class Agent:
         members at once (peer.runtime.fanout). Certificates first: a record version whose
         writer's certificate is not known here yet is refused. A certificate exchange or a records
         sync with it that began after it came alive and completed (the catch-up's, at start-up,
-        when every member comes alive at once; a backstop round's) is not made again: at start-up
-        that was half of the calls, and the tail of the storm outlasted the first idle minute."""
+        when every member comes alive at once; a backstop round's; one the member made with us
+        that left both sides the same) is not made again: at start-up that was most of the calls,
+        and the tail of the storm outlasted the first idle minute."""
         came = time.monotonic()
         if self.services is not None:
             # At start-up every member comes alive before the catch-up has run: it exchanges and

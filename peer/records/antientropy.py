@@ -109,6 +109,7 @@ class AntiEntropy:
         fetch_chunk: int = 500,
         in_flight: int = IN_FLIGHT,
         on_heard: Callable[[str], None] | None = None,
+        on_in_sync: Callable[[str], None] | None = None,
     ) -> None:
         self.store = store
         self.here = here
@@ -124,6 +125,10 @@ class AntiEntropy:
         # Told the name of every peer that opens a round with us: proof that it is alive and
         # reaches us (a cluster back from a site loss, before gossip may have noticed it left).
         self.on_heard = on_heard
+        # Told the name of every peer whose summary round with us matched with nothing else to
+        # settle: the two stores agree on what they share, as a round of our own would find
+        # (the agent's welcome then skips its own round with that peer).
+        self.on_in_sync = on_in_sync
         self._inflight: set[asyncio.Task[Any]] = set()  # batches merging in a thread (_off_loop)
 
     def add_routes(self, app: web.Application) -> None:
@@ -461,6 +466,11 @@ class AntiEntropy:
         match = msg.summary_of(mine) == theirs
         if match:
             self.store.ack_tombstones(sender, mine)
+            # As sync_with: a round of ours would not stop at the summary while tombstones the
+            # sender wrote to and has no part in await its acknowledgement.
+            if self.on_in_sync is not None and sender != self.here and not any(
+                    n not in mine for n in self.store.tombstone_digests(written_by=sender)):
+                self.on_in_sync(sender)
         return msgpack_response(msg.summary_reply(match=match))
 
     async def _on_fetch(self, request: web.Request) -> web.Response:

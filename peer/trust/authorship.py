@@ -142,6 +142,10 @@ class CertBook:
         certificates themselves cross the wire only towards a peer that lacks them (issue 18)."""
         return list(self._keys)
 
+    def lacks_any(self, keys: Iterable[object]) -> bool:
+        """Whether a peer's `keys()` name a certificate this book does not hold."""
+        return any(k not in self._keys for k in keys if isinstance(k, bytes))
+
     def pems_not_in(self, keys: Iterable[object]) -> list[bytes]:
         """The certificates held here whose keys are not among `keys` (a peer's `keys()`)."""
         theirs = {k for k in keys if isinstance(k, bytes)}

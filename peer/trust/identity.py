@@ -118,6 +118,10 @@ class Identity:
             for ctx in self._contexts():
                 ctx.minimum_version = ssl.TLSVersion.TLSv1_2
                 ctx.load_verify_locations(cafile=str(ca_cert))
+            # No TLS 1.3 session tickets: no client of ours resumes a session (aiohttp and the
+            # CLI open each connection afresh), and OpenSSL's two tickets per connection were
+            # bytes on the wire for nothing at every peer call (issue 18's idle wire).
+            self.server.num_tickets = self.peer_server.num_tickets = 0
         except ssl.SSLError as exc:
             raise IdentityError(f"--ca-cert: {ca_cert}: {exc.reason or exc}") from exc
         self._stamp = _stamp(cert, key)

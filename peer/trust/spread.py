@@ -72,12 +72,19 @@ class TrustSpread:
                 "crl": rev.pem if crl and rev.pem else None, "certs": certs or [],
                 "have": self.identity.certs.keys()}
 
-    async def push_all(self) -> list[str]:
-        """Offer our list to every live member now; the names of those that answered."""
+    async def push_all(self, *, skip: Callable[[str], bool] | None = None) -> list[str]:
+        """Offer our list to every live member now; the names of those that answered. A member
+        for which `skip` says true when its turn comes (the catch-up: an exchange with it has
+        completed since it came alive, either way) counts as answered without a call."""
         peers = self.members()
         if self.identity is None or not peers:
             return []
-        done = await self.fanout.each(peers, lambda peer: self._exchange(*peer, crl=True, timeout=PUSH_TIMEOUT))
+
+        async def offer(name: str, url: str) -> bool:
+            if skip is not None and skip(name):
+                return True
+            return await self._exchange(name, url, crl=True, timeout=PUSH_TIMEOUT)
+        done = await self.fanout.each(peers, lambda peer: offer(*peer))
         return sorted(name for (name, _), ok in zip(peers, done) if ok is True)
 
     async def exchange_with(self, name: str) -> bool:
@@ -87,7 +94,8 @@ class TrustSpread:
         return self.identity is not None and url is not None and await self._exchange(name, url, crl=False)
 
     def exchanged_since(self, name: str, since: float) -> bool:
-        """Whether an exchange with `name` that began at or after `since` (monotonic) completed."""
+        """Whether an exchange with `name` that began at or after `since` (monotonic) completed:
+        one this agent made, or one `name` made that left both sides holding the same (`_on_peer`)."""
         return self._exchanged_from.get(name, float("-inf")) >= since
 
     async def _exchange(self, name: str, url: str, *, crl: bool, timeout: float = 5.0) -> bool:
@@ -174,11 +182,15 @@ class TrustSpread:
         return web.json_response({"outcome": outcome, "number": number, "pushed": pushed})
 
     async def _on_peer(self, request: web.Request) -> web.Response:
-        body = await read_msgpack(request)
+        status, reply = self.answer(await read_msgpack(request))
+        return msgpack_response(reply, status=status)
+
+    def answer(self, body: object) -> tuple[int, dict[str, Any]]:
+        """A peer's exchange call, decoded: (HTTP status, reply); PeerWireError if malformed."""
         if not isinstance(body, dict):
             raise PeerWireError("expected a map")
         if self.identity is None:
-            return msgpack_response({"error": OFF}, status=409)
+            return 409, {"error": OFF}
         crl, sender = body.get("crl"), body.get("from")
         if crl is not None:
             if not isinstance(crl, bytes):
@@ -186,7 +198,7 @@ class TrustSpread:
             try:
                 self.identity.apply_crl(crl, source=str(sender))
             except TrustError as exc:
-                return msgpack_response({"error": f"crl: {exc}"}, status=422)
+                return 422, {"error": f"crl: {exc}"}
         certs, have = body.get("certs", []), body.get("have")
         if not isinstance(certs, list):
             raise PeerWireError("certs: expected a list of PEM certificates")
@@ -196,6 +208,13 @@ class TrustSpread:
         rev = self.identity.revocations
         # An agent that sends no `have` (before issue 18's change) gets every certificate, as it did.
         lacking = self.identity.certs.pems() if have is None else self.identity.certs.pems_not_in(have)
-        return msgpack_response({"number": rev.number if rev.pem else None,
-                                 "crl": rev.pem if self._behind(body.get("number")) else None,
-                                 "certs": lacking, "have": self.identity.certs.keys()})
+        behind = self._behind(body.get("number"))
+        if isinstance(sender, str) and sender != self.here and have is not None and not lacking and not behind \
+                and body.get("number") == (rev.number if rev.pem else None) \
+                and not self.identity.certs.lacks_any(have):
+            # Both sides hold the same certificates and list, whatever becomes of this answer:
+            # an exchange of ours with the sender would carry nothing (the welcome skips it).
+            now = time.monotonic()
+            self._exchanged_from[sender] = max(now, self._exchanged_from.get(sender, now))
+        return 200, {"number": rev.number if rev.pem else None, "crl": rev.pem if behind else None,
+                     "certs": lacking, "have": self.identity.certs.keys()}

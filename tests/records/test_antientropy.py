@@ -236,6 +236,10 @@ async def test_a_former_location_that_forgot_the_record_acknowledges_its_tombsto
     a.store.put_local(tombstone_of(live), here="a", now=time.time())
     await a.ae.sync_with("c", c.url)
     assert a.store.gc_tombstones(here="a", now=time.time(), ttl=3600) == []  # b has not answered yet
+    in_sync: list[str] = []
+    a.ae.on_in_sync = in_sync.append
+    assert (await b.ae.sync_with("a", a.url)).requests == 1  # b's summary matches: it holds nothing of a's
+    assert in_sync == []  # but a's own round would not stop there: it awaits b's acknowledgement
     stats = await a.ae.sync_with("b", b.url)
     assert (stats.pushed, stats.fetched) == (0, 0) and b.store.get("web") is None
     assert a.store.acked_by("web") == {"b", "c"}
@@ -247,11 +251,15 @@ async def test_peers_in_sync_settle_with_one_summary_request(start_peer: StartPe
     for name in ("web", "api"):
         b.store.apply_remote(a.write(name, location="b"), here="b")
     a.write("solo")  # a's own: not part of what b is interested in
+    in_sync: list[str] = []
+    b.ae.on_in_sync = in_sync.append  # the agent's welcome skips its own round with a peer so found
     stats = await a.ae.sync_with("b", b.url)
     assert (stats.requests, stats.compared, stats.differing) == (1, 2, 0)
+    assert in_sync == ["a"]
     a.write("web", state=State.MIGRATING)  # one difference: the summary fails, the digests find it
     stats = await a.ae.sync_with("b", b.url)
     assert (stats.requests, stats.differing, stats.pushed) == (3, 1, 1)
+    assert in_sync == ["a"]  # a round that had to settle something is not a match
     shared_view(a, b, ["web", "api"])
     assert (await a.ae.sync_with("b", b.url)).requests == 1
 
