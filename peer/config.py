@@ -5,7 +5,6 @@ is started, so a bad invocation leaves nothing running.
 """
 from __future__ import annotations
 
-import argparse
 import errno
 import ipaddress
 import os
@@ -222,9 +221,9 @@ def default_of(key: str) -> Any:
 class Settings:
     """Where each setting comes from: the flag if given, else the TOML file, else the default."""
 
-    def __init__(self, args: argparse.Namespace) -> None:
-        self.args = args
-        self.file: dict[str, Any] = load_toml(Path(args.config)) if getattr(args, "config", None) else {}
+    def __init__(self, args: object) -> None:
+        self.args = args  # the flags as attributes (types.SimpleNamespace, argparse.Namespace), read by getattr
+        self.file: dict[str, Any] = load_toml(Path(getattr(args, "config"))) if getattr(args, "config", None) else {}
         unknown = sorted(set(self.file) - _file_keys())
         if unknown:
             raise ConfigError(f"--config: unknown key {unknown[0]!r}")
@@ -257,7 +256,7 @@ class Settings:
         return table
 
 
-def build_config(args: argparse.Namespace) -> AgentConfig:
+def build_config(args: object) -> AgentConfig:
     """Merge flags over the TOML file over the defaults (flags win) and validate everything."""
     src = Settings(args)
     name = _required_label(src, "name", NAME_RE, "is not a DNS-1123 label (lowercase letters, digits, '-')")

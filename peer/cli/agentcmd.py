@@ -1,20 +1,17 @@
 """`roam agent`: the per-cluster daemon. Every start-up failure is one line naming the flag or file."""
 from __future__ import annotations
 
-import argparse
-import asyncio
-import logging
 import os
-import sqlite3
-import sys
+from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 import click
 
+from peer.cli.daemon import EXIT_FAILURE, EXIT_USAGE, run_agent
 from peer.config import default_of
 
-EXIT_USAGE = 2
-EXIT_FAILURE = 1
+__all__ = ["AGENT_OPTIONS", "EXIT_FAILURE", "EXIT_USAGE", "agent_command", "run_agent"]
 
 
 def _opt(*names: str, **kw: Any) -> Any:
@@ -99,76 +96,22 @@ AGENT_OPTIONS = [
 ]
 
 
-def agent_command() -> click.Command:
+def agent_command(start: Callable[[SimpleNamespace], object] | None = None) -> click.Command:
+    """The `agent` command. Its callback hands the parsed flags to `start`; without one (within
+    the full `roam` group) it runs the daemon there and exits with its code. `roam agent` itself
+    passes a `start` that only keeps them: the daemon then runs once click is forgotten
+    (peer.cli.main)."""
     def callback(**kwargs: Any) -> None:
         for key in ("join", "accept_from", "allow_command", "allow_image"):
             kwargs[key] = list(kwargs.get(key) or [])
-        sys.exit(run_agent(argparse.Namespace(**kwargs)))
+        flags = SimpleNamespace(**kwargs)
+        if start is not None:
+            start(flags)
+        else:
+            raise SystemExit(run_agent(flags))
 
     cmd = click.Command("agent", callback=callback, help="Run the per-cluster daemon (one per cluster).",
                         short_help="run the per-cluster daemon")
     for option in reversed(AGENT_OPTIONS):
         option(cmd)
     return cmd
-
-
-def run_agent(args: argparse.Namespace) -> int:
-    from peer.config import ConfigError, build_config, check_binaries
-
-    try:
-        config = build_config(args)
-        check_binaries(config)
-    except ConfigError as exc:
-        print(f"roam agent: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    # The cluster name comes from the flags or the --config file: known only now.
-    logging.basicConfig(
-        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
-        format=f"%(asctime)s {config.name} %(name)s %(levelname)s %(message)s",
-    )
-    _path_with_own_scripts()
-    from peer.runtime.lazyimport import lean_imports
-
-    with lean_imports():  # aiohttp without the CA bundle and MIME table it would load unused
-        from peer.agent import Agent
-    from peer.runtime.credentials import CredentialError
-    from peer.runtime.datadir import StartRefused
-    from peer.records.store import StoreError
-    from peer.trust.auto import EnrolmentError
-    from peer.trust.identity import IdentityError
-
-    try:
-        import uvloop
-        uvloop.install()
-    except ImportError:  # pragma: no cover - uvloop is a dependency; run anyway on plain asyncio
-        pass
-    try:
-        while asyncio.run(Agent(config).run_until_signalled()):  # True: start again (a lone founder yielded)
-            logging.getLogger("peer.agent").warning("starting again to enrol at the federation's CA")
-    except (CredentialError, IdentityError, EnrolmentError) as exc:
-        print(f"roam agent: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except StartRefused as exc:  # another agent on this address, or a data dir we cannot make private
-        print(f"roam agent: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
-    except StoreError as exc:  # its message starts with the file
-        print(f"roam agent: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
-    except sqlite3.Error as exc:
-        print(f"roam agent: {config.data_dir / 'records.sqlite3'}: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
-    except Exception as exc:  # noqa: BLE001 - one line, not a traceback, for start-up failures
-        logging.getLogger("roam").debug("start failed", exc_info=True)
-        print(f"roam agent: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
-    return 0
-
-
-def _path_with_own_scripts() -> None:
-    """Let services find the console scripts installed beside roam (`roam-sample`) even when the
-    agent runs from a venv that is not on PATH (systemd, a bare `.venv/bin/roam`). Appended, so
-    `python3` and the like still mean what the host says."""
-    own = os.path.dirname(sys.executable)
-    parts = os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin").split(os.pathsep)
-    if own not in parts:
-        os.environ["PATH"] = os.pathsep.join([*parts, own])

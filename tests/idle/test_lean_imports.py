@@ -104,3 +104,29 @@ def test_the_daemon_loads_no_decimal_statistics_or_toml_parser() -> None:
             "print(json.dumps({'loaded': [m for m in ('decimal', 'statistics', 'fractions', 'tomllib') "
             "if m in sys.modules]}))")
     assert _run(code) == {"loaded": []}
+
+
+def test_the_daemon_runs_with_click_forgotten() -> None:
+    """`roam agent` parses its flags with click, then forgets it before the daemon imports its
+    runtime (peer.cli.main): its classes are collected, and typing's registry of overload stubs,
+    which held click's module globals, is empty (peer.cli.daemon._forget_overloads)."""
+    code = ("import json, sys, typing, weakref\n"
+            "import peer.cli, peer.cli.daemon as daemon\n"
+            "@typing.overload\ndef f(x: int) -> int: ...\n"
+            "@typing.overload\ndef f(x: str) -> str: ...\n"
+            "def f(x): return x\n"
+            "seen = {}\n"
+            "def fake(flags):\n"
+            "    before = len(typing.get_overloads(f))\n"
+            "    daemon._forget_overloads()\n"
+            "    seen.update(name=flags.name, join=flags.join, click=[m for m in sys.modules if m.split('.')[0] == 'click'],\n"
+            "                agentcmd='peer.cli.agentcmd' in sys.modules, command_alive=command() is not None,\n"
+            "                overloads=[before, len(typing.get_overloads(f))])\n"
+            "    return 3\n"
+            "daemon.run_agent = fake\n"
+            "import click.core\ncommand = weakref.ref(click.core.Command)\ndel click\n"
+            "code = peer.cli.main(['agent', '--name', 'c1', '--addr', '127.0.0.1', '--join', '127.0.0.2'])\n"
+            "print(json.dumps({'code': code, **seen}))")
+    got = _run(code)
+    assert got == {"code": 3, "name": "c1", "join": ["127.0.0.2"], "click": [], "agentcmd": False,
+                   "command_alive": False, "overloads": [2, 0]}
