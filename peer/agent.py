@@ -228,7 +228,7 @@ class Agent:
         if self.nonces.loaded:
             log.info("replay cache: %d peer nonces still in their window reloaded", self.nonces.loaded)
         self.client = PeerClient(self.creds.federation_secret, max_bytes=PEER_BODY_LIMIT, sender=cfg.name,
-                                 tls=self.identity)
+                                 tls=self.identity, lasting=lambda url: self._owner_of(url) in self._business)
         if self.identity is not None:
             self.identity.on_revoked.append(self.client.drop_connections)
             self.identity.on_new_cert.append(self.client.drop_connections)
@@ -623,11 +623,6 @@ class Agent:
         deadline = time.monotonic() + (self.config.recovery_wait if self._expects_peers() else 0.0)
         synced: set[str] = set()
         while not synced:
-            if self.trust is not None and self.identity is not None:
-                # The peers' certificates first: a version whose writer's certificate is not
-                # known here yet is refused (author-signed records), so a catch-up before this
-                # would count a peer as synced while its records were refused.
-                await self.trust.push_all(skip=self._exchanged_since_alive)
             synced = await self._sync_alive(exclude=set())
             if synced or time.monotonic() >= deadline:
                 break
@@ -637,17 +632,23 @@ class Agent:
         return synced
 
     async def _sync_alive(self, *, exclude: set[str]) -> set[str]:
-        """One anti-entropy round with every live peer not in `exclude`; the ones that answered.
-        A peer whose round with us found both in sync since it came alive counts without a call
-        of our own (at start-up every member comes alive at once, and each pair's two catch-ups
-        and two welcomes made the same round up to four times)."""
+        """One anti-entropy round with every live peer not in `exclude`, each after a certificate
+        exchange with it over the same connection; the peers whose round completed. The exchange
+        comes first: a version whose writer's certificate is not known here yet is refused
+        (author-signed records), and the peer knows the certificate of every writer of the
+        records it holds. An exchange or a round that the peer made with us since it came alive
+        and that left both sides the same counts without a call of our own (at start-up every
+        member comes alive at once, and each pair's two catch-ups and two welcomes made the same
+        calls up to four times)."""
         peers = [m.name for m in self.membership.alive() if m.name != self.here and m.name not in exclude]
 
-        async def sync(peer: str) -> bool:
+        async def catch_up(peer: str) -> bool:
+            if self.trust is not None and self.identity is not None and not self._exchanged_since_alive(peer):
+                await self.trust.exchange_with(peer)
             if self._synced_since_alive(peer):
                 return True
             return await asyncio.wait_for(self._sync(peer), timeout=5.0)
-        done = await self.fanout.each(peers, sync)
+        done = await self.fanout.each(peers, catch_up)
         return {p for p, ok in zip(peers, done) if ok is True}
 
     def _alive_since(self, peer: str) -> float | None:

@@ -91,7 +91,12 @@ class Exchange:
     peercert: dict[str, Any] | None = None
 
 
-IDLE_CLOSE = 10.0  # seconds an idle peer connection is kept for reuse
+IDLE_CLOSE = 10.0  # seconds an idle connection to a peer this cluster has business with is kept for reuse
+# ... and to any other peer: long enough for the calls a welcome or a catch-up makes one after
+# the other, no longer. At start-up every member is called within seconds; kept for IDLE_CLOSE,
+# their connections (TLS state and buffers) raised each agent's lasting RSS by about 1 MB at 50
+# agents (bench/scale.py; issue 18).
+BRIEF_CLOSE = 1.0
 
 
 class PeerClient:
@@ -103,13 +108,18 @@ class PeerClient:
         clock: Callable[[], float] = time.time,
         sender: str | None = None,
         tls: PeerTLS | None = None,
+        lasting: Callable[[str], bool] | None = None,
     ) -> None:
         self._secret = secret
+        # Whether connections to a base URL are kept IDLE_CLOSE (a peer this cluster has business
+        # with: records, a migration's target) or only BRIEF_CLOSE; None: every one lasts.
+        self._lasting = lasting
         self._max_bytes = max_bytes
         self._clock = clock
         self._sender = sender  # sent as X-Roam-From: under mTLS it must be the name our certificate holds
         self._tls = tls
         self._session: aiohttp.ClientSession | None = None
+        self._brief: aiohttp.ClientSession | None = None  # the pool of BRIEF_CLOSE connections
         self._system_context: ssl.SSLContext | None = None
         self._retired: dict[aiohttp.ClientSession, asyncio.Task[None]] = {}  # closed after a grace
         self._jobs = Supervisor(f"{sender or 'peer'}:client")
@@ -124,9 +134,10 @@ class PeerClient:
         await self.close()
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        for session in (self._session, self._brief):
+            if session is not None:
+                await session.close()
+        self._session = self._brief = None
         retired = list(self._retired)
         self._retired.clear()
         await self._jobs.stop()
@@ -136,10 +147,12 @@ class PeerClient:
     def drop_connections(self, *, grace: float = 6.0) -> None:
         """Stop reusing pooled connections (a peer's certificate was revoked): new calls open
         new connections at once; calls in flight finish on the old ones, closed after `grace`."""
-        old, self._session = self._session, None
-        if old is None or old.closed:
-            return
+        retiring = [s for s in (self._session, self._brief) if s is not None and not s.closed]
+        self._session = self._brief = None
+        for old in retiring:
+            self._retire(old, grace)
 
+    def _retire(self, old: aiohttp.ClientSession, grace: float) -> None:
         async def close_later() -> None:
             await asyncio.sleep(grace)
             self._retired.pop(old, None)
@@ -147,14 +160,22 @@ class PeerClient:
 
         self._retired[old] = self._jobs.spawn(close_later(), name="close-retired")
 
-    def _get_session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            # Idle keep-alive connections close after IDLE_CLOSE: a cluster keeps connections only
-            # to the peers it has business with, not one to every member (issue 18).
-            connector = (aiohttp.TCPConnector(keepalive_timeout=IDLE_CLOSE) if self._tls is None
-                         else _IdentityConnector(self._tls, keepalive_timeout=IDLE_CLOSE))
-            self._session = aiohttp.ClientSession(auto_decompress=False, connector=connector)
-        return self._session
+    def _get_session(self, base_url: str) -> aiohttp.ClientSession:
+        """The pool for `base_url`. Idle keep-alive connections close after IDLE_CLOSE, or after
+        BRIEF_CLOSE to a peer this cluster has no business with: it keeps connections only to
+        those it works with, not one to every member (issue 18)."""
+        if self._lasting is None or self._lasting(base_url):
+            if self._session is None or self._session.closed:
+                self._session = self._new_session(IDLE_CLOSE)
+            return self._session
+        if self._brief is None or self._brief.closed:
+            self._brief = self._new_session(BRIEF_CLOSE)
+        return self._brief
+
+    def _new_session(self, keepalive: float) -> aiohttp.ClientSession:
+        connector = (aiohttp.TCPConnector(keepalive_timeout=keepalive) if self._tls is None
+                     else _IdentityConnector(self._tls, keepalive_timeout=keepalive))
+        return aiohttp.ClientSession(auto_decompress=False, connector=connector)
 
     def _system_ssl(self) -> ssl.SSLContext:
         """A verifying context made on first use, with the trust store as the environment
@@ -182,7 +203,7 @@ class PeerClient:
         elif url.scheme == "https":  # --tls-cert without identity: the system's trust store
             tls["ssl"] = self._system_ssl()
         try:
-            async with self._get_session().post(
+            async with self._get_session(base_url).post(
                 url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout), **tls
             ) as resp:
                 peercert = _peercert(resp)

@@ -72,19 +72,12 @@ class TrustSpread:
                 "crl": rev.pem if crl and rev.pem else None, "certs": certs or [],
                 "have": self.identity.certs.keys()}
 
-    async def push_all(self, *, skip: Callable[[str], bool] | None = None) -> list[str]:
-        """Offer our list to every live member now; the names of those that answered. A member
-        for which `skip` says true when its turn comes (the catch-up: an exchange with it has
-        completed since it came alive, either way) counts as answered without a call."""
+    async def push_all(self) -> list[str]:
+        """Offer our list to every live member now; the names of those that answered."""
         peers = self.members()
         if self.identity is None or not peers:
             return []
-
-        async def offer(name: str, url: str) -> bool:
-            if skip is not None and skip(name):
-                return True
-            return await self._exchange(name, url, crl=True, timeout=PUSH_TIMEOUT)
-        done = await self.fanout.each(peers, lambda peer: offer(*peer))
+        done = await self.fanout.each(peers, lambda peer: self._exchange(*peer, crl=True, timeout=PUSH_TIMEOUT))
         return sorted(name for (name, _), ok in zip(peers, done) if ok is True)
 
     async def exchange_with(self, name: str) -> bool:

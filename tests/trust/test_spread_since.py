@@ -129,11 +129,3 @@ async def test_an_incoming_exchange_that_still_owes_us_certificates_does_not_cou
     c2.answer({"from": "c1", "number": None, "certs": [pems["c1"], pems["c2"]], "have": book1.keys()})
     assert c2.exchanged_since("c1", before)
 
-
-@pytest.mark.asyncio
-async def test_the_catch_up_skips_a_member_already_exchanged_with() -> None:
-    client = FakeClient()
-    spread = _spread(client)
-    assert await spread.push_all(skip=lambda name: name == "c2") == ["c2"]  # answered, without a call
-    assert client.calls == 0
-    assert await spread.push_all(skip=lambda name: False) == ["c2"] and client.calls == 1
