@@ -187,13 +187,17 @@ def test_the_sender_check_reads_from_as_a_full_decode_would(body: dict[str, obje
 async def test_dropping_connections_closes_the_old_session_later_or_at_close() -> None:
     from peer.peering.client import PeerClient
 
-    client = PeerClient(b"secret")
-    first = client._get_session()
+    lasting, brief = "https://127.0.0.2:7071", "https://127.0.0.3:7071"
+    client = PeerClient(b"secret", lasting=lambda url: url == lasting)
+    first, first_brief = client._get_session(lasting), client._get_session(brief)
+    assert first is not first_brief  # two pools: connections to peers without business close sooner
     client.drop_connections(grace=0.01)
-    assert client._get_session() is not first and not first.closed  # calls in flight may finish
-    await asyncio.wait_for(client._retired[first], timeout=5)
-    assert first.closed
-    second = client._get_session()
+    assert client._get_session(lasting) is not first and not first.closed  # calls in flight may finish
+    assert client._get_session(brief) is not first_brief and not first_brief.closed
+    retiring = [client._retired[first], client._retired[first_brief]]
+    await asyncio.wait_for(asyncio.gather(*retiring), timeout=5)
+    assert first.closed and first_brief.closed
+    second = client._get_session(lasting)
     client.drop_connections(grace=60)
     await client.close()  # no session left open behind it
     assert second.closed and not client._retired
