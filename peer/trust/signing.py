@@ -180,6 +180,20 @@ def body_digest(record: Record) -> bytes:
 _BODY = "_body_digest"
 
 
+def known_body_digest(record: Record) -> bytes | None:
+    """`body_digest` if it was computed (or restored) for this object already, else None: what
+    the store keeps beside the row (RecordStore), so the next read of the row need not hash
+    the content again (a conflict's merge and a rebuilt clock-only answer each need one)."""
+    known: bytes | None = record.__dict__.get(_BODY)
+    return known
+
+
+def restore_body_digest(record: Record, digest: bytes) -> None:
+    """Give a record rebuilt from its stored row the `body_digest` kept beside that row (it
+    was computed from the very content the row holds: `known_body_digest` when it was written)."""
+    record.__dict__[_BODY] = digest
+
+
 def stamp_message(record: Record, actor: str, counter: int, digest: bytes) -> bytes:
     """The bytes a stamp signs: one write of one actor on one incarnation of one service."""
     data: bytes = msgpack.packb([record.incarnation, base_name(record.name), actor, counter, digest],
@@ -224,9 +238,12 @@ def sign_write(previous: Record | None, stored: Record, *, actor: str, sign: Sig
     incarnation: its clock is fresh)."""
     signed = replace(stored, writer=actor, signature=b"", stamps=())
     counter = vc.get_counter(stored.written, actor)
-    signed = replace(signed, signature=sign(stamp_message(signed, actor, counter, body_digest(signed))))
+    body = body_digest(signed)
+    signed = replace(signed, signature=sign(stamp_message(signed, actor, counter, body)))
     inherited = all_stamps(previous) if previous is not None and previous.incarnation == stored.incarnation else {}
-    return replace(signed, stamps=_normal(signed, inherited))
+    final = replace(signed, stamps=_normal(signed, inherited))
+    restore_body_digest(final, body)  # (the same content: the digest covers neither signature nor stamps)
+    return final
 
 
 def joined(a: Record, b: Record, merged: Record) -> Record:

@@ -165,6 +165,23 @@ def test_revoked_cluster_advances_nothing_but_known_history_replicates() -> None
     assert signing.refusal(fake, None, verify=verifier(revoked)) is not None
 
 
+@settings(max_examples=50, deadline=None)
+@given(ops)
+def test_a_signed_write_keeps_its_body_digest(program: list[tuple[str, str, str, str]]) -> None:
+    """`sign_write` leaves its result's `body_digest` computed (the store keeps it beside the
+    row), and whatever a history's writes, merges and relays leave computed is the same bytes
+    as hashing the content afresh."""
+    held = play(program)
+    records = [r for r in held.values() if r is not None]
+    records += [write(r, c, location="c3", now=5000.0) for c, r in held.items()]
+    for record in records:
+        kept = signing.known_body_digest(record)
+        fresh = Record(**{f: getattr(record, f) for f in record.__dataclass_fields__})
+        assert signing.known_body_digest(fresh) is None
+        assert kept is None or kept == signing.body_digest(fresh)
+    assert all(signing.known_body_digest(r) is not None for r in records[-len(held):])
+
+
 def test_unsigned_versions_are_refused_when_signing() -> None:
     plain = local_write(None, base(), here="c1", now=1.0)
     why = signing.refusal(plain, None, verify=verifier())
