@@ -276,13 +276,12 @@ def joined(a: Record, b: Record, merged: Record) -> Record:
                 _pool(pooled, actor, n, stamp, side)
         elif own:
             _pool(pooled, writer, own, None, side)
-    writer = merged.writer
     own_entry = None
-    if writer is not None:
-        own_entry = (writer, 0)
+    if merged.writer is not None:
+        own_entry = (merged.writer, 0)
         for e in merged.written.entries:
-            if e.node == writer:
-                own_entry = (writer, e.counter)
+            if e.node == merged.writer:
+                own_entry = (merged.writer, e.counter)
                 break
     stamps = []
     for e in merged.vclock.entries:
