@@ -423,13 +423,11 @@ class AntiEntropy:
             channel = None
         if self.store.guard is not None:
             self.store.audit(sender)  # (the reply may relay versions taken from other peers)
-        ours = [self.here in interested(r) for r in records]
-        # The others only if we hold their name (or its creation under another name: a
-        # `name@home` twin, naming): the peer sends a stale copy we must answer.
-        held = self.store.digests_of({n for r, mine in zip(records, ours) if not mine
-                                      for n in (r.name, base_name(r.name))})
-        accepted = [r for r, mine in zip(records, ours) if mine or r.name in held or base_name(r.name) in held]
-        outcomes = self.store.apply_remote_many(accepted, here=self.here, channel=channel)
+        # The versions of records we have no part in only if we hold their name (or its creation
+        # under another name: a `name@home` twin, naming): the peer sends a stale copy we must answer.
+        here = self.here
+        accepted, outcomes = self.store.apply_remote_held(records, here=here, channel=channel,
+                                                          if_held=lambda r: here not in interested(r))
         # (a merged version has a new clock: most differ there, without comparing whole records)
         same = [o.result is r or (o.result.vclock == r.vclock and o.result == r) for o, r in zip(outcomes, accepted)]
         back: list[Record] = []

@@ -408,6 +408,15 @@ class RecordStore:
         A `Reclocked` item is a version we pushed under the peer's clock (batch.py). `channel`:
         the mTLS connection the batch came on (its sender's own stamps are taken on its
         authority: peer/trust/signing.py; what they change is undone if `audit` finds one false)."""
+        return self.apply_remote_held(records, here=here, channel=channel)[1]
+
+    def apply_remote_held(self, records: Iterable[Record | Reclocked], *, here: str, channel: Channel | None = None,
+                          if_held: Callable[[Record], bool] | None = None) -> tuple[list[Record], list[MergeOutcome]]:
+        """`apply_remote_many`, where the versions `if_held` picks are merged only if we hold
+        their name or its base name (as the batch found the table: a push's versions of records
+        we have no part in, whose stale copies we answer); the others are left out. The versions
+        merged and their outcomes, in order. The rows the batch reads anyway tell (anti-entropy
+        looked them up in a query of their own before: a tenth of a 10,000-record round's reads)."""
         items = list(records)
         applied: list[tuple[Record, MergeOutcome]] = []
         with collector_paused(), self._tx() as cur:  # (a big batch: peer.runtime.gcpause says why)
@@ -420,6 +429,8 @@ class RecordStore:
             bodies = {name: body for name, _, body in found if body is not None}
             held = HeldRows(names, rows, lambda name, data: self._decode_row(name, data, bodies.get(name)),
                             lambda name: self._get(cur, name), decoded)
+            if if_held is not None:  # (before any merge: the table as it was)
+                batch = [r for r in batch if not if_held(r) or held.holds(r.name) or held.holds(base_name(r.name))]
             if self.guard is not None and len(batch) > 1:
                 self.guard.prepare([(remote, held.get(remote.name)) for remote in batch], channel=channel)
             for remote in batch:
@@ -444,7 +455,7 @@ class RecordStore:
         outcomes = [outcome for _, outcome in applied]
         if any(o.changed or o.moved is not None for o in outcomes):
             self._changed()
-        return outcomes
+        return batch, outcomes
 
     def _keep_before_vouched(self, cur: sqlite3.Cursor, held: HeldRows, rows: dict[str, bytes]) -> None:
         """Remember (once) the rows that versions taken on channel authority are about to
