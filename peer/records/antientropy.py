@@ -167,11 +167,13 @@ class AntiEntropy:
         stats.differing = len(differing)
         self.store.ack_tombstones(peer_name, {n: d for n, d in mine.items() if n not in differing})
         # The peer may name records we hold without it being interested by our view: its copy
-        # is stale (we push ours, so it learns to stop running it) or ours is (it answers).
-        held = set(mine) | set(self.store.digests_of(n for n in differing if n not in mine))
-        await self._push(base_url, peer_name, [n for n in sorted(differing) if n in held], stats)
-        await self._fetch(base_url, peer_name,
-                          [n for n, d in sorted(differing.items()) if n not in held and d is not None], stats)
+        # is stale (we push ours, so it learns to stop running it) or ours is (it answers). So
+        # every differing name goes to the push, which sends the ones we hold (the rows it reads
+        # tell: no lookup of those names first, while the peer waits), and the rest are fetched.
+        names = sorted(differing)
+        pushed = await self._push(base_url, peer_name, names, stats)
+        await self._fetch(base_url, peer_name, [n for n in names if n not in pushed and differing[n] is not None],
+                          stats)
 
     async def check_names(self, peer_name: str, base_url: str) -> int:
         """After a partition: has `peer_name` a service of the same name as one homed here?
@@ -254,7 +256,8 @@ class AntiEntropy:
     def _batches(self, names: list[str]) -> Iterator[list[tuple[str, bytes, bytes, bool]]]:
         """Our current versions of `names` as the store holds them (packed, with their version
         digest and tombstone flag: sent as they are, no decoding or packing again), in batches
-        of about `push_bytes`, smaller at both ends (`_batch_limit`)."""
+        of about `push_bytes`, smaller at both ends (`_batch_limit`); names we do not hold are
+        left out."""
         batch: list[tuple[str, bytes, bytes, bool]] = []
         size = sent = seen = seen_bytes = 0
         limit = self._batch_limit(0, 0)
@@ -284,10 +287,20 @@ class AntiEntropy:
             return self.push_bytes // 2 or 1
         return min(self.push_bytes, max(quarter, left // 2))
 
-    async def _push(self, base_url: str, peer: str, names: list[str], stats: SyncStats) -> None:
+    async def _push(self, base_url: str, peer: str, names: list[str], stats: SyncStats) -> set[str]:
+        """Push our versions of those of `names` we hold; the names pushed (a batch that failed
+        ends the round: `_pipelined`)."""
         if names:
             await self._audit(peer)
-        await self._pipelined(self._batches(names), lambda batch: self._push_batch(base_url, peer, batch, stats))
+        pushed: set[str] = set()
+
+        def batches() -> Iterator[list[tuple[str, bytes, bytes, bool]]]:
+            for batch in self._batches(names):
+                pushed.update(row[0] for row in batch)
+                yield batch
+
+        await self._pipelined(batches(), lambda batch: self._push_batch(base_url, peer, batch, stats))
+        return pushed
 
     async def _push_batch(self, base_url: str, peer: str, batch: list[tuple[str, bytes, bytes, bool]],
                           stats: SyncStats) -> None:
@@ -428,13 +441,11 @@ class AntiEntropy:
             channel = None
         if self.store.guard is not None:
             self.store.audit(sender)  # (the reply may relay versions taken from other peers)
-        ours = [self.here in interested(r) for r in records]
-        # The others only if we hold their name (or its creation under another name: a
-        # `name@home` twin, naming): the peer sends a stale copy we must answer.
-        held = self.store.digests_of({n for r, mine in zip(records, ours) if not mine
-                                      for n in (r.name, base_name(r.name))})
-        accepted = [r for r, mine in zip(records, ours) if mine or r.name in held or base_name(r.name) in held]
-        outcomes = self.store.apply_remote_many(accepted, here=self.here, channel=channel)
+        # The versions of records we have no part in only if we hold their name (or its creation
+        # under another name: a `name@home` twin, naming): the peer sends a stale copy we must answer.
+        here = self.here
+        accepted, outcomes = self.store.apply_remote_held(records, here=here, channel=channel,
+                                                          if_held=lambda r: here not in interested(r))
         # (a merged version has a new clock: most differ there, without comparing whole records)
         same = [o.result is r or (o.result.vclock == r.vclock and o.result == r) for o, r in zip(outcomes, accepted)]
         back: list[Record] = []

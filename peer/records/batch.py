@@ -87,6 +87,18 @@ class HeldRows:
             self._decoded[name] = found
         return found
 
+    def holds(self, name: str) -> bool:
+        """`get(name) is not None`, without decoding a row only read."""
+        if name in self.written:
+            return True
+        if name in self.deleted:
+            return False
+        if name in self._decoded:
+            return True
+        if name in self._covered:
+            return name in self._packed
+        return self._fallback(name) is not None
+
     def apply(self, placed: Placed) -> None:
         """The changes of one `place`, in the order the store made them one by one: deletes
         (with their acknowledgements), acknowledgements voided, then writes."""

@@ -221,6 +221,8 @@ class RecordGuard:
         self._bases: dict[str, int] = {}
         self._count = 0
         self.distrusted: set[str] = set()
+        # (`_vouch`'s last answer: channel, revocation list, distrusted count, the vouch function)
+        self._vouches: tuple[signing.Channel, Revocations, int, Callable[[str], bool]] | None = None
         self._lock = threading.Lock()
 
     def sign(self, previous: Record | None, stored: Record, *, actor: str) -> Record:
@@ -261,10 +263,28 @@ class RecordGuard:
         return True
 
     def _vouch(self, channel: signing.Channel | None) -> Callable[[str], bool]:
+        """`signing.vouches` for `channel`, its answer per cluster remembered while the channel,
+        the revocation list in force (immutable: a new list is a new object) and the distrusted
+        clusters (they only grow) stay the same: a batch asks it several times per version
+        (`prepare`, `refused`), with the same channel throughout."""
         if channel is None or self._count >= PENDING_MAX:  # (full: `audit` is overdue; check now)
-            return lambda cluster: False
+            return _never
         revoked: Revocations = self.revocations()
-        return lambda cluster: signing.vouches(channel, cluster, revoked=revoked.revoked, distrusted=self.distrusted)
+        memo = self._vouches
+        if memo is not None and memo[0] is channel and memo[1] is revoked and memo[2] == len(self.distrusted):
+            return memo[3]
+        answers: dict[str, bool] = {}
+        distrusted = self.distrusted
+
+        def vouch(cluster: str) -> bool:
+            known = answers.get(cluster)
+            if known is None:
+                known = answers[cluster] = signing.vouches(channel, cluster, revoked=revoked.revoked,
+                                                           distrusted=distrusted)
+            return known
+
+        self._vouches = (channel, revoked, len(distrusted), vouch)
+        return vouch
 
     def _hold(self, taken: list[tuple[str, object, Pending]], base: str) -> None:
         """Keep what was taken on channel authority for `audit`: (cluster, key, what to verify)."""
@@ -388,6 +408,11 @@ class RecordGuard:
                 self._checked[(message, signature)] = cert.serial_number
                 return None
         return f"bad-signature: not signed by cluster {cluster}"
+
+
+def _never(cluster: str) -> bool:
+    """No channel, or too much pending: nothing is vouched for."""
+    return False
 
 
 def _may_verify(remote: Record, held: Record | None, vouch: Callable[[str], bool]) -> bool:

@@ -17,6 +17,7 @@ from peer.records import record as rec
 from peer.records import vclock as vc
 from peer.records.batch import HeldRows, batch_names
 from peer.records.merge import Placed, local_write, reconcile, renamed
+from peer.records.naming import base_name
 from peer.records.record import Record, State, tombstone_of
 from peer.records.store import RecordStore
 from tests.records.strategies import histories, records
@@ -76,6 +77,27 @@ def test_arbitrary_versions_batched_as_one_by_one(versions: list[Record]) -> Non
         assert table(batched) == table(one)
 
 
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(versions=deliveries(), split=st.integers(0, 24), here=st.sampled_from(["a", "b", "z"]),
+       picked=st.sets(st.integers(0, 40)))
+def test_a_batch_merged_if_held_leaves_what_a_lookup_then_the_batch_leaves(
+        versions: list[Record], split: int, here: str, picked: set[int]) -> None:
+    """`apply_remote_held` keeps a picked version only if the table held its name or its base
+    name before the batch: the same versions, outcomes and rows as looking those names up
+    first (`digests_of`, as anti-entropy's push handler did) and merging what is left."""
+    first, rest = versions[:split], versions[split:]
+    chosen = {id(v) for i, v in enumerate(rest) if i in picked}
+    with two_stores() as (looked_up, batched):
+        for store in (looked_up, batched):
+            for version in first:
+                store.apply_remote(version, here=here)
+        held = looked_up.digests_of({n for v in rest if id(v) in chosen for n in (v.name, base_name(v.name))})
+        kept = [v for v in rest if id(v) not in chosen or v.name in held or base_name(v.name) in held]
+        outcomes = looked_up.apply_remote_many(kept, here=here)
+        assert batched.apply_remote_held(rest, here=here, if_held=lambda v: id(v) in chosen) == (kept, outcomes)
+        assert table(batched) == table(looked_up)
+
+
 def _record(name: str, **changes: object) -> Record:
     base = Record(name=name, home="a", location="b", state=State.RUNNING, digest="d", descriptor=b"x")
     return replace(base, **changes)  # type: ignore[arg-type]
@@ -105,6 +127,24 @@ def test_held_rows_answer_the_last_change_then_the_rows_then_the_table() -> None
     again = replace(db, location="c")
     held.apply(Placed(reconcile(db, again, here="a"), writes=(again,)))  # deleted, then written again
     assert held.get("db") == again and held.deleted == set() and set(held.written) == {"web", "db"}
+
+
+def test_held_rows_tell_what_is_held_as_get_does_without_decoding() -> None:
+    web, db = _record("web"), _record("db")
+    looked_up: list[str] = []
+
+    def fallback(name: str) -> Record | None:
+        looked_up.append(name)
+        return web if name == "web@c" else None
+
+    def decode(_: str, data: bytes) -> Record:
+        raise AssertionError("holds decodes nothing")
+
+    held = HeldRows(["web", "db", "gone"], [("web", rec.pack(web)), ("db", rec.pack(db))], decode, fallback)
+    assert held.holds("web") and held.holds("db") and not held.holds("gone") and looked_up == []
+    assert held.holds("web@c") and not held.holds("other") and looked_up == ["web@c", "other"]
+    held.apply(Placed(reconcile(web, web, here="a"), writes=(replace(web, name="new"),), deletes=("db",)))
+    assert held.holds("new") and not held.holds("db") and held.holds("web")
 
 
 # --- the codec ---------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from peer.records.merge import AdoptLocalCopy, local_write
 from peer.records.record import Record, State, tombstone_of
 from peer.records.store import SCHEMA_VERSION, RecordStore, StoreVersionError, _parties
 from peer.runtime.waiting import wait_until_sync
+from peer.trust import signing
 from tests.records.strategies import full_records, standby_sets
 
 REPO = Path(__file__).resolve().parents[2]
@@ -137,7 +138,7 @@ def test_anti_entropy_scans_read_indexes_only(store: RecordStore) -> None:
 def test_schema_from_zero_and_refusal_of_a_newer_file(tmp_path: Path) -> None:
     path = tmp_path / "r.db"
     with RecordStore.open(path) as s:
-        assert s.schema_version() == SCHEMA_VERSION == 5
+        assert s.schema_version() == SCHEMA_VERSION == 6
     conn = sqlite3.connect(path)
     indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index' AND sql IS NOT NULL")}
     assert indexes == {"records_parties", "records_tombstones"}  # home and location: read by no query
@@ -148,6 +149,47 @@ def test_schema_from_zero_and_refusal_of_a_newer_file(tmp_path: Path) -> None:
     conn.close()
     with pytest.raises(StoreVersionError):
         RecordStore.open(path)
+
+
+def test_a_schema_5_file_gains_the_body_column_and_reads_as_before(tmp_path: Path) -> None:
+    """Schema 6 keeps each row's signing digest beside it; a file of schema 5 (no such column,
+    rows written before) opens, its rows read as they were (no digest known: hashed when
+    needed), and what is written after keeps its digest."""
+    path = tmp_path / "r.db"
+    with RecordStore.open(path) as s:
+        old = s.put_local(content("web"), here="a", now=1.0)
+    conn = sqlite3.connect(path)
+    conn.execute("ALTER TABLE records DROP COLUMN body")
+    conn.execute("PRAGMA user_version=5")
+    conn.commit()
+    conn.close()
+    with RecordStore.open(path) as s:
+        assert s.schema_version() == SCHEMA_VERSION
+        held = s.get("web")
+        assert held is not None and held == old and signing.known_body_digest(held) is None
+        assert s._conn.execute("SELECT body FROM records").fetchall() == [(None,)]
+        newer = local_write(held, replace(held, instance="127.0.0.1:8001"), here="b", now=2.0)
+        digest = signing.body_digest(newer)  # (as a signed write or a checked remote version has it)
+        assert s.apply_remote_many([newer], here="a")[0].changed
+        assert s._conn.execute("SELECT body FROM records").fetchall() == [(digest,)]
+        after = s.get("web")
+        assert after is not None and signing.known_body_digest(after) == digest
+
+
+@given(full_records(), st.booleans())
+def test_a_rows_kept_body_digest_is_its_contents(r: Record, known: bool) -> None:
+    """The digest kept beside a row is exactly `body_digest` of the row's content, computed
+    afresh; none is kept (nor invented on reading) where the written Record had none."""
+    r = rec.unpack(rec.pack(r))
+    if known:
+        signing.body_digest(r)
+    row = RecordStore._row(r)
+    assert row[-1] == (signing.body_digest(rec.unpack(row[5])) if known else None)
+    back = RecordStore._decode_row(r.name, row[5], row[-1])
+    assert back == r
+    assert signing.known_body_digest(back) == row[-1]
+    if known:
+        assert signing.known_body_digest(back) == signing.body_digest(rec.unpack(rec.pack(back)))
 
 
 WRITER = textwrap.dedent("""

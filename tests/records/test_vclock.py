@@ -1,6 +1,8 @@
 """Vector clock laws, checked against a trivial model (a dict of counters), as riak's vclock_qc."""
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import msgpack
 import pytest
 from hypothesis import given
@@ -119,3 +121,31 @@ def test_merge_and_descends_equal_the_dict_model_on_any_nodes(a: vc.VClock, b: v
     assert vc.VClock(merged.entries) == merged
     assert vc.descends(a, b) == model_descends(vc.counters(a), vc.counters(b))
     assert vc.descends(merged, a) and vc.descends(merged, b)
+
+
+entry_parts = st.one_of(st.none(), st.booleans(), st.integers(-2, 2**64), st.floats(allow_nan=True),
+                        st.sampled_from(["", "a", "a~1f", "b", "x" * vc.MAX_NODE_LEN, "y" * (vc.MAX_NODE_LEN + 1)]))
+
+
+@given(st.one_of(
+    st.lists(st.one_of(st.tuples(entry_parts, entry_parts, entry_parts).map(list),
+                       st.tuples(entry_parts, entry_parts, entry_parts),
+                       st.lists(entry_parts, max_size=4)), max_size=4),
+    clocks().map(lambda c: [list(e) for e in vc.encode(c)]),
+    clocks().map(lambda c: tuple(tuple(e) for e in vc.encode(c)))))
+def test_decode_answers_as_the_checked_decode(data: object) -> None:
+    """The short way for the wire's exact types takes and refuses what the checked decode
+    does, and builds the same clock."""
+    def outcome(decode: Callable[[object], vc.VClock]) -> object:
+        try:
+            clock = decode(data)
+        except vc.VClockDecodeError:
+            return "refused"
+        except OverflowError:
+            return "overflow"
+        return clock.entries
+
+    fast = outcome(vc.decode)
+    assert fast == outcome(vc._decode_checked)
+    if isinstance(fast, tuple):
+        assert all(type(e.timestamp) is float for e in fast)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 from dataclasses import replace
 from pathlib import Path
+from typing import cast
 
 import pytest
 from hypothesis import given, settings
@@ -235,3 +236,30 @@ def test_a_local_write_is_never_built_on_a_stamp_not_verified(pki: Path) -> None
         assert count(refusals, "channel-bad-signature") == 1 and mine.location == honest.location
         assert vc.descends(mine.vclock, honest.vclock) and not vc.descends(mine.vclock, false.vclock)
         assert s1.apply_remote(mine, here="c1").changed, "c1 takes c2's write: every stamp in it verifies"
+
+
+@settings(max_examples=100, deadline=None)
+@given(steps=st.lists(st.tuples(st.sampled_from(("ask", "revoke", "distrust", "new-channel", "new-list")), names,
+                                st.integers(1, 3)), max_size=20))
+def test_the_guards_remembered_vouch_answers_as_vouches_does(steps: list[tuple[str, str, int]]) -> None:
+    """`RecordGuard._vouch` remembers its answers per cluster (a batch asks several times per
+    version): after any change of the channel, the revocation list or the distrusted
+    clusters, it still answers exactly what `signing.vouches` answers now."""
+    revoked = [NO_REVOCATIONS]
+    counter = Counter("refused", "refused", ["reason"], registry=CollectorRegistry())
+    g = authorship.RecordGuard(key=lambda: None, book=cast(CertBook, None), revocations=lambda: revoked[0],
+                               refusals=counter)
+    channel = Channel("c1", 1)
+    for step, cluster, serial in steps:
+        if step == "revoke":
+            revoked[0] = Revocations(number=revoked[0].number + 1, serials=revoked[0].serials | {serial}, pem=b"")
+        elif step == "distrust":
+            g.distrusted.add(cluster)
+        elif step == "new-channel":
+            channel = Channel(cluster, serial)
+        elif step == "new-list":
+            revoked[0] = Revocations(number=revoked[0].number + 1, serials=frozenset(), pem=b"")
+        for asked in ("c1", "c2", "c3"):
+            assert g._vouch(channel)(asked) == signing.vouches(channel, asked, revoked=revoked[0].revoked,
+                                                               distrusted=g.distrusted)
+    assert g._vouch(None)("c1") is False
