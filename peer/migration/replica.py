@@ -20,11 +20,14 @@ from peer.migration.seams import ReplicaSeams
 from peer.peering.client import msgpack_response, read_msgpack
 from peer.federation.metaorchestrator import requirements
 from peer.records.naming import base_name
+from peer.runtime.waiting import wait_set
 from peer.records.record import encode as encode_record
 from peer.copies.manager import PENDING_TTL, PendingCopy, ServiceManager, WorkloadRefused, addr_of, split_addr
 from placement import admit
 
 log = logging.getLogger(__name__)
+
+RECOVERY_HOLD = 3.0  # how long a replication waits for a restarted agent's records recovery (HC's timeout: 5 s)
 
 
 def _refuse(message: str, status: int = 409) -> web.Response:
@@ -60,6 +63,12 @@ class ReplicaHandlers:
             log.warning("refused replication of %s (home %s): %s", name, home, refusal.message)
             return msgpack_response(refusal.as_api(), status=403)
         services = self.services
+        # What this cluster runs is judged from its records: a restarted agent still recovering
+        # them from its peers may hold a stale one (the service redeployed elsewhere while it was
+        # down) and would refuse with "already runs here". Wait for the recovery, within the
+        # HC's call timeout.
+        if not services.recovered.is_set() and not await wait_set(services.recovered, RECOVERY_HOLD):
+            return _refuse(f"{services.here} is recovering its records from peers; retry in a few seconds")
         if mid in services.aborted:
             return _refuse(f"migration {mid} was aborted")
         pending = services.pending.get(name)

@@ -178,6 +178,15 @@ async def test_failsafe_redeploys_at_home_when_the_ac_dies(tmp_path: Path) -> No
             recs = await fed.get("c1", "/v1/services")
             assert recs[0]["role"] == "LR" and recs[0]["location"] == "c1"
             assert downtime < 5.0, "HAProxy checks plus a peer ping should beat Serf's 4-5 s detection"
+            # The old AC comes back holding its stale record (the copy it ran, redeployed at home
+            # since): a move to it right away waits for its records recovery instead of being
+            # refused with "already runs here" (peer.migration.replica; bench/migration.py's
+            # fail-safe runs met it one time in two).
+            fed.agents["c2"].start()
+            await fed.wait_healthy("c2")
+            await wait_until(lambda: _sees_alive(fed, "c1", "c2"), timeout=30, what="c1 sees c2 alive")
+            back = await fed.call("c1", "POST", "/v1/services/classifier/migrate", {"target": "c2"})
+            assert back["outcome"] == "succeeded" and await served_by(fed, endpoint) == "c2"
         except BaseException:
             print(dump_logs(fed))
             raise
@@ -188,6 +197,10 @@ async def _history_entry(fed: Federation, mid: str, *, finished: bool) -> dict[s
         if m["id"] == mid and (m["finished_at"] is not None or not finished):
             return m
     return None
+
+
+async def _sees_alive(fed: Federation, observer: str, member: str) -> bool:
+    return any(m["name"] == member and m["status"] == "alive" for m in await fed.get(observer, "/v1/members"))
 
 
 async def _served_by_is(fed: Federation, endpoint: str, cluster: str) -> bool:
