@@ -112,7 +112,8 @@ class PeerClient:
     ) -> None:
         self._secret = secret
         # Whether connections to a base URL are kept IDLE_CLOSE (a peer this cluster has business
-        # with: records, a migration's target) or only BRIEF_CLOSE; None: every one lasts.
+        # with: the agent says, from the clusters its records name) or only BRIEF_CLOSE; None:
+        # every one lasts.
         self._lasting = lasting
         self._max_bytes = max_bytes
         self._clock = clock
