@@ -632,41 +632,41 @@ class Agent:
         return synced
 
     async def _sync_alive(self, *, exclude: set[str]) -> set[str]:
-        """One anti-entropy round with every live peer not in `exclude`, each after a certificate
-        exchange with it over the same connection; the peers whose round completed. The exchange
-        comes first: a version whose writer's certificate is not known here yet is refused
-        (author-signed records), and the peer knows the certificate of every writer of the
-        records it holds. An exchange or a round that the peer made with us since it came alive
-        and that left both sides the same counts without a call of our own (at start-up every
-        member comes alive at once, and each pair's two catch-ups and two welcomes made the same
-        calls up to four times)."""
+        """Meet every live peer not in `exclude` (`_meet`, its round bounded at 5 s); the peers
+        whose round completed, or was covered since they came alive."""
         peers = [m.name for m in self.membership.alive() if m.name != self.here and m.name not in exclude]
 
         async def catch_up(peer: str) -> bool:
-            if self.trust is not None and self.identity is not None and not self._exchanged_since_alive(peer):
-                await self.trust.exchange_with(peer)
-            if self._synced_since_alive(peer):
-                return True
-            return await asyncio.wait_for(self._sync(peer), timeout=5.0)
+            member = self.membership.get(peer)
+            if member is None or member.status != "alive":
+                return False
+            return await self._meet(peer, since=member.since, sync_timeout=5.0)
         done = await self.fanout.each(peers, catch_up)
         return {p for p, ok in zip(peers, done) if ok is True}
 
-    def _alive_since(self, peer: str) -> float | None:
-        member = self.membership.get(peer)
-        return member.since if member is not None and member.status == "alive" else None
+    async def _meet(self, peer: str, *, since: float, sync_timeout: float | None = None) -> bool:
+        """A certificate exchange, then a records round, with `peer`, one after the other over one
+        connection; True if the round completed. Certificates first: a version whose writer's
+        certificate is not known here yet is refused (author-signed records), and the peer knows
+        the certificate of every writer of the records it holds. An exchange or a round that
+        began at or after `since` and completed is not made again: one of ours (the catch-up's,
+        a backstop round's) or one the peer made with us that left both sides the same. At
+        start-up every member comes alive at once, and each pair's two catch-ups and two
+        welcomes made the same calls up to four times."""
+        if self.trust is not None and self.identity is not None and not self.trust.exchanged_since(peer, since):
+            await self.trust.exchange_with(peer)  # a revocation list or certificate it missed
+        if self._synced_from.get(peer, float("-inf")) >= since:
+            return True
+        sync = self._sync(peer)
+        return await (sync if sync_timeout is None else asyncio.wait_for(sync, timeout=sync_timeout))
 
-    def _synced_since_alive(self, peer: str) -> bool:
-        since = self._alive_since(peer)
-        return since is not None and self._synced_from.get(peer, float("-inf")) >= since
-
-    def _exchanged_since_alive(self, peer: str) -> bool:
-        since = self._alive_since(peer)
-        return since is not None and self.trust is not None and self.trust.exchanged_since(peer, since)
+    def _synced(self, peer: str, *, began: float) -> None:
+        """A records round with `peer` that began at `began` left both sides the same."""
+        self._synced_from[peer] = max(began, self._synced_from.get(peer, began))
 
     def _peer_found_in_sync(self, peer: str) -> None:
         """`peer`'s summary round with us matched (AntiEntropy.on_in_sync): as good as ours."""
-        now = time.monotonic()
-        self._synced_from[peer] = max(now, self._synced_from.get(peer, now))
+        self._synced(peer, began=time.monotonic())
 
     async def _on_status_change(self, change: StatusChange) -> None:
         if change.new == "alive" and change.name != self.here:
@@ -677,23 +677,17 @@ class Agent:
     async def _welcome(self, peer: str) -> None:
         """A member came alive: what it may have missed while away, and what we missed from it.
         One call after the other over one kept-alive connection, at most BACKGROUND_CALLS_AT_ONCE
-        members at once (peer.runtime.fanout). Certificates first: a record version whose
-        writer's certificate is not known here yet is refused. A certificate exchange or a records
-        sync with it that began after it came alive and completed (the catch-up's, at start-up,
-        when every member comes alive at once; a backstop round's; one the member made with us
-        that left both sides the same) is not made again: at start-up that was most of the calls,
-        and the tail of the storm outlasted the first idle minute."""
+        members at once (peer.runtime.fanout): `_meet` (what another call covered since it came
+        alive is not made again: at start-up that was most of the calls, and the tail of the
+        storm outlasted the first idle minute), then the names check."""
         came = time.monotonic()
         if self.services is not None:
             # At start-up every member comes alive before the catch-up has run: it exchanges and
             # syncs with all of them, so wait for it and only check names with those it reached.
             await self.services.recovered.wait()
 
-        async def calls() -> None:  # a call another task began since it came alive is not made again
-            if self.trust is not None and self.identity is not None and not self.trust.exchanged_since(peer, came):
-                await self.trust.exchange_with(peer)  # a revocation list or certificate it missed
-            if self._synced_from.get(peer, float("-inf")) < came:
-                await self._sync(peer)
+        async def calls() -> None:
+            await self._meet(peer, since=came)
             await self._check_names(peer)
         await self.fanout.run(calls)
 
@@ -720,7 +714,7 @@ class Agent:
             log.debug("anti-entropy with %s failed: %s", peer, exc)
             return False
         self.liveness.mark_reachable(peer)  # it answered: clears stale probe evidence of its loss
-        self._synced_from[peer] = max(started, self._synced_from.get(peer, started))
+        self._synced(peer, began=started)
         return True
 
     async def _anti_entropy_loop(self) -> None:

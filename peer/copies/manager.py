@@ -362,11 +362,14 @@ class ServiceManager:
     async def _wait_recovered(self) -> None:
         """A name is judged free only once this cluster holds what its peers know of it: a
         creation arriving while the agent recovers its records waits (bounded), then 503."""
-        if self.recovered.is_set():
-            return
-        if not await wait_set(self.recovered, RECOVERY_HOLD):
+        if not await self.recovered_within(RECOVERY_HOLD):
             raise ServiceUnavailable("agent is recovering its records from peers; retry in a few seconds"
                                      ) from None
+
+    async def recovered_within(self, timeout: float) -> bool:
+        """Whether the agent's records recovery from its peers (peer.agent._catch_up) is over, or
+        ends within `timeout`: what runs or is homed here is judged from the records only then."""
+        return self.recovered.is_set() or await wait_set(self.recovered, timeout)
 
     async def _check_name_free(self, name: str) -> list[tuple[str, tuple[str, ...]]]:
         """Refuse a name the federation holds live; return the deleted incarnations known for it

@@ -20,7 +20,6 @@ from peer.migration.seams import ReplicaSeams
 from peer.peering.client import msgpack_response, read_msgpack
 from peer.federation.metaorchestrator import requirements
 from peer.records.naming import base_name
-from peer.runtime.waiting import wait_set
 from peer.records.record import encode as encode_record
 from peer.copies.manager import PENDING_TTL, PendingCopy, ServiceManager, WorkloadRefused, addr_of, split_addr
 from placement import admit
@@ -67,7 +66,7 @@ class ReplicaHandlers:
         # them from its peers may hold a stale one (the service redeployed elsewhere while it was
         # down) and would refuse with "already runs here". Wait for the recovery, within the
         # HC's call timeout.
-        if not services.recovered.is_set() and not await wait_set(services.recovered, RECOVERY_HOLD):
+        if not await services.recovered_within(RECOVERY_HOLD):
             return _refuse(f"{services.here} is recovering its records from peers; retry in a few seconds")
         if mid in services.aborted:
             return _refuse(f"migration {mid} was aborted")
