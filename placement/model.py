@@ -100,21 +100,24 @@ class Requirements:
 class Candidate:
     """One acceptable destination, with its score and why it got it (for logs and the API).
 
-    `reasons` may be given, or computed on first use by `explain` (`rank` passes one, so a
-    ranking of 1,000 members formats the reasons of only those someone reads). Immutable and
-    compared by value (name, score, reasons) like the frozen dataclass it replaces.
+    `reasons` may be given, or computed on first use as `explain(view)` (`rank` passes the
+    policy's explanation and the member's view, so a ranking of 1,000 members formats the
+    reasons of only those someone reads, and allocates nothing per member but the candidate).
+    Immutable and compared by value (name, score, reasons) like the frozen dataclass it replaces.
     """
 
-    __slots__ = ("_name", "_score", "_reasons", "_explain")
+    __slots__ = ("_name", "_score", "_reasons", "_explain", "_view")
 
-    def __init__(self, name: str, score: float, reasons: tuple[str, ...] | None = None, *,
-                 explain: Callable[[], tuple[str, ...]] | None = None) -> None:
-        if reasons is None and explain is None:
-            raise TypeError("Candidate needs reasons or explain")
+    def __init__(self, name: str, score: float, reasons: tuple[str, ...] | None = None,
+                 explain: Callable[[ClusterView], tuple[str, ...]] | None = None,
+                 view: ClusterView | None = None) -> None:
+        if reasons is None and (explain is None or view is None):
+            raise TypeError("Candidate needs reasons, or explain and the view it explains")
         self._name = name
         self._score = score
         self._reasons = reasons
         self._explain = explain
+        self._view = view
 
     @property
     def name(self) -> str:
@@ -127,9 +130,9 @@ class Candidate:
     @property
     def reasons(self) -> tuple[str, ...]:
         if self._reasons is None:
-            assert self._explain is not None
-            self._reasons = tuple(self._explain())
-            self._explain = None
+            assert self._explain is not None and self._view is not None
+            self._reasons = tuple(self._explain(self._view))
+            self._explain = self._view = None
         return self._reasons
 
     def __eq__(self, other: object) -> bool:

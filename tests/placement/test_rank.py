@@ -139,11 +139,14 @@ def test_float_noise_does_not_reject_an_exact_fit() -> None:
 def test_fast_scores_and_lazy_reasons_agree_with_score(
     req: Requirements, views: list[ClusterView], home: str, policy: Policy
 ) -> None:
-    """rank scores with `value` and explains lazily: both must equal what `score` says."""
+    """rank scores with `values` and explains lazily: both must equal what `score` says."""
     by_name = {v.name: v for v in views}
-    for c in rank(req, views, home=home, policy=policy).ranked:
+    ranked = rank(req, views, home=home, policy=policy).ranked
+    batch = dict(zip(by_name, policy.values(req, views, home=home)))  # type: ignore[attr-defined]
+    for c in ranked:
         score, reasons = policy.score(req, by_name[c.name], home=home)
         assert c.score == score == policy.value(req, by_name[c.name], home=home)  # type: ignore[attr-defined]
+        assert c.score == batch[c.name]  # a member's score does not depend on the others in the call
         assert c.reasons == reasons
 
 
@@ -170,9 +173,11 @@ def test_candidates_are_immutable_and_compare_by_value() -> None:
     from placement import Candidate
 
     eager = Candidate("a", 0.5, ("x",))
-    lazy = Candidate("a", 0.5, explain=lambda: ("x",))
+    lazy = Candidate("a", 0.5, explain=lambda view: ("x", view.name)[:1], view=BASE)
     assert eager == lazy and hash(eager) == hash(lazy) and "reasons=('x',)" in repr(lazy)
     with pytest.raises(AttributeError):
         eager.name = "b"  # type: ignore[misc]
     with pytest.raises(TypeError):
         Candidate("a", 0.5)
+    with pytest.raises(TypeError):
+        Candidate("a", 0.5, explain=lambda view: ("x",))  # nothing to explain
