@@ -181,3 +181,20 @@ def test_candidates_are_immutable_and_compare_by_value() -> None:
         Candidate("a", 0.5)
     with pytest.raises(TypeError):
         Candidate("a", 0.5, explain=lambda view: ("x",))  # nothing to explain
+
+
+@PROPERTY
+@given(req=requirements, views=view_lists, home=homes)
+def test_a_policy_with_only_score_ranks_like_its_batch_form(
+    req: Requirements, views: list[ClusterView], home: str
+) -> None:
+    """A policy offering only `score` (the Protocol's minimum) is ranked by it, reasons eager."""
+    balanced = POLICIES["balanced"]
+
+    class ScoreOnly:
+        name = "score-only"
+
+        def score(self, req: Requirements, view: ClusterView, *, home: str) -> tuple[float, tuple[str, ...]]:
+            return balanced.score(req, view, home=home)
+
+    assert rank(req, views, home=home, policy=ScoreOnly()) == rank(req, views, home=home, policy=balanced)
