@@ -63,6 +63,7 @@ from peer.records.antientropy import AntiEntropy, SyncStats
 from peer.records.merge import MergeOutcome, local_write
 from peer.records.record import Record, State
 from peer.records.store import RecordStore
+from peer.runtime import heap
 from peer.trust import ca
 from peer.trust.authorship import CertBook, RecordGuard
 from peer.trust.certs import NO_REVOCATIONS, load_cert
@@ -494,6 +495,7 @@ if __name__ == "__main__":
     parser.add_argument("--db", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--tmp", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    heap.fix_mmap_threshold()  # both sides' allocations cost what they cost in an agent (peer.agent)
     ADDRS[:] = args.addr
     IN_FLIGHT[0] = args.in_flight
     SPLIT[0] = args.split_cpu

@@ -20,6 +20,7 @@ import msgpack
 
 from peer.drivers.quantity import QuantityError, cpu_cores, memory_bytes
 from peer.errors import InvalidKind
+from peer.packing import packb
 from peer.records.naming import MAX_SERVICE_LEN, SERVICE_RE
 
 MAX_CPU = 256.0
@@ -231,7 +232,7 @@ class ServiceDescriptor:
         ).encode("utf-8")
 
     def canonical_msgpack(self) -> bytes:
-        packed: bytes = msgpack.packb(_sorted(self.to_obj()), use_bin_type=True)
+        packed: bytes = packb(_sorted(self.to_obj()), use_bin_type=True)
         return packed
 
     def digest(self) -> str:

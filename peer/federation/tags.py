@@ -8,9 +8,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import msgpack
 
 from peer.errors import InvalidKind
+from peer.packing import packb
 
 TAG_LIMIT = 512
 ACC_HEADROOM = 96  # bytes kept free for the load tag to grow when the accept-from list is gossiped
@@ -103,9 +103,9 @@ class SelfTags:
         if self.accepts is not None:
             with_acc = {**tags, "acc": ",".join(sorted(self.accepts))}
             # A long list that does not fit is left out: peers then learn it from refusals.
-            if len(msgpack.packb(with_acc)) <= TAG_LIMIT - ACC_HEADROOM:
+            if len(packb(with_acc)) <= TAG_LIMIT - ACC_HEADROOM:
                 tags = with_acc
-        size = len(msgpack.packb(tags))
+        size = len(packb(tags))
         if size > TAG_LIMIT:
             raise TagError(f"tags take {size} bytes, over Serf's {TAG_LIMIT}-byte limit")
         return tags

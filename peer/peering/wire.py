@@ -22,6 +22,7 @@ from typing import Any
 import msgpack
 
 from peer.errors import InvalidKind, RoamError
+from peer.packing import packb
 
 CONTENT_TYPE = "application/msgpack"
 DEFAULT_MAX_BYTES = 8 * 1024 * 1024
@@ -45,7 +46,7 @@ class PeerAuthError(RoamError):
 
 def encode(obj: object, *, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
     try:
-        data: bytes = msgpack.packb(obj, use_bin_type=True)
+        data: bytes = packb(obj, use_bin_type=True)
     except (TypeError, ValueError, OverflowError) as exc:
         raise PeerWireError(f"cannot encode: {exc}") from exc
     if len(data) > max_bytes:

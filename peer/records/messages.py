@@ -30,6 +30,7 @@ from typing import Any, cast
 
 import msgpack
 
+from peer.packing import packb
 from peer.peering.wire import PeerWireError
 from peer.records import record as rec
 from peer.records import vclock as vc
@@ -177,7 +178,7 @@ def records_reply(records: list[Record], *, conflicts: int | None = None, clocks
     if conflicts is not None:
         body["conflicts"] = conflicts
     if clocks:  # (each packed on its own, as records are: the body's decode sees one bytes object)
-        body["clocks"] = [msgpack.packb([r.name, vc.encode(r.vclock), [list(s) for s in r.stamps]], use_bin_type=True)
+        body["clocks"] = [packb([r.name, vc.encode(r.vclock), [list(s) for s in r.stamps]], use_bin_type=True)
                           for r in clocks]
     return body
 

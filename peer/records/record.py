@@ -29,6 +29,7 @@ from typing import Any, Literal
 import msgpack
 
 from peer.errors import InvalidKind
+from peer.packing import packb
 from peer.records import vclock as vc
 from peer.records.naming import MAX_REPLACED, MAX_SERVICE_LEN, SERVICE_RE
 from peer.records.vclock import VClock
@@ -205,7 +206,7 @@ def pack(record: Record) -> bytes:
     version is packed for its row and again for the push reply that returns it."""
     data = record.__dict__.get(_PACKED)
     if data is None:
-        data = msgpack.packb(encode(record), use_bin_type=True)
+        data = packb(encode(record), use_bin_type=True)
         record.__dict__[_PACKED] = data
     return data
 
@@ -221,7 +222,7 @@ def content_key(record: Record) -> bytes:
     body = encode(record)
     del body["vclock"]
     body.pop("stamps", None)
-    data: bytes = msgpack.packb(body, use_bin_type=True)
+    data: bytes = packb(body, use_bin_type=True)
     return data
 
 

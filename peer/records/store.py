@@ -28,6 +28,7 @@ from typing import Any, Protocol, Self, cast
 import msgpack
 
 from peer.errors import RoamError
+from peer.packing import packb
 from peer.records import record as rec
 from peer.records import vclock as vc
 from peer.records.batch import IN_CHUNK, HeldRows, Reclocked, batch_names
@@ -133,7 +134,7 @@ class StoreCorruptError(StoreError):
 
 
 def _pack(obj: object) -> bytes:
-    data: bytes = msgpack.packb(obj, use_bin_type=True)
+    data: bytes = packb(obj, use_bin_type=True)
     return data
 
 

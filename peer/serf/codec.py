@@ -22,6 +22,7 @@ from typing import Any, Literal, TypeVar
 
 import msgpack
 
+from peer.packing import packb
 from peer.serf.errors import SerfProtocolError
 
 #: Commands whose reply header is followed by a body, also when `Error` is set.
@@ -62,9 +63,9 @@ MEMBER_EVENT_KINDS = frozenset(
 
 def encode_request(command: str, seq: int, body: Mapping[str, Any] | None = None) -> bytes:
     """The bytes for one request: header, then the body if the command takes one."""
-    data: bytes = msgpack.packb({"Command": command, "Seq": seq}, use_bin_type=True)
+    data: bytes = packb({"Command": command, "Seq": seq}, use_bin_type=True)
     if body is not None:
-        data += msgpack.packb(dict(body), use_bin_type=True)
+        data += packb(dict(body), use_bin_type=True)
     return data
 
 

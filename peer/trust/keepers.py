@@ -36,9 +36,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import msgpack
 from aiohttp import web
 
+from peer.packing import packb
 from peer.peering.client import PeerClient, PeerError, msgpack_response, read_msgpack
 from peer.peering.wire import PeerWireError
 from peer.runtime.lazyimport import lazy
@@ -146,7 +146,7 @@ class CaKeepers:
     def _digest(self) -> bytes:
         """What this keeper's state was when a peer last agreed with it: unchanged since, the
         exchange waits for FULL_EVERY (the idle wire stays small at any federation size)."""
-        return hashlib.sha256(msgpack.packb(self._state())).digest()
+        return hashlib.sha256(packb(self._state())).digest()
 
     def _state(self) -> dict[str, Any]:
         assert self.dir is not None

@@ -48,8 +48,8 @@ import hashlib
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, replace
 
-import msgpack
 
+from peer.packing import packb
 from peer.records import vclock as vc
 from peer.records.naming import base_name
 from peer.records.record import Record, encode, with_vclock
@@ -172,7 +172,7 @@ def body_digest(record: Record) -> bytes:
         for key in ("vclock", "signature", "stamps"):
             body.pop(key, None)
         body["name"] = base_name(record.name)
-        cached = hashlib.blake2b(msgpack.packb(body, use_bin_type=True), digest_size=DIGEST_LEN).digest()
+        cached = hashlib.blake2b(packb(body, use_bin_type=True), digest_size=DIGEST_LEN).digest()
         record.__dict__[_BODY] = cached
     return cached
 
@@ -196,7 +196,7 @@ def restore_body_digest(record: Record, digest: bytes) -> None:
 
 def stamp_message(record: Record, actor: str, counter: int, digest: bytes) -> bytes:
     """The bytes a stamp signs: one write of one actor on one incarnation of one service."""
-    data: bytes = msgpack.packb([record.incarnation, base_name(record.name), actor, counter, digest],
+    data: bytes = packb([record.incarnation, base_name(record.name), actor, counter, digest],
                                 use_bin_type=True)
     return DOMAIN + data
 
