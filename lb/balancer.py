@@ -30,7 +30,7 @@ from lb.errors import InvalidTokenError, LBError, NoFreeSlotError, UnknownServic
 from lb.process import Supervisor, socket_command
 from lb.runtime import ServerState, ServerStateName, ServerTraffic, valid_ip, valid_port
 from lb.files import write_atomic
-from lb.statefile import LBState, Route, Slot
+from lb.statefile import LBState, Route, Slot, StateWriter
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +87,7 @@ class LoadBalancer:
                                       on_restart=self._on_haproxy_restart)
         self._client = RuntimeClient(self.config.socket_path)
         self._state = LBState()
+        self._writer = StateWriter(self.config.slots_path)
         self._locks: dict[str, asyncio.Lock] = {}
         self._slots_lock = asyncio.Lock()
         self._started = False
@@ -237,8 +238,13 @@ class LoadBalancer:
         `proven_ready=True`: the caller has just seen the copy answer its readiness probe, so
         the new server is set UP at once (after one TCP connect from here) instead of after
         HAProxy's first check; the old one is still drained before it goes (`lb.reroute`).
-        `on_up` runs once the new route serves and is saved, before the old servers drain (not
-        when the route was already in place): a caller may go on from there while they drain.
+        `on_up` runs once the new route serves, before the old servers drain (not when the
+        route was already in place): a caller may go on from there while they drain. The
+        route is saved to lb-slots.json after `on_up`, in a worker thread, and before any old
+        server drains; when `route` returns it is on disk. A caller that commits a record in
+        `on_up` (the migration engine) may thus have the record on disk and the file not yet:
+        the records are the truth, and a restart routes from them (the engine's `recover`
+        routes this entry as the committed record says before the old copy stops).
         """
         ip, port = valid_ip(addr), valid_port(port)
         async with self._lock(service):
@@ -263,17 +269,24 @@ class LoadBalancer:
                     return await self._already_routed(service, backend, cur, old)
             name = _next_server_name(states, *([cur.server] if cur else []))
 
-            def commit() -> None:
+            saving: list[asyncio.Future[None]] = []
+
+            def up() -> None:
+                # The save starts (in a thread) before the caller hears of `up`: its fsyncs and
+                # those of the caller's commit then run at the same time.
                 slot.route = Route(ip, port, name, fast_down)
-                self._save()
+                saving.append(self._save_in_thread())
                 if on_up is not None:
                     on_up()
+
+            async def saved() -> None:
+                await asyncio.gather(*saving)
 
             result = await rr.reroute(
                 self._client, service=service, backend=backend, new_server=name, addr=ip,
                 port=port, old=old, old_servers=[s.name for s in states if not is_backup_server(s.name)],
                 check=self._check(fast_down), up_timeout=up_timeout, drain_timeout=drain_timeout,
-                on_up=commit, proven_ready=proven_ready, reached=reached)
+                on_up=up, before_drain=saved, proven_ready=proven_ready, reached=reached)
             log.info("rerouted %s %s -> %s:%d in %.1f ms (up %.1f%s, drain %.1f, %d drained%s)",
                      service, old, ip, port, result.duration_ms, result.up_ms,
                      " proven" if result.fast else "", result.drain_ms,
@@ -439,7 +452,14 @@ class LoadBalancer:
         return slot
 
     def _save(self) -> None:
-        self._state.save(self.config.slots_path)
+        self._writer.write(self._writer.snapshot(self._state))
+
+    def _save_in_thread(self) -> asyncio.Future[None]:
+        """`_save` with its two fsyncs in a worker thread, started now: a reroute's caller
+        commits its record meanwhile (`route`'s `on_up`), and the fsyncs of both files overlap
+        instead of adding up (issue 16, the reroute stage). Await the future for the file."""
+        snapshot = self._writer.snapshot(self._state)
+        return asyncio.get_running_loop().run_in_executor(None, self._writer.write, snapshot)
 
     async def _already_routed(self, service: str, backend: str, cur: Route,
                               old: tuple[str, int] | None) -> rr.RerouteResult:

@@ -226,6 +226,9 @@ class MigrationEngine:
         try:
             self._journal(m, "wait")
             with m.timed("wait"):
+                # While the AC deploys (hundreds of ms), not in the reroute stage: the stamps the
+                # commit would verify first (the commit still verifies any arriving meanwhile).
+                self.services.verify_ahead(record.name)
                 instance, deploy_ms = await self._wait_ready(m, timeout=descriptor.readiness_timeout)
             m.durations["deploy"] = round(deploy_ms, 3)
             pre = await self._precopy(m, record, instance)
@@ -344,8 +347,7 @@ class MigrationEngine:
         try:
             failpoints.hit("migration.after_route")
             with m.part("reroute_commit"):
-                committed = self.services.commit(moved)
-                self.services.settle_arrival(record.name, m.id)
+                committed = self.services.commit_move(moved, m.id)  # (the pending copy settled too)
         except BaseException:  # (as when the whole route was awaited, the old server is gone first)
             await overlap.drained(here, f"{record.name} at {self.here}")
             raise
@@ -370,8 +372,7 @@ class MigrationEngine:
                              state_version=state_version)
         if moves.promoted(record, moved):
             m.notes = f"the standby at {m.target} was promoted (its warm copy reused)"
-        committed = self.services.commit(moved)
-        self.services.settle_arrival(record.name, m.id)
+        committed = self.services.commit_move(moved, m.id)
         step("committed")
         missing = await self.homes.route_entries(committed, release=True)
         if missing:
@@ -485,6 +486,13 @@ class MigrationEngine:
                                      migration_id=entry["id"]))
                 before = replace(record, location=decision.source)
                 with contextlib.suppress(Exception):
+                    # This entry's frontend first: the route here is saved to lb-slots.json
+                    # after the commit (`LoadBalancer.route` writes it in a thread while the
+                    # record commits), so a crash may leave the saved route on the old copy
+                    # and HAProxy restarted on it. The records are the truth: route as the
+                    # committed record says before the old copy stops (a no-op when routed).
+                    if self.here in record.entries:
+                        await self.services.ensure_route(record)
                     # The crash may have come before every other entry routed (their ROUTE runs
                     # after the commit): they route again before the old copy stops.
                     await self.homes.route_entries(record)

@@ -379,18 +379,28 @@ class RecordStore:
             rows = self._conn.execute(sql + " ORDER BY name").fetchall()
         return [self._decode_row(name, data) for name, data in rows]
 
-    def put_local(self, record: Record, *, here: str, now: float) -> Record:
+    def verify_vouched(self, name: str) -> None:
+        """Verify the stamps of `name`'s versions taken on channel authority, if any: a local
+        write never builds on one not verified (`put_local` does it first). A caller about to
+        write under a deadline may do it ahead, while it waits anyway (the migration engine,
+        while the AC deploys); what arrives after is verified by `put_local`."""
+        if self.guard is not None and self.guard.pending(base_name(name)):
+            self.audit(only=base_name(name))
+
+    def put_local(self, record: Record, *, here: str, now: float, close: str | None = None) -> Record:
         """Store a change made here: increments this data dir's actor (`clock_actor`) in the
-        clock (see merge.local_write)."""
+        clock (see merge.local_write). `close`: a journal entry closed in the same transaction
+        (one fsync for both; the entry is closed exactly when the record is written)."""
         actor = self.clock_actor(here)
-        if self.guard is not None and self.guard.pending(base_name(record.name)):
-            self.audit(only=base_name(record.name))  # (never write on top of a stamp not verified)
+        self.verify_vouched(record.name)
         with self._tx() as cur:
             previous = self._get(cur, record.name)
             stored = local_write(previous, record, here=here, now=now, actor=actor)
             if self.guard is not None:
                 stored = self.guard.sign(previous, stored, actor=actor)
             self._write(cur, stored)
+            if close is not None:
+                cur.execute("UPDATE journal SET open=0, updated_at=? WHERE migration_id=?", (now, close))
         self._changed()
         return stored
 
