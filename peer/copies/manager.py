@@ -680,7 +680,10 @@ class ServiceManager:
         lost, and the peers hold this cluster's part of them. It waits in `unaccounted` for
         peer.copies.recovery.settle and `close_stale_frontends`, run once records were recovered."""
         running = {i.name: i for i in await self.driver.adopt()}
-        open_targets = {mid for mid, _ in self.store.journal_open() if journal.is_arrival(mid)}
+        open_entries = self.store.journal_open()
+        open_targets = {mid for mid, _ in open_entries if journal.is_arrival(mid)}
+        moving_here = {entry.get("service") for key, entry in open_entries
+                       if journal.is_migration(key) and entry.get("target") == self.here}
         for record in self.records():
             try:
                 if record.location == self.here and record.name not in running:
@@ -688,8 +691,14 @@ class ServiceManager:
                 elif record.location == self.here:
                     record = await self.ensure_local_copy(record)
                     # A route kept by HAProxy may be mid-migration (recovery decides); only a
-                    # lost one is restored from the record.
-                    if self.here in record.entries and self.lb.current_route(record.name) is None:
+                    # lost one is restored from the record, and the one of a move to here that
+                    # committed (the record names here) before its route was saved: the route
+                    # is saved after the commit (LoadBalancer.route), so lb-slots.json may still
+                    # name the old copy, which the move's recovery is about to stop. Done here,
+                    # before any peer hears from this cluster (the old location stops its copy
+                    # when it merges the committed record).
+                    if self.here in record.entries and (self.lb.current_route(record.name) is None
+                                                        or record.name in moving_here):
                         await self.ensure_route(record)
                 elif self.here in record.entries:
                     await self.ensure_route(record)

@@ -489,8 +489,9 @@ class MigrationEngine:
                     # This entry's frontend first: the route here is saved to lb-slots.json
                     # after the commit (`LoadBalancer.route` writes it in a thread while the
                     # record commits), so a crash may leave the saved route on the old copy
-                    # and HAProxy restarted on it. The records are the truth: route as the
-                    # committed record says before the old copy stops (a no-op when routed).
+                    # and HAProxy restarted on it. The records are the truth: this entry routes
+                    # as the committed record says before the old copy stops (`reconcile` did
+                    # at start: a no-op then; if the route fails, the old copy keeps running).
                     if self.here in record.entries:
                         await self.services.ensure_route(record)
                     # The crash may have come before every other entry routed (their ROUTE runs
