@@ -211,19 +211,34 @@ async def _served_by_is(fed: Federation, endpoint: str, cluster: str) -> bool:
     return await served_by(fed, endpoint) == cluster
 
 
-@pytest.mark.parametrize("failpoint,final", [
-    ("migration.after_replication", "c1"),
-    ("migration.before_reroute", "c1"),
-    ("migration.after_route", "c2"),
-    ("migration.after_commit", "c2"),
+async def _settled_at_one_of(fed: Federation, finals: tuple[str, ...], names: tuple[str, ...]) -> str | None:
+    for final in finals:
+        if await settled_at(fed, final, names):
+            return final
+    return None
+
+
+# After the route (this HC serves the new copy) and before the commit, the move finishes if the
+# route here had been saved (lb-slots.json), else it rolls back: the save runs in a thread
+# while the engine goes on to commit (issue 16), so a crash there may come before or after it.
+# Either way one copy serves and nothing is lost (the old server is drained only once saved).
+@pytest.mark.parametrize("failpoint,finals", [
+    ("migration.after_replication", ("c1",)),
+    ("migration.before_reroute", ("c1",)),
+    ("migration.after_route", ("c2", "c1")),
+    ("migration.after_commit", ("c2",)),
 ])
 async def test_coordinator_killed_mid_migration_recovers_to_one_routed_copy(
-    tmp_path: Path, failpoint: str, final: str
+    tmp_path: Path, failpoint: str, finals: tuple[str, ...]
 ) -> None:
     async with federation(tmp_path) as fed:
         try:
             await start(fed, ("c1", "c2"), env={"c1": {"ROAM_FAILPOINTS": f"{failpoint}=exit"}})
             endpoint = (await fed.call("c1", "POST", "/v1/services", DESCRIPTOR, expect=201))["endpoint"]
+            await wait_until(lambda: _served_by_is(fed, endpoint, "c1"), timeout=10, what="c1 serves")
+            # HAProxy outlives the agent: the endpoint serves throughout, the recovery included.
+            stop = asyncio.Event()
+            load = asyncio.create_task(run_load([f"http://{endpoint}/"], rate=200, stop=stop, timeout=5.0))
             with pytest.raises((aiohttp.ClientError, AssertionError, asyncio.TimeoutError)):
                 await fed.call("c1", "POST", "/v1/services/classifier/migrate", {"target": "c2"})
             c1 = fed.agents["c1"]
@@ -231,8 +246,12 @@ async def test_coordinator_killed_mid_migration_recovers_to_one_routed_copy(
             c1.env = {}
             c1.start()
             await fed.wait_healthy("c1")
-            await wait_until(lambda: settled_at(fed, final, ("c1", "c2")), timeout=30, what=f"one copy at {final}")
+            final = await wait_until(lambda: _settled_at_one_of(fed, finals, ("c1", "c2")), timeout=30,
+                                     what=f"one copy at {' or '.join(finals)}")
             assert await served_by(fed, endpoint) == final
+            stop.set()
+            failed = [s for s in (await load).samples if not s.ok]
+            assert failed == [], failed[:5]
             expect_roles(await records(fed, ("c1", "c2")), final)
         except BaseException:
             print(dump_logs(fed))
