@@ -230,7 +230,8 @@ class LoadBalancer:
 
     async def route(self, service: str, addr: str, port: int, *, up_timeout: float = 5.0,
                     drain_timeout: float = 5.0, proven_ready: bool = False,
-                    on_up: Callable[[], None] | None = None) -> rr.RerouteResult:
+                    on_up: Callable[[], None] | None = None,
+                    reached: asyncio.Future[bool] | None = None) -> rr.RerouteResult:
         """Make the service's frontend serve addr:port, losing no request on the way.
 
         Idempotent: routing to the current, serving route only removes leftover servers.
@@ -245,6 +246,7 @@ class LoadBalancer:
         `on_up` (the migration engine) may thus have the record on disk and the file not yet:
         the records are the truth, and a restart routes from them (the engine's `recover`
         routes this entry as the committed record says before the old copy stops).
+        `reached`: the fast path's TCP connect to addr:port, started by the caller (`reach`).
         """
         ip, port = valid_ip(addr), valid_port(port)
         async with self._lock(service):
@@ -252,14 +254,14 @@ class LoadBalancer:
             backend = backend_name(slot.port)
             # The fast path's TCP connect to the copy goes out while HAProxy lists the servers
             # (two round trips at once: they are independent).
-            probe = asyncio.ensure_future(rr.reachable(ip, port)) if proven_ready else None
+            probe = reached if reached is not None or not proven_ready else self.reach(ip, port)
             try:
                 states = await self._client.servers_state(backend)
             except BaseException:
                 if probe is not None:
                     probe.cancel()
                 raise
-            reached = None if probe is None else await probe
+            connected = None if probe is None else await probe
             cur = slot.route
             old = None if cur is None else (cur.addr, cur.port)
             fast_down = bool(slot.backups)
@@ -286,12 +288,19 @@ class LoadBalancer:
                 self._client, service=service, backend=backend, new_server=name, addr=ip,
                 port=port, old=old, old_servers=[s.name for s in states if not is_backup_server(s.name)],
                 check=self._check(fast_down), up_timeout=up_timeout, drain_timeout=drain_timeout,
-                on_up=up, before_drain=saved, proven_ready=proven_ready, reached=reached)
+                on_up=up, before_drain=saved, proven_ready=proven_ready, reached=connected)
             log.info("rerouted %s %s -> %s:%d in %.1f ms (up %.1f%s, drain %.1f, %d drained%s)",
                      service, old, ip, port, result.duration_ms, result.up_ms,
                      " proven" if result.fast else "", result.drain_ms,
                      result.drained_sessions, ", forced" if result.forced else "")
             return result
+
+    def reach(self, addr: str, port: int) -> asyncio.Future[bool]:
+        """Start the fast path's TCP connect from this host to addr:port (`route(...,
+        proven_ready=True)` makes one itself unless given this as `reached`): a caller with
+        work of its own to do while HAProxy answers starts it first, so both are in flight
+        before that work holds the loop (the migration engine signs its commit then)."""
+        return asyncio.ensure_future(rr.reachable(valid_ip(addr), valid_port(port)))
 
     async def set_backups(self, service: str, backups: list[tuple[str, int]]) -> None:
         """Make the slot's backup servers exactly `backups` (the standby copies), at run time:

@@ -93,9 +93,12 @@ async def add_checked(client: RuntimeClient, *, backend: str, server: str, addr:
 
 
 async def reachable(addr: str, port: int, *, timeout: float = REACH_TIMEOUT) -> bool:
-    """Can this host open a TCP connection to addr:port (as HAProxy here would)?"""
+    """Can this host open a TCP connection to addr:port (as HAProxy here would)? The connect
+    goes out in the task's first step (`asyncio.timeout`, not `wait_for`, which runs the
+    connection in a task of its own, a turn of the loop later: `LoadBalancer.reach`)."""
     try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(addr, port), timeout)
+        async with asyncio.timeout(timeout):
+            _, writer = await asyncio.open_connection(addr, port)
     except (OSError, TimeoutError):
         return False
     writer.close()

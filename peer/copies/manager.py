@@ -35,7 +35,7 @@ from peer.records.merge import (
 )
 from peer.records.naming import incarnation_order, new_incarnation, qualified, replaced_by_deletes
 from peer.records.record import Record, State, descriptor_digest, tombstone_of
-from peer.records.store import RecordStore
+from peer.records.store import PreparedWrite, RecordStore
 from peer.federation.metaorchestrator import requirements
 from peer.state.fresh import FreshCopies
 from peer.state.handover import HOLD_MAX
@@ -229,14 +229,19 @@ class ServiceManager:
         local write: its own clock entry advanced, signed where identity is on."""
         return self.store.put_local(version, here=self.here, now=time.time())
 
-    def commit_move(self, version: Record, migration_id: str) -> Record:
+    def prepare_commit(self, version: Record) -> PreparedWrite:
+        """`commit`'s version of `version` built and signed now, for `commit_move` to store (the
+        migration engine does it while HAProxy answers: RecordStore.prepare_local)."""
+        return self.store.prepare_local(version, here=self.here, now=time.time())
+
+    def commit_move(self, version: Record, migration_id: str, *, prepared: PreparedWrite | None = None) -> Record:
         """`commit` of a move's record, with `settle_arrival` in the same transaction when the
         move's copy arrived here: one fsync on the reroute stage instead of two (issue 16), and
         the arrival's journal entry is closed exactly when the record names this cluster (a
-        crash between them left it open for `reconcile` to close)."""
+        crash between them left it open for `reconcile` to close). `prepared`: `prepare_commit`'s."""
         pending = self.pending.get(version.name)
         arrived = pending is not None and pending.migration_id == migration_id
-        committed = self.store.put_local(version, here=self.here, now=time.time(),
+        committed = self.store.put_local(version, here=self.here, now=time.time(), prepared=prepared,
                                          close=journal.arrival_key(version.name) if arrived else None)
         if arrived:
             self.pending.pop(version.name, None)

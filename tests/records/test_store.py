@@ -126,6 +126,24 @@ def test_meta_and_journal(tmp_path: Path) -> None:
         assert s.journal_get("m2") is None
 
 
+def test_a_prepared_write_is_stored_as_built_unless_the_record_changed_meanwhile(store: RecordStore) -> None:
+    """Issue 16: the migration engine builds and signs its commit's version while HAProxy
+    answers (`prepare_local`); `put_local` stores it only if it was built on the row held."""
+    first = store.put_local(content(), here="a", now=1.0)
+    moved = replace(first, location="b")
+    prepared = store.prepare_local(moved, here="a", now=2.0)
+    assert store.get("web") == first  # nothing written yet
+    assert store.put_local(moved, here="a", now=3.0, prepared=prepared) is prepared.stored
+    assert store.get("web") == prepared.stored and vc.by_cluster(prepared.stored.vclock) == {"a": 2}
+
+    stale = store.prepare_local(replace(moved, location="c"), here="a", now=4.0)
+    between = store.put_local(replace(moved, state=State.MIGRATING), here="a", now=5.0)  # (a write since)
+    again = replace(moved, location="c")
+    stored = store.put_local(again, here="a", now=6.0, prepared=replace(stale, record=again))
+    assert stored != stale.stored and stored.location == "c"
+    assert vc.by_cluster(stored.vclock) == {"a": 4} and vc.descends(stored.vclock, between.vclock)
+
+
 class _SigningFails:
     """A record guard whose signing fails, inside put_local's transaction."""
 
