@@ -244,8 +244,8 @@ class LoadBalancer:
         route is saved to lb-slots.json after `on_up`, in a worker thread, and before any old
         server drains; when `route` returns it is on disk. A caller that commits a record in
         `on_up` (the migration engine) may thus have the record on disk and the file not yet:
-        the records are the truth, and a restart routes from them (the engine's `recover`
-        routes this entry as the committed record says before the old copy stops).
+        the records are the truth, and a restart routes from them before the old copy stops
+        (peer's `ServiceManager.reconcile` and `MigrationEngine.recover`).
         `reached`: the fast path's TCP connect to addr:port, started by the caller (`reach`).
         """
         ip, port = valid_ip(addr), valid_port(port)
