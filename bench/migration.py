@@ -236,7 +236,8 @@ def stage_table(results: list[dict[str, Any]], walls: list[float]) -> list[str]:
     return lines
 
 
-PARTS = {"reroute_here": "reroute: this HC's HAProxy until the new server serves (proven ready: UP at once)",
+PARTS = {"reroute_here": "reroute: this HC's HAProxy until the new server serves (proven ready: UP at once; "
+                         "the commit's version signed meanwhile)",
          "reroute_commit": "reroute: the record committed here (SQLite, fsync)",
          "commit": "committed record pushed to the AC (before the answer)",
          "reroute_entries": "the other entries' ROUTE all answered (ms after the commit, before the answer)"}

@@ -30,7 +30,7 @@ from lb.errors import InvalidTokenError, LBError, NoFreeSlotError, UnknownServic
 from lb.process import Supervisor, socket_command
 from lb.runtime import ServerState, ServerStateName, ServerTraffic, valid_ip, valid_port
 from lb.files import write_atomic
-from lb.statefile import LBState, Route, Slot
+from lb.statefile import LBState, Route, Slot, StateWriter
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +87,7 @@ class LoadBalancer:
                                       on_restart=self._on_haproxy_restart)
         self._client = RuntimeClient(self.config.socket_path)
         self._state = LBState()
+        self._writer = StateWriter(self.config.slots_path)
         self._locks: dict[str, asyncio.Lock] = {}
         self._slots_lock = asyncio.Lock()
         self._started = False
@@ -229,7 +230,8 @@ class LoadBalancer:
 
     async def route(self, service: str, addr: str, port: int, *, up_timeout: float = 5.0,
                     drain_timeout: float = 5.0, proven_ready: bool = False,
-                    on_up: Callable[[], None] | None = None) -> rr.RerouteResult:
+                    on_up: Callable[[], None] | None = None,
+                    reached: asyncio.Future[bool] | None = None) -> rr.RerouteResult:
         """Make the service's frontend serve addr:port, losing no request on the way.
 
         Idempotent: routing to the current, serving route only removes leftover servers.
@@ -237,8 +239,14 @@ class LoadBalancer:
         `proven_ready=True`: the caller has just seen the copy answer its readiness probe, so
         the new server is set UP at once (after one TCP connect from here) instead of after
         HAProxy's first check; the old one is still drained before it goes (`lb.reroute`).
-        `on_up` runs once the new route serves and is saved, before the old servers drain (not
-        when the route was already in place): a caller may go on from there while they drain.
+        `on_up` runs once the new route serves, before the old servers drain (not when the
+        route was already in place): a caller may go on from there while they drain. The
+        route is saved to lb-slots.json after `on_up`, in a worker thread, and before any old
+        server drains; when `route` returns it is on disk. A caller that commits a record in
+        `on_up` (the migration engine) may thus have the record on disk and the file not yet:
+        the records are the truth, and a restart routes from them before the old copy stops
+        (peer's `ServiceManager.reconcile` and `MigrationEngine.recover`).
+        `reached`: the fast path's TCP connect to addr:port, started by the caller (`reach`).
         """
         ip, port = valid_ip(addr), valid_port(port)
         async with self._lock(service):
@@ -246,14 +254,14 @@ class LoadBalancer:
             backend = backend_name(slot.port)
             # The fast path's TCP connect to the copy goes out while HAProxy lists the servers
             # (two round trips at once: they are independent).
-            probe = asyncio.ensure_future(rr.reachable(ip, port)) if proven_ready else None
+            probe = reached if reached is not None or not proven_ready else self.reach(ip, port)
             try:
                 states = await self._client.servers_state(backend)
             except BaseException:
                 if probe is not None:
                     probe.cancel()
                 raise
-            reached = None if probe is None else await probe
+            connected = None if probe is None else await probe
             cur = slot.route
             old = None if cur is None else (cur.addr, cur.port)
             fast_down = bool(slot.backups)
@@ -263,22 +271,36 @@ class LoadBalancer:
                     return await self._already_routed(service, backend, cur, old)
             name = _next_server_name(states, *([cur.server] if cur else []))
 
-            def commit() -> None:
+            saving: list[asyncio.Future[None]] = []
+
+            def up() -> None:
+                # The save starts (in a thread) before the caller hears of `up`: its fsyncs and
+                # those of the caller's commit then run at the same time.
                 slot.route = Route(ip, port, name, fast_down)
-                self._save()
+                saving.append(self._save_in_thread())
                 if on_up is not None:
                     on_up()
+
+            async def saved() -> None:
+                await asyncio.gather(*saving)
 
             result = await rr.reroute(
                 self._client, service=service, backend=backend, new_server=name, addr=ip,
                 port=port, old=old, old_servers=[s.name for s in states if not is_backup_server(s.name)],
                 check=self._check(fast_down), up_timeout=up_timeout, drain_timeout=drain_timeout,
-                on_up=commit, proven_ready=proven_ready, reached=reached)
+                on_up=up, before_drain=saved, proven_ready=proven_ready, reached=connected)
             log.info("rerouted %s %s -> %s:%d in %.1f ms (up %.1f%s, drain %.1f, %d drained%s)",
                      service, old, ip, port, result.duration_ms, result.up_ms,
                      " proven" if result.fast else "", result.drain_ms,
                      result.drained_sessions, ", forced" if result.forced else "")
             return result
+
+    def reach(self, addr: str, port: int) -> asyncio.Future[bool]:
+        """Start the fast path's TCP connect from this host to addr:port (`route(...,
+        proven_ready=True)` makes one itself unless given this as `reached`): a caller with
+        work of its own to do while HAProxy answers starts it first, so both are in flight
+        before that work holds the loop (the migration engine signs its commit then)."""
+        return asyncio.ensure_future(rr.reachable(valid_ip(addr), valid_port(port)))
 
     async def set_backups(self, service: str, backups: list[tuple[str, int]]) -> None:
         """Make the slot's backup servers exactly `backups` (the standby copies), at run time:
@@ -439,7 +461,14 @@ class LoadBalancer:
         return slot
 
     def _save(self) -> None:
-        self._state.save(self.config.slots_path)
+        self._writer.write(self._writer.snapshot(self._state))
+
+    def _save_in_thread(self) -> asyncio.Future[None]:
+        """`_save` with its two fsyncs in a worker thread, started now: a reroute's caller
+        commits its record meanwhile (`route`'s `on_up`), and the fsyncs of both files overlap
+        instead of adding up (issue 16, the reroute stage). Await the future for the file."""
+        snapshot = self._writer.snapshot(self._state)
+        return asyncio.get_running_loop().run_in_executor(None, self._writer.write, snapshot)
 
     async def _already_routed(self, service: str, backend: str, cur: Route,
                               old: tuple[str, int] | None) -> rr.RerouteResult:

@@ -5,6 +5,7 @@ Same methods and errors, no HAProxy. `unreachable` holds addr:port pairs whose h
 """
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -95,7 +96,8 @@ class FakeLoadBalancer:
 
     async def route(self, service: str, addr: str, port: int, *, up_timeout: float = 5.0,
                     drain_timeout: float = 5.0, proven_ready: bool = False,
-                    on_up: Callable[[], None] | None = None) -> RerouteResult:
+                    on_up: Callable[[], None] | None = None,
+                    reached: asyncio.Future[bool] | None = None) -> RerouteResult:
         target = (valid_ip(addr), valid_port(port))
         if service not in self.slots:
             raise UnknownServiceError(f"service {service!r} has no frontend here")
@@ -110,6 +112,12 @@ class FakeLoadBalancer:
             on_up()
         self.history.append(result)
         return result
+
+    def reach(self, addr: str, port: int) -> asyncio.Future[bool]:
+        """Reachable unless in `unreachable` (no connection is made)."""
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        done.set_result((valid_ip(addr), valid_port(port)) not in self.unreachable)
+        return done
 
     def current_route(self, service: str) -> tuple[str, int] | None:
         return self._routes.get(service)

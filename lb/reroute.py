@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from lb.client import RuntimeClient
@@ -93,9 +93,12 @@ async def add_checked(client: RuntimeClient, *, backend: str, server: str, addr:
 
 
 async def reachable(addr: str, port: int, *, timeout: float = REACH_TIMEOUT) -> bool:
-    """Can this host open a TCP connection to addr:port (as HAProxy here would)?"""
+    """Can this host open a TCP connection to addr:port (as HAProxy here would)? The connect
+    goes out in the task's first step (`asyncio.timeout`, not `wait_for`, which runs the
+    connection in a task of its own, a turn of the loop later: `LoadBalancer.reach`)."""
     try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(addr, port), timeout)
+        async with asyncio.timeout(timeout):
+            _, writer = await asyncio.open_connection(addr, port)
     except (OSError, TimeoutError):
         return False
     writer.close()
@@ -207,11 +210,14 @@ async def reroute(client: RuntimeClient, *, service: str, backend: str, new_serv
                   addr: str, port: int, old: tuple[str, int] | None, old_servers: list[str],
                   check: CheckSettings, up_timeout: float, drain_timeout: float,
                   on_up: Callable[[], None] = lambda: None,
+                  before_drain: Callable[[], Awaitable[None]] | None = None,
                   proven_ready: bool = False, reached: bool | None = None) -> RerouteResult:
     """Move `backend` from `old_servers` to a new server at addr:port without losing requests.
 
     `on_up` runs once the new server serves and before any old one is drained: the caller
     commits the new route there, so a crash while draining keeps the route that works.
+    `before_drain` is awaited after `on_up`, before the first old server drains (the caller
+    saves the new route there: a crash mid-drain then restarts on the route that works).
     `proven_ready`: the caller proved the copy serves; take the fast path (module doc).
     `reached`: the caller already tried the fast path's TCP connect (`reachable`) itself.
     """
@@ -228,6 +234,8 @@ async def reroute(client: RuntimeClient, *, service: str, backend: str, new_serv
                           check=check, up_timeout=up_timeout)
     up_ms = _ms(t0)
     on_up()
+    if before_drain is not None:
+        await before_drain()
     t1 = time.monotonic()
     drained, forced = 0, False
     try:

@@ -1,11 +1,13 @@
 """lb's persisted bookkeeping: which service owns which slot, and where it is routed.
 
 Written atomically (lb.files.write_atomic) so a crash leaves either the old or the new file,
-never a torn one.
+never a torn one; `StateWriter` keeps the writes in the order the table changed when some of
+them run in a worker thread (a reroute's save, off the event loop: `LoadBalancer.route`).
 """
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,3 +80,39 @@ class LBState:
 
     def save(self, path: Path) -> None:
         write_atomic(path, self.to_json())
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The table as it was when taken: its bytes and its place in the order of changes."""
+
+    generation: int
+    data: bytes
+
+
+class StateWriter:
+    """Writes lb-slots.json from the event loop or from worker threads, never out of order.
+
+    A snapshot is taken on the event loop (the only thread that changes the table), numbered
+    in the order of changes; `write` runs anywhere, one at a time, and skips a snapshot older
+    than the one already on disk. So two saves in flight at once (a reroute's in a thread, an
+    `open_frontend`'s on the loop) never leave the older table as the file's last word."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._taken = 0
+        self._written = 0
+
+    def snapshot(self, state: LBState) -> Snapshot:
+        """Call on the event loop, right after the change it must carry."""
+        self._taken += 1
+        return Snapshot(self._taken, state.to_json())
+
+    def write(self, snapshot: Snapshot) -> None:
+        """Write `snapshot` (atomically, fsynced) unless a newer one is on disk already."""
+        with self._lock:
+            if snapshot.generation <= self._written:
+                return
+            write_atomic(self.path, snapshot.data)
+            self._written = snapshot.generation

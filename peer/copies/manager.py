@@ -35,7 +35,7 @@ from peer.records.merge import (
 )
 from peer.records.naming import incarnation_order, new_incarnation, qualified, replaced_by_deletes
 from peer.records.record import Record, State, descriptor_digest, tombstone_of
-from peer.records.store import RecordStore
+from peer.records.store import PreparedWrite, RecordStore
 from peer.federation.metaorchestrator import requirements
 from peer.state.fresh import FreshCopies
 from peer.state.handover import HOLD_MAX
@@ -228,6 +228,29 @@ class ServiceManager:
         """Write a version this cluster decides (a move's commit, an adoption, a repair) as a
         local write: its own clock entry advanced, signed where identity is on."""
         return self.store.put_local(version, here=self.here, now=time.time())
+
+    def prepare_commit(self, version: Record) -> PreparedWrite:
+        """`commit`'s version of `version` built and signed now, for `commit_move` to store (the
+        migration engine does it while HAProxy answers: RecordStore.prepare_local)."""
+        return self.store.prepare_local(version, here=self.here, now=time.time())
+
+    def commit_move(self, version: Record, migration_id: str, *, prepared: PreparedWrite | None = None) -> Record:
+        """`commit` of a move's record, with `settle_arrival` in the same transaction when the
+        move's copy arrived here: one fsync on the reroute stage instead of two (issue 16), and
+        the arrival's journal entry is closed exactly when the record names this cluster (a
+        crash between them left it open for `reconcile` to close). `prepared`: `prepare_commit`'s."""
+        pending = self.pending.get(version.name)
+        arrived = pending is not None and pending.migration_id == migration_id
+        committed = self.store.put_local(version, here=self.here, now=time.time(), prepared=prepared,
+                                         close=journal.arrival_key(version.name) if arrived else None)
+        if arrived:
+            self.pending.pop(version.name, None)
+        return committed
+
+    def verify_ahead(self, name: str) -> None:
+        """Verify now the stamps the next local write of `name` would verify first (a caller
+        that waits anyway spares its later commit that work: RecordStore.verify_vouched)."""
+        self.store.verify_vouched(name)
 
     def merge(self, version: Record) -> MergeOutcome:
         """Take a version another cluster wrote (its actions are the caller's to run)."""
@@ -662,7 +685,10 @@ class ServiceManager:
         lost, and the peers hold this cluster's part of them. It waits in `unaccounted` for
         peer.copies.recovery.settle and `close_stale_frontends`, run once records were recovered."""
         running = {i.name: i for i in await self.driver.adopt()}
-        open_targets = {mid for mid, _ in self.store.journal_open() if journal.is_arrival(mid)}
+        open_entries = self.store.journal_open()
+        open_targets = {mid for mid, _ in open_entries if journal.is_arrival(mid)}
+        moving_here = {entry.get("service") for key, entry in open_entries
+                       if journal.is_migration(key) and entry.get("target") == self.here}
         for record in self.records():
             try:
                 if record.location == self.here and record.name not in running:
@@ -670,8 +696,14 @@ class ServiceManager:
                 elif record.location == self.here:
                     record = await self.ensure_local_copy(record)
                     # A route kept by HAProxy may be mid-migration (recovery decides); only a
-                    # lost one is restored from the record.
-                    if self.here in record.entries and self.lb.current_route(record.name) is None:
+                    # lost one is restored from the record, and the one of a move to here that
+                    # committed (the record names here) before its route was saved: the route
+                    # is saved after the commit (LoadBalancer.route), so lb-slots.json may still
+                    # name the old copy, which the move's recovery is about to stop. Done here,
+                    # before any peer hears from this cluster (the old location stops its copy
+                    # when it merges the committed record).
+                    if self.here in record.entries and (self.lb.current_route(record.name) is None
+                                                        or record.name in moving_here):
                         await self.ensure_route(record)
                 elif self.here in record.entries:
                     await self.ensure_route(record)

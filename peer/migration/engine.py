@@ -41,6 +41,7 @@ from peer.migration.wire import ABORT, RELEASE, REPLICATE
 from peer.peering.client import PeerClient, PeerError, PeerRefused
 from peer.federation.metaorchestrator import requirements
 from peer.records.record import Record
+from peer.records.store import PreparedWrite
 from peer.runtime.waiting import wait_until
 from peer.copies.manager import (InvalidServiceRequest, NoSuchService, ServiceError, ServiceManager, WorkloadRefused,
                            addr_of, split_addr)
@@ -226,6 +227,9 @@ class MigrationEngine:
         try:
             self._journal(m, "wait")
             with m.timed("wait"):
+                # While the AC deploys (hundreds of ms), not in the reroute stage: the stamps the
+                # commit would verify first (the commit still verifies any arriving meanwhile).
+                self.services.verify_ahead(record.name)
                 instance, deploy_ms = await self._wait_ready(m, timeout=descriptor.readiness_timeout)
             m.durations["deploy"] = round(deploy_ms, 3)
             pre = await self._precopy(m, record, instance)
@@ -338,14 +342,19 @@ class MigrationEngine:
         failpoints.hit("migration.reroute", fail=lambda: RerouteError(f"failpoint: reroute of {record.name} failed"))
         with m.part("reroute_here"):  # until the new server serves; its old one drains meanwhile
             up = asyncio.Event()
+            reached = self.services.lb.reach(host, port)  # (first: see `_prepare_while_routing`)
             here = asyncio.ensure_future(self.services.lb.route(record.name, host, port, proven_ready=True,
-                                                                on_up=up.set))
+                                                                on_up=up.set, reached=reached))
+            try:
+                prepared = await self._prepare_while_routing(moved)
+            except BaseException:  # (cancelled: the route goes too, as `until_up` would see to)
+                here.cancel()
+                raise
             await overlap.until_up(here, up)
         try:
             failpoints.hit("migration.after_route")
             with m.part("reroute_commit"):
-                committed = self.services.commit(moved)
-                self.services.settle_arrival(record.name, m.id)
+                committed = self.services.commit_move(moved, m.id, prepared=prepared)  # (arrival settled too)
         except BaseException:  # (as when the whole route was awaited, the old server is gone first)
             await overlap.drained(here, f"{record.name} at {self.here}")
             raise
@@ -353,6 +362,20 @@ class MigrationEngine:
         here.add_done_callback(lambda _: m.durations.__setitem__(
             "reroute_drain", round((time.monotonic() - committed_at) * 1000.0, 3)))
         return committed, here
+
+    async def _prepare_while_routing(self, moved: Record) -> PreparedWrite | None:
+        """The commit's version built and signed (about half a millisecond of CPU) while this
+        HAProxy answers the route's first command and the copy its TCP connect, instead of
+        after the route (issue 16): one turn of the loop lets both tasks send theirs (they
+        were started in that order). Nothing is written: the commit stores it only if the
+        record is still the one it was built on. An error here is left for the commit to meet
+        again, where a failed commit is handled (the route is undone)."""
+        await asyncio.sleep(0)
+        try:
+            return self.services.prepare_commit(moved)
+        except RoamError as exc:
+            log.debug("%s: the commit's version not prepared ahead: %s", moved.name, exc)
+            return None
 
     async def _commit_and_route_held(self, m: Migration, record: Record, instance: str, state_version: int,
                                      step: Callable[[str], None]) -> tuple[Record, list[str]]:
@@ -370,8 +393,7 @@ class MigrationEngine:
                              state_version=state_version)
         if moves.promoted(record, moved):
             m.notes = f"the standby at {m.target} was promoted (its warm copy reused)"
-        committed = self.services.commit(moved)
-        self.services.settle_arrival(record.name, m.id)
+        committed = self.services.commit_move(moved, m.id)
         step("committed")
         missing = await self.homes.route_entries(committed, release=True)
         if missing:
@@ -485,6 +507,14 @@ class MigrationEngine:
                                      migration_id=entry["id"]))
                 before = replace(record, location=decision.source)
                 with contextlib.suppress(Exception):
+                    # This entry's frontend first: the route here is saved to lb-slots.json
+                    # after the commit (`LoadBalancer.route` writes it in a thread while the
+                    # record commits), so a crash may leave the saved route on the old copy
+                    # and HAProxy restarted on it. The records are the truth: this entry routes
+                    # as the committed record says before the old copy stops (`reconcile` did
+                    # at start: a no-op then; if the route fails, the old copy keeps running).
+                    if self.here in record.entries:
+                        await self.services.ensure_route(record)
                     # The crash may have come before every other entry routed (their ROUTE runs
                     # after the commit): they route again before the old copy stops.
                     await self.homes.route_entries(record)

@@ -1,11 +1,14 @@
 """This HC's reroute, overlapped with what follows it (issue 16: the reroute stage).
 
-The HC's `LoadBalancer.route` is make-before-break: the new server serves, the route is saved
-(`on_up`), then the old server drains (its requests finish) and is deleted. The commit and the
-other entries' `ROUTE` need only the first part: from `on_up` on, this HC serves the new copy
-and a crash finishes the move (`MigrationEngine.recover`: the saved route points at it). So
-the engine starts the reroute as a task, goes on once it is up (`until_up`), and collects the
-drain at the end of the stage (`drained`), instead of waiting for the drain before the commit.
+The HC's `LoadBalancer.route` is make-before-break: the new server serves (`on_up`), the route
+is saved (in a worker thread, while the caller commits), then the old server drains (its
+requests finish) and is deleted. The commit and the other entries' `ROUTE` need only the first
+part: from `on_up` on, this HC serves the new copy. A crash before the commit rolls the move
+back unless the saved route already points at the new copy (then `MigrationEngine.recover`
+commits it); a crash after the commit finishes it, routing this HC as the record says first
+(the saved route may still name the old copy). So the engine starts the reroute as a task,
+goes on once it is up (`until_up`), and collects the drain at the end of the stage
+(`drained`), instead of waiting for the save and the drain before the commit.
 
 A reroute that fails before it is up raises from `until_up`, before anything was committed,
 exactly as an awaited `route` did. Once up (and committed), a drain that fails no longer undoes

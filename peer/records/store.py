@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, Self, cast
 
@@ -131,6 +132,17 @@ class StoreVersionError(StoreError):
 
 class StoreCorruptError(StoreError):
     """A stored row does not decode."""
+
+
+@dataclass(frozen=True)
+class PreparedWrite:
+    """A local write computed ahead (`RecordStore.prepare_local`): the version `put_local`
+    would store for `record` (clock advanced, signed), and the row it was built on."""
+
+    record: Record  # what was asked to be written
+    stored: Record  # the version built on `previous`
+    previous: bytes | None  # the packed row held then (None: none)
+    actor: str
 
 
 def _pack(obj: object) -> bytes:
@@ -380,18 +392,53 @@ class RecordStore:
             rows = self._conn.execute(sql + " ORDER BY name").fetchall()
         return [self._decode_row(name, data) for name, data in rows]
 
-    def put_local(self, record: Record, *, here: str, now: float) -> Record:
-        """Store a change made here: increments this data dir's actor (`clock_actor`) in the
-        clock (see merge.local_write)."""
+    def verify_vouched(self, name: str) -> None:
+        """Verify the stamps of `name`'s versions taken on channel authority, if any: a local
+        write never builds on one not verified (`put_local` does it first). A caller about to
+        write under a deadline may do it ahead, while it waits anyway (the migration engine,
+        while the AC deploys); what arrives after is verified by `put_local`."""
+        if self.guard is not None and self.guard.pending(base_name(name)):
+            self.audit(only=base_name(name))
+
+    def _built_on(self, previous: Record | None, record: Record, *, here: str, now: float, actor: str) -> Record:
+        stored = local_write(previous, record, here=here, now=now, actor=actor)
+        if self.guard is not None:
+            stored = self.guard.sign(previous, stored, actor=actor)
+        return stored
+
+    def prepare_local(self, record: Record, *, here: str, now: float) -> PreparedWrite:
+        """`put_local`'s work but the write: the version built on the row held now, and signed
+        (a signature is most of a local write's CPU). A caller that waits on something else
+        first (the migration engine, on HAProxy) passes it to `put_local`, which stores it as
+        is if that row is still the one held, and builds the version again otherwise."""
         actor = self.clock_actor(here)
-        if self.guard is not None and self.guard.pending(base_name(record.name)):
-            self.audit(only=base_name(record.name))  # (never write on top of a stamp not verified)
+        self.verify_vouched(record.name)
+        with self._lock:
+            row = self._conn.execute("SELECT data, body FROM records WHERE name=?", (record.name,)).fetchone()
+        previous = None if row is None else self._decode_row(record.name, row[0], row[1])
+        return PreparedWrite(record, self._built_on(previous, record, here=here, now=now, actor=actor),
+                             None if row is None else bytes(row[0]), actor)
+
+    def put_local(self, record: Record, *, here: str, now: float, close: str | None = None,
+                  prepared: PreparedWrite | None = None) -> Record:
+        """Store a change made here: increments this data dir's actor (`clock_actor`) in the
+        clock (see merge.local_write). `close`: a journal entry closed in the same transaction
+        (one fsync for both; the entry is closed exactly when the record is written).
+        `prepared`: `prepare_local`'s for this `record`, used if built on the row held now
+        (any change since, a merge or an audit's undo, and the version is built again)."""
+        actor = self.clock_actor(here)
+        self.verify_vouched(record.name)
         with self._tx() as cur:
-            previous = self._get(cur, record.name)
-            stored = local_write(previous, record, here=here, now=now, actor=actor)
-            if self.guard is not None:
-                stored = self.guard.sign(previous, stored, actor=actor)
+            row = cur.execute("SELECT data, body FROM records WHERE name=?", (record.name,)).fetchone()
+            if prepared is not None and prepared.record is record and prepared.actor == actor and \
+                    prepared.previous == (None if row is None else bytes(row[0])):
+                stored = prepared.stored
+            else:
+                previous = None if row is None else self._decode_row(record.name, row[0], row[1])
+                stored = self._built_on(previous, record, here=here, now=now, actor=actor)
             self._write(cur, stored)
+            if close is not None:
+                cur.execute("UPDATE journal SET open=0, updated_at=? WHERE migration_id=?", (now, close))
         self._changed()
         return stored
 

@@ -9,7 +9,7 @@ import pytest
 
 from lb import FakeLoadBalancer, InvalidTokenError, NoFreeSlotError, RerouteError
 from lb.config import LBConfig, render
-from lb.statefile import LBState, Route, Slot
+from lb.statefile import LBState, Route, Slot, StateWriter
 
 
 def test_render_provisions_capped_slots(tmp_path: Path) -> None:
@@ -55,6 +55,20 @@ def test_state_roundtrip_and_atomic_write(tmp_path: Path) -> None:
     path.write_text('{"version": 99, "services": {}}')
     with pytest.raises(ValueError):
         LBState.load(path)
+
+
+def test_an_earlier_snapshot_written_last_never_replaces_a_later_table(tmp_path: Path) -> None:
+    """A reroute saves in a worker thread (LoadBalancer.route) while the loop may save too: the
+    file must end with the latest table, whichever write finished last."""
+    path = tmp_path / "lb-slots.json"
+    writer = StateWriter(path)
+    state = LBState({"web": Slot(30000, Route("127.0.2.10", 8080, "s1"))})
+    earlier = writer.snapshot(state)
+    state.slots["web"].route = Route("127.0.2.11", 8080, "s2")
+    later = writer.snapshot(state)
+    writer.write(later)
+    writer.write(earlier)  # (the thread that took the first snapshot finishes last)
+    assert LBState.load(path) == state
 
 
 async def test_fake_mirrors_the_contract() -> None:

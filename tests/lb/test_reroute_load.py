@@ -7,6 +7,7 @@ import aiohttp
 import pytest
 
 from lb import LoadBalancer, RerouteError
+from lb.statefile import LBState
 from peer.runtime.waiting import wait_until
 from tests.lb.conftest import DEAD, FRONT, Backend, fetch
 from tests.lb.openloop import OpenLoop
@@ -125,6 +126,38 @@ async def test_slow_requests_are_drained_not_cut(
     assert result.drain_ms >= 300  # it waited for them
     assert [await t for t in slow] == [(200, "a")] * 5
     assert await fetch(port) == (200, "b")
+
+
+async def test_the_new_route_is_saved_before_the_old_server_is_drained(
+        lb: LoadBalancer, backends: tuple[Backend, Backend]) -> None:
+    """Issue 16: `on_up` comes before the route is saved (the save runs in a thread while the
+    caller commits), but the old server is drained, and `route` returns, only once the file
+    names the new route: an agent killed mid-drain restarts HAProxy on the route that works."""
+    a, b = backends
+    _, port = await lb.open_frontend("web")
+    await lb.route("web", *a.addr)
+    slow = asyncio.create_task(fetch(port, "/slow?ms=1500"))
+
+    async def busy() -> bool:
+        return sum(s.scur for s in await lb.server_status("web")) == 1
+
+    await wait_until(busy, timeout=5, what="a slow request in flight")
+    up = asyncio.Event()
+    routing = asyncio.create_task(lb.route("web", *b.addr, proven_ready=True, on_up=up.set))
+    await asyncio.wait_for(up.wait(), timeout=5)
+
+    def saved() -> tuple[str, int] | None:
+        route = LBState.load(lb.config.slots_path).slots["web"].route
+        return None if route is None else (route.addr, route.port)
+
+    async def a_drains() -> bool:
+        return any((s.addr, s.port) == a.addr and s.state == "DRAIN" for s in await lb.server_status("web"))
+
+    await wait_until(a_drains, timeout=5, what="a draining")
+    assert saved() == b.addr and not routing.done()  # saved before a began to drain
+    result = await routing
+    assert result.drained_sessions == 1 and await slow == (200, "a")
+    assert saved() == b.addr
 
 
 async def test_drain_deadline_forces_sessions_closed(

@@ -126,6 +126,51 @@ def test_meta_and_journal(tmp_path: Path) -> None:
         assert s.journal_get("m2") is None
 
 
+def test_a_prepared_write_is_stored_as_built_unless_the_record_changed_meanwhile(store: RecordStore) -> None:
+    """Issue 16: the migration engine builds and signs its commit's version while HAProxy
+    answers (`prepare_local`); `put_local` stores it only if it was built on the row held."""
+    first = store.put_local(content(), here="a", now=1.0)
+    moved = replace(first, location="b")
+    prepared = store.prepare_local(moved, here="a", now=2.0)
+    assert store.get("web") == first  # nothing written yet
+    assert store.put_local(moved, here="a", now=3.0, prepared=prepared) is prepared.stored
+    assert store.get("web") == prepared.stored and vc.by_cluster(prepared.stored.vclock) == {"a": 2}
+
+    stale = store.prepare_local(replace(moved, location="c"), here="a", now=4.0)
+    between = store.put_local(replace(moved, state=State.MIGRATING), here="a", now=5.0)  # (a write since)
+    again = replace(moved, location="c")
+    stored = store.put_local(again, here="a", now=6.0, prepared=replace(stale, record=again))
+    assert stored != stale.stored and stored.location == "c"
+    assert vc.by_cluster(stored.vclock) == {"a": 4} and vc.descends(stored.vclock, between.vclock)
+
+
+class _SigningFails:
+    """A record guard whose signing fails, inside put_local's transaction."""
+
+    def pending(self, base: str) -> bool:
+        return False
+
+    def sign(self, previous: Record | None, stored: Record, *, actor: str) -> Record:
+        raise RuntimeError("no signing key")
+
+
+def test_a_local_write_closes_its_journal_entry_in_the_same_transaction(tmp_path: Path) -> None:
+    """Issue 16: a move's commit at its AC closes the arrival's entry with the record (one
+    fsync): both happen, or neither."""
+    path = tmp_path / "r.db"
+    with RecordStore.open(path) as s:
+        s.journal_put("arrive:web", {"migration_id": "m1", "name": "web"}, now=1.0)
+        s.guard = _SigningFails()  # type: ignore[assignment]
+        with pytest.raises(RuntimeError):
+            s.put_local(content(location="b"), here="b", now=2.0, close="arrive:web")
+        assert s.get("web") is None and [key for key, _ in s.journal_open()] == ["arrive:web"]
+        s.guard = None
+        stored = s.put_local(content(location="b"), here="b", now=3.0, close="arrive:web")
+    with RecordStore.open(path) as s:
+        assert s.get("web") == stored and s.journal_open() == []
+        assert s.journal_get("arrive:web") == {"migration_id": "m1", "name": "web"}
+
+
 def test_anti_entropy_scans_read_indexes_only(store: RecordStore) -> None:
     """Issue 16: a peer's digests come from a covering index, tombstones from a partial one."""
     def plan(sql: str, *params: object) -> str:
