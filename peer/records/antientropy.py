@@ -361,11 +361,12 @@ class AntiEntropy:
             try:
                 records = [r for r in msg.parse_records_reply(reply) if r.name in asked]
                 clocks = msg.parse_clocks(reply) if pushed else []
+                answers = msg.clock_answers(reply) if clocks else []
             except PeerWireError as exc:
                 raise PeerBadReply(f"records reply: {exc}") from exc
             rows = {name: (packed, digest) for name, packed, digest, _ in pushed}
-            reclocked = [Reclocked(name, rows[name][0], rows[name][1], clock, stamps)
-                         for name, clock, stamps in clocks if name in rows]
+            reclocked = [Reclocked(name, rows[name][0], rows[name][1], clock, stamps, answer)
+                         for (name, clock, stamps), answer in zip(clocks, answers) if name in rows]
             outcomes = self.store.apply_remote_many([*records, *reclocked], here=self.here, channel=channel)
             return (records, {r.name for r in reclocked}), outcomes
 
