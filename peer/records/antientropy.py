@@ -144,17 +144,19 @@ class AntiEntropy:
         """One anti-entropy round with `peer_name`; raises PeerError if the peer fails us."""
         stats = SyncStats(peer=peer_name)
         started = time.monotonic()
-        mine = self.store.digests(peer=peer_name)
-        # Tombstones the peer once wrote to but has no part in now: ask only whether it still
-        # holds some version; "nothing" acknowledges them as well as "this one" does.
-        gc_only = {n: d for n, d in self.store.tombstone_digests(written_by=peer_name).items() if n not in mine}
-        if not gc_only and await self._summary_matches(base_url, mine, stats):
-            self.store.ack_tombstones(peer_name, mine)
-            stats.seconds = time.monotonic() - started
-            return stats
-        mine.update(gc_only)
-        with collector_paused():  # (the round's own objects are acyclic: peer.runtime.gcpause)
-            await self._reconcile(base_url, peer_name, mine, gc_only, stats)
+        # (the round's own objects are acyclic: peer.runtime.gcpause; the summary step's too, a
+        # row tuple per record read: a collection they set off, a full one at times, cost a
+        # round between peers in sync more than the round itself)
+        with collector_paused():
+            mine = self.store.digests(peer=peer_name)
+            # Tombstones the peer once wrote to but has no part in now: ask only whether it still
+            # holds some version; "nothing" acknowledges them as well as "this one" does.
+            gc_only = {n: d for n, d in self.store.tombstone_digests(written_by=peer_name).items() if n not in mine}
+            if not gc_only and await self._summary_matches(base_url, mine, stats):
+                self.store.ack_tombstones(peer_name, mine)
+            else:
+                mine.update(gc_only)
+                await self._reconcile(base_url, peer_name, mine, gc_only, stats)
         stats.seconds = time.monotonic() - started
         return stats
 
@@ -361,46 +363,52 @@ class AntiEntropy:
             try:
                 records = [r for r in msg.parse_records_reply(reply) if r.name in asked]
                 clocks = msg.parse_clocks(reply) if pushed else []
+                answers = msg.clock_answers(reply) if clocks else []
             except PeerWireError as exc:
                 raise PeerBadReply(f"records reply: {exc}") from exc
             rows = {name: (packed, digest) for name, packed, digest, _ in pushed}
-            reclocked = [Reclocked(name, rows[name][0], rows[name][1], clock, stamps)
-                         for name, clock, stamps in clocks if name in rows]
+            reclocked = [Reclocked(name, rows[name][0], rows[name][1], clock, stamps, answer)
+                         for (name, clock, stamps), answer in zip(clocks, answers) if name in rows]
             outcomes = self.store.apply_remote_many([*records, *reclocked], here=self.here, channel=channel)
             return (records, {r.name for r in reclocked}), outcomes
 
-        (records, reclocked), outcomes = await self._off_loop(work)
-        for outcome in outcomes:
-            stats.applied += outcome.changed
-            stats.conflicts += outcome.conflict
+        (records, reclocked), applied, conflicts = await self._off_loop(work)
+        stats.applied += applied
+        stats.conflicts += conflicts
         return records, reclocked
 
-    async def _apply(self, records: list[Record], stats: SyncStats) -> list[MergeOutcome]:
-        _, outcomes = await self._off_loop(lambda: (None, self.store.apply_remote_many(records, here=self.here)))
-        for outcome in outcomes:
-            stats.applied += outcome.changed
-            stats.conflicts += outcome.conflict
-        return outcomes
+    async def _apply(self, records: list[Record], stats: SyncStats) -> None:
+        _, applied, conflicts = await self._off_loop(
+            lambda: (None, self.store.apply_remote_many(records, here=self.here)))
+        stats.applied += applied
+        stats.conflicts += conflicts
 
-    async def _off_loop(self, work: Callable[[], tuple[T, list[MergeOutcome]]]) -> tuple[T, list[MergeOutcome]]:
+    async def _off_loop(self, work: Callable[[], tuple[T, list[MergeOutcome]]]) -> tuple[T, int, int]:
         """Run `work` (decoding, signature checks, the merge and its commit: the CPU of a batch)
         in a worker thread, so the event loop keeps serving meanwhile (issues 16 and 19: a
         batch of a thousand versions holds a thread for tens of milliseconds, more with
         signatures), then hand each outcome to `on_outcome` on the loop. Once started it runs
         to the end, notifications included, even if the caller is cancelled: what the store
-        committed must not lose its actions."""
-        def paused() -> tuple[T, list[MergeOutcome]]:
-            with collector_paused():  # (a batch's short-lived objects: peer.runtime.gcpause)
-                return work()
+        committed must not lose its actions. `work`'s result, and how many of its outcomes
+        changed the store and were conflicts.
 
-        async def run() -> tuple[T, list[MergeOutcome]]:
-            result, outcomes = await asyncio.to_thread(paused)
-            for outcome in outcomes:  # (inline, not a helper coroutine: one coroutine less per version)
-                try:
-                    await self.on_outcome(outcome)
-                except Exception:
-                    log.exception("on_outcome failed for %s", outcome.result.name)
-            return result, outcomes
+        The cyclic collector stays paused (peer.runtime.gcpause) until the outcomes are handed
+        on and let go: resumed while they were still held (the batch's Records, a dozen objects
+        a version), its first young collection walked them all, after every batch (issue 16)."""
+        def boxed() -> list[tuple[T, list[MergeOutcome]]]:
+            return [work()]  # (taken out of the box below: the futures that carried it keep only the box)
+
+        async def run() -> tuple[T, int, int]:
+            with collector_paused():
+                result, outcomes = (await asyncio.to_thread(boxed)).pop()
+                for outcome in outcomes:  # (inline, not a helper coroutine: one coroutine less per version)
+                    try:
+                        await self.on_outcome(outcome)
+                    except Exception:
+                        log.exception("on_outcome failed for %s", outcome.result.name)
+                counts = sum(o.changed for o in outcomes), sum(o.conflict for o in outcomes)
+                del outcomes
+            return result, *counts
 
         task = asyncio.ensure_future(run())
         self._inflight.add(task)
@@ -414,7 +422,12 @@ class AntiEntropy:
             self.on_heard(sender)
 
     async def _on_digests(self, request: web.Request) -> web.Response:
-        sender, lo, hi, theirs = msg.parse_digests_request(await read_msgpack(request))
+        body = await read_msgpack(request)
+        with collector_paused():  # (thousands of acyclic digests and rows, no await: as sync_with's)
+            return self._digests_answer(body)
+
+    def _digests_answer(self, body: object) -> web.Response:
+        sender, lo, hi, theirs = msg.parse_digests_request(body)
         self._heard(sender)
         theirs = {n: d for n, d in theirs.items() if (lo is None or n >= lo) and (hi is None or n < hi)}
         mine = self.store.digests(peer=sender, lo=lo, hi=hi)
@@ -429,7 +442,7 @@ class AntiEntropy:
     async def _on_push(self, request: web.Request) -> web.Response:
         body = await read_msgpack(request)
         channel = channel_of(request.transport.get_extra_info("peercert")) if request.transport is not None else None
-        reply, _ = await self._off_loop(lambda: self._pushed(body, channel))
+        reply, _, _ = await self._off_loop(lambda: self._pushed(body, channel))
         return msgpack_response(reply)
 
     def _pushed(self, body: object, channel: Channel | None = None) -> tuple[dict[str, object], list[MergeOutcome]]:
@@ -471,7 +484,12 @@ class AntiEntropy:
         return msgpack_response(msg.records_reply(other))
 
     async def _on_summary(self, request: web.Request) -> web.Response:
-        sender, theirs, _ = msg.parse_summary_request(await read_msgpack(request))
+        body = await read_msgpack(request)
+        with collector_paused():  # (a row tuple per record read, no await: as sync_with's summary step)
+            return self._summary_answer(body)
+
+    def _summary_answer(self, body: object) -> web.Response:
+        sender, theirs, _ = msg.parse_summary_request(body)
         self._heard(sender)
         mine = self.store.digests(peer=sender)
         match = msg.summary_of(mine) == theirs

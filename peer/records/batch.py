@@ -39,6 +39,7 @@ class Reclocked:
     digest: bytes  # its version digest
     vclock: VClock
     stamps: tuple[tuple[str, bytes, bytes], ...]
+    answer: bytes = b""  # the clock-only answer as packed, if known: the rebuilt version's source (record.source_of)
 
 
 def batch_names(records: Iterable[Record]) -> list[str]:

@@ -91,7 +91,7 @@ def _records(body: dict[str, Any]) -> list[Record]:
     out: list[Record] = []
     for i, item in enumerate(_list(body, "records")):
         try:
-            out.append(rec.unpack(item) if isinstance(item, bytes) else rec.decode(item))
+            out.append(rec.unpack_sourced(item) if isinstance(item, bytes) else rec.decode(item))
         except rec.RecordDecodeError as exc:
             raise PeerWireError(f"records[{i}].{exc}") from exc
     return out
@@ -207,6 +207,13 @@ def parse_clocks(obj: object) -> list[Clocked]:
         except rec.RecordDecodeError as exc:
             raise PeerWireError(f"clocks[{i}].{exc}") from exc
     return out
+
+
+def clock_answers(obj: object) -> list[bytes]:
+    """The clock-only answers of a push reply as packed (`parse_clocks`'s input, in its order:
+    call that first, it checks them): the source of each version rebuilt from one (record.reclocked_source)."""
+    body = _map(obj, what="push reply")
+    return list(body.get("clocks", []))
 
 
 def packed_records_reply(records: list[bytes]) -> dict[str, Any]:

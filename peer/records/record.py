@@ -212,8 +212,62 @@ def pack(record: Record) -> bytes:
 
 
 _PACKED = "_packed"
+_SOURCE = "_source"
 #: What a Record keeps beside its fields (derived from them, like a `cached_property`).
-_KEPT_BESIDE = (_PACKED,)
+_KEPT_BESIDE = (_PACKED, _SOURCE)
+
+
+def unpack_sourced(data: bytes) -> Record:
+    """`unpack`, the Record keeping `data` beside its fields as its source (`source_of`): a
+    version received from a peer may be held until the guard's audit (taken on the channel's
+    authority, peer/trust/authorship.py), and bytes are all it needs to hold for that."""
+    record = unpack(data)
+    record.__dict__[_SOURCE] = data
+    return record
+
+
+def keep_source(record: Record, source: bytes) -> None:
+    """Give `record` its source (`source_of`): bytes that `from_source` turns into a Record
+    equal to it, made by `reclocked_source` or received as in `unpack_sourced`."""
+    record.__dict__[_SOURCE] = source
+
+
+def source_of(record: Record) -> bytes | None:
+    """Bytes that `from_source` rebuilds this very version from (field for field equal), if
+    it came with them; None otherwise. Why: an anti-entropy round takes thousands of versions
+    on the channel's authority, each held until the audit verifies its stamps; held as
+    Records (about a dozen tracked objects each) they made the cyclic collector walk them
+    after every batch and round (issue 16: about a tenth of a signed concurrent round's CPU);
+    a bytes object is not tracked at all. A copy with another clock (`with_vclock`) or other
+    fields (`dataclasses.replace`) has no source: these bytes describe the original."""
+    source: bytes | None = record.__dict__.get(_SOURCE)
+    return source
+
+
+def reclocked_source(row: bytes, answer: bytes) -> bytes:
+    """The source of a version rebuilt from a stored `row` (`unpack_stored`'s input) under a
+    peer's clock-only answer `answer` (packed [name, clock, stamps], peer/records/messages.py):
+    `with_vclock(unpack_stored(row), decode(clock), decode_stamps(stamps))`."""
+    data: bytes = msgpack.packb([row, answer], use_bin_type=True)
+    return data
+
+
+def from_source(source: bytes) -> Record:
+    """The version `source_of` names: a packed record (`unpack`), or a stored row under a
+    clock-only answer (`reclocked_source`). Raises RecordDecodeError on anything else."""
+    try:
+        raw = msgpack.unpackb(source, raw=False)
+    except Exception as exc:
+        raise RecordDecodeError(f"not msgpack: {exc}", field="record") from exc
+    if type(raw) is not list:
+        return decode(raw)
+    try:
+        row, answer = raw
+        _, clock, stamps = msgpack.unpackb(answer, raw=False)
+        vclock = vc.decode(clock)
+    except (TypeError, ValueError) as exc:  # (msgpack's errors are ValueErrors, as vclock's)
+        raise RecordDecodeError(f"not a row under a clock: {exc}", field="record") from exc
+    return with_vclock(unpack_stored(row), vclock, decode_stamps(stamps))
 
 
 def content_key(record: Record) -> bytes:

@@ -568,12 +568,17 @@ class RecordStore:
             if isinstance(item, Reclocked):
                 row = rows.get(item.name)
                 if row is not None and row[0] == item.digest:
-                    base = decoded[item.name] = self._decode_row(item.name, row[1], row[2])
+                    data = row[1]
+                    base = decoded[item.name] = self._decode_row(item.name, data, row[2])
                     if self.guard is not None:  # (held and rebuilt alike: the copy keeps it, one hash for both)
                         body_digest(base)
                 else:  # (changed here since it was pushed: the pushed content is what the peer holds)
-                    base = self._decode_row(item.name, item.pushed)
+                    data = item.pushed
+                    base = self._decode_row(item.name, data)
+                answer = item.answer
                 item = rec.with_vclock(base, item.vclock, item.stamps)
+                if answer and self.guard is not None:  # (what the guard holds of it, if taken on the channel)
+                    rec.keep_source(item, rec.reclocked_source(data, answer))
             batch.append(item)
         return batch, {name: data for name, (_, data, _) in rows.items()}, decoded
 

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from peer.runtime.lazyimport import lazy
+from peer.records import record as rec
 from peer.records import vclock as vc
 from peer.records.naming import base_name
 from peer.records.record import Record
@@ -58,7 +59,9 @@ MAX_OFFERED = 256  # certificates taken from one exchange
 PENDING_MAX = 25_000  # versions or stamps taken on channel authority awaiting `audit` (about 2 KB each); past it, checked at once
 
 
-Pending = Record | tuple[bytes, bytes]  # taken on channel authority: a whole version, or one stamp
+# Taken on channel authority: a whole version (a Record, or the bytes it was rebuilt from:
+# record.source_of), or one stamp (message, signature).
+Pending = Record | bytes | tuple[bytes, bytes]
 
 
 class CertBook:
@@ -236,8 +239,14 @@ class RecordGuard:
         taken: list[tuple[str, bytes, bytes]] = []
         vouch = self._vouch(channel)
         if channel is not None and signing.taken_on_channel(remote, vouch, held):
-            self._hold([(channel.cluster, (remote.name, remote.signature, remote.stamps), remote)],
-                       base_name(remote.name))
+            # (held as its source bytes where it has one: untracked by the cyclic collector; two
+            # sources of one version are held and audited twice, to the same answer)
+            source = rec.source_of(remote)
+            if source is not None:
+                self._hold([(channel.cluster, source, source)], base_name(remote.name))
+            else:
+                self._hold([(channel.cluster, (remote.name, remote.signature, remote.stamps), remote)],
+                           base_name(remote.name))
             return False
 
         def verify(cluster: str, message: bytes, signature: bytes) -> str | None:
@@ -319,8 +328,7 @@ class RecordGuard:
                       for key, (base, item) in held.items() if only is None or base == only]
         if not wanted:
             return None
-        expanded = [signing.stamp_checks(item) if isinstance(item, Record) else [(cluster, *item)]
-                    for cluster, _, _, item in wanted]
+        expanded = [_pending_checks(cluster, item) for cluster, _, _, item in wanted]
         checks = [check for group in expanded for check in group]
         if len(checks) >= PARALLEL_MIN:
             half = len(checks) // 2
@@ -408,6 +416,20 @@ class RecordGuard:
                 self._checked[(message, signature)] = cert.serial_number
                 return None
         return f"bad-signature: not signed by cluster {cluster}"
+
+
+def _pending_checks(cluster: str, item: Pending) -> list[tuple[str, bytes, bytes]]:
+    """(cluster, message, signature) of what `item` holds pending (`Pending`): every stamp of a
+    whole version, or the one stamp. A version held as its source is rebuilt first (equal to
+    the one taken: record.from_source); a source that no longer decodes fails its check."""
+    if isinstance(item, Record):
+        return signing.stamp_checks(item)
+    if isinstance(item, bytes):
+        try:
+            return signing.stamp_checks(rec.from_source(item))
+        except rec.RecordDecodeError:
+            return [(cluster, b"", b"")]  # (verifies as nothing: "bad-signature", as a false stamp)
+    return [(cluster, *item)]
 
 
 def _never(cluster: str) -> bool:

@@ -205,3 +205,39 @@ def test_the_usual_shape_decodes_exactly_as_the_checked_way(r: Record, changes: 
     assert fast is None or fast == expected
     got = rec.decode(body) if isinstance(expected, Record) else None
     assert got is None or (got == expected and rec.pack(got) == rec.pack(expected))
+
+
+@settings(max_examples=300)
+@given(full_records(), clocks(), st.lists(st.tuples(st.sampled_from(["a", "b~9f", "c"]), st.binary(max_size=16),
+                                                    st.binary(min_size=1, max_size=8)), max_size=3))
+def test_a_version_is_rebuilt_from_its_source_as_it_was(r: Record, clock: VClock,
+                                                        stamps: list[tuple[str, bytes, bytes]]) -> None:
+    """What the guard holds of a version taken on channel authority (its source bytes, untracked
+    by the collector) rebuilds that very version: one received packed (`unpack_sourced`), or
+    one rebuilt from a stored row under a clock-only answer as the store rebuilds it
+    (`_rebuilt`: `with_vclock(unpack_stored(row), clock, stamps)`), the answer as a push
+    reply packs it (messages.records_reply); no copy under another clock or fields keeps one."""
+    from peer.records import messages as msg
+    from peer.trust import signing
+    data = rec.pack(r)
+    received = rec.unpack_sourced(data)
+    assert rec.source_of(received) == data and rec.source_of(r) is None
+    again = rec.from_source(data)
+    assert again == received == rec.unpack(data) and again.__dict__.keys() >= set(rec._FIELD_NAMES)
+    assert signing.stamp_checks(again) == signing.stamp_checks(received)
+    assert rec.source_of(rec.with_vclock(received, clock)) is None and rec.source_of(replace(received)) is None
+    sorted_stamps = tuple(sorted({s[0]: s for s in stamps}.values()))
+    answer = msg.records_reply([], clocks=[rec.with_vclock(r, clock, sorted_stamps)])["clocks"][0]
+    (name, parsed_clock, parsed_stamps), = msg.parse_clocks({"records": [], "clocks": [answer]})
+    rebuilt = rec.with_vclock(rec.unpack_stored(data), parsed_clock, parsed_stamps)
+    from_bytes = rec.from_source(rec.reclocked_source(data, answer))
+    assert from_bytes == rebuilt == rec.with_vclock(r, clock, sorted_stamps)
+    assert rec.pack(from_bytes) == rec.pack(rebuilt)
+    assert signing.stamp_checks(from_bytes) == signing.stamp_checks(rebuilt)
+
+
+@pytest.mark.parametrize("source", [b"", b"\xc1", msgpack.packb([b"x"]), msgpack.packb([b"x", b"y"]),
+                                    msgpack.packb([1, 2]), msgpack.packb("text")])
+def test_a_source_that_is_not_one_raises_record_decode_error(source: bytes) -> None:
+    with pytest.raises(RecordDecodeError):
+        rec.from_source(source)

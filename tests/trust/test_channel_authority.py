@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Counter
 
+from peer.records import record as rec
 from peer.records import vclock as vc
 from peer.records.merge import local_write
 from peer.records.record import Record
@@ -168,14 +169,27 @@ def test_own_versions_on_their_writers_channel_skip_ecdsa_relayed_and_revoked_do
         assert len(v.calls) >= 20 and g2.vouched_total == 10  # checked, and refused as revoked
 
 
-def test_the_audit_before_relaying_verifies_once_and_excludes_the_recipients_own(pki: Path) -> None:
+def as_received(records: list[Record]) -> list[Record]:
+    """The versions as a peer's push or reply delivers them: decoded from their packed bytes,
+    which they keep as their source (the guard holds those while they are pending)."""
+    return [rec.unpack_sourced(rec.pack(r)) for r in records]
+
+
+def held_as_bytes(g: authorship.RecordGuard) -> bool:
+    return all(isinstance(item, bytes) for held in g._pending.values() for _, item in held.values())
+
+
+@pytest.mark.parametrize("received", [False, True])
+def test_the_audit_before_relaying_verifies_once_and_excludes_the_recipients_own(pki: Path, received: bool) -> None:
     book = book_of(pki)
     g1, _ = guard(pki, "c1", book, [NO_REVOCATIONS])
     g2, refusals = guard(pki, "c2", book, [NO_REVOCATIONS])
     batch = versions(g1, "c1", 40)
     with Verified() as v, RecordStore.open(pki / "c2.db") as s2:
         s2.guard = g2
-        s2.apply_remote_many(batch, here="c2", channel=Channel("c1", serial(pki, "c1")))
+        s2.apply_remote_many(as_received(batch) if received else batch, here="c2",
+                             channel=Channel("c1", serial(pki, "c1")))
+        assert held_as_bytes(g2) == received and g2._count == 40
         assert s2.audit("c1") == [] and v.calls == [], "c1 gets its own versions back unchecked"
         assert s2.audit("c3") == [] and len(v.calls) == 40, "relayed to c3: each verified once"
         assert any(n.startswith("roam-verify") for n in v.calls), "on two threads"
@@ -184,7 +198,9 @@ def test_the_audit_before_relaying_verifies_once_and_excludes_the_recipients_own
         assert [s2.get(r.name) for r in batch] == batch
 
 
-def test_a_false_own_stamp_is_undone_before_it_is_relayed_and_its_sender_checked_from_then_on(pki: Path) -> None:
+@pytest.mark.parametrize("received", [False, True])
+def test_a_false_own_stamp_is_undone_before_it_is_relayed_and_its_sender_checked_from_then_on(
+        pki: Path, received: bool) -> None:
     """c1 sends, on its own channel, a version of its own whose signature is not c1's: taken,
     but the audit before relaying finds it false, puts back what c2 held before (nothing is
     relayed that others would refuse, so no round re-sends it for ever), counts and logs it,
@@ -204,8 +220,10 @@ def test_a_false_own_stamp_is_undone_before_it_is_relayed_and_its_sender_checked
         false = signing.sign_write(honest, stored, actor=s1.clock_actor("c1"), sign=lambda m: sign_with(c3_key, m))
         new = s1.put_local(replace(record(), name="new"), here="c1", now=2.0)
         false_new = replace(new, signature=sign_with(c3_key, b"not this"))
-        outcomes = s2.apply_remote_many([false, other, false_new], here="c2", channel=channel)
+        pushed = [false, other, false_new]
+        outcomes = s2.apply_remote_many(as_received(pushed) if received else pushed, here="c2", channel=channel)
         assert all(o.changed for o in outcomes) and s2.get("web") == false  # taken on the channel's word
+        assert held_as_bytes(g2) == received
         assert sorted(s2.audit("c3")) == ["new", "web"]
         assert s2.get("web") == honest and s2.get("new") is None, "put back as held before"
         assert s2.get("api") == other, "c1's true versions stay"
