@@ -248,7 +248,7 @@ def reclocked_source(row: bytes, answer: bytes) -> bytes:
     """The source of a version rebuilt from a stored `row` (`unpack_stored`'s input) under a
     peer's clock-only answer `answer` (packed [name, clock, stamps], peer/records/messages.py):
     `with_vclock(unpack_stored(row), decode(clock), decode_stamps(stamps))`."""
-    data: bytes = msgpack.packb([row, answer], use_bin_type=True)
+    data: bytes = packb([row, answer], use_bin_type=True)
     return data
 
 
