@@ -9,7 +9,9 @@ routes to it (not timed), so every migration starts from a quiet federation.
 Then:
   placement  `placement.rank` over 10, 100 and 1,000 synthetic clusters (the views and timer of
              bench/placement.py), the engine's default policy;
-  idle       before the service: each agent's CPU and RSS with its Serf and HAProxy (`--idle` s);
+  idle       before the service: each agent's CPU and RSS with its Serf and HAProxy (`--idle` s,
+             from `--settle` s after every agent sees every member alive: the start-up's
+             catch-up calls are not idling, as in bench/scale.py);
   fail-safe  migrate to c2, SIGKILL c2's agent group and the service's process group, and poll
              the HC endpoint every 20 ms until c1 answers again (`--failsafes` times; c2 is
              restarted in between), with the HC's own record of each fail-safe.
@@ -394,7 +396,10 @@ async def main(args: argparse.Namespace) -> None:
         lf = LocalFederation(base=Path(tmp), addrs=addrs, extra=["--no-auto-migrate"])
         try:
             await lf.start()
-            idle = await idle_usage(lf, args.idle) if args.idle > 0 else None
+            idle = None
+            if args.idle > 0:
+                await asyncio.sleep(args.settle)  # (the start-up's last calls: not the idle window)
+                idle = await idle_usage(lf, args.idle)
             created = await lf.fed.call("c1", "POST", "/v1/services", CLASSIFIER, expect=201)
             endpoint = created["endpoint"]
             results, walls, windows, outcome = await migrations(lf, endpoint, count=args.migrations, rate=args.rate)
@@ -442,5 +447,7 @@ if __name__ == "__main__":
     parser.add_argument("--cold-starts", type=int, default=5, help="cold starts measured before and after")
     parser.add_argument("--idle", type=float, default=10.0,
                         help="seconds of the idle window (no service) measured once the agents are up; 0: none")
+    parser.add_argument("--settle", type=float, default=5.0,
+                        help="seconds between every agent seeing every member alive and the idle window")
     parser.add_argument("--addr", default=ADDRS["c1"], help="c1's loopback address; c2, c3 take the next two")
     run(main(parser.parse_args()))
