@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from fractions import Fraction
 
 import pytest
@@ -95,7 +95,15 @@ def test_memory_bytes_decides_and_rounds_as_the_decimal_parsing(value: object, m
 @given(QUANTITY)
 def test_parse_quantity_is_exact(text: str) -> None:
     num, den = parse_quantity(text)
-    assert den > 0 and Fraction(num, den) == Fraction(oracle(text))
+    with localcontext(prec=60):  # the default 28 digits round e.g. "100000.00001Ei" (31 digits)
+        exact = Fraction(oracle(text))
+    assert den > 0 and Fraction(num, den) == exact
+
+
+def test_a_quantity_longer_than_28_digits_is_exact() -> None:
+    """Found by Hypothesis: the oracle rounded where parse_quantity is exact."""
+    num, den = parse_quantity("100000.00001Ei")
+    assert Fraction(num, den) == Fraction(10_000_000_001, 100_000) * 2**60
 
 
 @pytest.mark.parametrize(("text", "ratio"), [("500m", (500, 1000)), ("1.5Gi", (15 * 2**30, 10)), (".5", (5, 10)),
