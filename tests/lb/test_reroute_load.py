@@ -110,17 +110,25 @@ async def test_reroute_from_backend_already_down(
     assert [s.addr for s in await lb.server_status("web")] == [b.host]
 
 
+async def slow_requests_on(lb: LoadBalancer, backend: Backend, *, count: int,
+                           ms: int) -> tuple[int, list[asyncio.Task[tuple[int, str]]]]:
+    """The frontend "web" routed to `backend` with `count` requests of `ms` in flight on it:
+    its port and the requests' tasks."""
+    _, port = await lb.open_frontend("web")
+    await lb.route("web", *backend.addr)
+    slow = [asyncio.create_task(fetch(port, f"/slow?ms={ms}")) for _ in range(count)]
+
+    async def busy() -> bool:
+        return sum(s.scur for s in await lb.server_status("web")) == count
+
+    await wait_until(busy, timeout=5, what=f"{count} slow request(s) in flight")
+    return port, slow
+
+
 async def test_slow_requests_are_drained_not_cut(
         lb: LoadBalancer, backends: tuple[Backend, Backend]) -> None:
     a, b = backends
-    _, port = await lb.open_frontend("web")
-    await lb.route("web", *a.addr)
-    slow = [asyncio.create_task(fetch(port, "/slow?ms=1500")) for _ in range(5)]
-
-    async def busy() -> bool:
-        return sum(s.scur for s in await lb.server_status("web")) == 5
-
-    await wait_until(busy, timeout=5, what="slow requests in flight")
+    port, slow = await slow_requests_on(lb, a, count=5, ms=1500)
     result = await lb.route("web", *b.addr)
     assert result.drained_sessions == 5 and not result.forced
     assert result.drain_ms >= 300  # it waited for them
@@ -134,14 +142,7 @@ async def test_the_new_route_is_saved_before_the_old_server_is_drained(
     caller commits), but the old server is drained, and `route` returns, only once the file
     names the new route: an agent killed mid-drain restarts HAProxy on the route that works."""
     a, b = backends
-    _, port = await lb.open_frontend("web")
-    await lb.route("web", *a.addr)
-    slow = asyncio.create_task(fetch(port, "/slow?ms=1500"))
-
-    async def busy() -> bool:
-        return sum(s.scur for s in await lb.server_status("web")) == 1
-
-    await wait_until(busy, timeout=5, what="a slow request in flight")
+    port, (slow,) = await slow_requests_on(lb, a, count=1, ms=1500)
     up = asyncio.Event()
     routing = asyncio.create_task(lb.route("web", *b.addr, proven_ready=True, on_up=up.set))
     await asyncio.wait_for(up.wait(), timeout=5)
@@ -163,14 +164,7 @@ async def test_the_new_route_is_saved_before_the_old_server_is_drained(
 async def test_drain_deadline_forces_sessions_closed(
         lb: LoadBalancer, backends: tuple[Backend, Backend]) -> None:
     a, b = backends
-    _, port = await lb.open_frontend("web")
-    await lb.route("web", *a.addr)
-    stuck = asyncio.create_task(fetch(port, "/slow?ms=4000"))
-
-    async def busy() -> bool:
-        return sum(s.scur for s in await lb.server_status("web")) == 1
-
-    await wait_until(busy, timeout=5, what="slow request in flight")
+    port, (stuck,) = await slow_requests_on(lb, a, count=1, ms=4000)
     result = await lb.route("web", *b.addr, drain_timeout=0.3)
     assert result.forced and result.drained_sessions == 1
     assert result.duration_ms < 2000
