@@ -432,8 +432,13 @@ class _QueryCollector:
         if record.kind == "done":
             if not self.done.done():
                 self.done.set_result(self.responses)
-        else:
+        elif record.from_node:
             self.responses.append(record)
+        # else: no node sent it. Serf's agent forwards a query's acks and responses until its
+        # own timer for the deadline fires; Serf closes those channels at the same deadline,
+        # and a closed Go channel yields empty values at once, so the agent may stream empty
+        # acks (and responses) in a tight loop until then: hundreds on a busy machine
+        # (cmd/serf/command/agent/ipc_query_response_stream.go, `Stream`).
 
     def fail(self, exc: BaseException) -> None:
         if not self.done.done():

@@ -86,3 +86,17 @@ async def test_hand_built_reply_is_parsed(fake_agent: FakeAgent) -> None:
     client = await SerfClient.connect(HOST, port, timeout=5)
     assert await client.members() == []
     await client.close()
+
+
+async def test_a_querys_empty_acks_and_responses_are_not_replies(fake_agent: FakeAgent) -> None:
+    """Serf's agent may stream the zero values of a query's closed channels until its own
+    deadline timer fires (seen: 264 empty acks in one query under load): no node sent them."""
+    header = b"\x82\xa3SeqSEQ\xa5Error\xa0"
+    records = [{"Type": "ack", "From": "a"}, {"Type": "response", "From": "a", "Payload": b"7"},
+               *[{"Type": "ack", "From": ""}] * 3, {"Type": "response", "From": "", "Payload": b""},
+               {"Type": "done", "From": ""}]
+    port = await fake_agent(header + b"".join(header + msgpack.packb(r) for r in records))
+    client = await SerfClient.connect(HOST, port, timeout=5)
+    replies = await client.query("load?", b"", request_ack=True, timeout=1.0)
+    assert [(r.kind, r.from_node, r.payload) for r in replies] == [("ack", "a", b""), ("response", "a", b"7")]
+    await client.close()
