@@ -496,9 +496,9 @@ class ServiceManager:
     # -- reacting to replicated records ----------------------------------------------------
     def apply_soon(self, outcome: MergeOutcome) -> None:
         """Act on a merge outcome in the background, under the service's lock (migrations hold it)."""
-        if outcome.conflict:
-            log.warning("conflict on %s resolved to location=%s (clock %s)", outcome.result.name,
-                        outcome.result.location, outcome.result.vclock)
+        if outcome.conflict and log.isEnabledFor(logging.DEBUG):  # (the store logs each conflict, capped per batch)
+            log.debug("conflict on %s resolved to location=%s (clock %s)", outcome.result.name,
+                      outcome.result.location, outcome.result.vclock)
         if not outcome.actions:
             return
         self.jobs.spawn(self._apply(outcome), name=f"apply:{outcome.result.name}")

