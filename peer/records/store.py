@@ -190,7 +190,6 @@ def _large_pages(conn: sqlite3.Connection, path: Path) -> None:
         log.warning("%s keeps its page size (%s)", path, exc)
 
 
-
 CONFLICTS_LOGGED = 5  # conflicts of one batch logged each at WARNING; the rest in one line
 
 
