@@ -88,7 +88,12 @@ demo: bootstrap
 # Every figure of issue 16 beside its goal and the paper's Table I; the cold start of the
 # service's own command is measured in the same runs (bench/coldstart.py). See docs/benchmarks.md.
 # The scripts that measure a goal append it to $ROAM_BENCH_GOALS; bench/goals.py prints them together last.
-bench: export ROAM_BENCH_GOALS := $(shell mktemp /tmp/roam-bench-goals.XXXXXX)
+# The file is made only when a bench is asked for: a target-specific `:=` is expanded when the
+# Makefile is read, so it made an empty file in /tmp on every `make`, `make test` included.
+ifneq ($(filter bench bench-scale,$(MAKECMDGOALS)),)
+BENCH_GOALS := $(shell mktemp /tmp/roam-bench-goals.XXXXXX)
+endif
+bench: export ROAM_BENCH_GOALS := $(BENCH_GOALS)
 bench: bootstrap
 	$(PY) bench/placement.py
 	$(PY) bench/deploy.py
@@ -102,7 +107,7 @@ bench: bootstrap
 
 # Issue 18: real agents in namespaces at 10, 25 and 50 (about 8 min), then the 1,000 x 100,000
 # simulation (about 10 min). See docs/scale.md.
-bench-scale: export ROAM_BENCH_GOALS := $(shell mktemp /tmp/roam-bench-goals.XXXXXX)
+bench-scale: export ROAM_BENCH_GOALS := $(BENCH_GOALS)
 bench-scale: bootstrap
 	$(PY) bench/scale.py --sizes 10 25 50
 	$(PY) bench/simulate.py
