@@ -184,6 +184,13 @@ async def test_hc_returns_on_an_empty_data_dir_after_a_site_loss(tmp_path: Path,
                   f"{time.monotonic() - began:.2f}s after start")
             assert pid_of(fed, "c1", "web") is None, "a second copy was started at the returning HC"
 
+            # The deputy refuses a target its gossip still calls failed (409, `target`), and its
+            # gossip view may see c1 alive only after c1's records caught up over the peer API
+            # (seen once in a full suite run, without --join).
+            async def deputy_sees_c1_alive() -> bool:
+                return await fed.member_status(deputy, "c1") == "alive"
+
+            await wait_until(deputy_sees_c1_alive, timeout=45, what="the deputy sees c1 alive")
             moved = await fed.call(deputy, "POST", "/v1/services/web/migrate", {"target": "c1"})
             assert moved["outcome"] == "succeeded" and moved["coordinator"] == "c1", moved
             await wait_until(lambda: all_serve_from(fed, web["endpoints"], "c1"), timeout=30, what="back home")
