@@ -28,12 +28,11 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from lb.errors import InvalidTokenError, LBError
-from lb.runtime import valid_ip
+from lb.errors import LBError
 from peer.core import journal
 from peer.drivers.base import DriverError, InstanceState, ServiceNotFound
 from peer.records.record import Record
-from peer.copies.manager import ServiceManager, addr_of, split_addr
+from peer.copies.manager import ServiceManager, addr_of, routable, split_addr
 from peer.runtime.wake import Wake, next_delay
 
 log = logging.getLogger(__name__)
@@ -115,7 +114,7 @@ class Converger:
                 continue
             port = split_addr(endpoint)[1]
             frontend = lb.frontend(name)
-            route = _routable(record.instance)
+            route = routable(record.instance)
             if frontend is not None and frontend[1] == port and (route is None or lb.current_route(name) == route):
                 continue
             async with services.lock(name):
@@ -125,7 +124,7 @@ class Converger:
                 if frontend is None or frontend[1] != port:
                     await lb.adopt_claims({name: (port, route)})
                     repaired.append(f"{name} owns frontend port {port} again (it had {frontend and frontend[1]})")
-                wanted = _routable(current.instance)
+                wanted = routable(current.instance)
                 if wanted is not None and lb.current_route(name) != wanted:
                     await services.ensure_route(current)
                     repaired.append(f"{name} routed to {current.instance} again, as its record says")
@@ -204,15 +203,3 @@ class Converger:
                 return []
         self._retry_at.pop(name, None)
         return [f"started {name} again: its record says it runs here, the driver had it {state.value}"]
-
-
-def _routable(instance: str | None) -> tuple[str, int] | None:
-    """The record's instance as HAProxy can route to it (an IP and a port), else None: a
-    name that is not an IP (a Kubernetes node name) is left to the reroute that wrote it."""
-    if not instance:
-        return None
-    try:
-        host, port = split_addr(instance)
-        return valid_ip(host), port
-    except (ValueError, InvalidTokenError):
-        return None

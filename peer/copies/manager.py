@@ -17,7 +17,8 @@ from typing import Any, Protocol
 
 from lb.hostport import join_hostport, split_hostport
 from lb.balancer import LoadBalancer
-from lb.errors import LBError
+from lb.errors import InvalidTokenError, LBError
+from lb.runtime import valid_ip
 from peer.drivers.base import Driver, DriverError, DriverTimeout, Instance, NeverReady, ServiceNotFound
 from peer.drivers.descriptor import ServiceDescriptor
 from peer.core import journal, moves
@@ -159,6 +160,18 @@ def addr_of(instance: Instance) -> str:
 
 
 split_addr = split_hostport  # the name the migration modules know it by
+
+
+def routable(instance: str | None) -> tuple[str, int] | None:
+    """The record's instance as HAProxy can route to it (an IP and a port), else None: a
+    name that is not an IP (a Kubernetes node name) is left to the reroute that wrote it."""
+    if not instance:
+        return None
+    try:
+        host, port = split_addr(instance)
+        return valid_ip(host), port
+    except (ValueError, InvalidTokenError):
+        return None
 
 
 class ServiceManager:

@@ -32,15 +32,27 @@ LOST = ("failed", "left")
 @dataclass(frozen=True)
 class Seen:
     """What this entry sees of the location now: gossip's status (None: unknown to gossip) and
-    since when (monotonic seconds), and whether its HAProxy check of the primary is up."""
+    since when (monotonic seconds), whether its HAProxy check of the primary is up, and whether
+    that primary is the copy the record names (`route_current`)."""
 
     status: str | None
     since: float | None
     route_up: bool
+    route_current: bool = True
 
     @property
     def serf_lost(self) -> bool:
         return self.status in LOST
+
+    @property
+    def route_down(self) -> bool:
+        """The checks say the location's copy does not serve. Only a route to the copy the
+        record names is evidence: one still at the copy the record left (a record merged a
+        moment ago, whose Reroute action has not run yet) is down because that copy is gone,
+        and says nothing of the location. Seen at an HC back from a site loss: its restored
+        route named its own dead copy, the merged record named the deputy's, and it started a
+        copy ahead beside the deputy's."""
+        return self.route_current and not self.route_up
 
 
 @dataclass(frozen=True)
@@ -81,9 +93,9 @@ Verdict = Wait | Ping | StartAhead | Lost
 
 
 def suspect(previous: Suspicion | None, location: str, seen: Seen, now: float) -> Suspicion | None:
-    """The suspicion after this observation: None when nothing is wrong (route up and gossip
-    not reporting a loss), else the one under way for this location or a new one."""
-    if not seen.serf_lost and seen.route_up:
+    """The suspicion after this observation: None when nothing is wrong (no route down and
+    gossip not reporting a loss), else the one under way for this location or a new one."""
+    if not seen.serf_lost and not seen.route_down:
         return None
     if previous is not None and previous.location == location:
         return previous
@@ -139,7 +151,7 @@ def confirm(suspicion: Suspicion, seen: Seen, now: float, *, reachable: bool | N
     location = suspicion.location
     if seen.serf_lost:
         return Lost(f"serf reports {location} {seen.status}", suspicion.since, act=True, unreachable=False)
-    if seen.route_up:
+    if not seen.route_down:
         return None
     if now < suspicion.since + LB_DOWN_GRACE:
         return Wait()

@@ -43,7 +43,7 @@ from peer.peering.client import PeerClient, PeerError, PeerRefused
 from peer.federation.metaorchestrator import requirements
 from peer.records.record import Record
 from peer.migration.engine import MigrationError
-from peer.copies.manager import ServiceError, ServiceManager, WorkloadRefused, addr_of, split_addr
+from peer.copies.manager import ServiceError, ServiceManager, WorkloadRefused, addr_of, routable, split_addr
 from peer.state.hook import StateError
 from peer.state.keeper import StateTransfer, state_spec
 from peer.homeset.stewardship import Liveness
@@ -124,7 +124,14 @@ class FailSafe:
     def _seen(self, record: Record, route_up: bool) -> core.Seen:
         member = self.agent.membership.get(record.location)
         return core.Seen(None if member is None else member.status, None if member is None else member.since,
-                         route_up)
+                         route_up, self._route_current(record))
+
+    def _route_current(self, record: Record) -> bool:
+        """Does this entry route to the copy the record names (`core.Seen.route_down`)? A
+        record whose instance is no IP (a Kubernetes node name) cannot be compared: as before,
+        its route counts."""
+        wanted = routable(record.instance)
+        return wanted is None or self.services.lb.current_route(record.name) == wanted
 
     async def _check(self, record: Record) -> None:
         """One look at a service running elsewhere: the core (peer/core/failsafe.py) says what
@@ -246,6 +253,8 @@ class FailSafe:
                 if admit(requirements(services.descriptor_of(current)), self.agent.own_view()) is not None:
                     return  # the confirmed path reports it
                 started = time.monotonic()
+                log.info("fail-safe for %s: the route to %s is down; starting a copy ahead while the loss is "
+                         "confirmed", name, current.location)
                 copy = self._acting.spawn(services.run_copy(services.descriptor_of(current), home=services.here),
                                           name=f"copy-ahead:{name}", report=False)
                 try:

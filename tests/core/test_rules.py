@@ -73,7 +73,7 @@ def test_recovery_finishes_only_a_committed_or_routed_move(record: Record, sourc
 
 
 seen_strategy = st.builds(fs.Seen, st.none() | st.sampled_from(["alive", "failed", "left", "suspect"]),
-                          st.none() | times, st.booleans())
+                          st.none() | times, st.booleans(), st.booleans())
 
 
 @given(seen_strategy, times, times, st.none() | st.booleans(), st.booleans(), st.booleans(), times)
@@ -104,7 +104,8 @@ def test_a_suspicion_opens_on_evidence_and_keeps_its_first_time(seen: fs.Seen, n
                                                                  prev_loc: str | None) -> None:
     previous = None if prev_loc is None else fs.Suspicion(prev_loc, 1.0)
     s = fs.suspect(previous, "c2", seen, now)
-    assert (s is None) == (seen.route_up and not seen.serf_lost)
+    route_evidence = seen.route_current and not seen.route_up  # a route still at a copy the record left is none
+    assert (s is None) == (not route_evidence and not seen.serf_lost)
     if s is not None:
         assert s.location == "c2" and s.since <= now or (previous is not None and s is previous)
         if previous is not None and prev_loc == "c2":
@@ -114,15 +115,30 @@ def test_a_suspicion_opens_on_evidence_and_keeps_its_first_time(seen: fs.Seen, n
     assert again is not None and again.retry_at == now + fs.RETRY_AFTER and again.since == 1.0
 
 
+def test_a_route_still_at_the_copy_the_record_left_is_no_evidence() -> None:
+    """An HC back from a site loss restores its route to its own dead copy; the record it then
+    merges names the deputy's. Until its Reroute action runs, that route is down: no suspicion
+    of the deputy, so no copy is started ahead beside it. Gossip's word still counts."""
+    stale = fs.Seen("alive", 1.0, route_up=False, route_current=False)
+    assert fs.suspect(None, "c2", stale, 5.0) is None
+    assert fs.confirm(fs.Suspicion("c2", 4.9), stale, 5.0, reachable=None) is None
+    current = fs.Seen("alive", 1.0, route_up=False, route_current=True)
+    suspicion = fs.suspect(None, "c2", current, 5.0)
+    assert suspicion is not None
+    assert isinstance(fs.assess(suspicion, current, 5.0, reachable=None, steward=True, ahead_ok=True), fs.StartAhead)
+    lost = fs.Seen("failed", 1.0, route_up=False, route_current=False)
+    assert fs.suspect(None, "c2", lost, 5.0) is not None
+
+
 @given(seen_strategy, times, times, st.none() | st.booleans())
 def test_a_confirmation_removes_the_copy_ahead_as_soon_as_the_location_serves(seen: fs.Seen, since: float,
                                                                              now: float, reachable: bool | None) -> None:
     verdict = fs.confirm(fs.Suspicion("c2", since), seen, now, reachable=reachable)
     if seen.serf_lost:
         assert isinstance(verdict, fs.Lost)
-    elif seen.route_up or reachable:
+    elif seen.route_up or not seen.route_current or reachable:
         assert verdict is None or isinstance(verdict, fs.Wait)
-        assert verdict is None if seen.route_up else True
+        assert verdict is None if seen.route_up or not seen.route_current else True
     if isinstance(verdict, fs.Wait):
         assert now < since + fs.LB_DOWN_GRACE and 0.0 <= fs.confirm_delay(fs.Suspicion("c2", since), now)
     assert fs.ahead_ok(standbys=True, dropped_at=None, now=now) is False

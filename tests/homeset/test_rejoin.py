@@ -230,6 +230,9 @@ async def test_hc_returns_on_its_old_data_dir_catches_up_before_it_acts(tmp_path
                   f"{time.monotonic() - began:.2f}s after start")
             log = fed.agents["c1"].log_path.read_text()[log_mark:]
             assert "service web: ready" not in log, log  # no second copy, not even for a moment
+            # nor one started ahead (and removed): its restored route, still at its own dead
+            # copy when the deputy's record merged, is no evidence against the deputy
+            assert "starting a copy ahead" not in log, log
             assert "existing store" in log and "not restarting web" in log, log
             assert pid_of(fed, "c1", "web") is None
             moved = await fed.call(deputy, "POST", "/v1/services/web/migrate", {"target": "c1"})
