@@ -54,6 +54,7 @@ from peer.trust.signing import Channel, channel_of
 log = logging.getLogger(__name__)
 
 OnOutcome = Callable[[MergeOutcome], Awaitable[None]]
+Then = Callable[[], Awaitable[None]]  # what is left of a batch once its request is answered: its merge
 T = TypeVar("T")
 B = TypeVar("B")
 
@@ -240,7 +241,7 @@ class AntiEntropy:
     async def _compare(self, base_url: str, mine: dict[str, bytes], stats: SyncStats) -> dict[str, bytes | None]:
         differing: dict[str, bytes | None] = {}
 
-        async def compare(part: tuple[str | None, str | None, list[str]]) -> None:
+        async def compare(part: tuple[str | None, str | None, list[str]]) -> None:  # (nothing left after the answer)
             lo, hi, chunk = part
             payload = msg.digests_request(sender=self.here, lo=lo, hi=hi, digests={n: mine[n] for n in chunk})
             reply = await self._call(base_url, msg.PATH_DIGESTS, payload, stats)
@@ -305,53 +306,78 @@ class AntiEntropy:
         return pushed
 
     async def _push_batch(self, base_url: str, peer: str, batch: list[tuple[str, bytes, bytes, bool]],
-                          stats: SyncStats) -> None:
+                          stats: SyncStats) -> Then:
+        """The push of one batch; returns the merge of the peer's answer (`_pipelined`)."""
         payload = msg.push_request(sender=self.here, records=[packed for _, packed, _, _ in batch], clocks=True)
         reply, channel = await self._exchange(base_url, msg.PATH_PUSH, payload, stats)
         try:
             stats.conflicts += msg.parse_conflicts(reply)
         except PeerWireError as exc:
             raise PeerBadReply(f"push reply: {exc}") from exc
-        returned, reclocked = await self._take(reply, {name for name, _, _, _ in batch}, stats, pushed=batch,
-                                               channel=channel)
-        stats.pushed += len(batch)
-        stats.returned += len(returned) + len(reclocked)
-        back = {r.name for r in returned} | reclocked
-        held_by_peer = {name: digest for name, _, digest, tomb in batch if tomb and name not in back}
-        held_by_peer.update(_tombstone_digests(returned))
-        self.store.ack_tombstones(peer, held_by_peer)
+
+        async def merge() -> None:
+            returned, reclocked = await self._take(reply, {name for name, _, _, _ in batch}, stats, pushed=batch,
+                                                   channel=channel)
+            stats.pushed += len(batch)
+            stats.returned += len(returned) + len(reclocked)
+            back = {r.name for r in returned} | reclocked
+            held_by_peer = {name: digest for name, _, digest, tomb in batch if tomb and name not in back}
+            held_by_peer.update(_tombstone_digests(returned))
+            self.store.ack_tombstones(peer, held_by_peer)
+        return merge
 
     async def _fetch(self, base_url: str, peer: str, names: list[str], stats: SyncStats) -> None:
         chunks = (names[start:start + self.fetch_chunk] for start in range(0, len(names), self.fetch_chunk))
         await self._pipelined(chunks, lambda wanted: self._fetch_batch(base_url, peer, wanted, stats))
 
-    async def _fetch_batch(self, base_url: str, peer: str, wanted: list[str], stats: SyncStats) -> None:
+    async def _fetch_batch(self, base_url: str, peer: str, wanted: list[str], stats: SyncStats) -> Then:
+        """The fetch of one batch; returns the merge of the peer's answer (`_pipelined`)."""
         payload = msg.fetch_request(sender=self.here, names=wanted)
         reply, channel = await self._exchange(base_url, msg.PATH_FETCH, payload, stats)
-        fetched, _ = await self._take(reply, set(wanted), stats, channel=channel)
-        stats.fetched += len(fetched)
-        self.store.ack_tombstones(peer, _tombstone_digests(fetched))
 
-    async def _pipelined(self, batches: Iterable[B], send: Callable[[B], Awaitable[None]]) -> None:
-        """`send` each batch (a request, then the merge of its answer), with up to `in_flight`
-        of them under way at once; the batch after them waits until the oldest is done. The
-        batches name disjoint records, so their order does not matter to the merge. A batch
-        that fails ends the round as before: nothing more is sent, the batches still under way
-        are cancelled (a merge already started in a worker thread still commits and notifies:
-        `_off_loop`) and the first failure is raised."""
-        window: deque[asyncio.Task[None]] = deque()
+        async def merge() -> None:
+            fetched, _ = await self._take(reply, set(wanted), stats, channel=channel)
+            stats.fetched += len(fetched)
+            self.store.ack_tombstones(peer, _tombstone_digests(fetched))
+        return merge
+
+    async def _pipelined(self, batches: Iterable[B], send: Callable[[B], Awaitable[Then | None]]) -> None:
+        """`send` each batch: its request, which returns what is left to do with the answer
+        (its merge), run as a task of its own. Up to `in_flight` requests await their answers
+        at once, and up to `in_flight` answers merge (or wait for the store) at once. The next
+        batch goes out as soon as the oldest request is answered, not once its answer merged:
+        the peer merges batch k+2 while this side merges the answer to batch k. (Counting the
+        merge in the window made the two sides take turns: a timeline of the signed concurrent
+        round showed each side idle while the other merged, a third of the round; issue 16.)
+        The batches name disjoint records, so their order does not matter to the merge. A
+        batch that fails ends the round as before: nothing more is sent once its failure is
+        seen, the requests and merges still under way are cancelled (a merge already started
+        in a worker thread still commits and notifies: `_off_loop`) and the failure is raised."""
+        requests: deque[asyncio.Future[Then | None]] = deque()
+        merges: deque[asyncio.Future[None]] = deque()
+
+        async def oldest_answered() -> None:
+            then = await requests.popleft()
+            if then is not None:
+                merges.append(asyncio.ensure_future(then()))
+            while merges and (merges[0].done() or len(merges) > self.in_flight):
+                await merges.popleft()  # (a finished merge's failure is raised here)
+
         try:
             for batch in batches:
-                window.append(asyncio.ensure_future(send(batch)))
-                if len(window) >= self.in_flight:
-                    await window.popleft()
-            while window:
-                await window.popleft()
+                requests.append(asyncio.ensure_future(send(batch)))
+                if len(requests) >= self.in_flight:
+                    await oldest_answered()
+            while requests:
+                await oldest_answered()
+            while merges:
+                await merges.popleft()
         finally:
-            for task in window:
+            left: list[asyncio.Future[Any]] = [*requests, *merges]
+            for task in left:
                 task.cancel()
-            if window:
-                await asyncio.gather(*window, return_exceptions=True)
+            if left:
+                await asyncio.gather(*left, return_exceptions=True)
 
     async def _take(self, reply: object, asked: set[str], stats: SyncStats,
                     pushed: Sequence[tuple[str, bytes, bytes, bool]] = (),

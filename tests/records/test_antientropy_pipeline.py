@@ -2,9 +2,12 @@
 their answers at once, between real aiohttp servers on loopback (127.0.160.x)."""
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,6 +15,7 @@ from peer.peering.client import PeerClient, PeerServerError
 from peer.records import messages as msg
 from peer.records.antientropy import AntiEntropy, SyncStats
 from peer.records.merge import MergeOutcome
+from peer.records.record import Record
 from peer.records.store import RecordStore
 from peer.trust.signing import Channel
 from tests.records.test_antientropy import Peer, StartPeer, shared_view, start_peer  # noqa: F401 (fixture)
@@ -81,6 +85,42 @@ async def test_one_in_flight_sends_each_batch_after_the_last_answer(start_peer: 
     finally:
         release()
     assert most[0] == 1
+    shared_view(a, b, names)
+
+
+async def test_the_next_batch_goes_out_while_this_side_still_merges_an_answer(start_peer: StartPeer) -> None:
+    """The window counts requests awaiting answers, not merges: once batch 1 is answered,
+    batch 3 is sent while this side still merges batch 1's answer (when the merge was counted,
+    the two sides took turns: each idle while the other merged)."""
+    a, b = await start_peer("a", "127.0.160.20"), await start_peer("b", "127.0.160.21")
+    names = [f"svc-{i:02d}" for i in range(40)]
+    diverge(a, b, names)
+    a.ae.push_bytes = BATCH_BYTES
+    pushed, received = b.ae._pushed, [0]
+    third_arrived = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def counted(body: object, channel: object = None) -> tuple[dict[str, object], list[MergeOutcome]]:
+        received[0] += 1
+        if received[0] == 3:
+            loop.call_soon_threadsafe(third_arrived.set)
+        return pushed(body, channel)  # type: ignore[arg-type]
+
+    b.ae._pushed = counted  # type: ignore[method-assign]
+    take, merges, seen_while_merging = a.ae._take, [0], []
+
+    async def held_first_merge(*args: Any, **kwargs: Any) -> tuple[list[Record], set[str]]:
+        merges[0] += 1
+        if merges[0] == 1:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(third_arrived.wait(), timeout=5.0)
+            seen_while_merging.append(third_arrived.is_set())
+        return await take(*args, **kwargs)
+
+    a.ae._take = held_first_merge  # type: ignore[method-assign]
+    stats = await a.ae.sync_with("b", b.url)
+    assert seen_while_merging == [True]  # batch 3 reached the peer before batch 1's answer merged here
+    assert stats.pushed == 40
     shared_view(a, b, names)
 
 
