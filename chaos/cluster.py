@@ -289,6 +289,18 @@ class Federation:
                                                       timeout=5.0)
         return found
 
+    async def metrics_text(self, cluster: str, *, timeout: float = 5.0) -> str:
+        """The agent's Prometheus text (`GET /metrics`)."""
+        try:
+            async with self.session.get(self.agents[cluster].api + "/metrics",
+                                        timeout=aiohttp.ClientTimeout(total=timeout)) as r:
+                text = await r.text()
+                if r.status >= 400:
+                    raise AdminAPIError(cluster, "GET", "/metrics", r.status, text)
+                return text
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise AdminAPIError(cluster, "GET", "/metrics", None, f"{type(exc).__name__}: {exc}") from exc
+
     async def snapshot(self, clusters: Iterable[str] | None = None, *,
                        timeout: float = SNAPSHOT_TIMEOUT) -> dict[str, dict[str, Any]]:
         """`{cluster: {"services", "members", "instances"}}` from every peer that answers."""

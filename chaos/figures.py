@@ -3,10 +3,12 @@
 - downtime per fault: each outage of a service's load (first failure .. first success after)
   attributed to the latest fault applied before it started;
 - fail-safe timings (detection, wait/deploy, reroute...) from the agents' `/v1/migrations`;
-- stage timings of planned migrations.
+- stage timings of planned migrations;
+- the fail-safe's copies started ahead, from the agents' `/metrics` (false suspicions).
 """
 from __future__ import annotations
 
+import re
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -91,6 +93,17 @@ def downtime_by_kind(spans: Iterable[Mapping[str, Any]],
         out.append({"kind": kind, "outages": len(rows), "mean_s": stats["mean"],
                     "max_s": stats["max"], "lost": sum(int(r["lost"]) for r in rows)})
     return out
+
+
+_AHEAD = re.compile(r'^roam_failsafe_copies_ahead_total\{outcome="(\w+)"\} (\S+)$', re.MULTILINE)
+
+
+def copies_ahead(metrics_text: str) -> dict[str, int]:
+    """An agent's fail-safe copies started ahead, by outcome ("confirmed", "removed"), from its
+    /metrics text. A removed one is a false suspicion: the fail-safe saw a route down and
+    started the home copy, and the loss was not confirmed. (Counted since the agent started:
+    an agent restarted by the scenario forgets what it counted before.)"""
+    return {outcome: int(float(value)) for outcome, value in _AHEAD.findall(metrics_text)}
 
 
 def failsafe_rows(histories: Mapping[str, Sequence[Mapping[str, Any]]], *,

@@ -18,7 +18,7 @@ from chaos.cluster import AdminAPIError, AgentCrash, Federation
 from chaos.detections import false_detections
 from chaos.errors import ChaosError
 from chaos.figures import (
-    NO_FAULT, downtime_by_kind, downtime_per_fault, failsafe_rows, outage_rows, summary_stats,
+    NO_FAULT, copies_ahead, downtime_by_kind, downtime_per_fault, failsafe_rows, outage_rows, summary_stats,
 )
 from chaos.load import LoadResult
 from chaos.netns import Testbed
@@ -199,6 +199,16 @@ async def _failsafe_figures(ctx: ScenarioContext) -> None:
     rows = failsafe_rows(histories, since_wall=ctx.started_wall, faults_wall=faults_wall)
     for row in rows:
         report.row("failsafe", **row)
+    removed = 0
+    for name in ctx.clusters:
+        try:
+            ahead = copies_ahead(await ctx.fed.metrics_text(name))
+        except AdminAPIError:
+            continue
+        if ahead:
+            report.row("failsafe_copies_ahead", cluster=name, **ahead)
+        removed += ahead.get("removed", 0)
+    report.figure("failsafe_false_starts", removed)  # (copies started ahead on a loss not confirmed)
     for stage in ("fault_to_decision", "detection", "deploy", "reroute", "downtime_estimate"):
         stats = summary_stats(r[f"{stage}_ms"] for r in rows if r["outcome"] == "succeeded")
         if stats is not None:

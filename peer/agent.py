@@ -299,7 +299,7 @@ class Agent:
         self._spawn(self.engine.recover())
         failsafe = FailSafe(services=self.services, client=self.client, history=self.history, agent=self,
                             homes=self.homes, liveness=self.liveness, steward_of=self.steward_of, state=self.state,
-                            engine=self.engine)
+                            engine=self.engine, metrics=self.metrics)
         keeper = HomeSetKeeper(services=self.services, peers=self.homes, liveness=self.liveness,
                                observed=self.observed, repair_after=self.config.repair_after, publish=self.publish)
         standbys = StandbyKeeper(services=self.services, client=self.client, history=self.history, agent=self,

@@ -47,6 +47,7 @@ from peer.copies.manager import ServiceError, ServiceManager, WorkloadRefused, a
 from peer.state.hook import StateError
 from peer.state.keeper import StateTransfer, state_spec
 from peer.homeset.stewardship import Liveness
+from peer.runtime.metrics import Metrics
 from peer.runtime.supervision import Supervisor
 from peer.runtime.wake import Wake, next_delay
 from placement import admit
@@ -69,7 +70,7 @@ class FailSafe:
     def __init__(self, *, services: ServiceManager, client: PeerClient, history: MigrationLog,
                  agent: FailSafeSeams, homes: EntryRoutes, liveness: Liveness,
                  steward_of: Callable[[Record], str | None], state: StateTransfer | None = None,
-                 engine: Mover | None = None) -> None:
+                 engine: Mover | None = None, metrics: Metrics | None = None) -> None:
         self.liveness = liveness
         self.state = state
         self.steward_of = steward_of
@@ -79,6 +80,7 @@ class FailSafe:
         self.agent = agent  # the agent, seen through the seams the fail-safe needs (peer/migration/seams.py)
         self.homes = homes
         self.engine = engine  # moves elsewhere what this steward's own policy refuses
+        self.metrics = metrics  # copies started ahead, by outcome (a removed one is a false suspicion)
         self._suspects: dict[str, Suspicion] = {}
         self._busy: set[str] = set()
         self._unpromotable: set[tuple[str, str]] = set()  # (service, standby addr) whose promotion failed
@@ -169,6 +171,10 @@ class FailSafe:
             self._act(name, self._promote(record, standby, evidence=verdict.evidence, since=suspicion.since))
         else:
             self._act(name, self._redeploy(record, evidence=verdict.evidence, since=suspicion.since))
+
+    def _count_ahead(self, outcome: str) -> None:
+        if self.metrics is not None:
+            self.metrics.failsafe_ahead.labels(outcome=outcome).inc()
 
     def _act(self, name: str, coro: Coroutine[Any, Any, None]) -> None:
         self._busy.add(name)
@@ -262,6 +268,7 @@ class FailSafe:
                 except BaseException:
                     await self._discard(name, copy)
                     raise
+                self._count_ahead("removed" if evidence is None else "confirmed")
                 if evidence is None:
                     self._dropped_at[name] = time.monotonic()
                     await self._discard(name, copy)

@@ -34,6 +34,11 @@ class Metrics:
             "roam_migrations_total", "Migrations and fail-safe redeploys by kind and outcome",
             ["kind", "outcome"], registry=self.registry,
         )
+        self.failsafe_ahead = Counter(
+            "roam_failsafe_copies_ahead_total", "Home copies the fail-safe started at the first evidence of a "
+            "loss, by outcome: confirmed (the loss was confirmed: the fail-safe went on) or removed (not "
+            "confirmed: a false suspicion, nothing else happened)", ["outcome"], registry=self.registry,
+        )
         self.link_probe_bytes = Counter(
             "roam_link_probe_bytes_total", "Bytes the link probe sent, by peer (peer.links.estimate's budget)",
             ["peer"], registry=self.registry,

@@ -14,7 +14,7 @@ import pytest
 from chaos.detections import AppliedFault, Episode, Scope, false_detections, scope
 from chaos.faults import Bridge, Composite, Isolate, Kill, LinkDown, Partition, Pause
 from chaos.figures import (
-    NO_FAULT, downtime_by_kind, downtime_per_fault, failsafe_rows, fault_kind, outage_rows,
+    NO_FAULT, copies_ahead, downtime_by_kind, downtime_per_fault, failsafe_rows, fault_kind, outage_rows,
 )
 from chaos.load import LoadResult, Sample
 from chaos.netns import Testbed
@@ -47,6 +47,7 @@ def figure(data: dict[str, Any], name: str) -> Any:
 async def test_planned_migrations_under_load_lose_nothing(tmp_path: Path) -> None:
     data = await run_scenario("planned-migration", tmp_path)
     assert figure(data, "lost_in_planned_migrations") == 0
+    assert figure(data, "failsafe_false_starts") == 0  # no entry suspected a location during a move
     assert figure(data, "planned_windows") == 3  # c1->c2 (HC), c2->c3 (AC), c3->c1 (HC)
     load = data["loads"]["s1"]
     assert load["failed"] == 0 and load["sent"] > 300
@@ -126,6 +127,18 @@ def test_fault_scopes_explain_only_what_they_touch() -> None:
     assert scope(Kill(1, label="c/haproxy"), tb) == Scope()  # HAProxy is not membership
     both = scope(Composite((LinkDown("a"), Kill(1, label="svc/s1"))), tb)
     assert both.nodes == {"a"} and not both.pairs
+
+
+def test_copies_ahead_are_read_by_outcome_from_the_metrics_text() -> None:
+    text = "\n".join([
+        "# TYPE roam_failsafe_copies_ahead_total counter",
+        'roam_failsafe_copies_ahead_total{outcome="confirmed"} 2.0',
+        'roam_failsafe_copies_ahead_total{outcome="removed"} 1.0',
+        'roam_failsafe_copies_ahead_created{outcome="removed"} 1.796679802868984e+09',
+        'roam_migrations_total{kind="failsafe",outcome="succeeded"} 2.0',
+    ])
+    assert copies_ahead(text) == {"confirmed": 2, "removed": 1}
+    assert copies_ahead("# no fail-safe yet\n") == {}
 
 
 def test_false_detections_are_those_no_earlier_fault_explains() -> None:
