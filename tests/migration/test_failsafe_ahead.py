@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from chaos.figures import copies_ahead
 from peer.runtime.waiting import wait_until
 from tests.harness import TOKEN, Federation, dump_logs, federation
 from tests.migration.test_migration import served_by
@@ -63,7 +64,7 @@ async def test_a_copy_started_ahead_is_removed_when_the_loss_is_not_confirmed(tm
             history = await fed.get("c1", "/v1/migrations")
             assert [m["kind"] for m in history] == ["planned"], history
             # counted as a false suspicion (the chaos runner reports these: failsafe_false_starts)
-            assert 'roam_failsafe_copies_ahead_total{outcome="removed"} 1.0' in await metrics_of(fed, "c1")
+            assert copies_ahead(await metrics_of(fed, "c1")).get("removed", 0) >= 1
             record = await fed.get("c1", "/v1/services/classifier")
             assert record["location"] == "c2", record
         except BaseException:
