@@ -121,6 +121,14 @@ class Federation:
                 raise AssertionError(f"{method} {path} at {name}: {resp.status} {data}")
             return data
 
+    async def metrics(self, name: str) -> str:
+        """The agent's Prometheus text (`GET /metrics`)."""
+        assert self.session is not None
+        async with self.session.get(self.agents[name].api + "/metrics", headers={"Authorization": f"Bearer {TOKEN}"},
+                                    timeout=aiohttp.ClientTimeout(total=60)) as resp:
+            assert resp.status == 200, resp.status
+            return await resp.text()
+
     async def wait_healthy(self, name: str, timeout: float = 20.0) -> None:
         agent = self.agents[name]
 

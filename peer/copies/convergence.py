@@ -115,7 +115,7 @@ class Converger:
             port = split_addr(endpoint)[1]
             frontend = lb.frontend(name)
             route = routable(record.instance)
-            if frontend is not None and frontend[1] == port and (route is None or lb.current_route(name) == route):
+            if frontend is not None and frontend[1] == port and services.routes_as_recorded(record):
                 continue
             async with services.lock(name):
                 current = services.get(name)
@@ -124,8 +124,7 @@ class Converger:
                 if frontend is None or frontend[1] != port:
                     await lb.adopt_claims({name: (port, route)})
                     repaired.append(f"{name} owns frontend port {port} again (it had {frontend and frontend[1]})")
-                wanted = routable(current.instance)
-                if wanted is not None and lb.current_route(name) != wanted:
+                if not services.routes_as_recorded(current):
                     await services.ensure_route(current)
                     repaired.append(f"{name} routed to {current.instance} again, as its record says")
         for name in sorted(lb.routes()):

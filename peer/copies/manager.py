@@ -642,6 +642,12 @@ class ServiceManager:
             await self._publish(record, frozenset())
         return record
 
+    def routes_as_recorded(self, record: Record) -> bool:
+        """Does this cluster's route of the service point at the copy its record names? A
+        record whose instance is no IP (a Kubernetes node name) cannot be compared: yes."""
+        wanted = routable(record.instance)
+        return wanted is None or self.lb.current_route(record.name) == wanted
+
     async def ensure_route(self, record: Record, *, on_up: Callable[[], None] | None = None) -> None:
         """This entry's frontend must exist and point at the record's instance (a record naming
         this cluster an entry of a service its policy refuses is not routed: WorkloadRefused).

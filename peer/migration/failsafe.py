@@ -43,7 +43,7 @@ from peer.peering.client import PeerClient, PeerError, PeerRefused
 from peer.federation.metaorchestrator import requirements
 from peer.records.record import Record
 from peer.migration.engine import MigrationError
-from peer.copies.manager import ServiceError, ServiceManager, WorkloadRefused, addr_of, routable, split_addr
+from peer.copies.manager import ServiceError, ServiceManager, WorkloadRefused, addr_of, split_addr
 from peer.state.hook import StateError
 from peer.state.keeper import StateTransfer, state_spec
 from peer.homeset.stewardship import Liveness
@@ -126,14 +126,7 @@ class FailSafe:
     def _seen(self, record: Record, route_up: bool) -> core.Seen:
         member = self.agent.membership.get(record.location)
         return core.Seen(None if member is None else member.status, None if member is None else member.since,
-                         route_up, self._route_current(record))
-
-    def _route_current(self, record: Record) -> bool:
-        """Does this entry route to the copy the record names (`core.Seen.route_down`)? A
-        record whose instance is no IP (a Kubernetes node name) cannot be compared: as before,
-        its route counts."""
-        wanted = routable(record.instance)
-        return wanted is None or self.services.lb.current_route(record.name) == wanted
+                         route_up, self.services.routes_as_recorded(record))  # (`core.Seen.route_down`)
 
     async def _check(self, record: Record) -> None:
         """One look at a service running elsewhere: the core (peer/core/failsafe.py) says what

@@ -46,7 +46,7 @@ async def test_three_agents_form_a_federation_and_detect_a_kill(tmp_path: Path) 
                 await wait_until(lambda o=observer: _status_is(fed, o, "c3", "failed"), timeout=20,
                                  what=f"{observer} sees c3 failed")
             assert time.monotonic() - started < 15
-            metrics = await _metrics(fed, "c1")
+            metrics = await fed.metrics("c1")
             assert 'roam_members{status="failed"} 1.0' in metrics
             assert "roam_gossip_events_total" in metrics
         except BaseException:
@@ -57,10 +57,3 @@ async def test_three_agents_form_a_federation_and_detect_a_kill(tmp_path: Path) 
 async def _status_is(fed: Federation, observer: str, member: str, status: str) -> bool:
     return await fed.member_status(observer, member) == status
 
-
-async def _metrics(fed: Federation, name: str) -> str:
-    assert fed.session is not None
-    async with fed.session.get(fed.agents[name].api + "/metrics",
-                               headers={"Authorization": "Bearer test-admin-token-0123456789abcdef"}) as r:
-        assert r.status == 200
-        return await r.text()

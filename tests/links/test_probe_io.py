@@ -142,10 +142,7 @@ async def links(fed: Federation, observer: str) -> dict[str, dict[str, object]]:
 
 
 async def probe_bytes(fed: Federation, name: str) -> float:
-    assert fed.session is not None
-    async with fed.session.get(fed.agents[name].api + "/metrics",
-                               headers={"Authorization": "Bearer " + "test-admin-token-0123456789abcdef"}) as r:
-        text = await r.text()
+    text = await fed.metrics(name)
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                if line.startswith("roam_link_probe_bytes_total{"))
 

@@ -16,7 +16,7 @@ import pytest
 
 from chaos.figures import copies_ahead
 from peer.runtime.waiting import wait_until
-from tests.harness import TOKEN, Federation, dump_logs, federation
+from tests.harness import Federation, dump_logs, federation
 from tests.migration.test_migration import served_by
 
 pytestmark = pytest.mark.integration
@@ -64,20 +64,12 @@ async def test_a_copy_started_ahead_is_removed_when_the_loss_is_not_confirmed(tm
             history = await fed.get("c1", "/v1/migrations")
             assert [m["kind"] for m in history] == ["planned"], history
             # counted as a false suspicion (the chaos runner reports these: failsafe_false_starts)
-            assert copies_ahead(await metrics_of(fed, "c1")).get("removed", 0) >= 1
+            assert copies_ahead(await fed.metrics("c1")).get("removed", 0) >= 1
             record = await fed.get("c1", "/v1/services/classifier")
             assert record["location"] == "c2", record
         except BaseException:
             print(dump_logs(fed))
             raise
-
-
-async def metrics_of(fed: Federation, name: str) -> str:
-    assert fed.session is not None
-    async with fed.session.get(fed.agents[name].api + "/metrics",
-                               headers={"Authorization": f"Bearer {TOKEN}"}) as r:
-        assert r.status == 200
-        return await r.text()
 
 
 async def _none_at(fed: Federation, name: str) -> bool:
