@@ -257,7 +257,9 @@ def namespaces_available() -> bool:
 
 
 async def run_demo(report_dir: Path, *, loopback: bool = False, identity: bool = False,
-                   prefix: str = PREFIX, subnet: str = SUBNET) -> int:
+                   prefix: str = PREFIX, subnet: str = SUBNET, work: Path | None = None) -> int:
+    """`work`: where the agents keep their data dirs and logs, kept afterwards (the test reads
+    the logs when an assertion fails); by default a temporary directory removed at the end."""
     if loopback or not namespaces_available():
         if not loopback:
             print("network namespaces need root, iproute2 and iptables: falling back to loopback addresses "
@@ -267,12 +269,20 @@ async def run_demo(report_dir: Path, *, loopback: bool = False, identity: bool =
                       "the loopback demo runs without it", flush=True)
         from chaos.demo_loopback import run_loopback_demo
 
-        return await run_loopback_demo(report_dir)
-    return await _run_netns_demo(report_dir, identity=identity, prefix=prefix, subnet=subnet)
+        return await run_loopback_demo(report_dir, work=work)
+    return await _run_netns_demo(report_dir, identity=identity, prefix=prefix, subnet=subnet, work=work)
 
 
-async def _run_netns_demo(report_dir: Path, *, identity: bool, prefix: str, subnet: str) -> int:
-    work = Path(tempfile.mkdtemp(prefix="roam-demo-"))
+def work_dir(given: Path | None) -> Path:
+    if given is None:
+        return Path(tempfile.mkdtemp(prefix="roam-demo-"))
+    given.mkdir(parents=True, exist_ok=True)
+    return given
+
+
+async def _run_netns_demo(report_dir: Path, *, identity: bool, prefix: str, subnet: str, work: Path | None) -> int:
+    keep = work is not None
+    work = work_dir(work)
     uninstall = install_emergency_cleanup(prefix)
     demo = Demo(report_dir=report_dir, work=work, identity=identity)
     reached: list[bool] = [False]
@@ -314,7 +324,7 @@ async def _run_netns_demo(report_dir: Path, *, identity: bool, prefix: str, subn
                                         ("site loss", site_loss, {"cloud", "edge"}, 30)])
     finally:
         uninstall()
-    return finish(demo, reached, report_dir, work)
+    return finish(demo, reached, report_dir, work, keep=keep)
 
 
 Step = tuple[str, Callable[[], Awaitable[None]], set[str], float]
@@ -339,7 +349,7 @@ async def play(demo: Demo, script: list[Step]) -> list[bool]:
     return reached
 
 
-def finish(demo: Demo, reached: list[bool], report_dir: Path, work: Path) -> int:
+def finish(demo: Demo, reached: list[bool], report_dir: Path, work: Path, *, keep: bool = False) -> int:
     demo.result.checks.append({"name": "script", "ok": all(reached),
                                "detail": f"phases reached their placement: {reached}"})
     planned_sent, planned_lost = demo.result.failed_in(demo.result.planned_windows())
@@ -349,7 +359,8 @@ def finish(demo: Demo, reached: list[bool], report_dir: Path, work: Path) -> int
         print(line)
     report, plot = demo.result.write(report_dir)
     print(f"\nreport: {report}" + (f"\nplot:   {plot}" if plot else ""))
-    shutil.rmtree(work, ignore_errors=True)
+    if not keep:
+        shutil.rmtree(work, ignore_errors=True)
     return 0 if all(c["ok"] for c in demo.result.checks) else 1
 
 

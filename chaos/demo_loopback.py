@@ -10,13 +10,12 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import aiohttp
 
 from chaos.agent_processes import kill_left_behind
-from chaos.demo import CLUSTERS, DWELL, Demo, finish, play
+from chaos.demo import CLUSTERS, DWELL, Demo, finish, play, work_dir
 
 ADDRS = {"deep-edge": "127.0.0.61", "edge": "127.0.0.62", "cloud": "127.0.0.63"}
 
@@ -59,8 +58,9 @@ class LoopbackFederation:
             kill_left_behind(self.work / name)
 
 
-async def run_loopback_demo(report_dir: Path) -> int:
-    work = Path(tempfile.mkdtemp(prefix="roam-demo-"))
+async def run_loopback_demo(report_dir: Path, *, work: Path | None = None) -> int:
+    keep = work is not None
+    work = work_dir(work)
     demo = Demo(report_dir=report_dir, work=work)
     demo.result.mode = "loopback"
     demo.addrs = dict(ADDRS)
@@ -99,4 +99,4 @@ async def run_loopback_demo(report_dir: Path) -> int:
                                         ("recovery", recovery, {"cloud", "edge"}, 60)])
     finally:
         fed.stop_all()
-    return finish(demo, reached, report_dir, work)
+    return finish(demo, reached, report_dir, work, keep=keep)

@@ -7,7 +7,9 @@ answers with a verdict.
 Rules (the module docstring of peer/migration/failsafe.py says why):
   * nothing is wrong while the route is up and gossip does not report the location failed;
   * the first evidence opens a suspicion; Serf's own timestamp dates it when Serf noticed;
-  * Serf's "failed"/"left" is a loss at once;
+  * Serf's "failed"/"left" is a loss at once when this entry's check of the recorded copy
+    agrees (its route is down); otherwise a ping decides: an answer means gossip is stale (a
+    partition healed and Serf has not seen the location alive again yet), no loss;
   * a location gossip does not know is lost after UNKNOWN_GRACE if it does not answer a ping;
   * a route down: for LB_DOWN_GRACE the steward starts the home copy ahead (unless a standby
     can be promoted, or a copy started ahead was removed less than AHEAD_EVERY ago), then a
@@ -112,8 +114,19 @@ def assess(suspicion: Suspicion, seen: Seen, now: float, *, reachable: bool | No
     down_for = now - suspicion.since
     location = suspicion.location
     unreachable = False
-    if seen.serf_lost:
+    if seen.serf_lost and seen.route_down:
         evidence = f"serf reports {location} {seen.status}"
+    elif seen.serf_lost:
+        # Gossip alone, while this entry's check of the recorded copy passes (or its route
+        # is not at that copy yet): right after a partition heals, Serf keeps a returned
+        # cluster "failed" for a second or more after its records arrived. Acting on that
+        # word ran a second steward's fail-safe on the HC's own copy in the demo's recovery.
+        if reachable is None:
+            return Ping()
+        if reachable:
+            return Wait()
+        evidence = f"serf reports {location} {seen.status} and it does not answer"
+        unreachable = True
     elif seen.status is None:
         # Unknown right after a restart is not lost; unknown and not serving for a while is.
         if down_for < UNKNOWN_GRACE:
@@ -144,15 +157,16 @@ def ahead_ok(*, standbys: bool, dropped_at: float | None, now: float) -> bool:
 
 
 def confirm(suspicion: Suspicion, seen: Seen, now: float, *, reachable: bool | None) -> Lost | Wait | Ping | None:
-    """While a copy started ahead: the evidence `assess` would act on. `Lost` at Serf's word or
-    once the route stayed down through LB_DOWN_GRACE and the ping went unanswered; None (not a
-    loss: the copy ahead is removed) as soon as the route is up or the location answers;
+    """While a copy started ahead: the evidence `assess` would act on. `Lost` at Serf's word
+    with the route down, or once the route stayed down through LB_DOWN_GRACE and the ping went
+    unanswered; None (not a loss: the copy ahead is removed) as soon as the route is up or the
+    location answers;
     `Wait` (look again in `confirm_delay`) while the grace runs; `Ping` once it ran out."""
     location = suspicion.location
+    if not seen.route_down:
+        return None  # it serves (whatever gossip says: `assess`)
     if seen.serf_lost:
         return Lost(f"serf reports {location} {seen.status}", suspicion.since, act=True, unreachable=False)
-    if not seen.route_down:
-        return None
     if now < suspicion.since + LB_DOWN_GRACE:
         return Wait()
     if reachable is None:

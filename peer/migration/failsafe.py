@@ -87,6 +87,7 @@ class FailSafe:
         self._acting = Supervisor(f"{services.here}:failsafe")  # promotions and redeploys under way (cancelled on stop)
         self._loops = Supervisor(f"{services.here}:failsafe-loops")  # the recheck of unreachable clusters
         self._dropped_at: dict[str, float] = {}  # when a copy started ahead was last removed (not confirmed)
+        self._answered: dict[str, float] = {}  # when a cluster gossip calls lost last answered a ping
         self.wake = Wake()  # ends run's sleep when a record is committed (peer.runtime.wake)
 
     async def run(self) -> None:
@@ -146,8 +147,9 @@ class FailSafe:
         ahead = core.ahead_ok(standbys=bool(record.standbys), dropped_at=self._dropped_at.get(name), now=now)
         verdict = core.assess(suspicion, seen, now, reachable=None, steward=steward, ahead_ok=ahead)
         if isinstance(verdict, core.Ping):
-            verdict = core.assess(suspicion, seen, now, reachable=await self._reachable(record.location),
-                                  steward=steward, ahead_ok=ahead)
+            reachable = await (self._answers_despite_gossip(record.location) if seen.serf_lost and not seen.route_down
+                               else self._reachable(record.location))
+            verdict = core.assess(suspicion, seen, now, reachable=reachable, steward=steward, ahead_ok=ahead)
         if isinstance(verdict, core.StartAhead):
             # First evidence: the home copy starts now, while the loss is confirmed.
             self._act(name, self._redeploy(record, evidence=None, since=suspicion.since, suspicion=suspicion))
@@ -223,6 +225,20 @@ class FailSafe:
             if split_addr(addr) not in checked and self.liveness.lost_for(cluster, members, now) is None:
                 return cluster, addr
         return None
+
+    async def _answers_despite_gossip(self, cluster: str) -> bool:
+        """`_reachable`, for a location gossip calls lost while this entry's check of its copy
+        passes (`core.assess`): an answer is taken as good for RECHECK_EVERY, so a service
+        there costs one ping per cluster and second, not one per service and TICK, until Serf
+        sees the cluster alive again (seconds after a heal; for good if only gossip is cut)."""
+        answered = self._answered.get(cluster)
+        if answered is not None and time.monotonic() - answered < RECHECK_EVERY:
+            return True
+        if await self._reachable(cluster):
+            self._answered[cluster] = time.monotonic()
+            return True
+        self._answered.pop(cluster, None)
+        return False
 
     async def _reachable(self, cluster: str) -> bool:
         url = self.agent.api_url_of(cluster)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings, strategies as st
 
 from peer.core import failsafe as fs, journal, moves, policy
@@ -87,6 +88,8 @@ def test_the_failsafe_never_acts_early_nor_at_a_non_steward(seen: fs.Seen, since
     if isinstance(verdict, fs.Lost):
         assert verdict.act == steward and verdict.since == since
         down = now - since
+        if seen.serf_lost and not seen.route_down:
+            assert reachable is False  # gossip's word alone is checked by a ping (it may be stale)
         if not seen.serf_lost:
             assert reachable is not None  # a loss the probes did not check is Serf's word only
             if reachable:
@@ -130,11 +133,39 @@ def test_a_route_still_at_the_copy_the_record_left_is_no_evidence() -> None:
     assert fs.suspect(None, "c2", lost, 5.0) is not None
 
 
+@pytest.mark.parametrize("route_up, route_current", [(True, True), (False, False), (True, False)])
+def test_gossip_alone_is_checked_by_a_ping(route_up: bool, route_current: bool) -> None:
+    """Right after a partition heals, Serf keeps the returned cluster "failed" for a second or
+    more after its records arrived (seen in the demo: the deputy, steward on its side, ran a
+    fail-safe on the HC's own serving copy). Unless this entry's check of the recorded copy
+    agrees, gossip's word is asked of the location first: an answer is no loss."""
+    seen = fs.Seen("failed", 1.0, route_up=route_up, route_current=route_current)
+    suspicion = fs.suspect(None, "c1", seen, 5.0)
+    assert suspicion is not None and suspicion.since == 1.0
+
+    def verdict(reachable: bool | None) -> fs.Verdict:
+        return fs.assess(suspicion, seen, 5.0, reachable=reachable, steward=True, ahead_ok=True)
+
+    assert isinstance(verdict(None), fs.Ping)
+    assert isinstance(verdict(True), fs.Wait)
+    lost = verdict(False)
+    assert isinstance(lost, fs.Lost) and lost.act and lost.unreachable and "does not answer" in lost.evidence
+    assert fs.confirm(suspicion, seen, 5.0, reachable=None) is None  # a copy started ahead goes
+
+
+def test_gossip_with_the_route_down_is_a_loss_at_once() -> None:
+    seen = fs.Seen("left", 1.0, route_up=False, route_current=True)
+    suspicion = fs.Suspicion("c1", 1.0)
+    verdict = fs.assess(suspicion, seen, 1.01, reachable=None, steward=True, ahead_ok=True)
+    assert isinstance(verdict, fs.Lost) and verdict.evidence == "serf reports c1 left" and not verdict.unreachable
+    assert isinstance(fs.confirm(suspicion, seen, 1.01, reachable=None), fs.Lost)
+
+
 @given(seen_strategy, times, times, st.none() | st.booleans())
 def test_a_confirmation_removes_the_copy_ahead_as_soon_as_the_location_serves(seen: fs.Seen, since: float,
                                                                              now: float, reachable: bool | None) -> None:
     verdict = fs.confirm(fs.Suspicion("c2", since), seen, now, reachable=reachable)
-    if seen.serf_lost:
+    if seen.serf_lost and seen.route_down:
         assert isinstance(verdict, fs.Lost)
     elif seen.route_up or not seen.route_current or reachable:
         assert verdict is None or isinstance(verdict, fs.Wait)
