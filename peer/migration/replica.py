@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import time
 from dataclasses import replace
 
 from aiohttp import web
 
-from lb.errors import LBError
-from peer.core import journal, moves
+from peer.core import moves
 from peer.drivers.base import DriverError
 from peer.drivers.descriptor import DescriptorError, ServiceDescriptor
 from peer.migration import wire
@@ -20,8 +18,7 @@ from peer.migration.seams import ReplicaSeams
 from peer.peering.client import msgpack_response, read_msgpack
 from peer.federation.metaorchestrator import requirements
 from peer.records.naming import base_name
-from peer.records.record import encode as encode_record
-from peer.copies.manager import PENDING_TTL, PendingCopy, ServiceManager, WorkloadRefused, addr_of, split_addr
+from peer.copies.manager import PENDING_TTL, PendingCopy, ServiceManager, WorkloadRefused, addr_of
 from placement import admit
 
 log = logging.getLogger(__name__)
@@ -42,7 +39,6 @@ class ReplicaHandlers:
         app.router.add_post(wire.REPLICATE, self.replicate)
         app.router.add_post(wire.STATUS, self.status)
         app.router.add_post(wire.ABORT, self.abort)
-        app.router.add_post(wire.REROUTE, self.reroute)
         app.router.add_post(wire.RELEASE, self.release)
         app.router.add_post(wire.PING, self.ping)
 
@@ -155,39 +151,6 @@ class ReplicaHandlers:
                     await services.stop_copy(name)
         self.agent.load_changed()
         return msgpack_response({"aborted": True})
-
-    # -- at the HC -------------------------------------------------------------------------
-    async def reroute(self, request: web.Request) -> web.Response:
-        msg = wire.Reroute.from_wire(await read_msgpack(request))
-        mid, name, location, instance = msg.migration_id, msg.name, msg.location, msg.instance
-        services = self.services
-        async with services.lock(name):
-            record = services.get(name)
-            if record is None or services.here not in record.entries:
-                return _refuse(f"{name} is not homed here", status=404)
-            expected = msg.expect_location
-            if expected is not None and record.location != expected:
-                return _refuse(f"{name} runs at {record.location}, not {expected}: stale migration")
-            try:
-                host, port = split_addr(instance)
-                ipaddress.ip_address(host)
-                if not 1 <= port <= 65535:
-                    raise ValueError(port)
-            except ValueError:
-                return _refuse(f"instance: {instance!r} is not IP:PORT", status=400)
-            started = time.monotonic()
-            try:
-                result = await services.lb.route(name, host, port)
-            except LBError as exc:
-                return _refuse(f"reroute failed: {exc}", status=502)
-            committed = services.commit(
-                moves.commit(record, location=location, instance=instance, migration_id=mid))
-            services.settle_arrival(name, mid)
-        await self.agent.publish(committed, frozenset())
-        return msgpack_response({
-            "record": encode_record(committed),
-            "reroute_ms": getattr(result, "duration_ms", (time.monotonic() - started) * 1000.0),
-        })
 
     # -- at the old location ---------------------------------------------------------------
     async def release(self, request: web.Request) -> web.Response:

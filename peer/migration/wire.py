@@ -31,7 +31,6 @@ STATUS = f"{_BASE}/migration/status"        # coordinator -> AC: is the copy rea
 #   ("wait": seconds, a long poll: the AC answers when the copy is ready or failed, or then)
 STATUS_WAIT_MAX = 10.0                      # the longest `wait` an AC accepts
 ABORT = f"{_BASE}/migration/abort"          # coordinator -> AC: drop the copy (rollback)
-REROUTE = f"{_BASE}/migration/reroute"      # coordinator -> HC: point the frontend at the AC, commit
 RELEASE = f"{_BASE}/migration/release"      # coordinator -> old location: here is the committed record
 PING = f"{_BASE}/ping"                      # fail-safe probe: is the peer's agent reachable?
 ENTRY_OPEN = f"{_BASE}/homes/open"          # creator or steward -> new entry: open a frontend for it
@@ -172,29 +171,6 @@ class Abort:
 
 
 @dataclass(frozen=True)
-class Reroute:
-    """At an entry: point the frontend at `instance` (at `location`) and commit."""
-
-    path: ClassVar[str] = REROUTE
-    migration_id: str
-    name: str
-    location: str
-    instance: str
-    expect_location: str | None = None
-
-    def to_wire(self) -> dict[str, Any]:
-        return {"migration_id": self.migration_id, "name": self.name, "location": self.location,
-                "instance": self.instance, "expect_location": self.expect_location}
-
-    @classmethod
-    def from_wire(cls, body: object) -> Reroute:
-        b = _map(body)
-        return cls(migration_id=_text(b, "migration_id"), name=_service(b), location=_text(b, "location"),
-                   instance=_text(b, "instance", max_len=300),
-                   expect_location=_text(b, "expect_location", optional=True))
-
-
-@dataclass(frozen=True)
 class Release:
     """At the old location: here is the committed record; stop the copy it no longer runs."""
 
@@ -325,6 +301,6 @@ class Forward:
         return cls(op=op, name=name, target=_text(b, "target", optional=True))
 
 
-Message = Replicate | Status | Abort | Reroute | Release | Ping | Lookup | EntryOpen | Route | Hold | Forward
-MESSAGES: tuple[type[Message], ...] = (Replicate, Status, Abort, Reroute, Release, Ping, Lookup, EntryOpen,
+Message = Replicate | Status | Abort | Release | Ping | Lookup | EntryOpen | Route | Hold | Forward
+MESSAGES: tuple[type[Message], ...] = (Replicate, Status, Abort, Release, Ping, Lookup, EntryOpen,
                                         Route, Hold, Forward)
