@@ -551,8 +551,8 @@ class ServiceManager:
                          current.location if current else "?")
                 await self.stop_copy(action.name)
         elif isinstance(action, AdoptLocalCopy):
-            if current is None or current.tombstone:
-                return
+            if current is None or current.tombstone or current.location != self.here:
+                return  # (a later version, merged since, placed it elsewhere: its own actions follow)
             if self.pending.pop(action.name, None) is not None:
                 self.end_arrival(action.name)
                 # Write it back: this cluster enters the clock (tombstone GC relies on it).
@@ -624,23 +624,48 @@ class ServiceManager:
         self.fresh.started(record.name)  # a pull that raced the start sees the epoch move
 
     async def ensure_local_copy(self, record: Record) -> Record:
-        """The record says a copy runs here: adopt it if it is alive, else start one."""
+        """The record says a copy runs here: adopt it if it is alive, else start one. Its
+        address goes on the record as stored once the copy answers (`_record_instance`), never
+        on `record`, read before the wait: merges land meanwhile without the service's lock. A
+        copy started for a record that moved elsewhere meanwhile is stopped again."""
+        name = record.name
         try:
-            instance = await self.driver.status(record.name)
+            instance = await self.driver.status(name)
             alive = instance.state.value in ("ready", "starting")
         except ServiceNotFound:
             alive = False
         if not alive:
-            self.fresh.started(record.name)  # a new copy holds the initial state until restored
+            self.fresh.started(name)  # a new copy holds the initial state until restored
             instance, _ = await self.run_copy(self.descriptor_of(record), home=record.home)
-            self.fresh.started(record.name)
-        if record.instance != addr_of(instance):
-            record = self.store.put_local(replace(record, instance=addr_of(instance), state=State.RUNNING),
-                                          here=self.here, now=time.time())
-            if self.here in record.entries:
-                await self.ensure_route(record)
-            await self._publish(record, frozenset())
-        return record
+            self.fresh.started(name)
+        current, changed = self._record_instance(name, addr_of(instance), running=True)
+        if current is None:
+            held = self.get(name)
+            if not alive and name not in self.pending and (held is None or not held.copy_here(self.here)):
+                log.info("stopping the copy of %s just started: its record now says it runs at %s", name,
+                         held.location if held else "nowhere (deleted)")
+                await self.stop_copy(name)
+            return held or record
+        if changed:
+            if self.here in current.entries:
+                await self.ensure_route(current)
+            await self._publish(current, frozenset())
+        return current
+
+    def _record_instance(self, name: str, addr: str, *, running: bool) -> tuple[Record | None, bool]:
+        """Write `addr` (this cluster's copy) as the instance of the record held now, in one
+        store transaction (`RecordStore.change_local`), if it still says the service runs here:
+        (that record, whether it was written); (None, False) if it no longer does."""
+        def change(current: Record) -> Record | None:
+            if current.location != self.here or current.instance == addr:
+                return None
+            return replace(current, instance=addr, state=State.RUNNING) if running else replace(current, instance=addr)
+
+        written = self.store.change_local(name, change, here=self.here, now=time.time())
+        if written is not None:
+            return written, True
+        held = self.get(name)
+        return (held, False) if held is not None and held.location == self.here else (None, False)
 
     def routes_as_recorded(self, record: Record) -> bool:
         """Does this cluster's route of the service point at the copy its record names? A
@@ -690,12 +715,11 @@ class ServiceManager:
                 return
             with contextlib.suppress(DriverError, LBError, WorkloadRefused):
                 instance = await self.driver.status(name)
-                if record.instance != addr_of(instance):
-                    record = self.store.put_local(replace(record, instance=addr_of(instance)),
-                                                  here=self.here, now=time.time())
-                    if self.here in record.entries:
-                        await self.ensure_route(record)
-                    await self._publish(record, frozenset())
+                current, changed = self._record_instance(name, addr_of(instance), running=False)
+                if current is not None and changed:
+                    if self.here in current.entries:
+                        await self.ensure_route(current)
+                    await self._publish(current, frozenset())
 
     # -- after a restart -------------------------------------------------------------------
     async def reconcile(self) -> None:

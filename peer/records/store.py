@@ -465,6 +465,29 @@ class RecordStore:
         self._changed()
         return stored
 
+    def change_local(self, name: str, change: Callable[[Record], Record | None], *, here: str,
+                     now: float) -> Record | None:
+        """`put_local` of `change(the version held now)`, read and written in one transaction;
+        None (nothing written) if no live version is held or `change` returns None. Why: a
+        caller that read a record, then waited (a copy starting, a driver call), must not
+        write that read back: merges land meanwhile without the service's lock, and
+        `put_local` keeps the content it is given under the newest clock. Seen in the demo: an
+        AC's instance update carried the pre-partition content over the HC's fail-safe."""
+        actor = self.clock_actor(here)
+        self.verify_vouched(name)
+        with self._tx() as cur:
+            row = cur.execute("SELECT data, body FROM records WHERE name=?", (name,)).fetchone()
+            previous = None if row is None else self._decode_row(name, row[0], row[1])
+            if previous is None or previous.tombstone:
+                return None
+            version = change(previous)
+            if version is None:
+                return None
+            stored = self._built_on(previous, version, here=here, now=now, actor=actor)
+            self._write(cur, stored)
+        self._changed()
+        return stored
+
     def _changed(self) -> None:
         for listener in self.on_change:
             listener()

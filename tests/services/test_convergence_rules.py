@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import builtins
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from lb.fake import FakeLoadBalancer
 from peer.copies.convergence import Converger
 from peer.drivers.base import DeployFailed, Instance, InstanceState, ServiceNotFound, TemporaryDriverError
 from peer.drivers.descriptor import ServiceDescriptor
+from peer.records.merge import local_write
 from peer.records.record import Record, State, descriptor_digest, tombstone_of
 from peer.records.store import RecordStore
 from peer.copies.manager import ServiceManager
@@ -187,3 +189,28 @@ async def test_a_ready_arriving_copy_is_kept_through_a_long_hold_and_a_starting_
     services.pending["ready"].last_poll = now - ORPHAN_AFTER - HOLD_MAX - 1.0
     await services.expire_pending()
     assert services.pending == {} and "ready" not in driver.state
+
+
+async def test_a_version_merged_while_the_copy_starts_is_not_written_over(parts) -> None:  # type: ignore[no-untyped-def]
+    """Seen in the demo after a heal: the AC restarted its copy for the record it held (the
+    service runs here), and while the copy started the HC's fail-safe version arrived (it runs
+    at the HC now) by a merge, which takes no service lock. Writing the new copy's address on
+    the record read before the start carried the old content over the HC's version, under a
+    newer clock: every replica moved the service back to the AC. The address goes on the
+    record held now, only if that still says here; the copy started for nothing is stopped."""
+    services, lb, driver, conv = parts
+    before = _record(services, "web", entries=("c2",))
+    driver.port["web"] = 31001  # the new copy answers on another port
+    moved = local_write(before, replace(before, location="c2", instance="127.0.0.2:31002", migration_id="fs"),
+                        here="c2", now=time.time())  # the HC's fail-safe, written at the HC
+    real_deploy = driver.deploy
+
+    async def deploy_while_the_version_lands(descriptor: ServiceDescriptor, *, home: str) -> Instance:
+        services.merge(moved)  # (in the agent: anti-entropy's worker thread, no lock)
+        return await real_deploy(descriptor, home=home)
+
+    driver.deploy = deploy_while_the_version_lands  # type: ignore[method-assign]
+    await services.ensure_local_copy(services.get("web"))
+    held = services.get("web")
+    assert held is not None and held.location == "c2" and held.instance == "127.0.0.2:31002"
+    assert held.migration_id == "fs" and "web" not in driver.state  # the copy started for nothing is gone
