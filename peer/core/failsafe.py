@@ -47,6 +47,12 @@ class Seen:
         return self.status in LOST
 
     @property
+    def gossip_alone(self) -> bool:
+        """Gossip reports the location lost, but this entry's check of the recorded copy does
+        not agree: the location is asked (`assess`), as gossip may be stale."""
+        return self.serf_lost and not self.route_down
+
+    @property
     def route_down(self) -> bool:
         """The checks say the location's copy does not serve. Only a route to the copy the
         record names is evidence: one still at the copy the record left (a record merged a
@@ -114,9 +120,7 @@ def assess(suspicion: Suspicion, seen: Seen, now: float, *, reachable: bool | No
     down_for = now - suspicion.since
     location = suspicion.location
     unreachable = False
-    if seen.serf_lost and seen.route_down:
-        evidence = f"serf reports {location} {seen.status}"
-    elif seen.serf_lost:
+    if seen.gossip_alone:
         # Gossip alone, while this entry's check of the recorded copy passes (or its route
         # is not at that copy yet): right after a partition heals, Serf keeps a returned
         # cluster "failed" for a second or more after its records arrived. Acting on that
@@ -127,6 +131,8 @@ def assess(suspicion: Suspicion, seen: Seen, now: float, *, reachable: bool | No
             return Wait()
         evidence = f"serf reports {location} {seen.status} and it does not answer"
         unreachable = True
+    elif seen.serf_lost:
+        evidence = f"serf reports {location} {seen.status}"
     elif seen.status is None:
         # Unknown right after a restart is not lost; unknown and not serving for a while is.
         if down_for < UNKNOWN_GRACE:

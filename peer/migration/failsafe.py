@@ -147,7 +147,7 @@ class FailSafe:
         ahead = core.ahead_ok(standbys=bool(record.standbys), dropped_at=self._dropped_at.get(name), now=now)
         verdict = core.assess(suspicion, seen, now, reachable=None, steward=steward, ahead_ok=ahead)
         if isinstance(verdict, core.Ping):
-            reachable = await (self._answers_despite_gossip(record.location) if seen.serf_lost and not seen.route_down
+            reachable = await (self._answers_despite_gossip(record.location) if seen.gossip_alone
                                else self._reachable(record.location))
             verdict = core.assess(suspicion, seen, now, reachable=reachable, steward=steward, ahead_ok=ahead)
         if isinstance(verdict, core.StartAhead):

@@ -476,8 +476,7 @@ class RecordStore:
         actor = self.clock_actor(here)
         self.verify_vouched(name)
         with self._tx() as cur:
-            row = cur.execute("SELECT data, body FROM records WHERE name=?", (name,)).fetchone()
-            previous = None if row is None else self._decode_row(name, row[0], row[1])
+            previous = self._get(cur, name)
             if previous is None or previous.tombstone:
                 return None
             version = change(previous)

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from lb import FakeLoadBalancer
-from peer.copies.manager import routable
+from peer.copies.manager import ServiceManager
 from peer.migration.failsafe import RECHECK_EVERY, FailSafe
 from peer.migration.fakes import FakeEntries, FakeFederation, member
 from peer.peering.client import PeerUnreachable
@@ -48,8 +48,7 @@ class Services(SimpleNamespace):
     def lock(self, name: str) -> asyncio.Lock:
         return self.locks.setdefault(name, asyncio.Lock())
 
-    def routes_as_recorded(self, record: Record) -> bool:
-        return bool(self.lb.current_route(record.name) == routable(record.instance))
+    routes_as_recorded = ServiceManager.routes_as_recorded  # (it reads `lb` only)
 
 
 async def failsafe_at_the_deputy(pings: Pings) -> tuple[FailSafe, list[str]]:
