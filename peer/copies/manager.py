@@ -477,10 +477,12 @@ class ServiceManager:
 
     async def delete(self, name: str) -> Record:
         async with self.lock(name):
-            record = self.get(name)
+            # The tombstone of the version held at the write (one store transaction): a version
+            # merged since a read must not come back under the delete's clock.
+            record = self.store.change_local(name, tombstone_of, here=self.here, now=time.time())
             if record is None:
                 raise NoSuchService(f"no service {name!r}")
-            tomb = self.store.put_local(tombstone_of(record), here=self.here, now=time.time())
+            tomb = record  # (a tombstone keeps the location and the holders its version had)
             if record.location == self.here:
                 try:
                     await self.stop_copy(name)
@@ -555,9 +557,13 @@ class ServiceManager:
                 return  # (a later version, merged since, placed it elsewhere: its own actions follow)
             if self.pending.pop(action.name, None) is not None:
                 self.end_arrival(action.name)
-                # Write it back: this cluster enters the clock (tombstone GC relies on it).
-                adopted = self.store.put_local(replace(current, state=State.RUNNING), here=self.here, now=time.time())
-                await self._publish(adopted, frozenset())
+                # Write it back: this cluster enters the clock (tombstone GC relies on it), on
+                # the version held at the write (a merge may land before it: change_local).
+                adopted = self.store.change_local(
+                    action.name, lambda held: replace(held, state=State.RUNNING) if held.location == self.here else None,
+                    here=self.here, now=time.time())
+                if adopted is not None:
+                    await self._publish(adopted, frozenset())
             else:
                 await self.ensure_local_copy(current)
         elif isinstance(action, KeepStandby):

@@ -149,10 +149,12 @@ class MigrationEngine:
 
     async def _route_back(self, before: Record) -> None:
         """A reroute that failed half-way (this entry routed, the commit did not happen): the
-        frontend points at the old copy again, as the record still says (the copy at the
-        target is being aborted). A committed record is left alone: it is the truth now."""
+        frontend points where the record held now says (the copy at the target is being
+        aborted): at the old copy, or wherever a version merged meanwhile placed it (the
+        commit then gave way to it: SupersededWrite). Called only for a move that did not
+        commit, so the record held is the truth."""
         current = self.services.get(before.name)
-        if current is None or current.location != before.location or self.here not in current.entries:
+        if current is None or self.here not in current.entries:
             return
         try:
             await self.services.ensure_route(current)

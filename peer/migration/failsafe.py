@@ -41,6 +41,7 @@ from peer.migration.seams import EntryRoutes, FailSafeSeams, Mover
 from peer.migration.wire import PING, RELEASE
 from peer.peering.client import PeerClient, PeerError, PeerRefused
 from peer.federation.metaorchestrator import requirements
+from peer.records.merge import SupersededWrite
 from peer.records.record import Record
 from peer.migration.engine import MigrationError
 from peer.copies.manager import ServiceError, ServiceManager, WorkloadRefused, addr_of, split_addr
@@ -328,6 +329,14 @@ class FailSafe:
                 committed = services.commit(
                     moves.commit(current, location=services.here, instance=addr_of(instance), migration_id=m.id,
                                  state_version=state_version))
+        except SupersededWrite as exc:
+            # A version merged while the copy started outranks this decision (the AC is back
+            # and its HC moved it, say): it stands, and so the copy and the route made for
+            # this one go. Nothing to retry: the merged version's own actions ran.
+            self.history.finish(m, outcome="failed", error=str(exc))
+            log.warning("fail-safe for %s given up: %s", name, exc)
+            await self._undo_redeploy(name)
+            return None, None
         except (DriverError, LBError, WorkloadRefused) as exc:
             why = f"refused by this cluster's workload policy ({exc.rule}): {exc}" \
                 if isinstance(exc, WorkloadRefused) else str(exc)
@@ -339,6 +348,19 @@ class FailSafe:
         m.durations["downtime_estimate"] = round((time.monotonic() - since) * 1000.0, 3)
         self.history.finish(m, outcome="succeeded")
         return committed, None
+
+    async def _undo_redeploy(self, name: str) -> None:
+        """After a redeploy whose commit gave way (SupersededWrite): route as the record held
+        now says and stop the copy started here, unless that record runs it here."""
+        services = self.services
+        current = services.get(name)
+        try:
+            if current is not None and services.here in current.entries:
+                await services.ensure_route(current)
+            if current is None or current.location != services.here:
+                await services.stop_copy(name)
+        except (DriverError, LBError, ServiceError) as exc:  # (the convergence round retries both)
+            log.error("%s: undoing the fail-safe that gave way failed: %s", name, exc)
 
     async def _confirm(self, record: Record, suspicion: Suspicion) -> str | None:
         """The evidence `_check` would act on, gathered while a copy starts ahead (the rule:
@@ -400,6 +422,14 @@ class FailSafe:
                     committed = services.commit(
                         moves.commit(current, location=cluster, instance=addr, migration_id=m.id))
                     await services.ensure_backups(committed)
+            except SupersededWrite as exc:  # (a version merged meanwhile outranks it: it stands)
+                self.history.finish(m, outcome="failed", error=str(exc))
+                log.warning("promotion of the standby of %s at %s given up: %s", name, cluster, exc)
+                with contextlib.suppress(LBError, ServiceError):
+                    held = services.get(name)
+                    if held is not None and services.here in held.entries:
+                        await services.ensure_route(held)
+                return
             except LBError as exc:
                 self.history.finish(m, outcome="failed", error=str(exc))
                 log.error("promotion of the standby of %s at %s failed: %s", name, cluster, exc)

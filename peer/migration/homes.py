@@ -26,6 +26,7 @@ from aiohttp import web
 from lb.errors import LBError, NoFreeSlotError
 from peer.migration import wire
 from peer.peering.client import PeerClient, PeerError, PeerRefused, msgpack_response, read_msgpack
+from peer.records.merge import SupersededWrite
 from peer.records.naming import MAX_REPLACED, base_name
 from peer.records.record import Record
 from peer.api.statuses import status_of
@@ -342,9 +343,14 @@ class HomeSetKeeper:
             if current is None or current != record:
                 return
             host, port = await services.lb.open_frontend(record.name)
-            adopted = services.commit(
-                replace(current, homes=(*current.entries, here),
-                        endpoints=tuple(sorted((*current.endpoints, (here, f"{host}:{port}"))))))
+            try:
+                adopted = services.commit(
+                    replace(current, homes=(*current.entries, here),
+                            endpoints=tuple(sorted((*current.endpoints, (here, f"{host}:{port}"))))))
+            except SupersededWrite as exc:  # (a version merged since the read decides: no entry here)
+                log.warning("%s: not added to the home set: %s", record.name, exc)
+                await services.lb.close_frontend(record.name)
+                return
             await services.ensure_route(adopted)
         log.warning("every entry of %s lost: %s added itself to its home set", record.name, here)
         await self.publish(adopted, frozenset())
@@ -367,8 +373,12 @@ class HomeSetKeeper:
             if current is None or current != record:
                 return
             endpoints = tuple(sorted([p for p in current.endpoints if p[0] not in drop] + opened))
-            repaired = services.commit(
-                replace(current, homes=tuple(keep + [c for c, _ in opened]), endpoints=endpoints))
+            try:
+                repaired = services.commit(
+                    replace(current, homes=tuple(keep + [c for c, _ in opened]), endpoints=endpoints))
+            except SupersededWrite as exc:  # (the entries opened for it lapse: ENTRY_RESERVATION)
+                log.warning("home set of %s not repaired: %s", record.name, exc)
+                return
         log.warning("home set of %s repaired: dropped %s, added %s", record.name, list(drop), [c for c, _ in opened])
         await self.publish(repaired, frozenset(drop))
         with contextlib.suppress(PeerError):

@@ -39,6 +39,7 @@ from peer.migration.readiness import CopyNotReady, wait_copy_ready
 from peer.migration.wire import ABORT, REPLICATE
 from peer.peering.client import PeerClient, PeerError, PeerRefused
 from peer.federation.metaorchestrator import requirements
+from peer.records.merge import SupersededWrite
 from peer.records.record import Record
 from peer.copies.manager import ServiceError, ServiceManager, split_addr
 from placement import ClusterView, Requirements, get_policy, rank
@@ -192,8 +193,11 @@ class StandbyKeeper:
             current = services.get(record.name)
             if current is None or current != record:
                 raise StandbyError("record changed meanwhile")
-            committed = services.commit(
-                replace(current, standbys=tuple(p for p in current.standbys if p[0] not in drop)))
+            try:
+                committed = services.commit(
+                    replace(current, standbys=tuple(p for p in current.standbys if p[0] not in drop)))
+            except SupersededWrite as exc:  # (a version merged since this read: it decides)
+                raise StandbyError(str(exc)) from exc
             if services.here in committed.entries:
                 await services.ensure_backups(committed)
         log.warning("standby of %s dropped at %s (lost or not serving)", record.name, ", ".join(drop))
@@ -273,8 +277,11 @@ class StandbyKeeper:
             if (current is None or current.location != record.location or m.target in current.standby_clusters
                     or current.incarnation != record.incarnation):
                 raise StandbyError("the record changed while the standby started")
-            committed = services.commit(
-                replace(current, standbys=tuple(sorted((*current.standbys, (m.target, instance))))))
+            try:
+                committed = services.commit(
+                    replace(current, standbys=tuple(sorted((*current.standbys, (m.target, instance))))))
+            except SupersededWrite as exc:  # (a version merged since this read: it decides)
+                raise StandbyError(str(exc)) from exc
             services.settle_arrival(record.name, m.id)  # a standby here: no merge will settle it
             if services.here in committed.entries:
                 await services.ensure_backups(committed)

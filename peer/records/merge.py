@@ -61,7 +61,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from peer.errors import RoamError
+from peer.errors import RoamError, UnavailableKind
 from peer.records import vclock as vc
 from peer.records.naming import base_name, concurrent, home_part, incarnation_order, is_qualified, qualified, supersedes
 from peer.records.record import Record, content_key, interested, same_content, with_vclock
@@ -72,6 +72,12 @@ DEFAULT_TOMBSTONE_TTL = 7 * 24 * 3600.0
 
 class LocalWriteError(RoamError, ValueError):
     """A local write that the merge rules could not make win over its own history."""
+
+
+class SupersededWrite(UnavailableKind):
+    """A local write made on an older version than the one held now, which the merge rules
+    rank below that version (`superseded`): not stored. The caller decided on a record that
+    has changed since; deciding again on the one held now may work."""
 
 
 # --- actions: what `here` must do after a remote version was applied ------------------------
@@ -357,6 +363,36 @@ def local_write(previous: Record | None, record: Record, *, here: str, now: floa
         raise LocalWriteError(f"{record.name}: actor {writer!r} does not belong to {here!r}")
     clock = vc.increment(context, writer, timestamp=now)
     return replace(record, vclock=clock, written=clock, updated_at=now, epoch=epoch)
+
+
+def superseded(held: Record, record: Record, *, actor: str, now: float) -> bool:
+    """Must a local write of `record` give way to `held`, the version stored now?
+
+    A caller reads a record, waits (a copy starting, a route, a driver call) and writes its
+    change of what it read. A version merged from a peer meanwhile (merges take no service
+    lock) was never seen by that change, and `local_write` would store the change on top of
+    it: a lost update, the merged decision erased unseen (the demo's AC once wrote its copy's
+    address over the HC's fail-safe that way). `record` carries the clock of the version it
+    was made from (`dataclasses.replace` keeps it). When `held` strictly descends that clock,
+    the write is judged as if it had been stored at its read, before the merge: against
+    `held` it is then a concurrent version, and `reconcile` keeps the content of the higher
+    `rank`. True when that is `held`'s (the write must not be stored). False otherwise, and
+    for a write made on the version held (or one `held` has not seen all of: a version given
+    by a peer, a new incarnation), which `local_write` stores on top as before: its content
+    is what the merge would keep either way.
+
+    The write as of its read counts `actor` past every write of it `held` has seen (a pair
+    names one write). Its home-set `epoch` is bumped if it changes the entries of `held`,
+    when `held` has the home set of its base (same epoch); if `held`'s home set changed
+    since, the base's entries are not known here and the epoch is left as read."""
+    if record.incarnation != held.incarnation or not record.vclock.entries:
+        return False
+    if vc.descends(record.vclock, held.vclock) or not vc.descends(held.vclock, record.vclock):
+        return False
+    clock = vc.increment(record.vclock, actor, timestamp=now, at_least=vc.get_counter(held.vclock, actor) + 1)
+    epoch = record.epoch + (held.epoch == record.epoch and record.entries != held.entries)
+    as_of_read = replace(record, vclock=clock, written=clock, updated_at=now, epoch=epoch)
+    return _compare_ranks(as_of_read, held) < 0
 
 
 def droppable(tombstone: Record, acked_by: set[str] | frozenset[str], *, now: float, ttl: float) -> bool:

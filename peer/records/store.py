@@ -33,7 +33,7 @@ from peer.packing import packb
 from peer.records import record as rec
 from peer.records import vclock as vc
 from peer.records.batch import IN_CHUNK, HeldRows, Reclocked, batch_names
-from peer.records.merge import MergeOutcome, droppable, local_write, place
+from peer.records.merge import MergeOutcome, SupersededWrite, droppable, local_write, place, superseded
 from peer.records.naming import base_name, is_qualified
 from peer.records.record import Record
 from peer.trust.signing import Channel, body_digest, known_body_digest, restore_body_digest
@@ -448,16 +448,23 @@ class RecordStore:
         clock (see merge.local_write). `close`: a journal entry closed in the same transaction
         (one fsync for both; the entry is closed exactly when the record is written).
         `prepared`: `prepare_local`'s for this `record`, used if built on the row held now
-        (any change since, a merge or an audit's undo, and the version is built again)."""
+        (any change since, a merge or an audit's undo, and the version is built again).
+
+        Raises SupersededWrite, and writes nothing, when `record` was made from an older
+        version than the one held now and the merge rules rank the held one higher
+        (`merge.superseded`: a version merged while the caller waited is not written over)."""
         actor = self.clock_actor(here)
         self.verify_vouched(record.name)
         with self._tx() as cur:
             row = cur.execute("SELECT data, body FROM records WHERE name=?", (record.name,)).fetchone()
+            previous = None if row is None else self._decode_row(record.name, row[0], row[1])
+            if previous is not None and superseded(previous, record, actor=actor, now=now):
+                raise SupersededWrite(f"{record.name}: the change was decided on an older version of the record; "
+                                      f"the version merged since (it runs at {previous.location}) outranks it")
             if prepared is not None and prepared.record is record and prepared.actor == actor and \
                     prepared.previous == (None if row is None else bytes(row[0])):
                 stored = prepared.stored
             else:
-                previous = None if row is None else self._decode_row(record.name, row[0], row[1])
                 stored = self._built_on(previous, record, here=here, now=now, actor=actor)
             self._write(cur, stored)
             if close is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
@@ -25,6 +26,7 @@ from peer.migration import policy
 from peer.migration.history import MigrationLog
 from peer.migration.policy import PolicyTriggers
 from peer.migration.wire import ABORT, REPLICATE, STATUS
+from peer.records.merge import local_write
 from peer.records.record import Record, State, descriptor_digest
 from peer.records.store import RecordStore, StoreError
 from peer.copies.manager import InvalidServiceRequest, ServiceError, ServiceManager, WorkloadRefused
@@ -149,6 +151,39 @@ async def test_a_commit_that_fails_after_the_route_changed_routes_back(tmp_path:
     with pytest.raises(MigrationError, match="failed at reroute: disk I/O error"):
         await eng.migrate("web", target="c2")
     assert_nothing_stuck(eng, services, peers)
+
+
+async def test_a_move_at_a_deputy_gives_way_to_the_hcs_version_merged_meanwhile(tmp_path: Path) -> None:
+    """The steward here (c1) is the HC's deputy. While the copy at c2 starts, the HC's own
+    decision arrives by a merge (no service lock): the service runs at the HC now. The move's
+    commit, decided on the older record, gives way (merge.superseded) instead of writing over
+    it: the move fails with its journal closed, the copy at c2 aborted, and this entry routes
+    where the HC's version says."""
+    peers = ScriptedPeers()
+    eng, services, _ = await engine(tmp_path, peers)
+    payload = ServiceDescriptor.from_obj({"name": "db", "port": 80, "command": ["x"]}).canonical_msgpack()
+    host, port = await services.lb.open_frontend("db")
+    await services.lb.route("db", "127.0.0.1", 30001)
+    read = services.merge(local_write(None, Record(
+        name="db", home="c3", location=HERE, state=State.RUNNING, instance="127.0.0.1:30001",
+        digest=descriptor_digest(payload), descriptor=payload, homes=("c3", HERE), incarnation="1-c3",
+        endpoints=(("c3", "127.0.0.3:40000"), (HERE, f"{host}:{port}"))), here="c3", now=1.0)).result
+    hcs = local_write(read, replace(read, location="c3", instance="127.0.0.3:30003", migration_id="fs-c3"),
+                      here="c3", now=2.0)
+    answer = peers.call
+
+    async def the_hcs_version_lands_while_the_copy_starts(url: str, path: str, body: Any, *, timeout: float) -> Any:
+        if path == STATUS:
+            services.merge(hcs)
+        return await answer(url, path, body, timeout=timeout)
+
+    peers.call = the_hcs_version_lands_while_the_copy_starts  # type: ignore[method-assign]
+    with pytest.raises(MigrationError, match="older version of the record"):
+        await eng.migrate("db", target="c2")
+    held = services.get("db")
+    assert held is not None and (held.location, held.migration_id) == ("c3", "fs-c3")
+    assert list(services.store.journal_open()) == [] and f"{ABORT} http://c2" in peers.calls
+    assert services.lb.current_route("db") == ("127.0.0.3", 30003)
 
 
 async def test_the_policy_loop_logs_a_services_error_and_goes_on(monkeypatch: pytest.MonkeyPatch,

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from peer.records import record as rec
 from peer.records import vclock as vc
-from peer.records.merge import AdoptLocalCopy, local_write
+from peer.records.merge import AdoptLocalCopy, SupersededWrite, local_write
 from peer.records.record import Record, State, tombstone_of
 from peer.records.store import SCHEMA_VERSION, RecordStore, StoreVersionError, _parties
 from peer.runtime.waiting import wait_until_sync
@@ -143,6 +143,26 @@ def test_a_prepared_write_is_stored_as_built_unless_the_record_changed_meanwhile
     stored = store.put_local(again, here="a", now=6.0, prepared=replace(stale, record=again))
     assert stored != stale.stored and stored.location == "c"
     assert vc.by_cluster(stored.vclock) == {"a": 4} and vc.descends(stored.vclock, between.vclock)
+
+
+def test_a_write_decided_on_an_older_version_gives_way_to_the_one_merged_since(store: RecordStore) -> None:
+    """The lost update at the AC (issue 16): `b` read the record, the HC's version arrived by a
+    merge while `b` waited, then `b` wrote its change of what it read. The HC's version stands
+    and nothing is written (prepared ahead or not); a change of the version held now is taken."""
+    base = store.apply_remote(local_write(None, replace(content(location="b"), homes=("a", "c")), here="a", now=1.0),
+                              here="b").result
+    read = store.get("web")
+    assert read == base
+    prepared = store.prepare_local(replace(read, instance="127.0.0.2:7"), here="b", now=2.0)
+    hc = store.apply_remote(local_write(base, replace(base, location="a", instance="127.0.0.1:9"), here="a",
+                                        now=2.0), here="b").result
+    with pytest.raises(SupersededWrite, match="web: the change was decided on an older version"):
+        store.put_local(replace(read, instance="127.0.0.2:7"), here="b", now=3.0)
+    with pytest.raises(SupersededWrite):
+        store.put_local(prepared.record, here="b", now=3.0, prepared=prepared)
+    assert store.get("web") == hc  # untouched
+    on_held = store.put_local(replace(hc, state=State.MIGRATING), here="b", now=4.0)
+    assert on_held.location == "a" and vc.descends(on_held.vclock, hc.vclock)
 
 
 class _SigningFails:
