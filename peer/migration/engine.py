@@ -36,6 +36,7 @@ from peer.migration import overlap
 from peer.migration.history import Migration, MigrationLog
 from peer.migration.homes import HomeSetClient
 from peer.migration.seams import EngineSeams
+from peer.records.merge import SupersededWrite
 from peer.migration.readiness import CopyNotReady, wait_copy_ready
 from peer.migration.wire import ABORT, RELEASE, REPLICATE
 from peer.peering.client import PeerClient, PeerError, PeerRefused
@@ -490,6 +491,19 @@ class MigrationEngine:
         self.services.journal_move(journal.migration_entry(
             migration_id=m.id, service=m.service, stage=stage, target=m.target, home=m.home, source=m.source, **extra))
 
+    async def _given_way(self, m: Migration, exc: SupersededWrite) -> None:
+        """A move finished after a restart whose commit gave way to a version merged since
+        (only anti-entropy's thread can land one between the read and the commit): that
+        version decides. This entry routes as it says; the convergence rounds stop any copy it
+        does not name (the target's arrival expires)."""
+        log.warning("migration %s of %s not finished after the restart: %s", m.id, m.service, exc)
+        held = self.services.get(m.service)
+        if held is not None and self.here in held.entries:
+            with contextlib.suppress(RoamError, LBError):
+                await self.services.ensure_route(held)
+        self.history.finish(m, outcome="aborted", error=str(exc))
+        self.services.close_move(m.id)
+
     async def recover(self) -> None:
         """After a crash: roll back migrations that had not rerouted, finish those that had
         (the rule: peer/core/journal.py `recovery`)."""
@@ -504,9 +518,13 @@ class MigrationEngine:
             decision = journal.recovery(entry, record, here=self.here, routed_to_target=routed)
             if isinstance(decision, journal.Finish) and record is not None:
                 if decision.commit:
-                    record = self.services.commit(
-                        moves.commit(record, location=entry["target"], instance=entry["instance"],
-                                     migration_id=entry["id"]))
+                    try:
+                        record = self.services.commit(
+                            moves.commit(record, location=entry["target"], instance=entry["instance"],
+                                         migration_id=entry["id"]))
+                    except SupersededWrite as exc:
+                        await self._given_way(m, exc)
+                        continue
                 before = replace(record, location=decision.source)
                 with contextlib.suppress(Exception):
                     # This entry's frontend first: the route here is saved to lb-slots.json

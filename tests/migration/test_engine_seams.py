@@ -153,14 +153,9 @@ async def test_a_commit_that_fails_after_the_route_changed_routes_back(tmp_path:
     assert_nothing_stuck(eng, services, peers)
 
 
-async def test_a_move_at_a_deputy_gives_way_to_the_hcs_version_merged_meanwhile(tmp_path: Path) -> None:
-    """The steward here (c1) is the HC's deputy. While the copy at c2 starts, the HC's own
-    decision arrives by a merge (no service lock): the service runs at the HC now. The move's
-    commit, decided on the older record, gives way (merge.superseded) instead of writing over
-    it: the move fails with its journal closed, the copy at c2 aborted, and this entry routes
-    where the HC's version says."""
-    peers = ScriptedPeers()
-    eng, services, _ = await engine(tmp_path, peers)
+async def homed_abroad(services: ServiceManager) -> tuple[Record, Record]:
+    """`db`, homed at c3 with this cluster (c1) its deputy and AC, as merged here; and the
+    HC's own later decision on it (the service runs at the HC now), not merged yet."""
     payload = ServiceDescriptor.from_obj({"name": "db", "port": 80, "command": ["x"]}).canonical_msgpack()
     host, port = await services.lb.open_frontend("db")
     await services.lb.route("db", "127.0.0.1", 30001)
@@ -170,6 +165,18 @@ async def test_a_move_at_a_deputy_gives_way_to_the_hcs_version_merged_meanwhile(
         endpoints=(("c3", "127.0.0.3:40000"), (HERE, f"{host}:{port}"))), here="c3", now=1.0)).result
     hcs = local_write(read, replace(read, location="c3", instance="127.0.0.3:30003", migration_id="fs-c3"),
                       here="c3", now=2.0)
+    return read, hcs
+
+
+async def test_a_move_at_a_deputy_gives_way_to_the_hcs_version_merged_meanwhile(tmp_path: Path) -> None:
+    """The steward here (c1) is the HC's deputy. While the copy at c2 starts, the HC's own
+    decision arrives by a merge (no service lock): the service runs at the HC now. The move's
+    commit, decided on the older record, gives way (merge.superseded) instead of writing over
+    it: the move fails with its journal closed, the copy at c2 aborted, and this entry routes
+    where the HC's version says."""
+    peers = ScriptedPeers()
+    eng, services, _ = await engine(tmp_path, peers)
+    _, hcs = await homed_abroad(services)
     answer = peers.call
 
     async def the_hcs_version_lands_while_the_copy_starts(url: str, path: str, body: Any, *, timeout: float) -> Any:
@@ -183,6 +190,32 @@ async def test_a_move_at_a_deputy_gives_way_to_the_hcs_version_merged_meanwhile(
     held = services.get("db")
     assert held is not None and (held.location, held.migration_id) == ("c3", "fs-c3")
     assert list(services.store.journal_open()) == [] and f"{ABORT} http://c2" in peers.calls
+    assert services.lb.current_route("db") == ("127.0.0.3", 30003)
+
+
+async def test_a_move_finished_after_a_restart_gives_way_to_a_version_merged_meanwhile(tmp_path: Path) -> None:
+    """After a crash at the reroute (the route here moved, the commit not written), `recover`
+    writes the commit. Should the HC's version merged meanwhile outrank it (anti-entropy's
+    thread is the only way one lands there), that version decides: the move is closed
+    `aborted`, nothing is written over it, and this entry routes as it says."""
+    eng, services, _ = await engine(tmp_path, ScriptedPeers())
+    _, hcs = await homed_abroad(services)
+    services.journal_move({"id": "m1", "service": "db", "stage": "reroute", "target": "c2", "home": "c3",
+                           "source": HERE, "instance": "127.0.0.2:31000"})
+    await services.lb.route("db", "127.0.0.2", 31000)  # the route here had moved before the crash
+    commit = services.commit
+
+    def the_hcs_version_lands_first(version: Record) -> Record:
+        services.merge(hcs)
+        return commit(version)
+
+    services.commit = the_hcs_version_lands_first  # type: ignore[method-assign]
+    await eng.recover()
+    assert list(services.store.journal_open()) == []
+    [m] = eng.history.recent()
+    assert m["outcome"] == "aborted" and "older version of the record" in m["error"]
+    held = services.get("db")
+    assert held is not None and (held.location, held.migration_id) == ("c3", "fs-c3")
     assert services.lb.current_route("db") == ("127.0.0.3", 30003)
 
 
