@@ -479,11 +479,10 @@ class ServiceManager:
         async with self.lock(name):
             # The tombstone of the version held at the write (one store transaction): a version
             # merged since a read must not come back under the delete's clock.
-            record = self.store.change_local(name, tombstone_of, here=self.here, now=time.time())
-            if record is None:
+            tomb = self.store.change_local(name, tombstone_of, here=self.here, now=time.time())
+            if tomb is None:
                 raise NoSuchService(f"no service {name!r}")
-            tomb = record  # (a tombstone keeps the location and the holders its version had)
-            if record.location == self.here:
+            if tomb.location == self.here:  # (a tombstone keeps the location and holders its version had)
                 try:
                     await self.stop_copy(name)
                 except DriverError as exc:  # the delete stands (the tombstone is written): the
@@ -493,7 +492,7 @@ class ServiceManager:
                 await self.lb.close_frontend(name)
         # Wait (bounded) for the clusters that hold the record: once the delete answers, a
         # LOOKUP anywhere sees the tombstone and the name is free to reuse.
-        holders = frozenset({record.location, *record.entries, *record.standby_clusters})
+        holders = frozenset({tomb.location, *tomb.entries, *tomb.standby_clusters})
         if self.peers is not None:
             await self.peers.publish_now(tomb, holders)
         else:
@@ -678,6 +677,16 @@ class ServiceManager:
         record whose instance is no IP (a Kubernetes node name) cannot be compared: yes."""
         wanted = routable(record.instance)
         return wanted is None or self.lb.current_route(record.name) == wanted
+
+    async def route_as_held(self, name: str) -> Record | None:
+        """This entry's frontend follows the record held now, if this cluster is one of its
+        entries: after a decision that did not commit (a move that failed or gave way to a
+        version merged meanwhile: SupersededWrite), the record held is the truth. Returns it
+        (None: none held, or a tombstone)."""
+        current = self.get(name)
+        if current is not None and self.here in current.entries:
+            await self.ensure_route(current)
+        return current
 
     async def ensure_route(self, record: Record, *, on_up: Callable[[], None] | None = None) -> None:
         """This entry's frontend must exist and point at the record's instance (a record naming

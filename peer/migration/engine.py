@@ -154,11 +154,8 @@ class MigrationEngine:
         aborted): at the old copy, or wherever a version merged meanwhile placed it (the
         commit then gave way to it: SupersededWrite). Called only for a move that did not
         commit, so the record held is the truth."""
-        current = self.services.get(before.name)
-        if current is None or self.here not in current.entries:
-            return
         try:
-            await self.services.ensure_route(current)
+            await self.services.route_as_held(before.name)
         except (RoamError, LBError) as exc:
             log.error("migration of %s failed at the reroute and its route could not be restored: %s",
                       before.name, exc)
@@ -497,10 +494,8 @@ class MigrationEngine:
         version decides. This entry routes as it says; the convergence rounds stop any copy it
         does not name (the target's arrival expires)."""
         log.warning("migration %s of %s not finished after the restart: %s", m.id, m.service, exc)
-        held = self.services.get(m.service)
-        if held is not None and self.here in held.entries:
-            with contextlib.suppress(RoamError, LBError):
-                await self.services.ensure_route(held)
+        with contextlib.suppress(RoamError, LBError):
+            await self.services.route_as_held(m.service)
         self.history.finish(m, outcome="aborted", error=str(exc))
         self.services.close_move(m.id)
 

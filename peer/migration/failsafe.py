@@ -353,10 +353,8 @@ class FailSafe:
         """After a redeploy whose commit gave way (SupersededWrite): route as the record held
         now says and stop the copy started here, unless that record runs it here."""
         services = self.services
-        current = services.get(name)
         try:
-            if current is not None and services.here in current.entries:
-                await services.ensure_route(current)
+            current = await services.route_as_held(name)
             if current is None or current.location != services.here:
                 await services.stop_copy(name)
         except (DriverError, LBError, ServiceError) as exc:  # (the convergence round retries both)
@@ -426,9 +424,7 @@ class FailSafe:
                 self.history.finish(m, outcome="failed", error=str(exc))
                 log.warning("promotion of the standby of %s at %s given up: %s", name, cluster, exc)
                 with contextlib.suppress(LBError, ServiceError):
-                    held = services.get(name)
-                    if held is not None and services.here in held.entries:
-                        await services.ensure_route(held)
+                    await services.route_as_held(name)
                 return
             except LBError as exc:
                 self.history.finish(m, outcome="failed", error=str(exc))

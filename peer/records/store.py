@@ -477,9 +477,11 @@ class RecordStore:
         """`put_local` of `change(the version held now)`, read and written in one transaction;
         None (nothing written) if no live version is held or `change` returns None. Why: a
         caller that read a record, then waited (a copy starting, a driver call), must not
-        write that read back: merges land meanwhile without the service's lock, and
-        `put_local` keeps the content it is given under the newest clock. Seen in the demo: an
-        AC's instance update carried the pre-partition content over the HC's fail-safe."""
+        write that read back: merges land meanwhile without the service's lock. `put_local`
+        judges such a write as made at its read (`merge.superseded`: it may give way); a
+        change of the version held (an address, a delete) applies to what is held instead.
+        Seen in the demo: an AC's instance update carried the pre-partition content over the
+        HC's fail-safe."""
         actor = self.clock_actor(here)
         self.verify_vouched(name)
         with self._tx() as cur:
